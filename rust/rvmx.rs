@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! rvmx: a small hypervisor with KVM's userspace ABI, written in Rust.
+//!
+//! Guests run in VMX non-root mode; privileged operations trap to this module in root mode;
+//! EPT maps only memory userspace gave the guest; devices are emulated in userspace. Loading
+//! the module checks the CPU and registers `/dev/rvmx`, which speaks KVM's ioctls.
+//!
+//! One concept per file:
+//! - [`vmx_caps`]: VMX capability MSRs and what rvmx requires of them (pure logic).
+//! - [`kvm_abi`]: KVM's ioctl numbers and answers (pure logic).
+//! - [`x86`]: the privileged instructions, wrapped once.
+//! - [`mem`]: physical addresses of kernel pages.
+//! - [`cpuhp`]: a CPU-online callback.
+//! - [`vmx`]: VMXON regions and the interrupts-off windows that hold VMX operation.
+//! - [`system`]: the `/dev/rvmx` system fd.
+
+use kernel::{
+    miscdevice::{MiscDeviceOptions, MiscDeviceRegistration},
+    prelude::*,
+};
+
+mod cpuhp;
+// Shared with the host tests and the `rvmx` tool (hence `pub`), which use items the module
+// does not (yet).
+#[allow(dead_code)]
+pub mod kvm_abi;
+mod mem;
+mod system;
+mod vmx;
+#[allow(dead_code)]
+pub mod vmx_caps;
+mod x86;
+
+module! {
+    type: RvmxModule,
+    name: "rvmx",
+    authors: ["The rvmx developers"],
+    description: "A small KVM-compatible hypervisor for Intel VMX, in Rust",
+    license: "GPL",
+}
+
+#[pin_data]
+struct RvmxModule {
+    /// Declared first so it is dropped first: no file can reach VMX state after that.
+    #[pin]
+    _dev: MiscDeviceRegistration<system::SystemFd>,
+    _vmx: vmx::VmxRegistration,
+}
+
+impl kernel::InPlaceModule for RvmxModule {
+    fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            // VMX is checked before /dev/rvmx appears.
+            _vmx: vmx::VmxRegistration::new()?,
+            _dev <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c"rvmx" }),
+        })
+    }
+}

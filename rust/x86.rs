@@ -1,0 +1,99 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The privileged x86 instructions rvmx needs, each wrapped once.
+//!
+//! The kernel crate has no wrappers for control registers or VMX instructions; these are the
+//! only `asm!` blocks outside the guest entry path.
+
+use core::arch::asm;
+
+/// Executes CPUID for `leaf` (subleaf 0) and returns `[eax, ebx, ecx, edx]`.
+pub(crate) fn cpuid(leaf: u32) -> [u32; 4] {
+    let (eax, ebx, ecx, edx);
+    // SAFETY: CPUID only reads processor identification into registers. LLVM reserves rbx, so
+    // it is saved in a scratch register and restored by the `xchg`.
+    unsafe {
+        asm!(
+            "mov {b:r}, rbx",
+            "cpuid",
+            "xchg {b:r}, rbx",
+            b = out(reg) ebx,
+            inout("eax") leaf => eax,
+            inout("ecx") 0u32 => ecx,
+            out("edx") edx,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+    [eax, ebx, ecx, edx]
+}
+
+/// Reads CR0.
+pub(crate) fn read_cr0() -> u64 {
+    let v;
+    // SAFETY: rvmx runs in ring 0, where reading CR0 has no side effects.
+    unsafe { asm!("mov {}, cr0", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Reads CR4 from the hardware (not the kernel's per-CPU shadow).
+pub(crate) fn read_cr4() -> u64 {
+    let v;
+    // SAFETY: rvmx runs in ring 0, where reading CR4 has no side effects.
+    unsafe { asm!("mov {}, cr4", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Writes CR4.
+///
+/// # Safety
+///
+/// Interrupts must be off (the kernel rewrites CR4 from its shadow in interrupt context), and
+/// `value` must differ from the current CR4 only in bits the caller owns (CR4.VMXE for rvmx).
+pub(crate) unsafe fn write_cr4(value: u64) {
+    // SAFETY: the caller guarantees the value is one the kernel's state accepts.
+    unsafe { asm!("mov cr4, {}", in(reg) value, options(nostack, preserves_flags)) };
+}
+
+/// Enters VMX operation with the VMXON region at physical address `region`. Returns `false` if
+/// the processor refused (VMfailInvalid or VMfailValid).
+///
+/// # Safety
+///
+/// Interrupts must be off, CR4.VMXE set, CR0/CR4 within the VMX fixed bits, and `region` a
+/// 4 KiB-aligned page owned by this CPU that holds the VMCS revision identifier.
+pub(crate) unsafe fn vmxon(region: u64) -> bool {
+    let failed: u8;
+    // SAFETY: the caller guarantees VMXON's preconditions; the operand is a pointer to a u64
+    // that lives on this stack frame for the duration of the instruction.
+    unsafe {
+        asm!(
+            "vmxon [{pa}]",
+            "setna {f}",
+            pa = in(reg) &region,
+            f = out(reg_byte) failed,
+            options(nostack),
+        );
+    }
+    failed == 0
+}
+
+/// Leaves VMX operation.
+///
+/// # Safety
+///
+/// The CPU must be in VMX root operation entered by [`vmxon`], with interrupts off and no
+/// current VMCS still needed (it is dropped from the processor's cache).
+pub(crate) unsafe fn vmxoff() {
+    // SAFETY: the caller guarantees the CPU is in VMX root operation.
+    unsafe { asm!("vmxoff", options(nostack)) };
+}
+
+/// Reads MSR `msr` on CPU `cpu`; `None` if the read faults. May sleep (it is a cross-CPU call
+/// unless `cpu` is the current CPU), so it is for set-up paths, never inside a VMX window.
+pub(crate) fn rdmsr_on_cpu(cpu: u32, msr: u32) -> Option<u64> {
+    let mut value = 0u64;
+    // SAFETY: `value` is a valid, writable u64 for the duration of the call; the kernel
+    // catches a #GP from an absent MSR and returns an error instead.
+    let r = unsafe { kernel::bindings::rdmsrq_safe_on_cpu(cpu, msr, &mut value) };
+    (r == 0).then_some(value)
+}

@@ -1,0 +1,67 @@
+# Shared settings for rvmx's scripts: pinned inputs and the cache layout.
+# Sourced, not run. Every expensive output lives under $RVMX_CACHE, keyed by its inputs.
+
+set -euo pipefail
+
+RVMX_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+RVMX_CACHE=${RVMX_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rvmx}
+
+# Pinned build inputs (see docs/building.md). Change a pin and every cache keyed on it rebuilds.
+RUSTC_VERSION=1.95.0
+LINUX_SRC_PKG=linux-source-7.3
+LINUX_SRC_VERSION=7.3.4-1~bpo13+1
+RUST_SRC_VERSION=1.95.0+dfsg1-2~bpo13+1
+BINDGEN_VERSION=0.72.1
+LIBCLANG_VERSION=18.1.1
+DEBIAN_SUITE=trixie-backports
+
+# Debian bookworm packages the host needs to build and to run the test VMs.
+HOST_PACKAGES=(flex bison libelf-dev bc cpio xz-utils kmod libssl-dev lz4 gcc make
+               bochs bochsbios vgabios bochs-term busybox-static isolinux syslinux-common
+               genisoimage qemu-system-x86 util-linux python3-pip)
+
+log() { printf '[rvmx] %s\n' "$*" >&2; }
+die() { printf '[rvmx] error: %s\n' "$*" >&2; exit 1; }
+
+# Short content hash of the arguments (strings), used as cache keys.
+key_of() { printf '%s\n' "$@" | sha256sum | cut -c1-16; }
+
+# The private apt configuration that reaches $DEBIAN_SUITE without touching the system's apt.
+apt_private() {
+	local d=$RVMX_CACHE/apt
+	mkdir -p "$d/lists/partial" "$d/cache/archives/partial"
+	printf 'deb http://deb.debian.org/debian %s main\n' "$DEBIAN_SUITE" > "$d/sources.list"
+	APT_OPTS=(-o "Dir::Etc::sourcelist=$d/sources.list" -o Dir::Etc::sourceparts=/nonexistent
+	          -o "Dir::State::Lists=$d/lists" -o "Dir::Cache=$d/cache"
+	          -o APT::Get::List-Cleanup=0 -o APT::Sandbox::User=root -q)
+}
+
+# Check that the machine's rustc is the pinned one: the kernel and the module must share it.
+check_rustc() {
+	command -v rustc >/dev/null || die "rustc not found (need $RUSTC_VERSION, the one the kernel is built with)"
+	local v; v=$(rustc --version | awk '{print $2}')
+	[ "$v" = "$RUSTC_VERSION" ] || die "rustc is $v, rvmx pins $RUSTC_VERSION (scripts/lib.sh)"
+}
+
+# Paths of the toolchain pieces (filled in by scripts/setup-toolchain).
+BINDGEN_DIR=$RVMX_CACHE/tools/bindgen-$BINDGEN_VERSION
+BINDGEN=$BINDGEN_DIR/bin/bindgen
+LIBCLANG_DIR=$RVMX_CACHE/tools/libclang-$LIBCLANG_VERSION
+RUST_SRC_DIR=$RVMX_CACHE/tools/rust-src-$RUST_SRC_VERSION
+# Prefer the toolchain's own rust-src component; fall back to Debian's package of the same version.
+RUST_LIB_SRC=$(rustc --print sysroot 2>/dev/null || true)/lib/rustlib/src/rust/library
+[ -d "$RUST_LIB_SRC/core" ] || RUST_LIB_SRC=$RUST_SRC_DIR/usr/src/rustc-$RUSTC_VERSION/library
+LINUX_TARBALL_DIR=$RVMX_CACHE/tools/$LINUX_SRC_PKG-$LINUX_SRC_VERSION
+
+# The test kernel build directory, keyed by every input that shapes it.
+kernel_key() {
+	key_of "$LINUX_SRC_VERSION" "$RUSTC_VERSION" "$BINDGEN_VERSION" "$LIBCLANG_VERSION" \
+		"$(cat "$RVMX_ROOT/scripts/kernel.config")" "$(cat "$RVMX_ROOT/scripts/build-kernel")"
+}
+KERNEL_DIR=$RVMX_CACHE/linux-$(kernel_key)
+
+# make variables for any kbuild invocation against a Rust-enabled tree.
+kbuild_vars() {
+	KBUILD_VARS=(RUSTC="$(command -v rustc)" BINDGEN="$BINDGEN" RUST_LIB_SRC="$RUST_LIB_SRC")
+	export LIBCLANG_PATH=$LIBCLANG_DIR
+}
