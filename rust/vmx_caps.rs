@@ -410,7 +410,7 @@ mod tests {
             IA32_VMX_TRUE_EXIT_CTLS => 0x01ff_ffff_0003_6dfb,
             IA32_VMX_TRUE_ENTRY_CTLS => 0x0003_ffff_0000_11fb,
             IA32_VMX_MISC => 0x0000_0000_0000_01e5,
-            IA32_VMX_EPT_VPID_CAP => 0x0000_0f01_0674_1141 | ept_vpid::INVVPID,
+            IA32_VMX_EPT_VPID_CAP => 0x0000_0f01_0673_4141,
             IA32_VMX_CR0_FIXED0 => 0x8000_0021,
             IA32_VMX_CR0_FIXED1 => 0xffff_ffff,
             IA32_VMX_CR4_FIXED0 => 0x2000,

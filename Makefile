@@ -1,0 +1,49 @@
+# rvmx: top-level build. `make` builds rvmx.ko and the rvmx tool; `make run` boots the test VM
+# and shows rvmx working; `make check` runs every test. See README.md.
+#
+# KDIR: a Rust-enabled kernel tree to build against. Default: the project's Linux 7.3 test
+# kernel, built and cached under ~/.cache/rvmx on first use (scripts/build-kernel).
+
+KDIR ?=
+CARGO_TARGET := x86_64-unknown-linux-gnu
+# Programs that run inside the test VM's busybox initramfs are linked statically.
+STATIC_CARGO := RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$(CURDIR)/build/cargo \
+	cargo build --release --quiet --target $(CARGO_TARGET)
+STATIC_OUT := build/cargo/$(CARGO_TARGET)/release
+
+.PHONY: all module tool test-programs kernel setup run check test-host bench clean
+
+all: module tool
+
+setup:
+	scripts/setup-toolchain
+
+kernel:
+	scripts/build-kernel >/dev/null
+
+module:
+	@kdir="$(KDIR)"; [ -n "$$kdir" ] || kdir=$$(scripts/build-kernel) || exit 1; \
+	$(MAKE) -C "$$kdir" M=$(CURDIR) modules
+
+tool:
+	cd userspace-tool && $(STATIC_CARGO)
+	@mkdir -p build/bin && cp $(STATIC_OUT)/rvmx build/bin/
+
+test-programs:
+	cd tests/programs && $(STATIC_CARGO)
+	@mkdir -p build/bin && cp $(STATIC_OUT)/kvm-abi-check build/bin/
+
+# The main job: boot the Bochs test VM, load rvmx, show it working.
+run:
+	scripts/vm-run --module rvmx --add tests/vm/demo.sh:/root/demo.sh -- sh /root/demo.sh
+
+check:
+	tests/run
+
+test-host:
+	cd rust && cargo test --quiet
+	cd userspace-tool && cargo test --quiet
+
+clean:
+	@kdir="$(KDIR)"; [ -z "$$kdir" ] || $(MAKE) -C "$$kdir" M=$(CURDIR) clean
+	rm -rf build *.o *.ko *.mod *.mod.c .*.cmd rust/*.o rust/.*.cmd Module.symvers modules.order

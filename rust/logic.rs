@@ -1,0 +1,7 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Host build of rvmx's kernel-independent modules: the same files the module compiles, so
+//! their unit tests run with `cargo test` and the `rvmx` tool decodes exactly as the module does.
+
+pub mod kvm_abi;
+pub mod vmx_caps;

@@ -1,0 +1,92 @@
+# The main in-VM suite (Bochs, VMX): loading, the system fd's ABI against KVM's, lifetimes,
+# CPU hotplug and coexistence with kvm_intel. Run by tests/run via scripts/vm-run --module rvmx.
+. /root/lib.sh
+insmod /lib/modules/msr.ko
+
+check "load: rvmx.ko proves VMX on both CPUs" dmesg_has "rvmx: VMX ready on 2 CPUs: VMCS revision"
+check "load: no error logged" sh -c '! dmesg | grep -E "rvmx: .*(fail|error|missing)"'
+check "load: /dev/rvmx is a character device, mode 0600" \
+	sh -c '[ -c /dev/rvmx ] && [ "$(stat -c %a /dev/rvmx)" = 600 ]'
+
+check "tool: rvmx info on /dev/rvmx" sh -c 'rvmx info > /tmp/info-rvmx && cat /tmp/info-rvmx &&
+	grep -q "^API version: *12$" /tmp/info-rvmx &&
+	grep -q "^vCPU mmap size: *12288 bytes$" /tmp/info-rvmx &&
+	grep -q "^host VMX: *VMCS revision 0x" /tmp/info-rvmx'
+check "tool: missing device is one readable line and exit 1" \
+	expect_fail_with "no such device (is the module loaded?" rvmx info --device /dev/nonexistent
+
+check "abi: kvm-abi-check on /dev/rvmx" sh -c 'kvm-abi-check /dev/rvmx > /tmp/abi-rvmx'
+
+opens() {
+	i=0
+	while [ $i -lt 1000 ]; do exec 3</dev/rvmx || return 1; exec 3<&-; i=$((i + 1)); done
+	[ "$(cat /sys/module/rvmx/refcnt)" = 0 ] || { echo "refcnt $(cat /sys/module/rvmx/refcnt)"; return 1; }
+}
+check "lifetime: 1000 opens and closes leave no reference" opens
+
+rmmod_while_open() {
+	exec 3</dev/rvmx
+	if rmmod rvmx 2>/dev/null; then exec 3<&-; echo "rmmod succeeded with /dev/rvmx open"; return 1; fi
+	loaded rvmx || return 1
+	exec 3<&-
+	rmmod rvmx && ! loaded rvmx && [ ! -e /dev/rvmx ]
+}
+check "lifetime: rmmod refused while open, clean after close" rmmod_while_open
+
+cycles() {
+	i=0
+	while [ $i -lt 5 ]; do
+		clear_log
+		insmod /lib/rvmx/rvmx.ko || return 1
+		dmesg_has "rvmx: VMX ready on 2 CPUs" || return 1
+		rmmod rvmx || return 1
+		i=$((i + 1))
+	done
+}
+check "lifetime: 5 insmod/rmmod cycles" cycles
+
+hotplug() {
+	echo 0 > /sys/devices/system/cpu/cpu1/online || return 1
+	clear_log
+	insmod /lib/rvmx/rvmx.ko || return 1
+	dmesg_has "rvmx: VMX ready on 1 CPUs" || return 1
+	echo 1 > /sys/devices/system/cpu/cpu1/online || return 1
+	dmesg_has "rvmx: CPU 1: VMX operation ready" || return 1
+	kvm-abi-check /dev/rvmx > /dev/null || return 1
+	rmmod rvmx
+}
+check "hotplug: a CPU coming online after load gets VMX" hotplug
+
+# kvm_intel takes VMX on every CPU at load: it can only do so if rvmx left every CPU as it was.
+check "coexistence: kvm_intel loads after rvmx is unloaded" \
+	sh -c 'insmod /lib/modules/kvm.ko && insmod /lib/modules/kvm-intel.ko && [ -c /dev/kvm ]'
+check "coexistence: rvmx refuses with EBUSY while kvm_intel holds VMX" sh -c '
+	dmesg -c > /dev/null
+	out=$(insmod /lib/rvmx/rvmx.ko 2>&1) && { echo "insmod succeeded"; exit 1; }
+	echo "$out"; echo "$out" | grep -q "Device or resource busy" &&
+	dmesg | grep -q "another hypervisor (kvm_intel) holds VMX; unload it first" &&
+	[ ! -e /dev/rvmx ] && ! grep -q "^rvmx " /proc/modules'
+
+check "abi: kvm-abi-check on /dev/kvm" sh -c 'kvm-abi-check /dev/kvm > /tmp/abi-kvm'
+check "tool: the same client drives /dev/kvm" sh -c 'rvmx info --device /dev/kvm'
+check "coexistence: rvmx loads again once kvm_intel is gone" sh -c '
+	rmmod kvm_intel && rmmod kvm && dmesg -c > /dev/null &&
+	insmod /lib/rvmx/rvmx.ko && dmesg | grep -q "rvmx: VMX ready on 2 CPUs"'
+
+# Same answers as KVM, line for line; capabilities: whatever rvmx offers, KVM offers too.
+abi_same() {
+	grep -v '^extension ' /tmp/abi-rvmx > /tmp/a; grep -v '^extension ' /tmp/abi-kvm > /tmp/b
+	diff /tmp/b /tmp/a
+}
+caps_subset() {
+	grep '^extension ' /tmp/abi-rvmx | while read -r _ cap v; do
+		k=$(grep "^extension $cap " /tmp/abi-kvm | cut -d' ' -f3)
+		case "$v" in 0) ;; *) [ "$k" != 0 ] || { echo "rvmx offers cap $cap, KVM does not"; exit 1; } ;; esac
+		[ "$cap" -le 256 ] || [ "$v" = 0 ] || { echo "bogus cap $cap answered $v"; exit 1; }
+	done
+}
+check "abi: versions, mmap size and errnos identical to KVM's" abi_same
+check "abi: capabilities are a subset of KVM's, unknown ones answer 0" caps_subset
+sed 's/^/    rvmx: /' /tmp/abi-rvmx | grep -v '^    rvmx: extension .* 0$'
+
+[ $failures -eq 0 ]
