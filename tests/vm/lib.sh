@@ -1,14 +1,15 @@
 # Helpers for the in-VM test scripts (busybox sh). Each check prints one line,
-# "PASS name" or "FAIL name" followed by the failing command's output; tests/run counts them.
+# "PASS name [uptime]" or "FAIL name [uptime]" followed by the failing command's output;
+# tests/run counts them. The guest uptime shows where a suite spends its (emulated) time.
 failures=0
 
 # check NAME COMMAND...: run COMMAND, PASS if it exits 0.
 check() {
 	name=$1; shift
 	if out=$("$@" 2>&1); then
-		echo "PASS $name"
+		echo "PASS $name [$(cut -d' ' -f1 /proc/uptime)s]"
 	else
-		echo "FAIL $name"
+		echo "FAIL $name [$(cut -d' ' -f1 /proc/uptime)s]"
 		printf '%s\n' "$out" | tail -n 20 | sed 's/^/    /'
 		failures=$((failures + 1))
 	fi

@@ -59,7 +59,7 @@ check "hotplug: a CPU coming online after load gets VMX" hotplug
 
 # kvm_intel takes VMX on every CPU at load: it can only do so if rvmx left every CPU as it was.
 check "coexistence: kvm_intel loads after rvmx is unloaded" \
-	sh -c 'insmod /lib/modules/kvm.ko && insmod /lib/modules/kvm-intel.ko && [ -c /dev/kvm ]'
+	sh -c 'kvm-load && [ -c /dev/kvm ]'
 check "coexistence: rvmx refuses with EBUSY while kvm_intel holds VMX" sh -c '
 	dmesg -c > /dev/null
 	out=$(insmod /lib/rvmx/rvmx.ko 2>&1) && { echo "insmod succeeded"; exit 1; }
@@ -70,7 +70,7 @@ check "coexistence: rvmx refuses with EBUSY while kvm_intel holds VMX" sh -c '
 check "abi: kvm-abi-check on /dev/kvm" sh -c 'kvm-abi-check /dev/kvm > /tmp/abi-kvm'
 check "tool: the same client drives /dev/kvm" sh -c 'rvmx info --device /dev/kvm'
 check "coexistence: rvmx loads again once kvm_intel is gone" sh -c '
-	rmmod kvm_intel && rmmod kvm && dmesg -c > /dev/null &&
+	rmmod kvm_intel && rmmod kvm && rmmod irqbypass && dmesg -c > /dev/null &&
 	insmod /lib/rvmx/rvmx.ko && dmesg | grep -q "rvmx: VMX ready on 2 CPUs"'
 
 # Same answers as KVM, line for line; capabilities: whatever rvmx offers, KVM offers too.
