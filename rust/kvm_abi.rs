@@ -16,11 +16,21 @@ const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
     (dir << 30) | ((size as u32) << 16) | (KVMIO << 8) | nr
 }
 const IOC_NONE: u32 = 0;
+const IOC_WRITE: u32 = 1;
+const IOC_READ: u32 = 2;
 const IOC_READ_WRITE: u32 = 3;
 
 /// `_IO(KVMIO, nr)`.
 pub const fn io(nr: u32) -> u32 {
     ioc(IOC_NONE, nr, 0)
+}
+/// `_IOW(KVMIO, nr, T)`: userspace writes a `T`.
+pub const fn iow<T>(nr: u32) -> u32 {
+    ioc(IOC_WRITE, nr, core::mem::size_of::<T>())
+}
+/// `_IOR(KVMIO, nr, T)`: userspace reads a `T`.
+pub const fn ior<T>(nr: u32) -> u32 {
+    ioc(IOC_READ, nr, core::mem::size_of::<T>())
 }
 /// `_IOWR(KVMIO, nr, T)` where `T` has `size` bytes.
 pub const fn iowr(nr: u32, size: usize) -> u32 {
@@ -41,6 +51,131 @@ pub const KVM_GET_VCPU_MMAP_SIZE: u32 = io(0x04);
 /// The CPUID entries a guest may be given (`struct kvm_cpuid2`, 8 bytes).
 pub const KVM_GET_SUPPORTED_CPUID: u32 = iowr(0x05, 8);
 
+// VM ioctls (on a VM fd).
+/// Creates vCPU number `arg` and returns its fd.
+pub const KVM_CREATE_VCPU: u32 = io(0x41);
+/// Adds, moves, resizes or deletes a guest memory slot.
+pub const KVM_SET_USER_MEMORY_REGION: u32 = iow::<UserspaceMemoryRegion>(0x46);
+/// Sets the guest-physical address of the three-page TSS area (needed by KVM without
+/// unrestricted guest; accepted and recorded by rvmx).
+pub const KVM_SET_TSS_ADDR: u32 = io(0x47);
+/// Sets the guest-physical address of the identity-map page table (likewise).
+pub const KVM_SET_IDENTITY_MAP_ADDR: u32 = iow::<u64>(0x48);
+
+// vCPU ioctls (on a vCPU fd).
+/// Runs the vCPU until an exit userspace must handle.
+pub const KVM_RUN: u32 = io(0x80);
+/// Reads the general-purpose registers.
+pub const KVM_GET_REGS: u32 = ior::<Regs>(0x81);
+/// Writes the general-purpose registers.
+pub const KVM_SET_REGS: u32 = iow::<Regs>(0x82);
+/// Reads segment, control and descriptor-table registers.
+pub const KVM_GET_SREGS: u32 = ior::<Sregs>(0x83);
+/// Writes segment, control and descriptor-table registers.
+pub const KVM_SET_SREGS: u32 = iow::<Sregs>(0x84);
+
+/// `struct kvm_userspace_memory_region`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UserspaceMemoryRegion {
+    /// Slot number (bits 15:0; address-space id in 31:16, which must be 0 on rvmx).
+    pub slot: u32,
+    /// `KVM_MEM_*` flags.
+    pub flags: u32,
+    /// Guest-physical start, page aligned.
+    pub guest_phys_addr: u64,
+    /// Size in bytes, page aligned; 0 deletes the slot.
+    pub memory_size: u64,
+    /// Start of the backing memory in the caller's address space, page aligned.
+    pub userspace_addr: u64,
+}
+
+/// Slot flag: log writes for `KVM_GET_DIRTY_LOG` (not offered yet).
+pub const KVM_MEM_LOG_DIRTY_PAGES: u32 = 1 << 0;
+/// Slot flag: guest writes exit to userspace as MMIO.
+pub const KVM_MEM_READONLY: u32 = 1 << 1;
+
+/// `struct kvm_regs`: general-purpose registers, RIP and RFLAGS.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Regs {
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rsp: u64,
+    pub rbp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+    pub rip: u64,
+    pub rflags: u64,
+}
+
+/// `struct kvm_segment`: a segment register with its hidden part.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Segment {
+    pub base: u64,
+    pub limit: u32,
+    pub selector: u16,
+    pub type_: u8,
+    pub present: u8,
+    pub dpl: u8,
+    pub db: u8,
+    pub s: u8,
+    pub l: u8,
+    pub g: u8,
+    pub avl: u8,
+    pub unusable: u8,
+    pub padding: u8,
+}
+
+/// `struct kvm_dtable`: GDTR or IDTR.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Dtable {
+    pub base: u64,
+    pub limit: u16,
+    pub padding: [u16; 3],
+}
+
+/// `struct kvm_sregs`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Sregs {
+    pub cs: Segment,
+    pub ds: Segment,
+    pub es: Segment,
+    pub fs: Segment,
+    pub gs: Segment,
+    pub ss: Segment,
+    pub tr: Segment,
+    pub ldt: Segment,
+    pub gdt: Dtable,
+    pub idt: Dtable,
+    pub cr0: u64,
+    pub cr2: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub cr8: u64,
+    pub efer: u64,
+    pub apic_base: u64,
+    /// Pending external interrupt, one bit per vector (at most one set).
+    pub interrupt_bitmap: [u64; 4],
+}
+
 /// Page offset of the PIO data page in the vCPU mmap area (`KVM_PIO_PAGE_OFFSET`).
 pub const KVM_PIO_PAGE_OFFSET: usize = 1;
 /// Page offset of the coalesced-MMIO ring (`KVM_COALESCED_MMIO_PAGE_OFFSET`).
@@ -57,11 +192,44 @@ pub const fn vcpu_mmap_size(page_size: usize) -> usize {
     VCPU_MMAP_PAGES * page_size
 }
 
+/// vCPUs per VM (`KVM_CAP_NR_VCPUS`, `KVM_CAP_MAX_VCPUS`).
+pub const MAX_VCPUS: usize = 8;
+/// vCPU ids are below this (`KVM_CAP_MAX_VCPU_ID`).
+pub const MAX_VCPU_ID: u32 = 8;
+
+/// `KVM_CAP_*` numbers rvmx answers for (`<linux/kvm.h>`).
+pub mod cap {
+    /// `KVM_SET_USER_MEMORY_REGION`.
+    pub const USER_MEMORY: usize = 3;
+    /// `KVM_SET_TSS_ADDR`.
+    pub const SET_TSS_ADDR: usize = 4;
+    /// Recommended vCPUs per VM.
+    pub const NR_VCPUS: usize = 9;
+    /// Memory slots per VM.
+    pub const NR_MEMSLOTS: usize = 10;
+    /// `KVM_SET_IDENTITY_MAP_ADDR`.
+    pub const SET_IDENTITY_MAP_ADDR: usize = 37;
+    /// Maximum vCPUs per VM.
+    pub const MAX_VCPUS: usize = 66;
+    /// `KVM_CHECK_EXTENSION` on a VM fd.
+    pub const CHECK_EXTENSION_VM: usize = 105;
+    /// vCPU ids are below this.
+    pub const MAX_VCPU_ID: usize = 128;
+}
+
 /// The capabilities rvmx provides, with the value `KVM_CHECK_EXTENSION` returns for each.
 ///
 /// Honest by construction: a capability appears here only once the feature behind it works.
-/// The system fd exists but VMs do not yet, so no capability is offered so far.
-pub const CAPABILITIES: &[(usize, isize)] = &[];
+pub const CAPABILITIES: &[(usize, isize)] = &[
+    (cap::USER_MEMORY, 1),
+    (cap::SET_TSS_ADDR, 1),
+    (cap::NR_VCPUS, MAX_VCPUS as isize),
+    (cap::NR_MEMSLOTS, crate::memslot_rules::MAX_SLOTS as isize),
+    (cap::SET_IDENTITY_MAP_ADDR, 1),
+    (cap::MAX_VCPUS, MAX_VCPUS as isize),
+    (cap::CHECK_EXTENSION_VM, 1),
+    (cap::MAX_VCPU_ID, MAX_VCPU_ID as isize),
+];
 
 /// The answer to `KVM_CHECK_EXTENSION(cap)`: like KVM, 0 for anything unknown (never an error).
 pub fn check_extension(cap: usize) -> isize {
@@ -71,6 +239,36 @@ pub fn check_extension(cap: usize) -> isize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::mem::{offset_of, size_of};
+
+    /// Layouts equal rust-vmm's kvm-bindings (generated from `<linux/kvm.h>`).
+    #[test]
+    fn struct_layouts_match_kvm_bindings() {
+        use kvm_bindings as kb;
+        assert_eq!(size_of::<UserspaceMemoryRegion>(), size_of::<kb::kvm_userspace_memory_region>());
+        assert_eq!(size_of::<Regs>(), size_of::<kb::kvm_regs>());
+        assert_eq!(offset_of!(Regs, rip), offset_of!(kb::kvm_regs, rip));
+        assert_eq!(size_of::<Segment>(), size_of::<kb::kvm_segment>());
+        assert_eq!(offset_of!(Segment, unusable), offset_of!(kb::kvm_segment, unusable));
+        assert_eq!(size_of::<Dtable>(), size_of::<kb::kvm_dtable>());
+        assert_eq!(size_of::<Sregs>(), size_of::<kb::kvm_sregs>());
+        assert_eq!(offset_of!(Sregs, gdt), offset_of!(kb::kvm_sregs, gdt));
+        assert_eq!(offset_of!(Sregs, efer), offset_of!(kb::kvm_sregs, efer));
+        assert_eq!(offset_of!(Sregs, interrupt_bitmap), offset_of!(kb::kvm_sregs, interrupt_bitmap));
+    }
+
+    #[test]
+    fn vm_and_vcpu_ioctl_numbers_match_linux() {
+        assert_eq!(KVM_CREATE_VCPU, 0xae41);
+        assert_eq!(KVM_SET_USER_MEMORY_REGION, 0x4020_ae46);
+        assert_eq!(KVM_SET_TSS_ADDR, 0xae47);
+        assert_eq!(KVM_SET_IDENTITY_MAP_ADDR, 0x4008_ae48);
+        assert_eq!(KVM_RUN, 0xae80);
+        assert_eq!(KVM_GET_REGS, 0x8090_ae81);
+        assert_eq!(KVM_SET_REGS, 0x4090_ae82);
+        assert_eq!(KVM_GET_SREGS, 0x8138_ae83);
+        assert_eq!(KVM_SET_SREGS, 0x4138_ae84);
+    }
 
     /// Numbers as `<linux/kvm.h>` defines them (checked against the C header's values).
     #[test]
@@ -86,6 +284,25 @@ mod tests {
     #[test]
     fn mmap_size_is_kvms_x86_size() {
         assert_eq!(vcpu_mmap_size(4096), 12288);
+    }
+
+    #[test]
+    fn capability_numbers_match_linux() {
+        use kvm_bindings as kb;
+        let pairs = [
+            (cap::USER_MEMORY, kb::KVM_CAP_USER_MEMORY),
+            (cap::SET_TSS_ADDR, kb::KVM_CAP_SET_TSS_ADDR),
+            (cap::NR_VCPUS, kb::KVM_CAP_NR_VCPUS),
+            (cap::NR_MEMSLOTS, kb::KVM_CAP_NR_MEMSLOTS),
+            (cap::SET_IDENTITY_MAP_ADDR, kb::KVM_CAP_SET_IDENTITY_MAP_ADDR),
+            (cap::MAX_VCPUS, kb::KVM_CAP_MAX_VCPUS),
+            (cap::CHECK_EXTENSION_VM, kb::KVM_CAP_CHECK_EXTENSION_VM),
+            (cap::MAX_VCPU_ID, kb::KVM_CAP_MAX_VCPU_ID),
+        ];
+        for (ours, linux) in pairs {
+            assert_eq!(ours, linux as usize);
+        }
+        assert_eq!(check_extension(cap::NR_MEMSLOTS), 509);
     }
 
     #[test]

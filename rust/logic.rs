@@ -4,4 +4,6 @@
 //! their unit tests run with `cargo test` and the `rvmx` tool decodes exactly as the module does.
 
 pub mod kvm_abi;
+pub mod memslot_rules;
+pub mod vcpu_state;
 pub mod vmx_caps;

@@ -14,6 +14,11 @@
 //! - [`cpuhp`]: a CPU-online callback.
 //! - [`vmx`]: VMXON regions and the interrupts-off windows that hold VMX operation.
 //! - [`system`]: the `/dev/rvmx` system fd.
+//! - [`fd`]: anonymous-inode fds for VM and vCPU objects.
+//! - [`memslot_rules`]: what `KVM_SET_USER_MEMORY_REGION` may do (pure logic).
+//! - [`vm`]: a VM and its VM fd.
+//! - [`vcpu_state`]: reset values and validity of vCPU registers (pure logic).
+//! - [`vcpu`]: a vCPU and its vCPU fd.
 
 use kernel::{
     miscdevice::{MiscDeviceOptions, MiscDeviceRegistration},
@@ -21,12 +26,19 @@ use kernel::{
 };
 
 mod cpuhp;
+mod fd;
 // Shared with the host tests and the `rvmx` tool (hence `pub`), which use items the module
 // does not (yet).
 #[allow(dead_code)]
 pub mod kvm_abi;
 mod mem;
+#[allow(dead_code)]
+pub mod memslot_rules;
 mod system;
+mod vcpu;
+#[allow(dead_code)]
+pub mod vcpu_state;
+mod vm;
 mod vmx;
 #[allow(dead_code)]
 pub mod vmx_caps;

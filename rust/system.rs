@@ -9,7 +9,10 @@ use kernel::{
     prelude::*,
 };
 
-use crate::kvm_abi::{self, *};
+use crate::{
+    kvm_abi::{self, *},
+    vm::Vm,
+};
 
 /// An open `/dev/rvmx`. Like KVM's system fd, it carries no state of its own.
 pub(crate) struct SystemFd;
@@ -26,6 +29,7 @@ impl MiscDevice for SystemFd {
         match cmd {
             KVM_GET_API_VERSION if arg == 0 => Ok(KVM_API_VERSION),
             KVM_CHECK_EXTENSION => Ok(kvm_abi::check_extension(arg)),
+            KVM_CREATE_VM => Vm::create(arg),
             KVM_GET_VCPU_MMAP_SIZE if arg == 0 => Ok(kvm_abi::vcpu_mmap_size(PAGE_SIZE) as isize),
             // KVM answers EINVAL to a non-zero argument and to every ioctl it does not know
             // (kvm_dev_ioctl -> kvm_arch_dev_ioctl), never ENOTTY.

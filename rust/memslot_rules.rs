@@ -1,0 +1,208 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! What `KVM_SET_USER_MEMORY_REGION` may do to the slot table, decided exactly as KVM's
+//! `__kvm_set_memory_region` decides it. Pure logic (host-tested); the module applies the
+//! decision and pins pages (memslot.rs).
+
+use crate::kvm_abi::{UserspaceMemoryRegion, KVM_MEM_READONLY};
+
+/// Slots per VM, reported as `KVM_CAP_NR_MEMSLOTS`.
+pub const MAX_SLOTS: u32 = 509;
+/// Largest slot, in pages (KVM's `KVM_MEM_MAX_NR_PAGES` is 2^31 - 1).
+pub const MAX_SLOT_PAGES: u64 = (1 << 31) - 1;
+/// Highest guest-physical address + 1 that rvmx's 4-level EPT maps (48 bits).
+pub const GPA_LIMIT: u64 = 1 << 48;
+/// Highest user address + 1 on x86_64 with 4-level paging.
+pub const USER_LIMIT: u64 = 0x7fff_ffff_f000;
+
+/// One guest memory slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    /// Slot number.
+    pub id: u16,
+    /// `KVM_MEM_*` flags.
+    pub flags: u32,
+    /// Guest-physical start.
+    pub gpa: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Start of the backing memory in the VM owner's address space.
+    pub uaddr: u64,
+}
+
+impl Slot {
+    /// Whether `gpa` lies in the slot.
+    pub const fn contains(&self, gpa: u64) -> bool {
+        gpa >= self.gpa && gpa - self.gpa < self.size
+    }
+
+    /// Whether the slot overlaps the guest-physical range `[gpa, gpa + size)`.
+    pub const fn overlaps(&self, gpa: u64, size: u64) -> bool {
+        gpa < self.gpa + self.size && self.gpa < gpa + size
+    }
+
+    /// Number of pages.
+    pub const fn pages(&self) -> u64 {
+        self.size >> 12
+    }
+
+    /// Whether guest writes must exit to userspace.
+    pub const fn readonly(&self) -> bool {
+        self.flags & KVM_MEM_READONLY != 0
+    }
+}
+
+/// What a valid request does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A new slot.
+    Create(Slot),
+    /// Remove slot `id` (size 0).
+    Delete(u16),
+    /// Slot `id` moves to the guest-physical address in the new slot (its pages stay).
+    Move(Slot),
+    /// Nothing that affects the mapping changes (same slot given again).
+    Unchanged,
+}
+
+/// Why a request is refused; each maps to KVM's errno.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// EINVAL: bad flags, alignment, size, slot number or address; or an illegal change.
+    Invalid,
+    /// EEXIST: the range overlaps another slot.
+    Overlap,
+}
+
+/// Decides `region` against the current `slots`.
+pub fn decide(region: &UserspaceMemoryRegion, slots: &[Slot]) -> Result<Change, Refusal> {
+    use Refusal::*;
+    let r = region;
+    if r.flags & !KVM_MEM_READONLY != 0 {
+        return Err(Invalid); // dirty logging is not offered yet
+    }
+    // Address space ids (bits 31:16) other than 0 are for SMM, which rvmx does not emulate.
+    if r.slot >> 16 != 0 || r.slot & 0xffff >= MAX_SLOTS {
+        return Err(Invalid);
+    }
+    let id = r.slot as u16;
+    let page_mask = 0xfff;
+    if r.memory_size & page_mask != 0 || r.guest_phys_addr & page_mask != 0 {
+        return Err(Invalid);
+    }
+    if r.userspace_addr & page_mask != 0 {
+        return Err(Invalid);
+    }
+    let old = slots.iter().find(|s| s.id == id);
+    if r.memory_size == 0 {
+        return match old {
+            Some(_) => Ok(Change::Delete(id)),
+            None => Err(Invalid),
+        };
+    }
+    let end = r.guest_phys_addr.checked_add(r.memory_size).ok_or(Invalid)?;
+    let uend = r.userspace_addr.checked_add(r.memory_size).ok_or(Invalid)?;
+    if end > GPA_LIMIT || uend > USER_LIMIT || r.memory_size >> 12 > MAX_SLOT_PAGES {
+        return Err(Invalid);
+    }
+    let new = Slot {
+        id,
+        flags: r.flags,
+        gpa: r.guest_phys_addr,
+        size: r.memory_size,
+        uaddr: r.userspace_addr,
+    };
+    let overlaps = || slots.iter().any(|s| s.id != id && s.overlaps(new.gpa, new.size));
+    match old {
+        None => {
+            if overlaps() {
+                return Err(Overlap);
+            }
+            Ok(Change::Create(new))
+        }
+        Some(old) => {
+            // KVM: an existing slot cannot change size, backing memory or read-only-ness.
+            if old.size != new.size || old.uaddr != new.uaddr || old.readonly() != new.readonly() {
+                return Err(Invalid);
+            }
+            if old.gpa == new.gpa {
+                return Ok(Change::Unchanged);
+            }
+            if overlaps() {
+                return Err(Overlap);
+            }
+            Ok(Change::Move(new))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(slot: u32, gpa: u64, size: u64, uaddr: u64, flags: u32) -> UserspaceMemoryRegion {
+        UserspaceMemoryRegion { slot, flags, guest_phys_addr: gpa, memory_size: size, userspace_addr: uaddr }
+    }
+
+    fn slot(id: u16, gpa: u64, size: u64, uaddr: u64) -> Slot {
+        Slot { id, flags: 0, gpa, size, uaddr }
+    }
+
+    #[test]
+    fn create_delete_move() {
+        let slots = [slot(0, 0, 0x10000, 0x7000_0000)];
+        let r = region(1, 0x10000, 0x1000, 0x7100_0000, 0);
+        assert_eq!(decide(&r, &slots), Ok(Change::Create(slot(1, 0x10000, 0x1000, 0x7100_0000))));
+        assert_eq!(decide(&region(0, 0, 0, 0, 0), &slots), Ok(Change::Delete(0)));
+        assert_eq!(decide(&region(3, 0, 0, 0, 0), &slots), Err(Refusal::Invalid), "delete absent");
+        let moved = region(0, 0x100000, 0x10000, 0x7000_0000, 0);
+        assert_eq!(decide(&moved, &slots), Ok(Change::Move(slot(0, 0x100000, 0x10000, 0x7000_0000))));
+        assert_eq!(decide(&region(0, 0, 0x10000, 0x7000_0000, 0), &slots), Ok(Change::Unchanged));
+    }
+
+    #[test]
+    fn overlap_is_eexist() {
+        let slots = [slot(0, 0x10000, 0x10000, 0x7000_0000)];
+        for (gpa, size) in [(0x10000, 0x1000), (0xf000, 0x2000), (0x1f000, 0x1000), (0, 0x100000)] {
+            assert_eq!(decide(&region(1, gpa, size, 0x7100_0000, 0), &slots), Err(Refusal::Overlap));
+        }
+        assert!(decide(&region(1, 0x20000, 0x1000, 0x7100_0000, 0), &slots).is_ok(), "adjacent");
+        assert!(decide(&region(1, 0xf000, 0x1000, 0x7100_0000, 0), &slots).is_ok(), "adjacent below");
+    }
+
+    #[test]
+    fn bad_arguments_are_einval() {
+        let none: [Slot; 0] = [];
+        let bad = [
+            region(0, 0x1001, 0x1000, 0x7000_0000, 0),       // gpa misaligned
+            region(0, 0, 0x1800, 0x7000_0000, 0),            // size misaligned
+            region(0, 0, 0x1000, 0x7000_0800, 0),            // uaddr misaligned
+            region(0, 0, 0x1000, 0x7000_0000, 1 << 2),       // unknown flag
+            region(0, 0, 0x1000, 0x7000_0000, 1),            // dirty log: not offered
+            region(1 << 16, 0, 0x1000, 0x7000_0000, 0),      // address space 1
+            region(MAX_SLOTS, 0, 0x1000, 0x7000_0000, 0),    // slot number too large
+            region(0, u64::MAX & !0xfff, 0x2000, 0x7000_0000, 0), // gpa wraps
+            region(0, 0, 0x1000, 0xffff_8000_0000_0000, 0),  // kernel address
+            region(0, GPA_LIMIT, 0x1000, 0x7000_0000, 0),    // beyond EPT
+        ];
+        for r in bad {
+            assert_eq!(decide(&r, &none), Err(Refusal::Invalid), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn existing_slot_cannot_change_shape() {
+        let slots = [slot(0, 0, 0x10000, 0x7000_0000)];
+        assert_eq!(decide(&region(0, 0, 0x20000, 0x7000_0000, 0), &slots), Err(Refusal::Invalid));
+        assert_eq!(decide(&region(0, 0, 0x10000, 0x7100_0000, 0), &slots), Err(Refusal::Invalid));
+        let ro = region(0, 0, 0x10000, 0x7000_0000, KVM_MEM_READONLY);
+        assert_eq!(decide(&ro, &slots), Err(Refusal::Invalid));
+    }
+
+    #[test]
+    fn lookups() {
+        let s = slot(0, 0x10000, 0x2000, 0);
+        assert!(s.contains(0x10000) && s.contains(0x11fff) && !s.contains(0x12000) && !s.contains(0xffff));
+        assert_eq!(s.pages(), 2);
+    }
+}

@@ -1,0 +1,181 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Architectural vCPU state as KVM's ABI presents it: the reset values after
+//! `KVM_CREATE_VCPU` (SDM 10.1.1, "Processor State After Reset", as KVM sets it) and the
+//! validity rules `KVM_SET_SREGS` enforces. Pure logic, host-tested.
+
+use crate::kvm_abi::{Dtable, Regs, Segment, Sregs};
+
+/// CR0 bits.
+pub mod cr0 {
+    /// Protection enable.
+    pub const PE: u64 = 1 << 0;
+    /// Extension type (always 1).
+    pub const ET: u64 = 1 << 4;
+    /// Not write-through.
+    pub const NW: u64 = 1 << 29;
+    /// Cache disable.
+    pub const CD: u64 = 1 << 30;
+    /// Paging.
+    pub const PG: u64 = 1 << 31;
+}
+/// CR4.PAE: physical address extension (required for long mode).
+pub const CR4_PAE: u64 = 1 << 5;
+/// EFER bits.
+pub mod efer {
+    /// SYSCALL enable.
+    pub const SCE: u64 = 1 << 0;
+    /// Long mode enable.
+    pub const LME: u64 = 1 << 8;
+    /// Long mode active.
+    pub const LMA: u64 = 1 << 10;
+    /// No-execute enable.
+    pub const NXE: u64 = 1 << 11;
+}
+/// EFER bits a guest may set on rvmx.
+pub const EFER_SUPPORTED: u64 = efer::SCE | efer::LME | efer::LMA | efer::NXE;
+/// CR4 bits rvmx lets a guest set (VME..OSXMMEXCPT, FSGSBASE, PCIDE, OSXSAVE, SMEP, SMAP);
+/// not VMXE (no nested VMX).
+pub const CR4_SUPPORTED: u64 = 0x7ff | (1 << 16) | (1 << 17) | (1 << 18) | (1 << 20) | (1 << 21);
+/// RFLAGS bit 1 is always 1.
+pub const RFLAGS_FIXED: u64 = 1 << 1;
+/// The local APIC's default base with the enable bit (IA32_APIC_BASE).
+pub const APIC_BASE_DEFAULT: u64 = 0xfee0_0000 | (1 << 11);
+/// IA32_APIC_BASE.BSP: this processor is the bootstrap processor.
+pub const APIC_BASE_BSP: u64 = 1 << 8;
+/// Guest physical addresses are limited to this many bits (the EPT covers 48).
+pub const MAX_PHYS_BITS: u32 = 48;
+
+/// A segment in the reset state: `selector`, `base`, limit 0xffff, present, given type.
+const fn reset_segment(selector: u16, base: u64, type_: u8, s: u8) -> Segment {
+    Segment {
+        base,
+        limit: 0xffff,
+        selector,
+        type_,
+        present: 1,
+        dpl: 0,
+        db: 0,
+        s,
+        l: 0,
+        g: 0,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    }
+}
+
+/// General-purpose registers after reset: execution starts at F000:FFF0, RDX holds the
+/// processor signature (KVM's 0x600 until CPUID is set).
+pub const fn reset_regs() -> Regs {
+    Regs {
+        rax: 0, rbx: 0, rcx: 0, rdx: 0x600, rsi: 0, rdi: 0, rsp: 0, rbp: 0, r8: 0, r9: 0,
+        r10: 0, r11: 0, r12: 0, r13: 0, r14: 0, r15: 0, rip: 0xfff0, rflags: RFLAGS_FIXED,
+    }
+}
+
+/// Segment and control registers after reset, for vCPU `id` (vCPU 0 is the BSP).
+pub const fn reset_sregs(id: u32) -> Sregs {
+    let data = reset_segment(0, 0, 3, 1); // read/write, accessed
+    let table = Dtable { base: 0, limit: 0xffff, padding: [0; 3] };
+    Sregs {
+        cs: reset_segment(0xf000, 0xffff_0000, 0xb, 1), // execute/read, accessed
+        ds: data,
+        es: data,
+        fs: data,
+        gs: data,
+        ss: data,
+        tr: reset_segment(0, 0, 0xb, 0),  // busy 32-bit TSS
+        ldt: reset_segment(0, 0, 0x2, 0), // LDT
+        gdt: table,
+        idt: table,
+        cr0: cr0::ET | cr0::NW | cr0::CD,
+        cr2: 0,
+        cr3: 0,
+        cr4: 0,
+        cr8: 0,
+        efer: 0,
+        apic_base: APIC_BASE_DEFAULT | if id == 0 { APIC_BASE_BSP } else { 0 },
+        interrupt_bitmap: [0; 4],
+    }
+}
+
+/// Whether `KVM_SET_SREGS` accepts `s` (KVM's `kvm_is_valid_sregs` and EFER/CR checks).
+pub fn sregs_valid(s: &Sregs) -> bool {
+    if s.efer & !EFER_SUPPORTED != 0 || s.cr4 & !CR4_SUPPORTED != 0 {
+        return false;
+    }
+    // CR0: bits 63:32 reserved; PG needs PE; NW needs CD.
+    if s.cr0 >> 32 != 0 || (s.cr0 & cr0::PG != 0 && s.cr0 & cr0::PE == 0) {
+        return false;
+    }
+    if s.cr0 & cr0::NW != 0 && s.cr0 & cr0::CD == 0 {
+        return false;
+    }
+    if s.efer & efer::LME != 0 && s.cr0 & cr0::PG != 0 {
+        // Long mode: PAE on, LMA reported, CR3 within the physical address width.
+        s.cr4 & CR4_PAE != 0 && s.efer & efer::LMA != 0 && s.cr3 >> MAX_PHYS_BITS == 0
+    } else {
+        s.efer & efer::LMA == 0 && s.cs.l == 0
+    }
+}
+
+/// At most one pending interrupt may be set in `interrupt_bitmap`; returns it.
+pub fn pending_interrupt(s: &Sregs) -> Result<Option<u8>, ()> {
+    let mut found = None;
+    for (word, bits) in s.interrupt_bitmap.iter().enumerate() {
+        if *bits == 0 {
+            continue;
+        }
+        if found.is_some() || bits.count_ones() > 1 {
+            return Err(());
+        }
+        found = Some((word * 64 + bits.trailing_zeros() as usize) as u8);
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_state_is_f000_fff0() {
+        let r = reset_regs();
+        assert_eq!((r.rip, r.rflags, r.rdx), (0xfff0, 2, 0x600));
+        let s = reset_sregs(0);
+        assert_eq!((s.cs.selector, s.cs.base, s.cs.type_), (0xf000, 0xffff_0000, 0xb));
+        assert_eq!(s.cr0, 0x6000_0010);
+        assert_eq!(s.apic_base, 0xfee0_0900);
+        assert_eq!(reset_sregs(1).apic_base, 0xfee0_0800);
+        assert!(sregs_valid(&s));
+    }
+
+    #[test]
+    fn long_mode_rules() {
+        let mut s = reset_sregs(0);
+        s.cr0 = cr0::PE | cr0::PG | cr0::ET;
+        s.cr4 = CR4_PAE;
+        s.efer = efer::LME | efer::LMA;
+        s.cs.l = 1;
+        assert!(sregs_valid(&s));
+        assert!(!sregs_valid(&Sregs { cr4: 0, ..s }), "long mode without PAE");
+        assert!(!sregs_valid(&Sregs { efer: efer::LME, ..s }), "LME+PG without LMA");
+        assert!(!sregs_valid(&Sregs { cr3: 1 << 50, ..s }), "CR3 beyond MAXPHYADDR");
+        let legacy = Sregs { efer: 0, ..s };
+        assert!(!sregs_valid(&legacy), "CS.L outside long mode");
+        assert!(!sregs_valid(&Sregs { efer: 1 << 14, ..reset_sregs(0) }), "unknown EFER bit");
+        assert!(!sregs_valid(&Sregs { cr4: 1 << 13, ..reset_sregs(0) }), "VMXE");
+        assert!(!sregs_valid(&Sregs { cr0: cr0::PG, ..reset_sregs(0) }), "PG without PE");
+    }
+
+    #[test]
+    fn interrupt_bitmap() {
+        let mut s = reset_sregs(0);
+        assert_eq!(pending_interrupt(&s), Ok(None));
+        s.interrupt_bitmap[1] = 1 << 3;
+        assert_eq!(pending_interrupt(&s), Ok(Some(67)));
+        s.interrupt_bitmap[2] = 1;
+        assert_eq!(pending_interrupt(&s), Err(()));
+    }
+}
