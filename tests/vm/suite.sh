@@ -16,6 +16,8 @@ check "tool: missing device is one readable line and exit 1" \
 	expect_fail_with "no such device (is the module loaded?" rvmx info --device /dev/nonexistent
 
 check "abi: kvm-abi-check on /dev/rvmx" sh -c 'kvm-abi-check /dev/rvmx > /tmp/abi-rvmx'
+check "vm: kvm-ioctls client creates a VM, slots and a vCPU on /dev/rvmx" \
+	sh -c 'kvm-vm-check /dev/rvmx > /tmp/vm-rvmx'
 
 opens() {
 	i=0
@@ -68,6 +70,7 @@ check "coexistence: rvmx refuses with EBUSY while kvm_intel holds VMX" sh -c '
 	[ ! -e /dev/rvmx ] && ! grep -q "^rvmx " /proc/modules'
 
 check "abi: kvm-abi-check on /dev/kvm" sh -c 'kvm-abi-check /dev/kvm > /tmp/abi-kvm'
+check "vm: the same client on /dev/kvm" sh -c 'kvm-vm-check /dev/kvm > /tmp/vm-kvm'
 check "tool: the same client drives /dev/kvm" sh -c 'rvmx info --device /dev/kvm'
 check "coexistence: rvmx loads again once kvm_intel is gone" sh -c '
 	rmmod kvm_intel && rmmod kvm && rmmod irqbypass && dmesg -c > /dev/null &&
@@ -88,6 +91,9 @@ caps_subset() {
 }
 check "abi: versions, mmap size and errnos identical to KVM's" abi_same
 check "abi: capabilities are a subset of KVM's, unknown ones answer 0" caps_subset
+vm_same() { grep -v '^info ' /tmp/vm-kvm > /tmp/a; grep -v '^info ' /tmp/vm-rvmx > /tmp/b; diff /tmp/a /tmp/b; }
+check "vm: slots, vCPUs, reset state, errnos and fork identical to KVM's" vm_same
+sed 's/^/    rvmx: /' /tmp/vm-rvmx
 sed 's/^/    rvmx: /' /tmp/abi-rvmx | grep -v '^    rvmx: extension .* 0$'
 
 [ $failures -eq 0 ]
