@@ -5,10 +5,47 @@
  */
 #include <linux/mm.h>
 #include <linux/io.h>
+#include <asm/desc.h>
 
 phys_addr_t rvmx_page_to_phys(struct page *page);
 
 phys_addr_t rvmx_page_to_phys(struct page *page)
 {
 	return page_to_phys(page);
+}
+
+void *rvmx_phys_to_virt(phys_addr_t phys);
+
+void *rvmx_phys_to_virt(phys_addr_t phys)
+{
+	return phys_to_virt(phys);
+}
+
+/*
+ * A VM exit sets the host TR limit to 0x67, cutting off the TSS I/O bitmap. Like the kernel's
+ * invalidate_tss_limit() (which KVM calls): tell the kernel to restore the limit lazily, or,
+ * if this task uses an I/O bitmap, reload TR now. The reload is force_reload_TR() with the
+ * GDT switch that load_TR_desc() does through load_direct_gdt(), a KVM-only export, spelled
+ * out with GPL exports. Interrupts are off.
+ */
+void rvmx_invalidate_tss_limit(void);
+
+void rvmx_invalidate_tss_limit(void)
+{
+	int cpu = smp_processor_id();
+	struct desc_struct *gdt = get_cpu_gdt_rw(cpu);
+	struct desc_ptr rw_gdt = { .address = (unsigned long)gdt, .size = GDT_SIZE - 1 };
+	tss_desc tss;
+
+	if (likely(!test_thread_flag(TIF_IO_BITMAP))) {
+		this_cpu_write(__tss_limit_invalid, true);
+		return;
+	}
+	memcpy(&tss, &gdt[GDT_ENTRY_TSS], sizeof(tss));
+	tss.type = DESC_TSS; /* LTR needs an available (not busy) TSS */
+	write_gdt_entry(gdt, GDT_ENTRY_TSS, &tss, DESC_TSS);
+	native_load_gdt(&rw_gdt); /* LTR writes the busy bit: use the writable GDT */
+	asm volatile("ltr %w0" : : "q" (GDT_ENTRY_TSS * 8));
+	load_fixmap_gdt(cpu);
+	this_cpu_write(__tss_limit_invalid, false);
 }

@@ -6,4 +6,6 @@
 pub mod kvm_abi;
 pub mod memslot_rules;
 pub mod vcpu_state;
+pub mod vmcs_fields;
+pub mod ept_bits;
 pub mod vmx_caps;

@@ -68,7 +68,10 @@ impl Vcpu {
     }
 
     fn set_sregs(&self, sregs: Sregs) -> Result {
-        if !vcpu_state::sregs_valid(&sregs) || vcpu_state::pending_interrupt(&sregs).is_err() {
+        // Until KVM_SET_CPUID2 gives the guest CPUID.LM and .NX, KVM refuses long mode and
+        // NXE, and so does rvmx.
+        let efer_ok = vcpu_state::efer_allowed(false, false);
+        if !vcpu_state::sregs_valid(&sregs, efer_ok) || vcpu_state::pending_interrupt(&sregs).is_err() {
             return Err(EINVAL);
         }
         self.state.lock().sregs = sregs;

@@ -100,9 +100,18 @@ pub const fn reset_sregs(id: u32) -> Sregs {
     }
 }
 
-/// Whether `KVM_SET_SREGS` accepts `s` (KVM's `kvm_is_valid_sregs` and EFER/CR checks).
-pub fn sregs_valid(s: &Sregs) -> bool {
-    if s.efer & !EFER_SUPPORTED != 0 || s.cr4 & !CR4_SUPPORTED != 0 {
+/// The EFER bits a guest may set given its CPUID (KVM's `__kvm_valid_efer`): long mode needs
+/// CPUID.80000001H:EDX.LM, NXE needs .NX; SCE is always allowed.
+pub const fn efer_allowed(cpuid_lm: bool, cpuid_nx: bool) -> u64 {
+    efer::SCE
+        | if cpuid_lm { efer::LME | efer::LMA } else { 0 }
+        | if cpuid_nx { efer::NXE } else { 0 }
+}
+
+/// Whether `KVM_SET_SREGS` accepts `s` (KVM's `kvm_is_valid_sregs` and EFER/CR checks), for a
+/// vCPU whose CPUID allows the EFER bits `efer_ok` (see [`efer_allowed`]).
+pub fn sregs_valid(s: &Sregs, efer_ok: u64) -> bool {
+    if s.efer & !(EFER_SUPPORTED & efer_ok) != 0 || s.cr4 & !CR4_SUPPORTED != 0 {
         return false;
     }
     // CR0: bits 63:32 reserved; PG needs PE; NW needs CD.
@@ -135,8 +144,60 @@ pub fn pending_interrupt(s: &Sregs) -> Result<Option<u8>, ()> {
     Ok(found)
 }
 
+/// VMCS access-rights encoding of a segment (SDM 25.4.1); unusable segments are bit 16 only,
+/// as KVM writes them.
+pub const fn segment_ar(s: &Segment) -> u32 {
+    if s.unusable != 0 || s.present == 0 {
+        return 1 << 16;
+    }
+    (s.type_ as u32 & 0xf)
+        | (s.s as u32 & 1) << 4
+        | (s.dpl as u32 & 3) << 5
+        | 1 << 7
+        | (s.avl as u32 & 1) << 12
+        | (s.l as u32 & 1) << 13
+        | (s.db as u32 & 1) << 14
+        | (s.g as u32 & 1) << 15
+}
+
+/// The `kvm_segment` for VMCS fields, as KVM's `vmx_get_segment` builds it.
+pub const fn segment_from_vmcs(selector: u16, base: u64, limit: u32, ar: u32) -> Segment {
+    let unusable = (ar >> 16) & 1;
+    Segment {
+        base,
+        limit,
+        selector,
+        type_: (ar & 0xf) as u8,
+        s: ((ar >> 4) & 1) as u8,
+        dpl: ((ar >> 5) & 3) as u8,
+        present: if unusable != 0 { 0 } else { ((ar >> 7) & 1) as u8 },
+        avl: ((ar >> 12) & 1) as u8,
+        l: ((ar >> 13) & 1) as u8,
+        db: ((ar >> 14) & 1) as u8,
+        g: ((ar >> 15) & 1) as u8,
+        unusable: unusable as u8,
+        padding: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn access_rights_round_trip() {
+        let s = reset_sregs(0);
+        assert_eq!(segment_ar(&s.cs), 0x9b);
+        assert_eq!(segment_ar(&s.ds), 0x93);
+        assert_eq!(segment_ar(&s.tr), 0x8b);
+        assert_eq!(segment_ar(&s.ldt), 0x82);
+        let code64 = Segment { l: 1, g: 1, limit: 0xffff_ffff, ..s.cs };
+        assert_eq!(segment_ar(&code64), 0xa09b);
+        let back = segment_from_vmcs(code64.selector, code64.base, code64.limit, 0xa09b);
+        assert_eq!(back, code64);
+        let unusable = segment_from_vmcs(0, 0, 0, 1 << 16);
+        assert_eq!((unusable.unusable, unusable.present), (1, 0));
+        assert_eq!(segment_ar(&unusable), 1 << 16);
+    }
+
     use super::*;
 
     #[test]
@@ -148,7 +209,7 @@ mod tests {
         assert_eq!(s.cr0, 0x6000_0010);
         assert_eq!(s.apic_base, 0xfee0_0900);
         assert_eq!(reset_sregs(1).apic_base, 0xfee0_0800);
-        assert!(sregs_valid(&s));
+        assert!(sregs_valid(&s, efer_allowed(false, false)));
     }
 
     #[test]
@@ -158,15 +219,18 @@ mod tests {
         s.cr4 = CR4_PAE;
         s.efer = efer::LME | efer::LMA;
         s.cs.l = 1;
-        assert!(sregs_valid(&s));
-        assert!(!sregs_valid(&Sregs { cr4: 0, ..s }), "long mode without PAE");
-        assert!(!sregs_valid(&Sregs { efer: efer::LME, ..s }), "LME+PG without LMA");
-        assert!(!sregs_valid(&Sregs { cr3: 1 << 50, ..s }), "CR3 beyond MAXPHYADDR");
+        let all = efer_allowed(true, true);
+        assert!(sregs_valid(&s, all));
+        assert!(!sregs_valid(&s, efer_allowed(false, true)), "long mode without CPUID.LM");
+        assert!(!sregs_valid(&Sregs { efer: s.efer | efer::NXE, ..s }, efer_allowed(true, false)));
+        assert!(!sregs_valid(&Sregs { cr4: 0, ..s }, all), "long mode without PAE");
+        assert!(!sregs_valid(&Sregs { efer: efer::LME, ..s }, all), "LME+PG without LMA");
+        assert!(!sregs_valid(&Sregs { cr3: 1 << 50, ..s }, all), "CR3 beyond MAXPHYADDR");
         let legacy = Sregs { efer: 0, ..s };
-        assert!(!sregs_valid(&legacy), "CS.L outside long mode");
-        assert!(!sregs_valid(&Sregs { efer: 1 << 14, ..reset_sregs(0) }), "unknown EFER bit");
-        assert!(!sregs_valid(&Sregs { cr4: 1 << 13, ..reset_sregs(0) }), "VMXE");
-        assert!(!sregs_valid(&Sregs { cr0: cr0::PG, ..reset_sregs(0) }), "PG without PE");
+        assert!(!sregs_valid(&legacy, all), "CS.L outside long mode");
+        assert!(!sregs_valid(&Sregs { efer: 1 << 14, ..reset_sregs(0) }, all), "unknown EFER bit");
+        assert!(!sregs_valid(&Sregs { cr4: 1 << 13, ..reset_sregs(0) }, all), "VMXE");
+        assert!(!sregs_valid(&Sregs { cr0: cr0::PG, ..reset_sregs(0) }, all), "PG without PE");
     }
 
     #[test]

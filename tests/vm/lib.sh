@@ -6,6 +6,7 @@ failures=0
 # check NAME COMMAND...: run COMMAND, PASS if it exits 0.
 check() {
 	name=$1; shift
+	echo "RUN $name"   # a check that hangs the VM is the last RUN without a result
 	if out=$("$@" 2>&1); then
 		echo "PASS $name [$(cut -d' ' -f1 /proc/uptime)s]"
 	else

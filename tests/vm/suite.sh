@@ -49,10 +49,13 @@ check "lifetime: 5 insmod/rmmod cycles" cycles
 
 hotplug() {
 	echo 0 > /sys/devices/system/cpu/cpu1/online || return 1
+	echo "  cpu1 offline" > /dev/console
 	clear_log
 	insmod /lib/rvmx/rvmx.ko || return 1
 	dmesg_has "rvmx: VMX ready on 1 CPUs" || return 1
+	echo "  rvmx loaded on 1 CPU" > /dev/console
 	echo 1 > /sys/devices/system/cpu/cpu1/online || return 1
+	echo "  cpu1 online" > /dev/console
 	dmesg_has "rvmx: CPU 1: VMX operation ready" || return 1
 	kvm-abi-check /dev/rvmx > /dev/null || return 1
 	rmmod rvmx

@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A VM's EPT: the only guest-physical → host-physical translation its guest has. Entries are
+//! added on demand, one 4 KiB page at a time, for memory userspace gave the VM in a slot;
+//! nothing else is ever mapped, so the guest cannot reach any other host page.
+
+use kernel::{page::Page, prelude::*};
+
+use crate::{
+    ept_bits::{self, ADDR_MASK},
+    mem::{page_phys, phys_to_virt},
+};
+
+/// The 4-level EPT of one VM. Modified only under the VM's lock, outside VMX windows.
+pub(crate) struct Ept {
+    root_phys: u64,
+    /// Every table page, the root first; freed with the EPT.
+    tables: KVec<Page>,
+}
+
+impl Ept {
+    pub(crate) fn new() -> Result<Self> {
+        let root = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
+        let root_phys = page_phys(&root);
+        let mut tables = KVec::new();
+        tables.push(root, GFP_KERNEL)?;
+        Ok(Self { root_phys, tables })
+    }
+
+    /// The EPT pointer to put in a VMCS.
+    pub(crate) fn eptp(&self) -> u64 {
+        ept_bits::eptp(self.root_phys)
+    }
+
+    /// The level-1 entry for `gpa`, creating the tables on the way (may sleep).
+    fn leaf_slot(&mut self, gpa: u64) -> Result<*mut u64> {
+        let mut table = self.root_phys;
+        for level in (2..=4).rev() {
+            // SAFETY: `table` is one of our table pages (the root or an entry we wrote) and
+            // the index is below 512, so the pointer stays inside that page.
+            let entry = unsafe { phys_to_virt(table).add(ept_bits::index(gpa, level)) };
+            // SAFETY: as above; the VM lock makes us the only writer.
+            let value = unsafe { entry.read_volatile() };
+            table = if ept_bits::present(value) {
+                value & ADDR_MASK
+            } else {
+                let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
+                let phys = page_phys(&page);
+                self.tables.push(page, GFP_KERNEL)?;
+                // SAFETY: as above. The new table is zeroed before it becomes visible.
+                unsafe { entry.write_volatile(ept_bits::table_entry(phys)) };
+                phys
+            };
+        }
+        // SAFETY: `table` is now a level-1 table of ours.
+        Ok(unsafe { phys_to_virt(table).add(ept_bits::index(gpa, 1)) })
+    }
+
+    /// Maps the guest page at `gpa` to the host page at `hpa`.
+    pub(crate) fn map(&mut self, gpa: u64, hpa: u64, writable: bool) -> Result {
+        let slot = self.leaf_slot(gpa)?;
+        // SAFETY: `slot` points into one of our level-1 tables.
+        unsafe { slot.write_volatile(ept_bits::leaf_entry(hpa, writable)) };
+        Ok(())
+    }
+
+    /// Removes the mapping of the guest page at `gpa`, if any. The caller flushes the TLBs
+    /// (every window starts with INVEPT) and kicks running vCPUs before freeing the page.
+    pub(crate) fn unmap(&mut self, gpa: u64) {
+        let mut table = self.root_phys;
+        for level in (1..=4).rev() {
+            // SAFETY: as in `leaf_slot`.
+            let entry = unsafe { phys_to_virt(table).add(ept_bits::index(gpa, level)) };
+            // SAFETY: as above.
+            let value = unsafe { entry.read_volatile() };
+            if !ept_bits::present(value) {
+                return;
+            }
+            if level == 1 {
+                // SAFETY: as above.
+                unsafe { entry.write_volatile(0) };
+                return;
+            }
+            table = value & ADDR_MASK;
+        }
+    }
+}
