@@ -4,12 +4,25 @@
 //! added on demand, one 4 KiB page at a time, for memory userspace gave the VM in a slot;
 //! nothing else is ever mapped, so the guest cannot reach any other host page.
 
+use core::arch::asm;
 use kernel::{page::Page, prelude::*};
 
 use crate::{
     ept_bits::{self, ADDR_MASK},
     mem::{page_phys, phys_to_virt},
+    vmx::VmxOperation,
+    vmx_caps::{ept_vpid, VmxCaps},
 };
+
+/// Flushes this CPU's cached translations for `eptp` (single-context INVEPT, or all-context
+/// where only that exists). Every window does this before entering the guest, so mappings
+/// removed while the vCPU was elsewhere are never used.
+pub(crate) fn invept(_op: &VmxOperation<'_>, caps: &VmxCaps, eptp: u64) {
+    let kind: u64 = if caps.ept_vpid & ept_vpid::INVEPT_SINGLE != 0 { 1 } else { 2 };
+    let descriptor = [eptp, 0u64];
+    // SAFETY: in VMX operation (`_op`); the descriptor is 16 readable bytes on this stack.
+    unsafe { asm!("invept {k}, [{d}]", k = in(reg) kind, d = in(reg) &descriptor, options(nostack)) };
+}
 
 /// The 4-level EPT of one VM. Modified only under the VM's lock, outside VMX windows.
 pub(crate) struct Ept {
@@ -62,6 +75,20 @@ impl Ept {
         // SAFETY: `slot` points into one of our level-1 tables.
         unsafe { slot.write_volatile(ept_bits::leaf_entry(hpa, writable)) };
         Ok(())
+    }
+
+    /// Whether the guest page at `gpa` is mapped.
+    pub(crate) fn is_mapped(&mut self, gpa: u64) -> bool {
+        let mut table = self.root_phys;
+        for level in (1..=4).rev() {
+            // SAFETY: as in `leaf_slot`.
+            let value = unsafe { phys_to_virt(table).add(ept_bits::index(gpa, level)).read_volatile() };
+            if !ept_bits::present(value) {
+                return false;
+            }
+            table = value & ADDR_MASK;
+        }
+        true
     }
 
     /// Removes the mapping of the guest page at `gpa`, if any. The caller flushes the TLBs

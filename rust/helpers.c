@@ -5,7 +5,9 @@
  */
 #include <linux/mm.h>
 #include <linux/io.h>
+#include <linux/sched.h>
 #include <asm/desc.h>
+#include <asm/fpu/api.h>
 
 phys_addr_t rvmx_page_to_phys(struct page *page);
 
@@ -48,4 +50,19 @@ void rvmx_invalidate_tss_limit(void)
 	asm volatile("ltr %w0" : : "q" (GDT_ENTRY_TSS * 8));
 	load_fixmap_gdt(cpu);
 	this_cpu_write(__tss_limit_invalid, false);
+}
+
+/* kernel_fpu_begin() and cond_resched() are inline or macros. */
+void rvmx_kernel_fpu_begin(void);
+
+void rvmx_kernel_fpu_begin(void)
+{
+	kernel_fpu_begin();
+}
+
+void rvmx_cond_resched(void);
+
+void rvmx_cond_resched(void)
+{
+	cond_resched();
 }

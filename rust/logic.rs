@@ -8,4 +8,5 @@ pub mod memslot_rules;
 pub mod vcpu_state;
 pub mod vmcs_fields;
 pub mod ept_bits;
+pub mod vmx_exit;
 pub mod vmx_caps;

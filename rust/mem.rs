@@ -3,7 +3,7 @@
 //! Physical addresses of kernel pages, for the structures the processor reads by physical
 //! address (VMXON regions, VMCSs, EPT tables).
 
-use kernel::{ffi::c_void, page::Page};
+use kernel::{bindings, ffi::c_void, page::Page, prelude::*};
 
 extern "C" {
     /// `page_to_phys()`, a macro in C; exported to Rust by `helpers.c`. The page is passed as
@@ -27,4 +27,43 @@ pub(crate) fn phys_to_virt(phys: u64) -> *mut u64 {
     // SAFETY: `phys_to_virt` only computes an address; dereferencing it is the caller's
     // business (and is valid for pages it owns).
     unsafe { rvmx_phys_to_virt(phys).cast() }
+}
+
+/// A page of a user address space, pinned (FOLL_LONGTERM) for as long as the value lives:
+/// guest memory that EPT maps. Dropping it unpins the page.
+pub(crate) struct PinnedPage {
+    page: *mut bindings::page,
+}
+
+// SAFETY: a pinned page may be unpinned from any thread.
+unsafe impl Send for PinnedPage {}
+// SAFETY: shared access only reads the physical address.
+unsafe impl Sync for PinnedPage {}
+
+impl PinnedPage {
+    /// Pins the page at user address `uaddr` of the current process (writable if `write`).
+    /// `EFAULT` if nothing is mapped there.
+    pub(crate) fn pin(uaddr: u64, write: bool) -> Result<Self> {
+        let mut page: *mut bindings::page = core::ptr::null_mut();
+        let flags = bindings::FOLL_LONGTERM | if write { bindings::FOLL_WRITE } else { 0 };
+        // SAFETY: `page` is room for one page pointer; the call checks `uaddr` itself.
+        let n = unsafe { bindings::pin_user_pages_fast(uaddr as usize, 1, flags, &mut page) };
+        if n != 1 || page.is_null() {
+            return Err(if n < 0 { Error::from_errno(n) } else { EFAULT });
+        }
+        Ok(Self { page })
+    }
+
+    /// The page's physical address.
+    pub(crate) fn phys(&self) -> u64 {
+        // SAFETY: the page is pinned, so `self.page` is a valid `struct page`.
+        unsafe { rvmx_page_to_phys(self.page.cast()) }
+    }
+}
+
+impl Drop for PinnedPage {
+    fn drop(&mut self) {
+        // SAFETY: pinned once by `pin`, unpinned once here.
+        unsafe { bindings::unpin_user_page(self.page) };
+    }
 }

@@ -19,6 +19,13 @@
 //! - [`vm`]: a VM and its VM fd.
 //! - [`vcpu_state`]: reset values and validity of vCPU registers (pure logic).
 //! - [`vcpu`]: a vCPU and its vCPU fd.
+//! - [`vmcs_fields`]: VMCS field encodings as typed constants (pure logic).
+//! - [`vmcs`]: VMCS regions and VMREAD/VMWRITE on the current one.
+//! - [`ept_bits`], [`ept`]: EPT entry encodings (pure) and a VM's EPT tables.
+//! - [`entry`]: the VM entry/exit stub.
+//! - [`host_state`], [`guest_state`]: host state around a window; controls and guest state.
+//! - [`vmx_exit`], [`exit`]: exit reasons decoded (pure) and the exit dispatch.
+//! - [`run`]: `KVM_RUN` and the VMX window.
 
 use kernel::{
     miscdevice::{MiscDeviceOptions, MiscDeviceRegistration},
@@ -26,7 +33,14 @@ use kernel::{
 };
 
 mod cpuhp;
+mod entry;
+mod ept;
+#[allow(dead_code)]
+pub mod ept_bits;
+mod exit;
 mod fd;
+mod guest_state;
+mod host_state;
 // Shared with the host tests and the `rvmx` tool (hence `pub`), which use items the module
 // does not (yet).
 #[allow(dead_code)]
@@ -34,14 +48,20 @@ pub mod kvm_abi;
 mod mem;
 #[allow(dead_code)]
 pub mod memslot_rules;
+mod run;
 mod system;
 mod vcpu;
 #[allow(dead_code)]
 pub mod vcpu_state;
 mod vm;
+mod vmcs;
+#[allow(dead_code)]
+pub mod vmcs_fields;
 mod vmx;
 #[allow(dead_code)]
 pub mod vmx_caps;
+#[allow(dead_code)]
+pub mod vmx_exit;
 mod x86;
 
 module! {

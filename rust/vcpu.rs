@@ -13,12 +13,22 @@ use kernel::{
     uaccess::{UserPtr, UserSlice},
 };
 
+use core::sync::atomic::{AtomicU32, Ordering};
+
 use crate::{
+    entry::Gprs,
     fd::FdObject,
     kvm_abi::{self, *},
+    run::{self, FxArea, KvmRun, RunState, Target},
     vcpu_state,
     vm::Vm,
+    vmcs::Vmcs,
+    vmx::Vmx,
 };
+
+/// Source of VPIDs (1..=65535; 0 is the host's). After 65535 vCPUs they repeat, which is
+/// harmless across VMs: translations are also tagged by the EPT root, flushed every window.
+static NEXT_VPID: AtomicU32 = AtomicU32::new(0);
 
 // SAFETY: plain `repr(C)` structs of integers, valid for any bit pattern, with no padding
 // (their sizes equal the sum of their fields, checked against kvm-bindings on the host).
@@ -32,20 +42,15 @@ unsafe impl AsBytes for Sregs {}
 // SAFETY: as above.
 unsafe impl FromBytes for UserspaceMemoryRegion {}
 
-/// Register state while the vCPU is not running.
-struct VcpuState {
-    regs: Regs,
-    sregs: Sregs,
-}
-
 #[pin_data]
 pub(crate) struct Vcpu {
     vm: Arc<Vm>,
     id: u32,
+    vpid: u16,
     /// The vCPU mmap area: `kvm_run`, the PIO data page, the (unused) coalesced-MMIO page.
     pages: [Page; kvm_abi::VCPU_MMAP_PAGES],
     #[pin]
-    state: Mutex<VcpuState>,
+    state: Mutex<RunState>,
 }
 
 impl Vcpu {
@@ -53,14 +58,23 @@ impl Vcpu {
         let page = || Page::alloc_page(GFP_KERNEL | __GFP_ZERO);
         let pages = [page()?, page()?, page()?];
         let sregs = vcpu_state::reset_sregs(id);
+        let vmcs = Vmcs::new(Vmx::get().ok_or(ENODEV)?.caps().revision_id())?;
+        let vpid = (NEXT_VPID.fetch_add(1, Ordering::Relaxed) % 0xffff + 1) as u16;
         Ok(Arc::pin_init(
             pin_init!(Vcpu {
                 vm,
                 id,
+                vpid,
                 pages,
-                state <- new_mutex!(VcpuState {
+                state <- new_mutex!(RunState {
                     regs: vcpu_state::reset_regs(),
                     sregs,
+                    sregs_from_user: false,
+                    vmcs,
+                    controls_written: false,
+                    gprs: Gprs::default(),
+                    pending_io: None,
+                    fx: FxArea::reset(),
                 }),
             }),
             GFP_KERNEL,
@@ -74,7 +88,9 @@ impl Vcpu {
         if !vcpu_state::sregs_valid(&sregs, efer_ok) || vcpu_state::pending_interrupt(&sregs).is_err() {
             return Err(EINVAL);
         }
-        self.state.lock().sregs = sregs;
+        let mut st = self.state.lock();
+        st.sregs = sregs;
+        st.sregs_from_user = true;
         Ok(())
     }
 }
@@ -104,6 +120,7 @@ impl FdObject for Vcpu {
             }
             KVM_GET_SREGS => write_user(arg, &this.state.lock().sregs)?,
             KVM_SET_SREGS => this.set_sregs(read_user(arg)?)?,
+            KVM_RUN if arg == 0 => return this.run(),
             // KVM's vCPU fd answers EINVAL to requests it does not know.
             _ => return Err(EINVAL),
         }
@@ -128,9 +145,12 @@ impl FdObject for Vcpu {
 }
 
 impl Vcpu {
-    /// The vCPU's number, as given to `KVM_CREATE_VCPU`.
-    #[allow(dead_code)]
-    pub(crate) fn id(&self) -> u32 {
-        self.id
+    /// `KVM_RUN`.
+    fn run(&self) -> Result<isize> {
+        let vmx = Vmx::get().ok_or(ENODEV)?;
+        let target = Target { vmx, eptp: self.vm.eptp(), vpid: self.vpid, running: self.vm.running(self.id) };
+        let kvm_run = KvmRun::new(&self.pages[0], &self.pages[1]);
+        let mut st = self.state.lock();
+        run::run(&target, &mut st, &kvm_run, |gpa, q| self.vm.fault_in(gpa, q))
     }
 }

@@ -2,16 +2,20 @@
 
 //! A VM: its memory slots and vCPUs, reached through a VM fd (`KVM_CREATE_VM`).
 
+use core::sync::atomic::{AtomicI32, Ordering};
 use kernel::{
-    current, new_mutex,
+    bindings, current, ffi, new_mutex,
     prelude::*,
     sync::{Arc, ArcBorrow, Mutex},
     uaccess::{UserPtr, UserSlice},
 };
 
 use crate::{
+    ept::Ept,
+    ept_bits::violation,
     fd::{self, FdObject},
     kvm_abi::{self, *},
+    mem::PinnedPage,
     memslot_rules::{self, Change, Refusal, Slot},
     vcpu::Vcpu,
 };
@@ -26,6 +30,10 @@ pub(crate) struct Vm {
     /// The creator's address space: KVM refuses VM and vCPU ioctls from any other (`EIO`),
     /// e.g. from a forked child, because guest memory is the creator's.
     mm: usize,
+    /// The EPT pointer; the root table never changes.
+    eptp: u64,
+    /// The host CPU each vCPU (by id) is in a VMX window on, or -1.
+    running: [AtomicI32; MAX_VCPU_ID as usize],
     #[pin]
     inner: Mutex<VmInner>,
 }
@@ -33,7 +41,14 @@ pub(crate) struct Vm {
 struct VmInner {
     slots: KVec<Slot>,
     vcpu_ids: KVec<u32>,
+    ept: Ept,
+    /// Every guest page EPT maps, with the user page behind it (pinned until unmapped).
+    pinned: KVec<(u64, PinnedPage)>,
 }
+
+/// Runs on a CPU that was in a VMX window of this VM: by the time it runs, the window has
+/// ended (windows keep interrupts off), so the vCPU's next window starts with INVEPT.
+unsafe extern "C" fn kicked(_info: *mut ffi::c_void) {}
 
 impl Vm {
     /// `KVM_CREATE_VM`: only type 0 (the default x86 VM) exists.
@@ -41,12 +56,18 @@ impl Vm {
         if vm_type != 0 {
             return Err(EINVAL);
         }
+        let ept = Ept::new()?;
+        let eptp = ept.eptp();
         let vm = Arc::pin_init(
             pin_init!(Vm {
                 mm: current_mm(),
+                eptp,
+                running: [const { AtomicI32::new(-1) }; MAX_VCPU_ID as usize],
                 inner <- new_mutex!(VmInner {
                     slots: KVec::new(),
                     vcpu_ids: KVec::new(),
+                    ept,
+                    pinned: KVec::new(),
                 }),
             }),
             GFP_KERNEL,
@@ -77,16 +98,69 @@ impl Vm {
                 Ok(0)
             }
             Ok(Change::Delete(id)) => {
+                self.unmap_slot(&mut inner, id);
                 inner.slots.retain(|s| s.id != id);
                 Ok(0)
             }
             Ok(Change::Move(slot)) => {
+                self.unmap_slot(&mut inner, slot.id);
                 for s in inner.slots.iter_mut().filter(|s| s.id == slot.id) {
                     *s = slot;
                 }
                 Ok(0)
             }
         }
+    }
+
+    /// Removes slot `id`'s pages from the EPT, makes sure no vCPU still runs with the old
+    /// translations, then unpins them.
+    fn unmap_slot(&self, inner: &mut VmInner, id: u16) {
+        let Some(slot) = inner.slots.iter().find(|s| s.id == id).copied() else { return };
+        let VmInner { ept, pinned, .. } = inner;
+        for (gpa, _) in pinned.iter().filter(|(gpa, _)| slot.contains(*gpa)) {
+            ept.unmap(*gpa);
+        }
+        // Pairs with the store before INVEPT in a window (run.rs): a vCPU not seen here
+        // flushes after the unmap above.
+        core::sync::atomic::fence(Ordering::SeqCst);
+        for cpu in self.running.iter().map(|r| r.load(Ordering::SeqCst)).filter(|c| *c >= 0) {
+            // SAFETY: `kicked` does nothing and needs no data; waiting is allowed here
+            // (process context, interrupts on).
+            unsafe { bindings::smp_call_function_single(cpu, Some(kicked), core::ptr::null_mut(), true) };
+        }
+        pinned.retain(|(gpa, _)| !slot.contains(*gpa));
+    }
+
+    /// Maps the guest page holding `gpa` after an EPT violation: `Ok(false)` if no slot backs
+    /// it (or it is a write to a read-only slot): an MMIO access.
+    pub(crate) fn fault_in(&self, gpa: u64, qualification: u64) -> Result<bool> {
+        let mut inner = self.inner.lock();
+        let Some(slot) = inner.slots.iter().find(|s| s.contains(gpa)).copied() else {
+            return Ok(false);
+        };
+        let writable = !slot.readonly();
+        if !writable && qualification & violation::WRITE != 0 {
+            return Ok(false);
+        }
+        let page_gpa = gpa & !0xfff;
+        if inner.ept.is_mapped(page_gpa) {
+            return Ok(true); // another vCPU mapped it first
+        }
+        inner.pinned.reserve(1, GFP_KERNEL)?;
+        let page = PinnedPage::pin(slot.uaddr + (page_gpa - slot.gpa), writable)?;
+        inner.ept.map(page_gpa, page.phys(), writable)?;
+        inner.pinned.push((page_gpa, page), GFP_KERNEL)?;
+        Ok(true)
+    }
+
+    /// The EPT pointer of this VM.
+    pub(crate) fn eptp(&self) -> u64 {
+        self.eptp
+    }
+
+    /// Where vCPU `id` records the CPU its window runs on.
+    pub(crate) fn running(&self, id: u32) -> &AtomicI32 {
+        &self.running[id as usize]
     }
 
     fn create_vcpu(this: ArcBorrow<'_, Self>, id: usize) -> Result<isize> {

@@ -38,7 +38,7 @@ macro_rules! vmx_failed {
     ($insn:literal, $($operands:tt)*) => {{
         let failed: u8;
         // SAFETY: see the callers; the instruction only touches the operands given.
-        unsafe { asm!(concat!($insn, "\n", "setna {f}"), $($operands)*, f = out(reg_byte) failed, options(nostack)) };
+        unsafe { asm!(concat!($insn, "\n", "setna {failed}"), $($operands)*, failed = out(reg_byte) failed, options(nostack)) };
         failed != 0
     }};
 }
@@ -76,7 +76,7 @@ impl<'a> Current<'a> {
     /// Writes a field. Returns `false` if the processor refused (unsupported field or a
     /// value with reserved bits set), which the next VM entry would report anyway.
     pub(crate) fn write<W: Width>(&self, field: Field<W, ReadWrite>, value: W::Value) -> bool {
-        !vmx_failed!("vmwrite {f}, {v}", f = in(reg) field.encoding as u64, v = in(reg) W::to_raw(value))
+        !vmx_failed!("vmwrite {enc}, {v}", enc = in(reg) field.encoding as u64, v = in(reg) W::to_raw(value))
     }
 }
 

@@ -145,6 +145,11 @@ impl Vmx {
         unsafe { VMX.load(Ordering::Acquire).as_ref() }
     }
 
+    /// The capabilities every CPU shares.
+    pub(crate) fn caps(&self) -> &VmxCaps {
+        &self.caps
+    }
+
     /// Runs `f` on the current CPU in VMX root operation, with interrupts off throughout.
     pub(crate) fn with_vmx_operation<R>(
         &self,

@@ -97,3 +97,39 @@ pub(crate) fn rdmsr_on_cpu(cpu: u32, msr: u32) -> Option<u64> {
     let r = unsafe { kernel::bindings::rdmsrq_safe_on_cpu(cpu, msr, &mut value) };
     (r == 0).then_some(value)
 }
+
+/// Reads CR3.
+pub(crate) fn read_cr3() -> u64 {
+    let v;
+    // SAFETY: rvmx runs in ring 0, where reading CR3 has no side effects.
+    unsafe { asm!("mov {}, cr3", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Reads an architectural MSR that every VMX-capable x86_64 CPU has (EFER, PAT, FS/GS base,
+/// SYSENTER). Not for optional MSRs: those go through [`rdmsr_on_cpu`], which catches #GP.
+pub(crate) fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: callers pass only MSRs that exist on every CPU rvmx loads on.
+    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    (hi as u64) << 32 | lo as u64
+}
+
+/// Reads CR2 (the guest's, right after a VM exit: VMX does not switch it).
+pub(crate) fn read_cr2() -> u64 {
+    let v;
+    // SAFETY: reading CR2 in ring 0 has no side effects.
+    unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Writes CR2.
+///
+/// # Safety
+///
+/// Interrupts must be off (a host page fault would overwrite it anyway): used only to load the
+/// guest's CR2 right before VM entry.
+pub(crate) unsafe fn write_cr2(value: u64) {
+    // SAFETY: CR2 is a plain register; the caller owns its value until the VM entry.
+    unsafe { asm!("mov cr2, {}", in(reg) value, options(nomem, nostack, preserves_flags)) };
+}

@@ -1,0 +1,157 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! VM-exit dispatch: one `match` on the exit reason. Exits that the kernel handles are dealt
+//! with inside the interrupts-off window and the guest re-entered at once; the rest leave the
+//! window, either to do sleeping work (faulting in guest memory) or to return to userspace
+//! with `kvm_run` filled in, exactly as KVM fills it.
+
+use core::arch::asm;
+
+use crate::{
+    entry::Gprs,
+    run::{KvmRun, PendingIo},
+    vmcs::Current,
+    vmcs_fields::*,
+    vmx_exit::{self, inject, reason, Io},
+};
+
+/// `KVM_EXIT_*` codes (`<linux/kvm.h>`).
+#[allow(missing_docs)]
+pub(crate) mod kvm_exit {
+    pub(crate) const IO: u32 = 2;
+    pub(crate) const HLT: u32 = 5;
+    pub(crate) const SHUTDOWN: u32 = 8;
+    pub(crate) const FAIL_ENTRY: u32 = 9;
+    pub(crate) const INTR: u32 = 10;
+    pub(crate) const INTERNAL_ERROR: u32 = 17;
+}
+
+/// `KVM_INTERNAL_ERROR_*` suberrors.
+pub(crate) mod internal {
+    /// The instruction could not be emulated.
+    pub(crate) const EMULATION: u32 = 1;
+    /// An exit reason rvmx does not handle.
+    pub(crate) const UNEXPECTED_EXIT_REASON: u32 = 4;
+}
+
+/// What to do after an exit.
+pub(crate) enum Next {
+    /// Handled: enter the guest again, still inside the window.
+    Reenter,
+    /// Leave the window; `kvm_run` is filled in: return to userspace.
+    ToUser,
+    /// Leave the window so the host can take an interrupt, then come back.
+    Host,
+    /// Leave the window and fault in guest-physical page `gpa` (may sleep).
+    EptFault { gpa: u64, qualification: u64 },
+}
+
+/// The state an exit handler works on.
+pub(crate) struct Exit<'a, 'b> {
+    pub(crate) cur: &'a Current<'b>,
+    pub(crate) gprs: &'a mut Gprs,
+    pub(crate) run: &'a KvmRun,
+    pub(crate) pending_io: &'a mut Option<PendingIo>,
+    pub(crate) cpu: u32,
+}
+
+impl Exit<'_, '_> {
+    /// Moves RIP past the exiting instruction (and drops any STI/MOV-SS interrupt shadow).
+    fn skip_instruction(&self) {
+        let rip = self.cur.read(GUEST_RIP);
+        let len = self.cur.read(EXIT_INSTRUCTION_LEN) as u64;
+        self.cur.write(GUEST_RIP, rip.wrapping_add(len));
+        let shadow = self.cur.read(GUEST_INTERRUPTIBILITY);
+        self.cur.write(GUEST_INTERRUPTIBILITY, shadow & !3);
+    }
+
+    fn inject_ud(&self) {
+        self.cur.write(ENTRY_INTR_INFO, inject::exception(inject::UD, false));
+    }
+
+    /// Reports an exit reason rvmx does not handle, as KVM does.
+    fn unexpected(&self, full_reason: u32) -> Next {
+        self.run.internal_error(internal::UNEXPECTED_EXIT_REASON, &[full_reason as u64, self.cpu as u64]);
+        Next::ToUser
+    }
+
+    /// Dispatches one VM exit.
+    pub(crate) fn handle(&mut self) -> Next {
+        let full = self.cur.read(EXIT_REASON);
+        if full & vmx_exit::ENTRY_FAILURE != 0 {
+            self.run.fail_entry(full as u64, self.cpu);
+            return Next::ToUser;
+        }
+        match full as u16 {
+            reason::EXCEPTION_NMI if vmx_exit::is_nmi(self.cur.read(EXIT_INTR_INFO)) => {
+                // A host NMI arrived while the guest ran: hand it to the host's handler now.
+                // SAFETY: `int 2` runs the kernel's NMI handler, which is reentrant-safe and
+                // expects to be called with interrupts off (as KVM does).
+                unsafe { asm!("int 2") };
+                Next::Reenter
+            }
+            // The host's turn: an interrupt is pending, or the window used up its time budget.
+            reason::EXTERNAL_INTERRUPT | reason::PREEMPTION_TIMER => Next::Host,
+            reason::TRIPLE_FAULT => {
+                self.run.set_exit_reason(kvm_exit::SHUTDOWN);
+                Next::ToUser
+            }
+            reason::CPUID => {
+                // No KVM_SET_CPUID2 yet: the vCPU's CPUID table is empty, and KVM answers
+                // zeros for a leaf it has no entry for.
+                self.gprs.rax = 0;
+                self.gprs.rbx = 0;
+                self.gprs.rcx = 0;
+                self.gprs.rdx = 0;
+                self.skip_instruction();
+                Next::Reenter
+            }
+            reason::HLT => {
+                self.skip_instruction();
+                self.run.set_exit_reason(kvm_exit::HLT);
+                Next::ToUser
+            }
+            reason::VMCALL => {
+                // No hypercalls: KVM's answer is -KVM_ENOSYS, truncated to 32 bits unless the
+                // guest is in 64-bit mode (CS.L).
+                let enosys = (-1000i64) as u64;
+                let long = self.cur.read(GUEST_CS_AR) & (1 << 13) != 0;
+                self.gprs.rax = if long { enosys } else { enosys as u32 as u64 };
+                self.skip_instruction();
+                Next::Reenter
+            }
+            reason::INVD | reason::WBINVD => {
+                self.skip_instruction();
+                Next::Reenter
+            }
+            r if vmx_exit::is_vmx_instruction(r) => {
+                self.inject_ud();
+                Next::Reenter
+            }
+            reason::IO => self.io(),
+            reason::EPT_VIOLATION => Next::EptFault {
+                gpa: self.cur.read(GUEST_PHYSICAL_ADDRESS),
+                qualification: self.cur.read(EXIT_QUALIFICATION),
+            },
+            _ => self.unexpected(full),
+        }
+    }
+
+    /// IN/OUT: to userspace through the PIO data page. RIP moves past the instruction at the
+    /// next `KVM_RUN`, once userspace has done the access (as KVM's fast PIO does).
+    fn io(&mut self) -> Next {
+        let io = Io::decode(self.cur.read(EXIT_QUALIFICATION));
+        let len = self.cur.read(EXIT_INSTRUCTION_LEN) as u64;
+        if io.string {
+            // INS/OUTS need the guest's memory and segments: not emulated yet.
+            self.run.internal_error(internal::EMULATION, &[]);
+            return Next::ToUser;
+        }
+        if !io.input {
+            self.run.write_pio_data(&self.gprs.rax.to_le_bytes()[..io.size as usize]);
+        }
+        self.run.io(io.input, io.size, io.port, 1);
+        *self.pending_io = Some(PendingIo { input: io.input, size: io.size, instruction_len: len });
+        Next::ToUser
+    }
+}

@@ -1,0 +1,194 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! What a vCPU's VMCS holds: the execution controls rvmx runs every guest with, and the guest
+//! register state, moved between KVM's `kvm_regs`/`kvm_sregs` and the VMCS.
+//!
+//! Outside `KVM_RUN` the vCPU's `Regs`/`Sregs` are authoritative; a window loads them into
+//! the VMCS and stores them back when it ends.
+
+use kernel::prelude::*;
+
+use crate::{
+    entry::Gprs,
+    kvm_abi::{Regs, Sregs},
+    vcpu_state::{self, cr0, efer},
+    vmcs::Current,
+    vmcs_fields::*,
+    vmx_caps::{self, VmxCaps},
+};
+
+/// Pin-based controls: external interrupts and NMIs exit (they belong to the host).
+const PIN: u32 = 1 << 0 | 1 << 3;
+/// Primary controls: HLT exits, every I/O instruction exits, secondary controls on. Every
+/// RDMSR/WRMSR exits (no MSR bitmap).
+const PROC: u32 = 1 << 7 | 1 << 24 | vmx_caps::PROCBASED_SECONDARY_CONTROLS;
+/// Secondary controls: EPT, VPID, unrestricted guest.
+const SECONDARY: u32 =
+    vmx_caps::SECONDARY_ENABLE_EPT | vmx_caps::SECONDARY_ENABLE_VPID | vmx_caps::SECONDARY_UNRESTRICTED_GUEST;
+/// Secondary controls given to the guest when the CPU has them: RDTSCP, INVPCID (else #UD).
+const SECONDARY_OPTIONAL: u32 = 1 << 3 | 1 << 12;
+/// Exit controls: 64-bit host, save/load PAT and EFER.
+const EXIT: u32 = 1 << 9 | 1 << 18 | 1 << 19 | 1 << 20 | 1 << 21;
+/// Exit control: save the VMX-preemption timer, so it counts down across the entries of a
+/// window instead of restarting at each.
+const EXIT_SAVE_PREEMPTION_TIMER: u32 = 1 << 22;
+/// Entry controls: load PAT and EFER.
+const ENTRY: u32 = 1 << 14 | 1 << 15;
+/// Entry control: the guest is in IA-32e mode (EFER.LMA).
+const ENTRY_IA32E: u32 = 1 << 9;
+/// CR0 bits the host owns: NE must be 1 in VMX operation; the guest sees its own value.
+const CR0_HOST_OWNED: u64 = 1 << 5;
+/// CR4 bits the host owns: VMXE (no nested VMX; the guest sees 0).
+const CR4_HOST_OWNED: u64 = vmx_caps::CR4_VMXE;
+/// The guest PAT after reset.
+const PAT_RESET: u64 = 0x0007_0406_0007_0406;
+
+/// Writes the controls that stay the same for the vCPU's life. Fails if the CPU cannot run
+/// with them (already checked at load, so this is a consistency check).
+pub(crate) fn write_controls(cur: &Current<'_>, caps: &VmxCaps, eptp: u64, vpid: u16) -> Result {
+    let secondary = SECONDARY | (caps.procbased2.may_be_one & SECONDARY_OPTIONAL);
+    let (timer_pin, timer_exit) = if has_window_timer(caps) {
+        (vmx_caps::PINBASED_PREEMPTION_TIMER, EXIT_SAVE_PREEMPTION_TIMER)
+    } else {
+        (0, 0)
+    };
+    let pin = caps.pinbased.adjust(PIN | timer_pin).ok_or(EIO)?;
+    let proc = caps.procbased.adjust(PROC).ok_or(EIO)?;
+    let sec = caps.procbased2.adjust(secondary).ok_or(EIO)?;
+    let exit = caps.exit.adjust(EXIT | timer_exit).ok_or(EIO)?;
+    cur.write(PIN_BASED_CONTROLS, pin);
+    cur.write(PROC_BASED_CONTROLS, proc);
+    cur.write(SECONDARY_CONTROLS, sec);
+    cur.write(EXIT_CONTROLS, exit);
+    cur.write(EXCEPTION_BITMAP, 0);
+    cur.write(PF_ERROR_CODE_MASK, 0);
+    cur.write(PF_ERROR_CODE_MATCH, 0);
+    cur.write(CR3_TARGET_COUNT, 0);
+    cur.write(EXIT_MSR_STORE_COUNT, 0);
+    cur.write(EXIT_MSR_LOAD_COUNT, 0);
+    cur.write(ENTRY_MSR_LOAD_COUNT, 0);
+    cur.write(CR0_GUEST_HOST_MASK, CR0_HOST_OWNED);
+    cur.write(CR4_GUEST_HOST_MASK, CR4_HOST_OWNED);
+    cur.write(EPT_POINTER, eptp);
+    cur.write(VPID, vpid);
+    cur.write(VMCS_LINK_POINTER, u64::MAX);
+    cur.write(TSC_OFFSET, 0);
+    Ok(())
+}
+
+/// Whether windows are bounded by the VMX-preemption timer (it and its save control exist).
+pub(crate) fn has_window_timer(caps: &VmxCaps) -> bool {
+    caps.pinbased.allows(vmx_caps::PINBASED_PREEMPTION_TIMER) && caps.exit.allows(EXIT_SAVE_PREEMPTION_TIMER)
+}
+
+/// The entry controls for a guest whose EFER is `efer`.
+fn entry_controls(caps: &VmxCaps, guest_efer: u64) -> Result<u32> {
+    let ia32e = if guest_efer & efer::LMA != 0 { ENTRY_IA32E } else { 0 };
+    caps.entry.adjust(ENTRY | ia32e).ok_or(EIO)
+}
+
+macro_rules! segment_fields {
+    ($($seg:ident: $sel:ident, $base:ident, $limit:ident, $ar:ident;)*) => {
+        /// Loads the segment registers of `s` into the VMCS.
+        fn write_segments(cur: &Current<'_>, s: &Sregs) {
+            $(
+                cur.write($sel, s.$seg.selector);
+                cur.write($base, s.$seg.base);
+                cur.write($limit, s.$seg.limit);
+                cur.write($ar, vcpu_state::segment_ar(&s.$seg));
+            )*
+        }
+        /// Stores the VMCS segment registers into `s`.
+        fn read_segments(cur: &Current<'_>, s: &mut Sregs) {
+            $(
+                s.$seg = vcpu_state::segment_from_vmcs(
+                    cur.read($sel), cur.read($base), cur.read($limit), cur.read($ar));
+            )*
+        }
+    };
+}
+
+segment_fields! {
+    cs: GUEST_CS_SELECTOR, GUEST_CS_BASE, GUEST_CS_LIMIT, GUEST_CS_AR;
+    ds: GUEST_DS_SELECTOR, GUEST_DS_BASE, GUEST_DS_LIMIT, GUEST_DS_AR;
+    es: GUEST_ES_SELECTOR, GUEST_ES_BASE, GUEST_ES_LIMIT, GUEST_ES_AR;
+    fs: GUEST_FS_SELECTOR, GUEST_FS_BASE, GUEST_FS_LIMIT, GUEST_FS_AR;
+    gs: GUEST_GS_SELECTOR, GUEST_GS_BASE, GUEST_GS_LIMIT, GUEST_GS_AR;
+    ss: GUEST_SS_SELECTOR, GUEST_SS_BASE, GUEST_SS_LIMIT, GUEST_SS_AR;
+    tr: GUEST_TR_SELECTOR, GUEST_TR_BASE, GUEST_TR_LIMIT, GUEST_TR_AR;
+    ldt: GUEST_LDTR_SELECTOR, GUEST_LDTR_BASE, GUEST_LDTR_LIMIT, GUEST_LDTR_AR;
+}
+
+/// Loads the guest state (`regs`, `sregs`) into the VMCS and `gprs`. `sregs_from_user` says
+/// `sregs` came from `KVM_SET_SREGS` rather than from the previous window.
+pub(crate) fn load(
+    cur: &Current<'_>,
+    caps: &VmxCaps,
+    regs: &Regs,
+    sregs: &Sregs,
+    sregs_from_user: bool,
+    gprs: &mut Gprs,
+) -> Result {
+    *gprs = Gprs {
+        rax: regs.rax, rbx: regs.rbx, rcx: regs.rcx, rdx: regs.rdx, rsi: regs.rsi,
+        rdi: regs.rdi, rbp: regs.rbp, r8: regs.r8, r9: regs.r9, r10: regs.r10, r11: regs.r11,
+        r12: regs.r12, r13: regs.r13, r14: regs.r14, r15: regs.r15,
+    };
+    cur.write(GUEST_RSP, regs.rsp);
+    cur.write(GUEST_RIP, regs.rip);
+    cur.write(GUEST_RFLAGS, regs.rflags | vcpu_state::RFLAGS_FIXED);
+    write_segments(cur, sregs);
+    cur.write(GUEST_GDTR_BASE, sregs.gdt.base);
+    cur.write(GUEST_GDTR_LIMIT, sregs.gdt.limit as u32);
+    cur.write(GUEST_IDTR_BASE, sregs.idt.base);
+    cur.write(GUEST_IDTR_LIMIT, sregs.idt.limit as u32);
+    cur.write(GUEST_CR0, sregs.cr0 | CR0_HOST_OWNED);
+    cur.write(CR0_READ_SHADOW, sregs.cr0);
+    cur.write(GUEST_CR3, sregs.cr3);
+    cur.write(GUEST_CR4, sregs.cr4 | CR4_HOST_OWNED);
+    cur.write(CR4_READ_SHADOW, sregs.cr4);
+    cur.write(GUEST_IA32_EFER, sregs.efer);
+    cur.write(ENTRY_CONTROLS, entry_controls(caps, sregs.efer)?);
+    cur.write(GUEST_IA32_PAT, PAT_RESET);
+    cur.write(GUEST_IA32_DEBUGCTL, 0);
+    cur.write(GUEST_DR7, 0x400);
+    cur.write(GUEST_SYSENTER_CS, 0);
+    cur.write(GUEST_SYSENTER_ESP, 0);
+    cur.write(GUEST_SYSENTER_EIP, 0);
+    cur.write(GUEST_PENDING_DBG_EXCEPTIONS, 0);
+    cur.write(GUEST_ACTIVITY_STATE, 0);
+    cur.write(GUEST_INTERRUPTIBILITY, 0);
+    cur.write(ENTRY_INTR_INFO, 0);
+    // PAE paging without long mode takes its PDPTEs from the VMCS (SDM 26.3.1.6). VM exits
+    // save them (EPT is on), so a guest that enabled PAE itself keeps them; one put in that
+    // state by KVM_SET_SREGS would need them loaded from guest memory, which rvmx does not do
+    // yet: refused rather than entered wrongly.
+    if sregs_from_user && sregs.cr0 & cr0::PG != 0 && sregs.cr4 & vcpu_state::CR4_PAE != 0 && sregs.efer & efer::LMA == 0 {
+        return Err(EOPNOTSUPP);
+    }
+    Ok(())
+}
+
+/// Stores the guest state from the VMCS and `gprs` into `regs` and `sregs`.
+pub(crate) fn store(cur: &Current<'_>, gprs: &Gprs, regs: &mut Regs, sregs: &mut Sregs) {
+    *regs = Regs {
+        rax: gprs.rax, rbx: gprs.rbx, rcx: gprs.rcx, rdx: gprs.rdx, rsi: gprs.rsi,
+        rdi: gprs.rdi, rbp: gprs.rbp, r8: gprs.r8, r9: gprs.r9, r10: gprs.r10, r11: gprs.r11,
+        r12: gprs.r12, r13: gprs.r13, r14: gprs.r14, r15: gprs.r15,
+        rsp: cur.read(GUEST_RSP),
+        rip: cur.read(GUEST_RIP),
+        rflags: cur.read(GUEST_RFLAGS),
+    };
+    read_segments(cur, sregs);
+    sregs.gdt.base = cur.read(GUEST_GDTR_BASE);
+    sregs.gdt.limit = cur.read(GUEST_GDTR_LIMIT) as u16;
+    sregs.idt.base = cur.read(GUEST_IDTR_BASE);
+    sregs.idt.limit = cur.read(GUEST_IDTR_LIMIT) as u16;
+    let shadow0 = cur.read(CR0_READ_SHADOW);
+    sregs.cr0 = (cur.read(GUEST_CR0) & !CR0_HOST_OWNED) | (shadow0 & CR0_HOST_OWNED);
+    sregs.cr3 = cur.read(GUEST_CR3);
+    let shadow4 = cur.read(CR4_READ_SHADOW);
+    sregs.cr4 = (cur.read(GUEST_CR4) & !CR4_HOST_OWNED) | (shadow4 & CR4_HOST_OWNED);
+    sregs.efer = cur.read(GUEST_IA32_EFER);
+}
+

@@ -1,0 +1,272 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `KVM_RUN`: the loop that runs a vCPU until userspace has work to do.
+//!
+//! Each turn opens one interrupts-off VMX window: VMPTRLD, host and guest state into the VMCS,
+//! INVEPT, then enter the guest as many times as exits can be handled in the kernel. The
+//! window closes (guest state stored, VMCLEAR, host tables restored, VMXOFF) for anything that
+//! needs the host: an interrupt, faulting in guest memory, or a return to userspace. Between
+//! windows the loop checks for signals and reschedules, so a spinning guest never wedges a CPU.
+
+use core::arch::asm;
+use kernel::{current, page::Page, prelude::*};
+
+use crate::{
+    entry::{self, Gprs},
+    exit::{internal, kvm_exit, Exit, Next},
+    guest_state,
+    host_state::HostState,
+    kvm_abi::{Regs, Sregs},
+    mem::{page_phys, phys_to_virt},
+    vmcs::{Current, Vmcs},
+    vmcs_fields::{PREEMPTION_TIMER_VALUE, VM_INSTRUCTION_ERROR},
+    vmx::Vmx,
+    x86,
+};
+
+extern "C" {
+    fn rvmx_kernel_fpu_begin();
+    fn rvmx_cond_resched();
+}
+
+/// The `struct kvm_run` page shared with userspace, and the PIO data page after it.
+pub(crate) struct KvmRun {
+    run: *mut u8,
+    pio: *mut u8,
+}
+
+/// Offsets in `struct kvm_run` (`<linux/kvm.h>`).
+mod off {
+    pub(super) const IMMEDIATE_EXIT: usize = 1;
+    pub(super) const EXIT_REASON: usize = 8;
+    pub(super) const EXIT_UNION: usize = 32;
+}
+
+impl KvmRun {
+    pub(crate) fn new(run: &Page, pio: &Page) -> Self {
+        Self { run: phys_to_virt(page_phys(run)).cast(), pio: phys_to_virt(page_phys(pio)).cast() }
+    }
+
+    fn put<T: Copy>(&self, offset: usize, value: T) {
+        // SAFETY: every offset used is inside the 4096-byte kvm_run page, which the vCPU owns
+        // for as long as `self` is used (one KVM_RUN). Userspace may write the page at the
+        // same time: volatile accesses, and nothing is trusted from it.
+        unsafe { self.run.add(offset).cast::<T>().write_volatile(value) }
+    }
+
+    pub(crate) fn immediate_exit(&self) -> bool {
+        // SAFETY: as in `put`.
+        unsafe { self.run.add(off::IMMEDIATE_EXIT).read_volatile() != 0 }
+    }
+
+    pub(crate) fn set_exit_reason(&self, reason: u32) {
+        self.put(off::EXIT_REASON, reason);
+    }
+
+    /// `KVM_EXIT_IO`: direction, size, port, count, data at the PIO page.
+    pub(crate) fn io(&self, input: bool, size: u8, port: u16, count: u32) {
+        self.set_exit_reason(kvm_exit::IO);
+        self.put(off::EXIT_UNION, if input { 0u8 } else { 1u8 });
+        self.put(off::EXIT_UNION + 1, size);
+        self.put(off::EXIT_UNION + 2, port);
+        self.put(off::EXIT_UNION + 4, count);
+        self.put(off::EXIT_UNION + 8, (crate::kvm_abi::KVM_PIO_PAGE_OFFSET * 4096) as u64);
+    }
+
+    /// `KVM_EXIT_FAIL_ENTRY` with the hardware's reason and the CPU.
+    pub(crate) fn fail_entry(&self, reason: u64, cpu: u32) {
+        self.set_exit_reason(kvm_exit::FAIL_ENTRY);
+        self.put(off::EXIT_UNION, reason);
+        self.put(off::EXIT_UNION + 8, cpu);
+    }
+
+    /// `KVM_EXIT_INTERNAL_ERROR` with a suberror and up to 16 data words.
+    pub(crate) fn internal_error(&self, suberror: u32, data: &[u64]) {
+        self.set_exit_reason(kvm_exit::INTERNAL_ERROR);
+        self.put(off::EXIT_UNION, suberror);
+        let n = data.len().min(16);
+        self.put(off::EXIT_UNION + 4, n as u32);
+        for (i, d) in data[..n].iter().enumerate() {
+            self.put(off::EXIT_UNION + 8 + 8 * i, *d);
+        }
+    }
+
+    pub(crate) fn write_pio_data(&self, bytes: &[u8]) {
+        for (i, b) in bytes.iter().enumerate().take(4096) {
+            // SAFETY: inside the PIO page, as in `put`.
+            unsafe { self.pio.add(i).write_volatile(*b) };
+        }
+    }
+
+    fn read_pio_data(&self, size: u8) -> u64 {
+        let mut v = 0u64;
+        for i in 0..(size as usize).min(8) {
+            // SAFETY: inside the PIO page, as in `put`.
+            v |= (unsafe { self.pio.add(i).read_volatile() } as u64) << (8 * i);
+        }
+        v
+    }
+}
+
+/// An IN or OUT that went to userspace and completes at the next `KVM_RUN`.
+#[derive(Clone, Copy)]
+pub(crate) struct PendingIo {
+    pub(crate) input: bool,
+    pub(crate) size: u8,
+    pub(crate) instruction_len: u64,
+}
+
+/// The guest's x87/SSE state while it does not run (FXSAVE image).
+#[repr(C, align(64))]
+pub(crate) struct FxArea([u8; 512]);
+
+impl FxArea {
+    /// The state after reset: FCW 0x37f, MXCSR 0x1f80.
+    pub(crate) fn reset() -> Self {
+        let mut a = [0u8; 512];
+        a[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
+        a[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        Self(a)
+    }
+}
+
+/// Everything a vCPU keeps between runs (under the vCPU mutex).
+pub(crate) struct RunState {
+    pub(crate) regs: Regs,
+    pub(crate) sregs: Sregs,
+    /// `sregs` was set by userspace since the last window.
+    pub(crate) sregs_from_user: bool,
+    pub(crate) vmcs: Vmcs,
+    pub(crate) controls_written: bool,
+    pub(crate) gprs: Gprs,
+    pub(crate) pending_io: Option<PendingIo>,
+    pub(crate) fx: FxArea,
+}
+
+/// Completes the I/O of the previous exit: IN data into RAX, RIP past the instruction.
+fn complete_io(st: &mut RunState, run: &KvmRun) {
+    if let Some(p) = st.pending_io.take() {
+        if p.input {
+            let data = run.read_pio_data(p.size);
+            st.regs.rax = match p.size {
+                1 => (st.regs.rax & !0xff) | data,
+                2 => (st.regs.rax & !0xffff) | data,
+                _ => data, // 32-bit results zero-extend into RAX
+            };
+        }
+        st.regs.rip = st.regs.rip.wrapping_add(p.instruction_len);
+    }
+}
+
+/// Where the vCPU runs: its VM's EPT, its VPID, and who it is.
+pub(crate) struct Target<'a> {
+    pub(crate) vmx: &'a Vmx,
+    pub(crate) eptp: u64,
+    pub(crate) vpid: u16,
+    pub(crate) running: &'a core::sync::atomic::AtomicI32,
+}
+
+/// Longest time a window may keep interrupts off while the guest runs: 1 ms. Interrupts end
+/// a window sooner; the timer is the guarantee (on CPUs, or emulators, where an interrupt
+/// does not reach a guest running with IF=0, it is the only one).
+const WINDOW_BUDGET_US: u64 = 1000;
+
+/// The VMX-preemption timer value for one window budget.
+fn window_timer(t: &Target<'_>) -> u32 {
+    // SAFETY: `tsc_khz` is set once at boot and only read afterwards.
+    let khz = match unsafe { kernel::bindings::tsc_khz } { 0 => 1_000_000, k => k as u64 };
+    let ticks = khz * WINDOW_BUDGET_US / 1000;
+    (ticks >> t.vmx.caps().preemption_timer_rate()).clamp(1, u32::MAX as u64) as u32
+}
+
+/// One VMX window: enters the guest until an exit needs the host.
+fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
+    // The host's user FPU state is saved (and reloaded on return to userspace) so that the
+    // guest's x87/SSE state can be loaded into the registers.
+    // SAFETY: process context with interrupts on; paired with kernel_fpu_end below.
+    unsafe { rvmx_kernel_fpu_begin() };
+    let result = t.vmx.with_vmx_operation(|op| -> Result<Next> {
+        let cpu = kernel::cpu::CpuId::current().as_u32();
+        let host = HostState::save()?;
+        let cur = Current::load(op, &st.vmcs)?;
+        if !st.controls_written {
+            guest_state::write_controls(&cur, t.vmx.caps(), t.eptp, t.vpid)?;
+            st.controls_written = true;
+        }
+        host.write_to(&cur);
+        guest_state::load(&cur, t.vmx.caps(), &st.regs, &st.sregs, st.sregs_from_user, &mut st.gprs)?;
+        st.sregs_from_user = false;
+        if guest_state::has_window_timer(t.vmx.caps()) {
+            cur.write(PREEMPTION_TIMER_VALUE, window_timer(t));
+        }
+        // Published before the flush: a slot change either sees this vCPU running (and kicks
+        // it out) or happened before the INVEPT below.
+        t.running.store(cpu as i32, core::sync::atomic::Ordering::SeqCst);
+        crate::ept::invept(op, t.vmx.caps(), t.eptp);
+        // SAFETY: `fx` is a 16-byte aligned FXSAVE image; FPU use is allowed (kernel_fpu_begin).
+        unsafe { asm!("fxrstor64 [{}]", in(reg) st.fx.0.as_ptr(), options(nostack)) };
+        let mut resume = false;
+        let next = loop {
+            // SAFETY: interrupts are off; CR2 holds the guest's value until the entry.
+            unsafe { x86::write_cr2(st.sregs.cr2) };
+            // SAFETY: interrupts off, the VMCS is current and complete, `resume` is true only
+            // after a successful launch in this window.
+            if !unsafe { entry::enter(&mut st.gprs, resume) } {
+                let error = cur.read(VM_INSTRUCTION_ERROR);
+                run.fail_entry(error as u64, cpu);
+                break Next::ToUser;
+            }
+            resume = true;
+            st.sregs.cr2 = x86::read_cr2();
+            let mut exit = Exit { cur: &cur, gprs: &mut st.gprs, run, pending_io: &mut st.pending_io, cpu };
+            match exit.handle() {
+                Next::Reenter => continue,
+                next => break next,
+            }
+        };
+        // SAFETY: as for FXRSTOR above.
+        unsafe { asm!("fxsave64 [{}]", in(reg) st.fx.0.as_mut_ptr(), options(nostack)) };
+        guest_state::store(&cur, &st.gprs, &mut st.regs, &mut st.sregs);
+        drop(cur);
+        t.running.store(-1, core::sync::atomic::Ordering::SeqCst);
+        host.restore();
+        Ok(next)
+    });
+    // SAFETY: pairs with rvmx_kernel_fpu_begin above; interrupts are on again.
+    unsafe { kernel::bindings::kernel_fpu_end() };
+    result.map_err(Error::from)?
+}
+
+/// `KVM_RUN`. `fault_in` maps a guest page (or says it is MMIO: `Ok(false)`).
+pub(crate) fn run(
+    t: &Target<'_>,
+    st: &mut RunState,
+    run: &KvmRun,
+    mut fault_in: impl FnMut(u64, u64) -> Result<bool>,
+) -> Result<isize> {
+    complete_io(st, run);
+    if run.immediate_exit() {
+        run.set_exit_reason(kvm_exit::INTR);
+        return Err(EINTR);
+    }
+    loop {
+        if current!().signal_pending() {
+            run.set_exit_reason(kvm_exit::INTR);
+            return Err(EINTR);
+        }
+        // SAFETY: process context, no locks that forbid sleeping but the vCPU mutex.
+        unsafe { rvmx_cond_resched() };
+        match window(t, st, run)? {
+            Next::ToUser => return Ok(0),
+            Next::Host | Next::Reenter => {}
+            Next::EptFault { gpa, qualification } => {
+                if !fault_in(gpa, qualification)? {
+                    // No slot (or a write to a read-only one): MMIO, decoded in the kernel...
+                    // not yet: reported honestly instead of guessed.
+                    run.internal_error(internal::EMULATION, &[gpa]);
+                    return Ok(0);
+                }
+            }
+        }
+    }
+}
