@@ -8,7 +8,9 @@
  * The only rvmx-specific definition is the device path.
  *
  * Implemented so far: the system fd (KVM_GET_API_VERSION, KVM_CHECK_EXTENSION,
- * KVM_GET_VCPU_MMAP_SIZE). Every other request fails as /dev/kvm fails an unknown one (EINVAL).
+ * KVM_GET_VCPU_MMAP_SIZE, KVM_CREATE_VM), the VM fd (memory slots, vCPUs, TSS and identity-map
+ * addresses) and the vCPU fd (mmap of struct kvm_run, REGS, SREGS, KVM_RUN). A request rvmx does
+ * not implement fails as KVM fails an unknown one on that fd (EINVAL, or ENOTTY on a VM fd).
  */
 #ifndef _RVMX_H
 #define _RVMX_H
@@ -18,19 +20,146 @@
 
 #ifndef __LINUX_KVM_H
 #include <linux/ioctl.h>
+#include <linux/types.h>
 
 #define KVM_API_VERSION 12
 #define KVMIO 0xAE
 
 /* System ioctls: on the fd of /dev/rvmx. */
 #define KVM_GET_API_VERSION       _IO(KVMIO, 0x00)
-#define KVM_CREATE_VM             _IO(KVMIO, 0x01) /* not yet: EINVAL */
+#define KVM_CREATE_VM             _IO(KVMIO, 0x01) /* type 0 only */
 #define KVM_CHECK_EXTENSION       _IO(KVMIO, 0x03) /* 0 = not offered */
 #define KVM_GET_VCPU_MMAP_SIZE    _IO(KVMIO, 0x04) /* kvm_run + PIO page + coalesced-MMIO page */
 
 /* Layout of the vCPU mmap area, in pages. */
 #define KVM_PIO_PAGE_OFFSET 1
 #define KVM_COALESCED_MMIO_PAGE_OFFSET 2
+
+/* KVM_CHECK_EXTENSION capabilities rvmx offers. */
+#define KVM_CAP_USER_MEMORY 3
+#define KVM_CAP_SET_TSS_ADDR 4
+#define KVM_CAP_NR_VCPUS 9
+#define KVM_CAP_NR_MEMSLOTS 10
+#define KVM_CAP_SET_IDENTITY_MAP_ADDR 37
+#define KVM_CAP_MAX_VCPUS 66
+#define KVM_CAP_CHECK_EXTENSION_VM 105
+#define KVM_CAP_MAX_VCPU_ID 128
+
+struct kvm_userspace_memory_region {
+	__u32 slot;
+	__u32 flags;
+	__u64 guest_phys_addr;
+	__u64 memory_size; /* bytes */
+	__u64 userspace_addr; /* start of the userspace allocated memory */
+};
+#define KVM_MEM_LOG_DIRTY_PAGES (1UL << 0) /* not offered: EINVAL */
+#define KVM_MEM_READONLY (1UL << 1)
+
+struct kvm_regs {
+	__u64 rax, rbx, rcx, rdx;
+	__u64 rsi, rdi, rsp, rbp;
+	__u64 r8, r9, r10, r11;
+	__u64 r12, r13, r14, r15;
+	__u64 rip, rflags;
+};
+
+struct kvm_segment {
+	__u64 base;
+	__u32 limit;
+	__u16 selector;
+	__u8 type;
+	__u8 present, dpl, db, s, l, g, avl;
+	__u8 unusable;
+	__u8 padding;
+};
+
+struct kvm_dtable {
+	__u64 base;
+	__u16 limit;
+	__u16 padding[3];
+};
+
+#define KVM_NR_INTERRUPTS 256
+struct kvm_sregs {
+	struct kvm_segment cs, ds, es, fs, gs, ss;
+	struct kvm_segment tr, ldt;
+	struct kvm_dtable gdt, idt;
+	__u64 cr0, cr2, cr3, cr4, cr8;
+	__u64 efer;
+	__u64 apic_base;
+	__u64 interrupt_bitmap[(KVM_NR_INTERRUPTS + 63) / 64];
+};
+
+/* kvm_run->exit_reason values rvmx produces. */
+#define KVM_EXIT_UNKNOWN 0
+#define KVM_EXIT_IO 2
+#define KVM_EXIT_HLT 5
+#define KVM_EXIT_SHUTDOWN 8
+#define KVM_EXIT_FAIL_ENTRY 9
+#define KVM_EXIT_INTR 10
+#define KVM_EXIT_INTERNAL_ERROR 17
+
+/* KVM_EXIT_INTERNAL_ERROR suberrors. */
+#define KVM_INTERNAL_ERROR_EMULATION 1
+#define KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON 4
+
+/* Page 0 of the vCPU mmap area. Only the members rvmx fills are spelled out. */
+struct kvm_run {
+	/* in */
+	__u8 request_interrupt_window;
+	__u8 immediate_exit;
+	__u8 padding1[6];
+	/* out */
+	__u32 exit_reason;
+	__u8 ready_for_interrupt_injection;
+	__u8 if_flag;
+	__u16 flags;
+	/* in (pre_kvm_run), out (post_kvm_run) */
+	__u64 cr8;
+	__u64 apic_base;
+	union {
+		/* KVM_EXIT_FAIL_ENTRY */
+		struct {
+			__u64 hardware_entry_failure_reason;
+			__u32 cpu;
+		} fail_entry;
+		/* KVM_EXIT_IO */
+		struct {
+#define KVM_EXIT_IO_IN 0
+#define KVM_EXIT_IO_OUT 1
+			__u8 direction;
+			__u8 size; /* bytes */
+			__u16 port;
+			__u32 count;
+			__u64 data_offset; /* relative to kvm_run start */
+		} io;
+		/* KVM_EXIT_INTERNAL_ERROR */
+		struct {
+			__u32 suberror;
+			__u32 ndata;
+			__u64 data[16];
+		} internal;
+		char padding[256];
+	};
+	__u64 kvm_valid_regs;
+	__u64 kvm_dirty_regs;
+	union {
+		char padding[2048];
+	} s;
+};
+
+/* VM fd ioctls. */
+#define KVM_CREATE_VCPU            _IO(KVMIO, 0x41)
+#define KVM_SET_USER_MEMORY_REGION _IOW(KVMIO, 0x46, struct kvm_userspace_memory_region)
+#define KVM_SET_TSS_ADDR           _IO(KVMIO, 0x47)
+#define KVM_SET_IDENTITY_MAP_ADDR  _IOW(KVMIO, 0x48, __u64)
+
+/* vCPU fd ioctls. */
+#define KVM_RUN       _IO(KVMIO, 0x80)
+#define KVM_GET_REGS  _IOR(KVMIO, 0x81, struct kvm_regs)
+#define KVM_SET_REGS  _IOW(KVMIO, 0x82, struct kvm_regs)
+#define KVM_GET_SREGS _IOR(KVMIO, 0x83, struct kvm_sregs)
+#define KVM_SET_SREGS _IOW(KVMIO, 0x84, struct kvm_sregs)
 #endif /* __LINUX_KVM_H */
 
 #endif /* _RVMX_H */
