@@ -22,6 +22,23 @@ check "run: real-mode guests run on /dev/rvmx (I/O, memory, CPUID, VMCALL, #UD, 
 	sh -c 'kvm-run-check /dev/rvmx --if0-spin > /tmp/run-rvmx'
 check "run: a guest spinning with IF=0 is still interrupted by a signal" \
 	grep -qx "spin_if0 exit_reason_intr true" /tmp/run-rvmx
+# Pinned-page balance from /proc/vmstat, with the per-CPU counters folded first.
+pins() {
+	echo 1 > /proc/sys/vm/stat_refresh
+	awk '/^nr_foll_pin_acquired/ {a = $2} /^nr_foll_pin_released/ {r = $2} END {print a - r}' /proc/vmstat
+}
+free_kb() { awk '/^MemFree/ {print $2}' /proc/meminfo; }
+stress() {
+	before=$(free_kb)
+	kvm-stress-check /dev/rvmx 300 > /tmp/stress-rvmx || return 1
+	cat /tmp/stress-rvmx
+	grep '^info pinned_after' /tmp/stress-rvmx | grep -v ' 0$' && return 1
+	[ "$(pins)" = 0 ] || { echo "guest pages still pinned: $(pins)"; return 1; }
+	after=$(free_kb)
+	echo "MemFree before $before kB, after $after kB"
+	[ $((before - after)) -lt 2048 ] || { echo "lost $((before - after)) kB"; return 1; }
+}
+check "lifetime: 300 VM cycles, close orders, SIGKILL mid-run, 2x2 migrating vCPUs; no page left pinned, memory back" stress
 
 opens() {
 	i=0
@@ -79,6 +96,8 @@ check "coexistence: rvmx refuses with EBUSY while kvm_intel holds VMX" sh -c '
 check "abi: kvm-abi-check on /dev/kvm" sh -c 'kvm-abi-check /dev/kvm > /tmp/abi-kvm'
 check "vm: the same client on /dev/kvm" sh -c 'kvm-vm-check /dev/kvm > /tmp/vm-kvm'
 check "run: the same guests on /dev/kvm" sh -c 'kvm-run-check /dev/kvm > /tmp/run-kvm'
+check "lifetime: the same stress on /dev/kvm" \
+	sh -c 'kvm-stress-check /dev/kvm 300 | grep -v "^info " > /tmp/stress-kvm'
 check "tool: the same client drives /dev/kvm" sh -c 'rvmx info --device /dev/kvm'
 check "coexistence: rvmx loads again once kvm_intel is gone" sh -c '
 	rmmod kvm_intel && rmmod kvm && rmmod irqbypass && dmesg -c > /dev/null &&
@@ -104,6 +123,8 @@ check "vm: slots, vCPUs, reset state, errnos and fork identical to KVM's" vm_sam
 sed 's/^/    rvmx: /' /tmp/vm-rvmx
 run_same() { grep -v '^spin_if0' /tmp/run-rvmx | diff /tmp/run-kvm -; }
 check "run: every exit and final register identical to KVM's" run_same
+stress_same() { grep -v '^info ' /tmp/stress-rvmx | diff /tmp/stress-kvm -; }
+check "lifetime: stress results identical to KVM's" stress_same
 sed 's/^/    rvmx: /' /tmp/run-rvmx
 sed 's/^/    rvmx: /' /tmp/abi-rvmx | grep -v '^    rvmx: extension .* 0$'
 

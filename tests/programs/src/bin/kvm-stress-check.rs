@@ -85,6 +85,18 @@ const COUNT: [u8; 25] = [
     0xf4,                                     // 1018: hlt
 ];
 
+/// Pages pinned with FOLL_PIN and not yet released, system-wide (rvmx pins guest memory;
+/// KVM does not pin), as an `info` line after `phase`.
+fn pins(phase: &str) {
+    // The counters are per-CPU until folded: fold them first.
+    let _ = std::fs::write("/proc/sys/vm/stat_refresh", "1");
+    let vmstat = std::fs::read_to_string("/proc/vmstat").unwrap_or_default();
+    let get = |k: &str| -> i64 {
+        vmstat.lines().find_map(|l| l.strip_prefix(k)?.trim().parse().ok()).unwrap_or(0)
+    };
+    println!("info pinned_after_{phase} {}", get("nr_foll_pin_acquired ") - get("nr_foll_pin_released "));
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let Some(dev) = args.get(1) else {
@@ -113,6 +125,7 @@ fn main() -> ExitCode {
         unmap(mem);
     }
     println!("cycles_ok {}", ok == cycles);
+    pins("cycles");
 
     // A vCPU keeps running after its VM fd is closed (it holds the VM).
     let (vm, mut cpus, mem) = vm_with(&kvm, &TOUCH, 1);
@@ -120,6 +133,7 @@ fn main() -> ExitCode {
     println!("run_after_vm_fd_closed {:?}", run_to_hlt(&mut cpus[0]).map(|_| "hlt"));
     drop(cpus);
     unmap(mem);
+    pins("vm_fd_closed_first");
 
     // A process killed in the middle of KVM_RUN (guest spinning) leaves nothing behind.
     // SAFETY: the child only runs the guest; the parent kills and reaps it.
@@ -140,6 +154,7 @@ fn main() -> ExitCode {
                 libc::waitpid(pid, &mut status, 0);
             }
             println!("killed_mid_run {}", libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL);
+            pins("kill");
         }
     }
 
@@ -185,5 +200,6 @@ fn main() -> ExitCode {
         drop(vm);
         unmap(mem);
     }
+    pins("concurrent");
     ExitCode::SUCCESS
 }
