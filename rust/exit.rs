@@ -52,6 +52,9 @@ pub(crate) struct Exit<'a, 'b> {
     pub(crate) gprs: &'a mut Gprs,
     pub(crate) run: &'a KvmRun,
     pub(crate) pending_io: &'a mut Option<PendingIo>,
+    pub(crate) cpuid: &'a [crate::cpuid_table::CpuidEntry],
+    /// The guest's IA32_APIC_BASE (CPUID leaf 1 reports its enable bit).
+    pub(crate) apic_base: u64,
     pub(crate) cpu: u32,
 }
 
@@ -97,12 +100,17 @@ impl Exit<'_, '_> {
                 Next::ToUser
             }
             reason::CPUID => {
-                // No KVM_SET_CPUID2 yet: the vCPU's CPUID table is empty, and KVM answers
-                // zeros for a leaf it has no entry for.
-                self.gprs.rax = 0;
-                self.gprs.rbx = 0;
-                self.gprs.rcx = 0;
-                self.gprs.rdx = 0;
+                // From the vCPU's table (KVM_SET_CPUID2), as KVM answers.
+                let rt = crate::cpuid_table::Runtime {
+                    apic_enabled: self.apic_base & (1 << 11) != 0,
+                    osxsave: self.cur.read(GUEST_CR4) & (1 << 18) != 0, // guest-owned bit
+                };
+                let [a, b, c, d] = crate::cpuid_table::guest_cpuid(
+                    self.cpuid, self.gprs.rax as u32, self.gprs.rcx as u32, rt);
+                self.gprs.rax = a as u64;
+                self.gprs.rbx = b as u64;
+                self.gprs.rcx = c as u64;
+                self.gprs.rdx = d as u64;
                 self.skip_instruction();
                 Next::Reenter
             }

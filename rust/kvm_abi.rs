@@ -51,6 +51,9 @@ pub const KVM_GET_VCPU_MMAP_SIZE: u32 = io(0x04);
 /// The CPUID entries a guest may be given (`struct kvm_cpuid2`, 8 bytes).
 pub const KVM_GET_SUPPORTED_CPUID: u32 = iowr(0x05, 8);
 
+/// `struct kvm_cpuid2` header: the entry count (and padding) before the entries.
+pub const CPUID2_HEADER: usize = 8;
+
 // VM ioctls (on a VM fd).
 /// Creates vCPU number `arg` and returns its fd.
 pub const KVM_CREATE_VCPU: u32 = io(0x41);
@@ -73,6 +76,10 @@ pub const KVM_SET_REGS: u32 = iow::<Regs>(0x82);
 pub const KVM_GET_SREGS: u32 = ior::<Sregs>(0x83);
 /// Writes segment, control and descriptor-table registers.
 pub const KVM_SET_SREGS: u32 = iow::<Sregs>(0x84);
+/// Sets the vCPU's CPUID table (`struct kvm_cpuid2` header, 8 bytes).
+pub const KVM_SET_CPUID2: u32 = iow::<u64>(0x90);
+/// Reads the vCPU's CPUID table.
+pub const KVM_GET_CPUID2: u32 = iowr(0x91, 8);
 
 /// `struct kvm_userspace_memory_region`.
 #[repr(C)]
@@ -215,6 +222,8 @@ pub mod cap {
     pub const CHECK_EXTENSION_VM: usize = 105;
     /// vCPU ids are below this.
     pub const MAX_VCPU_ID: usize = 128;
+    /// `KVM_GET_SUPPORTED_CPUID` and `KVM_SET_CPUID2`.
+    pub const EXT_CPUID: usize = 7;
 }
 
 /// The capabilities rvmx provides, with the value `KVM_CHECK_EXTENSION` returns for each.
@@ -229,6 +238,7 @@ pub const CAPABILITIES: &[(usize, isize)] = &[
     (cap::MAX_VCPUS, MAX_VCPUS as isize),
     (cap::CHECK_EXTENSION_VM, 1),
     (cap::MAX_VCPU_ID, MAX_VCPU_ID as isize),
+    (cap::EXT_CPUID, 1),
 ];
 
 /// The answer to `KVM_CHECK_EXTENSION(cap)`: like KVM, 0 for anything unknown (never an error).
@@ -255,6 +265,10 @@ mod tests {
         assert_eq!(offset_of!(Sregs, gdt), offset_of!(kb::kvm_sregs, gdt));
         assert_eq!(offset_of!(Sregs, efer), offset_of!(kb::kvm_sregs, efer));
         assert_eq!(offset_of!(Sregs, interrupt_bitmap), offset_of!(kb::kvm_sregs, interrupt_bitmap));
+        use crate::cpuid_table::CpuidEntry;
+        assert_eq!(size_of::<CpuidEntry>(), size_of::<kb::kvm_cpuid_entry2>());
+        assert_eq!(offset_of!(CpuidEntry, edx), offset_of!(kb::kvm_cpuid_entry2, edx));
+        assert_eq!(CPUID2_HEADER, size_of::<kb::kvm_cpuid2>());
     }
 
     #[test]
@@ -268,6 +282,8 @@ mod tests {
         assert_eq!(KVM_SET_REGS, 0x4090_ae82);
         assert_eq!(KVM_GET_SREGS, 0x8138_ae83);
         assert_eq!(KVM_SET_SREGS, 0x4138_ae84);
+        assert_eq!(KVM_SET_CPUID2, 0x4008_ae90);
+        assert_eq!(KVM_GET_CPUID2, 0xc008_ae91);
     }
 
     /// Numbers as `<linux/kvm.h>` defines them (checked against the C header's values).
@@ -298,6 +314,7 @@ mod tests {
             (cap::MAX_VCPUS, kb::KVM_CAP_MAX_VCPUS),
             (cap::CHECK_EXTENSION_VM, kb::KVM_CAP_CHECK_EXTENSION_VM),
             (cap::MAX_VCPU_ID, kb::KVM_CAP_MAX_VCPU_ID),
+            (cap::EXT_CPUID, kb::KVM_CAP_EXT_CPUID),
         ];
         for (ours, linux) in pairs {
             assert_eq!(ours, linux as usize);
@@ -307,7 +324,7 @@ mod tests {
 
     #[test]
     fn unknown_extensions_answer_zero() {
-        for cap in [0, 1, 7, 1000, usize::MAX] {
+        for cap in [0, 1, 2, 1000, usize::MAX] {
             assert_eq!(check_extension(cap), 0);
         }
     }

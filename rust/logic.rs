@@ -9,4 +9,5 @@ pub mod vcpu_state;
 pub mod vmcs_fields;
 pub mod ept_bits;
 pub mod vmx_exit;
+pub mod cpuid_table;
 pub mod vmx_caps;

@@ -141,6 +141,8 @@ pub(crate) struct RunState {
     pub(crate) gprs: Gprs,
     pub(crate) pending_io: Option<PendingIo>,
     pub(crate) fx: FxArea,
+    /// The guest's CPUID table (`KVM_SET_CPUID2`).
+    pub(crate) cpuid: KVec<crate::cpuid_table::CpuidEntry>,
 }
 
 /// Completes the I/O of the previous exit: IN data into RAX, RIP past the instruction.
@@ -218,7 +220,15 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
             }
             resume = true;
             st.sregs.cr2 = x86::read_cr2();
-            let mut exit = Exit { cur: &cur, gprs: &mut st.gprs, run, pending_io: &mut st.pending_io, cpu };
+            let mut exit = Exit {
+                cur: &cur,
+                gprs: &mut st.gprs,
+                run,
+                pending_io: &mut st.pending_io,
+                cpuid: &st.cpuid,
+                apic_base: st.sregs.apic_base,
+                cpu,
+            };
             match exit.handle() {
                 Next::Reenter => continue,
                 next => break next,

@@ -26,6 +26,7 @@
 //! - [`host_state`], [`guest_state`]: host state around a window; controls and guest state.
 //! - [`vmx_exit`], [`exit`]: exit reasons decoded (pure) and the exit dispatch.
 //! - [`run`]: `KVM_RUN` and the VMX window.
+//! - [`cpuid_table`]: the CPUID rvmx offers guests and the CPUID exit's lookup (pure logic).
 
 use kernel::{
     miscdevice::{MiscDeviceOptions, MiscDeviceRegistration},
@@ -33,6 +34,8 @@ use kernel::{
 };
 
 mod cpuhp;
+#[allow(dead_code)]
+pub mod cpuid_table;
 mod entry;
 mod ept;
 #[allow(dead_code)]

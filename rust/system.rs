@@ -7,12 +7,40 @@ use kernel::{
     miscdevice::{MiscDevice, MiscDeviceRegistration},
     page::PAGE_SIZE,
     prelude::*,
+    uaccess::{UserPtr, UserSlice},
 };
 
 use crate::{
+    cpuid_table::{self, CpuidEntry, GuestControls},
     kvm_abi::{self, *},
     vm::Vm,
+    vmx::Vmx,
+    x86,
 };
+
+/// `KVM_GET_SUPPORTED_CPUID`: the host's CPUID filtered to what rvmx gives guests. Like KVM:
+/// `E2BIG` if the caller's array is too small (nent unchanged), else nent is set.
+fn get_supported_cpuid(arg: usize) -> Result<isize> {
+    let caps = Vmx::get().ok_or(ENODEV)?.caps();
+    let ctl = GuestControls {
+        invpcid: caps.procbased2.allows(1 << 12),
+        rdtscp: caps.procbased2.allows(1 << 3),
+    };
+    let mut table = KVec::with_capacity(cpuid_table::MAX_ENTRIES, GFP_KERNEL)?;
+    table.resize(cpuid_table::MAX_ENTRIES, CpuidEntry::default(), GFP_KERNEL)?;
+    let n = cpuid_table::supported(x86::cpuid_count, ctl, &mut table);
+    let (mut reader, mut writer) = UserSlice::new(UserPtr::from_addr(arg), CPUID2_HEADER).reader_writer();
+    let nent: u32 = reader.read()?;
+    if nent < 1 || (nent as usize) < n {
+        return Err(E2BIG);
+    }
+    writer.write(&(n as u32))?;
+    let mut entries = UserSlice::new(UserPtr::from_addr(arg + CPUID2_HEADER), n * size_of::<CpuidEntry>()).writer();
+    for e in &table[..n] {
+        entries.write(e)?;
+    }
+    Ok(0)
+}
 
 /// An open `/dev/rvmx`. Like KVM's system fd, it carries no state of its own.
 pub(crate) struct SystemFd;
@@ -30,6 +58,7 @@ impl MiscDevice for SystemFd {
             KVM_GET_API_VERSION if arg == 0 => Ok(KVM_API_VERSION),
             KVM_CHECK_EXTENSION => Ok(kvm_abi::check_extension(arg)),
             KVM_CREATE_VM => Vm::create(arg),
+            KVM_GET_SUPPORTED_CPUID => get_supported_cpuid(arg),
             KVM_GET_VCPU_MMAP_SIZE if arg == 0 => Ok(kvm_abi::vcpu_mmap_size(PAGE_SIZE) as isize),
             // KVM answers EINVAL to a non-zero argument and to every ioctl it does not know
             // (kvm_dev_ioctl -> kvm_arch_dev_ioctl), never ENOTTY.

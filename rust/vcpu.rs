@@ -16,6 +16,7 @@ use kernel::{
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::{
+    cpuid_table::{self, CpuidEntry},
     entry::Gprs,
     fd::FdObject,
     kvm_abi::{self, *},
@@ -41,6 +42,10 @@ unsafe impl FromBytes for Sregs {}
 unsafe impl AsBytes for Sregs {}
 // SAFETY: as above.
 unsafe impl FromBytes for UserspaceMemoryRegion {}
+// SAFETY: as above.
+unsafe impl FromBytes for CpuidEntry {}
+// SAFETY: as above.
+unsafe impl AsBytes for CpuidEntry {}
 
 #[pin_data]
 pub(crate) struct Vcpu {
@@ -75,6 +80,7 @@ impl Vcpu {
                     gprs: Gprs::default(),
                     pending_io: None,
                     fx: FxArea::reset(),
+                    cpuid: KVec::new(),
                 }),
             }),
             GFP_KERNEL,
@@ -82,13 +88,13 @@ impl Vcpu {
     }
 
     fn set_sregs(&self, sregs: Sregs) -> Result {
-        // Until KVM_SET_CPUID2 gives the guest CPUID.LM and .NX, KVM refuses long mode and
-        // NXE, and so does rvmx.
-        let efer_ok = vcpu_state::efer_allowed(false, false);
+        let mut st = self.state.lock();
+        // Long mode and NXE only if the guest's CPUID has LM and NX, as KVM checks.
+        let (lm, nx) = cpuid_table::long_mode_and_nx(&st.cpuid);
+        let efer_ok = vcpu_state::efer_allowed(lm, nx);
         if !vcpu_state::sregs_valid(&sregs, efer_ok) || vcpu_state::pending_interrupt(&sregs).is_err() {
             return Err(EINVAL);
         }
-        let mut st = self.state.lock();
         st.sregs = sregs;
         st.sregs_from_user = true;
         Ok(())
@@ -121,6 +127,8 @@ impl FdObject for Vcpu {
             KVM_GET_SREGS => write_user(arg, &this.state.lock().sregs)?,
             KVM_SET_SREGS => this.set_sregs(read_user(arg)?)?,
             KVM_RUN if arg == 0 => return this.run(),
+            KVM_SET_CPUID2 => this.set_cpuid(arg)?,
+            KVM_GET_CPUID2 => this.get_cpuid(arg)?,
             // KVM's vCPU fd answers EINVAL to requests it does not know.
             _ => return Err(EINVAL),
         }
@@ -145,6 +153,43 @@ impl FdObject for Vcpu {
 }
 
 impl Vcpu {
+    /// `KVM_SET_CPUID2`: at most `MAX_ENTRIES` entries (`E2BIG`); after the vCPU has run,
+    /// only the same table again (`EBUSY`), as KVM.
+    fn set_cpuid(&self, arg: usize) -> Result {
+        let nent: u32 = read_user(arg)?;
+        if nent as usize > cpuid_table::MAX_ENTRIES {
+            return Err(E2BIG);
+        }
+        let n = nent as usize;
+        let mut reader = UserSlice::new(UserPtr::from_addr(arg + CPUID2_HEADER), n * size_of::<CpuidEntry>()).reader();
+        let mut table = KVec::with_capacity(n, GFP_KERNEL)?;
+        for _ in 0..n {
+            let mut e: CpuidEntry = reader.read()?;
+            e.padding = [0; 3];
+            table.push(e, GFP_KERNEL)?;
+        }
+        let mut st = self.state.lock();
+        if st.controls_written && st.cpuid[..] != table[..] {
+            return Err(EBUSY);
+        }
+        st.cpuid = table;
+        Ok(())
+    }
+
+    /// `KVM_GET_CPUID2`.
+    fn get_cpuid(&self, arg: usize) -> Result {
+        let nent: u32 = read_user(arg)?;
+        let st = self.state.lock();
+        if (nent as usize) < st.cpuid.len() {
+            return Err(E2BIG);
+        }
+        let mut w = UserSlice::new(UserPtr::from_addr(arg + CPUID2_HEADER), st.cpuid.len() * size_of::<CpuidEntry>()).writer();
+        for e in st.cpuid.iter() {
+            w.write(e)?;
+        }
+        write_user(arg, &(st.cpuid.len() as u32))
+    }
+
     /// `KVM_RUN`.
     fn run(&self) -> Result<isize> {
         let vmx = Vmx::get().ok_or(ENODEV)?;

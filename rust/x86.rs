@@ -9,6 +9,11 @@ use core::arch::asm;
 
 /// Executes CPUID for `leaf` (subleaf 0) and returns `[eax, ebx, ecx, edx]`.
 pub(crate) fn cpuid(leaf: u32) -> [u32; 4] {
+    cpuid_count(leaf, 0)
+}
+
+/// Executes CPUID for `leaf` and `subleaf`.
+pub(crate) fn cpuid_count(leaf: u32, subleaf: u32) -> [u32; 4] {
     let (eax, ebx, ecx, edx);
     // SAFETY: CPUID only reads processor identification into registers. LLVM reserves rbx, so
     // it is saved in a scratch register and restored by the `xchg`.
@@ -19,7 +24,7 @@ pub(crate) fn cpuid(leaf: u32) -> [u32; 4] {
             "xchg {b:r}, rbx",
             b = out(reg) ebx,
             inout("eax") leaf => eax,
-            inout("ecx") 0u32 => ecx,
+            inout("ecx") subleaf => ecx,
             out("edx") edx,
             options(nomem, nostack, preserves_flags),
         );

@@ -6,7 +6,7 @@
 
 use std::{ffi::CString, process::ExitCode};
 
-use kvm_bindings::kvm_userspace_memory_region;
+use kvm_bindings::{kvm_cpuid_entry2, kvm_segment, kvm_userspace_memory_region, CpuId};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 
 /// Guest memory: 64 KiB at guest-physical 0, code at 0x1000.
@@ -154,6 +154,76 @@ fn main() -> ExitCode {
         run(name, &mut g, 1, 0);
         println!("{name} exit_reason_intr {}", g.vcpu.get_kvm_run().exit_reason == 10);
     }
+
+    // 32-bit protected mode, no paging.
+    let mut g = guest(&kvm, &[0xb8, 0x34, 0x12, 0x00, 0x00, 0xe7, 0x81, 0xf4]); // mov eax; out 0x81, eax; hlt
+    let mut s = g.vcpu.get_sregs().unwrap();
+    let flat = |type_: u8, selector: u16| kvm_segment {
+        base: 0, limit: 0xffff_ffff, selector, type_, present: 1, dpl: 0, db: 1, s: 1, l: 0, g: 1, avl: 0,
+        unusable: 0, padding: 0,
+    };
+    s.cs = flat(11, 8);
+    (s.ds, s.es, s.fs, s.gs, s.ss) = (flat(3, 16), flat(3, 16), flat(3, 16), flat(3, 16), flat(3, 16));
+    s.cr0 = 0x11; // PE, ET
+    g.vcpu.set_sregs(&s).unwrap();
+    run("protected32", &mut g, 4, 0);
+
+    // 64-bit long mode with 4-level paging (identity, one 2-MiB page), set up through SREGS,
+    // with a CPUID table of our own: CPUID answers come from it, long mode needs its LM bit.
+    let lm = [
+        0x31, 0xc0,                                     // xor eax, eax
+        0x0f, 0xa2,                                     // cpuid
+        0x89, 0x1c, 0x25, 0x00, 0x60, 0x00, 0x00,       // mov [0x6000], ebx
+        0xb8, 0x01, 0x00, 0x00, 0x80,                   // mov eax, 0x80000001
+        0x0f, 0xa2,                                     // cpuid
+        0x89, 0x14, 0x25, 0x04, 0x60, 0x00, 0x00,       // mov [0x6004], edx
+        0xb8, 0x40, 0x00, 0x00, 0x00,                   // mov eax, 0x40 (above the table)
+        0x0f, 0xa2,                                     // cpuid
+        0x89, 0x04, 0x25, 0x08, 0x60, 0x00, 0x00,       // mov [0x6008], eax
+        0x48, 0xb8, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, // mov rax, imm64
+        0xe7, 0x80,                                     // out 0x80, eax
+        0xf4,                                           // hlt
+    ];
+    let mut g = guest(&kvm, &lm);
+    // SAFETY: page tables at 0x2000..0x5000 inside the 64 KiB mapping.
+    unsafe {
+        g.mem.add(0x2000).cast::<u64>().write(0x3003);
+        g.mem.add(0x3000).cast::<u64>().write(0x4003);
+        g.mem.add(0x4000).cast::<u64>().write(0x83);
+    }
+    let entry = |function: u32, eax: u32, ebx: u32, edx: u32| kvm_cpuid_entry2 {
+        function, eax, ebx, edx, ..Default::default()
+    };
+    let table = [
+        entry(0, 1, 0x786d_7672, 0), // "rvmx"
+        entry(1, 0x906ea, 0, 0),
+        entry(0x8000_0000, 0x8000_0001, 0, 0),
+        entry(0x8000_0001, 0, 0, 1 << 29 | 1 << 20), // LM, NX
+    ];
+    let mut s = g.vcpu.get_sregs().unwrap();
+    let long = |type_: u8, selector: u16, l: u8| kvm_segment { l, db: 1 - l, ..flat(type_, selector) };
+    s.cs = long(11, 8, 1);
+    (s.ds, s.es, s.fs, s.gs, s.ss) = (long(3, 16, 0), long(3, 16, 0), long(3, 16, 0), long(3, 16, 0), long(3, 16, 0));
+    s.cr3 = 0x2000;
+    s.cr4 = 0x20; // PAE
+    s.cr0 = 0x8000_0011; // PG, ET, PE
+    s.efer = 0x500; // LME, LMA
+    println!("long_mode_before_cpuid {}", g.vcpu.set_sregs(&s).map_err(|e| e.errno()).err() == Some(libc::EINVAL));
+    let cpuid = CpuId::from_entries(&table).unwrap();
+    println!("set_cpuid2 {:?}", g.vcpu.set_cpuid2(&cpuid).map_err(|e| e.errno()));
+    println!("get_cpuid2 {:?}", g.vcpu.get_cpuid2(4).map(|c| c.as_slice().len()).map_err(|e| e.errno()));
+    println!("get_cpuid2_too_small {:?}", g.vcpu.get_cpuid2(2).map(|c| c.as_slice().len()).map_err(|e| e.errno()));
+    println!("set_sregs_long_mode {:?}", g.vcpu.set_sregs(&s).map_err(|e| e.errno()));
+    run("long64", &mut g, 4, 0);
+    // SAFETY: inside the mapping.
+    let words: Vec<u32> = (0..3).map(|i| unsafe { g.mem.add(0x6000 + 4 * i).cast::<u32>().read() }).collect();
+    println!("long64 cpuid_results {words:#x?}");
+    let s = g.vcpu.get_sregs().unwrap();
+    println!("long64 sregs cr0 {:#x} cr3 {:#x} cr4 {:#x} efer {:#x} cs.l {}", s.cr0, s.cr3, s.cr4, s.efer, s.cs.l);
+
+    // The supported CPUID table: its size is device-specific, E2BIG for too small an array.
+    println!("info supported_cpuid {:?}", kvm.get_supported_cpuid(256).map(|c| c.as_slice().len()));
+    println!("supported_cpuid_too_small {:?}", kvm.get_supported_cpuid(1).map(|c| c.as_slice().len()).map_err(|e| e.errno()));
 
     // immediate_exit: KVM_RUN returns EINTR at once.
     let mut g = guest(&kvm, &[0xf4]);

@@ -1,0 +1,258 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! CPUID for guests: the table `KVM_GET_SUPPORTED_CPUID` offers (the host's CPUID filtered to
+//! what rvmx really gives a guest) and the lookup a CPUID exit does in a vCPU's table
+//! (`KVM_SET_CPUID2`). Pure logic, host-tested.
+
+/// `struct kvm_cpuid_entry2`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct CpuidEntry {
+    pub function: u32,
+    pub index: u32,
+    pub flags: u32,
+    pub eax: u32,
+    pub ebx: u32,
+    pub ecx: u32,
+    pub edx: u32,
+    pub padding: [u32; 3],
+}
+
+/// `kvm_cpuid_entry2.flags`: the entry depends on the subleaf in ECX.
+pub const FLAG_SIGNIFICANT_INDEX: u32 = 1;
+/// Entries per table (KVM's `KVM_MAX_CPUID_ENTRIES`).
+pub const MAX_ENTRIES: usize = 256;
+
+/// Leaf 1 ECX bits a guest gets (SDM vol. 2A, table 3-10): SSE3, PCLMULQDQ, SSSE3, CX16,
+/// SSE4.1, SSE4.2, MOVBE, POPCNT, AES, RDRAND, and the hypervisor bit. Not VMX/SMX (no nested
+/// VMX), not MONITOR (MWAIT is not handled), not XSAVE/OSXSAVE/AVX/FMA/F16C (rvmx switches
+/// only the FXSAVE state yet), not x2APIC or TSC-deadline (no in-kernel APIC).
+pub const LEAF1_ECX: u32 = 1 << 0 | 1 << 1 | 1 << 9 | 1 << 13 | 1 << 19 | 1 << 20 | 1 << 22
+    | 1 << 23 | 1 << 25 | 1 << 30 | 1 << 31;
+/// Leaf 1 EDX bits a guest gets: FPU, VME, DE, PSE, TSC, MSR, PAE, CX8, APIC (emulated by
+/// userspace), SEP, PGE, CMOV, PAT, PSE36, CLFSH, MMX, FXSR, SSE, SSE2. Not MCE/MCA or MTRR
+/// (their MSRs are not emulated yet), not HTT/SS/TM/PBE/ACPI/DS.
+pub const LEAF1_EDX: u32 = 1 << 0 | 1 << 1 | 1 << 2 | 1 << 3 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 8
+    | 1 << 9 | 1 << 11 | 1 << 13 | 1 << 15 | 1 << 16 | 1 << 17 | 1 << 19 | 1 << 23 | 1 << 24
+    | 1 << 25 | 1 << 26;
+/// Leaf 7.0 EBX bits: FSGSBASE, BMI1, SMEP, BMI2, ERMS, INVPCID, ADX, SMAP, CLFLUSHOPT, SHA.
+/// INVPCID only where the CPU lets VMX enable it (see [`supported`]).
+pub const LEAF7_EBX: u32 = 1 << 0 | 1 << 3 | 1 << 7 | 1 << 8 | 1 << 9 | 1 << 10 | 1 << 19
+    | 1 << 20 | 1 << 23 | 1 << 29;
+/// Leaf 7.0 EBX INVPCID.
+pub const LEAF7_EBX_INVPCID: u32 = 1 << 10;
+/// Leaf 0x80000001 ECX bits: LAHF/SAHF, ABM (LZCNT), PREFETCHW.
+pub const EXT1_ECX: u32 = 1 << 0 | 1 << 5 | 1 << 8;
+/// Leaf 0x80000001 EDX bits: SYSCALL, NX, 1-GiB pages, RDTSCP, LM.
+pub const EXT1_EDX: u32 = 1 << 11 | 1 << 20 | 1 << 26 | 1 << 27 | 1 << 29;
+/// Leaf 0x80000001 EDX RDTSCP.
+pub const EXT1_EDX_RDTSCP: u32 = 1 << 27;
+/// Leaf 0x80000001 EDX LM.
+pub const EXT1_EDX_LM: u32 = 1 << 29;
+/// Leaf 0x80000001 EDX NX.
+pub const EXT1_EDX_NX: u32 = 1 << 20;
+/// Highest basic leaf offered.
+pub const MAX_BASIC: u32 = 7;
+/// Highest extended leaf offered.
+pub const MAX_EXTENDED: u32 = 0x8000_0008;
+
+/// What the VMX controls let the guest use (secondary controls that exist on this CPU).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GuestControls {
+    /// "Enable INVPCID" can be set.
+    pub invpcid: bool,
+    /// "Enable RDTSCP" can be set.
+    pub rdtscp: bool,
+}
+
+/// The supported table: host CPUID (`host(leaf, subleaf)`, as `[eax, ebx, ecx, edx]`)
+/// filtered to what rvmx gives guests. Appends to `out`; returns how many entries it wrote.
+pub fn supported(host: impl Fn(u32, u32) -> [u32; 4], ctl: GuestControls, out: &mut [CpuidEntry]) -> usize {
+    let mut n = 0;
+    let mut push = |function: u32, index: u32, flags: u32, r: [u32; 4]| {
+        if n < out.len() {
+            out[n] = CpuidEntry { function, index, flags, eax: r[0], ebx: r[1], ecx: r[2], edx: r[3], padding: [0; 3] };
+            n += 1;
+        }
+    };
+    let h0 = host(0, 0);
+    let max_basic = h0[0].min(MAX_BASIC);
+    push(0, 0, 0, [max_basic, h0[1], h0[2], h0[3]]);
+    for leaf in 1..=max_basic {
+        let h = host(leaf, 0);
+        match leaf {
+            // Signature kept; EBX: brand index and CLFLUSH size kept, logical count and
+            // initial APIC id cleared (userspace sets them per vCPU).
+            1 => push(1, 0, 0, [h[0], h[1] & 0xffff, h[2] & LEAF1_ECX, h[3] & LEAF1_EDX]),
+            7 => {
+                let ebx = h[1] & LEAF7_EBX & if ctl.invpcid { !0 } else { !LEAF7_EBX_INVPCID };
+                push(7, 0, FLAG_SIGNIFICANT_INDEX, [0, ebx, 0, 0]);
+            }
+            // Cache and TLB descriptors are informational: passed through. Leaves 4 (cache
+            // topology), 5 (MONITOR), 6 (power) are not offered.
+            2 => push(2, 0, 0, h),
+            _ => {}
+        }
+    }
+    let e0 = host(0x8000_0000, 0);
+    let max_ext = e0[0].min(MAX_EXTENDED);
+    if max_ext < 0x8000_0001 {
+        return n;
+    }
+    push(0x8000_0000, 0, 0, [max_ext, 0, 0, 0]);
+    for leaf in 0x8000_0001..=max_ext {
+        let h = host(leaf, 0);
+        match leaf {
+            0x8000_0001 => {
+                let edx = h[3] & EXT1_EDX & if ctl.rdtscp { !0 } else { !EXT1_EDX_RDTSCP };
+                push(leaf, 0, 0, [0, 0, h[2] & EXT1_ECX, edx]);
+            }
+            // Brand string.
+            0x8000_0002..=0x8000_0004 => push(leaf, 0, 0, h),
+            // Address sizes: physical bits (at most the 48 the EPT maps), linear bits.
+            0x8000_0008 => push(leaf, 0, 0, [(h[0] & 0xff).min(48) | (h[0] & 0xff00), 0, 0, 0]),
+            _ => {}
+        }
+    }
+    n
+}
+
+fn find(table: &[CpuidEntry], leaf: u32, subleaf: u32) -> Option<&CpuidEntry> {
+    table
+        .iter()
+        .find(|e| e.function == leaf && (e.flags & FLAG_SIGNIFICANT_INDEX == 0 || e.index == subleaf))
+}
+
+/// The entry for `(leaf, subleaf)` in `table`, or zeros.
+pub fn lookup(table: &[CpuidEntry], leaf: u32, subleaf: u32) -> [u32; 4] {
+    find(table, leaf, subleaf).map_or([0; 4], |e| [e.eax, e.ebx, e.ecx, e.edx])
+}
+
+/// CPUID bits that follow the vCPU's state rather than the table (KVM's
+/// `kvm_update_cpuid_runtime`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Runtime {
+    /// IA32_APIC_BASE.EN: leaf 1 EDX.APIC (bit 9).
+    pub apic_enabled: bool,
+    /// CR4.OSXSAVE: leaf 1 ECX.OSXSAVE (bit 27).
+    pub osxsave: bool,
+}
+
+/// What a guest's CPUID returns, as KVM computes it (Intel semantics, `kvm_cpuid`): the
+/// table's entry, with leaf 1's APIC and OSXSAVE bits following the vCPU state; zeros for a
+/// missing leaf within its class's range (basic 0.., extended 0x80000000..); for a leaf
+/// above that range, the highest basic leaf.
+pub fn guest_cpuid(table: &[CpuidEntry], leaf: u32, subleaf: u32, rt: Runtime) -> [u32; 4] {
+    let mut r = raw_guest_cpuid(table, leaf, subleaf);
+    if r.1 == 1 {
+        let set = |v: u32, bit: u32, on: bool| if on { v | 1 << bit } else { v & !(1 << bit) };
+        r.0[3] = set(r.0[3], 9, rt.apic_enabled);
+        r.0[2] = set(r.0[2], 27, rt.osxsave);
+    }
+    r.0
+}
+
+/// [`guest_cpuid`] before the runtime bits, with the leaf the answer came from (0 if none).
+fn raw_guest_cpuid(table: &[CpuidEntry], leaf: u32, subleaf: u32) -> ([u32; 4], u32) {
+    if let Some(e) = find(table, leaf, subleaf) {
+        return ([e.eax, e.ebx, e.ecx, e.edx], e.function);
+    }
+    let none = ([0; 4], u32::MAX);
+    let Some(basic) = find(table, 0, 0) else { return none };
+    let class = if leaf >= 0xc000_0000 {
+        0xc000_0000
+    } else if leaf >= 0x8000_0000 {
+        0x8000_0000
+    } else if (0x4000_0000..=0x4fff_ffff).contains(&leaf) {
+        return none; // hypervisor leaves: none offered
+    } else {
+        0
+    };
+    match find(table, class, 0) {
+        Some(c) if leaf <= c.eax => none,
+        _ => match find(table, basic.eax, subleaf) {
+            Some(e) => ([e.eax, e.ebx, e.ecx, e.edx], e.function),
+            None => none,
+        },
+    }
+}
+
+/// Whether a table gives the guest long mode and NX (for the EFER bits SREGS may set).
+pub fn long_mode_and_nx(table: &[CpuidEntry]) -> (bool, bool) {
+    let edx = lookup(table, 0x8000_0001, 0)[3];
+    (edx & EXT1_EDX_LM != 0, edx & EXT1_EDX_NX != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host with everything set: only what rvmx offers may come through.
+    fn host_all(leaf: u32, _sub: u32) -> [u32; 4] {
+        match leaf {
+            0 => [0xd, 0x756e_6547, 0x6c65_746e, 0x4965_6e69],
+            0x8000_0000 => [0x8000_0008, 0, 0, 0],
+            0x8000_0008 => [0x3027, 0, 0, 0],
+            _ => [!0; 4],
+        }
+    }
+
+    #[test]
+    fn supported_table_hides_what_rvmx_cannot_give() {
+        let mut t = [CpuidEntry::default(); MAX_ENTRIES];
+        let n = supported(host_all, GuestControls { invpcid: false, rdtscp: true }, &mut t);
+        let t = &t[..n];
+        assert_eq!(lookup(t, 0, 0)[0], MAX_BASIC);
+        let l1 = lookup(t, 1, 0);
+        assert_eq!(l1[2] & (1 << 5), 0, "no VMX");
+        assert_eq!(l1[2] & (1 << 26 | 1 << 27 | 1 << 28), 0, "no XSAVE/OSXSAVE/AVX");
+        assert_ne!(l1[2] & (1 << 31), 0, "hypervisor bit");
+        assert_eq!(l1[1] >> 16, 0, "no APIC id or logical count");
+        assert_eq!(lookup(t, 7, 0)[1] & LEAF7_EBX_INVPCID, 0, "INVPCID only if VMX allows it");
+        assert_eq!(lookup(t, 7, 0)[1] & (1 << 5), 0, "no AVX2");
+        assert_eq!(lookup(t, 0xd, 0), [0; 4], "no XSAVE leaf");
+        assert_eq!(lookup(t, 0x8000_0008, 0)[0], 0x3027 & 0xff00 | 39);
+        assert_eq!(long_mode_and_nx(t), (true, true));
+        assert!(t.iter().all(|e| e.function <= MAX_BASIC || e.function >= 0x8000_0000));
+    }
+
+    #[test]
+    fn out_of_range_leaves_answer_the_highest_basic_leaf() {
+        let t = [
+            CpuidEntry { function: 0, eax: 7, ..Default::default() },
+            CpuidEntry { function: 7, flags: FLAG_SIGNIFICANT_INDEX, ebx: 9, ..Default::default() },
+            CpuidEntry { function: 0x8000_0000, eax: 0x8000_0001, ..Default::default() },
+        ];
+        let rt = Runtime::default();
+        assert_eq!(guest_cpuid(&t, 5, 0, rt), [0; 4], "in range, no entry");
+        assert_eq!(guest_cpuid(&t, 0x20, 0, rt)[1], 9, "above basic range: leaf 7");
+        assert_eq!(guest_cpuid(&t, 0x8000_0008, 0, rt)[1], 9, "above extended range");
+        assert_eq!(guest_cpuid(&t, 0x4000_0000, 0, rt), [0; 4]);
+        assert_eq!(guest_cpuid(&[], 1, 0, rt), [0; 4], "empty table");
+    }
+
+    #[test]
+    fn leaf1_runtime_bits_follow_the_vcpu() {
+        let t = [
+            CpuidEntry { function: 0, eax: 1, ..Default::default() },
+            CpuidEntry { function: 1, edx: 1, ecx: 1 << 27, ..Default::default() },
+        ];
+        let on = Runtime { apic_enabled: true, osxsave: false };
+        assert_eq!(guest_cpuid(&t, 1, 0, on), [0, 0, 0, 0x201]);
+        assert_eq!(guest_cpuid(&t, 0x40, 0, on)[3], 0x201, "also through the out-of-range rule");
+        assert_eq!(guest_cpuid(&t, 0, 0, on)[3], 0, "other leaves untouched");
+    }
+
+    #[test]
+    fn lookup_respects_significant_index() {
+        let t = [
+            CpuidEntry { function: 7, index: 0, flags: FLAG_SIGNIFICANT_INDEX, ebx: 5, ..Default::default() },
+            CpuidEntry { function: 1, index: 0, flags: 0, eax: 0x906ea, ..Default::default() },
+        ];
+        assert_eq!(lookup(&t, 7, 0)[1], 5);
+        assert_eq!(lookup(&t, 7, 1), [0; 4]);
+        assert_eq!(lookup(&t, 1, 9)[0], 0x906ea, "subleaf ignored without the flag");
+        assert_eq!(long_mode_and_nx(&t), (false, false));
+    }
+}
