@@ -53,8 +53,7 @@ pub(crate) struct Exit<'a, 'b> {
     pub(crate) run: &'a KvmRun,
     pub(crate) pending_io: &'a mut Option<PendingIo>,
     pub(crate) cpuid: &'a [crate::cpuid_table::CpuidEntry],
-    /// The guest's IA32_APIC_BASE (CPUID leaf 1 reports its enable bit).
-    pub(crate) apic_base: u64,
+    pub(crate) msrs: crate::msr::MsrState<'a, 'b>,
     pub(crate) cpu: u32,
 }
 
@@ -70,6 +69,34 @@ impl Exit<'_, '_> {
 
     fn inject_ud(&self) {
         self.cur.write(ENTRY_INTR_INFO, inject::exception(inject::UD, false));
+    }
+
+    fn inject_gp0(&self) {
+        self.cur.write(ENTRY_EXCEPTION_ERROR_CODE, 0);
+        self.cur.write(ENTRY_INTR_INFO, inject::exception(inject::GP, true));
+    }
+
+    /// RDMSR: EDX:EAX from the guest's MSR, or #GP if it has none.
+    fn rdmsr(&mut self) -> Next {
+        match self.msrs.read(self.gprs.rcx as u32) {
+            Some(v) => {
+                self.gprs.rax = v & 0xffff_ffff;
+                self.gprs.rdx = v >> 32;
+                self.skip_instruction();
+            }
+            None => self.inject_gp0(),
+        }
+        Next::Reenter
+    }
+
+    /// WRMSR: EDX:EAX into the guest's MSR, or #GP if it has none or the value is invalid.
+    fn wrmsr(&mut self) -> Next {
+        let v = (self.gprs.rdx << 32) | (self.gprs.rax & 0xffff_ffff);
+        match self.msrs.write(self.gprs.rcx as u32, v) {
+            Ok(()) => self.skip_instruction(),
+            Err(()) => self.inject_gp0(),
+        }
+        Next::Reenter
     }
 
     /// Reports an exit reason rvmx does not handle, as KVM does.
@@ -102,7 +129,7 @@ impl Exit<'_, '_> {
             reason::CPUID => {
                 // From the vCPU's table (KVM_SET_CPUID2), as KVM answers.
                 let rt = crate::cpuid_table::Runtime {
-                    apic_enabled: self.apic_base & (1 << 11) != 0,
+                    apic_enabled: self.msrs.sregs.apic_base & (1 << 11) != 0,
                     osxsave: self.cur.read(GUEST_CR4) & (1 << 18) != 0, // guest-owned bit
                 };
                 let [a, b, c, d] = crate::cpuid_table::guest_cpuid(
@@ -137,6 +164,8 @@ impl Exit<'_, '_> {
                 Next::Reenter
             }
             reason::IO => self.io(),
+            reason::RDMSR => self.rdmsr(),
+            reason::WRMSR => self.wrmsr(),
             reason::EPT_VIOLATION => Next::EptFault {
                 gpa: self.cur.read(GUEST_PHYSICAL_ADDRESS),
                 qualification: self.cur.read(EXIT_QUALIFICATION),

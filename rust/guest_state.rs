@@ -40,8 +40,6 @@ const ENTRY_IA32E: u32 = 1 << 9;
 const CR0_HOST_OWNED: u64 = 1 << 5;
 /// CR4 bits the host owns: VMXE (no nested VMX; the guest sees 0).
 const CR4_HOST_OWNED: u64 = vmx_caps::CR4_VMXE;
-/// The guest PAT after reset.
-const PAT_RESET: u64 = 0x0007_0406_0007_0406;
 
 /// Writes the controls that stay the same for the vCPU's life. Fails if the CPU cannot run
 /// with them (already checked at load, so this is a consistency check).
@@ -64,9 +62,6 @@ pub(crate) fn write_controls(cur: &Current<'_>, caps: &VmxCaps, eptp: u64, vpid:
     cur.write(PF_ERROR_CODE_MASK, 0);
     cur.write(PF_ERROR_CODE_MATCH, 0);
     cur.write(CR3_TARGET_COUNT, 0);
-    cur.write(EXIT_MSR_STORE_COUNT, 0);
-    cur.write(EXIT_MSR_LOAD_COUNT, 0);
-    cur.write(ENTRY_MSR_LOAD_COUNT, 0);
     cur.write(CR0_GUEST_HOST_MASK, CR0_HOST_OWNED);
     cur.write(CR4_GUEST_HOST_MASK, CR4_HOST_OWNED);
     cur.write(EPT_POINTER, eptp);
@@ -79,6 +74,18 @@ pub(crate) fn write_controls(cur: &Current<'_>, caps: &VmxCaps, eptp: u64, vpid:
 /// Whether windows are bounded by the VMX-preemption timer (it and its save control exist).
 pub(crate) fn has_window_timer(caps: &VmxCaps) -> bool {
     caps.pinbased.allows(vmx_caps::PINBASED_PREEMPTION_TIMER) && caps.exit.allows(EXIT_SAVE_PREEMPTION_TIMER)
+}
+
+/// Guest state that lives only in the VMCS (no KVM_SET_* for it yet), at its reset value:
+/// written once, then kept by the VMCS across windows (VMCLEAR preserves it), so e.g. an
+/// STI interrupt shadow survives the end of a window.
+pub(crate) fn write_initial_guest_state(cur: &Current<'_>) {
+    cur.write(GUEST_IA32_DEBUGCTL, 0);
+    cur.write(GUEST_DR7, 0x400);
+    cur.write(GUEST_PENDING_DBG_EXCEPTIONS, 0);
+    cur.write(GUEST_ACTIVITY_STATE, 0);
+    cur.write(GUEST_INTERRUPTIBILITY, 0);
+    cur.write(ENTRY_INTR_INFO, 0);
 }
 
 /// The entry controls for a guest whose EFER is `efer`.
@@ -149,16 +156,6 @@ pub(crate) fn load(
     cur.write(CR4_READ_SHADOW, sregs.cr4);
     cur.write(GUEST_IA32_EFER, sregs.efer);
     cur.write(ENTRY_CONTROLS, entry_controls(caps, sregs.efer)?);
-    cur.write(GUEST_IA32_PAT, PAT_RESET);
-    cur.write(GUEST_IA32_DEBUGCTL, 0);
-    cur.write(GUEST_DR7, 0x400);
-    cur.write(GUEST_SYSENTER_CS, 0);
-    cur.write(GUEST_SYSENTER_ESP, 0);
-    cur.write(GUEST_SYSENTER_EIP, 0);
-    cur.write(GUEST_PENDING_DBG_EXCEPTIONS, 0);
-    cur.write(GUEST_ACTIVITY_STATE, 0);
-    cur.write(GUEST_INTERRUPTIBILITY, 0);
-    cur.write(ENTRY_INTR_INFO, 0);
     // PAE paging without long mode takes its PDPTEs from the VMCS (SDM 26.3.1.6). VM exits
     // save them (EPT is on), so a guest that enabled PAE itself keeps them; one put in that
     // state by KVM_SET_SREGS would need them loaded from guest memory, which rvmx does not do

@@ -76,6 +76,10 @@ pub const KVM_SET_REGS: u32 = iow::<Regs>(0x82);
 pub const KVM_GET_SREGS: u32 = ior::<Sregs>(0x83);
 /// Writes segment, control and descriptor-table registers.
 pub const KVM_SET_SREGS: u32 = iow::<Sregs>(0x84);
+/// Reads guest MSRs (`struct kvm_msrs` header, 8 bytes, then entries).
+pub const KVM_GET_MSRS: u32 = iowr(0x88, 8);
+/// Writes guest MSRs.
+pub const KVM_SET_MSRS: u32 = iow::<u64>(0x89);
 /// Sets the vCPU's CPUID table (`struct kvm_cpuid2` header, 8 bytes).
 pub const KVM_SET_CPUID2: u32 = iow::<u64>(0x90);
 /// Reads the vCPU's CPUID table.
@@ -183,6 +187,19 @@ pub struct Sregs {
     pub interrupt_bitmap: [u64; 4],
 }
 
+/// `struct kvm_msr_entry`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct MsrEntry {
+    pub index: u32,
+    pub reserved: u32,
+    pub data: u64,
+}
+
+/// Most entries one `KVM_GET/SET_MSRS` takes (KVM's `MAX_IO_MSRS`).
+pub const MAX_IO_MSRS: u32 = 256;
+
 /// Page offset of the PIO data page in the vCPU mmap area (`KVM_PIO_PAGE_OFFSET`).
 pub const KVM_PIO_PAGE_OFFSET: usize = 1;
 /// Page offset of the coalesced-MMIO ring (`KVM_COALESCED_MMIO_PAGE_OFFSET`).
@@ -269,6 +286,8 @@ mod tests {
         assert_eq!(size_of::<CpuidEntry>(), size_of::<kb::kvm_cpuid_entry2>());
         assert_eq!(offset_of!(CpuidEntry, edx), offset_of!(kb::kvm_cpuid_entry2, edx));
         assert_eq!(CPUID2_HEADER, size_of::<kb::kvm_cpuid2>());
+        assert_eq!(size_of::<MsrEntry>(), size_of::<kb::kvm_msr_entry>());
+        assert_eq!(offset_of!(MsrEntry, data), offset_of!(kb::kvm_msr_entry, data));
     }
 
     #[test]
@@ -283,6 +302,8 @@ mod tests {
         assert_eq!(KVM_GET_SREGS, 0x8138_ae83);
         assert_eq!(KVM_SET_SREGS, 0x4138_ae84);
         assert_eq!(KVM_SET_CPUID2, 0x4008_ae90);
+        assert_eq!(KVM_GET_MSRS, 0xc008_ae88);
+        assert_eq!(KVM_SET_MSRS, 0x4008_ae89);
         assert_eq!(KVM_GET_CPUID2, 0xc008_ae91);
     }
 

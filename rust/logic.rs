@@ -10,4 +10,5 @@ pub mod vmcs_fields;
 pub mod ept_bits;
 pub mod vmx_exit;
 pub mod cpuid_table;
+pub mod msr_rules;
 pub mod vmx_caps;

@@ -143,6 +143,17 @@ pub(crate) struct RunState {
     pub(crate) fx: FxArea,
     /// The guest's CPUID table (`KVM_SET_CPUID2`).
     pub(crate) cpuid: KVec<crate::cpuid_table::CpuidEntry>,
+    /// Guest MSRs kept by software, and the VM-entry/exit MSR lists.
+    pub(crate) msrs: crate::msr_rules::GuestMsrs,
+    pub(crate) msr_area: crate::msr::MsrArea,
+}
+
+impl RunState {
+    /// The EFER bits the guest's CPUID allows.
+    pub(crate) fn efer_ok(&self) -> u64 {
+        let (lm, nx) = crate::cpuid_table::long_mode_and_nx(&self.cpuid);
+        crate::vcpu_state::efer_allowed(lm, nx)
+    }
 }
 
 /// Completes the I/O of the previous exit: IN data into RAX, RIP past the instruction.
@@ -193,11 +204,14 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
         let cur = Current::load(op, &st.vmcs)?;
         if !st.controls_written {
             guest_state::write_controls(&cur, t.vmx.caps(), t.eptp, t.vpid)?;
+            guest_state::write_initial_guest_state(&cur);
+            st.msr_area.write_controls(&cur);
             st.controls_written = true;
         }
         host.write_to(&cur);
         guest_state::load(&cur, t.vmx.caps(), &st.regs, &st.sregs, st.sregs_from_user, &mut st.gprs)?;
         st.sregs_from_user = false;
+        st.msr_area.load(&cur, &st.msrs);
         if guest_state::has_window_timer(t.vmx.caps()) {
             cur.write(PREEMPTION_TIMER_VALUE, window_timer(t));
         }
@@ -220,13 +234,20 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
             }
             resume = true;
             st.sregs.cr2 = x86::read_cr2();
+            let efer_ok = st.efer_ok();
             let mut exit = Exit {
                 cur: &cur,
                 gprs: &mut st.gprs,
                 run,
                 pending_io: &mut st.pending_io,
                 cpuid: &st.cpuid,
-                apic_base: st.sregs.apic_base,
+                msrs: crate::msr::MsrState {
+                    vmcs: Some(&cur),
+                    area: &st.msr_area,
+                    msrs: &mut st.msrs,
+                    sregs: &mut st.sregs,
+                    efer_ok,
+                },
                 cpu,
             };
             match exit.handle() {
@@ -237,6 +258,7 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
         // SAFETY: as for FXRSTOR above.
         unsafe { asm!("fxsave64 [{}]", in(reg) st.fx.0.as_mut_ptr(), options(nostack)) };
         guest_state::store(&cur, &st.gprs, &mut st.regs, &mut st.sregs);
+        st.msr_area.store(&cur, &mut st.msrs);
         drop(cur);
         t.running.store(-1, core::sync::atomic::Ordering::SeqCst);
         host.restore();

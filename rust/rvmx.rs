@@ -27,6 +27,7 @@
 //! - [`vmx_exit`], [`exit`]: exit reasons decoded (pure) and the exit dispatch.
 //! - [`run`]: `KVM_RUN` and the VMX window.
 //! - [`cpuid_table`]: the CPUID rvmx offers guests and the CPUID exit's lookup (pure logic).
+//! - [`msr_rules`], [`msr`]: which MSRs a guest has (pure) and where they live.
 
 use kernel::{
     miscdevice::{MiscDeviceOptions, MiscDeviceRegistration},
@@ -49,6 +50,9 @@ mod host_state;
 #[allow(dead_code)]
 pub mod kvm_abi;
 mod mem;
+mod msr;
+#[allow(dead_code)]
+pub mod msr_rules;
 #[allow(dead_code)]
 pub mod memslot_rules;
 mod run;

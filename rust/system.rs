@@ -18,6 +18,23 @@ use crate::{
     x86,
 };
 
+/// `KVM_GET_MSR_INDEX_LIST`: like KVM, the count is written back, then `E2BIG` if the
+/// caller's array is smaller.
+fn get_msr_index_list(arg: usize) -> Result<isize> {
+    let list = &crate::msr_rules::INDEX_LIST;
+    let (mut reader, mut writer) = UserSlice::new(UserPtr::from_addr(arg), 4).reader_writer();
+    let n: u32 = reader.read()?;
+    writer.write(&(list.len() as u32))?;
+    if (n as usize) < list.len() {
+        return Err(E2BIG);
+    }
+    let mut w = UserSlice::new(UserPtr::from_addr(arg + 4), list.len() * 4).writer();
+    for msr in list {
+        w.write(msr)?;
+    }
+    Ok(0)
+}
+
 /// `KVM_GET_SUPPORTED_CPUID`: the host's CPUID filtered to what rvmx gives guests. Like KVM:
 /// `E2BIG` if the caller's array is too small (nent unchanged), else nent is set.
 fn get_supported_cpuid(arg: usize) -> Result<isize> {
@@ -59,6 +76,7 @@ impl MiscDevice for SystemFd {
             KVM_CHECK_EXTENSION => Ok(kvm_abi::check_extension(arg)),
             KVM_CREATE_VM => Vm::create(arg),
             KVM_GET_SUPPORTED_CPUID => get_supported_cpuid(arg),
+            KVM_GET_MSR_INDEX_LIST => get_msr_index_list(arg),
             KVM_GET_VCPU_MMAP_SIZE if arg == 0 => Ok(kvm_abi::vcpu_mmap_size(PAGE_SIZE) as isize),
             // KVM answers EINVAL to a non-zero argument and to every ioctl it does not know
             // (kvm_dev_ioctl -> kvm_arch_dev_ioctl), never ENOTTY.

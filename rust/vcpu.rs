@@ -45,6 +45,10 @@ unsafe impl FromBytes for UserspaceMemoryRegion {}
 // SAFETY: as above.
 unsafe impl FromBytes for CpuidEntry {}
 // SAFETY: as above.
+unsafe impl FromBytes for MsrEntry {}
+// SAFETY: as above.
+unsafe impl AsBytes for MsrEntry {}
+// SAFETY: as above.
 unsafe impl AsBytes for CpuidEntry {}
 
 #[pin_data]
@@ -64,6 +68,7 @@ impl Vcpu {
         let pages = [page()?, page()?, page()?];
         let sregs = vcpu_state::reset_sregs(id);
         let vmcs = Vmcs::new(Vmx::get().ok_or(ENODEV)?.caps().revision_id())?;
+        let msr_area = crate::msr::MsrArea::new()?;
         let vpid = (NEXT_VPID.fetch_add(1, Ordering::Relaxed) % 0xffff + 1) as u16;
         Ok(Arc::pin_init(
             pin_init!(Vcpu {
@@ -81,6 +86,8 @@ impl Vcpu {
                     pending_io: None,
                     fx: FxArea::reset(),
                     cpuid: KVec::new(),
+                    msrs: Default::default(),
+                    msr_area,
                 }),
             }),
             GFP_KERNEL,
@@ -128,6 +135,8 @@ impl FdObject for Vcpu {
             KVM_SET_SREGS => this.set_sregs(read_user(arg)?)?,
             KVM_RUN if arg == 0 => return this.run(),
             KVM_SET_CPUID2 => this.set_cpuid(arg)?,
+            KVM_GET_MSRS => return this.msrs(arg, false),
+            KVM_SET_MSRS => return this.msrs(arg, true),
             KVM_GET_CPUID2 => this.get_cpuid(arg)?,
             // KVM's vCPU fd answers EINVAL to requests it does not know.
             _ => return Err(EINVAL),
@@ -174,6 +183,42 @@ impl Vcpu {
         }
         st.cpuid = table;
         Ok(())
+    }
+
+    /// `KVM_GET_MSRS` / `KVM_SET_MSRS`: processes entries in order and returns how many
+    /// succeeded, stopping at the first MSR that does not exist or refuses the value (KVM).
+    fn msrs(&self, arg: usize, set: bool) -> Result<isize> {
+        let n: u32 = read_user(arg)?;
+        if n >= MAX_IO_MSRS {
+            return Err(E2BIG);
+        }
+        let len = n as usize * size_of::<MsrEntry>();
+        let (mut reader, mut writer) = UserSlice::new(UserPtr::from_addr(arg + 8), len).reader_writer();
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
+        let efer_ok = st.efer_ok();
+        let mut m = crate::msr::MsrState {
+            vmcs: None,
+            area: &st.msr_area,
+            msrs: &mut st.msrs,
+            sregs: &mut st.sregs,
+            efer_ok,
+        };
+        for done in 0..n as isize {
+            let mut e: MsrEntry = reader.read()?;
+            if set {
+                if m.write(e.index, e.data).is_err() {
+                    return Ok(done);
+                }
+            } else {
+                match m.read(e.index) {
+                    Some(v) => e.data = v,
+                    None => return Ok(done),
+                }
+                writer.write(&e)?;
+            }
+        }
+        Ok(n as isize)
     }
 
     /// `KVM_GET_CPUID2`.

@@ -78,6 +78,48 @@ fn run(name: &str, g: &mut Guest, max: usize, in_value: u8) {
     println!("{name} regs rax {:#x} rbx {:#x} rcx {:#x} rdx {:#x} rip {:#x} rflags {:#x}", r.rax, r.rbx, r.rcx, r.rdx, r.rip, r.rflags);
 }
 
+fn flat(type_: u8, selector: u16) -> kvm_segment {
+    kvm_segment {
+        base: 0, limit: 0xffff_ffff, selector, type_, present: 1, dpl: 0, db: 1, s: 1, l: 0, g: 1,
+        avl: 0, unusable: 0, padding: 0,
+    }
+}
+
+/// A guest in 64-bit long mode with identity paging (one 2-MiB page) and a small CPUID table
+/// of our own (with LM and NX, which long mode needs). Prints how SREGS reacts before and
+/// after the CPUID table is set.
+fn long_mode_guest(kvm: &Kvm, code: &[u8], name: &str) -> Guest {
+    let g = guest(kvm, code);
+    // SAFETY: page tables at 0x2000..0x5000 inside the 64 KiB mapping.
+    unsafe {
+        g.mem.add(0x2000).cast::<u64>().write(0x3003);
+        g.mem.add(0x3000).cast::<u64>().write(0x4003);
+        g.mem.add(0x4000).cast::<u64>().write(0x83);
+    }
+    let entry = |function: u32, eax: u32, ebx: u32, edx: u32| kvm_cpuid_entry2 {
+        function, eax, ebx, edx, ..Default::default()
+    };
+    let table = [
+        entry(0, 1, 0x786d_7672, 0), // "rvmx"
+        entry(1, 0x906ea, 0, 0),
+        entry(0x8000_0000, 0x8000_0001, 0, 0),
+        entry(0x8000_0001, 0, 0, 1 << 29 | 1 << 20), // LM, NX
+    ];
+    let mut s = g.vcpu.get_sregs().unwrap();
+    let long = |type_: u8, selector: u16, l: u8| kvm_segment { l, db: 1 - l, ..flat(type_, selector) };
+    s.cs = long(11, 8, 1);
+    (s.ds, s.es, s.fs, s.gs, s.ss) = (long(3, 16, 0), long(3, 16, 0), long(3, 16, 0), long(3, 16, 0), long(3, 16, 0));
+    s.cr3 = 0x2000;
+    s.cr4 = 0x20; // PAE
+    s.cr0 = 0x8000_0011; // PG, ET, PE
+    s.efer = 0x500; // LME, LMA
+    println!("{name} long_mode_before_cpuid {}", g.vcpu.set_sregs(&s).map_err(|e| e.errno()).err() == Some(libc::EINVAL));
+    let cpuid = CpuId::from_entries(&table).unwrap();
+    println!("{name} set_cpuid2 {:?}", g.vcpu.set_cpuid2(&cpuid).map_err(|e| e.errno()));
+    println!("{name} set_sregs_long_mode {:?}", g.vcpu.set_sregs(&s).map_err(|e| e.errno()));
+    g
+}
+
 fn main() -> ExitCode {
     let Some(dev) = std::env::args().nth(1) else {
         eprintln!("usage: kvm-run-check DEVICE");
@@ -158,10 +200,6 @@ fn main() -> ExitCode {
     // 32-bit protected mode, no paging.
     let mut g = guest(&kvm, &[0xb8, 0x34, 0x12, 0x00, 0x00, 0xe7, 0x81, 0xf4]); // mov eax; out 0x81, eax; hlt
     let mut s = g.vcpu.get_sregs().unwrap();
-    let flat = |type_: u8, selector: u16| kvm_segment {
-        base: 0, limit: 0xffff_ffff, selector, type_, present: 1, dpl: 0, db: 1, s: 1, l: 0, g: 1, avl: 0,
-        unusable: 0, padding: 0,
-    };
     s.cs = flat(11, 8);
     (s.ds, s.es, s.fs, s.gs, s.ss) = (flat(3, 16), flat(3, 16), flat(3, 16), flat(3, 16), flat(3, 16));
     s.cr0 = 0x11; // PE, ET
@@ -184,42 +222,61 @@ fn main() -> ExitCode {
         0xe7, 0x80,                                     // out 0x80, eax
         0xf4,                                           // hlt
     ];
-    let mut g = guest(&kvm, &lm);
-    // SAFETY: page tables at 0x2000..0x5000 inside the 64 KiB mapping.
-    unsafe {
-        g.mem.add(0x2000).cast::<u64>().write(0x3003);
-        g.mem.add(0x3000).cast::<u64>().write(0x4003);
-        g.mem.add(0x4000).cast::<u64>().write(0x83);
-    }
-    let entry = |function: u32, eax: u32, ebx: u32, edx: u32| kvm_cpuid_entry2 {
-        function, eax, ebx, edx, ..Default::default()
-    };
-    let table = [
-        entry(0, 1, 0x786d_7672, 0), // "rvmx"
-        entry(1, 0x906ea, 0, 0),
-        entry(0x8000_0000, 0x8000_0001, 0, 0),
-        entry(0x8000_0001, 0, 0, 1 << 29 | 1 << 20), // LM, NX
-    ];
-    let mut s = g.vcpu.get_sregs().unwrap();
-    let long = |type_: u8, selector: u16, l: u8| kvm_segment { l, db: 1 - l, ..flat(type_, selector) };
-    s.cs = long(11, 8, 1);
-    (s.ds, s.es, s.fs, s.gs, s.ss) = (long(3, 16, 0), long(3, 16, 0), long(3, 16, 0), long(3, 16, 0), long(3, 16, 0));
-    s.cr3 = 0x2000;
-    s.cr4 = 0x20; // PAE
-    s.cr0 = 0x8000_0011; // PG, ET, PE
-    s.efer = 0x500; // LME, LMA
-    println!("long_mode_before_cpuid {}", g.vcpu.set_sregs(&s).map_err(|e| e.errno()).err() == Some(libc::EINVAL));
-    let cpuid = CpuId::from_entries(&table).unwrap();
-    println!("set_cpuid2 {:?}", g.vcpu.set_cpuid2(&cpuid).map_err(|e| e.errno()));
+    let mut g = long_mode_guest(&kvm, &lm, "long64");
     println!("get_cpuid2 {:?}", g.vcpu.get_cpuid2(4).map(|c| c.as_slice().len()).map_err(|e| e.errno()));
     println!("get_cpuid2_too_small {:?}", g.vcpu.get_cpuid2(2).map(|c| c.as_slice().len()).map_err(|e| e.errno()));
-    println!("set_sregs_long_mode {:?}", g.vcpu.set_sregs(&s).map_err(|e| e.errno()));
     run("long64", &mut g, 4, 0);
     // SAFETY: inside the mapping.
     let words: Vec<u32> = (0..3).map(|i| unsafe { g.mem.add(0x6000 + 4 * i).cast::<u32>().read() }).collect();
     println!("long64 cpuid_results {words:#x?}");
     let s = g.vcpu.get_sregs().unwrap();
     println!("long64 sregs cr0 {:#x} cr3 {:#x} cr4 {:#x} efer {:#x} cs.l {}", s.cr0, s.cr3, s.cr4, s.efer, s.cs.l);
+
+    // MSRs from the guest: WRMSR/RDMSR of LSTAR, RDMSR of EFER and PAT, then an MSR that does
+    // not exist: #GP, and with no IDT a triple fault.
+    let msr = [
+        0xb9, 0x82, 0x00, 0x00, 0xc0,             // mov ecx, 0xc0000082 (LSTAR)
+        0xb8, 0x78, 0x56, 0x34, 0x12,             // mov eax, 0x12345678
+        0xba, 0xff, 0xff, 0xff, 0xff,             // mov edx, 0xffffffff
+        0x0f, 0x30,                               // wrmsr
+        0x31, 0xc0, 0x31, 0xd2,                   // xor eax, eax; xor edx, edx
+        0x0f, 0x32,                               // rdmsr
+        0x89, 0x04, 0x25, 0x10, 0x60, 0x00, 0x00, // mov [0x6010], eax
+        0x89, 0x14, 0x25, 0x14, 0x60, 0x00, 0x00, // mov [0x6014], edx
+        0xb9, 0x80, 0x00, 0x00, 0xc0,             // mov ecx, 0xc0000080 (EFER)
+        0x0f, 0x32,                               // rdmsr
+        0x89, 0x04, 0x25, 0x18, 0x60, 0x00, 0x00, // mov [0x6018], eax
+        0xb9, 0x77, 0x02, 0x00, 0x00,             // mov ecx, 0x277 (PAT)
+        0x0f, 0x32,                               // rdmsr
+        0x89, 0x04, 0x25, 0x1c, 0x60, 0x00, 0x00, // mov [0x601c], eax
+        0x89, 0x14, 0x25, 0x20, 0x60, 0x00, 0x00, // mov [0x6020], edx
+        0xe6, 0x80,                               // out 0x80, al
+        0xb9, 0x34, 0x12, 0x00, 0x00,             // mov ecx, 0x1234
+        0x0f, 0x32,                               // rdmsr: #GP
+        0xf4,
+    ];
+    let mut g = long_mode_guest(&kvm, &msr, "msr64");
+    run("msr64", &mut g, 4, 0);
+    // SAFETY: inside the mapping.
+    let words: Vec<u32> = (0..5).map(|i| unsafe { g.mem.add(0x6010 + 4 * i).cast::<u32>().read() }).collect();
+    println!("msr64 guest_reads {words:#x?}");
+    // The same MSRs from userspace, after the guest ran.
+    let mut msrs = kvm_bindings::Msrs::from_entries(&[
+        kvm_bindings::kvm_msr_entry { index: 0xc000_0082, ..Default::default() },
+        kvm_bindings::kvm_msr_entry { index: 0xc000_0080, ..Default::default() },
+        kvm_bindings::kvm_msr_entry { index: 0x277, ..Default::default() },
+        kvm_bindings::kvm_msr_entry { index: 0x1234, ..Default::default() },
+    ]).unwrap();
+    let n = g.vcpu.get_msrs(&mut msrs).map_err(|e| e.errno());
+    let got: Vec<(u32, u64)> = msrs.as_slice().iter().map(|e| (e.index, e.data)).collect();
+    println!("get_msrs {n:?} {got:#x?}");
+    let set = kvm_bindings::Msrs::from_entries(&[
+        kvm_bindings::kvm_msr_entry { index: 0xc000_0084, data: 0x4700, ..Default::default() }, // SFMASK
+        kvm_bindings::kvm_msr_entry { index: 0xc000_0082, data: 1 << 63, ..Default::default() }, // non-canonical
+        kvm_bindings::kvm_msr_entry { index: 0x277, data: 0x0606_0606_0606_0606, ..Default::default() },
+    ]).unwrap();
+    println!("set_msrs {:?}", g.vcpu.set_msrs(&set).map_err(|e| e.errno()));
+    println!("info msr_index_list {:?}", kvm.get_msr_index_list().map(|l| l.as_slice().len()));
 
     // The supported CPUID table: its size is device-specific, E2BIG for too small an array.
     println!("info supported_cpuid {:?}", kvm.get_supported_cpuid(256).map(|c| c.as_slice().len()));

@@ -1,0 +1,204 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Guest MSRs: RDMSR/WRMSR exits, `KVM_GET/SET_MSRS`, and the VM-entry/exit MSR lists that
+//! put the guest's SYSCALL and SWAPGS MSRs into the CPU only while the guest runs.
+//!
+//! Where each MSR lives: EFER and FS/GS base in the VMCS (and SREGS), PAT and SYSENTER in the
+//! VMCS, STAR/LSTAR/CSTAR/SFMASK/KERNEL_GS_BASE/TSC_AUX in the guest MSR list below (the CPU
+//! loads it at entry and stores it at exit, since SWAPGS changes KERNEL_GS_BASE without an
+//! exit), the rest in [`GuestMsrs`]. Outside a window every guest value is in `GuestMsrs` or
+//! SREGS; a window loads them and stores them back.
+
+use kernel::{page::Page, prelude::*};
+
+use crate::{
+    mem::{page_phys, phys_to_virt},
+    msr_rules::{self, index::*, GuestMsrs, SWITCHED},
+    vcpu_state,
+    vmcs::Current,
+    vmcs_fields::*,
+    x86,
+};
+
+/// Bytes of the host list's offset in the area page.
+const HOST_LIST: usize = 2048;
+
+/// One page: the guest MSR list (entry load, exit store) then the host list (exit load).
+/// Each entry is 16 bytes: index, reserved, value (SDM 24.7.2).
+pub(crate) struct MsrArea {
+    _page: Page,
+    virt: *mut u64,
+    phys: u64,
+    /// Entries in each list: [`SWITCHED`] less TSC_AUX if the host has no RDTSCP.
+    count: usize,
+}
+
+// SAFETY: the area is only touched under the vCPU mutex.
+unsafe impl Send for MsrArea {}
+// SAFETY: as above.
+unsafe impl Sync for MsrArea {}
+
+impl MsrArea {
+    pub(crate) fn new() -> Result<Self> {
+        let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
+        let phys = page_phys(&page);
+        let rdtscp = x86::cpuid(0x8000_0001)[3] & (1 << 27) != 0;
+        let count = if rdtscp { SWITCHED.len() } else { SWITCHED.len() - 1 };
+        let area = Self { virt: phys_to_virt(phys), phys, _page: page, count };
+        for (i, msr) in SWITCHED[..count].iter().enumerate() {
+            area.set(i * 2, *msr as u64);
+            area.set(HOST_LIST / 8 + i * 2, *msr as u64);
+        }
+        Ok(area)
+    }
+
+    fn set(&self, word: usize, v: u64) {
+        // SAFETY: `word` < 512: inside our page, accessed under the vCPU mutex.
+        unsafe { self.virt.add(word).write_volatile(v) }
+    }
+
+    fn get(&self, word: usize) -> u64 {
+        // SAFETY: as in `set`.
+        unsafe { self.virt.add(word).read_volatile() }
+    }
+
+    /// Points the VMCS at the lists (once per VMCS).
+    pub(crate) fn write_controls(&self, cur: &Current<'_>) {
+        cur.write(ENTRY_MSR_LOAD_ADDR, self.phys);
+        cur.write(EXIT_MSR_STORE_ADDR, self.phys);
+        cur.write(EXIT_MSR_LOAD_ADDR, self.phys + HOST_LIST as u64);
+        cur.write(ENTRY_MSR_LOAD_COUNT, self.count as u32);
+        cur.write(EXIT_MSR_STORE_COUNT, self.count as u32);
+        cur.write(EXIT_MSR_LOAD_COUNT, self.count as u32);
+    }
+
+    /// At window start: guest values into the guest list, this CPU's and task's values into
+    /// the host list; PAT, SYSENTER and the TSC offset into the VMCS.
+    pub(crate) fn load(&self, cur: &Current<'_>, m: &GuestMsrs) {
+        for i in 0..self.count {
+            self.set(i * 2 + 1, m.switched[i]);
+            self.set(HOST_LIST / 8 + i * 2 + 1, x86::rdmsr(SWITCHED[i]));
+        }
+        cur.write(GUEST_IA32_PAT, m.pat);
+        cur.write(GUEST_SYSENTER_CS, m.sysenter[0] as u32);
+        cur.write(GUEST_SYSENTER_ESP, m.sysenter[1]);
+        cur.write(GUEST_SYSENTER_EIP, m.sysenter[2]);
+        cur.write(TSC_OFFSET, m.tsc_offset);
+    }
+
+    /// At window end: the guest's values back from the list and the VMCS.
+    pub(crate) fn store(&self, cur: &Current<'_>, m: &mut GuestMsrs) {
+        for i in 0..self.count {
+            m.switched[i] = self.get(i * 2 + 1);
+        }
+        m.pat = cur.read(GUEST_IA32_PAT);
+        m.sysenter = [cur.read(GUEST_SYSENTER_CS) as u64, cur.read(GUEST_SYSENTER_ESP), cur.read(GUEST_SYSENTER_EIP)];
+    }
+
+    /// Whether `msr` is one of the switched MSRs this host supports.
+    fn switched(&self, msr: u32) -> Option<usize> {
+        msr_rules::switched_slot(msr).filter(|i| *i < self.count)
+    }
+}
+
+/// Reads the TSC.
+fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: RDTSC only reads the time-stamp counter.
+    unsafe { core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    (hi as u64) << 32 | lo as u64
+}
+
+/// The guest state an MSR access works on. Inside a window the VMCS and the area's guest list
+/// are live; outside, `vmcs` is `None` and everything is in `msrs` and `sregs`.
+pub(crate) struct MsrState<'a, 'b> {
+    pub(crate) vmcs: Option<&'a Current<'b>>,
+    pub(crate) area: &'a MsrArea,
+    pub(crate) msrs: &'a mut GuestMsrs,
+    pub(crate) sregs: &'a mut crate::kvm_abi::Sregs,
+    /// EFER bits the guest's CPUID allows.
+    pub(crate) efer_ok: u64,
+}
+
+impl MsrState<'_, '_> {
+    /// RDMSR; `None` for an MSR the guest does not have (#GP).
+    pub(crate) fn read(&self, msr: u32) -> Option<u64> {
+        let live = self.vmcs;
+        Some(match msr {
+            EFER => live.map_or(self.sregs.efer, |c| c.read(GUEST_IA32_EFER)),
+            FS_BASE => live.map_or(self.sregs.fs.base, |c| c.read(GUEST_FS_BASE)),
+            GS_BASE => live.map_or(self.sregs.gs.base, |c| c.read(GUEST_GS_BASE)),
+            TSC => rdtsc().wrapping_add(self.msrs.tsc_offset),
+            APIC_BASE => self.sregs.apic_base,
+            PAT if live.is_some() => live?.read(GUEST_IA32_PAT),
+            SYSENTER_CS if live.is_some() => live?.read(GUEST_SYSENTER_CS) as u64,
+            SYSENTER_ESP if live.is_some() => live?.read(GUEST_SYSENTER_ESP),
+            SYSENTER_EIP if live.is_some() => live?.read(GUEST_SYSENTER_EIP),
+            m if msr_rules::switched_slot(m).is_some() => {
+                let i = self.area.switched(m)?; // TSC_AUX without host RDTSCP: absent
+                if live.is_some() { self.area.get(i * 2 + 1) } else { self.msrs.switched[i] }
+            }
+            m => msr_rules::read(self.msrs, m)?,
+        })
+    }
+
+    /// WRMSR; `Err(())` for an MSR the guest does not have or an invalid value (#GP).
+    pub(crate) fn write(&mut self, msr: u32, v: u64) -> Result<(), ()> {
+        let live = self.vmcs;
+        match msr {
+            EFER => {
+                let old = self.read(EFER).ok_or(())?;
+                if v & !(vcpu_state::EFER_SUPPORTED & self.efer_ok) != 0 {
+                    return Err(());
+                }
+                // LME cannot change while paging is on; LMA is the processor's.
+                let cr0 = live.map_or(self.sregs.cr0, |c| c.read(GUEST_CR0));
+                if cr0 & vcpu_state::cr0::PG != 0 && (v ^ old) & vcpu_state::efer::LME != 0 {
+                    return Err(());
+                }
+                let new = (v & !vcpu_state::efer::LMA) | (old & vcpu_state::efer::LMA);
+                self.sregs.efer = new;
+                live.map(|c| c.write(GUEST_IA32_EFER, new));
+            }
+            FS_BASE | GS_BASE => {
+                if !msr_rules::canonical(v) {
+                    return Err(());
+                }
+                if msr == FS_BASE {
+                    self.sregs.fs.base = v;
+                    live.map(|c| c.write(GUEST_FS_BASE, v));
+                } else {
+                    self.sregs.gs.base = v;
+                    live.map(|c| c.write(GUEST_GS_BASE, v));
+                }
+            }
+            TSC => {
+                self.msrs.tsc_offset = v.wrapping_sub(rdtsc());
+                live.map(|c| c.write(TSC_OFFSET, self.msrs.tsc_offset));
+            }
+            // Base (page-aligned, within 48 bits), BSP flag and enable; no x2APIC.
+            APIC_BASE if v & !(0xffff_ffff_f000 | 1 << 8 | 1 << 11) == 0 => self.sregs.apic_base = v,
+            APIC_BASE => return Err(()),
+            m => {
+                // Validity and the software copy; then the live place inside a window.
+                if msr_rules::switched_slot(m).is_some() && self.area.switched(m).is_none() {
+                    return Err(());
+                }
+                msr_rules::write(self.msrs, m, v)?;
+                let Some(c) = live else { return Ok(()) };
+                match m {
+                    PAT => { c.write(GUEST_IA32_PAT, v); }
+                    SYSENTER_CS => { c.write(GUEST_SYSENTER_CS, v as u32); }
+                    SYSENTER_ESP => { c.write(GUEST_SYSENTER_ESP, v); }
+                    SYSENTER_EIP => { c.write(GUEST_SYSENTER_EIP, v); }
+                    _ => {
+                        if let Some(i) = self.area.switched(m) {
+                            self.area.set(i * 2 + 1, v);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,206 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The MSRs a guest has on rvmx: which exist (`KVM_GET_MSR_INDEX_LIST`), where each lives, and
+//! which values a write may set (else #GP to the guest, or a stop at that entry for
+//! `KVM_SET_MSRS`, as KVM does). Pure logic, host-tested; the exits and ioctls are msr.rs.
+
+/// MSR numbers (SDM vol. 4).
+#[allow(missing_docs)]
+pub mod index {
+    pub const TSC: u32 = 0x10;
+    pub const APIC_BASE: u32 = 0x1b;
+    pub const MTRR_CAP: u32 = 0xfe;
+    pub const SYSENTER_CS: u32 = 0x174;
+    pub const SYSENTER_ESP: u32 = 0x175;
+    pub const SYSENTER_EIP: u32 = 0x176;
+    pub const MISC_ENABLE: u32 = 0x1a0;
+    pub const MTRR_PHYS_BASE0: u32 = 0x200;
+    pub const MTRR_PHYS_MASK7: u32 = 0x20f;
+    pub const MTRR_FIX64K: u32 = 0x250;
+    pub const MTRR_FIX16K_80000: u32 = 0x258;
+    pub const MTRR_FIX16K_A0000: u32 = 0x259;
+    pub const MTRR_FIX4K_C0000: u32 = 0x268;
+    pub const MTRR_FIX4K_F8000: u32 = 0x26f;
+    pub const PAT: u32 = 0x277;
+    pub const MTRR_DEF_TYPE: u32 = 0x2ff;
+    pub const EFER: u32 = 0xc000_0080;
+    pub const STAR: u32 = 0xc000_0081;
+    pub const LSTAR: u32 = 0xc000_0082;
+    pub const CSTAR: u32 = 0xc000_0083;
+    pub const SFMASK: u32 = 0xc000_0084;
+    pub const FS_BASE: u32 = 0xc000_0100;
+    pub const GS_BASE: u32 = 0xc000_0101;
+    pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
+    pub const TSC_AUX: u32 = 0xc000_0103;
+}
+use index::*;
+
+/// The MSRs whose guest values are kept by software and loaded into the CPU while the guest
+/// runs (VM-entry MSR-load list), the host's put back at exit (VM-exit MSR-load list). Order
+/// is the order of both lists.
+pub const SWITCHED: [u32; 6] = [STAR, LSTAR, CSTAR, SFMASK, KERNEL_GS_BASE, TSC_AUX];
+
+/// The guest MSRs kept outside the CPU while the guest does not run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestMsrs {
+    /// Values of [`SWITCHED`], in order.
+    pub switched: [u64; 6],
+    /// IA32_PAT.
+    pub pat: u64,
+    /// IA32_SYSENTER_CS, _ESP, _EIP.
+    pub sysenter: [u64; 3],
+    /// IA32_MISC_ENABLE.
+    pub misc_enable: u64,
+    /// IA32_MTRR_DEF_TYPE.
+    pub mtrr_def_type: u64,
+    /// Variable-range MTRRs 0-7: base/mask pairs (0x200..0x20f).
+    pub mtrr_var: [u64; 16],
+    /// Fixed-range MTRRs: 64K, 16K x2, 4K x8.
+    pub mtrr_fixed: [u64; 11],
+    /// Added to the host TSC while the guest runs.
+    pub tsc_offset: u64,
+}
+
+/// IA32_MISC_ENABLE after reset, as KVM sets it: fast strings, and PEBS/BTS unavailable.
+pub const MISC_ENABLE_RESET: u64 = 1 | 1 << 11 | 1 << 12;
+/// IA32_PAT after reset.
+pub const PAT_RESET: u64 = 0x0007_0406_0007_0406;
+/// IA32_MTRRCAP: 8 variable ranges, fixed ranges, write-combining.
+pub const MTRR_CAP_VALUE: u64 = 8 | 1 << 8 | 1 << 10;
+
+impl Default for GuestMsrs {
+    fn default() -> Self {
+        Self {
+            switched: [0; 6],
+            pat: PAT_RESET,
+            sysenter: [0; 3],
+            misc_enable: MISC_ENABLE_RESET,
+            mtrr_def_type: 0,
+            mtrr_var: [0; 16],
+            mtrr_fixed: [0; 11],
+            tsc_offset: 0,
+        }
+    }
+}
+
+/// Every MSR `KVM_GET_MSR_INDEX_LIST` reports: those a guest can read and userspace can save
+/// and restore.
+pub const INDEX_LIST: [u32; 16] = [
+    SYSENTER_CS, SYSENTER_ESP, SYSENTER_EIP, STAR, CSTAR, KERNEL_GS_BASE, SFMASK, LSTAR,
+    TSC_AUX, TSC, PAT, MISC_ENABLE, MTRR_DEF_TYPE, EFER, FS_BASE, GS_BASE,
+];
+
+/// Whether `v` is a canonical 48-bit address.
+pub const fn canonical(v: u64) -> bool {
+    let top = (v as i64) >> 47;
+    top == 0 || top == -1
+}
+
+/// Whether every byte of a PAT (or fixed-range MTRR) value is a valid memory type.
+pub const fn valid_memory_types(v: u64, pat: bool) -> bool {
+    let mut i = 0;
+    while i < 8 {
+        let t = (v >> (8 * i)) & 0xff;
+        // 0 UC, 1 WC, 4 WT, 5 WP, 6 WB; PAT also 7 UC-.
+        if !(t == 0 || t == 1 || t == 4 || t == 5 || t == 6 || (pat && t == 7)) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Slot of a fixed-range MTRR in [`GuestMsrs::mtrr_fixed`].
+pub const fn fixed_mtrr_slot(msr: u32) -> Option<usize> {
+    match msr {
+        MTRR_FIX64K => Some(0),
+        MTRR_FIX16K_80000 => Some(1),
+        MTRR_FIX16K_A0000 => Some(2),
+        MTRR_FIX4K_C0000..=MTRR_FIX4K_F8000 => Some(3 + (msr - MTRR_FIX4K_C0000) as usize),
+        _ => None,
+    }
+}
+
+/// Slot of `msr` in [`SWITCHED`].
+pub fn switched_slot(msr: u32) -> Option<usize> {
+    SWITCHED.iter().position(|&m| m == msr)
+}
+
+/// Reads a software-kept MSR; `None` if it is not one (EFER, FS/GS base, TSC and APIC_BASE
+/// live elsewhere; anything else does not exist).
+pub fn read(m: &GuestMsrs, msr: u32) -> Option<u64> {
+    Some(match msr {
+        PAT => m.pat,
+        SYSENTER_CS..=SYSENTER_EIP => m.sysenter[(msr - SYSENTER_CS) as usize],
+        MISC_ENABLE => m.misc_enable,
+        MTRR_CAP => MTRR_CAP_VALUE,
+        MTRR_DEF_TYPE => m.mtrr_def_type,
+        MTRR_PHYS_BASE0..=MTRR_PHYS_MASK7 => m.mtrr_var[(msr - MTRR_PHYS_BASE0) as usize],
+        _ => match (fixed_mtrr_slot(msr), switched_slot(msr)) {
+            (Some(i), _) => m.mtrr_fixed[i],
+            (_, Some(i)) => m.switched[i],
+            _ => return None,
+        },
+    })
+}
+
+/// Writes a software-kept MSR; `Err(())` if the value is invalid (#GP) or the MSR is not one.
+pub fn write(m: &mut GuestMsrs, msr: u32, v: u64) -> Result<(), ()> {
+    match msr {
+        PAT if valid_memory_types(v, true) => m.pat = v,
+        SYSENTER_CS => m.sysenter[0] = v & 0xffff_ffff,
+        SYSENTER_ESP | SYSENTER_EIP if canonical(v) => m.sysenter[(msr - SYSENTER_CS) as usize] = v,
+        // Only the fast-strings bit may change (KVM lets the guest toggle few bits).
+        MISC_ENABLE if (v ^ m.misc_enable) & !1 == 0 => m.misc_enable = v,
+        MTRR_DEF_TYPE if v & !0xcff == 0 && valid_memory_types(v & 0xff, false) => m.mtrr_def_type = v,
+        MTRR_PHYS_BASE0..=MTRR_PHYS_MASK7 if v >> 48 == 0 => m.mtrr_var[(msr - MTRR_PHYS_BASE0) as usize] = v,
+        STAR | SFMASK | TSC_AUX => m.switched[switched_slot(msr).ok_or(())?] = v,
+        LSTAR | CSTAR | KERNEL_GS_BASE if canonical(v) => m.switched[switched_slot(msr).ok_or(())?] = v,
+        _ => match fixed_mtrr_slot(msr) {
+            Some(i) if valid_memory_types(v, false) => m.mtrr_fixed[i] = v,
+            _ => return Err(()),
+        },
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_values_and_reads() {
+        let m = GuestMsrs::default();
+        assert_eq!(read(&m, PAT), Some(PAT_RESET));
+        assert_eq!(read(&m, MTRR_CAP), Some(0x508));
+        assert_eq!(read(&m, 0x1234), None);
+        assert_eq!(read(&m, EFER), None, "EFER lives in SREGS/VMCS");
+    }
+
+    #[test]
+    fn writes_and_their_validity() {
+        let mut m = GuestMsrs::default();
+        assert_eq!(write(&mut m, LSTAR, 0xffff_ffff_8100_0000), Ok(()));
+        assert_eq!(read(&m, LSTAR), Some(0xffff_ffff_8100_0000));
+        assert_eq!(write(&mut m, LSTAR, 0x8000_0000_0000_0000), Err(()), "non-canonical");
+        assert_eq!(write(&mut m, PAT, 0x0606_0606_0606_0606), Ok(()));
+        assert_eq!(write(&mut m, PAT, 0x0202), Err(()), "type 2 is reserved");
+        assert_eq!(write(&mut m, MTRR_FIX4K_F8000, 0x0606_0606_0606_0606), Ok(()));
+        assert_eq!(read(&m, MTRR_FIX4K_F8000), Some(0x0606_0606_0606_0606));
+        assert_eq!(write(&mut m, MTRR_DEF_TYPE, 0xc06), Ok(()));
+        assert_eq!(write(&mut m, MTRR_DEF_TYPE, 0x1006), Err(()));
+        assert_eq!(write(&mut m, MISC_ENABLE, MISC_ENABLE_RESET & !1), Ok(()));
+        assert_eq!(write(&mut m, MISC_ENABLE, 1 << 22), Err(()));
+        assert_eq!(write(&mut m, 0x1234, 0), Err(()));
+    }
+
+    #[test]
+    fn index_list_entries_are_readable_or_live_elsewhere() {
+        let m = GuestMsrs::default();
+        for msr in INDEX_LIST {
+            let elsewhere = matches!(msr, EFER | FS_BASE | GS_BASE | TSC);
+            assert!(elsewhere || read(&m, msr).is_some(), "{msr:#x}");
+        }
+        assert!(canonical(0x7fff_ffff_ffff) && canonical(0xffff_8000_0000_0000) && !canonical(1 << 47));
+    }
+}
