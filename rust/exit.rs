@@ -9,10 +9,12 @@ use core::arch::asm;
 
 use crate::{
     entry::Gprs,
+    guest_state::{real_cr0, CR0_HOST_OWNED, CR4_HOST_OWNED, ENTRY_IA32E},
+    vcpu_state::{cr0, efer, CR4_PAE, CR4_SUPPORTED},
     run::{KvmRun, PendingIo},
     vmcs::Current,
     vmcs_fields::*,
-    vmx_exit::{self, inject, reason, Io},
+    vmx_exit::{self, inject, reason, CrAccess, Io},
 };
 
 /// `KVM_EXIT_*` codes (`<linux/kvm.h>`).
@@ -71,9 +73,11 @@ impl Exit<'_, '_> {
         self.cur.write(ENTRY_INTR_INFO, inject::exception(inject::UD, false));
     }
 
+    /// #GP(0); in real mode exceptions carry no error code (and VM entry refuses one).
     fn inject_gp0(&self) {
+        let protected = self.cur.read(GUEST_CR0) & cr0::PE != 0;
         self.cur.write(ENTRY_EXCEPTION_ERROR_CODE, 0);
-        self.cur.write(ENTRY_INTR_INFO, inject::exception(inject::GP, true));
+        self.cur.write(ENTRY_INTR_INFO, inject::exception(inject::GP, protected));
     }
 
     /// RDMSR: EDX:EAX from the guest's MSR, or #GP if it has none.
@@ -164,6 +168,7 @@ impl Exit<'_, '_> {
                 Next::Reenter
             }
             reason::IO => self.io(),
+            reason::CR_ACCESS => self.cr_access(full),
             reason::RDMSR => self.rdmsr(),
             reason::WRMSR => self.wrmsr(),
             reason::EPT_VIOLATION => Next::EptFault {
@@ -172,6 +177,83 @@ impl Exit<'_, '_> {
             },
             _ => self.unexpected(full),
         }
+    }
+
+    /// General-purpose register `n` as the exit qualification numbers them.
+    fn gpr(&self, n: u8) -> u64 {
+        let g = &*self.gprs;
+        match n {
+            0 => g.rax, 1 => g.rcx, 2 => g.rdx, 3 => g.rbx,
+            4 => self.cur.read(GUEST_RSP),
+            5 => g.rbp, 6 => g.rsi, 7 => g.rdi, 8 => g.r8, 9 => g.r9, 10 => g.r10, 11 => g.r11,
+            12 => g.r12, 13 => g.r13, 14 => g.r14, _ => g.r15,
+        }
+    }
+
+    /// MOV to CR0 (every bit but TS/WP is rvmx's) or to CR4.VMXE: emulated, with the
+    /// architectural #GP checks and the long-mode switch the processor would have done.
+    fn cr_access(&mut self, full: u32) -> Next {
+        let q = CrAccess::decode(self.cur.read(EXIT_QUALIFICATION));
+        if q.kind != 0 {
+            return self.unexpected(full); // CLTS/LMSW/MOV-from cannot touch the owned bits
+        }
+        let value = self.gpr(q.gpr);
+        let done = match q.cr {
+            0 => self.set_cr0(value),
+            4 => self.set_cr4(value),
+            _ => return self.unexpected(full),
+        };
+        match done {
+            Some(true) => self.skip_instruction(),
+            Some(false) => self.inject_gp0(),
+            None => {
+                // Turning on PAE paging outside long mode needs the PDPTEs loaded from guest
+                // memory, which rvmx does not do yet: reported, not guessed.
+                self.run.internal_error(internal::EMULATION, &[full as u64, value]);
+                return Next::ToUser;
+            }
+        }
+        Next::Reenter
+    }
+
+    /// MOV to CR0: `Some(false)` for #GP, `None` if it cannot be emulated.
+    fn set_cr0(&mut self, v: u64) -> Option<bool> {
+        if v >> 32 != 0 || (v & cr0::PG != 0 && v & cr0::PE == 0) || (v & cr0::NW != 0 && v & cr0::CD == 0) {
+            return Some(false);
+        }
+        let old = (self.cur.read(GUEST_CR0) & !CR0_HOST_OWNED) | (self.cur.read(CR0_READ_SHADOW) & CR0_HOST_OWNED);
+        let cr4 = self.cur.read(GUEST_CR4);
+        let mut guest_efer = self.cur.read(GUEST_IA32_EFER);
+        let mut entry = self.cur.read(ENTRY_CONTROLS);
+        let paging_on = v & cr0::PG != 0 && old & cr0::PG == 0;
+        if paging_on && guest_efer & efer::LME != 0 {
+            if cr4 & CR4_PAE == 0 {
+                return Some(false);
+            }
+            guest_efer |= efer::LMA;
+            entry |= ENTRY_IA32E;
+        } else if paging_on && cr4 & CR4_PAE != 0 {
+            return None;
+        } else if v & cr0::PG == 0 && old & cr0::PG != 0 && guest_efer & efer::LMA != 0 {
+            guest_efer &= !efer::LMA;
+            entry &= !ENTRY_IA32E;
+        }
+        self.cur.write(GUEST_IA32_EFER, guest_efer);
+        self.cur.write(ENTRY_CONTROLS, entry);
+        self.cur.write(GUEST_CR0, real_cr0(v));
+        self.cur.write(CR0_READ_SHADOW, v);
+        Some(true)
+    }
+
+    /// MOV to CR4: `Some(false)` for #GP (reserved bits, VMXE, PAE off in long mode).
+    fn set_cr4(&mut self, v: u64) -> Option<bool> {
+        let long = self.cur.read(GUEST_IA32_EFER) & efer::LMA != 0;
+        if v & !CR4_SUPPORTED != 0 || (long && v & CR4_PAE == 0) {
+            return Some(false);
+        }
+        self.cur.write(GUEST_CR4, v | CR4_HOST_OWNED);
+        self.cur.write(CR4_READ_SHADOW, v);
+        Some(true)
     }
 
     /// IN/OUT: to userspace through the PIO data page. RIP moves past the instruction at the

@@ -35,11 +35,18 @@ const EXIT_SAVE_PREEMPTION_TIMER: u32 = 1 << 22;
 /// Entry controls: load PAT and EFER.
 const ENTRY: u32 = 1 << 14 | 1 << 15;
 /// Entry control: the guest is in IA-32e mode (EFER.LMA).
-const ENTRY_IA32E: u32 = 1 << 9;
-/// CR0 bits the host owns: NE must be 1 in VMX operation; the guest sees its own value.
-const CR0_HOST_OWNED: u64 = 1 << 5;
+pub(crate) const ENTRY_IA32E: u32 = 1 << 9;
+/// CR0 bits the host owns, as KVM: all but TS and WP. The guest reads them from the shadow
+/// and its writes to them exit, so the real CR0 can differ: NE always on (VMX needs it), CD
+/// and NW always off (KVM's "always off"; some CPUs do not keep them for a guest).
+pub(crate) const CR0_HOST_OWNED: u64 = !(1 << 3 | 1 << 16);
+
+/// The CR0 the guest runs with for the CR0 `cr0` it asked for.
+pub(crate) const fn real_cr0(cr0: u64) -> u64 {
+    (cr0 & !(cr0::CD | cr0::NW)) | 1 << 5
+}
 /// CR4 bits the host owns: VMXE (no nested VMX; the guest sees 0).
-const CR4_HOST_OWNED: u64 = vmx_caps::CR4_VMXE;
+pub(crate) const CR4_HOST_OWNED: u64 = vmx_caps::CR4_VMXE;
 
 /// Writes the controls that stay the same for the vCPU's life. Fails if the CPU cannot run
 /// with them (already checked at load, so this is a consistency check).
@@ -149,7 +156,7 @@ pub(crate) fn load(
     cur.write(GUEST_GDTR_LIMIT, sregs.gdt.limit as u32);
     cur.write(GUEST_IDTR_BASE, sregs.idt.base);
     cur.write(GUEST_IDTR_LIMIT, sregs.idt.limit as u32);
-    cur.write(GUEST_CR0, sregs.cr0 | CR0_HOST_OWNED);
+    cur.write(GUEST_CR0, real_cr0(sregs.cr0));
     cur.write(CR0_READ_SHADOW, sregs.cr0);
     cur.write(GUEST_CR3, sregs.cr3);
     cur.write(GUEST_CR4, sregs.cr4 | CR4_HOST_OWNED);

@@ -197,6 +197,29 @@ fn main() -> ExitCode {
         println!("{name} exit_reason_intr {}", g.vcpu.get_kvm_run().exit_reason == 10);
     }
 
+    // MOV to CR0 setting NE (a bit rvmx owns: exits and is emulated), reading CR0 back, then
+    // setting CR4.VMXE: #GP (no nested VMX), with no IDT a triple fault.
+    let cr = [
+        0x0f, 0x20, 0xc0,                   // mov eax, cr0
+        0x66, 0x83, 0xc8, 0x20,             // or eax, 0x20 (NE)
+        0x0f, 0x22, 0xc0,                   // mov cr0, eax
+        0x0f, 0x20, 0xc0,                   // mov eax, cr0
+        0x66, 0xa3, 0x00, 0x20,             // mov [0x2000], eax
+        0x0f, 0x20, 0xe0,                   // mov eax, cr4
+        0x66, 0x0d, 0x00, 0x20, 0x00, 0x00, // or eax, 0x2000 (VMXE)
+        0x0f, 0x22, 0xe0,                   // mov cr4, eax
+        0xf4,
+    ];
+    let mut g = guest(&kvm, &cr);
+    let mut s = g.vcpu.get_sregs().unwrap();
+    s.idt.limit = 0;
+    g.vcpu.set_sregs(&s).unwrap();
+    run("cr", &mut g, 4, 0);
+    // SAFETY: inside the mapping.
+    println!("cr cr0_read_by_guest {:#x}", unsafe { g.mem.add(0x2000).cast::<u32>().read() });
+    let s = g.vcpu.get_sregs().unwrap();
+    println!("cr sregs cr0 {:#x} cr4 {:#x}", s.cr0, s.cr4);
+
     // 32-bit protected mode, no paging.
     let mut g = guest(&kvm, &[0xb8, 0x34, 0x12, 0x00, 0x00, 0xe7, 0x81, 0xf4]); // mov eax; out 0x81, eax; hlt
     let mut s = g.vcpu.get_sregs().unwrap();
