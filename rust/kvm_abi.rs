@@ -76,6 +76,10 @@ pub const KVM_SET_REGS: u32 = iow::<Regs>(0x82);
 pub const KVM_GET_SREGS: u32 = ior::<Sregs>(0x83);
 /// Writes segment, control and descriptor-table registers.
 pub const KVM_SET_SREGS: u32 = iow::<Sregs>(0x84);
+/// Reads the x87/SSE state.
+pub const KVM_GET_FPU: u32 = ior::<Fpu>(0x8c);
+/// Writes the x87/SSE state.
+pub const KVM_SET_FPU: u32 = iow::<Fpu>(0x8d);
 /// Reads guest MSRs (`struct kvm_msrs` header, 8 bytes, then entries).
 pub const KVM_GET_MSRS: u32 = iowr(0x88, 8);
 /// Writes guest MSRs.
@@ -187,6 +191,76 @@ pub struct Sregs {
     pub interrupt_bitmap: [u64; 4],
 }
 
+/// `struct kvm_fpu`: x87 and SSE state (the FXSAVE image's contents, KVM's layout).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Fpu {
+    pub fpr: [[u8; 16]; 8],
+    pub fcw: u16,
+    pub fsw: u16,
+    /// Abridged tag word, as FXSAVE stores it.
+    pub ftwx: u8,
+    pub pad1: u8,
+    pub last_opcode: u16,
+    pub last_ip: u64,
+    pub last_dp: u64,
+    pub xmm: [[u8; 16]; 16],
+    pub mxcsr: u32,
+    pub pad2: u32,
+}
+
+impl Fpu {
+    /// From a 512-byte FXSAVE64 image (SDM vol. 1, table 10-2).
+    pub fn from_fxsave(fx: &[u8; 512]) -> Self {
+        let u16_at = |o: usize| u16::from_le_bytes([fx[o], fx[o + 1]]);
+        let u64_at = |o: usize| u64::from_le_bytes(fx[o..o + 8].try_into().unwrap());
+        let mut f = Fpu {
+            fpr: [[0; 16]; 8],
+            fcw: u16_at(0),
+            fsw: u16_at(2),
+            ftwx: fx[4],
+            pad1: 0,
+            last_opcode: u16_at(6),
+            last_ip: u64_at(8),
+            last_dp: u64_at(16),
+            xmm: [[0; 16]; 16],
+            mxcsr: u32::from_le_bytes(fx[24..28].try_into().unwrap()),
+            pad2: 0,
+        };
+        for i in 0..8 {
+            f.fpr[i].copy_from_slice(&fx[32 + 16 * i..48 + 16 * i]);
+        }
+        for i in 0..16 {
+            f.xmm[i].copy_from_slice(&fx[160 + 16 * i..176 + 16 * i]);
+        }
+        f
+    }
+
+    /// Into a FXSAVE64 image (bytes it does not cover are left as they are).
+    pub fn to_fxsave(&self, fx: &mut [u8; 512]) {
+        fx[0..2].copy_from_slice(&self.fcw.to_le_bytes());
+        fx[2..4].copy_from_slice(&self.fsw.to_le_bytes());
+        fx[4] = self.ftwx;
+        fx[6..8].copy_from_slice(&self.last_opcode.to_le_bytes());
+        fx[8..16].copy_from_slice(&self.last_ip.to_le_bytes());
+        fx[16..24].copy_from_slice(&self.last_dp.to_le_bytes());
+        fx[24..28].copy_from_slice(&self.mxcsr.to_le_bytes());
+        for i in 0..8 {
+            fx[32 + 16 * i..48 + 16 * i].copy_from_slice(&self.fpr[i]);
+        }
+        for i in 0..16 {
+            fx[160 + 16 * i..176 + 16 * i].copy_from_slice(&self.xmm[i]);
+        }
+    }
+
+    /// Whether FXRSTOR would accept the MXCSR (bits 31:16 are reserved; a #GP in the kernel
+    /// would be an oops, so `KVM_SET_FPU` refuses them).
+    pub const fn mxcsr_valid(&self) -> bool {
+        self.mxcsr >> 16 == 0
+    }
+}
+
 /// `struct kvm_msr_entry`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -287,6 +361,9 @@ mod tests {
         assert_eq!(offset_of!(CpuidEntry, edx), offset_of!(kb::kvm_cpuid_entry2, edx));
         assert_eq!(CPUID2_HEADER, size_of::<kb::kvm_cpuid2>());
         assert_eq!(size_of::<MsrEntry>(), size_of::<kb::kvm_msr_entry>());
+        assert_eq!(size_of::<Fpu>(), size_of::<kb::kvm_fpu>());
+        assert_eq!(offset_of!(Fpu, xmm), offset_of!(kb::kvm_fpu, xmm));
+        assert_eq!(offset_of!(Fpu, mxcsr), offset_of!(kb::kvm_fpu, mxcsr));
         assert_eq!(offset_of!(MsrEntry, data), offset_of!(kb::kvm_msr_entry, data));
     }
 
@@ -303,6 +380,8 @@ mod tests {
         assert_eq!(KVM_SET_SREGS, 0x4138_ae84);
         assert_eq!(KVM_SET_CPUID2, 0x4008_ae90);
         assert_eq!(KVM_GET_MSRS, 0xc008_ae88);
+        assert_eq!(KVM_GET_FPU, 0x81a0_ae8c);
+        assert_eq!(KVM_SET_FPU, 0x41a0_ae8d);
         assert_eq!(KVM_SET_MSRS, 0x4008_ae89);
         assert_eq!(KVM_GET_CPUID2, 0xc008_ae91);
     }
@@ -316,6 +395,26 @@ mod tests {
         assert_eq!(KVM_CHECK_EXTENSION, 0xae03);
         assert_eq!(KVM_GET_VCPU_MMAP_SIZE, 0xae04);
         assert_eq!(KVM_GET_SUPPORTED_CPUID, 0xc008_ae05);
+    }
+
+    #[test]
+    fn fpu_round_trips_through_fxsave() {
+        let mut fx = [0u8; 512];
+        for (i, b) in fx.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let f = Fpu::from_fxsave(&fx);
+        assert_eq!((f.fcw, f.fsw, f.ftwx), (0x0100, 0x0302, 4));
+        assert_eq!(f.xmm[0][0], 160);
+        assert_eq!(f.fpr[7][15], 159);
+        let mut back = [0u8; 512];
+        f.to_fxsave(&mut back);
+        let mut expected = fx;
+        expected[5] = 0; // reserved
+        expected[28..32].fill(0); // MXCSR_MASK: not part of kvm_fpu
+        assert_eq!(back[..416], expected[..416]);
+        assert!(Fpu { mxcsr: 0x1f80, ..f }.mxcsr_valid());
+        assert!(!Fpu { mxcsr: 1 << 16, ..f }.mxcsr_valid());
     }
 
     #[test]

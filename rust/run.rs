@@ -118,7 +118,7 @@ pub(crate) struct PendingIo {
 
 /// The guest's x87/SSE state while it does not run (FXSAVE image).
 #[repr(C, align(64))]
-pub(crate) struct FxArea([u8; 512]);
+pub(crate) struct FxArea(pub(crate) [u8; 512]);
 
 impl FxArea {
     /// The state after reset: FCW 0x37f, MXCSR 0x1f80.

@@ -45,6 +45,10 @@ unsafe impl FromBytes for UserspaceMemoryRegion {}
 // SAFETY: as above.
 unsafe impl FromBytes for CpuidEntry {}
 // SAFETY: as above.
+unsafe impl FromBytes for Fpu {}
+// SAFETY: as above.
+unsafe impl AsBytes for Fpu {}
+// SAFETY: as above.
 unsafe impl FromBytes for MsrEntry {}
 // SAFETY: as above.
 unsafe impl AsBytes for MsrEntry {}
@@ -135,6 +139,14 @@ impl FdObject for Vcpu {
             KVM_SET_SREGS => this.set_sregs(read_user(arg)?)?,
             KVM_RUN if arg == 0 => return this.run(),
             KVM_SET_CPUID2 => this.set_cpuid(arg)?,
+            KVM_GET_FPU => write_user(arg, &Fpu::from_fxsave(&this.state.lock().fx.0))?,
+            KVM_SET_FPU => {
+                let fpu: Fpu = read_user(arg)?;
+                if !fpu.mxcsr_valid() {
+                    return Err(EINVAL);
+                }
+                fpu.to_fxsave(&mut this.state.lock().fx.0);
+            }
             KVM_GET_MSRS => return this.msrs(arg, false),
             KVM_SET_MSRS => return this.msrs(arg, true),
             KVM_GET_CPUID2 => this.get_cpuid(arg)?,

@@ -123,6 +123,13 @@ check "vm: slots, vCPUs, reset state, errnos and fork identical to KVM's" vm_sam
 sed 's/^/    rvmx: /' /tmp/vm-rvmx
 run_same() { grep -v '^info ' /tmp/run-kvm > /tmp/a; grep -v '^spin_if0\|^info ' /tmp/run-rvmx | diff /tmp/a -; }
 check "run: every exit and final register identical to KVM's" run_same
+fpu_right() {
+	grep -qx 'info fpu reset fcw 0x37f fsw 0x0 ftwx 0x0 mxcsr 0x1f80' /tmp/run-rvmx &&
+	grep -qx 'info fpu memory \[01, 02, 03, 04, 05, 06, 07, 08, 09, 0a, 0b, 0c, 0d, 0e, 0f, 10\]' /tmp/run-rvmx &&
+	grep -q '^info fpu after fcw 0x37f fsw 0x3800 ftwx 0x80 mxcsr 0x9f80 st0 \[00, 00, 00, 00, 00, 00, 00, 80, ff, 3f\] xmm1 \[01, 02, 03, 04, 05, 06, 07, 08, 09, 0a, 0b, 0c, 0d, 0e, 0f, 10\]' /tmp/run-rvmx &&
+	grep -qx 'info set_fpu_reserved_mxcsr Err(22)' /tmp/run-rvmx || { grep fpu /tmp/run-rvmx; return 1; }
+}
+check "run: x87/SSE state set by KVM_SET_FPU reaches the guest and comes back (reset MXCSR 0x1f80, bad MXCSR EINVAL)" fpu_right
 stress_same() { grep -v '^info ' /tmp/stress-rvmx | diff /tmp/stress-kvm -; }
 check "lifetime: stress results identical to KVM's" stress_same
 sed 's/^/    rvmx: /' /tmp/run-rvmx

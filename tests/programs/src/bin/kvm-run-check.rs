@@ -220,6 +220,34 @@ fn main() -> ExitCode {
     let s = g.vcpu.get_sregs().unwrap();
     println!("cr sregs cr0 {:#x} cr4 {:#x}", s.cr0, s.cr4);
 
+    // x87/SSE state: set through KVM_SET_FPU, used and changed by the guest, read back.
+    // Printed as `info` lines: KVM nested in Bochs is no reference here (it reports MXCSR 0
+    // after reset and loses XMM state set with KVM_SET_FPU); tests/vm/suite.sh checks rvmx's
+    // values against the architecture instead.
+    let fpu_code = [
+        0x0f, 0x11, 0x06, 0x00, 0x30, // movups [0x3000], xmm0
+        0x0f, 0x10, 0x0e, 0x00, 0x30, // movups xmm1, [0x3000]
+        0xd9, 0xe8,                   // fld1
+        0xf4,
+    ];
+    let mut g = guest(&kvm, &fpu_code);
+    let mut s = g.vcpu.get_sregs().unwrap();
+    s.cr4 = 0x200; // OSFXSR
+    g.vcpu.set_sregs(&s).unwrap();
+    let mut f = g.vcpu.get_fpu().unwrap();
+    println!("info fpu reset fcw {:#x} fsw {:#x} ftwx {:#x} mxcsr {:#x}", f.fcw, f.fsw, f.ftwx, f.mxcsr);
+    f.xmm[0] = core::array::from_fn(|i| i as u8 + 1);
+    f.mxcsr = 0x1f80 | 1 << 15; // flush-to-zero
+    println!("info set_fpu {:?}", g.vcpu.set_fpu(&f).map_err(|e| e.errno()));
+    run("info fpu", &mut g, 4, 0);
+    // SAFETY: inside the mapping.
+    println!("info fpu memory {:02x?}", unsafe { std::slice::from_raw_parts(g.mem.add(0x3000), 16) });
+    let f = g.vcpu.get_fpu().unwrap();
+    println!("info fpu after fcw {:#x} fsw {:#x} ftwx {:#x} mxcsr {:#x} st0 {:02x?} xmm1 {:02x?} last_ip {:#x}",
+             f.fcw, f.fsw, f.ftwx, f.mxcsr, &f.fpr[0][..10], f.xmm[1], f.last_ip);
+    let bad = kvm_bindings::kvm_fpu { mxcsr: 1 << 16, ..f };
+    println!("info set_fpu_reserved_mxcsr {:?}", g.vcpu.set_fpu(&bad).map_err(|e| e.errno()));
+
     // 32-bit protected mode, no paging.
     let mut g = guest(&kvm, &[0xb8, 0x34, 0x12, 0x00, 0x00, 0xe7, 0x81, 0xf4]); // mov eax; out 0x81, eax; hlt
     let mut s = g.vcpu.get_sregs().unwrap();
