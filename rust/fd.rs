@@ -13,7 +13,19 @@ use kernel::{
     module::this_module,
     prelude::*,
     sync::{Arc, ArcBorrow},
+    transmute::{AsBytes, FromBytes},
+    uaccess::{UserPtr, UserSlice},
 };
+
+/// Reads the `T` an ioctl argument points to (`EFAULT` if it cannot).
+pub(crate) fn read_user<T: FromBytes>(arg: usize) -> Result<T> {
+    UserSlice::new(UserPtr::from_addr(arg), size_of::<T>()).reader().read()
+}
+
+/// Writes `value` where an ioctl argument points (`EFAULT` if it cannot).
+pub(crate) fn write_user<T: AsBytes>(arg: usize, value: &T) -> Result {
+    UserSlice::new(UserPtr::from_addr(arg), size_of::<T>()).writer().write(value)
+}
 
 extern "C" {
     /// `fs/anon_inodes.c` (EXPORT_SYMBOL_GPL; not in the generated bindings).

@@ -18,7 +18,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use crate::{
     cpuid_table::{self, CpuidEntry},
     entry::Gprs,
-    fd::FdObject,
+    fd::{read_user, write_user, FdObject},
     kvm_abi::{self, *},
     run::{self, FxArea, KvmRun, RunState, Target},
     vcpu_state,
@@ -110,16 +110,6 @@ impl Vcpu {
         st.sregs_from_user = true;
         Ok(())
     }
-}
-
-/// A reader of a `T` at userspace address `arg`.
-fn read_user<T: FromBytes>(arg: usize) -> Result<T> {
-    UserSlice::new(UserPtr::from_addr(arg), size_of::<T>()).reader().read()
-}
-
-/// Writes `value` to userspace address `arg`.
-fn write_user<T: AsBytes>(arg: usize, value: &T) -> Result {
-    UserSlice::new(UserPtr::from_addr(arg), size_of::<T>()).writer().write(value)
 }
 
 impl FdObject for Vcpu {

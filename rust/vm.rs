@@ -7,13 +7,12 @@ use kernel::{
     bindings, current, ffi, new_mutex,
     prelude::*,
     sync::{Arc, ArcBorrow, Mutex},
-    uaccess::{UserPtr, UserSlice},
 };
 
 use crate::{
     ept::Ept,
     ept_bits::violation,
-    fd::{self, FdObject},
+    fd::{self, read_user, FdObject},
     kvm_abi::{self, *},
     mem::PinnedPage,
     memslot_rules::{self, Change, Refusal, Slot},
@@ -84,10 +83,7 @@ impl Vm {
     }
 
     fn set_memory_region(&self, arg: usize) -> Result<isize> {
-        let region: UserspaceMemoryRegion =
-            UserSlice::new(UserPtr::from_addr(arg), size_of::<UserspaceMemoryRegion>())
-                .reader()
-                .read()?;
+        let region: UserspaceMemoryRegion = read_user(arg)?;
         let mut inner = self.inner.lock();
         match memslot_rules::decide(&region, &inner.slots) {
             Err(Refusal::Invalid) => Err(EINVAL),
@@ -209,7 +205,7 @@ impl FdObject for Vm {
                 if !this.inner.lock().vcpu_ids.is_empty() {
                     return Err(EINVAL); // only before the first vCPU
                 }
-                let _addr: u64 = UserSlice::new(UserPtr::from_addr(arg), 8).reader().read()?;
+                let _addr: u64 = read_user(arg)?;
                 Ok(0)
             }
             // KVM's VM fd answers ENOTTY to requests it does not know (kvm_arch_vm_ioctl).
