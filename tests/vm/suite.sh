@@ -30,7 +30,7 @@ pins() {
 free_kb() { awk '/^MemFree/ {print $2}' /proc/meminfo; }
 stress() {
 	before=$(free_kb)
-	kvm-stress-check /dev/rvmx 300 > /tmp/stress-rvmx || return 1
+	kvm-stress-check /dev/rvmx 1000 > /tmp/stress-rvmx || return 1
 	cat /tmp/stress-rvmx
 	grep '^info pinned_after' /tmp/stress-rvmx | grep -v ' 0$' && return 1
 	[ "$(pins)" = 0 ] || { echo "guest pages still pinned: $(pins)"; return 1; }
@@ -38,7 +38,7 @@ stress() {
 	echo "MemFree before $before kB, after $after kB"
 	[ $((before - after)) -lt 2048 ] || { echo "lost $((before - after)) kB"; return 1; }
 }
-check "lifetime: 300 VM cycles, close orders, SIGKILL mid-run, 2x2 migrating vCPUs; no page left pinned, memory back" stress
+check "lifetime: 1000 VM cycles, close orders, SIGKILL mid-run, 2x2 migrating vCPUs; no page left pinned, memory back" stress
 
 opens() {
 	i=0
