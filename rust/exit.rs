@@ -9,7 +9,7 @@ use core::arch::asm;
 
 use crate::{
     entry::Gprs,
-    guest_state::{real_cr0, CR0_HOST_OWNED, CR4_HOST_OWNED, ENTRY_IA32E},
+    guest_state::{guest_cr0, real_cr0, CR4_HOST_OWNED, ENTRY_IA32E},
     vcpu_state::{cr0, efer, CR4_PAE, CR4_SUPPORTED},
     run::{KvmRun, PendingIo},
     vmcs::Current,
@@ -221,7 +221,7 @@ impl Exit<'_, '_> {
         if v >> 32 != 0 || (v & cr0::PG != 0 && v & cr0::PE == 0) || (v & cr0::NW != 0 && v & cr0::CD == 0) {
             return Some(false);
         }
-        let old = (self.cur.read(GUEST_CR0) & !CR0_HOST_OWNED) | (self.cur.read(CR0_READ_SHADOW) & CR0_HOST_OWNED);
+        let old = guest_cr0(self.cur);
         let cr4 = self.cur.read(GUEST_CR4);
         let mut guest_efer = self.cur.read(GUEST_IA32_EFER);
         let mut entry = self.cur.read(ENTRY_CONTROLS);

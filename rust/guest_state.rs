@@ -41,6 +41,11 @@ pub(crate) const ENTRY_IA32E: u32 = 1 << 9;
 /// and NW always off (KVM's "always off"; some CPUs do not keep them for a guest).
 pub(crate) const CR0_HOST_OWNED: u64 = !(1 << 3 | 1 << 16);
 
+/// CR0 as the guest sees it: its own bits from the real CR0, host-owned ones from the shadow.
+pub(crate) fn guest_cr0(cur: &Current<'_>) -> u64 {
+    (cur.read(GUEST_CR0) & !CR0_HOST_OWNED) | (cur.read(CR0_READ_SHADOW) & CR0_HOST_OWNED)
+}
+
 /// The CR0 the guest runs with for the CR0 `cr0` it asked for.
 pub(crate) const fn real_cr0(cr0: u64) -> u64 {
     (cr0 & !(cr0::CD | cr0::NW)) | 1 << 5
@@ -188,8 +193,7 @@ pub(crate) fn store(cur: &Current<'_>, gprs: &Gprs, regs: &mut Regs, sregs: &mut
     sregs.gdt.limit = cur.read(GUEST_GDTR_LIMIT) as u16;
     sregs.idt.base = cur.read(GUEST_IDTR_BASE);
     sregs.idt.limit = cur.read(GUEST_IDTR_LIMIT) as u16;
-    let shadow0 = cur.read(CR0_READ_SHADOW);
-    sregs.cr0 = (cur.read(GUEST_CR0) & !CR0_HOST_OWNED) | (shadow0 & CR0_HOST_OWNED);
+    sregs.cr0 = guest_cr0(cur);
     sregs.cr3 = cur.read(GUEST_CR3);
     let shadow4 = cur.read(CR4_READ_SHADOW);
     sregs.cr4 = (cur.read(GUEST_CR4) & !CR4_HOST_OWNED) | (shadow4 & CR4_HOST_OWNED);

@@ -101,9 +101,7 @@ impl Vcpu {
     fn set_sregs(&self, sregs: Sregs) -> Result {
         let mut st = self.state.lock();
         // Long mode and NXE only if the guest's CPUID has LM and NX, as KVM checks.
-        let (lm, nx) = cpuid_table::long_mode_and_nx(&st.cpuid);
-        let efer_ok = vcpu_state::efer_allowed(lm, nx);
-        if !vcpu_state::sregs_valid(&sregs, efer_ok) || vcpu_state::pending_interrupt(&sregs).is_err() {
+        if !vcpu_state::sregs_valid(&sregs, st.efer_ok()) || vcpu_state::pending_interrupt(&sregs).is_err() {
             return Err(EINVAL);
         }
         st.sregs = sregs;
