@@ -158,7 +158,7 @@ impl MsrState<'_, '_> {
                 }
                 let new = (v & !vcpu_state::efer::LMA) | (old & vcpu_state::efer::LMA);
                 self.sregs.efer = new;
-                live.map(|c| c.write(GUEST_IA32_EFER, new));
+                if let Some(c) = live { c.write(GUEST_IA32_EFER, new); }
             }
             FS_BASE | GS_BASE => {
                 if !msr_rules::canonical(v) {
@@ -166,15 +166,15 @@ impl MsrState<'_, '_> {
                 }
                 if msr == FS_BASE {
                     self.sregs.fs.base = v;
-                    live.map(|c| c.write(GUEST_FS_BASE, v));
+                    if let Some(c) = live { c.write(GUEST_FS_BASE, v); }
                 } else {
                     self.sregs.gs.base = v;
-                    live.map(|c| c.write(GUEST_GS_BASE, v));
+                    if let Some(c) = live { c.write(GUEST_GS_BASE, v); }
                 }
             }
             TSC => {
                 self.msrs.tsc_offset = v.wrapping_sub(rdtsc());
-                live.map(|c| c.write(TSC_OFFSET, self.msrs.tsc_offset));
+                if let Some(c) = live { c.write(TSC_OFFSET, self.msrs.tsc_offset); }
             }
             // Base (page-aligned, within 48 bits), BSP flag and enable; no x2APIC.
             APIC_BASE if v & !(0xffff_ffff_f000 | 1 << 8 | 1 << 11) == 0 => self.sregs.apic_base = v,
