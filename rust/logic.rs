@@ -12,3 +12,5 @@ pub mod vmx_exit;
 pub mod cpuid_table;
 pub mod msr_rules;
 pub mod vmx_caps;
+pub mod insn;
+pub mod guest_paging;
