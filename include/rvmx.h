@@ -43,6 +43,7 @@
 #define KVM_CAP_SET_IDENTITY_MAP_ADDR 37
 #define KVM_CAP_MAX_VCPUS 66
 #define KVM_CAP_CHECK_EXTENSION_VM 105
+#define KVM_CAP_READONLY_MEM 81
 #define KVM_CAP_MAX_VCPU_ID 128
 
 struct kvm_userspace_memory_region {
@@ -94,6 +95,7 @@ struct kvm_sregs {
 #define KVM_EXIT_UNKNOWN 0
 #define KVM_EXIT_IO 2
 #define KVM_EXIT_HLT 5
+#define KVM_EXIT_MMIO 6
 #define KVM_EXIT_SHUTDOWN 8
 #define KVM_EXIT_FAIL_ENTRY 9
 #define KVM_EXIT_INTR 10
@@ -102,6 +104,8 @@ struct kvm_sregs {
 /* KVM_EXIT_INTERNAL_ERROR suberrors. */
 #define KVM_INTERNAL_ERROR_EMULATION 1
 #define KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON 4
+/* Flag of emulation_failure: insn_size/insn_bytes are valid. */
+#define KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES (1ULL << 0)
 
 /* Page 0 of the vCPU mmap area. Only the members rvmx fills are spelled out. */
 struct kvm_run {
@@ -133,12 +137,32 @@ struct kvm_run {
 			__u32 count;
 			__u64 data_offset; /* relative to kvm_run start */
 		} io;
+		/* KVM_EXIT_MMIO */
+		struct {
+			__u64 phys_addr;
+			__u8  data[8];
+			__u32 len;
+			__u8  is_write;
+		} mmio;
 		/* KVM_EXIT_INTERNAL_ERROR */
 		struct {
 			__u32 suberror;
 			__u32 ndata;
 			__u64 data[16];
 		} internal;
+		/* KVM_EXIT_INTERNAL_ERROR, suberror KVM_INTERNAL_ERROR_EMULATION */
+		struct {
+			__u32 suberror;
+			__u32 ndata;
+			__u64 flags;
+			union {
+				struct {
+					__u8  insn_size;
+					__u8  insn_bytes[15];
+				};
+			};
+			/* Arbitrary extra data may follow. */
+		} emulation_failure;
 		char padding[256];
 	};
 	__u64 kvm_valid_regs;

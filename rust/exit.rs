@@ -22,6 +22,7 @@ use crate::{
 pub(crate) mod kvm_exit {
     pub(crate) const IO: u32 = 2;
     pub(crate) const HLT: u32 = 5;
+    pub(crate) const MMIO: u32 = 6;
     pub(crate) const SHUTDOWN: u32 = 8;
     pub(crate) const FAIL_ENTRY: u32 = 9;
     pub(crate) const INTR: u32 = 10;
@@ -46,6 +47,8 @@ pub(crate) enum Next {
     Host,
     /// Leave the window and fault in guest-physical page `gpa` (may sleep).
     EptFault { gpa: u64, qualification: u64 },
+    /// Leave the window and emulate INS/OUTS (`len` bytes long) with guest memory.
+    StringIo { io: Io, len: u8 },
 }
 
 /// The state an exit handler works on.
@@ -262,9 +265,7 @@ impl Exit<'_, '_> {
         let io = Io::decode(self.cur.read(EXIT_QUALIFICATION));
         let len = self.cur.read(EXIT_INSTRUCTION_LEN) as u64;
         if io.string {
-            // INS/OUTS need the guest's memory and segments: not emulated yet.
-            self.run.internal_error(internal::EMULATION, &[]);
-            return Next::ToUser;
+            return Next::StringIo { io, len: len as u8 };
         }
         if !io.input {
             self.run.write_pio_data(&self.gprs.rax.to_le_bytes()[..io.size as usize]);

@@ -315,6 +315,8 @@ pub mod cap {
     pub const MAX_VCPU_ID: usize = 128;
     /// `KVM_GET_SUPPORTED_CPUID` and `KVM_SET_CPUID2`.
     pub const EXT_CPUID: usize = 7;
+    /// `KVM_MEM_READONLY` slots: guest writes to them exit as MMIO.
+    pub const READONLY_MEM: usize = 81;
 }
 
 /// The capabilities rvmx provides, with the value `KVM_CHECK_EXTENSION` returns for each.
@@ -330,6 +332,7 @@ pub const CAPABILITIES: &[(usize, isize)] = &[
     (cap::CHECK_EXTENSION_VM, 1),
     (cap::MAX_VCPU_ID, MAX_VCPU_ID as isize),
     (cap::EXT_CPUID, 1),
+    (cap::READONLY_MEM, 1),
 ];
 
 /// The answer to `KVM_CHECK_EXTENSION(cap)`: like KVM, 0 for anything unknown (never an error).
@@ -435,6 +438,7 @@ mod tests {
             (cap::CHECK_EXTENSION_VM, kb::KVM_CAP_CHECK_EXTENSION_VM),
             (cap::MAX_VCPU_ID, kb::KVM_CAP_MAX_VCPU_ID),
             (cap::EXT_CPUID, kb::KVM_CAP_EXT_CPUID),
+            (cap::READONLY_MEM, kb::KVM_CAP_READONLY_MEM),
         ];
         for (ours, linux) in pairs {
             assert_eq!(ours, linux as usize);

@@ -13,6 +13,7 @@ use kernel::{current, page::Page, prelude::*};
 
 use crate::{
     entry::{self, Gprs},
+    emulate,
     exit::{internal, kvm_exit, Exit, Next},
     guest_state,
     host_state::HostState,
@@ -20,6 +21,7 @@ use crate::{
     mem::{page_phys, phys_to_virt},
     vmcs::{Current, Vmcs},
     vmcs_fields::{PREEMPTION_TIMER_VALUE, VM_INSTRUCTION_ERROR},
+    vm::Vm,
     vmx::Vmx,
     x86,
 };
@@ -91,6 +93,61 @@ impl KvmRun {
         }
     }
 
+    /// `KVM_EXIT_MMIO`: a `data.len()`-byte access at `gpa` (`data` is what a write stores).
+    pub(crate) fn mmio(&self, gpa: u64, data: &[u8], is_write: bool) {
+        self.set_exit_reason(kvm_exit::MMIO);
+        self.put(off::EXIT_UNION, gpa);
+        for (i, b) in data.iter().enumerate().take(8) {
+            self.put(off::EXIT_UNION + 8 + i, *b);
+        }
+        self.put(off::EXIT_UNION + 16, data.len() as u32);
+        self.put(off::EXIT_UNION + 20, is_write as u8);
+    }
+
+    /// The first `len` bytes userspace left in `kvm_run.mmio.data` for a read.
+    pub(crate) fn mmio_data(&self, len: u8) -> u64 {
+        let mut v = 0u64;
+        for i in 0..(len as usize).min(8) {
+            // SAFETY: inside the kvm_run page, as in `put`.
+            v |= (unsafe { self.run.add(off::EXIT_UNION + 8 + i).read_volatile() } as u64) << (8 * i);
+        }
+        v
+    }
+
+    /// `KVM_EXIT_INTERNAL_ERROR` for an instruction that could not be emulated, laid out as
+    /// KVM's `emulation_failure`: flags, the instruction bytes when known, then `data`.
+    pub(crate) fn emulation_failure(&self, insn: &[u8], data: &[u64]) {
+        const FLAG_INSTRUCTION_BYTES: u64 = 1;
+        self.set_exit_reason(kvm_exit::INTERNAL_ERROR);
+        self.put(off::EXIT_UNION, internal::EMULATION);
+        let insn = &insn[..insn.len().min(15)];
+        self.put(off::EXIT_UNION + 8, if insn.is_empty() { 0 } else { FLAG_INSTRUCTION_BYTES });
+        let start = if insn.is_empty() { 1 } else { 3 };
+        if !insn.is_empty() {
+            self.put(off::EXIT_UNION + 16, insn.len() as u8);
+            for i in 0..15 {
+                self.put(off::EXIT_UNION + 17 + i, insn.get(i).copied().unwrap_or(0));
+            }
+        }
+        let data = &data[..data.len().min(16 - start)];
+        for (i, d) in data.iter().enumerate() {
+            self.put(off::EXIT_UNION + 8 + 8 * (start + i), *d);
+        }
+        self.put(off::EXIT_UNION + 4, (start + data.len()) as u32);
+    }
+
+    /// `size` (at most 4) bytes of the PIO page at `offset`.
+    pub(crate) fn pio_data(&self, offset: usize, size: u8) -> [u8; 4] {
+        let mut b = [0u8; 4];
+        for (i, v) in b.iter_mut().enumerate().take(size as usize) {
+            if offset + i < 4096 {
+                // SAFETY: inside the PIO page, as in `put`.
+                *v = unsafe { self.pio.add(offset + i).read_volatile() };
+            }
+        }
+        b
+    }
+
     pub(crate) fn write_pio_data(&self, bytes: &[u8]) {
         for (i, b) in bytes.iter().enumerate().take(4096) {
             // SAFETY: inside the PIO page, as in `put`.
@@ -140,6 +197,8 @@ pub(crate) struct RunState {
     pub(crate) controls_written: bool,
     pub(crate) gprs: Gprs,
     pub(crate) pending_io: Option<PendingIo>,
+    /// An emulated instruction (MMIO read, INS) waiting for userspace's data.
+    pub(crate) pending: Option<crate::emulate::Pending>,
     pub(crate) fx: FxArea,
     /// The guest's CPUID table (`KVM_SET_CPUID2`).
     pub(crate) cpuid: KVec<crate::cpuid_table::CpuidEntry>,
@@ -269,14 +328,14 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
     result.map_err(Error::from)?
 }
 
-/// `KVM_RUN`. `fault_in` maps a guest page (or says it is MMIO: `Ok(false)`).
-pub(crate) fn run(
-    t: &Target<'_>,
-    st: &mut RunState,
-    run: &KvmRun,
-    mut fault_in: impl FnMut(u64, u64) -> Result<bool>,
-) -> Result<isize> {
+/// `KVM_RUN` of a vCPU of `vm`.
+pub(crate) fn run(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<isize> {
     complete_io(st, run);
+    if let Some(p) = st.pending.take() {
+        if emulate::complete(vm, &mut st.regs, &st.sregs, run, p).is_err() {
+            return Ok(0);
+        }
+    }
     if run.immediate_exit() {
         run.set_exit_reason(kvm_exit::INTR);
         return Err(EINTR);
@@ -292,12 +351,15 @@ pub(crate) fn run(
             Next::ToUser => return Ok(0),
             Next::Host | Next::Reenter => {}
             Next::EptFault { gpa, qualification } => {
-                if !fault_in(gpa, qualification)? {
-                    // No slot (or a write to a read-only one): MMIO, decoded in the kernel...
-                    // not yet: reported honestly instead of guessed.
-                    run.internal_error(internal::EMULATION, &[gpa]);
+                if !vm.fault_in(gpa, qualification)? {
+                    // No RAM behind it (or a write to a read-only slot): MMIO.
+                    st.pending = emulate::mmio(vm, &mut st.regs, &st.sregs, run, gpa, qualification);
                     return Ok(0);
                 }
+            }
+            Next::StringIo { io, len } => {
+                st.pending = emulate::string_io(vm, &mut st.regs, &st.sregs, run, io, len);
+                return Ok(0);
             }
         }
     }

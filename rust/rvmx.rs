@@ -26,6 +26,8 @@
 //! - [`host_state`], [`guest_state`]: host state around a window; controls and guest state.
 //! - [`vmx_exit`], [`exit`]: exit reasons decoded (pure) and the exit dispatch.
 //! - [`run`]: `KVM_RUN` and the VMX window.
+//! - [`insn`], [`guest_paging`], [`emulate`]: the MMIO instruction decoder and the guest page
+//!   walk (pure), and the MMIO and string-I/O exits built on them.
 //! - [`cpuid_table`]: the CPUID rvmx offers guests and the CPUID exit's lookup (pure logic).
 //! - [`msr_rules`], [`msr`]: which MSRs a guest has (pure) and where they live.
 
@@ -37,14 +39,19 @@ use kernel::{
 mod cpuhp;
 #[allow(dead_code)]
 pub mod cpuid_table;
+mod emulate;
 mod entry;
 mod ept;
 #[allow(dead_code)]
 pub mod ept_bits;
 mod exit;
 mod fd;
+#[allow(dead_code)]
+pub mod guest_paging;
 mod guest_state;
 mod host_state;
+#[allow(dead_code)]
+pub mod insn;
 // Shared with the host tests and the `rvmx` tool (hence `pub`), which use items the module
 // does not (yet).
 #[allow(dead_code)]

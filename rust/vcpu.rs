@@ -88,6 +88,7 @@ impl Vcpu {
                     controls_written: false,
                     gprs: Gprs::default(),
                     pending_io: None,
+                    pending: None,
                     fx: FxArea::reset(),
                     cpuid: KVec::new(),
                     msrs: Default::default(),
@@ -241,6 +242,6 @@ impl Vcpu {
         let target = Target { vmx, eptp: self.vm.eptp(), vpid: self.vpid, running: self.vm.running(self.id) };
         let kvm_run = KvmRun::new(&self.pages[0], &self.pages[1]);
         let mut st = self.state.lock();
-        run::run(&target, &mut st, &kvm_run, |gpa, q| self.vm.fault_in(gpa, q))
+        run::run(&target, &mut st, &kvm_run, &self.vm)
     }
 }

@@ -149,6 +149,17 @@ impl Vm {
         Ok(true)
     }
 
+    /// The userspace address of the guest RAM byte at `gpa`, if a slot backs it for this
+    /// access (a write to a read-only slot is MMIO, like an access outside every slot).
+    pub(crate) fn ram_uaddr(&self, gpa: u64, write: bool) -> Option<u64> {
+        let inner = self.inner.lock();
+        let slot = inner.slots.iter().find(|s| s.contains(gpa))?;
+        if write && slot.readonly() {
+            return None;
+        }
+        Some(slot.uaddr + (gpa - slot.gpa))
+    }
+
     /// The EPT pointer of this VM.
     pub(crate) fn eptp(&self) -> u64 {
         self.eptp

@@ -19,21 +19,25 @@ int main(void)
 	printf("KVM_COALESCED_MMIO_PAGE_OFFSET %d\n", KVM_COALESCED_MMIO_PAGE_OFFSET);
 	P(KVM_CAP_USER_MEMORY); P(KVM_CAP_SET_TSS_ADDR); P(KVM_CAP_NR_VCPUS);
 	P(KVM_CAP_NR_MEMSLOTS); P(KVM_CAP_SET_IDENTITY_MAP_ADDR); P(KVM_CAP_MAX_VCPUS);
-	P(KVM_CAP_CHECK_EXTENSION_VM); P(KVM_CAP_MAX_VCPU_ID);
+	P(KVM_CAP_CHECK_EXTENSION_VM); P(KVM_CAP_MAX_VCPU_ID); P(KVM_CAP_READONLY_MEM);
 	P(KVM_MEM_LOG_DIRTY_PAGES); P(KVM_MEM_READONLY);
 	P(KVM_CREATE_VCPU); P(KVM_SET_USER_MEMORY_REGION); P(KVM_SET_TSS_ADDR);
 	P(KVM_SET_IDENTITY_MAP_ADDR); P(KVM_RUN); P(KVM_GET_REGS); P(KVM_SET_REGS);
 	P(KVM_GET_SREGS); P(KVM_SET_SREGS);
-	P(KVM_EXIT_UNKNOWN); P(KVM_EXIT_IO); P(KVM_EXIT_HLT); P(KVM_EXIT_SHUTDOWN);
+	P(KVM_EXIT_UNKNOWN); P(KVM_EXIT_IO); P(KVM_EXIT_HLT); P(KVM_EXIT_MMIO); P(KVM_EXIT_SHUTDOWN);
 	P(KVM_EXIT_FAIL_ENTRY); P(KVM_EXIT_INTR); P(KVM_EXIT_INTERNAL_ERROR);
 	P(KVM_EXIT_IO_IN); P(KVM_EXIT_IO_OUT);
 	P(KVM_INTERNAL_ERROR_EMULATION); P(KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON);
+	P(KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES);
 	P(sizeof(struct kvm_userspace_memory_region)); P(sizeof(struct kvm_regs));
 	P(sizeof(struct kvm_segment)); P(sizeof(struct kvm_dtable)); P(sizeof(struct kvm_sregs));
 	P(offsetof(struct kvm_sregs, efer)); P(offsetof(struct kvm_segment, unusable));
 	P(offsetof(struct kvm_run, exit_reason)); P(offsetof(struct kvm_run, io.port));
 	P(offsetof(struct kvm_run, io.data_offset)); P(offsetof(struct kvm_run, fail_entry.cpu));
-	P(offsetof(struct kvm_run, internal.data)); P(offsetof(struct kvm_run, kvm_valid_regs));
+	P(offsetof(struct kvm_run, internal.data));
+	P(offsetof(struct kvm_run, mmio.data)); P(offsetof(struct kvm_run, mmio.len));
+	P(offsetof(struct kvm_run, mmio.is_write)); P(offsetof(struct kvm_run, emulation_failure.flags));
+	P(offsetof(struct kvm_run, emulation_failure.insn_bytes)); P(offsetof(struct kvm_run, kvm_valid_regs));
 	P(sizeof(struct kvm_run));
 	return 0;
 }

@@ -20,6 +20,8 @@ check "vm: kvm-ioctls client creates a VM, slots and a vCPU on /dev/rvmx" \
 	sh -c 'kvm-vm-check /dev/rvmx > /tmp/vm-rvmx'
 check "run: guests in real, 32-bit protected and 64-bit long mode run on /dev/rvmx" \
 	sh -c 'kvm-run-check /dev/rvmx --if0-spin > /tmp/run-rvmx'
+check "mmio: MMIO, read-only slots and string I/O guests run on /dev/rvmx" \
+	sh -c 'kvm-mmio-check /dev/rvmx > /tmp/mmio-rvmx'
 check "run: a guest spinning with IF=0 is still interrupted by a signal" \
 	grep -qx "spin_if0 exit_reason_intr true" /tmp/run-rvmx
 # Pinned-page balance from /proc/vmstat, with the per-CPU counters folded first.
@@ -96,6 +98,7 @@ check "coexistence: rvmx refuses with EBUSY while kvm_intel holds VMX" sh -c '
 check "abi: kvm-abi-check on /dev/kvm" sh -c 'kvm-abi-check /dev/kvm > /tmp/abi-kvm'
 check "vm: the same client on /dev/kvm" sh -c 'kvm-vm-check /dev/kvm > /tmp/vm-kvm'
 check "run: the same guests on /dev/kvm" sh -c 'kvm-run-check /dev/kvm > /tmp/run-kvm'
+check "mmio: the same MMIO guests on /dev/kvm" sh -c 'kvm-mmio-check /dev/kvm > /tmp/mmio-kvm'
 check "lifetime: the same stress on /dev/kvm" \
 	sh -c 'kvm-stress-check /dev/kvm 30 | grep -v "^info " > /tmp/stress-kvm'
 check "tool: the same client drives /dev/kvm" sh -c 'rvmx info --device /dev/kvm'
@@ -130,9 +133,14 @@ fpu_right() {
 	grep -qx 'info set_fpu_reserved_mxcsr Err(22)' /tmp/run-rvmx || { grep fpu /tmp/run-rvmx; return 1; }
 }
 check "run: x87/SSE state set by KVM_SET_FPU reaches the guest and comes back (reset MXCSR 0x1f80, bad MXCSR EINVAL)" fpu_right
+mmio_same() { grep -v '^info ' /tmp/mmio-kvm > /tmp/a; grep -v '^info ' /tmp/mmio-rvmx | diff /tmp/a -; }
+check "mmio: every MMIO and string I/O exit, register and RAM byte identical to KVM's" mmio_same
+check "mmio: an instruction outside the decoder's set is an emulation failure naming its bytes" \
+	grep -q '^info unsupported internal_error suberror 1 flags 0x1 insn \[01, 03, f4, ' /tmp/mmio-rvmx
 stress_same() { grep -v '^info ' /tmp/stress-rvmx | diff /tmp/stress-kvm -; }
 check "lifetime: stress results identical to KVM's" stress_same
 sed 's/^/    rvmx: /' /tmp/run-rvmx
+sed 's/^/    rvmx: /' /tmp/mmio-rvmx
 sed 's/^/    rvmx: /' /tmp/abi-rvmx | grep -v '^    rvmx: extension .* 0$'
 
 [ $failures -eq 0 ]

@@ -1,0 +1,358 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Instructions rvmx finishes in software, outside the VMX window, because their memory
+//! access has no RAM behind it: MMIO (an EPT violation outside every slot, or a write to a
+//! read-only slot) and string I/O (INS/OUTS). The instruction is fetched through the guest's
+//! page tables, decoded by [`crate::insn`], and completed through `kvm_run` exactly as KVM
+//! completes it:
+//! - MMIO writes and OUTS are committed when they exit (RIP past the instruction, or on the
+//!   same REP instruction with rCX one less); userspace only consumes the data.
+//! - MMIO reads and INS complete at the next `KVM_RUN`, with the data userspace put in
+//!   `kvm_run` (MMIO) or the PIO page (INS).
+//!
+//! Anything the decoder does not know, or an access the checks below cannot prove, ends in
+//! `KVM_EXIT_INTERNAL_ERROR` (emulation) with the instruction bytes: never a guess.
+
+use kernel::{
+    prelude::*,
+    uaccess::{UserPtr, UserSlice},
+};
+
+use crate::{
+    guest_paging::{Paging, WalkError},
+    insn::{self, Gprs, Insn, Mode, Op, Seg},
+    kvm_abi::{Regs, Segment, Sregs},
+    run::KvmRun,
+    vm::Vm,
+    vmx_exit::Io,
+};
+
+/// The EPT-violation qualification bit for an instruction fetch.
+const FETCH: u64 = 1 << 2;
+/// KVM's read-ahead buffer for INS: at most this many bytes per exit.
+const INS_BATCH_BYTES: u64 = 1024;
+
+/// An instruction waiting for userspace's data, finished at the next `KVM_RUN`.
+#[derive(Clone, Copy)]
+pub(crate) enum Pending {
+    /// An MMIO read into a register, or (MOVS from MMIO) into guest RAM at `to_ram`.
+    MmioRead { insn: Insn, to_ram: Option<u64> },
+    /// INS of `count` elements of `size` bytes (`rep`: counted in rCX).
+    Ins { size: u8, count: u32, addr_size: u8, rep: bool, len: u8 },
+}
+
+/// Why an instruction could not be finished: reported to userspace, never guessed.
+struct Failure;
+
+/// The guest as emulation sees it: registers, paging, and its VM's memory.
+struct Guest<'a> {
+    vm: &'a Vm,
+    sregs: &'a Sregs,
+    paging: Paging,
+    mode: Mode,
+}
+
+fn gprs(r: &Regs) -> Gprs {
+    [r.rax, r.rcx, r.rdx, r.rbx, r.rsp, r.rbp, r.rsi, r.rdi, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15]
+}
+
+fn set_gprs(r: &mut Regs, g: &Gprs) {
+    [r.rax, r.rcx, r.rdx, r.rbx, r.rsp, r.rbp, r.rsi, r.rdi, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15] = *g;
+}
+
+impl<'a> Guest<'a> {
+    fn new(vm: &'a Vm, sregs: &'a Sregs) -> Self {
+        let long = sregs.efer & crate::vcpu_state::efer::LMA != 0;
+        let mode = if long && sregs.cs.l != 0 {
+            Mode::Bits64
+        } else if sregs.cs.db != 0 {
+            Mode::Bits32
+        } else {
+            Mode::Bits16
+        };
+        let paging = Paging { cr0: sregs.cr0, cr3: sregs.cr3, cr4: sregs.cr4, efer: sregs.efer, cpl: sregs.ss.dpl };
+        Guest { vm, sregs, paging, mode }
+    }
+
+    fn segment(&self, seg: Seg) -> &Segment {
+        let s = self.sregs;
+        match seg {
+            Seg::Es => &s.es, Seg::Cs => &s.cs, Seg::Ss => &s.ss,
+            Seg::Ds => &s.ds, Seg::Fs => &s.fs, Seg::Gs => &s.gs,
+        }
+    }
+
+    /// The linear address of `seg:offset` (in 64-bit mode only FS and GS have a base).
+    fn linear(&self, seg: Seg, offset: u64) -> u64 {
+        if self.mode == Mode::Bits64 {
+            match seg {
+                Seg::Fs | Seg::Gs => self.segment(seg).base.wrapping_add(offset),
+                _ => offset,
+            }
+        } else {
+            self.segment(seg).base.wrapping_add(offset) & 0xffff_ffff
+        }
+    }
+
+    /// Reads guest RAM at `gpa` (not crossing a page).
+    fn read_gpa(&self, gpa: u64, buf: &mut [u8]) -> Result<(), Failure> {
+        let uaddr = self.vm.ram_uaddr(gpa, false).ok_or(Failure)?;
+        UserSlice::new(UserPtr::from_addr(uaddr as usize), buf.len()).reader().read_slice(buf).map_err(|_| Failure)
+    }
+
+    fn translate(&self, linear: u64, write: bool) -> Result<u64, WalkError> {
+        self.paging.translate(linear, write, |gpa, bytes| {
+            let mut b = [0u8; 8];
+            self.read_gpa(gpa, &mut b[..bytes]).ok()?;
+            Some(u64::from_le_bytes(b))
+        })
+    }
+
+    /// Reads or writes guest RAM at linear address `linear`, page by page. Fails if any byte
+    /// is not RAM (for this access) or the guest's tables deny it.
+    fn access_linear(&self, linear: u64, buf: &mut [u8], write: bool) -> Result<(), Failure> {
+        let mut done = 0;
+        while done < buf.len() {
+            let la = linear.wrapping_add(done as u64);
+            let n = (4096 - (la & 0xfff) as usize).min(buf.len() - done);
+            let gpa = self.translate(la, write).map_err(|_| Failure)?;
+            let uaddr = self.vm.ram_uaddr(gpa, write).ok_or(Failure)? as usize;
+            let chunk = &mut buf[done..done + n];
+            let user = UserSlice::new(UserPtr::from_addr(uaddr), n);
+            if write {
+                user.writer().write_slice(chunk)
+            } else {
+                user.reader().read_slice(chunk)
+            }
+            .map_err(|_| Failure)?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Whether `gpa` (for this access) is MMIO rather than RAM.
+    fn is_mmio(&self, gpa: u64, write: bool) -> bool {
+        self.vm.ram_uaddr(gpa, write).is_none()
+    }
+
+    /// Fetches up to 15 instruction bytes at CS:RIP (fewer if the next page is not RAM).
+    fn fetch(&self, rip: u64, bytes: &mut [u8; insn::MAX_LEN]) -> usize {
+        let rip = self.linear(Seg::Cs, rip);
+        let first = (4096 - (rip & 0xfff) as usize).min(insn::MAX_LEN);
+        if self.access_linear(rip, &mut bytes[..first], false).is_err() {
+            return 0;
+        }
+        let rest = &mut bytes[first..];
+        if !rest.is_empty() && self.access_linear(rip.wrapping_add(first as u64), rest, false).is_err() {
+            return first;
+        }
+        insn::MAX_LEN
+    }
+}
+
+/// Finishes the instruction whose access at `gpa` (EPT `qualification`) found no RAM.
+pub(crate) fn mmio(vm: &Vm, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, gpa: u64, qualification: u64) -> Option<Pending> {
+    let g = Guest::new(vm, sregs);
+    let mut bytes = [0u8; insn::MAX_LEN];
+    let n = if qualification & FETCH != 0 { 0 } else { g.fetch(regs.rip, &mut bytes) };
+    let decoded = insn::decode(&bytes[..n], g.mode).ok();
+    match decoded.map(|i| (i, mmio_access(&g, regs, &i, run, gpa))) {
+        Some((_, Ok(pending))) => pending,
+        _ => {
+            let len = decoded.map_or(n, |i| i.len as usize);
+            run.emulation_failure(&bytes[..len], &[gpa, qualification]);
+            None
+        }
+    }
+}
+
+fn mmio_access(g: &Guest<'_>, regs: &mut Regs, i: &Insn, run: &KvmRun, gpa: u64) -> Result<Option<Pending>, Failure> {
+    let mut r = gprs(regs);
+    if i.rep_done(&r) {
+        return Err(Failure); // no access to make: this exit cannot have come from it
+    }
+    let (src, dst) = (g.linear(i.mem.seg, i.offset(&r, regs.rip)), g.linear(Seg::Es, i.dest_offset(&r)));
+    let translate = |la: u64, write: bool| g.translate(la, write).map_err(|_| Failure);
+    let width = i.width as u64;
+    // The access must be the one that exited, whole inside its page (KVM would split a
+    // page-crossing MMIO access in two; rvmx reports it instead).
+    let exact = |mem_gpa: u64| mem_gpa == gpa && (gpa & 0xfff) + width <= 4096;
+    let (mmio_write, value, to_ram) = match i.op {
+        Op::Load { .. } | Op::StoreReg(_) | Op::StoreImm(_) => {
+            let write = !i.reads_memory();
+            if !exact(translate(src, write)?) || !g.is_mmio(gpa, write) {
+                return Err(Failure);
+            }
+            (write, i.store_value(&r).unwrap_or(0), None)
+        }
+        Op::Stos => {
+            if !exact(translate(dst, true)?) || !g.is_mmio(gpa, true) {
+                return Err(Failure);
+            }
+            (true, i.store_value(&r).unwrap_or(0), None)
+        }
+        Op::Movs => {
+            let (src_gpa, dst_gpa) = (translate(src, false)?, translate(dst, true)?);
+            match (g.is_mmio(src_gpa, false), g.is_mmio(dst_gpa, true)) {
+                // RAM to MMIO: read the element now, the exit writes it.
+                (false, true) if exact(dst_gpa) => {
+                    let mut b = [0u8; 8];
+                    g.access_linear(src, &mut b[..i.width as usize], false)?;
+                    (true, u64::from_le_bytes(b), None)
+                }
+                // MMIO to RAM: the exit reads it, the next KVM_RUN stores it.
+                (true, false) if exact(src_gpa) => (false, 0, Some(dst)),
+                _ => return Err(Failure), // MMIO to MMIO: not emulated
+            }
+        }
+    };
+    if mmio_write {
+        run.mmio(gpa, &value.to_le_bytes()[..i.width as usize], true);
+        let rip = i.complete(&mut r, regs.rip, regs.rflags, 0);
+        set_gprs(regs, &r);
+        regs.rip = rip;
+        Ok(None)
+    } else {
+        run.mmio(gpa, &[0u8; 8][..i.width as usize], false);
+        Ok(Some(Pending::MmioRead { insn: *i, to_ram }))
+    }
+}
+
+/// INS/OUTS (`io` decoded from the exit qualification) of `len` bytes. OUTS sends one
+/// element per exit; INS asks for as many as fit KVM's read-ahead (1 KiB, the rest of the
+/// destination page, rCX), as KVM does.
+pub(crate) fn string_io(vm: &Vm, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, io: Io, len: u8) -> Option<Pending> {
+    let g = Guest::new(vm, sregs);
+    match string_io_access(&g, regs, io, len, run) {
+        Ok(p) => p,
+        Err(Failure) => {
+            let mut bytes = [0u8; insn::MAX_LEN];
+            let n = g.fetch(regs.rip, &mut bytes).min(len as usize);
+            run.emulation_failure(&bytes[..n], &[]);
+            None
+        }
+    }
+}
+
+fn string_io_access(g: &Guest<'_>, regs: &mut Regs, io: Io, len: u8, run: &KvmRun) -> Result<Option<Pending>, Failure> {
+    // The address size comes from the instruction's prefixes, which the exit does not give:
+    // decode them (the opcode itself, 6C-6F, is not one the MMIO decoder knows).
+    let mut bytes = [0u8; insn::MAX_LEN];
+    let n = g.fetch(regs.rip, &mut bytes).min(len as usize);
+    let addr_size = string_io_addr_size(&bytes[..n], g.mode).ok_or(Failure)?;
+    let mask = if addr_size == 8 { u64::MAX } else { (1u64 << (8 * addr_size)) - 1 };
+    let size = io.size as u64;
+    let r = gprs(regs);
+    let count = if io.rep { r[insn::gpr::RCX as usize] & mask } else { 1 };
+    if count == 0 {
+        return Err(Failure);
+    }
+    let down = regs.rflags & insn::RFLAGS_DF != 0;
+    if io.input {
+        let rdi = r[insn::gpr::RDI as usize] & mask;
+        let in_page = if down { rdi & 0xfff } else { 4096 - (rdi & 0xfff) };
+        let n = in_page.min(INS_BATCH_BYTES / size.max(1)).min(count).max(1) as u32;
+        run.io(true, io.size, io.port, n);
+        Ok(Some(Pending::Ins { size: io.size, count: n, addr_size, rep: io.rep, len }))
+    } else {
+        // OUTS reads DS:rSI (or the override): find the segment among the prefixes.
+        let seg = string_io_segment(&bytes[..n]);
+        let src = g.linear(seg, r[insn::gpr::RSI as usize] & mask);
+        let mut b = [0u8; 4];
+        g.access_linear(src, &mut b[..size as usize], false)?;
+        run.write_pio_data(&b[..size as usize]);
+        run.io(false, io.size, io.port, 1);
+        finish_string(regs, insn::gpr::RSI, size, 1, addr_size, io.rep, len);
+        Ok(None)
+    }
+}
+
+/// Moves rSI or rDI past `count` elements, counts rCX down for REP, and moves RIP past the
+/// instruction once it is done.
+fn finish_string(regs: &mut Regs, index: u8, size: u64, count: u64, addr_size: u8, rep: bool, len: u8) {
+    let mut r = gprs(regs);
+    let step = size * count;
+    let delta = if regs.rflags & insn::RFLAGS_DF != 0 { step.wrapping_neg() } else { step };
+    let reg = |index| insn::Reg { index, high: false };
+    let v = r[index as usize].wrapping_add(delta);
+    insn::write_reg(&mut r, reg(index), addr_size, v);
+    let mut done = true;
+    if rep {
+        let mask = if addr_size == 8 { u64::MAX } else { (1u64 << (8 * addr_size)) - 1 };
+        let left = (r[insn::gpr::RCX as usize] & mask).wrapping_sub(count) & mask;
+        insn::write_reg(&mut r, reg(insn::gpr::RCX), addr_size, left);
+        done = left == 0;
+    }
+    set_gprs(regs, &r);
+    if done {
+        regs.rip = regs.rip.wrapping_add(len as u64);
+    }
+}
+
+/// The address size of an INS/OUTS from its prefixes.
+fn string_io_addr_size(bytes: &[u8], mode: Mode) -> Option<u8> {
+    let mut addr_prefix = false;
+    for &b in bytes {
+        match b {
+            0x67 => addr_prefix = true,
+            0x6c..=0x6f => {
+                return Some(match mode {
+                    Mode::Bits64 => if addr_prefix { 4 } else { 8 },
+                    Mode::Bits32 => if addr_prefix { 2 } else { 4 },
+                    Mode::Bits16 => if addr_prefix { 4 } else { 2 },
+                });
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+fn string_io_segment(bytes: &[u8]) -> Seg {
+    let mut seg = Seg::Ds;
+    for &b in bytes.iter().take_while(|b| !matches!(b, 0x6c..=0x6f)) {
+        seg = match b {
+            0x26 => Seg::Es, 0x2e => Seg::Cs, 0x36 => Seg::Ss, 0x64 => Seg::Fs, 0x65 => Seg::Gs,
+            0x3e => Seg::Ds,
+            _ => seg,
+        };
+    }
+    seg
+}
+
+/// Finishes a pending instruction with userspace's data, at the start of `KVM_RUN`.
+/// `Err` if the data cannot be put where the instruction says (then `kvm_run` holds an
+/// emulation failure).
+pub(crate) fn complete(vm: &Vm, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, p: Pending) -> Result<(), ()> {
+    let g = Guest::new(vm, sregs);
+    match p {
+        Pending::MmioRead { insn, to_ram } => {
+            let value = run.mmio_data(insn.width);
+            if let Some(dst) = to_ram {
+                if g.access_linear(dst, &mut value.to_le_bytes()[..insn.width as usize], true).is_err() {
+                    run.emulation_failure(&[], &[dst]);
+                    return Err(());
+                }
+            }
+            let mut r = gprs(regs);
+            let rip = insn.complete(&mut r, regs.rip, regs.rflags, value);
+            set_gprs(regs, &r);
+            regs.rip = rip;
+        }
+        Pending::Ins { size, count, addr_size, rep, len } => {
+            let mask = if addr_size == 8 { u64::MAX } else { (1u64 << (8 * addr_size)) - 1 };
+            let down = regs.rflags & insn::RFLAGS_DF != 0;
+            let rdi = regs.rdi & mask;
+            for k in 0..count as u64 {
+                let offset = if down { rdi.wrapping_sub(k * size as u64) } else { rdi + k * size as u64 } & mask;
+                let mut b = run.pio_data(k as usize * size as usize, size);
+                if g.access_linear(g.linear(Seg::Es, offset), &mut b[..size as usize], true).is_err() {
+                    run.emulation_failure(&[], &[offset]);
+                    return Err(());
+                }
+            }
+            finish_string(regs, insn::gpr::RDI, size as u64, count as u64, addr_size, rep, len);
+        }
+    }
+    Ok(())
+}

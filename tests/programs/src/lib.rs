@@ -1,0 +1,144 @@
+//! Guest setup shared by the test programs: a VM with 64 KiB of RAM at guest-physical 0 and
+//! code at 0x1000, in real mode or (with identity paging) in 64-bit long mode.
+
+use kvm_bindings::{kvm_cpuid_entry2, kvm_segment, kvm_userspace_memory_region, CpuId};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+
+/// Guest memory: 64 KiB at guest-physical 0, code at 0x1000.
+pub const MEM: usize = 0x10000;
+pub const CODE: u64 = 0x1000;
+
+/// A VM with one vCPU and its RAM.
+pub struct Guest {
+    /// The VM.
+    pub vm: VmFd,
+    /// vCPU 0.
+    pub vcpu: VcpuFd,
+    /// The RAM's mapping (slot 0).
+    pub mem: *mut u8,
+}
+
+/// A real-mode guest running `code` at 0x1000 (CS base 0).
+pub fn guest(kvm: &Kvm, code: &[u8]) -> Guest {
+    let vm = kvm.create_vm().expect("KVM_CREATE_VM");
+    // SAFETY: a fresh anonymous mapping, never unmapped (the process is short-lived).
+    let mem = unsafe {
+        libc::mmap(std::ptr::null_mut(), MEM, libc::PROT_READ | libc::PROT_WRITE,
+                   libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+    } as *mut u8;
+    // SAFETY: `code` fits in the mapping at offset 0x1000.
+    unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), mem.add(CODE as usize), code.len()) };
+    let region = kvm_userspace_memory_region {
+        slot: 0, flags: 0, guest_phys_addr: 0, memory_size: MEM as u64, userspace_addr: mem as u64,
+    };
+    // SAFETY: the region is the mapping above, alive for the process's life.
+    unsafe { vm.set_user_memory_region(region) }.expect("KVM_SET_USER_MEMORY_REGION");
+    let vcpu = vm.create_vcpu(0).expect("KVM_CREATE_VCPU");
+    let mut sregs = vcpu.get_sregs().unwrap();
+    sregs.cs.base = 0;
+    sregs.cs.selector = 0;
+    vcpu.set_sregs(&sregs).unwrap();
+    let mut regs = vcpu.get_regs().unwrap();
+    regs.rip = CODE;
+    regs.rflags = 2;
+    vcpu.set_regs(&regs).unwrap();
+    Guest { vm, vcpu, mem }
+}
+
+/// A flat 4 GiB segment.
+pub fn flat(type_: u8, selector: u16) -> kvm_segment {
+    kvm_segment {
+        base: 0, limit: 0xffff_ffff, selector, type_, present: 1, dpl: 0, db: 1, s: 1, l: 0, g: 1,
+        avl: 0, unusable: 0, padding: 0,
+    }
+}
+
+/// A guest in 64-bit long mode with identity paging (one 2-MiB page) and a small CPUID table
+/// of our own (with LM and NX, which long mode needs). Prints how SREGS reacts before and
+/// after the CPUID table is set.
+pub fn long_mode_guest(kvm: &Kvm, code: &[u8], name: &str) -> Guest {
+    let g = guest(kvm, code);
+    // SAFETY: page tables at 0x2000..0x5000 inside the 64 KiB mapping.
+    unsafe {
+        g.mem.add(0x2000).cast::<u64>().write(0x3003);
+        g.mem.add(0x3000).cast::<u64>().write(0x4003);
+        g.mem.add(0x4000).cast::<u64>().write(0x83);
+    }
+    let entry = |function: u32, eax: u32, ebx: u32, edx: u32| kvm_cpuid_entry2 {
+        function, eax, ebx, edx, ..Default::default()
+    };
+    let table = [
+        entry(0, 1, 0x786d_7672, 0), // "rvmx"
+        entry(1, 0x906ea, 0, 0),
+        entry(0x8000_0000, 0x8000_0001, 0, 0),
+        entry(0x8000_0001, 0, 0, 1 << 29 | 1 << 20), // LM, NX
+    ];
+    let mut s = g.vcpu.get_sregs().unwrap();
+    let long = |type_: u8, selector: u16, l: u8| kvm_segment { l, db: 1 - l, ..flat(type_, selector) };
+    s.cs = long(11, 8, 1);
+    (s.ds, s.es, s.fs, s.gs, s.ss) = (long(3, 16, 0), long(3, 16, 0), long(3, 16, 0), long(3, 16, 0), long(3, 16, 0));
+    s.cr3 = 0x2000;
+    s.cr4 = 0x20; // PAE
+    s.cr0 = 0x8000_0011; // PG, ET, PE
+    s.efer = 0x500; // LME, LMA
+    println!("{name} long_mode_before_cpuid {}", g.vcpu.set_sregs(&s).map_err(|e| e.errno()).err() == Some(libc::EINVAL));
+    let cpuid = CpuId::from_entries(&table).unwrap();
+    println!("{name} set_cpuid2 {:?}", g.vcpu.set_cpuid2(&cpuid).map_err(|e| e.errno()));
+    println!("{name} set_sregs_long_mode {:?}", g.vcpu.set_sregs(&s).map_err(|e| e.errno()));
+    g
+}
+
+
+/// What a device answers to an MMIO read of `data.len()` bytes at `addr`: a pattern that
+/// differs per byte address, so a wrong address or width shows.
+pub fn mmio_pattern(addr: u64, data: &mut [u8]) {
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = (addr as u8).wrapping_add(i as u8) ^ 0xa5;
+    }
+}
+
+/// Runs until HLT, shutdown or an error (at most `max` exits), printing each exit. Byte `i`
+/// of an IN reads `in_value + i`; MMIO reads get [`mmio_pattern`].
+pub fn run(name: &str, g: &mut Guest, max: usize, in_value: u8) {
+    for i in 0..max {
+        let line = match g.vcpu.run() {
+            Ok(VcpuExit::IoOut(port, data)) => format!("io_out port {port:#x} data {data:02x?}"),
+            Ok(VcpuExit::IoIn(port, data)) => {
+                data.iter_mut().enumerate().for_each(|(k, b)| *b = in_value.wrapping_add(k as u8));
+                format!("io_in port {port:#x} size {}", data.len())
+            }
+            Ok(VcpuExit::MmioWrite(addr, data)) => format!("mmio_write addr {addr:#x} data {data:02x?}"),
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                mmio_pattern(addr, data);
+                format!("mmio_read addr {addr:#x} len {}", data.len())
+            }
+            Ok(VcpuExit::Hlt) => {
+                println!("{name} exit {i} hlt");
+                break;
+            }
+            Ok(VcpuExit::Shutdown) => {
+                println!("{name} exit {i} shutdown");
+                break;
+            }
+            Ok(other) => {
+                println!("{name} exit {i} other {other:?}");
+                break;
+            }
+            Err(e) => {
+                println!("{name} exit {i} error errno {}", e.errno());
+                break;
+            }
+        };
+        println!("{name} exit {i} {line}");
+    }
+    let r = g.vcpu.get_regs().unwrap();
+    println!("{name} regs rax {:#x} rbx {:#x} rcx {:#x} rdx {:#x} rip {:#x} rflags {:#x}", r.rax, r.rbx, r.rcx, r.rdx, r.rip, r.rflags);
+}
+
+/// The bytes between two symbols of a guest assembled into this program (see the
+/// `global_asm!` guests in the test programs).
+pub fn code(start: &u8, end: &u8) -> &'static [u8] {
+    let (s, e) = (start as *const u8, end as *const u8);
+    // SAFETY: both symbols delimit one assembled blob in .rodata, `start` first.
+    unsafe { std::slice::from_raw_parts(s, e.offset_from(s) as usize) }
+}
