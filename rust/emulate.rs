@@ -320,6 +320,25 @@ fn string_io_segment(bytes: &[u8]) -> Seg {
     seg
 }
 
+/// Whether `sregs` select PAE paging outside long mode (which uses the PDPTE registers).
+pub(crate) fn pae_legacy(sregs: &Sregs) -> bool {
+    Paging { cr0: sregs.cr0, cr4: sregs.cr4, efer: sregs.efer, ..Default::default() }.pae_legacy()
+}
+
+/// The four PDPTEs for PAE paging with `sregs` (CR3), read from guest RAM, or `None` if they
+/// are not in RAM or one has reserved bits set.
+pub(crate) fn pdptes(vm: &Vm, sregs: &Sregs) -> Option<[u64; 4]> {
+    let g = Guest::new(vm, sregs);
+    g.paging
+        .pdptes(|gpa, bytes| {
+            let mut b = [0u8; 8];
+            g.read_gpa(gpa, &mut b[..bytes]).ok()?;
+            Some(u64::from_le_bytes(b))
+        })
+        .ok()
+        .flatten()
+}
+
 /// Finishes a pending instruction with userspace's data, at the start of `KVM_RUN`.
 /// `Err` if the data cannot be put where the instruction says (then `kvm_run` holds an
 /// emulation failure).

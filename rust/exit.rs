@@ -49,6 +49,9 @@ pub(crate) enum Next {
     EptFault { gpa: u64, qualification: u64 },
     /// Leave the window and emulate INS/OUTS (`len` bytes long) with guest memory.
     StringIo { io: Io, len: u8 },
+    /// Leave the window to finish a MOV to CR0 (or LMSW) of `len` bytes that turns on PAE
+    /// paging outside long mode: the PDPTEs come from guest memory.
+    PaePaging { cr0: u64, len: u8 },
 }
 
 /// The state an exit handler works on.
@@ -193,14 +196,20 @@ impl Exit<'_, '_> {
         }
     }
 
-    /// MOV to CR0 (every bit but TS/WP is rvmx's) or to CR4.VMXE: emulated, with the
-    /// architectural #GP checks and the long-mode switch the processor would have done.
+    /// MOV to CR0 (every bit but TS/WP is rvmx's), LMSW, or MOV to CR4.VMXE: emulated, with
+    /// the architectural #GP checks and the long-mode switch the processor would have done.
+    /// (CLTS and MOV from CR0/CR4 only touch guest-owned bits or shadows: they never exit.)
     fn cr_access(&mut self, full: u32) -> Next {
         let q = CrAccess::decode(self.cur.read(EXIT_QUALIFICATION));
-        if q.kind != 0 {
-            return self.unexpected(full); // CLTS/LMSW/MOV-from cannot touch the owned bits
-        }
-        let value = self.gpr(q.gpr);
+        let value = match (q.kind, q.cr) {
+            (0, _) => self.gpr(q.gpr),
+            // LMSW loads CR0 bits 3:0 (PE, MP, EM, TS) but cannot clear PE.
+            (3, 0) => {
+                let old = guest_cr0(self.cur);
+                (old & !0xe) | (q.lmsw_data as u64 & 0xf)
+            }
+            _ => return self.unexpected(full),
+        };
         let done = match q.cr {
             0 => self.set_cr0(value),
             4 => self.set_cr4(value),
@@ -210,16 +219,15 @@ impl Exit<'_, '_> {
             Some(true) => self.skip_instruction(),
             Some(false) => self.inject_gp0(),
             None => {
-                // Turning on PAE paging outside long mode needs the PDPTEs loaded from guest
-                // memory, which rvmx does not do yet: reported, not guessed.
-                self.run.internal_error(internal::EMULATION, &[full as u64, value]);
-                return Next::ToUser;
+                let len = self.cur.read(EXIT_INSTRUCTION_LEN) as u8;
+                return Next::PaePaging { cr0: value, len };
             }
         }
         Next::Reenter
     }
 
-    /// MOV to CR0: `Some(false)` for #GP, `None` if it cannot be emulated.
+    /// MOV to CR0: `Some(false)` for #GP, `None` if it turns on PAE paging outside long mode
+    /// (finished outside the window, where guest memory can be read).
     fn set_cr0(&mut self, v: u64) -> Option<bool> {
         if v >> 32 != 0 || (v & cr0::PG != 0 && v & cr0::PE == 0) || (v & cr0::NW != 0 && v & cr0::CD == 0) {
             return Some(false);

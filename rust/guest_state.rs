@@ -145,7 +145,7 @@ pub(crate) fn load(
     caps: &VmxCaps,
     regs: &Regs,
     sregs: &Sregs,
-    sregs_from_user: bool,
+    pdptes: Option<[u64; 4]>,
     gprs: &mut Gprs,
 ) -> Result {
     *gprs = Gprs {
@@ -169,11 +169,13 @@ pub(crate) fn load(
     cur.write(GUEST_IA32_EFER, sregs.efer);
     cur.write(ENTRY_CONTROLS, entry_controls(caps, sregs.efer)?);
     // PAE paging without long mode takes its PDPTEs from the VMCS (SDM 26.3.1.6). VM exits
-    // save them (EPT is on), so a guest that enabled PAE itself keeps them; one put in that
-    // state by KVM_SET_SREGS would need them loaded from guest memory, which rvmx does not do
-    // yet: refused rather than entered wrongly.
-    if sregs_from_user && sregs.cr0 & cr0::PG != 0 && sregs.cr4 & vcpu_state::CR4_PAE != 0 && sregs.efer & efer::LMA == 0 {
-        return Err(EOPNOTSUPP);
+    // save them (EPT is on) and the VMCS keeps them between windows; new ones come from
+    // KVM_SET_SREGS or an emulated MOV to CR0, read from guest memory.
+    if let Some(p) = pdptes {
+        cur.write(GUEST_PDPTE0, p[0]);
+        cur.write(GUEST_PDPTE1, p[1]);
+        cur.write(GUEST_PDPTE2, p[2]);
+        cur.write(GUEST_PDPTE3, p[3]);
     }
     Ok(())
 }

@@ -6,6 +6,8 @@
 #include <linux/mm.h>
 #include <linux/io.h>
 #include <linux/sched.h>
+#include <linux/sched/signal.h>
+#include <linux/signal.h>
 #include <asm/desc.h>
 #include <asm/fpu/api.h>
 
@@ -65,4 +67,19 @@ void rvmx_cond_resched(void);
 void rvmx_cond_resched(void)
 {
 	cond_resched();
+}
+
+void rvmx_sigset_activate(sigset_t *set);
+void rvmx_sigset_deactivate(void);
+
+/* KVM_SET_SIGNAL_MASK's mask replaces the thread's for the length of KVM_RUN, as in KVM. */
+void rvmx_sigset_activate(sigset_t *set)
+{
+	sigprocmask(SIG_SETMASK, set, &current->real_blocked);
+}
+
+void rvmx_sigset_deactivate(void)
+{
+	sigprocmask(SIG_SETMASK, &current->real_blocked, NULL);
+	sigemptyset(&current->real_blocked);
 }

@@ -88,6 +88,8 @@ pub const KVM_SET_MSRS: u32 = iow::<u64>(0x89);
 pub const KVM_SET_CPUID2: u32 = iow::<u64>(0x90);
 /// Reads the vCPU's CPUID table.
 pub const KVM_GET_CPUID2: u32 = iowr(0x91, 8);
+/// `KVM_SET_SIGNAL_MASK`: `struct kvm_signal_mask { __u32 len; __u8 sigset[]; }`.
+pub const KVM_SET_SIGNAL_MASK: u32 = iow::<u32>(0x8b);
 
 /// `struct kvm_userspace_memory_region`.
 #[repr(C)]
@@ -387,6 +389,7 @@ mod tests {
         assert_eq!(KVM_SET_FPU, 0x41a0_ae8d);
         assert_eq!(KVM_SET_MSRS, 0x4008_ae89);
         assert_eq!(KVM_GET_CPUID2, 0xc008_ae91);
+        assert_eq!(KVM_SET_SIGNAL_MASK, 0x4004_ae8b);
     }
 
     /// Numbers as `<linux/kvm.h>` defines them (checked against the C header's values).

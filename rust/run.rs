@@ -20,7 +20,8 @@ use crate::{
     kvm_abi::{Regs, Sregs},
     mem::{page_phys, phys_to_virt},
     vmcs::{Current, Vmcs},
-    vmcs_fields::{PREEMPTION_TIMER_VALUE, VM_INSTRUCTION_ERROR},
+    vmcs_fields::{ENTRY_EXCEPTION_ERROR_CODE, ENTRY_INTR_INFO, PREEMPTION_TIMER_VALUE, VM_INSTRUCTION_ERROR},
+    vmx_exit::inject,
     vm::Vm,
     vmx::Vmx,
     x86,
@@ -199,6 +200,12 @@ pub(crate) struct RunState {
     pub(crate) pending_io: Option<PendingIo>,
     /// An emulated instruction (MMIO read, INS) waiting for userspace's data.
     pub(crate) pending: Option<crate::emulate::Pending>,
+    /// PAE PDPTEs to load at the next window (read from guest memory).
+    pub(crate) pdptes: Option<[u64; 4]>,
+    /// An exception (VM-entry interruption information) to inject at the next entry.
+    pub(crate) inject: Option<u32>,
+    /// The signal mask for `KVM_RUN` (`KVM_SET_SIGNAL_MASK`).
+    pub(crate) sigmask: Option<u64>,
     pub(crate) fx: FxArea,
     /// The guest's CPUID table (`KVM_SET_CPUID2`).
     pub(crate) cpuid: KVec<crate::cpuid_table::CpuidEntry>,
@@ -268,8 +275,12 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
             st.controls_written = true;
         }
         host.write_to(&cur);
-        guest_state::load(&cur, t.vmx.caps(), &st.regs, &st.sregs, st.sregs_from_user, &mut st.gprs)?;
+        guest_state::load(&cur, t.vmx.caps(), &st.regs, &st.sregs, st.pdptes.take(), &mut st.gprs)?;
         st.sregs_from_user = false;
+        if let Some(info) = st.inject.take() {
+            cur.write(ENTRY_EXCEPTION_ERROR_CODE, 0);
+            cur.write(ENTRY_INTR_INFO, info);
+        }
         st.msr_area.load(&cur, &st.msrs);
         if guest_state::has_window_timer(t.vmx.caps()) {
             cur.write(PREEMPTION_TIMER_VALUE, window_timer(t));
@@ -360,6 +371,18 @@ pub(crate) fn run(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> R
             Next::StringIo { io, len } => {
                 st.pending = emulate::string_io(vm, &mut st.regs, &st.sregs, run, io, len);
                 return Ok(0);
+            }
+            Next::PaePaging { cr0, len } => {
+                // The PDPTEs must be valid and in guest RAM, or the MOV raises #GP(0).
+                let new = Sregs { cr0, ..st.sregs };
+                match emulate::pdptes(vm, &new) {
+                    Some(p) => {
+                        st.sregs.cr0 = cr0;
+                        st.pdptes = Some(p);
+                        st.regs.rip = st.regs.rip.wrapping_add(len as u64);
+                    }
+                    None => st.inject = Some(inject::exception(inject::GP, true)),
+                }
             }
         }
     }

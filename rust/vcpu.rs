@@ -31,6 +31,12 @@ use crate::{
 /// harmless across VMs: translations are also tagged by the EPT root, flushed every window.
 static NEXT_VPID: AtomicU32 = AtomicU32::new(0);
 
+
+extern "C" {
+    fn rvmx_sigset_activate(set: *mut u64);
+    fn rvmx_sigset_deactivate();
+}
+
 // SAFETY: plain `repr(C)` structs of integers, valid for any bit pattern, with no padding
 // (their sizes equal the sum of their fields, checked against kvm-bindings on the host).
 unsafe impl FromBytes for Regs {}
@@ -89,6 +95,9 @@ impl Vcpu {
                     gprs: Gprs::default(),
                     pending_io: None,
                     pending: None,
+                    pdptes: None,
+                    sigmask: None,
+                    inject: None,
                     fx: FxArea::reset(),
                     cpuid: KVec::new(),
                     msrs: Default::default(),
@@ -104,6 +113,13 @@ impl Vcpu {
         // Long mode and NXE only if the guest's CPUID has LM and NX, as KVM checks.
         if !vcpu_state::sregs_valid(&sregs, st.efer_ok()) || vcpu_state::pending_interrupt(&sregs).is_err() {
             return Err(EINVAL);
+        }
+        // PAE paging outside long mode: the PDPTEs are read now, as KVM does (and, like KVM,
+        // left as they were if they cannot be).
+        if crate::emulate::pae_legacy(&sregs) {
+            if let Some(p) = crate::emulate::pdptes(&self.vm, &sregs) {
+                st.pdptes = Some(p);
+            }
         }
         st.sregs = sregs;
         st.sregs_from_user = true;
@@ -139,6 +155,7 @@ impl FdObject for Vcpu {
             KVM_GET_MSRS => return this.msrs(arg, false),
             KVM_SET_MSRS => return this.msrs(arg, true),
             KVM_GET_CPUID2 => this.get_cpuid(arg)?,
+            KVM_SET_SIGNAL_MASK => this.set_signal_mask(arg)?,
             // KVM's vCPU fd answers EINVAL to requests it does not know.
             _ => return Err(EINVAL),
         }
@@ -242,6 +259,32 @@ impl Vcpu {
         let target = Target { vmx, eptp: self.vm.eptp(), vpid: self.vpid, running: self.vm.running(self.id) };
         let kvm_run = KvmRun::new(&self.pages[0], &self.pages[1]);
         let mut st = self.state.lock();
-        run::run(&target, &mut st, &kvm_run, &self.vm)
+        let Some(mut mask) = st.sigmask else {
+            return run::run(&target, &mut st, &kvm_run, &self.vm);
+        };
+        // SAFETY: `mask` is a sigset_t (one u64 on x86_64); the thread's own mask is saved in
+        // `current->real_blocked` and put back right after.
+        unsafe { rvmx_sigset_activate(&mut mask) };
+        let r = run::run(&target, &mut st, &kvm_run, &self.vm);
+        // SAFETY: pairs with the activation above, same thread.
+        unsafe { rvmx_sigset_deactivate() };
+        r
+    }
+
+    /// `KVM_SET_SIGNAL_MASK`: the signal mask while in `KVM_RUN`; a null argument removes it.
+    fn set_signal_mask(&self, arg: usize) -> Result {
+        if arg == 0 {
+            self.state.lock().sigmask = None;
+            return Ok(());
+        }
+        let len: u32 = read_user(arg)?;
+        if len as usize != size_of::<u64>() {
+            return Err(EINVAL);
+        }
+        let mut mask: u64 = read_user(arg + size_of::<u32>())?;
+        // SIGKILL (9) and SIGSTOP (19) cannot be blocked.
+        mask &= !(1 << (9 - 1) | 1 << (19 - 1));
+        self.state.lock().sigmask = Some(mask);
+        Ok(())
     }
 }

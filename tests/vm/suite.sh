@@ -22,6 +22,8 @@ check "run: guests in real, 32-bit protected and 64-bit long mode run on /dev/rv
 	sh -c 'kvm-run-check /dev/rvmx --if0-spin > /tmp/run-rvmx'
 check "mmio: MMIO, read-only slots and string I/O guests run on /dev/rvmx" \
 	sh -c 'kvm-mmio-check /dev/rvmx > /tmp/mmio-rvmx'
+check "run: KVM_SET_SIGNAL_MASK's mask is the one in force during KVM_RUN" sh -c '
+	grep -qx "sigmask run_unblocked errno 4" /tmp/run-rvmx && grep -qx "sigmask run_blocked hlt" /tmp/run-rvmx'
 check "run: a guest spinning with IF=0 is still interrupted by a signal" \
 	grep -qx "spin_if0 exit_reason_intr true" /tmp/run-rvmx
 # Pinned-page balance from /proc/vmstat, with the per-CPU counters folded first.

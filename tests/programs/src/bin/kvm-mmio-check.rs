@@ -10,7 +10,7 @@ use std::{ffi::CString, process::ExitCode};
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Cap, Kvm, VcpuExit};
-use rvmx_test_programs::{code, guest, long_mode_guest, run, Guest};
+use rvmx_test_programs::{code, flat, guest, long_mode_guest, run, Guest};
 
 // 64-bit guest: MMIO at 1 MiB (inside the identity-mapped 2 MiB, outside the 64 KiB slot).
 // Loaded values are saved to RAM at 0x8100 before their registers are reused.
@@ -146,7 +146,60 @@ core::arch::global_asm!(
     ".popsection",
 );
 
+// 32-bit protected mode: the guest turns on PAE paging itself (MOV to CR0 exits; the
+// PDPTEs come from its memory), writes MMIO through its second PDPTE, then uses LMSW.
+core::arch::global_asm!(
+    ".pushsection .rodata.guests, \"a\"",
+    ".globl pae_on_start", ".globl pae_on_end",
+    ".code32",
+    "pae_on_start:",
+    "mov dword ptr [0x5000], 0x6001",       // PDPTE0: PD at 0x6000
+    "mov dword ptr [0x5008], 0x7001",       // PDPTE1: PD at 0x7000
+    "mov dword ptr [0x6000], 0x83",         // 0-2 MiB: identity
+    "mov dword ptr [0x7000], 0x200083",     // 1 GiB-: 2 MiB (MMIO)
+    "mov eax, cr4",
+    "or eax, 0x20",
+    "mov cr4, eax",
+    "mov eax, 0x5000",
+    "mov cr3, eax",
+    "mov eax, cr0",
+    "or eax, 0x80000000",
+    "mov cr0, eax",
+    "mov dword ptr [0x40000010], 0xcafe",
+    "mov eax, cr0",
+    "mov dword ptr [0x3000], eax",
+    "mov ax, 0xb",                          // LMSW: PE, MP, TS
+    "lmsw ax",
+    "mov eax, cr0",
+    "mov dword ptr [0x3004], eax",
+    "xor ax, ax",
+    "lmsw ax",                              // cannot clear PE
+    "mov eax, cr0",
+    "mov dword ptr [0x3008], eax",
+    "hlt",
+    ".code64",
+    "pae_on_end:",
+    ".popsection",
+);
+
+// 32-bit, already in PAE paging through KVM_SET_SREGS: an MMIO write through PDPTE1.
+core::arch::global_asm!(
+    ".pushsection .rodata.guests, \"a\"",
+    ".globl pae_sregs_start", ".globl pae_sregs_end",
+    ".code32",
+    "pae_sregs_start:",
+    "mov word ptr [0x40000020], 0xbeef",
+    "hlt",
+    ".code64",
+    "pae_sregs_end:",
+    ".popsection",
+);
+
 extern "C" {
+    static pae_on_start: u8;
+    static pae_on_end: u8;
+    static pae_sregs_start: u8;
+    static pae_sregs_end: u8;
     static mmio64_start: u8;
     static mmio64_end: u8;
     static mmio16_start: u8;
@@ -219,6 +272,47 @@ fn main() -> ExitCode {
     print_regs("strio", &g);
     println!("strio ins_memory {:02x?} {:02x?}", ram(&g, 0x3100, 8), ram(&g, 0x3206, 2));
     println!("strio insb_nonrep {:02x?}", ram(&g, 0x3100, 1));
+
+    // PAE paging turned on by the guest (the PDPTEs are read from its memory), LMSW.
+    let protected = |g: &Guest| {
+        let mut s = g.vcpu.get_sregs().unwrap();
+        s.cs = flat(11, 8);
+        (s.ds, s.es, s.fs, s.gs, s.ss) = (flat(3, 16), flat(3, 16), flat(3, 16), flat(3, 16), flat(3, 16));
+        s.cr0 = 0x11; // PE, ET
+        s
+    };
+    let mut g = guest(&kvm, unsafe { code(&pae_on_start, &pae_on_end) });
+    g.vcpu.set_sregs(&protected(&g)).unwrap();
+    run("pae_on", &mut g, 10, 0);
+    println!("pae_on cr0 {:02x?}", ram(&g, 0x3000, 12));
+    let s = g.vcpu.get_sregs().unwrap();
+    println!("pae_on sregs cr0 {:#x} cr3 {:#x} cr4 {:#x} efer {:#x}", s.cr0, s.cr3, s.cr4, s.efer);
+
+    // The same with a reserved bit in PDPTE1: the MOV to CR0 raises #GP (no IDT: shutdown).
+    let mut g = guest(&kvm, unsafe { code(&pae_on_start, &pae_on_end) });
+    let mut s = protected(&g);
+    s.idt.limit = 0;
+    g.vcpu.set_sregs(&s).unwrap();
+    // SAFETY: inside the mapping: patch the PDPTE1 the guest writes (0x7001 → 0x7021).
+    unsafe {
+        let code = std::slice::from_raw_parts_mut(g.mem.add(0x1000), 64);
+        let at = code.windows(4).position(|w| w == [0x01, 0x70, 0x00, 0x00]).unwrap();
+        code[at] = 0x21;
+    }
+    run("pae_bad_pdpte", &mut g, 10, 0);
+
+    // PAE paging set through KVM_SET_SREGS: the PDPTEs are read at that moment, as KVM does.
+    let mut g = guest(&kvm, unsafe { code(&pae_sregs_start, &pae_sregs_end) });
+    // SAFETY: inside the mapping: the same tables as above.
+    unsafe {
+        for (at, v) in [(0x5000usize, 0x6001u64), (0x5008, 0x7001), (0x6000, 0x83), (0x7000, 0x20_0083)] {
+            g.mem.add(at).cast::<u64>().write(v);
+        }
+    }
+    let mut s = protected(&g);
+    (s.cr0, s.cr3, s.cr4) = (0x8000_0011, 0x5000, 0x20);
+    println!("pae_sregs set_sregs {:?}", g.vcpu.set_sregs(&s).map_err(|e| e.errno()));
+    run("pae_sregs", &mut g, 10, 0);
 
     // Not in the decoder's set: KVM emulates ADD on MMIO, rvmx stops with an emulation
     // failure that names the instruction (info lines: the two differ by design).

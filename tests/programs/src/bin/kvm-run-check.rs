@@ -6,8 +6,8 @@
 
 use std::{ffi::CString, process::ExitCode};
 
-use kvm_ioctls::Kvm;
-use rvmx_test_programs::{flat, guest, long_mode_guest, run};
+use kvm_ioctls::{Kvm, VcpuExit};
+use rvmx_test_programs::{flat, guest, long_mode_guest, run, Guest};
 
 fn main() -> ExitCode {
     let Some(dev) = std::env::args().nth(1) else {
@@ -59,6 +59,76 @@ fn main() -> ExitCode {
     ];
     let mut g = guest(&kvm, &lp);
     run("loop", &mut g, 4, 0);
+
+    // KVM_SET_SIGNAL_MASK: the mask replaces the thread's during KVM_RUN. SIGUSR1 is blocked
+    // in the thread and pending: unblocked by an empty vCPU mask, KVM_RUN ends with EINTR
+    // before the guest runs; blocked in the vCPU mask too, the guest runs to HLT.
+    {
+        use std::os::fd::AsRawFd;
+        extern "C" fn on_usr1(_: libc::c_int) {}
+        // struct kvm_signal_mask { __u32 len; __u8 sigset[]; }: the set right after `len`.
+        #[repr(C)]
+        struct Mask {
+            len: u32,
+            set: [u32; 2],
+        }
+        let mask = |len: u32, set: u64| Some(Mask { len, set: [set as u32, (set >> 32) as u32] });
+        const KVM_SET_SIGNAL_MASK: u64 = 0x4004_ae8b;
+        // SAFETY: plain libc signal calls on this (single) thread.
+        unsafe {
+            libc::signal(libc::SIGUSR1, on_usr1 as *const () as usize);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGUSR1);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            libc::raise(libc::SIGUSR1);
+        }
+        // SAFETY: a plain query of this thread's pending signals.
+        let pending = unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigpending(&mut set);
+            libc::sigismember(&set, libc::SIGUSR1)
+        };
+        println!("sigmask usr1_pending {pending}");
+        // 10000 CPUID exits handled in the kernel, then HLT: the pending signal ends KVM_RUN
+        // on the way (both KVM and rvmx look for signals between guest entries).
+        let lp = [
+            0x66, 0xbe, 0x10, 0x27, 0x00, 0x00, // mov esi, 10000
+            0x66, 0x31, 0xc0,       // xor eax, eax
+            0x0f, 0xa2,             // cpuid
+            0x66, 0x4e,             // dec esi
+            0x75, 0xf7,             // jnz -9 (to xor)
+            0xf4, 0xf4, 0xf4,
+        ];
+        let mut g = guest(&kvm, &lp);
+        let fd = g.vcpu.as_raw_fd();
+        let set_mask = |m: Option<Mask>| {
+            let p = m.as_ref().map_or(std::ptr::null(), |m| m as *const Mask);
+            // SAFETY: `p` is null or a kvm_signal_mask with its 8-byte set.
+            let r = unsafe { libc::ioctl(fd, KVM_SET_SIGNAL_MASK as _, p) };
+            if r < 0 { std::io::Error::last_os_error().raw_os_error().unwrap_or(0) } else { r }
+        };
+        let run_once = |g: &mut Guest| match g.vcpu.run() {
+            Ok(VcpuExit::Hlt) => "hlt".to_string(),
+            Ok(other) => format!("{other:?}"),
+            Err(e) => format!("errno {}", e.errno()),
+        };
+        println!("sigmask bad_len {}", set_mask(mask(4, 0)));
+        println!("sigmask empty {}", set_mask(mask(8, 0)));
+        println!("sigmask run_unblocked {}", run_once(&mut g));
+        println!("sigmask blocking {}", set_mask(mask(8, 1 << (libc::SIGUSR1 - 1))));
+        println!("sigmask run_blocked {}", run_once(&mut g));
+        println!("sigmask none {}", set_mask(None));
+        println!("sigmask run_thread_mask {}", run_once(&mut g));
+        // SAFETY: drops the pending signal (ignored), then unblocks it.
+        unsafe {
+            libc::signal(libc::SIGUSR1, libc::SIG_IGN);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGUSR1);
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        }
+    }
 
     // A guest spinning in `jmp $`: a signal (SIGALRM after 200 ms) ends KVM_RUN with EINTR.
     // With IF=0 too, but only where asked (--if0-spin): KVM inside Bochs freezes the emulated

@@ -34,7 +34,8 @@ fn errno_name(e: i32) -> String {
 
 /// A raw ioctl with an integer argument: its return value or errno name.
 fn raw(fd: i32, cmd: u32, arg: u64) -> String {
-    // SAFETY: the requests used here take an integer or nothing; none writes memory.
+    // SAFETY: the requests used here take an integer, nothing, or a pointer the kernel checks
+    // (the bad-pointer tests); none writes memory the program owns.
     let r = unsafe { libc::ioctl(fd, cmd as _, arg) };
     if r < 0 { errno_name(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)) } else { r.to_string() }
 }
@@ -163,6 +164,36 @@ fn main() -> ExitCode {
         println!("vcpu_unknown_ioctl {cmd:#x} {}", raw(vcpu.as_raw_fd(), cmd, 0));
     }
     println!("vcpu_fd_create_vcpu {}", raw(vcpu.as_raw_fd(), 0xae41, 1));
+
+    // Bad pointers: EFAULT from every request that reads or writes user memory, never a
+    // crash. An unmapped user address, and a kernel one.
+    use kvm_bindings as kb;
+    use std::mem::size_of;
+    const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
+        dir << 30 | (size as u32) << 16 | 0xae << 8 | nr
+    }
+    let (w, r, wr) = (1, 2, 3);
+    let requests = [
+        ("system", kvm.as_raw_fd(), "get_supported_cpuid", ioc(wr, 0x05, size_of::<kb::kvm_cpuid2>())),
+        ("system", kvm.as_raw_fd(), "get_msr_index_list", ioc(wr, 0x02, 4)),
+        ("vm", vm.as_raw_fd(), "set_user_memory_region", ioc(w, 0x46, size_of::<kb::kvm_userspace_memory_region>())),
+        ("vcpu", vcpu.as_raw_fd(), "get_regs", ioc(r, 0x81, size_of::<kb::kvm_regs>())),
+        ("vcpu", vcpu.as_raw_fd(), "set_regs", ioc(w, 0x82, size_of::<kb::kvm_regs>())),
+        ("vcpu", vcpu.as_raw_fd(), "get_sregs", ioc(r, 0x83, size_of::<kb::kvm_sregs>())),
+        ("vcpu", vcpu.as_raw_fd(), "set_sregs", ioc(w, 0x84, size_of::<kb::kvm_sregs>())),
+        ("vcpu", vcpu.as_raw_fd(), "get_msrs", ioc(wr, 0x88, size_of::<kb::kvm_msrs>())),
+        ("vcpu", vcpu.as_raw_fd(), "set_msrs", ioc(w, 0x89, size_of::<kb::kvm_msrs>())),
+        ("vcpu", vcpu.as_raw_fd(), "set_signal_mask", ioc(w, 0x8b, size_of::<kb::kvm_signal_mask>())),
+        ("vcpu", vcpu.as_raw_fd(), "get_fpu", ioc(r, 0x8c, size_of::<kb::kvm_fpu>())),
+        ("vcpu", vcpu.as_raw_fd(), "set_fpu", ioc(w, 0x8d, size_of::<kb::kvm_fpu>())),
+        ("vcpu", vcpu.as_raw_fd(), "set_cpuid2", ioc(w, 0x90, size_of::<kb::kvm_cpuid2>())),
+        ("vcpu", vcpu.as_raw_fd(), "get_cpuid2", ioc(wr, 0x91, size_of::<kb::kvm_cpuid2>())),
+    ];
+    for (fd_kind, fd, name, cmd) in requests {
+        for (what, ptr) in [("unmapped", 0x10u64), ("kernel", 0xffff_8880_0000_0000)] {
+            println!("bad_pointer {fd_kind} {name} {what} {}", raw(fd, cmd, ptr));
+        }
+    }
 
     // A forked child shares the fds but not the address space: KVM refuses it with EIO.
     // SAFETY: the child only makes ioctls and exits.
