@@ -119,6 +119,7 @@ impl Exit<'_, '_> {
     pub(crate) fn handle(&mut self) -> Next {
         let full = self.cur.read(EXIT_REASON);
         if full & vmx_exit::ENTRY_FAILURE != 0 {
+            crate::guest_state::dump_failed_entry(self.cur, full as u64);
             self.run.fail_entry(full as u64, self.cpu);
             return Next::ToUser;
         }

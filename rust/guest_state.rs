@@ -202,3 +202,41 @@ pub(crate) fn store(cur: &Current<'_>, gprs: &Gprs, regs: &mut Regs, sregs: &mut
     sregs.efer = cur.read(GUEST_IA32_EFER);
 }
 
+
+/// At most this many VMCS dumps per module load: a guest (or caller) that makes every entry
+/// fail must not flood the kernel log.
+const MAX_DUMPS: u32 = 8;
+static DUMPS: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// Logs the guest state of a VMCS whose VM entry failed (`why`: the VM-instruction error or
+/// the exit reason), in the order the SDM checks it (26.3), so the bad field can be found.
+pub(crate) fn dump_failed_entry(cur: &Current<'_>, why: u64) {
+    let n = DUMPS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    if n >= MAX_DUMPS {
+        return;
+    }
+    let last = if n + 1 == MAX_DUMPS { " (last dump until reload)" } else { "" };
+    pr_err!("VM entry failed ({:#x}); guest state follows{}\n", why, last);
+    pr_err!("  cr0 {:#x} cr3 {:#x} cr4 {:#x} efer {:#x} entry {:#x} exit {:#x}\n",
+            cur.read(GUEST_CR0), cur.read(GUEST_CR3), cur.read(GUEST_CR4), cur.read(GUEST_IA32_EFER),
+            cur.read(ENTRY_CONTROLS), cur.read(EXIT_CONTROLS));
+    pr_err!("  rip {:#x} rsp {:#x} rflags {:#x} interruptibility {:#x} activity {:#x} event {:#x}\n",
+            cur.read(GUEST_RIP), cur.read(GUEST_RSP), cur.read(GUEST_RFLAGS),
+            cur.read(GUEST_INTERRUPTIBILITY), cur.read(GUEST_ACTIVITY_STATE), cur.read(ENTRY_INTR_INFO));
+    macro_rules! seg {
+        ($name:literal, $sel:ident, $base:ident, $limit:ident, $ar:ident) => {
+            pr_err!("  {} sel {:#06x} base {:#x} limit {:#x} ar {:#x}\n", $name,
+                    cur.read($sel), cur.read($base), cur.read($limit), cur.read($ar));
+        };
+    }
+    seg!("cs", GUEST_CS_SELECTOR, GUEST_CS_BASE, GUEST_CS_LIMIT, GUEST_CS_AR);
+    seg!("ss", GUEST_SS_SELECTOR, GUEST_SS_BASE, GUEST_SS_LIMIT, GUEST_SS_AR);
+    seg!("ds", GUEST_DS_SELECTOR, GUEST_DS_BASE, GUEST_DS_LIMIT, GUEST_DS_AR);
+    seg!("es", GUEST_ES_SELECTOR, GUEST_ES_BASE, GUEST_ES_LIMIT, GUEST_ES_AR);
+    seg!("fs", GUEST_FS_SELECTOR, GUEST_FS_BASE, GUEST_FS_LIMIT, GUEST_FS_AR);
+    seg!("gs", GUEST_GS_SELECTOR, GUEST_GS_BASE, GUEST_GS_LIMIT, GUEST_GS_AR);
+    seg!("tr", GUEST_TR_SELECTOR, GUEST_TR_BASE, GUEST_TR_LIMIT, GUEST_TR_AR);
+    seg!("ldtr", GUEST_LDTR_SELECTOR, GUEST_LDTR_BASE, GUEST_LDTR_LIMIT, GUEST_LDTR_AR);
+    pr_err!("  gdtr {:#x}/{:#x} idtr {:#x}/{:#x}\n", cur.read(GUEST_GDTR_BASE), cur.read(GUEST_GDTR_LIMIT),
+            cur.read(GUEST_IDTR_BASE), cur.read(GUEST_IDTR_LIMIT));
+}

@@ -299,6 +299,7 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
             // after a successful launch in this window.
             if !unsafe { entry::enter(&mut st.gprs, resume) } {
                 let error = cur.read(VM_INSTRUCTION_ERROR);
+                guest_state::dump_failed_entry(&cur, error as u64);
                 run.fail_entry(error as u64, cpu);
                 break Next::ToUser;
             }

@@ -43,6 +43,19 @@ stress() {
 	[ $((before - after)) -lt 2048 ] || { echo "lost $((before - after)) kB"; return 1; }
 }
 check "lifetime: 1000 VM cycles, close orders, SIGKILL mid-run, 2x2 migrating vCPUs; no page left pinned, memory back" stress
+# Migration from outside: taskset moves every thread of a running client between the CPUs.
+migrate() {
+	kvm-stress-check /dev/rvmx 300 > /tmp/stress-taskset & pid=$!
+	moves=0
+	while kill -0 $pid 2> /dev/null; do
+		taskset -a -p 1 $pid > /dev/null 2>&1 && taskset -a -p 2 $pid > /dev/null 2>&1 && moves=$((moves + 1))
+	done
+	wait $pid || return 1
+	echo "moved between CPUs $moves times"
+	grep -v '^info ' /tmp/stress-rvmx > /tmp/stress-a
+	[ $moves -gt 0 ] && grep -v '^info ' /tmp/stress-taskset | diff /tmp/stress-a -
+}
+check "lifetime: vCPU threads moved by taskset while running give the same results" migrate
 
 opens() {
 	i=0

@@ -195,7 +195,34 @@ core::arch::global_asm!(
     ".popsection",
 );
 
+// Real mode: sums one byte from each of 64 one-page slots (DS walks 0x10000, 0x11000...).
+core::arch::global_asm!(
+    ".pushsection .rodata.guests, \"a\"",
+    ".globl manyslots_start", ".globl manyslots_end",
+    ".code16",
+    "manyslots_start:",
+    "mov cx, 64",
+    "mov ax, 0x1000",
+    "xor bx, bx",
+    "1:",
+    "mov ds, ax",
+    "mov dl, byte ptr [0]",                 // a MOV: an MMIO read once slot 20 has moved
+    "add bl, dl",
+    "add ax, 0x100",
+    "loop 1b",
+    "xor ax, ax",
+    "mov ds, ax",
+    "mov al, bl",
+    "out 0x80, al",
+    "hlt",
+    ".code64",
+    "manyslots_end:",
+    ".popsection",
+);
+
 extern "C" {
+    static manyslots_start: u8;
+    static manyslots_end: u8;
     static pae_on_start: u8;
     static pae_on_end: u8;
     static pae_sregs_start: u8;
@@ -313,6 +340,47 @@ fn main() -> ExitCode {
     (s.cr0, s.cr3, s.cr4) = (0x8000_0011, 0x5000, 0x20);
     println!("pae_sregs set_sregs {:?}", g.vcpu.set_sregs(&s).map_err(|e| e.errno()));
     run("pae_sregs", &mut g, 10, 0);
+
+    // 64 one-page slots; then slot 10 deleted and re-added with other contents, and slot 20
+    // moved away (its page becomes MMIO): the guest must see each change.
+    let mut g = guest(&kvm, unsafe { code(&manyslots_start, &manyslots_end) });
+    // SAFETY: a fresh anonymous mapping, never unmapped (the process is short-lived).
+    let pages = unsafe {
+        let p = libc::mmap(std::ptr::null_mut(), 65 * 4096, libc::PROT_READ | libc::PROT_WRITE,
+                           libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) as *mut u8;
+        std::slice::from_raw_parts_mut(p, 65 * 4096)
+    };
+    let base = pages.as_ptr() as u64;
+    let slot = |g: &Guest, id: u32, gpa: u64, size: u64, page: usize| {
+        let r = kvm_userspace_memory_region {
+            slot: id, flags: 0, guest_phys_addr: gpa, memory_size: size,
+            userspace_addr: base + page as u64 * 4096,
+        };
+        // SAFETY: inside the mapping above, alive for the process's life.
+        unsafe { g.vm.set_user_memory_region(r) }.map_err(|e| e.errno())
+    };
+    for i in 1..=64u32 {
+        pages[(i as usize - 1) * 4096] = i as u8;
+        if let Err(e) = slot(&g, i, 0x10000 + (i as u64 - 1) * 0x1000, 4096, i as usize - 1) {
+            println!("manyslots slot {i} errno {e}");
+        }
+    }
+    let rerun = |g: &mut Guest, name: &str| {
+        let mut r = g.vcpu.get_regs().unwrap();
+        r.rip = 0x1000;
+        g.vcpu.set_regs(&r).unwrap();
+        let mut s = g.vcpu.get_sregs().unwrap();
+        s.ds.base = 0;
+        s.ds.selector = 0;
+        g.vcpu.set_sregs(&s).unwrap();
+        run(name, g, 70, 0);
+    };
+    rerun(&mut g, "manyslots");
+    pages[64 * 4096] = 100;
+    println!("manyslots delete10 {:?}", slot(&g, 10, 0x19000, 0, 9));
+    println!("manyslots readd10 {:?}", slot(&g, 10, 0x19000, 4096, 64));
+    println!("manyslots move20 {:?}", slot(&g, 20, 0x80_0000, 4096, 19));
+    rerun(&mut g, "manyslots_changed");
 
     // Not in the decoder's set: KVM emulates ADD on MMIO, rvmx stops with an emulation
     // failure that names the instruction (info lines: the two differ by design).
