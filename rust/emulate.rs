@@ -240,7 +240,7 @@ fn string_io_access(g: &Guest<'_>, regs: &mut Regs, io: Io, len: u8, run: &KvmRu
     let mut bytes = [0u8; insn::MAX_LEN];
     let n = g.fetch(regs.rip, &mut bytes).min(len as usize);
     let addr_size = string_io_addr_size(&bytes[..n], g.mode).ok_or(Failure)?;
-    let mask = if addr_size == 8 { u64::MAX } else { (1u64 << (8 * addr_size)) - 1 };
+    let mask = insn::mask(addr_size);
     let size = io.size as u64;
     let r = gprs(regs);
     let count = if io.rep { r[insn::gpr::RCX as usize] & mask } else { 1 };
@@ -262,27 +262,16 @@ fn string_io_access(g: &Guest<'_>, regs: &mut Regs, io: Io, len: u8, run: &KvmRu
         g.access_linear(src, &mut b[..size as usize], false)?;
         run.write_pio_data(&b[..size as usize]);
         run.io(false, io.size, io.port, 1);
-        finish_string(regs, insn::gpr::RSI, size, 1, addr_size, io.rep, len);
+        finish_string(regs, insn::gpr::RSI, io.size, 1, addr_size, io.rep, len);
         Ok(None)
     }
 }
 
 /// Moves rSI or rDI past `count` elements, counts rCX down for REP, and moves RIP past the
 /// instruction once it is done.
-fn finish_string(regs: &mut Regs, index: u8, size: u64, count: u64, addr_size: u8, rep: bool, len: u8) {
+fn finish_string(regs: &mut Regs, index: u8, size: u8, count: u64, addr_size: u8, rep: bool, len: u8) {
     let mut r = gprs(regs);
-    let step = size * count;
-    let delta = if regs.rflags & insn::RFLAGS_DF != 0 { step.wrapping_neg() } else { step };
-    let reg = |index| insn::Reg { index, high: false };
-    let v = r[index as usize].wrapping_add(delta);
-    insn::write_reg(&mut r, reg(index), addr_size, v);
-    let mut done = true;
-    if rep {
-        let mask = if addr_size == 8 { u64::MAX } else { (1u64 << (8 * addr_size)) - 1 };
-        let left = (r[insn::gpr::RCX as usize] & mask).wrapping_sub(count) & mask;
-        insn::write_reg(&mut r, reg(insn::gpr::RCX), addr_size, left);
-        done = left == 0;
-    }
+    let done = insn::string_step(&mut r, &[index], size, count, addr_size, rep, regs.rflags);
     set_gprs(regs, &r);
     if done {
         regs.rip = regs.rip.wrapping_add(len as u64);
@@ -295,13 +284,7 @@ fn string_io_addr_size(bytes: &[u8], mode: Mode) -> Option<u8> {
     for &b in bytes {
         match b {
             0x67 => addr_prefix = true,
-            0x6c..=0x6f => {
-                return Some(match mode {
-                    Mode::Bits64 => if addr_prefix { 4 } else { 8 },
-                    Mode::Bits32 => if addr_prefix { 2 } else { 4 },
-                    Mode::Bits16 => if addr_prefix { 4 } else { 2 },
-                });
-            }
+            0x6c..=0x6f => return Some(insn::addr_size(mode, addr_prefix)),
             _ => {}
         }
     }
@@ -359,7 +342,7 @@ pub(crate) fn complete(vm: &Vm, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, p:
             regs.rip = rip;
         }
         Pending::Ins { size, count, addr_size, rep, len } => {
-            let mask = if addr_size == 8 { u64::MAX } else { (1u64 << (8 * addr_size)) - 1 };
+            let mask = insn::mask(addr_size);
             let down = regs.rflags & insn::RFLAGS_DF != 0;
             let rdi = regs.rdi & mask;
             for k in 0..count as u64 {
@@ -370,7 +353,7 @@ pub(crate) fn complete(vm: &Vm, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, p:
                     return Err(());
                 }
             }
-            finish_string(regs, insn::gpr::RDI, size as u64, count as u64, addr_size, rep, len);
+            finish_string(regs, insn::gpr::RDI, size, count as u64, addr_size, rep, len);
         }
     }
     Ok(())

@@ -138,8 +138,8 @@ segment_fields! {
     ldt: GUEST_LDTR_SELECTOR, GUEST_LDTR_BASE, GUEST_LDTR_LIMIT, GUEST_LDTR_AR;
 }
 
-/// Loads the guest state (`regs`, `sregs`) into the VMCS and `gprs`. `sregs_from_user` says
-/// `sregs` came from `KVM_SET_SREGS` rather than from the previous window.
+/// Loads the guest state (`regs`, `sregs`) into the VMCS and `gprs`; `pdptes`, if given, into
+/// the PDPTE fields.
 pub(crate) fn load(
     cur: &Current<'_>,
     caps: &VmxCaps,

@@ -168,8 +168,37 @@ impl Bytes<'_> {
     }
 }
 
-fn mask(size: u8) -> u64 {
+/// The bits of a `size`-byte value (or address).
+pub const fn mask(size: u8) -> u64 {
     if size >= 8 { u64::MAX } else { (1u64 << (8 * size)) - 1 }
+}
+
+/// The address size in bytes in `mode`, with or without the 67 (address-size) prefix.
+pub const fn addr_size(mode: Mode, prefix_67: bool) -> u8 {
+    match mode {
+        Mode::Bits64 => if prefix_67 { 4 } else { 8 },
+        Mode::Bits32 => if prefix_67 { 2 } else { 4 },
+        Mode::Bits16 => if prefix_67 { 4 } else { 2 },
+    }
+}
+
+/// Steps a string instruction past `count` elements of `width` bytes: each register in
+/// `indexes` (rSI, rDI) moves up, or down with RFLAGS.DF; REP counts rCX down. Returns
+/// whether the instruction is done (no REP, or rCX reached 0). Registers wrap at the
+/// address size.
+pub fn string_step(regs: &mut Gprs, indexes: &[u8], width: u8, count: u64, addr_size: u8, rep: bool, rflags: u64) -> bool {
+    let step = width as u64 * count;
+    let delta = if rflags & RFLAGS_DF != 0 { step.wrapping_neg() } else { step };
+    for &r in indexes {
+        let v = regs[r as usize].wrapping_add(delta);
+        write_reg(regs, Reg { index: r, high: false }, addr_size, v);
+    }
+    if !rep {
+        return true;
+    }
+    let left = (regs[gpr::RCX as usize] & mask(addr_size)).wrapping_sub(count) & mask(addr_size);
+    write_reg(regs, Reg { index: gpr::RCX, high: false }, addr_size, left);
+    left == 0
 }
 
 /// Decodes the instruction at the start of `bytes`.
@@ -210,11 +239,7 @@ pub fn decode(bytes: &[u8], mode: Mode) -> Result<Insn, Unsupported> {
         Mode::Bits16 => if opsize_prefix { 4 } else { 2 },
         _ => if opsize_prefix { 2 } else { 4 },
     };
-    let addr_size: u8 = match mode {
-        Mode::Bits64 => if addr_prefix { 4 } else { 8 },
-        Mode::Bits32 => if addr_prefix { 2 } else { 4 },
-        Mode::Bits16 => if addr_prefix { 4 } else { 2 },
-    };
+    let addr_size = addr_size(mode, addr_prefix);
     let two_byte = opcode == 0x0f;
     if two_byte {
         opcode = b.next()?;
@@ -391,11 +416,6 @@ impl Insn {
     /// pass).
     pub fn complete(&self, regs: &mut Gprs, rip: u64, rflags: u64, loaded: u64) -> u64 {
         let next = rip.wrapping_add(self.len as u64);
-        let step = |regs: &mut Gprs, r: u8| {
-            let delta = if rflags & RFLAGS_DF != 0 { (self.width as u64).wrapping_neg() } else { self.width as u64 };
-            let v = regs[r as usize].wrapping_add(delta);
-            write_reg(regs, Reg { index: r, high: false }, self.addr_size, v);
-        };
         match self.op {
             Op::Load { reg, reg_width, extend } => {
                 let v = loaded & mask(self.width);
@@ -411,16 +431,8 @@ impl Insn {
             }
             Op::StoreReg(_) | Op::StoreImm(_) => next,
             Op::Stos | Op::Movs => {
-                if matches!(self.op, Op::Movs) {
-                    step(regs, gpr::RSI);
-                }
-                step(regs, gpr::RDI);
-                if !self.rep {
-                    return next;
-                }
-                let count = (regs[gpr::RCX as usize] & mask(self.addr_size)).wrapping_sub(1);
-                write_reg(regs, Reg { index: gpr::RCX, high: false }, self.addr_size, count);
-                if count & mask(self.addr_size) == 0 { next } else { rip }
+                let indexes: &[u8] = if matches!(self.op, Op::Movs) { &[gpr::RSI, gpr::RDI] } else { &[gpr::RDI] };
+                if string_step(regs, indexes, self.width, 1, self.addr_size, self.rep, rflags) { next } else { rip }
             }
         }
     }
@@ -601,5 +613,11 @@ mod tests {
         assert_eq!(i.dest_offset(&regs), 0);
         i.complete(&mut regs, 0, RFLAGS_DF, 0);
         assert_eq!(regs[gpr::RDI as usize], 0x1_ffff);
+        // A batch of 3 words (REP INSW with KVM's read-ahead), 32-bit addressing.
+        regs[gpr::RCX as usize] = 0xffff_ffff_0000_0005;
+        regs[gpr::RDI as usize] = 0x100;
+        assert!(!string_step(&mut regs, &[gpr::RDI], 2, 3, 4, true, 0));
+        assert_eq!((regs[gpr::RCX as usize], regs[gpr::RDI as usize]), (2, 0x106));
+        assert!(string_step(&mut regs, &[gpr::RDI], 2, 2, 4, true, 0));
     }
 }

@@ -155,15 +155,6 @@ impl KvmRun {
             unsafe { self.pio.add(i).write_volatile(*b) };
         }
     }
-
-    fn read_pio_data(&self, size: u8) -> u64 {
-        let mut v = 0u64;
-        for i in 0..(size as usize).min(8) {
-            // SAFETY: inside the PIO page, as in `put`.
-            v |= (unsafe { self.pio.add(i).read_volatile() } as u64) << (8 * i);
-        }
-        v
-    }
 }
 
 /// An IN or OUT that went to userspace and completes at the next `KVM_RUN`.
@@ -192,8 +183,6 @@ impl FxArea {
 pub(crate) struct RunState {
     pub(crate) regs: Regs,
     pub(crate) sregs: Sregs,
-    /// `sregs` was set by userspace since the last window.
-    pub(crate) sregs_from_user: bool,
     pub(crate) vmcs: Vmcs,
     pub(crate) controls_written: bool,
     pub(crate) gprs: Gprs,
@@ -226,7 +215,7 @@ impl RunState {
 fn complete_io(st: &mut RunState, run: &KvmRun) {
     if let Some(p) = st.pending_io.take() {
         if p.input {
-            let data = run.read_pio_data(p.size);
+            let data = u32::from_le_bytes(run.pio_data(0, p.size)) as u64;
             st.regs.rax = match p.size {
                 1 => (st.regs.rax & !0xff) | data,
                 2 => (st.regs.rax & !0xffff) | data,
@@ -276,7 +265,6 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
         }
         host.write_to(&cur);
         guest_state::load(&cur, t.vmx.caps(), &st.regs, &st.sregs, st.pdptes.take(), &mut st.gprs)?;
-        st.sregs_from_user = false;
         if let Some(info) = st.inject.take() {
             cur.write(ENTRY_EXCEPTION_ERROR_CODE, 0);
             cur.write(ENTRY_INTR_INFO, info);

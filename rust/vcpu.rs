@@ -89,7 +89,6 @@ impl Vcpu {
                 state <- new_mutex!(RunState {
                     regs: vcpu_state::reset_regs(),
                     sregs,
-                    sregs_from_user: false,
                     vmcs,
                     controls_written: false,
                     gprs: Gprs::default(),
@@ -122,7 +121,6 @@ impl Vcpu {
             }
         }
         st.sregs = sregs;
-        st.sregs_from_user = true;
         Ok(())
     }
 }

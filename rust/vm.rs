@@ -45,6 +45,14 @@ struct VmInner {
     pinned: KVec<(u64, PinnedPage)>,
 }
 
+impl VmInner {
+    /// The slot whose RAM backs `gpa` for this access: none outside every slot, nor for a
+    /// write to a read-only slot (both are MMIO).
+    fn ram_slot(&self, gpa: u64, write: bool) -> Option<Slot> {
+        self.slots.iter().find(|s| s.contains(gpa) && !(write && s.readonly())).copied()
+    }
+}
+
 /// Runs on a CPU that was in a VMX window of this VM: by the time it runs, the window has
 /// ended (windows keep interrupts off), so the vCPU's next window starts with INVEPT.
 unsafe extern "C" fn kicked(_info: *mut ffi::c_void) {}
@@ -131,13 +139,10 @@ impl Vm {
     /// it (or it is a write to a read-only slot): an MMIO access.
     pub(crate) fn fault_in(&self, gpa: u64, qualification: u64) -> Result<bool> {
         let mut inner = self.inner.lock();
-        let Some(slot) = inner.slots.iter().find(|s| s.contains(gpa)).copied() else {
+        let Some(slot) = inner.ram_slot(gpa, qualification & violation::WRITE != 0) else {
             return Ok(false);
         };
         let writable = !slot.readonly();
-        if !writable && qualification & violation::WRITE != 0 {
-            return Ok(false);
-        }
         let page_gpa = gpa & !0xfff;
         if inner.ept.is_mapped(page_gpa) {
             return Ok(true); // another vCPU mapped it first
@@ -152,11 +157,7 @@ impl Vm {
     /// The userspace address of the guest RAM byte at `gpa`, if a slot backs it for this
     /// access (a write to a read-only slot is MMIO, like an access outside every slot).
     pub(crate) fn ram_uaddr(&self, gpa: u64, write: bool) -> Option<u64> {
-        let inner = self.inner.lock();
-        let slot = inner.slots.iter().find(|s| s.contains(gpa))?;
-        if write && slot.readonly() {
-            return None;
-        }
+        let slot = self.inner.lock().ram_slot(gpa, write)?;
         Some(slot.uaddr + (gpa - slot.gpa))
     }
 

@@ -48,14 +48,15 @@ fn main() -> ExitCode {
     g.vcpu.set_sregs(&s).unwrap();
     run("vmxoff", &mut g, 4, 0);
 
-    // A guest loop of 10000 iterations with in-kernel exits (CPUID) in between.
+    // A guest loop of 10000 iterations with in-kernel exits (CPUID) in between, then HLT
+    // (three: the signal-mask test below runs it again and again).
     let lp = [
         0x66, 0xbe, 0x10, 0x27, 0x00, 0x00, // mov esi, 10000
         0x66, 0x31, 0xc0,       // xor eax, eax
         0x0f, 0xa2,             // cpuid
         0x66, 0x4e,             // dec esi
         0x75, 0xf7,             // jnz -9 (to xor)
-        0xf4,
+        0xf4, 0xf4, 0xf4,
     ];
     let mut g = guest(&kvm, &lp);
     run("loop", &mut g, 4, 0);
@@ -74,13 +75,17 @@ fn main() -> ExitCode {
         }
         let mask = |len: u32, set: u64| Some(Mask { len, set: [set as u32, (set >> 32) as u32] });
         const KVM_SET_SIGNAL_MASK: u64 = 0x4004_ae8b;
-        // SAFETY: plain libc signal calls on this (single) thread.
-        unsafe {
-            libc::signal(libc::SIGUSR1, on_usr1 as *const () as usize);
+        // SAFETY: plain libc signal-set calls on a local set.
+        let usr1 = unsafe {
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
             libc::sigaddset(&mut set, libc::SIGUSR1);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            set
+        };
+        // SAFETY: plain libc signal calls on this (single) thread.
+        unsafe {
+            libc::signal(libc::SIGUSR1, on_usr1 as *const () as usize);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &usr1, std::ptr::null_mut());
             libc::raise(libc::SIGUSR1);
         }
         // SAFETY: a plain query of this thread's pending signals.
@@ -90,16 +95,8 @@ fn main() -> ExitCode {
             libc::sigismember(&set, libc::SIGUSR1)
         };
         println!("sigmask usr1_pending {pending}");
-        // 10000 CPUID exits handled in the kernel, then HLT: the pending signal ends KVM_RUN
-        // on the way (both KVM and rvmx look for signals between guest entries).
-        let lp = [
-            0x66, 0xbe, 0x10, 0x27, 0x00, 0x00, // mov esi, 10000
-            0x66, 0x31, 0xc0,       // xor eax, eax
-            0x0f, 0xa2,             // cpuid
-            0x66, 0x4e,             // dec esi
-            0x75, 0xf7,             // jnz -9 (to xor)
-            0xf4, 0xf4, 0xf4,
-        ];
+        // The CPUID loop above: the pending signal ends KVM_RUN on the way (both KVM and rvmx
+        // look for signals between guest entries).
         let mut g = guest(&kvm, &lp);
         let fd = g.vcpu.as_raw_fd();
         let set_mask = |m: Option<Mask>| {
@@ -123,10 +120,7 @@ fn main() -> ExitCode {
         // SAFETY: drops the pending signal (ignored), then unblocks it.
         unsafe {
             libc::signal(libc::SIGUSR1, libc::SIG_IGN);
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGUSR1);
-            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &usr1, std::ptr::null_mut());
         }
     }
 
