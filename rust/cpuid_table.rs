@@ -26,10 +26,21 @@ pub const MAX_ENTRIES: usize = 256;
 
 /// Leaf 1 ECX bits a guest gets (SDM vol. 2A, table 3-10): SSE3, PCLMULQDQ, SSSE3, CX16,
 /// SSE4.1, SSE4.2, MOVBE, POPCNT, AES, RDRAND, and the hypervisor bit. Not VMX/SMX (no nested
-/// VMX), not MONITOR (MWAIT is not handled), not XSAVE/OSXSAVE/AVX/FMA/F16C (rvmx switches
-/// only the FXSAVE state yet), not x2APIC or TSC-deadline (no in-kernel APIC).
+/// VMX), not MONITOR (MWAIT is not handled), not x2APIC or TSC-deadline (no in-kernel APIC).
+/// XSAVE and the AVX family follow the XSAVE state rvmx switches ([`LEAF1_ECX_XSAVE`],
+/// [`LEAF1_ECX_AVX`]); OSXSAVE follows the guest's CR4.
 pub const LEAF1_ECX: u32 = 1 << 0 | 1 << 1 | 1 << 9 | 1 << 13 | 1 << 19 | 1 << 20 | 1 << 22
     | 1 << 23 | 1 << 25 | 1 << 30 | 1 << 31;
+/// Leaf 1 ECX XSAVE: given when rvmx switches XSAVE state.
+pub const LEAF1_ECX_XSAVE: u32 = 1 << 26;
+/// Leaf 1 ECX AVX, FMA, F16C: given when the AVX state (YMM) is switched.
+pub const LEAF1_ECX_AVX: u32 = 1 << 28 | 1 << 12 | 1 << 29;
+/// Leaf 7.0 EBX AVX2: given with AVX.
+pub const LEAF7_EBX_AVX: u32 = 1 << 5;
+/// Leaf 7.0 EBX AVX512F, DQ, IFMA, CD, BW, VL: given when the AVX-512 state is switched.
+pub const LEAF7_EBX_AVX512: u32 = 1 << 16 | 1 << 17 | 1 << 21 | 1 << 28 | 1 << 30 | 1 << 31;
+/// Leaf 0xD.1 EAX: XSAVEOPT (XSAVEC/XSAVES need IA32_XSS and compacted sizes: not given).
+pub const LEAFD1_EAX: u32 = 1 << 0;
 /// Leaf 1 EDX bits a guest gets: FPU, VME, DE, PSE, TSC, MSR, PAE, CX8, APIC (emulated by
 /// userspace), SEP, PGE, CMOV, PAT, PSE36, CLFSH, MMX, FXSR, SSE, SSE2. Not MCE/MCA or MTRR
 /// (their MSRs are not emulated yet), not HTT/SS/TM/PBE/ACPI/DS.
@@ -52,8 +63,8 @@ pub const EXT1_EDX_RDTSCP: u32 = 1 << 27;
 pub const EXT1_EDX_LM: u32 = 1 << 29;
 /// Leaf 0x80000001 EDX NX.
 pub const EXT1_EDX_NX: u32 = 1 << 20;
-/// Highest basic leaf offered.
-pub const MAX_BASIC: u32 = 7;
+/// Highest basic leaf offered: 0xD (XSAVE) when XSAVE state is switched, else 7.
+pub const MAX_BASIC: u32 = 0xd;
 /// Highest extended leaf offered.
 pub const MAX_EXTENDED: u32 = 0x8000_0008;
 
@@ -64,6 +75,9 @@ pub struct GuestControls {
     pub invpcid: bool,
     /// "Enable RDTSCP" can be set.
     pub rdtscp: bool,
+    /// XCR0 components rvmx switches for guests ([`crate::xstate::SWITCHED`] that the host
+    /// enables); 0 if it does not use XSAVE.
+    pub xfeatures: u64,
 }
 
 /// The supported table: host CPUID (`host(leaf, subleaf)`, as `[eax, ebx, ecx, edx]`)
@@ -77,17 +91,40 @@ pub fn supported(host: impl Fn(u32, u32) -> [u32; 4], ctl: GuestControls, out: &
         }
     };
     let h0 = host(0, 0);
-    let max_basic = h0[0].min(MAX_BASIC);
+    use crate::xstate::xfeature;
+    let xf = ctl.xfeatures;
+    let max_basic = h0[0].min(if xf != 0 { MAX_BASIC } else { 7 });
+    let avx = xf & xfeature::YMM != 0;
+    let avx512 = xf & xfeature::AVX512 == xfeature::AVX512;
+    let only = |on: bool, bits: u32| if on { bits } else { 0 };
     push(0, 0, 0, [max_basic, h0[1], h0[2], h0[3]]);
     for leaf in 1..=max_basic {
         let h = host(leaf, 0);
         match leaf {
             // Signature kept; EBX: brand index and CLFLUSH size kept, logical count and
             // initial APIC id cleared (userspace sets them per vCPU).
-            1 => push(1, 0, 0, [h[0], h[1] & 0xffff, h[2] & LEAF1_ECX, h[3] & LEAF1_EDX]),
+            1 => {
+                let ecx = LEAF1_ECX | only(xf != 0, LEAF1_ECX_XSAVE) | only(avx, LEAF1_ECX_AVX);
+                push(1, 0, 0, [h[0], h[1] & 0xffff, h[2] & ecx, h[3] & LEAF1_EDX]);
+            }
             7 => {
-                let ebx = h[1] & LEAF7_EBX & if ctl.invpcid { !0 } else { !LEAF7_EBX_INVPCID };
-                push(7, 0, FLAG_SIGNIFICANT_INDEX, [0, ebx, 0, 0]);
+                let ebx = (LEAF7_EBX | only(avx, LEAF7_EBX_AVX) | only(avx512, LEAF7_EBX_AVX512))
+                    & if ctl.invpcid { !0 } else { !LEAF7_EBX_INVPCID };
+                push(7, 0, FLAG_SIGNIFICANT_INDEX, [0, h[1] & ebx, 0, 0]);
+            }
+            // XSAVE: the switched components, their sizes and offsets as the host lays them
+            // out (standard format), the image size for all of them (KVM's table).
+            0xd => {
+                let size = crate::xstate::size_for(xf, |i| {
+                    let c = host(0xd, i);
+                    (c[0], c[1])
+                });
+                push(0xd, 0, FLAG_SIGNIFICANT_INDEX, [xf as u32, size, size, (xf >> 32) as u32]);
+                push(0xd, 1, FLAG_SIGNIFICANT_INDEX, [host(0xd, 1)[0] & LEAFD1_EAX, 0, 0, 0]);
+                for i in (2..63).filter(|i| xf & 1 << i != 0) {
+                    let c = host(0xd, i);
+                    push(0xd, i, FLAG_SIGNIFICANT_INDEX, [c[0], c[1], c[2], 0]);
+                }
             }
             // Cache and TLB descriptors are informational: passed through. Leaves 4 (cache
             // topology), 5 (MONITOR), 6 (power) are not offered.
@@ -137,6 +174,8 @@ pub struct Runtime {
     pub apic_enabled: bool,
     /// CR4.OSXSAVE: leaf 1 ECX.OSXSAVE (bit 27).
     pub osxsave: bool,
+    /// XCR0: leaf 0xD.0 EBX, the image size for the enabled components.
+    pub xcr0: u64,
 }
 
 /// What a guest's CPUID returns, as KVM computes it (Intel semantics, `kvm_cpuid`): the
@@ -149,6 +188,12 @@ pub fn guest_cpuid(table: &[CpuidEntry], leaf: u32, subleaf: u32, rt: Runtime) -
         let set = |v: u32, bit: u32, on: bool| if on { v | 1 << bit } else { v & !(1 << bit) };
         r.0[3] = set(r.0[3], 9, rt.apic_enabled);
         r.0[2] = set(r.0[2], 27, rt.osxsave);
+    }
+    if r.1 == 0xd && leaf == 0xd && subleaf == 0 {
+        r.0[1] = crate::xstate::size_for(rt.xcr0, |i| {
+            let c = lookup(table, 0xd, i);
+            (c[0], c[1])
+        });
     }
     r.0
 }
@@ -178,6 +223,19 @@ fn raw_guest_cpuid(table: &[CpuidEntry], leaf: u32, subleaf: u32) -> ([u32; 4], 
     }
 }
 
+/// Whether a guest with this table may use XSAVE (CR4.OSXSAVE, XSETBV): rvmx switches XSAVE
+/// state on this host (`xfeatures` non-zero) and the table has leaf 1 ECX.XSAVE (KVM's rule).
+pub fn xsave_allowed(table: &[CpuidEntry], xfeatures: u64) -> bool {
+    xfeatures != 0 && lookup(table, 1, 0)[2] & LEAF1_ECX_XSAVE != 0
+}
+
+/// The XCR0 components a guest with this table may enable: those its leaf 0xD.0 lists that
+/// rvmx switches, and x87.
+pub fn xcr0_allowed(table: &[CpuidEntry], xfeatures: u64) -> u64 {
+    let d = lookup(table, 0xd, 0);
+    crate::xstate::guest_allowed(d[0], d[3], xfeatures)
+}
+
 /// Whether a table gives the guest long mode and NX (for the EFER bits SREGS may set).
 pub fn long_mode_and_nx(table: &[CpuidEntry]) -> (bool, bool) {
     let edx = lookup(table, 0x8000_0001, 0)[3];
@@ -201,9 +259,9 @@ mod tests {
     #[test]
     fn supported_table_hides_what_rvmx_cannot_give() {
         let mut t = [CpuidEntry::default(); MAX_ENTRIES];
-        let n = supported(host_all, GuestControls { invpcid: false, rdtscp: true }, &mut t);
+        let n = supported(host_all, GuestControls { invpcid: false, rdtscp: true, xfeatures: 0 }, &mut t);
         let t = &t[..n];
-        assert_eq!(lookup(t, 0, 0)[0], MAX_BASIC);
+        assert_eq!(lookup(t, 0, 0)[0], 7, "no XSAVE leaf without XSAVE state");
         let l1 = lookup(t, 1, 0);
         assert_eq!(l1[2] & (1 << 5), 0, "no VMX");
         assert_eq!(l1[2] & (1 << 26 | 1 << 27 | 1 << 28), 0, "no XSAVE/OSXSAVE/AVX");
@@ -215,6 +273,39 @@ mod tests {
         assert_eq!(lookup(t, 0x8000_0008, 0)[0], 0x3027 & 0xff00 | 39);
         assert_eq!(long_mode_and_nx(t), (true, true));
         assert!(t.iter().all(|e| e.function <= MAX_BASIC || e.function >= 0x8000_0000));
+    }
+
+    #[test]
+    fn xsave_follows_the_switched_state() {
+        use crate::xstate::xfeature::*;
+        let host = |leaf: u32, sub: u32| match (leaf, sub) {
+            (0xd, 2) => [256, 576, 0, 0],
+            (0xd, 5) => [64, 1088, 0, 0],
+            (0xd, 1) => [0xf, 0, 0, 0],
+            _ => host_all(leaf, sub),
+        };
+        let mut t = [CpuidEntry::default(); MAX_ENTRIES];
+        let ctl = GuestControls { invpcid: true, rdtscp: true, xfeatures: X87 | SSE | YMM };
+        let n = supported(host, ctl, &mut t);
+        let t = &t[..n];
+        assert_eq!(lookup(t, 0, 0)[0], 0xd);
+        let l1 = lookup(t, 1, 0);
+        assert_eq!(l1[2] & (LEAF1_ECX_XSAVE | LEAF1_ECX_AVX), LEAF1_ECX_XSAVE | LEAF1_ECX_AVX);
+        assert_eq!(l1[2] & (1 << 27), 0, "OSXSAVE is the guest's CR4, not the table's");
+        assert_eq!(lookup(t, 7, 0)[1] & (LEAF7_EBX_AVX | LEAF7_EBX_AVX512), LEAF7_EBX_AVX);
+        assert_eq!(lookup(t, 0xd, 0), [7, 832, 832, 0]);
+        assert_eq!(lookup(t, 0xd, 1), [1, 0, 0, 0], "XSAVEOPT only");
+        assert_eq!(lookup(t, 0xd, 2), [256, 576, 0, 0]);
+        assert_eq!(lookup(t, 0xd, 5), [0; 4], "AVX-512 not switched");
+        assert!(xsave_allowed(t, X87 | SSE | YMM) && !xsave_allowed(t, 0));
+        assert_eq!(xcr0_allowed(t, X87 | SSE | YMM | AVX512), X87 | SSE | YMM);
+        assert_eq!(xcr0_allowed(t, X87 | SSE), X87 | SSE);
+        assert_eq!(xcr0_allowed(&[], X87 | SSE), X87);
+        // Leaf 0xD.0 EBX follows the guest's XCR0.
+        let rt = |xcr0| Runtime { xcr0, ..Default::default() };
+        assert_eq!(guest_cpuid(t, 0xd, 0, rt(X87))[1], 576);
+        assert_eq!(guest_cpuid(t, 0xd, 0, rt(X87 | SSE | YMM))[1], 832);
+        assert_eq!(guest_cpuid(t, 0xd, 2, rt(X87))[1], 576, "only subleaf 0");
     }
 
     #[test]
@@ -238,7 +329,7 @@ mod tests {
             CpuidEntry { function: 0, eax: 1, ..Default::default() },
             CpuidEntry { function: 1, edx: 1, ecx: 1 << 27, ..Default::default() },
         ];
-        let on = Runtime { apic_enabled: true, osxsave: false };
+        let on = Runtime { apic_enabled: true, osxsave: false, xcr0: 1 };
         assert_eq!(guest_cpuid(&t, 1, 0, on), [0, 0, 0, 0x201]);
         assert_eq!(guest_cpuid(&t, 0x40, 0, on)[3], 0x201, "also through the out-of-range rule");
         assert_eq!(guest_cpuid(&t, 0, 0, on)[3], 0, "other leaves untouched");

@@ -91,6 +91,24 @@ impl Ept {
         true
     }
 
+    /// The walk for `gpa` down to the first misconfigured entry: its level, value and why, or
+    /// `None` if the walk finds none (it is read while other vCPUs may change it).
+    pub(crate) fn find_misconfiguration(&self, gpa: u64) -> Option<(u32, u64, &'static str)> {
+        let mut table = self.root_phys;
+        for level in (1..=4).rev() {
+            // SAFETY: as in `leaf_slot`.
+            let value = unsafe { phys_to_virt(table).add(ept_bits::index(gpa, level)).read_volatile() };
+            if let Some(why) = ept_bits::misconfiguration(value, level) {
+                return Some((level, value, why));
+            }
+            if !ept_bits::present(value) || value & (1 << 7) != 0 {
+                return None;
+            }
+            table = value & ADDR_MASK;
+        }
+        None
+    }
+
     /// Removes the mapping of the guest page at `gpa`, if any. The caller flushes the TLBs
     /// (every window starts with INVEPT) and kicks running vCPUs before freeing the page.
     pub(crate) fn unmap(&mut self, gpa: u64) {

@@ -41,6 +41,34 @@ pub const fn index(gpa: u64, level: u32) -> usize {
     ((gpa >> (12 + 9 * (level - 1))) & 0x1ff) as usize
 }
 
+/// Why `entry`, found at `level` (4 = PML4 .. 1 = PT) of a walk, is an EPT misconfiguration
+/// (SDM vol. 3, 29.3.3.1), or `None` if it is not. Execute-only entries count as
+/// misconfigured: rvmx does not enable them. Reserved physical-address bits are not checked.
+pub const fn misconfiguration(entry: u64, level: u32) -> Option<&'static str> {
+    if !present(entry) {
+        return None;
+    }
+    if entry & WRITE != 0 && entry & READ == 0 {
+        return Some("writable but not readable");
+    }
+    if entry & READ == 0 {
+        return Some("execute-only");
+    }
+    let large = entry & (1 << 7) != 0;
+    if level == 4 && entry & (0x1f << 3) != 0 {
+        return Some("reserved bits 7:3 set in a PML4 entry");
+    }
+    if level == 1 || (large && level <= 3) {
+        match (entry >> 3) & 7 {
+            2 | 3 | 7 => return Some("reserved memory type"),
+            _ => {}
+        }
+    } else if entry & (0xf << 3) != 0 {
+        return Some("reserved bits 6:3 set in a non-leaf entry");
+    }
+    None
+}
+
 /// EPT-violation exit qualification bits (SDM 28.2.1, table 28-7).
 pub mod violation {
     /// The access was a data read.
@@ -64,6 +92,23 @@ mod tests {
         assert_eq!(leaf_entry(0x5000, true), 0x5037);
         assert_eq!(leaf_entry(0x5000, false), 0x5035);
         assert!(!present(0) && present(READ));
+    }
+
+    #[test]
+    fn misconfigurations() {
+        for level in 1..=4 {
+            assert_eq!(misconfiguration(0, level), None);
+            assert_eq!(misconfiguration(table_entry(0x5000), level), None, "table at {level}");
+            assert!(misconfiguration(WRITE, level).is_some());
+            assert!(misconfiguration(EXECUTE, level).is_some());
+        }
+        assert_eq!(misconfiguration(leaf_entry(0x5000, true), 1), None);
+        assert_eq!(misconfiguration(leaf_entry(0x5000, false), 1), None);
+        assert!(misconfiguration(READ | 2 << 3, 1).is_some(), "memory type 2");
+        assert!(misconfiguration(READ | 7 << 3, 1).is_some(), "memory type 7");
+        assert!(misconfiguration(READ | 1 << 7 | 3 << 3, 2).is_some(), "2M page, memory type 3");
+        assert!(misconfiguration(READ | 1 << 7, 4).is_some(), "large bit in a PML4 entry");
+        assert!(misconfiguration(READ | 6 << 3, 3).is_some(), "memory type in a non-leaf");
     }
 
     #[test]

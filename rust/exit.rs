@@ -8,13 +8,15 @@
 use core::arch::asm;
 
 use crate::{
+    debugregs::{self, GuestDebug, HostDebug},
     entry::Gprs,
     guest_state::{guest_cr0, real_cr0, CR4_HOST_OWNED, ENTRY_IA32E},
-    vcpu_state::{cr0, efer, CR4_PAE, CR4_SUPPORTED},
+    vcpu_state::{cr0, cr4_allowed, dr, efer, CR4_OSXSAVE, CR4_PAE},
     run::{KvmRun, PendingIo},
     vmcs::Current,
     vmcs_fields::*,
-    vmx_exit::{self, inject, reason, CrAccess, Io},
+    vmx_exit::{self, inject, reason, CrAccess, DrAccess, Io},
+    xstate,
 };
 
 /// `KVM_EXIT_*` codes (`<linux/kvm.h>`).
@@ -52,6 +54,9 @@ pub(crate) enum Next {
     /// Leave the window to finish a MOV to CR0 (or LMSW) of `len` bytes that turns on PAE
     /// paging outside long mode: the PDPTEs come from guest memory.
     PaePaging { cr0: u64, len: u8 },
+    /// Leave the window and report an EPT misconfiguration at `gpa` (a bug in rvmx's tables:
+    /// it never writes such entries).
+    EptMisconfig { gpa: u64 },
 }
 
 /// The state an exit handler works on.
@@ -63,6 +68,12 @@ pub(crate) struct Exit<'a, 'b> {
     pub(crate) cpuid: &'a [crate::cpuid_table::CpuidEntry],
     pub(crate) msrs: crate::msr::MsrState<'a, 'b>,
     pub(crate) cpu: u32,
+    /// The guest's debug registers, and the host's saved for this window.
+    pub(crate) debug: &'a mut GuestDebug,
+    pub(crate) host_debug: &'a HostDebug,
+    /// The guest's XCR0 (in the hardware during the window), and what rvmx can switch.
+    pub(crate) xcr0: &'a mut u64,
+    pub(crate) xfeatures: u64,
 }
 
 impl Exit<'_, '_> {
@@ -77,6 +88,20 @@ impl Exit<'_, '_> {
 
     fn inject_ud(&self) {
         self.cur.write(ENTRY_INTR_INFO, inject::exception(inject::UD, false));
+    }
+
+    /// Whether the guest runs 64-bit code (CS.L), where registers are not truncated to 32 bits.
+    fn long64(&self) -> bool {
+        self.cur.read(GUEST_CS_AR) & (1 << 13) != 0
+    }
+
+    /// Current privilege level (SS.DPL, as VMX keeps it).
+    fn cpl(&self) -> u32 {
+        (self.cur.read(GUEST_SS_AR) >> 5) & 3
+    }
+
+    fn xsave_allowed(&self) -> bool {
+        crate::cpuid_table::xsave_allowed(self.cpuid, self.xfeatures)
     }
 
     /// #GP(0); in real mode exceptions carry no error code (and VM entry refuses one).
@@ -141,7 +166,8 @@ impl Exit<'_, '_> {
                 // From the vCPU's table (KVM_SET_CPUID2), as KVM answers.
                 let rt = crate::cpuid_table::Runtime {
                     apic_enabled: self.msrs.sregs.apic_base & (1 << 11) != 0,
-                    osxsave: self.cur.read(GUEST_CR4) & (1 << 18) != 0, // guest-owned bit
+                    osxsave: self.cur.read(CR4_READ_SHADOW) & CR4_OSXSAVE != 0,
+                    xcr0: *self.xcr0,
                 };
                 let [a, b, c, d] = crate::cpuid_table::guest_cpuid(
                     self.cpuid, self.gprs.rax as u32, self.gprs.rcx as u32, rt);
@@ -161,8 +187,7 @@ impl Exit<'_, '_> {
                 // No hypercalls: KVM's answer is -KVM_ENOSYS, truncated to 32 bits unless the
                 // guest is in 64-bit mode (CS.L).
                 let enosys = (-1000i64) as u64;
-                let long = self.cur.read(GUEST_CS_AR) & (1 << 13) != 0;
-                self.gprs.rax = if long { enosys } else { enosys as u32 as u64 };
+                self.gprs.rax = if self.long64() { enosys } else { enosys as u32 as u64 };
                 self.skip_instruction();
                 Next::Reenter
             }
@@ -176,6 +201,9 @@ impl Exit<'_, '_> {
             }
             reason::IO => self.io(),
             reason::CR_ACCESS => self.cr_access(full),
+            reason::MOV_DR => self.mov_dr(),
+            reason::XSETBV => self.xsetbv(),
+            reason::EPT_MISCONFIG => Next::EptMisconfig { gpa: self.cur.read(GUEST_PHYSICAL_ADDRESS) },
             reason::RDMSR => self.rdmsr(),
             reason::WRMSR => self.wrmsr(),
             reason::EPT_VIOLATION => Next::EptFault {
@@ -195,6 +223,112 @@ impl Exit<'_, '_> {
             5 => g.rbp, 6 => g.rsi, 7 => g.rdi, 8 => g.r8, 9 => g.r9, 10 => g.r10, 11 => g.r11,
             12 => g.r12, 13 => g.r13, 14 => g.r14, _ => g.r15,
         }
+    }
+
+    /// Sets general-purpose register `n` (numbered as [`Exit::gpr`]).
+    fn set_gpr(&mut self, n: u8, v: u64) {
+        let g = &mut *self.gprs;
+        let r = match n {
+            0 => &mut g.rax, 1 => &mut g.rcx, 2 => &mut g.rdx, 3 => &mut g.rbx,
+            4 => {
+                self.cur.write(GUEST_RSP, v);
+                return;
+            }
+            5 => &mut g.rbp, 6 => &mut g.rsi, 7 => &mut g.rdi, 8 => &mut g.r8, 9 => &mut g.r9,
+            10 => &mut g.r10, 11 => &mut g.r11, 12 => &mut g.r12, 13 => &mut g.r13, 14 => &mut g.r14,
+            _ => &mut g.r15,
+        };
+        *r = v;
+    }
+
+    /// MOV to or from a debug register, emulated on the guest's copies (see [`debugregs`]),
+    /// with the architectural checks: #GP at CPL > 0, DR4/DR5 aliases (#UD with CR4.DE),
+    /// DR7.GD (#DB with DR6.BD), #GP for bits 63:32 of DR6/DR7.
+    fn mov_dr(&mut self) -> Next {
+        const CR4_DE: u64 = 1 << 3;
+        let q = DrAccess::decode(self.cur.read(EXIT_QUALIFICATION));
+        if self.cpl() != 0 {
+            self.inject_gp0();
+            return Next::Reenter;
+        }
+        let n = match q.dr {
+            4 | 5 if self.cur.read(GUEST_CR4) & CR4_DE != 0 => {
+                self.inject_ud();
+                return Next::Reenter;
+            }
+            4 => 6,
+            5 => 7,
+            n => n,
+        };
+        if self.debug.dr7 & dr::DR7_GD != 0 {
+            // The processor clears GD when it delivers this #DB.
+            self.debug.dr7 &= !dr::DR7_GD;
+            self.cur.write(GUEST_DR7, self.debug.dr7);
+            debugregs::set_dr6(self.debug, debugregs::dr6() & !0xf | dr::DR6_BD);
+            self.cur.write(ENTRY_INTR_INFO, inject::exception(inject::DB, false));
+            return Next::Reenter;
+        }
+        if q.read {
+            let v = match n {
+                0..=3 => self.debug.db[n as usize],
+                6 => debugregs::dr6(),
+                _ => self.debug.dr7,
+            };
+            self.set_gpr(q.gpr, v);
+            self.skip_instruction();
+            return Next::Reenter;
+        }
+        let v = if self.long64() { self.gpr(q.gpr) } else { self.gpr(q.gpr) & 0xffff_ffff };
+        match n {
+            0..=3 => debugregs::set_db(self.debug, self.host_debug, n as usize, v),
+            6 => match dr::dr6(v) {
+                Some(v) => debugregs::set_dr6(self.debug, v),
+                None => {
+                    self.inject_gp0();
+                    return Next::Reenter;
+                }
+            },
+            _ => match dr::dr7(v) {
+                Some(v) => {
+                    self.debug.dr7 = v;
+                    self.cur.write(GUEST_DR7, v);
+                    if self.debug.armed() != self.host_debug.guest_db_loaded() {
+                        // The guest's DR0-3 must come into (or leave) the hardware: a new window.
+                        self.skip_instruction();
+                        return Next::Host;
+                    }
+                }
+                None => {
+                    self.inject_gp0();
+                    return Next::Reenter;
+                }
+            },
+        }
+        self.skip_instruction();
+        Next::Reenter
+    }
+
+    /// XSETBV: the guest's XCR0, checked as KVM's `__kvm_set_xcr` (only XCR0, at CPL 0, a
+    /// valid combination of what the guest's CPUID lists and rvmx switches; else #GP), and
+    /// loaded into the hardware at once: it stays the guest's until the window ends.
+    fn xsetbv(&mut self) -> Next {
+        if !self.xsave_allowed() {
+            // CR4.OSXSAVE cannot be on: XSETBV would have been #UD before exiting.
+            self.inject_ud();
+            return Next::Reenter;
+        }
+        let v = (self.gprs.rdx << 32) | (self.gprs.rax & 0xffff_ffff);
+        let allowed = crate::cpuid_table::xcr0_allowed(self.cpuid, self.xfeatures);
+        if self.gprs.rcx as u32 != 0 || self.cpl() != 0 || !xstate::xcr0_valid(v, allowed) {
+            self.inject_gp0();
+            return Next::Reenter;
+        }
+        // SAFETY: interrupts are off in this window, inside its KernelFpu; `v` is a valid
+        // XCR0 within the host's; the window puts the host's back before it ends.
+        unsafe { crate::fpu::xsetbv0(v) };
+        *self.xcr0 = v;
+        self.skip_instruction();
+        Next::Reenter
     }
 
     /// MOV to CR0 (every bit but TS/WP is rvmx's), LMSW, or MOV to CR4.VMXE: emulated, with
@@ -257,10 +391,11 @@ impl Exit<'_, '_> {
         Some(true)
     }
 
-    /// MOV to CR4: `Some(false)` for #GP (reserved bits, VMXE, PAE off in long mode).
+    /// MOV to CR4: `Some(false)` for #GP (reserved bits, VMXE, OSXSAVE without XSAVE, PAE
+    /// off in long mode).
     fn set_cr4(&mut self, v: u64) -> Option<bool> {
         let long = self.cur.read(GUEST_IA32_EFER) & efer::LMA != 0;
-        if v & !CR4_SUPPORTED != 0 || (long && v & CR4_PAE == 0) {
+        if v & !cr4_allowed(self.xsave_allowed()) != 0 || (long && v & CR4_PAE == 0) {
             return Some(false);
         }
         self.cur.write(GUEST_CR4, v | CR4_HOST_OWNED);

@@ -19,9 +19,10 @@ use crate::{
 
 /// Pin-based controls: external interrupts and NMIs exit (they belong to the host).
 const PIN: u32 = 1 << 0 | 1 << 3;
-/// Primary controls: HLT exits, every I/O instruction exits, secondary controls on. Every
-/// RDMSR/WRMSR exits (no MSR bitmap).
-const PROC: u32 = 1 << 7 | 1 << 24 | vmx_caps::PROCBASED_SECONDARY_CONTROLS;
+/// Primary controls: HLT exits, MOV DR exits (the debug registers are the host's, see
+/// debugregs.rs), every I/O instruction exits, secondary controls on. Every RDMSR/WRMSR
+/// exits (no MSR bitmap).
+const PROC: u32 = 1 << 7 | 1 << 23 | 1 << 24 | vmx_caps::PROCBASED_SECONDARY_CONTROLS;
 /// Secondary controls: EPT, VPID, unrestricted guest.
 const SECONDARY: u32 =
     vmx_caps::SECONDARY_ENABLE_EPT | vmx_caps::SECONDARY_ENABLE_VPID | vmx_caps::SECONDARY_UNRESTRICTED_GUEST;
@@ -52,6 +53,9 @@ pub(crate) const fn real_cr0(cr0: u64) -> u64 {
 }
 /// CR4 bits the host owns: VMXE (no nested VMX; the guest sees 0).
 pub(crate) const CR4_HOST_OWNED: u64 = vmx_caps::CR4_VMXE;
+/// CR4 bits whose guest writes exit: the host's, and OSXSAVE (allowed only when the guest
+/// has XSAVE, which is checked on the way).
+const CR4_INTERCEPTED: u64 = CR4_HOST_OWNED | vcpu_state::CR4_OSXSAVE;
 
 /// Writes the controls that stay the same for the vCPU's life. Fails if the CPU cannot run
 /// with them (already checked at load, so this is a consistency check).
@@ -75,7 +79,7 @@ pub(crate) fn write_controls(cur: &Current<'_>, caps: &VmxCaps, eptp: u64, vpid:
     cur.write(PF_ERROR_CODE_MATCH, 0);
     cur.write(CR3_TARGET_COUNT, 0);
     cur.write(CR0_GUEST_HOST_MASK, CR0_HOST_OWNED);
-    cur.write(CR4_GUEST_HOST_MASK, CR4_HOST_OWNED);
+    cur.write(CR4_GUEST_HOST_MASK, CR4_INTERCEPTED);
     cur.write(EPT_POINTER, eptp);
     cur.write(VPID, vpid);
     cur.write(VMCS_LINK_POINTER, u64::MAX);
@@ -93,7 +97,6 @@ pub(crate) fn has_window_timer(caps: &VmxCaps) -> bool {
 /// STI interrupt shadow survives the end of a window.
 pub(crate) fn write_initial_guest_state(cur: &Current<'_>) {
     cur.write(GUEST_IA32_DEBUGCTL, 0);
-    cur.write(GUEST_DR7, 0x400);
     cur.write(GUEST_PENDING_DBG_EXCEPTIONS, 0);
     cur.write(GUEST_ACTIVITY_STATE, 0);
     cur.write(GUEST_INTERRUPTIBILITY, 0);

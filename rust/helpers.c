@@ -10,6 +10,7 @@
 #include <linux/signal.h>
 #include <asm/desc.h>
 #include <asm/fpu/api.h>
+#include <asm/msr.h>
 
 phys_addr_t rvmx_page_to_phys(struct page *page);
 
@@ -82,4 +83,18 @@ void rvmx_sigset_deactivate(void)
 {
 	sigprocmask(SIG_SETMASK, &current->real_blocked, NULL);
 	sigemptyset(&current->real_blocked);
+}
+
+int rvmx_rdmsr_safe(u32 msr, u64 *value);
+void rvmx_wrmsr(u32 msr, u64 value);
+
+/* The MSR accessors are inline; the _safe one catches the #GP of an absent MSR. */
+int rvmx_rdmsr_safe(u32 msr, u64 *value)
+{
+	return rdmsrq_safe(msr, value);
+}
+
+void rvmx_wrmsr(u32 msr, u64 value)
+{
+	wrmsrq(msr, value);
 }

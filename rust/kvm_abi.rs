@@ -88,6 +88,18 @@ pub const KVM_SET_MSRS: u32 = iow::<u64>(0x89);
 pub const KVM_SET_CPUID2: u32 = iow::<u64>(0x90);
 /// Reads the vCPU's CPUID table.
 pub const KVM_GET_CPUID2: u32 = iowr(0x91, 8);
+/// Reads the XSAVE image (`struct kvm_xsave`, 4096 bytes, standard format).
+pub const KVM_GET_XSAVE: u32 = ior::<Xsave>(0xa4);
+/// Writes the XSAVE image.
+pub const KVM_SET_XSAVE: u32 = iow::<Xsave>(0xa5);
+/// Reads the extended control registers (XCR0).
+pub const KVM_GET_XCRS: u32 = ior::<Xcrs>(0xa6);
+/// Writes the extended control registers.
+pub const KVM_SET_XCRS: u32 = iow::<Xcrs>(0xa7);
+/// Reads DR0-3, DR6, DR7.
+pub const KVM_GET_DEBUGREGS: u32 = ior::<DebugRegs>(0xa1);
+/// Writes DR0-3, DR6, DR7.
+pub const KVM_SET_DEBUGREGS: u32 = iow::<DebugRegs>(0xa2);
 /// `KVM_SET_SIGNAL_MASK`: `struct kvm_signal_mask { __u32 len; __u8 sigset[]; }`.
 pub const KVM_SET_SIGNAL_MASK: u32 = iow::<u32>(0x8b);
 
@@ -263,6 +275,50 @@ impl Fpu {
     }
 }
 
+/// `struct kvm_xsave`: an XSAVE image in standard format (see `xstate`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Xsave {
+    /// The image.
+    pub region: [u32; 1024],
+}
+
+/// `struct kvm_xcr`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Xcr {
+    pub xcr: u32,
+    pub reserved: u32,
+    pub value: u64,
+}
+
+/// `struct kvm_xcrs`: up to [`MAX_XCRS`] XCRs (rvmx, like KVM, has XCR0 only).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Xcrs {
+    pub nr_xcrs: u32,
+    pub flags: u32,
+    pub xcrs: [Xcr; MAX_XCRS],
+    pub padding: [u64; 16],
+}
+
+/// `KVM_MAX_XCRS`.
+pub const MAX_XCRS: usize = 16;
+
+/// `struct kvm_debugregs`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct DebugRegs {
+    pub db: [u64; 4],
+    pub dr6: u64,
+    pub dr7: u64,
+    pub flags: u64,
+    pub reserved: [u64; 9],
+}
+
 /// `struct kvm_msr_entry`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -319,6 +375,12 @@ pub mod cap {
     pub const EXT_CPUID: usize = 7;
     /// `KVM_MEM_READONLY` slots: guest writes to them exit as MMIO.
     pub const READONLY_MEM: usize = 81;
+    /// `KVM_GET/SET_DEBUGREGS`.
+    pub const DEBUGREGS: usize = 50;
+    /// `KVM_GET/SET_XSAVE`.
+    pub const XSAVE: usize = 55;
+    /// `KVM_GET/SET_XCRS`.
+    pub const XCRS: usize = 56;
 }
 
 /// The capabilities rvmx provides, with the value `KVM_CHECK_EXTENSION` returns for each.
@@ -335,6 +397,9 @@ pub const CAPABILITIES: &[(usize, isize)] = &[
     (cap::MAX_VCPU_ID, MAX_VCPU_ID as isize),
     (cap::EXT_CPUID, 1),
     (cap::READONLY_MEM, 1),
+    (cap::DEBUGREGS, 1),
+    (cap::XSAVE, 1),
+    (cap::XCRS, 1),
 ];
 
 /// The answer to `KVM_CHECK_EXTENSION(cap)`: like KVM, 0 for anything unknown (never an error).
@@ -358,6 +423,11 @@ mod tests {
         assert_eq!(offset_of!(Segment, unusable), offset_of!(kb::kvm_segment, unusable));
         assert_eq!(size_of::<Dtable>(), size_of::<kb::kvm_dtable>());
         assert_eq!(size_of::<Sregs>(), size_of::<kb::kvm_sregs>());
+        assert_eq!(size_of::<Xsave>(), size_of::<kb::kvm_xsave>());
+        assert_eq!(size_of::<Xcrs>(), size_of::<kb::kvm_xcrs>());
+        assert_eq!(offset_of!(Xcrs, padding), offset_of!(kb::kvm_xcrs, padding));
+        assert_eq!(size_of::<DebugRegs>(), size_of::<kb::kvm_debugregs>());
+        assert_eq!(offset_of!(DebugRegs, flags), offset_of!(kb::kvm_debugregs, flags));
         assert_eq!(offset_of!(Sregs, gdt), offset_of!(kb::kvm_sregs, gdt));
         assert_eq!(offset_of!(Sregs, efer), offset_of!(kb::kvm_sregs, efer));
         assert_eq!(offset_of!(Sregs, interrupt_bitmap), offset_of!(kb::kvm_sregs, interrupt_bitmap));
@@ -386,6 +456,12 @@ mod tests {
         assert_eq!(KVM_SET_CPUID2, 0x4008_ae90);
         assert_eq!(KVM_GET_MSRS, 0xc008_ae88);
         assert_eq!(KVM_GET_FPU, 0x81a0_ae8c);
+        assert_eq!(KVM_GET_XSAVE, 0x9000_aea4);
+        assert_eq!(KVM_SET_XSAVE, 0x5000_aea5);
+        assert_eq!(KVM_GET_XCRS, 0x8188_aea6);
+        assert_eq!(KVM_SET_XCRS, 0x4188_aea7);
+        assert_eq!(KVM_GET_DEBUGREGS, 0x8080_aea1);
+        assert_eq!(KVM_SET_DEBUGREGS, 0x4080_aea2);
         assert_eq!(KVM_SET_FPU, 0x41a0_ae8d);
         assert_eq!(KVM_SET_MSRS, 0x4008_ae89);
         assert_eq!(KVM_GET_CPUID2, 0xc008_ae91);
@@ -442,6 +518,9 @@ mod tests {
             (cap::MAX_VCPU_ID, kb::KVM_CAP_MAX_VCPU_ID),
             (cap::EXT_CPUID, kb::KVM_CAP_EXT_CPUID),
             (cap::READONLY_MEM, kb::KVM_CAP_READONLY_MEM),
+            (cap::DEBUGREGS, kb::KVM_CAP_DEBUGREGS),
+            (cap::XSAVE, kb::KVM_CAP_XSAVE),
+            (cap::XCRS, kb::KVM_CAP_XCRS),
         ];
         for (ours, linux) in pairs {
             assert_eq!(ours, linux as usize);

@@ -14,3 +14,4 @@ pub mod msr_rules;
 pub mod vmx_caps;
 pub mod insn;
 pub mod guest_paging;
+pub mod xstate;

@@ -8,11 +8,12 @@
 //! needs the host: an interrupt, faulting in guest memory, or a return to userspace. Between
 //! windows the loop checks for signals and reschedules, so a spinning guest never wedges a CPU.
 
-use core::arch::asm;
 use kernel::{current, page::Page, prelude::*};
 
 use crate::{
+    debugregs::{GuestDebug, HostDebug},
     entry::{self, Gprs},
+    fpu::{GuestFpu, KernelFpu},
     emulate,
     exit::{internal, kvm_exit, Exit, Next},
     guest_state,
@@ -20,7 +21,7 @@ use crate::{
     kvm_abi::{Regs, Sregs},
     mem::{page_phys, phys_to_virt},
     vmcs::{Current, Vmcs},
-    vmcs_fields::{ENTRY_EXCEPTION_ERROR_CODE, ENTRY_INTR_INFO, PREEMPTION_TIMER_VALUE, VM_INSTRUCTION_ERROR},
+    vmcs_fields::{ENTRY_EXCEPTION_ERROR_CODE, ENTRY_INTR_INFO, GUEST_DR7, PREEMPTION_TIMER_VALUE, VM_INSTRUCTION_ERROR},
     vmx_exit::inject,
     vm::Vm,
     vmx::Vmx,
@@ -28,7 +29,6 @@ use crate::{
 };
 
 extern "C" {
-    fn rvmx_kernel_fpu_begin();
     fn rvmx_cond_resched();
 }
 
@@ -165,20 +165,6 @@ pub(crate) struct PendingIo {
     pub(crate) instruction_len: u64,
 }
 
-/// The guest's x87/SSE state while it does not run (FXSAVE image).
-#[repr(C, align(64))]
-pub(crate) struct FxArea(pub(crate) [u8; 512]);
-
-impl FxArea {
-    /// The state after reset: FCW 0x37f, MXCSR 0x1f80.
-    pub(crate) fn reset() -> Self {
-        let mut a = [0u8; 512];
-        a[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
-        a[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
-        Self(a)
-    }
-}
-
 /// Everything a vCPU keeps between runs (under the vCPU mutex).
 pub(crate) struct RunState {
     pub(crate) regs: Regs,
@@ -195,7 +181,10 @@ pub(crate) struct RunState {
     pub(crate) inject: Option<u32>,
     /// The signal mask for `KVM_RUN` (`KVM_SET_SIGNAL_MASK`).
     pub(crate) sigmask: Option<u64>,
-    pub(crate) fx: FxArea,
+    /// FPU/extended state and XCR0.
+    pub(crate) fpu: GuestFpu,
+    /// Debug registers.
+    pub(crate) debug: GuestDebug,
     /// The guest's CPUID table (`KVM_SET_CPUID2`).
     pub(crate) cpuid: KVec<crate::cpuid_table::CpuidEntry>,
     /// Guest MSRs kept by software, and the VM-entry/exit MSR lists.
@@ -250,12 +239,13 @@ fn window_timer(t: &Target<'_>) -> u32 {
 /// One VMX window: enters the guest until an exit needs the host.
 fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
     // The host's user FPU state is saved (and reloaded on return to userspace) so that the
-    // guest's x87/SSE state can be loaded into the registers.
-    // SAFETY: process context with interrupts on; paired with kernel_fpu_end below.
-    unsafe { rvmx_kernel_fpu_begin() };
+    // guest's can be loaded into the registers.
+    let _fpu = KernelFpu::begin();
+    let features = *t.vmx.fpu();
     let result = t.vmx.with_vmx_operation(|op| -> Result<Next> {
         let cpu = kernel::cpu::CpuId::current().as_u32();
         let host = HostState::save()?;
+        let host_debug = HostDebug::switch_to_guest(&st.debug, t.vmx.has_debugctl());
         let cur = Current::load(op, &st.vmcs)?;
         if !st.controls_written {
             guest_state::write_controls(&cur, t.vmx.caps(), t.eptp, t.vpid)?;
@@ -265,6 +255,7 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
         }
         host.write_to(&cur);
         guest_state::load(&cur, t.vmx.caps(), &st.regs, &st.sregs, st.pdptes.take(), &mut st.gprs)?;
+        cur.write(GUEST_DR7, st.debug.dr7);
         if let Some(info) = st.inject.take() {
             cur.write(ENTRY_EXCEPTION_ERROR_CODE, 0);
             cur.write(ENTRY_INTR_INFO, info);
@@ -277,8 +268,8 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
         // it out) or happened before the INVEPT below.
         t.running.store(cpu as i32, core::sync::atomic::Ordering::SeqCst);
         crate::ept::invept(op, t.vmx.caps(), t.eptp);
-        // SAFETY: `fx` is a 16-byte aligned FXSAVE image; FPU use is allowed (kernel_fpu_begin).
-        unsafe { asm!("fxrstor64 [{}]", in(reg) st.fx.0.as_ptr(), options(nostack)) };
+        // SAFETY: interrupts off inside `_fpu`; `save` below runs before the window ends.
+        let host_xcr0 = unsafe { st.fpu.load(&features) };
         let mut resume = false;
         let next = loop {
             // SAFETY: interrupts are off; CR2 holds the guest's value until the entry.
@@ -308,14 +299,19 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
                     efer_ok,
                 },
                 cpu,
+                debug: &mut st.debug,
+                host_debug: &host_debug,
+                xcr0: &mut st.fpu.xcr0,
+                xfeatures: features.xcr0,
             };
             match exit.handle() {
                 Next::Reenter => continue,
                 next => break next,
             }
         };
-        // SAFETY: as for FXRSTOR above.
-        unsafe { asm!("fxsave64 [{}]", in(reg) st.fx.0.as_mut_ptr(), options(nostack)) };
+        // SAFETY: pairs with `load` above, interrupts still off.
+        unsafe { st.fpu.save(&features, host_xcr0) };
+        host_debug.restore(&mut st.debug);
         guest_state::store(&cur, &st.gprs, &mut st.regs, &mut st.sregs);
         st.msr_area.store(&cur, &mut st.msrs);
         drop(cur);
@@ -323,8 +319,6 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
         host.restore();
         Ok(next)
     });
-    // SAFETY: pairs with rvmx_kernel_fpu_begin above; interrupts are on again.
-    unsafe { kernel::bindings::kernel_fpu_end() };
     result.map_err(Error::from)?
 }
 
@@ -356,6 +350,10 @@ pub(crate) fn run(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> R
                     st.pending = emulate::mmio(vm, &mut st.regs, &st.sregs, run, gpa, qualification);
                     return Ok(0);
                 }
+            }
+            Next::EptMisconfig { gpa } => {
+                vm.report_ept_misconfig(gpa, run);
+                return Ok(0);
             }
             Next::StringIo { io, len } => {
                 st.pending = emulate::string_io(vm, &mut st.regs, &st.sregs, run, io, len);

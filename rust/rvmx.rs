@@ -30,6 +30,9 @@
 //!   walk (pure), and the MMIO and string-I/O exits built on them.
 //! - [`cpuid_table`]: the CPUID rvmx offers guests and the CPUID exit's lookup (pure logic).
 //! - [`msr_rules`], [`msr`]: which MSRs a guest has (pure) and where they live.
+//! - [`xstate`], [`fpu`]: the guest's XSAVE image and XCR0 rules (pure), switched with the
+//!   host's FPU state inside a window.
+//! - [`debugregs`]: the guest's debug registers and the host's put back after a window.
 
 use kernel::{
     miscdevice::{MiscDeviceOptions, MiscDeviceRegistration},
@@ -46,6 +49,8 @@ mod ept;
 pub mod ept_bits;
 mod exit;
 mod fd;
+mod fpu;
+mod debugregs;
 #[allow(dead_code)]
 pub mod guest_paging;
 mod guest_state;
@@ -77,6 +82,8 @@ pub mod vmx_caps;
 #[allow(dead_code)]
 pub mod vmx_exit;
 mod x86;
+#[allow(dead_code)]
+pub mod xstate;
 
 module! {
     type: RvmxModule,

@@ -38,10 +38,12 @@ fn get_msr_index_list(arg: usize) -> Result<isize> {
 /// `KVM_GET_SUPPORTED_CPUID`: the host's CPUID filtered to what rvmx gives guests. Like KVM:
 /// `E2BIG` if the caller's array is too small (nent unchanged), else nent is set.
 fn get_supported_cpuid(arg: usize) -> Result<isize> {
-    let caps = Vmx::get().ok_or(ENODEV)?.caps();
+    let vmx = Vmx::get().ok_or(ENODEV)?;
+    let caps = vmx.caps();
     let ctl = GuestControls {
         invpcid: caps.procbased2.allows(1 << 12),
         rdtscp: caps.procbased2.allows(1 << 3),
+        xfeatures: vmx.fpu().xcr0,
     };
     let mut table = KVec::with_capacity(cpuid_table::MAX_ENTRIES, GFP_KERNEL)?;
     table.resize(cpuid_table::MAX_ENTRIES, CpuidEntry::default(), GFP_KERNEL)?;

@@ -20,7 +20,10 @@ use crate::{
     entry::Gprs,
     fd::{read_user, write_user, FdObject},
     kvm_abi::{self, *},
-    run::{self, FxArea, KvmRun, RunState, Target},
+    debugregs::GuestDebug,
+    fpu::GuestFpu,
+    run::{self, KvmRun, RunState, Target},
+    xstate,
     vcpu_state,
     vm::Vm,
     vmcs::Vmcs,
@@ -60,6 +63,18 @@ unsafe impl FromBytes for MsrEntry {}
 unsafe impl AsBytes for MsrEntry {}
 // SAFETY: as above.
 unsafe impl AsBytes for CpuidEntry {}
+// SAFETY: as above.
+unsafe impl FromBytes for Xsave {}
+// SAFETY: as above.
+unsafe impl AsBytes for Xsave {}
+// SAFETY: as above.
+unsafe impl FromBytes for Xcrs {}
+// SAFETY: as above.
+unsafe impl AsBytes for Xcrs {}
+// SAFETY: as above.
+unsafe impl FromBytes for DebugRegs {}
+// SAFETY: as above.
+unsafe impl AsBytes for DebugRegs {}
 
 #[pin_data]
 pub(crate) struct Vcpu {
@@ -79,6 +94,7 @@ impl Vcpu {
         let sregs = vcpu_state::reset_sregs(id);
         let vmcs = Vmcs::new(Vmx::get().ok_or(ENODEV)?.caps().revision_id())?;
         let msr_area = crate::msr::MsrArea::new()?;
+        let fpu = GuestFpu::new()?;
         let vpid = (NEXT_VPID.fetch_add(1, Ordering::Relaxed) % 0xffff + 1) as u16;
         Ok(Arc::pin_init(
             pin_init!(Vcpu {
@@ -97,7 +113,8 @@ impl Vcpu {
                     pdptes: None,
                     sigmask: None,
                     inject: None,
-                    fx: FxArea::reset(),
+                    fpu,
+                    debug: GuestDebug::default(),
                     cpuid: KVec::new(),
                     msrs: Default::default(),
                     msr_area,
@@ -110,7 +127,9 @@ impl Vcpu {
     fn set_sregs(&self, sregs: Sregs) -> Result {
         let mut st = self.state.lock();
         // Long mode and NXE only if the guest's CPUID has LM and NX, as KVM checks.
-        if !vcpu_state::sregs_valid(&sregs, st.efer_ok()) || vcpu_state::pending_interrupt(&sregs).is_err() {
+        let xfeatures = Vmx::get().ok_or(ENODEV)?.fpu().xcr0;
+        let cr4_ok = vcpu_state::cr4_allowed(cpuid_table::xsave_allowed(&st.cpuid, xfeatures));
+        if !vcpu_state::sregs_valid(&sregs, st.efer_ok(), cr4_ok) || vcpu_state::pending_interrupt(&sregs).is_err() {
             return Err(EINVAL);
         }
         // PAE paging outside long mode: the PDPTEs are read now, as KVM does (and, like KVM,
@@ -142,13 +161,36 @@ impl FdObject for Vcpu {
             KVM_SET_SREGS => this.set_sregs(read_user(arg)?)?,
             KVM_RUN if arg == 0 => return this.run(),
             KVM_SET_CPUID2 => this.set_cpuid(arg)?,
-            KVM_GET_FPU => write_user(arg, &Fpu::from_fxsave(&this.state.lock().fx.0))?,
+            KVM_GET_FPU => write_user(arg, &Fpu::from_fxsave(this.state.lock().fpu.legacy()))?,
             KVM_SET_FPU => {
                 let fpu: Fpu = read_user(arg)?;
-                if !fpu.mxcsr_valid() {
+                if !fpu.mxcsr_valid() || fpu.mxcsr & !Vmx::get().ok_or(ENODEV)?.fpu().mxcsr_mask != 0 {
                     return Err(EINVAL);
                 }
-                fpu.to_fxsave(&mut this.state.lock().fx.0);
+                this.state.lock().fpu.set_legacy(|fx| fpu.to_fxsave(fx));
+            }
+            KVM_GET_XSAVE => this.get_xsave(arg)?,
+            KVM_SET_XSAVE => this.set_xsave(arg)?,
+            KVM_GET_XCRS => {
+                let mut x = Xcrs::default();
+                if Vmx::get().ok_or(ENODEV)?.fpu().xcr0 != 0 {
+                    x.nr_xcrs = 1;
+                    x.xcrs[0].value = this.state.lock().fpu.xcr0;
+                }
+                write_user(arg, &x)?
+            }
+            KVM_SET_XCRS => this.set_xcrs(read_user(arg)?)?,
+            KVM_GET_DEBUGREGS => {
+                let d = this.state.lock().debug;
+                write_user(arg, &DebugRegs { db: d.db, dr6: d.dr6, dr7: d.dr7, ..Default::default() })?
+            }
+            KVM_SET_DEBUGREGS => {
+                let d: DebugRegs = read_user(arg)?;
+                // Like KVM: no flags, and DR6/DR7 bits 63:32 clear (else VM entry would fail).
+                if d.flags != 0 || d.dr6 >> 32 != 0 || d.dr7 >> 32 != 0 {
+                    return Err(EINVAL);
+                }
+                this.state.lock().debug = GuestDebug { db: d.db, dr6: d.dr6, dr7: d.dr7 };
             }
             KVM_GET_MSRS => return this.msrs(arg, false),
             KVM_SET_MSRS => return this.msrs(arg, true),
@@ -267,6 +309,45 @@ impl Vcpu {
         // SAFETY: pairs with the activation above, same thread.
         unsafe { rvmx_sigset_deactivate() };
         r
+    }
+
+    /// `KVM_GET_XSAVE`: the guest's XSAVE image as is (standard format, like KVM's).
+    fn get_xsave(&self, arg: usize) -> Result {
+        let st = self.state.lock();
+        UserSlice::new(UserPtr::from_addr(arg), xstate::AREA_SIZE).writer().write_slice(st.fpu.image())
+    }
+
+    /// `KVM_SET_XSAVE`: replaces the image; EINVAL for one XRSTOR would fault on (components
+    /// rvmx does not switch, compacted format, reserved header or MXCSR bits), as KVM.
+    fn set_xsave(&self, arg: usize) -> Result {
+        let mut image = KBox::new([0u8; xstate::AREA_SIZE], GFP_KERNEL)?;
+        UserSlice::new(UserPtr::from_addr(arg), xstate::AREA_SIZE).reader().read_slice(&mut image[..])?;
+        let f = Vmx::get().ok_or(ENODEV)?.fpu();
+        // Without XSAVE on the host only the legacy region is used: x87 and SSE.
+        let features = if f.xcr0 == 0 { xstate::xfeature::X87 | xstate::xfeature::SSE } else { f.xcr0 };
+        if !xstate::loadable(&image, features, f.mxcsr_mask) {
+            return Err(EINVAL);
+        }
+        self.state.lock().fpu.image_mut().copy_from_slice(&image[..]);
+        Ok(())
+    }
+
+    /// `KVM_SET_XCRS`: only XCR0 exists; the first entry for it is applied with XSETBV's
+    /// rules against the vCPU's CPUID (EINVAL otherwise, or if none is given), as KVM.
+    fn set_xcrs(&self, x: Xcrs) -> Result {
+        let f = Vmx::get().ok_or(ENODEV)?.fpu();
+        if f.xcr0 == 0 || x.nr_xcrs as usize > MAX_XCRS || x.flags != 0 {
+            return Err(EINVAL);
+        }
+        let Some(xcr) = x.xcrs[..x.nr_xcrs as usize].iter().find(|x| x.xcr == 0) else {
+            return Ok(());
+        };
+        let mut st = self.state.lock();
+        if !xstate::xcr0_valid(xcr.value, cpuid_table::xcr0_allowed(&st.cpuid, f.xcr0)) {
+            return Err(EINVAL);
+        }
+        st.fpu.xcr0 = xcr.value;
+        Ok(())
     }
 
     /// `KVM_SET_SIGNAL_MASK`: the signal mask while in `KVM_RUN`; a null argument removes it.

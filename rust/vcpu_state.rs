@@ -37,6 +37,45 @@ pub const EFER_SUPPORTED: u64 = efer::SCE | efer::LME | efer::LMA | efer::NXE;
 /// CR4 bits rvmx lets a guest set (VME..OSXMMEXCPT, FSGSBASE, PCIDE, OSXSAVE, SMEP, SMAP);
 /// not VMXE (no nested VMX).
 pub const CR4_SUPPORTED: u64 = 0x7ff | (1 << 16) | (1 << 17) | (1 << 18) | (1 << 20) | (1 << 21);
+/// CR4.OSXSAVE: XSAVE and XCR0 enabled.
+pub const CR4_OSXSAVE: u64 = 1 << 18;
+
+/// The CR4 bits a guest may set: [`CR4_SUPPORTED`], without OSXSAVE unless rvmx switches
+/// XSAVE state on this host and the guest's CPUID has XSAVE (as KVM's reserved CR4 bits).
+pub const fn cr4_allowed(xsave: bool) -> u64 {
+    if xsave { CR4_SUPPORTED } else { CR4_SUPPORTED & !CR4_OSXSAVE }
+}
+
+/// Debug registers DR6/DR7 (SDM vol. 3, 18.2).
+pub mod dr {
+    /// DR6 after reset, and its bits that always read 1.
+    pub const DR6_RESET: u64 = 0xffff_0ff0;
+    /// DR6 bits software can change: B0-B3, BD, BS, BT, RTM.
+    const DR6_VOLATILE: u64 = 0x0001_e00f;
+    /// DR6 bits that read as 1 (RTM is active-low and reads 1 when not supported).
+    const DR6_FIXED_1: u64 = 0xfffe_0ff0;
+    /// DR7 after reset.
+    pub const DR7_RESET: u64 = 0x400;
+    /// DR7 bits software can change.
+    const DR7_VOLATILE: u64 = 0xffff_2bff;
+    /// DR7.GD: MOV DR raises #DB.
+    pub const DR7_GD: u64 = 1 << 13;
+    /// DR6.BD: the #DB came from DR7.GD.
+    pub const DR6_BD: u64 = 1 << 13;
+    /// DR7 local/global enable bits of the four breakpoints.
+    pub const DR7_ENABLES: u64 = 0xff;
+
+    /// DR6 after the guest writes `v` (KVM's `kvm_set_dr`); `None` (#GP) if bits 63:32 are set.
+    pub const fn dr6(v: u64) -> Option<u64> {
+        if v >> 32 != 0 { None } else { Some(v & DR6_VOLATILE | DR6_FIXED_1) }
+    }
+
+    /// DR7 after the guest writes `v`; `None` (#GP) if bits 63:32 are set.
+    pub const fn dr7(v: u64) -> Option<u64> {
+        if v >> 32 != 0 { None } else { Some(v & DR7_VOLATILE | DR7_RESET) }
+    }
+}
+
 /// RFLAGS bit 1 is always 1.
 pub const RFLAGS_FIXED: u64 = 1 << 1;
 /// The local APIC's default base with the enable bit (IA32_APIC_BASE).
@@ -109,9 +148,10 @@ pub const fn efer_allowed(cpuid_lm: bool, cpuid_nx: bool) -> u64 {
 }
 
 /// Whether `KVM_SET_SREGS` accepts `s` (KVM's `kvm_is_valid_sregs` and EFER/CR checks), for a
-/// vCPU whose CPUID allows the EFER bits `efer_ok` (see [`efer_allowed`]).
-pub fn sregs_valid(s: &Sregs, efer_ok: u64) -> bool {
-    if s.efer & !(EFER_SUPPORTED & efer_ok) != 0 || s.cr4 & !CR4_SUPPORTED != 0 {
+/// vCPU whose CPUID allows the EFER bits `efer_ok` (see [`efer_allowed`]) and CR4 bits
+/// `cr4_ok` ([`cr4_allowed`]).
+pub fn sregs_valid(s: &Sregs, efer_ok: u64, cr4_ok: u64) -> bool {
+    if s.efer & !(EFER_SUPPORTED & efer_ok) != 0 || s.cr4 & !cr4_ok != 0 {
         return false;
     }
     // CR0: bits 63:32 reserved; PG needs PE; NW needs CD.
@@ -209,7 +249,7 @@ mod tests {
         assert_eq!(s.cr0, 0x6000_0010);
         assert_eq!(s.apic_base, 0xfee0_0900);
         assert_eq!(reset_sregs(1).apic_base, 0xfee0_0800);
-        assert!(sregs_valid(&s, efer_allowed(false, false)));
+        assert!(sregs_valid(&s, efer_allowed(false, false), CR4_SUPPORTED));
     }
 
     #[test]
@@ -220,17 +260,20 @@ mod tests {
         s.efer = efer::LME | efer::LMA;
         s.cs.l = 1;
         let all = efer_allowed(true, true);
-        assert!(sregs_valid(&s, all));
-        assert!(!sregs_valid(&s, efer_allowed(false, true)), "long mode without CPUID.LM");
-        assert!(!sregs_valid(&Sregs { efer: s.efer | efer::NXE, ..s }, efer_allowed(true, false)));
-        assert!(!sregs_valid(&Sregs { cr4: 0, ..s }, all), "long mode without PAE");
-        assert!(!sregs_valid(&Sregs { efer: efer::LME, ..s }, all), "LME+PG without LMA");
-        assert!(!sregs_valid(&Sregs { cr3: 1 << 50, ..s }, all), "CR3 beyond MAXPHYADDR");
+        assert!(sregs_valid(&s, all, CR4_SUPPORTED));
+        assert!(!sregs_valid(&s, efer_allowed(false, true), CR4_SUPPORTED), "long mode without CPUID.LM");
+        assert!(!sregs_valid(&Sregs { efer: s.efer | efer::NXE, ..s }, efer_allowed(true, false), CR4_SUPPORTED));
+        assert!(!sregs_valid(&Sregs { cr4: 0, ..s }, all, CR4_SUPPORTED), "long mode without PAE");
+        assert!(!sregs_valid(&Sregs { efer: efer::LME, ..s }, all, CR4_SUPPORTED), "LME+PG without LMA");
+        assert!(!sregs_valid(&Sregs { cr3: 1 << 50, ..s }, all, CR4_SUPPORTED), "CR3 beyond MAXPHYADDR");
         let legacy = Sregs { efer: 0, ..s };
-        assert!(!sregs_valid(&legacy, all), "CS.L outside long mode");
-        assert!(!sregs_valid(&Sregs { efer: 1 << 14, ..reset_sregs(0) }, all), "unknown EFER bit");
-        assert!(!sregs_valid(&Sregs { cr4: 1 << 13, ..reset_sregs(0) }, all), "VMXE");
-        assert!(!sregs_valid(&Sregs { cr0: cr0::PG, ..reset_sregs(0) }, all), "PG without PE");
+        assert!(!sregs_valid(&legacy, all, CR4_SUPPORTED), "CS.L outside long mode");
+        assert!(!sregs_valid(&Sregs { efer: 1 << 14, ..reset_sregs(0) }, all, CR4_SUPPORTED), "unknown EFER bit");
+        assert!(!sregs_valid(&Sregs { cr4: 1 << 13, ..reset_sregs(0) }, all, CR4_SUPPORTED), "VMXE");
+        assert!(!sregs_valid(&Sregs { cr0: cr0::PG, ..reset_sregs(0) }, all, CR4_SUPPORTED), "PG without PE");
+        let osxsave = Sregs { cr4: CR4_OSXSAVE, ..reset_sregs(0) };
+        assert!(sregs_valid(&osxsave, all, cr4_allowed(true)));
+        assert!(!sregs_valid(&osxsave, all, cr4_allowed(false)), "OSXSAVE without XSAVE");
     }
 
     #[test]
@@ -241,5 +284,15 @@ mod tests {
         assert_eq!(pending_interrupt(&s), Ok(Some(67)));
         s.interrupt_bitmap[2] = 1;
         assert_eq!(pending_interrupt(&s), Err(()));
+    }
+
+    #[test]
+    fn debug_register_values() {
+        assert_eq!(dr::dr6(0), Some(0xfffe_0ff0));
+        assert_eq!(dr::dr6(!0u32 as u64), Some(0xffff_eff0 | 0xf | 0x800));
+        assert_eq!(dr::dr6(1 << 32), None);
+        assert_eq!(dr::dr7(0), Some(dr::DR7_RESET));
+        assert_eq!(dr::dr7(0xff | 1 << 12), Some(0x4ff), "bit 12 is reserved");
+        assert_eq!(dr::dr7(1 << 40), None);
     }
 }

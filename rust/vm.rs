@@ -154,6 +154,20 @@ impl Vm {
         Ok(true)
     }
 
+    /// An EPT-misconfiguration exit at `gpa`: a bug in rvmx's tables, never the guest's doing.
+    /// Logs the offending entry (the first few times) and ends `KVM_RUN` with
+    /// `KVM_EXIT_INTERNAL_ERROR` (unexpected exit reason, then GPA, level and entry).
+    pub(crate) fn report_ept_misconfig(&self, gpa: u64, run: &crate::run::KvmRun) {
+        static REPORTS: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+        let found = self.inner.lock().ept.find_misconfiguration(gpa);
+        let (level, entry, why) = found.unwrap_or((0, 0, "no bad entry on the walk any more"));
+        if REPORTS.fetch_add(1, core::sync::atomic::Ordering::Relaxed) < 8 {
+            pr_err!("EPT misconfiguration at GPA {:#x}: level {} entry {:#x}: {}\n", gpa, level, entry, why);
+        }
+        let reason = crate::vmx_exit::reason::EPT_MISCONFIG as u64;
+        run.internal_error(crate::exit::internal::UNEXPECTED_EXIT_REASON, &[reason, gpa, level as u64, entry]);
+    }
+
     /// The userspace address of the guest RAM byte at `gpa`, if a slot backs it for this
     /// access (a write to a read-only slot is MMIO, like an access outside every slot).
     pub(crate) fn ram_uaddr(&self, gpa: u64, write: bool) -> Option<u64> {

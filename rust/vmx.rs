@@ -45,6 +45,10 @@ forward_display!(VmxCaps, Unsupported);
 pub(crate) struct Vmx {
     /// Capabilities read at load; every CPU must report the same.
     caps: VmxCaps,
+    /// The FPU/extended state rvmx switches for guests.
+    fpu: crate::fpu::Features,
+    /// The CPU has IA32_DEBUGCTL (VM exits clear it: rvmx restores the host's).
+    debugctl: bool,
     /// One VMXON region per possible CPU, indexed by CPU number.
     vmxon: KVec<VmxonRegion>,
     /// CPUs on which VMX operation has been proven.
@@ -148,6 +152,16 @@ impl Vmx {
     /// The capabilities every CPU shares.
     pub(crate) fn caps(&self) -> &VmxCaps {
         &self.caps
+    }
+
+    /// The FPU/extended state switched for guests.
+    pub(crate) fn fpu(&self) -> &crate::fpu::Features {
+        &self.fpu
+    }
+
+    /// Whether the CPU has IA32_DEBUGCTL.
+    pub(crate) fn has_debugctl(&self) -> bool {
+        self.debugctl
     }
 
     /// Runs `f` on the current CPU in VMX root operation, with interrupts off throughout.
@@ -258,7 +272,11 @@ impl VmxRegistration {
             vmxon.push(VmxonRegion::new(caps.revision_id())?, GFP_KERNEL)?;
         }
         let vmx = KBox::new(
-            Vmx { caps, vmxon, cpus_ready: AtomicU32::new(0), loaded: AtomicBool::new(false) },
+            Vmx {
+                caps,
+                fpu: crate::fpu::Features::probe(),
+                debugctl: crate::debugregs::has_debugctl(),
+                vmxon, cpus_ready: AtomicU32::new(0), loaded: AtomicBool::new(false) },
             GFP_KERNEL,
         )?;
         let mut reg = Self { hotplug: None, vmx };
@@ -267,9 +285,10 @@ impl VmxRegistration {
         reg.hotplug = Some(OnlineCallback::register(c"rvmx:online", cpu_online)?);
         reg.vmx.loaded.store(true, Ordering::Relaxed);
         pr_info!(
-            "VMX ready on {} CPUs: {}\n",
+            "VMX ready on {} CPUs: {}; guest XCR0 up to {:#x}\n",
             reg.vmx.cpus_ready.load(Ordering::Relaxed),
-            reg.vmx.caps
+            reg.vmx.caps,
+            reg.vmx.fpu.xcr0
         );
         Ok(reg)
     }

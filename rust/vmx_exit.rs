@@ -9,6 +9,7 @@ pub mod reason {
     pub const EXCEPTION_NMI: u16 = 0;
     pub const EXTERNAL_INTERRUPT: u16 = 1;
     pub const TRIPLE_FAULT: u16 = 2;
+    pub const MOV_DR: u16 = 29;
     pub const CPUID: u16 = 10;
     pub const HLT: u16 = 12;
     pub const INVD: u16 = 13;
@@ -94,6 +95,24 @@ impl CrAccess {
     }
 }
 
+/// A MOV-DR exit's qualification (SDM table 28-4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DrAccess {
+    /// Debug register number.
+    pub dr: u8,
+    /// MOV from DR (else MOV to DR).
+    pub read: bool,
+    /// General-purpose register (0 = RAX .. 15 = R15).
+    pub gpr: u8,
+}
+
+impl DrAccess {
+    /// Decodes the qualification.
+    pub const fn decode(q: u64) -> Self {
+        DrAccess { dr: (q & 7) as u8, read: q & (1 << 4) != 0, gpr: ((q >> 8) & 0xf) as u8 }
+    }
+}
+
 /// Event injection (VM-entry interruption information, SDM 24.8.3).
 pub mod inject {
     /// Valid bit.
@@ -102,6 +121,8 @@ pub mod inject {
     pub const HW_EXCEPTION: u32 = 3 << 8;
     /// Deliver an error code.
     pub const ERROR_CODE: u32 = 1 << 11;
+    /// #DB.
+    pub const DB: u32 = 1;
     /// #UD.
     pub const UD: u32 = 6;
     /// #GP.
