@@ -9,7 +9,8 @@
  *
  * Implemented so far: the system fd (KVM_GET_API_VERSION, KVM_CHECK_EXTENSION,
  * KVM_GET_VCPU_MMAP_SIZE, KVM_CREATE_VM), the VM fd (memory slots, vCPUs, TSS and identity-map
- * addresses) and the vCPU fd (mmap of struct kvm_run, REGS, SREGS, KVM_RUN). A request rvmx does
+ * addresses) and the vCPU fd (mmap of struct kvm_run, REGS, SREGS, KVM_RUN, debug registers,
+ * XSAVE image and XCRs). A request rvmx does
  * not implement fails as KVM fails an unknown one on that fd (EINVAL, or ENOTTY on a VM fd).
  */
 #ifndef _RVMX_H
@@ -44,6 +45,9 @@
 #define KVM_CAP_MAX_VCPUS 66
 #define KVM_CAP_CHECK_EXTENSION_VM 105
 #define KVM_CAP_READONLY_MEM 81
+#define KVM_CAP_DEBUGREGS 50
+#define KVM_CAP_XSAVE 55
+#define KVM_CAP_XCRS 56
 #define KVM_CAP_MAX_VCPU_ID 128
 
 struct kvm_userspace_memory_region {
@@ -184,6 +188,43 @@ struct kvm_run {
 #define KVM_SET_REGS  _IOW(KVMIO, 0x82, struct kvm_regs)
 #define KVM_GET_SREGS _IOR(KVMIO, 0x83, struct kvm_sregs)
 #define KVM_SET_SREGS _IOW(KVMIO, 0x84, struct kvm_sregs)
+
+/* Debug registers: DR0-3, DR6, DR7 (flags must be 0). */
+struct kvm_debugregs {
+	__u64 db[4];
+	__u64 dr6;
+	__u64 dr7;
+	__u64 flags;
+	__u64 reserved[9];
+};
+
+/* The FPU/extended state as an XSAVE image in standard format. */
+struct kvm_xsave {
+	__u32 region[1024];
+	__u32 extra[0];
+};
+
+#define KVM_MAX_XCRS 16
+struct kvm_xcr {
+	__u32 xcr;
+	__u32 reserved;
+	__u64 value;
+};
+
+/* Extended control registers: XCR0 only. */
+struct kvm_xcrs {
+	__u32 nr_xcrs;
+	__u32 flags;
+	struct kvm_xcr xcrs[KVM_MAX_XCRS];
+	__u64 padding[16];
+};
+
+#define KVM_GET_DEBUGREGS _IOR(KVMIO, 0xa1, struct kvm_debugregs)
+#define KVM_SET_DEBUGREGS _IOW(KVMIO, 0xa2, struct kvm_debugregs)
+#define KVM_GET_XSAVE     _IOR(KVMIO, 0xa4, struct kvm_xsave)
+#define KVM_SET_XSAVE     _IOW(KVMIO, 0xa5, struct kvm_xsave)
+#define KVM_GET_XCRS      _IOR(KVMIO, 0xa6, struct kvm_xcrs)
+#define KVM_SET_XCRS      _IOW(KVMIO, 0xa7, struct kvm_xcrs)
 #endif /* __LINUX_KVM_H */
 
 #endif /* _RVMX_H */

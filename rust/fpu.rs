@@ -36,15 +36,16 @@ pub(crate) struct Features {
 }
 
 impl Features {
-    pub(crate) fn probe() -> Self {
+    pub(crate) fn probe() -> Result<Self> {
+        // On the heap: the kernel stack is only 8-byte aligned, FXSAVE needs 16.
+        let mut fx = KBox::new(FxImage([0; LEGACY_SIZE]), GFP_KERNEL)?;
         let _fpu = KernelFpu::begin();
         let xcr0 = if crate::x86::read_cr4() & CR4_OSXSAVE != 0 { xgetbv0() & xstate::SWITCHED } else { 0 };
-        let mut fx = FxImage([0; LEGACY_SIZE]);
         // SAFETY: FXSAVE stores 512 bytes into a 16-byte aligned buffer; FPU use is allowed.
         unsafe { asm!("fxsave64 [{}]", in(reg) fx.0.as_mut_ptr(), options(nostack)) };
         let mask = u32::from_le_bytes(fx.0[28..32].try_into().unwrap_or_default());
         // A zero mask means the CPU predates DAZ: the SDM's default then.
-        Self { xcr0, mxcsr_mask: if mask == 0 { 0xffbf } else { mask } }
+        Ok(Self { xcr0, mxcsr_mask: if mask == 0 { 0xffbf } else { mask } })
     }
 }
 

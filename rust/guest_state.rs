@@ -28,13 +28,16 @@ const SECONDARY: u32 =
     vmx_caps::SECONDARY_ENABLE_EPT | vmx_caps::SECONDARY_ENABLE_VPID | vmx_caps::SECONDARY_UNRESTRICTED_GUEST;
 /// Secondary controls given to the guest when the CPU has them: RDTSCP, INVPCID (else #UD).
 const SECONDARY_OPTIONAL: u32 = 1 << 3 | 1 << 12;
-/// Exit controls: 64-bit host, save/load PAT and EFER.
-const EXIT: u32 = 1 << 9 | 1 << 18 | 1 << 19 | 1 << 20 | 1 << 21;
+/// Exit controls: save debug controls (the guest's DR7, which a #DB may change), 64-bit
+/// host, save/load PAT and EFER.
+const EXIT: u32 = 1 << 2 | 1 << 9 | 1 << 18 | 1 << 19 | 1 << 20 | 1 << 21;
 /// Exit control: save the VMX-preemption timer, so it counts down across the entries of a
 /// window instead of restarting at each.
 const EXIT_SAVE_PREEMPTION_TIMER: u32 = 1 << 22;
-/// Entry controls: load PAT and EFER.
-const ENTRY: u32 = 1 << 14 | 1 << 15;
+/// Entry controls: load debug controls (the guest's DR7 and DEBUGCTL; a CPU with "true"
+/// controls may let it be off, and then the guest would run with DR7 disarmed), load PAT
+/// and EFER.
+const ENTRY: u32 = 1 << 2 | 1 << 14 | 1 << 15;
 /// Entry control: the guest is in IA-32e mode (EFER.LMA).
 pub(crate) const ENTRY_IA32E: u32 = 1 << 9;
 /// CR0 bits the host owns, as KVM: all but TS and WP. The guest reads them from the shadow

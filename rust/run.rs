@@ -311,6 +311,7 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
         };
         // SAFETY: pairs with `load` above, interrupts still off.
         unsafe { st.fpu.save(&features, host_xcr0) };
+        st.debug.dr7 = cur.read(GUEST_DR7);
         host_debug.restore(&mut st.debug);
         guest_state::store(&cur, &st.gprs, &mut st.regs, &mut st.sregs);
         st.msr_area.store(&cur, &mut st.msrs);

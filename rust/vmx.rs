@@ -274,7 +274,7 @@ impl VmxRegistration {
         let vmx = KBox::new(
             Vmx {
                 caps,
-                fpu: crate::fpu::Features::probe(),
+                fpu: crate::fpu::Features::probe()?,
                 debugctl: crate::debugregs::has_debugctl(),
                 vmxon, cpus_ready: AtomicU32::new(0), loaded: AtomicBool::new(false) },
             GFP_KERNEL,

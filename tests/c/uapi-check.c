@@ -39,5 +39,10 @@ int main(void)
 	P(offsetof(struct kvm_run, mmio.is_write)); P(offsetof(struct kvm_run, emulation_failure.flags));
 	P(offsetof(struct kvm_run, emulation_failure.insn_bytes)); P(offsetof(struct kvm_run, kvm_valid_regs));
 	P(sizeof(struct kvm_run));
+	P(KVM_CAP_DEBUGREGS); P(KVM_CAP_XSAVE); P(KVM_CAP_XCRS); P(KVM_MAX_XCRS);
+	P(KVM_GET_DEBUGREGS); P(KVM_SET_DEBUGREGS); P(KVM_GET_XSAVE); P(KVM_SET_XSAVE);
+	P(KVM_GET_XCRS); P(KVM_SET_XCRS);
+	P(sizeof(struct kvm_debugregs)); P(offsetof(struct kvm_debugregs, flags));
+	P(sizeof(struct kvm_xsave)); P(sizeof(struct kvm_xcrs)); P(offsetof(struct kvm_xcrs, padding));
 	return 0;
 }

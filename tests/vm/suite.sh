@@ -22,6 +22,10 @@ check "run: guests in real, 32-bit protected and 64-bit long mode run on /dev/rv
 	sh -c 'kvm-run-check /dev/rvmx --if0-spin > /tmp/run-rvmx'
 check "mmio: MMIO, read-only slots and string I/O guests run on /dev/rvmx" \
 	sh -c 'kvm-mmio-check /dev/rvmx > /tmp/mmio-rvmx'
+check "cpu state: XCR0 (XSETBV), AVX registers across exits, XSAVE/XCRS/DEBUGREGS ioctls, MOV DR on /dev/rvmx" \
+	sh -c 'kvm-cpu-state-check /dev/rvmx > /tmp/cs-rvmx'
+check "cpu state: a host hardware watchpoint still fires after a guest armed its own breakpoint" \
+	grep -qx "host_watchpoint_after_guest fired true" /tmp/cs-rvmx
 check "run: KVM_SET_SIGNAL_MASK's mask is the one in force during KVM_RUN" sh -c '
 	grep -qx "sigmask run_unblocked errno 4" /tmp/run-rvmx && grep -qx "sigmask run_blocked hlt" /tmp/run-rvmx'
 check "run: a guest spinning with IF=0 is still interrupted by a signal" \
@@ -114,6 +118,7 @@ check "abi: kvm-abi-check on /dev/kvm" sh -c 'kvm-abi-check /dev/kvm > /tmp/abi-
 check "vm: the same client on /dev/kvm" sh -c 'kvm-vm-check /dev/kvm > /tmp/vm-kvm'
 check "run: the same guests on /dev/kvm" sh -c 'kvm-run-check /dev/kvm > /tmp/run-kvm'
 check "mmio: the same MMIO guests on /dev/kvm" sh -c 'kvm-mmio-check /dev/kvm > /tmp/mmio-kvm'
+check "cpu state: the same guest on /dev/kvm" sh -c 'kvm-cpu-state-check /dev/kvm > /tmp/cs-kvm'
 check "lifetime: the same stress on /dev/kvm" \
 	sh -c 'kvm-stress-check /dev/kvm 30 | grep -v "^info " > /tmp/stress-kvm'
 check "tool: the same client drives /dev/kvm" sh -c 'rvmx info --device /dev/kvm'
@@ -150,6 +155,8 @@ fpu_right() {
 check "run: x87/SSE state set by KVM_SET_FPU reaches the guest and comes back (reset MXCSR 0x1f80, bad MXCSR EINVAL)" fpu_right
 mmio_same() { grep -v '^info ' /tmp/mmio-kvm > /tmp/a; grep -v '^info ' /tmp/mmio-rvmx | diff /tmp/a -; }
 check "mmio: every MMIO and string I/O exit, register and RAM byte identical to KVM's" mmio_same
+cs_same() { grep -v '^info ' /tmp/cs-kvm > /tmp/a; grep -v '^info ' /tmp/cs-rvmx | diff /tmp/a -; }
+check "cpu state: XCR0, AVX state, guest #GP/#DB, debug registers and their errnos identical to KVM's" cs_same
 check "mmio: an instruction outside the decoder's set is an emulation failure naming its bytes" \
 	grep -q '^info unsupported internal_error suberror 1 flags 0x1 insn \[01, 03, f4, ' /tmp/mmio-rvmx
 stress_same() { grep -v '^info ' /tmp/stress-rvmx | diff /tmp/stress-kvm -; }

@@ -320,7 +320,7 @@ fn main() -> ExitCode {
     println!("avx ymm0_kept {:02x?}", ram(&g, 0x8200, 32));
     println!("avx ymm1_from_set_xsave {:02x?}", ram(&g, 0x8220, 32));
     println!("debug dr0 {:#x} dr6 {:#x} dr7 {:#x}", u64_at(&g, 0x8040), u64_at(&g, 0x8048), u64_at(&g, 0x8050));
-    println!("info debug dr6_after_watchpoint {:#x}", u64_at(&g, 0x8058));
+    println!("debug dr6_after_watchpoint {:#x}", u64_at(&g, 0x8058));
     let d = g.vcpu.get_debug_regs().unwrap();
     println!("debug get db {:x?} dr7 {:#x} flags {}", d.db, d.dr7, d.flags);
     let bad = kvm_debugregs { dr7: 1 << 32, ..d };
