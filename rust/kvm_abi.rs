@@ -424,6 +424,11 @@ mod tests {
         assert_eq!(size_of::<Dtable>(), size_of::<kb::kvm_dtable>());
         assert_eq!(size_of::<Sregs>(), size_of::<kb::kvm_sregs>());
         assert_eq!(size_of::<Xsave>(), size_of::<kb::kvm_xsave>());
+        use crate::events::VcpuEvents;
+        assert_eq!(size_of::<VcpuEvents>(), size_of::<kb::kvm_vcpu_events>());
+        assert_eq!(offset_of!(VcpuEvents, flags), offset_of!(kb::kvm_vcpu_events, flags));
+        assert_eq!(offset_of!(VcpuEvents, sipi_vector), offset_of!(kb::kvm_vcpu_events, sipi_vector));
+        assert_eq!(offset_of!(VcpuEvents, exception_has_payload), offset_of!(kb::kvm_vcpu_events, exception_has_payload));
         assert_eq!(size_of::<Xcrs>(), size_of::<kb::kvm_xcrs>());
         assert_eq!(offset_of!(Xcrs, padding), offset_of!(kb::kvm_xcrs, padding));
         assert_eq!(size_of::<DebugRegs>(), size_of::<kb::kvm_debugregs>());

@@ -15,3 +15,4 @@ pub mod vmx_caps;
 pub mod insn;
 pub mod guest_paging;
 pub mod xstate;
+pub mod events;

@@ -1,0 +1,417 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Events a vCPU delivers to its guest: the external interrupt userspace queued
+//! (`KVM_INTERRUPT`), NMIs (`KVM_NMI`), exceptions raised by rvmx's emulation, and the event
+//! the processor was delivering when a VM exit interrupted it (IDT-vectoring information),
+//! which must be delivered again or the guest loses it. One event is injected per VM entry;
+//! one that cannot be injected yet opens an interrupt or NMI window (an exit as soon as the
+//! guest can take it). The state is what `KVM_GET/SET_VCPU_EVENTS` exchange. Pure logic,
+//! host-tested.
+
+/// Interruption-information bits (VM-entry interruption information and IDT-vectoring
+/// information share the layout, SDM vol. 3, 25.8.3 and 25.9.3).
+pub mod info {
+    /// The field is valid.
+    pub const VALID: u32 = 1 << 31;
+    /// An error code is delivered.
+    pub const ERROR_CODE: u32 = 1 << 11;
+    /// Type: external interrupt.
+    pub const EXT_INTR: u32 = 0;
+    /// Type: NMI.
+    pub const NMI: u32 = 2;
+    /// Type: hardware exception.
+    pub const HW_EXCEPTION: u32 = 3;
+    /// Type: software interrupt (INT n).
+    pub const SOFT_INTR: u32 = 4;
+    /// Type: privileged software exception (INT1).
+    pub const PRIV_SOFT_EXCEPTION: u32 = 5;
+    /// Type: software exception (INT3, INTO).
+    pub const SOFT_EXCEPTION: u32 = 6;
+}
+
+/// Interruptibility-state bits (SDM vol. 3, table 25-3).
+pub mod block {
+    /// Blocking by STI.
+    pub const STI: u32 = 1 << 0;
+    /// Blocking by MOV SS / POP SS.
+    pub const MOV_SS: u32 = 1 << 1;
+    /// Blocking by NMI (virtual-NMI blocking with virtual NMIs).
+    pub const NMI: u32 = 1 << 3;
+}
+
+/// NMI vector.
+pub const NMI_VECTOR: u8 = 2;
+
+/// An exception to deliver.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Exception {
+    pub vector: u8,
+    pub error_code: Option<u32>,
+    /// Its delivery had started (reinjection); otherwise raised and not yet delivered.
+    pub injected: bool,
+    /// INT3/INTO/INT1 being delivered: the instruction's length (0 for a hardware exception).
+    pub soft_len: u8,
+}
+
+/// An interrupt to deliver.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Interrupt {
+    pub vector: u8,
+    /// An INT n whose delivery was interrupted: reinjected with its instruction length.
+    pub soft_len: Option<u8>,
+}
+
+/// A vCPU's events outside the VMCS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Events {
+    pub exception: Option<Exception>,
+    /// Queued by `KVM_INTERRUPT` (KVM's `interrupt.injected`), or interrupted in delivery.
+    pub interrupt: Option<Interrupt>,
+    /// An NMI whose delivery was interrupted.
+    pub nmi_injected: bool,
+    /// NMIs waiting (at most 2, as KVM: one may be latched while one is being handled).
+    pub nmi_pending: u8,
+}
+
+/// What the next VM entry injects.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Injection {
+    /// VM-entry interruption information.
+    pub info: u32,
+    pub error_code: u32,
+    /// VM-entry instruction length (software interrupts and exceptions).
+    pub len: u32,
+}
+
+/// The next entry's event and windows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Entry {
+    pub inject: Option<Injection>,
+    /// Exit as soon as the guest can take an external interrupt.
+    pub irq_window: bool,
+    /// Exit as soon as the guest can take an NMI.
+    pub nmi_window: bool,
+}
+
+/// Whether the guest takes an external interrupt now: RFLAGS.IF and no STI/MOV SS shadow.
+pub const fn interrupt_allowed(if_flag: bool, interruptibility: u32) -> bool {
+    if_flag && interruptibility & (block::STI | block::MOV_SS) == 0
+}
+
+/// Whether the guest takes an NMI now (KVM's `vmx_nmi_allowed`: no shadow, not blocked).
+pub const fn nmi_allowed(interruptibility: u32) -> bool {
+    interruptibility & (block::STI | block::MOV_SS | block::NMI) == 0
+}
+
+/// Exceptions that are software exceptions when raised by INT3/INTO.
+const fn soft_exception_kind(vector: u8) -> u32 {
+    if vector == 1 { info::PRIV_SOFT_EXCEPTION } else { info::SOFT_EXCEPTION }
+}
+
+impl Events {
+    /// Records the event a VM exit interrupted (IDT-vectoring information `vectoring`, its
+    /// error code and the exit's instruction length), to be delivered again. Returns true for
+    /// an NMI, whose blocking the caller must lift (the NMI was not delivered yet).
+    pub fn interrupted(&mut self, vectoring: u32, error_code: u32, len: u32) -> bool {
+        if vectoring & info::VALID == 0 {
+            return false;
+        }
+        let vector = vectoring as u8;
+        match (vectoring >> 8) & 7 {
+            info::EXT_INTR => self.interrupt = Some(Interrupt { vector, soft_len: None }),
+            info::NMI => {
+                self.nmi_injected = true;
+                return true;
+            }
+            info::SOFT_INTR => self.interrupt = Some(Interrupt { vector, soft_len: Some(len as u8) }),
+            kind => {
+                let soft_len = if kind == info::HW_EXCEPTION { 0 } else { len as u8 };
+                let error_code = (vectoring & info::ERROR_CODE != 0).then_some(error_code);
+                self.exception = Some(Exception { vector, error_code, injected: true, soft_len });
+            }
+        }
+        false
+    }
+
+    /// `KVM_NMI`: one more NMI, at most two waiting (one if one is already masked or being
+    /// delivered), as KVM's `process_nmi`.
+    pub fn queue_nmi(&mut self, nmi_masked: bool) {
+        let limit = if nmi_masked || self.nmi_injected { 1 } else { 2 };
+        self.nmi_pending = (self.nmi_pending + 1).min(limit);
+    }
+
+    /// An event is in flight and must be delivered before anything new (KVM's
+    /// `kvm_event_needs_reinjection`).
+    pub fn needs_reinjection(&self) -> bool {
+        self.exception.is_some_and(|e| e.injected) || self.nmi_injected || self.interrupt.is_some()
+    }
+
+    /// `kvm_run.ready_for_interrupt_injection`: userspace may `KVM_INTERRUPT` now.
+    pub fn ready_for_interrupt(&self, if_flag: bool, interruptibility: u32) -> bool {
+        interrupt_allowed(if_flag, interruptibility) && !self.needs_reinjection()
+    }
+
+    /// Chooses the next entry's event, KVM's order: an exception (in flight or raised), an
+    /// NMI in flight, an interrupt in flight or queued (when the guest takes it, or a
+    /// software one at once), then a waiting NMI when allowed. `want_irq_window` is
+    /// userspace's `request_interrupt_window`.
+    pub fn next(&mut self, if_flag: bool, interruptibility: u32, want_irq_window: bool) -> Entry {
+        let mut inject = None;
+        if let Some(e) = self.exception.take() {
+            let kind = if e.soft_len != 0 { soft_exception_kind(e.vector) } else { info::HW_EXCEPTION };
+            let code = if e.error_code.is_some() { info::ERROR_CODE } else { 0 };
+            inject = Some(Injection {
+                info: info::VALID | code | kind << 8 | e.vector as u32,
+                error_code: e.error_code.unwrap_or(0),
+                len: e.soft_len as u32,
+            });
+        } else if self.nmi_injected {
+            self.nmi_injected = false;
+            inject = Some(Injection { info: info::VALID | info::NMI << 8 | NMI_VECTOR as u32, ..Default::default() });
+        } else if let Some(i) = self.interrupt.filter(|i| i.soft_len.is_some() || interrupt_allowed(if_flag, interruptibility)) {
+            self.interrupt = None;
+            let (kind, len) = match i.soft_len {
+                Some(len) => (info::SOFT_INTR, len as u32),
+                None => (info::EXT_INTR, 0),
+            };
+            inject = Some(Injection { info: info::VALID | kind << 8 | i.vector as u32, error_code: 0, len });
+        } else if self.nmi_pending > 0 && nmi_allowed(interruptibility) {
+            self.nmi_pending -= 1;
+            inject = Some(Injection { info: info::VALID | info::NMI << 8 | NMI_VECTOR as u32, ..Default::default() });
+        }
+        Entry {
+            inject,
+            irq_window: self.interrupt.is_some() || want_irq_window,
+            nmi_window: self.nmi_pending > 0,
+        }
+    }
+}
+
+/// `struct kvm_vcpu_events` flags.
+pub mod flags {
+    /// `nmi.pending` is valid.
+    pub const NMI_PENDING: u32 = 1 << 0;
+    /// `sipi_vector` is valid.
+    pub const SIPI_VECTOR: u32 = 1 << 1;
+    /// `interrupt.shadow` is valid.
+    pub const SHADOW: u32 = 1 << 2;
+    /// `smi` is valid.
+    pub const SMM: u32 = 1 << 3;
+    /// The exception payload fields are valid.
+    pub const PAYLOAD: u32 = 1 << 4;
+    /// `triple_fault` is valid.
+    pub const TRIPLE_FAULT: u32 = 1 << 5;
+}
+
+/// `kvm_vcpu_events.interrupt.shadow` bits (note: the reverse of the VMCS's order).
+pub mod shadow {
+    /// MOV SS shadow.
+    pub const MOV_SS: u8 = 1 << 0;
+    /// STI shadow.
+    pub const STI: u8 = 1 << 1;
+}
+
+/// `struct kvm_vcpu_events` (64 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct VcpuEvents {
+    pub exception_injected: u8,
+    pub exception_nr: u8,
+    pub exception_has_error_code: u8,
+    pub exception_pending: u8,
+    pub exception_error_code: u32,
+    pub interrupt_injected: u8,
+    pub interrupt_nr: u8,
+    pub interrupt_soft: u8,
+    pub interrupt_shadow: u8,
+    pub nmi_injected: u8,
+    pub nmi_pending: u8,
+    pub nmi_masked: u8,
+    pub nmi_pad: u8,
+    pub sipi_vector: u32,
+    pub flags: u32,
+    pub smi: [u8; 4],
+    pub triple_fault_pending: u8,
+    pub reserved: [u8; 26],
+    pub exception_has_payload: u8,
+    pub exception_payload: u64,
+}
+
+/// The interruptibility state's shadow bits as `kvm_vcpu_events` reports them.
+pub const fn shadow_to_abi(interruptibility: u32) -> u8 {
+    (if interruptibility & block::STI != 0 { shadow::STI } else { 0 })
+        | if interruptibility & block::MOV_SS != 0 { shadow::MOV_SS } else { 0 }
+}
+
+/// [`shadow_to_abi`] backwards.
+pub const fn shadow_from_abi(s: u8) -> u32 {
+    (if s & shadow::STI != 0 { block::STI } else { 0 }) | if s & shadow::MOV_SS != 0 { block::MOV_SS } else { 0 }
+}
+
+impl Events {
+    /// `KVM_GET_VCPU_EVENTS` (without exception payloads, SMM or triple-fault events, which
+    /// rvmx does not offer).
+    pub fn to_abi(&self, interruptibility: u32) -> VcpuEvents {
+        let e = self.exception.unwrap_or_default();
+        // INT3/INTO in flight are left out, as KVM does: re-executing the instruction
+        // raises them again.
+        let hard = self.exception.is_some() && e.soft_len == 0;
+        let i = self.interrupt.unwrap_or_default();
+        VcpuEvents {
+            exception_injected: hard as u8,
+            exception_nr: e.vector,
+            exception_has_error_code: e.error_code.is_some() as u8,
+            exception_error_code: e.error_code.unwrap_or(0),
+            interrupt_injected: (self.interrupt.is_some() && i.soft_len.is_none()) as u8,
+            interrupt_nr: i.vector,
+            interrupt_shadow: shadow_to_abi(interruptibility),
+            nmi_injected: self.nmi_injected as u8,
+            nmi_pending: self.nmi_pending,
+            nmi_masked: (interruptibility & block::NMI != 0) as u8,
+            flags: flags::NMI_PENDING | flags::SHADOW,
+            ..Default::default()
+        }
+    }
+
+    /// `KVM_SET_VCPU_EVENTS`: the new events and interruptibility state (from the old one,
+    /// `interruptibility`), or `None` (EINVAL) as KVM refuses: unknown flags, payloads (not
+    /// enabled), SMM state (no SMM), triple-fault events (not enabled), an exception vector
+    /// above 31 or NMI.
+    pub fn from_abi(v: &VcpuEvents, interruptibility: u32) -> Option<(Events, u32)> {
+        let known = flags::NMI_PENDING | flags::SIPI_VECTOR | flags::SHADOW | flags::SMM | flags::PAYLOAD | flags::TRIPLE_FAULT;
+        if v.flags & !known != 0 || v.flags & (flags::PAYLOAD | flags::TRIPLE_FAULT) != 0 {
+            return None;
+        }
+        if v.flags & flags::SMM != 0 && (v.smi[0] != 0 || v.smi[1] != 0) {
+            return None;
+        }
+        if v.exception_injected != 0 && (v.exception_nr > 31 || v.exception_nr == NMI_VECTOR) {
+            return None;
+        }
+        let exception = (v.exception_injected != 0).then_some(Exception {
+            vector: v.exception_nr,
+            error_code: (v.exception_has_error_code != 0).then_some(v.exception_error_code),
+            injected: true,
+            soft_len: 0,
+        });
+        let interrupt = (v.interrupt_injected != 0).then_some(Interrupt { vector: v.interrupt_nr, soft_len: None });
+        let mut state = interruptibility;
+        if v.flags & flags::SHADOW != 0 {
+            state = state & !(block::STI | block::MOV_SS) | shadow_from_abi(v.interrupt_shadow);
+        }
+        state = if v.nmi_masked != 0 { state | block::NMI } else { state & !block::NMI };
+        let nmi_pending = if v.flags & flags::NMI_PENDING != 0 { v.nmi_pending.min(2) } else { 0 };
+        Some((Events { exception, interrupt, nmi_injected: v.nmi_injected != 0, nmi_pending }, state))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXT: u32 = info::VALID | info::EXT_INTR << 8;
+
+    #[test]
+    fn queued_interrupt_waits_for_if_and_the_shadow() {
+        let mut e = Events { interrupt: Some(Interrupt { vector: 0x20, soft_len: None }), ..Default::default() };
+        let n = e.next(false, 0, false);
+        assert_eq!(n, Entry { inject: None, irq_window: true, nmi_window: false });
+        let n = e.next(true, block::STI, false);
+        assert_eq!(n.inject, None, "STI shadow");
+        let n = e.next(true, 0, false);
+        assert_eq!(n.inject.unwrap().info, EXT | 0x20);
+        assert!(!n.irq_window && e.interrupt.is_none());
+    }
+
+    #[test]
+    fn interrupted_deliveries_come_back() {
+        let mut e = Events::default();
+        assert!(!e.interrupted(EXT | 0x30, 0, 0));
+        assert_eq!(e.next(true, 0, false).inject.unwrap().info, EXT | 0x30);
+        // #PF with its error code.
+        let pf = info::VALID | info::ERROR_CODE | info::HW_EXCEPTION << 8 | 14;
+        e.interrupted(pf, 6, 0);
+        assert!(e.needs_reinjection());
+        let i = e.next(false, 0, false).inject.unwrap();
+        assert_eq!((i.info, i.error_code, i.len), (pf, 6, 0));
+        // INT 0x80 (2 bytes) and INT3 (1 byte) carry their lengths.
+        let int80 = info::VALID | info::SOFT_INTR << 8 | 0x80;
+        e.interrupted(int80, 0, 2);
+        assert_eq!(e.next(false, block::STI, false).inject.unwrap(), Injection { info: int80, error_code: 0, len: 2 });
+        let int3 = info::VALID | info::SOFT_EXCEPTION << 8 | 3;
+        e.interrupted(int3, 0, 1);
+        assert_eq!(e.next(false, 0, false).inject.unwrap(), Injection { info: int3, error_code: 0, len: 1 });
+        // An NMI: reinjected, and the caller is told to lift NMI blocking.
+        assert!(e.interrupted(info::VALID | info::NMI << 8 | 2, 0, 0));
+        assert_eq!(e.next(false, block::NMI, false).inject.unwrap().info, info::VALID | info::NMI << 8 | 2);
+    }
+
+    #[test]
+    fn one_event_per_entry_in_kvms_order() {
+        let mut e = Events {
+            exception: Some(Exception { vector: 13, error_code: Some(0), injected: false, soft_len: 0 }),
+            interrupt: Some(Interrupt { vector: 0x21, soft_len: None }),
+            nmi_pending: 1,
+            ..Default::default()
+        };
+        let n = e.next(true, 0, false);
+        assert_eq!(n.inject.unwrap().info & 0xff, 13);
+        assert!(n.irq_window && n.nmi_window, "the rest waits for windows");
+        assert_eq!(e.next(true, 0, false).inject.unwrap().info & 0xff, 0x21);
+        let n = e.next(true, 0, false);
+        assert_eq!(n.inject.unwrap().info, info::VALID | info::NMI << 8 | 2);
+        assert_eq!(n, Entry { inject: n.inject, irq_window: false, nmi_window: false });
+    }
+
+    #[test]
+    fn nmis_wait_for_blocking_and_queue_at_most_two() {
+        let mut e = Events::default();
+        (0..5).for_each(|_| e.queue_nmi(false));
+        assert_eq!(e.nmi_pending, 2);
+        let mut m = Events::default();
+        (0..5).for_each(|_| m.queue_nmi(true));
+        assert_eq!(m.nmi_pending, 1, "one masked NMI latches only one more");
+        let n = e.next(true, block::NMI, false);
+        assert_eq!((n.inject, n.nmi_window), (None, true));
+        assert_eq!(e.next(true, block::MOV_SS, false).inject, None);
+        assert!(e.next(true, 0, false).inject.is_some());
+        assert_eq!(e.nmi_pending, 1);
+    }
+
+    #[test]
+    fn readiness_and_windows() {
+        let e = Events::default();
+        assert!(e.ready_for_interrupt(true, 0));
+        assert!(!e.ready_for_interrupt(false, 0));
+        assert!(!e.ready_for_interrupt(true, block::MOV_SS));
+        let q = Events { interrupt: Some(Interrupt { vector: 1, soft_len: None }), ..Default::default() };
+        assert!(!q.ready_for_interrupt(true, 0), "one already queued");
+        let mut e = Events::default();
+        assert_eq!(e.next(false, 0, true), Entry { inject: None, irq_window: true, nmi_window: false });
+    }
+
+    #[test]
+    fn vcpu_events_round_trip() {
+        assert_eq!(core::mem::size_of::<VcpuEvents>(), 64);
+        assert_eq!(core::mem::offset_of!(VcpuEvents, exception_payload), 56);
+        assert_eq!(core::mem::offset_of!(VcpuEvents, flags), 20);
+        let e = Events {
+            exception: Some(Exception { vector: 14, error_code: Some(2), injected: true, soft_len: 0 }),
+            interrupt: Some(Interrupt { vector: 0x31, soft_len: None }),
+            nmi_injected: true,
+            nmi_pending: 1,
+        };
+        let state = block::STI | block::NMI;
+        let abi = e.to_abi(state);
+        assert_eq!((abi.interrupt_shadow, abi.nmi_masked, abi.flags), (shadow::STI, 1, 5));
+        assert_eq!(Events::from_abi(&abi, 0), Some((e, state)));
+        assert_eq!(Events::from_abi(&VcpuEvents { flags: 1 << 6, ..abi }, 0), None, "unknown flag");
+        assert_eq!(Events::from_abi(&VcpuEvents { exception_nr: 2, ..abi }, 0), None, "NMI vector");
+        assert_eq!(Events::from_abi(&VcpuEvents { exception_nr: 32, ..abi }, 0), None);
+        assert_eq!(Events::from_abi(&VcpuEvents { flags: flags::PAYLOAD, ..abi }, 0), None);
+        let no_shadow = Events::from_abi(&VcpuEvents { flags: 0, ..abi }, block::MOV_SS).unwrap();
+        assert_eq!(no_shadow.1, block::MOV_SS | block::NMI, "shadow kept without VALID_SHADOW");
+        assert_eq!(no_shadow.0.nmi_pending, 0, "pending NMIs only with VALID_NMI_PENDING");
+    }
+}
