@@ -32,7 +32,8 @@ tool:
 test-programs:
 	cd tests/programs && $(STATIC_CARGO)
 	@mkdir -p build/bin && cp $(STATIC_OUT)/kvm-abi-check $(STATIC_OUT)/kvm-vm-check $(STATIC_OUT)/kvm-run-check \
-		$(STATIC_OUT)/kvm-stress-check $(STATIC_OUT)/kvm-mmio-check $(STATIC_OUT)/kvm-cpu-state-check build/bin/
+		$(STATIC_OUT)/kvm-stress-check $(STATIC_OUT)/kvm-mmio-check $(STATIC_OUT)/kvm-cpu-state-check \
+		$(STATIC_OUT)/kvm-irq-check build/bin/
 
 # The main job: boot the Bochs test VM, load rvmx, show it working.
 run:

@@ -45,7 +45,9 @@ pub const NMI_VECTOR: u8 = 2;
 /// An exception to deliver.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Exception {
+    /// Vector (0-31).
     pub vector: u8,
+    /// Error code, for the exceptions that push one.
     pub error_code: Option<u32>,
     /// Its delivery had started (reinjection); otherwise raised and not yet delivered.
     pub injected: bool,
@@ -56,6 +58,7 @@ pub struct Exception {
 /// An interrupt to deliver.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Interrupt {
+    /// Vector.
     pub vector: u8,
     /// An INT n whose delivery was interrupted: reinjected with its instruction length.
     pub soft_len: Option<u8>,
@@ -64,6 +67,7 @@ pub struct Interrupt {
 /// A vCPU's events outside the VMCS.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Events {
+    /// An exception in flight or raised by rvmx.
     pub exception: Option<Exception>,
     /// Queued by `KVM_INTERRUPT` (KVM's `interrupt.injected`), or interrupted in delivery.
     pub interrupt: Option<Interrupt>,
@@ -78,6 +82,7 @@ pub struct Events {
 pub struct Injection {
     /// VM-entry interruption information.
     pub info: u32,
+    /// VM-entry exception error code.
     pub error_code: u32,
     /// VM-entry instruction length (software interrupts and exceptions).
     pub len: u32,
@@ -86,6 +91,7 @@ pub struct Injection {
 /// The next entry's event and windows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Entry {
+    /// The event to inject, if any.
     pub inject: Option<Injection>,
     /// Exit as soon as the guest can take an external interrupt.
     pub irq_window: bool,

@@ -27,7 +27,9 @@ pub(crate) mod kvm_exit {
     pub(crate) const MMIO: u32 = 6;
     pub(crate) const SHUTDOWN: u32 = 8;
     pub(crate) const FAIL_ENTRY: u32 = 9;
+    pub(crate) const IRQ_WINDOW_OPEN: u32 = 7;
     pub(crate) const INTR: u32 = 10;
+    pub(crate) const SET_TPR: u32 = 11;
     pub(crate) const INTERNAL_ERROR: u32 = 17;
 }
 
@@ -74,6 +76,10 @@ pub(crate) struct Exit<'a, 'b> {
     /// The guest's XCR0 (in the hardware during the window), and what rvmx can switch.
     pub(crate) xcr0: &'a mut u64,
     pub(crate) xfeatures: u64,
+    /// Interrupts, NMIs and exceptions waiting for the guest.
+    pub(crate) events: &'a mut crate::events::Events,
+    /// Userspace's `request_interrupt_window`.
+    pub(crate) want_irq_window: bool,
 }
 
 impl Exit<'_, '_> {
@@ -158,6 +164,17 @@ impl Exit<'_, '_> {
             }
             // The host's turn: an interrupt is pending, or the window used up its time budget.
             reason::EXTERNAL_INTERRUPT | reason::PREEMPTION_TIMER => Next::Host,
+            // The guest can take an interrupt: the queued one is injected at the re-entry;
+            // with none queued, userspace asked to be told (KVM_EXIT_IRQ_WINDOW_OPEN).
+            reason::INTERRUPT_WINDOW => {
+                if self.events.interrupt.is_none() && self.want_irq_window && !self.events.needs_reinjection() {
+                    self.run.set_exit_reason(kvm_exit::IRQ_WINDOW_OPEN);
+                    return Next::ToUser;
+                }
+                Next::Reenter
+            }
+            // The guest can take an NMI: injected at the re-entry.
+            reason::NMI_WINDOW => Next::Reenter,
             reason::TRIPLE_FAULT => {
                 self.run.set_exit_reason(kvm_exit::SHUTDOWN);
                 Next::ToUser
@@ -336,6 +353,9 @@ impl Exit<'_, '_> {
     /// (CLTS and MOV from CR0/CR4 only touch guest-owned bits or shadows: they never exit.)
     fn cr_access(&mut self, full: u32) -> Next {
         let q = CrAccess::decode(self.cur.read(EXIT_QUALIFICATION));
+        if q.cr == 8 {
+            return self.cr8(q, full);
+        }
         let value = match (q.kind, q.cr) {
             (0, _) => self.gpr(q.gpr),
             // LMSW loads CR0 bits 3:0 (PE, MP, EM, TS) but cannot clear PE.
@@ -359,6 +379,35 @@ impl Exit<'_, '_> {
             }
         }
         Next::Reenter
+    }
+
+    /// MOV to or from CR8 (the task-priority register): the guest's lives in its SREGS, as
+    /// with KVM without an in-kernel APIC. Bits 7:4 of the new value set are #GP (higher
+    /// bits are ignored, as KVM does); lowering it exits to userspace with
+    /// `KVM_EXIT_SET_TPR`, so a userspace APIC can deliver what the old priority held back.
+    fn cr8(&mut self, q: CrAccess, full: u32) -> Next {
+        match q.kind {
+            1 => {
+                self.set_gpr(q.gpr, self.msrs.sregs.cr8);
+                self.skip_instruction();
+                Next::Reenter
+            }
+            0 => {
+                let v = self.gpr(q.gpr) as u8 as u64;
+                if v > 0xf {
+                    self.inject_gp0();
+                    return Next::Reenter;
+                }
+                let old = core::mem::replace(&mut self.msrs.sregs.cr8, v);
+                self.skip_instruction();
+                if v < old {
+                    self.run.set_exit_reason(kvm_exit::SET_TPR);
+                    return Next::ToUser;
+                }
+                Next::Reenter
+            }
+            _ => self.unexpected(full),
+        }
     }
 
     /// MOV to CR0: `Some(false)` for #GP, `None` if it turns on PAE paging outside long mode

@@ -19,10 +19,15 @@ use crate::{
 
 /// Pin-based controls: external interrupts and NMIs exit (they belong to the host).
 const PIN: u32 = 1 << 0 | 1 << 3;
-/// Primary controls: HLT exits, MOV DR exits (the debug registers are the host's, see
-/// debugregs.rs), every I/O instruction exits, secondary controls on. Every RDMSR/WRMSR
-/// exits (no MSR bitmap).
-const PROC: u32 = 1 << 7 | 1 << 23 | 1 << 24 | vmx_caps::PROCBASED_SECONDARY_CONTROLS;
+/// Primary controls for the interrupt window and the NMI window (see events.rs).
+pub(crate) const PROC_IRQ_WINDOW: u32 = 1 << 2;
+pub(crate) const PROC_NMI_WINDOW: u32 = 1 << 22;
+/// Primary controls: HLT exits, CR8 loads and stores exit (CR8 is the host's TPR: a guest
+/// must not mask the host's interrupts; userspace keeps the guest's, like KVM without an
+/// in-kernel APIC), MOV DR exits (the debug registers are the host's, see debugregs.rs),
+/// every I/O instruction exits, secondary controls on. Every RDMSR/WRMSR exits (no MSR
+/// bitmap).
+const PROC: u32 = 1 << 7 | 1 << 19 | 1 << 20 | 1 << 23 | 1 << 24 | vmx_caps::PROCBASED_SECONDARY_CONTROLS;
 /// Secondary controls: EPT, VPID, unrestricted guest.
 const SECONDARY: u32 =
     vmx_caps::SECONDARY_ENABLE_EPT | vmx_caps::SECONDARY_ENABLE_VPID | vmx_caps::SECONDARY_UNRESTRICTED_GUEST;
@@ -69,7 +74,9 @@ pub(crate) fn write_controls(cur: &Current<'_>, caps: &VmxCaps, eptp: u64, vpid:
     } else {
         (0, 0)
     };
-    let pin = caps.pinbased.adjust(PIN | timer_pin).ok_or(EIO)?;
+    // Virtual NMIs: the guest's NMI blocking is tracked and an NMI window can be opened.
+    let vnmi = if has_virtual_nmis(caps) { vmx_caps::PINBASED_VIRTUAL_NMIS } else { 0 };
+    let pin = caps.pinbased.adjust(PIN | timer_pin | vnmi).ok_or(EIO)?;
     let proc = caps.procbased.adjust(PROC).ok_or(EIO)?;
     let sec = caps.procbased2.adjust(secondary).ok_or(EIO)?;
     let exit = caps.exit.adjust(EXIT | timer_exit).ok_or(EIO)?;
@@ -88,6 +95,11 @@ pub(crate) fn write_controls(cur: &Current<'_>, caps: &VmxCaps, eptp: u64, vpid:
     cur.write(VMCS_LINK_POINTER, u64::MAX);
     cur.write(TSC_OFFSET, 0);
     Ok(())
+}
+
+/// Whether the guest's NMIs are virtual NMIs with NMI-window exits.
+pub(crate) fn has_virtual_nmis(caps: &VmxCaps) -> bool {
+    caps.pinbased.allows(vmx_caps::PINBASED_VIRTUAL_NMIS) && caps.procbased.allows(PROC_NMI_WINDOW)
 }
 
 /// Whether windows are bounded by the VMX-preemption timer (it and its save control exist).

@@ -100,6 +100,15 @@ pub const KVM_SET_XCRS: u32 = iow::<Xcrs>(0xa7);
 pub const KVM_GET_DEBUGREGS: u32 = ior::<DebugRegs>(0xa1);
 /// Writes DR0-3, DR6, DR7.
 pub const KVM_SET_DEBUGREGS: u32 = iow::<DebugRegs>(0xa2);
+/// Queues an external interrupt (`struct kvm_interrupt { __u32 irq; }`), without an
+/// in-kernel irqchip.
+pub const KVM_INTERRUPT: u32 = iow::<u32>(0x86);
+/// Queues an NMI.
+pub const KVM_NMI: u32 = io(0x9a);
+/// Reads pending and in-flight events (`struct kvm_vcpu_events`).
+pub const KVM_GET_VCPU_EVENTS: u32 = ior::<crate::events::VcpuEvents>(0x9f);
+/// Writes them.
+pub const KVM_SET_VCPU_EVENTS: u32 = iow::<crate::events::VcpuEvents>(0xa0);
 /// `KVM_SET_SIGNAL_MASK`: `struct kvm_signal_mask { __u32 len; __u8 sigset[]; }`.
 pub const KVM_SET_SIGNAL_MASK: u32 = iow::<u32>(0x8b);
 
@@ -375,6 +384,12 @@ pub mod cap {
     pub const EXT_CPUID: usize = 7;
     /// `KVM_MEM_READONLY` slots: guest writes to them exit as MMIO.
     pub const READONLY_MEM: usize = 81;
+    /// `KVM_NMI`.
+    pub const USER_NMI: usize = 22;
+    /// `KVM_GET/SET_VCPU_EVENTS`.
+    pub const VCPU_EVENTS: usize = 41;
+    /// `kvm_vcpu_events.interrupt.shadow`.
+    pub const INTR_SHADOW: usize = 49;
     /// `KVM_GET/SET_DEBUGREGS`.
     pub const DEBUGREGS: usize = 50;
     /// `KVM_GET/SET_XSAVE`.
@@ -397,6 +412,9 @@ pub const CAPABILITIES: &[(usize, isize)] = &[
     (cap::MAX_VCPU_ID, MAX_VCPU_ID as isize),
     (cap::EXT_CPUID, 1),
     (cap::READONLY_MEM, 1),
+    (cap::USER_NMI, 1),
+    (cap::VCPU_EVENTS, 1),
+    (cap::INTR_SHADOW, 1),
     (cap::DEBUGREGS, 1),
     (cap::XSAVE, 1),
     (cap::XCRS, 1),
@@ -462,6 +480,10 @@ mod tests {
         assert_eq!(KVM_GET_MSRS, 0xc008_ae88);
         assert_eq!(KVM_GET_FPU, 0x81a0_ae8c);
         assert_eq!(KVM_GET_XSAVE, 0x9000_aea4);
+        assert_eq!(KVM_INTERRUPT, 0x4004_ae86);
+        assert_eq!(KVM_NMI, 0xae9a);
+        assert_eq!(KVM_GET_VCPU_EVENTS, 0x8040_ae9f);
+        assert_eq!(KVM_SET_VCPU_EVENTS, 0x4040_aea0);
         assert_eq!(KVM_SET_XSAVE, 0x5000_aea5);
         assert_eq!(KVM_GET_XCRS, 0x8188_aea6);
         assert_eq!(KVM_SET_XCRS, 0x4188_aea7);
@@ -523,6 +545,9 @@ mod tests {
             (cap::MAX_VCPU_ID, kb::KVM_CAP_MAX_VCPU_ID),
             (cap::EXT_CPUID, kb::KVM_CAP_EXT_CPUID),
             (cap::READONLY_MEM, kb::KVM_CAP_READONLY_MEM),
+            (cap::USER_NMI, kb::KVM_CAP_USER_NMI),
+            (cap::VCPU_EVENTS, kb::KVM_CAP_VCPU_EVENTS),
+            (cap::INTR_SHADOW, kb::KVM_CAP_INTR_SHADOW),
             (cap::DEBUGREGS, kb::KVM_CAP_DEBUGREGS),
             (cap::XSAVE, kb::KVM_CAP_XSAVE),
             (cap::XCRS, kb::KVM_CAP_XCRS),

@@ -13,6 +13,7 @@ use kernel::{current, page::Page, prelude::*};
 use crate::{
     debugregs::{GuestDebug, HostDebug},
     entry::{self, Gprs},
+    events::{self, Events},
     fpu::{GuestFpu, KernelFpu},
     emulate,
     exit::{internal, kvm_exit, Exit, Next},
@@ -21,8 +22,7 @@ use crate::{
     kvm_abi::{Regs, Sregs},
     mem::{page_phys, phys_to_virt},
     vmcs::{Current, Vmcs},
-    vmcs_fields::{ENTRY_EXCEPTION_ERROR_CODE, ENTRY_INTR_INFO, GUEST_DR7, PREEMPTION_TIMER_VALUE, VM_INSTRUCTION_ERROR},
-    vmx_exit::inject,
+    vmcs_fields::*,
     vm::Vm,
     vmx::Vmx,
     x86,
@@ -40,8 +40,14 @@ pub(crate) struct KvmRun {
 
 /// Offsets in `struct kvm_run` (`<linux/kvm.h>`).
 mod off {
+    pub(super) const REQUEST_INTERRUPT_WINDOW: usize = 0;
     pub(super) const IMMEDIATE_EXIT: usize = 1;
     pub(super) const EXIT_REASON: usize = 8;
+    pub(super) const READY_FOR_INTERRUPT_INJECTION: usize = 12;
+    pub(super) const IF_FLAG: usize = 13;
+    pub(super) const FLAGS: usize = 14;
+    pub(super) const CR8: usize = 16;
+    pub(super) const APIC_BASE: usize = 24;
     pub(super) const EXIT_UNION: usize = 32;
 }
 
@@ -60,6 +66,23 @@ impl KvmRun {
     pub(crate) fn immediate_exit(&self) -> bool {
         // SAFETY: as in `put`.
         unsafe { self.run.add(off::IMMEDIATE_EXIT).read_volatile() != 0 }
+    }
+
+    /// `request_interrupt_window`: userspace wants `KVM_EXIT_IRQ_WINDOW_OPEN` as soon as the
+    /// guest can take an interrupt.
+    pub(crate) fn request_interrupt_window(&self) -> bool {
+        // SAFETY: as in `put`.
+        unsafe { self.run.add(off::REQUEST_INTERRUPT_WINDOW).read_volatile() != 0 }
+    }
+
+    /// The fields KVM fills on every return from `KVM_RUN` (`post_kvm_run_save`).
+    fn post_run(&self, st: &RunState) {
+        let if_flag = st.regs.rflags & RFLAGS_IF != 0;
+        self.put(off::READY_FOR_INTERRUPT_INJECTION, st.events.ready_for_interrupt(if_flag, st.interruptibility) as u8);
+        self.put(off::IF_FLAG, if_flag as u8);
+        self.put(off::FLAGS, 0u16);
+        self.put(off::CR8, st.sregs.cr8);
+        self.put(off::APIC_BASE, st.sregs.apic_base);
     }
 
     pub(crate) fn set_exit_reason(&self, reason: u32) {
@@ -177,8 +200,10 @@ pub(crate) struct RunState {
     pub(crate) pending: Option<crate::emulate::Pending>,
     /// PAE PDPTEs to load at the next window (read from guest memory).
     pub(crate) pdptes: Option<[u64; 4]>,
-    /// An exception (VM-entry interruption information) to inject at the next entry.
-    pub(crate) inject: Option<u32>,
+    /// Interrupts, NMIs and exceptions to deliver.
+    pub(crate) events: Events,
+    /// The guest's interruptibility state (STI/MOV SS shadows, NMI blocking).
+    pub(crate) interruptibility: u32,
     /// The signal mask for `KVM_RUN` (`KVM_SET_SIGNAL_MASK`).
     pub(crate) sigmask: Option<u64>,
     /// FPU/extended state and XCR0.
@@ -193,6 +218,12 @@ pub(crate) struct RunState {
 }
 
 impl RunState {
+    /// The instruction is done (RIP moved past it outside the window): an STI or MOV SS
+    /// shadow it was in ends, as when the processor retires it.
+    pub(crate) fn end_shadow(&mut self) {
+        self.interruptibility &= !(events::block::STI | events::block::MOV_SS);
+    }
+
     /// The EFER bits the guest's CPUID allows.
     pub(crate) fn efer_ok(&self) -> u64 {
         let (lm, nx) = crate::cpuid_table::long_mode_and_nx(&self.cpuid);
@@ -212,6 +243,7 @@ fn complete_io(st: &mut RunState, run: &KvmRun) {
             };
         }
         st.regs.rip = st.regs.rip.wrapping_add(p.instruction_len);
+        st.end_shadow();
     }
 }
 
@@ -256,10 +288,9 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
         host.write_to(&cur);
         guest_state::load(&cur, t.vmx.caps(), &st.regs, &st.sregs, st.pdptes.take(), &mut st.gprs)?;
         cur.write(GUEST_DR7, st.debug.dr7);
-        if let Some(info) = st.inject.take() {
-            cur.write(ENTRY_EXCEPTION_ERROR_CODE, 0);
-            cur.write(ENTRY_INTR_INFO, info);
-        }
+        cur.write(GUEST_INTERRUPTIBILITY, st.interruptibility);
+        let want_window = run.request_interrupt_window();
+        let mut windows = Windows::new(&cur, t.vmx.caps());
         st.msr_area.load(&cur, &st.msrs);
         if guest_state::has_window_timer(t.vmx.caps()) {
             cur.write(PREEMPTION_TIMER_VALUE, window_timer(t));
@@ -272,6 +303,7 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
         let host_xcr0 = unsafe { st.fpu.load(&features) };
         let mut resume = false;
         let next = loop {
+            windows.arm(&cur, &mut st.events, want_window);
             // SAFETY: interrupts are off; CR2 holds the guest's value until the entry.
             unsafe { x86::write_cr2(st.sregs.cr2) };
             // SAFETY: interrupts off, the VMCS is current and complete, `resume` is true only
@@ -284,6 +316,14 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
             }
             resume = true;
             st.sregs.cr2 = x86::read_cr2();
+            let vectoring = cur.read(IDT_VECTORING_INFO);
+            if vectoring & events::info::VALID != 0 {
+                let (code, len) = (cur.read(IDT_VECTORING_ERROR_CODE), cur.read(EXIT_INSTRUCTION_LEN));
+                if st.events.interrupted(vectoring, code, len) {
+                    // The NMI was not delivered: it is not blocking NMIs yet.
+                    cur.write(GUEST_INTERRUPTIBILITY, cur.read(GUEST_INTERRUPTIBILITY) & !events::block::NMI);
+                }
+            }
             let efer_ok = st.efer_ok();
             let mut exit = Exit {
                 cur: &cur,
@@ -303,6 +343,8 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
                 host_debug: &host_debug,
                 xcr0: &mut st.fpu.xcr0,
                 xfeatures: features.xcr0,
+                events: &mut st.events,
+                want_irq_window: want_window,
             };
             match exit.handle() {
                 Next::Reenter => continue,
@@ -314,6 +356,7 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
         st.debug.dr7 = cur.read(GUEST_DR7);
         host_debug.restore(&mut st.debug);
         guest_state::store(&cur, &st.gprs, &mut st.regs, &mut st.sregs);
+        st.interruptibility = cur.read(GUEST_INTERRUPTIBILITY);
         st.msr_area.store(&cur, &mut st.msrs);
         drop(cur);
         t.running.store(-1, core::sync::atomic::Ordering::SeqCst);
@@ -323,10 +366,63 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
     result.map_err(Error::from)?
 }
 
-/// `KVM_RUN` of a vCPU of `vm`.
+/// RFLAGS.IF.
+const RFLAGS_IF: u64 = 1 << 9;
+
+/// The interrupt- and NMI-window controls of the current VMCS, and the event of the next entry.
+struct Windows {
+    /// The primary controls without window bits.
+    base: u32,
+    /// The window bits now set.
+    on: u32,
+    /// NMI windows exist (virtual NMIs).
+    nmi: bool,
+}
+
+impl Windows {
+    fn new(cur: &Current<'_>, caps: &crate::vmx_caps::VmxCaps) -> Self {
+        let all = guest_state::PROC_IRQ_WINDOW | guest_state::PROC_NMI_WINDOW;
+        let proc = cur.read(PROC_BASED_CONTROLS);
+        Self { base: proc & !all, on: proc & all, nmi: guest_state::has_virtual_nmis(caps) }
+    }
+
+    /// Before an entry: injects the next event unless an exit handler already did, and opens
+    /// the windows for what has to wait. Costs nothing while there are no events.
+    fn arm(&mut self, cur: &Current<'_>, events: &mut Events, want_irq_window: bool) {
+        if self.on == 0 && !want_irq_window && *events == Events::default() {
+            return;
+        }
+        let entry = if cur.read(ENTRY_INTR_INFO) & events::info::VALID != 0 {
+            events::Entry { inject: None, irq_window: events.interrupt.is_some() || want_irq_window, nmi_window: events.nmi_pending > 0 }
+        } else {
+            let if_flag = cur.read(GUEST_RFLAGS) & RFLAGS_IF != 0;
+            events.next(if_flag, cur.read(GUEST_INTERRUPTIBILITY), want_irq_window)
+        };
+        if let Some(i) = entry.inject {
+            cur.write(ENTRY_EXCEPTION_ERROR_CODE, i.error_code);
+            cur.write(ENTRY_INSTRUCTION_LEN, i.len);
+            cur.write(ENTRY_INTR_INFO, i.info);
+        }
+        let on = if entry.irq_window { guest_state::PROC_IRQ_WINDOW } else { 0 }
+            | if entry.nmi_window && self.nmi { guest_state::PROC_NMI_WINDOW } else { 0 };
+        if on != self.on {
+            cur.write(PROC_BASED_CONTROLS, self.base | on);
+            self.on = on;
+        }
+    }
+}
+
+/// `KVM_RUN` of a vCPU of `vm`; `kvm_run`'s interrupt fields are filled whatever the outcome.
 pub(crate) fn run(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<isize> {
+    let r = run_loop(t, st, run, vm);
+    run.post_run(st);
+    r
+}
+
+fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<isize> {
     complete_io(st, run);
     if let Some(p) = st.pending.take() {
+        st.end_shadow();
         if emulate::complete(vm, &mut st.regs, &st.sregs, run, p).is_err() {
             return Ok(0);
         }
@@ -348,7 +444,11 @@ pub(crate) fn run(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> R
             Next::EptFault { gpa, qualification } => {
                 if !vm.fault_in(gpa, qualification)? {
                     // No RAM behind it (or a write to a read-only slot): MMIO.
+                    let rip = st.regs.rip;
                     st.pending = emulate::mmio(vm, &mut st.regs, &st.sregs, run, gpa, qualification);
+                    if st.regs.rip != rip {
+                        st.end_shadow();
+                    }
                     return Ok(0);
                 }
             }
@@ -357,7 +457,11 @@ pub(crate) fn run(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> R
                 return Ok(0);
             }
             Next::StringIo { io, len } => {
+                let rip = st.regs.rip;
                 st.pending = emulate::string_io(vm, &mut st.regs, &st.sregs, run, io, len);
+                if st.regs.rip != rip {
+                    st.end_shadow();
+                }
                 return Ok(0);
             }
             Next::PaePaging { cr0, len } => {
@@ -368,8 +472,12 @@ pub(crate) fn run(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> R
                         st.sregs.cr0 = cr0;
                         st.pdptes = Some(p);
                         st.regs.rip = st.regs.rip.wrapping_add(len as u64);
+                        st.end_shadow();
                     }
-                    None => st.inject = Some(inject::exception(inject::GP, true)),
+                    None => {
+                        st.events.exception =
+                            Some(events::Exception { vector: 13, error_code: Some(0), injected: false, soft_len: 0 })
+                    }
                 }
             }
         }

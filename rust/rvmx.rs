@@ -26,6 +26,7 @@
 //! - [`host_state`], [`guest_state`]: host state around a window; controls and guest state.
 //! - [`vmx_exit`], [`exit`]: exit reasons decoded (pure) and the exit dispatch.
 //! - [`run`]: `KVM_RUN` and the VMX window.
+//! - [`events`]: interrupts, NMIs and exceptions for the guest, and their reinjection (pure).
 //! - [`insn`], [`guest_paging`], [`emulate`]: the MMIO instruction decoder and the guest page
 //!   walk (pure), and the MMIO and string-I/O exits built on them.
 //! - [`cpuid_table`]: the CPUID rvmx offers guests and the CPUID exit's lookup (pure logic).
@@ -43,6 +44,8 @@ mod cpuhp;
 #[allow(dead_code)]
 pub mod cpuid_table;
 mod emulate;
+#[allow(dead_code)]
+pub mod events;
 mod entry;
 mod ept;
 #[allow(dead_code)]

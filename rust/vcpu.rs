@@ -21,6 +21,7 @@ use crate::{
     fd::{read_user, write_user, FdObject},
     kvm_abi::{self, *},
     debugregs::GuestDebug,
+    events::{Events, Interrupt},
     fpu::GuestFpu,
     run::{self, KvmRun, RunState, Target},
     xstate,
@@ -72,6 +73,10 @@ unsafe impl FromBytes for Xcrs {}
 // SAFETY: as above.
 unsafe impl AsBytes for Xcrs {}
 // SAFETY: as above.
+unsafe impl FromBytes for crate::events::VcpuEvents {}
+// SAFETY: as above.
+unsafe impl AsBytes for crate::events::VcpuEvents {}
+// SAFETY: as above.
 unsafe impl FromBytes for DebugRegs {}
 // SAFETY: as above.
 unsafe impl AsBytes for DebugRegs {}
@@ -112,7 +117,8 @@ impl Vcpu {
                     pending: None,
                     pdptes: None,
                     sigmask: None,
-                    inject: None,
+                    events: Default::default(),
+                    interruptibility: 0,
                     fpu,
                     debug: GuestDebug::default(),
                     cpuid: KVec::new(),
@@ -129,8 +135,15 @@ impl Vcpu {
         // Long mode and NXE only if the guest's CPUID has LM and NX, as KVM checks.
         let xfeatures = Vmx::get().ok_or(ENODEV)?.fpu().xcr0;
         let cr4_ok = vcpu_state::cr4_allowed(cpuid_table::xsave_allowed(&st.cpuid, xfeatures));
-        if !vcpu_state::sregs_valid(&sregs, st.efer_ok(), cr4_ok) || vcpu_state::pending_interrupt(&sregs).is_err() {
+        let Ok(pending) = vcpu_state::pending_interrupt(&sregs) else {
             return Err(EINVAL);
+        };
+        if !vcpu_state::sregs_valid(&sregs, st.efer_ok(), cr4_ok) {
+            return Err(EINVAL);
+        }
+        // An interrupt in the bitmap is queued, as KVM_INTERRUPT would (KVM).
+        if let Some(vector) = pending {
+            st.events.interrupt = Some(Interrupt { vector, soft_len: None });
         }
         // PAE paging outside long mode: the PDPTEs are read now, as KVM does (and, like KVM,
         // left as they were if they cannot be).
@@ -139,8 +152,18 @@ impl Vcpu {
                 st.pdptes = Some(p);
             }
         }
-        st.sregs = sregs;
+        st.sregs = Sregs { interrupt_bitmap: [0; 4], ..sregs };
         Ok(())
+    }
+
+    /// `KVM_GET_SREGS`: with the queued external interrupt in the bitmap (KVM).
+    fn get_sregs(&self) -> Sregs {
+        let st = self.state.lock();
+        let mut s = st.sregs;
+        if let Some(i) = st.events.interrupt.filter(|i| i.soft_len.is_none()) {
+            s.interrupt_bitmap[i.vector as usize / 64] |= 1 << (i.vector % 64);
+        }
+        s
     }
 }
 
@@ -157,7 +180,31 @@ impl FdObject for Vcpu {
                 regs.rflags |= vcpu_state::RFLAGS_FIXED;
                 this.state.lock().regs = regs;
             }
-            KVM_GET_SREGS => write_user(arg, &this.state.lock().sregs)?,
+            KVM_GET_SREGS => write_user(arg, &this.get_sregs())?,
+            KVM_INTERRUPT => {
+                let irq: u32 = read_user(arg)?;
+                if irq >= 256 {
+                    return Err(EINVAL);
+                }
+                // As KVM without an in-kernel irqchip: it replaces one queued earlier.
+                this.state.lock().events.interrupt = Some(Interrupt { vector: irq as u8, soft_len: None });
+            }
+            KVM_NMI => {
+                let mut st = this.state.lock();
+                let masked = st.interruptibility & crate::events::block::NMI != 0;
+                st.events.queue_nmi(masked);
+            }
+            KVM_GET_VCPU_EVENTS => {
+                let st = this.state.lock();
+                write_user(arg, &st.events.to_abi(st.interruptibility))?
+            }
+            KVM_SET_VCPU_EVENTS => {
+                let v: crate::events::VcpuEvents = read_user(arg)?;
+                let mut st = this.state.lock();
+                let (events, state) = Events::from_abi(&v, st.interruptibility).ok_or(EINVAL)?;
+                st.events = events;
+                st.interruptibility = state;
+            }
             KVM_SET_SREGS => this.set_sregs(read_user(arg)?)?,
             KVM_RUN if arg == 0 => return this.run(),
             KVM_SET_CPUID2 => this.set_cpuid(arg)?,

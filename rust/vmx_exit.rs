@@ -9,7 +9,8 @@ pub mod reason {
     pub const EXCEPTION_NMI: u16 = 0;
     pub const EXTERNAL_INTERRUPT: u16 = 1;
     pub const TRIPLE_FAULT: u16 = 2;
-    pub const MOV_DR: u16 = 29;
+    pub const INTERRUPT_WINDOW: u16 = 7;
+    pub const NMI_WINDOW: u16 = 8;
     pub const CPUID: u16 = 10;
     pub const HLT: u16 = 12;
     pub const INVD: u16 = 13;
@@ -17,6 +18,7 @@ pub mod reason {
     pub const VMCLEAR: u16 = 19;
     pub const VMXON: u16 = 27;
     pub const CR_ACCESS: u16 = 28;
+    pub const MOV_DR: u16 = 29;
     pub const IO: u16 = 30;
     pub const RDMSR: u16 = 31;
     pub const WRMSR: u16 = 32;
