@@ -256,8 +256,8 @@ pub const fn shadow_from_abi(s: u8) -> u32 {
 }
 
 impl Events {
-    /// `KVM_GET_VCPU_EVENTS` (without exception payloads, SMM or triple-fault events, which
-    /// rvmx does not offer).
+    /// `KVM_GET_VCPU_EVENTS` (without exception payloads or triple-fault events, which rvmx
+    /// does not offer; the SMM state is valid and says what is true: never in SMM).
     pub fn to_abi(&self, interruptibility: u32) -> VcpuEvents {
         let e = self.exception.unwrap_or_default();
         // INT3/INTO in flight are left out, as KVM does: re-executing the instruction
@@ -275,7 +275,7 @@ impl Events {
             nmi_injected: self.nmi_injected as u8,
             nmi_pending: self.nmi_pending,
             nmi_masked: (interruptibility & block::NMI != 0) as u8,
-            flags: flags::NMI_PENDING | flags::SHADOW,
+            flags: flags::NMI_PENDING | flags::SHADOW | flags::SMM,
             ..Default::default()
         }
     }
@@ -410,7 +410,7 @@ mod tests {
         };
         let state = block::STI | block::NMI;
         let abi = e.to_abi(state);
-        assert_eq!((abi.interrupt_shadow, abi.nmi_masked, abi.flags), (shadow::STI, 1, 5));
+        assert_eq!((abi.interrupt_shadow, abi.nmi_masked, abi.flags), (shadow::STI, 1, 0xd));
         assert_eq!(Events::from_abi(&abi, 0), Some((e, state)));
         assert_eq!(Events::from_abi(&VcpuEvents { flags: 1 << 6, ..abi }, 0), None, "unknown flag");
         assert_eq!(Events::from_abi(&VcpuEvents { exception_nr: 2, ..abi }, 0), None, "NMI vector");

@@ -388,8 +388,6 @@ pub mod cap {
     pub const USER_NMI: usize = 22;
     /// `KVM_GET/SET_VCPU_EVENTS`.
     pub const VCPU_EVENTS: usize = 41;
-    /// `kvm_vcpu_events.interrupt.shadow`.
-    pub const INTR_SHADOW: usize = 49;
     /// `KVM_GET/SET_DEBUGREGS`.
     pub const DEBUGREGS: usize = 50;
     /// `KVM_GET/SET_XSAVE`.
@@ -414,7 +412,6 @@ pub const CAPABILITIES: &[(usize, isize)] = &[
     (cap::READONLY_MEM, 1),
     (cap::USER_NMI, 1),
     (cap::VCPU_EVENTS, 1),
-    (cap::INTR_SHADOW, 1),
     (cap::DEBUGREGS, 1),
     (cap::XSAVE, 1),
     (cap::XCRS, 1),
@@ -547,7 +544,6 @@ mod tests {
             (cap::READONLY_MEM, kb::KVM_CAP_READONLY_MEM),
             (cap::USER_NMI, kb::KVM_CAP_USER_NMI),
             (cap::VCPU_EVENTS, kb::KVM_CAP_VCPU_EVENTS),
-            (cap::INTR_SHADOW, kb::KVM_CAP_INTR_SHADOW),
             (cap::DEBUGREGS, kb::KVM_CAP_DEBUGREGS),
             (cap::XSAVE, kb::KVM_CAP_XSAVE),
             (cap::XCRS, kb::KVM_CAP_XCRS),

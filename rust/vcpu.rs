@@ -135,9 +135,7 @@ impl Vcpu {
         // Long mode and NXE only if the guest's CPUID has LM and NX, as KVM checks.
         let xfeatures = Vmx::get().ok_or(ENODEV)?.fpu().xcr0;
         let cr4_ok = vcpu_state::cr4_allowed(cpuid_table::xsave_allowed(&st.cpuid, xfeatures));
-        let Ok(pending) = vcpu_state::pending_interrupt(&sregs) else {
-            return Err(EINVAL);
-        };
+        let pending = vcpu_state::pending_interrupt(&sregs);
         if !vcpu_state::sregs_valid(&sregs, st.efer_ok(), cr4_ok) {
             return Err(EINVAL);
         }

@@ -169,19 +169,11 @@ pub fn sregs_valid(s: &Sregs, efer_ok: u64, cr4_ok: u64) -> bool {
     }
 }
 
-/// At most one pending interrupt may be set in `interrupt_bitmap`; returns it.
-pub fn pending_interrupt(s: &Sregs) -> Result<Option<u8>, ()> {
-    let mut found = None;
-    for (word, bits) in s.interrupt_bitmap.iter().enumerate() {
-        if *bits == 0 {
-            continue;
-        }
-        if found.is_some() || bits.count_ones() > 1 {
-            return Err(());
-        }
-        found = Some((word * 64 + bits.trailing_zeros() as usize) as u8);
-    }
-    Ok(found)
+/// The interrupt `KVM_SET_SREGS` queues: the lowest bit set in `interrupt_bitmap` (KVM
+/// takes the first and ignores the rest).
+pub fn pending_interrupt(s: &Sregs) -> Option<u8> {
+    let (word, bits) = s.interrupt_bitmap.iter().enumerate().find(|(_, b)| **b != 0)?;
+    Some((word * 64 + bits.trailing_zeros() as usize) as u8)
 }
 
 /// VMCS access-rights encoding of a segment (SDM 25.4.1); unusable segments are bit 16 only,
@@ -279,11 +271,10 @@ mod tests {
     #[test]
     fn interrupt_bitmap() {
         let mut s = reset_sregs(0);
-        assert_eq!(pending_interrupt(&s), Ok(None));
-        s.interrupt_bitmap[1] = 1 << 3;
-        assert_eq!(pending_interrupt(&s), Ok(Some(67)));
+        assert_eq!(pending_interrupt(&s), None);
+        s.interrupt_bitmap[1] = 1 << 3 | 1 << 9;
         s.interrupt_bitmap[2] = 1;
-        assert_eq!(pending_interrupt(&s), Err(()));
+        assert_eq!(pending_interrupt(&s), Some(67), "the lowest of several");
     }
 
     #[test]
