@@ -24,6 +24,8 @@ check "mmio: MMIO, read-only slots and string I/O guests run on /dev/rvmx" \
 	sh -c 'kvm-mmio-check /dev/rvmx > /tmp/mmio-rvmx'
 check "cpu state: XCR0 (XSETBV), AVX registers across exits, XSAVE/XCRS/DEBUGREGS ioctls, MOV DR on /dev/rvmx" \
 	sh -c 'kvm-cpu-state-check /dev/rvmx > /tmp/cs-rvmx'
+check "irq: interrupt/NMI injection, windows, shadows, reinjection, VCPU_EVENTS, CR8 on /dev/rvmx" \
+	sh -c 'kvm-irq-check /dev/rvmx > /tmp/irq-rvmx'
 check "cpu state: a host hardware watchpoint still fires after a guest armed its own breakpoint" \
 	grep -qx "host_watchpoint_after_guest fired true" /tmp/cs-rvmx
 check "run: KVM_SET_SIGNAL_MASK's mask is the one in force during KVM_RUN" sh -c '
@@ -119,6 +121,7 @@ check "vm: the same client on /dev/kvm" sh -c 'kvm-vm-check /dev/kvm > /tmp/vm-k
 check "run: the same guests on /dev/kvm" sh -c 'kvm-run-check /dev/kvm > /tmp/run-kvm'
 check "mmio: the same MMIO guests on /dev/kvm" sh -c 'kvm-mmio-check /dev/kvm > /tmp/mmio-kvm'
 check "cpu state: the same guest on /dev/kvm" sh -c 'kvm-cpu-state-check /dev/kvm > /tmp/cs-kvm'
+check "irq: the same guests on /dev/kvm" sh -c 'kvm-irq-check /dev/kvm > /tmp/irq-kvm'
 check "lifetime: the same stress on /dev/kvm" \
 	sh -c 'kvm-stress-check /dev/kvm 30 | grep -v "^info " > /tmp/stress-kvm'
 check "tool: the same client drives /dev/kvm" sh -c 'rvmx info --device /dev/kvm'
@@ -157,6 +160,10 @@ mmio_same() { grep -v '^info ' /tmp/mmio-kvm > /tmp/a; grep -v '^info ' /tmp/mmi
 check "mmio: every MMIO and string I/O exit, register and RAM byte identical to KVM's" mmio_same
 cs_same() { grep -v '^info ' /tmp/cs-kvm > /tmp/a; grep -v '^info ' /tmp/cs-rvmx | diff /tmp/a -; }
 check "cpu state: XCR0, AVX state, guest #GP/#DB, debug registers and their errnos identical to KVM's" cs_same
+irq_same() { grep -v '^info ' /tmp/irq-kvm > /tmp/a; grep -v '^info ' /tmp/irq-rvmx | diff /tmp/a -; }
+check "irq: every exit, kvm_run interrupt field, event and handler count identical to KVM's" irq_same
+check "irq: deliveries onto untouched stack pages completed (IDT-vectoring reinjection): 7 interrupts, 2 NMIs, 1 #UD" \
+	grep -qx "irq counts interrupts 7 nmis 2 ud 1 cx 0x3" /tmp/irq-rvmx
 check "mmio: an instruction outside the decoder's set is an emulation failure naming its bytes" \
 	grep -q '^info unsupported internal_error suberror 1 flags 0x1 insn \[01, 03, f4, ' /tmp/mmio-rvmx
 stress_same() { grep -v '^info ' /tmp/stress-rvmx | diff /tmp/stress-kvm -; }
