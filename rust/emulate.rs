@@ -41,6 +41,14 @@ pub(crate) enum Pending {
     Ins { size: u8, count: u32, addr_size: u8, rep: bool, len: u8 },
 }
 
+/// `KVM_TRANSLATE`: the guest-physical address of `linear` for a supervisor read through the
+/// guest's current page tables (KVM's `kvm_mmu_gva_to_gpa_system`), `None` if it has none.
+pub(crate) fn translate(vm: &Vm, sregs: &Sregs, linear: u64) -> Option<u64> {
+    let mut g = Guest::new(vm, sregs);
+    g.paging.cpl = 0;
+    g.translate(linear, false).ok()
+}
+
 /// Why an instruction could not be finished: reported to userspace, never guessed.
 struct Failure;
 

@@ -23,6 +23,7 @@ use crate::{
 #[allow(missing_docs)]
 pub(crate) mod kvm_exit {
     pub(crate) const IO: u32 = 2;
+    pub(crate) const DEBUG: u32 = 4;
     pub(crate) const HLT: u32 = 5;
     pub(crate) const MMIO: u32 = 6;
     pub(crate) const SHUTDOWN: u32 = 8;
@@ -80,16 +81,26 @@ pub(crate) struct Exit<'a, 'b> {
     pub(crate) events: &'a mut crate::events::Events,
     /// Userspace's `request_interrupt_window`.
     pub(crate) want_irq_window: bool,
+    /// A userspace debugger's settings.
+    pub(crate) debugger: &'a crate::guest_debug::Debugger,
+    /// Set when the handler emulated the exiting instruction (moved RIP past it).
+    pub(crate) skipped: bool,
 }
 
 impl Exit<'_, '_> {
-    /// Moves RIP past the exiting instruction (and drops any STI/MOV-SS interrupt shadow).
-    fn skip_instruction(&self) {
+    /// Moves RIP past the exiting instruction (and drops any STI/MOV-SS interrupt shadow),
+    /// as the processor retires it: with the guest's own RFLAGS.TF, a single-step #DB follows.
+    fn skip_instruction(&mut self) {
         let rip = self.cur.read(GUEST_RIP);
         let len = self.cur.read(EXIT_INSTRUCTION_LEN) as u64;
         self.cur.write(GUEST_RIP, rip.wrapping_add(len));
         let shadow = self.cur.read(GUEST_INTERRUPTIBILITY);
         self.cur.write(GUEST_INTERRUPTIBILITY, shadow & !3);
+        self.skipped = true;
+        if !self.debugger.single_step() && self.cur.read(GUEST_RFLAGS) & (1 << 8) != 0 {
+            let pending = self.cur.read(GUEST_PENDING_DBG_EXCEPTIONS);
+            self.cur.write(GUEST_PENDING_DBG_EXCEPTIONS, pending | crate::guest_debug::DR6_BS);
+        }
     }
 
     fn inject_ud(&self) {
@@ -162,6 +173,7 @@ impl Exit<'_, '_> {
                 unsafe { asm!("int 2") };
                 Next::Reenter
             }
+            reason::EXCEPTION_NMI => self.exception(),
             // The host's turn: an interrupt is pending, or the window used up its time budget.
             reason::EXTERNAL_INTERRUPT | reason::PREEMPTION_TIMER => Next::Host,
             // The guest can take an interrupt: the queued one is injected at the re-entry;
@@ -231,6 +243,45 @@ impl Exit<'_, '_> {
         }
     }
 
+    /// An exception the exception bitmap intercepted: #DB and #BP for a userspace debugger
+    /// (`KVM_EXIT_DEBUG`), or #DB and #AC handed back to the guest (they are intercepted so
+    /// that a guest cannot make the processor deliver them in an endless loop).
+    fn exception(&mut self) -> Next {
+        use crate::{events::info, guest_debug::{dr6_after_db, DR6_ACTIVE_LOW}};
+        let intr = self.cur.read(EXIT_INTR_INFO);
+        let pc = crate::run::linear_rip(self.cur);
+        match intr & 0xff {
+            1 if self.debugger.takes_db() => {
+                let dr6 = self.cur.read(EXIT_QUALIFICATION) | DR6_ACTIVE_LOW;
+                self.run.debug(1, pc, dr6, self.cur.read(GUEST_DR7));
+                Next::ToUser
+            }
+            1 => {
+                // INT1 (ICEBP) is a trap: the #DB comes after it.
+                if (intr >> 8) & 7 == info::PRIV_SOFT_EXCEPTION {
+                    self.skip_instruction();
+                    self.skipped = false;
+                }
+                let payload = self.cur.read(EXIT_QUALIFICATION);
+                debugregs::set_dr6(self.debug, dr6_after_db(debugregs::dr6(), payload));
+                self.debug.dr7 &= !dr::DR7_GD;
+                self.cur.write(GUEST_DR7, self.cur.read(GUEST_DR7) & !dr::DR7_GD);
+                self.cur.write(ENTRY_INTR_INFO, inject::exception(inject::DB, false));
+                Next::Reenter
+            }
+            3 => {
+                self.run.debug(3, pc, 0, 0);
+                Next::ToUser
+            }
+            17 => {
+                self.cur.write(ENTRY_EXCEPTION_ERROR_CODE, self.cur.read(EXIT_INTR_ERROR_CODE));
+                self.cur.write(ENTRY_INTR_INFO, inject::exception(17, true));
+                Next::Reenter
+            }
+            _ => self.unexpected(self.cur.read(EXIT_REASON)),
+        }
+    }
+
     /// General-purpose register `n` as the exit qualification numbers them.
     fn gpr(&self, n: u8) -> u64 {
         let g = &*self.gprs;
@@ -297,6 +348,8 @@ impl Exit<'_, '_> {
         }
         let v = if self.long64() { self.gpr(q.gpr) } else { self.gpr(q.gpr) & 0xffff_ffff };
         match n {
+            // With a debugger's hardware breakpoints in force, the guest's are only recorded.
+            0..=3 if self.debugger.hw_breakpoints() => self.debug.db[n as usize] = v,
             0..=3 => debugregs::set_db(self.debug, self.host_debug, n as usize, v),
             6 => match dr::dr6(v) {
                 Some(v) => debugregs::set_dr6(self.debug, v),
@@ -306,6 +359,7 @@ impl Exit<'_, '_> {
                 }
             },
             _ => match dr::dr7(v) {
+                Some(v) if self.debugger.hw_breakpoints() => self.debug.dr7 = v,
                 Some(v) => {
                     self.debug.dr7 = v;
                     self.cur.write(GUEST_DR7, v);

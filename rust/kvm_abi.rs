@@ -103,6 +103,10 @@ pub const KVM_SET_DEBUGREGS: u32 = iow::<DebugRegs>(0xa2);
 /// Queues an external interrupt (`struct kvm_interrupt { __u32 irq; }`), without an
 /// in-kernel irqchip.
 pub const KVM_INTERRUPT: u32 = iow::<u32>(0x86);
+/// Single-step and breakpoints for a userspace debugger (`struct kvm_guest_debug`).
+pub const KVM_SET_GUEST_DEBUG: u32 = iow::<crate::guest_debug::GuestDebugArg>(0x9b);
+/// Translates a guest linear address through the guest's page tables (`struct kvm_translation`).
+pub const KVM_TRANSLATE: u32 = iowr(0x85, core::mem::size_of::<Translation>());
 /// Queues an NMI.
 pub const KVM_NMI: u32 = io(0x9a);
 /// Reads pending and in-flight events (`struct kvm_vcpu_events`).
@@ -313,6 +317,19 @@ pub struct Xcrs {
     pub padding: [u64; 16],
 }
 
+/// `struct kvm_translation`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Translation {
+    pub linear_address: u64,
+    pub physical_address: u64,
+    pub valid: u8,
+    pub writeable: u8,
+    pub usermode: u8,
+    pub pad: [u8; 5],
+}
+
 /// `KVM_MAX_XCRS`.
 pub const MAX_XCRS: usize = 16;
 
@@ -386,6 +403,10 @@ pub mod cap {
     pub const READONLY_MEM: usize = 81;
     /// `KVM_NMI`.
     pub const USER_NMI: usize = 22;
+    /// `KVM_SET_GUEST_DEBUG`.
+    pub const SET_GUEST_DEBUG: usize = 23;
+    /// `KVM_SET_GUEST_DEBUG`'s valid control bits.
+    pub const SET_GUEST_DEBUG2: usize = 195;
     /// `KVM_GET/SET_VCPU_EVENTS`.
     pub const VCPU_EVENTS: usize = 41;
     /// `KVM_GET/SET_DEBUGREGS`.
@@ -412,6 +433,8 @@ pub const CAPABILITIES: &[(usize, isize)] = &[
     (cap::READONLY_MEM, 1),
     (cap::USER_NMI, 1),
     (cap::VCPU_EVENTS, 1),
+    (cap::SET_GUEST_DEBUG, 1),
+    (cap::SET_GUEST_DEBUG2, crate::guest_debug::control::VALID as isize),
     (cap::DEBUGREGS, 1),
     (cap::XSAVE, 1),
     (cap::XCRS, 1),
@@ -479,6 +502,10 @@ mod tests {
         assert_eq!(KVM_GET_XSAVE, 0x9000_aea4);
         assert_eq!(KVM_INTERRUPT, 0x4004_ae86);
         assert_eq!(KVM_NMI, 0xae9a);
+        assert_eq!(KVM_TRANSLATE, 0xc018_ae85);
+        assert_eq!(size_of::<Translation>(), size_of::<kvm_bindings::kvm_translation>());
+        assert_eq!(KVM_SET_GUEST_DEBUG, 0x4048_ae9b);
+        assert_eq!(size_of::<crate::guest_debug::GuestDebugArg>(), size_of::<kvm_bindings::kvm_guest_debug>());
         assert_eq!(KVM_GET_VCPU_EVENTS, 0x8040_ae9f);
         assert_eq!(KVM_SET_VCPU_EVENTS, 0x4040_aea0);
         assert_eq!(KVM_SET_XSAVE, 0x5000_aea5);
@@ -544,6 +571,8 @@ mod tests {
             (cap::READONLY_MEM, kb::KVM_CAP_READONLY_MEM),
             (cap::USER_NMI, kb::KVM_CAP_USER_NMI),
             (cap::VCPU_EVENTS, kb::KVM_CAP_VCPU_EVENTS),
+            (cap::SET_GUEST_DEBUG, kb::KVM_CAP_SET_GUEST_DEBUG),
+            (cap::SET_GUEST_DEBUG2, kb::KVM_CAP_SET_GUEST_DEBUG2),
             (cap::DEBUGREGS, kb::KVM_CAP_DEBUGREGS),
             (cap::XSAVE, kb::KVM_CAP_XSAVE),
             (cap::XCRS, kb::KVM_CAP_XCRS),

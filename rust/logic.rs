@@ -16,3 +16,4 @@ pub mod insn;
 pub mod guest_paging;
 pub mod xstate;
 pub mod events;
+pub mod guest_debug;

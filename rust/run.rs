@@ -14,6 +14,7 @@ use crate::{
     debugregs::{GuestDebug, HostDebug},
     entry::{self, Gprs},
     events::{self, Events},
+    guest_debug::{DR6_ACTIVE_LOW, DR6_BS},
     fpu::{GuestFpu, KernelFpu},
     emulate,
     exit::{internal, kvm_exit, Exit, Next},
@@ -97,6 +98,15 @@ impl KvmRun {
         self.put(off::EXIT_UNION + 2, port);
         self.put(off::EXIT_UNION + 4, count);
         self.put(off::EXIT_UNION + 8, (crate::kvm_abi::KVM_PIO_PAGE_OFFSET * 4096) as u64);
+    }
+
+    /// `KVM_EXIT_DEBUG`: `exception` (1 or 3) at linear address `pc`; DR6 and DR7 for #DB.
+    pub(crate) fn debug(&self, exception: u32, pc: u64, dr6: u64, dr7: u64) {
+        self.set_exit_reason(kvm_exit::DEBUG);
+        self.put(off::EXIT_UNION, exception);
+        self.put(off::EXIT_UNION + 8, pc);
+        self.put(off::EXIT_UNION + 16, dr6);
+        self.put(off::EXIT_UNION + 24, dr7);
     }
 
     /// `KVM_EXIT_FAIL_ENTRY` with the hardware's reason and the CPU.
@@ -204,6 +214,8 @@ pub(crate) struct RunState {
     pub(crate) events: Events,
     /// The guest's interruptibility state (STI/MOV SS shadows, NMI blocking).
     pub(crate) interruptibility: u32,
+    /// A userspace debugger's settings (`KVM_SET_GUEST_DEBUG`).
+    pub(crate) debugger: crate::guest_debug::Debugger,
     /// The signal mask for `KVM_RUN` (`KVM_SET_SIGNAL_MASK`).
     pub(crate) sigmask: Option<u64>,
     /// FPU/extended state and XCR0.
@@ -277,7 +289,10 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
     let result = t.vmx.with_vmx_operation(|op| -> Result<Next> {
         let cpu = kernel::cpu::CpuId::current().as_u32();
         let host = HostState::save()?;
-        let host_debug = HostDebug::switch_to_guest(&st.debug, t.vmx.has_debugctl());
+        // A debugger's hardware breakpoints replace the guest's for the window.
+        let dbg = st.debugger;
+        let drs = if dbg.hw_breakpoints() { GuestDebug { db: dbg.db, dr7: dbg.dr7, ..st.debug } } else { st.debug };
+        let host_debug = HostDebug::switch_to_guest(&drs, t.vmx.has_debugctl());
         let cur = Current::load(op, &st.vmcs)?;
         if !st.controls_written {
             guest_state::write_controls(&cur, t.vmx.caps(), t.eptp, t.vpid)?;
@@ -287,7 +302,11 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
         }
         host.write_to(&cur);
         guest_state::load(&cur, t.vmx.caps(), &st.regs, &st.sregs, st.pdptes.take(), &mut st.gprs)?;
-        cur.write(GUEST_DR7, st.debug.dr7);
+        cur.write(GUEST_DR7, drs.dr7);
+        cur.write(EXCEPTION_BITMAP, dbg.exception_bitmap());
+        if dbg.single_step() {
+            cur.write(GUEST_RFLAGS, cur.read(GUEST_RFLAGS) | RFLAGS_TF);
+        }
         cur.write(GUEST_INTERRUPTIBILITY, st.interruptibility);
         let want_window = run.request_interrupt_window();
         let mut windows = Windows::new(&cur, t.vmx.caps());
@@ -303,7 +322,7 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
         let host_xcr0 = unsafe { st.fpu.load(&features) };
         let mut resume = false;
         let next = loop {
-            windows.arm(&cur, &mut st.events, want_window);
+            windows.arm(&cur, &mut st.events, want_window, dbg.blocks_irqs());
             // SAFETY: interrupts are off; CR2 holds the guest's value until the entry.
             unsafe { x86::write_cr2(st.sregs.cr2) };
             // SAFETY: interrupts off, the VMCS is current and complete, `resume` is true only
@@ -345,17 +364,30 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
                 xfeatures: features.xcr0,
                 events: &mut st.events,
                 want_irq_window: want_window,
+                debugger: &dbg,
+                skipped: false,
             };
             match exit.handle() {
+                // Single-stepping: an instruction rvmx emulated completed, that is a step.
+                Next::Reenter if exit.skipped && dbg.single_step() => {
+                    run.debug(1, linear_rip(&cur), DR6_ACTIVE_LOW | DR6_BS, cur.read(GUEST_DR7));
+                    break Next::ToUser;
+                }
                 Next::Reenter => continue,
                 next => break next,
             }
         };
         // SAFETY: pairs with `load` above, interrupts still off.
         unsafe { st.fpu.save(&features, host_xcr0) };
-        st.debug.dr7 = cur.read(GUEST_DR7);
+        if !dbg.hw_breakpoints() {
+            st.debug.dr7 = cur.read(GUEST_DR7);
+        }
         host_debug.restore(&mut st.debug);
         guest_state::store(&cur, &st.gprs, &mut st.regs, &mut st.sregs);
+        if dbg.single_step() {
+            // The debugger's TF is not the guest's.
+            st.regs.rflags &= !RFLAGS_TF;
+        }
         st.interruptibility = cur.read(GUEST_INTERRUPTIBILITY);
         st.msr_area.store(&cur, &mut st.msrs);
         drop(cur);
@@ -368,6 +400,13 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
 
 /// RFLAGS.IF.
 const RFLAGS_IF: u64 = 1 << 9;
+/// RFLAGS.TF.
+const RFLAGS_TF: u64 = 1 << 8;
+
+/// The guest's RIP as a linear address (CS base + RIP), as `KVM_EXIT_DEBUG` reports it.
+pub(crate) fn linear_rip(cur: &Current<'_>) -> u64 {
+    cur.read(GUEST_CS_BASE).wrapping_add(cur.read(GUEST_RIP))
+}
 
 /// The interrupt- and NMI-window controls of the current VMCS, and the event of the next entry.
 struct Windows {
@@ -388,15 +427,19 @@ impl Windows {
 
     /// Before an entry: injects the next event unless an exit handler already did, and opens
     /// the windows for what has to wait. Costs nothing while there are no events.
-    fn arm(&mut self, cur: &Current<'_>, events: &mut Events, want_irq_window: bool) {
+    /// With `block_irqs` (a debugger's BLOCKIRQ) no interrupt is injected or waited for.
+    fn arm(&mut self, cur: &Current<'_>, events: &mut Events, want_irq_window: bool, block_irqs: bool) {
         if self.on == 0 && !want_irq_window && *events == Events::default() {
             return;
         }
+        let want_irq_window = want_irq_window && !block_irqs;
         let entry = if cur.read(ENTRY_INTR_INFO) & events::info::VALID != 0 {
             events::Entry { inject: None, irq_window: events.interrupt.is_some() || want_irq_window, nmi_window: events.nmi_pending > 0 }
         } else {
-            let if_flag = cur.read(GUEST_RFLAGS) & RFLAGS_IF != 0;
-            events.next(if_flag, cur.read(GUEST_INTERRUPTIBILITY), want_irq_window)
+            let if_flag = cur.read(GUEST_RFLAGS) & RFLAGS_IF != 0 && !block_irqs;
+            let mut e = events.next(if_flag, cur.read(GUEST_INTERRUPTIBILITY), want_irq_window);
+            e.irq_window &= !block_irqs;
+            e
         };
         if let Some(i) = entry.inject {
             cur.write(ENTRY_EXCEPTION_ERROR_CODE, i.error_code);
@@ -420,12 +463,20 @@ pub(crate) fn run(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> R
 }
 
 fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<isize> {
+    let completed = st.pending_io.is_some() || st.pending.is_some();
     complete_io(st, run);
     if let Some(p) = st.pending.take() {
         st.end_shadow();
         if emulate::complete(vm, &mut st.regs, &st.sregs, run, p).is_err() {
             return Ok(0);
         }
+    }
+    // Single-stepping: the instruction userspace completed was a step (KVM's
+    // `kvm_skip_emulated_instruction`).
+    if completed && st.debugger.single_step() {
+        let pc = st.sregs.cs.base.wrapping_add(st.regs.rip);
+        run.debug(1, pc, DR6_ACTIVE_LOW | DR6_BS, st.debug.dr7);
+        return Ok(0);
     }
     if run.immediate_exit() {
         run.set_exit_reason(kvm_exit::INTR);

@@ -34,6 +34,7 @@
 //! - [`xstate`], [`fpu`]: the guest's XSAVE image and XCR0 rules (pure), switched with the
 //!   host's FPU state inside a window.
 //! - [`debugregs`]: the guest's debug registers and the host's put back after a window.
+//! - [`guest_debug`]: `KVM_SET_GUEST_DEBUG`, a userspace debugger's view of the guest (pure).
 
 use kernel::{
     miscdevice::{MiscDeviceOptions, MiscDeviceRegistration},
@@ -56,6 +57,8 @@ mod fpu;
 mod debugregs;
 #[allow(dead_code)]
 pub mod guest_paging;
+#[allow(dead_code)]
+pub mod guest_debug;
 mod guest_state;
 mod host_state;
 #[allow(dead_code)]

@@ -79,6 +79,12 @@ unsafe impl AsBytes for crate::events::VcpuEvents {}
 // SAFETY: as above.
 unsafe impl FromBytes for DebugRegs {}
 // SAFETY: as above.
+unsafe impl FromBytes for Translation {}
+// SAFETY: as above.
+unsafe impl AsBytes for Translation {}
+// SAFETY: as above.
+unsafe impl FromBytes for crate::guest_debug::GuestDebugArg {}
+// SAFETY: as above.
 unsafe impl AsBytes for DebugRegs {}
 
 #[pin_data]
@@ -118,6 +124,7 @@ impl Vcpu {
                     pdptes: None,
                     sigmask: None,
                     events: Default::default(),
+                    debugger: Default::default(),
                     interruptibility: 0,
                     fpu,
                     debug: GuestDebug::default(),
@@ -187,6 +194,18 @@ impl FdObject for Vcpu {
                 // As KVM without an in-kernel irqchip: it replaces one queued earlier.
                 this.state.lock().events.interrupt = Some(Interrupt { vector: irq as u8, soft_len: None });
             }
+            KVM_TRANSLATE => {
+                let mut tr: Translation = read_user(arg)?;
+                let sregs = this.state.lock().sregs;
+                let gpa = crate::emulate::translate(&this.vm, &sregs, tr.linear_address);
+                // As KVM: all ones when unmapped; writeable and usermode are not computed.
+                tr.physical_address = gpa.unwrap_or(u64::MAX);
+                tr.valid = gpa.is_some() as u8;
+                tr.writeable = 1;
+                tr.usermode = 0;
+                write_user(arg, &tr)?
+            }
+            KVM_SET_GUEST_DEBUG => this.set_guest_debug(read_user(arg)?)?,
             KVM_NMI => {
                 let mut st = this.state.lock();
                 let masked = st.interruptibility & crate::events::block::NMI != 0;
@@ -354,6 +373,24 @@ impl Vcpu {
         // SAFETY: pairs with the activation above, same thread.
         unsafe { rvmx_sigset_deactivate() };
         r
+    }
+
+    /// `KVM_SET_GUEST_DEBUG`: the debugger's settings; INJECT_DB/INJECT_BP queue that
+    /// exception (EBUSY while another is waiting), as KVM.
+    fn set_guest_debug(&self, arg: crate::guest_debug::GuestDebugArg) -> Result {
+        use crate::{events::Exception, guest_debug::{control, Debugger}};
+        let debugger = Debugger::from_arg(&arg).ok_or(EINVAL)?;
+        let mut st = self.state.lock();
+        if arg.control & (control::INJECT_DB | control::INJECT_BP) != 0 {
+            if st.events.exception.is_some() {
+                return Err(EBUSY);
+            }
+            // #BP as INT3 raises it: a software exception, one byte long.
+            let (vector, soft_len) = if arg.control & control::INJECT_DB != 0 { (1, 0) } else { (3, 1) };
+            st.events.exception = Some(Exception { vector, error_code: None, injected: false, soft_len });
+        }
+        st.debugger = debugger;
+        Ok(())
     }
 
     /// `KVM_GET_XSAVE`: the guest's XSAVE image as is (standard format, like KVM's).

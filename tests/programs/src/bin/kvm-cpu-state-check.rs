@@ -20,7 +20,7 @@ use rvmx_test_programs::{code, flat, guest, Guest};
 // AVX data at 0x8100.., watched dword at 0x8300.
 core::arch::global_asm!(
     ".pushsection .rodata.guests, \"a\"",
-    ".globl cs_start", ".globl cs_end", ".globl cs_db", ".globl cs_ud", ".globl cs_gp",
+    ".globl cs_start", ".globl cs_end", ".globl cs_db", ".globl cs_bp", ".globl cs_dbg", ".globl cs_hwbp", ".globl cs_ud", ".globl cs_gp",
     "cs_start:",
     "mov rax, cr4",
     "or rax, 1 << 18",                  // CR4.OSXSAVE
@@ -87,11 +87,37 @@ core::arch::global_asm!(
     "mov rax, dr7",
     "mov [0x8068], rax",
     "hlt",
-    // Handlers: report the vector, resume at r15.
+    // A userspace debugger's guest (entered at cs_dbg): single steps, INT3, a hardware
+    // breakpoint, then its own TF over an emulated CPUID.
+    "cs_dbg:",
+    "nop",
+    "mov eax, 0",
+    "cpuid",
+    "out 0x40, al",
+    "add eax, 1",
+    "int3",
+    "cs_hwbp:",
+    "nop",
+    "lea r15, [rip + 1f]",
+    "pushfq",
+    "or qword ptr [rsp], 0x100",        // TF
+    "popfq",
+    "xor eax, eax",                     // the trap comes after this one
+    "cpuid",
+    "1:",
+    "mov rax, dr6",
+    "mov [0x8070], rax",
+    "hlt",
+    // Handlers: report the vector, resume at r15 (#DB: with TF off).
     "cs_db:",
     "mov al, 1",
     "out 0xe0, al",
     "mov [rsp], r15",
+    "and qword ptr [rsp + 16], -257",
+    "iretq",
+    "cs_bp:",
+    "mov al, 3",
+    "out 0xe0, al",
     "iretq",
     "cs_ud:",
     "mov al, 6",
@@ -112,6 +138,9 @@ extern "C" {
     static cs_start: u8;
     static cs_end: u8;
     static cs_db: u8;
+    static cs_bp: u8;
+    static cs_dbg: u8;
+    static cs_hwbp: u8;
     static cs_ud: u8;
     static cs_gp: u8;
 }
@@ -144,7 +173,7 @@ fn setup(kvm: &Kvm) -> Guest {
         poke(&g, 0x5000 + 8 * i, &d.to_le_bytes());
     }
     // SAFETY: handler symbols inside the blob.
-    let handlers = unsafe { [(1, &cs_db as *const u8), (6, &cs_ud), (13, &cs_gp)] };
+    let handlers = unsafe { [(1, &cs_db as *const u8), (3, &cs_bp), (6, &cs_ud), (13, &cs_gp)] };
     for (vector, h) in handlers {
         let at = h as u64 - start + 0x1000;
         let lo = (at & 0xffff) | 8 << 16 | 0x8e00 << 32 | (at >> 16 & 0xffff) << 48;
@@ -172,6 +201,59 @@ fn setup(kvm: &Kvm) -> Guest {
     let pattern: Vec<u8> = (0..32).map(|i| 0x40 + i).collect();
     poke(&g, 0x8100, &pattern);
     g
+}
+
+/// Where `sym` (in the guest blob) is in guest memory.
+fn guest_addr(sym: &u8) -> u64 {
+    // SAFETY: taking the address of the blob's start symbol.
+    sym as *const u8 as u64 - unsafe { &cs_start as *const u8 as u64 } + 0x1000
+}
+
+/// A userspace debugger drives the guest at `cs_dbg` (`KVM_SET_GUEST_DEBUG`).
+fn debugger(kvm: &Kvm) {
+    use kvm_bindings::{kvm_guest_debug, KVM_GUESTDBG_ENABLE as ENABLE, KVM_GUESTDBG_INJECT_BP,
+                       KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP, KVM_GUESTDBG_USE_SW_BP};
+    let mut g = setup(kvm);
+    let mut r = g.vcpu.get_regs().unwrap();
+    // SAFETY: a symbol of the blob.
+    r.rip = guest_addr(unsafe { &cs_dbg });
+    g.vcpu.set_regs(&r).unwrap();
+    let base = guest_addr(unsafe { &cs_dbg });
+    let dbg = |g: &Guest, control: u32, debugreg: [u64; 8]| {
+        let d = kvm_guest_debug { control, pad: 0, arch: kvm_bindings::kvm_guest_debug_arch { debugreg } };
+        g.vcpu.set_guest_debug(&d).map_err(|e| e.errno())
+    };
+    println!("dbg bad_control {:?}", dbg(&g, ENABLE | 1 << 2, [0; 8]));
+    println!("dbg singlestep {:?}", dbg(&g, ENABLE | KVM_GUESTDBG_SINGLESTEP, [0; 8]));
+    let show = |g: &mut Guest, what: &str| {
+        let line = match g.vcpu.run() {
+            Ok(VcpuExit::Debug(d)) => {
+                let hw = if d.exception == 1 { format!(" dr6 {:#x}", d.dr6) } else { String::new() };
+                format!("debug exception {} at +{:#x}{hw}", d.exception, d.pc.wrapping_sub(base))
+            }
+            Ok(VcpuExit::IoOut(port, data)) => format!("out {port:#x} {:02x?}", data),
+            Ok(VcpuExit::Hlt) => "hlt".to_string(),
+            Ok(other) => format!("other {other:?}"),
+            Err(e) => format!("error errno {}", e.errno()),
+        };
+        let rf = g.vcpu.get_regs().unwrap().rflags;
+        println!("dbg {what} {line} tf {}", rf >> 8 & 1);
+    };
+    for i in 0..6 {
+        show(&mut g, &format!("step{i}"));
+    }
+    println!("dbg sw_bp {:?}", dbg(&g, ENABLE | KVM_GUESTDBG_USE_SW_BP, [0; 8]));
+    show(&mut g, "int3");
+    println!("dbg inject_bp {:?}", dbg(&g, ENABLE | KVM_GUESTDBG_USE_SW_BP | KVM_GUESTDBG_INJECT_BP, [0; 8]));
+    // The guest's #BP handler runs (vector 3 on port 0xe0) and returns after the INT3.
+    let hwbp = guest_addr(unsafe { &cs_hwbp });
+    show(&mut g, "handler");
+    println!("dbg hw_bp {:?}", dbg(&g, ENABLE | KVM_GUESTDBG_USE_HW_BP, [hwbp, 0, 0, 0, 0, 0, 0, 0x401]));
+    show(&mut g, "hw_bp");
+    println!("dbg off {:?}", dbg(&g, 0, [0; 8]));
+    show(&mut g, "own_tf");
+    show(&mut g, "end");
+    println!("dbg guest_dr6_after_own_step {:#x}", u64_at(&g, 0x8070));
 }
 
 /// The XSAVE image's bytes `at..at + len`.
@@ -278,6 +360,13 @@ fn main() -> ExitCode {
     let mut g = setup(&kvm);
     let x = g.vcpu.get_xcrs().unwrap();
     println!("reset xcrs nr {} xcr0 {:#x}", x.nr_xcrs, x.xcrs[0].value);
+    for gva in [0x1234u64, 0x1f_fff8, 0x20_0000, 0xffff_8000_0000_0000] {
+        match g.vcpu.translate_gva(gva) {
+            Ok(t) => println!("translate {gva:#x} valid {} gpa {:#x} writeable {} usermode {}",
+                              t.valid, t.physical_address, t.writeable, t.usermode),
+            Err(e) => println!("translate {gva:#x} errno {}", e.errno()),
+        }
+    }
     let mut bad = kvm_xcrs { nr_xcrs: 1, ..Default::default() };
     bad.xcrs[0].value = 5;
     println!("set_xcrs_avx_without_sse {:?}", g.vcpu.set_xcrs(&bad).map_err(|e| e.errno()));
@@ -338,6 +427,8 @@ fn main() -> ExitCode {
     println!("gd get dr7 {:#x} dr6_bd {}", d.dr7, d.dr6 & 1 << 13 != 0);
     println!("fourth_stop port {:?}", run_to_port("end", &mut g).map(|p| format!("{p:#x}")));
     println!("end dr2 {:#x} dr7 {:#x}", u64_at(&g, 0x8060), u64_at(&g, 0x8068));
+
+    debugger(&kvm);
 
     // The host's watchpoint still fires after the guest armed and disarmed its own.
     poke_watched();
