@@ -54,12 +54,9 @@ const BP: u32 = 3;
 const AC: u32 = 17;
 
 impl Debugger {
-    /// The settings in `a`, or `None` (EINVAL) for unknown control bits or a DR7 with bits
-    /// 63:32 set (VM entry would fail).
+    /// The settings in `a`, or `None` (EINVAL) for a DR7 with bits 63:32 set (VM entry would
+    /// fail). Unknown control bits are ignored, as KVM does.
     pub fn from_arg(a: &GuestDebugArg) -> Option<Self> {
-        if a.control & !control::VALID != 0 {
-            return None;
-        }
         if a.control & control::ENABLE == 0 {
             return Some(Self::default());
         }
@@ -68,7 +65,7 @@ impl Debugger {
             return None;
         }
         Some(Self {
-            control: a.control & !(control::INJECT_DB | control::INJECT_BP),
+            control: a.control & control::VALID & !(control::INJECT_DB | control::INJECT_BP),
             db: if hw { [a.debugreg[0], a.debugreg[1], a.debugreg[2], a.debugreg[3]] } else { [0; 4] },
             dr7: if hw { a.debugreg[7] } else { 0 },
         })
@@ -131,8 +128,8 @@ mod tests {
         let d = Debugger::from_arg(&a).unwrap();
         assert!(d.single_step() && d.takes_db() && !d.hw_breakpoints());
         assert_eq!(d.control & INJECT_DB, 0, "one-shot bits are not kept");
-        a.control = 1 << 2;
-        assert_eq!(Debugger::from_arg(&a), None);
+        a.control = ENABLE | 1 << 2;
+        assert_eq!(Debugger::from_arg(&a).unwrap().control, ENABLE, "unknown bits ignored");
         a = GuestDebugArg { control: ENABLE | USE_HW_BP, debugreg: [1, 2, 3, 4, 0, 0, 0, 0x401], ..Default::default() };
         assert_eq!(Debugger::from_arg(&a).unwrap().db, [1, 2, 3, 4]);
         a.debugreg[7] = 1 << 32;

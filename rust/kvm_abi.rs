@@ -107,6 +107,10 @@ pub const KVM_INTERRUPT: u32 = iow::<u32>(0x86);
 pub const KVM_SET_GUEST_DEBUG: u32 = iow::<crate::guest_debug::GuestDebugArg>(0x9b);
 /// Translates a guest linear address through the guest's page tables (`struct kvm_translation`).
 pub const KVM_TRANSLATE: u32 = iowr(0x85, core::mem::size_of::<Translation>());
+/// The guest's TSC frequency in kHz (the return value).
+pub const KVM_GET_TSC_KHZ: u32 = io(0xa3);
+/// Sets it (the argument); rvmx has no TSC scaling: only the host's rate.
+pub const KVM_SET_TSC_KHZ: u32 = io(0xa2);
 /// Queues an NMI.
 pub const KVM_NMI: u32 = io(0x9a);
 /// Reads pending and in-flight events (`struct kvm_vcpu_events`).
@@ -405,6 +409,8 @@ pub mod cap {
     pub const USER_NMI: usize = 22;
     /// `KVM_SET_GUEST_DEBUG`.
     pub const SET_GUEST_DEBUG: usize = 23;
+    /// `KVM_GET_TSC_KHZ`.
+    pub const GET_TSC_KHZ: usize = 61;
     /// `KVM_SET_GUEST_DEBUG`'s valid control bits.
     pub const SET_GUEST_DEBUG2: usize = 195;
     /// `KVM_GET/SET_VCPU_EVENTS`.
@@ -434,6 +440,7 @@ pub const CAPABILITIES: &[(usize, isize)] = &[
     (cap::USER_NMI, 1),
     (cap::VCPU_EVENTS, 1),
     (cap::SET_GUEST_DEBUG, 1),
+    (cap::GET_TSC_KHZ, 1),
     (cap::SET_GUEST_DEBUG2, crate::guest_debug::control::VALID as isize),
     (cap::DEBUGREGS, 1),
     (cap::XSAVE, 1),
@@ -502,6 +509,7 @@ mod tests {
         assert_eq!(KVM_GET_XSAVE, 0x9000_aea4);
         assert_eq!(KVM_INTERRUPT, 0x4004_ae86);
         assert_eq!(KVM_NMI, 0xae9a);
+        assert_eq!((KVM_GET_TSC_KHZ, KVM_SET_TSC_KHZ), (0xaea3, 0xaea2));
         assert_eq!(KVM_TRANSLATE, 0xc018_ae85);
         assert_eq!(size_of::<Translation>(), size_of::<kvm_bindings::kvm_translation>());
         assert_eq!(KVM_SET_GUEST_DEBUG, 0x4048_ae9b);
@@ -572,6 +580,7 @@ mod tests {
             (cap::USER_NMI, kb::KVM_CAP_USER_NMI),
             (cap::VCPU_EVENTS, kb::KVM_CAP_VCPU_EVENTS),
             (cap::SET_GUEST_DEBUG, kb::KVM_CAP_SET_GUEST_DEBUG),
+            (cap::GET_TSC_KHZ, kb::KVM_CAP_GET_TSC_KHZ),
             (cap::SET_GUEST_DEBUG2, kb::KVM_CAP_SET_GUEST_DEBUG2),
             (cap::DEBUGREGS, kb::KVM_CAP_DEBUGREGS),
             (cap::XSAVE, kb::KVM_CAP_XSAVE),

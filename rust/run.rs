@@ -274,8 +274,7 @@ const WINDOW_BUDGET_US: u64 = 1000;
 
 /// The VMX-preemption timer value for one window budget.
 fn window_timer(t: &Target<'_>) -> u32 {
-    // SAFETY: `tsc_khz` is set once at boot and only read afterwards.
-    let khz = match unsafe { kernel::bindings::tsc_khz } { 0 => 1_000_000, k => k as u64 };
+    let khz = x86::tsc_khz() as u64;
     let ticks = khz * WINDOW_BUDGET_US / 1000;
     (ticks >> t.vmx.caps().preemption_timer_rate()).clamp(1, u32::MAX as u64) as u32
 }

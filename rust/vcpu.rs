@@ -194,6 +194,15 @@ impl FdObject for Vcpu {
                 // As KVM without an in-kernel irqchip: it replaces one queued earlier.
                 this.state.lock().events.interrupt = Some(Interrupt { vector: irq as u8, soft_len: None });
             }
+            KVM_GET_TSC_KHZ => return Ok(crate::x86::tsc_khz() as isize),
+            // No TSC scaling: the host's rate (0 means it) or within KVM's 250 ppm tolerance.
+            KVM_SET_TSC_KHZ => {
+                let host = crate::x86::tsc_khz() as u64;
+                let want = if arg as u32 == 0 { host } else { arg as u32 as u64 };
+                if want.abs_diff(host) * 1_000_000 > host * 250 {
+                    return Err(EINVAL);
+                }
+            }
             KVM_TRANSLATE => {
                 let mut tr: Translation = read_user(arg)?;
                 let sregs = this.state.lock().sregs;

@@ -120,6 +120,15 @@ pub(crate) fn rdmsr(msr: u32) -> u64 {
     (hi as u64) << 32 | lo as u64
 }
 
+/// The TSC frequency the kernel measured, in kHz (1 GHz if it did not).
+pub(crate) fn tsc_khz() -> u32 {
+    // SAFETY: `tsc_khz` is set once at boot and only read afterwards.
+    match unsafe { kernel::bindings::tsc_khz } {
+        0 => 1_000_000,
+        k => k,
+    }
+}
+
 /// Reads CR2 (the guest's, right after a VM exit: VMX does not switch it).
 pub(crate) fn read_cr2() -> u64 {
     let v;

@@ -20,7 +20,7 @@ use rvmx_test_programs::{code, flat, guest, Guest};
 // AVX data at 0x8100.., watched dword at 0x8300.
 core::arch::global_asm!(
     ".pushsection .rodata.guests, \"a\"",
-    ".globl cs_start", ".globl cs_end", ".globl cs_db", ".globl cs_bp", ".globl cs_dbg", ".globl cs_hwbp", ".globl cs_ud", ".globl cs_gp",
+    ".globl cs_start", ".globl cs_end", ".globl cs_db", ".globl cs_bp", ".globl cs_dbg", ".globl cs_hwbp", ".globl cs_int3", ".globl cs_ud", ".globl cs_gp",
     "cs_start:",
     "mov rax, cr4",
     "or rax, 1 << 18",                  // CR4.OSXSAVE
@@ -95,6 +95,7 @@ core::arch::global_asm!(
     "cpuid",
     "out 0x40, al",
     "add eax, 1",
+    "cs_int3:",
     "int3",
     "cs_hwbp:",
     "nop",
@@ -141,6 +142,7 @@ extern "C" {
     static cs_bp: u8;
     static cs_dbg: u8;
     static cs_hwbp: u8;
+    static cs_int3: u8;
     static cs_ud: u8;
     static cs_gp: u8;
 }
@@ -223,7 +225,8 @@ fn debugger(kvm: &Kvm) {
         let d = kvm_guest_debug { control, pad: 0, arch: kvm_bindings::kvm_guest_debug_arch { debugreg } };
         g.vcpu.set_guest_debug(&d).map_err(|e| e.errno())
     };
-    println!("dbg bad_control {:?}", dbg(&g, ENABLE | 1 << 2, [0; 8]));
+    // KVM takes a DR7 with bits 63:32 set (VM entry would then fail); rvmx refuses it.
+    println!("info dbg bad_dr7 {:?}", dbg(&g, ENABLE | KVM_GUESTDBG_USE_HW_BP, [0, 0, 0, 0, 0, 0, 0, 1 << 32]));
     println!("dbg singlestep {:?}", dbg(&g, ENABLE | KVM_GUESTDBG_SINGLESTEP, [0; 8]));
     let show = |g: &mut Guest, what: &str| {
         let line = match g.vcpu.run() {
@@ -239,8 +242,13 @@ fn debugger(kvm: &Kvm) {
         let rf = g.vcpu.get_regs().unwrap().rflags;
         println!("dbg {what} {line} tf {}", rf >> 8 & 1);
     };
-    for i in 0..6 {
+    // Steps over NOP, MOV, an emulated CPUID, an OUT completed by userspace, ADD; stops at INT3.
+    let int3 = guest_addr(unsafe { &cs_int3 });
+    for i in 0..12 {
         show(&mut g, &format!("step{i}"));
+        if g.vcpu.get_regs().unwrap().rip == int3 {
+            break;
+        }
     }
     println!("dbg sw_bp {:?}", dbg(&g, ENABLE | KVM_GUESTDBG_USE_SW_BP, [0; 8]));
     show(&mut g, "int3");
@@ -360,6 +368,14 @@ fn main() -> ExitCode {
     let mut g = setup(&kvm);
     let x = g.vcpu.get_xcrs().unwrap();
     println!("reset xcrs nr {} xcr0 {:#x}", x.nr_xcrs, x.xcrs[0].value);
+    let khz = g.vcpu.get_tsc_khz().unwrap_or(0);
+    println!("info tsc_khz {khz}");
+    println!("tsc_khz nonzero {}", khz > 0);
+    println!("set_tsc_khz same {:?} half {:?}", g.vcpu.set_tsc_khz(khz).map_err(|e| e.errno()),
+             g.vcpu.set_tsc_khz(khz / 2).map_err(|e| e.errno()));
+    // Faster than the host: KVM emulates it by catching up, rvmx refuses (no TSC scaling).
+    println!("info set_tsc_khz double {:?}", g.vcpu.set_tsc_khz(khz * 2).map_err(|e| e.errno()));
+    g.vcpu.set_tsc_khz(khz).unwrap();
     for gva in [0x1234u64, 0x1f_fff8, 0x20_0000, 0xffff_8000_0000_0000] {
         match g.vcpu.translate_gva(gva) {
             Ok(t) => println!("translate {gva:#x} valid {} gpa {:#x} writeable {} usermode {}",
