@@ -111,6 +111,13 @@ pub const KVM_TRANSLATE: u32 = iowr(0x85, core::mem::size_of::<Translation>());
 pub const KVM_GET_TSC_KHZ: u32 = io(0xa3);
 /// Sets it (the argument); rvmx has no TSC scaling: only the host's rate.
 pub const KVM_SET_TSC_KHZ: u32 = io(0xa2);
+/// Reads the vCPU's multiprocessing state (`struct kvm_mp_state { __u32 mp_state; }`).
+pub const KVM_GET_MP_STATE: u32 = ior::<u32>(0x98);
+/// Writes it.
+pub const KVM_SET_MP_STATE: u32 = iow::<u32>(0x99);
+/// `KVM_MP_STATE_RUNNABLE`: the only state without an in-kernel LAPIC (KVM refuses the
+/// others then; a userspace LAPIC keeps INIT/SIPI/halted state itself).
+pub const MP_STATE_RUNNABLE: u32 = 0;
 /// Queues an NMI.
 pub const KVM_NMI: u32 = io(0x9a);
 /// Reads pending and in-flight events (`struct kvm_vcpu_events`).
@@ -405,6 +412,8 @@ pub mod cap {
     pub const EXT_CPUID: usize = 7;
     /// `KVM_MEM_READONLY` slots: guest writes to them exit as MMIO.
     pub const READONLY_MEM: usize = 81;
+    /// `KVM_GET/SET_MP_STATE`.
+    pub const MP_STATE: usize = 14;
     /// `KVM_NMI`.
     pub const USER_NMI: usize = 22;
     /// `KVM_SET_GUEST_DEBUG`.
@@ -437,6 +446,7 @@ pub const CAPABILITIES: &[(usize, isize)] = &[
     (cap::MAX_VCPU_ID, MAX_VCPU_ID as isize),
     (cap::EXT_CPUID, 1),
     (cap::READONLY_MEM, 1),
+    (cap::MP_STATE, 1),
     (cap::USER_NMI, 1),
     (cap::VCPU_EVENTS, 1),
     (cap::SET_GUEST_DEBUG, 1),
@@ -509,6 +519,7 @@ mod tests {
         assert_eq!(KVM_GET_XSAVE, 0x9000_aea4);
         assert_eq!(KVM_INTERRUPT, 0x4004_ae86);
         assert_eq!(KVM_NMI, 0xae9a);
+        assert_eq!((KVM_GET_MP_STATE, KVM_SET_MP_STATE), (0x8004_ae98, 0x4004_ae99));
         assert_eq!((KVM_GET_TSC_KHZ, KVM_SET_TSC_KHZ), (0xaea3, 0xaea2));
         assert_eq!(KVM_TRANSLATE, 0xc018_ae85);
         assert_eq!(size_of::<Translation>(), size_of::<kvm_bindings::kvm_translation>());
@@ -577,6 +588,7 @@ mod tests {
             (cap::MAX_VCPU_ID, kb::KVM_CAP_MAX_VCPU_ID),
             (cap::EXT_CPUID, kb::KVM_CAP_EXT_CPUID),
             (cap::READONLY_MEM, kb::KVM_CAP_READONLY_MEM),
+            (cap::MP_STATE, kb::KVM_CAP_MP_STATE),
             (cap::USER_NMI, kb::KVM_CAP_USER_NMI),
             (cap::VCPU_EVENTS, kb::KVM_CAP_VCPU_EVENTS),
             (cap::SET_GUEST_DEBUG, kb::KVM_CAP_SET_GUEST_DEBUG),

@@ -194,6 +194,13 @@ impl FdObject for Vcpu {
                 // As KVM without an in-kernel irqchip: it replaces one queued earlier.
                 this.state.lock().events.interrupt = Some(Interrupt { vector: irq as u8, soft_len: None });
             }
+            // No in-kernel LAPIC: a vCPU is always runnable (KVM's answers in that mode).
+            KVM_GET_MP_STATE => write_user(arg, &MP_STATE_RUNNABLE)?,
+            KVM_SET_MP_STATE => {
+                if read_user::<u32>(arg)? != MP_STATE_RUNNABLE {
+                    return Err(EINVAL);
+                }
+            }
             KVM_GET_TSC_KHZ => return Ok(crate::x86::tsc_khz() as isize),
             // No TSC scaling: the host's rate (0 means it) or within KVM's 250 ppm tolerance.
             KVM_SET_TSC_KHZ => {

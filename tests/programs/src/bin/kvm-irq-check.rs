@@ -165,6 +165,12 @@ fn real_mode(kvm: &Kvm) {
         unsafe { g.mem.add(4 * vector).cast::<[u16; 2]>().write_unaligned([ip, 0]) };
     }
     println!("bad_irq {:?}", interrupt(&g, 256));
+    use kvm_bindings::{kvm_mp_state, KVM_MP_STATE_HALTED, KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED};
+    println!("mp_state {:?}", g.vcpu.get_mp_state().map(|m| m.mp_state).map_err(|e| e.errno()));
+    for state in [KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED, KVM_MP_STATE_HALTED, 99] {
+        let r = g.vcpu.set_mp_state(kvm_mp_state { mp_state: state }).map_err(|e| e.errno());
+        println!("set_mp_state {state} {r:?}");
+    }
     let set_window = |g: &mut Guest, on: u8| g.vcpu.get_kvm_run().request_interrupt_window = on;
     let mut nmi_handled = 0;
     for _ in 0..60 {
@@ -234,8 +240,8 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let kvm = Kvm::new_with_path(&CString::new(dev).unwrap()).expect("open device");
-    println!("caps user_nmi {} vcpu_events {}", kvm.check_extension(Cap::UserNmi),
-             kvm.check_extension(Cap::VcpuEvents));
+    println!("caps user_nmi {} vcpu_events {} mp_state {}", kvm.check_extension(Cap::UserNmi),
+             kvm.check_extension(Cap::VcpuEvents), kvm.check_extension(Cap::MpState));
     real_mode(&kvm);
     cr8(&kvm);
     ExitCode::SUCCESS
