@@ -9,9 +9,9 @@
  *
  * Implemented so far: the system fd (KVM_GET_API_VERSION, KVM_CHECK_EXTENSION,
  * KVM_GET_VCPU_MMAP_SIZE, KVM_CREATE_VM), the VM fd (memory slots, vCPUs, TSS and identity-map
- * addresses) and the vCPU fd (mmap of struct kvm_run, REGS, SREGS, KVM_RUN, debug registers,
- * XSAVE image and XCRs). A request rvmx does
- * not implement fails as KVM fails an unknown one on that fd (EINVAL, or ENOTTY on a VM fd).
+ * addresses) and the vCPU fd (mmap of struct kvm_run, REGS, SREGS, KVM_RUN, interrupts and
+ * events, MP state, guest debugging, debug registers, XSAVE image and XCRs, TRANSLATE, TSC
+ * kHz). A request rvmx does not implement fails as KVM fails an unknown one on that fd (EINVAL, or ENOTTY on a VM fd).
  */
 #ifndef _RVMX_H
 #define _RVMX_H
@@ -46,6 +46,12 @@
 #define KVM_CAP_CHECK_EXTENSION_VM 105
 #define KVM_CAP_READONLY_MEM 81
 #define KVM_CAP_DEBUGREGS 50
+#define KVM_CAP_MP_STATE 14
+#define KVM_CAP_USER_NMI 22
+#define KVM_CAP_SET_GUEST_DEBUG 23
+#define KVM_CAP_VCPU_EVENTS 41
+#define KVM_CAP_GET_TSC_KHZ 61
+#define KVM_CAP_SET_GUEST_DEBUG2 195
 #define KVM_CAP_XSAVE 55
 #define KVM_CAP_XCRS 56
 #define KVM_CAP_MAX_VCPU_ID 128
@@ -98,11 +104,14 @@ struct kvm_sregs {
 /* kvm_run->exit_reason values rvmx produces. */
 #define KVM_EXIT_UNKNOWN 0
 #define KVM_EXIT_IO 2
+#define KVM_EXIT_DEBUG 4
 #define KVM_EXIT_HLT 5
 #define KVM_EXIT_MMIO 6
 #define KVM_EXIT_SHUTDOWN 8
 #define KVM_EXIT_FAIL_ENTRY 9
+#define KVM_EXIT_IRQ_WINDOW_OPEN 7
 #define KVM_EXIT_INTR 10
+#define KVM_EXIT_SET_TPR 11
 #define KVM_EXIT_INTERNAL_ERROR 17
 
 /* KVM_EXIT_INTERNAL_ERROR suberrors. */
@@ -112,6 +121,15 @@ struct kvm_sregs {
 #define KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES (1ULL << 0)
 
 /* Page 0 of the vCPU mmap area. Only the members rvmx fills are spelled out. */
+/* KVM_EXIT_DEBUG: the exception (1 = #DB, 3 = #BP), linear RIP, DR6/DR7 for #DB. */
+struct kvm_debug_exit_arch {
+	__u32 exception;
+	__u32 pad;
+	__u64 pc;
+	__u64 dr6;
+	__u64 dr7;
+};
+
 struct kvm_run {
 	/* in */
 	__u8 request_interrupt_window;
@@ -126,6 +144,10 @@ struct kvm_run {
 	__u64 cr8;
 	__u64 apic_base;
 	union {
+		/* KVM_EXIT_DEBUG */
+		struct {
+			struct kvm_debug_exit_arch arch;
+		} debug;
 		/* KVM_EXIT_FAIL_ENTRY */
 		struct {
 			__u64 hardware_entry_failure_reason;
@@ -219,6 +241,98 @@ struct kvm_xcrs {
 	__u64 padding[16];
 };
 
+/* Interrupts without an in-kernel irqchip. */
+struct kvm_interrupt {
+	__u32 irq;
+};
+
+/* Pending and in-flight events (KVM_VCPUEVENT_VALID_* in flags). */
+#define KVM_VCPUEVENT_VALID_NMI_PENDING 0x00000001
+#define KVM_VCPUEVENT_VALID_SIPI_VECTOR 0x00000002
+#define KVM_VCPUEVENT_VALID_SHADOW      0x00000004
+#define KVM_VCPUEVENT_VALID_SMM         0x00000008
+#define KVM_VCPUEVENT_VALID_PAYLOAD     0x00000010
+#define KVM_VCPUEVENT_VALID_TRIPLE_FAULT 0x00000020
+#define KVM_X86_SHADOW_INT_MOV_SS 0x01
+#define KVM_X86_SHADOW_INT_STI    0x02
+struct kvm_vcpu_events {
+	struct {
+		__u8 injected;
+		__u8 nr;
+		__u8 has_error_code;
+		__u8 pending;
+		__u32 error_code;
+	} exception;
+	struct {
+		__u8 injected;
+		__u8 nr;
+		__u8 soft;
+		__u8 shadow;
+	} interrupt;
+	struct {
+		__u8 injected;
+		__u8 pending;
+		__u8 masked;
+		__u8 pad;
+	} nmi;
+	__u32 sipi_vector;
+	__u32 flags;
+	struct {
+		__u8 smm;
+		__u8 pending;
+		__u8 smm_inside_nmi;
+		__u8 latched_init;
+	} smi;
+	struct {
+		__u8 pending;
+	} triple_fault;
+	__u8 reserved[26];
+	__u8 exception_has_payload;
+	__u64 exception_payload;
+};
+
+/* Without an in-kernel LAPIC only RUNNABLE exists. */
+#define KVM_MP_STATE_RUNNABLE 0
+struct kvm_mp_state {
+	__u32 mp_state;
+};
+
+/* A userspace debugger's settings. */
+#define KVM_GUESTDBG_ENABLE     0x00000001
+#define KVM_GUESTDBG_SINGLESTEP 0x00000002
+#define KVM_GUESTDBG_USE_SW_BP  0x00010000
+#define KVM_GUESTDBG_USE_HW_BP  0x00020000
+#define KVM_GUESTDBG_INJECT_DB  0x00040000
+#define KVM_GUESTDBG_INJECT_BP  0x00080000
+#define KVM_GUESTDBG_BLOCKIRQ   0x00100000
+struct kvm_guest_debug_arch {
+	__u64 debugreg[8];
+};
+struct kvm_guest_debug {
+	__u32 control;
+	__u32 pad;
+	struct kvm_guest_debug_arch arch;
+};
+
+struct kvm_translation {
+	__u64 linear_address;
+	__u64 physical_address;
+	__u8  valid;
+	__u8  writeable;
+	__u8  usermode;
+	__u8  pad[5];
+};
+
+#define KVM_TRANSLATE        _IOWR(KVMIO, 0x85, struct kvm_translation)
+#define KVM_INTERRUPT        _IOW(KVMIO, 0x86, struct kvm_interrupt)
+#define KVM_GET_MP_STATE     _IOR(KVMIO, 0x98, struct kvm_mp_state)
+#define KVM_SET_MP_STATE     _IOW(KVMIO, 0x99, struct kvm_mp_state)
+#define KVM_NMI              _IO(KVMIO, 0x9a)
+#define KVM_SET_GUEST_DEBUG  _IOW(KVMIO, 0x9b, struct kvm_guest_debug)
+#define KVM_GET_VCPU_EVENTS  _IOR(KVMIO, 0x9f, struct kvm_vcpu_events)
+#define KVM_SET_VCPU_EVENTS  _IOW(KVMIO, 0xa0, struct kvm_vcpu_events)
+#define KVM_SET_TSC_KHZ      _IO(KVMIO, 0xa2)
+#define KVM_GET_TSC_KHZ      _IO(KVMIO, 0xa3)
 #define KVM_GET_DEBUGREGS _IOR(KVMIO, 0xa1, struct kvm_debugregs)
 #define KVM_SET_DEBUGREGS _IOW(KVMIO, 0xa2, struct kvm_debugregs)
 #define KVM_GET_XSAVE     _IOR(KVMIO, 0xa4, struct kvm_xsave)

@@ -44,5 +44,21 @@ int main(void)
 	P(KVM_GET_XCRS); P(KVM_SET_XCRS);
 	P(sizeof(struct kvm_debugregs)); P(offsetof(struct kvm_debugregs, flags));
 	P(sizeof(struct kvm_xsave)); P(sizeof(struct kvm_xcrs)); P(offsetof(struct kvm_xcrs, padding));
+	P(KVM_EXIT_DEBUG); P(KVM_EXIT_IRQ_WINDOW_OPEN); P(KVM_EXIT_SET_TPR);
+	P(KVM_CAP_MP_STATE); P(KVM_CAP_USER_NMI); P(KVM_CAP_SET_GUEST_DEBUG); P(KVM_CAP_VCPU_EVENTS);
+	P(KVM_CAP_GET_TSC_KHZ); P(KVM_CAP_SET_GUEST_DEBUG2);
+	P(KVM_TRANSLATE); P(KVM_INTERRUPT); P(KVM_GET_MP_STATE); P(KVM_SET_MP_STATE); P(KVM_NMI);
+	P(KVM_SET_GUEST_DEBUG); P(KVM_GET_VCPU_EVENTS); P(KVM_SET_VCPU_EVENTS); P(KVM_SET_TSC_KHZ);
+	P(KVM_GET_TSC_KHZ); P(KVM_MP_STATE_RUNNABLE);
+	P(KVM_VCPUEVENT_VALID_NMI_PENDING); P(KVM_VCPUEVENT_VALID_SIPI_VECTOR);
+	P(KVM_VCPUEVENT_VALID_SHADOW); P(KVM_VCPUEVENT_VALID_SMM); P(KVM_VCPUEVENT_VALID_PAYLOAD);
+	P(KVM_VCPUEVENT_VALID_TRIPLE_FAULT); P(KVM_X86_SHADOW_INT_MOV_SS); P(KVM_X86_SHADOW_INT_STI);
+	P(KVM_GUESTDBG_ENABLE); P(KVM_GUESTDBG_SINGLESTEP); P(KVM_GUESTDBG_USE_SW_BP);
+	P(KVM_GUESTDBG_USE_HW_BP); P(KVM_GUESTDBG_INJECT_DB); P(KVM_GUESTDBG_INJECT_BP);
+	P(KVM_GUESTDBG_BLOCKIRQ);
+	P(sizeof(struct kvm_vcpu_events)); P(offsetof(struct kvm_vcpu_events, flags));
+	P(offsetof(struct kvm_vcpu_events, exception_payload)); P(sizeof(struct kvm_guest_debug));
+	P(sizeof(struct kvm_translation)); P(offsetof(struct kvm_run, debug.arch.dr7));
+	P(sizeof(struct kvm_mp_state)); P(sizeof(struct kvm_interrupt));
 	return 0;
 }
