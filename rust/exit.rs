@@ -247,7 +247,7 @@ impl Exit<'_, '_> {
     /// (`KVM_EXIT_DEBUG`), or #DB and #AC handed back to the guest (they are intercepted so
     /// that a guest cannot make the processor deliver them in an endless loop).
     fn exception(&mut self) -> Next {
-        use crate::{events::info, guest_debug::{dr6_after_db, DR6_ACTIVE_LOW}};
+        use crate::{events::info, guest_debug::DR6_ACTIVE_LOW};
         let intr = self.cur.read(EXIT_INTR_INFO);
         let pc = crate::run::linear_rip(self.cur);
         match intr & 0xff {
@@ -262,11 +262,7 @@ impl Exit<'_, '_> {
                     self.skip_instruction();
                     self.skipped = false;
                 }
-                let payload = self.cur.read(EXIT_QUALIFICATION);
-                debugregs::set_dr6(self.debug, dr6_after_db(debugregs::dr6(), payload));
-                self.debug.dr7 &= !dr::DR7_GD;
-                self.cur.write(GUEST_DR7, self.cur.read(GUEST_DR7) & !dr::DR7_GD);
-                self.cur.write(ENTRY_INTR_INFO, inject::exception(inject::DB, false));
+                self.deliver_db(self.cur.read(EXIT_QUALIFICATION));
                 Next::Reenter
             }
             3 => {
@@ -275,11 +271,22 @@ impl Exit<'_, '_> {
             }
             17 => {
                 self.cur.write(ENTRY_EXCEPTION_ERROR_CODE, self.cur.read(EXIT_INTR_ERROR_CODE));
-                self.cur.write(ENTRY_INTR_INFO, inject::exception(17, true));
+                self.cur.write(ENTRY_INTR_INFO, inject::exception(inject::AC, true));
                 Next::Reenter
             }
             _ => self.unexpected(self.cur.read(EXIT_REASON)),
         }
+    }
+
+    /// Delivers a #DB to the guest whose DR6 bits are `payload` (as an exit qualification
+    /// gives them): DR6 updated as the processor would (KVM's payload rule), DR7.GD cleared.
+    fn deliver_db(&mut self, payload: u64) {
+        use crate::guest_debug::dr6_after_db;
+        debugregs::set_dr6(self.debug, dr6_after_db(debugregs::dr6(), payload));
+        self.debug.dr7 &= !dr::DR7_GD;
+        // From the VMCS: with a debugger's breakpoints in force it holds the debugger's DR7.
+        self.cur.write(GUEST_DR7, self.cur.read(GUEST_DR7) & !dr::DR7_GD);
+        self.cur.write(ENTRY_INTR_INFO, inject::exception(inject::DB, false));
     }
 
     /// General-purpose register `n` as the exit qualification numbers them.
@@ -329,11 +336,7 @@ impl Exit<'_, '_> {
             n => n,
         };
         if self.debug.dr7 & dr::DR7_GD != 0 {
-            // The processor clears GD when it delivers this #DB.
-            self.debug.dr7 &= !dr::DR7_GD;
-            self.cur.write(GUEST_DR7, self.debug.dr7);
-            debugregs::set_dr6(self.debug, debugregs::dr6() & !0xf | dr::DR6_BD);
-            self.cur.write(ENTRY_INTR_INFO, inject::exception(inject::DB, false));
+            self.deliver_db(dr::DR6_BD);
             return Next::Reenter;
         }
         if q.read {

@@ -117,28 +117,28 @@ impl DrAccess {
 
 /// Event injection (VM-entry interruption information, SDM 24.8.3).
 pub mod inject {
-    /// Valid bit.
-    pub const VALID: u32 = 1 << 31;
-    /// Type: hardware exception.
-    pub const HW_EXCEPTION: u32 = 3 << 8;
-    /// Deliver an error code.
-    pub const ERROR_CODE: u32 = 1 << 11;
+    use crate::events::info;
+
     /// #DB.
     pub const DB: u32 = 1;
     /// #UD.
     pub const UD: u32 = 6;
     /// #GP.
     pub const GP: u32 = 13;
+    /// #AC.
+    pub const AC: u32 = 17;
 
-    /// A hardware exception `vector`, with an error code if `error_code`.
+    /// A hardware exception `vector`, with an error code if `error_code` (the encoding in
+    /// events.rs).
     pub const fn exception(vector: u32, error_code: bool) -> u32 {
-        VALID | HW_EXCEPTION | vector | if error_code { ERROR_CODE } else { 0 }
+        info::VALID | info::HW_EXCEPTION << 8 | vector | if error_code { info::ERROR_CODE } else { 0 }
     }
 }
 
 /// Exit interruption information: type NMI (bits 10:8 = 2) with the valid bit.
 pub const fn is_nmi(intr_info: u32) -> bool {
-    intr_info & (1 << 31) != 0 && (intr_info >> 8) & 7 == 2
+    use crate::events::info;
+    intr_info & info::VALID != 0 && (intr_info >> 8) & 7 == info::NMI
 }
 
 #[cfg(test)]
