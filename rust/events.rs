@@ -55,6 +55,13 @@ pub struct Exception {
     pub soft_len: u8,
 }
 
+impl Exception {
+    /// A hardware exception raised by rvmx or userspace, not yet delivered.
+    pub const fn raise(vector: u8, error_code: Option<u32>) -> Self {
+        Self { vector, error_code, injected: false, soft_len: 0 }
+    }
+}
+
 /// An interrupt to deliver.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Interrupt {
@@ -75,6 +82,9 @@ pub struct Events {
     pub nmi_injected: bool,
     /// NMIs waiting (at most 2, as KVM: one may be latched while one is being handled).
     pub nmi_pending: u8,
+    /// A shutdown requested outside the guest (`KVM_X86_SET_MCE` during a machine check):
+    /// the next `KVM_RUN` ends with `KVM_EXIT_SHUTDOWN`, as KVM's triple-fault request.
+    pub triple_fault: bool,
 }
 
 /// What the next VM entry injects.
@@ -280,11 +290,12 @@ impl Events {
         }
     }
 
-    /// `KVM_SET_VCPU_EVENTS`: the new events and interruptibility state (from the old one,
-    /// `interruptibility`), or `None` (EINVAL) as KVM refuses: unknown flags, payloads (not
+    /// `KVM_SET_VCPU_EVENTS`: the new events and interruptibility state (from the old ones,
+    /// `self` and `interruptibility`; a pending shutdown stays, as the ABI cannot carry it
+    /// without the triple-fault capability), or `None` (EINVAL) as KVM refuses: unknown flags, payloads (not
     /// enabled), SMM state (no SMM), triple-fault events (not enabled), an exception vector
     /// above 31 or NMI.
-    pub fn from_abi(v: &VcpuEvents, interruptibility: u32) -> Option<(Events, u32)> {
+    pub fn from_abi(&self, v: &VcpuEvents, interruptibility: u32) -> Option<(Events, u32)> {
         let known = flags::NMI_PENDING | flags::SIPI_VECTOR | flags::SHADOW | flags::SMM | flags::PAYLOAD | flags::TRIPLE_FAULT;
         if v.flags & !known != 0 || v.flags & (flags::PAYLOAD | flags::TRIPLE_FAULT) != 0 {
             return None;
@@ -308,7 +319,8 @@ impl Events {
         }
         state = if v.nmi_masked != 0 { state | block::NMI } else { state & !block::NMI };
         let nmi_pending = if v.flags & flags::NMI_PENDING != 0 { v.nmi_pending.min(2) } else { 0 };
-        Some((Events { exception, interrupt, nmi_injected: v.nmi_injected != 0, nmi_pending }, state))
+        let triple_fault = self.triple_fault;
+        Some((Events { exception, interrupt, nmi_injected: v.nmi_injected != 0, nmi_pending, triple_fault }, state))
     }
 }
 
@@ -407,16 +419,18 @@ mod tests {
             interrupt: Some(Interrupt { vector: 0x31, soft_len: None }),
             nmi_injected: true,
             nmi_pending: 1,
+            triple_fault: true,
         };
         let state = block::STI | block::NMI;
         let abi = e.to_abi(state);
         assert_eq!((abi.interrupt_shadow, abi.nmi_masked, abi.flags), (shadow::STI, 1, 0xd));
-        assert_eq!(Events::from_abi(&abi, 0), Some((e, state)));
-        assert_eq!(Events::from_abi(&VcpuEvents { flags: 1 << 6, ..abi }, 0), None, "unknown flag");
-        assert_eq!(Events::from_abi(&VcpuEvents { exception_nr: 2, ..abi }, 0), None, "NMI vector");
-        assert_eq!(Events::from_abi(&VcpuEvents { exception_nr: 32, ..abi }, 0), None);
-        assert_eq!(Events::from_abi(&VcpuEvents { flags: flags::PAYLOAD, ..abi }, 0), None);
-        let no_shadow = Events::from_abi(&VcpuEvents { flags: 0, ..abi }, block::MOV_SS).unwrap();
+        assert_eq!(e.from_abi(&abi, 0), Some((e, state)), "a pending shutdown stays");
+        assert!(!Events::default().from_abi(&abi, 0).unwrap().0.triple_fault);
+        assert_eq!(Events::default().from_abi(&VcpuEvents { flags: 1 << 6, ..abi }, 0), None, "unknown flag");
+        assert_eq!(Events::default().from_abi(&VcpuEvents { exception_nr: 2, ..abi }, 0), None, "NMI vector");
+        assert_eq!(Events::default().from_abi(&VcpuEvents { exception_nr: 32, ..abi }, 0), None);
+        assert_eq!(Events::default().from_abi(&VcpuEvents { flags: flags::PAYLOAD, ..abi }, 0), None);
+        let no_shadow = Events::default().from_abi(&VcpuEvents { flags: 0, ..abi }, block::MOV_SS).unwrap();
         assert_eq!(no_shadow.1, block::MOV_SS | block::NMI, "shadow kept without VALID_SHADOW");
         assert_eq!(no_shadow.0.nmi_pending, 0, "pending NMIs only with VALID_NMI_PENDING");
     }

@@ -50,6 +50,8 @@ pub const KVM_CHECK_EXTENSION: u32 = io(0x03);
 pub const KVM_GET_VCPU_MMAP_SIZE: u32 = io(0x04);
 /// The CPUID entries a guest may be given (`struct kvm_cpuid2`, 8 bytes).
 pub const KVM_GET_SUPPORTED_CPUID: u32 = iowr(0x05, 8);
+/// The IA32_MCG_CAP bits `KVM_X86_SETUP_MCE` accepts (a `u64` written to the argument).
+pub const KVM_X86_GET_MCE_CAP_SUPPORTED: u32 = ior::<u64>(0x9d);
 
 /// `struct kvm_cpuid2` header: the entry count (and padding) before the entries.
 pub const CPUID2_HEADER: usize = 8;
@@ -64,6 +66,9 @@ pub const KVM_SET_USER_MEMORY_REGION: u32 = iow::<UserspaceMemoryRegion>(0x46);
 pub const KVM_SET_TSS_ADDR: u32 = io(0x47);
 /// Sets the guest-physical address of the identity-map page table (likewise).
 pub const KVM_SET_IDENTITY_MAP_ADDR: u32 = iow::<u64>(0x48);
+/// Sets the in-kernel irqchip's GSI routing (`struct kvm_irq_routing`: `nr`, `flags`, then
+/// entries). rvmx never has an in-kernel irqchip, so the answer is KVM's without one.
+pub const KVM_SET_GSI_ROUTING: u32 = iow::<u64>(0x6a);
 
 // vCPU ioctls (on a vCPU fd).
 /// Runs the vCPU until an exit userspace must handle.
@@ -124,6 +129,10 @@ pub const KVM_NMI: u32 = io(0x9a);
 pub const KVM_GET_VCPU_EVENTS: u32 = ior::<crate::events::VcpuEvents>(0x9f);
 /// Writes them.
 pub const KVM_SET_VCPU_EVENTS: u32 = iow::<crate::events::VcpuEvents>(0xa0);
+/// Gives the vCPU its IA32_MCG_CAP: bank count and capabilities (a `u64`).
+pub const KVM_X86_SETUP_MCE: u32 = iow::<u64>(0x9c);
+/// Puts a machine-check error in a bank and raises #MC if it is uncorrected.
+pub const KVM_X86_SET_MCE: u32 = iow::<crate::mce::X86Mce>(0x9e);
 /// `KVM_SET_SIGNAL_MASK`: `struct kvm_signal_mask { __u32 len; __u8 sigset[]; }`.
 pub const KVM_SET_SIGNAL_MASK: u32 = iow::<u32>(0x8b);
 
@@ -430,6 +439,16 @@ pub mod cap {
     pub const XSAVE: usize = 55;
     /// `KVM_GET/SET_XCRS`.
     pub const XCRS: usize = 56;
+    /// Deleting a slot (`memory_size` 0) works (a fixed KVM bug, still asked for by QEMU).
+    pub const DESTROY_MEMORY_REGION_WORKS: usize = 21;
+    /// Slots may be adjacent (likewise).
+    pub const JOIN_MEMORY_REGIONS_WORKS: usize = 30;
+    /// `KVM_SET_GSI_ROUTING` exists (it needs an in-kernel irqchip to succeed, on KVM too).
+    pub const IRQ_ROUTING: usize = 25;
+    /// `kvm_run.immediate_exit`.
+    pub const IMMEDIATE_EXIT: usize = 136;
+    /// Machine-check MSRs and `KVM_X86_SETUP_MCE`/`SET_MCE`; the value is the bank limit.
+    pub const MCE: usize = 31;
 }
 
 /// The capabilities rvmx provides, with the value `KVM_CHECK_EXTENSION` returns for each.
@@ -455,6 +474,11 @@ pub const CAPABILITIES: &[(usize, isize)] = &[
     (cap::DEBUGREGS, 1),
     (cap::XSAVE, 1),
     (cap::XCRS, 1),
+    (cap::DESTROY_MEMORY_REGION_WORKS, 1),
+    (cap::JOIN_MEMORY_REGIONS_WORKS, 1),
+    (cap::IRQ_ROUTING, 1),
+    (cap::IMMEDIATE_EXIT, 1),
+    (cap::MCE, crate::mce::MAX_BANKS as isize),
 ];
 
 /// The answer to `KVM_CHECK_EXTENSION(cap)`: like KVM, 0 for anything unknown (never an error).
@@ -508,6 +532,7 @@ mod tests {
         assert_eq!(KVM_SET_USER_MEMORY_REGION, 0x4020_ae46);
         assert_eq!(KVM_SET_TSS_ADDR, 0xae47);
         assert_eq!(KVM_SET_IDENTITY_MAP_ADDR, 0x4008_ae48);
+        assert_eq!(KVM_SET_GSI_ROUTING, 0x4008_ae6a);
         assert_eq!(KVM_RUN, 0xae80);
         assert_eq!(KVM_GET_REGS, 0x8090_ae81);
         assert_eq!(KVM_SET_REGS, 0x4090_ae82);
@@ -536,6 +561,9 @@ mod tests {
         assert_eq!(KVM_SET_MSRS, 0x4008_ae89);
         assert_eq!(KVM_GET_CPUID2, 0xc008_ae91);
         assert_eq!(KVM_SET_SIGNAL_MASK, 0x4004_ae8b);
+        assert_eq!((KVM_X86_SETUP_MCE, KVM_X86_GET_MCE_CAP_SUPPORTED), (0x4008_ae9c, 0x8008_ae9d));
+        assert_eq!(KVM_X86_SET_MCE, 0x4040_ae9e);
+        assert_eq!(size_of::<crate::mce::X86Mce>(), size_of::<kvm_bindings::kvm_x86_mce>());
     }
 
     /// Numbers as `<linux/kvm.h>` defines them (checked against the C header's values).

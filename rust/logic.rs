@@ -11,6 +11,7 @@ pub mod ept_bits;
 pub mod vmx_exit;
 pub mod cpuid_table;
 pub mod msr_rules;
+pub mod mce;
 pub mod vmx_caps;
 pub mod insn;
 pub mod guest_paging;

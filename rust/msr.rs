@@ -118,6 +118,8 @@ pub(crate) struct MsrState<'a, 'b> {
     pub(crate) sregs: &'a mut crate::kvm_abi::Sregs,
     /// EFER bits the guest's CPUID allows.
     pub(crate) efer_ok: u64,
+    /// Userspace's access (`KVM_GET/SET_MSRS`), not the guest's.
+    pub(crate) host: bool,
 }
 
 impl MsrState<'_, '_> {
@@ -130,6 +132,9 @@ impl MsrState<'_, '_> {
             GS_BASE => live.map_or(self.sregs.gs.base, |c| c.read(GUEST_GS_BASE)),
             TSC => rdtsc().wrapping_add(self.msrs.tsc_offset),
             APIC_BASE => self.sregs.apic_base,
+            // kvmclock is not offered (no KVM CPUID leaves): userspace sees it off, as QEMU
+            // expects at reset; the guest gets #GP.
+            KVM_WALL_CLOCK | KVM_SYSTEM_TIME if self.host => 0,
             PAT if live.is_some() => live?.read(GUEST_IA32_PAT),
             SYSENTER_CS if live.is_some() => live?.read(GUEST_SYSENTER_CS) as u64,
             SYSENTER_ESP if live.is_some() => live?.read(GUEST_SYSENTER_ESP),
@@ -138,7 +143,7 @@ impl MsrState<'_, '_> {
                 let i = self.area.switched(m)?; // TSC_AUX without host RDTSCP: absent
                 if live.is_some() { self.area.get(i * 2 + 1) } else { self.msrs.switched[i] }
             }
-            m => msr_rules::read(self.msrs, m)?,
+            m => msr_rules::read(self.msrs, m, self.host)?,
         })
     }
 
@@ -179,12 +184,13 @@ impl MsrState<'_, '_> {
             // Base (page-aligned, within 48 bits), BSP flag and enable; no x2APIC.
             APIC_BASE if v & !(0xffff_ffff_f000 | 1 << 8 | 1 << 11) == 0 => self.sregs.apic_base = v,
             APIC_BASE => return Err(()),
+            KVM_WALL_CLOCK | KVM_SYSTEM_TIME if self.host && v == 0 => {}
             m => {
                 // Validity and the software copy; then the live place inside a window.
                 if msr_rules::switched_slot(m).is_some() && self.area.switched(m).is_none() {
                     return Err(());
                 }
-                msr_rules::write(self.msrs, m, v)?;
+                msr_rules::write(self.msrs, m, v, self.host)?;
                 let Some(c) = live else { return Ok(()) };
                 match m {
                     PAT => { c.write(GUEST_IA32_PAT, v); }

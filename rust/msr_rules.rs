@@ -8,6 +8,10 @@
 #[allow(missing_docs)]
 pub mod index {
     pub const TSC: u32 = 0x10;
+    /// kvmclock's wall-clock MSR (the original number).
+    pub const KVM_WALL_CLOCK: u32 = 0x11;
+    /// kvmclock's system-time MSR (the original number).
+    pub const KVM_SYSTEM_TIME: u32 = 0x12;
     pub const APIC_BASE: u32 = 0x1b;
     pub const MTRR_CAP: u32 = 0xfe;
     pub const SYSENTER_CS: u32 = 0x174;
@@ -59,10 +63,16 @@ pub struct GuestMsrs {
     pub mtrr_fixed: [u64; 11],
     /// Added to the host TSC while the guest runs.
     pub tsc_offset: u64,
+    /// The machine-check registers.
+    pub mce: crate::mce::Mce,
 }
 
-/// IA32_MISC_ENABLE after reset, as KVM sets it: fast strings, and PEBS/BTS unavailable.
-pub const MISC_ENABLE_RESET: u64 = 1 | 1 << 11 | 1 << 12;
+/// IA32_MISC_ENABLE after reset, as KVM sets it: PEBS and BTS unavailable.
+pub const MISC_ENABLE_RESET: u64 = MISC_ENABLE_PMU_RO;
+/// IA32_MISC_ENABLE bits the guest cannot change (#GP): BTS (11) and PEBS (12) unavailable.
+pub const MISC_ENABLE_PMU_RO: u64 = 1 << 11 | 1 << 12;
+/// IA32_MISC_ENABLE.EMON (7): the guest's writes to it are ignored.
+pub const MISC_ENABLE_EMON: u64 = 1 << 7;
 /// IA32_PAT after reset.
 pub const PAT_RESET: u64 = 0x0007_0406_0007_0406;
 /// IA32_MTRRCAP: 8 variable ranges, fixed ranges, write-combining.
@@ -79,6 +89,7 @@ impl Default for GuestMsrs {
             mtrr_var: [0; 16],
             mtrr_fixed: [0; 11],
             tsc_offset: 0,
+            mce: Default::default(),
         }
     }
 }
@@ -128,8 +139,9 @@ pub fn switched_slot(msr: u32) -> Option<usize> {
 
 /// Reads a software-kept MSR; `None` if it is not one (EFER, FS/GS base, TSC and APIC_BASE
 /// live elsewhere; anything else does not exist).
-pub fn read(m: &GuestMsrs, msr: u32) -> Option<u64> {
+pub fn read(m: &GuestMsrs, msr: u32, host: bool) -> Option<u64> {
     Some(match msr {
+        m_ if crate::mce::Mce::owns(m_) => return m.mce.read(msr, host),
         PAT => m.pat,
         SYSENTER_CS..=SYSENTER_EIP => m.sysenter[(msr - SYSENTER_CS) as usize],
         MISC_ENABLE => m.misc_enable,
@@ -145,13 +157,20 @@ pub fn read(m: &GuestMsrs, msr: u32) -> Option<u64> {
 }
 
 /// Writes a software-kept MSR; `Err(())` if the value is invalid (#GP) or the MSR is not one.
-pub fn write(m: &mut GuestMsrs, msr: u32, v: u64) -> Result<(), ()> {
+/// `host`: the write comes from userspace (`KVM_SET_MSRS`), which KVM trusts with some values
+/// a guest may not write (a VMM restoring state).
+pub fn write(m: &mut GuestMsrs, msr: u32, v: u64, host: bool) -> Result<(), ()> {
     match msr {
+        m_ if crate::mce::Mce::owns(m_) => return m.mce.write(msr, v, host),
         PAT if valid_memory_types(v, true) => m.pat = v,
         SYSENTER_CS => m.sysenter[0] = v & 0xffff_ffff,
         SYSENTER_ESP | SYSENTER_EIP if canonical(v) => m.sysenter[(msr - SYSENTER_CS) as usize] = v,
-        // Only the fast-strings bit may change (KVM lets the guest toggle few bits).
-        MISC_ENABLE if (v ^ m.misc_enable) & !1 == 0 => m.misc_enable = v,
+        // KVM's rules: userspace sets any value; the guest may not change the PMU bits, and
+        // its EMON writes are ignored.
+        MISC_ENABLE if host => m.misc_enable = v,
+        MISC_ENABLE if (v ^ m.misc_enable) & MISC_ENABLE_PMU_RO == 0 => {
+            m.misc_enable = (v & !MISC_ENABLE_EMON) | (m.misc_enable & MISC_ENABLE_EMON);
+        }
         MTRR_DEF_TYPE if v & !0xcff == 0 && valid_memory_types(v & 0xff, false) => m.mtrr_def_type = v,
         MTRR_PHYS_BASE0..=MTRR_PHYS_MASK7 if v >> 48 == 0 => m.mtrr_var[(msr - MTRR_PHYS_BASE0) as usize] = v,
         STAR | SFMASK | TSC_AUX => m.switched[switched_slot(msr).ok_or(())?] = v,
@@ -171,27 +190,31 @@ mod tests {
     #[test]
     fn reset_values_and_reads() {
         let m = GuestMsrs::default();
-        assert_eq!(read(&m, PAT), Some(PAT_RESET));
-        assert_eq!(read(&m, MTRR_CAP), Some(0x508));
-        assert_eq!(read(&m, 0x1234), None);
-        assert_eq!(read(&m, EFER), None, "EFER lives in SREGS/VMCS");
+        assert_eq!(read(&m, PAT, false), Some(PAT_RESET));
+        assert_eq!(read(&m, MTRR_CAP, false), Some(0x508));
+        assert_eq!(read(&m, 0x1234, false), None);
+        assert_eq!(read(&m, EFER, false), None, "EFER lives in SREGS/VMCS");
     }
 
     #[test]
     fn writes_and_their_validity() {
         let mut m = GuestMsrs::default();
-        assert_eq!(write(&mut m, LSTAR, 0xffff_ffff_8100_0000), Ok(()));
-        assert_eq!(read(&m, LSTAR), Some(0xffff_ffff_8100_0000));
-        assert_eq!(write(&mut m, LSTAR, 0x8000_0000_0000_0000), Err(()), "non-canonical");
-        assert_eq!(write(&mut m, PAT, 0x0606_0606_0606_0606), Ok(()));
-        assert_eq!(write(&mut m, PAT, 0x0202), Err(()), "type 2 is reserved");
-        assert_eq!(write(&mut m, MTRR_FIX4K_F8000, 0x0606_0606_0606_0606), Ok(()));
-        assert_eq!(read(&m, MTRR_FIX4K_F8000), Some(0x0606_0606_0606_0606));
-        assert_eq!(write(&mut m, MTRR_DEF_TYPE, 0xc06), Ok(()));
-        assert_eq!(write(&mut m, MTRR_DEF_TYPE, 0x1006), Err(()));
-        assert_eq!(write(&mut m, MISC_ENABLE, MISC_ENABLE_RESET & !1), Ok(()));
-        assert_eq!(write(&mut m, MISC_ENABLE, 1 << 22), Err(()));
-        assert_eq!(write(&mut m, 0x1234, 0), Err(()));
+        assert_eq!(write(&mut m, LSTAR, 0xffff_ffff_8100_0000, false), Ok(()));
+        assert_eq!(read(&m, LSTAR, false), Some(0xffff_ffff_8100_0000));
+        assert_eq!(write(&mut m, LSTAR, 0x8000_0000_0000_0000, false), Err(()), "non-canonical");
+        assert_eq!(write(&mut m, PAT, 0x0606_0606_0606_0606, false), Ok(()));
+        assert_eq!(write(&mut m, PAT, 0x0202, false), Err(()), "type 2 is reserved");
+        assert_eq!(write(&mut m, MTRR_FIX4K_F8000, 0x0606_0606_0606_0606, false), Ok(()));
+        assert_eq!(read(&m, MTRR_FIX4K_F8000, false), Some(0x0606_0606_0606_0606));
+        assert_eq!(write(&mut m, MTRR_DEF_TYPE, 0xc06, false), Ok(()));
+        assert_eq!(write(&mut m, MTRR_DEF_TYPE, 0x1006, false), Err(()));
+        assert_eq!(write(&mut m, MISC_ENABLE, MISC_ENABLE_RESET | 1 | 1 << 22, false), Ok(()));
+        assert_eq!(write(&mut m, MISC_ENABLE, MISC_ENABLE_RESET | MISC_ENABLE_EMON, false), Ok(()));
+        assert_eq!(read(&m, MISC_ENABLE, false), Some(MISC_ENABLE_RESET), "EMON ignored, the rest as written");
+        assert_eq!(write(&mut m, MISC_ENABLE, 1, false), Err(()), "PEBS/BTS bits are read-only");
+        assert_eq!(write(&mut m, MISC_ENABLE, 1, true), Ok(()), "userspace sets any value");
+        assert_eq!(read(&m, MISC_ENABLE, false), Some(1));
+        assert_eq!(write(&mut m, 0x1234, 0, false), Err(()));
     }
 
     #[test]
@@ -199,7 +222,7 @@ mod tests {
         let m = GuestMsrs::default();
         for msr in INDEX_LIST {
             let elsewhere = matches!(msr, EFER | FS_BASE | GS_BASE | TSC);
-            assert!(elsewhere || read(&m, msr).is_some(), "{msr:#x}");
+            assert!(elsewhere || read(&m, msr, false).is_some(), "{msr:#x}");
         }
         assert!(canonical(0x7fff_ffff_ffff) && canonical(0xffff_8000_0000_0000) && !canonical(1 << 47));
     }

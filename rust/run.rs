@@ -355,6 +355,7 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
                     msrs: &mut st.msrs,
                     sregs: &mut st.sregs,
                     efer_ok,
+                    host: false,
                 },
                 cpu,
                 debug: &mut st.debug,
@@ -481,6 +482,10 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
         run.set_exit_reason(kvm_exit::INTR);
         return Err(EINTR);
     }
+    if core::mem::take(&mut st.events.triple_fault) {
+        run.set_exit_reason(kvm_exit::SHUTDOWN);
+        return Ok(0);
+    }
     loop {
         if current!().signal_pending() {
             run.set_exit_reason(kvm_exit::INTR);
@@ -526,7 +531,7 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
                     }
                     None => {
                         st.events.exception =
-                            Some(events::Exception { vector: 13, error_code: Some(0), injected: false, soft_len: 0 })
+                            Some(events::Exception::raise(13, Some(0)))
                     }
                 }
             }

@@ -67,6 +67,8 @@ pub mod insn;
 // does not (yet).
 #[allow(dead_code)]
 pub mod kvm_abi;
+#[allow(dead_code)]
+pub mod mce;
 mod mem;
 mod msr;
 #[allow(dead_code)]

@@ -79,6 +79,10 @@ impl MiscDevice for SystemFd {
             KVM_CREATE_VM => Vm::create(arg),
             KVM_GET_SUPPORTED_CPUID => get_supported_cpuid(arg),
             KVM_GET_MSR_INDEX_LIST => get_msr_index_list(arg),
+            KVM_X86_GET_MCE_CAP_SUPPORTED => {
+                crate::fd::write_user(arg, &crate::mce::SUPPORTED_CAP)?;
+                Ok(0)
+            }
             KVM_GET_VCPU_MMAP_SIZE if arg == 0 => Ok(kvm_abi::vcpu_mmap_size(PAGE_SIZE) as isize),
             // KVM answers EINVAL to a non-zero argument and to every ioctl it does not know
             // (kvm_dev_ioctl -> kvm_arch_dev_ioctl), never ENOTTY.

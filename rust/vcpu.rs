@@ -21,7 +21,7 @@ use crate::{
     fd::{read_user, write_user, FdObject},
     kvm_abi::{self, *},
     debugregs::GuestDebug,
-    events::{Events, Interrupt},
+    events::Interrupt,
     fpu::GuestFpu,
     run::{self, KvmRun, RunState, Target},
     xstate,
@@ -84,6 +84,8 @@ unsafe impl FromBytes for Translation {}
 unsafe impl AsBytes for Translation {}
 // SAFETY: as above.
 unsafe impl FromBytes for crate::guest_debug::GuestDebugArg {}
+// SAFETY: `repr(C)` integers and byte arrays without padding; any bit pattern is valid.
+unsafe impl FromBytes for crate::mce::X86Mce {}
 // SAFETY: as above.
 unsafe impl AsBytes for DebugRegs {}
 
@@ -234,7 +236,7 @@ impl FdObject for Vcpu {
             KVM_SET_VCPU_EVENTS => {
                 let v: crate::events::VcpuEvents = read_user(arg)?;
                 let mut st = this.state.lock();
-                let (events, state) = Events::from_abi(&v, st.interruptibility).ok_or(EINVAL)?;
+                let (events, state) = st.events.from_abi(&v, st.interruptibility).ok_or(EINVAL)?;
                 st.events = events;
                 st.interruptibility = state;
             }
@@ -276,6 +278,11 @@ impl FdObject for Vcpu {
             KVM_SET_MSRS => return this.msrs(arg, true),
             KVM_GET_CPUID2 => this.get_cpuid(arg)?,
             KVM_SET_SIGNAL_MASK => this.set_signal_mask(arg)?,
+            KVM_X86_SETUP_MCE => {
+                let cap: u64 = read_user(arg)?;
+                this.state.lock().msrs.mce.setup(cap).map_err(|_| EINVAL)?
+            }
+            KVM_X86_SET_MCE => this.set_mce(read_user(arg)?)?,
             // KVM's vCPU fd answers EINVAL to requests it does not know.
             _ => return Err(EINVAL),
         }
@@ -341,6 +348,7 @@ impl Vcpu {
             msrs: &mut st.msrs,
             sregs: &mut st.sregs,
             efer_ok,
+            host: true,
         };
         for done in 0..n as isize {
             let mut e: MsrEntry = reader.read()?;
@@ -391,6 +399,20 @@ impl Vcpu {
         r
     }
 
+    /// `KVM_X86_SET_MCE`: records the error; an uncorrected one raises #MC (replacing an
+    /// exception not yet delivered, as KVM), or shuts the guest down if it cannot take one.
+    fn set_mce(&self, e: crate::mce::X86Mce) -> Result {
+        use crate::{events::Exception, mce::Injected};
+        let mut st = self.state.lock();
+        let cr4_mce = st.sregs.cr4 & crate::vcpu_state::CR4_MCE != 0;
+        match st.msrs.mce.inject(&e, cr4_mce).map_err(|_| EINVAL)? {
+            Injected::Recorded => {}
+            Injected::MachineCheck => st.events.exception = Some(Exception::raise(18, None)),
+            Injected::TripleFault => st.events.triple_fault = true,
+        }
+        Ok(())
+    }
+
     /// `KVM_SET_GUEST_DEBUG`: the debugger's settings; INJECT_DB/INJECT_BP queue that
     /// exception (EBUSY while another is waiting), as KVM.
     fn set_guest_debug(&self, arg: crate::guest_debug::GuestDebugArg) -> Result {
@@ -403,7 +425,7 @@ impl Vcpu {
             }
             // #BP as INT3 raises it: a software exception, one byte long.
             let (vector, soft_len) = if arg.control & control::INJECT_DB != 0 { (1, 0) } else { (3, 1) };
-            st.events.exception = Some(Exception { vector, error_code: None, injected: false, soft_len });
+            st.events.exception = Some(Exception { soft_len, ..Exception::raise(vector, None) });
         }
         st.debugger = debugger;
         Ok(())

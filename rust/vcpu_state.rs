@@ -21,6 +21,8 @@ pub mod cr0 {
 }
 /// CR4.PAE: physical address extension (required for long mode).
 pub const CR4_PAE: u64 = 1 << 5;
+/// CR4.MCE: machine checks enabled (else a machine check shuts the processor down).
+pub const CR4_MCE: u64 = 1 << 6;
 /// EFER bits.
 pub mod efer {
     /// SYSCALL enable.

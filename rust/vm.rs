@@ -234,6 +234,12 @@ impl FdObject for Vm {
                 let _addr: u64 = read_user(arg)?;
                 Ok(0)
             }
+            // KVM checks the header, then refuses without an in-kernel irqchip (QEMU only
+            // asks for the capability with kernel-irqchip=off).
+            KVM_SET_GSI_ROUTING => {
+                let _header: u64 = read_user(arg)?;
+                Err(EINVAL)
+            }
             // KVM's VM fd answers ENOTTY to requests it does not know (kvm_arch_vm_ioctl).
             _ => Err(ENOTTY),
         }

@@ -280,6 +280,23 @@ fn main() -> ExitCode {
         kvm_bindings::kvm_msr_entry { index: 0x277, data: 0x0606_0606_0606_0606, ..Default::default() },
     ]).unwrap();
     println!("set_msrs {:?}", g.vcpu.set_msrs(&set).map_err(|e| e.errno()));
+    // IA32_MISC_ENABLE: reset value; userspace may set any value (QEMU writes 1 at reset).
+    let misc = |g: &Guest| {
+        let mut m = kvm_bindings::Msrs::from_entries(&[kvm_bindings::kvm_msr_entry { index: 0x1a0, ..Default::default() }]).unwrap();
+        g.vcpu.get_msrs(&mut m).map(|_| m.as_slice()[0].data).map_err(|e| e.errno())
+    };
+    let before = misc(&g);
+    let one = kvm_bindings::Msrs::from_entries(&[kvm_bindings::kvm_msr_entry { index: 0x1a0, data: 1, ..Default::default() }]).unwrap();
+    let set = g.vcpu.set_msrs(&one).map_err(|e| e.errno());
+    println!("misc_enable reset {before:x?} set_1 {set:?} after {:x?}", misc(&g));
+    // kvmclock's MSRs as QEMU touches them at reset: read, then written with 0 (off).
+    let mut clock = kvm_bindings::Msrs::from_entries(&[
+        kvm_bindings::kvm_msr_entry { index: 0x11, ..Default::default() },
+        kvm_bindings::kvm_msr_entry { index: 0x12, ..Default::default() },
+    ]).unwrap();
+    let n = g.vcpu.get_msrs(&mut clock).map_err(|e| e.errno());
+    let values: Vec<u64> = clock.as_slice().iter().map(|e| e.data).collect();
+    println!("kvmclock_msrs get {n:?} {values:x?} set_off {:?}", g.vcpu.set_msrs(&clock).map_err(|e| e.errno()));
     println!("info msr_index_list {:?}", kvm.get_msr_index_list().map(|l| l.as_slice().len()));
 
     // The supported CPUID table: its size is device-specific, E2BIG for too small an array.

@@ -177,6 +177,7 @@ fn main() -> ExitCode {
         ("system", kvm.as_raw_fd(), "get_supported_cpuid", ioc(wr, 0x05, size_of::<kb::kvm_cpuid2>())),
         ("system", kvm.as_raw_fd(), "get_msr_index_list", ioc(wr, 0x02, 4)),
         ("vm", vm.as_raw_fd(), "set_user_memory_region", ioc(w, 0x46, size_of::<kb::kvm_userspace_memory_region>())),
+        ("vm", vm.as_raw_fd(), "set_gsi_routing", ioc(w, 0x6a, size_of::<kb::kvm_irq_routing>())),
         ("vcpu", vcpu.as_raw_fd(), "get_regs", ioc(r, 0x81, size_of::<kb::kvm_regs>())),
         ("vcpu", vcpu.as_raw_fd(), "set_regs", ioc(w, 0x82, size_of::<kb::kvm_regs>())),
         ("vcpu", vcpu.as_raw_fd(), "get_sregs", ioc(r, 0x83, size_of::<kb::kvm_sregs>())),
@@ -194,6 +195,11 @@ fn main() -> ExitCode {
             println!("bad_pointer {fd_kind} {name} {what} {}", raw(fd, cmd, ptr));
         }
     }
+
+    // GSI routing needs an in-kernel irqchip (QEMU only checks the capability without one).
+    let routing = kb::kvm_irq_routing::default();
+    println!("set_gsi_routing_without_irqchip {}",
+        raw(vm.as_raw_fd(), ioc(w, 0x6a, size_of::<kb::kvm_irq_routing>()), &routing as *const _ as u64));
 
     // A forked child shares the fds but not the address space: KVM refuses it with EIO.
     // SAFETY: the child only makes ioctls and exits.
