@@ -11,7 +11,7 @@ STATIC_CARGO := RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$(CUR
 	cargo build --release --quiet --target $(CARGO_TARGET)
 STATIC_OUT := build/cargo/$(CARGO_TARGET)/release
 
-.PHONY: all module tool test-programs kernel setup run check test-host bench clean
+.PHONY: all module tool test-programs guests kernel setup run check test-host bench clean
 
 all: module tool
 
@@ -34,6 +34,13 @@ test-programs:
 	@mkdir -p build/bin && cp $(STATIC_OUT)/kvm-abi-check $(STATIC_OUT)/kvm-vm-check $(STATIC_OUT)/kvm-run-check \
 		$(STATIC_OUT)/kvm-stress-check $(STATIC_OUT)/kvm-mmio-check $(STATIC_OUT)/kvm-cpu-state-check \
 		$(STATIC_OUT)/kvm-irq-check build/bin/
+
+# Guest images for the in-VM tests (QEMU's -kernel).
+guests: build/guests/mb-hello.elf
+build/guests/mb-hello.elf: tests/guests/mb-hello.S tests/guests/mb-hello.ld
+	@mkdir -p build/guests
+	as --32 -o build/guests/mb-hello.o tests/guests/mb-hello.S
+	ld -m elf_i386 --no-warn-rwx-segments -T tests/guests/mb-hello.ld -o $@ build/guests/mb-hello.o
 
 # The main job: boot the Bochs test VM, load rvmx, show it working.
 run:

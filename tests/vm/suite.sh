@@ -26,6 +26,29 @@ check "cpu state: XCR0 (XSETBV), AVX registers across exits, XSAVE/XCRS/DEBUGREG
 	sh -c 'kvm-cpu-state-check /dev/rvmx > /tmp/cs-rvmx'
 check "irq: interrupt/NMI injection, windows, shadows, reinjection, VCPU_EVENTS, CR8 on /dev/rvmx" \
 	sh -c 'kvm-irq-check /dev/rvmx > /tmp/irq-rvmx'
+# QEMU 7.2 with kernel-irqchip=off (its PIC, PIT, LAPIC and UART in userspace): SeaBIOS, the
+# multiboot option ROM, then mb-hello, which prints, takes timer interrupts and exits through
+# isa-debug-exit (QEMU's status 1 is the guest's 0). QEMU 7.2 opens /dev/kvm only: on rvmx's
+# turn that name is a node for rvmx's device.
+qemu_guest() { # qemu_guest LABEL
+	timeout 300 qemu-system-x86_64 -accel kvm,kernel-irqchip=off -M pc -m 32 -nodefaults \
+		-vga none -display none -serial file:/tmp/qemu-serial-$1 -no-reboot \
+		-device isa-debug-exit,iobase=0xf4,iosize=4 -kernel /root/mb-hello.elf \
+		> /tmp/qemu-log-$1 2>&1
+	status=$?
+	cat /tmp/qemu-serial-$1
+	grep -v "requested feature\|deprecated\|kernel-irqchip except" /tmp/qemu-log-$1
+	[ $status = 1 ] || { echo "qemu exit status $status, wanted 1 (the guest's 0)"; return 1; }
+	grep -qx "mb-hello: 5 timer interrupts taken in HLT" /tmp/qemu-serial-$1
+}
+qemu_on_rvmx() {
+	mknod /dev/kvm c 10 "$(cut -d: -f2 /sys/class/misc/rvmx/dev)" || return 1
+	qemu_guest rvmx; r=$?
+	rm -f /dev/kvm
+	return $r
+}
+check "qemu: QEMU 7.2 -accel kvm,kernel-irqchip=off boots SeaBIOS and a multiboot guest on /dev/rvmx: serial output, PIT/PIC interrupts, exit status" \
+	qemu_on_rvmx
 check "cpu state: a host hardware watchpoint still fires after a guest armed its own breakpoint" \
 	grep -qx "host_watchpoint_after_guest fired true" /tmp/cs-rvmx
 check "run: KVM_SET_SIGNAL_MASK's mask is the one in force during KVM_RUN" sh -c '
@@ -124,6 +147,7 @@ check "cpu state: the same guest on /dev/kvm" sh -c 'kvm-cpu-state-check /dev/kv
 check "irq: the same guests on /dev/kvm" sh -c 'kvm-irq-check /dev/kvm > /tmp/irq-kvm'
 check "lifetime: the same stress on /dev/kvm" \
 	sh -c 'kvm-stress-check /dev/kvm 30 | grep -v "^info " > /tmp/stress-kvm'
+check "qemu: the same QEMU and guest on /dev/kvm" qemu_guest kvm
 check "tool: the same client drives /dev/kvm" sh -c 'rvmx info --device /dev/kvm'
 check "coexistence: rvmx loads again once kvm_intel is gone" sh -c '
 	rmmod kvm_intel && rmmod kvm && rmmod irqbypass && dmesg -c > /dev/null &&
@@ -166,6 +190,7 @@ check "irq: deliveries onto untouched stack pages completed (IDT-vectoring reinj
 	grep -qx "irq counts interrupts 7 nmis 2 ud 1 cx 0x3" /tmp/irq-rvmx
 check "mmio: an instruction outside the decoder's set is an emulation failure naming its bytes" \
 	grep -q '^info unsupported internal_error suberror 1 flags 0x1 insn \[01, 03, f4, ' /tmp/mmio-rvmx
+check "qemu: the guest's serial output on rvmx is identical to KVM's" diff /tmp/qemu-serial-kvm /tmp/qemu-serial-rvmx
 stress_same() { grep -v '^info ' /tmp/stress-rvmx | diff /tmp/stress-kvm -; }
 check "lifetime: stress results identical to KVM's" stress_same
 sed 's/^/    rvmx: /' /tmp/run-rvmx
