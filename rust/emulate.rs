@@ -21,6 +21,7 @@ use kernel::{
 use crate::{
     guest_paging::{Paging, WalkError},
     insn::{self, Gprs, Insn, Mode, Op, Seg},
+    ioeventfd_rules::Bus,
     kvm_abi::{Regs, Segment, Sregs},
     run::KvmRun,
     vm::Vm,
@@ -159,22 +160,31 @@ impl<'a> Guest<'a> {
 }
 
 /// Finishes the instruction whose access at `gpa` (EPT `qualification`) found no RAM.
-pub(crate) fn mmio(vm: &Vm, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, gpa: u64, qualification: u64) -> Option<Pending> {
+pub(crate) fn mmio(vm: &Vm, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, gpa: u64, qualification: u64) -> Mmio {
     let g = Guest::new(vm, sregs);
     let mut bytes = [0u8; insn::MAX_LEN];
     let n = if qualification & FETCH != 0 { 0 } else { g.fetch(regs.rip, &mut bytes) };
     let decoded = insn::decode(&bytes[..n], g.mode).ok();
     match decoded.map(|i| (i, mmio_access(&g, regs, &i, run, gpa))) {
-        Some((_, Ok(pending))) => pending,
+        Some((_, Ok(outcome))) => outcome,
         _ => {
             let len = decoded.map_or(n, |i| i.len as usize);
             run.emulation_failure(&bytes[..len], &[gpa, qualification]);
-            None
+            Mmio::Exit(None)
         }
     }
 }
 
-fn mmio_access(g: &Guest<'_>, regs: &mut Regs, i: &Insn, run: &KvmRun, gpa: u64) -> Result<Option<Pending>, Failure> {
+/// How an MMIO access ends.
+pub(crate) enum Mmio {
+    /// `kvm_run` describes the exit (or an emulation failure); a read completes on the next
+    /// `KVM_RUN` with `Pending`.
+    Exit(Option<Pending>),
+    /// A write an ioeventfd took: done, no exit.
+    Signalled,
+}
+
+fn mmio_access(g: &Guest<'_>, regs: &mut Regs, i: &Insn, run: &KvmRun, gpa: u64) -> Result<Mmio, Failure> {
     let mut r = gprs(regs);
     if i.rep_done(&r) {
         return Err(Failure); // no access to make: this exit cannot have come from it
@@ -215,14 +225,17 @@ fn mmio_access(g: &Guest<'_>, regs: &mut Regs, i: &Insn, run: &KvmRun, gpa: u64)
         }
     };
     if mmio_write {
-        run.mmio(gpa, &value.to_le_bytes()[..i.width as usize], true);
+        let signalled = g.vm.ioeventfd_write(Bus::Mmio, gpa, i.width as u32, value);
+        if !signalled {
+            run.mmio(gpa, &value.to_le_bytes()[..i.width as usize], true);
+        }
         let rip = i.complete(&mut r, regs.rip, regs.rflags, 0);
         set_gprs(regs, &r);
         regs.rip = rip;
-        Ok(None)
+        Ok(if signalled { Mmio::Signalled } else { Mmio::Exit(None) })
     } else {
         run.mmio(gpa, &[0u8; 8][..i.width as usize], false);
-        Ok(Some(Pending::MmioRead { insn: *i, to_ram }))
+        Ok(Mmio::Exit(Some(Pending::MmioRead { insn: *i, to_ram })))
     }
 }
 

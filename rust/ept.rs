@@ -77,18 +77,42 @@ impl Ept {
         Ok(())
     }
 
-    /// Whether the guest page at `gpa` is mapped.
-    pub(crate) fn is_mapped(&mut self, gpa: u64) -> bool {
+    /// The level-1 entry for `gpa` if the walk reaches one that is present.
+    fn leaf(&self, gpa: u64) -> Option<*mut u64> {
         let mut table = self.root_phys;
         for level in (1..=4).rev() {
             // SAFETY: as in `leaf_slot`.
-            let value = unsafe { phys_to_virt(table).add(ept_bits::index(gpa, level)).read_volatile() };
+            let entry = unsafe { phys_to_virt(table).add(ept_bits::index(gpa, level)) };
+            // SAFETY: as above.
+            let value = unsafe { entry.read_volatile() };
             if !ept_bits::present(value) {
-                return false;
+                return None;
+            }
+            if level == 1 {
+                return Some(entry);
             }
             table = value & ADDR_MASK;
         }
-        true
+        None
+    }
+
+    /// Whether the guest page at `gpa` is mapped.
+    pub(crate) fn is_mapped(&mut self, gpa: u64) -> bool {
+        self.leaf(gpa).is_some()
+    }
+
+    /// Lets guest writes to the mapped page at `gpa` through, or makes them fault (dirty
+    /// logging). Removing write access needs a flush before it holds: the caller kicks the
+    /// vCPUs (every window starts with INVEPT).
+    pub(crate) fn set_writable(&mut self, gpa: u64, writable: bool) {
+        if let Some(entry) = self.leaf(gpa) {
+            // SAFETY: `entry` is in one of our level-1 tables; the VM lock makes us the only
+            // writer.
+            unsafe {
+                let v = entry.read_volatile();
+                entry.write_volatile(if writable { v | ept_bits::WRITE } else { v & !ept_bits::WRITE });
+            }
+        }
     }
 
     /// The walk for `gpa` down to the first misconfigured entry: its level, value and why, or
@@ -112,21 +136,9 @@ impl Ept {
     /// Removes the mapping of the guest page at `gpa`, if any. The caller flushes the TLBs
     /// (every window starts with INVEPT) and kicks running vCPUs before freeing the page.
     pub(crate) fn unmap(&mut self, gpa: u64) {
-        let mut table = self.root_phys;
-        for level in (1..=4).rev() {
-            // SAFETY: as in `leaf_slot`.
-            let entry = unsafe { phys_to_virt(table).add(ept_bits::index(gpa, level)) };
-            // SAFETY: as above.
-            let value = unsafe { entry.read_volatile() };
-            if !ept_bits::present(value) {
-                return;
-            }
-            if level == 1 {
-                // SAFETY: as above.
-                unsafe { entry.write_volatile(0) };
-                return;
-            }
-            table = value & ADDR_MASK;
+        if let Some(entry) = self.leaf(gpa) {
+            // SAFETY: as in `set_writable`.
+            unsafe { entry.write_volatile(0) };
         }
     }
 }

@@ -57,6 +57,9 @@ pub(crate) enum Next {
     /// Leave the window to finish a MOV to CR0 (or LMSW) of `len` bytes that turns on PAE
     /// paging outside long mode: the PDPTEs come from guest memory.
     PaePaging { cr0: u64, len: u8 },
+    /// Leave the window with an OUT of `size` bytes of `value` to `port` that `kvm_run`
+    /// already describes: an ioeventfd may take it, else it goes to userspace.
+    PortOut { port: u16, size: u8, value: u64 },
     /// Leave the window and report an EPT misconfiguration at `gpa` (a bug in rvmx's tables:
     /// it never writes such entries).
     EptMisconfig { gpa: u64 },
@@ -522,6 +525,10 @@ impl Exit<'_, '_> {
         }
         self.run.io(io.input, io.size, io.port, 1);
         *self.pending_io = Some(PendingIo { input: io.input, size: io.size, instruction_len: len });
-        Next::ToUser
+        if io.input {
+            return Next::ToUser;
+        }
+        let value = self.gprs.rax & (u64::MAX >> (64 - 8 * io.size as u32));
+        Next::PortOut { port: io.port, size: io.size, value }
     }
 }

@@ -69,6 +69,10 @@ pub const KVM_SET_IDENTITY_MAP_ADDR: u32 = iow::<u64>(0x48);
 /// Sets the in-kernel irqchip's GSI routing (`struct kvm_irq_routing`: `nr`, `flags`, then
 /// entries). rvmx never has an in-kernel irqchip, so the answer is KVM's without one.
 pub const KVM_SET_GSI_ROUTING: u32 = iow::<u64>(0x6a);
+/// Copies a slot's dirty bitmap out and starts a new logging round (`struct kvm_dirty_log`).
+pub const KVM_GET_DIRTY_LOG: u32 = iow::<DirtyLog>(0x42);
+/// Registers (or removes) an eventfd that a guest write signals instead of exiting.
+pub const KVM_IOEVENTFD: u32 = iow::<crate::ioeventfd_rules::IoEventFdArg>(0x79);
 
 // vCPU ioctls (on a vCPU fd).
 /// Runs the vCPU until an exit userspace must handle.
@@ -152,7 +156,19 @@ pub struct UserspaceMemoryRegion {
     pub userspace_addr: u64,
 }
 
-/// Slot flag: log writes for `KVM_GET_DIRTY_LOG` (not offered yet).
+/// `struct kvm_dirty_log`: which slot, and where its bitmap goes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DirtyLog {
+    /// Slot number (address space in bits 31:16).
+    pub slot: u32,
+    /// Padding.
+    pub padding: u32,
+    /// User address of the bitmap: one bit per page, rounded up to 64-bit words.
+    pub dirty_bitmap: u64,
+}
+
+/// Slot flag: log guest writes for `KVM_GET_DIRTY_LOG`.
 pub const KVM_MEM_LOG_DIRTY_PAGES: u32 = 1 << 0;
 /// Slot flag: guest writes exit to userspace as MMIO.
 pub const KVM_MEM_READONLY: u32 = 1 << 1;
@@ -447,6 +463,12 @@ pub mod cap {
     pub const IRQ_ROUTING: usize = 25;
     /// `kvm_run.immediate_exit`.
     pub const IMMEDIATE_EXIT: usize = 136;
+    /// `KVM_IOEVENTFD`.
+    pub const IOEVENTFD: usize = 36;
+    /// `KVM_IOEVENTFD` with `len` 0 (any width).
+    pub const IOEVENTFD_NO_LENGTH: usize = 100;
+    /// Likewise, on every bus.
+    pub const IOEVENTFD_ANY_LENGTH: usize = 122;
     /// Machine-check MSRs and `KVM_X86_SETUP_MCE`/`SET_MCE`; the value is the bank limit.
     pub const MCE: usize = 31;
 }
@@ -479,6 +501,9 @@ pub const CAPABILITIES: &[(usize, isize)] = &[
     (cap::IRQ_ROUTING, 1),
     (cap::IMMEDIATE_EXIT, 1),
     (cap::MCE, crate::mce::MAX_BANKS as isize),
+    (cap::IOEVENTFD, 1),
+    (cap::IOEVENTFD_NO_LENGTH, 1),
+    (cap::IOEVENTFD_ANY_LENGTH, 1),
 ];
 
 /// The answer to `KVM_CHECK_EXTENSION(cap)`: like KVM, 0 for anything unknown (never an error).
@@ -533,6 +558,9 @@ mod tests {
         assert_eq!(KVM_SET_TSS_ADDR, 0xae47);
         assert_eq!(KVM_SET_IDENTITY_MAP_ADDR, 0x4008_ae48);
         assert_eq!(KVM_SET_GSI_ROUTING, 0x4008_ae6a);
+        assert_eq!(KVM_IOEVENTFD, 0x4040_ae79);
+        assert_eq!(KVM_GET_DIRTY_LOG, 0x4010_ae42);
+        assert_eq!(size_of::<DirtyLog>(), size_of::<kvm_bindings::kvm_dirty_log>());
         assert_eq!(KVM_RUN, 0xae80);
         assert_eq!(KVM_GET_REGS, 0x8090_ae81);
         assert_eq!(KVM_SET_REGS, 0x4090_ae82);

@@ -12,6 +12,7 @@ pub mod vmx_exit;
 pub mod cpuid_table;
 pub mod msr_rules;
 pub mod mce;
+pub mod ioeventfd_rules;
 pub mod vmx_caps;
 pub mod insn;
 pub mod guest_paging;

@@ -4,7 +4,7 @@
 //! `__kvm_set_memory_region` decides it. Pure logic (host-tested); the module applies the
 //! decision and pins pages (memslot.rs).
 
-use crate::kvm_abi::{UserspaceMemoryRegion, KVM_MEM_READONLY};
+use crate::kvm_abi::{UserspaceMemoryRegion, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY};
 
 /// Slots per VM, reported as `KVM_CAP_NR_MEMSLOTS`.
 pub const MAX_SLOTS: u32 = 509;
@@ -50,6 +50,16 @@ impl Slot {
     pub const fn readonly(&self) -> bool {
         self.flags & KVM_MEM_READONLY != 0
     }
+
+    /// Whether guest writes are logged for `KVM_GET_DIRTY_LOG`.
+    pub const fn logs_dirty(&self) -> bool {
+        self.flags & KVM_MEM_LOG_DIRTY_PAGES != 0
+    }
+
+    /// 64-bit words of the slot's dirty bitmap (KVM rounds it up to whole longs).
+    pub const fn bitmap_words(&self) -> usize {
+        self.pages().div_ceil(64) as usize
+    }
 }
 
 /// What a valid request does.
@@ -59,8 +69,11 @@ pub enum Change {
     Create(Slot),
     /// Remove slot `id` (size 0).
     Delete(u16),
-    /// Slot `id` moves to the guest-physical address in the new slot (its pages stay).
+    /// Slot `id` moves to the guest-physical address in the new slot (its pages stay; the
+    /// flags may change too).
     Move(Slot),
+    /// Slot `id` stays where it is with new flags (dirty logging on or off).
+    Flags(Slot),
     /// Nothing that affects the mapping changes (same slot given again).
     Unchanged,
 }
@@ -78,8 +91,8 @@ pub enum Refusal {
 pub fn decide(region: &UserspaceMemoryRegion, slots: &[Slot]) -> Result<Change, Refusal> {
     use Refusal::*;
     let r = region;
-    if r.flags & !KVM_MEM_READONLY != 0 {
-        return Err(Invalid); // dirty logging is not offered yet
+    if r.flags & !(KVM_MEM_READONLY | KVM_MEM_LOG_DIRTY_PAGES) != 0 {
+        return Err(Invalid);
     }
     // Address space ids (bits 31:16) other than 0 are for SMM, which rvmx does not emulate.
     if r.slot >> 16 != 0 || r.slot & 0xffff >= MAX_SLOTS {
@@ -126,7 +139,7 @@ pub fn decide(region: &UserspaceMemoryRegion, slots: &[Slot]) -> Result<Change, 
                 return Err(Invalid);
             }
             if old.gpa == new.gpa {
-                return Ok(Change::Unchanged);
+                return Ok(if old.flags == new.flags { Change::Unchanged } else { Change::Flags(new) });
             }
             if overlaps() {
                 return Err(Overlap);
@@ -178,7 +191,6 @@ mod tests {
             region(0, 0, 0x1800, 0x7000_0000, 0),            // size misaligned
             region(0, 0, 0x1000, 0x7000_0800, 0),            // uaddr misaligned
             region(0, 0, 0x1000, 0x7000_0000, 1 << 2),       // unknown flag
-            region(0, 0, 0x1000, 0x7000_0000, 1),            // dirty log: not offered
             region(1 << 16, 0, 0x1000, 0x7000_0000, 0),      // address space 1
             region(MAX_SLOTS, 0, 0x1000, 0x7000_0000, 0),    // slot number too large
             region(0, u64::MAX & !0xfff, 0x2000, 0x7000_0000, 0), // gpa wraps
@@ -197,6 +209,19 @@ mod tests {
         assert_eq!(decide(&region(0, 0, 0x10000, 0x7100_0000, 0), &slots), Err(Refusal::Invalid));
         let ro = region(0, 0, 0x10000, 0x7000_0000, KVM_MEM_READONLY);
         assert_eq!(decide(&ro, &slots), Err(Refusal::Invalid));
+    }
+
+    #[test]
+    fn dirty_logging_is_a_flags_change() {
+        let slots = [slot(0, 0, 0x10000, 0x7000_0000)];
+        let log = region(0, 0, 0x10000, 0x7000_0000, KVM_MEM_LOG_DIRTY_PAGES);
+        let logged = Slot { flags: KVM_MEM_LOG_DIRTY_PAGES, ..slots[0] };
+        assert_eq!(decide(&log, &slots), Ok(Change::Flags(logged)));
+        assert_eq!(decide(&log, &[logged]), Ok(Change::Unchanged));
+        let moved = region(0, 0x20000, 0x10000, 0x7000_0000, KVM_MEM_LOG_DIRTY_PAGES);
+        assert_eq!(decide(&moved, &slots), Ok(Change::Move(Slot { gpa: 0x20000, ..logged })));
+        assert!(logged.logs_dirty() && !slots[0].logs_dirty());
+        assert_eq!((logged.bitmap_words(), Slot { size: 0x41000, ..logged }.bitmap_words()), (1, 2));
     }
 
     #[test]

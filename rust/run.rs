@@ -20,6 +20,7 @@ use crate::{
     exit::{internal, kvm_exit, Exit, Next},
     guest_state,
     host_state::HostState,
+    ioeventfd_rules::Bus,
     kvm_abi::{Regs, Sregs},
     mem::{page_phys, phys_to_virt},
     vmcs::{Current, Vmcs},
@@ -455,6 +456,17 @@ impl Windows {
     }
 }
 
+/// Single-stepping: an instruction completed outside the guest (by userspace, or by an
+/// ioeventfd) was a step (KVM's `kvm_skip_emulated_instruction`): reports it in `kvm_run`.
+fn stepped(st: &RunState, run: &KvmRun) -> bool {
+    if !st.debugger.single_step() {
+        return false;
+    }
+    let pc = st.sregs.cs.base.wrapping_add(st.regs.rip);
+    run.debug(1, pc, DR6_ACTIVE_LOW | DR6_BS, st.debug.dr7);
+    true
+}
+
 /// `KVM_RUN` of a vCPU of `vm`; `kvm_run`'s interrupt fields are filled whatever the outcome.
 pub(crate) fn run(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<isize> {
     let r = run_loop(t, st, run, vm);
@@ -471,11 +483,7 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
             return Ok(0);
         }
     }
-    // Single-stepping: the instruction userspace completed was a step (KVM's
-    // `kvm_skip_emulated_instruction`).
-    if completed && st.debugger.single_step() {
-        let pc = st.sregs.cs.base.wrapping_add(st.regs.rip);
-        run.debug(1, pc, DR6_ACTIVE_LOW | DR6_BS, st.debug.dr7);
+    if completed && stepped(st, run) {
         return Ok(0);
     }
     if run.immediate_exit() {
@@ -500,10 +508,28 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
                 if !vm.fault_in(gpa, qualification)? {
                     // No RAM behind it (or a write to a read-only slot): MMIO.
                     let rip = st.regs.rip;
-                    st.pending = emulate::mmio(vm, &mut st.regs, &st.sregs, run, gpa, qualification);
+                    let outcome = emulate::mmio(vm, &mut st.regs, &st.sregs, run, gpa, qualification);
                     if st.regs.rip != rip {
                         st.end_shadow();
                     }
+                    match outcome {
+                        emulate::Mmio::Exit(pending) => {
+                            st.pending = pending;
+                            return Ok(0);
+                        }
+                        // An ioeventfd took the write: the instruction is done.
+                        emulate::Mmio::Signalled if stepped(st, run) => return Ok(0),
+                        emulate::Mmio::Signalled => {}
+                    }
+                }
+            }
+            Next::PortOut { port, size, value } => {
+                if !vm.ioeventfd_write(Bus::Pio, port as u64, size as u32, value) {
+                    return Ok(0); // kvm_run describes the exit
+                }
+                // An ioeventfd took it: the OUT completes here, as userspace would have.
+                complete_io(st, run);
+                if stepped(st, run) {
                     return Ok(0);
                 }
             }

@@ -67,6 +67,9 @@ pub mod insn;
 // does not (yet).
 #[allow(dead_code)]
 pub mod kvm_abi;
+mod ioeventfd;
+#[allow(dead_code)]
+pub mod ioeventfd_rules;
 #[allow(dead_code)]
 pub mod mce;
 mod mem;

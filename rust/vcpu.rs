@@ -87,6 +87,10 @@ unsafe impl FromBytes for crate::guest_debug::GuestDebugArg {}
 // SAFETY: `repr(C)` integers and byte arrays without padding; any bit pattern is valid.
 unsafe impl FromBytes for crate::mce::X86Mce {}
 // SAFETY: as above.
+unsafe impl FromBytes for crate::ioeventfd_rules::IoEventFdArg {}
+// SAFETY: as above.
+unsafe impl FromBytes for DirtyLog {}
+// SAFETY: as above.
 unsafe impl AsBytes for DebugRegs {}
 
 #[pin_data]

@@ -7,12 +7,15 @@ use kernel::{
     bindings, current, ffi, new_mutex,
     prelude::*,
     sync::{Arc, ArcBorrow, Mutex},
+    uaccess::{UserPtr, UserSlice},
 };
 
 use crate::{
     ept::Ept,
     ept_bits::violation,
     fd::{self, read_user, FdObject},
+    ioeventfd::IoEventFds,
+    ioeventfd_rules::Bus,
     kvm_abi::{self, *},
     mem::PinnedPage,
     memslot_rules::{self, Change, Refusal, Slot},
@@ -43,6 +46,10 @@ struct VmInner {
     ept: Ept,
     /// Every guest page EPT maps, with the user page behind it (pinned until unmapped).
     pinned: KVec<(u64, PinnedPage)>,
+    /// `KVM_IOEVENTFD` registrations.
+    ioeventfds: IoEventFds,
+    /// The dirty bitmap of each slot that logs writes, by slot id (bit n: page n written).
+    dirty: KVec<(u16, KVec<u64>)>,
 }
 
 impl VmInner {
@@ -50,6 +57,33 @@ impl VmInner {
     /// write to a read-only slot (both are MMIO).
     fn ram_slot(&self, gpa: u64, write: bool) -> Option<Slot> {
         self.slots.iter().find(|s| s.contains(gpa) && !(write && s.readonly())).copied()
+    }
+
+    /// Records a write to guest page `gpa` of `slot` if the slot logs writes.
+    fn mark_dirty(&mut self, slot: &Slot, gpa: u64) {
+        if let Some((_, bits)) = self.dirty.iter_mut().find(|(id, _)| *id == slot.id) {
+            let page = ((gpa - slot.gpa) >> 12) as usize;
+            bits[page / 64] |= 1 << (page % 64);
+        }
+    }
+
+    /// Replaces slot `slot.id` with `slot`.
+    fn set_slot(&mut self, slot: Slot) {
+        for s in self.slots.iter_mut().filter(|s| s.id == slot.id) {
+            *s = slot;
+        }
+    }
+
+    /// Gives `slot` a dirty bitmap if it logs writes and has none, drops it if it does not.
+    fn update_bitmap(&mut self, slot: &Slot) -> Result {
+        let has = self.dirty.iter().any(|(id, _)| *id == slot.id);
+        if slot.logs_dirty() && !has {
+            let bits = KVec::from_elem(0u64, slot.bitmap_words(), GFP_KERNEL)?;
+            self.dirty.push((slot.id, bits), GFP_KERNEL)?;
+        } else if !slot.logs_dirty() && has {
+            self.dirty.retain(|(id, _)| *id != slot.id);
+        }
+        Ok(())
     }
 }
 
@@ -75,6 +109,8 @@ impl Vm {
                     vcpu_ids: KVec::new(),
                     ept,
                     pinned: KVec::new(),
+                    ioeventfds: IoEventFds::default(),
+                    dirty: KVec::new(),
                 }),
             }),
             GFP_KERNEL,
@@ -98,21 +134,85 @@ impl Vm {
             Err(Refusal::Overlap) => Err(EEXIST),
             Ok(Change::Unchanged) => Ok(0),
             Ok(Change::Create(slot)) => {
+                inner.slots.reserve(1, GFP_KERNEL)?;
+                inner.update_bitmap(&slot)?;
                 inner.slots.push(slot, GFP_KERNEL)?;
                 Ok(0)
             }
             Ok(Change::Delete(id)) => {
                 self.unmap_slot(&mut inner, id);
                 inner.slots.retain(|s| s.id != id);
+                inner.dirty.retain(|(d, _)| *d != id);
                 Ok(0)
             }
             Ok(Change::Move(slot)) => {
+                // A bitmap the slot keeps logging into moves with it, as KVM's does.
+                inner.update_bitmap(&slot)?;
                 self.unmap_slot(&mut inner, slot.id);
-                for s in inner.slots.iter_mut().filter(|s| s.id == slot.id) {
-                    *s = slot;
-                }
+                inner.set_slot(slot);
                 Ok(0)
             }
+            Ok(Change::Flags(slot)) => {
+                inner.update_bitmap(&slot)?;
+                if slot.logs_dirty() {
+                    // From now on the first write to each page must fault to be logged.
+                    let VmInner { ept, pinned, .. } = &mut *inner;
+                    for (gpa, _) in pinned.iter().filter(|(gpa, _)| slot.contains(*gpa)) {
+                        ept.set_writable(*gpa, false);
+                    }
+                    self.flush_vcpus();
+                }
+                inner.set_slot(slot);
+                Ok(0)
+            }
+        }
+    }
+
+    /// `KVM_GET_DIRTY_LOG`: copies the slot's bitmap of pages written since the last call
+    /// to userspace and starts a new round: the bitmap is cleared and those pages are
+    /// write-protected again (KVM's order: a failed copy loses the round, `EFAULT`).
+    /// `EINVAL` for a slot number out of range, `ENOENT` for a slot that does not log.
+    fn get_dirty_log(&self, arg: usize) -> Result<isize> {
+        let log: DirtyLog = read_user(arg)?;
+        if log.slot >> 16 != 0 || log.slot & 0xffff >= memslot_rules::MAX_SLOTS {
+            return Err(EINVAL);
+        }
+        let id = log.slot as u16;
+        let mut inner = self.inner.lock();
+        let slot = inner.slots.iter().find(|s| s.id == id).copied().ok_or(ENOENT)?;
+        let VmInner { ept, dirty, .. } = &mut *inner;
+        let (_, bits) = dirty.iter_mut().find(|(d, _)| *d == id).ok_or(ENOENT)?;
+        let mut copy = KVec::with_capacity(bits.len(), GFP_KERNEL)?;
+        let mut any = false;
+        for (w, word) in bits.iter_mut().enumerate() {
+            let taken = core::mem::take(word);
+            any |= taken != 0;
+            for bit in (0..64).filter(|b| taken & (1 << b) != 0) {
+                ept.set_writable(slot.gpa + (((w * 64 + bit) as u64) << 12), false);
+            }
+            copy.push(taken, GFP_KERNEL)?;
+        }
+        if any {
+            self.flush_vcpus();
+        }
+        drop(inner);
+        let mut writer = UserSlice::new(UserPtr::from_addr(log.dirty_bitmap as usize), copy.len() * 8).writer();
+        for word in copy.iter() {
+            writer.write(word)?;
+        }
+        Ok(0)
+    }
+
+    /// Makes sure no vCPU still runs with translations from before a change to the EPT:
+    /// a vCPU in a window is interrupted (its next window starts with INVEPT).
+    fn flush_vcpus(&self) {
+        // Pairs with the store before INVEPT in a window (run.rs): a vCPU not seen here
+        // flushes after the change.
+        core::sync::atomic::fence(Ordering::SeqCst);
+        for cpu in self.running.iter().map(|r| r.load(Ordering::SeqCst)).filter(|c| *c >= 0) {
+            // SAFETY: `kicked` does nothing and needs no data; waiting is allowed here
+            // (process context, interrupts on).
+            unsafe { bindings::smp_call_function_single(cpu, Some(kicked), core::ptr::null_mut(), true) };
         }
     }
 
@@ -124,14 +224,7 @@ impl Vm {
         for (gpa, _) in pinned.iter().filter(|(gpa, _)| slot.contains(*gpa)) {
             ept.unmap(*gpa);
         }
-        // Pairs with the store before INVEPT in a window (run.rs): a vCPU not seen here
-        // flushes after the unmap above.
-        core::sync::atomic::fence(Ordering::SeqCst);
-        for cpu in self.running.iter().map(|r| r.load(Ordering::SeqCst)).filter(|c| *c >= 0) {
-            // SAFETY: `kicked` does nothing and needs no data; waiting is allowed here
-            // (process context, interrupts on).
-            unsafe { bindings::smp_call_function_single(cpu, Some(kicked), core::ptr::null_mut(), true) };
-        }
+        self.flush_vcpus();
         pinned.retain(|(gpa, _)| !slot.contains(*gpa));
     }
 
@@ -139,16 +232,25 @@ impl Vm {
     /// it (or it is a write to a read-only slot): an MMIO access.
     pub(crate) fn fault_in(&self, gpa: u64, qualification: u64) -> Result<bool> {
         let mut inner = self.inner.lock();
-        let Some(slot) = inner.ram_slot(gpa, qualification & violation::WRITE != 0) else {
+        let write = qualification & violation::WRITE != 0;
+        let Some(slot) = inner.ram_slot(gpa, write) else {
             return Ok(false);
         };
-        let writable = !slot.readonly();
         let page_gpa = gpa & !0xfff;
+        if write {
+            inner.mark_dirty(&slot, page_gpa);
+        }
         if inner.ept.is_mapped(page_gpa) {
-            return Ok(true); // another vCPU mapped it first
+            // Another vCPU mapped it first, or a write to a page kept read-only for logging.
+            if write {
+                inner.ept.set_writable(page_gpa, true);
+            }
+            return Ok(true);
         }
         inner.pinned.reserve(1, GFP_KERNEL)?;
-        let page = PinnedPage::pin(slot.uaddr + (page_gpa - slot.gpa), writable)?;
+        let page = PinnedPage::pin(slot.uaddr + (page_gpa - slot.gpa), !slot.readonly())?;
+        // With logging, a page read first stays read-only until its first write.
+        let writable = !slot.readonly() && (write || !slot.logs_dirty());
         inner.ept.map(page_gpa, page.phys(), writable)?;
         inner.pinned.push((page_gpa, page), GFP_KERNEL)?;
         Ok(true)
@@ -171,8 +273,19 @@ impl Vm {
     /// The userspace address of the guest RAM byte at `gpa`, if a slot backs it for this
     /// access (a write to a read-only slot is MMIO, like an access outside every slot).
     pub(crate) fn ram_uaddr(&self, gpa: u64, write: bool) -> Option<u64> {
-        let slot = self.inner.lock().ram_slot(gpa, write)?;
+        let mut inner = self.inner.lock();
+        let slot = inner.ram_slot(gpa, write)?;
+        if write {
+            // rvmx writes guest RAM for the guest (emulation): logged like the guest's own.
+            inner.mark_dirty(&slot, gpa & !0xfff);
+        }
         Some(slot.uaddr + (gpa - slot.gpa))
+    }
+
+    /// A guest write that `KVM_IOEVENTFD` registered: signals its eventfd and returns true;
+    /// false if none matches (the write exits to userspace).
+    pub(crate) fn ioeventfd_write(&self, bus: Bus, addr: u64, len: u32, value: u64) -> bool {
+        self.inner.lock().ioeventfds.write(bus, addr, len, value)
     }
 
     /// The EPT pointer of this VM.
@@ -216,6 +329,7 @@ impl FdObject for Vm {
         match cmd {
             KVM_CREATE_VCPU => Vm::create_vcpu(this, arg),
             KVM_SET_USER_MEMORY_REGION => this.set_memory_region(arg),
+            KVM_GET_DIRTY_LOG => this.get_dirty_log(arg),
             KVM_CHECK_EXTENSION => Ok(kvm_abi::check_extension(arg)),
             // With unrestricted guest rvmx needs neither the real-mode TSS nor the identity map
             // that KVM keeps for CPUs without it: both are checked as KVM checks them, then
@@ -232,6 +346,11 @@ impl FdObject for Vm {
                     return Err(EINVAL); // only before the first vCPU
                 }
                 let _addr: u64 = read_user(arg)?;
+                Ok(0)
+            }
+            KVM_IOEVENTFD => {
+                let arg = read_user(arg)?;
+                this.inner.lock().ioeventfds.ioctl(&arg)?;
                 Ok(0)
             }
             // KVM checks the header, then refuses without an in-kernel irqchip (QEMU only

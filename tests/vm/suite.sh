@@ -26,6 +26,8 @@ check "cpu state: XCR0 (XSETBV), AVX registers across exits, XSAVE/XCRS/DEBUGREG
 	sh -c 'kvm-cpu-state-check /dev/rvmx > /tmp/cs-rvmx'
 check "irq: interrupt/NMI injection, windows, shadows, reinjection, VCPU_EVENTS, CR8 on /dev/rvmx" \
 	sh -c 'kvm-irq-check /dev/rvmx > /tmp/irq-rvmx'
+check "memory: dirty-page logging, ioeventfds and machine-check injection on /dev/rvmx" \
+	sh -c 'kvm-memory-check /dev/rvmx > /tmp/mem-rvmx'
 # QEMU 7.2 with kernel-irqchip=off (its PIC, PIT, LAPIC and UART in userspace): SeaBIOS, the
 # multiboot option ROM, then mb-hello, which prints, takes timer interrupts and exits through
 # isa-debug-exit (QEMU's status 1 is the guest's 0). QEMU 7.2 opens /dev/kvm only: on rvmx's
@@ -145,6 +147,7 @@ check "run: the same guests on /dev/kvm" sh -c 'kvm-run-check /dev/kvm > /tmp/ru
 check "mmio: the same MMIO guests on /dev/kvm" sh -c 'kvm-mmio-check /dev/kvm > /tmp/mmio-kvm'
 check "cpu state: the same guest on /dev/kvm" sh -c 'kvm-cpu-state-check /dev/kvm > /tmp/cs-kvm'
 check "irq: the same guests on /dev/kvm" sh -c 'kvm-irq-check /dev/kvm > /tmp/irq-kvm'
+check "memory: the same guests on /dev/kvm" sh -c 'kvm-memory-check /dev/kvm > /tmp/mem-kvm'
 check "lifetime: the same stress on /dev/kvm" \
 	sh -c 'kvm-stress-check /dev/kvm 30 | grep -v "^info " > /tmp/stress-kvm'
 check "qemu: the same QEMU and guest on /dev/kvm" qemu_guest kvm
@@ -188,6 +191,15 @@ irq_same() { grep -v '^info ' /tmp/irq-kvm > /tmp/a; grep -v '^info ' /tmp/irq-r
 check "irq: every exit, kvm_run interrupt field, event and handler count identical to KVM's" irq_same
 check "irq: deliveries onto untouched stack pages completed (IDT-vectoring reinjection): 7 interrupts, 2 NMIs, 1 #UD" \
 	grep -qx "irq counts interrupts 7 nmis 2 ud 1 cx 0x3" /tmp/irq-rvmx
+mem_same() { grep -v '^info ' /tmp/mem-kvm > /tmp/a; grep -v '^info ' /tmp/mem-rvmx | diff /tmp/a -; }
+check "memory: dirty logs (exactly the written pages), ioeventfd signals and exits, #MC delivery and errnos identical to KVM's" mem_same
+check "memory: the dirty log names exactly the pages the guest wrote, round by round" sh -c '
+	grep -qx "dirty round1 slot1 Ok(\[0, 3, 7\])" /tmp/mem-rvmx &&
+	grep -qx "dirty round2 slot1 Ok(\[3, 9\])" /tmp/mem-rvmx &&
+	grep -qx "dirty round2 slot2 Ok(\[0, 2\])" /tmp/mem-rvmx &&
+	grep -qx "dirty round3 slot1 Ok(\[11\])" /tmp/mem-rvmx'
+check "memory: ioeventfd writes are signalled without an exit" \
+	grep -qx "iofd counts a 1 b 1 c 2" /tmp/mem-rvmx
 check "mmio: an instruction outside the decoder's set is an emulation failure naming its bytes" \
 	grep -q '^info unsupported internal_error suberror 1 flags 0x1 insn \[01, 03, f4, ' /tmp/mmio-rvmx
 check "qemu: the guest's serial output on rvmx is identical to KVM's" diff /tmp/qemu-serial-kvm /tmp/qemu-serial-rvmx
@@ -195,6 +207,7 @@ stress_same() { grep -v '^info ' /tmp/stress-rvmx | diff /tmp/stress-kvm -; }
 check "lifetime: stress results identical to KVM's" stress_same
 sed 's/^/    rvmx: /' /tmp/run-rvmx
 sed 's/^/    rvmx: /' /tmp/mmio-rvmx
+sed 's/^/    rvmx: /' /tmp/mem-rvmx
 sed 's/^/    rvmx: /' /tmp/abi-rvmx | grep -v '^    rvmx: extension .* 0$'
 
 [ $failures -eq 0 ]
