@@ -33,7 +33,8 @@ test-programs:
 	cd tests/programs && $(STATIC_CARGO)
 	@mkdir -p build/bin && cp $(STATIC_OUT)/kvm-abi-check $(STATIC_OUT)/kvm-vm-check $(STATIC_OUT)/kvm-run-check \
 		$(STATIC_OUT)/kvm-stress-check $(STATIC_OUT)/kvm-mmio-check $(STATIC_OUT)/kvm-cpu-state-check \
-		$(STATIC_OUT)/kvm-irq-check $(STATIC_OUT)/kvm-memory-check build/bin/
+		$(STATIC_OUT)/kvm-irq-check $(STATIC_OUT)/kvm-memory-check \
+		$(STATIC_OUT)/kvm-smp-check build/bin/
 
 # Guest images for the in-VM tests (QEMU's -kernel).
 guests: build/guests/mb-hello.elf

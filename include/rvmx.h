@@ -55,6 +55,15 @@
 #define KVM_CAP_XSAVE 55
 #define KVM_CAP_XCRS 56
 #define KVM_CAP_MAX_VCPU_ID 128
+#define KVM_CAP_DESTROY_MEMORY_REGION_WORKS 21
+#define KVM_CAP_JOIN_MEMORY_REGIONS_WORKS 30
+#define KVM_CAP_IRQ_ROUTING 25 /* KVM_SET_GSI_ROUTING exists; EINVAL without an in-kernel irqchip */
+#define KVM_CAP_IMMEDIATE_EXIT 136
+#define KVM_CAP_MCE 31 /* value: banks per vCPU */
+#define KVM_CAP_IOEVENTFD 36
+#define KVM_CAP_IOEVENTFD_NO_LENGTH 100
+#define KVM_CAP_IOEVENTFD_ANY_LENGTH 122
+#define KVM_CAP_GET_MSR_FEATURES 153
 
 struct kvm_userspace_memory_region {
 	__u32 slot;
@@ -63,7 +72,7 @@ struct kvm_userspace_memory_region {
 	__u64 memory_size; /* bytes */
 	__u64 userspace_addr; /* start of the userspace allocated memory */
 };
-#define KVM_MEM_LOG_DIRTY_PAGES (1UL << 0) /* not offered: EINVAL */
+#define KVM_MEM_LOG_DIRTY_PAGES (1UL << 0)
 #define KVM_MEM_READONLY (1UL << 1)
 
 struct kvm_regs {
@@ -339,6 +348,88 @@ struct kvm_translation {
 #define KVM_SET_XSAVE     _IOW(KVMIO, 0xa5, struct kvm_xsave)
 #define KVM_GET_XCRS      _IOR(KVMIO, 0xa6, struct kvm_xcrs)
 #define KVM_SET_XCRS      _IOW(KVMIO, 0xa7, struct kvm_xcrs)
+
+/* Dirty logs. */
+struct kvm_dirty_log {
+	__u32 slot;
+	__u32 padding1;
+	union {
+		void *dirty_bitmap; /* one bit per page */
+		__u64 padding2;
+	};
+};
+#define KVM_GET_DIRTY_LOG           _IOW(KVMIO, 0x42, struct kvm_dirty_log)
+
+/* ioeventfds: a guest write signals an eventfd instead of exiting. */
+enum {
+	kvm_ioeventfd_flag_nr_datamatch,
+	kvm_ioeventfd_flag_nr_pio,
+	kvm_ioeventfd_flag_nr_deassign,
+	kvm_ioeventfd_flag_nr_virtio_ccw_notify,
+	kvm_ioeventfd_flag_nr_fast_mmio,
+	kvm_ioeventfd_flag_nr_max,
+};
+#define KVM_IOEVENTFD_FLAG_DATAMATCH (1 << kvm_ioeventfd_flag_nr_datamatch)
+#define KVM_IOEVENTFD_FLAG_PIO       (1 << kvm_ioeventfd_flag_nr_pio)
+#define KVM_IOEVENTFD_FLAG_DEASSIGN  (1 << kvm_ioeventfd_flag_nr_deassign)
+struct kvm_ioeventfd {
+	__u64 datamatch;
+	__u64 addr; /* legal pio/mmio address */
+	__u32 len;  /* 1, 2, 4, 8, or 0 for any */
+	__s32 fd;
+	__u32 flags;
+	__u8  pad[36];
+};
+#define KVM_IOEVENTFD _IOW(KVMIO, 0x79, struct kvm_ioeventfd)
+
+/* GSI routing: checked, then refused (no in-kernel irqchip). Entries not mirrored. */
+struct kvm_irq_routing {
+	__u32 nr;
+	__u32 flags;
+	/* struct kvm_irq_routing_entry entries[]; */
+};
+#define KVM_SET_GSI_ROUTING _IOW(KVMIO, 0x6a, struct kvm_irq_routing)
+
+/* Machine checks. */
+struct kvm_x86_mce {
+	__u64 status;
+	__u64 addr;
+	__u64 misc;
+	__u64 mcg_status;
+	__u8 bank;
+	__u8 pad1[7];
+	__u64 pad2[3];
+};
+#define KVM_X86_SETUP_MCE             _IOW(KVMIO, 0x9c, __u64)
+#define KVM_X86_GET_MCE_CAP_SUPPORTED _IOR(KVMIO, 0x9d, __u64)
+#define KVM_X86_SET_MCE               _IOW(KVMIO, 0x9e, struct kvm_x86_mce)
+
+/* MSR lists: those KVM_GET/SET_MSRS save and restore, and the feature MSRs (none on rvmx),
+ * read on the system fd with KVM_GET_MSRS. */
+struct kvm_msr_list {
+	__u32 nmsrs; /* number of msrs in entries */
+	__u32 indices[];
+};
+#define KVM_GET_MSR_INDEX_LIST         _IOWR(KVMIO, 0x02, struct kvm_msr_list)
+#define KVM_GET_MSR_FEATURE_INDEX_LIST _IOWR(KVMIO, 0x0a, struct kvm_msr_list)
 #endif /* __LINUX_KVM_H */
+
+
+/* Linux 6.8's larger slot request; defined here too for older <linux/kvm.h>. */
+#ifndef KVM_SET_USER_MEMORY_REGION2
+#define KVM_CAP_USER_MEMORY2 231
+struct kvm_userspace_memory_region2 {
+	__u32 slot;
+	__u32 flags;
+	__u64 guest_phys_addr;
+	__u64 memory_size;
+	__u64 userspace_addr;
+	__u64 guest_memfd_offset; /* KVM_MEM_GUEST_MEMFD: refused for the default VM type */
+	__u32 guest_memfd;
+	__u32 pad1;
+	__u64 pad2[14];
+};
+#define KVM_SET_USER_MEMORY_REGION2 _IOW(KVMIO, 0x49, struct kvm_userspace_memory_region2)
+#endif
 
 #endif /* _RVMX_H */

@@ -44,6 +44,8 @@ pub const KVM_GET_API_VERSION: u32 = io(0x00);
 pub const KVM_CREATE_VM: u32 = io(0x01);
 /// Lists the MSRs saved and restored by `KVM_GET/SET_MSRS` (`struct kvm_msr_list`, 4 bytes).
 pub const KVM_GET_MSR_INDEX_LIST: u32 = iowr(0x02, 4);
+/// Lists the feature MSRs `KVM_GET_MSRS` on the system fd reads (`struct kvm_msr_list`).
+pub const KVM_GET_MSR_FEATURE_INDEX_LIST: u32 = iowr(0x0a, 4);
 /// Asks whether a capability is available; 0 means no, a positive value yes (or a limit).
 pub const KVM_CHECK_EXTENSION: u32 = io(0x03);
 /// Size of the vCPU fd's mmap area; the argument must be 0.
@@ -71,6 +73,10 @@ pub const KVM_SET_IDENTITY_MAP_ADDR: u32 = iow::<u64>(0x48);
 pub const KVM_SET_GSI_ROUTING: u32 = iow::<u64>(0x6a);
 /// Copies a slot's dirty bitmap out and starts a new logging round (`struct kvm_dirty_log`).
 pub const KVM_GET_DIRTY_LOG: u32 = iow::<DirtyLog>(0x42);
+/// `KVM_SET_USER_MEMORY_REGION` with the larger `struct kvm_userspace_memory_region2`
+/// (guest_memfd fields, which only confidential VM types use: `KVM_MEM_GUEST_MEMFD` is
+/// refused as KVM refuses it for the default VM type).
+pub const KVM_SET_USER_MEMORY_REGION2: u32 = iow::<UserspaceMemoryRegion2>(0x49);
 /// Registers (or removes) an eventfd that a guest write signals instead of exiting.
 pub const KVM_IOEVENTFD: u32 = iow::<crate::ioeventfd_rules::IoEventFdArg>(0x79);
 
@@ -154,6 +160,44 @@ pub struct UserspaceMemoryRegion {
     pub memory_size: u64,
     /// Start of the backing memory in the caller's address space, page aligned.
     pub userspace_addr: u64,
+}
+
+/// `struct kvm_userspace_memory_region2`: the first five fields are
+/// [`UserspaceMemoryRegion`]'s.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UserspaceMemoryRegion2 {
+    /// As in [`UserspaceMemoryRegion`].
+    pub slot: u32,
+    /// As in [`UserspaceMemoryRegion`].
+    pub flags: u32,
+    /// As in [`UserspaceMemoryRegion`].
+    pub guest_phys_addr: u64,
+    /// As in [`UserspaceMemoryRegion`].
+    pub memory_size: u64,
+    /// As in [`UserspaceMemoryRegion`].
+    pub userspace_addr: u64,
+    /// Offset in the guest_memfd (with `KVM_MEM_GUEST_MEMFD` only).
+    pub guest_memfd_offset: u64,
+    /// The guest_memfd (likewise).
+    pub guest_memfd: u32,
+    /// Padding.
+    pub pad1: u32,
+    /// Padding.
+    pub pad2: [u64; 14],
+}
+
+impl UserspaceMemoryRegion2 {
+    /// The fields both requests share.
+    pub const fn region(&self) -> UserspaceMemoryRegion {
+        UserspaceMemoryRegion {
+            slot: self.slot,
+            flags: self.flags,
+            guest_phys_addr: self.guest_phys_addr,
+            memory_size: self.memory_size,
+            userspace_addr: self.userspace_addr,
+        }
+    }
 }
 
 /// `struct kvm_dirty_log`: which slot, and where its bitmap goes.
@@ -469,6 +513,10 @@ pub mod cap {
     pub const IOEVENTFD_NO_LENGTH: usize = 100;
     /// Likewise, on every bus.
     pub const IOEVENTFD_ANY_LENGTH: usize = 122;
+    /// `KVM_SET_USER_MEMORY_REGION2`.
+    pub const USER_MEMORY2: usize = 231;
+    /// `KVM_GET_MSR_FEATURE_INDEX_LIST` and `KVM_GET_MSRS` on the system fd.
+    pub const GET_MSR_FEATURES: usize = 153;
     /// Machine-check MSRs and `KVM_X86_SETUP_MCE`/`SET_MCE`; the value is the bank limit.
     pub const MCE: usize = 31;
 }
@@ -504,6 +552,8 @@ pub const CAPABILITIES: &[(usize, isize)] = &[
     (cap::IOEVENTFD, 1),
     (cap::IOEVENTFD_NO_LENGTH, 1),
     (cap::IOEVENTFD_ANY_LENGTH, 1),
+    (cap::USER_MEMORY2, 1),
+    (cap::GET_MSR_FEATURES, 1),
 ];
 
 /// The answer to `KVM_CHECK_EXTENSION(cap)`: like KVM, 0 for anything unknown (never an error).
@@ -560,6 +610,9 @@ mod tests {
         assert_eq!(KVM_SET_GSI_ROUTING, 0x4008_ae6a);
         assert_eq!(KVM_IOEVENTFD, 0x4040_ae79);
         assert_eq!(KVM_GET_DIRTY_LOG, 0x4010_ae42);
+        assert_eq!(KVM_SET_USER_MEMORY_REGION2, 0x40a0_ae49);
+        assert_eq!(size_of::<UserspaceMemoryRegion2>(), size_of::<kvm_bindings::kvm_userspace_memory_region2>());
+        assert_eq!(KVM_GET_MSR_FEATURE_INDEX_LIST, 0xc004_ae0a);
         assert_eq!(size_of::<DirtyLog>(), size_of::<kvm_bindings::kvm_dirty_log>());
         assert_eq!(KVM_RUN, 0xae80);
         assert_eq!(KVM_GET_REGS, 0x8090_ae81);

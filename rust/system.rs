@@ -21,7 +21,18 @@ use crate::{
 /// `KVM_GET_MSR_INDEX_LIST`: like KVM, the count is written back, then `E2BIG` if the
 /// caller's array is smaller.
 fn get_msr_index_list(arg: usize) -> Result<isize> {
-    let list = &crate::msr_rules::INDEX_LIST;
+    write_msr_list(arg, &crate::msr_rules::INDEX_LIST)
+}
+
+/// Feature MSRs (`KVM_GET_MSR_FEATURE_INDEX_LIST`, read with `KVM_GET_MSRS` on this fd):
+/// those KVM lists describe ARCH_CAPABILITIES, PERF_CAPABILITIES, the microcode revision and
+/// nested VMX, none of which rvmx gives a guest. The list is empty, and reads of any index
+/// stop at the first entry (0 read), as KVM answers for an MSR it does not list.
+const FEATURE_MSRS: [u32; 0] = [];
+
+/// Writes `list` as a `struct kvm_msr_list`: the count, then the indices if the caller's
+/// array holds them (`E2BIG` otherwise), as KVM.
+fn write_msr_list(arg: usize, list: &[u32]) -> Result<isize> {
     let (mut reader, mut writer) = UserSlice::new(UserPtr::from_addr(arg), 4).reader_writer();
     let n: u32 = reader.read()?;
     writer.write(&(list.len() as u32))?;
@@ -79,6 +90,14 @@ impl MiscDevice for SystemFd {
             KVM_CREATE_VM => Vm::create(arg),
             KVM_GET_SUPPORTED_CPUID => get_supported_cpuid(arg),
             KVM_GET_MSR_INDEX_LIST => get_msr_index_list(arg),
+            KVM_GET_MSR_FEATURE_INDEX_LIST => write_msr_list(arg, &FEATURE_MSRS),
+            KVM_GET_MSRS => {
+                let n: u32 = crate::fd::read_user(arg)?;
+                if n >= MAX_IO_MSRS {
+                    return Err(E2BIG);
+                }
+                Ok(0) // no feature MSR exists (FEATURE_MSRS)
+            }
             KVM_X86_GET_MCE_CAP_SUPPORTED => {
                 crate::fd::write_user(arg, &crate::mce::SUPPORTED_CAP)?;
                 Ok(0)

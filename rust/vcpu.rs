@@ -91,6 +91,8 @@ unsafe impl FromBytes for crate::ioeventfd_rules::IoEventFdArg {}
 // SAFETY: as above.
 unsafe impl FromBytes for DirtyLog {}
 // SAFETY: as above.
+unsafe impl FromBytes for UserspaceMemoryRegion2 {}
+// SAFETY: as above.
 unsafe impl AsBytes for DebugRegs {}
 
 #[pin_data]

@@ -126,8 +126,7 @@ impl Vm {
         Ok(())
     }
 
-    fn set_memory_region(&self, arg: usize) -> Result<isize> {
-        let region: UserspaceMemoryRegion = read_user(arg)?;
+    fn set_memory_region(&self, region: UserspaceMemoryRegion) -> Result<isize> {
         let mut inner = self.inner.lock();
         match memslot_rules::decide(&region, &inner.slots) {
             Err(Refusal::Invalid) => Err(EINVAL),
@@ -328,7 +327,11 @@ impl FdObject for Vm {
         this.check_owner()?;
         match cmd {
             KVM_CREATE_VCPU => Vm::create_vcpu(this, arg),
-            KVM_SET_USER_MEMORY_REGION => this.set_memory_region(arg),
+            KVM_SET_USER_MEMORY_REGION => this.set_memory_region(read_user(arg)?),
+            KVM_SET_USER_MEMORY_REGION2 => {
+                let r: UserspaceMemoryRegion2 = read_user(arg)?;
+                this.set_memory_region(r.region())
+            }
             KVM_GET_DIRTY_LOG => this.get_dirty_log(arg),
             KVM_CHECK_EXTENSION => Ok(kvm_abi::check_extension(arg)),
             // With unrestricted guest rvmx needs neither the real-mode TSS nor the identity map

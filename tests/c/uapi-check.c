@@ -60,5 +60,17 @@ int main(void)
 	P(offsetof(struct kvm_vcpu_events, exception_payload)); P(sizeof(struct kvm_guest_debug));
 	P(sizeof(struct kvm_translation)); P(offsetof(struct kvm_run, debug.arch.dr7));
 	P(sizeof(struct kvm_mp_state)); P(sizeof(struct kvm_interrupt));
+	P(KVM_CAP_DESTROY_MEMORY_REGION_WORKS); P(KVM_CAP_JOIN_MEMORY_REGIONS_WORKS);
+	P(KVM_CAP_IRQ_ROUTING); P(KVM_CAP_IMMEDIATE_EXIT); P(KVM_CAP_MCE); P(KVM_CAP_IOEVENTFD);
+	P(KVM_CAP_IOEVENTFD_NO_LENGTH); P(KVM_CAP_IOEVENTFD_ANY_LENGTH); P(KVM_CAP_USER_MEMORY2);
+	P(KVM_CAP_GET_MSR_FEATURES);
+	P(sizeof(struct kvm_userspace_memory_region2)); P(offsetof(struct kvm_userspace_memory_region2, pad2));
+	P(sizeof(struct kvm_dirty_log)); P(KVM_GET_DIRTY_LOG); P(KVM_SET_USER_MEMORY_REGION2);
+	P(KVM_IOEVENTFD_FLAG_DATAMATCH); P(KVM_IOEVENTFD_FLAG_PIO); P(KVM_IOEVENTFD_FLAG_DEASSIGN);
+	P(sizeof(struct kvm_ioeventfd)); P(offsetof(struct kvm_ioeventfd, flags)); P(KVM_IOEVENTFD);
+	P(sizeof(struct kvm_irq_routing)); P(KVM_SET_GSI_ROUTING);
+	P(sizeof(struct kvm_x86_mce)); P(offsetof(struct kvm_x86_mce, bank));
+	P(KVM_X86_SETUP_MCE); P(KVM_X86_GET_MCE_CAP_SUPPORTED); P(KVM_X86_SET_MCE);
+	P(sizeof(struct kvm_msr_list)); P(KVM_GET_MSR_INDEX_LIST); P(KVM_GET_MSR_FEATURE_INDEX_LIST);
 	return 0;
 }

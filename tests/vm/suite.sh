@@ -28,6 +28,9 @@ check "irq: interrupt/NMI injection, windows, shadows, reinjection, VCPU_EVENTS,
 	sh -c 'kvm-irq-check /dev/rvmx > /tmp/irq-rvmx'
 check "memory: dirty-page logging, ioeventfds and machine-check injection on /dev/rvmx" \
 	sh -c 'kvm-memory-check /dev/rvmx > /tmp/mem-rvmx'
+check "smp: a BSP starts a second vCPU with INIT/SIPI through a userspace LAPIC model on /dev/rvmx" \
+	sh -c 'kvm-smp-check /dev/rvmx > /tmp/smp-rvmx && cat /tmp/smp-rvmx && grep -qx "bsp io_out 0x10 \[00, 08, 00, 00\]" /tmp/smp-rvmx'
+
 # QEMU 7.2 with kernel-irqchip=off (its PIC, PIT, LAPIC and UART in userspace): SeaBIOS, the
 # multiboot option ROM, then mb-hello, which prints, takes timer interrupts and exits through
 # isa-debug-exit (QEMU's status 1 is the guest's 0). QEMU 7.2 opens /dev/kvm only: on rvmx's
@@ -148,6 +151,7 @@ check "mmio: the same MMIO guests on /dev/kvm" sh -c 'kvm-mmio-check /dev/kvm > 
 check "cpu state: the same guest on /dev/kvm" sh -c 'kvm-cpu-state-check /dev/kvm > /tmp/cs-kvm'
 check "irq: the same guests on /dev/kvm" sh -c 'kvm-irq-check /dev/kvm > /tmp/irq-kvm'
 check "memory: the same guests on /dev/kvm" sh -c 'kvm-memory-check /dev/kvm > /tmp/mem-kvm'
+check "smp: the same guest on /dev/kvm" sh -c 'kvm-smp-check /dev/kvm > /tmp/smp-kvm'
 check "lifetime: the same stress on /dev/kvm" \
 	sh -c 'kvm-stress-check /dev/kvm 30 | grep -v "^info " > /tmp/stress-kvm'
 check "qemu: the same QEMU and guest on /dev/kvm" qemu_guest kvm
@@ -198,8 +202,10 @@ check "memory: the dirty log names exactly the pages the guest wrote, round by r
 	grep -qx "dirty round2 slot1 Ok(\[3, 9\])" /tmp/mem-rvmx &&
 	grep -qx "dirty round2 slot2 Ok(\[0, 2\])" /tmp/mem-rvmx &&
 	grep -qx "dirty round3 slot1 Ok(\[11\])" /tmp/mem-rvmx'
+smp_same() { grep -v '^info ' /tmp/smp-kvm > /tmp/a; grep -v '^info ' /tmp/smp-rvmx | diff /tmp/a -; }
+check "smp: every exit of both vCPUs and the memory they shared identical to KVM's" smp_same
 check "memory: ioeventfd writes are signalled without an exit" \
-	grep -qx "iofd counts a 1 b 1 c 2" /tmp/mem-rvmx
+	grep -qx "iofd counts a 1 b 2 c 2" /tmp/mem-rvmx
 check "mmio: an instruction outside the decoder's set is an emulation failure naming its bytes" \
 	grep -q '^info unsupported internal_error suberror 1 flags 0x1 insn \[01, 03, f4, ' /tmp/mmio-rvmx
 check "qemu: the guest's serial output on rvmx is identical to KVM's" diff /tmp/qemu-serial-kvm /tmp/qemu-serial-rvmx

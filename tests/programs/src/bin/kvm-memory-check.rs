@@ -65,7 +65,7 @@ core::arch::global_asm!(
     "mov al, 0x42",
     "out dx, al",                       // port 0x700, 1 byte, 0x42: eventfd A
     "mov al, 0x43",
-    "out dx, al",                       // wrong value: exits
+    "out dx, al",                       // 0x43: eventfd B (registered as "other_value")
     "mov dx, 0x702",
     "mov ax, 0x1234",
     "out dx, ax",                       // port 0x702, 2 bytes, any value: eventfd B
@@ -174,7 +174,13 @@ fn dirty_log(kvm: &Kvm) {
     let mut g = guest(kvm, code(unsafe { &dirty_start }, unsafe { &dirty_end }));
     let (m1, m2) = (mapping(0x10000), mapping(0x4000));
     println!("dirty slot1_logging {:?}", slot(&g, 1, 0x10000, m1, 0x10000, KVM_MEM_LOG_DIRTY_PAGES));
-    println!("dirty slot2 {:?}", slot(&g, 2, 0x20000, m2, 0x4000, 0));
+    // Slot 2 through KVM_SET_USER_MEMORY_REGION2 (guest_memfd is for confidential VM types).
+    let region2 = |flags: u32| kvm_bindings::kvm_userspace_memory_region2 {
+        slot: 2, flags, guest_phys_addr: 0x20000, memory_size: 0x4000, userspace_addr: m2 as u64, ..Default::default()
+    };
+    let cmd2 = ioc(1, 0x49, size_of::<kvm_bindings::kvm_userspace_memory_region2>());
+    println!("dirty slot2_region2_guest_memfd {}", raw(g.vm.as_raw_fd(), cmd2, &region2(1 << 2)));
+    println!("dirty slot2_region2 {}", raw(g.vm.as_raw_fd(), cmd2, &region2(0)));
     println!("dirty before_run {:?}", dirty_pages(&g, 1, 0x10000));
     let mut exits = Vec::new();
     step("dirty", &mut g, &mut exits); // OUT 0x10
@@ -269,6 +275,11 @@ fn ioeventfds(kvm: &Kvm) {
 
 fn machine_checks(kvm: &Kvm) {
     let kfd = kvm.as_raw_fd();
+    // Feature MSRs: KVM lists some (ARCH_CAPABILITIES...), rvmx none.
+    let mut list = [0u32; 65];
+    let r = raw(kfd, ioc(3, 0x0a, 4), list.as_mut_ptr());
+    println!("info feature_msrs {r} count {}", list[0]);
+    println!("feature_msrs cap {}", kvm.check_extension_raw(153) > 0);
     let mut supported = 0u64;
     let r = raw(kfd, ioc(2, 0x9d, 8), &mut supported as *mut u64);
     println!("info mce supported {r} {supported:#x}");
