@@ -15,7 +15,6 @@ use core::arch::asm;
 use crate::vcpu_state::dr;
 
 extern "C" {
-    fn rvmx_rdmsr_safe(msr: u32, value: *mut u64) -> i32;
     fn rvmx_wrmsr(msr: u32, value: u64);
 }
 
@@ -24,9 +23,7 @@ const IA32_DEBUGCTL: u32 = 0x1d9;
 
 /// Whether this CPU has IA32_DEBUGCTL (checked once at load).
 pub(crate) fn has_debugctl() -> bool {
-    let mut v = 0;
-    // SAFETY: `v` is a valid u64; the kernel's `_safe` accessor catches the #GP of an absent MSR.
-    unsafe { rvmx_rdmsr_safe(IA32_DEBUGCTL, &mut v) == 0 }
+    crate::x86::rdmsr_safe(IA32_DEBUGCTL).is_some()
 }
 
 macro_rules! read_dr {
@@ -100,11 +97,7 @@ impl HostDebug {
     /// Saves the host's debug state and loads the guest's DR6 and, if armed, DR0-3.
     /// Interrupts must be off until [`HostDebug::restore`].
     pub(crate) fn switch_to_guest(g: &GuestDebug, has_debugctl: bool) -> Self {
-        let mut debugctl = 0;
-        if has_debugctl {
-            // SAFETY: as in `has_debugctl`.
-            unsafe { rvmx_rdmsr_safe(IA32_DEBUGCTL, &mut debugctl) };
-        }
+        let debugctl = if has_debugctl { crate::x86::rdmsr_safe(IA32_DEBUGCTL).unwrap_or(0) } else { 0 };
         let h = Self { dr7: read_dr!("7"), dr6: read_dr!("6"), db: g.armed().then(|| [0, 1, 2, 3].map(read_db)), debugctl };
         if g.dr6 != h.dr6 {
             write_dr!("6", g.dr6);

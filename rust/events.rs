@@ -42,6 +42,22 @@ pub mod block {
 /// NMI vector.
 pub const NMI_VECTOR: u8 = 2;
 
+/// Exception vectors rvmx raises.
+pub mod vector {
+    /// Debug.
+    pub const DB: u8 = 1;
+    /// Breakpoint (INT3).
+    pub const BP: u8 = 3;
+    /// Invalid opcode.
+    pub const UD: u8 = 6;
+    /// General protection.
+    pub const GP: u8 = 13;
+    /// Alignment check.
+    pub const AC: u8 = 17;
+    /// Machine check.
+    pub const MC: u8 = 18;
+}
+
 /// An exception to deliver.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Exception {
@@ -407,6 +423,15 @@ mod tests {
         assert!(!q.ready_for_interrupt(true, 0), "one already queued");
         let mut e = Events::default();
         assert_eq!(e.next(false, 0, true), Entry { inject: None, irq_window: true, nmi_window: false });
+    }
+
+    #[test]
+    fn raised_exceptions_encode_as_the_sdm_says() {
+        let inject = |e: Exception| Events { exception: Some(e), ..Default::default() }.next(true, 0, false).inject.unwrap();
+        assert_eq!(inject(Exception::raise(vector::UD, None)).info, 0x8000_0306);
+        let gp = inject(Exception::raise(vector::GP, Some(0)));
+        assert_eq!((gp.info, gp.error_code), (0x8000_0b0d, 0));
+        assert_eq!(inject(Exception::raise(vector::GP, None)).info, 0x8000_030d, "real mode: no error code");
     }
 
     #[test]

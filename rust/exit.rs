@@ -10,12 +10,13 @@ use core::arch::asm;
 use crate::{
     debugregs::{self, GuestDebug, HostDebug},
     entry::Gprs,
+    events::{vector, Exception},
     guest_state::{guest_cr0, real_cr0, CR4_HOST_OWNED, ENTRY_IA32E},
     vcpu_state::{cr0, cr4_allowed, dr, efer, CR4_OSXSAVE, CR4_PAE},
     run::{KvmRun, PendingIo},
     vmcs::Current,
     vmcs_fields::*,
-    vmx_exit::{self, inject, reason, CrAccess, DrAccess, Io},
+    vmx_exit::{self, reason, CrAccess, DrAccess, Io},
     xstate,
 };
 
@@ -106,8 +107,9 @@ impl Exit<'_, '_> {
         }
     }
 
-    fn inject_ud(&self) {
-        self.cur.write(ENTRY_INTR_INFO, inject::exception(inject::UD, false));
+    /// Raises #UD: delivered at the next entry, like every event (`Windows::arm`).
+    fn inject_ud(&mut self) {
+        self.events.exception = Some(Exception::raise(vector::UD, None));
     }
 
     /// Whether the guest runs 64-bit code (CS.L), where registers are not truncated to 32 bits.
@@ -124,11 +126,10 @@ impl Exit<'_, '_> {
         crate::cpuid_table::xsave_allowed(self.cpuid, self.xfeatures)
     }
 
-    /// #GP(0); in real mode exceptions carry no error code (and VM entry refuses one).
-    fn inject_gp0(&self) {
+    /// Raises #GP(0); in real mode exceptions carry no error code (and VM entry refuses one).
+    fn inject_gp0(&mut self) {
         let protected = self.cur.read(GUEST_CR0) & cr0::PE != 0;
-        self.cur.write(ENTRY_EXCEPTION_ERROR_CODE, 0);
-        self.cur.write(ENTRY_INTR_INFO, inject::exception(inject::GP, protected));
+        self.events.exception = Some(Exception::raise(vector::GP, protected.then_some(0)));
     }
 
     /// RDMSR: EDX:EAX from the guest's MSR, or #GP if it has none.
@@ -273,8 +274,8 @@ impl Exit<'_, '_> {
                 Next::ToUser
             }
             17 => {
-                self.cur.write(ENTRY_EXCEPTION_ERROR_CODE, self.cur.read(EXIT_INTR_ERROR_CODE));
-                self.cur.write(ENTRY_INTR_INFO, inject::exception(inject::AC, true));
+                let code = self.cur.read(EXIT_INTR_ERROR_CODE);
+                self.events.exception = Some(Exception::raise(vector::AC, Some(code)));
                 Next::Reenter
             }
             _ => self.unexpected(self.cur.read(EXIT_REASON)),
@@ -289,7 +290,7 @@ impl Exit<'_, '_> {
         self.debug.dr7 &= !dr::DR7_GD;
         // From the VMCS: with a debugger's breakpoints in force it holds the debugger's DR7.
         self.cur.write(GUEST_DR7, self.cur.read(GUEST_DR7) & !dr::DR7_GD);
-        self.cur.write(ENTRY_INTR_INFO, inject::exception(inject::DB, false));
+        self.events.exception = Some(Exception::raise(vector::DB, None));
     }
 
     /// General-purpose register `n` as the exit qualification numbers them.

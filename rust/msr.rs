@@ -9,9 +9,16 @@
 //! exit), the rest in [`GuestMsrs`]. Outside a window every guest value is in `GuestMsrs` or
 //! SREGS; a window loads them and stores them back.
 
-use kernel::{page::Page, prelude::*};
+use core::mem::size_of;
+use kernel::{
+    page::Page,
+    prelude::*,
+    uaccess::{UserPtr, UserSlice},
+};
 
 use crate::{
+    fd::read_user,
+    kvm_abi::{MsrEntry, MAX_IO_MSRS},
     mem::{page_phys, phys_to_virt},
     msr_rules::{self, index::*, GuestMsrs, SWITCHED},
     vcpu_state,
@@ -107,6 +114,29 @@ fn rdtsc() -> u64 {
     // SAFETY: RDTSC only reads the time-stamp counter.
     unsafe { core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
     (hi as u64) << 32 | lo as u64
+}
+
+/// The loop of `KVM_GET_MSRS`/`KVM_SET_MSRS` over the `struct kvm_msrs` at `arg`: `f` handles
+/// one entry (filling `data` for a read) and returns false to stop there. Returns how many
+/// entries were handled; entries are written back for reads (`write_back`). `E2BIG` for more
+/// than KVM's `MAX_IO_MSRS`.
+pub(crate) fn for_each_entry(arg: usize, write_back: bool, mut f: impl FnMut(&mut MsrEntry) -> bool) -> Result<isize> {
+    let n: u32 = read_user(arg)?;
+    if n >= MAX_IO_MSRS {
+        return Err(E2BIG);
+    }
+    let len = n as usize * size_of::<MsrEntry>();
+    let (mut reader, mut writer) = UserSlice::new(UserPtr::from_addr(arg + 8), len).reader_writer();
+    for done in 0..n as isize {
+        let mut e: MsrEntry = reader.read()?;
+        if !f(&mut e) {
+            return Ok(done);
+        }
+        if write_back {
+            writer.write(&e)?;
+        }
+    }
+    Ok(n as isize)
 }
 
 /// The guest state an MSR access works on. Inside a window the VMCS and the area's guest list

@@ -13,6 +13,8 @@ pub mod index {
     /// kvmclock's system-time MSR (the original number).
     pub const KVM_SYSTEM_TIME: u32 = 0x12;
     pub const APIC_BASE: u32 = 0x1b;
+    /// IA32_BIOS_SIGN_ID: the microcode revision (bits 63:32).
+    pub const UCODE_REV: u32 = 0x8b;
     pub const MTRR_CAP: u32 = 0xfe;
     pub const SYSENTER_CS: u32 = 0x174;
     pub const SYSENTER_ESP: u32 = 0x175;
@@ -65,6 +67,8 @@ pub struct GuestMsrs {
     pub tsc_offset: u64,
     /// The machine-check registers.
     pub mce: crate::mce::Mce,
+    /// IA32_BIOS_SIGN_ID (the microcode revision userspace gives the guest).
+    pub ucode_rev: u64,
 }
 
 /// IA32_MISC_ENABLE after reset, as KVM sets it: PEBS and BTS unavailable.
@@ -73,6 +77,8 @@ pub const MISC_ENABLE_RESET: u64 = MISC_ENABLE_PMU_RO;
 pub const MISC_ENABLE_PMU_RO: u64 = 1 << 11 | 1 << 12;
 /// IA32_MISC_ENABLE.EMON (7): the guest's writes to it are ignored.
 pub const MISC_ENABLE_EMON: u64 = 1 << 7;
+/// IA32_BIOS_SIGN_ID at vCPU creation, as KVM sets it (revision 1).
+pub const UCODE_REV_RESET: u64 = 0x1_0000_0000;
 /// IA32_PAT after reset.
 pub const PAT_RESET: u64 = 0x0007_0406_0007_0406;
 /// IA32_MTRRCAP: 8 variable ranges, fixed ranges, write-combining.
@@ -90,6 +96,7 @@ impl Default for GuestMsrs {
             mtrr_fixed: [0; 11],
             tsc_offset: 0,
             mce: Default::default(),
+            ucode_rev: UCODE_REV_RESET,
         }
     }
 }
@@ -142,6 +149,7 @@ pub fn switched_slot(msr: u32) -> Option<usize> {
 pub fn read(m: &GuestMsrs, msr: u32, host: bool) -> Option<u64> {
     Some(match msr {
         m_ if crate::mce::Mce::owns(m_) => return m.mce.read(msr, host),
+        UCODE_REV => m.ucode_rev,
         PAT => m.pat,
         SYSENTER_CS..=SYSENTER_EIP => m.sysenter[(msr - SYSENTER_CS) as usize],
         MISC_ENABLE => m.misc_enable,
@@ -162,6 +170,12 @@ pub fn read(m: &GuestMsrs, msr: u32, host: bool) -> Option<u64> {
 pub fn write(m: &mut GuestMsrs, msr: u32, v: u64, host: bool) -> Result<(), ()> {
     match msr {
         m_ if crate::mce::Mce::owns(m_) => return m.mce.write(msr, v, host),
+        // A guest's write asks the processor to load the revision: ignored, as KVM does.
+        UCODE_REV => {
+            if host {
+                m.ucode_rev = v;
+            }
+        }
         PAT if valid_memory_types(v, true) => m.pat = v,
         SYSENTER_CS => m.sysenter[0] = v & 0xffff_ffff,
         SYSENTER_ESP | SYSENTER_EIP if canonical(v) => m.sysenter[(msr - SYSENTER_CS) as usize] = v,
@@ -215,6 +229,8 @@ mod tests {
         assert_eq!(write(&mut m, MISC_ENABLE, 1, true), Ok(()), "userspace sets any value");
         assert_eq!(read(&m, MISC_ENABLE, false), Some(1));
         assert_eq!(write(&mut m, 0x1234, 0, false), Err(()));
+        assert_eq!((write(&mut m, UCODE_REV, 0, false), read(&m, UCODE_REV, false)), (Ok(()), Some(UCODE_REV_RESET)));
+        assert_eq!((write(&mut m, UCODE_REV, 7 << 32, true), read(&m, UCODE_REV, false)), (Ok(()), Some(7 << 32)));
     }
 
     #[test]

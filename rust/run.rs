@@ -426,22 +426,17 @@ impl Windows {
         Self { base: proc & !all, on: proc & all, nmi: guest_state::has_virtual_nmis(caps) }
     }
 
-    /// Before an entry: injects the next event unless an exit handler already did, and opens
-    /// the windows for what has to wait. Costs nothing while there are no events.
+    /// Before an entry: injects the next event (exceptions exit handlers raised come first),
+    /// and opens the windows for what has to wait. Costs nothing while there are no events.
     /// With `block_irqs` (a debugger's BLOCKIRQ) no interrupt is injected or waited for.
     fn arm(&mut self, cur: &Current<'_>, events: &mut Events, want_irq_window: bool, block_irqs: bool) {
         if self.on == 0 && !want_irq_window && *events == Events::default() {
             return;
         }
         let want_irq_window = want_irq_window && !block_irqs;
-        let entry = if cur.read(ENTRY_INTR_INFO) & events::info::VALID != 0 {
-            events::Entry { inject: None, irq_window: events.interrupt.is_some() || want_irq_window, nmi_window: events.nmi_pending > 0 }
-        } else {
-            let if_flag = cur.read(GUEST_RFLAGS) & RFLAGS_IF != 0 && !block_irqs;
-            let mut e = events.next(if_flag, cur.read(GUEST_INTERRUPTIBILITY), want_irq_window);
-            e.irq_window &= !block_irqs;
-            e
-        };
+        let if_flag = cur.read(GUEST_RFLAGS) & RFLAGS_IF != 0 && !block_irqs;
+        let mut entry = events.next(if_flag, cur.read(GUEST_INTERRUPTIBILITY), want_irq_window);
+        entry.irq_window &= !block_irqs;
         if let Some(i) = entry.inject {
             cur.write(ENTRY_EXCEPTION_ERROR_CODE, i.error_code);
             cur.write(ENTRY_INSTRUCTION_LEN, i.len);
@@ -557,7 +552,7 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
                     }
                     None => {
                         st.events.exception =
-                            Some(events::Exception::raise(13, Some(0)))
+                            Some(events::Exception::raise(events::vector::GP, Some(0)))
                     }
                 }
             }

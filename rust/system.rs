@@ -25,10 +25,18 @@ fn get_msr_index_list(arg: usize) -> Result<isize> {
 }
 
 /// Feature MSRs (`KVM_GET_MSR_FEATURE_INDEX_LIST`, read with `KVM_GET_MSRS` on this fd):
-/// those KVM lists describe ARCH_CAPABILITIES, PERF_CAPABILITIES, the microcode revision and
-/// nested VMX, none of which rvmx gives a guest. The list is empty, and reads of any index
-/// stop at the first entry (0 read), as KVM answers for an MSR it does not list.
-const FEATURE_MSRS: [u32; 0] = [];
+/// values userspace may give a vCPU. rvmx has the microcode revision (the host's); KVM also
+/// lists ARCH_CAPABILITIES, PERF_CAPABILITIES and nested VMX's, which rvmx does not emulate.
+const FEATURE_MSRS: [u32; 1] = [crate::msr_rules::index::UCODE_REV];
+
+/// `KVM_GET_MSRS` on the system fd: feature MSR values, stopping at the first index that is
+/// not one (KVM).
+fn get_feature_msrs(arg: usize) -> Result<isize> {
+    crate::msr::for_each_entry(arg, true, |e| {
+        let v = FEATURE_MSRS.contains(&e.index).then(|| crate::x86::rdmsr_safe(e.index)).flatten();
+        v.map(|v| e.data = v).is_some()
+    })
+}
 
 /// Writes `list` as a `struct kvm_msr_list`: the count, then the indices if the caller's
 /// array holds them (`E2BIG` otherwise), as KVM.
@@ -91,13 +99,7 @@ impl MiscDevice for SystemFd {
             KVM_GET_SUPPORTED_CPUID => get_supported_cpuid(arg),
             KVM_GET_MSR_INDEX_LIST => get_msr_index_list(arg),
             KVM_GET_MSR_FEATURE_INDEX_LIST => write_msr_list(arg, &FEATURE_MSRS),
-            KVM_GET_MSRS => {
-                let n: u32 = crate::fd::read_user(arg)?;
-                if n >= MAX_IO_MSRS {
-                    return Err(E2BIG);
-                }
-                Ok(0) // no feature MSR exists (FEATURE_MSRS)
-            }
+            KVM_GET_MSRS => get_feature_msrs(arg),
             KVM_X86_GET_MCE_CAP_SUPPORTED => {
                 crate::fd::write_user(arg, &crate::mce::SUPPORTED_CAP)?;
                 Ok(0)

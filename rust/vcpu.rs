@@ -339,12 +339,6 @@ impl Vcpu {
     /// `KVM_GET_MSRS` / `KVM_SET_MSRS`: processes entries in order and returns how many
     /// succeeded, stopping at the first MSR that does not exist or refuses the value (KVM).
     fn msrs(&self, arg: usize, set: bool) -> Result<isize> {
-        let n: u32 = read_user(arg)?;
-        if n >= MAX_IO_MSRS {
-            return Err(E2BIG);
-        }
-        let len = n as usize * size_of::<MsrEntry>();
-        let (mut reader, mut writer) = UserSlice::new(UserPtr::from_addr(arg + 8), len).reader_writer();
         let mut guard = self.state.lock();
         let st = &mut *guard;
         let efer_ok = st.efer_ok();
@@ -356,21 +350,13 @@ impl Vcpu {
             efer_ok,
             host: true,
         };
-        for done in 0..n as isize {
-            let mut e: MsrEntry = reader.read()?;
+        crate::msr::for_each_entry(arg, !set, |e| {
             if set {
-                if m.write(e.index, e.data).is_err() {
-                    return Ok(done);
-                }
+                m.write(e.index, e.data).is_ok()
             } else {
-                match m.read(e.index) {
-                    Some(v) => e.data = v,
-                    None => return Ok(done),
-                }
-                writer.write(&e)?;
+                m.read(e.index).map(|v| e.data = v).is_some()
             }
-        }
-        Ok(n as isize)
+        })
     }
 
     /// `KVM_GET_CPUID2`.
@@ -408,12 +394,12 @@ impl Vcpu {
     /// `KVM_X86_SET_MCE`: records the error; an uncorrected one raises #MC (replacing an
     /// exception not yet delivered, as KVM), or shuts the guest down if it cannot take one.
     fn set_mce(&self, e: crate::mce::X86Mce) -> Result {
-        use crate::{events::Exception, mce::Injected};
+        use crate::{events::{vector, Exception}, mce::Injected};
         let mut st = self.state.lock();
         let cr4_mce = st.sregs.cr4 & crate::vcpu_state::CR4_MCE != 0;
         match st.msrs.mce.inject(&e, cr4_mce).map_err(|_| EINVAL)? {
             Injected::Recorded => {}
-            Injected::MachineCheck => st.events.exception = Some(Exception::raise(18, None)),
+            Injected::MachineCheck => st.events.exception = Some(Exception::raise(vector::MC, None)),
             Injected::TripleFault => st.events.triple_fault = true,
         }
         Ok(())
@@ -422,7 +408,7 @@ impl Vcpu {
     /// `KVM_SET_GUEST_DEBUG`: the debugger's settings; INJECT_DB/INJECT_BP queue that
     /// exception (EBUSY while another is waiting), as KVM.
     fn set_guest_debug(&self, arg: crate::guest_debug::GuestDebugArg) -> Result {
-        use crate::{events::Exception, guest_debug::{control, Debugger}};
+        use crate::{events::{vector, Exception}, guest_debug::{control, Debugger}};
         let debugger = Debugger::from_arg(&arg).ok_or(EINVAL)?;
         let mut st = self.state.lock();
         if arg.control & (control::INJECT_DB | control::INJECT_BP) != 0 {
@@ -430,7 +416,7 @@ impl Vcpu {
                 return Err(EBUSY);
             }
             // #BP as INT3 raises it: a software exception, one byte long.
-            let (vector, soft_len) = if arg.control & control::INJECT_DB != 0 { (1, 0) } else { (3, 1) };
+            let (vector, soft_len) = if arg.control & control::INJECT_DB != 0 { (vector::DB, 0) } else { (vector::BP, 1) };
             st.events.exception = Some(Exception { soft_len, ..Exception::raise(vector, None) });
         }
         st.debugger = debugger;

@@ -115,26 +115,6 @@ impl DrAccess {
     }
 }
 
-/// Event injection (VM-entry interruption information, SDM 24.8.3).
-pub mod inject {
-    use crate::events::info;
-
-    /// #DB.
-    pub const DB: u32 = 1;
-    /// #UD.
-    pub const UD: u32 = 6;
-    /// #GP.
-    pub const GP: u32 = 13;
-    /// #AC.
-    pub const AC: u32 = 17;
-
-    /// A hardware exception `vector`, with an error code if `error_code` (the encoding in
-    /// events.rs).
-    pub const fn exception(vector: u32, error_code: bool) -> u32 {
-        info::VALID | info::HW_EXCEPTION << 8 | vector | if error_code { info::ERROR_CODE } else { 0 }
-    }
-}
-
 /// Exit interruption information: type NMI (bits 10:8 = 2) with the valid bit.
 pub const fn is_nmi(intr_info: u32) -> bool {
     use crate::events::info;
@@ -167,8 +147,6 @@ mod tests {
     fn vmx_instructions_and_injection() {
         assert!(is_vmx_instruction(19) && is_vmx_instruction(27) && is_vmx_instruction(50));
         assert!(!is_vmx_instruction(18) && !is_vmx_instruction(28));
-        assert_eq!(inject::exception(inject::UD, false), 0x8000_0306);
-        assert_eq!(inject::exception(inject::GP, true), 0x8000_0b0d);
         assert!(is_nmi(0x8000_0202) && !is_nmi(0x8000_0306));
     }
 }

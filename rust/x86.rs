@@ -103,6 +103,18 @@ pub(crate) fn rdmsr_on_cpu(cpu: u32, msr: u32) -> Option<u64> {
     (r == 0).then_some(value)
 }
 
+extern "C" {
+    /// `rdmsrq_safe()`, an inline function (helpers.c).
+    fn rvmx_rdmsr_safe(msr: u32, value: *mut u64) -> i32;
+}
+
+/// Reads MSR `msr` on this CPU; `None` if it does not exist (the read's #GP is caught).
+pub(crate) fn rdmsr_safe(msr: u32) -> Option<u64> {
+    let mut v = 0;
+    // SAFETY: `v` is a valid u64; the kernel's `_safe` accessor catches the #GP of an absent MSR.
+    (unsafe { rvmx_rdmsr_safe(msr, &mut v) } == 0).then_some(v)
+}
+
 /// Reads CR3.
 pub(crate) fn read_cr3() -> u64 {
     let v;

@@ -277,9 +277,14 @@ fn machine_checks(kvm: &Kvm) {
     let kfd = kvm.as_raw_fd();
     // Feature MSRs: KVM lists some (ARCH_CAPABILITIES...), rvmx none.
     let mut list = [0u32; 65];
+    list[0] = 64;
     let r = raw(kfd, ioc(3, 0x0a, 4), list.as_mut_ptr());
     println!("info feature_msrs {r} count {}", list[0]);
     println!("feature_msrs cap {}", kvm.check_extension_raw(153) > 0);
+    // The microcode revision, a feature MSR on both: the host's value, then the vCPU's.
+    let ucode = kvm_bindings::Msrs::from_entries(&[kvm_bindings::kvm_msr_entry { index: 0x8b, ..Default::default() }]).unwrap();
+    let r = raw(kfd, ioc(3, 0x88, 8), ucode.as_fam_struct_ptr());
+    println!("feature_msrs listed_ucode_rev {} read {r}", list[1..=list[0].min(64) as usize].contains(&0x8b));
     let mut supported = 0u64;
     let r = raw(kfd, ioc(2, 0x9d, 8), &mut supported as *mut u64);
     println!("info mce supported {r} {supported:#x}");
@@ -296,6 +301,9 @@ fn machine_checks(kvm: &Kvm) {
         (n, m.as_slice().iter().map(|e| e.data).collect::<Vec<u64>>())
     };
     println!("mce before_setup mcg_cap {:x?}", msrs(&g, &[0x179]));
+    println!("ucode_rev vcpu {:x?}", msrs(&g, &[0x8b]));
+    let set = kvm_bindings::Msrs::from_entries(&[kvm_bindings::kvm_msr_entry { index: 0x8b, data: 5 << 32, ..Default::default() }]).unwrap();
+    println!("ucode_rev set {:?} then {:x?}", g.vcpu.set_msrs(&set).map_err(|e| e.errno()), msrs(&g, &[0x8b]));
     println!("mce setup_0_banks {} setup_33_banks {}", setup(0), setup(33));
     // CMCI is signalled through the LAPIC: only KVM (whose LAPIC may be in-kernel) offers it.
     println!("info mce setup_cmci {}", setup(1 << 10 | 2));
