@@ -37,7 +37,11 @@ test-programs:
 		$(STATIC_OUT)/kvm-smp-check build/bin/
 
 # Guest images for the in-VM tests (QEMU's -kernel).
-guests: build/guests/mb-hello.elf
+guests: build/guests/mb-hello.elf build/guests/flat-hello.bin
+build/guests/flat-hello.bin: tests/guests/flat-hello.S
+	@mkdir -p build/guests
+	as --32 -o build/guests/flat-hello.o tests/guests/flat-hello.S
+	ld -m elf_i386 -Ttext=0x1000 --oformat binary -o $@ build/guests/flat-hello.o
 build/guests/mb-hello.elf: tests/guests/mb-hello.S tests/guests/mb-hello.ld
 	@mkdir -p build/guests
 	as --32 -o build/guests/mb-hello.o tests/guests/mb-hello.S

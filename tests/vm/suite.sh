@@ -15,6 +15,37 @@ check "tool: rvmx info on /dev/rvmx" sh -c 'rvmx info > /tmp/info-rvmx && cat /t
 check "tool: missing device is one readable line and exit 1" \
 	expect_fail_with "no such device (is the module loaded?" rvmx info --device /dev/nonexistent
 
+# rvmx run: one raw image, one entry point per way a guest can end (tests/guests/flat-hello.S).
+tool_run() { # tool_run LABEL WANTED-STATUS STDERR-TEXT ARGS...: stdout in /tmp/run-LABEL.out
+	label=$1 want=$2 text=$3; shift 3
+	rvmx run "$@" > /tmp/run-$label.out 2> /tmp/run-$label.err; status=$?
+	cat /tmp/run-$label.out /tmp/run-$label.err
+	[ $status = "$want" ] || { echo "exit status $status, wanted $want"; return 1; }
+	grep -qF -- "$text" /tmp/run-$label.err || { echo "no '$text' on stderr"; return 1; }
+}
+hello_run() { # hello_run LABEL DEVICE
+	tool_run "$1" 42 "guest exited with status 42" --device "$2" --flat /root/flat-hello.bin --entry 0x1000 \
+		--trace-exits && grep -qx "flat-hello: real mode, COM1 through rvmx run" /tmp/run-$1.out &&
+		grep -q "^  io_out  *[1-9][0-9]*$" /tmp/run-$1.err
+}
+check "tool: rvmx run --flat shows the guest's COM1 output, ends with its debug-exit status (42), counts exits" \
+	hello_run hello /dev/rvmx
+check "tool: rvmx run: a guest reset through the i8042 ends the VM with status 0" \
+	tool_run reset 0 "guest reset the machine" --flat /root/flat-hello.bin --load 0x1000 --entry 0x1100
+check "tool: rvmx run: a triple fault ends the VM with status 10" \
+	tool_run triple 10 "triple fault" --flat /root/flat-hello.bin --load 0x1000 --entry 0x1200
+check "tool: rvmx run: HLT with interrupts off ends the VM with status 0" \
+	tool_run halt 0 "guest halted" --flat /root/flat-hello.bin --load 0x1000 --entry 0x1300
+bad_inputs() {
+	out=$(rvmx run --flat /nonexistent --entry 0 2>&1); r=$?
+	echo "$out"; [ $r = 1 ] && echo "$out" | grep -q "^rvmx: /nonexistent: No such file" || return 1
+	out=$(rvmx run --flat /root/flat-hello.bin --entry 0x1000 --mem 12X 2>&1); r=$?
+	echo "$out"; [ $r = 2 ] && echo "$out" | grep -q "not a memory size" || return 1
+	out=$(rvmx run --flat /root/flat-hello.bin --entry 0x1000 --mem 4K 2>&1); r=$?
+	echo "$out"; [ $r = 1 ] && echo "$out" | grep -q "does not fit"
+}
+check "tool: rvmx run: a missing image, a bad size, an image too big: one clear line each" bad_inputs
+
 check "abi: kvm-abi-check on /dev/rvmx" sh -c 'kvm-abi-check /dev/rvmx > /tmp/abi-rvmx'
 check "vm: kvm-ioctls client creates a VM, slots and a vCPU on /dev/rvmx" \
 	sh -c 'kvm-vm-check /dev/rvmx > /tmp/vm-rvmx'
@@ -156,6 +187,8 @@ check "lifetime: the same stress on /dev/kvm" \
 	sh -c 'kvm-stress-check /dev/kvm 30 | grep -v "^info " > /tmp/stress-kvm'
 check "qemu: the same QEMU and guest on /dev/kvm" qemu_guest kvm
 check "tool: the same client drives /dev/kvm" sh -c 'rvmx info --device /dev/kvm'
+check "tool: rvmx run --device /dev/kvm: the same guest output and status" hello_run hello-kvm /dev/kvm
+check "tool: rvmx run: the same exits on rvmx and KVM" diff /tmp/run-hello-kvm.err /tmp/run-hello.err
 check "coexistence: rvmx loads again once kvm_intel is gone" sh -c '
 	rmmod kvm_intel && rmmod kvm && rmmod irqbypass && dmesg -c > /dev/null &&
 	insmod /lib/rvmx/rvmx.ko && dmesg | grep -q "rvmx: VMX ready on 2 CPUs"'

@@ -2,8 +2,10 @@
 //! through rust-vmm's `kvm-ioctls`, exactly as any KVM client would.
 
 mod caps;
+mod devices;
+mod vmm;
 
-use std::{ffi::CString, process::ExitCode};
+use std::{ffi::CString, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use kvm_ioctls::Kvm;
@@ -24,6 +26,55 @@ enum Command {
         #[arg(long, default_value = "/dev/rvmx")]
         device: String,
     },
+    /// Run a guest: a raw image entered in real mode. Its serial port (COM1) is this
+    /// terminal; it ends with HLT, an i8042 reset, a triple fault, or a byte written to port
+    /// 0xf4 (that byte is then the exit status).
+    Run {
+        /// The KVM-compatible device to open.
+        #[arg(long, default_value = "/dev/rvmx")]
+        device: String,
+        /// The raw image.
+        #[arg(long)]
+        flat: PathBuf,
+        /// Where the guest starts (below 1 MiB: real mode), e.g. 0x7c00.
+        #[arg(long, value_parser = parse_addr)]
+        entry: u64,
+        /// Where the image is loaded (default: the entry).
+        #[arg(long, value_parser = parse_addr)]
+        load: Option<u64>,
+        /// Guest memory, e.g. 16M or 1G.
+        #[arg(long, default_value = "16M", value_parser = parse_size)]
+        mem: usize,
+        /// Count exits by reason and print the table at the end (on stderr).
+        #[arg(long)]
+        trace_exits: bool,
+    },
+}
+
+/// A guest-physical address: hexadecimal with 0x, or decimal.
+fn parse_addr(s: &str) -> Result<u64, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    r.map_err(|_| format!("'{s}' is not an address (use 0x... or decimal)"))
+}
+
+/// A memory size: bytes, or a number with K, M or G; whole pages, 4K to 64G.
+fn parse_size(s: &str) -> Result<usize, String> {
+    let bad = || format!("'{s}' is not a memory size (use a number with K, M or G, e.g. 256M)");
+    let (digits, shift) = match s.as_bytes().last().ok_or_else(bad)?.to_ascii_uppercase() {
+        b'K' => (&s[..s.len() - 1], 10),
+        b'M' => (&s[..s.len() - 1], 20),
+        b'G' => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let bytes = n.checked_mul(1 << shift).ok_or_else(bad)?;
+    if bytes % 4096 != 0 || !(4096..=64 << 30).contains(&bytes) {
+        return Err(format!("memory size {s}: must be whole 4 KiB pages, from 4K to 64G"));
+    }
+    Ok(bytes as usize)
 }
 
 /// Opens `path` as a KVM system fd, with an error that says what to do.
@@ -65,16 +116,54 @@ fn info(device: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `rvmx run`: the guest's status (see [`vmm::Outcome::status`]).
+fn run(device: &str, cfg: vmm::Config) -> Result<u8, String> {
+    let kvm = open_device(device)?;
+    let (outcome, trace) = vmm::run(&kvm, &cfg, std::io::stdout())?;
+    if cfg.trace_exits {
+        eprintln!("rvmx: exits by reason:");
+        for (reason, n) in &trace.0 {
+            eprintln!("  {reason:<16} {n}");
+        }
+    }
+    eprintln!("rvmx: {}", outcome.describe());
+    Ok(outcome.status())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Info { device } => info(&device),
+        Command::Info { device } => info(&device).map(|()| 0),
+        Command::Run { device, flat, entry, load, mem, trace_exits } => std::fs::read(&flat)
+            .map_err(|e| format!("{}: {e}", flat.display()))
+            .and_then(|bytes| {
+                let flat = vmm::FlatImage { bytes, load: load.unwrap_or(entry), entry };
+                run(&device, vmm::Config { mem_size: mem, flat, trace_exits })
+            }),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(status) => ExitCode::from(status),
         Err(e) => {
             eprintln!("rvmx: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_addresses() {
+        assert_eq!(parse_size("16M"), Ok(16 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("8192"), Ok(8192));
+        assert!(parse_size("12X").unwrap_err().contains("not a memory size"));
+        assert!(parse_size("1000").unwrap_err().contains("whole 4 KiB pages"));
+        assert!(parse_size("65G").is_err() && parse_size("").is_err() && parse_size("M").is_err());
+        assert_eq!(parse_addr("0x7c00"), Ok(0x7c00));
+        assert_eq!(parse_addr("4096"), Ok(4096));
+        assert!(parse_addr("0xzz").is_err());
     }
 }

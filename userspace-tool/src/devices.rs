@@ -1,0 +1,127 @@
+//! The devices `rvmx run` emulates in userspace, on the port I/O bus: the 8250 UART at 0x3f8
+//! (rust-vmm's vm-superio, wired to stdout), the i8042 controller's reset line (vm-superio),
+//! and a debug-exit port through which a test guest ends the VM with a status.
+
+use std::{cell::Cell, io::Write, rc::Rc};
+
+use vm_superio::{I8042Device, Serial, Trigger};
+
+/// COM1's base port (8 registers).
+pub const COM1: u16 = 0x3f8;
+/// The i8042's data and command ports.
+pub const I8042_DATA: u16 = 0x60;
+pub const I8042_COMMAND: u16 = 0x64;
+/// A byte written here ends the VM; `rvmx run` exits with it as its status.
+pub const DEBUG_EXIT: u16 = 0xf4;
+
+/// Why the guest asked the VM to end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// The i8042 pulsed the CPU reset line (a guest `reboot`).
+    Reset,
+    /// A byte written to [`DEBUG_EXIT`].
+    DebugExit(u8),
+}
+
+/// A line a device raises: remembered until the VMM looks (no interrupt controller yet).
+#[derive(Clone, Default)]
+pub struct Line(Rc<Cell<bool>>);
+
+impl Line {
+    /// Whether the line was raised since the last call.
+    pub fn take(&self) -> bool {
+        self.0.replace(false)
+    }
+}
+
+impl Trigger for Line {
+    type E = std::convert::Infallible;
+    fn trigger(&self) -> Result<(), Self::E> {
+        self.0.set(true);
+        Ok(())
+    }
+}
+
+/// Port accesses nobody claims, counted for `--trace-exits`.
+#[derive(Default)]
+pub struct Unclaimed {
+    pub reads: u64,
+    pub writes: u64,
+}
+
+/// Every port device of the VM.
+pub struct PortBus<W: Write> {
+    serial: Serial<Line, vm_superio::serial::NoEvents, W>,
+    i8042: I8042Device<Line>,
+    reset: Line,
+    pub unclaimed: Unclaimed,
+}
+
+impl<W: Write> PortBus<W> {
+    pub fn new(console: W) -> Self {
+        let reset = Line::default();
+        Self {
+            serial: Serial::new(Line::default(), console),
+            i8042: I8042Device::new(reset.clone()),
+            reset,
+            unclaimed: Unclaimed::default(),
+        }
+    }
+
+    /// An IN of `data.len()` bytes from `port`. Unclaimed ports read as all ones (an empty bus).
+    pub fn read(&mut self, port: u16, data: &mut [u8]) {
+        data.fill(0xff);
+        match port {
+            COM1..=0x3ff if data.len() == 1 => data[0] = self.serial.read((port - COM1) as u8),
+            I8042_DATA | I8042_COMMAND if data.len() == 1 => data[0] = self.i8042.read((port - I8042_DATA) as u8),
+            _ => self.unclaimed.reads += 1,
+        }
+    }
+
+    /// An OUT of `data` to `port`; `Some` if the guest asked the VM to end.
+    pub fn write(&mut self, port: u16, data: &[u8]) -> Option<Stop> {
+        match port {
+            COM1..=0x3ff if data.len() == 1 => {
+                // A full FIFO or a console write error only loses output.
+                let _ = self.serial.write((port - COM1) as u8, data[0]);
+                let _ = self.serial.writer_mut().flush();
+            }
+            I8042_DATA | I8042_COMMAND if data.len() == 1 => {
+                let _ = self.i8042.write((port - I8042_DATA) as u8, data[0]);
+                if self.reset.take() {
+                    return Some(Stop::Reset);
+                }
+            }
+            DEBUG_EXIT => return Some(Stop::DebugExit(data[0])),
+            _ => self.unclaimed.writes += 1,
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_output_reaches_the_console() {
+        let mut bus = PortBus::new(Vec::new());
+        let mut lsr = [0];
+        bus.read(COM1 + 5, &mut lsr);
+        assert_ne!(lsr[0] & 0x20, 0, "transmitter empty");
+        for b in b"hi\n" {
+            assert_eq!(bus.write(COM1, &[*b]), None);
+        }
+        assert_eq!(bus.serial.writer(), b"hi\n");
+    }
+
+    #[test]
+    fn reset_and_debug_exit_end_the_vm() {
+        let mut bus = PortBus::new(Vec::new());
+        assert_eq!(bus.write(I8042_COMMAND, &[0xfe]), Some(Stop::Reset));
+        assert_eq!(bus.write(DEBUG_EXIT, &[42]), Some(Stop::DebugExit(42)));
+        let mut d = [0; 2];
+        bus.read(0x1234, &mut d);
+        assert_eq!((d, bus.unclaimed.reads), ([0xff, 0xff], 1));
+    }
+}

@@ -1,0 +1,174 @@
+//! `rvmx run`: one VM with one vCPU, guest memory from rust-vmm's vm-memory, the port devices
+//! of devices.rs, and the exit loop, which ends with how the guest stopped.
+
+use std::{collections::BTreeMap, io::Write};
+
+use kvm_bindings::{kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
+use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap};
+
+use crate::devices::{PortBus, Stop};
+
+/// What to run.
+pub struct Config {
+    /// Guest RAM at guest-physical 0, in bytes.
+    pub mem_size: usize,
+    /// A raw image, loaded at `load` and entered at `entry` in real mode.
+    pub flat: FlatImage,
+    /// Count exits by reason and print the table at the end.
+    pub trace_exits: bool,
+}
+
+/// A raw binary image.
+pub struct FlatImage {
+    pub bytes: Vec<u8>,
+    pub load: u64,
+    pub entry: u64,
+}
+
+/// How the guest stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// HLT: with no interrupt controller yet, nothing can wake the guest.
+    Halted,
+    /// The guest reset the machine through the i8042 (`reboot`).
+    Reset,
+    /// The guest wrote its status to the debug-exit port.
+    DebugExit(u8),
+    /// Triple fault: `KVM_EXIT_SHUTDOWN`.
+    Shutdown,
+    /// The VM entry failed: the hardware's reason.
+    FailEntry(u64),
+    /// `KVM_EXIT_INTERNAL_ERROR` with its suberror.
+    Internal(u32),
+    /// An exit `rvmx run` does not handle.
+    Unexpected(String),
+}
+
+impl Outcome {
+    /// The exit status of `rvmx run`: 0 for a clean stop, the guest's own status through the
+    /// debug-exit port, else a distinct value per failure (documented in the README).
+    pub fn status(&self) -> u8 {
+        match self {
+            Outcome::Halted | Outcome::Reset => 0,
+            Outcome::DebugExit(v) => *v,
+            Outcome::Shutdown => 10,
+            Outcome::FailEntry(_) => 11,
+            Outcome::Internal(_) => 12,
+            Outcome::Unexpected(_) => 13,
+        }
+    }
+
+    /// One line for the user.
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::Halted => "guest halted".into(),
+            Outcome::Reset => "guest reset the machine (i8042)".into(),
+            Outcome::DebugExit(v) => format!("guest exited with status {v} (debug-exit port)"),
+            Outcome::Shutdown => "guest shut down: triple fault (KVM_EXIT_SHUTDOWN)".into(),
+            Outcome::FailEntry(r) => format!("VM entry failed: hardware reason {r:#x}"),
+            Outcome::Internal(s) => format!("internal error in the hypervisor: suberror {s}"),
+            Outcome::Unexpected(e) => format!("unexpected exit: {e}"),
+        }
+    }
+}
+
+/// Exits by reason (`--trace-exits`).
+#[derive(Default)]
+pub struct Trace(pub BTreeMap<&'static str, u64>);
+
+impl Trace {
+    fn count(&mut self, reason: &'static str) {
+        *self.0.entry(reason).or_default() += 1;
+    }
+}
+
+/// Runs `cfg` on `kvm`, the guest's serial console on `console`.
+pub fn run<W: Write>(kvm: &Kvm, cfg: &Config, console: W) -> Result<(Outcome, Trace), String> {
+    let flat = &cfg.flat;
+    let end = flat.load.checked_add(flat.bytes.len() as u64).filter(|e| *e <= cfg.mem_size as u64);
+    if end.is_none() {
+        return Err(format!("an image of {} bytes does not fit at {:#x} in {} bytes of guest memory",
+                           flat.bytes.len(), flat.load, cfg.mem_size));
+    }
+    if flat.entry >= 0x10_0000 {
+        return Err(format!("entry {:#x}: a flat image starts in real mode, below 1 MiB", flat.entry));
+    }
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), cfg.mem_size)])
+        .map_err(|e| format!("guest memory of {} bytes: {e}", cfg.mem_size))?;
+    mem.write_slice(&flat.bytes, GuestAddress(flat.load)).map_err(|e| format!("loading the image: {e}"))?;
+    let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
+    let host = mem.get_host_address(GuestAddress(0)).map_err(|e| format!("guest memory: {e}"))?;
+    let region = kvm_userspace_memory_region {
+        slot: 0, flags: 0, guest_phys_addr: 0, memory_size: cfg.mem_size as u64, userspace_addr: host as u64,
+    };
+    // SAFETY: `mem` maps the region and outlives the VM (both live until this function returns).
+    unsafe { vm.set_user_memory_region(region) }.map_err(|e| format!("KVM_SET_USER_MEMORY_REGION: {e}"))?;
+    let mut vcpu = vm.create_vcpu(0).map_err(|e| format!("KVM_CREATE_VCPU: {e}"))?;
+    let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(|e| format!("KVM_GET_SUPPORTED_CPUID: {e}"))?;
+    vcpu.set_cpuid2(&cpuid).map_err(|e| format!("KVM_SET_CPUID2: {e}"))?;
+    enter_real_mode(&vcpu, flat.entry)?;
+
+    let mut bus = PortBus::new(console);
+    let mut trace = Trace::default();
+    let outcome = loop {
+        let exit = vcpu.run();
+        match exit {
+            Ok(VcpuExit::IoOut(port, data)) => {
+                trace.count("io_out");
+                if let Some(stop) = bus.write(port, data) {
+                    break match stop {
+                        Stop::Reset => Outcome::Reset,
+                        Stop::DebugExit(v) => Outcome::DebugExit(v),
+                    };
+                }
+            }
+            Ok(VcpuExit::IoIn(port, data)) => {
+                trace.count("io_in");
+                bus.read(port, data);
+            }
+            Ok(VcpuExit::MmioRead(_, data)) => {
+                trace.count("mmio_read");
+                data.fill(0xff); // nothing is mapped there
+            }
+            Ok(VcpuExit::MmioWrite(..)) => trace.count("mmio_write"),
+            Ok(VcpuExit::Hlt) => {
+                trace.count("hlt");
+                break Outcome::Halted;
+            }
+            Ok(VcpuExit::Shutdown) => {
+                trace.count("shutdown");
+                break Outcome::Shutdown;
+            }
+            Ok(VcpuExit::FailEntry(reason, _cpu)) => {
+                trace.count("fail_entry");
+                break Outcome::FailEntry(reason);
+            }
+            Ok(VcpuExit::InternalError) => {
+                trace.count("internal_error");
+                // SAFETY: `internal` is the union member KVM_EXIT_INTERNAL_ERROR fills.
+                break Outcome::Internal(unsafe { vcpu.get_kvm_run().__bindgen_anon_1.internal.suberror });
+            }
+            Ok(VcpuExit::Intr) => trace.count("intr"),
+            Ok(other) => break Outcome::Unexpected(format!("{other:?}")),
+            Err(e) if e.errno() == libc::EINTR => trace.count("intr"),
+            Err(e) => return Err(format!("KVM_RUN: {e}")),
+        }
+    };
+    if bus.unclaimed.reads + bus.unclaimed.writes > 0 {
+        trace.0.insert("io_unclaimed", bus.unclaimed.reads + bus.unclaimed.writes);
+    }
+    Ok((outcome, trace))
+}
+
+/// Real mode at `entry` (< 1 MiB): CS covers the 64 KiB around it, IP is the rest.
+fn enter_real_mode(vcpu: &VcpuFd, entry: u64) -> Result<(), String> {
+    let mut s = vcpu.get_sregs().map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
+    s.cs.base = entry & !0xffff;
+    s.cs.selector = (s.cs.base >> 4) as u16;
+    vcpu.set_sregs(&s).map_err(|e| format!("KVM_SET_SREGS: {e}"))?;
+    let mut r = vcpu.get_regs().map_err(|e| format!("KVM_GET_REGS: {e}"))?;
+    r.rip = entry & 0xffff;
+    r.rflags = 2;
+    vcpu.set_regs(&r).map_err(|e| format!("KVM_SET_REGS: {e}"))
+}
