@@ -5,6 +5,8 @@
  *   0x1100  asks the i8042 to pulse the reset line (a guest `reboot`)
  *   0x1200  triple-faults (an empty IDT, then INT3)
  *   0x1300  halts with interrupts off
+ *   0x1400  programs the 8259s and the 8254 (100 Hz), sleeps in HLT until 5 timer interrupts
+ *           arrived (injected by rvmx run's userspace PIC), prints a line, writes 43 to 0xf4
  */
 	.code16
 	.text
@@ -48,7 +50,74 @@ halt:
 	hlt
 
 	.org	0x400
+timer:
+	cli
+	xor	%ax, %ax
+	mov	%ax, %ds
+	mov	%ax, %ss
+	mov	$0x8000, %sp
+	movw	$irq0, 0x20 * 4		/* IVT entry 0x20: offset, segment 0 */
+	movw	$0, 0x20 * 4 + 2
+	mov	$0x11, %al		/* ICW1 to both 8259s */
+	out	%al, $0x20
+	out	%al, $0xa0
+	mov	$0x20, %al		/* ICW2: vectors 0x20 and 0x28 */
+	out	%al, $0x21
+	mov	$0x28, %al
+	out	%al, $0xa1
+	mov	$4, %al			/* ICW3: slave on IRQ2 */
+	out	%al, $0x21
+	mov	$2, %al
+	out	%al, $0xa1
+	mov	$1, %al			/* ICW4: 8086 mode */
+	out	%al, $0x21
+	out	%al, $0xa1
+	mov	$0xfe, %al		/* only IRQ0 */
+	out	%al, $0x21
+	mov	$0xff, %al
+	out	%al, $0xa1
+	mov	$0x34, %al		/* counter 0, mode 2, low then high: 100 Hz */
+	out	%al, $0x43
+	mov	$(11932 & 0xff), %al
+	out	%al, $0x40
+	mov	$(11932 >> 8), %al
+	out	%al, $0x40
+1:	sti
+	hlt
+	cli
+	cmpw	$5, ticks
+	jb	1b
+	mov	$timer_msg, %si
+	call	puts
+	mov	$43, %al
+	out	%al, $0xf4
+	hlt
+irq0:
+	incw	%cs:ticks
+	push	%ax
+	mov	$0x20, %al		/* non-specific EOI */
+	out	%al, $0x20
+	pop	%ax
+	iret
+puts:
+	lodsb
+	test	%al, %al
+	jz	3f
+	mov	%al, %ah
+	mov	$0x3fd, %dx
+2:	in	%dx, %al
+	test	$0x20, %al
+	jz	2b
+	mov	$0x3f8, %dx
+	mov	%ah, %al
+	out	%al, %dx
+	jmp	puts
+3:	ret
+
+	.org	0x600
 msg:	.asciz	"flat-hello: real mode, COM1 through rvmx run\n"
+timer_msg:	.asciz	"flat-hello: 5 timer interrupts from the PIT through the PIC, woken from HLT\n"
+ticks:	.word	0
 empty_idt:
 	.word	0
 	.long	0

@@ -34,6 +34,13 @@ check "tool: rvmx run: a guest reset through the i8042 ends the VM with status 0
 	tool_run reset 0 "guest reset the machine" --flat /root/flat-hello.bin --load 0x1000 --entry 0x1100
 check "tool: rvmx run: a triple fault ends the VM with status 10" \
 	tool_run triple 10 "triple fault" --flat /root/flat-hello.bin --load 0x1000 --entry 0x1200
+timer_run() { # timer_run LABEL DEVICE
+	tool_run "$1" 43 "guest exited with status 43" --device "$2" --flat /root/flat-hello.bin --load 0x1000 \
+		--entry 0x1400 --trace-exits &&
+	grep -qx "flat-hello: 5 timer interrupts from the PIT through the PIC, woken from HLT" /tmp/run-$1.out
+}
+check "tool: rvmx run: the userspace PIT and PIC interrupt the guest (KVM_INTERRUPT, interrupt windows), waking it from HLT" \
+	timer_run timer /dev/rvmx
 check "tool: rvmx run: HLT with interrupts off ends the VM with status 0" \
 	tool_run halt 0 "guest halted" --flat /root/flat-hello.bin --load 0x1000 --entry 0x1300
 bad_inputs() {
@@ -189,6 +196,7 @@ check "qemu: the same QEMU and guest on /dev/kvm" qemu_guest kvm
 check "tool: the same client drives /dev/kvm" sh -c 'rvmx info --device /dev/kvm'
 check "tool: rvmx run --device /dev/kvm: the same guest output and status" hello_run hello-kvm /dev/kvm
 check "tool: rvmx run: the same exits on rvmx and KVM" diff /tmp/run-hello-kvm.err /tmp/run-hello.err
+check "tool: rvmx run --device /dev/kvm: the same timer guest" timer_run timer-kvm /dev/kvm
 check "coexistence: rvmx loads again once kvm_intel is gone" sh -c '
 	rmmod kvm_intel && rmmod kvm && rmmod irqbypass && dmesg -c > /dev/null &&
 	insmod /lib/rvmx/rvmx.ko && dmesg | grep -q "rvmx: VMX ready on 2 CPUs"'

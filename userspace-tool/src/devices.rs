@@ -1,10 +1,16 @@
 //! The devices `rvmx run` emulates in userspace, on the port I/O bus: the 8250 UART at 0x3f8
-//! (rust-vmm's vm-superio, wired to stdout), the i8042 controller's reset line (vm-superio),
-//! and a debug-exit port through which a test guest ends the VM with a status.
+//! (rust-vmm's vm-superio, wired to stdout) on IRQ4, the i8042 controller's reset line
+//! (vm-superio), the 8259 pair (pic.rs) and the 8254 timer on IRQ0 (pit.rs), and a
+//! debug-exit port through which a test guest ends the VM with a status.
 
-use std::{cell::Cell, io::Write, rc::Rc};
+use std::{cell::Cell, io::Write, rc::Rc, time::Instant};
 
 use vm_superio::{I8042Device, Serial, Trigger};
+
+use crate::{pic::Pic, pit::Pit};
+
+/// The UART's ISA interrupt line.
+const COM1_IRQ: u8 = 4;
 
 /// COM1's base port (8 registers).
 pub const COM1: u16 = 0x3f8;
@@ -52,35 +58,65 @@ pub struct Unclaimed {
 /// Every port device of the VM.
 pub struct PortBus<W: Write> {
     serial: Serial<Line, vm_superio::serial::NoEvents, W>,
+    serial_irq: Line,
     i8042: I8042Device<Line>,
     reset: Line,
+    pub pic: Pic,
+    pub pit: Pit,
+    /// The timer's time base.
+    start: Instant,
     pub unclaimed: Unclaimed,
 }
 
 impl<W: Write> PortBus<W> {
     pub fn new(console: W) -> Self {
-        let reset = Line::default();
+        let (reset, serial_irq) = (Line::default(), Line::default());
         Self {
-            serial: Serial::new(Line::default(), console),
+            serial: Serial::new(serial_irq.clone(), console),
+            serial_irq,
             i8042: I8042Device::new(reset.clone()),
             reset,
+            pic: Pic::default(),
+            pit: Pit::default(),
+            start: Instant::now(),
             unclaimed: Unclaimed::default(),
+        }
+    }
+
+    /// Nanoseconds since the VM started: the timer's clock.
+    pub fn now(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    /// Turns what the devices signalled into interrupt requests at the PIC.
+    pub fn update_irqs(&mut self) {
+        for _ in 0..self.pit.irq0_edges(self.now()) {
+            self.pic.pulse(0);
+        }
+        if self.serial_irq.take() {
+            self.pic.pulse(COM1_IRQ);
         }
     }
 
     /// An IN of `data.len()` bytes from `port`. Unclaimed ports read as all ones (an empty bus).
     pub fn read(&mut self, port: u16, data: &mut [u8]) {
         data.fill(0xff);
+        let now = self.now();
         match port {
             COM1..=0x3ff if data.len() == 1 => data[0] = self.serial.read((port - COM1) as u8),
             I8042_DATA | I8042_COMMAND if data.len() == 1 => data[0] = self.i8042.read((port - I8042_DATA) as u8),
+            p if crate::pic::owns(p) && data.len() == 1 => data[0] = self.pic.read(port),
+            crate::pit::BASE..=crate::pit::CONTROL | crate::pit::PORT_B if data.len() == 1 => data[0] = self.pit.read(port, now),
             _ => self.unclaimed.reads += 1,
         }
     }
 
     /// An OUT of `data` to `port`; `Some` if the guest asked the VM to end.
     pub fn write(&mut self, port: u16, data: &[u8]) -> Option<Stop> {
+        let now = self.now();
         match port {
+            p if crate::pic::owns(p) && data.len() == 1 => self.pic.write(port, data[0]),
+            crate::pit::BASE..=crate::pit::CONTROL | crate::pit::PORT_B if data.len() == 1 => self.pit.write(port, data[0], now),
             COM1..=0x3ff if data.len() == 1 => {
                 // A full FIFO or a console write error only loses output.
                 let _ = self.serial.write((port - COM1) as u8, data[0]);

@@ -3,6 +3,8 @@
 
 mod caps;
 mod devices;
+mod pic;
+mod pit;
 mod vmm;
 
 use std::{ffi::CString, path::PathBuf, process::ExitCode};

@@ -1,13 +1,16 @@
 //! `rvmx run`: one VM with one vCPU, guest memory from rust-vmm's vm-memory, the port devices
 //! of devices.rs, and the exit loop, which ends with how the guest stopped.
 
-use std::{collections::BTreeMap, io::Write};
+use std::{collections::BTreeMap, io::Write, os::fd::AsRawFd, time::Duration};
 
 use kvm_bindings::{kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap};
 
-use crate::devices::{PortBus, Stop};
+use crate::{
+    devices::{PortBus, Stop},
+    pic::Pic,
+};
 
 /// What to run.
 pub struct Config {
@@ -29,7 +32,7 @@ pub struct FlatImage {
 /// How the guest stopped.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// HLT: with no interrupt controller yet, nothing can wake the guest.
+    /// HLT with interrupts off, or with no timer running: nothing can wake the guest.
     Halted,
     /// The guest reset the machine through the i8042 (`reboot`).
     Reset,
@@ -111,7 +114,12 @@ pub fn run<W: Write>(kvm: &Kvm, cfg: &Config, console: W) -> Result<(Outcome, Tr
 
     let mut bus = PortBus::new(console);
     let mut trace = Trace::default();
+    alarm::install()?;
     let outcome = loop {
+        bus.update_irqs();
+        offer_interrupt(&mut vcpu, &mut bus.pic)?;
+        // Leave KVM_RUN (EINTR) when the timer next fires, even if the guest never exits.
+        alarm::at(bus.pit.next_irq0().map(|t| t.saturating_sub(bus.now())));
         let exit = vcpu.run();
         match exit {
             Ok(VcpuExit::IoOut(port, data)) => {
@@ -134,8 +142,16 @@ pub fn run<W: Write>(kvm: &Kvm, cfg: &Config, console: W) -> Result<(Outcome, Tr
             Ok(VcpuExit::MmioWrite(..)) => trace.count("mmio_write"),
             Ok(VcpuExit::Hlt) => {
                 trace.count("hlt");
-                break Outcome::Halted;
+                // Only the timer can wake the guest (when interrupts are on): sleep until it
+                // fires. Otherwise the guest stopped for good.
+                let if_flag = vcpu.get_kvm_run().if_flag != 0;
+                match bus.pit.next_irq0() {
+                    Some(t) if if_flag => std::thread::sleep(Duration::from_nanos(t.saturating_sub(bus.now()))),
+                    _ if if_flag && bus.pic.has_interrupt() => {}
+                    _ => break Outcome::Halted,
+                }
             }
+            Ok(VcpuExit::IrqWindowOpen) => trace.count("irq_window_open"),
             Ok(VcpuExit::Shutdown) => {
                 trace.count("shutdown");
                 break Outcome::Shutdown;
@@ -155,10 +171,63 @@ pub fn run<W: Write>(kvm: &Kvm, cfg: &Config, console: W) -> Result<(Outcome, Tr
             Err(e) => return Err(format!("KVM_RUN: {e}")),
         }
     };
+    alarm::at(None);
     if bus.unclaimed.reads + bus.unclaimed.writes > 0 {
         trace.0.insert("io_unclaimed", bus.unclaimed.reads + bus.unclaimed.writes);
     }
     Ok((outcome, trace))
+}
+
+/// `KVM_INTERRUPT` (kvm-ioctls has no wrapper for it): queues external interrupt `vector`.
+const KVM_INTERRUPT: libc::c_ulong = 0x4004_ae86;
+
+/// Hands the PIC's request to the vCPU the way KVM's ABI asks without an in-kernel irqchip:
+/// injected with `KVM_INTERRUPT` when `kvm_run` says the guest can take one, otherwise an
+/// interrupt window is requested and the next exit comes as soon as it can.
+fn offer_interrupt(vcpu: &mut VcpuFd, pic: &mut Pic) -> Result<(), String> {
+    let run = vcpu.get_kvm_run();
+    let ready = run.ready_for_interrupt_injection != 0 && run.if_flag != 0;
+    run.request_interrupt_window = 0;
+    if !pic.has_interrupt() {
+        return Ok(());
+    }
+    if !ready {
+        vcpu.get_kvm_run().request_interrupt_window = 1;
+        return Ok(());
+    }
+    let Some(vector) = pic.acknowledge() else { return Ok(()) };
+    let irq = vector as u32;
+    // SAFETY: KVM_INTERRUPT reads one u32 from the pointer, which points to `irq`.
+    if unsafe { libc::ioctl(vcpu.as_raw_fd(), KVM_INTERRUPT, &irq) } < 0 {
+        return Err(format!("KVM_INTERRUPT: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// A one-shot SIGALRM that makes `KVM_RUN` return (`EINTR`) when the timer is due.
+mod alarm {
+    extern "C" fn on_alarm(_: libc::c_int) {}
+
+    /// Installs the handler, without SA_RESTART so that KVM_RUN returns.
+    pub fn install() -> Result<(), String> {
+        // SAFETY: a zeroed sigaction with a handler that does nothing is valid.
+        let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+        sa.sa_sigaction = on_alarm as *const () as usize;
+        // SAFETY: installs a handler for SIGALRM; `sa` is initialized.
+        if unsafe { libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut()) } < 0 {
+            return Err(format!("sigaction: {}", std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// Arms the alarm `ns` from now (at least 1 µs), or disarms it.
+    pub fn at(ns: Option<u64>) {
+        let ns = ns.map_or(0, |n| n.max(1000));
+        let value = libc::timeval { tv_sec: (ns / 1_000_000_000) as _, tv_usec: ((ns % 1_000_000_000) / 1000) as _ };
+        let t = libc::itimerval { it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 }, it_value: value };
+        // SAFETY: `t` is a valid itimerval; the old value is not wanted.
+        unsafe { libc::setitimer(libc::ITIMER_REAL, &t, std::ptr::null_mut()) };
+    }
 }
 
 /// Real mode at `entry` (< 1 MiB): CS covers the 64 KiB around it, IP is the rest.
