@@ -48,8 +48,11 @@ build/guests/mb-hello.elf: tests/guests/mb-hello.S tests/guests/mb-hello.ld
 	ld -m elf_i386 --no-warn-rwx-segments -T tests/guests/mb-hello.ld -o $@ build/guests/mb-hello.o
 
 # The main job: boot the Bochs test VM, load rvmx, show it working.
-run:
-	scripts/vm-run --module rvmx --add tests/vm/demo.sh:/root/demo.sh -- sh /root/demo.sh
+run: guests
+	@kdir=$$(scripts/build-kernel) && initrd=$$(scripts/guest-initrd "$$kdir") && \
+	scripts/vm-run --module rvmx --add tests/vm/demo.sh:/root/demo.sh \
+		--add "$$kdir/arch/x86/boot/bzImage:/root/guest-bzImage" --add "$$initrd:/root/guest-initrd.cpio" \
+		-- sh /root/demo.sh
 
 check:
 	tests/run

@@ -43,6 +43,21 @@ check "tool: rvmx run: the userspace PIT and PIC interrupt the guest (KVM_INTERR
 	timer_run timer /dev/rvmx
 check "tool: rvmx run: HLT with interrupts off ends the VM with status 0" \
 	tool_run halt 0 "guest halted" --flat /root/flat-hello.bin --load 0x1000 --entry 0x1300
+# The project's own kernel as a guest of rvmx run: PIT/PIC in userspace, COM1 console, init
+# prints a marker and reboots. The guest's console goes to a file (its log is not this VM's).
+linux_run() { # linux_run LABEL DEVICE
+	rvmx run --device "$2" --kernel /root/guest-bzImage --initrd /root/guest-initrd.cpio --mem 128M \
+		--timeout 300 --trace-exits --cmdline "console=ttyS0 reboot=k panic=-1 tsc_early_khz=100000 nohz=off" \
+		> /tmp/linux-$1.out 2> /tmp/linux-$1.err; status=$?
+	grep -E "^rvmx-guest:|Linux version|Run /init" /tmp/linux-$1.out | cut -c1-100
+	cat /tmp/linux-$1.err
+	[ $status = 0 ] || { echo "exit status $status, wanted 0"; tail -n 5 /tmp/linux-$1.out; return 1; }
+	grep -q "guest reset the machine" /tmp/linux-$1.err &&
+	grep -q "^rvmx-guest: Linux 7.3[^ ]* reached init, 1 CPU(s)" /tmp/linux-$1.out
+}
+check "tool: rvmx run --kernel boots the project's Linux 7.3 to init (marker), its reboot ends the VM with status 0" \
+	linux_run rvmx /dev/rvmx
+
 bad_inputs() {
 	out=$(rvmx run --flat /nonexistent --entry 0 2>&1); r=$?
 	echo "$out"; [ $r = 1 ] && echo "$out" | grep -q "^rvmx: /nonexistent: No such file" || return 1
@@ -197,6 +212,11 @@ check "tool: the same client drives /dev/kvm" sh -c 'rvmx info --device /dev/kvm
 check "tool: rvmx run --device /dev/kvm: the same guest output and status" hello_run hello-kvm /dev/kvm
 check "tool: rvmx run: the same exits on rvmx and KVM" diff /tmp/run-hello-kvm.err /tmp/run-hello.err
 check "tool: rvmx run --device /dev/kvm: the same timer guest" timer_run timer-kvm /dev/kvm
+check "tool: rvmx run --kernel --device /dev/kvm: the same Linux guest reaches init and reboots" linux_run kvm /dev/kvm
+check "tool: rvmx run: the Linux guest's marker line identical on rvmx and KVM" sh -c '
+	grep "^rvmx-guest:" /tmp/linux-kvm.out > /tmp/a; grep "^rvmx-guest:" /tmp/linux-rvmx.out | diff /tmp/a -'
+grep "^\[ *[0-9.]*\] Run /init" /tmp/linux-rvmx.out /tmp/linux-kvm.out | sed 's/^/    guest boot to init (guest clock): /'
+
 check "coexistence: rvmx loads again once kvm_intel is gone" sh -c '
 	rmmod kvm_intel && rmmod kvm && rmmod irqbypass && dmesg -c > /dev/null &&
 	insmod /lib/rvmx/rvmx.ko && dmesg | grep -q "rvmx: VMX ready on 2 CPUs"'

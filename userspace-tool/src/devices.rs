@@ -1,13 +1,13 @@
 //! The devices `rvmx run` emulates in userspace, on the port I/O bus: the 8250 UART at 0x3f8
 //! (rust-vmm's vm-superio, wired to stdout) on IRQ4, the i8042 controller's reset line
-//! (vm-superio), the 8259 pair (pic.rs) and the 8254 timer on IRQ0 (pit.rs), and a
-//! debug-exit port through which a test guest ends the VM with a status.
+//! (vm-superio), the 8259 pair (pic.rs), the 8254 timer on IRQ0 (pit.rs), the CMOS clock
+//! (rtc.rs), and a debug-exit port through which a test guest ends the VM with a status.
 
 use std::{cell::Cell, io::Write, rc::Rc, time::Instant};
 
 use vm_superio::{I8042Device, Serial, Trigger};
 
-use crate::{pic::Pic, pit::Pit};
+use crate::{pic::Pic, pit::Pit, rtc::Rtc};
 
 /// The UART's ISA interrupt line.
 const COM1_IRQ: u8 = 4;
@@ -63,6 +63,7 @@ pub struct PortBus<W: Write> {
     reset: Line,
     pub pic: Pic,
     pub pit: Pit,
+    rtc: Rtc,
     /// The timer's time base.
     start: Instant,
     pub unclaimed: Unclaimed,
@@ -78,6 +79,7 @@ impl<W: Write> PortBus<W> {
             reset,
             pic: Pic::default(),
             pit: Pit::default(),
+            rtc: Rtc::default(),
             start: Instant::now(),
             unclaimed: Unclaimed::default(),
         }
@@ -107,6 +109,10 @@ impl<W: Write> PortBus<W> {
             I8042_DATA | I8042_COMMAND if data.len() == 1 => data[0] = self.i8042.read((port - I8042_DATA) as u8),
             p if crate::pic::owns(p) && data.len() == 1 => data[0] = self.pic.read(port),
             crate::pit::BASE..=crate::pit::CONTROL | crate::pit::PORT_B if data.len() == 1 => data[0] = self.pit.read(port, now),
+            crate::rtc::INDEX | crate::rtc::DATA if data.len() == 1 => {
+                let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                data[0] = self.rtc.read(port, unix);
+            }
             _ => self.unclaimed.reads += 1,
         }
     }
@@ -128,6 +134,7 @@ impl<W: Write> PortBus<W> {
                     return Some(Stop::Reset);
                 }
             }
+            crate::rtc::INDEX | crate::rtc::DATA if data.len() == 1 => self.rtc.write(port, data[0]),
             DEBUG_EXIT => return Some(Stop::DebugExit(data[0])),
             _ => self.unclaimed.writes += 1,
         }

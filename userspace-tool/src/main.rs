@@ -5,6 +5,8 @@ mod caps;
 mod devices;
 mod pic;
 mod pit;
+mod linux;
+mod rtc;
 mod vmm;
 
 use std::{ffi::CString, path::PathBuf, process::ExitCode};
@@ -28,28 +30,40 @@ enum Command {
         #[arg(long, default_value = "/dev/rvmx")]
         device: String,
     },
-    /// Run a guest: a raw image entered in real mode. Its serial port (COM1) is this
-    /// terminal; it ends with HLT, an i8042 reset, a triple fault, or a byte written to port
-    /// 0xf4 (that byte is then the exit status).
+    /// Run a guest: a Linux bzImage, or a raw image entered in real mode. Its serial port
+    /// (COM1) is this terminal; it ends with HLT (interrupts off), an i8042 reset (a guest
+    /// `reboot`), a triple fault, or a byte written to port 0xf4 (then the exit status).
     Run {
         /// The KVM-compatible device to open.
         #[arg(long, default_value = "/dev/rvmx")]
         device: String,
-        /// The raw image.
-        #[arg(long)]
-        flat: PathBuf,
-        /// Where the guest starts (below 1 MiB: real mode), e.g. 0x7c00.
+        /// A Linux bzImage, booted with the 64-bit boot protocol.
+        #[arg(long, required_unless_present = "flat", conflicts_with = "flat")]
+        kernel: Option<PathBuf>,
+        /// An initrd (initramfs) for the kernel.
+        #[arg(long, requires = "kernel")]
+        initrd: Option<PathBuf>,
+        /// The kernel's command line.
+        #[arg(long, requires = "kernel", default_value = "console=ttyS0 reboot=k panic=-1")]
+        cmdline: String,
+        /// A raw image (with --entry).
+        #[arg(long, requires = "entry")]
+        flat: Option<PathBuf>,
+        /// Where a raw image starts (below 1 MiB: real mode), e.g. 0x7c00.
         #[arg(long, value_parser = parse_addr)]
-        entry: u64,
+        entry: Option<u64>,
         /// Where the image is loaded (default: the entry).
         #[arg(long, value_parser = parse_addr)]
         load: Option<u64>,
-        /// Guest memory, e.g. 16M or 1G.
-        #[arg(long, default_value = "16M", value_parser = parse_size)]
+        /// Guest memory, e.g. 256M or 1G.
+        #[arg(long, default_value = "256M", value_parser = parse_size)]
         mem: usize,
         /// Count exits by reason and print the table at the end (on stderr).
         #[arg(long)]
         trace_exits: bool,
+        /// Stop the guest after this many seconds (exit status 14, with where it was).
+        #[arg(long)]
+        timeout: Option<u64>,
     },
 }
 
@@ -136,12 +150,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info { device } => info(&device).map(|()| 0),
-        Command::Run { device, flat, entry, load, mem, trace_exits } => std::fs::read(&flat)
-            .map_err(|e| format!("{}: {e}", flat.display()))
-            .and_then(|bytes| {
-                let flat = vmm::FlatImage { bytes, load: load.unwrap_or(entry), entry };
-                run(&device, vmm::Config { mem_size: mem, flat, trace_exits })
-            }),
+        Command::Run { device, kernel, initrd, cmdline, flat, entry, load, mem, trace_exits, timeout } => {
+            let image = match (kernel, flat) {
+                (Some(kernel), _) => Ok(vmm::Image::Linux { kernel, initrd, cmdline }),
+                (None, Some(flat)) => std::fs::read(&flat).map_err(|e| format!("{}: {e}", flat.display())).map(|bytes| {
+                    let entry = entry.unwrap_or(0);
+                    vmm::Image::Flat(vmm::FlatImage { bytes, load: load.unwrap_or(entry), entry })
+                }),
+                (None, None) => Err("give --kernel or --flat".into()),
+            };
+            let timeout = timeout.map(std::time::Duration::from_secs);
+            image.and_then(|image| run(&device, vmm::Config { mem_size: mem, image, trace_exits, timeout }))
+        }
     };
     match result {
         Ok(status) => ExitCode::from(status),

@@ -16,10 +16,20 @@ use crate::{
 pub struct Config {
     /// Guest RAM at guest-physical 0, in bytes.
     pub mem_size: usize,
-    /// A raw image, loaded at `load` and entered at `entry` in real mode.
-    pub flat: FlatImage,
+    /// What the guest runs.
+    pub image: Image,
     /// Count exits by reason and print the table at the end.
     pub trace_exits: bool,
+    /// Stop the guest after this long.
+    pub timeout: Option<Duration>,
+}
+
+/// What the guest runs.
+pub enum Image {
+    /// A raw image, loaded at `load` and entered at `entry` in real mode.
+    Flat(FlatImage),
+    /// A Linux bzImage, with an optional initrd and its command line.
+    Linux { kernel: std::path::PathBuf, initrd: Option<std::path::PathBuf>, cmdline: String },
 }
 
 /// A raw binary image.
@@ -46,6 +56,8 @@ pub enum Outcome {
     Internal(u32),
     /// An exit `rvmx run` does not handle.
     Unexpected(String),
+    /// `--timeout` expired; where the guest was.
+    TimedOut(String),
 }
 
 impl Outcome {
@@ -59,6 +71,7 @@ impl Outcome {
             Outcome::FailEntry(_) => 11,
             Outcome::Internal(_) => 12,
             Outcome::Unexpected(_) => 13,
+            Outcome::TimedOut(_) => 14,
         }
     }
 
@@ -72,6 +85,7 @@ impl Outcome {
             Outcome::FailEntry(r) => format!("VM entry failed: hardware reason {r:#x}"),
             Outcome::Internal(s) => format!("internal error in the hypervisor: suberror {s}"),
             Outcome::Unexpected(e) => format!("unexpected exit: {e}"),
+            Outcome::TimedOut(at) => format!("timed out; guest at {at}"),
         }
     }
 }
@@ -88,18 +102,21 @@ impl Trace {
 
 /// Runs `cfg` on `kvm`, the guest's serial console on `console`.
 pub fn run<W: Write>(kvm: &Kvm, cfg: &Config, console: W) -> Result<(Outcome, Trace), String> {
-    let flat = &cfg.flat;
-    let end = flat.load.checked_add(flat.bytes.len() as u64).filter(|e| *e <= cfg.mem_size as u64);
-    if end.is_none() {
-        return Err(format!("an image of {} bytes does not fit at {:#x} in {} bytes of guest memory",
-                           flat.bytes.len(), flat.load, cfg.mem_size));
+    if let Image::Flat(flat) = &cfg.image {
+        let end = flat.load.checked_add(flat.bytes.len() as u64).filter(|e| *e <= cfg.mem_size as u64);
+        if end.is_none() {
+            return Err(format!("an image of {} bytes does not fit at {:#x} in {} bytes of guest memory",
+                               flat.bytes.len(), flat.load, cfg.mem_size));
+        }
+        if flat.entry >= 0x10_0000 {
+            return Err(format!("entry {:#x}: a flat image starts in real mode, below 1 MiB", flat.entry));
+        }
     }
-    if flat.entry >= 0x10_0000 {
-        return Err(format!("entry {:#x}: a flat image starts in real mode, below 1 MiB", flat.entry));
+    if matches!(cfg.image, Image::Linux { .. }) && cfg.mem_size < 16 << 20 {
+        return Err("a Linux guest needs at least 16M of memory".into());
     }
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), cfg.mem_size)])
         .map_err(|e| format!("guest memory of {} bytes: {e}", cfg.mem_size))?;
-    mem.write_slice(&flat.bytes, GuestAddress(flat.load)).map_err(|e| format!("loading the image: {e}"))?;
     let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
     let host = mem.get_host_address(GuestAddress(0)).map_err(|e| format!("guest memory: {e}"))?;
     let region = kvm_userspace_memory_region {
@@ -109,8 +126,18 @@ pub fn run<W: Write>(kvm: &Kvm, cfg: &Config, console: W) -> Result<(Outcome, Tr
     unsafe { vm.set_user_memory_region(region) }.map_err(|e| format!("KVM_SET_USER_MEMORY_REGION: {e}"))?;
     let mut vcpu = vm.create_vcpu(0).map_err(|e| format!("KVM_CREATE_VCPU: {e}"))?;
     let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(|e| format!("KVM_GET_SUPPORTED_CPUID: {e}"))?;
-    vcpu.set_cpuid2(&cpuid).map_err(|e| format!("KVM_SET_CPUID2: {e}"))?;
-    enter_real_mode(&vcpu, flat.entry)?;
+    match &cfg.image {
+        Image::Flat(flat) => {
+            mem.write_slice(&flat.bytes, GuestAddress(flat.load)).map_err(|e| format!("loading the image: {e}"))?;
+            vcpu.set_cpuid2(&cpuid).map_err(|e| format!("KVM_SET_CPUID2: {e}"))?;
+            enter_real_mode(&vcpu, flat.entry)?;
+        }
+        Image::Linux { kernel, initrd, cmdline } => {
+            vcpu.set_cpuid2(&crate::linux::cpuid(cpuid)).map_err(|e| format!("KVM_SET_CPUID2: {e}"))?;
+            let boot = crate::linux::Boot { kernel, initrd: initrd.as_deref(), cmdline };
+            crate::linux::boot(&mem, cfg.mem_size as u64, &vcpu, &boot)?;
+        }
+    }
 
     let mut bus = PortBus::new(console);
     let mut trace = Trace::default();
@@ -118,8 +145,14 @@ pub fn run<W: Write>(kvm: &Kvm, cfg: &Config, console: W) -> Result<(Outcome, Tr
     let outcome = loop {
         bus.update_irqs();
         offer_interrupt(&mut vcpu, &mut bus.pic)?;
-        // Leave KVM_RUN (EINTR) when the timer next fires, even if the guest never exits.
-        alarm::at(bus.pit.next_irq0().map(|t| t.saturating_sub(bus.now())));
+        let deadline = cfg.timeout.map(|t| t.as_nanos() as u64);
+        if deadline.is_some_and(|d| bus.now() >= d) {
+            break Outcome::TimedOut(where_is(&vcpu));
+        }
+        // Leave KVM_RUN (EINTR) when the timer next fires or time is up, even if the guest
+        // never exits.
+        let wake = [bus.pit.next_irq0(), deadline].into_iter().flatten().min();
+        alarm::at(wake.map(|t| t.saturating_sub(bus.now())));
         let exit = vcpu.run();
         match exit {
             Ok(VcpuExit::IoOut(port, data)) => {
@@ -176,6 +209,15 @@ pub fn run<W: Write>(kvm: &Kvm, cfg: &Config, console: W) -> Result<(Outcome, Tr
         trace.0.insert("io_unclaimed", bus.unclaimed.reads + bus.unclaimed.writes);
     }
     Ok((outcome, trace))
+}
+
+/// The vCPU's mode and instruction pointer, for a stuck guest's report.
+fn where_is(vcpu: &VcpuFd) -> String {
+    match (vcpu.get_regs(), vcpu.get_sregs()) {
+        (Ok(r), Ok(s)) => format!("rip {:#x} rsp {:#x} rflags {:#x} cs {:#x} cr0 {:#x} cr3 {:#x} cr4 {:#x} efer {:#x}",
+                                  r.rip, r.rsp, r.rflags, s.cs.selector, s.cr0, s.cr3, s.cr4, s.efer),
+        _ => "unknown (registers unreadable)".into(),
+    }
 }
 
 /// `KVM_INTERRUPT` (kvm-ioctls has no wrapper for it): queues external interrupt `vector`.
