@@ -124,9 +124,8 @@ impl<W: Write> PortBus<W> {
             p if crate::pic::owns(p) && data.len() == 1 => self.pic.write(port, data[0]),
             crate::pit::BASE..=crate::pit::CONTROL | crate::pit::PORT_B if data.len() == 1 => self.pit.write(port, data[0], now),
             COM1..=0x3ff if data.len() == 1 => {
-                // A full FIFO or a console write error only loses output.
+                // A console write error only loses output (vm-superio writes and flushes).
                 let _ = self.serial.write((port - COM1) as u8, data[0]);
-                let _ = self.serial.writer_mut().flush();
             }
             I8042_DATA | I8042_COMMAND if data.len() == 1 => {
                 let _ = self.i8042.write((port - I8042_DATA) as u8, data[0]);

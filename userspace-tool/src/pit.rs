@@ -40,7 +40,7 @@ impl Counter {
     }
 
     fn periodic(&self) -> bool {
-        matches!(self.mode & 3, 2 | 3) || self.mode >= 6
+        matches!(self.mode & 3, 2 | 3) // modes 2, 3 and their aliases 6, 7
     }
 
     /// The current count.

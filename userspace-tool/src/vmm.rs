@@ -142,10 +142,10 @@ pub fn run<W: Write>(kvm: &Kvm, cfg: &Config, console: W) -> Result<(Outcome, Tr
     let mut bus = PortBus::new(console);
     let mut trace = Trace::default();
     alarm::install()?;
+    let deadline = cfg.timeout.map(|t| t.as_nanos() as u64);
     let outcome = loop {
         bus.update_irqs();
         offer_interrupt(&mut vcpu, &mut bus.pic)?;
-        let deadline = cfg.timeout.map(|t| t.as_nanos() as u64);
         if deadline.is_some_and(|d| bus.now() >= d) {
             break Outcome::TimedOut(where_is(&vcpu));
         }
