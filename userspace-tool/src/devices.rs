@@ -3,7 +3,14 @@
 //! (vm-superio), the 8259 pair (pic.rs), the 8254 timer on IRQ0 (pit.rs), the CMOS clock
 //! (rtc.rs), and a debug-exit port through which a test guest ends the VM with a status.
 
-use std::{cell::Cell, io::Write, rc::Rc, time::Instant};
+use std::{
+    io::Write,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Instant,
+};
 
 use vm_superio::{I8042Device, Serial, Trigger};
 
@@ -29,22 +36,32 @@ pub enum Stop {
     DebugExit(u8),
 }
 
-/// A line a device raises: remembered until the VMM looks (no interrupt controller yet).
+/// A line a device raises: remembered until the VMM turns it into a request at the PIC.
 #[derive(Clone, Default)]
-pub struct Line(Rc<Cell<bool>>);
+pub struct Line(Arc<AtomicBool>);
 
 impl Line {
     /// Whether the line was raised since the last call.
     pub fn take(&self) -> bool {
-        self.0.replace(false)
+        self.0.swap(false, Ordering::AcqRel)
     }
 }
 
 impl Trigger for Line {
     type E = std::convert::Infallible;
     fn trigger(&self) -> Result<(), Self::E> {
-        self.0.set(true);
+        self.0.store(true, Ordering::Release);
         Ok(())
+    }
+}
+
+/// The VM's time base: nanoseconds since it started.
+#[derive(Clone, Copy)]
+pub struct Clock(Instant);
+
+impl Clock {
+    pub fn now(&self) -> u64 {
+        self.0.elapsed().as_nanos() as u64
     }
 }
 
@@ -64,8 +81,8 @@ pub struct PortBus<W: Write> {
     pub pic: Pic,
     pub pit: Pit,
     rtc: Rtc,
-    /// The timer's time base.
-    start: Instant,
+    /// The timers' time base.
+    pub clock: Clock,
     pub unclaimed: Unclaimed,
 }
 
@@ -80,14 +97,14 @@ impl<W: Write> PortBus<W> {
             pic: Pic::default(),
             pit: Pit::default(),
             rtc: Rtc::default(),
-            start: Instant::now(),
+            clock: Clock(Instant::now()),
             unclaimed: Unclaimed::default(),
         }
     }
 
-    /// Nanoseconds since the VM started: the timer's clock.
+    /// Nanoseconds since the VM started.
     pub fn now(&self) -> u64 {
-        self.start.elapsed().as_nanos() as u64
+        self.clock.now()
     }
 
     /// Turns what the devices signalled into interrupt requests at the PIC.

@@ -5,7 +5,7 @@
 
 use std::fs::File;
 
-use kvm_bindings::{kvm_segment, CpuId};
+use kvm_bindings::kvm_segment;
 use kvm_ioctls::VcpuFd;
 use linux_loader::{
     cmdline::Cmdline,
@@ -29,8 +29,9 @@ const EBDA: u64 = 0x9fc00;
 /// The kernel goes here (the protocol's default for a relocatable bzImage).
 const HIMEM: u64 = 0x10_0000;
 
-/// Parameters `rvmx run` adds to every kernel command line: what its machine lacks.
-pub const IMPLIED: &str = "nolapic";
+/// Parameters `rvmx run` adds to every kernel command line: what its machine lacks (an I/O
+/// APIC: the 8259s reach CPU 0 through its local APIC's LINT0).
+pub const IMPLIED: &str = "noapic";
 
 /// What `boot` needs.
 pub struct Boot<'a> {
@@ -53,8 +54,6 @@ pub fn boot(mem: &GuestMemoryMmap, mem_size: u64, vcpu: &VcpuFd, b: &Boot<'_>) -
 
     let mut cmdline = Cmdline::new(CMDLINE_MAX).map_err(|e| format!("command line: {e}"))?;
     cmdline.insert_str(b.cmdline).map_err(|e| format!("command line: {e}"))?;
-    // The machine has no local APIC: without this, a 64-bit kernel that finds no MP table
-    // or MADT still drives the default APIC page (and waits forever on its ICR).
     cmdline.insert_str(IMPLIED).map_err(|e| format!("command line: {e}"))?;
     load_cmdline(mem, GuestAddress(CMDLINE), &cmdline).map_err(|e| format!("command line: {e}"))?;
     params.hdr.cmd_line_ptr = CMDLINE as u32;
@@ -127,14 +126,4 @@ fn enter_long_mode(vcpu: &VcpuFd, entry: u64) -> Result<(), String> {
     r.rbp = BOOT_STACK;
     r.rflags = 2;
     vcpu.set_regs(&r).map_err(|e| format!("KVM_SET_REGS: {e}"))
-}
-
-/// The guest's CPUID: what the device supports, less the local APIC and x2APIC (the VMM
-/// emulates only the 8259s, so Linux runs in PIC mode with the PIT as its clock event).
-pub fn cpuid(mut supported: CpuId) -> CpuId {
-    for e in supported.as_mut_slice().iter_mut().filter(|e| e.function == 1) {
-        e.edx &= !(1 << 9); // APIC
-        e.ecx &= !(1 << 21); // x2APIC
-    }
-    supported
 }

@@ -3,10 +3,14 @@
 
 mod caps;
 mod devices;
+mod lapic;
+mod machine;
+mod mptable;
 mod pic;
 mod pit;
 mod linux;
 mod rtc;
+mod vcpu;
 mod vmm;
 
 use std::{ffi::CString, path::PathBuf, process::ExitCode};
@@ -55,6 +59,9 @@ enum Command {
         /// Where the image is loaded (default: the entry).
         #[arg(long, value_parser = parse_addr)]
         load: Option<u64>,
+        /// vCPUs: CPU 0 boots, the guest starts the others with INIT and STARTUP IPIs.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=64))]
+        cpus: u8,
         /// Guest memory, e.g. 256M or 1G.
         #[arg(long, default_value = "256M", value_parser = parse_size)]
         mem: usize,
@@ -150,7 +157,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info { device } => info(&device).map(|()| 0),
-        Command::Run { device, kernel, initrd, cmdline, flat, entry, load, mem, trace_exits, timeout } => {
+        Command::Run { device, kernel, initrd, cmdline, flat, entry, load, cpus, mem, trace_exits, timeout } => {
             let image = match (kernel, flat) {
                 (Some(kernel), _) => Ok(vmm::Image::Linux { kernel, initrd, cmdline }),
                 (None, Some(flat)) => std::fs::read(&flat).map_err(|e| format!("{}: {e}", flat.display())).map(|bytes| {
@@ -160,7 +167,7 @@ fn main() -> ExitCode {
                 (None, None) => Err("give --kernel or --flat".into()),
             };
             let timeout = timeout.map(std::time::Duration::from_secs);
-            image.and_then(|image| run(&device, vmm::Config { mem_size: mem, image, trace_exits, timeout }))
+            image.and_then(|image| run(&device, vmm::Config { mem_size: mem, cpus, image, trace_exits, timeout }))
         }
     };
     match result {

@@ -1,0 +1,225 @@
+//! What the vCPU threads of `rvmx run` share: the port devices, one local APIC per CPU, each
+//! CPU's power state (running, halted, waiting for a STARTUP IPI), and how one thread wakes
+//! another: a condition variable when it sleeps in userspace, a signal when it is in KVM_RUN.
+//! The VM ends when one CPU stops it (reset, debug exit, triple fault, error, timeout) or when
+//! no CPU can run again.
+
+use std::{
+    io::Write,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Condvar, Mutex, MutexGuard,
+    },
+    time::Duration,
+};
+
+use crate::{
+    devices::{Clock, PortBus},
+    lapic::{Delivery, Ipi, Lapic},
+    vmm::Outcome,
+};
+
+/// Where a CPU is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Power {
+    /// Runs the guest, or sleeps in HLT until one of its own timers fires.
+    Running,
+    /// In HLT with nothing of its own to wake it (interrupts off, or no timer): only another
+    /// CPU can.
+    Halted,
+    /// An INIT arrived: the CPU resets, then waits for a STARTUP.
+    InitPending,
+    /// After INIT (and at power-on for the application processors).
+    WaitForSipi,
+    /// A STARTUP arrived with this vector: the CPU starts in real mode at `vector << 12`.
+    Started(u8),
+}
+
+impl Power {
+    /// Whether the CPU can run again without another CPU's help.
+    fn inactive(self) -> bool {
+        matches!(self, Power::Halted | Power::WaitForSipi)
+    }
+}
+
+/// The part of a CPU other threads touch, under its lock.
+pub struct CpuState {
+    pub lapic: Lapic,
+    pub power: Power,
+    /// An NMI IPI waits to be injected with `KVM_NMI`.
+    pub nmi: bool,
+    /// Bumped by every wake-up, so a sleeper cannot miss one.
+    kicks: u64,
+    /// The thread running the vCPU while it is in its loop (signalled out of KVM_RUN).
+    thread: Option<libc::pthread_t>,
+}
+
+impl CpuState {
+    /// The wake-up count, to sleep on ([`Machine::sleep`]).
+    pub fn kicks_seen(&self) -> u64 {
+        self.kicks
+    }
+}
+
+/// One CPU.
+pub struct Cpu {
+    state: Mutex<CpuState>,
+    wake: Condvar,
+}
+
+/// The signal that makes a vCPU thread leave KVM_RUN (its handler sets `immediate_exit`).
+pub const KICK_SIGNAL: libc::c_int = libc::SIGUSR1;
+
+/// The whole machine.
+pub struct Machine<W: Write> {
+    pub bus: Mutex<PortBus<W>>,
+    pub cpus: Vec<Cpu>,
+    pub clock: Clock,
+    /// When `--timeout` ends the VM (ns on `clock`).
+    pub deadline: Option<u64>,
+    /// CPUs that cannot run again by themselves ([`Power::inactive`]).
+    inactive: AtomicUsize,
+    stopping: AtomicBool,
+    outcome: Mutex<Option<Outcome>>,
+}
+
+/// Locks `m`, also after a thread panicked with it held (the state stays usable for ending).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<W: Write> Machine<W> {
+    /// A machine with `cpus` CPUs (APIC IDs 0..cpus); CPU 0 runs, the others wait for a STARTUP.
+    pub fn new(bus: PortBus<W>, cpus: u8, deadline: Option<u64>) -> Self {
+        let clock = bus.clock;
+        let cpus: Vec<Cpu> = (0..cpus)
+            .map(|id| Cpu {
+                state: Mutex::new(CpuState {
+                    lapic: Lapic::new(id, id == 0),
+                    power: if id == 0 { Power::Running } else { Power::WaitForSipi },
+                    nmi: false,
+                    kicks: 0,
+                    thread: None,
+                }),
+                wake: Condvar::new(),
+            })
+            .collect();
+        let inactive = AtomicUsize::new(cpus.len() - 1);
+        Machine { bus: Mutex::new(bus), cpus, clock, deadline, inactive, stopping: AtomicBool::new(false), outcome: Mutex::new(None) }
+    }
+
+    /// CPU `i`'s state, locked.
+    pub fn state(&self, i: usize) -> MutexGuard<'_, CpuState> {
+        lock(&self.cpus[i].state)
+    }
+
+    /// The bus, locked.
+    pub fn bus(&self) -> MutexGuard<'_, PortBus<W>> {
+        lock(&self.bus)
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Ends the VM with `outcome` (the first one given wins; `None` for an error the caller
+    /// reports itself) and wakes every CPU so that its thread returns.
+    pub fn stop(&self, outcome: Option<Outcome>) {
+        let mut o = lock(&self.outcome);
+        if o.is_none() && !self.stopping() {
+            *o = outcome;
+        }
+        self.stopping.store(true, Ordering::Release);
+        drop(o);
+        for i in 0..self.cpus.len() {
+            self.kick(i, None);
+        }
+    }
+
+    /// How the VM ended.
+    pub fn outcome(&self) -> Option<Outcome> {
+        lock(&self.outcome).take()
+    }
+
+    /// Moves CPU `i` (its state `st`, locked) to `power`; the VM ends once no CPU can run.
+    pub fn set_power(&self, st: &mut CpuState, power: Power) {
+        match (st.power.inactive(), power.inactive()) {
+            (false, true) => {
+                if self.inactive.fetch_add(1, Ordering::AcqRel) + 1 == self.cpus.len() {
+                    // Deferred: `stop` takes every CPU's lock, and the caller holds one.
+                    self.stopping.store(true, Ordering::Release);
+                    let mut o = lock(&self.outcome);
+                    o.get_or_insert(Outcome::Halted);
+                }
+            }
+            (true, false) => {
+                self.inactive.fetch_sub(1, Ordering::AcqRel);
+            }
+            _ => {}
+        }
+        st.power = power;
+    }
+
+    /// Wakes CPU `i`: out of its sleep (a halted CPU runs again and looks at what changed) and
+    /// out of KVM_RUN, unless `from` is that CPU itself. `st` when the caller holds its lock.
+    fn wake(&self, i: usize, st: &mut CpuState, from: Option<usize>) {
+        st.kicks += 1;
+        if st.power == Power::Halted {
+            self.set_power(st, Power::Running);
+        }
+        self.cpus[i].wake.notify_all();
+        if let (Some(t), true) = (st.thread, from != Some(i)) {
+            // SAFETY: `t` is a live thread: it clears `thread` under this lock before it ends.
+            unsafe { libc::pthread_kill(t, KICK_SIGNAL) };
+        }
+    }
+
+    /// Wakes CPU `i` (see `wake`).
+    pub fn kick(&self, i: usize, from: Option<usize>) {
+        let mut st = self.state(i);
+        self.wake(i, &mut st, from);
+    }
+
+    /// Delivers an IPI that CPU `from` sent to every APIC it names.
+    pub fn send_ipi(&self, from: usize, ipi: Ipi) {
+        for i in 0..self.cpus.len() {
+            let mut st = self.state(i);
+            if !st.lapic.is_target(ipi.dest, i == from) {
+                continue;
+            }
+            match ipi.delivery {
+                Delivery::Fixed(v) => st.lapic.accept(v),
+                Delivery::Nmi => st.nmi = true,
+                Delivery::Init => self.set_power(&mut st, Power::InitPending),
+                Delivery::Startup(v) if st.power == Power::WaitForSipi => self.set_power(&mut st, Power::Started(v)),
+                Delivery::Startup(_) => continue, // ignored unless waiting for one
+            }
+            self.wake(i, &mut st, Some(from));
+        }
+    }
+
+    /// Registers the calling thread as CPU `i`'s (`Some`), or unregisters it before it ends.
+    pub fn set_thread(&self, i: usize, thread: Option<libc::pthread_t>) {
+        self.state(i).thread = thread;
+    }
+
+    /// The wake-up count of CPU `i`, to sleep on.
+    pub fn kicks(&self, i: usize) -> u64 {
+        self.state(i).kicks
+    }
+
+    /// Sleeps until CPU `i` is woken after `seen` kicks, until `until` (ns on the clock), or
+    /// until the VM stops.
+    pub fn sleep(&self, i: usize, seen: u64, until: Option<u64>) {
+        let mut st = self.state(i);
+        while st.kicks == seen && !self.stopping() {
+            let now = self.clock.now();
+            let wait = match until {
+                Some(t) if t <= now => return,
+                Some(t) => Duration::from_nanos(t - now),
+                None => Duration::from_secs(3600),
+            };
+            st = self.cpus[i].wake.wait_timeout(st, wait).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+}

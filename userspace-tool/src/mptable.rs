@@ -1,0 +1,88 @@
+//! The Intel MultiProcessor Specification 1.4 table that tells the guest how many CPUs it has
+//! and where their local APICs are: a floating pointer found by the guest's scan of the last
+//! KiB of conventional memory, then a configuration table with one processor entry per vCPU
+//! and the ISA bus. No I/O APIC is listed: `rvmx run` emulates the 8259s, which reach the
+//! boot CPU through its LINT0 (virtual-wire mode, IMCR absent).
+
+/// Where the tables go: the last KiB below 640 KiB, the first place Linux looks.
+pub const ADDR: u64 = 0x9fc00;
+/// The room they have there.
+pub const ROOM: usize = 0x400;
+
+const FLOATING_LEN: usize = 16;
+const HEADER_LEN: usize = 44;
+const CPU_LEN: usize = 20;
+const BUS_LEN: usize = 8;
+/// Processor entry flags.
+const CPU_ENABLED: u8 = 1;
+const CPU_BOOTPROCESSOR: u8 = 2;
+
+/// The sum-to-zero byte of `bytes`.
+fn checksum(bytes: &[u8]) -> u8 {
+    0u8.wrapping_sub(bytes.iter().fold(0u8, |s, b| s.wrapping_add(*b)))
+}
+
+/// The bytes for guest-physical [`ADDR`], for `cpus` CPUs with APIC IDs 0..cpus, each with
+/// CPUID leaf 1's `signature` (EAX) and `features` (EDX). `None` if they do not fit.
+pub fn build(cpus: u8, signature: u32, features: u32, lapic: u32) -> Option<Vec<u8>> {
+    let table_len = HEADER_LEN + CPU_LEN * cpus as usize + BUS_LEN;
+    if FLOATING_LEN + table_len > ROOM {
+        return None;
+    }
+    let mut t = Vec::with_capacity(table_len);
+    t.extend_from_slice(b"PCMP");
+    t.extend_from_slice(&(table_len as u16).to_le_bytes());
+    t.push(4); // specification revision 1.4
+    t.push(0); // checksum, below
+    t.extend_from_slice(b"RVMX    ");
+    t.extend_from_slice(b"rvmx run    ");
+    t.extend_from_slice(&0u32.to_le_bytes()); // no OEM table
+    t.extend_from_slice(&0u16.to_le_bytes());
+    t.extend_from_slice(&(cpus as u16 + 1).to_le_bytes()); // entries
+    t.extend_from_slice(&lapic.to_le_bytes());
+    t.extend_from_slice(&0u32.to_le_bytes()); // no extended table
+    for id in 0..cpus {
+        t.push(0); // processor
+        t.push(id);
+        t.push(0x14); // local APIC version
+        t.push(CPU_ENABLED | if id == 0 { CPU_BOOTPROCESSOR } else { 0 });
+        t.extend_from_slice(&signature.to_le_bytes());
+        t.extend_from_slice(&features.to_le_bytes());
+        t.extend_from_slice(&[0; 8]);
+    }
+    t.extend_from_slice(&[1, 0]); // bus 0
+    t.extend_from_slice(b"ISA   ");
+    t[7] = checksum(&t);
+
+    let mut f = Vec::with_capacity(FLOATING_LEN + table_len);
+    f.extend_from_slice(b"_MP_");
+    f.extend_from_slice(&((ADDR as usize + FLOATING_LEN) as u32).to_le_bytes());
+    f.push(1); // length in 16-byte units
+    f.push(4);
+    f.push(0); // checksum, below
+    f.extend_from_slice(&[0; 5]); // a configuration table is present; no IMCR
+    f[10] = checksum(&f);
+    f.extend_from_slice(&t);
+    Some(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_sum_to_zero_and_list_every_cpu() {
+        let b = build(2, 0x906ea, 0x178bfbff, 0xfee0_0000).unwrap();
+        let sum = |s: &[u8]| s.iter().fold(0u8, |a, x| a.wrapping_add(*x));
+        assert_eq!((&b[..4], sum(&b[..16]), b[8], b[9]), (&b"_MP_"[..], 0, 1, 4));
+        assert_eq!(u32::from_le_bytes(b[4..8].try_into().unwrap()), 0x9fc10);
+        let t = &b[16..];
+        let len = u16::from_le_bytes([t[4], t[5]]) as usize;
+        assert_eq!((&t[..4], len, sum(&t[..len])), (&b"PCMP"[..], 44 + 2 * 20 + 8, 0));
+        assert_eq!(u32::from_le_bytes(t[36..40].try_into().unwrap()), 0xfee0_0000);
+        assert_eq!((t[44], t[45], t[47]), (0, 0, 3), "CPU 0: enabled, boot processor");
+        assert_eq!((t[64], t[65], t[67]), (0, 1, 1), "CPU 1: enabled");
+        assert_eq!(&t[84..92], b"\x01\x00ISA   ");
+        assert!(build(48, 0, 0, 0).is_none(), "does not fit in the KiB");
+    }
+}
