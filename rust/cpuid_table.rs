@@ -25,12 +25,16 @@ pub const FLAG_SIGNIFICANT_INDEX: u32 = 1;
 pub const MAX_ENTRIES: usize = 256;
 
 /// Leaf 1 ECX bits a guest gets (SDM vol. 2A, table 3-10): SSE3, PCLMULQDQ, SSSE3, CX16,
-/// SSE4.1, SSE4.2, MOVBE, POPCNT, AES, RDRAND, and the hypervisor bit. Not VMX/SMX (no nested
+/// SSE4.1, SSE4.2, MOVBE, POPCNT, AES, RDRAND. Not VMX/SMX (no nested
 /// VMX), not MONITOR (MWAIT is not handled), not x2APIC or TSC-deadline (no in-kernel APIC).
 /// XSAVE and the AVX family follow the XSAVE state rvmx switches ([`LEAF1_ECX_XSAVE`],
 /// [`LEAF1_ECX_AVX`]); OSXSAVE follows the guest's CR4.
 pub const LEAF1_ECX: u32 = 1 << 0 | 1 << 1 | 1 << 9 | 1 << 13 | 1 << 19 | 1 << 20 | 1 << 22
-    | 1 << 23 | 1 << 25 | 1 << 30 | 1 << 31;
+    | 1 << 23 | 1 << 25 | 1 << 30;
+/// Leaf 1 ECX bit 31: the CPU is a virtual machine's. Always given, as KVM does, whatever the
+/// host's own bit says: guests then leave host-only features alone (microcode loading, uncore
+/// and power-management MSRs).
+pub const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
 /// Leaf 1 ECX XSAVE: given when rvmx switches XSAVE state.
 pub const LEAF1_ECX_XSAVE: u32 = 1 << 26;
 /// Leaf 1 ECX AVX, FMA, F16C: given when the AVX state (YMM) is switched.
@@ -105,7 +109,7 @@ pub fn supported(host: impl Fn(u32, u32) -> [u32; 4], ctl: GuestControls, out: &
             // initial APIC id cleared (userspace sets them per vCPU).
             1 => {
                 let ecx = LEAF1_ECX | only(xf != 0, LEAF1_ECX_XSAVE) | only(avx, LEAF1_ECX_AVX);
-                push(1, 0, 0, [h[0], h[1] & 0xffff, h[2] & ecx, h[3] & LEAF1_EDX]);
+                push(1, 0, 0, [h[0], h[1] & 0xffff, h[2] & ecx | LEAF1_ECX_HYPERVISOR, h[3] & LEAF1_EDX]);
             }
             7 => {
                 let ebx = (LEAF7_EBX | only(avx, LEAF7_EBX_AVX) | only(avx512, LEAF7_EBX_AVX512))

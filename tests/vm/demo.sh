@@ -7,6 +7,6 @@ insmod /lib/modules/msr.ko
 rvmx info
 echo "== small guests run through KVM_RUN on /dev/rvmx (real mode, then 64-bit long mode):"
 kvm-run-check /dev/rvmx | grep -E '^(io|long64) '
-echo "== rvmx run --kernel: the test kernel boots as a guest of rvmx (its console follows):"
-rvmx run --kernel /root/guest-bzImage --initrd /root/guest-initrd.cpio --mem 128M --timeout 300 \
+echo "== rvmx run --kernel: the test kernel boots as a 2-CPU guest of rvmx (its console follows):"
+rvmx run --kernel /root/guest-bzImage --initrd /root/guest-initrd.cpio --mem 128M --cpus 2 --timeout 300 \
 	--cmdline "console=ttyS0 reboot=k panic=-1 tsc_early_khz=100000 nohz=off quiet" --trace-exits
