@@ -117,6 +117,12 @@ impl<W: Write> PortBus<W> {
         }
     }
 
+    /// Bytes typed for the guest: queued in the UART's receive FIFO as far as it has room
+    /// (raising its interrupt if the guest enabled it); how many were taken.
+    pub fn serial_input(&mut self, bytes: &[u8]) -> usize {
+        self.serial.enqueue_raw_bytes(bytes).unwrap_or(0)
+    }
+
     /// An IN of `data.len()` bytes from `port`. Unclaimed ports read as all ones (an empty bus).
     pub fn read(&mut self, port: u16, data: &mut [u8]) {
         data.fill(0xff);
@@ -172,6 +178,25 @@ mod tests {
             assert_eq!(bus.write(COM1, &[*b]), None);
         }
         assert_eq!(bus.serial.writer(), b"hi\n");
+    }
+
+    #[test]
+    fn serial_input_reaches_the_guest_and_raises_irq4() {
+        let mut bus = PortBus::new(Vec::new());
+        bus.write(COM1 + 1, &[1]); // IER: received data available
+        assert_eq!(bus.serial_input(b"ok"), 2);
+        bus.update_irqs();
+        assert!(bus.pic.has_interrupt(), "IRQ4 requested");
+        let (mut lsr, mut rbr) = ([0], [0]);
+        for want in b"ok" {
+            bus.read(COM1 + 5, &mut lsr);
+            assert_eq!(lsr[0] & 1, 1, "data ready");
+            bus.read(COM1, &mut rbr);
+            assert_eq!(rbr[0], *want);
+        }
+        bus.read(COM1 + 5, &mut lsr);
+        assert_eq!(lsr[0] & 1, 0);
+        assert_eq!(bus.serial_input(&[0; 100]), 64, "the FIFO holds 64 bytes");
     }
 
     #[test]

@@ -80,6 +80,8 @@ pub struct Machine<W: Write> {
     /// CPUs that cannot run again by themselves ([`Power::inactive`]).
     inactive: AtomicUsize,
     stopping: AtomicBool,
+    /// The user's input is still open (until `console::pump` sees its end): it can wake CPU 0.
+    input_open: AtomicBool,
     outcome: Mutex<Option<Outcome>>,
 }
 
@@ -105,7 +107,8 @@ impl<W: Write> Machine<W> {
             })
             .collect();
         let inactive = AtomicUsize::new(cpus.len() - 1);
-        Machine { bus: Mutex::new(bus), cpus, clock, deadline, inactive, stopping: AtomicBool::new(false), outcome: Mutex::new(None) }
+        Machine { bus: Mutex::new(bus), cpus, clock, deadline, inactive, stopping: AtomicBool::new(false), input_open: AtomicBool::new(true),
+                  outcome: Mutex::new(None) }
     }
 
     /// CPU `i`'s state, locked.
@@ -134,6 +137,17 @@ impl<W: Write> Machine<W> {
         for i in 0..self.cpus.len() {
             self.kick(i, None);
         }
+    }
+
+    /// Whether the user's input can still wake CPU 0.
+    pub fn input_open(&self) -> bool {
+        self.input_open.load(Ordering::Acquire)
+    }
+
+    /// The console says whether input may still come; CPU 0 looks again at what can wake it.
+    pub fn set_input_open(&self, open: bool) {
+        self.input_open.store(open, Ordering::Release);
+        self.kick(0, None);
     }
 
     /// How the VM ended.

@@ -2,6 +2,7 @@
 //! through rust-vmm's `kvm-ioctls`, exactly as any KVM client would.
 
 mod caps;
+mod console;
 mod devices;
 mod lapic;
 mod machine;
@@ -68,6 +69,9 @@ enum Command {
         /// Count exits by reason and print the table at the end (on stderr).
         #[arg(long)]
         trace_exits: bool,
+        /// Write the guest's serial output to this file instead of stdout (input stays stdin).
+        #[arg(long)]
+        console: Option<PathBuf>,
         /// Stop the guest after this many seconds (exit status 14, with where it was).
         #[arg(long)]
         timeout: Option<u64>,
@@ -140,9 +144,13 @@ fn info(device: &str) -> Result<(), String> {
 }
 
 /// `rvmx run`: the guest's status (see [`vmm::Outcome::status`]).
-fn run(device: &str, cfg: vmm::Config) -> Result<u8, String> {
+fn run(device: &str, cfg: vmm::Config, console: Option<&std::path::Path>) -> Result<u8, String> {
     let kvm = open_device(device)?;
-    let (outcome, trace) = vmm::run(&kvm, &cfg, std::io::stdout())?;
+    let out: Box<dyn std::io::Write + Send> = match console {
+        Some(path) => Box::new(std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?),
+        None => Box::new(std::io::stdout()),
+    };
+    let (outcome, trace) = vmm::run(&kvm, &cfg, out)?;
     if cfg.trace_exits {
         eprintln!("rvmx: exits by reason:");
         for (reason, n) in &trace.0 {
@@ -157,7 +165,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info { device } => info(&device).map(|()| 0),
-        Command::Run { device, kernel, initrd, cmdline, flat, entry, load, cpus, mem, trace_exits, timeout } => {
+        Command::Run { device, kernel, initrd, cmdline, flat, entry, load, cpus, mem, trace_exits, console, timeout } => {
             let image = match (kernel, flat) {
                 (Some(kernel), _) => Ok(vmm::Image::Linux { kernel, initrd, cmdline }),
                 (None, Some(flat)) => std::fs::read(&flat).map_err(|e| format!("{}: {e}", flat.display())).map(|bytes| {
@@ -167,7 +175,7 @@ fn main() -> ExitCode {
                 (None, None) => Err("give --kernel or --flat".into()),
             };
             let timeout = timeout.map(std::time::Duration::from_secs);
-            image.and_then(|image| run(&device, vmm::Config { mem_size: mem, cpus, image, trace_exits, timeout }))
+            image.and_then(|image| run(&device, vmm::Config { mem_size: mem, cpus, image, trace_exits, timeout }, console.as_deref()))
         }
     };
     match result {

@@ -192,7 +192,8 @@ fn next_wake<W: Write>(m: &Machine<W>, me: usize) -> Option<u64> {
 }
 
 /// HLT: sleeps until an interrupt can be taken. With interrupts off, or with no timer of its
-/// own running, only another CPU can wake it ([`Power::Halted`]).
+/// own running (nor, for CPU 0, the user's input open), only another CPU can wake it
+/// ([`Power::Halted`]).
 fn halt<W: Write>(m: &Machine<W>, v: &mut Vcpu) {
     let me = v.index;
     let if_flag = v.fd.get_kvm_run().if_flag != 0;
@@ -201,7 +202,8 @@ fn halt<W: Write>(m: &Machine<W>, v: &mut Vcpu) {
         return;
     }
     let wake = next_wake(m, me).filter(|_| if_flag);
-    if wake.is_none() || wake == m.deadline {
+    let input = me == 0 && if_flag && m.input_open();
+    if (wake.is_none() || wake == m.deadline) && !input {
         let mut st = m.state(me);
         if st.kicks_seen() == seen {
             m.set_power(&mut st, Power::Halted);

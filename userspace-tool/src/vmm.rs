@@ -153,6 +153,7 @@ pub fn run<W: Write + Send>(kvm: &Kvm, cfg: &Config, console: W) -> Result<(Outc
         }
     }
     crate::vcpu::kick::install()?;
+    let _terminal = crate::console::Terminal::raw();
     let deadline = cfg.timeout.map(|t| t.as_nanos() as u64);
     let machine = Machine::new(PortBus::new(console), cfg.cpus, deadline);
     let results: Vec<Result<Trace, String>> = std::thread::scope(|s| {
@@ -160,6 +161,7 @@ pub fn run<W: Write + Send>(kvm: &Kvm, cfg: &Config, console: W) -> Result<(Outc
             let m = &machine;
             s.spawn(move || crate::vcpu::run(m, v))
         }).collect();
+        s.spawn(|| crate::console::pump(&machine));
         threads.into_iter().map(|t| t.join().unwrap_or_else(|_| Err("a vCPU thread panicked".into()))).collect()
     });
     let mut trace = Trace::default();
