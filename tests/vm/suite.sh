@@ -43,13 +43,22 @@ check "tool: rvmx run: the userspace PIT and PIC interrupt the guest (KVM_INTERR
 	timer_run timer /dev/rvmx
 check "tool: rvmx run: HLT with interrupts off ends the VM with status 0" \
 	tool_run halt 0 "guest halted" --flat /root/flat-hello.bin --load 0x1000 --entry 0x1300
+echo_run() { # echo_run LABEL DEVICE: stdin reaches the guest's COM1 (IRQ4), output to --console
+	printf 'ping pong\n' | rvmx run --device "$2" --flat /root/flat-hello.bin --load 0x1000 --entry 0x1500 \
+		--console /tmp/echo-$1.out 2> /tmp/echo-$1.err; status=$?
+	cat /tmp/echo-$1.out /tmp/echo-$1.err
+	[ $status = 44 ] || { echo "exit status $status, wanted 44"; return 1; }
+	grep -qx "flat-hello: read from COM1: ping pong" /tmp/echo-$1.out
+}
+check "tool: rvmx run: what stdin gives reaches the guest's COM1 by interrupt; --console takes its output" \
+	echo_run echo /dev/rvmx
 # The project's own kernel as a guest of rvmx run: 8259/PIT and local APICs in userspace, COM1
 # console, an MP table; init prints a marker with the CPU count and reboots. The guest's
 # console goes to a file (its log is not this VM's).
 linux_run() { # linux_run LABEL DEVICE CPUS
 	rvmx run --device "$2" --cpus "$3" --kernel /root/guest-bzImage --initrd /root/guest-initrd.cpio --mem 128M \
 		--timeout 300 --trace-exits --cmdline "console=ttyS0 reboot=k panic=-1 tsc_early_khz=100000 nohz=off" \
-		> /tmp/linux-$1.out 2> /tmp/linux-$1.err; status=$?
+		< /dev/null > /tmp/linux-$1.out 2> /tmp/linux-$1.err; status=$?
 	grep -E "^rvmx-guest:|Linux version|Run /init|smp: Brought up" /tmp/linux-$1.out | cut -c1-100
 	cat /tmp/linux-$1.err
 	[ $status = 0 ] || { echo "exit status $status, wanted 0"; tail -n 5 /tmp/linux-$1.out; return 1; }
@@ -59,12 +68,10 @@ linux_run() { # linux_run LABEL DEVICE CPUS
 	# The guest kernel itself saw nothing wrong with its machine.
 	! grep -E -A3 "Call Trace|WARNING|BUG|unchecked MSR|Stale (ISR|IRR)|spurious" /tmp/linux-$1.out
 }
-boot_time() { # boot_time LABEL: when the guest reached init, on its own clock
-	sed -n "s/^\[ *\([0-9.]*\)\] Run \/init.*/\1 s/p" /tmp/linux-$1.out | head -1
+boot_time() { # boot_time LABEL: the guest's uptime when its init ran
+	sed -n "s/^rvmx-guest: .*, up \([0-9.]*\) s$/\1 s/p" /tmp/linux-$1.out
 }
-check "tool: rvmx run --kernel boots the project's Linux 7.3 to init (marker), its reboot ends the VM with status 0" \
-	linux_run rvmx /dev/rvmx 1
-check "tool: rvmx run --kernel --cpus 2: Linux starts its second CPU (INIT/STARTUP through the userspace local APIC)" \
+check "tool: rvmx run --kernel --cpus 2 boots the project's Linux 7.3 to init (marker), which starts its second CPU (INIT/STARTUP through the userspace local APIC); its reboot ends the VM with status 0" \
 	linux_run rvmx-smp /dev/rvmx 2
 
 bad_inputs() {
@@ -220,9 +227,10 @@ check "tool: the same client drives /dev/kvm" sh -c 'rvmx info --device /dev/kvm
 check "tool: rvmx run --device /dev/kvm: the same guest output and status" hello_run hello-kvm /dev/kvm
 check "tool: rvmx run: the same exits on rvmx and KVM" diff /tmp/run-hello-kvm.err /tmp/run-hello.err
 check "tool: rvmx run --device /dev/kvm: the same timer guest" timer_run timer-kvm /dev/kvm
+check "tool: rvmx run --device /dev/kvm: the same COM1 input guest" echo_run echo-kvm /dev/kvm
 check "tool: rvmx run --device /dev/kvm --kernel --cpus 2: the same Linux guest reaches init with 2 CPUs" \
 	linux_run kvm-smp /dev/kvm 2
-echo "    guest boot to init (guest clock): rvmx 1 CPU $(boot_time rvmx), rvmx 2 CPUs $(boot_time rvmx-smp), KVM 2 CPUs $(boot_time kvm-smp)"
+echo "    Linux guest with 2 CPUs, uptime at init (guest clock): rvmx $(boot_time rvmx-smp), KVM $(boot_time kvm-smp)"
 # QEMU last among KVM's users: after it, kvm_intel in Bochs sometimes stalled the next client.
 check "qemu: the same QEMU and guest on /dev/kvm" qemu_guest kvm
 
