@@ -34,7 +34,7 @@ test-programs:
 	@mkdir -p build/bin && cp $(STATIC_OUT)/kvm-abi-check $(STATIC_OUT)/kvm-vm-check $(STATIC_OUT)/kvm-run-check \
 		$(STATIC_OUT)/kvm-stress-check $(STATIC_OUT)/kvm-mmio-check $(STATIC_OUT)/kvm-cpu-state-check \
 		$(STATIC_OUT)/kvm-irq-check $(STATIC_OUT)/kvm-memory-check \
-		$(STATIC_OUT)/kvm-smp-check build/bin/
+		$(STATIC_OUT)/kvm-smp-check $(STATIC_OUT)/kvm-bench build/bin/
 
 # Guest images for the in-VM tests (QEMU's -kernel).
 guests: build/guests/mb-hello.elf build/guests/flat-hello.bin
@@ -56,6 +56,13 @@ run: guests
 
 check:
 	tests/run
+
+# Exit costs and a Linux boot, rvmx against KVM in the same Bochs VM (pinned to one CPU). Not a test.
+bench: module tool test-programs
+	@kdir=$$(scripts/build-kernel) && initrd=$$(scripts/guest-initrd "$$kdir") && \
+	scripts/vm-run --cpus 2 --module rvmx --timeout 3600 --add tests/vm/bench.sh:/root/bench.sh \
+		--add "$$kdir/arch/x86/boot/bzImage:/root/guest-bzImage" --add "$$initrd:/root/guest-initrd.cpio" \
+		-- sh /root/bench.sh | tr -d '\r' | sed -n 's/^BENCH //p; /^bench: /p'
 
 test-host:
 	cd rust && cargo test --quiet

@@ -69,7 +69,7 @@ linux_run() { # linux_run LABEL DEVICE CPUS
 	! grep -E -A3 "Call Trace|WARNING|BUG|unchecked MSR|Stale (ISR|IRR)|spurious" /tmp/linux-$1.out
 }
 boot_time() { # boot_time LABEL: the guest's uptime when its init ran
-	sed -n "s/^rvmx-guest: .*, up \([0-9.]*\) s$/\1 s/p" /tmp/linux-$1.out
+	tr -d '\r' < /tmp/linux-$1.out | sed -n "s/^rvmx-guest: .*, up \([0-9.]*\) s$/\1 s/p"
 }
 check "tool: rvmx run --kernel --cpus 2 boots the project's Linux 7.3 to init (marker), which starts its second CPU (INIT/STARTUP through the userspace local APIC); its reboot ends the VM with status 0" \
 	linux_run rvmx-smp /dev/rvmx 2

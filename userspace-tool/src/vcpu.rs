@@ -148,7 +148,12 @@ fn power<W: Write>(m: &Machine<W>, v: &mut Vcpu) -> Result<bool, String> {
     let me = v.index;
     let mut st = m.state(me);
     match st.power {
-        Power::Running | Power::Halted => Ok(true),
+        Power::Running => Ok(true),
+        Power::Halted => {
+            // Back from a halt that nothing but time ended: running, so counted as active.
+            m.set_power(&mut st, Power::Running);
+            Ok(true)
+        }
         Power::InitPending => {
             st.lapic = lapic::Lapic::new(st.lapic.id(), me == 0);
             st.nmi = false;
@@ -184,32 +189,53 @@ fn start_at(vcpu: &VcpuFd, vector: u8) -> Result<(), String> {
     vcpu.set_regs(&r).map_err(|e| format!("KVM_SET_REGS: {e}"))
 }
 
-/// When this CPU must next leave the guest by itself: its APIC timer, the PIT for CPU 0 (the
-/// 8259 is wired to it), the timeout.
-fn next_wake<W: Write>(m: &Machine<W>, me: usize) -> Option<u64> {
+/// When one of this CPU's own timers next fires: its APIC timer, and the PIT for CPU 0 (the
+/// 8259 is wired to it).
+fn own_timer<W: Write>(m: &Machine<W>, me: usize) -> Option<u64> {
     let pit = if me == 0 { m.bus().pit.next_irq0() } else { None };
-    [m.state(me).lapic.next_timer(), pit, m.deadline].into_iter().flatten().min()
+    [m.state(me).lapic.next_timer(), pit].into_iter().flatten().min()
 }
 
-/// HLT: sleeps until an interrupt can be taken. With interrupts off, or with no timer of its
-/// own running (nor, for CPU 0, the user's input open), only another CPU can wake it
-/// ([`Power::Halted`]).
+/// When this CPU must next leave the guest by itself: a timer, or the timeout.
+fn next_wake<W: Write>(m: &Machine<W>, me: usize) -> Option<u64> {
+    [own_timer(m, me), m.deadline].into_iter().flatten().min()
+}
+
+/// HLT: sleeps until the CPU has something to do: an interrupt it can take, an NMI, INIT or
+/// STARTUP, or the timeout. With interrupts off, or with no timer of its own running (nor,
+/// for CPU 0, the user's input open), only another CPU can wake it ([`Power::Halted`]).
 fn halt<W: Write>(m: &Machine<W>, v: &mut Vcpu) {
     let me = v.index;
     let if_flag = v.fd.get_kvm_run().if_flag != 0;
-    let seen = m.kicks(me);
-    if if_flag && interrupt_pending(m, me) {
-        return;
-    }
-    let wake = next_wake(m, me).filter(|_| if_flag);
-    let input = me == 0 && if_flag && m.input_open();
-    if (wake.is_none() || wake == m.deadline) && !input {
-        let mut st = m.state(me);
-        if st.kicks_seen() == seen {
-            m.set_power(&mut st, Power::Halted);
+    loop {
+        let seen = m.kicks(me);
+        let now = m.clock.now();
+        if m.stopping() || m.deadline.is_some_and(|d| now >= d) {
+            return;
         }
+        {
+            let st = m.state(me);
+            if st.nmi || matches!(st.power, Power::InitPending | Power::Started(_)) {
+                return;
+            }
+        }
+        if if_flag && interrupt_pending(m, me) {
+            return;
+        }
+        let wake = own_timer(m, me).filter(|_| if_flag);
+        if wake.is_some_and(|t| now >= t) {
+            return;
+        }
+        let input = me == 0 && if_flag && m.input_open();
+        if wake.is_none() && !input {
+            let mut st = m.state(me);
+            if st.kicks_seen() == seen {
+                m.set_power(&mut st, Power::Halted);
+            }
+        }
+        // Whoever wakes a halted CPU makes it Running; the loop decides again.
+        m.sleep(me, seen, wake.or(m.deadline));
     }
-    m.sleep(me, seen, wake.or(m.deadline));
 }
 
 /// Turns due timers into requests; whether CPU `me` has an interrupt to take.

@@ -46,6 +46,19 @@ fn vm_with(kvm: &Kvm, code: &[u8], vcpus: u64) -> (VmFd, Vec<VcpuFd>, *mut u8) {
     (vm, cpus, mem)
 }
 
+/// Runs the calling thread on CPU `cpu` only, or on every CPU (`None`).
+fn pin_to(cpu: Option<usize>) {
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET adds CPUs within its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        match cpu {
+            Some(c) => libc::CPU_SET(c, &mut set),
+            None => (0..libc::CPU_SETSIZE as usize).for_each(|c| libc::CPU_SET(c, &mut set)),
+        }
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
 fn unmap(mem: *mut u8) {
     // SAFETY: `mem` is a MEM-byte mapping made by `vm_with`, no longer used.
     unsafe { libc::munmap(mem.cast(), MEM) };
@@ -136,9 +149,15 @@ fn main() -> ExitCode {
     pins("vm_fd_closed_first");
 
     // A process killed in the middle of KVM_RUN (guest spinning) leaves nothing behind.
+    // The parent sleeps on CPU 0, the child spins on the last CPU: under Bochs a CPU that
+    // spins in a KVM guest may not take its timer interrupt, and the parent's wake-up timer
+    // must not be queued there.
+    let ncpu = thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    pin_to(Some(0));
     // SAFETY: the child only runs the guest; the parent kills and reaps it.
     match unsafe { libc::fork() } {
         0 => {
+            pin_to(Some(ncpu - 1));
             let kvm = Kvm::new_with_path(&CString::new(dev.as_str()).unwrap()).unwrap();
             let (_vm, mut cpus, _mem) = vm_with(&kvm, &[0x89, 0x1e, 0x00, 0x20, 0xeb, 0xfe], 1);
             let _ = cpus[0].run();
@@ -153,6 +172,7 @@ fn main() -> ExitCode {
                 libc::kill(pid, libc::SIGKILL);
                 libc::waitpid(pid, &mut status, 0);
             }
+            pin_to(None);
             println!("killed_mid_run {}", libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL);
             pins("kill");
         }
@@ -171,12 +191,7 @@ fn main() -> ExitCode {
                 let mut exits = 0;
                 for turn in 0.. {
                     // Move to the next CPU before every run: the vCPU migrates constantly.
-                    // SAFETY: a zeroed cpu_set_t with one CPU set, for this thread.
-                    unsafe {
-                        let mut set: libc::cpu_set_t = std::mem::zeroed();
-                        libc::CPU_SET(turn % ncpu, &mut set);
-                        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
-                    }
+                    pin_to(Some(turn % ncpu));
                     match v.run() {
                         Ok(VcpuExit::IoOut(..)) => exits += 1,
                         Ok(VcpuExit::Hlt) => {

@@ -1,0 +1,181 @@
+//! Exit costs on a KVM-compatible device, measured by the guest: each guest reads the TSC,
+//! repeats one operation N times, reads the TSC again and halts; the program prints the TSC
+//! ticks per operation. The same binary runs on `/dev/rvmx` and `/dev/kvm` (`make bench`,
+//! tests/vm/bench.sh). Not a pass/fail test: in Bochs the TSC counts emulated instructions.
+//!
+//! Usage: kvm-bench DEVICE
+//! Prints `name ticks-per-operation` lines.
+
+use std::{arch::x86_64::_rdtsc, ffi::CString, process::ExitCode};
+
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::{Kvm, VcpuExit};
+use rvmx_test_programs::{code, flat, guest, Guest};
+
+// 32-bit protected-mode guests (flat segments), each entered with ESI = N. The TSC before
+// the loop goes to 0x500, after it to 0x508.
+std::arch::global_asm!(
+    ".pushsection .rodata",
+    ".code32",
+    ".macro start_clock",
+    "rdtsc",
+    "mov [0x500], eax",
+    "mov [0x504], edx",
+    ".endm",
+    ".macro stop_clock",
+    "rdtsc",
+    "mov [0x508], eax",
+    "mov [0x50c], edx",
+    "hlt",
+    ".endm",
+    // CPUID leaf 0: handled in the kernel.
+    "bench_cpuid: start_clock",
+    "2: xor eax, eax",
+    "cpuid",
+    "dec esi",
+    "jnz 2b",
+    "stop_clock",
+    "bench_cpuid_end:",
+    // VMCALL with an unknown hypercall number: handled in the kernel (-ENOSYS in EAX).
+    "bench_vmcall: start_clock",
+    "2: mov eax, 0xffff",
+    "vmcall",
+    "dec esi",
+    "jnz 2b",
+    "stop_clock",
+    "bench_vmcall_end:",
+    // OUT to a port nobody claims in the kernel: a KVM_EXIT_IO round trip through userspace.
+    "bench_pio: start_clock",
+    "2: out 0x80, al",
+    "dec esi",
+    "jnz 2b",
+    "stop_clock",
+    "bench_pio_end:",
+    // A write outside every slot: a KVM_EXIT_MMIO round trip (decoded in the kernel).
+    "bench_mmio: start_clock",
+    "2: mov dword ptr [0xd0000], eax",
+    "dec esi",
+    "jnz 2b",
+    "stop_clock",
+    "bench_mmio_end:",
+    // The first write to each 4 KiB page of a slot never touched: an EPT fault-in per page.
+    "bench_touch: start_clock",
+    "mov ebx, 0x1000000",
+    "2: mov [ebx], eax",
+    "add ebx, 4096",
+    "dec esi",
+    "jnz 2b",
+    "stop_clock",
+    "bench_touch_end:",
+    ".code64",
+    ".popsection",
+);
+
+extern "C" {
+    static bench_cpuid: u8;
+    static bench_cpuid_end: u8;
+    static bench_vmcall: u8;
+    static bench_vmcall_end: u8;
+    static bench_pio: u8;
+    static bench_pio_end: u8;
+    static bench_mmio: u8;
+    static bench_mmio_end: u8;
+    static bench_touch: u8;
+    static bench_touch_end: u8;
+}
+
+/// Where the untouched pages of `touch` are, and how many.
+const TOUCH_BASE: u64 = 0x100_0000;
+const TOUCH_PAGES: u64 = 2048;
+
+/// A guest running `code` in 32-bit protected mode with ESI = `n`.
+fn protected_guest(kvm: &Kvm, code: &[u8], n: u64) -> Guest {
+    let g = guest(kvm, code);
+    let mut s = g.vcpu.get_sregs().unwrap();
+    s.cs = flat(11, 8);
+    (s.ds, s.es, s.ss) = (flat(3, 16), flat(3, 16), flat(3, 16));
+    s.cr0 |= 1;
+    g.vcpu.set_sregs(&s).unwrap();
+    let mut r = g.vcpu.get_regs().unwrap();
+    r.rsi = n;
+    g.vcpu.set_regs(&r).unwrap();
+    g
+}
+
+/// Runs `g` to its HLT, answering its port and MMIO exits at once; the TSC ticks per
+/// operation, or what went wrong.
+fn measure(mut g: Guest, n: u64) -> Result<u64, String> {
+    loop {
+        match g.vcpu.run() {
+            Ok(VcpuExit::Hlt) => break,
+            Ok(VcpuExit::IoOut(..) | VcpuExit::MmioWrite(..)) => {}
+            Ok(other) => return Err(format!("unexpected exit {other:?}")),
+            Err(e) => return Err(format!("KVM_RUN: {e}")),
+        }
+    }
+    // SAFETY: 0x500..0x510 is inside the guest's 64 KiB mapping.
+    let (t0, t1) = unsafe { (g.mem.add(0x500).cast::<u64>().read(), g.mem.add(0x508).cast::<u64>().read()) };
+    Ok(t1.wrapping_sub(t0) / n)
+}
+
+/// Ticks (of this process's TSC) per create VM + slot + vCPU, then close.
+fn create_destroy(kvm: &Kvm, n: u64) -> u64 {
+    // SAFETY: reading the TSC has no preconditions.
+    let t0 = unsafe { _rdtsc() };
+    for _ in 0..n {
+        drop(guest(kvm, &[0xf4]));
+    }
+    // SAFETY: as above.
+    (unsafe { _rdtsc() } - t0) / n
+}
+
+fn main() -> ExitCode {
+    let Some(dev) = std::env::args().nth(1) else {
+        eprintln!("usage: kvm-bench DEVICE");
+        return ExitCode::from(2);
+    };
+    let kvm = match Kvm::new_with_path(&CString::new(dev.as_str()).unwrap()) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("kvm-bench: {dev}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // SAFETY: each pair of symbols delimits one guest assembled above.
+    let guests = unsafe {
+        [
+            ("cpuid", code(&bench_cpuid, &bench_cpuid_end), 2000),
+            ("vmcall", code(&bench_vmcall, &bench_vmcall_end), 2000),
+            ("pio_out_userspace", code(&bench_pio, &bench_pio_end), 2000),
+            ("mmio_write_userspace", code(&bench_mmio, &bench_mmio_end), 2000),
+            ("ept_first_touch_4k", code(&bench_touch, &bench_touch_end), TOUCH_PAGES),
+        ]
+    };
+    let mut ok = true;
+    for (name, code, n) in guests {
+        let g = protected_guest(&kvm, code, n);
+        if name == "ept_first_touch_4k" {
+            let len = (TOUCH_PAGES * 4096) as usize;
+            // SAFETY: a fresh anonymous mapping, never touched by this process; it lives
+            // until the process exits.
+            let mem = unsafe {
+                libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE,
+                           libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+            };
+            let region = kvm_userspace_memory_region {
+                slot: 1, flags: 0, guest_phys_addr: TOUCH_BASE, memory_size: len as u64, userspace_addr: mem as u64,
+            };
+            // SAFETY: the region is the mapping above.
+            unsafe { g.vm.set_user_memory_region(region) }.expect("slot 1");
+        }
+        match measure(g, n) {
+            Ok(ticks) => println!("{name} {ticks}"),
+            Err(e) => {
+                println!("{name} failed: {e}");
+                ok = false;
+            }
+        }
+    }
+    println!("vm_vcpu_create_destroy {}", create_destroy(&kvm, 20));
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}

@@ -1,0 +1,27 @@
+# `make bench` inside the Bochs test VM (on one CPU): the same client and the same Linux guest on
+# /dev/rvmx, then, with rvmx unloaded, on /dev/kvm; one table with the ratios. Not pass/fail.
+insmod /lib/modules/msr.ko 2> /dev/null
+linux_boot() { # linux_boot DEVICE: the guest's uptime (s) when its init ran
+	rvmx run --device "$1" --kernel /root/guest-bzImage --initrd /root/guest-initrd.cpio --mem 128M \
+		--timeout 600 --cmdline "console=ttyS0 reboot=k panic=-1 tsc_early_khz=100000 nohz=off quiet" \
+		< /dev/null 2> /dev/null | tr -d '\r' | sed -n 's/^rvmx-guest: .*, up \([0-9.]*\) s$/linux_boot_to_init_guest_ms \1/p' |
+		awk '{ printf "%s %d\n", $1, $2 * 1000 }'
+}
+bench() { # bench DEVICE > results
+	kvm-bench "$1"
+	linux_boot "$1"
+}
+# Everything on CPU 0 (the test VM has two: Linux 7.3 warns about Bochs' one-CPU topology).
+taskset -p 1 $$ > /dev/null
+echo "bench: rvmx"
+bench /dev/rvmx > /tmp/bench-rvmx
+rmmod rvmx && kvm-load || { echo "bench: could not switch to kvm_intel"; exit 1; }
+echo "bench: kvm"
+bench /dev/kvm > /tmp/bench-kvm
+echo
+echo "BENCH test VM: Linux $(uname -r) in Bochs, run on CPU 0; TSC ticks per operation, measured by the guest"
+echo "BENCH (in Bochs the TSC counts emulated instructions: lower is fewer instructions)"
+printf 'BENCH %-28s %12s %12s %8s\n' operation rvmx KVM rvmx/KVM
+awk 'NR == FNR { kvm[$1] = $2; next }
+     { r = ($2 ~ /^[0-9]+$/ && kvm[$1] > 0) ? sprintf("%.2f", $2 / kvm[$1]) : "-"
+       printf "BENCH %-28s %12s %12s %8s\n", $1, $2, kvm[$1], r }' /tmp/bench-kvm /tmp/bench-rvmx
