@@ -57,12 +57,14 @@ run: guests
 check:
 	tests/run
 
-# Exit costs and a Linux boot, rvmx against KVM in the same Bochs VM (pinned to one CPU). Not a test.
+# Exit costs and a Linux boot, rvmx against KVM in the same Bochs VM (pinned to one CPU). Not a
+# test. Progress lines carry the host's wall-clock time.
 bench: module tool test-programs
 	@kdir=$$(scripts/build-kernel) && initrd=$$(scripts/guest-initrd "$$kdir") && \
 	scripts/vm-run --cpus 2 --module rvmx --timeout 3600 --add tests/vm/bench.sh:/root/bench.sh \
 		--add "$$kdir/arch/x86/boot/bzImage:/root/guest-bzImage" --add "$$initrd:/root/guest-initrd.cpio" \
-		-- sh /root/bench.sh | tr -d '\r' | sed -n 's/^BENCH //p; /^bench: /p'
+		-- sh /root/bench.sh | sed -u 's/\r$$//' | while IFS= read -r l; do case "$$l" in \
+		"bench: "*) echo "$$(date +%T) $$l" ;; "BENCH "*) echo "$${l#BENCH }" ;; esac; done
 
 test-host:
 	cd rust && cargo test --quiet

@@ -7,16 +7,17 @@ linux_boot() { # linux_boot DEVICE: the guest's uptime (s) when its init ran
 		< /dev/null 2> /dev/null | tr -d '\r' | sed -n 's/^rvmx-guest: .*, up \([0-9.]*\) s$/linux_boot_to_init_guest_ms \1/p' |
 		awk '{ printf "%s %d\n", $1, $2 * 1000 }'
 }
-bench() { # bench DEVICE > results
+bench() { # bench DEVICE > results (progress on the console, which the host timestamps)
+	echo "bench: exits on $1" > /dev/console
 	kvm-bench "$1"
+	echo "bench: Linux boot on $1" > /dev/console
 	linux_boot "$1"
+	echo "bench: done on $1" > /dev/console
 }
 # Everything on CPU 0 (the test VM has two: Linux 7.3 warns about Bochs' one-CPU topology).
 taskset -p 1 $$ > /dev/null
-echo "bench: rvmx"
 bench /dev/rvmx > /tmp/bench-rvmx
 rmmod rvmx && kvm-load || { echo "bench: could not switch to kvm_intel"; exit 1; }
-echo "bench: kvm"
 bench /dev/kvm > /tmp/bench-kvm
 echo
 echo "BENCH test VM: Linux $(uname -r) in Bochs, run on CPU 0; TSC ticks per operation, measured by the guest"
