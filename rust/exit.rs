@@ -161,9 +161,8 @@ impl Exit<'_, '_> {
         Next::ToUser
     }
 
-    /// Dispatches one VM exit.
-    pub(crate) fn handle(&mut self) -> Next {
-        let full = self.cur.read(EXIT_REASON);
+    /// Dispatches one VM exit; `full` is its EXIT_REASON field.
+    pub(crate) fn handle(&mut self, full: u32) -> Next {
         if full & vmx_exit::ENTRY_FAILURE != 0 {
             crate::guest_state::dump_failed_entry(self.cur, full as u64);
             self.run.fail_entry(full as u64, self.cpu);

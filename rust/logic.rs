@@ -19,3 +19,4 @@ pub mod guest_paging;
 pub mod xstate;
 pub mod events;
 pub mod guest_debug;
+pub mod stats_format;

@@ -38,6 +38,8 @@ extern "C" {
 pub(crate) struct KvmRun {
     run: *mut u8,
     pio: *mut u8,
+    /// The exit reason this `KVM_RUN` reported, if any (for the statistics).
+    reason: core::cell::Cell<Option<u32>>,
 }
 
 /// Offsets in `struct kvm_run` (`<linux/kvm.h>`).
@@ -55,7 +57,11 @@ mod off {
 
 impl KvmRun {
     pub(crate) fn new(run: &Page, pio: &Page) -> Self {
-        Self { run: phys_to_virt(page_phys(run)).cast(), pio: phys_to_virt(page_phys(pio)).cast() }
+        Self {
+            run: phys_to_virt(page_phys(run)).cast(),
+            pio: phys_to_virt(page_phys(pio)).cast(),
+            reason: core::cell::Cell::new(None),
+        }
     }
 
     fn put<T: Copy>(&self, offset: usize, value: T) {
@@ -88,6 +94,7 @@ impl KvmRun {
     }
 
     pub(crate) fn set_exit_reason(&self, reason: u32) {
+        self.reason.set(Some(reason));
         self.put(off::EXIT_REASON, reason);
     }
 
@@ -266,6 +273,8 @@ pub(crate) struct Target<'a> {
     pub(crate) eptp: u64,
     pub(crate) vpid: u16,
     pub(crate) running: &'a core::sync::atomic::AtomicI32,
+    /// Its counters.
+    pub(crate) stats: &'a crate::stats::VcpuStats,
 }
 
 /// Longest time a window may keep interrupts off while the guest runs: 1 ms. Interrupts end
@@ -287,6 +296,7 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
     let _fpu = KernelFpu::begin();
     let features = *t.vmx.fpu();
     let result = t.vmx.with_vmx_operation(|op| -> Result<Next> {
+        t.stats.window();
         let cpu = kernel::cpu::CpuId::current().as_u32();
         let host = HostState::save()?;
         // A debugger's hardware breakpoints replace the guest's for the window.
@@ -321,10 +331,13 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
         // SAFETY: interrupts off inside `_fpu`; `save` below runs before the window ends.
         let host_xcr0 = unsafe { st.fpu.load(&features) };
         let mut resume = false;
+        // The CPUID table cannot change inside the window: looked up once, not per exit.
+        let efer_ok = st.efer_ok();
         let next = loop {
             windows.arm(&cur, &mut st.events, want_window, dbg.blocks_irqs());
             // SAFETY: interrupts are off; CR2 holds the guest's value until the entry.
             unsafe { x86::write_cr2(st.sregs.cr2) };
+            let entered = x86::rdtsc();
             // SAFETY: interrupts off, the VMCS is current and complete, `resume` is true only
             // after a successful launch in this window.
             if !unsafe { entry::enter(&mut st.gprs, resume) } {
@@ -334,6 +347,8 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
                 break Next::ToUser;
             }
             resume = true;
+            let full_reason = cur.read(EXIT_REASON);
+            t.stats.exit(full_reason as u16, x86::rdtsc().wrapping_sub(entered));
             st.sregs.cr2 = x86::read_cr2();
             let vectoring = cur.read(IDT_VECTORING_INFO);
             if vectoring & events::info::VALID != 0 {
@@ -343,7 +358,6 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
                     cur.write(GUEST_INTERRUPTIBILITY, cur.read(GUEST_INTERRUPTIBILITY) & !events::block::NMI);
                 }
             }
-            let efer_ok = st.efer_ok();
             let mut exit = Exit {
                 cur: &cur,
                 gprs: &mut st.gprs,
@@ -368,7 +382,7 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
                 debugger: &dbg,
                 skipped: false,
             };
-            match exit.handle() {
+            match exit.handle(full_reason) {
                 // Single-stepping: an instruction rvmx emulated completed, that is a step.
                 Next::Reenter if exit.skipped && dbg.single_step() => {
                     run.debug(1, linear_rip(&cur), DR6_ACTIVE_LOW | DR6_BS, cur.read(GUEST_DR7));
@@ -464,8 +478,12 @@ fn stepped(st: &RunState, run: &KvmRun) -> bool {
 
 /// `KVM_RUN` of a vCPU of `vm`; `kvm_run`'s interrupt fields are filled whatever the outcome.
 pub(crate) fn run(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<isize> {
+    t.stats.run();
     let r = run_loop(t, st, run, vm);
     run.post_run(st);
+    if let Some(reason) = run.reason.get() {
+        t.stats.user_exit(reason);
+    }
     r
 }
 
@@ -500,7 +518,9 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
             Next::ToUser => return Ok(0),
             Next::Host | Next::Reenter => {}
             Next::EptFault { gpa, qualification } => {
-                if !vm.fault_in(gpa, qualification)? {
+                if vm.fault_in(gpa, qualification)? {
+                    t.stats.ept_fault();
+                } else {
                     // No RAM behind it (or a write to a read-only slot): MMIO.
                     let rip = st.regs.rip;
                     let outcome = emulate::mmio(vm, &mut st.regs, &st.sregs, run, gpa, qualification);

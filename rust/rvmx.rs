@@ -35,6 +35,7 @@
 //!   host's FPU state inside a window.
 //! - [`debugregs`]: the guest's debug registers and the host's put back after a window.
 //! - [`guest_debug`]: `KVM_SET_GUEST_DEBUG`, a userspace debugger's view of the guest (pure).
+//! - [`stats_format`], [`stats`]: per-vCPU counters and their text (pure), in debugfs.
 
 use kernel::{
     miscdevice::{MiscDeviceOptions, MiscDeviceRegistration},
@@ -79,6 +80,9 @@ pub mod msr_rules;
 #[allow(dead_code)]
 pub mod memslot_rules;
 mod run;
+mod stats;
+#[allow(dead_code)]
+pub mod stats_format;
 mod system;
 mod vcpu;
 #[allow(dead_code)]
@@ -110,6 +114,8 @@ struct RvmxModule {
     #[pin]
     _dev: MiscDeviceRegistration<system::SystemFd>,
     _vmx: vmx::VmxRegistration,
+    /// debugfs' `rvmx` directory, gone after every VM's.
+    _stats: stats::StatsRoot,
 }
 
 impl kernel::InPlaceModule for RvmxModule {
@@ -117,6 +123,7 @@ impl kernel::InPlaceModule for RvmxModule {
         try_pin_init!(Self {
             // VMX is checked before /dev/rvmx appears.
             _vmx: vmx::VmxRegistration::new()?,
+            _stats: stats::StatsRoot::new()?,
             _dev <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c"rvmx" }),
         })
     }

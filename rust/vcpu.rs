@@ -100,6 +100,8 @@ pub(crate) struct Vcpu {
     vm: Arc<Vm>,
     id: u32,
     vpid: u16,
+    /// Its counters (also in the VM's debugfs directory).
+    stats: Arc<crate::stats::VcpuStats>,
     /// The vCPU mmap area: `kvm_run`, the PIO data page, the (unused) coalesced-MMIO page.
     pages: [Page; kvm_abi::VCPU_MMAP_PAGES],
     #[pin]
@@ -107,7 +109,7 @@ pub(crate) struct Vcpu {
 }
 
 impl Vcpu {
-    pub(crate) fn new(vm: Arc<Vm>, id: u32) -> Result<Arc<Self>> {
+    pub(crate) fn new(vm: Arc<Vm>, id: u32, stats: Arc<crate::stats::VcpuStats>) -> Result<Arc<Self>> {
         let page = || Page::alloc_page(GFP_KERNEL | __GFP_ZERO);
         let pages = [page()?, page()?, page()?];
         let sregs = vcpu_state::reset_sregs(id);
@@ -120,6 +122,7 @@ impl Vcpu {
                 vm,
                 id,
                 vpid,
+                stats,
                 pages,
                 state <- new_mutex!(RunState {
                     regs: vcpu_state::reset_regs(),
@@ -376,7 +379,13 @@ impl Vcpu {
     /// `KVM_RUN`.
     fn run(&self) -> Result<isize> {
         let vmx = Vmx::get().ok_or(ENODEV)?;
-        let target = Target { vmx, eptp: self.vm.eptp(), vpid: self.vpid, running: self.vm.running(self.id) };
+        let target = Target {
+            vmx,
+            eptp: self.vm.eptp(),
+            vpid: self.vpid,
+            running: self.vm.running(self.id),
+            stats: &self.stats,
+        };
         let kvm_run = KvmRun::new(&self.pages[0], &self.pages[1]);
         let mut st = self.state.lock();
         let Some(mut mask) = st.sigmask else {

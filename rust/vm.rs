@@ -36,6 +36,8 @@ pub(crate) struct Vm {
     eptp: u64,
     /// The host CPU each vCPU (by id) is in a VMX window on, or -1.
     running: [AtomicI32; MAX_VCPU_ID as usize],
+    /// Statistics in debugfs.
+    stats: crate::stats::VmStats,
     #[pin]
     inner: Mutex<VmInner>,
 }
@@ -99,11 +101,13 @@ impl Vm {
         }
         let ept = Ept::new()?;
         let eptp = ept.eptp();
+        let stats = crate::stats::VmStats::new(current!().tgid())?;
         let vm = Arc::pin_init(
             pin_init!(Vm {
                 mm: current_mm(),
                 eptp,
                 running: [const { AtomicI32::new(-1) }; MAX_VCPU_ID as usize],
+                stats,
                 inner <- new_mutex!(VmInner {
                     slots: KVec::new(),
                     vcpu_ids: KVec::new(),
@@ -312,7 +316,7 @@ impl Vm {
             }
             inner.vcpu_ids.push(id, GFP_KERNEL)?;
         }
-        let vcpu = Vcpu::new(this.into(), id).and_then(|v| Ok(fd::install(v)? as isize));
+        let vcpu = this.stats.add_vcpu(id).and_then(|stats| Vcpu::new(this.into(), id, stats)).and_then(|v| Ok(fd::install(v)? as isize));
         if vcpu.is_err() {
             this.inner.lock().vcpu_ids.retain(|v| *v != id);
         }

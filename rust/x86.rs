@@ -159,3 +159,11 @@ pub(crate) unsafe fn write_cr2(value: u64) {
     // SAFETY: CR2 is a plain register; the caller owns its value until the VM entry.
     unsafe { asm!("mov cr2, {}", in(reg) value, options(nomem, nostack, preserves_flags)) };
 }
+
+/// Reads the TSC (not serialising: for statistics, where a few cycles of skew do not matter).
+pub(crate) fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: RDTSC only reads the time-stamp counter (CR4.TSD does not restrict ring 0).
+    unsafe { asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    (hi as u64) << 32 | lo as u64
+}

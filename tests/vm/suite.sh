@@ -30,6 +30,59 @@ hello_run() { # hello_run LABEL DEVICE
 }
 check "tool: rvmx run --flat shows the guest's COM1 output, ends with its debug-exit status (42), counts exits" \
 	hello_run hello /dev/rvmx
+# The module's own counters (debugfs) against what the tool saw come back from KVM_RUN.
+stat_row() { # stat_row FILE LABEL: the total column of a row of rvmx's statistics table
+	sed -n "s/^$2  *\([0-9][0-9]*\).*/\1/p" "$1" | head -n 1
+}
+stats_run() {
+	rvmx run --flat /root/flat-hello.bin --entry 0x1000 --trace-exits --stats > /tmp/stats.out 2> /tmp/stats.err
+	status=$?; cat /tmp/stats.err
+	[ $status = 42 ] || { echo "exit status $status, wanted 42"; return 1; }
+	grep -q "^VM [0-9]*-[0-9]* (1 vCPU)$" /tmp/stats.err || { echo "no table"; return 1; }
+	# Every KVM_RUN the tool made came back once: the tool's count per reason is the module's.
+	tool_total=$(sed -n '/exits by reason/,/statistics/s/^  [a-z_]* *\([0-9]*\)$/\1/p' /tmp/stats.err |
+		awk '{ s += $1 } END { print s }')
+	tool_unclaimed=$(sed -n 's/^  io_unclaimed *\([0-9]*\)$/\1/p' /tmp/stats.err)
+	tool_io=$(sed -n 's/^  io_\(in\|out\) *\([0-9]*\)$/\2/p' /tmp/stats.err | awk '{ s += $1 } END { print s }')
+	tool_user=$((tool_total - ${tool_unclaimed:-0}))
+	echo "tool: $tool_user returns from KVM_RUN, $tool_io IO"
+	[ "$(stat_row /tmp/stats.err 'KVM_RUN calls')" = "$tool_user" ] &&
+	[ "$(stat_row /tmp/stats.err 'exits to userspace')" = "$tool_user" ] &&
+	[ "$(stat_row /tmp/stats.err '  IO')" = "$tool_io" ] &&
+	[ "$(stat_row /tmp/stats.err '  IO_INSTRUCTION')" -ge "$tool_io" ] &&
+	[ "$(stat_row /tmp/stats.err 'VM exits')" -ge "$tool_user" ] &&
+	[ "$(stat_row /tmp/stats.err 'VMX windows')" -ge "$tool_user" ] &&
+	[ "$(stat_row /tmp/stats.err 'EPT faults (pages mapped)')" -gt 0 ] &&
+	[ "$(stat_row /tmp/stats.err '  EPT_VIOLATION')" -ge "$(stat_row /tmp/stats.err 'EPT faults (pages mapped)')" ] &&
+	[ "$(stat_row /tmp/stats.err 'TSC ticks in guest mode')" -gt 0 ] || { echo "counts disagree"; return 1; }
+	# The VM's directory went with it.
+	[ -z "$(ls /sys/kernel/debug/rvmx)" ] || { echo "left behind:"; ls /sys/kernel/debug/rvmx; return 1; }
+}
+check "stats: rvmx run --stats: the module's debugfs counters equal the tool's own (KVM_RUN calls, returns by reason), exits by reason, EPT faults, windows, guest time; the VM's directory goes with it" \
+	stats_run
+# rvmx stat on a running VM: the COM1 echo guest waits in HLT for a line that comes later.
+live_stat() {
+	rm -f /tmp/in; mkfifo /tmp/in
+	rvmx run --flat /root/flat-hello.bin --load 0x1000 --entry 0x1500 --console /tmp/live.out < /tmp/in 2> /tmp/live.err &
+	pid=$!
+	exec 4> /tmp/in
+	i=0
+	while [ -z "$(ls /sys/kernel/debug/rvmx 2> /dev/null)" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+	sleep 1
+	rvmx stat > /tmp/stat-all.out 2>&1; r1=$?
+	rvmx stat "$pid" > /tmp/stat-pid.out 2>&1; r2=$?
+	rvmx stat 99999-0 > /tmp/stat-none.out 2>&1; r3=$?
+	printf 'live\n' >&4; exec 4>&-
+	wait $pid; status=$?
+	cat /tmp/stat-all.out /tmp/stat-none.out /tmp/live.err
+	[ $status = 44 ] && [ $r1 = 0 ] && [ $r2 = 0 ] && [ $r3 = 1 ] || { echo "status $status, stat $r1 $r2 $r3"; return 1; }
+	grep -q "^VM $pid-[0-9]* (1 vCPU)$" /tmp/stat-all.out && diff /tmp/stat-all.out /tmp/stat-pid.out > /dev/null &&
+	[ "$(stat_row /tmp/stat-all.out '  HLT')" -ge 1 ] && grep -q "no VM 99999-0" /tmp/stat-none.out || return 1
+	out=$(rvmx stat 2>&1); r=$?
+	[ $r = 1 ] && echo "$out" | grep -q "no VM is running on rvmx"
+}
+check "stats: rvmx stat shows a running VM's counters (HLT exits while its guest waits for input), by PID too; clear errors for an unknown VM and when none runs" \
+	live_stat
 check "tool: rvmx run: a guest reset through the i8042 ends the VM with status 0" \
 	tool_run reset 0 "guest reset the machine" --flat /root/flat-hello.bin --load 0x1000 --entry 0x1100
 check "tool: rvmx run: a triple fault ends the VM with status 10" \
@@ -55,8 +108,8 @@ check "tool: rvmx run: what stdin gives reaches the guest's COM1 by interrupt; -
 # The project's own kernel as a guest of rvmx run: 8259/PIT and local APICs in userspace, COM1
 # console, an MP table; init prints a marker with the CPU count and reboots. The guest's
 # console goes to a file (its log is not this VM's).
-linux_run() { # linux_run LABEL DEVICE CPUS
-	rvmx run --device "$2" --cpus "$3" --kernel /root/guest-bzImage --initrd /root/guest-initrd.cpio --mem 128M \
+linux_run() { # linux_run LABEL DEVICE CPUS [EXTRA-ARG]
+	rvmx run ${4:-} --device "$2" --cpus "$3" --kernel /root/guest-bzImage --initrd /root/guest-initrd.cpio --mem 128M \
 		--timeout 300 --trace-exits --cmdline "console=ttyS0 reboot=k panic=-1 tsc_early_khz=100000 nohz=off" \
 		< /dev/null > /tmp/linux-$1.out 2> /tmp/linux-$1.err; status=$?
 	grep -E "^rvmx-guest:|Linux version|Run /init|smp: Brought up" /tmp/linux-$1.out | cut -c1-100
@@ -72,7 +125,13 @@ boot_time() { # boot_time LABEL: the guest's uptime when its init ran
 	tr -d '\r' < /tmp/linux-$1.out | sed -n "s/^rvmx-guest: .*, up \([0-9.]*\) s$/\1 s/p"
 }
 check "tool: rvmx run --kernel --cpus 2 boots the project's Linux 7.3 to init (marker), which starts its second CPU (INIT/STARTUP through the userspace local APIC); its reboot ends the VM with status 0" \
-	linux_run rvmx-smp /dev/rvmx 2
+	linux_run rvmx-smp /dev/rvmx 2 --stats
+linux_stats() { # both vCPUs ran, the second one took exits of its own
+	grep -q "^VM [0-9]*-[0-9]* (2 vCPUs)$" /tmp/linux-rvmx-smp.err &&
+	sed -n 's/^  CPUID  *\([0-9]*\)  *\([0-9]*\)  *\([0-9]*\)$/\2 \3/p' /tmp/linux-rvmx-smp.err | grep -q '^[1-9][0-9]* [1-9][0-9]*$' &&
+	[ "$(stat_row /tmp/linux-rvmx-smp.err 'EPT faults (pages mapped)')" -gt 1000 ]
+}
+check "stats: the Linux guest's per-vCPU counters: CPUID exits on both vCPUs, EPT faults" linux_stats
 
 bad_inputs() {
 	out=$(rvmx run --flat /nonexistent --entry 0 2>&1); r=$?
@@ -172,9 +231,9 @@ rmmod_while_open() {
 	if rmmod rvmx 2>/dev/null; then exec 3<&-; echo "rmmod succeeded with /dev/rvmx open"; return 1; fi
 	loaded rvmx || return 1
 	exec 3<&-
-	rmmod rvmx && ! loaded rvmx && [ ! -e /dev/rvmx ]
+	rmmod rvmx && ! loaded rvmx && [ ! -e /dev/rvmx ] && [ ! -e /sys/kernel/debug/rvmx ]
 }
-check "lifetime: rmmod refused while open, clean after close" rmmod_while_open
+check "lifetime: rmmod refused while open, clean after close (device and debugfs directory gone)" rmmod_while_open
 
 cycles() {
 	i=0

@@ -11,6 +11,7 @@ mod pic;
 mod pit;
 mod linux;
 mod rtc;
+mod stats;
 mod vcpu;
 mod vmm;
 
@@ -75,6 +76,18 @@ enum Command {
         /// Stop the guest after this many seconds (exit status 14, with where it was).
         #[arg(long)]
         timeout: Option<u64>,
+        /// Print the module's statistics of the VM at the end (on stderr; rvmx only).
+        #[arg(long)]
+        stats: bool,
+    },
+    /// Show rvmx's statistics of running VMs (from debugfs): exits by reason, exits to
+    /// userspace, EPT faults, VMX windows, time in guest mode; per VM and per vCPU.
+    Stat {
+        /// One VM: its directory name (PID-N), or a process ID for all of its VMs.
+        vm: Option<String>,
+        /// Where rvmx's debugfs directory is.
+        #[arg(long, default_value = stats::DEBUGFS)]
+        debugfs: PathBuf,
     },
 }
 
@@ -150,12 +163,17 @@ fn run(device: &str, cfg: vmm::Config, console: Option<&std::path::Path>) -> Res
         Some(path) => Box::new(std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?),
         None => Box::new(std::io::stdout()),
     };
-    let (outcome, trace) = vmm::run(&kvm, &cfg, out)?;
+    let vmm::Ran { outcome, trace, stats } = vmm::run(&kvm, &cfg, out)?;
     if cfg.trace_exits {
         eprintln!("rvmx: exits by reason:");
         for (reason, n) in &trace.0 {
             eprintln!("  {reason:<16} {n}");
         }
+    }
+    match stats {
+        Some(Ok(vm)) => eprint!("rvmx: the module's statistics of this VM:\n{}", stats::table(&vm)),
+        Some(Err(e)) => eprintln!("rvmx: statistics: {e}"),
+        None => {}
     }
     eprintln!("rvmx: {}", outcome.describe());
     Ok(outcome.status())
@@ -165,7 +183,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info { device } => info(&device).map(|()| 0),
-        Command::Run { device, kernel, initrd, cmdline, flat, entry, load, cpus, mem, trace_exits, console, timeout } => {
+        Command::Stat { vm, debugfs } => stats::stat(&debugfs, vm.as_deref()).map(|()| 0),
+        Command::Run { device, kernel, initrd, cmdline, flat, entry, load, cpus, mem, trace_exits, console, timeout, stats } => {
             let image = match (kernel, flat) {
                 (Some(kernel), _) => Ok(vmm::Image::Linux { kernel, initrd, cmdline }),
                 (None, Some(flat)) => std::fs::read(&flat).map_err(|e| format!("{}: {e}", flat.display())).map(|bytes| {
@@ -175,7 +194,7 @@ fn main() -> ExitCode {
                 (None, None) => Err("give --kernel or --flat".into()),
             };
             let timeout = timeout.map(std::time::Duration::from_secs);
-            image.and_then(|image| run(&device, vmm::Config { mem_size: mem, cpus, image, trace_exits, timeout }, console.as_deref()))
+            image.and_then(|image| run(&device, vmm::Config { mem_size: mem, cpus, image, trace_exits, stats, timeout }, console.as_deref()))
         }
     };
     match result {

@@ -19,6 +19,8 @@ pub struct Config {
     pub image: Image,
     /// Count exits by reason and print the table at the end.
     pub trace_exits: bool,
+    /// Read the module's statistics of the VM before it is closed (`--stats`).
+    pub stats: bool,
     /// Stop the guest after this long.
     pub timeout: Option<Duration>,
 }
@@ -101,7 +103,7 @@ impl Trace {
 }
 
 /// Runs `cfg` on `kvm`, the guest's serial console on `console`: one thread per vCPU.
-pub fn run<W: Write + Send>(kvm: &Kvm, cfg: &Config, console: W) -> Result<(Outcome, Trace), String> {
+pub fn run<W: Write + Send>(kvm: &Kvm, cfg: &Config, console: W) -> Result<Ran, String> {
     if let Image::Flat(flat) = &cfg.image {
         let end = flat.load.checked_add(flat.bytes.len() as u64).filter(|e| *e <= cfg.mem_size as u64);
         if end.is_none() {
@@ -176,7 +178,17 @@ pub fn run<W: Write + Send>(kvm: &Kvm, cfg: &Config, console: W) -> Result<(Outc
     }
     drop(bus);
     let outcome = machine.outcome().ok_or("the VM stopped without an outcome")?;
-    Ok((outcome, trace))
+    // While the VM is still open: its debugfs directory goes with it.
+    let stats = cfg.stats.then(crate::stats::own_vm);
+    Ok(Ran { outcome, trace, stats })
+}
+
+/// How a guest run ended, and what was counted on the way.
+pub struct Ran {
+    pub outcome: Outcome,
+    pub trace: Trace,
+    /// The module's statistics of the VM, if asked for.
+    pub stats: Option<Result<crate::stats::VmStats, String>>,
 }
 
 /// CPU `id`'s CPUID: what the device supports, with its initial APIC ID in leaf 1, and
