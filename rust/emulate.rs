@@ -24,7 +24,7 @@ use crate::{
     ioeventfd_rules::Bus,
     kvm_abi::{Regs, Segment, Sregs},
     run::KvmRun,
-    vm::Vm,
+    vm::{Memory, Vm},
     vmx_exit::Io,
 };
 
@@ -45,7 +45,7 @@ pub(crate) enum Pending {
 /// `KVM_TRANSLATE`: the guest-physical address of `linear` for a supervisor read through the
 /// guest's current page tables (KVM's `kvm_mmu_gva_to_gpa_system`), `None` if it has none.
 pub(crate) fn translate(vm: &Vm, sregs: &Sregs, linear: u64) -> Option<u64> {
-    let mut g = Guest::new(vm, sregs);
+    let mut g = Guest::new(vm.memory(), sregs);
     g.paging.cpl = 0;
     g.translate(linear, false).ok()
 }
@@ -53,9 +53,10 @@ pub(crate) fn translate(vm: &Vm, sregs: &Sregs, linear: u64) -> Option<u64> {
 /// Why an instruction could not be finished: reported to userspace, never guessed.
 struct Failure;
 
-/// The guest as emulation sees it: registers, paging, and its VM's memory.
+/// The guest as emulation sees it: registers, paging, and its VM's memory (locked while
+/// the instruction is emulated).
 struct Guest<'a> {
-    vm: &'a Vm,
+    mem: core::cell::RefCell<Memory<'a>>,
     sregs: &'a Sregs,
     paging: Paging,
     mode: Mode,
@@ -70,7 +71,7 @@ fn set_gprs(r: &mut Regs, g: &Gprs) {
 }
 
 impl<'a> Guest<'a> {
-    fn new(vm: &'a Vm, sregs: &'a Sregs) -> Self {
+    fn new(mem: Memory<'a>, sregs: &'a Sregs) -> Self {
         let long = sregs.efer & crate::vcpu_state::efer::LMA != 0;
         let mode = if long && sregs.cs.l != 0 {
             Mode::Bits64
@@ -80,7 +81,7 @@ impl<'a> Guest<'a> {
             Mode::Bits16
         };
         let paging = Paging { cr0: sregs.cr0, cr3: sregs.cr3, cr4: sregs.cr4, efer: sregs.efer, cpl: sregs.ss.dpl };
-        Guest { vm, sregs, paging, mode }
+        Guest { mem: core::cell::RefCell::new(mem), sregs, paging, mode }
     }
 
     fn segment(&self, seg: Seg) -> &Segment {
@@ -105,7 +106,7 @@ impl<'a> Guest<'a> {
 
     /// Reads guest RAM at `gpa` (not crossing a page).
     fn read_gpa(&self, gpa: u64, buf: &mut [u8]) -> Result<(), Failure> {
-        let uaddr = self.vm.ram_uaddr(gpa, false).ok_or(Failure)?;
+        let uaddr = self.mem.borrow_mut().ram_uaddr(gpa, false).ok_or(Failure)?;
         UserSlice::new(UserPtr::from_addr(uaddr as usize), buf.len()).reader().read_slice(buf).map_err(|_| Failure)
     }
 
@@ -125,7 +126,7 @@ impl<'a> Guest<'a> {
             let la = linear.wrapping_add(done as u64);
             let n = (4096 - (la & 0xfff) as usize).min(buf.len() - done);
             let gpa = self.translate(la, write).map_err(|_| Failure)?;
-            let uaddr = self.vm.ram_uaddr(gpa, write).ok_or(Failure)? as usize;
+            let uaddr = self.mem.borrow_mut().ram_uaddr(gpa, write).ok_or(Failure)? as usize;
             let chunk = &mut buf[done..done + n];
             let user = UserSlice::new(UserPtr::from_addr(uaddr), n);
             if write {
@@ -141,7 +142,7 @@ impl<'a> Guest<'a> {
 
     /// Whether `gpa` (for this access) is MMIO rather than RAM.
     fn is_mmio(&self, gpa: u64, write: bool) -> bool {
-        self.vm.ram_uaddr(gpa, write).is_none()
+        self.mem.borrow_mut().ram_uaddr(gpa, write).is_none()
     }
 
     /// Fetches up to 15 instruction bytes at CS:RIP (fewer if the next page is not RAM).
@@ -160,8 +161,8 @@ impl<'a> Guest<'a> {
 }
 
 /// Finishes the instruction whose access at `gpa` (EPT `qualification`) found no RAM.
-pub(crate) fn mmio(vm: &Vm, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, gpa: u64, qualification: u64) -> Mmio {
-    let g = Guest::new(vm, sregs);
+pub(crate) fn mmio(mem: Memory<'_>, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, gpa: u64, qualification: u64) -> Mmio {
+    let g = Guest::new(mem, sregs);
     let mut bytes = [0u8; insn::MAX_LEN];
     let n = if qualification & FETCH != 0 { 0 } else { g.fetch(regs.rip, &mut bytes) };
     let decoded = insn::decode(&bytes[..n], g.mode).ok();
@@ -225,7 +226,7 @@ fn mmio_access(g: &Guest<'_>, regs: &mut Regs, i: &Insn, run: &KvmRun, gpa: u64)
         }
     };
     if mmio_write {
-        let signalled = g.vm.ioeventfd_write(Bus::Mmio, gpa, i.width as u32, value);
+        let signalled = g.mem.borrow().ioeventfd_write(Bus::Mmio, gpa, i.width as u32, value);
         if !signalled {
             run.mmio(gpa, &value.to_le_bytes()[..i.width as usize], true);
         }
@@ -243,7 +244,7 @@ fn mmio_access(g: &Guest<'_>, regs: &mut Regs, i: &Insn, run: &KvmRun, gpa: u64)
 /// element per exit; INS asks for as many as fit KVM's read-ahead (1 KiB, the rest of the
 /// destination page, rCX), as KVM does.
 pub(crate) fn string_io(vm: &Vm, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, io: Io, len: u8) -> Option<Pending> {
-    let g = Guest::new(vm, sregs);
+    let g = Guest::new(vm.memory(), sregs);
     match string_io_access(&g, regs, io, len, run) {
         Ok(p) => p,
         Err(Failure) => {
@@ -332,7 +333,7 @@ pub(crate) fn pae_legacy(sregs: &Sregs) -> bool {
 /// The four PDPTEs for PAE paging with `sregs` (CR3), read from guest RAM, or `None` if they
 /// are not in RAM or one has reserved bits set.
 pub(crate) fn pdptes(vm: &Vm, sregs: &Sregs) -> Option<[u64; 4]> {
-    let g = Guest::new(vm, sregs);
+    let g = Guest::new(vm.memory(), sregs);
     g.paging
         .pdptes(|gpa, bytes| {
             let mut b = [0u8; 8];
@@ -347,7 +348,7 @@ pub(crate) fn pdptes(vm: &Vm, sregs: &Sregs) -> Option<[u64; 4]> {
 /// `Err` if the data cannot be put where the instruction says (then `kvm_run` holds an
 /// emulation failure).
 pub(crate) fn complete(vm: &Vm, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, p: Pending) -> Result<(), ()> {
-    let g = Guest::new(vm, sregs);
+    let g = Guest::new(vm.memory(), sregs);
     match p {
         Pending::MmioRead { insn, to_ram } => {
             let value = run.mmio_data(insn.width);

@@ -70,6 +70,11 @@ impl IoEventFds {
         Ok(())
     }
 
+    /// Whether any is registered.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
     /// A guest write of `len` bytes of `value` at `addr`: signals the registration it matches
     /// (at most one can) and returns true, or returns false (the write goes to userspace).
     pub(crate) fn write(&self, bus: Bus, addr: u64, len: u32, value: u64) -> bool {

@@ -25,7 +25,7 @@ use crate::{
     mem::{page_phys, phys_to_virt},
     vmcs::{Current, Vmcs},
     vmcs_fields::*,
-    vm::Vm,
+    vm::{Fault, Vm},
     vmx::Vmx,
     x86,
 };
@@ -518,23 +518,24 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
             Next::ToUser => return Ok(0),
             Next::Host | Next::Reenter => {}
             Next::EptFault { gpa, qualification } => {
-                if vm.fault_in(gpa, qualification)? {
-                    t.stats.ept_fault();
-                } else {
+                match vm.fault_in(gpa, qualification)? {
+                    Fault::Mapped => t.stats.ept_fault(),
                     // No RAM behind it (or a write to a read-only slot): MMIO.
-                    let rip = st.regs.rip;
-                    let outcome = emulate::mmio(vm, &mut st.regs, &st.sregs, run, gpa, qualification);
-                    if st.regs.rip != rip {
-                        st.end_shadow();
-                    }
-                    match outcome {
-                        emulate::Mmio::Exit(pending) => {
-                            st.pending = pending;
-                            return Ok(0);
+                    Fault::Mmio(mem) => {
+                        let rip = st.regs.rip;
+                        let outcome = emulate::mmio(mem, &mut st.regs, &st.sregs, run, gpa, qualification);
+                        if st.regs.rip != rip {
+                            st.end_shadow();
                         }
-                        // An ioeventfd took the write: the instruction is done.
-                        emulate::Mmio::Signalled if stepped(st, run) => return Ok(0),
-                        emulate::Mmio::Signalled => {}
+                        match outcome {
+                            emulate::Mmio::Exit(pending) => {
+                                st.pending = pending;
+                                return Ok(0);
+                            }
+                            // An ioeventfd took the write: the instruction is done.
+                            emulate::Mmio::Signalled if stepped(st, run) => return Ok(0),
+                            emulate::Mmio::Signalled => {}
+                        }
                     }
                 }
             }

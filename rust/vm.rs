@@ -2,11 +2,11 @@
 
 //! A VM: its memory slots and vCPUs, reached through a VM fd (`KVM_CREATE_VM`).
 
-use core::sync::atomic::{AtomicI32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use kernel::{
     bindings, current, ffi, new_mutex,
     prelude::*,
-    sync::{Arc, ArcBorrow, Mutex},
+    sync::{lock::{mutex::MutexBackend, Guard}, Arc, ArcBorrow, Mutex},
     uaccess::{UserPtr, UserSlice},
 };
 
@@ -38,6 +38,9 @@ pub(crate) struct Vm {
     running: [AtomicI32; MAX_VCPU_ID as usize],
     /// Statistics in debugfs.
     stats: crate::stats::VmStats,
+    /// Whether any `KVM_IOEVENTFD` is registered (set under `inner`'s lock): port writes
+    /// skip the lock while none is, which is the common case.
+    has_ioeventfds: AtomicBool,
     #[pin]
     inner: Mutex<VmInner>,
 }
@@ -89,6 +92,37 @@ impl VmInner {
     }
 }
 
+/// What faulting in a guest page found.
+pub(crate) enum Fault<'a> {
+    /// RAM: the page is mapped now.
+    Mapped,
+    /// No RAM for this access: MMIO, emulated with the memory still locked.
+    Mmio(Memory<'a>),
+}
+
+/// A VM's memory slots and I/O registrations, locked: an emulated instruction (its fetch,
+/// the guest page walk, its data and any ioeventfd) takes the lock once.
+pub(crate) struct Memory<'a>(Guard<'a, VmInner, MutexBackend>);
+
+impl Memory<'_> {
+    /// The userspace address of the guest RAM byte at `gpa`, if a slot backs it for this
+    /// access (a write to a read-only slot is MMIO, like an access outside every slot).
+    pub(crate) fn ram_uaddr(&mut self, gpa: u64, write: bool) -> Option<u64> {
+        let slot = self.0.ram_slot(gpa, write)?;
+        if write {
+            // rvmx writes guest RAM for the guest (emulation): logged like the guest's own.
+            self.0.mark_dirty(&slot, gpa & !0xfff);
+        }
+        Some(slot.uaddr + (gpa - slot.gpa))
+    }
+
+    /// A guest write that `KVM_IOEVENTFD` registered: signals its eventfd and returns true;
+    /// false if none matches (the write exits to userspace).
+    pub(crate) fn ioeventfd_write(&self, bus: Bus, addr: u64, len: u32, value: u64) -> bool {
+        self.0.ioeventfds.write(bus, addr, len, value)
+    }
+}
+
 /// Runs on a CPU that was in a VMX window of this VM: by the time it runs, the window has
 /// ended (windows keep interrupts off), so the vCPU's next window starts with INVEPT.
 unsafe extern "C" fn kicked(_info: *mut ffi::c_void) {}
@@ -108,6 +142,7 @@ impl Vm {
                 eptp,
                 running: [const { AtomicI32::new(-1) }; MAX_VCPU_ID as usize],
                 stats,
+                has_ioeventfds: AtomicBool::new(false),
                 inner <- new_mutex!(VmInner {
                     slots: KVec::new(),
                     vcpu_ids: KVec::new(),
@@ -231,13 +266,13 @@ impl Vm {
         pinned.retain(|(gpa, _)| !slot.contains(*gpa));
     }
 
-    /// Maps the guest page holding `gpa` after an EPT violation: `Ok(false)` if no slot backs
-    /// it (or it is a write to a read-only slot): an MMIO access.
-    pub(crate) fn fault_in(&self, gpa: u64, qualification: u64) -> Result<bool> {
+    /// Maps the guest page holding `gpa` after an EPT violation; [`Fault::Mmio`] if no slot
+    /// backs it (or it is a write to a read-only slot).
+    pub(crate) fn fault_in(&self, gpa: u64, qualification: u64) -> Result<Fault<'_>> {
         let mut inner = self.inner.lock();
         let write = qualification & violation::WRITE != 0;
         let Some(slot) = inner.ram_slot(gpa, write) else {
-            return Ok(false);
+            return Ok(Fault::Mmio(Memory(inner)));
         };
         let page_gpa = gpa & !0xfff;
         if write {
@@ -248,7 +283,7 @@ impl Vm {
             if write {
                 inner.ept.set_writable(page_gpa, true);
             }
-            return Ok(true);
+            return Ok(Fault::Mapped);
         }
         inner.pinned.reserve(1, GFP_KERNEL)?;
         let page = PinnedPage::pin(slot.uaddr + (page_gpa - slot.gpa), !slot.readonly())?;
@@ -256,7 +291,7 @@ impl Vm {
         let writable = !slot.readonly() && (write || !slot.logs_dirty());
         inner.ept.map(page_gpa, page.phys(), writable)?;
         inner.pinned.push((page_gpa, page), GFP_KERNEL)?;
-        Ok(true)
+        Ok(Fault::Mapped)
     }
 
     /// An EPT-misconfiguration exit at `gpa`: a bug in rvmx's tables, never the guest's doing.
@@ -273,22 +308,16 @@ impl Vm {
         run.internal_error(crate::exit::internal::UNEXPECTED_EXIT_REASON, &[reason, gpa, level as u64, entry]);
     }
 
-    /// The userspace address of the guest RAM byte at `gpa`, if a slot backs it for this
-    /// access (a write to a read-only slot is MMIO, like an access outside every slot).
-    pub(crate) fn ram_uaddr(&self, gpa: u64, write: bool) -> Option<u64> {
-        let mut inner = self.inner.lock();
-        let slot = inner.ram_slot(gpa, write)?;
-        if write {
-            // rvmx writes guest RAM for the guest (emulation): logged like the guest's own.
-            inner.mark_dirty(&slot, gpa & !0xfff);
-        }
-        Some(slot.uaddr + (gpa - slot.gpa))
+    /// The VM's memory, locked for one instruction's emulation.
+    pub(crate) fn memory(&self) -> Memory<'_> {
+        Memory(self.inner.lock())
     }
 
-    /// A guest write that `KVM_IOEVENTFD` registered: signals its eventfd and returns true;
-    /// false if none matches (the write exits to userspace).
+    /// A guest port write that `KVM_IOEVENTFD` registered: signals its eventfd and returns
+    /// true; false if none matches (the write exits to userspace).
     pub(crate) fn ioeventfd_write(&self, bus: Bus, addr: u64, len: u32, value: u64) -> bool {
-        self.inner.lock().ioeventfds.write(bus, addr, len, value)
+        // Racing with a registration, the write is simply ordered before it.
+        self.has_ioeventfds.load(Ordering::Acquire) && self.memory().ioeventfd_write(bus, addr, len, value)
     }
 
     /// The EPT pointer of this VM.
@@ -357,7 +386,10 @@ impl FdObject for Vm {
             }
             KVM_IOEVENTFD => {
                 let arg = read_user(arg)?;
-                this.inner.lock().ioeventfds.ioctl(&arg)?;
+                let mut inner = this.inner.lock();
+                let r = inner.ioeventfds.ioctl(&arg);
+                this.has_ioeventfds.store(!inner.ioeventfds.is_empty(), Ordering::Release);
+                r?;
                 Ok(0)
             }
             // KVM checks the header, then refuses without an in-kernel irqchip (QEMU only
