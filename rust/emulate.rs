@@ -106,8 +106,7 @@ impl<'a> Guest<'a> {
 
     /// Reads guest RAM at `gpa` (not crossing a page).
     fn read_gpa(&self, gpa: u64, buf: &mut [u8]) -> Result<(), Failure> {
-        let uaddr = self.mem.borrow_mut().ram_uaddr(gpa, false).ok_or(Failure)?;
-        UserSlice::new(UserPtr::from_addr(uaddr as usize), buf.len()).reader().read_slice(buf).map_err(|_| Failure)
+        self.mem.borrow().read_ram(gpa, buf).map_err(|_| Failure)
     }
 
     fn translate(&self, linear: u64, write: bool) -> Result<u64, WalkError> {
@@ -126,15 +125,13 @@ impl<'a> Guest<'a> {
             let la = linear.wrapping_add(done as u64);
             let n = (4096 - (la & 0xfff) as usize).min(buf.len() - done);
             let gpa = self.translate(la, write).map_err(|_| Failure)?;
-            let uaddr = self.mem.borrow_mut().ram_uaddr(gpa, write).ok_or(Failure)? as usize;
             let chunk = &mut buf[done..done + n];
-            let user = UserSlice::new(UserPtr::from_addr(uaddr), n);
             if write {
-                user.writer().write_slice(chunk)
+                let uaddr = self.mem.borrow_mut().ram_uaddr(gpa, true).ok_or(Failure)? as usize;
+                UserSlice::new(UserPtr::from_addr(uaddr), n).writer().write_slice(chunk).map_err(|_| Failure)?;
             } else {
-                user.reader().read_slice(chunk)
+                self.read_gpa(gpa, chunk)?;
             }
-            .map_err(|_| Failure)?;
             done += n;
         }
         Ok(())

@@ -96,6 +96,26 @@ impl Ept {
         None
     }
 
+    /// Copies the guest bytes at `gpa` (inside one page) into `buf` from the host page mapped
+    /// there, if one is: emulation reads what the guest sees without a user-memory access.
+    pub(crate) fn read(&self, gpa: u64, buf: &mut [u8]) -> bool {
+        let offset = (gpa & 0xfff) as usize;
+        if offset + buf.len() > 4096 {
+            return false;
+        }
+        let Some(entry) = self.leaf(gpa) else { return false };
+        // SAFETY: `leaf` returns a pointer into one of our level-1 tables.
+        let hpa = unsafe { entry.read_volatile() } & ADDR_MASK;
+        let page = phys_to_virt(hpa).cast::<u8>();
+        for (i, b) in buf.iter_mut().enumerate() {
+            // SAFETY: a mapped page is pinned until it is unmapped, which needs the VM's lock
+            // that the caller holds; the direct map covers it and `offset + i` < 4096. The
+            // guest may write it meanwhile: byte-wise volatile reads, as its own view.
+            *b = unsafe { page.add(offset + i).read_volatile() };
+        }
+        true
+    }
+
     /// Whether the guest page at `gpa` is mapped.
     pub(crate) fn is_mapped(&mut self, gpa: u64) -> bool {
         self.leaf(gpa).is_some()

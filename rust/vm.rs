@@ -116,6 +116,17 @@ impl Memory<'_> {
         Some(slot.uaddr + (gpa - slot.gpa))
     }
 
+    /// Reads guest RAM at `gpa` (inside one page): from the page EPT maps there when there is
+    /// one, else from the slot's user memory.
+    pub(crate) fn read_ram(&self, gpa: u64, buf: &mut [u8]) -> Result {
+        if self.0.ept.read(gpa, buf) {
+            return Ok(());
+        }
+        let slot = self.0.ram_slot(gpa, false).ok_or(EFAULT)?;
+        let uaddr = (slot.uaddr + (gpa - slot.gpa)) as usize;
+        UserSlice::new(UserPtr::from_addr(uaddr), buf.len()).reader().read_slice(buf)
+    }
+
     /// A guest write that `KVM_IOEVENTFD` registered: signals its eventfd and returns true;
     /// false if none matches (the write exits to userspace).
     pub(crate) fn ioeventfd_write(&self, bus: Bus, addr: u64, len: u32, value: u64) -> bool {
