@@ -1,17 +1,17 @@
 # `make bench` inside the Bochs test VM (on one CPU): the same client and the same Linux guest on
 # /dev/rvmx, then, with rvmx unloaded, on /dev/kvm; one table with the ratios. Not pass/fail.
 insmod /lib/modules/msr.ko 2> /dev/null
-linux_boot() { # linux_boot DEVICE: the guest's uptime (s) when its init ran
-	rvmx run --device "$1" --kernel /root/guest-bzImage --initrd /root/guest-initrd.cpio --mem 128M \
+linux_boot() { # linux_boot DEVICE [--stats]: the guest's uptime (s) when its init ran
+	rvmx run --device "$1" ${2:-} --kernel /root/guest-bzImage --initrd /root/guest-initrd.cpio --mem 128M \
 		--timeout 600 --cmdline "console=ttyS0 reboot=k panic=-1 tsc_early_khz=100000 nohz=off quiet" \
-		< /dev/null 2> /dev/null | tr -d '\r' | sed -n 's/^rvmx-guest: .*, up \([0-9.]*\) s$/linux_boot_to_init_guest_ms \1/p' |
+		< /dev/null 2> /tmp/linux-boot.err | tr -d '\r' | sed -n 's/^rvmx-guest: .*, up \([0-9.]*\) s$/linux_boot_to_init_guest_ms \1/p' |
 		awk '{ printf "%s %d\n", $1, $2 * 1000 }'
 }
 bench() { # bench DEVICE > results (progress on the console, which the host timestamps)
 	echo "bench: exits on $1" > /dev/console
 	kvm-bench "$1"
 	echo "bench: Linux boot on $1" > /dev/console
-	linux_boot "$1"
+	case $1 in /dev/rvmx) linux_boot "$1" --stats; cp /tmp/linux-boot.err /tmp/linux-stats ;; *) linux_boot "$1" ;; esac
 	echo "bench: done on $1" > /dev/console
 }
 # Everything on CPU 0 (the test VM has two: Linux 7.3 warns about Bochs' one-CPU topology).
@@ -26,3 +26,6 @@ printf 'BENCH %-28s %12s %12s %8s\n' operation rvmx KVM rvmx/KVM
 awk 'NR == FNR { kvm[$1] = $2; next }
      { r = ($2 ~ /^[0-9]+$/ && kvm[$1] > 0) ? sprintf("%.2f", $2 / kvm[$1]) : "-"
        printf "BENCH %-28s %12s %12s %8s\n", $1, $2, kvm[$1], r }' /tmp/bench-kvm /tmp/bench-rvmx
+echo "BENCH "
+echo "BENCH Where the Linux boot's exits went on rvmx (rvmx run --stats):"
+sed -n '/statistics of this VM/,/^rvmx: guest/p' /tmp/linux-stats | grep -v '^rvmx: ' | sed 's/^/BENCH /'
