@@ -7,6 +7,6 @@ insmod /lib/modules/msr.ko
 rvmx info
 echo "== small guests run through KVM_RUN on /dev/rvmx (real mode, then 64-bit long mode):"
 kvm-run-check /dev/rvmx | grep -E '^(io|long64) '
-echo "== rvmx run --kernel: the test kernel boots as a 2-CPU guest of rvmx (its console follows):"
+echo "== rvmx run --kernel: the test kernel boots as a 2-CPU guest of rvmx (its console follows, then the exits it made and rvmx's statistics of the VM):"
 rvmx run --kernel /root/guest-bzImage --initrd /root/guest-initrd.cpio --mem 128M --cpus 2 --timeout 300 \
-	--cmdline "console=ttyS0 reboot=k panic=-1 tsc_early_khz=100000 nohz=off quiet" --trace-exits
+	--cmdline "console=ttyS0 reboot=k panic=-1 tsc_early_khz=100000 nohz=off quiet" --trace-exits --stats
