@@ -146,22 +146,23 @@ fn run_bsp(mut vcpu: VcpuFd, tx: mpsc::Sender<Ipi>) -> Vec<String> {
             }
             Ok(VcpuExit::IoOut(0x12, _)) => waits += 1, // how often depends on timing
             Ok(VcpuExit::IoOut(port, data)) => log.push(format!("io_out {port:#x} {data:02x?}")),
-            Ok(VcpuExit::Hlt) => {
-                log.push("hlt".into());
-                break;
-            }
-            Ok(other) => {
-                log.push(format!("other {other:?}"));
-                break;
-            }
-            Err(e) => {
-                log.push(format!("error {}", e.errno()));
+            last => {
+                log.push(last_exit(last));
                 break;
             }
         }
     }
     println!("info bsp waited {waits} turns");
     log
+}
+
+/// How a vCPU's run ended: HLT, an exit the loop does not expect, or an error.
+fn last_exit(exit: Result<VcpuExit<'_>, kvm_ioctls::Error>) -> String {
+    match exit {
+        Ok(VcpuExit::Hlt) => "hlt".into(),
+        Ok(other) => format!("other {other:?}"),
+        Err(e) => format!("error {}", e.errno()),
+    }
 }
 
 /// The AP: waits for INIT then SIPI as a processor in wait-for-SIPI does, starts at the
@@ -189,16 +190,8 @@ fn run_ap(mut vcpu: VcpuFd, rx: mpsc::Receiver<Ipi>) -> Vec<String> {
     for _ in 0..10 {
         match vcpu.run() {
             Ok(VcpuExit::IoOut(port, data)) => log.push(format!("io_out {port:#x} {data:02x?}")),
-            Ok(VcpuExit::Hlt) => {
-                log.push("hlt".into());
-                break;
-            }
-            Ok(other) => {
-                log.push(format!("other {other:?}"));
-                break;
-            }
-            Err(e) => {
-                log.push(format!("error {}", e.errno()));
+            last => {
+                log.push(last_exit(last));
                 break;
             }
         }
