@@ -144,6 +144,7 @@ static NEXT_VM: Atomic<u64> = Atomic::new(0);
 
 /// One vCPU's debugfs directory and file.
 struct VcpuEntry {
+    id: u32,
     stats: Arc<VcpuStats>,
     _file: Pin<KBox<File<Arc<VcpuStats>>>>,
     _dir: Dir,
@@ -188,7 +189,13 @@ impl VmStats {
             GFP_KERNEL,
         )?;
         let mut vcpus = self.vcpus.lock();
-        vcpus.push(VcpuEntry { stats: stats.clone(), _file: file, _dir: dir }, GFP_KERNEL)?;
+        vcpus.push(VcpuEntry { id, stats: stats.clone(), _file: file, _dir: dir }, GFP_KERNEL)?;
         Ok(stats)
+    }
+
+    /// Forgets vCPU `id`, whose creation failed after [`VmStats::add_vcpu`] (its id may be
+    /// used again).
+    pub(crate) fn remove_vcpu(&self, id: u32) {
+        self.vcpus.lock().retain(|v| v.id != id);
     }
 }

@@ -356,8 +356,13 @@ impl Vm {
             }
             inner.vcpu_ids.push(id, GFP_KERNEL)?;
         }
-        let vcpu = this.stats.add_vcpu(id).and_then(|stats| Vcpu::new(this.into(), id, stats)).and_then(|v| Ok(fd::install(v)? as isize));
+        let vcpu = this
+            .stats
+            .add_vcpu(id)
+            .and_then(|stats| Vcpu::new(this.into(), id, stats))
+            .and_then(|v| Ok(fd::install(v)? as isize));
         if vcpu.is_err() {
+            this.stats.remove_vcpu(id);
             this.inner.lock().vcpu_ids.retain(|v| *v != id);
         }
         vcpu
