@@ -56,7 +56,7 @@ struct Failure;
 /// The guest as emulation sees it: registers, paging, and its VM's memory (locked while
 /// the instruction is emulated).
 struct Guest<'a> {
-    mem: core::cell::RefCell<Memory<'a>>,
+    mem: Memory<'a>,
     sregs: &'a Sregs,
     paging: Paging,
     mode: Mode,
@@ -81,7 +81,7 @@ impl<'a> Guest<'a> {
             Mode::Bits16
         };
         let paging = Paging { cr0: sregs.cr0, cr3: sregs.cr3, cr4: sregs.cr4, efer: sregs.efer, cpl: sregs.ss.dpl };
-        Guest { mem: core::cell::RefCell::new(mem), sregs, paging, mode }
+        Guest { mem, sregs, paging, mode }
     }
 
     fn segment(&self, seg: Seg) -> &Segment {
@@ -106,7 +106,7 @@ impl<'a> Guest<'a> {
 
     /// Reads guest RAM at `gpa` (not crossing a page).
     fn read_gpa(&self, gpa: u64, buf: &mut [u8]) -> Result<(), Failure> {
-        self.mem.borrow().read_ram(gpa, buf).map_err(|_| Failure)
+        self.mem.read_ram(gpa, buf).map_err(|_| Failure)
     }
 
     fn translate(&self, linear: u64, write: bool) -> Result<u64, WalkError> {
@@ -117,44 +117,59 @@ impl<'a> Guest<'a> {
         })
     }
 
-    /// Reads or writes guest RAM at linear address `linear`, page by page. Fails if any byte
-    /// is not RAM (for this access) or the guest's tables deny it.
-    fn access_linear(&self, linear: u64, buf: &mut [u8], write: bool) -> Result<(), Failure> {
-        let mut done = 0;
-        while done < buf.len() {
-            let la = linear.wrapping_add(done as u64);
-            let n = (4096 - (la & 0xfff) as usize).min(buf.len() - done);
-            let gpa = self.translate(la, write).map_err(|_| Failure)?;
-            let chunk = &mut buf[done..done + n];
-            if write {
-                let uaddr = self.mem.borrow_mut().ram_uaddr(gpa, true).ok_or(Failure)? as usize;
-                UserSlice::new(UserPtr::from_addr(uaddr), n).writer().write_slice(chunk).map_err(|_| Failure)?;
-            } else {
-                self.read_gpa(gpa, chunk)?;
-            }
-            done += n;
+    /// Reads guest RAM at linear address `linear`, page by page. Fails if any byte is not RAM
+    /// or the guest's tables deny the read.
+    fn read_linear(&self, linear: u64, buf: &mut [u8]) -> Result<(), Failure> {
+        for (la, range) in page_chunks(linear, buf.len()) {
+            let gpa = self.translate(la, false).map_err(|_| Failure)?;
+            self.read_gpa(gpa, &mut buf[range])?;
+        }
+        Ok(())
+    }
+
+    /// Writes `buf` to guest RAM at linear address `linear`, page by page (each page logged
+    /// dirty). Fails if any byte is not writable RAM or the guest's tables deny the write.
+    fn write_linear(&mut self, linear: u64, buf: &[u8]) -> Result<(), Failure> {
+        for (la, range) in page_chunks(linear, buf.len()) {
+            let gpa = self.translate(la, true).map_err(|_| Failure)?;
+            let uaddr = self.mem.ram_uaddr(gpa, true).ok_or(Failure)? as usize;
+            UserSlice::new(UserPtr::from_addr(uaddr), range.len()).writer().write_slice(&buf[range]).map_err(|_| Failure)?;
         }
         Ok(())
     }
 
     /// Whether `gpa` (for this access) is MMIO rather than RAM.
     fn is_mmio(&self, gpa: u64, write: bool) -> bool {
-        self.mem.borrow_mut().ram_uaddr(gpa, write).is_none()
+        !self.mem.is_ram(gpa, write)
     }
 
     /// Fetches up to 15 instruction bytes at CS:RIP (fewer if the next page is not RAM).
     fn fetch(&self, rip: u64, bytes: &mut [u8; insn::MAX_LEN]) -> usize {
         let rip = self.linear(Seg::Cs, rip);
         let first = (4096 - (rip & 0xfff) as usize).min(insn::MAX_LEN);
-        if self.access_linear(rip, &mut bytes[..first], false).is_err() {
+        if self.read_linear(rip, &mut bytes[..first]).is_err() {
             return 0;
         }
         let rest = &mut bytes[first..];
-        if !rest.is_empty() && self.access_linear(rip.wrapping_add(first as u64), rest, false).is_err() {
+        if !rest.is_empty() && self.read_linear(rip.wrapping_add(first as u64), rest).is_err() {
             return first;
         }
         insn::MAX_LEN
     }
+}
+
+/// The pieces of `len` bytes at linear address `linear` that do not cross a page: each one's
+/// address and its range in the buffer.
+fn page_chunks(linear: u64, len: usize) -> impl Iterator<Item = (u64, core::ops::Range<usize>)> {
+    let mut done = 0;
+    core::iter::from_fn(move || {
+        (done < len).then(|| {
+            let la = linear.wrapping_add(done as u64);
+            let n = (4096 - (la & 0xfff) as usize).min(len - done);
+            done += n;
+            (la, done - n..done)
+        })
+    })
 }
 
 /// Finishes the instruction whose access at `gpa` (EPT `qualification`) found no RAM.
@@ -213,7 +228,7 @@ fn mmio_access(g: &Guest<'_>, regs: &mut Regs, i: &Insn, run: &KvmRun, gpa: u64)
                 // RAM to MMIO: read the element now, the exit writes it.
                 (false, true) if exact(dst_gpa) => {
                     let mut b = [0u8; 8];
-                    g.access_linear(src, &mut b[..i.width as usize], false)?;
+                    g.read_linear(src, &mut b[..i.width as usize])?;
                     (true, u64::from_le_bytes(b), None)
                 }
                 // MMIO to RAM: the exit reads it, the next KVM_RUN stores it.
@@ -223,7 +238,7 @@ fn mmio_access(g: &Guest<'_>, regs: &mut Regs, i: &Insn, run: &KvmRun, gpa: u64)
         }
     };
     if mmio_write {
-        let signalled = g.mem.borrow().ioeventfd_write(Bus::Mmio, gpa, i.width as u32, value);
+        let signalled = g.mem.ioeventfd_write(Bus::Mmio, gpa, i.width as u32, value);
         if !signalled {
             run.mmio(gpa, &value.to_le_bytes()[..i.width as usize], true);
         }
@@ -278,7 +293,7 @@ fn string_io_access(g: &Guest<'_>, regs: &mut Regs, io: Io, len: u8, run: &KvmRu
         let seg = string_io_segment(&bytes[..n]);
         let src = g.linear(seg, r[insn::gpr::RSI as usize] & mask);
         let mut b = [0u8; 4];
-        g.access_linear(src, &mut b[..size as usize], false)?;
+        g.read_linear(src, &mut b[..size as usize])?;
         run.write_pio_data(&b[..size as usize]);
         run.io(false, io.size, io.port, 1);
         finish_string(regs, insn::gpr::RSI, io.size, 1, addr_size, io.rep, len);
@@ -345,12 +360,12 @@ pub(crate) fn pdptes(vm: &Vm, sregs: &Sregs) -> Option<[u64; 4]> {
 /// `Err` if the data cannot be put where the instruction says (then `kvm_run` holds an
 /// emulation failure).
 pub(crate) fn complete(vm: &Vm, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, p: Pending) -> Result<(), ()> {
-    let g = Guest::new(vm.memory(), sregs);
+    let mut g = Guest::new(vm.memory(), sregs);
     match p {
         Pending::MmioRead { insn, to_ram } => {
             let value = run.mmio_data(insn.width);
             if let Some(dst) = to_ram {
-                if g.access_linear(dst, &mut value.to_le_bytes()[..insn.width as usize], true).is_err() {
+                if g.write_linear(dst, &value.to_le_bytes()[..insn.width as usize]).is_err() {
                     run.emulation_failure(&[], &[dst]);
                     return Err(());
                 }
@@ -366,8 +381,8 @@ pub(crate) fn complete(vm: &Vm, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, p:
             let rdi = regs.rdi & mask;
             for k in 0..count as u64 {
                 let offset = if down { rdi.wrapping_sub(k * size as u64) } else { rdi + k * size as u64 } & mask;
-                let mut b = run.pio_data(k as usize * size as usize, size);
-                if g.access_linear(g.linear(Seg::Es, offset), &mut b[..size as usize], true).is_err() {
+                let b = run.pio_data(k as usize * size as usize, size);
+                if g.write_linear(g.linear(Seg::Es, offset), &b[..size as usize]).is_err() {
                     run.emulation_failure(&[], &[offset]);
                     return Err(());
                 }

@@ -108,34 +108,31 @@ impl VcpuStats {
 static ROOT: AtomicPtr<Dir> = AtomicPtr::new(ptr::null_mut());
 
 /// Owns debugfs' `rvmx` directory; VMs find it through [`ROOT`].
-pub(crate) struct StatsRoot(*mut Dir);
-
-// SAFETY: the pointer is an owned `KBox<Dir>` (`Dir` is `Send + Sync`), touched only by
-// `new` and `drop`.
-unsafe impl Send for StatsRoot {}
-// SAFETY: as above; `&StatsRoot` gives no access to the `Dir`.
-unsafe impl Sync for StatsRoot {}
+pub(crate) struct StatsRoot {
+    _dir: KBox<Dir>,
+}
 
 impl StatsRoot {
     pub(crate) fn new() -> Result<Self> {
-        let dir = KBox::into_raw(KBox::new(Dir::new(c"rvmx"), GFP_KERNEL)?);
-        ROOT.store(dir, Ordering::Release);
-        Ok(Self(dir))
+        let dir = KBox::new(Dir::new(c"rvmx"), GFP_KERNEL)?;
+        // The box's contents do not move while `StatsRoot` owns it.
+        ROOT.store(ptr::from_ref::<Dir>(&dir).cast_mut(), Ordering::Release);
+        Ok(Self { _dir: dir })
     }
 }
 
 impl Drop for StatsRoot {
     fn drop(&mut self) {
+        // No VM is left to read it: VM and vCPU fds hold the module, and the module drops
+        // this after `/dev/rvmx` is gone.
         ROOT.store(ptr::null_mut(), Ordering::Release);
-        // SAFETY: `self.0` came from `KBox::into_raw` in `new`. No VM is left to use it: VM
-        // and vCPU fds hold the module, which drops this last of all.
-        drop(unsafe { KBox::from_raw(self.0) });
     }
 }
 
 /// A clone of the root directory (it stays alive while any subdirectory does).
 fn root() -> Option<Dir> {
-    // SAFETY: null, or the `Dir` owned by the live `StatsRoot` (see its `drop`).
+    // SAFETY: null, or the `Dir` owned by the live `StatsRoot`, which clears the pointer
+    // before freeing it.
     unsafe { ROOT.load(Ordering::Acquire).as_ref() }.cloned()
 }
 

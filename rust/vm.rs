@@ -116,6 +116,11 @@ impl Memory<'_> {
         Some(slot.uaddr + (gpa - slot.gpa))
     }
 
+    /// Whether a slot backs `gpa` with RAM for this access.
+    pub(crate) fn is_ram(&self, gpa: u64, write: bool) -> bool {
+        self.0.ram_slot(gpa, write).is_some()
+    }
+
     /// Reads guest RAM at `gpa` (inside one page): from the page EPT maps there when there is
     /// one, else from the slot's user memory.
     pub(crate) fn read_ram(&self, gpa: u64, buf: &mut [u8]) -> Result {
