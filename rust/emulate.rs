@@ -19,7 +19,7 @@ use kernel::{
 };
 
 use crate::{
-    guest_paging::{Paging, WalkError},
+    guest_paging::{page_chunks, Paging, WalkError},
     insn::{self, Gprs, Insn, Mode, Op, Seg},
     ioeventfd_rules::Bus,
     kvm_abi::{Regs, Segment, Sregs},
@@ -156,20 +156,6 @@ impl<'a> Guest<'a> {
         }
         insn::MAX_LEN
     }
-}
-
-/// The pieces of `len` bytes at linear address `linear` that do not cross a page: each one's
-/// address and its range in the buffer.
-fn page_chunks(linear: u64, len: usize) -> impl Iterator<Item = (u64, core::ops::Range<usize>)> {
-    let mut done = 0;
-    core::iter::from_fn(move || {
-        (done < len).then(|| {
-            let la = linear.wrapping_add(done as u64);
-            let n = (4096 - (la & 0xfff) as usize).min(len - done);
-            done += n;
-            (la, done - n..done)
-        })
-    })
 }
 
 /// Finishes the instruction whose access at `gpa` (EPT `qualification`) found no RAM.

@@ -148,10 +148,35 @@ impl Paging {
     }
 }
 
+/// The pieces of `len` bytes at linear address `linear` that do not cross a page: each one's
+/// address and its range in the buffer.
+pub fn page_chunks(linear: u64, len: usize) -> impl Iterator<Item = (u64, core::ops::Range<usize>)> {
+    let mut done = 0;
+    core::iter::from_fn(move || {
+        (done < len).then(|| {
+            let la = linear.wrapping_add(done as u64);
+            let n = (4096 - (la & 0xfff) as usize).min(len - done);
+            done += n;
+            (la, done - n..done)
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn accesses_split_at_page_boundaries() {
+        let v: Vec<_> = page_chunks(0x1ffe, 5).collect();
+        assert_eq!(v, [(0x1ffe, 0..2), (0x2000, 2..5)]);
+        let v: Vec<_> = page_chunks(0x3000, 8192).collect();
+        assert_eq!(v, [(0x3000, 0..4096), (0x4000, 4096..8192)]);
+        assert_eq!(page_chunks(0x10, 0).count(), 0);
+        let v: Vec<_> = page_chunks(u64::MAX - 1, 4).collect();
+        assert_eq!(v, [(u64::MAX - 1, 0..2), (0, 2..4)], "wraps like the address space");
+    }
 
     /// A sparse guest memory of paging entries.
     struct Mem(HashMap<u64, u64>);
