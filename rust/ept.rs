@@ -117,7 +117,7 @@ impl Ept {
     }
 
     /// Whether the guest page at `gpa` is mapped.
-    pub(crate) fn is_mapped(&mut self, gpa: u64) -> bool {
+    pub(crate) fn is_mapped(&self, gpa: u64) -> bool {
         self.leaf(gpa).is_some()
     }
 

@@ -54,6 +54,25 @@ impl PinnedPage {
         Ok(Self { page })
     }
 
+    /// Pins `count` consecutive pages from user address `uaddr` (fewer if the mapping ends
+    /// or a page cannot be pinned; at least one, else an error).
+    pub(crate) fn pin_run(uaddr: u64, count: usize, write: bool) -> Result<KVec<Self>> {
+        let mut pages = KVec::from_elem(core::ptr::null_mut(), count, GFP_KERNEL)?;
+        let mut pinned = KVec::with_capacity(count, GFP_KERNEL)?;
+        let flags = bindings::FOLL_LONGTERM | if write { bindings::FOLL_WRITE } else { 0 };
+        let nr = i32::try_from(count).map_err(|_| EINVAL)?;
+        // SAFETY: `pages` has room for `count` page pointers; the call checks `uaddr` itself.
+        let n = unsafe { bindings::pin_user_pages_fast(uaddr as usize, nr, flags, pages.as_mut_ptr()) };
+        if n <= 0 {
+            return Err(if n < 0 { Error::from_errno(n) } else { EFAULT });
+        }
+        for &page in &pages[..n as usize] {
+            // Capacity reserved above: cannot fail, and each pinned page gets its owner.
+            pinned.push(Self { page }, GFP_KERNEL)?;
+        }
+        Ok(pinned)
+    }
+
     /// The page's physical address.
     pub(crate) fn phys(&self) -> u64 {
         // SAFETY: the page is pinned, so `self.page` is a valid `struct page`.

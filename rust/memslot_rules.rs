@@ -56,6 +56,30 @@ impl Slot {
         self.flags & KVM_MEM_LOG_DIRTY_PAGES != 0
     }
 
+    /// The guest pages to map when the guest first touches `gpa`, as `(first page, count)`:
+    /// the pages around it that are not mapped yet (`mapped` says which are), inside the block
+    /// of `around` pages (a power of two, at most 512) aligned like Linux's fault-around, and
+    /// inside the slot. One page when `around` is 1 or the slot logs dirty pages (a page read
+    /// first must stay read-only there until written).
+    pub fn fault_around(&self, gpa: u64, around: u32, mapped: impl Fn(u64) -> bool) -> (u64, u64) {
+        let page = gpa & !0xfff;
+        if self.logs_dirty() || around <= 1 {
+            return (page, 1);
+        }
+        let block = (around.min(512).next_power_of_two() as u64) << 12;
+        let lo = (page & !(block - 1)).max(self.gpa);
+        let hi = ((page & !(block - 1)) + block).min(self.gpa + self.size);
+        let mut first = page;
+        while first > lo && !mapped(first - 4096) {
+            first -= 4096;
+        }
+        let mut end = page + 4096;
+        while end < hi && !mapped(end) {
+            end += 4096;
+        }
+        (first, (end - first) >> 12)
+    }
+
     /// 64-bit words of the slot's dirty bitmap (KVM rounds it up to whole longs).
     pub const fn bitmap_words(&self) -> usize {
         self.pages().div_ceil(64) as usize
@@ -159,6 +183,28 @@ mod tests {
 
     fn slot(id: u16, gpa: u64, size: u64, uaddr: u64) -> Slot {
         Slot { id, flags: 0, gpa, size, uaddr }
+    }
+
+    #[test]
+    fn fault_around_maps_the_unmapped_run_of_the_aligned_block() {
+        let s = slot(0, 0x10_0000, 0x10_0000, 0x7000_0000);
+        let none = |_| false;
+        assert_eq!(s.fault_around(0x10_5123, 16, none), (0x10_0000, 16), "the 64 KiB block");
+        assert_eq!(s.fault_around(0x10_5123, 1, none), (0x10_5000, 1), "off");
+        assert_eq!(s.fault_around(0x10_5123, 0, none), (0x10_5000, 1), "off");
+        assert_eq!(s.fault_around(0x10_5123, 12, none), (0x10_0000, 16), "rounded up to a power of two");
+        let big = slot(2, 0x20_0000, 0x40_0000, 0x7000_0000);
+        assert_eq!(big.fault_around(0x33_0000, 4096, none), (0x20_0000, 512), "at most 512 pages (2 MiB)");
+        // Mapped pages bound the run on both sides.
+        let mapped = |g: u64| g == 0x10_2000 || g == 0x10_9000;
+        assert_eq!(s.fault_around(0x10_5000, 16, mapped), (0x10_3000, 6));
+        assert_eq!(s.fault_around(0x10_1000, 16, mapped), (0x10_0000, 2));
+        // The slot bounds it too.
+        let small = slot(1, 0x10_3000, 0x3000, 0x7000_0000);
+        assert_eq!(small.fault_around(0x10_4000, 16, none), (0x10_3000, 3));
+        let mut logged = s;
+        logged.flags = KVM_MEM_LOG_DIRTY_PAGES;
+        assert_eq!(logged.fault_around(0x10_5123, 16, none), (0x10_5000, 1), "logging: one page");
     }
 
     #[test]

@@ -106,6 +106,12 @@ module! {
     authors: ["The rvmx developers"],
     description: "A small KVM-compatible hypervisor for Intel VMX, in Rust",
     license: "GPL",
+    params: {
+        fault_around: u32 {
+            default: 16,
+            description: "Guest pages mapped per EPT fault on first touch: the unmapped ones of the aligned block of this many pages (power of two, up to 512) around the page touched; 1 maps only that page, as KVM does",
+        },
+    },
 }
 
 #[pin_data]

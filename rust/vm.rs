@@ -301,12 +301,29 @@ impl Vm {
             }
             return Ok(Fault::Mapped);
         }
-        inner.pinned.reserve(1, GFP_KERNEL)?;
-        let page = PinnedPage::pin(slot.uaddr + (page_gpa - slot.gpa), !slot.readonly())?;
-        // With logging, a page read first stays read-only until its first write.
+        // With logging, a page read first stays read-only until its first write (and is mapped
+        // alone); otherwise the unmapped pages around it come in too, in one pin.
         let writable = !slot.readonly() && (write || !slot.logs_dirty());
-        inner.ept.map(page_gpa, page.phys(), writable)?;
-        inner.pinned.push((page_gpa, page), GFP_KERNEL)?;
+        let around = crate::module_parameters::fault_around.value();
+        let (first, count) = slot.fault_around(page_gpa, around, |g| inner.ept.is_mapped(g));
+        inner.pinned.reserve(count as usize, GFP_KERNEL)?;
+        let mut pages = PinnedPage::pin_run(slot.uaddr + (first - slot.gpa), count as usize, !slot.readonly())?;
+        if first + ((pages.len() as u64) << 12) <= page_gpa {
+            // The run stopped short of the page touched: that one alone, as without fault-around.
+            pages.clear();
+            pages.push(PinnedPage::pin(slot.uaddr + (page_gpa - slot.gpa), !slot.readonly())?, GFP_KERNEL)?;
+            return self.map_run(&mut inner, page_gpa, pages, writable);
+        }
+        self.map_run(&mut inner, first, pages, writable)
+    }
+
+    /// Maps `pages`, pinned for the guest pages from `first` on, and keeps them pinned.
+    fn map_run(&self, inner: &mut VmInner, first: u64, pages: KVec<PinnedPage>, writable: bool) -> Result<Fault<'_>> {
+        for (i, page) in pages.into_iter().enumerate() {
+            let gpa = first + ((i as u64) << 12);
+            inner.ept.map(gpa, page.phys(), writable)?;
+            inner.pinned.push((gpa, page), GFP_KERNEL)?;
+        }
         Ok(Fault::Mapped)
     }
 

@@ -52,8 +52,8 @@ stats_run() {
 	[ "$(stat_row /tmp/stats.err '  IO_INSTRUCTION')" -ge "$tool_io" ] &&
 	[ "$(stat_row /tmp/stats.err 'VM exits')" -ge "$tool_user" ] &&
 	[ "$(stat_row /tmp/stats.err 'VMX windows')" -ge "$tool_user" ] &&
-	[ "$(stat_row /tmp/stats.err 'EPT faults (pages mapped)')" -gt 0 ] &&
-	[ "$(stat_row /tmp/stats.err '  EPT_VIOLATION')" -ge "$(stat_row /tmp/stats.err 'EPT faults (pages mapped)')" ] &&
+	[ "$(stat_row /tmp/stats.err 'EPT faults (RAM mapped)')" -gt 0 ] &&
+	[ "$(stat_row /tmp/stats.err '  EPT_VIOLATION')" -ge "$(stat_row /tmp/stats.err 'EPT faults (RAM mapped)')" ] &&
 	[ "$(stat_row /tmp/stats.err 'TSC ticks in guest mode')" -gt 0 ] || { echo "counts disagree"; return 1; }
 	# The VM's directory went with it.
 	[ -z "$(ls /sys/kernel/debug/rvmx)" ] || { echo "left behind:"; ls /sys/kernel/debug/rvmx; return 1; }
@@ -129,7 +129,7 @@ check "tool: rvmx run --kernel --cpus 2 boots the project's Linux 7.3 to init (m
 linux_stats() { # both vCPUs ran, the second one took exits of its own
 	grep -q "^VM [0-9]*-[0-9]* (2 vCPUs)$" /tmp/linux-rvmx-smp.err &&
 	sed -n 's/^  CPUID  *\([0-9]*\)  *\([0-9]*\)  *\([0-9]*\)$/\2 \3/p' /tmp/linux-rvmx-smp.err | grep -q '^[1-9][0-9]* [1-9][0-9]*$' &&
-	[ "$(stat_row /tmp/linux-rvmx-smp.err 'EPT faults (pages mapped)')" -gt 1000 ]
+	[ "$(stat_row /tmp/linux-rvmx-smp.err 'EPT faults (RAM mapped)')" -gt 100 ]
 }
 check "stats: the Linux guest's per-vCPU counters: CPUID exits on both vCPUs, EPT faults" linux_stats
 
@@ -152,8 +152,24 @@ check "mmio: MMIO, read-only slots and string I/O guests run on /dev/rvmx" \
 	sh -c 'kvm-mmio-check /dev/rvmx > /tmp/mmio-rvmx'
 check "cpu state: XCR0 (XSETBV), AVX registers across exits, XSAVE/XCRS/DEBUGREGS ioctls, MOV DR on /dev/rvmx" \
 	sh -c 'kvm-cpu-state-check /dev/rvmx > /tmp/cs-rvmx'
+# IDT-vectoring reinjection needs event deliveries that touch stack pages EPT does not map yet:
+# this check runs with one page mapped per EPT fault (fault_around=1, as KVM maps them).
+one_page_per_fault() { # one_page_per_fault COMMAND...: COMMAND with rvmx loaded with fault_around=1
+	rmmod rvmx && insmod /lib/rvmx/rvmx.ko fault_around=1 || return 1
+	"$@"; r=$?
+	rmmod rvmx && insmod /lib/rvmx/rvmx.ko && return $r
+}
 check "irq: interrupt/NMI injection, windows, shadows, reinjection, VCPU_EVENTS, CR8 on /dev/rvmx" \
-	sh -c 'kvm-irq-check /dev/rvmx > /tmp/irq-rvmx'
+	one_page_per_fault sh -c 'kvm-irq-check /dev/rvmx > /tmp/irq-rvmx'
+fault_around() { # the same flat guest maps its memory in fewer EPT faults with fault-around
+	one_page_per_fault sh -c 'rvmx run --flat /root/flat-hello.bin --entry 0x1000 --stats > /dev/null 2> /tmp/stats-1.err'
+	[ $? = 42 ] || { cat /tmp/stats-1.err; return 1; }
+	one=$(stat_row /tmp/stats-1.err 'EPT faults (RAM mapped)') around=$(stat_row /tmp/stats.err 'EPT faults (RAM mapped)')
+	echo "EPT faults: $one with fault_around=1, $around with the default (16)"
+	[ "$one" -gt "$around" ] && [ "$around" -ge 1 ]
+}
+check "memory: fault-around (module parameter fault_around, default 16 pages) maps a guest's first touches in fewer EPT faults than one page per fault" \
+	fault_around
 check "memory: dirty-page logging, ioeventfds and machine-check injection on /dev/rvmx" \
 	sh -c 'kvm-memory-check /dev/rvmx > /tmp/mem-rvmx'
 check "smp: a BSP starts a second vCPU with INIT/SIPI through a userspace LAPIC model on /dev/rvmx" \

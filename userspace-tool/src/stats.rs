@@ -99,7 +99,7 @@ pub fn table(vm: &VmStats) -> String {
         let name = kvm_exit_name(r).unwrap_or("?");
         row(&mut out, &format!("  {name}"), cols.iter().map(|c| c.user_exits[r]));
     }
-    row(&mut out, "EPT faults (pages mapped)", cols.iter().map(|c| c.ept_faults));
+    row(&mut out, "EPT faults (RAM mapped)", cols.iter().map(|c| c.ept_faults));
     row(&mut out, "TSC ticks in guest mode", cols.iter().map(|c| c.guest_tsc));
     out
 }
