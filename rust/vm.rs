@@ -307,14 +307,16 @@ impl Vm {
         let around = crate::module_parameters::fault_around.value();
         let (first, count) = slot.fault_around(page_gpa, around, |g| inner.ept.is_mapped(g));
         inner.pinned.reserve(count as usize, GFP_KERNEL)?;
-        let mut pages = PinnedPage::pin_run(slot.uaddr + (first - slot.gpa), count as usize, !slot.readonly())?;
-        if first + ((pages.len() as u64) << 12) <= page_gpa {
-            // The run stopped short of the page touched: that one alone, as without fault-around.
-            pages.clear();
-            pages.push(PinnedPage::pin(slot.uaddr + (page_gpa - slot.gpa), !slot.readonly())?, GFP_KERNEL)?;
-            return self.map_run(&mut inner, page_gpa, pages, writable);
+        match PinnedPage::pin_run(slot.uaddr + (first - slot.gpa), count as usize, !slot.readonly()) {
+            Ok(pages) if first + ((pages.len() as u64) << 12) > page_gpa => self.map_run(&mut inner, first, pages, writable),
+            // The run failed or stopped short of the page touched (a neighbour the host cannot
+            // give): that page alone, with its own error if it fails too.
+            _ => {
+                let mut pages = KVec::with_capacity(1, GFP_KERNEL)?;
+                pages.push(PinnedPage::pin(slot.uaddr + (page_gpa - slot.gpa), !slot.readonly())?, GFP_KERNEL)?;
+                self.map_run(&mut inner, page_gpa, pages, writable)
+            }
         }
-        self.map_run(&mut inner, first, pages, writable)
     }
 
     /// Maps `pages`, pinned for the guest pages from `first` on, and keeps them pinned.
