@@ -41,21 +41,9 @@ unsafe impl Send for PinnedPage {}
 unsafe impl Sync for PinnedPage {}
 
 impl PinnedPage {
-    /// Pins the page at user address `uaddr` of the current process (writable if `write`).
-    /// `EFAULT` if nothing is mapped there.
-    pub(crate) fn pin(uaddr: u64, write: bool) -> Result<Self> {
-        let mut page: *mut bindings::page = core::ptr::null_mut();
-        let flags = bindings::FOLL_LONGTERM | if write { bindings::FOLL_WRITE } else { 0 };
-        // SAFETY: `page` is room for one page pointer; the call checks `uaddr` itself.
-        let n = unsafe { bindings::pin_user_pages_fast(uaddr as usize, 1, flags, &mut page) };
-        if n != 1 || page.is_null() {
-            return Err(if n < 0 { Error::from_errno(n) } else { EFAULT });
-        }
-        Ok(Self { page })
-    }
-
-    /// Pins `count` consecutive pages from user address `uaddr` (fewer if the mapping ends
-    /// or a page cannot be pinned; at least one, else an error).
+    /// Pins `count` consecutive pages from user address `uaddr` of the current process
+    /// (writable if `write`; fewer if the mapping ends or a page cannot be pinned; at least
+    /// one, else an error: `EFAULT` if nothing is mapped there).
     pub(crate) fn pin_run(uaddr: u64, count: usize, write: bool) -> Result<KVec<Self>> {
         let mut pages = KVec::from_elem(core::ptr::null_mut(), count, GFP_KERNEL)?;
         let mut pinned = KVec::with_capacity(count, GFP_KERNEL)?;

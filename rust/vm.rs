@@ -72,6 +72,16 @@ impl VmInner {
         }
     }
 
+    /// Maps `pages`, pinned for the guest pages from `first` on, and keeps them pinned.
+    fn map_run(&mut self, first: u64, pages: KVec<PinnedPage>, writable: bool) -> Result {
+        for (i, page) in pages.into_iter().enumerate() {
+            let gpa = first + ((i as u64) << 12);
+            self.ept.map(gpa, page.phys(), writable)?;
+            self.pinned.push((gpa, page), GFP_KERNEL)?;
+        }
+        Ok(())
+    }
+
     /// Replaces slot `slot.id` with `slot`.
     fn set_slot(&mut self, slot: Slot) {
         for s in self.slots.iter_mut().filter(|s| s.id == slot.id) {
@@ -307,24 +317,12 @@ impl Vm {
         let around = crate::module_parameters::fault_around.value();
         let (first, count) = slot.fault_around(page_gpa, around, |g| inner.ept.is_mapped(g));
         inner.pinned.reserve(count as usize, GFP_KERNEL)?;
-        match PinnedPage::pin_run(slot.uaddr + (first - slot.gpa), count as usize, !slot.readonly()) {
-            Ok(pages) if first + ((pages.len() as u64) << 12) > page_gpa => self.map_run(&mut inner, first, pages, writable),
+        let uaddr = |gpa: u64| slot.uaddr + (gpa - slot.gpa);
+        match PinnedPage::pin_run(uaddr(first), count as usize, !slot.readonly()) {
+            Ok(pages) if first + ((pages.len() as u64) << 12) > page_gpa => inner.map_run(first, pages, writable)?,
             // The run failed or stopped short of the page touched (a neighbour the host cannot
             // give): that page alone, with its own error if it fails too.
-            _ => {
-                let mut pages = KVec::with_capacity(1, GFP_KERNEL)?;
-                pages.push(PinnedPage::pin(slot.uaddr + (page_gpa - slot.gpa), !slot.readonly())?, GFP_KERNEL)?;
-                self.map_run(&mut inner, page_gpa, pages, writable)
-            }
-        }
-    }
-
-    /// Maps `pages`, pinned for the guest pages from `first` on, and keeps them pinned.
-    fn map_run(&self, inner: &mut VmInner, first: u64, pages: KVec<PinnedPage>, writable: bool) -> Result<Fault<'_>> {
-        for (i, page) in pages.into_iter().enumerate() {
-            let gpa = first + ((i as u64) << 12);
-            inner.ept.map(gpa, page.phys(), writable)?;
-            inner.pinned.push((gpa, page), GFP_KERNEL)?;
+            _ => inner.map_run(page_gpa, PinnedPage::pin_run(uaddr(page_gpa), 1, !slot.readonly())?, writable)?,
         }
         Ok(Fault::Mapped)
     }
