@@ -55,6 +55,16 @@ pub const LEAF1_EDX: u32 = 1 << 0 | 1 << 1 | 1 << 2 | 1 << 3 | 1 << 4 | 1 << 5 |
 /// INVPCID only where the CPU lets VMX enable it (see [`supported`]).
 pub const LEAF7_EBX: u32 = 1 << 0 | 1 << 3 | 1 << 7 | 1 << 8 | 1 << 9 | 1 << 10 | 1 << 19
     | 1 << 20 | 1 << 23 | 1 << 29;
+/// Leaf 1 ECX PCID (not offered; a VMM may list it, and CR4.PCIDE then works in the hardware).
+pub const LEAF1_ECX_PCID: u32 = 1 << 17;
+/// Leaf 7.0 EBX FSGSBASE.
+pub const LEAF7_EBX_FSGSBASE: u32 = 1 << 0;
+/// Leaf 7.0 EBX SMEP.
+pub const LEAF7_EBX_SMEP: u32 = 1 << 7;
+/// Leaf 7.0 EBX SMAP.
+pub const LEAF7_EBX_SMAP: u32 = 1 << 20;
+/// Leaf 7.0 ECX RDPID.
+pub const LEAF7_ECX_RDPID: u32 = 1 << 22;
 /// Leaf 7.0 EBX INVPCID.
 pub const LEAF7_EBX_INVPCID: u32 = 1 << 10;
 /// Leaf 0x80000001 ECX bits: LAHF/SAHF, ABM (LZCNT), PREFETCHW.
@@ -178,8 +188,9 @@ pub struct Runtime {
     pub apic_enabled: bool,
     /// CR4.OSXSAVE: leaf 1 ECX.OSXSAVE (bit 27).
     pub osxsave: bool,
-    /// XCR0: leaf 0xD.0 EBX, the image size for the enabled components.
-    pub xcr0: u64,
+    /// Leaf 0xD.0 EBX: the image size for the components XCR0 enables, from the host's
+    /// layout ([`crate::xstate::size_for`]), never from the table.
+    pub xsave_size: u32,
 }
 
 /// What a guest's CPUID returns, as KVM computes it (Intel semantics, `kvm_cpuid`): the
@@ -194,10 +205,7 @@ pub fn guest_cpuid(table: &[CpuidEntry], leaf: u32, subleaf: u32, rt: Runtime) -
         r.0[2] = set(r.0[2], 27, rt.osxsave);
     }
     if r.1 == 0xd && leaf == 0xd && subleaf == 0 {
-        r.0[1] = crate::xstate::size_for(rt.xcr0, |i| {
-            let c = lookup(table, 0xd, i);
-            (c[0], c[1])
-        });
+        r.0[1] = rt.xsave_size;
     }
     r.0
 }
@@ -233,6 +241,18 @@ pub fn xsave_allowed(table: &[CpuidEntry], xfeatures: u64) -> bool {
     xfeatures != 0 && lookup(table, 1, 0)[2] & LEAF1_ECX_XSAVE != 0
 }
 
+/// The features behind the CR4 bits a guest with this table may set.
+pub fn cr4_features(table: &[CpuidEntry], xfeatures: u64) -> crate::vcpu_state::Cr4Features {
+    let (l1, l7) = (lookup(table, 1, 0), lookup(table, 7, 0));
+    crate::vcpu_state::Cr4Features {
+        xsave: xsave_allowed(table, xfeatures),
+        pcid: l1[2] & LEAF1_ECX_PCID != 0,
+        fsgsbase: l7[1] & LEAF7_EBX_FSGSBASE != 0,
+        smep: l7[1] & LEAF7_EBX_SMEP != 0,
+        smap: l7[1] & LEAF7_EBX_SMAP != 0,
+    }
+}
+
 /// The XCR0 components a guest with this table may enable: those its leaf 0xD.0 lists that
 /// rvmx switches, and x87.
 pub fn xcr0_allowed(table: &[CpuidEntry], xfeatures: u64) -> u64 {
@@ -244,6 +264,11 @@ pub fn xcr0_allowed(table: &[CpuidEntry], xfeatures: u64) -> u64 {
 pub fn long_mode_and_nx(table: &[CpuidEntry]) -> (bool, bool) {
     let edx = lookup(table, 0x8000_0001, 0)[3];
     (edx & EXT1_EDX_LM != 0, edx & EXT1_EDX_NX != 0)
+}
+
+/// Whether the guest has IA32_TSC_AUX: its CPUID lists RDTSCP or RDPID (KVM's rule).
+pub fn has_tsc_aux(table: &[CpuidEntry]) -> bool {
+    lookup(table, 0x8000_0001, 0)[3] & EXT1_EDX_RDTSCP != 0 || lookup(table, 7, 0)[2] & LEAF7_ECX_RDPID != 0
 }
 
 #[cfg(test)]
@@ -305,11 +330,17 @@ mod tests {
         assert_eq!(xcr0_allowed(t, X87 | SSE | YMM | AVX512), X87 | SSE | YMM);
         assert_eq!(xcr0_allowed(t, X87 | SSE), X87 | SSE);
         assert_eq!(xcr0_allowed(&[], X87 | SSE), X87);
-        // Leaf 0xD.0 EBX follows the guest's XCR0.
-        let rt = |xcr0| Runtime { xcr0, ..Default::default() };
-        assert_eq!(guest_cpuid(t, 0xd, 0, rt(X87))[1], 576);
-        assert_eq!(guest_cpuid(t, 0xd, 0, rt(X87 | SSE | YMM))[1], 832);
-        assert_eq!(guest_cpuid(t, 0xd, 2, rt(X87))[1], 576, "only subleaf 0");
+        // Leaf 0xD.0 EBX is the runtime size (the host's layout for the guest's XCR0), even
+        // when a table claims sizes that would overflow.
+        let rt = |xsave_size| Runtime { xsave_size, ..Default::default() };
+        assert_eq!(guest_cpuid(t, 0xd, 0, rt(576))[1], 576);
+        assert_eq!(guest_cpuid(t, 0xd, 0, rt(832))[1], 832);
+        assert_eq!(guest_cpuid(t, 0xd, 2, rt(576))[1], 576, "only subleaf 0");
+        let hostile = [
+            CpuidEntry { function: 0xd, flags: FLAG_SIGNIFICANT_INDEX, eax: 7, ..Default::default() },
+            CpuidEntry { function: 0xd, index: 2, flags: FLAG_SIGNIFICANT_INDEX, eax: u32::MAX, ebx: u32::MAX, ..Default::default() },
+        ];
+        assert_eq!(guest_cpuid(&hostile, 0xd, 0, rt(832))[1], 832);
     }
 
     #[test]
@@ -333,7 +364,7 @@ mod tests {
             CpuidEntry { function: 0, eax: 1, ..Default::default() },
             CpuidEntry { function: 1, edx: 1, ecx: 1 << 27, ..Default::default() },
         ];
-        let on = Runtime { apic_enabled: true, osxsave: false, xcr0: 1 };
+        let on = Runtime { apic_enabled: true, osxsave: false, xsave_size: 576 };
         assert_eq!(guest_cpuid(&t, 1, 0, on), [0, 0, 0, 0x201]);
         assert_eq!(guest_cpuid(&t, 0x40, 0, on)[3], 0x201, "also through the out-of-range rule");
         assert_eq!(guest_cpuid(&t, 0, 0, on)[3], 0, "other leaves untouched");

@@ -366,7 +366,9 @@ pub(crate) fn complete(vm: &Vm, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, p:
             let down = regs.rflags & insn::RFLAGS_DF != 0;
             let rdi = regs.rdi & mask;
             for k in 0..count as u64 {
-                let offset = if down { rdi.wrapping_sub(k * size as u64) } else { rdi + k * size as u64 } & mask;
+                // Guest addresses wrap around the address space (and the address size).
+                let step = k.wrapping_mul(size as u64);
+                let offset = if down { rdi.wrapping_sub(step) } else { rdi.wrapping_add(step) } & mask;
                 let b = run.pio_data(k as usize * size as usize, size);
                 if g.write_linear(g.linear(Seg::Es, offset), &b[..size as usize]).is_err() {
                     run.emulation_failure(&[], &[offset]);

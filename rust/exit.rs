@@ -12,7 +12,7 @@ use crate::{
     entry::Gprs,
     events::{vector, Exception},
     guest_state::{guest_cr0, real_cr0, CR4_HOST_OWNED, ENTRY_IA32E},
-    vcpu_state::{cr0, cr4_allowed, dr, efer, CR4_OSXSAVE, CR4_PAE},
+    vcpu_state::{cr0, cr4, dr, efer, CR4_OSXSAVE, CR4_PAE},
     run::{KvmRun, PendingIo},
     vmcs::Current,
     vmcs_fields::*,
@@ -55,9 +55,10 @@ pub(crate) enum Next {
     EptFault { gpa: u64, qualification: u64 },
     /// Leave the window and emulate INS/OUTS (`len` bytes long) with guest memory.
     StringIo { io: Io, len: u8 },
-    /// Leave the window to finish a MOV to CR0 (or LMSW) of `len` bytes that turns on PAE
-    /// paging outside long mode: the PDPTEs come from guest memory.
-    PaePaging { cr0: u64, len: u8 },
+    /// Leave the window to finish a MOV to CR0 (or LMSW) or CR4 of `len` bytes that turns
+    /// on PAE paging outside long mode, or changes its paging bits: the PDPTEs come from
+    /// guest memory.
+    PaePaging { cr0: u64, cr4: u64, len: u8 },
     /// Leave the window with an OUT of `size` bytes of `value` to `port` that `kvm_run`
     /// already describes: an ioeventfd may take it, else it goes to userspace.
     PortOut { port: u16, size: u8, value: u64 },
@@ -80,13 +81,15 @@ pub(crate) struct Exit<'a, 'b> {
     pub(crate) host_debug: &'a HostDebug,
     /// The guest's XCR0 (in the hardware during the window), and what rvmx can switch.
     pub(crate) xcr0: &'a mut u64,
-    pub(crate) xfeatures: u64,
+    pub(crate) features: &'a crate::fpu::Features,
     /// Interrupts, NMIs and exceptions waiting for the guest.
     pub(crate) events: &'a mut crate::events::Events,
     /// Userspace's `request_interrupt_window`.
     pub(crate) want_irq_window: bool,
     /// A userspace debugger's settings.
     pub(crate) debugger: &'a crate::guest_debug::Debugger,
+    /// The CR4 bits the guest may set (its CPUID, rvmx, the processor).
+    pub(crate) cr4_ok: u64,
     /// Set when the handler emulated the exiting instruction (moved RIP past it).
     pub(crate) skipped: bool,
 }
@@ -123,7 +126,7 @@ impl Exit<'_, '_> {
     }
 
     fn xsave_allowed(&self) -> bool {
-        crate::cpuid_table::xsave_allowed(self.cpuid, self.xfeatures)
+        crate::cpuid_table::xsave_allowed(self.cpuid, self.features.xcr0)
     }
 
     /// Raises #GP(0); in real mode exceptions carry no error code (and VM entry refuses one).
@@ -164,6 +167,10 @@ impl Exit<'_, '_> {
     /// Dispatches one VM exit; `full` is its EXIT_REASON field.
     pub(crate) fn handle(&mut self, full: u32) -> Next {
         if full & vmx_exit::ENTRY_FAILURE != 0 {
+            if full as u16 == reason::ENTRY_FAIL_MACHINE_CHECK {
+                // The machine check hit the entry: the host's handler must see it (KVM).
+                crate::x86::machine_check();
+            }
             crate::guest_state::dump_failed_entry(self.cur, full as u64);
             self.run.fail_entry(full as u64, self.cpu);
             return Next::ToUser;
@@ -199,7 +206,7 @@ impl Exit<'_, '_> {
                 let rt = crate::cpuid_table::Runtime {
                     apic_enabled: self.msrs.sregs.apic_base & (1 << 11) != 0,
                     osxsave: self.cur.read(CR4_READ_SHADOW) & CR4_OSXSAVE != 0,
-                    xcr0: *self.xcr0,
+                    xsave_size: self.features.xsave_size(*self.xcr0),
                 };
                 let [a, b, c, d] = crate::cpuid_table::guest_cpuid(
                     self.cpuid, self.gprs.rax as u32, self.gprs.rcx as u32, rt);
@@ -223,8 +230,26 @@ impl Exit<'_, '_> {
                 self.skip_instruction();
                 Next::Reenter
             }
+            // INVD would throw away the host's dirty cache lines, WBINVD flush them all: both
+            // are NOPs, as on KVM without non-coherent DMA.
             reason::INVD | reason::WBINVD => {
                 self.skip_instruction();
+                Next::Reenter
+            }
+            // MONITOR/MWAIT would put the host's CPU to sleep: NOPs, as KVM's default
+            // (KVM_X86_QUIRK_MWAIT_NEVER_UD_FAULTS).
+            reason::MONITOR | reason::MWAIT => {
+                self.skip_instruction();
+                Next::Reenter
+            }
+            // No PMU for guests: the host's counters stay the host's (KVM without a vPMU).
+            reason::RDPMC => {
+                self.inject_gp0();
+                Next::Reenter
+            }
+            // No SGX for guests (KVM's handle_encls without SGX).
+            reason::ENCLS => {
+                self.inject_ud();
                 Next::Reenter
             }
             r if vmx_exit::is_vmx_instruction(r) => {
@@ -271,6 +296,12 @@ impl Exit<'_, '_> {
             3 => {
                 self.run.debug(3, pc, 0, 0);
                 Next::ToUser
+            }
+            // A machine check while the guest ran is the host's (KVM's kvm_machine_check):
+            // its handler runs now, interrupts still off; the guest resumes.
+            v if v == vector::MC as u32 => {
+                crate::x86::machine_check();
+                Next::Reenter
             }
             17 => {
                 let code = self.cur.read(EXIT_INTR_ERROR_CODE);
@@ -395,7 +426,7 @@ impl Exit<'_, '_> {
             return Next::Reenter;
         }
         let v = (self.gprs.rdx << 32) | (self.gprs.rax & 0xffff_ffff);
-        let allowed = crate::cpuid_table::xcr0_allowed(self.cpuid, self.xfeatures);
+        let allowed = crate::cpuid_table::xcr0_allowed(self.cpuid, self.features.xcr0);
         if self.gprs.rcx as u32 != 0 || self.cpl() != 0 || !xstate::xcr0_valid(v, allowed) {
             self.inject_gp0();
             return Next::Reenter;
@@ -425,6 +456,7 @@ impl Exit<'_, '_> {
             }
             _ => return self.unexpected(full),
         };
+        let (old0, old4) = (guest_cr0(self.cur), self.cur.read(CR4_READ_SHADOW));
         let done = match q.cr {
             0 => self.set_cr0(value),
             4 => self.set_cr4(value),
@@ -432,13 +464,20 @@ impl Exit<'_, '_> {
         };
         match done {
             Some(true) => self.skip_instruction(),
-            Some(false) => self.inject_gp0(),
+            Some(false) => {
+                self.inject_gp0();
+                return Next::Reenter;
+            }
             None => {
                 let len = self.cur.read(EXIT_INSTRUCTION_LEN) as u8;
-                return Next::PaePaging { cr0: value, len };
+                let (cr0, cr4) = if q.cr == 0 { (value, old4) } else { (old0, value) };
+                return Next::PaePaging { cr0, cr4, len };
             }
         }
-        Next::Reenter
+        // The processor would have flushed the guest's TLB (clearing CR0.PG, changing a
+        // paging bit of CR4): the next window's INVEPT does, for this VPID too.
+        let flush = if q.cr == 0 { old0 & !value & cr0::PG != 0 } else { (old4 ^ value) & cr4::TLB_FLUSH != 0 };
+        if flush { Next::Host } else { Next::Reenter }
     }
 
     /// MOV to or from CR8 (the task-priority register): the guest's lives in its SREGS, as
@@ -500,12 +539,22 @@ impl Exit<'_, '_> {
         Some(true)
     }
 
-    /// MOV to CR4: `Some(false)` for #GP (reserved bits, VMXE, OSXSAVE without XSAVE, PAE
-    /// off in long mode).
+    /// MOV to CR4 (every bit the guest does not own exits): `Some(false)` for #GP, as KVM's
+    /// `kvm_set_cr4`: a bit the guest may not set, PAE off in long mode, PCIDE turned on
+    /// outside long mode or with CR3[11:0] non-zero. `None` if PAE paging outside long mode
+    /// needs its PDPTEs reloaded (finished outside the window).
     fn set_cr4(&mut self, v: u64) -> Option<bool> {
         let long = self.cur.read(GUEST_IA32_EFER) & efer::LMA != 0;
-        if v & !cr4_allowed(self.xsave_allowed()) != 0 || (long && v & CR4_PAE == 0) {
+        let old = self.cur.read(CR4_READ_SHADOW);
+        if v & !self.cr4_ok != 0 || (long && v & CR4_PAE == 0) {
             return Some(false);
+        }
+        if v & cr4::PCIDE != 0 && old & cr4::PCIDE == 0 && (!long || self.cur.read(GUEST_CR3) & 0xfff != 0) {
+            return Some(false);
+        }
+        let paging = guest_cr0(self.cur) & cr0::PG != 0;
+        if !long && paging && v & CR4_PAE != 0 && (v ^ old) & cr4::PDPTR_RELOAD != 0 {
+            return None;
         }
         self.cur.write(GUEST_CR4, v | CR4_HOST_OWNED);
         self.cur.write(CR4_READ_SHADOW, v);

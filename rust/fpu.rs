@@ -33,7 +33,12 @@ pub(crate) struct Features {
     pub(crate) xcr0: u64,
     /// The MXCSR bits this CPU accepts (FXSAVE's MXCSR_MASK).
     pub(crate) mxcsr_mask: u32,
+    /// The host's CPUID 0xD.i `(size, offset)` of each switched component (standard format).
+    components: [(u32, u32); COMPONENTS],
 }
+
+/// Components 0..8 cover every one in [`xstate::SWITCHED`].
+const COMPONENTS: usize = 8;
 
 impl Features {
     pub(crate) fn probe() -> Result<Self> {
@@ -45,7 +50,20 @@ impl Features {
         unsafe { asm!("fxsave64 [{}]", in(reg) fx.0.as_mut_ptr(), options(nostack)) };
         let mask = u32::from_le_bytes(fx.0[28..32].try_into().unwrap_or_default());
         // A zero mask means the CPU predates DAZ: the SDM's default then.
-        Ok(Self { xcr0, mxcsr_mask: if mask == 0 { 0xffbf } else { mask } })
+        let mut components = [(0, 0); COMPONENTS];
+        for (i, c) in components.iter_mut().enumerate().skip(2) {
+            if xcr0 & 1 << i != 0 {
+                let [size, offset, ..] = crate::x86::cpuid_count(0xd, i as u32);
+                *c = (size, offset);
+            }
+        }
+        Ok(Self { xcr0, mxcsr_mask: if mask == 0 { 0xffbf } else { mask }, components })
+    }
+
+    /// CPUID 0xD.0 EBX for a guest XCR0 of `xcr0`: the host's layout, as KVM's
+    /// `xstate_required_size` (a VMM's CPUID table has no say in it).
+    pub(crate) fn xsave_size(&self, xcr0: u64) -> u32 {
+        xstate::size_for(xcr0 & self.xcr0, |i| self.components.get(i as usize).copied().unwrap_or((0, 0)))
     }
 }
 

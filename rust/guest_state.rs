@@ -22,17 +22,26 @@ const PIN: u32 = 1 << 0 | 1 << 3;
 /// Primary controls for the interrupt window and the NMI window (see events.rs).
 pub(crate) const PROC_IRQ_WINDOW: u32 = 1 << 2;
 pub(crate) const PROC_NMI_WINDOW: u32 = 1 << 22;
-/// Primary controls: HLT exits, CR8 loads and stores exit (CR8 is the host's TPR: a guest
-/// must not mask the host's interrupts; userspace keeps the guest's, like KVM without an
-/// in-kernel APIC), MOV DR exits (the debug registers are the host's, see debugregs.rs),
-/// every I/O instruction exits, secondary controls on. Every RDMSR/WRMSR exits (no MSR
-/// bitmap).
-const PROC: u32 = 1 << 7 | 1 << 19 | 1 << 20 | 1 << 23 | 1 << 24 | vmx_caps::PROCBASED_SECONDARY_CONTROLS;
+/// Primary controls: HLT exits, MWAIT and MONITOR exit (a guest must not put the host's CPU
+/// to sleep), RDPMC exits (the counters are the host's; guests have no PMU), CR8 loads and
+/// stores exit (CR8 is the host's TPR: a guest must not mask the host's interrupts; userspace
+/// keeps the guest's, like KVM without an in-kernel APIC), MOV DR exits (the debug registers
+/// are the host's, see debugregs.rs), every I/O instruction exits, secondary controls on.
+/// Every RDMSR/WRMSR exits (no MSR bitmap).
+const PROC: u32 = 1 << 7 | 1 << 10 | 1 << 11 | 1 << 19 | 1 << 20 | 1 << 23 | 1 << 24 | 1 << 29
+    | vmx_caps::PROCBASED_SECONDARY_CONTROLS;
 /// Secondary controls: EPT, VPID, unrestricted guest.
 const SECONDARY: u32 =
     vmx_caps::SECONDARY_ENABLE_EPT | vmx_caps::SECONDARY_ENABLE_VPID | vmx_caps::SECONDARY_UNRESTRICTED_GUEST;
 /// Secondary controls given to the guest when the CPU has them: RDTSCP, INVPCID (else #UD).
 const SECONDARY_OPTIONAL: u32 = 1 << 3 | 1 << 12;
+/// Secondary controls that make an instruction exit, when the CPU has them (KVM sets them
+/// the same way): WBINVD (a guest would flush the host's caches), ENCLS (SGX belongs to the
+/// host; without the control, an SGX-enabled host would run a guest's ENCLS natively).
+const SECONDARY_EXITING: u32 = 1 << 6 | 1 << 15;
+/// Exceptions that always exit: #MC (the host's machine-check handler must see it, as
+/// KVM's `handle_exception_irqoff`), besides the debugger's ([`crate::guest_debug`]).
+pub(crate) const EXCEPTIONS_ALWAYS: u32 = 1 << crate::events::vector::MC;
 /// Exit controls: save debug controls (the guest's DR7, which a #DB may change), 64-bit
 /// host, save/load PAT and EFER.
 const EXIT: u32 = 1 << 2 | 1 << 9 | 1 << 18 | 1 << 19 | 1 << 20 | 1 << 21;
@@ -59,16 +68,15 @@ pub(crate) fn guest_cr0(cur: &Current<'_>) -> u64 {
 pub(crate) const fn real_cr0(cr0: u64) -> u64 {
     (cr0 & !(cr0::CD | cr0::NW)) | 1 << 5
 }
-/// CR4 bits the host owns: VMXE (no nested VMX; the guest sees 0).
+/// CR4 bits the host keeps set in the real CR4 whatever the guest asks: VMXE (no nested VMX;
+/// the guest sees 0). The guest/host mask (`vcpu_state::cr4_guest_host_mask`) makes every bit
+/// the guest does not own exit.
 pub(crate) const CR4_HOST_OWNED: u64 = vmx_caps::CR4_VMXE;
-/// CR4 bits whose guest writes exit: the host's, and OSXSAVE (allowed only when the guest
-/// has XSAVE, which is checked on the way).
-const CR4_INTERCEPTED: u64 = CR4_HOST_OWNED | vcpu_state::CR4_OSXSAVE;
 
 /// Writes the controls that stay the same for the vCPU's life. Fails if the CPU cannot run
 /// with them (already checked at load, so this is a consistency check).
 pub(crate) fn write_controls(cur: &Current<'_>, caps: &VmxCaps, eptp: u64, vpid: u16) -> Result {
-    let secondary = SECONDARY | (caps.procbased2.may_be_one & SECONDARY_OPTIONAL);
+    let secondary = SECONDARY | (caps.procbased2.may_be_one & (SECONDARY_OPTIONAL | SECONDARY_EXITING));
     let (timer_pin, timer_exit) = if has_window_timer(caps) {
         (vmx_caps::PINBASED_PREEMPTION_TIMER, EXIT_SAVE_PREEMPTION_TIMER)
     } else {
@@ -84,12 +92,17 @@ pub(crate) fn write_controls(cur: &Current<'_>, caps: &VmxCaps, eptp: u64, vpid:
     cur.write(PROC_BASED_CONTROLS, proc);
     cur.write(SECONDARY_CONTROLS, sec);
     cur.write(EXIT_CONTROLS, exit);
-    cur.write(EXCEPTION_BITMAP, 0);
+    cur.write(EXCEPTION_BITMAP, EXCEPTIONS_ALWAYS);
+    // With ENCLS exiting, every ENCLS leaf exits (#UD: no SGX for guests).
+    if sec & (1 << 15) != 0 {
+        cur.write(ENCLS_EXITING_BITMAP, u64::MAX);
+    }
     cur.write(PF_ERROR_CODE_MASK, 0);
     cur.write(PF_ERROR_CODE_MATCH, 0);
     cur.write(CR3_TARGET_COUNT, 0);
     cur.write(CR0_GUEST_HOST_MASK, CR0_HOST_OWNED);
-    cur.write(CR4_GUEST_HOST_MASK, CR4_INTERCEPTED);
+    // Until the window writes the mask for the guest's CPUID: every bit exits.
+    cur.write(CR4_GUEST_HOST_MASK, u64::MAX);
     cur.write(EPT_POINTER, eptp);
     cur.write(VPID, vpid);
     cur.write(VMCS_LINK_POINTER, u64::MAX);

@@ -11,6 +11,8 @@
 #include <asm/desc.h>
 #include <asm/fpu/api.h>
 #include <asm/msr.h>
+#include <asm/mce.h>
+#include <asm/cpufeature.h>
 
 phys_addr_t rvmx_page_to_phys(struct page *page);
 
@@ -97,4 +99,25 @@ int rvmx_rdmsr_safe(u32 msr, u64 *value)
 void rvmx_wrmsr(u32 msr, u64 value)
 {
 	wrmsrq(msr, value);
+}
+
+void rvmx_machine_check(void);
+bool rvmx_host_uses_fred(void);
+
+/* A #MC that hit the guest goes to the host's handler, as KVM's kvm_machine_check(). */
+void rvmx_machine_check(void)
+{
+#ifdef CONFIG_X86_MCE
+	struct pt_regs regs = {
+		.cs = 3, /* as KVM: a fake user-mode context, whatever the guest ran */
+		.flags = X86_EFLAGS_IF,
+	};
+
+	do_machine_check(&regs);
+#endif
+}
+
+bool rvmx_host_uses_fred(void)
+{
+	return cpu_feature_enabled(X86_FEATURE_FRED);
 }

@@ -148,6 +148,8 @@ pub(crate) struct MsrState<'a, 'b> {
     pub(crate) sregs: &'a mut crate::kvm_abi::Sregs,
     /// EFER bits the guest's CPUID allows.
     pub(crate) efer_ok: u64,
+    /// The guest's CPUID lists RDTSCP or RDPID: it has IA32_TSC_AUX.
+    pub(crate) tsc_aux_ok: bool,
     /// Userspace's access (`KVM_GET/SET_MSRS`), not the guest's.
     pub(crate) host: bool,
 }
@@ -169,6 +171,7 @@ impl MsrState<'_, '_> {
             SYSENTER_CS if live.is_some() => live?.read(GUEST_SYSENTER_CS) as u64,
             SYSENTER_ESP if live.is_some() => live?.read(GUEST_SYSENTER_ESP),
             SYSENTER_EIP if live.is_some() => live?.read(GUEST_SYSENTER_EIP),
+            TSC_AUX if !self.host && !self.tsc_aux_ok => return None,
             m if msr_rules::switched_slot(m).is_some() => {
                 let i = self.area.switched(m)?; // TSC_AUX without host RDTSCP: absent
                 if live.is_some() { self.area.get(i * 2 + 1) } else { self.msrs.switched[i] }
@@ -215,6 +218,7 @@ impl MsrState<'_, '_> {
             APIC_BASE if v & !(0xffff_ffff_f000 | 1 << 8 | 1 << 11) == 0 => self.sregs.apic_base = v,
             APIC_BASE => return Err(()),
             KVM_WALL_CLOCK | KVM_SYSTEM_TIME if self.host && v == 0 => {}
+            TSC_AUX if !self.host && !self.tsc_aux_ok => return Err(()),
             m => {
                 // Validity and the software copy; then the live place inside a window.
                 if msr_rules::switched_slot(m).is_some() && self.area.switched(m).is_none() {

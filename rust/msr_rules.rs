@@ -187,7 +187,10 @@ pub fn write(m: &mut GuestMsrs, msr: u32, v: u64, host: bool) -> Result<(), ()> 
         }
         MTRR_DEF_TYPE if v & !0xcff == 0 && valid_memory_types(v & 0xff, false) => m.mtrr_def_type = v,
         MTRR_PHYS_BASE0..=MTRR_PHYS_MASK7 if v >> 48 == 0 => m.mtrr_var[(msr - MTRR_PHYS_BASE0) as usize] = v,
-        STAR | SFMASK | TSC_AUX => m.switched[switched_slot(msr).ok_or(())?] = v,
+        // Bits 63:32 of SFMASK and TSC_AUX are reserved: the VM-entry MSR-load list would
+        // fail every later entry with them (KVM: #GP, or a failed KVM_SET_MSRS).
+        STAR => m.switched[switched_slot(msr).ok_or(())?] = v,
+        SFMASK | TSC_AUX if v >> 32 == 0 => m.switched[switched_slot(msr).ok_or(())?] = v,
         LSTAR | CSTAR | KERNEL_GS_BASE if canonical(v) => m.switched[switched_slot(msr).ok_or(())?] = v,
         _ => match fixed_mtrr_slot(msr) {
             Some(i) if valid_memory_types(v, false) => m.mtrr_fixed[i] = v,
@@ -229,6 +232,12 @@ mod tests {
         assert_eq!(write(&mut m, MISC_ENABLE, 1, true), Ok(()), "userspace sets any value");
         assert_eq!(read(&m, MISC_ENABLE, false), Some(1));
         assert_eq!(write(&mut m, 0x1234, 0, false), Err(()));
+        for msr in [SFMASK, TSC_AUX] {
+            for host in [false, true] {
+                assert_eq!(write(&mut m, msr, 1 << 32, host), Err(()), "{msr:#x}: reserved bits 63:32");
+                assert_eq!(write(&mut m, msr, 0xffff_ffff, host), Ok(()));
+            }
+        }
         assert_eq!((write(&mut m, UCODE_REV, 0, false), read(&m, UCODE_REV, false)), (Ok(()), Some(UCODE_REV_RESET)));
         assert_eq!((write(&mut m, UCODE_REV, 7 << 32, true), read(&m, UCODE_REV, false)), (Ok(()), Some(7 << 32)));
     }

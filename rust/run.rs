@@ -249,6 +249,13 @@ impl RunState {
         let (lm, nx) = crate::cpuid_table::long_mode_and_nx(&self.cpuid);
         crate::vcpu_state::efer_allowed(lm, nx)
     }
+
+    /// The CR4 bits the guest may set: its CPUID's, rvmx's (`xfeatures`: the XSAVE state it
+    /// switches), and the processor's in VMX operation.
+    pub(crate) fn cr4_ok(&self, caps: &crate::vmx_caps::VmxCaps, xfeatures: u64) -> u64 {
+        let f = crate::cpuid_table::cr4_features(&self.cpuid, xfeatures);
+        crate::vcpu_state::cr4_allowed(f, caps.cr4_fixed.1)
+    }
 }
 
 /// Completes the I/O of the previous exit: IN data into RAX, RIP past the instruction.
@@ -313,7 +320,7 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
         host.write_to(&cur);
         guest_state::load(&cur, t.vmx.caps(), &st.regs, &st.sregs, st.pdptes.take(), &mut st.gprs)?;
         cur.write(GUEST_DR7, drs.dr7);
-        cur.write(EXCEPTION_BITMAP, dbg.exception_bitmap());
+        cur.write(EXCEPTION_BITMAP, dbg.exception_bitmap() | guest_state::EXCEPTIONS_ALWAYS);
         if dbg.single_step() {
             cur.write(GUEST_RFLAGS, cur.read(GUEST_RFLAGS) | RFLAGS_TF);
         }
@@ -333,6 +340,9 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
         let mut resume = false;
         // The CPUID table cannot change inside the window: looked up once, not per exit.
         let efer_ok = st.efer_ok();
+        let tsc_aux_ok = crate::cpuid_table::has_tsc_aux(&st.cpuid);
+        let cr4_ok = st.cr4_ok(t.vmx.caps(), features.xcr0);
+        cur.write(CR4_GUEST_HOST_MASK, crate::vcpu_state::cr4_guest_host_mask(cr4_ok));
         let next = loop {
             windows.arm(&cur, &mut st.events, want_window, dbg.blocks_irqs());
             // SAFETY: interrupts are off; CR2 holds the guest's value until the entry.
@@ -370,16 +380,18 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
                     msrs: &mut st.msrs,
                     sregs: &mut st.sregs,
                     efer_ok,
+                    tsc_aux_ok,
                     host: false,
                 },
                 cpu,
                 debug: &mut st.debug,
                 host_debug: &host_debug,
                 xcr0: &mut st.fpu.xcr0,
-                xfeatures: features.xcr0,
+                features: &features,
                 events: &mut st.events,
                 want_irq_window: want_window,
                 debugger: &dbg,
+                cr4_ok,
                 skipped: false,
             };
             match exit.handle(full_reason) {
@@ -561,12 +573,13 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
                 }
                 return Ok(0);
             }
-            Next::PaePaging { cr0, len } => {
+            Next::PaePaging { cr0, cr4, len } => {
                 // The PDPTEs must be valid and in guest RAM, or the MOV raises #GP(0).
-                let new = Sregs { cr0, ..st.sregs };
+                let new = Sregs { cr0, cr4, ..st.sregs };
                 match emulate::pdptes(vm, &new) {
                     Some(p) => {
                         st.sregs.cr0 = cr0;
+                        st.sregs.cr4 = cr4;
                         st.pdptes = Some(p);
                         st.regs.rip = st.regs.rip.wrapping_add(len as u64);
                         st.end_shadow();

@@ -151,8 +151,8 @@ impl Vcpu {
     fn set_sregs(&self, sregs: Sregs) -> Result {
         let mut st = self.state.lock();
         // Long mode and NXE only if the guest's CPUID has LM and NX, as KVM checks.
-        let xfeatures = Vmx::get().ok_or(ENODEV)?.fpu().xcr0;
-        let cr4_ok = vcpu_state::cr4_allowed(cpuid_table::xsave_allowed(&st.cpuid, xfeatures));
+        let vmx = Vmx::get().ok_or(ENODEV)?;
+        let cr4_ok = st.cr4_ok(vmx.caps(), vmx.fpu().xcr0);
         let pending = vcpu_state::pending_interrupt(&sregs);
         if !vcpu_state::sregs_valid(&sregs, st.efer_ok(), cr4_ok) {
             return Err(EINVAL);
@@ -351,6 +351,7 @@ impl Vcpu {
             msrs: &mut st.msrs,
             sregs: &mut st.sregs,
             efer_ok,
+            tsc_aux_ok: true,
             host: true,
         };
         crate::msr::for_each_entry(arg, !set, |e| {

@@ -36,16 +36,80 @@ pub mod efer {
 }
 /// EFER bits a guest may set on rvmx.
 pub const EFER_SUPPORTED: u64 = efer::SCE | efer::LME | efer::LMA | efer::NXE;
-/// CR4 bits rvmx lets a guest set (VME..OSXMMEXCPT, FSGSBASE, PCIDE, OSXSAVE, SMEP, SMAP);
-/// not VMXE (no nested VMX).
-pub const CR4_SUPPORTED: u64 = 0x7ff | (1 << 16) | (1 << 17) | (1 << 18) | (1 << 20) | (1 << 21);
+/// CR4 bits (SDM vol. 3A, 2.5) rvmx gives guests a say in.
+pub mod cr4 {
+    /// Protected-mode virtual interrupts.
+    pub const PVI: u64 = 1 << 1;
+    /// Time stamp disable (RDTSC at CPL 0 only).
+    pub const TSD: u64 = 1 << 2;
+    /// Debugging extensions.
+    pub const DE: u64 = 1 << 3;
+    /// Page size extensions.
+    pub const PSE: u64 = 1 << 4;
+    /// Page global enable.
+    pub const PGE: u64 = 1 << 7;
+    /// Performance-monitoring counter enable (RDPMC at any CPL).
+    pub const PCE: u64 = 1 << 8;
+    /// FXSAVE/FXRSTOR and SSE enabled.
+    pub const OSFXSR: u64 = 1 << 9;
+    /// Unmasked SIMD exceptions.
+    pub const OSXMMEXCPT: u64 = 1 << 10;
+    /// RDFSBASE and friends.
+    pub const FSGSBASE: u64 = 1 << 16;
+    /// Process-context identifiers.
+    pub const PCIDE: u64 = 1 << 17;
+    /// Supervisor-mode execution prevention.
+    pub const SMEP: u64 = 1 << 20;
+    /// Supervisor-mode access prevention.
+    pub const SMAP: u64 = 1 << 21;
+    /// Every bit rvmx may give a guest: VME..OSXMMEXCPT, FSGSBASE, PCIDE, OSXSAVE, SMEP, SMAP.
+    /// Never VMXE (no nested VMX), PKE (PKRU is not switched: a guest's WRPKRU would become
+    /// the VMM's), UMIP, LA57, CET, FRED, LAM (not emulated).
+    pub const SUPPORTED: u64 = 0x7ff | FSGSBASE | PCIDE | super::CR4_OSXSAVE | SMEP | SMAP;
+    /// Bits the guest owns when it may set them: its writes to them do not exit, its reads
+    /// see the real register (KVM's `KVM_POSSIBLE_CR4_GUEST_BITS` without CET). Every other
+    /// bit is the host's: writes exit and are checked, reads come from the shadow.
+    pub const GUEST_OWNED: u64 = PVI | DE | PCE | OSFXSR | OSXMMEXCPT | PGE | TSD | FSGSBASE;
+    /// Bits whose change invalidates the guest's TLB entries (SDM vol. 3A, 4.10.4.1).
+    pub const TLB_FLUSH: u64 = PSE | PGE | super::CR4_PAE | PCIDE | SMEP;
+    /// Bits whose change reloads the PDPTEs under PAE paging (SDM vol. 3A, 4.4.1).
+    pub const PDPTR_RELOAD: u64 = PSE | PGE | super::CR4_PAE | SMEP;
+}
 /// CR4.OSXSAVE: XSAVE and XCR0 enabled.
 pub const CR4_OSXSAVE: u64 = 1 << 18;
 
-/// The CR4 bits a guest may set: [`CR4_SUPPORTED`], without OSXSAVE unless rvmx switches
-/// XSAVE state on this host and the guest's CPUID has XSAVE (as KVM's reserved CR4 bits).
-pub const fn cr4_allowed(xsave: bool) -> u64 {
-    if xsave { CR4_SUPPORTED } else { CR4_SUPPORTED & !CR4_OSXSAVE }
+/// The features behind CR4 bits, from the guest's CPUID (and, for XSAVE, the state rvmx
+/// switches on this host).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cr4Features {
+    /// Leaf 1 ECX.XSAVE, and rvmx switches XSAVE state: OSXSAVE.
+    pub xsave: bool,
+    /// Leaf 1 ECX.PCID: PCIDE.
+    pub pcid: bool,
+    /// Leaf 7.0 EBX.FSGSBASE.
+    pub fsgsbase: bool,
+    /// Leaf 7.0 EBX.SMEP.
+    pub smep: bool,
+    /// Leaf 7.0 EBX.SMAP.
+    pub smap: bool,
+}
+
+/// The CR4 bits a guest may set (the complement of KVM's `cr4_guest_rsvd_bits`): those
+/// rvmx supports, whose feature the guest's CPUID lists, and that the processor allows in
+/// VMX operation (`cr4_fixed1`, IA32_VMX_CR4_FIXED1), so no value accepted here can fail a
+/// VM entry.
+pub const fn cr4_allowed(f: Cr4Features, cr4_fixed1: u64) -> u64 {
+    const fn gate(on: bool, bit: u64) -> u64 {
+        if on { 0 } else { bit }
+    }
+    let reserved = gate(f.xsave, CR4_OSXSAVE) | gate(f.pcid, cr4::PCIDE) | gate(f.fsgsbase, cr4::FSGSBASE)
+        | gate(f.smep, cr4::SMEP) | gate(f.smap, cr4::SMAP);
+    cr4::SUPPORTED & !reserved & cr4_fixed1
+}
+
+/// The CR4 guest/host mask for a guest that may set `allowed`: every bit but those it owns.
+pub const fn cr4_guest_host_mask(allowed: u64) -> u64 {
+    !(cr4::GUEST_OWNED & allowed)
 }
 
 /// Debug registers DR6/DR7 (SDM vol. 3, 18.2).
@@ -243,7 +307,7 @@ mod tests {
         assert_eq!(s.cr0, 0x6000_0010);
         assert_eq!(s.apic_base, 0xfee0_0900);
         assert_eq!(reset_sregs(1).apic_base, 0xfee0_0800);
-        assert!(sregs_valid(&s, efer_allowed(false, false), CR4_SUPPORTED));
+        assert!(sregs_valid(&s, efer_allowed(false, false), cr4::SUPPORTED));
     }
 
     #[test]
@@ -254,20 +318,39 @@ mod tests {
         s.efer = efer::LME | efer::LMA;
         s.cs.l = 1;
         let all = efer_allowed(true, true);
-        assert!(sregs_valid(&s, all, CR4_SUPPORTED));
-        assert!(!sregs_valid(&s, efer_allowed(false, true), CR4_SUPPORTED), "long mode without CPUID.LM");
-        assert!(!sregs_valid(&Sregs { efer: s.efer | efer::NXE, ..s }, efer_allowed(true, false), CR4_SUPPORTED));
-        assert!(!sregs_valid(&Sregs { cr4: 0, ..s }, all, CR4_SUPPORTED), "long mode without PAE");
-        assert!(!sregs_valid(&Sregs { efer: efer::LME, ..s }, all, CR4_SUPPORTED), "LME+PG without LMA");
-        assert!(!sregs_valid(&Sregs { cr3: 1 << 50, ..s }, all, CR4_SUPPORTED), "CR3 beyond MAXPHYADDR");
+        assert!(sregs_valid(&s, all, cr4::SUPPORTED));
+        assert!(!sregs_valid(&s, efer_allowed(false, true), cr4::SUPPORTED), "long mode without CPUID.LM");
+        assert!(!sregs_valid(&Sregs { efer: s.efer | efer::NXE, ..s }, efer_allowed(true, false), cr4::SUPPORTED));
+        assert!(!sregs_valid(&Sregs { cr4: 0, ..s }, all, cr4::SUPPORTED), "long mode without PAE");
+        assert!(!sregs_valid(&Sregs { efer: efer::LME, ..s }, all, cr4::SUPPORTED), "LME+PG without LMA");
+        assert!(!sregs_valid(&Sregs { cr3: 1 << 50, ..s }, all, cr4::SUPPORTED), "CR3 beyond MAXPHYADDR");
         let legacy = Sregs { efer: 0, ..s };
-        assert!(!sregs_valid(&legacy, all, CR4_SUPPORTED), "CS.L outside long mode");
-        assert!(!sregs_valid(&Sregs { efer: 1 << 14, ..reset_sregs(0) }, all, CR4_SUPPORTED), "unknown EFER bit");
-        assert!(!sregs_valid(&Sregs { cr4: 1 << 13, ..reset_sregs(0) }, all, CR4_SUPPORTED), "VMXE");
-        assert!(!sregs_valid(&Sregs { cr0: cr0::PG, ..reset_sregs(0) }, all, CR4_SUPPORTED), "PG without PE");
+        assert!(!sregs_valid(&legacy, all, cr4::SUPPORTED), "CS.L outside long mode");
+        assert!(!sregs_valid(&Sregs { efer: 1 << 14, ..reset_sregs(0) }, all, cr4::SUPPORTED), "unknown EFER bit");
+        assert!(!sregs_valid(&Sregs { cr4: 1 << 13, ..reset_sregs(0) }, all, cr4::SUPPORTED), "VMXE");
+        assert!(!sregs_valid(&Sregs { cr0: cr0::PG, ..reset_sregs(0) }, all, cr4::SUPPORTED), "PG without PE");
         let osxsave = Sregs { cr4: CR4_OSXSAVE, ..reset_sregs(0) };
-        assert!(sregs_valid(&osxsave, all, cr4_allowed(true)));
-        assert!(!sregs_valid(&osxsave, all, cr4_allowed(false)), "OSXSAVE without XSAVE");
+        let xsave = Cr4Features { xsave: true, ..Default::default() };
+        assert!(sregs_valid(&osxsave, all, cr4_allowed(xsave, !0)));
+        assert!(!sregs_valid(&osxsave, all, cr4_allowed(Cr4Features::default(), !0)), "OSXSAVE without XSAVE");
+        assert!(!sregs_valid(&osxsave, all, cr4_allowed(xsave, !CR4_OSXSAVE)), "not in VMX's fixed-1 bits");
+    }
+
+    #[test]
+    fn cr4_follows_cpuid_and_owns_the_rest() {
+        let none = cr4_allowed(Cr4Features::default(), !0);
+        assert_eq!(none, 0x7ff, "VME..OSXMMEXCPT need no CPUID bit");
+        let all = Cr4Features { xsave: true, pcid: true, fsgsbase: true, smep: true, smap: true };
+        assert_eq!(cr4_allowed(all, !0), cr4::SUPPORTED);
+        for bit in [11, 12, 13, 19, 22, 23, 24, 25, 28, 32, 63] {
+            assert_eq!(cr4_allowed(all, !0) & 1 << bit, 0, "CR4 bit {bit} is never the guest's");
+        }
+        // The host owns (intercepts) everything the guest may not set, and PAE, PSE, SMEP...
+        let mask = cr4_guest_host_mask(none);
+        assert_eq!(mask & (1 << 22), 1 << 22, "PKE");
+        assert_eq!(mask & (CR4_PAE | cr4::PSE | cr4::SMEP | CR4_OSXSAVE | 1 << 13), CR4_PAE | cr4::PSE | cr4::SMEP | CR4_OSXSAVE | 1 << 13);
+        assert_eq!(mask & cr4::FSGSBASE, cr4::FSGSBASE, "not in the guest's CPUID: intercepted");
+        assert_eq!(!cr4_guest_host_mask(cr4_allowed(all, !0)), cr4::GUEST_OWNED);
     }
 
     #[test]

@@ -149,6 +149,8 @@ fields! {
     TSC_OFFSET: W64, ReadWrite = 0x2010;
     /// EPT pointer: root table, memory type, walk length.
     EPT_POINTER: W64, ReadWrite = 0x201a;
+    /// ENCLS leaves that exit (with "enable ENCLS exiting").
+    ENCLS_EXITING_BITMAP: W64, ReadWrite = 0x202e;
     /// Guest-physical address of an EPT violation or misconfiguration.
     GUEST_PHYSICAL_ADDRESS: W64, ReadOnly = 0x2400;
     /// Must be all ones (no VMCS shadowing).

@@ -261,6 +261,12 @@ impl VmxRegistration {
     /// Checks that this machine can run rvmx, allocates VMXON regions for every possible CPU
     /// and proves VMX operation on every online CPU. Logs one line: the capabilities, or why not.
     pub(crate) fn new() -> Result<Self> {
+        // Under FRED a host NMI cannot be handed to the kernel with `int $2` (KVM uses a
+        // FRED entry exported only to KVM): refuse rather than lose NMIs or oops.
+        if crate::x86::host_uses_fred() {
+            pr_err!("the host kernel uses FRED, which rvmx does not support yet (boot with fred=off)\n");
+            return Err(EOPNOTSUPP);
+        }
         let cpu = CpuId::current().as_u32();
         let caps = probe(cpu).map_err(|why| {
             pr_err!("{why}\n");

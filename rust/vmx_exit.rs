@@ -14,6 +14,7 @@ pub mod reason {
     pub const CPUID: u16 = 10;
     pub const HLT: u16 = 12;
     pub const INVD: u16 = 13;
+    pub const RDPMC: u16 = 15;
     pub const VMCALL: u16 = 18;
     pub const VMCLEAR: u16 = 19;
     pub const VMXON: u16 = 27;
@@ -24,6 +25,8 @@ pub mod reason {
     pub const WRMSR: u16 = 32;
     pub const ENTRY_FAIL_GUEST_STATE: u16 = 33;
     pub const ENTRY_FAIL_MSR_LOADING: u16 = 34;
+    pub const MWAIT: u16 = 36;
+    pub const MONITOR: u16 = 39;
     pub const PAUSE: u16 = 40;
     pub const ENTRY_FAIL_MACHINE_CHECK: u16 = 41;
     pub const EPT_VIOLATION: u16 = 48;
@@ -33,6 +36,7 @@ pub mod reason {
     pub const INVVPID: u16 = 53;
     pub const WBINVD: u16 = 54;
     pub const XSETBV: u16 = 55;
+    pub const ENCLS: u16 = 60;
 }
 
 /// EXIT_REASON bit 31: the VM entry failed (reasons 33, 34, 41).

@@ -167,3 +167,24 @@ pub(crate) fn rdtsc() -> u64 {
     unsafe { asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
     (hi as u64) << 32 | lo as u64
 }
+
+extern "C" {
+    fn rvmx_machine_check();
+    fn rvmx_host_uses_fred() -> bool;
+}
+
+/// Runs the host's machine-check handler for a #MC that hit the guest (or its VM entry), as
+/// KVM's `kvm_machine_check` does. Interrupts off.
+pub(crate) fn machine_check() {
+    // SAFETY: `do_machine_check` is the kernel's #MC handler, built for this context (KVM
+    // calls it the same way with interrupts off after a VM exit); helpers.c passes it a
+    // pt_regs of its own.
+    unsafe { rvmx_machine_check() };
+}
+
+/// Whether the host kernel delivers events with FRED (Linux 7.3 turns it on where the CPU
+/// has it).
+pub(crate) fn host_uses_fred() -> bool {
+    // SAFETY: reads a boot-time CPU feature bit.
+    unsafe { rvmx_host_uses_fred() }
+}

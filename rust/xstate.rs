@@ -53,14 +53,15 @@ pub const fn xcr0_valid(v: u64, allowed: u64) -> bool {
 }
 
 /// The standard-format size of an image with the components in `xcr0`, as CPUID 0xD.0 EBX
-/// reports it: the end of the highest enabled component. `component(i)` is CPUID 0xD.i as
-/// `(size, offset)`.
+/// reports it: the end of the highest enabled component. `component(i)` is the host's CPUID
+/// 0xD.i as `(size, offset)`: like KVM, rvmx never takes these sizes from userspace's table
+/// (a size and offset that overflow would otherwise reach this sum); saturating all the same.
 pub fn size_for(xcr0: u64, component: impl Fn(u32) -> (u32, u32)) -> u32 {
     (2..63)
         .filter(|i| xcr0 & 1 << i != 0)
         .map(|i| {
             let (size, offset) = component(i);
-            offset + size
+            offset.saturating_add(size)
         })
         .fold(MIN_SIZE, u32::max)
 }
@@ -139,6 +140,7 @@ mod tests {
         assert_eq!(size_for(X87 | SSE, comp), 576);
         assert_eq!(size_for(X87 | SSE | YMM, comp), 832);
         assert_eq!(size_for(X87 | SSE | YMM | AVX512, comp), 2688);
+        assert_eq!(size_for(X87 | YMM, |_| (u32::MAX, u32::MAX)), u32::MAX, "saturates");
     }
 
     #[test]
