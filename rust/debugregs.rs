@@ -103,6 +103,10 @@ impl HostDebug {
             write_dr!("6", g.dr6);
         }
         if h.db.is_some() {
+            // Disarm the host's breakpoints before their addresses become the guest's (KVM
+            // writes DR7 first too): a host breakpoint must never fire on a guest-chosen
+            // address. The VM exits leave DR7 at its reset value; `restore` rearms it.
+            write_dr!("7", 0u64);
             for (n, v) in g.db.iter().enumerate() {
                 write_db(n, *v);
             }
@@ -126,7 +130,7 @@ impl HostDebug {
                 write_db(n, *v);
             }
         }
-        if self.dr7 != dr::DR7_RESET {
+        if self.dr7 != dr::DR7_RESET || self.db.is_some() {
             write_dr!("7", self.dr7);
         }
         if self.debugctl != 0 {

@@ -11,6 +11,9 @@ pub const WRITE: u64 = 1 << 1;
 pub const EXECUTE: u64 = 1 << 2;
 /// Leaf bits 5:3: memory type write-back.
 pub const MEMTYPE_WB: u64 = 6 << 3;
+/// Leaf bit 6: ignore the guest's PAT. Guest RAM is host RAM the host maps write-back: a
+/// guest must not alias it UC or WC (KVM sets it for RAM without non-coherent DMA).
+pub const IGNORE_PAT: u64 = 1 << 6;
 /// Physical-address bits 51:12 of an entry.
 pub const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 
@@ -25,10 +28,10 @@ pub const fn table_entry(table: u64) -> u64 {
     (table & ADDR_MASK) | READ | WRITE | EXECUTE
 }
 
-/// A 4 KiB leaf mapping host page `hpa`, write-back; `writable` false makes guest writes
-/// fault (read-only slots: the write becomes an MMIO exit).
+/// A 4 KiB leaf mapping host page `hpa`, write-back whatever the guest's PAT says;
+/// `writable` false makes guest writes fault (read-only slots: the write becomes an MMIO exit).
 pub const fn leaf_entry(hpa: u64, writable: bool) -> u64 {
-    (hpa & ADDR_MASK) | READ | EXECUTE | MEMTYPE_WB | if writable { WRITE } else { 0 }
+    (hpa & ADDR_MASK) | READ | EXECUTE | MEMTYPE_WB | IGNORE_PAT | if writable { WRITE } else { 0 }
 }
 
 /// Whether an entry maps anything (any of R/W/X set).
@@ -89,8 +92,8 @@ mod tests {
     fn encodings() {
         assert_eq!(eptp(0x1234_5000), 0x1234_501e);
         assert_eq!(table_entry(0xabc000), 0xabc007);
-        assert_eq!(leaf_entry(0x5000, true), 0x5037);
-        assert_eq!(leaf_entry(0x5000, false), 0x5035);
+        assert_eq!(leaf_entry(0x5000, true), 0x5077);
+        assert_eq!(leaf_entry(0x5000, false), 0x5075);
         assert!(!present(0) && present(READ));
     }
 

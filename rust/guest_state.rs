@@ -28,7 +28,9 @@ pub(crate) const PROC_NMI_WINDOW: u32 = 1 << 22;
 /// keeps the guest's, like KVM without an in-kernel APIC), MOV DR exits (the debug registers
 /// are the host's, see debugregs.rs), every I/O instruction exits, secondary controls on.
 /// Every RDMSR/WRMSR exits (no MSR bitmap).
-const PROC: u32 = 1 << 7 | 1 << 10 | 1 << 11 | 1 << 19 | 1 << 20 | 1 << 23 | 1 << 24 | 1 << 29
+/// TSC offsetting: the guest's TSC is the host's plus its offset (its writes to IA32_TSC set
+/// the offset).
+const PROC: u32 = 1 << 3 | 1 << 7 | 1 << 10 | 1 << 11 | 1 << 19 | 1 << 20 | 1 << 23 | 1 << 24 | 1 << 29
     | vmx_caps::PROCBASED_SECONDARY_CONTROLS;
 /// Secondary controls: EPT, VPID, unrestricted guest.
 const SECONDARY: u32 =

@@ -309,7 +309,8 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
         // A debugger's hardware breakpoints replace the guest's for the window.
         let dbg = st.debugger;
         let drs = if dbg.hw_breakpoints() { GuestDebug { db: dbg.db, dr7: dbg.dr7, ..st.debug } } else { st.debug };
-        let host_debug = HostDebug::switch_to_guest(&drs, t.vmx.has_debugctl());
+        // Every step that can fail comes before the host's debug registers are switched, so
+        // none can return without putting them back.
         let cur = Current::load(op, &st.vmcs)?;
         if !st.controls_written {
             guest_state::write_controls(&cur, t.vmx.caps(), t.eptp, t.vpid)?;
@@ -335,6 +336,7 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
         // it out) or happened before the INVEPT below.
         t.running.store(cpu as i32, core::sync::atomic::Ordering::SeqCst);
         crate::ept::invept(op, t.vmx.caps(), t.eptp);
+        let host_debug = HostDebug::switch_to_guest(&drs, t.vmx.has_debugctl());
         // SAFETY: interrupts off inside `_fpu`; `save` below runs before the window ends.
         let host_xcr0 = unsafe { st.fpu.load(&features) };
         let mut resume = false;
