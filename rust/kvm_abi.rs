@@ -317,29 +317,36 @@ pub struct Fpu {
     pub pad2: u32,
 }
 
+/// The `N` bytes at `at` of `buf` (zeros past its end, which no caller's constant offset
+/// reaches).
+pub fn le_bytes<const N: usize>(buf: &[u8], at: usize) -> [u8; N] {
+    let mut b = [0; N];
+    if let Some(s) = buf.get(at..at.saturating_add(N)) {
+        b.copy_from_slice(s);
+    }
+    b
+}
+
 impl Fpu {
     /// From a 512-byte FXSAVE64 image (SDM vol. 1, table 10-2).
     pub fn from_fxsave(fx: &[u8; 512]) -> Self {
-        let u16_at = |o: usize| u16::from_le_bytes([fx[o], fx[o + 1]]);
-        let u64_at = |o: usize| u64::from_le_bytes(fx[o..o + 8].try_into().unwrap());
         let mut f = Fpu {
             fpr: [[0; 16]; 8],
-            fcw: u16_at(0),
-            fsw: u16_at(2),
+            fcw: u16::from_le_bytes(le_bytes(fx, 0)),
+            fsw: u16::from_le_bytes(le_bytes(fx, 2)),
             ftwx: fx[4],
             pad1: 0,
-            last_opcode: u16_at(6),
-            last_ip: u64_at(8),
-            last_dp: u64_at(16),
+            last_opcode: u16::from_le_bytes(le_bytes(fx, 6)),
+            last_ip: u64::from_le_bytes(le_bytes(fx, 8)),
+            last_dp: u64::from_le_bytes(le_bytes(fx, 16)),
             xmm: [[0; 16]; 16],
-            mxcsr: u32::from_le_bytes(fx[24..28].try_into().unwrap()),
+            mxcsr: u32::from_le_bytes(le_bytes(fx, 24)),
             pad2: 0,
         };
-        for i in 0..8 {
-            f.fpr[i].copy_from_slice(&fx[32 + 16 * i..48 + 16 * i]);
-        }
-        for i in 0..16 {
-            f.xmm[i].copy_from_slice(&fx[160 + 16 * i..176 + 16 * i]);
+        // ST0-7 from byte 32, XMM0-15 right after them from byte 160, 16 bytes each.
+        let regs = f.fpr.iter_mut().chain(f.xmm.iter_mut());
+        for (reg, src) in regs.zip(fx.chunks_exact(16).skip(2)) {
+            reg.copy_from_slice(src);
         }
         f
     }
@@ -353,11 +360,9 @@ impl Fpu {
         fx[8..16].copy_from_slice(&self.last_ip.to_le_bytes());
         fx[16..24].copy_from_slice(&self.last_dp.to_le_bytes());
         fx[24..28].copy_from_slice(&self.mxcsr.to_le_bytes());
-        for i in 0..8 {
-            fx[32 + 16 * i..48 + 16 * i].copy_from_slice(&self.fpr[i]);
-        }
-        for i in 0..16 {
-            fx[160 + 16 * i..176 + 16 * i].copy_from_slice(&self.xmm[i]);
+        let regs = self.fpr.iter().chain(self.xmm.iter());
+        for (dst, reg) in fx.chunks_exact_mut(16).skip(2).zip(regs) {
+            dst.copy_from_slice(reg);
         }
     }
 
@@ -451,7 +456,7 @@ pub const VCPU_MMAP_PAGES: usize = KVM_COALESCED_MMIO_PAGE_OFFSET + 1;
 
 /// Size in bytes of the vCPU mmap area for `page_size`-byte pages.
 pub const fn vcpu_mmap_size(page_size: usize) -> usize {
-    VCPU_MMAP_PAGES * page_size
+    VCPU_MMAP_PAGES.saturating_mul(page_size)
 }
 
 /// vCPUs per VM (`KVM_CAP_NR_VCPUS`, `KVM_CAP_MAX_VCPUS`).

@@ -120,16 +120,32 @@ impl Default for Mce {
     }
 }
 
+/// Ends of the MCi_CTL2 and MCi_CTL.. MSR ranges for [`MAX_BANKS`] banks.
+const CTL2_END: u32 = msr::MC0_CTL2 + MAX_BANKS as u32;
+const CTL_END: u32 = msr::MC0_CTL + 4 * MAX_BANKS as u32;
+
 impl Mce {
     fn bank_count(&self) -> usize {
         (self.cap & cap::COUNT) as usize
     }
 
+    /// Slot of MCi_CTL2 `index` in `ctl2`, for banks this vCPU has.
+    fn ctl2_slot(&self, index: u32) -> Option<usize> {
+        let k = index.checked_sub(msr::MC0_CTL2)? as usize;
+        (k < self.bank_count()).then_some(k)
+    }
+
+    /// Slot of MCi_CTL/STATUS/ADDR/MISC `index` in `banks`, for banks this vCPU has.
+    fn bank_slot(&self, index: u32) -> Option<usize> {
+        let k = index.checked_sub(msr::MC0_CTL)? as usize;
+        (k / 4 < self.bank_count()).then_some(k)
+    }
+
     /// Whether `index` is one of the machine-check MSRs (existing for this vCPU or not).
     pub fn owns(index: u32) -> bool {
         matches!(index, msr::P5_MC_ADDR | msr::P5_MC_TYPE | msr::MCG_CAP | msr::MCG_STATUS | msr::MCG_CTL)
-            || (msr::MC0_CTL2..msr::MC0_CTL2 + MAX_BANKS as u32).contains(&index)
-            || (msr::MC0_CTL..msr::MC0_CTL + 4 * MAX_BANKS as u32).contains(&index)
+            || (msr::MC0_CTL2..CTL2_END).contains(&index)
+            || (msr::MC0_CTL..CTL_END).contains(&index)
     }
 
     /// `KVM_X86_SETUP_MCE`: 1 to 32 banks and only supported capability bits (`EINVAL`
@@ -143,31 +159,31 @@ impl Mce {
         if mcg_cap & cap::CTL_P != 0 {
             self.ctl = !0;
         }
-        for bank in 0..banks {
-            self.banks[4 * bank] = !0;
+        for ctl in self.banks.iter_mut().step_by(4).take(banks) {
+            *ctl = !0;
         }
         Ok(())
     }
 
     /// RDMSR of a machine-check MSR; `None` if absent (#GP). `host`: userspace's read.
     pub fn read(&self, index: u32, host: bool) -> Option<u64> {
-        let n = self.bank_count() as u32;
         Some(match index {
             msr::P5_MC_ADDR | msr::P5_MC_TYPE => 0,
             msr::MCG_CAP => self.cap,
             msr::MCG_CTL if self.cap & cap::CTL_P != 0 || host => self.ctl,
             msr::MCG_STATUS => self.status,
-            i if (msr::MC0_CTL2..msr::MC0_CTL2 + n).contains(&i) && (self.cap & cap::CMCI_P != 0 || host) => {
-                self.ctl2[(i - msr::MC0_CTL2) as usize]
+            i if self.ctl2_slot(i).is_some() => {
+                if self.cap & cap::CMCI_P == 0 && !host {
+                    return None;
+                }
+                *self.ctl2.get(self.ctl2_slot(i)?)?
             }
-            i if (msr::MC0_CTL..msr::MC0_CTL + 4 * n).contains(&i) => self.banks[(i - msr::MC0_CTL) as usize],
-            _ => return None,
+            i => *self.banks.get(self.bank_slot(i)?)?,
         })
     }
 
     /// WRMSR of a machine-check MSR; `Err(())` is #GP (or a refused `KVM_SET_MSRS` entry).
     pub fn write(&mut self, index: u32, v: u64, host: bool) -> Result<(), ()> {
-        let n = self.bank_count() as u32;
         match index {
             msr::MCG_STATUS => self.status = v,
             msr::MCG_CTL => {
@@ -176,14 +192,14 @@ impl Mce {
                 }
                 self.ctl = v;
             }
-            i if (msr::MC0_CTL2..msr::MC0_CTL2 + n).contains(&i) => {
+            i if self.ctl2_slot(i).is_some() => {
                 if (self.cap & cap::CMCI_P == 0 && (v != 0 || !host)) || v & !CTL2_VALID != 0 {
                     return Err(());
                 }
-                self.ctl2[(i - msr::MC0_CTL2) as usize] = v;
+                *self.ctl2_slot(i).and_then(|k| self.ctl2.get_mut(k)).ok_or(())? = v;
             }
-            i if (msr::MC0_CTL..msr::MC0_CTL + 4 * n).contains(&i) => {
-                let reg = (i - msr::MC0_CTL) % 4;
+            i if self.bank_slot(i).is_some() => {
+                let reg = i % 4; // MC0_CTL is 4-aligned
                 // CTL: 0 or all ones (bits 10 and 0 may be clear, as some guests do).
                 if reg == 0 && v != 0 && v | 1 << 10 | 1 != !0 {
                     return Err(());
@@ -192,7 +208,7 @@ impl Mce {
                 if reg == 1 && v != 0 && !host {
                     return Err(());
                 }
-                self.banks[(i - msr::MC0_CTL) as usize] = v;
+                *self.bank_slot(i).and_then(|k| self.banks.get_mut(k)).ok_or(())? = v;
             }
             _ => return Err(()),
         }
@@ -206,40 +222,40 @@ impl Mce {
         if bank >= self.bank_count() || e.status & status::VAL == 0 {
             return Err(());
         }
-        let b = 4 * bank;
+        // CTL, STATUS, ADDR, MISC of the bank.
+        let [ctl, held, addr, misc] = self.banks.as_chunks_mut::<4>().0.get_mut(bank).ok_or(())?;
         let uc = e.status & status::UC != 0;
         let ucna = e.mcg_status == 0 && e.status & (status::PCC | status::S | status::AR) == 0 && uc;
         if ucna {
             // Uncorrected, no action required: recorded (no CMCI is offered to signal it).
-            self.banks[b + 1..b + 4].copy_from_slice(&[e.status, e.addr, e.misc]);
+            (*held, *addr, *misc) = (e.status, e.addr, e.misc);
             self.status = e.mcg_status;
             return Ok(Injected::Recorded);
         }
         let mut st = e.status;
         if uc {
             // Reporting disabled globally or for the bank: dropped.
-            if (self.cap & cap::CTL_P != 0 && self.ctl != !0) || self.banks[b] != !0 {
+            if (self.cap & cap::CTL_P != 0 && self.ctl != !0) || *ctl != !0 {
                 return Ok(Injected::Recorded);
             }
             if self.status & MCG_STATUS_MCIP != 0 || !cr4_mce {
                 return Ok(Injected::TripleFault);
             }
-            if self.banks[b + 1] & status::VAL != 0 {
+            if *held & status::VAL != 0 {
                 st |= status::OVER;
             }
-            self.banks[b + 1..b + 4].copy_from_slice(&[st, e.addr, e.misc]);
+            (*held, *addr, *misc) = (st, e.addr, e.misc);
             self.status = e.mcg_status;
             return Ok(Injected::MachineCheck);
         }
         // Corrected: kept unless an uncorrected error is already there.
-        let held = self.banks[b + 1];
-        if held & status::VAL == 0 || held & status::UC == 0 {
-            if held & status::VAL != 0 {
+        if *held & status::VAL == 0 || *held & status::UC == 0 {
+            if *held & status::VAL != 0 {
                 st |= status::OVER;
             }
-            self.banks[b + 1..b + 4].copy_from_slice(&[st, e.addr, e.misc]);
+            (*held, *addr, *misc) = (st, e.addr, e.misc);
         } else {
-            self.banks[b + 1] |= status::OVER;
+            *held |= status::OVER;
         }
         Ok(Injected::Recorded)
     }

@@ -33,12 +33,16 @@ pub struct Slot {
 impl Slot {
     /// Whether `gpa` lies in the slot.
     pub const fn contains(&self, gpa: u64) -> bool {
-        gpa >= self.gpa && gpa - self.gpa < self.size
+        match gpa.checked_sub(self.gpa) {
+            Some(off) => off < self.size,
+            None => false,
+        }
     }
 
     /// Whether the slot overlaps the guest-physical range `[gpa, gpa + size)`.
     pub const fn overlaps(&self, gpa: u64, size: u64) -> bool {
-        gpa < self.gpa + self.size && self.gpa < gpa + size
+        // Ends saturate at 2^64 (callers have checked that the ranges do not wrap).
+        gpa < self.gpa.saturating_add(self.size) && self.gpa < gpa.saturating_add(size)
     }
 
     /// Number of pages.
@@ -67,17 +71,18 @@ impl Slot {
             return (page, 1);
         }
         let block = (around.min(512).next_power_of_two() as u64) << 12;
-        let lo = (page & !(block - 1)).max(self.gpa);
-        let hi = ((page & !(block - 1)) + block).min(self.gpa + self.size);
+        let base = page & block.wrapping_neg(); // block is a power of two
+        let lo = base.max(self.gpa);
+        let hi = base.saturating_add(block).min(self.gpa.saturating_add(self.size));
         let mut first = page;
-        while first > lo && !mapped(first - 4096) {
-            first -= 4096;
+        while let Some(prev) = first.checked_sub(4096).filter(|&p| p >= lo && !mapped(p)) {
+            first = prev;
         }
-        let mut end = page + 4096;
+        let mut end = page.saturating_add(4096);
         while end < hi && !mapped(end) {
-            end += 4096;
+            end = end.saturating_add(4096);
         }
-        (first, (end - first) >> 12)
+        (first, end.saturating_sub(first) >> 12)
     }
 
     /// 64-bit words of the slot's dirty bitmap (KVM rounds it up to whole longs).

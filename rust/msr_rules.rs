@@ -116,14 +116,15 @@ pub const fn canonical(v: u64) -> bool {
 
 /// Whether every byte of a PAT (or fixed-range MTRR) value is a valid memory type.
 pub const fn valid_memory_types(v: u64, pat: bool) -> bool {
-    let mut i = 0;
-    while i < 8 {
-        let t = (v >> (8 * i)) & 0xff;
+    // Byte by byte from the low one; the zero bytes left at the top are UC, valid.
+    let mut v = v;
+    while v != 0 {
+        let t = v & 0xff;
         // 0 UC, 1 WC, 4 WT, 5 WP, 6 WB; PAT also 7 UC-.
         if !(t == 0 || t == 1 || t == 4 || t == 5 || t == 6 || (pat && t == 7)) {
             return false;
         }
-        i += 1;
+        v >>= 8;
     }
     true
 }
@@ -134,7 +135,8 @@ pub const fn fixed_mtrr_slot(msr: u32) -> Option<usize> {
         MTRR_FIX64K => Some(0),
         MTRR_FIX16K_80000 => Some(1),
         MTRR_FIX16K_A0000 => Some(2),
-        MTRR_FIX4K_C0000..=MTRR_FIX4K_F8000 => Some(3 + (msr - MTRR_FIX4K_C0000) as usize),
+        // msr is in the range (8 MSRs): neither wraps.
+        MTRR_FIX4K_C0000..=MTRR_FIX4K_F8000 => Some(msr.wrapping_sub(MTRR_FIX4K_C0000).wrapping_add(3) as usize),
         _ => None,
     }
 }
@@ -144,6 +146,10 @@ pub fn switched_slot(msr: u32) -> Option<usize> {
     SWITCHED.iter().position(|&m| m == msr)
 }
 
+fn switched_mut(m: &mut GuestMsrs, msr: u32) -> Result<&mut u64, ()> {
+    switched_slot(msr).and_then(|i| m.switched.get_mut(i)).ok_or(())
+}
+
 /// Reads a software-kept MSR; `None` if it is not one (EFER, FS/GS base, TSC and APIC_BASE
 /// live elsewhere; anything else does not exist).
 pub fn read(m: &GuestMsrs, msr: u32, host: bool) -> Option<u64> {
@@ -151,14 +157,14 @@ pub fn read(m: &GuestMsrs, msr: u32, host: bool) -> Option<u64> {
         m_ if crate::mce::Mce::owns(m_) => return m.mce.read(msr, host),
         UCODE_REV => m.ucode_rev,
         PAT => m.pat,
-        SYSENTER_CS..=SYSENTER_EIP => m.sysenter[(msr - SYSENTER_CS) as usize],
+        SYSENTER_CS..=SYSENTER_EIP => *m.sysenter.get(msr.wrapping_sub(SYSENTER_CS) as usize)?,
         MISC_ENABLE => m.misc_enable,
         MTRR_CAP => MTRR_CAP_VALUE,
         MTRR_DEF_TYPE => m.mtrr_def_type,
-        MTRR_PHYS_BASE0..=MTRR_PHYS_MASK7 => m.mtrr_var[(msr - MTRR_PHYS_BASE0) as usize],
+        MTRR_PHYS_BASE0..=MTRR_PHYS_MASK7 => *m.mtrr_var.get(msr.wrapping_sub(MTRR_PHYS_BASE0) as usize)?,
         _ => match (fixed_mtrr_slot(msr), switched_slot(msr)) {
-            (Some(i), _) => m.mtrr_fixed[i],
-            (_, Some(i)) => m.switched[i],
+            (Some(i), _) => *m.mtrr_fixed.get(i)?,
+            (_, Some(i)) => *m.switched.get(i)?,
             _ => return None,
         },
     })
@@ -178,7 +184,7 @@ pub fn write(m: &mut GuestMsrs, msr: u32, v: u64, host: bool) -> Result<(), ()> 
         }
         PAT if valid_memory_types(v, true) => m.pat = v,
         SYSENTER_CS => m.sysenter[0] = v & 0xffff_ffff,
-        SYSENTER_ESP | SYSENTER_EIP if canonical(v) => m.sysenter[(msr - SYSENTER_CS) as usize] = v,
+        SYSENTER_ESP | SYSENTER_EIP if canonical(v) => *m.sysenter.get_mut(msr.wrapping_sub(SYSENTER_CS) as usize).ok_or(())? = v,
         // KVM's rules: userspace sets any value; the guest may not change the PMU bits, and
         // its EMON writes are ignored.
         MISC_ENABLE if host => m.misc_enable = v,
@@ -186,14 +192,16 @@ pub fn write(m: &mut GuestMsrs, msr: u32, v: u64, host: bool) -> Result<(), ()> 
             m.misc_enable = (v & !MISC_ENABLE_EMON) | (m.misc_enable & MISC_ENABLE_EMON);
         }
         MTRR_DEF_TYPE if v & !0xcff == 0 && valid_memory_types(v & 0xff, false) => m.mtrr_def_type = v,
-        MTRR_PHYS_BASE0..=MTRR_PHYS_MASK7 if v >> 48 == 0 => m.mtrr_var[(msr - MTRR_PHYS_BASE0) as usize] = v,
+        MTRR_PHYS_BASE0..=MTRR_PHYS_MASK7 if v >> 48 == 0 => {
+            *m.mtrr_var.get_mut(msr.wrapping_sub(MTRR_PHYS_BASE0) as usize).ok_or(())? = v;
+        }
         // Bits 63:32 of SFMASK and TSC_AUX are reserved: the VM-entry MSR-load list would
         // fail every later entry with them (KVM: #GP, or a failed KVM_SET_MSRS).
-        STAR => m.switched[switched_slot(msr).ok_or(())?] = v,
-        SFMASK | TSC_AUX if v >> 32 == 0 => m.switched[switched_slot(msr).ok_or(())?] = v,
-        LSTAR | CSTAR | KERNEL_GS_BASE if canonical(v) => m.switched[switched_slot(msr).ok_or(())?] = v,
+        STAR => *switched_mut(m, msr)? = v,
+        SFMASK | TSC_AUX if v >> 32 == 0 => *switched_mut(m, msr)? = v,
+        LSTAR | CSTAR | KERNEL_GS_BASE if canonical(v) => *switched_mut(m, msr)? = v,
         _ => match fixed_mtrr_slot(msr) {
-            Some(i) if valid_memory_types(v, false) => m.mtrr_fixed[i] = v,
+            Some(i) if valid_memory_types(v, false) => *m.mtrr_fixed.get_mut(i).ok_or(())? = v,
             _ => return Err(()),
         },
     }
