@@ -99,9 +99,9 @@ pub struct GuestControls {
 pub fn supported(host: impl Fn(u32, u32) -> [u32; 4], ctl: GuestControls, out: &mut [CpuidEntry]) -> usize {
     let mut n = 0;
     let mut push = |function: u32, index: u32, flags: u32, r: [u32; 4]| {
-        if n < out.len() {
-            out[n] = CpuidEntry { function, index, flags, eax: r[0], ebx: r[1], ecx: r[2], edx: r[3], padding: [0; 3] };
-            n += 1;
+        if let Some(slot) = out.get_mut(n) {
+            *slot = CpuidEntry { function, index, flags, eax: r[0], ebx: r[1], ecx: r[2], edx: r[3], padding: [0; 3] };
+            n = n.saturating_add(1); // below out.len()
         }
     };
     let h0 = host(0, 0);

@@ -41,7 +41,9 @@ pub const fn present(entry: u64) -> bool {
 
 /// Index into the table at `level` (4 = PML4 .. 1 = PT) for guest-physical address `gpa`.
 pub const fn index(gpa: u64, level: u32) -> usize {
-    ((gpa >> (12 + 9 * (level - 1))) & 0x1ff) as usize
+    // Each level translates 9 bits, from bit 12 at level 1.
+    let shift = match level { 1 => 12, 2 => 21, 3 => 30, _ => 39 };
+    ((gpa >> shift) & 0x1ff) as usize
 }
 
 /// Why `entry`, found at `level` (4 = PML4 .. 1 = PT) of a walk, is an EPT misconfiguration

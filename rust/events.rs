@@ -169,7 +169,7 @@ impl Events {
     /// delivered), as KVM's `process_nmi`.
     pub fn queue_nmi(&mut self, nmi_masked: bool) {
         let limit = if nmi_masked || self.nmi_injected { 1 } else { 2 };
-        self.nmi_pending = (self.nmi_pending + 1).min(limit);
+        self.nmi_pending = self.nmi_pending.saturating_add(1).min(limit);
     }
 
     /// An event is in flight and must be delivered before anything new (KVM's
@@ -208,7 +208,7 @@ impl Events {
             };
             inject = Some(Injection { info: info::VALID | kind << 8 | i.vector as u32, error_code: 0, len });
         } else if self.nmi_pending > 0 && nmi_allowed(interruptibility) {
-            self.nmi_pending -= 1;
+            self.nmi_pending = self.nmi_pending.saturating_sub(1); // > 0 here
             inject = Some(Injection { info: info::VALID | info::NMI << 8 | NMI_VECTOR as u32, ..Default::default() });
         }
         Entry {

@@ -78,7 +78,8 @@ impl Paging {
         let (phys, page_mask) = if self.cr4 & CR4_PAE == 0 {
             // 32-bit paging: 2 levels of 1024 4-byte entries; 4 MiB pages with CR4.PSE.
             let linear = linear & 0xffff_ffff;
-            let pde = entry_read((self.cr3 & 0xffff_f000) + ((linear >> 22) & 0x3ff) * 4, 4)?;
+            // Tables are page-aligned: the entry's offset is ORed in.
+            let pde = entry_read((self.cr3 & 0xffff_f000) | ((linear >> 22) & 0x3ff) << 2, 4)?;
             if pde & P == 0 {
                 return Err(fault(false));
             }
@@ -87,7 +88,7 @@ impl Paging {
                 // PSE-36: bits 20:13 are physical-address bits 39:32.
                 ((pde & 0xffc0_0000) | ((pde >> 13) & 0xff) << 32, 0x3f_ffffu64)
             } else {
-                let pte = entry_read((pde & 0xffff_f000) + ((linear >> 12) & 0x3ff) * 4, 4)?;
+                let pte = entry_read((pde & 0xffff_f000) | ((linear >> 12) & 0x3ff) << 2, 4)?;
                 if pte & P == 0 {
                     return Err(fault(false));
                 }
@@ -100,27 +101,29 @@ impl Paging {
                 (self.cr3 & ADDR, 4)
             } else {
                 let linear = linear & 0xffff_ffff;
-                let pdpte = entry_read((self.cr3 & 0xffff_ffe0) + ((linear >> 30) & 3) * 8, 8)?;
+                let pdpte = entry_read((self.cr3 & 0xffff_ffe0) | ((linear >> 30) & 3) << 3, 8)?;
                 if pdpte & P == 0 {
                     return Err(fault(false));
                 }
                 (pdpte & ADDR, 2)
             };
-            let mut level = top;
+            let mut level: u32 = top;
             loop {
-                let index = (linear >> (12 + 9 * (level - 1))) & 0x1ff;
-                let e = entry_read(table + index * 8, 8)?;
+                // The linear-address bits this level translates start at bit 12 + 9 * (level - 1).
+                let shift = match level { 1 => 12, 2 => 21, 3 => 30, _ => 39 };
+                let index = (linear >> shift) & 0x1ff;
+                let e = entry_read(table | index << 3, 8)?;
                 if e & P == 0 {
                     return Err(fault(false));
                 }
                 note(e);
-                let size_mask = (1u64 << (12 + 9 * (level - 1))) - 1;
+                let size_mask = !(u64::MAX << shift);
                 // Large pages: 1 GiB at level 3 (only in long mode), 2 MiB at level 2.
                 if level == 1 || (e & PS != 0 && (level == 2 || (level == 3 && top == 4))) {
                     break (e & ADDR & !size_mask, size_mask);
                 }
                 table = e & ADDR;
-                level -= 1;
+                level = level.saturating_sub(1); // level > 1 here
             }
         };
         if user && !user_ok {
@@ -137,7 +140,7 @@ impl Paging {
     pub fn pdptes(&self, mut read: impl FnMut(u64, usize) -> Option<u64>) -> Result<Option<[u64; 4]>, WalkError> {
         let mut out = [0u64; 4];
         for (i, e) in out.iter_mut().enumerate() {
-            let gpa = (self.cr3 & 0xffff_ffe0) + i as u64 * 8;
+            let gpa = (self.cr3 & 0xffff_ffe0) | (i as u64) << 3;
             *e = read(gpa, 8).ok_or(WalkError::NotRam(gpa))?;
             // Reserved: bits 2:1, 8:5 and the bits above the physical-address width (52).
             if *e & P != 0 && *e & (0x1e6 | 0xfff0_0000_0000_0000) != 0 {
@@ -148,6 +151,12 @@ impl Paging {
     }
 }
 
+/// Bytes from linear address `la` to the end of its 4 KiB page (1 to 4096).
+#[allow(clippy::arithmetic_side_effects)] // No panic: la & 0xfff is below 0x1000.
+pub const fn to_page_end(la: u64) -> u64 {
+    0x1000 - (la & 0xfff)
+}
+
 /// The pieces of `len` bytes at linear address `linear` that do not cross a page: each one's
 /// address and its range in the buffer.
 pub fn page_chunks(linear: u64, len: usize) -> impl Iterator<Item = (u64, core::ops::Range<usize>)> {
@@ -155,9 +164,9 @@ pub fn page_chunks(linear: u64, len: usize) -> impl Iterator<Item = (u64, core::
     core::iter::from_fn(move || {
         (done < len).then(|| {
             let la = linear.wrapping_add(done as u64);
-            let n = (4096 - (la & 0xfff) as usize).min(len - done);
-            done += n;
-            (la, done - n..done)
+            let start = done;
+            done = done.saturating_add((to_page_end(la) as usize).min(len.saturating_sub(done)));
+            (la, start..done)
         })
     })
 }

@@ -153,24 +153,38 @@ impl Bytes<'_> {
             return Err(Unsupported::Instruction); // longer than any instruction: #GP
         }
         let v = *self.b.get(self.pos).ok_or(Unsupported::Truncated)?;
-        self.pos += 1;
+        self.pos = self.pos.saturating_add(1); // below MAX_LEN
         Ok(v)
     }
 
     /// A little-endian immediate of `n` bytes, sign-extended.
     fn signed(&mut self, n: u8) -> Result<i64, Unsupported> {
-        let mut v = 0u64;
-        for i in 0..n {
-            v |= (self.next()? as u64) << (8 * i);
+        let mut bytes = [0u8; 8];
+        for b in bytes.iter_mut().take(n.into()) {
+            *b = self.next()?;
         }
-        let shift = 64 - 8 * n as u32;
-        Ok(((v << shift) as i64) >> shift)
+        Ok(sign_extend(u64::from_le_bytes(bytes), n) as i64)
     }
 }
 
 /// The bits of a `size`-byte value (or address).
 pub const fn mask(size: u8) -> u64 {
-    if size >= 8 { u64::MAX } else { (1u64 << (8 * size)) - 1 }
+    if size >= 8 { u64::MAX } else { !(u64::MAX << (size << 3)) } // size << 3: bits
+}
+
+/// `v`'s low `size` bytes, sign-extended to 64 bits.
+#[allow(clippy::arithmetic_side_effects)] // No panic: size is 1..=7 at the subtraction.
+pub const fn sign_extend(v: u64, size: u8) -> u64 {
+    if size == 0 || size >= 8 {
+        return v;
+    }
+    let shift = (8 - size as u32) << 3;
+    ((v << shift) as i64 >> shift) as u64
+}
+
+/// Register `index` of `regs` (the decoder's indexes are 0-15; 0 for any other).
+pub fn gpr_get(regs: &Gprs, index: u8) -> u64 {
+    regs.get(usize::from(index)).copied().unwrap_or(0)
 }
 
 /// The address size in bytes in `mode`, with or without the 67 (address-size) prefix.
@@ -187,16 +201,16 @@ pub const fn addr_size(mode: Mode, prefix_67: bool) -> u8 {
 /// whether the instruction is done (no REP, or rCX reached 0). Registers wrap at the
 /// address size.
 pub fn string_step(regs: &mut Gprs, indexes: &[u8], width: u8, count: u64, addr_size: u8, rep: bool, rflags: u64) -> bool {
-    let step = width as u64 * count;
+    let step = (width as u64).wrapping_mul(count); // moves wrap at the address size
     let delta = if rflags & RFLAGS_DF != 0 { step.wrapping_neg() } else { step };
     for &r in indexes {
-        let v = regs[r as usize].wrapping_add(delta);
+        let v = gpr_get(regs, r).wrapping_add(delta);
         write_reg(regs, Reg { index: r, high: false }, addr_size, v);
     }
     if !rep {
         return true;
     }
-    let left = (regs[gpr::RCX as usize] & mask(addr_size)).wrapping_sub(count) & mask(addr_size);
+    let left = (gpr_get(regs, gpr::RCX) & mask(addr_size)).wrapping_sub(count) & mask(addr_size);
     write_reg(regs, Reg { index: gpr::RCX, high: false }, addr_size, left);
     left == 0
 }
@@ -225,7 +239,7 @@ pub fn decode(bytes: &[u8], mode: Mode) -> Result<Insn, Unsupported> {
                 rex = byte;
                 let next = b.next()?;
                 if matches!(next, 0x40..=0x4f) || is_legacy_prefix(next) {
-                    b.pos -= 1; // another prefix follows: this REX is ignored
+                    b.pos = b.pos.saturating_sub(1); // another prefix follows: this REX is ignored
                     continue;
                 }
                 break next;
@@ -246,7 +260,7 @@ pub fn decode(bytes: &[u8], mode: Mode) -> Result<Insn, Unsupported> {
     }
     let byte_reg = |index: u8| -> Reg {
         if rex == 0 && (4..8).contains(&index) {
-            Reg { index: index - 4, high: true }
+            Reg { index: index & 3, high: true } // AH, CH, DH, BH
         } else {
             Reg { index, high: false }
         }
@@ -324,7 +338,7 @@ fn modrm(b: &mut Bytes<'_>, mode: Mode, addr_size: u8, rex: u8, seg: Option<Seg>
             (Some(3), Some(6)), (Some(3), Some(7)), (Some(5), Some(6)), (Some(5), Some(7)),
             (Some(6), None), (Some(7), None), (Some(5), None), (Some(3), None),
         ];
-        let (base, index) = FORMS[rm as usize];
+        let (base, index) = FORMS.get(usize::from(rm)).copied().ok_or(Unsupported::Instruction)?;
         if md == 0 && rm == 6 {
             mem.disp = b.signed(2)?;
         } else {
@@ -373,10 +387,10 @@ impl Insn {
         let m = &self.mem;
         let mut a = m.disp as u64;
         if let Some(base) = m.base {
-            a = a.wrapping_add(regs[base as usize]);
+            a = a.wrapping_add(gpr_get(regs, base));
         }
         if let Some((index, scale)) = m.index {
-            a = a.wrapping_add(regs[index as usize].wrapping_mul(scale as u64));
+            a = a.wrapping_add(gpr_get(regs, index).wrapping_mul(scale as u64));
         }
         if m.rip_relative {
             a = a.wrapping_add(rip.wrapping_add(self.len as u64));
@@ -386,12 +400,12 @@ impl Insn {
 
     /// The string destination's offset (ES:rDI).
     pub fn dest_offset(&self, regs: &Gprs) -> u64 {
-        regs[gpr::RDI as usize] & mask(self.addr_size)
+        gpr_get(regs, gpr::RDI) & mask(self.addr_size)
     }
 
     /// Whether a REP string instruction has nothing left to do (rCX = 0): it does no access.
     pub fn rep_done(&self, regs: &Gprs) -> bool {
-        self.rep && regs[gpr::RCX as usize] & mask(self.addr_size) == 0
+        self.rep && gpr_get(regs, gpr::RCX) & mask(self.addr_size) == 0
     }
 
     /// The value a store writes (for STOS: rAX; for MOVS it comes from memory).
@@ -420,10 +434,7 @@ impl Insn {
             Op::Load { reg, reg_width, extend } => {
                 let v = loaded & mask(self.width);
                 let v = match extend {
-                    Extend::Sign => {
-                        let shift = 64 - 8 * self.width as u32;
-                        (((v << shift) as i64) >> shift) as u64
-                    }
+                    Extend::Sign => sign_extend(v, self.width),
                     Extend::None | Extend::Zero => v,
                 };
                 write_reg(regs, reg, reg_width, v);
@@ -441,16 +452,18 @@ impl Insn {
 /// Reads `width` bytes of register `r`.
 pub fn read_reg(regs: &Gprs, r: Reg, width: u8) -> u64 {
     if r.high {
-        (regs[r.index as usize] >> 8) & 0xff
+        (gpr_get(regs, r.index) >> 8) & 0xff
     } else {
-        regs[r.index as usize] & mask(width)
+        gpr_get(regs, r.index) & mask(width)
     }
 }
 
 /// Writes `width` bytes of register `r` as the processor does: 8 and 16-bit writes keep the
 /// other bits, 32-bit writes zero-extend to 64.
 pub fn write_reg(regs: &mut Gprs, r: Reg, width: u8, v: u64) {
-    let slot = &mut regs[r.index as usize];
+    let Some(slot) = regs.get_mut(usize::from(r.index)) else {
+        return; // the decoder's indexes are 0-15
+    };
     *slot = match (width, r.high) {
         (1, true) => (*slot & !0xff00) | (v & 0xff) << 8,
         (1 | 2, _) => (*slot & !mask(width)) | (v & mask(width)),

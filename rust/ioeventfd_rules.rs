@@ -122,7 +122,7 @@ impl Rule {
         if self.len != len {
             return false;
         }
-        let mask = if len >= 8 { !0 } else { (1u64 << (8 * len)) - 1 };
+        let mask = if len >= 8 { !0 } else { !(u64::MAX << (len << 3)) }; // len << 3: bits
         self.datamatch.is_none_or(|d| d == value & mask)
     }
 }

@@ -108,7 +108,8 @@ impl Counters {
     }
 
     fn scalar(&self, i: usize) -> u64 {
-        [self.runs, self.windows, self.exits, self.guest_tsc, self.ept_faults, self.total_user_exits()][i]
+        let all = [self.runs, self.windows, self.exits, self.guest_tsc, self.ept_faults, self.total_user_exits()];
+        all.get(i).copied().unwrap_or(0)
     }
 
     /// Writes the `stats` file's text.
@@ -122,9 +123,9 @@ impl Counters {
                 None => writeln!(w, "exit.{r} {n}")?,
             }
         }
-        for (r, n) in self.user_exits.iter().enumerate().filter(|(_, n)| **n != 0) {
-            // Every index has a name (KVM_NAMES covers KVM_EXITS).
-            writeln!(w, "user_exit.{} {n}", KVM_NAMES[r])?;
+        // Every index has a name (KVM_NAMES covers KVM_EXITS).
+        for (name, n) in KVM_NAMES.iter().zip(self.user_exits.iter()).filter(|(_, n)| **n != 0) {
+            writeln!(w, "user_exit.{name} {n}")?;
         }
         Ok(())
     }
@@ -140,9 +141,9 @@ impl Counters {
                     Some(r) => r,
                     None => reason.parse().ok().filter(|r| *r < VMX_REASONS)?,
                 };
-                c.by_reason[r] = value;
+                *c.by_reason.get_mut(r)? = value;
             } else if let Some(reason) = name.strip_prefix("user_exit.") {
-                c.user_exits[KVM_NAMES.iter().position(|n| *n == reason)?] = value;
+                *c.user_exits.get_mut(KVM_NAMES.iter().position(|n| *n == reason)?)? = value;
             } else {
                 match SCALARS.iter().position(|n| *n == name)? {
                     0 => c.runs = value,

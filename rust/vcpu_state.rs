@@ -239,7 +239,7 @@ pub fn sregs_valid(s: &Sregs, efer_ok: u64, cr4_ok: u64) -> bool {
 /// takes the first and ignores the rest).
 pub fn pending_interrupt(s: &Sregs) -> Option<u8> {
     let (word, bits) = s.interrupt_bitmap.iter().enumerate().find(|(_, b)| **b != 0)?;
-    Some((word * 64 + bits.trailing_zeros() as usize) as u8)
+    Some(((word << 6) | bits.trailing_zeros() as usize) as u8) // 64 bits a word
 }
 
 /// VMCS access-rights encoding of a segment (SDM 25.4.1); unusable segments are bit 16 only,

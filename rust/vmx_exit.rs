@@ -67,7 +67,7 @@ impl Io {
     /// Decodes the qualification.
     pub const fn decode(q: u64) -> Self {
         Io {
-            size: (q & 7) as u8 + 1,
+            size: ((q & 7) as u8).wrapping_add(1), // 1 to 8
             input: q & (1 << 3) != 0,
             string: q & (1 << 4) != 0,
             rep: q & (1 << 5) != 0,

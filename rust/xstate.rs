@@ -77,7 +77,7 @@ pub fn reset(a: &mut [u8; AREA_SIZE]) {
 
 /// Which components the image holds (the rest are in their initial state).
 pub fn xstate_bv(a: &[u8; AREA_SIZE]) -> u64 {
-    u64::from_le_bytes(a[XSTATE_BV..XSTATE_BV + 8].try_into().unwrap())
+    u64::from_le_bytes(crate::kvm_abi::le_bytes(a, XSTATE_BV))
 }
 
 fn set_xstate_bv(a: &mut [u8; AREA_SIZE], v: u64) {
@@ -94,9 +94,9 @@ pub fn legacy_written(a: &mut [u8; AREA_SIZE]) {
 /// MXCSR has no reserved bit set (`mxcsr_mask`, from FXSAVE). KVM refuses the same images
 /// with EINVAL in `KVM_SET_XSAVE`.
 pub fn loadable(a: &[u8; AREA_SIZE], features: u64, mxcsr_mask: u32) -> bool {
-    let mxcsr = u32::from_le_bytes(a[MXCSR..MXCSR + 4].try_into().unwrap());
+    let mxcsr = u32::from_le_bytes(crate::kvm_abi::le_bytes(a, MXCSR));
     xstate_bv(a) & !features == 0
-        && a[XCOMP_BV..MIN_SIZE as usize].iter().all(|b| *b == 0)
+        && a.get(XCOMP_BV..MIN_SIZE as usize).is_some_and(|r| r.iter().all(|b| *b == 0))
         && mxcsr & !mxcsr_mask == 0
 }
 
