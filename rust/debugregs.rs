@@ -142,7 +142,9 @@ impl HostDebug {
 
 /// A guest's MOV to DR0-3 inside the window: into the hardware too if the guest's are loaded.
 pub(crate) fn set_db(g: &mut GuestDebug, host: &HostDebug, n: usize, v: u64) {
-    g.db[n & 3] = v;
+    if let Some(db) = g.db.get_mut(n & 3) {
+        *db = v;
+    }
     if host.guest_db_loaded() {
         write_db(n & 3, v);
     }

@@ -19,7 +19,7 @@ use kernel::{
 };
 
 use crate::{
-    guest_paging::{page_chunks, Paging, WalkError},
+    guest_paging::{page_chunks, to_page_end, Paging, WalkError},
     insn::{self, Gprs, Insn, Mode, Op, Seg},
     ioeventfd_rules::Bus,
     kvm_abi::{Regs, Segment, Sregs},
@@ -112,7 +112,7 @@ impl<'a> Guest<'a> {
     fn translate(&self, linear: u64, write: bool) -> Result<u64, WalkError> {
         self.paging.translate(linear, write, |gpa, bytes| {
             let mut b = [0u8; 8];
-            self.read_gpa(gpa, &mut b[..bytes]).ok()?;
+            self.read_gpa(gpa, b.get_mut(..bytes)?).ok()?;
             Some(u64::from_le_bytes(b))
         })
     }
@@ -122,7 +122,7 @@ impl<'a> Guest<'a> {
     fn read_linear(&self, linear: u64, buf: &mut [u8]) -> Result<(), Failure> {
         for (la, range) in page_chunks(linear, buf.len()) {
             let gpa = self.translate(la, false).map_err(|_| Failure)?;
-            self.read_gpa(gpa, &mut buf[range])?;
+            self.read_gpa(gpa, buf.get_mut(range).ok_or(Failure)?)?;
         }
         Ok(())
     }
@@ -133,7 +133,8 @@ impl<'a> Guest<'a> {
         for (la, range) in page_chunks(linear, buf.len()) {
             let gpa = self.translate(la, true).map_err(|_| Failure)?;
             let uaddr = self.mem.ram_uaddr(gpa, true).ok_or(Failure)? as usize;
-            UserSlice::new(UserPtr::from_addr(uaddr), range.len()).writer().write_slice(&buf[range]).map_err(|_| Failure)?;
+            let chunk = buf.get(range).ok_or(Failure)?;
+            UserSlice::new(UserPtr::from_addr(uaddr), chunk.len()).writer().write_slice(chunk).map_err(|_| Failure)?;
         }
         Ok(())
     }
@@ -146,11 +147,13 @@ impl<'a> Guest<'a> {
     /// Fetches up to 15 instruction bytes at CS:RIP (fewer if the next page is not RAM).
     fn fetch(&self, rip: u64, bytes: &mut [u8; insn::MAX_LEN]) -> usize {
         let rip = self.linear(Seg::Cs, rip);
-        let first = (4096 - (rip & 0xfff) as usize).min(insn::MAX_LEN);
-        if self.read_linear(rip, &mut bytes[..first]).is_err() {
+        let first = (to_page_end(rip) as usize).min(insn::MAX_LEN);
+        let Some((head, rest)) = bytes.split_at_mut_checked(first) else {
+            return 0;
+        };
+        if self.read_linear(rip, head).is_err() {
             return 0;
         }
-        let rest = &mut bytes[first..];
         if !rest.is_empty() && self.read_linear(rip.wrapping_add(first as u64), rest).is_err() {
             return first;
         }
@@ -158,17 +161,22 @@ impl<'a> Guest<'a> {
     }
 }
 
+/// The first `n` bytes of `b` (all of it if shorter).
+fn first(b: &[u8], n: usize) -> &[u8] {
+    b.get(..n).unwrap_or(b)
+}
+
 /// Finishes the instruction whose access at `gpa` (EPT `qualification`) found no RAM.
 pub(crate) fn mmio(mem: Memory<'_>, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, gpa: u64, qualification: u64) -> Mmio {
     let g = Guest::new(mem, sregs);
     let mut bytes = [0u8; insn::MAX_LEN];
     let n = if qualification & FETCH != 0 { 0 } else { g.fetch(regs.rip, &mut bytes) };
-    let decoded = insn::decode(&bytes[..n], g.mode).ok();
+    let decoded = insn::decode(first(&bytes, n), g.mode).ok();
     match decoded.map(|i| (i, mmio_access(&g, regs, &i, run, gpa))) {
         Some((_, Ok(outcome))) => outcome,
         _ => {
             let len = decoded.map_or(n, |i| i.len as usize);
-            run.emulation_failure(&bytes[..len], &[gpa, qualification]);
+            run.emulation_failure(first(&bytes, len), &[gpa, qualification]);
             Mmio::Exit(None)
         }
     }
@@ -193,7 +201,7 @@ fn mmio_access(g: &Guest<'_>, regs: &mut Regs, i: &Insn, run: &KvmRun, gpa: u64)
     let width = i.width as u64;
     // The access must be the one that exited, whole inside its page (KVM would split a
     // page-crossing MMIO access in two; rvmx reports it instead).
-    let exact = |mem_gpa: u64| mem_gpa == gpa && (gpa & 0xfff) + width <= 4096;
+    let exact = |mem_gpa: u64| mem_gpa == gpa && width <= to_page_end(gpa);
     let (mmio_write, value, to_ram) = match i.op {
         Op::Load { .. } | Op::StoreReg(_) | Op::StoreImm(_) => {
             let write = !i.reads_memory();
@@ -214,7 +222,7 @@ fn mmio_access(g: &Guest<'_>, regs: &mut Regs, i: &Insn, run: &KvmRun, gpa: u64)
                 // RAM to MMIO: read the element now, the exit writes it.
                 (false, true) if exact(dst_gpa) => {
                     let mut b = [0u8; 8];
-                    g.read_linear(src, &mut b[..i.width as usize])?;
+                    g.read_linear(src, b.get_mut(..usize::from(i.width)).ok_or(Failure)?)?;
                     (true, u64::from_le_bytes(b), None)
                 }
                 // MMIO to RAM: the exit reads it, the next KVM_RUN stores it.
@@ -226,14 +234,14 @@ fn mmio_access(g: &Guest<'_>, regs: &mut Regs, i: &Insn, run: &KvmRun, gpa: u64)
     if mmio_write {
         let signalled = g.mem.ioeventfd_write(Bus::Mmio, gpa, i.width as u32, value);
         if !signalled {
-            run.mmio(gpa, &value.to_le_bytes()[..i.width as usize], true);
+            run.mmio(gpa, first(&value.to_le_bytes(), i.width.into()), true);
         }
         let rip = i.complete(&mut r, regs.rip, regs.rflags, 0);
         set_gprs(regs, &r);
         regs.rip = rip;
         Ok(if signalled { Mmio::Signalled } else { Mmio::Exit(None) })
     } else {
-        run.mmio(gpa, &[0u8; 8][..i.width as usize], false);
+        run.mmio(gpa, first(&[0u8; 8], i.width.into()), false);
         Ok(Mmio::Exit(Some(Pending::MmioRead { insn: *i, to_ram })))
     }
 }
@@ -248,7 +256,7 @@ pub(crate) fn string_io(vm: &Vm, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, i
         Err(Failure) => {
             let mut bytes = [0u8; insn::MAX_LEN];
             let n = g.fetch(regs.rip, &mut bytes).min(len as usize);
-            run.emulation_failure(&bytes[..n], &[]);
+            run.emulation_failure(first(&bytes, n), &[]);
             None
         }
     }
@@ -259,28 +267,30 @@ fn string_io_access(g: &Guest<'_>, regs: &mut Regs, io: Io, len: u8, run: &KvmRu
     // decode them (the opcode itself, 6C-6F, is not one the MMIO decoder knows).
     let mut bytes = [0u8; insn::MAX_LEN];
     let n = g.fetch(regs.rip, &mut bytes).min(len as usize);
-    let addr_size = string_io_addr_size(&bytes[..n], g.mode).ok_or(Failure)?;
+    let addr_size = string_io_addr_size(first(&bytes, n), g.mode).ok_or(Failure)?;
     let mask = insn::mask(addr_size);
     let size = io.size as u64;
     let r = gprs(regs);
-    let count = if io.rep { r[insn::gpr::RCX as usize] & mask } else { 1 };
+    let count = if io.rep { insn::gpr_get(&r, insn::gpr::RCX) & mask } else { 1 };
     if count == 0 {
         return Err(Failure);
     }
     let down = regs.rflags & insn::RFLAGS_DF != 0;
     if io.input {
-        let rdi = r[insn::gpr::RDI as usize] & mask;
-        let in_page = if down { rdi & 0xfff } else { 4096 - (rdi & 0xfff) };
-        let n = in_page.min(INS_BATCH_BYTES / size.max(1)).min(count).max(1) as u32;
+        let rdi = insn::gpr_get(&r, insn::gpr::RDI) & mask;
+        let in_page = if down { rdi & 0xfff } else { to_page_end(rdi) };
+        let batch = INS_BATCH_BYTES.checked_div(size).unwrap_or(1); // size is 1, 2 or 4
+        let n = in_page.min(batch).min(count).max(1) as u32;
         run.io(true, io.size, io.port, n);
         Ok(Some(Pending::Ins { size: io.size, count: n, addr_size, rep: io.rep, len }))
     } else {
         // OUTS reads DS:rSI (or the override): find the segment among the prefixes.
-        let seg = string_io_segment(&bytes[..n]);
-        let src = g.linear(seg, r[insn::gpr::RSI as usize] & mask);
+        let seg = string_io_segment(first(&bytes, n));
+        let src = g.linear(seg, insn::gpr_get(&r, insn::gpr::RSI) & mask);
         let mut b = [0u8; 4];
-        g.read_linear(src, &mut b[..size as usize])?;
-        run.write_pio_data(&b[..size as usize]);
+        let b = b.get_mut(..usize::from(io.size)).ok_or(Failure)?;
+        g.read_linear(src, b)?;
+        run.write_pio_data(b);
         run.io(false, io.size, io.port, 1);
         finish_string(regs, insn::gpr::RSI, io.size, 1, addr_size, io.rep, len);
         Ok(None)
@@ -335,7 +345,7 @@ pub(crate) fn pdptes(vm: &Vm, sregs: &Sregs) -> Option<[u64; 4]> {
     g.paging
         .pdptes(|gpa, bytes| {
             let mut b = [0u8; 8];
-            g.read_gpa(gpa, &mut b[..bytes]).ok()?;
+            g.read_gpa(gpa, b.get_mut(..bytes)?).ok()?;
             Some(u64::from_le_bytes(b))
         })
         .ok()
@@ -351,7 +361,7 @@ pub(crate) fn complete(vm: &Vm, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, p:
         Pending::MmioRead { insn, to_ram } => {
             let value = run.mmio_data(insn.width);
             if let Some(dst) = to_ram {
-                if g.write_linear(dst, &value.to_le_bytes()[..insn.width as usize]).is_err() {
+                if g.write_linear(dst, first(&value.to_le_bytes(), insn.width.into())).is_err() {
                     run.emulation_failure(&[], &[dst]);
                     return Err(());
                 }
@@ -369,8 +379,8 @@ pub(crate) fn complete(vm: &Vm, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, p:
                 // Guest addresses wrap around the address space (and the address size).
                 let step = k.wrapping_mul(size as u64);
                 let offset = if down { rdi.wrapping_sub(step) } else { rdi.wrapping_add(step) } & mask;
-                let b = run.pio_data(k as usize * size as usize, size);
-                if g.write_linear(g.linear(Seg::Es, offset), &b[..size as usize]).is_err() {
+                let b = run.pio_data((k as usize).saturating_mul(size.into()), size);
+                if g.write_linear(g.linear(Seg::Es, offset), first(&b, size.into())).is_err() {
                     run.emulation_failure(&[], &[offset]);
                     return Err(());
                 }

@@ -100,7 +100,7 @@ impl Ept {
     /// there, if one is: emulation reads what the guest sees without a user-memory access.
     pub(crate) fn read(&self, gpa: u64, buf: &mut [u8]) -> bool {
         let offset = (gpa & 0xfff) as usize;
-        if offset + buf.len() > 4096 {
+        if buf.len() > crate::guest_paging::to_page_end(gpa) as usize {
             return false;
         }
         let Some(entry) = self.leaf(gpa) else { return false };
@@ -111,7 +111,7 @@ impl Ept {
             // SAFETY: a mapped page is pinned until it is unmapped, which needs the VM's lock
             // that the caller holds; the direct map covers it and `offset + i` < 4096. The
             // guest may write it meanwhile: byte-wise volatile reads, as its own view.
-            *b = unsafe { page.add(offset + i).read_volatile() };
+            *b = unsafe { page.add(offset).add(i).read_volatile() };
         }
         true
     }

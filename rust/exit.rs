@@ -375,7 +375,7 @@ impl Exit<'_, '_> {
         }
         if q.read {
             let v = match n {
-                0..=3 => self.debug.db[n as usize],
+                0..=3 => self.debug.db.get(n as usize).copied().unwrap_or(0),
                 6 => debugregs::dr6(),
                 _ => self.debug.dr7,
             };
@@ -386,7 +386,11 @@ impl Exit<'_, '_> {
         let v = if self.long64() { self.gpr(q.gpr) } else { self.gpr(q.gpr) & 0xffff_ffff };
         match n {
             // With a debugger's hardware breakpoints in force, the guest's are only recorded.
-            0..=3 if self.debugger.hw_breakpoints() => self.debug.db[n as usize] = v,
+            0..=3 if self.debugger.hw_breakpoints() => {
+                if let Some(db) = self.debug.db.get_mut(n as usize) {
+                    *db = v;
+                }
+            }
             0..=3 => debugregs::set_db(self.debug, self.host_debug, n as usize, v),
             6 => match dr::dr6(v) {
                 Some(v) => debugregs::set_dr6(self.debug, v),
@@ -570,14 +574,15 @@ impl Exit<'_, '_> {
             return Next::StringIo { io, len: len as u8 };
         }
         if !io.input {
-            self.run.write_pio_data(&self.gprs.rax.to_le_bytes()[..io.size as usize]);
+            let rax = self.gprs.rax.to_le_bytes();
+            self.run.write_pio_data(rax.get(..usize::from(io.size)).unwrap_or(&rax));
         }
         self.run.io(io.input, io.size, io.port, 1);
         *self.pending_io = Some(PendingIo { input: io.input, size: io.size, instruction_len: len });
         if io.input {
             return Next::ToUser;
         }
-        let value = self.gprs.rax & (u64::MAX >> (64 - 8 * io.size as u32));
+        let value = self.gprs.rax & crate::insn::mask(io.size);
         Next::PortOut { port: io.port, size: io.size, value }
     }
 }

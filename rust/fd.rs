@@ -22,6 +22,12 @@ pub(crate) fn read_user<T: FromBytes>(arg: usize) -> Result<T> {
     UserSlice::new(UserPtr::from_addr(arg), size_of::<T>()).reader().read()
 }
 
+/// The address of the field at `offset` in the struct an ioctl argument points to (`EFAULT`
+/// past the end of the address space, where no copy could succeed).
+pub(crate) fn user_field(arg: usize, offset: usize) -> Result<usize> {
+    arg.checked_add(offset).ok_or(EFAULT)
+}
+
 /// Writes `value` where an ioctl argument points (`EFAULT` if it cannot).
 pub(crate) fn write_user<T: AsBytes>(arg: usize, value: &T) -> Result {
     UserSlice::new(UserPtr::from_addr(arg), size_of::<T>()).writer().write(value)

@@ -248,7 +248,7 @@ pub(crate) fn dump_failed_entry(cur: &Current<'_>, why: u64) {
     if n >= MAX_DUMPS {
         return;
     }
-    let last = if n + 1 == MAX_DUMPS { " (last dump until reload)" } else { "" };
+    let last = if n == MAX_DUMPS - 1 { " (last dump until reload)" } else { "" };
     pr_err!("VM entry failed ({:#x}); guest state follows{}\n", why, last);
     pr_err!("  cr0 {:#x} cr3 {:#x} cr4 {:#x} efer {:#x} entry {:#x} exit {:#x}\n",
             cur.read(GUEST_CR0), cur.read(GUEST_CR3), cur.read(GUEST_CR4), cur.read(GUEST_IA32_EFER),

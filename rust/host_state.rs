@@ -74,7 +74,7 @@ impl HostState {
 
     /// The base of the host TSS, from its 16-byte descriptor in the GDT.
     fn tr_base(&self) -> u64 {
-        let desc = (self.gdt.base + (self.tr & !7) as u64) as *const u32;
+        let desc = self.gdt.base.wrapping_add((self.tr & !7) as u64) as *const u32;
         // SAFETY: TR selects a valid 16-byte system descriptor inside the live GDT.
         let (w0, w1, w2) = unsafe { (desc.read(), desc.add(1).read(), desc.add(2).read()) };
         ((w0 >> 16) as u64) | (((w1 & 0xff) as u64) << 16) | (((w1 >> 24) as u64) << 24) | ((w2 as u64) << 32)

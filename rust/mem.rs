@@ -54,7 +54,7 @@ impl PinnedPage {
         if n <= 0 {
             return Err(if n < 0 { Error::from_errno(n) } else { EFAULT });
         }
-        for &page in &pages[..n as usize] {
+        for &page in pages.iter().take(n as usize) {
             // Capacity reserved above: cannot fail, and each pinned page gets its owner.
             pinned.push(Self { page }, GFP_KERNEL)?;
         }

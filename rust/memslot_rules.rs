@@ -45,6 +45,12 @@ impl Slot {
         gpa < self.gpa.saturating_add(self.size) && self.gpa < gpa.saturating_add(size)
     }
 
+    /// The user address backing `gpa`, which lies in the slot (whose ranges were checked
+    /// not to wrap when it was set).
+    pub const fn uaddr_of(&self, gpa: u64) -> u64 {
+        self.uaddr.wrapping_add(gpa.wrapping_sub(self.gpa))
+    }
+
     /// Number of pages.
     pub const fn pages(&self) -> u64 {
         self.size >> 12

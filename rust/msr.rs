@@ -17,7 +17,7 @@ use kernel::{
 };
 
 use crate::{
-    fd::read_user,
+    fd::{read_user, user_field},
     kvm_abi::{MsrEntry, MAX_IO_MSRS},
     mem::{page_phys, phys_to_virt},
     msr_rules::{self, index::*, GuestMsrs, SWITCHED},
@@ -45,16 +45,28 @@ unsafe impl Send for MsrArea {}
 // SAFETY: as above.
 unsafe impl Sync for MsrArea {}
 
+/// Word of entry `i`'s MSR index in the guest or the host list; its value is the next word.
+#[allow(clippy::arithmetic_side_effects)] // No overflow: i < SWITCHED.len(), a handful.
+const fn index_word(host: bool, i: usize) -> usize {
+    if host { HOST_LIST / 8 + 2 * i } else { 2 * i }
+}
+
+/// Word of entry `i`'s value in the guest or the host list.
+const fn value_word(host: bool, i: usize) -> usize {
+    index_word(host, i) | 1 // index words are even
+}
+
 impl MsrArea {
     pub(crate) fn new() -> Result<Self> {
         let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
         let phys = page_phys(&page);
         let rdtscp = x86::cpuid(0x8000_0001)[3] & (1 << 27) != 0;
-        let count = if rdtscp { SWITCHED.len() } else { SWITCHED.len() - 1 };
+        // TSC_AUX, the last, only with RDTSCP.
+        let count = if rdtscp { SWITCHED.len() } else { SWITCHED.len().saturating_sub(1) };
         let area = Self { virt: phys_to_virt(phys), phys, _page: page, count };
-        for (i, msr) in SWITCHED[..count].iter().enumerate() {
-            area.set(i * 2, *msr as u64);
-            area.set(HOST_LIST / 8 + i * 2, *msr as u64);
+        for (i, msr) in SWITCHED.iter().take(count).enumerate() {
+            area.set(index_word(false, i), *msr as u64);
+            area.set(index_word(true, i), *msr as u64);
         }
         Ok(area)
     }
@@ -73,7 +85,7 @@ impl MsrArea {
     pub(crate) fn write_controls(&self, cur: &Current<'_>) {
         cur.write(ENTRY_MSR_LOAD_ADDR, self.phys);
         cur.write(EXIT_MSR_STORE_ADDR, self.phys);
-        cur.write(EXIT_MSR_LOAD_ADDR, self.phys + HOST_LIST as u64);
+        cur.write(EXIT_MSR_LOAD_ADDR, self.phys | HOST_LIST as u64); // inside the aligned page
         cur.write(ENTRY_MSR_LOAD_COUNT, self.count as u32);
         cur.write(EXIT_MSR_STORE_COUNT, self.count as u32);
         cur.write(EXIT_MSR_LOAD_COUNT, self.count as u32);
@@ -82,9 +94,9 @@ impl MsrArea {
     /// At window start: guest values into the guest list, this CPU's and task's values into
     /// the host list; PAT, SYSENTER and the TSC offset into the VMCS.
     pub(crate) fn load(&self, cur: &Current<'_>, m: &GuestMsrs) {
-        for i in 0..self.count {
-            self.set(i * 2 + 1, m.switched[i]);
-            self.set(HOST_LIST / 8 + i * 2 + 1, x86::rdmsr(SWITCHED[i]));
+        for (i, (&msr, &v)) in SWITCHED.iter().zip(m.switched.iter()).take(self.count).enumerate() {
+            self.set(value_word(false, i), v);
+            self.set(value_word(true, i), x86::rdmsr(msr));
         }
         cur.write(GUEST_IA32_PAT, m.pat);
         cur.write(GUEST_SYSENTER_CS, m.sysenter[0] as u32);
@@ -95,8 +107,8 @@ impl MsrArea {
 
     /// At window end: the guest's values back from the list and the VMCS.
     pub(crate) fn store(&self, cur: &Current<'_>, m: &mut GuestMsrs) {
-        for i in 0..self.count {
-            m.switched[i] = self.get(i * 2 + 1);
+        for (i, v) in m.switched.iter_mut().take(self.count).enumerate() {
+            *v = self.get(value_word(false, i));
         }
         m.pat = cur.read(GUEST_IA32_PAT);
         m.sysenter = [cur.read(GUEST_SYSENTER_CS) as u64, cur.read(GUEST_SYSENTER_ESP), cur.read(GUEST_SYSENTER_EIP)];
@@ -125,8 +137,8 @@ pub(crate) fn for_each_entry(arg: usize, write_back: bool, mut f: impl FnMut(&mu
     if n >= MAX_IO_MSRS {
         return Err(E2BIG);
     }
-    let len = n as usize * size_of::<MsrEntry>();
-    let (mut reader, mut writer) = UserSlice::new(UserPtr::from_addr(arg + 8), len).reader_writer();
+    let len = (n as usize).saturating_mul(size_of::<MsrEntry>()); // n < MAX_IO_MSRS
+    let (mut reader, mut writer) = UserSlice::new(UserPtr::from_addr(user_field(arg, 8)?), len).reader_writer();
     for done in 0..n as isize {
         let mut e: MsrEntry = reader.read()?;
         if !f(&mut e) {
@@ -174,7 +186,7 @@ impl MsrState<'_, '_> {
             TSC_AUX if !self.host && !self.tsc_aux_ok => return None,
             m if msr_rules::switched_slot(m).is_some() => {
                 let i = self.area.switched(m)?; // TSC_AUX without host RDTSCP: absent
-                if live.is_some() { self.area.get(i * 2 + 1) } else { self.msrs.switched[i] }
+                if live.is_some() { self.area.get(value_word(false, i)) } else { *self.msrs.switched.get(i)? }
             }
             m => msr_rules::read(self.msrs, m, self.host)?,
         })
@@ -233,7 +245,7 @@ impl MsrState<'_, '_> {
                     SYSENTER_EIP => { c.write(GUEST_SYSENTER_EIP, v); }
                     _ => {
                         if let Some(i) = self.area.switched(m) {
-                            self.area.set(i * 2 + 1, v);
+                            self.area.set(value_word(false, i), v);
                         }
                     }
                 }

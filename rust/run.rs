@@ -71,6 +71,16 @@ impl KvmRun {
         unsafe { self.run.add(offset).cast::<T>().write_volatile(value) }
     }
 
+    /// Writes `value` as element `i` of an array of `T` at `base`; an element that would
+    /// not fit in the page is dropped (callers stay inside the exit union).
+    fn put_at<T: Copy>(&self, base: usize, i: usize, value: T) {
+        let size = core::mem::size_of::<T>();
+        let offset = i.checked_mul(size).and_then(|o| o.checked_add(base));
+        if let Some(o) = offset.filter(|o| o.saturating_add(size) <= 4096) {
+            self.put(o, value);
+        }
+    }
+
     pub(crate) fn immediate_exit(&self) -> bool {
         // SAFETY: as in `put`.
         unsafe { self.run.add(off::IMMEDIATE_EXIT).read_volatile() != 0 }
@@ -130,8 +140,8 @@ impl KvmRun {
         self.put(off::EXIT_UNION, suberror);
         let n = data.len().min(16);
         self.put(off::EXIT_UNION + 4, n as u32);
-        for (i, d) in data[..n].iter().enumerate() {
-            self.put(off::EXIT_UNION + 8 + 8 * i, *d);
+        for (i, d) in data.iter().take(n).enumerate() {
+            self.put_at(off::EXIT_UNION + 8, i, *d);
         }
     }
 
@@ -140,7 +150,7 @@ impl KvmRun {
         self.set_exit_reason(kvm_exit::MMIO);
         self.put(off::EXIT_UNION, gpa);
         for (i, b) in data.iter().enumerate().take(8) {
-            self.put(off::EXIT_UNION + 8 + i, *b);
+            self.put_at(off::EXIT_UNION + 8, i, *b);
         }
         self.put(off::EXIT_UNION + 16, data.len() as u32);
         self.put(off::EXIT_UNION + 20, is_write as u8);
@@ -148,12 +158,12 @@ impl KvmRun {
 
     /// The first `len` bytes userspace left in `kvm_run.mmio.data` for a read.
     pub(crate) fn mmio_data(&self, len: u8) -> u64 {
-        let mut v = 0u64;
-        for i in 0..(len as usize).min(8) {
-            // SAFETY: inside the kvm_run page, as in `put`.
-            v |= (unsafe { self.run.add(off::EXIT_UNION + 8 + i).read_volatile() } as u64) << (8 * i);
+        let mut b = [0u8; 8];
+        for (i, v) in b.iter_mut().enumerate().take(len.into()) {
+            // SAFETY: inside the kvm_run page (i < 8), as in `put`.
+            *v = unsafe { self.run.add(off::EXIT_UNION + 8).add(i).read_volatile() };
         }
-        v
+        u64::from_le_bytes(b)
     }
 
     /// `KVM_EXIT_INTERNAL_ERROR` for an instruction that could not be emulated, laid out as
@@ -162,29 +172,30 @@ impl KvmRun {
         const FLAG_INSTRUCTION_BYTES: u64 = 1;
         self.set_exit_reason(kvm_exit::INTERNAL_ERROR);
         self.put(off::EXIT_UNION, internal::EMULATION);
-        let insn = &insn[..insn.len().min(15)];
+        let insn = insn.get(..15).unwrap_or(insn);
         self.put(off::EXIT_UNION + 8, if insn.is_empty() { 0 } else { FLAG_INSTRUCTION_BYTES });
-        let start = if insn.is_empty() { 1 } else { 3 };
+        // Of the 16 data words: the flags, then 2 words of instruction bytes when known.
+        let (start, room): (usize, usize) = if insn.is_empty() { (1, 15) } else { (3, 13) };
         if !insn.is_empty() {
             self.put(off::EXIT_UNION + 16, insn.len() as u8);
             for i in 0..15 {
-                self.put(off::EXIT_UNION + 17 + i, insn.get(i).copied().unwrap_or(0));
+                self.put_at(off::EXIT_UNION + 17, i, insn.get(i).copied().unwrap_or(0));
             }
         }
-        let data = &data[..data.len().min(16 - start)];
+        let data = data.get(..room).unwrap_or(data);
         for (i, d) in data.iter().enumerate() {
-            self.put(off::EXIT_UNION + 8 + 8 * (start + i), *d);
+            self.put_at(off::EXIT_UNION + 8, start.saturating_add(i), *d);
         }
-        self.put(off::EXIT_UNION + 4, (start + data.len()) as u32);
+        self.put(off::EXIT_UNION + 4, start.saturating_add(data.len()) as u32);
     }
 
     /// `size` (at most 4) bytes of the PIO page at `offset`.
     pub(crate) fn pio_data(&self, offset: usize, size: u8) -> [u8; 4] {
         let mut b = [0u8; 4];
         for (i, v) in b.iter_mut().enumerate().take(size as usize) {
-            if offset + i < 4096 {
+            if let Some(o) = offset.checked_add(i).filter(|o| *o < 4096) {
                 // SAFETY: inside the PIO page, as in `put`.
-                *v = unsafe { self.pio.add(offset + i).read_volatile() };
+                *v = unsafe { self.pio.add(o).read_volatile() };
             }
         }
         b
@@ -292,7 +303,7 @@ const WINDOW_BUDGET_US: u64 = 1000;
 /// The VMX-preemption timer value for one window budget.
 fn window_timer(t: &Target<'_>) -> u32 {
     let khz = x86::tsc_khz() as u64;
-    let ticks = khz * WINDOW_BUDGET_US / 1000;
+    let ticks = khz.saturating_mul(WINDOW_BUDGET_US) / 1000;
     (ticks >> t.vmx.caps().preemption_timer_rate()).clamp(1, u32::MAX as u64) as u32
 }
 

@@ -11,6 +11,7 @@ use kernel::{
 };
 
 use crate::{
+    fd::user_field,
     cpuid_table::{self, CpuidEntry, GuestControls},
     kvm_abi::{self, *},
     vm::Vm,
@@ -47,7 +48,7 @@ fn write_msr_list(arg: usize, list: &[u32]) -> Result<isize> {
     if (n as usize) < list.len() {
         return Err(E2BIG);
     }
-    let mut w = UserSlice::new(UserPtr::from_addr(arg + 4), list.len() * 4).writer();
+    let mut w = UserSlice::new(UserPtr::from_addr(user_field(arg, 4)?), size_of_val(list)).writer();
     for msr in list {
         w.write(msr)?;
     }
@@ -73,8 +74,9 @@ fn get_supported_cpuid(arg: usize) -> Result<isize> {
         return Err(E2BIG);
     }
     writer.write(&(n as u32))?;
-    let mut entries = UserSlice::new(UserPtr::from_addr(arg + CPUID2_HEADER), n * size_of::<CpuidEntry>()).writer();
-    for e in &table[..n] {
+    let table = table.get(..n).ok_or(E2BIG)?;
+    let mut entries = UserSlice::new(UserPtr::from_addr(user_field(arg, CPUID2_HEADER)?), size_of_val(table)).writer();
+    for e in table {
         entries.write(e)?;
     }
     Ok(0)

@@ -18,7 +18,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use crate::{
     cpuid_table::{self, CpuidEntry},
     entry::Gprs,
-    fd::{read_user, write_user, FdObject},
+    fd::{read_user, user_field, write_user, FdObject},
     kvm_abi::{self, *},
     debugregs::GuestDebug,
     events::Interrupt,
@@ -116,7 +116,8 @@ impl Vcpu {
         let vmcs = Vmcs::new(Vmx::get().ok_or(ENODEV)?.caps().revision_id())?;
         let msr_area = crate::msr::MsrArea::new()?;
         let fpu = GuestFpu::new()?;
-        let vpid = (NEXT_VPID.fetch_add(1, Ordering::Relaxed) % 0xffff + 1) as u16;
+        // 1 to 0xffff (0 is the host's).
+        let vpid = (NEXT_VPID.fetch_add(1, Ordering::Relaxed) % 0xffff).saturating_add(1) as u16;
         Ok(Arc::pin_init(
             pin_init!(Vcpu {
                 vm,
@@ -177,7 +178,9 @@ impl Vcpu {
         let st = self.state.lock();
         let mut s = st.sregs;
         if let Some(i) = st.events.interrupt.filter(|i| i.soft_len.is_none()) {
-            s.interrupt_bitmap[i.vector as usize / 64] |= 1 << (i.vector % 64);
+            if let Some(word) = s.interrupt_bitmap.get_mut(i.vector as usize / 64) {
+                *word |= 1 << (i.vector % 64);
+            }
         }
         s
     }
@@ -217,7 +220,8 @@ impl FdObject for Vcpu {
             KVM_SET_TSC_KHZ => {
                 let host = crate::x86::tsc_khz() as u64;
                 let want = if arg as u32 == 0 { host } else { arg as u32 as u64 };
-                if want.abs_diff(host) * 1_000_000 > host * 250 {
+                // Both below 2^32: the products fit.
+                if want.abs_diff(host).saturating_mul(1_000_000) > host.saturating_mul(250) {
                     return Err(EINVAL);
                 }
             }
@@ -302,14 +306,14 @@ impl FdObject for Vcpu {
     fn mmap(this: ArcBorrow<'_, Self>, vma: &VmaNew) -> Result {
         // SAFETY: `vma` is a valid VMA under construction; `vm_pgoff` is plain data.
         let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff };
-        let npages = (vma.end() - vma.start()) / PAGE_SIZE;
+        let npages = vma.end().saturating_sub(vma.start()) / PAGE_SIZE;
         let end = pgoff.checked_add(npages).ok_or(EINVAL)?;
-        if end > this.pages.len() {
-            return Err(EINVAL);
-        }
+        let pages = this.pages.get(pgoff..end).ok_or(EINVAL)?;
         let mixed = vma.set_mixedmap();
-        for (i, page) in this.pages[pgoff..end].iter().enumerate() {
-            mixed.vm_insert_page(vma.start() + i * PAGE_SIZE, page)?;
+        let mut addr = vma.start();
+        for page in pages {
+            mixed.vm_insert_page(addr, page)?;
+            addr = addr.saturating_add(PAGE_SIZE); // inside the VMA
         }
         Ok(())
     }
@@ -324,7 +328,8 @@ impl Vcpu {
             return Err(E2BIG);
         }
         let n = nent as usize;
-        let mut reader = UserSlice::new(UserPtr::from_addr(arg + CPUID2_HEADER), n * size_of::<CpuidEntry>()).reader();
+        let len = n.saturating_mul(size_of::<CpuidEntry>()); // n <= MAX_ENTRIES
+        let mut reader = UserSlice::new(UserPtr::from_addr(user_field(arg, CPUID2_HEADER)?), len).reader();
         let mut table = KVec::with_capacity(n, GFP_KERNEL)?;
         for _ in 0..n {
             let mut e: CpuidEntry = reader.read()?;
@@ -370,7 +375,7 @@ impl Vcpu {
         if (nent as usize) < st.cpuid.len() {
             return Err(E2BIG);
         }
-        let mut w = UserSlice::new(UserPtr::from_addr(arg + CPUID2_HEADER), st.cpuid.len() * size_of::<CpuidEntry>()).writer();
+        let mut w = UserSlice::new(UserPtr::from_addr(user_field(arg, CPUID2_HEADER)?), size_of_val(st.cpuid.as_slice())).writer();
         for e in st.cpuid.iter() {
             w.write(e)?;
         }
@@ -384,7 +389,7 @@ impl Vcpu {
             vmx,
             eptp: self.vm.eptp(),
             vpid: self.vpid,
-            running: self.vm.running(self.id),
+            running: self.vm.running(self.id)?,
             stats: &self.stats,
         };
         let kvm_run = KvmRun::new(&self.pages[0], &self.pages[1]);
@@ -461,7 +466,7 @@ impl Vcpu {
         if f.xcr0 == 0 || x.nr_xcrs as usize > MAX_XCRS || x.flags != 0 {
             return Err(EINVAL);
         }
-        let Some(xcr) = x.xcrs[..x.nr_xcrs as usize].iter().find(|x| x.xcr == 0) else {
+        let Some(xcr) = x.xcrs.iter().take(x.nr_xcrs as usize).find(|x| x.xcr == 0) else {
             return Ok(());
         };
         let mut st = self.state.lock();
@@ -482,7 +487,7 @@ impl Vcpu {
         if len as usize != size_of::<u64>() {
             return Err(EINVAL);
         }
-        let mut mask: u64 = read_user(arg + size_of::<u32>())?;
+        let mut mask: u64 = read_user(user_field(arg, size_of::<u32>())?)?;
         // SIGKILL (9) and SIGSTOP (19) cannot be blocked.
         mask &= !(1 << (9 - 1) | 1 << (19 - 1));
         self.state.lock().sigmask = Some(mask);

@@ -67,15 +67,17 @@ impl VmInner {
     /// Records a write to guest page `gpa` of `slot` if the slot logs writes.
     fn mark_dirty(&mut self, slot: &Slot, gpa: u64) {
         if let Some((_, bits)) = self.dirty.iter_mut().find(|(id, _)| *id == slot.id) {
-            let page = ((gpa - slot.gpa) >> 12) as usize;
-            bits[page / 64] |= 1 << (page % 64);
+            let page = (gpa.wrapping_sub(slot.gpa) >> 12) as usize; // gpa is in the slot
+            if let Some(word) = bits.get_mut(page / 64) {
+                *word |= 1 << (page % 64);
+            }
         }
     }
 
     /// Maps `pages`, pinned for the guest pages from `first` on, and keeps them pinned.
     fn map_run(&mut self, first: u64, pages: KVec<PinnedPage>, writable: bool) -> Result {
         for (i, page) in pages.into_iter().enumerate() {
-            let gpa = first + ((i as u64) << 12);
+            let gpa = first.wrapping_add((i as u64) << 12); // the run is inside one slot
             self.ept.map(gpa, page.phys(), writable)?;
             self.pinned.push((gpa, page), GFP_KERNEL)?;
         }
@@ -123,7 +125,7 @@ impl Memory<'_> {
             // rvmx writes guest RAM for the guest (emulation): logged like the guest's own.
             self.0.mark_dirty(&slot, gpa & !0xfff);
         }
-        Some(slot.uaddr + (gpa - slot.gpa))
+        Some(slot.uaddr_of(gpa))
     }
 
     /// Whether a slot backs `gpa` with RAM for this access.
@@ -138,7 +140,7 @@ impl Memory<'_> {
             return Ok(());
         }
         let slot = self.0.ram_slot(gpa, false).ok_or(EFAULT)?;
-        let uaddr = (slot.uaddr + (gpa - slot.gpa)) as usize;
+        let uaddr = slot.uaddr_of(gpa) as usize;
         UserSlice::new(UserPtr::from_addr(uaddr), buf.len()).reader().read_slice(buf)
     }
 
@@ -252,7 +254,8 @@ impl Vm {
             let taken = core::mem::take(word);
             any |= taken != 0;
             for bit in (0..64).filter(|b| taken & (1 << b) != 0) {
-                ept.set_writable(slot.gpa + (((w * 64 + bit) as u64) << 12), false);
+                let page = ((w << 6) | bit) as u64; // 64 pages a word
+                ept.set_writable(slot.gpa.wrapping_add(page << 12), false);
             }
             copy.push(taken, GFP_KERNEL)?;
         }
@@ -260,7 +263,7 @@ impl Vm {
             self.flush_vcpus();
         }
         drop(inner);
-        let mut writer = UserSlice::new(UserPtr::from_addr(log.dirty_bitmap as usize), copy.len() * 8).writer();
+        let mut writer = UserSlice::new(UserPtr::from_addr(log.dirty_bitmap as usize), size_of_val(copy.as_slice())).writer();
         for word in copy.iter() {
             writer.write(word)?;
         }
@@ -317,9 +320,9 @@ impl Vm {
         let around = crate::module_parameters::fault_around.value();
         let (first, count) = slot.fault_around(page_gpa, around, |g| inner.ept.is_mapped(g));
         inner.pinned.reserve(count as usize, GFP_KERNEL)?;
-        let uaddr = |gpa: u64| slot.uaddr + (gpa - slot.gpa);
+        let uaddr = |gpa: u64| slot.uaddr_of(gpa);
         match PinnedPage::pin_run(uaddr(first), count as usize, !slot.readonly()) {
-            Ok(pages) if first + ((pages.len() as u64) << 12) > page_gpa => inner.map_run(first, pages, writable)?,
+            Ok(pages) if first.saturating_add((pages.len() as u64) << 12) > page_gpa => inner.map_run(first, pages, writable)?,
             // The run failed or stopped short of the page touched (a neighbour the host cannot
             // give): that page alone, with its own error if it fails too.
             _ => inner.map_run(page_gpa, PinnedPage::pin_run(uaddr(page_gpa), 1, !slot.readonly())?, writable)?,
@@ -359,8 +362,8 @@ impl Vm {
     }
 
     /// Where vCPU `id` records the CPU its window runs on.
-    pub(crate) fn running(&self, id: u32) -> &AtomicI32 {
-        &self.running[id as usize]
+    pub(crate) fn running(&self, id: u32) -> Result<&AtomicI32> {
+        self.running.get(id as usize).ok_or(EINVAL) // ids are checked when vCPUs are created
     }
 
     fn create_vcpu(this: ArcBorrow<'_, Self>, id: usize) -> Result<isize> {
@@ -410,7 +413,7 @@ impl FdObject for Vm {
             // not used.
             KVM_SET_TSS_ADDR => {
                 // The three pages must fit below 4 GiB.
-                if arg as u64 > (u32::MAX as u64 + 1) - 3 * 4096 {
+                if arg as u64 > (1 << 32) - 3 * 4096 {
                     return Err(EINVAL);
                 }
                 Ok(0)
