@@ -37,6 +37,17 @@
 //! - [`guest_debug`]: `KVM_SET_GUEST_DEBUG`, a userspace debugger's view of the guest (pure).
 //! - [`stats_format`], [`stats`]: per-vCPU counters and their text (pure), in debugfs.
 
+// A panic in the kernel crashes the host, and guests and ioctl callers control many values:
+// no overflowing arithmetic, unchecked indexing, unwrap or panic (`make lint`, docs/no-panics.md).
+#![deny(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable
+)]
+
 use kernel::{
     miscdevice::{MiscDeviceOptions, MiscDeviceRegistration},
     prelude::*,
