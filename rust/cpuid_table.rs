@@ -45,6 +45,8 @@ pub const LEAF7_EBX_AVX: u32 = 1 << 5;
 pub const LEAF7_EBX_AVX512: u32 = 1 << 16 | 1 << 17 | 1 << 21 | 1 << 28 | 1 << 30 | 1 << 31;
 /// Leaf 0xD.1 EAX: XSAVEOPT (XSAVEC/XSAVES need IA32_XSS and compacted sizes: not given).
 pub const LEAFD1_EAX: u32 = 1 << 0;
+/// Leaf 0xD.1 EAX XSAVEC, XSAVES: a table that lists either gets the compacted size in EBX.
+pub const LEAFD1_EAX_COMPACTED: u32 = 1 << 1 | 1 << 3;
 /// Leaf 1 EDX bits a guest gets: FPU, VME, DE, PSE, TSC, MSR, PAE, CX8, APIC (emulated by
 /// userspace), SEP, PGE, CMOV, PAT, PSE36, CLFSH, MMX, FXSR, SSE, SSE2. Not MCE/MCA or MTRR
 /// (their MSRs are not emulated yet), not HTT/SS/TM/PBE/ACPI/DS.
@@ -191,6 +193,8 @@ pub struct Runtime {
     /// Leaf 0xD.0 EBX: the image size for the components XCR0 enables, from the host's
     /// layout ([`crate::xstate::size_for`]), never from the table.
     pub xsave_size: u32,
+    /// Leaf 0xD.1 EBX when the table lists XSAVEC or XSAVES: the compacted size.
+    pub xsave_compacted_size: u32,
 }
 
 /// What a guest's CPUID returns, as KVM computes it (Intel semantics, `kvm_cpuid`): the
@@ -206,6 +210,9 @@ pub fn guest_cpuid(table: &[CpuidEntry], leaf: u32, subleaf: u32, rt: Runtime) -
     }
     if r.1 == 0xd && leaf == 0xd && subleaf == 0 {
         r.0[1] = rt.xsave_size;
+    }
+    if r.1 == 0xd && leaf == 0xd && subleaf == 1 && r.0[0] & LEAFD1_EAX_COMPACTED != 0 {
+        r.0[1] = rt.xsave_compacted_size;
     }
     r.0
 }
@@ -264,6 +271,34 @@ pub fn xcr0_allowed(table: &[CpuidEntry], xfeatures: u64) -> u64 {
 pub fn long_mode_and_nx(table: &[CpuidEntry]) -> (bool, bool) {
     let edx = lookup(table, 0x8000_0001, 0)[3];
     (edx & EXT1_EDX_LM != 0, edx & EXT1_EDX_NX != 0)
+}
+
+/// Why `KVM_SET_CPUID2` refuses a table (KVM's `kvm_check_cpuid`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Leaf 0x80000008 gives a linear-address width other than 48, 57 or 0 (EINVAL).
+    LinearAddressBits,
+    /// Leaf 0xD.0 lists AMX tile data, a dynamic component this process has no permission
+    /// for (EPERM; rvmx never switches it).
+    DynamicXfeatures,
+}
+
+/// XCR0 bit 18: AMX tile data, enabled per process on demand (XFD).
+const XFEATURE_XTILE_DATA: u64 = 1 << 18;
+
+/// Checks a table as KVM does before taking it.
+pub fn check(table: &[CpuidEntry]) -> Result<(), Refusal> {
+    if let Some(e) = find(table, 0x8000_0008, 0) {
+        if !matches!((e.eax >> 8) & 0xff, 0 | 48 | 57) {
+            return Err(Refusal::LinearAddressBits);
+        }
+    }
+    if let Some(e) = find(table, 0xd, 0) {
+        if (u64::from(e.edx) << 32 | u64::from(e.eax)) & XFEATURE_XTILE_DATA != 0 {
+            return Err(Refusal::DynamicXfeatures);
+        }
+    }
+    Ok(())
 }
 
 /// Whether the guest has IA32_TSC_AUX: its CPUID lists RDTSCP or RDPID (KVM's rule).
@@ -341,6 +376,20 @@ mod tests {
             CpuidEntry { function: 0xd, index: 2, flags: FLAG_SIGNIFICANT_INDEX, eax: u32::MAX, ebx: u32::MAX, ..Default::default() },
         ];
         assert_eq!(guest_cpuid(&hostile, 0xd, 0, rt(832))[1], 832);
+        let compacted = [CpuidEntry { function: 0xd, index: 1, flags: FLAG_SIGNIFICANT_INDEX, eax: 0xf, ebx: u32::MAX, ..Default::default() }];
+        let rt2 = Runtime { xsave_compacted_size: 896, ..Default::default() };
+        assert_eq!(guest_cpuid(&compacted, 0xd, 1, rt2)[1], 896, "XSAVEC/XSAVES: the compacted size");
+    }
+
+    #[test]
+    fn tables_kvm_refuses() {
+        let e = |function, index, eax, edx| CpuidEntry { function, index, eax, edx, flags: FLAG_SIGNIFICANT_INDEX, ..Default::default() };
+        assert_eq!(check(&[]), Ok(()));
+        assert_eq!(check(&[e(0x8000_0008, 0, 0x3027, 0)]), Ok(()));
+        assert_eq!(check(&[e(0x8000_0008, 0, 0x2827, 0)]), Err(Refusal::LinearAddressBits));
+        assert_eq!(check(&[e(0xd, 0, 0x7, 0)]), Ok(()));
+        assert_eq!(check(&[e(0xd, 0, 0x6_0007, 0)]), Err(Refusal::DynamicXfeatures));
+        assert_eq!(check(&[e(0xd, 1, 0x6_0007, 0)]), Ok(()), "only sub-leaf 0 lists components");
     }
 
     #[test]
@@ -364,7 +413,7 @@ mod tests {
             CpuidEntry { function: 0, eax: 1, ..Default::default() },
             CpuidEntry { function: 1, edx: 1, ecx: 1 << 27, ..Default::default() },
         ];
-        let on = Runtime { apic_enabled: true, osxsave: false, xsave_size: 576 };
+        let on = Runtime { apic_enabled: true, osxsave: false, xsave_size: 576, xsave_compacted_size: 576 };
         assert_eq!(guest_cpuid(&t, 1, 0, on), [0, 0, 0, 0x201]);
         assert_eq!(guest_cpuid(&t, 0x40, 0, on)[3], 0x201, "also through the out-of-range rule");
         assert_eq!(guest_cpuid(&t, 0, 0, on)[3], 0, "other leaves untouched");

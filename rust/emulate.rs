@@ -19,6 +19,7 @@ use kernel::{
 };
 
 use crate::{
+    events::vector,
     guest_paging::{page_chunks, to_page_end, Paging, WalkError},
     insn::{self, Gprs, Insn, Mode, Op, Seg},
     ioeventfd_rules::Bus,
@@ -50,8 +51,36 @@ pub(crate) fn translate(vm: &Vm, sregs: &Sregs, linear: u64) -> Option<u64> {
     g.translate(linear, false).ok()
 }
 
-/// Why an instruction could not be finished: reported to userspace, never guessed.
-struct Failure;
+/// Why an instruction could not be finished.
+enum Failure {
+    /// rvmx cannot emulate it: reported to userspace, never guessed.
+    Unsupported,
+    /// It faults, as on the processor (a non-canonical address, a page the guest's tables
+    /// deny): the exception goes to the guest, as KVM's emulator raises it.
+    Fault(GuestFault),
+}
+
+/// An exception an emulated instruction raises in the guest.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GuestFault {
+    /// Its vector (#GP, #SS or #PF).
+    pub(crate) vector: u8,
+    /// Its error code.
+    pub(crate) error_code: u32,
+    /// For #PF: the linear address that faulted (CR2).
+    pub(crate) cr2: Option<u64>,
+}
+
+impl Failure {
+    /// A failed walk of the guest's tables for linear address `la`: #PF if the tables deny
+    /// the access, unsupported if they are not in RAM.
+    fn walk(e: WalkError, la: u64) -> Self {
+        match e {
+            WalkError::PageFault(error_code) => Failure::Fault(GuestFault { vector: vector::PF, error_code, cr2: Some(la) }),
+            WalkError::NotRam(_) => Failure::Unsupported,
+        }
+    }
+}
 
 /// The guest as emulation sees it: registers, paging, and its VM's memory (locked while
 /// the instruction is emulated).
@@ -104,9 +133,20 @@ impl<'a> Guest<'a> {
         }
     }
 
+    /// The linear address of a data access to `seg:offset`: in 64-bit mode it must be
+    /// canonical, else #GP(0) (#SS(0) through SS), as the processor checks.
+    fn data_linear(&self, seg: Seg, offset: u64) -> Result<u64, Failure> {
+        let la = self.linear(seg, offset);
+        if self.mode == Mode::Bits64 && !crate::msr_rules::canonical(la) {
+            let vector = if seg == Seg::Ss { vector::SS } else { vector::GP };
+            return Err(Failure::Fault(GuestFault { vector, error_code: 0, cr2: None }));
+        }
+        Ok(la)
+    }
+
     /// Reads guest RAM at `gpa` (not crossing a page).
     fn read_gpa(&self, gpa: u64, buf: &mut [u8]) -> Result<(), Failure> {
-        self.mem.read_ram(gpa, buf).map_err(|_| Failure)
+        self.mem.read_ram(gpa, buf).map_err(|_| Failure::Unsupported)
     }
 
     fn translate(&self, linear: u64, write: bool) -> Result<u64, WalkError> {
@@ -121,8 +161,8 @@ impl<'a> Guest<'a> {
     /// or the guest's tables deny the read.
     fn read_linear(&self, linear: u64, buf: &mut [u8]) -> Result<(), Failure> {
         for (la, range) in page_chunks(linear, buf.len()) {
-            let gpa = self.translate(la, false).map_err(|_| Failure)?;
-            self.read_gpa(gpa, buf.get_mut(range).ok_or(Failure)?)?;
+            let gpa = self.translate(la, false).map_err(|e| Failure::walk(e, la))?;
+            self.read_gpa(gpa, buf.get_mut(range).ok_or(Failure::Unsupported)?)?;
         }
         Ok(())
     }
@@ -131,10 +171,10 @@ impl<'a> Guest<'a> {
     /// dirty). Fails if any byte is not writable RAM or the guest's tables deny the write.
     fn write_linear(&mut self, linear: u64, buf: &[u8]) -> Result<(), Failure> {
         for (la, range) in page_chunks(linear, buf.len()) {
-            let gpa = self.translate(la, true).map_err(|_| Failure)?;
-            let uaddr = self.mem.ram_uaddr(gpa, true).ok_or(Failure)? as usize;
-            let chunk = buf.get(range).ok_or(Failure)?;
-            UserSlice::new(UserPtr::from_addr(uaddr), chunk.len()).writer().write_slice(chunk).map_err(|_| Failure)?;
+            let gpa = self.translate(la, true).map_err(|e| Failure::walk(e, la))?;
+            let uaddr = self.mem.ram_uaddr(gpa, true).ok_or(Failure::Unsupported)? as usize;
+            let chunk = buf.get(range).ok_or(Failure::Unsupported)?;
+            UserSlice::new(UserPtr::from_addr(uaddr), chunk.len()).writer().write_slice(chunk).map_err(|_| Failure::Unsupported)?;
         }
         Ok(())
     }
@@ -174,6 +214,7 @@ pub(crate) fn mmio(mem: Memory<'_>, regs: &mut Regs, sregs: &Sregs, run: &KvmRun
     let decoded = insn::decode(first(&bytes, n), g.mode).ok();
     match decoded.map(|i| (i, mmio_access(&g, regs, &i, run, gpa))) {
         Some((_, Ok(outcome))) => outcome,
+        Some((_, Err(Failure::Fault(f)))) => Mmio::Fault(f),
         _ => {
             let len = decoded.map_or(n, |i| i.len as usize);
             run.emulation_failure(first(&bytes, len), &[gpa, qualification]);
@@ -189,15 +230,18 @@ pub(crate) enum Mmio {
     Exit(Option<Pending>),
     /// A write an ioeventfd took: done, no exit.
     Signalled,
+    /// The instruction faults: the exception goes to the guest, no exit.
+    Fault(GuestFault),
 }
 
 fn mmio_access(g: &Guest<'_>, regs: &mut Regs, i: &Insn, run: &KvmRun, gpa: u64) -> Result<Mmio, Failure> {
     let mut r = gprs(regs);
     if i.rep_done(&r) {
-        return Err(Failure); // no access to make: this exit cannot have come from it
+        return Err(Failure::Unsupported); // no access to make: this exit cannot have come from it
     }
-    let (src, dst) = (g.linear(i.mem.seg, i.offset(&r, regs.rip)), g.linear(Seg::Es, i.dest_offset(&r)));
-    let translate = |la: u64, write: bool| g.translate(la, write).map_err(|_| Failure);
+    let src = g.data_linear(i.mem.seg, i.offset(&r, regs.rip))?;
+    let dst = g.data_linear(Seg::Es, i.dest_offset(&r))?;
+    let translate = |la: u64, write: bool| g.translate(la, write).map_err(|e| Failure::walk(e, la));
     let width = i.width as u64;
     // The access must be the one that exited, whole inside its page (KVM would split a
     // page-crossing MMIO access in two; rvmx reports it instead).
@@ -206,13 +250,13 @@ fn mmio_access(g: &Guest<'_>, regs: &mut Regs, i: &Insn, run: &KvmRun, gpa: u64)
         Op::Load { .. } | Op::StoreReg(_) | Op::StoreImm(_) => {
             let write = !i.reads_memory();
             if !exact(translate(src, write)?) || !g.is_mmio(gpa, write) {
-                return Err(Failure);
+                return Err(Failure::Unsupported);
             }
             (write, i.store_value(&r).unwrap_or(0), None)
         }
         Op::Stos => {
             if !exact(translate(dst, true)?) || !g.is_mmio(gpa, true) {
-                return Err(Failure);
+                return Err(Failure::Unsupported);
             }
             (true, i.store_value(&r).unwrap_or(0), None)
         }
@@ -222,12 +266,12 @@ fn mmio_access(g: &Guest<'_>, regs: &mut Regs, i: &Insn, run: &KvmRun, gpa: u64)
                 // RAM to MMIO: read the element now, the exit writes it.
                 (false, true) if exact(dst_gpa) => {
                     let mut b = [0u8; 8];
-                    g.read_linear(src, b.get_mut(..usize::from(i.width)).ok_or(Failure)?)?;
+                    g.read_linear(src, b.get_mut(..usize::from(i.width)).ok_or(Failure::Unsupported)?)?;
                     (true, u64::from_le_bytes(b), None)
                 }
                 // MMIO to RAM: the exit reads it, the next KVM_RUN stores it.
                 (true, false) if exact(src_gpa) => (false, 0, Some(dst)),
-                _ => return Err(Failure), // MMIO to MMIO: not emulated
+                _ => return Err(Failure::Unsupported), // MMIO to MMIO: not emulated
             }
         }
     };
@@ -249,15 +293,17 @@ fn mmio_access(g: &Guest<'_>, regs: &mut Regs, i: &Insn, run: &KvmRun, gpa: u64)
 /// INS/OUTS (`io` decoded from the exit qualification) of `len` bytes. OUTS sends one
 /// element per exit; INS asks for as many as fit KVM's read-ahead (1 KiB, the rest of the
 /// destination page, rCX), as KVM does.
-pub(crate) fn string_io(vm: &Vm, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, io: Io, len: u8) -> Option<Pending> {
+/// `Err` if the instruction faults (an OUTS source the guest cannot read): nothing exits.
+pub(crate) fn string_io(vm: &Vm, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, io: Io, len: u8) -> Result<Option<Pending>, GuestFault> {
     let g = Guest::new(vm.memory(), sregs);
     match string_io_access(&g, regs, io, len, run) {
-        Ok(p) => p,
-        Err(Failure) => {
+        Ok(p) => Ok(p),
+        Err(Failure::Fault(f)) => Err(f),
+        Err(Failure::Unsupported) => {
             let mut bytes = [0u8; insn::MAX_LEN];
             let n = g.fetch(regs.rip, &mut bytes).min(len as usize);
             run.emulation_failure(first(&bytes, n), &[]);
-            None
+            Ok(None)
         }
     }
 }
@@ -267,13 +313,13 @@ fn string_io_access(g: &Guest<'_>, regs: &mut Regs, io: Io, len: u8, run: &KvmRu
     // decode them (the opcode itself, 6C-6F, is not one the MMIO decoder knows).
     let mut bytes = [0u8; insn::MAX_LEN];
     let n = g.fetch(regs.rip, &mut bytes).min(len as usize);
-    let addr_size = string_io_addr_size(first(&bytes, n), g.mode).ok_or(Failure)?;
+    let addr_size = string_io_addr_size(first(&bytes, n), g.mode).ok_or(Failure::Unsupported)?;
     let mask = insn::mask(addr_size);
     let size = io.size as u64;
     let r = gprs(regs);
     let count = if io.rep { insn::gpr_get(&r, insn::gpr::RCX) & mask } else { 1 };
     if count == 0 {
-        return Err(Failure);
+        return Err(Failure::Unsupported);
     }
     let down = regs.rflags & insn::RFLAGS_DF != 0;
     if io.input {
@@ -286,9 +332,9 @@ fn string_io_access(g: &Guest<'_>, regs: &mut Regs, io: Io, len: u8, run: &KvmRu
     } else {
         // OUTS reads DS:rSI (or the override): find the segment among the prefixes.
         let seg = string_io_segment(first(&bytes, n));
-        let src = g.linear(seg, insn::gpr_get(&r, insn::gpr::RSI) & mask);
+        let src = g.data_linear(seg, insn::gpr_get(&r, insn::gpr::RSI) & mask)?;
         let mut b = [0u8; 4];
-        let b = b.get_mut(..usize::from(io.size)).ok_or(Failure)?;
+        let b = b.get_mut(..usize::from(io.size)).ok_or(Failure::Unsupported)?;
         g.read_linear(src, b)?;
         run.write_pio_data(b);
         run.io(false, io.size, io.port, 1);
@@ -352,18 +398,31 @@ pub(crate) fn pdptes(vm: &Vm, sregs: &Sregs) -> Option<[u64; 4]> {
         .flatten()
 }
 
+/// How the completion of a pending instruction ended, when it did not.
+pub(crate) enum Incomplete {
+    /// The data cannot be put where the instruction says: `kvm_run` holds an emulation
+    /// failure.
+    Failed,
+    /// The instruction faults (its destination is non-canonical or not writable by the
+    /// guest's tables): the exception goes to the guest; for INS the elements before the
+    /// faulting one are done, as on the processor.
+    Fault(GuestFault),
+}
+
 /// Finishes a pending instruction with userspace's data, at the start of `KVM_RUN`.
-/// `Err` if the data cannot be put where the instruction says (then `kvm_run` holds an
-/// emulation failure).
-pub(crate) fn complete(vm: &Vm, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, p: Pending) -> Result<(), ()> {
+pub(crate) fn complete(vm: &Vm, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, p: Pending) -> Result<(), Incomplete> {
     let mut g = Guest::new(vm.memory(), sregs);
     match p {
         Pending::MmioRead { insn, to_ram } => {
             let value = run.mmio_data(insn.width);
             if let Some(dst) = to_ram {
-                if g.write_linear(dst, first(&value.to_le_bytes(), insn.width.into())).is_err() {
-                    run.emulation_failure(&[], &[dst]);
-                    return Err(());
+                match g.write_linear(dst, first(&value.to_le_bytes(), insn.width.into())) {
+                    Ok(()) => {}
+                    Err(Failure::Fault(f)) => return Err(Incomplete::Fault(f)),
+                    Err(Failure::Unsupported) => {
+                        run.emulation_failure(&[], &[dst]);
+                        return Err(Incomplete::Failed);
+                    }
                 }
             }
             let mut r = gprs(regs);
@@ -380,9 +439,19 @@ pub(crate) fn complete(vm: &Vm, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, p:
                 let step = k.wrapping_mul(size as u64);
                 let offset = if down { rdi.wrapping_sub(step) } else { rdi.wrapping_add(step) } & mask;
                 let b = run.pio_data((k as usize).saturating_mul(size.into()), size);
-                if g.write_linear(g.linear(Seg::Es, offset), first(&b, size.into())).is_err() {
-                    run.emulation_failure(&[], &[offset]);
-                    return Err(());
+                let written = g.data_linear(Seg::Es, offset).and_then(|la| g.write_linear(la, first(&b, size.into())));
+                match written {
+                    Ok(()) => {}
+                    Err(Failure::Fault(f)) => {
+                        if k != 0 {
+                            finish_string(regs, insn::gpr::RDI, size, k, addr_size, rep, len);
+                        }
+                        return Err(Incomplete::Fault(f));
+                    }
+                    Err(Failure::Unsupported) => {
+                        run.emulation_failure(&[], &[offset]);
+                        return Err(Incomplete::Failed);
+                    }
                 }
             }
             finish_string(regs, insn::gpr::RDI, size, count as u64, addr_size, rep, len);

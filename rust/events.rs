@@ -50,8 +50,12 @@ pub mod vector {
     pub const BP: u8 = 3;
     /// Invalid opcode.
     pub const UD: u8 = 6;
+    /// Stack fault.
+    pub const SS: u8 = 12;
     /// General protection.
     pub const GP: u8 = 13;
+    /// Page fault.
+    pub const PF: u8 = 14;
     /// Alignment check.
     pub const AC: u8 = 17;
     /// Machine check.

@@ -39,6 +39,8 @@ pub(crate) mod kvm_exit {
 pub(crate) mod internal {
     /// The instruction could not be emulated.
     pub(crate) const EMULATION: u32 = 1;
+    /// An event's delivery (IDT, stack) touched MMIO, which cannot be emulated.
+    pub(crate) const DELIVERY_EV: u32 = 3;
     /// An exit reason rvmx does not handle.
     pub(crate) const UNEXPECTED_EXIT_REASON: u32 = 4;
 }
@@ -52,7 +54,8 @@ pub(crate) enum Next {
     /// Leave the window so the host can take an interrupt, then come back.
     Host,
     /// Leave the window and fault in guest-physical page `gpa` (may sleep).
-    EptFault { gpa: u64, qualification: u64 },
+    /// `vectoring` is the IDT-vectoring information: an event whose delivery hit `gpa`.
+    EptFault { gpa: u64, qualification: u64, vectoring: u32, cpu: u32 },
     /// Leave the window and emulate INS/OUTS (`len` bytes long) with guest memory.
     StringIo { io: Io, len: u8 },
     /// Leave the window to finish a MOV to CR0 (or LMSW) or CR4 of `len` bytes that turns
@@ -207,6 +210,7 @@ impl Exit<'_, '_> {
                     apic_enabled: self.msrs.sregs.apic_base & (1 << 11) != 0,
                     osxsave: self.cur.read(CR4_READ_SHADOW) & CR4_OSXSAVE != 0,
                     xsave_size: self.features.xsave_size(*self.xcr0),
+                    xsave_compacted_size: self.features.xsave_compacted_size(*self.xcr0),
                 };
                 let [a, b, c, d] = crate::cpuid_table::guest_cpuid(
                     self.cpuid, self.gprs.rax as u32, self.gprs.rcx as u32, rt);
@@ -266,6 +270,8 @@ impl Exit<'_, '_> {
             reason::EPT_VIOLATION => Next::EptFault {
                 gpa: self.cur.read(GUEST_PHYSICAL_ADDRESS),
                 qualification: self.cur.read(EXIT_QUALIFICATION),
+                vectoring: self.cur.read(IDT_VECTORING_INFO),
+                cpu: self.cpu,
             },
             _ => self.unexpected(full),
         }
@@ -452,11 +458,12 @@ impl Exit<'_, '_> {
             return self.cr8(q, full);
         }
         let value = match (q.kind, q.cr) {
+            (0, 0) => cr0::written(self.gpr(q.gpr)) | (self.gpr(q.gpr) & !0xffff_ffff),
             (0, _) => self.gpr(q.gpr),
             // LMSW loads CR0 bits 3:0 (PE, MP, EM, TS) but cannot clear PE.
             (3, 0) => {
                 let old = guest_cr0(self.cur);
-                (old & !0xe) | (q.lmsw_data as u64 & 0xf)
+                cr0::written((old & !0xe) | (q.lmsw_data as u64 & 0xf))
             }
             _ => return self.unexpected(full),
         };
@@ -520,6 +527,15 @@ impl Exit<'_, '_> {
             return Some(false);
         }
         let old = guest_cr0(self.cur);
+        let code64 = self.long64() && self.cur.read(GUEST_IA32_EFER) & efer::LMA != 0;
+        // Paging cannot be turned on from 64-bit code (CS.L) nor off in 64-bit mode or with
+        // PCIDE (KVM's checks).
+        let lme = self.cur.read(GUEST_IA32_EFER) & efer::LME != 0;
+        if (v & cr0::PG != 0 && old & cr0::PG == 0 && lme && self.long64())
+            || (v & cr0::PG == 0 && (code64 || self.cur.read(CR4_READ_SHADOW) & cr4::PCIDE != 0))
+        {
+            return Some(false);
+        }
         let cr4 = self.cur.read(GUEST_CR4);
         let mut guest_efer = self.cur.read(GUEST_IA32_EFER);
         let mut entry = self.cur.read(ENTRY_CONTROLS);

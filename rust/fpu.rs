@@ -33,8 +33,9 @@ pub(crate) struct Features {
     pub(crate) xcr0: u64,
     /// The MXCSR bits this CPU accepts (FXSAVE's MXCSR_MASK).
     pub(crate) mxcsr_mask: u32,
-    /// The host's CPUID 0xD.i `(size, offset)` of each switched component (standard format).
-    components: [(u32, u32); COMPONENTS],
+    /// The host's CPUID 0xD.i `(size, offset, 64-byte aligned when compacted)` of each
+    /// switched component.
+    components: [(u32, u32, bool); COMPONENTS],
 }
 
 /// Components 0..8 cover every one in [`xstate::SWITCHED`].
@@ -50,11 +51,11 @@ impl Features {
         unsafe { asm!("fxsave64 [{}]", in(reg) fx.0.as_mut_ptr(), options(nostack)) };
         let mask = u32::from_le_bytes(fx.0[28..32].try_into().unwrap_or_default());
         // A zero mask means the CPU predates DAZ: the SDM's default then.
-        let mut components = [(0, 0); COMPONENTS];
+        let mut components = [(0, 0, false); COMPONENTS];
         for (i, c) in components.iter_mut().enumerate().skip(2) {
             if xcr0 & 1 << i != 0 {
-                let [size, offset, ..] = crate::x86::cpuid_count(0xd, i as u32);
-                *c = (size, offset);
+                let [size, offset, flags, _] = crate::x86::cpuid_count(0xd, i as u32);
+                *c = (size, offset, flags & 2 != 0);
             }
         }
         Ok(Self { xcr0, mxcsr_mask: if mask == 0 { 0xffbf } else { mask }, components })
@@ -63,7 +64,17 @@ impl Features {
     /// CPUID 0xD.0 EBX for a guest XCR0 of `xcr0`: the host's layout, as KVM's
     /// `xstate_required_size` (a VMM's CPUID table has no say in it).
     pub(crate) fn xsave_size(&self, xcr0: u64) -> u32 {
-        xstate::size_for(xcr0 & self.xcr0, |i| self.components.get(i as usize).copied().unwrap_or((0, 0)))
+        xstate::size_for(xcr0 & self.xcr0, |i| self.component(i).map_or((0, 0), |c| (c.0, c.1)))
+    }
+
+    /// CPUID 0xD.1 EBX (XSAVEC/XSAVES) for a guest XCR0 of `xcr0`: the compacted size, from
+    /// the host's layout (rvmx gives guests no IA32_XSS state).
+    pub(crate) fn xsave_compacted_size(&self, xcr0: u64) -> u32 {
+        xstate::compacted_size_for(xcr0 & self.xcr0, |i| self.component(i).map_or((0, false), |c| (c.0, c.2)))
+    }
+
+    fn component(&self, i: u32) -> Option<(u32, u32, bool)> {
+        self.components.get(i as usize).copied()
     }
 }
 

@@ -13,6 +13,8 @@
 #include <asm/msr.h>
 #include <asm/mce.h>
 #include <asm/cpufeature.h>
+#include <asm/nospec-branch.h>
+#include <linux/cpu.h>
 
 phys_addr_t rvmx_page_to_phys(struct page *page);
 
@@ -120,4 +122,54 @@ void rvmx_machine_check(void)
 bool rvmx_host_uses_fred(void)
 {
 	return cpu_feature_enabled(X86_FEATURE_FRED);
+}
+
+/*
+ * The host's speculative-execution mitigation state, as rust/mitigation_rules.rs reads it:
+ * one bit per HostState field, in its order.
+ */
+u32 rvmx_host_mitigations(void);
+u64 rvmx_host_spec_ctrl(void);
+void rvmx_ibpb_exit_to_user(void);
+
+u32 rvmx_host_mitigations(void)
+{
+	u64 arch_cap = 0;
+	u32 v = 0;
+
+	if (cpu_mitigations_off())
+		v |= 1 << 0;
+	if (boot_cpu_has(X86_FEATURE_CLEAR_CPU_BUF_VM))
+		v |= 1 << 1;
+	if (boot_cpu_has(X86_FEATURE_RSB_VMEXIT))
+		v |= 1 << 2;
+	if (boot_cpu_has(X86_FEATURE_RSB_VMEXIT_LITE))
+		v |= 1 << 3;
+	if (boot_cpu_has(X86_FEATURE_KERNEL_IBRS) && boot_cpu_has(X86_FEATURE_MSR_SPEC_CTRL))
+		v |= 1 << 4;
+	if (boot_cpu_has(X86_FEATURE_CLEAR_BHB_VMEXIT))
+		v |= 1 << 5;
+	if (boot_cpu_has(X86_FEATURE_ARCH_CAPABILITIES))
+		rdmsrq_safe(MSR_IA32_ARCH_CAPABILITIES, &arch_cap);
+	if (boot_cpu_has_bug(X86_BUG_L1TF) && !(arch_cap & ARCH_CAP_SKIP_VMENTRY_L1DFLUSH))
+		v |= 1 << 6;
+	if (boot_cpu_has(X86_FEATURE_FLUSH_L1D))
+		v |= 1 << 7;
+	if (boot_cpu_has(X86_FEATURE_IBPB))
+		v |= 1 << 8;
+	if (boot_cpu_has(X86_FEATURE_IBPB_EXIT_TO_USER))
+		v |= 1 << 9;
+	return v;
+}
+
+/* This CPU's SPEC_CTRL value (interrupts off: it changes only on context switch). */
+u64 rvmx_host_spec_ctrl(void)
+{
+	return this_cpu_read(x86_spec_ctrl_current);
+}
+
+/* VMSCAPE: the kernel's exit to user space issues an IBPB after a guest ran (as KVM). */
+void rvmx_ibpb_exit_to_user(void)
+{
+	this_cpu_write(x86_ibpb_exit_to_user, true);
 }

@@ -20,3 +20,4 @@ pub mod xstate;
 pub mod events;
 pub mod guest_debug;
 pub mod stats_format;
+pub mod mitigation_rules;

@@ -184,6 +184,9 @@ impl MsrState<'_, '_> {
             SYSENTER_ESP if live.is_some() => live?.read(GUEST_SYSENTER_ESP),
             SYSENTER_EIP if live.is_some() => live?.read(GUEST_SYSENTER_EIP),
             TSC_AUX if !self.host && !self.tsc_aux_ok => return None,
+            // No debug-control feature is given to guests (KVM without LBR, bus-lock
+            // detection or RTM): it reads 0.
+            DEBUGCTL => 0,
             m if msr_rules::switched_slot(m).is_some() => {
                 let i = self.area.switched(m)?; // TSC_AUX without host RDTSCP: absent
                 if live.is_some() { self.area.get(value_word(false, i)) } else { *self.msrs.switched.get(i)? }
@@ -231,6 +234,9 @@ impl MsrState<'_, '_> {
             APIC_BASE => return Err(()),
             KVM_WALL_CLOCK | KVM_SYSTEM_TIME if self.host && v == 0 => {}
             TSC_AUX if !self.host && !self.tsc_aux_ok => return Err(()),
+            // KVM ignores BTF and LBR it does not support and refuses every other bit.
+            DEBUGCTL if v & !msr_rules::DEBUGCTL_IGNORED == 0 => {}
+            DEBUGCTL => return Err(()),
             m => {
                 // Validity and the software copy; then the live place inside a window.
                 if msr_rules::switched_slot(m).is_some() && self.area.switched(m).is_none() {

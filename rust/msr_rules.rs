@@ -20,6 +20,7 @@ pub mod index {
     pub const SYSENTER_ESP: u32 = 0x175;
     pub const SYSENTER_EIP: u32 = 0x176;
     pub const MISC_ENABLE: u32 = 0x1a0;
+    pub const DEBUGCTL: u32 = 0x1d9;
     pub const MTRR_PHYS_BASE0: u32 = 0x200;
     pub const MTRR_PHYS_MASK7: u32 = 0x20f;
     pub const MTRR_FIX64K: u32 = 0x250;
@@ -71,6 +72,8 @@ pub struct GuestMsrs {
     pub ucode_rev: u64,
 }
 
+/// IA32_DEBUGCTL bits a write may set and that are ignored: LBR (0) and BTF (1).
+pub const DEBUGCTL_IGNORED: u64 = 1 << 0 | 1 << 1;
 /// IA32_MISC_ENABLE after reset, as KVM sets it: PEBS and BTS unavailable.
 pub const MISC_ENABLE_RESET: u64 = MISC_ENABLE_PMU_RO;
 /// IA32_MISC_ENABLE bits the guest cannot change (#GP): BTS (11) and PEBS (12) unavailable.

@@ -255,6 +255,15 @@ impl RunState {
         self.interruptibility &= !(events::block::STI | events::block::MOV_SS);
     }
 
+    /// Raises an exception an emulated instruction caused (CR2 set for a page fault); it is
+    /// delivered at the next entry.
+    pub(crate) fn raise(&mut self, f: emulate::GuestFault) {
+        if let Some(cr2) = f.cr2 {
+            self.sregs.cr2 = cr2;
+        }
+        self.events.exception = Some(events::Exception::raise(f.vector, Some(f.error_code)));
+    }
+
     /// The EFER bits the guest's CPUID allows.
     pub(crate) fn efer_ok(&self) -> u64 {
         let (lm, nx) = crate::cpuid_table::long_mode_and_nx(&self.cpuid);
@@ -293,6 +302,8 @@ pub(crate) struct Target<'a> {
     pub(crate) running: &'a core::sync::atomic::AtomicI32,
     /// Its counters.
     pub(crate) stats: &'a crate::stats::VcpuStats,
+    /// A number no other vCPU had since the module was loaded (never 0).
+    pub(crate) serial: u64,
 }
 
 /// Longest time a window may keep interrupts off while the guest runs: 1 ms. Interrupts end
@@ -347,6 +358,8 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
         // it out) or happened before the INVEPT below.
         t.running.store(cpu as i32, core::sync::atomic::Ordering::SeqCst);
         crate::ept::invept(op, t.vmx.caps(), t.eptp);
+        let mitigations = t.vmx.mitigations();
+        let mut entry_args = mitigations.window_start(cpu, t.serial);
         let host_debug = HostDebug::switch_to_guest(&drs, t.vmx.has_debugctl());
         // SAFETY: interrupts off inside `_fpu`; `save` below runs before the window ends.
         let host_xcr0 = unsafe { st.fpu.load(&features) };
@@ -360,10 +373,13 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
             windows.arm(&cur, &mut st.events, want_window, dbg.blocks_irqs());
             // SAFETY: interrupts are off; CR2 holds the guest's value until the entry.
             unsafe { x86::write_cr2(st.sregs.cr2) };
+            if !resume {
+                mitigations.flush_l1d();
+            }
             let entered = x86::rdtsc();
             // SAFETY: interrupts off, the VMCS is current and complete, `resume` is true only
             // after a successful launch in this window.
-            if !unsafe { entry::enter(&mut st.gprs, resume) } {
+            if !unsafe { entry::enter(&mut st.gprs, resume, &mut entry_args) } {
                 let error = cur.read(VM_INSTRUCTION_ERROR);
                 guest_state::dump_failed_entry(&cur, error as u64);
                 run.fail_entry(error as u64, cpu);
@@ -433,6 +449,7 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
         drop(cur);
         t.running.store(-1, core::sync::atomic::Ordering::SeqCst);
         host.restore();
+        mitigations.window_end(&entry_args);
         Ok(next)
     });
     result.map_err(Error::from)?
@@ -513,12 +530,17 @@ pub(crate) fn run(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> R
 }
 
 fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<isize> {
-    let completed = st.pending_io.is_some() || st.pending.is_some();
+    let mut completed = st.pending_io.is_some() || st.pending.is_some();
     complete_io(st, run);
     if let Some(p) = st.pending.take() {
         st.end_shadow();
-        if emulate::complete(vm, &mut st.regs, &st.sregs, run, p).is_err() {
-            return Ok(0);
+        match emulate::complete(vm, &mut st.regs, &st.sregs, run, p) {
+            Ok(()) => {}
+            Err(emulate::Incomplete::Failed) => return Ok(0),
+            Err(emulate::Incomplete::Fault(f)) => {
+                st.raise(f);
+                completed = false;
+            }
         }
     }
     if completed && stepped(st, run) {
@@ -542,9 +564,16 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
         match window(t, st, run)? {
             Next::ToUser => return Ok(0),
             Next::Host | Next::Reenter => {}
-            Next::EptFault { gpa, qualification } => {
+            Next::EptFault { gpa, qualification, vectoring, cpu } => {
                 match vm.fault_in(gpa, qualification)? {
                     Fault::Mapped => t.stats.ept_fault(),
+                    // Delivering an event touched MMIO (an IDT or stack outside RAM): no
+                    // instruction to emulate, KVM's KVM_INTERNAL_ERROR_DELIVERY_EV.
+                    Fault::Mmio(_) if vectoring & events::info::VALID != 0 => {
+                        let data = [vectoring as u64, crate::vmx_exit::reason::EPT_VIOLATION as u64, qualification, gpa, cpu as u64];
+                        run.internal_error(internal::DELIVERY_EV, &data);
+                        return Ok(0);
+                    }
                     // No RAM behind it (or a write to a read-only slot): MMIO.
                     Fault::Mmio(mem) => {
                         let rip = st.regs.rip;
@@ -560,6 +589,7 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
                             // An ioeventfd took the write: the instruction is done.
                             emulate::Mmio::Signalled if stepped(st, run) => return Ok(0),
                             emulate::Mmio::Signalled => {}
+                            emulate::Mmio::Fault(f) => st.raise(f),
                         }
                     }
                 }
@@ -580,11 +610,17 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
             }
             Next::StringIo { io, len } => {
                 let rip = st.regs.rip;
-                st.pending = emulate::string_io(vm, &mut st.regs, &st.sregs, run, io, len);
+                let outcome = emulate::string_io(vm, &mut st.regs, &st.sregs, run, io, len);
                 if st.regs.rip != rip {
                     st.end_shadow();
                 }
-                return Ok(0);
+                match outcome {
+                    Ok(pending) => {
+                        st.pending = pending;
+                        return Ok(0);
+                    }
+                    Err(f) => st.raise(f),
+                }
             }
             Next::PaePaging { cr0, cr4, len } => {
                 // The PDPTEs must be valid and in guest RAM, or the MOV raises #GP(0).

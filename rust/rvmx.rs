@@ -85,6 +85,9 @@ pub mod ioeventfd_rules;
 #[allow(dead_code)]
 pub mod mce;
 mod mem;
+mod mitigations;
+#[allow(dead_code)]
+pub mod mitigation_rules;
 mod msr;
 #[allow(dead_code)]
 pub mod msr_rules;

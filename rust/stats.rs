@@ -109,15 +109,24 @@ static ROOT: AtomicPtr<Dir> = AtomicPtr::new(ptr::null_mut());
 
 /// Owns debugfs' `rvmx` directory; VMs find it through [`ROOT`].
 pub(crate) struct StatsRoot {
+    /// `rvmx/mitigations`: the speculative-execution protections and their counts.
+    _mitigations: Pin<KBox<File<()>>>,
     _dir: KBox<Dir>,
 }
 
 impl StatsRoot {
     pub(crate) fn new() -> Result<Self> {
         let dir = KBox::new(Dir::new(c"rvmx"), GFP_KERNEL)?;
+        let mitigations = KBox::pin_init(
+            dir.read_callback_file(c"mitigations", (), &|_: &(), f| match crate::vmx::Vmx::get() {
+                Some(vmx) => vmx.mitigations().write(f),
+                None => Ok(()),
+            }),
+            GFP_KERNEL,
+        )?;
         // The box's contents do not move while `StatsRoot` owns it.
         ROOT.store(ptr::from_ref::<Dir>(&dir).cast_mut(), Ordering::Release);
-        Ok(Self { _dir: dir })
+        Ok(Self { _mitigations: mitigations, _dir: dir })
     }
 }
 

@@ -34,6 +34,7 @@ use crate::{
 /// Source of VPIDs (1..=65535; 0 is the host's). After 65535 vCPUs they repeat, which is
 /// harmless across VMs: translations are also tagged by the EPT root, flushed every window.
 static NEXT_VPID: AtomicU32 = AtomicU32::new(0);
+static NEXT_SERIAL: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 
 extern "C" {
@@ -100,6 +101,8 @@ pub(crate) struct Vcpu {
     vm: Arc<Vm>,
     id: u32,
     vpid: u16,
+    /// Unique among the vCPUs since load (the IBPB on a vCPU switch compares them).
+    serial: u64,
     /// Its counters (also in the VM's debugfs directory).
     stats: Arc<crate::stats::VcpuStats>,
     /// The vCPU mmap area: `kvm_run`, the PIO data page, the (unused) coalesced-MMIO page.
@@ -118,11 +121,13 @@ impl Vcpu {
         let fpu = GuestFpu::new()?;
         // 1 to 0xffff (0 is the host's).
         let vpid = (NEXT_VPID.fetch_add(1, Ordering::Relaxed) % 0xffff).saturating_add(1) as u16;
+        let serial = NEXT_SERIAL.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         Ok(Arc::pin_init(
             pin_init!(Vcpu {
                 vm,
                 id,
                 vpid,
+                serial,
                 stats,
                 pages,
                 state <- new_mutex!(RunState {
@@ -340,6 +345,11 @@ impl Vcpu {
         if st.controls_written && st.cpuid[..] != table[..] {
             return Err(EBUSY);
         }
+        match cpuid_table::check(&table) {
+            Ok(()) => {}
+            Err(cpuid_table::Refusal::LinearAddressBits) => return Err(EINVAL),
+            Err(cpuid_table::Refusal::DynamicXfeatures) => return Err(EPERM),
+        }
         st.cpuid = table;
         Ok(())
     }
@@ -391,6 +401,7 @@ impl Vcpu {
             vpid: self.vpid,
             running: self.vm.running(self.id)?,
             stats: &self.stats,
+            serial: self.serial,
         };
         let kvm_run = KvmRun::new(&self.pages[0], &self.pages[1]);
         let mut st = self.state.lock();

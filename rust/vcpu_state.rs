@@ -18,6 +18,15 @@ pub mod cr0 {
     pub const CD: u64 = 1 << 30;
     /// Paging.
     pub const PG: u64 = 1 << 31;
+    /// The bits CR0 has (PE, MP, EM, TS, ET, NE, WP, AM, NW, CD, PG); guest writes to the
+    /// other bits of 31:0 are ignored, as on KVM (and bits 63:32 are #GP).
+    pub const DEFINED: u64 = 0xe005_003f;
+
+    /// CR0 after a guest's MOV of `v` (bits 63:32 already checked): ET reads 1 and reserved
+    /// bits 31:0 are dropped (KVM's `kvm_set_cr0`).
+    pub const fn written(v: u64) -> u64 {
+        (v | ET) & DEFINED
+    }
 }
 /// CR4.PAE: physical address extension (required for long mode).
 pub const CR4_PAE: u64 = 1 << 5;
@@ -334,6 +343,13 @@ mod tests {
         assert!(sregs_valid(&osxsave, all, cr4_allowed(xsave, !0)));
         assert!(!sregs_valid(&osxsave, all, cr4_allowed(Cr4Features::default(), !0)), "OSXSAVE without XSAVE");
         assert!(!sregs_valid(&osxsave, all, cr4_allowed(xsave, !CR4_OSXSAVE)), "not in VMX's fixed-1 bits");
+    }
+
+    #[test]
+    fn cr0_writes() {
+        assert_eq!(cr0::written(0x8001_0033 | 1 << 6 | 1 << 28), 0x8001_0033, "reserved bits dropped");
+        assert_eq!(cr0::written(0x8001_0023), 0x8001_0033, "ET stays set");
+        assert_eq!(cr0::written(0xe005_003f), 0xe005_003f);
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub(crate) struct Vmx {
     fpu: crate::fpu::Features,
     /// The CPU has IA32_DEBUGCTL (VM exits clear it: rvmx restores the host's).
     debugctl: bool,
+    /// The speculative-execution protections this host needs around guests.
+    mitigations: crate::mitigations::Mitigations,
     /// One VMXON region per possible CPU, indexed by CPU number.
     vmxon: KVec<VmxonRegion>,
     /// CPUs on which VMX operation has been proven.
@@ -162,6 +164,11 @@ impl Vmx {
     /// Whether the CPU has IA32_DEBUGCTL.
     pub(crate) fn has_debugctl(&self) -> bool {
         self.debugctl
+    }
+
+    /// The speculative-execution protections around guests.
+    pub(crate) fn mitigations(&self) -> &crate::mitigations::Mitigations {
+        &self.mitigations
     }
 
     /// Runs `f` on the current CPU in VMX root operation, with interrupts off throughout.
@@ -282,6 +289,7 @@ impl VmxRegistration {
                 caps,
                 fpu: crate::fpu::Features::probe()?,
                 debugctl: crate::debugregs::has_debugctl(),
+                mitigations: crate::mitigations::Mitigations::new()?,
                 vmxon, cpus_ready: AtomicU32::new(0), loaded: AtomicBool::new(false) },
             GFP_KERNEL,
         )?;

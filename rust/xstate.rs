@@ -66,6 +66,18 @@ pub fn size_for(xcr0: u64, component: impl Fn(u32) -> (u32, u32)) -> u32 {
         .fold(MIN_SIZE, u32::max)
 }
 
+/// The compacted-format size of an image with the components in `xcr0` (XSAVEC/XSAVES), as
+/// CPUID 0xD.1 EBX reports it (KVM's `xstate_required_size(.., true)`): the header, then each
+/// enabled component in order, 64-byte aligned where the host says so. `component(i)` is the
+/// host's CPUID 0xD.i as `(size, aligned)`.
+pub fn compacted_size_for(xcr0: u64, component: impl Fn(u32) -> (u32, bool)) -> u32 {
+    (2..63).filter(|i| xcr0 & 1 << i != 0).fold(MIN_SIZE, |end, i| {
+        let (size, aligned) = component(i);
+        let start = if aligned { end.saturating_add(63) & !63 } else { end };
+        start.saturating_add(size).max(end)
+    })
+}
+
 /// The image a vCPU starts with: x87 and SSE at their reset values (FCW 0x37f, MXCSR
 /// 0x1f80), every other component in its initial state.
 pub fn reset(a: &mut [u8; AREA_SIZE]) {
@@ -141,6 +153,17 @@ mod tests {
         assert_eq!(size_for(X87 | SSE | YMM, comp), 832);
         assert_eq!(size_for(X87 | SSE | YMM | AVX512, comp), 2688);
         assert_eq!(size_for(X87 | YMM, |_| (u32::MAX, u32::MAX)), u32::MAX, "saturates");
+        let compacted = |i| match i {
+            2 => (256, false),
+            5 => (64, true),
+            6 => (512, true),
+            7 => (1024, true),
+            _ => (0, false),
+        };
+        assert_eq!(compacted_size_for(X87 | SSE, compacted), 576);
+        assert_eq!(compacted_size_for(X87 | SSE | YMM, compacted), 832);
+        assert_eq!(compacted_size_for(X87 | SSE | AVX512, compacted), 576 + 64 + 512 + 1024);
+        assert_eq!(compacted_size_for(X87 | SSE | YMM | 1 << 5, compacted), 896, "aligned after AVX");
     }
 
     #[test]

@@ -1,0 +1,221 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Which speculative-execution protections rvmx applies around VM entry and exit: the ones
+//! KVM applies on the same host, decided from the host kernel's own mitigation state (its
+//! synthetic CPU feature bits, set by `arch/x86/kernel/cpu/bugs.c` from the command line and
+//! the CPU's bugs). Pure logic, host-tested; mitigations.rs and entry.rs carry them out.
+//!
+//! What each protects against, and where KVM does it (Linux 7.3):
+//! - VERW before VM entry: MDS, TAA, MMIO stale data, RFDS (`vmenter.S`, CLEAR_CPU_BUF_VM).
+//! - L1D flush before VM entry: L1TF (`vmx_l1d_flush`, KVM's default "cond" mode: once host
+//!   code ran since the last entry).
+//! - RSB fill after VM exit, before the first RET: the guest's return predictions must not
+//!   steer the host (RSB_VMEXIT, 32 entries; RSB_VMEXIT_LITE on eIBRS parts with PBRSB).
+//! - SPEC_CTRL rewritten after VM exit under legacy IBRS (KERNEL_IBRS): IBRS only protects
+//!   after a write made in the more privileged mode.
+//! - Branch history cleared after VM exit: BHI (CLEAR_BHB_VMEXIT).
+//! - IBPB when a CPU switches to another vCPU (`kvm_arch_vcpu_load`), and before the next
+//!   return to user space after a guest ran (VMSCAPE, IBPB_EXIT_TO_USER).
+
+use core::fmt::{self, Write};
+
+/// Flags the entry stub tests (entry.rs), one bit each.
+pub mod stub {
+    /// VERW right before VMLAUNCH/VMRESUME.
+    pub const VERW: u64 = 1 << 0;
+    /// Fill all 32 RSB entries after VM exit.
+    pub const RSB_FULL: u64 = 1 << 1;
+    /// The one-entry RSB fill of eIBRS parts (PBRSB).
+    pub const RSB_LITE: u64 = 1 << 2;
+    /// Rewrite the host's SPEC_CTRL after VM exit (legacy IBRS).
+    pub const IBRS: u64 = 1 << 3;
+    /// Clear the branch history after VM exit.
+    pub const BHB: u64 = 1 << 4;
+}
+
+/// The host kernel's mitigation state, as its CPU feature and bug bits say (read once).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostState {
+    /// `mitigations=off` (`cpu_mitigations_off()`).
+    pub mitigations_off: bool,
+    /// X86_FEATURE_CLEAR_CPU_BUF_VM.
+    pub clear_cpu_buf_vm: bool,
+    /// X86_FEATURE_RSB_VMEXIT.
+    pub rsb_vmexit: bool,
+    /// X86_FEATURE_RSB_VMEXIT_LITE.
+    pub rsb_vmexit_lite: bool,
+    /// X86_FEATURE_KERNEL_IBRS (with X86_FEATURE_MSR_SPEC_CTRL).
+    pub kernel_ibrs: bool,
+    /// X86_FEATURE_CLEAR_BHB_VMEXIT.
+    pub clear_bhb_vmexit: bool,
+    /// X86_BUG_L1TF, and the CPU does not say VM entry needs no flush
+    /// (ARCH_CAPABILITIES.SKIP_VMENTRY_L1DFLUSH).
+    pub l1tf: bool,
+    /// X86_FEATURE_FLUSH_L1D: the IA32_FLUSH_CMD MSR flushes L1D.
+    pub flush_l1d: bool,
+    /// X86_FEATURE_IBPB.
+    pub ibpb: bool,
+    /// X86_FEATURE_IBPB_EXIT_TO_USER (VMSCAPE).
+    pub ibpb_exit_to_user: bool,
+}
+
+/// How the L1D cache is flushed before VM entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum L1dFlush {
+    /// Not needed (no L1TF, or mitigations off).
+    #[default]
+    Never,
+    /// Before the first entry after host code ran (KVM's "cond"): with IA32_FLUSH_CMD
+    /// (`hardware`) or by reading 64 KiB (KVM's software fallback).
+    Cond {
+        /// IA32_FLUSH_CMD exists.
+        hardware: bool,
+    },
+}
+
+/// What rvmx does on each entry and exit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// [`stub`] flags.
+    pub stub: u64,
+    /// The L1D flush.
+    pub l1d: L1dFlush,
+    /// IBPB when a CPU runs a different vCPU than the last one it ran.
+    pub ibpb_on_switch: bool,
+    /// IBPB on the next return to user space after a guest ran.
+    pub ibpb_exit_to_user: bool,
+}
+
+/// KVM's choices for a host in state `h`. The synthetic feature bits are only set when the
+/// host mitigates the bug, so they already follow `mitigations=off` and per-bug options.
+/// Two of KVM's inputs are KVM-only exports: L1TF's mode (approximated by the bug and
+/// `mitigations=off`) and whether IBPB on vCPU switch is on (approximated by the IBPB feature
+/// and `mitigations=off`, as `spectre_v2_user`'s default).
+pub const fn plan(h: HostState) -> Plan {
+    let mut stub = 0;
+    if h.clear_cpu_buf_vm {
+        stub |= self::stub::VERW;
+    }
+    if h.rsb_vmexit {
+        stub |= self::stub::RSB_FULL;
+    } else if h.rsb_vmexit_lite {
+        stub |= self::stub::RSB_LITE;
+    }
+    if h.kernel_ibrs {
+        stub |= self::stub::IBRS;
+    }
+    if h.clear_bhb_vmexit {
+        stub |= self::stub::BHB;
+    }
+    let l1d = if h.l1tf && !h.mitigations_off { L1dFlush::Cond { hardware: h.flush_l1d } } else { L1dFlush::Never };
+    Plan { stub, l1d, ibpb_on_switch: h.ibpb && !h.mitigations_off, ibpb_exit_to_user: h.ibpb_exit_to_user }
+}
+
+/// How many times each step ran (since the module was loaded).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// VM entries attempted.
+    pub entries: u64,
+    /// VERWs before an entry.
+    pub verw: u64,
+    /// RSB fills after an exit.
+    pub rsb_fill: u64,
+    /// SPEC_CTRL rewrites after an exit.
+    pub ibrs: u64,
+    /// Branch-history clears after an exit.
+    pub bhb_clear: u64,
+    /// L1D flushes before an entry.
+    pub l1d_flush: u64,
+    /// IBPBs for a vCPU switch.
+    pub ibpb_switch: u64,
+    /// Returns to user space armed with an IBPB.
+    pub ibpb_exit_to_user: u64,
+}
+
+fn yes(on: bool) -> &'static str {
+    if on { "yes" } else { "no" }
+}
+
+/// The text of debugfs' `rvmx/mitigations`: the plan, then the counts, one `name value` per
+/// line.
+pub fn write(p: &Plan, c: &Counts, f: &mut impl Write) -> fmt::Result {
+    let rsb = if p.stub & stub::RSB_FULL != 0 {
+        "full"
+    } else if p.stub & stub::RSB_LITE != 0 {
+        "lite"
+    } else {
+        "no"
+    };
+    let l1d = match p.l1d {
+        L1dFlush::Never => "no",
+        L1dFlush::Cond { hardware: true } => "cond-msr",
+        L1dFlush::Cond { hardware: false } => "cond-software",
+    };
+    writeln!(f, "plan verw {}", yes(p.stub & stub::VERW != 0))?;
+    writeln!(f, "plan rsb_fill {rsb}")?;
+    writeln!(f, "plan ibrs {}", yes(p.stub & stub::IBRS != 0))?;
+    writeln!(f, "plan bhb_clear {}", yes(p.stub & stub::BHB != 0))?;
+    writeln!(f, "plan l1d_flush {l1d}")?;
+    writeln!(f, "plan ibpb_switch {}", yes(p.ibpb_on_switch))?;
+    writeln!(f, "plan ibpb_exit_to_user {}", yes(p.ibpb_exit_to_user))?;
+    writeln!(f, "count entries {}", c.entries)?;
+    writeln!(f, "count verw {}", c.verw)?;
+    writeln!(f, "count rsb_fill {}", c.rsb_fill)?;
+    writeln!(f, "count ibrs {}", c.ibrs)?;
+    writeln!(f, "count bhb_clear {}", c.bhb_clear)?;
+    writeln!(f, "count l1d_flush {}", c.l1d_flush)?;
+    writeln!(f, "count ibpb_switch {}", c.ibpb_switch)?;
+    writeln!(f, "count ibpb_exit_to_user {}", c.ibpb_exit_to_user)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mitigations_off_means_nothing() {
+        let h = HostState { mitigations_off: true, l1tf: true, ibpb: true, ..Default::default() };
+        assert_eq!(plan(h), Plan::default());
+    }
+
+    #[test]
+    fn skylake_like_host() {
+        // Retpolines (RSB_VMEXIT), MDS without microcode still VERWs, L1TF without FLUSH_L1D.
+        let h = HostState { clear_cpu_buf_vm: true, rsb_vmexit: true, l1tf: true, ..Default::default() };
+        let p = plan(h);
+        assert_eq!(p.stub, stub::VERW | stub::RSB_FULL);
+        assert_eq!(p.l1d, L1dFlush::Cond { hardware: false });
+        assert!(!p.ibpb_on_switch && !p.ibpb_exit_to_user);
+    }
+
+    #[test]
+    fn eibrs_host() {
+        let h = HostState {
+            rsb_vmexit_lite: true, clear_bhb_vmexit: true, ibpb: true, ibpb_exit_to_user: true,
+            ..Default::default()
+        };
+        let p = plan(h);
+        assert_eq!(p.stub, stub::RSB_LITE | stub::BHB);
+        assert!(p.ibpb_on_switch && p.ibpb_exit_to_user);
+        let full = plan(HostState { rsb_vmexit: true, ..h });
+        assert_eq!(full.stub & (stub::RSB_FULL | stub::RSB_LITE), stub::RSB_FULL, "the full fill wins");
+        assert_eq!(plan(HostState { kernel_ibrs: true, ..h }).stub & stub::IBRS, stub::IBRS);
+    }
+
+    #[test]
+    fn text() {
+        struct S(std::string::String);
+        impl Write for S {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                self.0.push_str(s);
+                Ok(())
+            }
+        }
+        let p = plan(HostState { clear_cpu_buf_vm: true, rsb_vmexit: true, l1tf: true, flush_l1d: true, ..Default::default() });
+        let mut s = S(std::string::String::new());
+        write(&p, &Counts { entries: 7, verw: 7, ..Default::default() }, &mut s).unwrap();
+        assert!(s.0.starts_with("plan verw yes\nplan rsb_fill full\nplan ibrs no\n"));
+        assert!(s.0.contains("plan l1d_flush cond-msr\n") && s.0.contains("count entries 7\ncount verw 7\n"));
+        assert!(s.0.ends_with("count ibpb_exit_to_user 0\n"));
+    }
+}

@@ -1,0 +1,205 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The speculative-execution protections of [`mitigation_rules`], carried out around each VMX
+//! window and each entry. VERW, the RSB fill, the SPEC_CTRL rewrite and the branch-history
+//! clear are in the entry stub (entry.rs), which counts what it executes; the L1D flush and
+//! the IBPBs are here. The kernel helpers KVM uses for them are exported to KVM only, so the
+//! few instructions are rvmx's own (as `arch/x86/kvm/vmx/` writes them).
+//!
+//! debugfs' `rvmx/mitigations` shows the plan and how often each step ran.
+
+use core::{
+    arch::asm,
+    fmt,
+    sync::atomic::{AtomicU64, Ordering::Relaxed},
+};
+use kernel::{alloc::VVec, prelude::*};
+
+use crate::{
+    entry::EntryArgs,
+    mitigation_rules::{self, Counts, HostState, L1dFlush, Plan},
+};
+
+extern "C" {
+    fn rvmx_host_mitigations() -> u32;
+    fn rvmx_host_spec_ctrl() -> u64;
+    fn rvmx_ibpb_exit_to_user();
+    fn rvmx_wrmsr(msr: u32, value: u64);
+}
+
+/// IA32_PRED_CMD and its IBPB command.
+const MSR_PRED_CMD: u32 = 0x49;
+const PRED_CMD_IBPB: u64 = 1;
+/// IA32_FLUSH_CMD and its L1D flush command.
+const MSR_FLUSH_CMD: u32 = 0x10b;
+const FLUSH_CMD_L1D: u64 = 1;
+/// KVM's software L1D flush reads this much (twice the largest L1D).
+const FLUSH_SIZE: usize = 64 * 1024;
+
+/// Reads the host's state from the kernel's feature and bug bits.
+fn host_state() -> HostState {
+    // SAFETY: reads boot-time CPU feature bits and, if the CPU has it, ARCH_CAPABILITIES.
+    let v = unsafe { rvmx_host_mitigations() };
+    let bit = |n: u32| v & (1 << n) != 0;
+    HostState {
+        mitigations_off: bit(0),
+        clear_cpu_buf_vm: bit(1),
+        rsb_vmexit: bit(2),
+        rsb_vmexit_lite: bit(3),
+        kernel_ibrs: bit(4),
+        clear_bhb_vmexit: bit(5),
+        l1tf: bit(6),
+        flush_l1d: bit(7),
+        ibpb: bit(8),
+        ibpb_exit_to_user: bit(9),
+    }
+}
+
+/// How often each step ran, for debugfs (relaxed: statistics).
+struct Counters([AtomicU64; 8]);
+
+static COUNTS: Counters = Counters([const { AtomicU64::new(0) }; 8]);
+
+impl Counters {
+    fn add(&self, i: usize, n: u64) {
+        if let Some(c) = self.0.get(i) {
+            c.fetch_add(n, Relaxed);
+        }
+    }
+
+    fn get(&self, i: usize) -> u64 {
+        self.0.get(i).map_or(0, |c| c.load(Relaxed))
+    }
+}
+
+/// What rvmx does on this host, and what it needs for it.
+pub(crate) struct Mitigations {
+    plan: Plan,
+    /// The buffer the software L1D flush reads (only without IA32_FLUSH_CMD).
+    flush_buf: Option<VVec<u8>>,
+    /// For each CPU, the vCPU it ran last (0: none), for the IBPB on a switch.
+    last_vcpu: KVec<AtomicU64>,
+}
+
+impl Mitigations {
+    pub(crate) fn new() -> Result<Self> {
+        let plan = mitigation_rules::plan(host_state());
+        let flush_buf = match plan.l1d {
+            L1dFlush::Cond { hardware: false } => {
+                let mut buf = VVec::with_capacity(FLUSH_SIZE, GFP_KERNEL)?;
+                // Page i holds byte i + 1, as KVM's: no page is the zero page or a KSM twin.
+                for i in 0..FLUSH_SIZE {
+                    buf.push(((i / 4096) as u8).wrapping_add(1), GFP_KERNEL)?;
+                }
+                Some(buf)
+            }
+            _ => None,
+        };
+        let nr_cpus = kernel::cpu::nr_cpu_ids() as usize;
+        let mut last_vcpu = KVec::with_capacity(nr_cpus, GFP_KERNEL)?;
+        for _ in 0..nr_cpus {
+            last_vcpu.push(AtomicU64::new(0), GFP_KERNEL)?;
+        }
+        Ok(Self { plan, flush_buf, last_vcpu })
+    }
+
+    /// At the start of a window on `cpu` for the vCPU numbered `vcpu` (never 0), interrupts
+    /// off: the IBPB if this CPU last ran another vCPU (KVM's `kvm_arch_vcpu_load`), and the
+    /// stub's arguments.
+    pub(crate) fn window_start(&self, cpu: u32, vcpu: u64) -> EntryArgs {
+        if self.plan.ibpb_on_switch {
+            if let Some(last) = self.last_vcpu.get(cpu as usize) {
+                if last.swap(vcpu, Relaxed) != vcpu {
+                    // SAFETY: IBPB only flushes branch predictions; the CPU has it.
+                    unsafe { rvmx_wrmsr(MSR_PRED_CMD, PRED_CMD_IBPB) };
+                    COUNTS.add(6, 1);
+                }
+            }
+        }
+        // SAFETY: reads this CPU's SPEC_CTRL value; interrupts are off.
+        let host_spec_ctrl = if self.plan.stub & mitigation_rules::stub::IBRS != 0 { unsafe { rvmx_host_spec_ctrl() } } else { 0 };
+        EntryArgs::new(self.plan.stub, host_spec_ctrl)
+    }
+
+    /// Before the first VM entry of a window: host code ran since the last one (the window
+    /// opens after userspace, an interrupt, a page fault or emulation, each of which makes
+    /// KVM's "cond" mode flush), so the L1D holds host data a guest could read through L1TF.
+    pub(crate) fn flush_l1d(&self) {
+        match self.plan.l1d {
+            L1dFlush::Never => return,
+            // SAFETY: IA32_FLUSH_CMD exists (X86_FEATURE_FLUSH_L1D); the flush only writes
+            // back and invalidates the L1D.
+            L1dFlush::Cond { hardware: true } => unsafe { rvmx_wrmsr(MSR_FLUSH_CMD, FLUSH_CMD_L1D) },
+            L1dFlush::Cond { hardware: false } => {
+                if let Some(buf) = &self.flush_buf {
+                    software_l1d_flush(buf);
+                }
+            }
+        }
+        COUNTS.add(5, 1);
+    }
+
+    /// At the end of a window, interrupts still off: the stub's counts, and VMSCAPE's IBPB
+    /// before the next return to user space.
+    pub(crate) fn window_end(&self, args: &EntryArgs) {
+        let c = args.counts();
+        for (i, n) in [c.entries, c.verw, c.rsb_fill, c.ibrs, c.bhb_clear].into_iter().enumerate() {
+            COUNTS.add(i, n);
+        }
+        if self.plan.ibpb_exit_to_user && c.entries != 0 {
+            // SAFETY: sets this CPU's flag for the kernel's exit to user space; interrupts
+            // (hence preemption) are off, so the flag is this CPU's until then.
+            unsafe { rvmx_ibpb_exit_to_user() };
+            COUNTS.add(7, 1);
+        }
+    }
+
+    /// The text of debugfs' `rvmx/mitigations`.
+    pub(crate) fn write(&self, f: &mut impl fmt::Write) -> fmt::Result {
+        let counts = Counts {
+            entries: COUNTS.get(0),
+            verw: COUNTS.get(1),
+            rsb_fill: COUNTS.get(2),
+            ibrs: COUNTS.get(3),
+            bhb_clear: COUNTS.get(4),
+            l1d_flush: COUNTS.get(5),
+            ibpb_switch: COUNTS.get(6),
+            ibpb_exit_to_user: COUNTS.get(7),
+        };
+        mitigation_rules::write(&self.plan, &counts, f)
+    }
+}
+
+/// KVM's software L1D flush (`vmx_l1d_flush` without IA32_FLUSH_CMD): touch every page of the
+/// buffer to fill the TLB, serialise, then read every cache line of it, evicting the L1D.
+fn software_l1d_flush(buf: &[u8]) {
+    let size = buf.len().min(FLUSH_SIZE);
+    // SAFETY: reads `size` bytes of `buf` only; CPUID is saved around RBX (reserved by LLVM)
+    // and only serialises.
+    unsafe {
+        asm!(
+            "xor eax, eax",
+            "2:",
+            "movzx ecx, byte ptr [{buf} + rax]",
+            "add eax, 4096",
+            "cmp rax, {size}",
+            "jb 2b",
+            "mov {rbx}, rbx",
+            "xor eax, eax",
+            "cpuid",
+            "mov rbx, {rbx}",
+            "xor eax, eax",
+            "3:",
+            "movzx ecx, byte ptr [{buf} + rax]",
+            "add eax, 64",
+            "cmp rax, {size}",
+            "jb 3b",
+            "lfence",
+            buf = in(reg) buf.as_ptr(),
+            size = in(reg) size,
+            rbx = out(reg) _,
+            out("rax") _, out("rcx") _, out("rdx") _,
+            options(nostack, readonly),
+        );
+    }
+}
