@@ -47,7 +47,7 @@ test-programs:
 	@mkdir -p build/bin && cp $(STATIC_OUT)/kvm-abi-check $(STATIC_OUT)/kvm-vm-check $(STATIC_OUT)/kvm-run-check \
 		$(STATIC_OUT)/kvm-stress-check $(STATIC_OUT)/kvm-mmio-check $(STATIC_OUT)/kvm-cpu-state-check \
 		$(STATIC_OUT)/kvm-irq-check $(STATIC_OUT)/kvm-memory-check \
-		$(STATIC_OUT)/kvm-smp-check $(STATIC_OUT)/kvm-bench build/bin/
+		$(STATIC_OUT)/kvm-smp-check $(STATIC_OUT)/kvm-bench $(STATIC_OUT)/kvm-hostile-check build/bin/
 
 # Guest images for the in-VM tests (QEMU's -kernel).
 guests: build/guests/mb-hello.elf build/guests/flat-hello.bin

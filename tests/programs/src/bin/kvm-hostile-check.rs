@@ -5,7 +5,7 @@
 //! instructions that must exit or fault, debug registers armed at kernel addresses and
 //! exceptions whose delivery fails. Each line is what KVM gives (a vector, a value, an exit);
 //! userspace also checks that this process's own PKRU, hardware watchpoint and signal mask are
-//! unchanged afterwards. Prints `key value` lines; tests/vm/suite.sh runs it on `/dev/rvmx`
+//! unchanged afterwards. Prints `key value` lines; tests/vm/security.sh runs it on `/dev/rvmx`
 //! and `/dev/kvm` and requires identical output (but for `info` lines).
 //!
 //! Usage: kvm-hostile-check DEVICE [CASES]
