@@ -55,20 +55,32 @@ fn host_state() -> HostState {
     }
 }
 
-/// How often each step ran, for debugfs (relaxed: statistics).
-struct Counters([AtomicU64; 8]);
+/// How often each step ran since load, for debugfs (relaxed: statistics).
+struct Counters {
+    entries: AtomicU64,
+    verw: AtomicU64,
+    rsb_fill: AtomicU64,
+    ibrs: AtomicU64,
+    bhb_clear: AtomicU64,
+    l1d_flush: AtomicU64,
+    ibpb_switch: AtomicU64,
+    ibpb_exit_to_user: AtomicU64,
+}
 
-static COUNTS: Counters = Counters([const { AtomicU64::new(0) }; 8]);
+static COUNTS: Counters = Counters {
+    entries: AtomicU64::new(0),
+    verw: AtomicU64::new(0),
+    rsb_fill: AtomicU64::new(0),
+    ibrs: AtomicU64::new(0),
+    bhb_clear: AtomicU64::new(0),
+    l1d_flush: AtomicU64::new(0),
+    ibpb_switch: AtomicU64::new(0),
+    ibpb_exit_to_user: AtomicU64::new(0),
+};
 
-impl Counters {
-    fn add(&self, i: usize, n: u64) {
-        if let Some(c) = self.0.get(i) {
-            c.fetch_add(n, Relaxed);
-        }
-    }
-
-    fn get(&self, i: usize) -> u64 {
-        self.0.get(i).map_or(0, |c| c.load(Relaxed))
+fn add(c: &AtomicU64, n: u64) {
+    if n != 0 {
+        c.fetch_add(n, Relaxed);
     }
 }
 
@@ -112,7 +124,7 @@ impl Mitigations {
                 if last.swap(vcpu, Relaxed) != vcpu {
                     // SAFETY: IBPB only flushes branch predictions; the CPU has it.
                     unsafe { rvmx_wrmsr(MSR_PRED_CMD, PRED_CMD_IBPB) };
-                    COUNTS.add(6, 1);
+                    add(&COUNTS.ibpb_switch, 1);
                 }
             }
         }
@@ -136,35 +148,38 @@ impl Mitigations {
                 }
             }
         }
-        COUNTS.add(5, 1);
+        add(&COUNTS.l1d_flush, 1);
     }
 
     /// At the end of a window, interrupts still off: the stub's counts, and VMSCAPE's IBPB
     /// before the next return to user space.
     pub(crate) fn window_end(&self, args: &EntryArgs) {
         let c = args.counts();
-        for (i, n) in [c.entries, c.verw, c.rsb_fill, c.ibrs, c.bhb_clear].into_iter().enumerate() {
-            COUNTS.add(i, n);
-        }
+        add(&COUNTS.entries, c.entries);
+        add(&COUNTS.verw, c.verw);
+        add(&COUNTS.rsb_fill, c.rsb_fill);
+        add(&COUNTS.ibrs, c.ibrs);
+        add(&COUNTS.bhb_clear, c.bhb_clear);
         if self.plan.ibpb_exit_to_user && c.entries != 0 {
             // SAFETY: sets this CPU's flag for the kernel's exit to user space; interrupts
             // (hence preemption) are off, so the flag is this CPU's until then.
             unsafe { rvmx_ibpb_exit_to_user() };
-            COUNTS.add(7, 1);
+            add(&COUNTS.ibpb_exit_to_user, 1);
         }
     }
 
     /// The text of debugfs' `rvmx/mitigations`.
     pub(crate) fn write(&self, f: &mut impl fmt::Write) -> fmt::Result {
+        let c = &COUNTS;
         let counts = Counts {
-            entries: COUNTS.get(0),
-            verw: COUNTS.get(1),
-            rsb_fill: COUNTS.get(2),
-            ibrs: COUNTS.get(3),
-            bhb_clear: COUNTS.get(4),
-            l1d_flush: COUNTS.get(5),
-            ibpb_switch: COUNTS.get(6),
-            ibpb_exit_to_user: COUNTS.get(7),
+            entries: c.entries.load(Relaxed),
+            verw: c.verw.load(Relaxed),
+            rsb_fill: c.rsb_fill.load(Relaxed),
+            ibrs: c.ibrs.load(Relaxed),
+            bhb_clear: c.bhb_clear.load(Relaxed),
+            l1d_flush: c.l1d_flush.load(Relaxed),
+            ibpb_switch: c.ibpb_switch.load(Relaxed),
+            ibpb_exit_to_user: c.ibpb_exit_to_user.load(Relaxed),
         };
         mitigation_rules::write(&self.plan, &counts, f)
     }

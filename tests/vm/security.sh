@@ -23,7 +23,9 @@ expected_plan() {
 	*"Retpolines"*|*"IBRS;"*|*"IBRS,"*) rsb=full ;;
 	*"PBRSB-eIBRS: SW sequence"*) rsb=lite ;;
 	esac
-	case "$(vuln l1tf)" in Mitigation:*) l1d=yes ;; esac
+	# PTE inversion shows even with mitigations off: the L1D flush follows the bug and the
+	# command line (KVM's default "cond" mode unless mitigations are off).
+	case "$(vuln l1tf)" in "Not affected"|absent) ;; *) grep -qw 'mitigations=off' /proc/cmdline || l1d=yes ;; esac
 	case "$(vuln vmscape)" in *"IBPB before exit to userspace"*) ibpb_user=yes ;; esac
 	echo "verw $verw rsb_fill $rsb l1d $l1d ibpb_exit_to_user $ibpb_user"
 }
@@ -44,7 +46,12 @@ check "mitigations: rvmx's plan (debugfs rvmx/mitigations) is what the host's vu
 clear_log
 for c in entries verw rsb_fill l1d_flush ibpb_exit_to_user; do eval "before_$c=\$(count $c)"; done
 check "hostile: kvm-hostile-check on /dev/rvmx runs to the end" sh -c 'kvm-hostile-check /dev/rvmx > /tmp/hostile-rvmx'
-check "hostile: the host logged nothing while the hostile guests ran on rvmx" sh -c '[ -z "$(dmesg)" ] || { dmesg; exit 1; }'
+# Bochs' emulated clock now and then makes the clocksource watchdog complain: not rvmx's.
+host_quiet() {
+	dmesg | grep -v 'clocksource' > /tmp/hostile-dmesg
+	[ ! -s /tmp/hostile-dmesg ] || { cat /tmp/hostile-dmesg; return 1; }
+}
+check "hostile: the host logged nothing while the hostile guests ran on rvmx" host_quiet
 check "hostile: the VMM's own PKRU, hardware watchpoint and signal mask are unchanged" sh -c '
 	grep -qx "vmm pkru unchanged true" /tmp/hostile-rvmx && grep -qx "vmm watchpoint fires true" /tmp/hostile-rvmx &&
 	grep -qx "vmm sigmask unchanged true" /tmp/hostile-rvmx'
