@@ -70,14 +70,20 @@ run: guests
 check:
 	tests/run
 
-# Exit costs and a Linux boot, rvmx against KVM in the same Bochs VM (pinned to one CPU). Not a
-# test. Progress lines carry the host's wall-clock time.
+# Exit costs and a Linux boot, rvmx against KVM in the same Bochs VM (pinned to one CPU), on the
+# default test kernel (mitigations off) and on the mitigations kernel (as distributions boot):
+# the difference is what the speculative-execution protections cost each. Not a test. Progress
+# lines carry the host's wall-clock time. BENCH_KERNELS picks the kernels.
+BENCH_KERNELS ?= default mitigations
 bench: module tool test-programs
 	@kdir=$$(scripts/build-kernel) && initrd=$$(scripts/guest-initrd "$$kdir") && \
-	scripts/vm-run --cpus 2 --module rvmx --timeout 3600 --add tests/vm/bench.sh:/root/bench.sh \
+	for k in $(BENCH_KERNELS); do \
+	echo "== test kernel: $$k"; \
+	scripts/vm-run --cpus 2 --module rvmx --kernel $$k --timeout 3600 --add tests/vm/bench.sh:/root/bench.sh \
 		--add "$$kdir/arch/x86/boot/bzImage:/root/guest-bzImage" --add "$$initrd:/root/guest-initrd.cpio" \
 		-- sh /root/bench.sh | sed -u 's/\r$$//' | while IFS= read -r l; do case "$$l" in \
-		"bench: "*) echo "$$(date +%T) $$l" ;; "BENCH "*) echo "$${l#BENCH }" ;; esac; done
+		"bench: "*) echo "$$(date +%T) $$l" ;; "BENCH "*) echo "$${l#BENCH }" ;; esac; done; \
+	done
 
 test-host:
 	cd rust && cargo test --quiet

@@ -16,11 +16,13 @@ bench() { # bench DEVICE > results (progress on the console, which the host time
 }
 # Everything on CPU 0 (the test VM has two: Linux 7.3 warns about Bochs' one-CPU topology).
 taskset -p 1 $$ > /dev/null
+cat /sys/kernel/debug/rvmx/mitigations > /tmp/rvmx-plan 2> /dev/null
 bench /dev/rvmx > /tmp/bench-rvmx
 rmmod rvmx && kvm-load || { echo "bench: could not switch to kvm_intel"; exit 1; }
 bench /dev/kvm > /tmp/bench-kvm
 echo
 echo "BENCH test VM: Linux $(uname -r) in Bochs, run on CPU 0; TSC ticks per operation, measured by the guest"
+echo "BENCH kernel command line: $(grep -o 'mitigations=[a-z]*' /proc/cmdline || echo 'mitigations on (default)'); rvmx: $(grep '^plan' /tmp/rvmx-plan 2>/dev/null | tr '\n' ' ')"
 echo "BENCH (in Bochs the TSC counts emulated instructions: lower is fewer instructions)"
 printf 'BENCH %-28s %12s %12s %8s\n' operation rvmx KVM rvmx/KVM
 awk 'NR == FNR { kvm[$1] = $2; next }
