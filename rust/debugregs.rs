@@ -19,7 +19,7 @@ extern "C" {
 }
 
 /// IA32_DEBUGCTL (absent on some emulated CPUs, e.g. Bochs).
-const IA32_DEBUGCTL: u32 = 0x1d9;
+const IA32_DEBUGCTL: u32 = crate::msr_rules::index::DEBUGCTL;
 
 /// Whether this CPU has IA32_DEBUGCTL (checked once at load).
 pub(crate) fn has_debugctl() -> bool {

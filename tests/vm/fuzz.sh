@@ -35,13 +35,15 @@ sh -c "while :; do sleep 5; echo \"\$(cut -d' ' -f1 /proc/uptime) \$(cat /tmp/co
 sampler=$!
 
 echo "    kvm-guest-fuzz $dev $seed $count (reproduce with the same command)"
-kvm-guest-fuzz "$dev" "$seed" "$count" > /tmp/fuzz.out 2>&1
+# stdout (the summary) to a file; stderr (a `batch` line every 256 guests, any panic) to the
+# console, so a log whose host died says where the fuzzer was.
+kvm-guest-fuzz "$dev" "$seed" "$count" > /tmp/fuzz.out
 status=$?
 sample
 kill $sampler $workload
 wait $sampler $workload 2>/dev/null
 
-grep -v '^batch ' /tmp/fuzz.out | sed 's/^/    /'
+sed 's/^/    /' /tmp/fuzz.out
 echo "    workload samples (uptime, count): $(tr '\n' ';' < /tmp/samples)"
 
 ran_to_end() {

@@ -7,7 +7,7 @@
 //! binary runs on `/dev/rvmx` and `/dev/kvm`.
 //!
 //! Usage: kvm-guest-fuzz DEVICE SEED COUNT [--start I] [--verbose] [--budget EXITS]
-//!                       [--timeout-ms MS] [--recreate N]
+//!                       [--timeout-ms MS] [--recreate N] [--plan-only]
 //!
 //! Runs guests START..START+COUNT (START 0 by default). Guest i's state (memory, registers,
 //! tables, ioctls, answers) derives only from (SEED, i), so `kvm-guest-fuzz DEV SEED 1 --start I`
@@ -17,7 +17,8 @@
 //! vCPU that guest I ran on. Each guest runs until it halts (and is not resumed), shuts down,
 //! fails, or has used its budget of exits (64) or of wall-clock time (20 ms, SIGALRM). A KVM_RUN
 //! errno is an outcome, not a failure: the program exits 0 after its summary unless it panics.
-//! `--verbose` prints a line before and after each guest. Without it, a `batch` line every N
+//! `--verbose` prints a line before and after each guest; `--plan-only` (DEVICE unused) prints
+//! each guest's initial state without running it. Without it, a `batch` line every N
 //! guests shows where a run was when a host died.
 
 use std::{
@@ -444,6 +445,16 @@ fn pte(r: &mut Rng, wide: bool) -> u64 {
     if wide { v } else { v & 0xffff_ffff }
 }
 
+/// `v` sign-extended from bit 47, but for 3% of the calls.
+fn canonical(r: &mut Rng, v: u64) -> u64 {
+    if r.pct(3) { v } else { ((v << 16) as i64 >> 16) as u64 }
+}
+
+/// Whether vector `v` pushes an error code (as a hardware exception in protected mode).
+fn has_error_code(v: u8) -> bool {
+    matches!(v, 8 | 10..=14 | 17 | 21 | 29 | 30)
+}
+
 /// Everything one guest starts with.
 struct Plan {
     mode: Mode,
@@ -677,7 +688,7 @@ fn plan(r: &mut Rng, mem: &mut [u8], ctx: &Ctx, scratch: &mut Vec<u8>) -> Plan {
         r13: value(r), r14: value(r), r15: value(r), rip: 0, rflags: 2,
     };
     let mut fl = 2u64 | r.next() & 0xd5; // CF PF AF ZF SF
-    for (bit, p) in [(8, 8), (9, 50), (10, 15), (18, 8), (14, 4), (16, 4), (19, 2), (20, 2), (21, 30), (17, 2)] {
+    for (bit, p) in [(8, 8), (9, 50), (10, 15), (18, 8), (14, 4), (16, 4), (19, 2), (20, 2), (21, 30), (17, 1)] {
         if r.pct(p) {
             fl |= 1 << bit;
         }
@@ -770,18 +781,26 @@ fn plan(r: &mut Rng, mem: &mut [u8], ctx: &Ctx, scratch: &mut Vec<u8>) -> Plan {
                     *d = kvm_segment { unusable: 1, ..*d };
                 }
             }
-            s.fs.base = value(r) & 0x0000_7fff_ffff_ffff;
-            s.gs.base = value(r);
+            let (f, g) = (value(r), value(r));
+            s.fs.base = canonical(r, f);
+            s.gs.base = canonical(r, g);
         }
     }
-    // Optional features and flags the mode allows, then occasional nonsense.
+    if long {
+        regs.rflags &= !(1 << 17); // no VM86 in long mode (KVM lets it reach VM entry)
+    }
+    // Optional features and flags the mode allows (and the CPUID has), then occasional nonsense.
     for (bit, p) in [(1u64, 40), (5, 60), (16, 50), (18, 10), (2, 5), (3, 5), (29, 3), (30, 2)] {
         if r.pct(p) {
             s.cr0 |= 1 << bit;
         }
     }
+    if s.cr0 & 1 << 29 != 0 {
+        s.cr0 |= 1 << 30; // NW needs CD
+    }
     for (bit, p) in [(9u64, 60), (10, 50), (7, 20), (3, 10), (2, 5), (8, 5), (0, 5), (1, 5), (11, 5), (16, 10), (17, 5), (18, 25), (20, 10), (21, 10), (22, 5), (13, 3), (12, 2), (14, 2), (23, 2)] {
-        if mode != Mode::Real && r.pct(p) {
+        let want = r.pct(p);
+        if want && mode != Mode::Real && ctx.cr4_ok & 1 << bit != 0 && (bit != 17 || long) {
             s.cr4 |= 1 << bit;
         }
     }
@@ -809,7 +828,7 @@ fn plan(r: &mut Rng, mem: &mut [u8], ctx: &Ctx, scratch: &mut Vec<u8>) -> Plan {
         s.idt.limit = r.below(0x40) as u16;
     }
     // Mutations of fields, each maybe refused by KVM_SET_SREGS.
-    if r.pct(25) {
+    if r.pct(10) {
         for _ in 0..1 + r.below(3) {
             let which = r.below(8);
             let sg = match r.below(8) {
@@ -839,13 +858,13 @@ fn plan(r: &mut Rng, mem: &mut [u8], ctx: &Ctx, scratch: &mut Vec<u8>) -> Plan {
             }
         }
     }
-    if r.pct(8) {
+    if r.pct(4) {
         s.cr0 ^= 1 << r.below(32);
     }
-    if r.pct(8) {
+    if r.pct(4) {
         s.cr4 ^= 1 << r.below(26);
     }
-    if r.pct(6) {
+    if r.pct(3) {
         s.efer ^= 1 << r.pick(&[0u64, 8, 10, 11, 12, 13, 14, 15, 20, 21, 1, 63]);
     }
     if r.pct(2) {
@@ -897,15 +916,21 @@ fn plan(r: &mut Rng, mem: &mut [u8], ctx: &Ctx, scratch: &mut Vec<u8>) -> Plan {
         if r.pct(40) {
             e.exception.injected = 1;
             e.exception.nr = r.below(32) as u8;
-            e.exception.has_error_code = r.below(2) as u8;
-            e.exception.error_code = r.next() as u32;
+            // Mostly what the vector pushes; a wrong one fails VM entry on KVM and rvmx alike.
+            let right = has_error_code(e.exception.nr) && !matches!(mode, Mode::Real);
+            e.exception.has_error_code = if r.pct(90) { right as u8 } else { r.below(2) as u8 };
+            e.exception.error_code = r.next() as u32 & if r.pct(90) { 0xffff } else { u32::MAX };
         }
         if r.pct(40) {
             e.interrupt.injected = 1;
             e.interrupt.nr = r.byte();
             e.interrupt.soft = r.below(2) as u8;
         }
+        // STI blocking only with IF set (else VM entry fails, on KVM too), mostly.
         e.interrupt.shadow = r.below(4) as u8;
+        if regs.rflags & 1 << 9 == 0 && r.pct(90) {
+            e.interrupt.shadow &= !1;
+        }
         e.nmi.injected = r.below(2) as u8;
         e.nmi.pending = r.below(3) as u8;
         e.nmi.masked = r.below(2) as u8;
@@ -987,10 +1012,13 @@ fn mutated(r: &mut Rng, sup: &[kvm_cpuid_entry2]) -> Vec<kvm_cpuid_entry2> {
 
 /// Per process: the device, its tables, guest memory (reused by every VM).
 struct Ctx {
-    kvm: Kvm,
+    /// None with --plan-only.
+    kvm: Option<Kvm>,
     supported: Vec<kvm_cpuid_entry2>,
     xcrs: bool,
     xcr0_mask: u64,
+    /// CR4 bits the supported CPUID allows.
+    cr4_ok: u64,
     ram: *mut u8,
     rom: *mut u8,
 }
@@ -1067,7 +1095,7 @@ fn set_region(vm: &VmFd, reg: kvm_userspace_memory_region, st: &mut Stats, what:
 /// A new VM and vCPU for batch `b`.
 fn machine(ctx: &Ctx, seed: u64, b: u64, st: &mut Stats) -> Machine {
     let mut r = Rng::new(seed, 1, b);
-    let vm = ctx.kvm.create_vm().expect("KVM_CREATE_VM");
+    let vm = ctx.kvm.as_ref().expect("device").create_vm().expect("KVM_CREATE_VM");
     let dirty_log = r.pct(25);
     set_region(&vm, region(0, 0, RAM, ctx.ram, if dirty_log { KVM_MEM_LOG_DIRTY_PAGES } else { 0 }), st, "ram");
     if let Err(e) = vm.set_tss_address(0xfffb_d000) {
@@ -1353,8 +1381,25 @@ fn map(size: usize) -> *mut u8 {
     p as *mut u8
 }
 
+/// CR4 bits a guest with CPUID table `t` may set.
+fn cr4_mask(t: &[kvm_cpuid_entry2]) -> u64 {
+    let has = |function: u32, reg: usize, bit: u32| {
+        t.iter().find(|e| e.function == function && e.index == 0).is_some_and(|e| [e.eax, e.ebx, e.ecx, e.edx][reg] & 1 << bit != 0)
+    };
+    let mut m = 0x7ff; // VME..OSXMMEXCPT
+    for (cr4_bit, function, reg, bit) in [
+        (11, 7, 2, 2), (12, 7, 2, 16), (13, 1, 2, 5), (14, 1, 2, 6), (16, 7, 1, 0), (17, 1, 2, 17),
+        (18, 1, 2, 26), (20, 7, 1, 7), (21, 7, 1, 20), (22, 7, 2, 3), (23, 7, 2, 7),
+    ] {
+        if has(function, reg, bit) {
+            m |= 1 << cr4_bit;
+        }
+    }
+    m
+}
+
 fn usage() -> ExitCode {
-    eprintln!("usage: kvm-guest-fuzz DEVICE SEED COUNT [--start I] [--verbose] [--budget EXITS] [--timeout-ms MS] [--recreate N]");
+    eprintln!("usage: kvm-guest-fuzz DEVICE SEED COUNT [--start I] [--verbose] [--budget EXITS] [--timeout-ms MS] [--recreate N] [--plan-only]");
     ExitCode::from(2)
 }
 
@@ -1363,11 +1408,13 @@ fn main() -> ExitCode {
     let mut pos = Vec::new();
     let mut opt = Opts { verbose: false, budget: 64, timeout_ms: 20, recreate: 256 };
     let mut start = 0u64;
+    let mut plan_only = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let num = |it: &mut std::slice::Iter<String>| it.next().and_then(|v| parse(v));
         match a.as_str() {
             "--verbose" | "-v" => opt.verbose = true,
+            "--plan-only" => plan_only = true,
             "--start" => match num(&mut it) { Some(v) => start = v, None => return usage() },
             "--budget" => match num(&mut it) { Some(v) if v > 0 => opt.budget = v as usize, _ => return usage() },
             "--timeout-ms" => match num(&mut it) { Some(v) if v > 0 => opt.timeout_ms = v, _ => return usage() },
@@ -1379,17 +1426,25 @@ fn main() -> ExitCode {
     let [dev, seed, count] = &pos[..] else { return usage() };
     let (Some(seed), Some(count)) = (parse(seed), parse(count)) else { return usage() };
 
-    let kvm = match Kvm::new_with_path(&CString::new(dev.as_str()).unwrap()) {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("kvm-guest-fuzz: cannot open {dev}: {e}");
-            return ExitCode::from(1);
+    let kvm = if plan_only {
+        None
+    } else {
+        match Kvm::new_with_path(&CString::new(dev.as_str()).unwrap()) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                eprintln!("kvm-guest-fuzz: cannot open {dev}: {e}");
+                return ExitCode::from(1);
+            }
         }
     };
-    let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).expect("KVM_GET_SUPPORTED_CPUID").as_slice().to_vec();
-    let xcr0_mask = supported.iter().find(|e| e.function == 0xd && e.index == 0).map_or(1, |e| e.eax as u64 | (e.edx as u64) << 32);
-    let xcrs = kvm.check_extension(Cap::Xcrs) && supported.iter().any(|e| e.function == 1 && e.ecx & 1 << 26 != 0);
-    let ctx = Ctx { kvm, supported, xcrs, xcr0_mask, ram: map(RAM), rom: map(ROM) };
+    // With --plan-only: a CPU with XSAVE (XCR0 up to 7) and nothing in CPUID leaf 7.
+    let supported = kvm.as_ref().map_or(Vec::new(), |k| {
+        k.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).expect("KVM_GET_SUPPORTED_CPUID").as_slice().to_vec()
+    });
+    let xcr0_mask = supported.iter().find(|e| e.function == 0xd && e.index == 0).map_or(7, |e| e.eax as u64 | (e.edx as u64) << 32);
+    let xcrs = kvm.as_ref().is_none_or(|k| k.check_extension(Cap::Xcrs) && supported.iter().any(|e| e.function == 1 && e.ecx & 1 << 26 != 0));
+    let cr4_ok = cr4_mask(&supported);
+    let ctx = Ctx { kvm, supported, xcrs, xcr0_mask, cr4_ok, ram: map(RAM), rom: map(ROM) };
     {
         // The ROM: soup and data from the seed alone.
         // SAFETY: the ROM mapping is ROM bytes long and only this slice refers to it here.
@@ -1410,8 +1465,24 @@ fn main() -> ExitCode {
     let t0 = Instant::now();
     let mut scratch = Vec::with_capacity(64);
     let mut m: Option<Machine> = None;
+    let mut poisoned = false;
     for i in start..start.saturating_add(count) {
-        if m.is_none() || i % opt.recreate == 0 {
+        if plan_only {
+            let mut r = Rng::new(seed, 0, i);
+            // SAFETY: the RAM mapping is RAM bytes long.
+            let mem = unsafe { std::slice::from_raw_parts_mut(ctx.ram, RAM) };
+            let p = plan(&mut r, mem, &ctx, &mut scratch);
+            println!("guest seed {seed} index {i} mode {:?} rip {:#x} rflags {:#x} cr0 {:#x} cr3 {:#x} cr4 {:#x} efer {:#x}",
+                     p.mode, p.regs.rip, p.regs.rflags, p.sregs.cr0, p.sregs.cr3, p.sregs.cr4, p.sregs.efer);
+            println!("  cs {:?}\n  ss {:?}\n  events {:?}\n  guest_debug {:?}\n  debugregs {:?}\n  msrs {:x?}\n  rom {} alias {:x?} cpuid {}",
+                     p.sregs.cs, p.sregs.ss, p.events, p.guest_debug.map(|g| (g.control, g.arch.debugreg)), p.debugregs,
+                     p.msrs.iter().map(|e| (e.index, e.data)).collect::<Vec<_>>(), p.rom, p.alias, p.cpuid.is_some());
+            continue;
+        }
+        // A VM per batch, and a fresh one after a failed VM entry: an event KVM_SET_VCPU_EVENTS
+        // let through and the entry refused stays stuck in the VMCS (KVM and rvmx alike) and
+        // would fail every later guest of the batch.
+        if m.is_none() || i % opt.recreate == 0 || poisoned {
             RUN.store(ptr::null_mut(), Ordering::SeqCst);
             drop(m.take());
             if !opt.verbose {
@@ -1431,6 +1502,7 @@ fn main() -> ExitCode {
                      p.mode, p.regs.rip, p.regs.rflags, p.sregs.cr0, p.sregs.cr4, p.sregs.efer, p.guest_debug.is_some());
         }
         let end = run_guest(&ctx, mm, &mut r, &p, &opt, &mut st);
+        poisoned = end.starts_with("fail_entry");
         st.guests += 1;
         st.add(&format!("end {end}"));
         st.add(&format!("mode {:?}", p.mode));
