@@ -94,7 +94,32 @@ pub struct GuestControls {
     /// XCR0 components rvmx switches for guests ([`crate::xstate::SWITCHED`] that the host
     /// enables); 0 if it does not use XSAVE.
     pub xfeatures: u64,
+    /// The speculation controls a guest may use on this host (KVM gives them too, so that a
+    /// guest can protect itself).
+    pub speculation: Speculation,
 }
+
+/// Speculation-control features for guests (the host's, as the kernel sees them).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Speculation {
+    /// IA32_PRED_CMD.IBPB works: leaf 0x80000008 EBX AMD_IBPB (KVM synthesises it on Intel).
+    pub ibpb: bool,
+    /// IA32_FLUSH_CMD works: leaf 7.0 EDX FLUSH_L1D.
+    pub flush_l1d: bool,
+    /// VERW clears CPU buffers: leaf 7.0 EDX MD_CLEAR.
+    pub md_clear: bool,
+}
+
+/// Leaf 7.0 EDX MD_CLEAR.
+pub const LEAF7_EDX_MD_CLEAR: u32 = 1 << 10;
+/// Leaf 7.0 EDX SPEC_CTRL (IBRS and IBPB; not given: IA32_SPEC_CTRL is not switched yet).
+pub const LEAF7_EDX_SPEC_CTRL: u32 = 1 << 26;
+/// Leaf 7.0 EDX FLUSH_L1D.
+pub const LEAF7_EDX_FLUSH_L1D: u32 = 1 << 28;
+/// Leaf 7.0 EDX ARCH_CAPABILITIES: always given, as KVM does (the MSR is emulated).
+pub const LEAF7_EDX_ARCH_CAPABILITIES: u32 = 1 << 29;
+/// Leaf 0x80000008 EBX AMD_IBPB: IA32_PRED_CMD's IBPB.
+pub const EXT8_EBX_IBPB: u32 = 1 << 12;
 
 /// The supported table: host CPUID (`host(leaf, subleaf)`, as `[eax, ebx, ecx, edx]`)
 /// filtered to what rvmx gives guests. Appends to `out`; returns how many entries it wrote.
@@ -126,7 +151,9 @@ pub fn supported(host: impl Fn(u32, u32) -> [u32; 4], ctl: GuestControls, out: &
             7 => {
                 let ebx = (LEAF7_EBX | only(avx, LEAF7_EBX_AVX) | only(avx512, LEAF7_EBX_AVX512))
                     & if ctl.invpcid { !0 } else { !LEAF7_EBX_INVPCID };
-                push(7, 0, FLAG_SIGNIFICANT_INDEX, [0, h[1] & ebx, 0, 0]);
+                let sp = ctl.speculation;
+                let edx = LEAF7_EDX_ARCH_CAPABILITIES | only(sp.flush_l1d, LEAF7_EDX_FLUSH_L1D) | only(sp.md_clear, LEAF7_EDX_MD_CLEAR);
+                push(7, 0, FLAG_SIGNIFICANT_INDEX, [0, h[1] & ebx, 0, edx]);
             }
             // XSAVE: the switched components, their sizes and offsets as the host lays them
             // out (standard format), the image size for all of them (KVM's table).
@@ -164,7 +191,10 @@ pub fn supported(host: impl Fn(u32, u32) -> [u32; 4], ctl: GuestControls, out: &
             // Brand string.
             0x8000_0002..=0x8000_0004 => push(leaf, 0, 0, h),
             // Address sizes: physical bits (at most the 48 the EPT maps), linear bits.
-            0x8000_0008 => push(leaf, 0, 0, [(h[0] & 0xff).min(48) | (h[0] & 0xff00), 0, 0, 0]),
+            0x8000_0008 => {
+                let ebx = only(ctl.speculation.ibpb, EXT8_EBX_IBPB);
+                push(leaf, 0, 0, [(h[0] & 0xff).min(48) | (h[0] & 0xff00), ebx, 0, 0]);
+            }
             _ => {}
         }
     }
@@ -301,6 +331,27 @@ pub fn check(table: &[CpuidEntry]) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// The speculation-control MSRs a guest with this table has (KVM's CPUID gates).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpeculationMsrs {
+    /// IA32_ARCH_CAPABILITIES (leaf 7.0 EDX ARCH_CAPABILITIES).
+    pub arch_capabilities: bool,
+    /// IA32_PRED_CMD (leaf 7.0 EDX SPEC_CTRL, or 0x80000008 EBX AMD_IBPB).
+    pub pred_cmd: bool,
+    /// IA32_FLUSH_CMD (leaf 7.0 EDX FLUSH_L1D).
+    pub flush_cmd: bool,
+}
+
+/// The speculation-control MSRs a guest with this table has.
+pub fn speculation_msrs(table: &[CpuidEntry]) -> SpeculationMsrs {
+    let edx7 = lookup(table, 7, 0)[3];
+    SpeculationMsrs {
+        arch_capabilities: edx7 & LEAF7_EDX_ARCH_CAPABILITIES != 0,
+        pred_cmd: edx7 & LEAF7_EDX_SPEC_CTRL != 0 || lookup(table, 0x8000_0008, 0)[1] & EXT8_EBX_IBPB != 0,
+        flush_cmd: edx7 & LEAF7_EDX_FLUSH_L1D != 0,
+    }
+}
+
 /// Whether the guest has IA32_TSC_AUX: its CPUID lists RDTSCP or RDPID (KVM's rule).
 pub fn has_tsc_aux(table: &[CpuidEntry]) -> bool {
     lookup(table, 0x8000_0001, 0)[3] & EXT1_EDX_RDTSCP != 0 || lookup(table, 7, 0)[2] & LEAF7_ECX_RDPID != 0
@@ -323,7 +374,7 @@ mod tests {
     #[test]
     fn supported_table_hides_what_rvmx_cannot_give() {
         let mut t = [CpuidEntry::default(); MAX_ENTRIES];
-        let n = supported(host_all, GuestControls { invpcid: false, rdtscp: true, xfeatures: 0 }, &mut t);
+        let n = supported(host_all, GuestControls { invpcid: false, rdtscp: true, xfeatures: 0, speculation: Speculation::default() }, &mut t);
         let t = &t[..n];
         assert_eq!(lookup(t, 0, 0)[0], 7, "no XSAVE leaf without XSAVE state");
         let l1 = lookup(t, 1, 0);
@@ -349,7 +400,7 @@ mod tests {
             _ => host_all(leaf, sub),
         };
         let mut t = [CpuidEntry::default(); MAX_ENTRIES];
-        let ctl = GuestControls { invpcid: true, rdtscp: true, xfeatures: X87 | SSE | YMM };
+        let ctl = GuestControls { invpcid: true, rdtscp: true, xfeatures: X87 | SSE | YMM, speculation: Speculation::default() };
         let n = supported(host, ctl, &mut t);
         let t = &t[..n];
         assert_eq!(lookup(t, 0, 0)[0], 0xd);
@@ -379,6 +430,18 @@ mod tests {
         let compacted = [CpuidEntry { function: 0xd, index: 1, flags: FLAG_SIGNIFICANT_INDEX, eax: 0xf, ebx: u32::MAX, ..Default::default() }];
         let rt2 = Runtime { xsave_compacted_size: 896, ..Default::default() };
         assert_eq!(guest_cpuid(&compacted, 0xd, 1, rt2)[1], 896, "XSAVEC/XSAVES: the compacted size");
+    }
+
+    #[test]
+    fn speculation_controls() {
+        let mut t = [CpuidEntry::default(); MAX_ENTRIES];
+        let sp = Speculation { ibpb: true, flush_l1d: false, md_clear: true };
+        let n = supported(host_all, GuestControls { speculation: sp, ..Default::default() }, &mut t);
+        let t = &t[..n];
+        assert_eq!(lookup(t, 7, 0)[3], LEAF7_EDX_ARCH_CAPABILITIES | LEAF7_EDX_MD_CLEAR);
+        assert_eq!(lookup(t, 0x8000_0008, 0)[1], EXT8_EBX_IBPB);
+        assert_eq!(speculation_msrs(t), SpeculationMsrs { arch_capabilities: true, pred_cmd: true, flush_cmd: false });
+        assert_eq!(speculation_msrs(&[]), SpeculationMsrs::default());
     }
 
     #[test]

@@ -14,10 +14,6 @@ use core::arch::asm;
 
 use crate::vcpu_state::dr;
 
-extern "C" {
-    fn rvmx_wrmsr(msr: u32, value: u64);
-}
-
 /// IA32_DEBUGCTL (absent on some emulated CPUs, e.g. Bochs).
 const IA32_DEBUGCTL: u32 = crate::msr_rules::index::DEBUGCTL;
 
@@ -135,7 +131,7 @@ impl HostDebug {
         }
         if self.debugctl != 0 {
             // SAFETY: the value just read from this MSR on this CPU (interrupts off since).
-            unsafe { rvmx_wrmsr(IA32_DEBUGCTL, self.debugctl) };
+            unsafe { crate::x86::wrmsr(IA32_DEBUGCTL, self.debugctl) };
         }
     }
 }

@@ -159,6 +159,39 @@ u32 rvmx_host_mitigations(void)
 		v |= 1 << 8;
 	if (boot_cpu_has(X86_FEATURE_IBPB_EXIT_TO_USER))
 		v |= 1 << 9;
+	/* What the guest's ARCH_CAPABILITIES and CPUID say (KVM's kvm_get_arch_capabilities). */
+	if (boot_cpu_has_bug(X86_BUG_CPU_MELTDOWN))
+		v |= 1 << 10;
+	if (boot_cpu_has_bug(X86_BUG_SPEC_STORE_BYPASS))
+		v |= 1 << 11;
+	if (boot_cpu_has_bug(X86_BUG_MDS))
+		v |= 1 << 12;
+	if (boot_cpu_has_bug(X86_BUG_RFDS))
+		v |= 1 << 13;
+	if (boot_cpu_has_bug(X86_BUG_ITS))
+		v |= 1 << 14;
+	if (boot_cpu_has_bug(X86_BUG_TAA))
+		v |= 1 << 15;
+	if (boot_cpu_has_bug(X86_BUG_GDS))
+		v |= 1 << 16;
+	if (boot_cpu_has(X86_FEATURE_RTM))
+		v |= 1 << 17;
+	if (boot_cpu_has(X86_FEATURE_MD_CLEAR))
+		v |= 1 << 18;
+	if (boot_cpu_has_bug(X86_BUG_L1TF))
+		v |= 1 << 19;
+	return v;
+}
+
+/* The host's IA32_ARCH_CAPABILITIES, 0 if the CPU has none. */
+u64 rvmx_host_arch_capabilities(void);
+
+u64 rvmx_host_arch_capabilities(void)
+{
+	u64 v = 0;
+
+	if (boot_cpu_has(X86_FEATURE_ARCH_CAPABILITIES))
+		rdmsrq_safe(MSR_IA32_ARCH_CAPABILITIES, &v);
 	return v;
 }
 

@@ -57,6 +57,85 @@ pub struct HostState {
     pub ibpb: bool,
     /// X86_FEATURE_IBPB_EXIT_TO_USER (VMSCAPE).
     pub ibpb_exit_to_user: bool,
+    /// The CPU's bugs and features a guest is told about (ARCH_CAPABILITIES, CPUID).
+    pub bugs: Bugs,
+    /// The host's IA32_ARCH_CAPABILITIES (0 without it).
+    pub arch_capabilities: u64,
+}
+
+/// CPU bugs (X86_BUG_*) and features that shape what a guest is told.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bugs {
+    /// X86_BUG_CPU_MELTDOWN.
+    pub meltdown: bool,
+    /// X86_BUG_SPEC_STORE_BYPASS.
+    pub ssb: bool,
+    /// X86_BUG_MDS.
+    pub mds: bool,
+    /// X86_BUG_RFDS.
+    pub rfds: bool,
+    /// X86_BUG_ITS.
+    pub its: bool,
+    /// X86_BUG_TAA.
+    pub taa: bool,
+    /// X86_BUG_GDS.
+    pub gds: bool,
+    /// X86_BUG_L1TF (whatever ARCH_CAPABILITIES says about flushing).
+    pub l1tf: bool,
+    /// X86_FEATURE_RTM.
+    pub rtm: bool,
+    /// X86_FEATURE_MD_CLEAR (VERW clears buffers).
+    pub md_clear: bool,
+}
+
+/// IA32_ARCH_CAPABILITIES bits (`msr-index.h`).
+pub mod arch_cap {
+    /// Not affected by Meltdown.
+    pub const RDCL_NO: u64 = 1 << 0;
+    /// The hypervisor flushes L1D on VM entry: a nested one need not.
+    pub const SKIP_VMENTRY_L1DFLUSH: u64 = 1 << 3;
+    /// Not affected by speculative store bypass.
+    pub const SSB_NO: u64 = 1 << 4;
+    /// Not affected by MDS.
+    pub const MDS_NO: u64 = 1 << 5;
+    /// No machine check on page-size changes (KVM always says so).
+    pub const PSCHANGE_MC_NO: u64 = 1 << 6;
+    /// Not affected by TAA.
+    pub const TAA_NO: u64 = 1 << 8;
+    /// Not affected by GDS.
+    pub const GDS_NO: u64 = 1 << 26;
+    /// Not affected by RFDS.
+    pub const RFDS_NO: u64 = 1 << 27;
+    /// Not affected by ITS.
+    pub const ITS_NO: u64 = 1 << 62;
+    /// The host bits KVM passes on (`KVM_SUPPORTED_ARCH_CAP`), without TSX_CTRL_MSR (bit 7:
+    /// rvmx does not emulate IA32_TSX_CTRL).
+    pub const PASSED_ON: u64 = RDCL_NO | 1 << 1 | 1 << 2 | SKIP_VMENTRY_L1DFLUSH | SSB_NO | MDS_NO
+        | PSCHANGE_MC_NO | TAA_NO | 1 << 13 | 1 << 14 | 1 << 15 | 1 << 17 | 1 << 19 | 1 << 20
+        | 1 << 24 | GDS_NO | RFDS_NO | 1 << 28 | ITS_NO;
+}
+
+/// The IA32_ARCH_CAPABILITIES a guest reads (KVM's `kvm_get_arch_capabilities`): the host's
+/// bits KVM passes on, PSCHANGE_MC_NO, SKIP_VMENTRY_L1DFLUSH unless the host needs a flush it
+/// does not do (L1TF with mitigations off), and "not affected" for each bug the host does
+/// not have. (KVM also says GDS_NO when microcode mitigates GDS; that is KVM-only knowledge.)
+pub const fn guest_arch_capabilities(h: HostState) -> u64 {
+    let b = h.bugs;
+    let mut v = (h.arch_capabilities & arch_cap::PASSED_ON) | arch_cap::PSCHANGE_MC_NO;
+    if !(h.l1tf && h.mitigations_off) {
+        v |= arch_cap::SKIP_VMENTRY_L1DFLUSH;
+    }
+    const fn not(bug: bool, bit: u64) -> u64 {
+        if bug { 0 } else { bit }
+    }
+    v |= not(b.meltdown, arch_cap::RDCL_NO) | not(b.ssb, arch_cap::SSB_NO) | not(b.mds, arch_cap::MDS_NO)
+        | not(b.rfds, arch_cap::RFDS_NO) | not(b.its, arch_cap::ITS_NO) | not(b.gds, arch_cap::GDS_NO);
+    if !b.rtm {
+        v &= !arch_cap::TAA_NO;
+    } else if !b.taa {
+        v |= arch_cap::TAA_NO;
+    }
+    v
 }
 
 /// How the L1D cache is flushed before VM entry.
@@ -200,6 +279,24 @@ mod tests {
         let full = plan(HostState { rsb_vmexit: true, ..h });
         assert_eq!(full.stub & (stub::RSB_FULL | stub::RSB_LITE), stub::RSB_FULL, "the full fill wins");
         assert_eq!(plan(HostState { kernel_ibrs: true, ..h }).stub & stub::IBRS, stub::IBRS);
+    }
+
+    #[test]
+    fn arch_capabilities_for_guests() {
+        // Bochs' Sandy Bridge: no ARCH_CAPABILITIES, MDS, L1TF, Meltdown, SSB; mitigations on.
+        let bugs = Bugs { meltdown: true, ssb: true, mds: true, l1tf: true, ..Default::default() };
+        let h = HostState { l1tf: true, bugs, ..Default::default() };
+        let v = guest_arch_capabilities(h);
+        assert_eq!(v, arch_cap::PSCHANGE_MC_NO | arch_cap::SKIP_VMENTRY_L1DFLUSH | arch_cap::RFDS_NO | arch_cap::ITS_NO | arch_cap::GDS_NO);
+        let off = guest_arch_capabilities(HostState { mitigations_off: true, ..h });
+        assert_eq!(off & arch_cap::SKIP_VMENTRY_L1DFLUSH, 0, "no flush is done: a nested hypervisor must");
+        // A modern host passes its own bits on, not TSX_CTRL; TAA_NO only with RTM.
+        let modern = HostState { arch_capabilities: arch_cap::RDCL_NO | 1 << 7 | arch_cap::TAA_NO, ..Default::default() };
+        let v = guest_arch_capabilities(modern);
+        assert_eq!(v & (1 << 7 | arch_cap::TAA_NO), 0);
+        let rtm = HostState { bugs: Bugs { rtm: true, ..Default::default() }, ..modern };
+        assert_eq!(guest_arch_capabilities(rtm) & arch_cap::TAA_NO, arch_cap::TAA_NO);
+        assert_eq!(v & (arch_cap::RDCL_NO | arch_cap::MDS_NO | arch_cap::SSB_NO), arch_cap::RDCL_NO | arch_cap::MDS_NO | arch_cap::SSB_NO);
     }
 
     #[test]

@@ -17,14 +17,14 @@ use kernel::{alloc::VVec, prelude::*};
 
 use crate::{
     entry::EntryArgs,
-    mitigation_rules::{self, Counts, HostState, L1dFlush, Plan},
+    mitigation_rules::{self, Bugs, Counts, HostState, L1dFlush, Plan},
 };
 
 extern "C" {
     fn rvmx_host_mitigations() -> u32;
+    fn rvmx_host_arch_capabilities() -> u64;
     fn rvmx_host_spec_ctrl() -> u64;
     fn rvmx_ibpb_exit_to_user();
-    fn rvmx_wrmsr(msr: u32, value: u64);
 }
 
 /// IA32_PRED_CMD and its IBPB command.
@@ -52,6 +52,20 @@ fn host_state() -> HostState {
         flush_l1d: bit(7),
         ibpb: bit(8),
         ibpb_exit_to_user: bit(9),
+        bugs: Bugs {
+            meltdown: bit(10),
+            ssb: bit(11),
+            mds: bit(12),
+            rfds: bit(13),
+            its: bit(14),
+            taa: bit(15),
+            gds: bit(16),
+            rtm: bit(17),
+            md_clear: bit(18),
+            l1tf: bit(19),
+        },
+        // SAFETY: reads IA32_ARCH_CAPABILITIES with the fault-safe accessor, if the CPU has it.
+        arch_capabilities: unsafe { rvmx_host_arch_capabilities() },
     }
 }
 
@@ -84,9 +98,23 @@ fn add(c: &AtomicU64, n: u64) {
     }
 }
 
+/// What guests are told and may use, so they can protect themselves (as on KVM).
+#[derive(Clone, Copy)]
+pub(crate) struct ForGuests {
+    /// IA32_ARCH_CAPABILITIES at vCPU creation (and for the system fd's feature MSR).
+    pub(crate) arch_capabilities: u64,
+    /// IA32_PRED_CMD's IBPB works on this host.
+    pub(crate) ibpb: bool,
+    /// IA32_FLUSH_CMD works on this host.
+    pub(crate) flush_l1d: bool,
+    /// VERW clears CPU buffers on this host (CPUID MD_CLEAR).
+    pub(crate) md_clear: bool,
+}
+
 /// What rvmx does on this host, and what it needs for it.
 pub(crate) struct Mitigations {
     plan: Plan,
+    guests: ForGuests,
     /// The buffer the software L1D flush reads (only without IA32_FLUSH_CMD).
     flush_buf: Option<VVec<u8>>,
     /// For each CPU, the vCPU it ran last (0: none), for the IBPB on a switch.
@@ -95,7 +123,14 @@ pub(crate) struct Mitigations {
 
 impl Mitigations {
     pub(crate) fn new() -> Result<Self> {
-        let plan = mitigation_rules::plan(host_state());
+        let host = host_state();
+        let plan = mitigation_rules::plan(host);
+        let guests = ForGuests {
+            arch_capabilities: mitigation_rules::guest_arch_capabilities(host),
+            ibpb: host.ibpb,
+            flush_l1d: host.flush_l1d,
+            md_clear: host.bugs.md_clear,
+        };
         let flush_buf = match plan.l1d {
             L1dFlush::Cond { hardware: false } => {
                 let mut buf = VVec::with_capacity(FLUSH_SIZE, GFP_KERNEL)?;
@@ -112,7 +147,12 @@ impl Mitigations {
         for _ in 0..nr_cpus {
             last_vcpu.push(AtomicU64::new(0), GFP_KERNEL)?;
         }
-        Ok(Self { plan, flush_buf, last_vcpu })
+        Ok(Self { plan, guests, flush_buf, last_vcpu })
+    }
+
+    /// What guests are told and may use.
+    pub(crate) fn for_guests(&self) -> ForGuests {
+        self.guests
     }
 
     /// At the start of a window on `cpu` for the vCPU numbered `vcpu` (never 0), interrupts
@@ -123,7 +163,7 @@ impl Mitigations {
             if let Some(last) = self.last_vcpu.get(cpu as usize) {
                 if last.swap(vcpu, Relaxed) != vcpu {
                     // SAFETY: IBPB only flushes branch predictions; the CPU has it.
-                    unsafe { rvmx_wrmsr(MSR_PRED_CMD, PRED_CMD_IBPB) };
+                    unsafe { crate::x86::wrmsr(MSR_PRED_CMD, PRED_CMD_IBPB) };
                     add(&COUNTS.ibpb_switch, 1);
                 }
             }
@@ -141,7 +181,7 @@ impl Mitigations {
             L1dFlush::Never => return,
             // SAFETY: IA32_FLUSH_CMD exists (X86_FEATURE_FLUSH_L1D); the flush only writes
             // back and invalidates the L1D.
-            L1dFlush::Cond { hardware: true } => unsafe { rvmx_wrmsr(MSR_FLUSH_CMD, FLUSH_CMD_L1D) },
+            L1dFlush::Cond { hardware: true } => unsafe { crate::x86::wrmsr(MSR_FLUSH_CMD, FLUSH_CMD_L1D) },
             L1dFlush::Cond { hardware: false } => {
                 if let Some(buf) = &self.flush_buf {
                     software_l1d_flush(buf);

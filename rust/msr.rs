@@ -162,6 +162,8 @@ pub(crate) struct MsrState<'a, 'b> {
     pub(crate) efer_ok: u64,
     /// The guest's CPUID lists RDTSCP or RDPID: it has IA32_TSC_AUX.
     pub(crate) tsc_aux_ok: bool,
+    /// The speculation-control MSRs the guest's CPUID lists.
+    pub(crate) speculation: crate::cpuid_table::SpeculationMsrs,
     /// Userspace's access (`KVM_GET/SET_MSRS`), not the guest's.
     pub(crate) host: bool,
 }
@@ -187,6 +189,9 @@ impl MsrState<'_, '_> {
             // No debug-control feature is given to guests (KVM without LBR, bus-lock
             // detection or RTM): it reads 0.
             DEBUGCTL => 0,
+            ARCH_CAPABILITIES if self.speculation.arch_capabilities => self.msrs.arch_capabilities,
+            // The VMM may read what KVM advertises even when the guest's CPUID does not list it.
+            ARCH_CAPABILITIES if self.host => 0,
             m if msr_rules::switched_slot(m).is_some() => {
                 let i = self.area.switched(m)?; // TSC_AUX without host RDTSCP: absent
                 if live.is_some() { self.area.get(value_word(false, i)) } else { *self.msrs.switched.get(i)? }
@@ -237,6 +242,27 @@ impl MsrState<'_, '_> {
             // KVM ignores BTF and LBR it does not support and refuses every other bit.
             DEBUGCTL if v & !msr_rules::DEBUGCTL_IGNORED == 0 => {}
             DEBUGCTL => return Err(()),
+            // Only the VMM sets it (the value is not checked, as on KVM); 0 is accepted even
+            // when the guest's CPUID does not list it.
+            ARCH_CAPABILITIES if self.host && self.speculation.arch_capabilities => self.msrs.arch_capabilities = v,
+            ARCH_CAPABILITIES if self.host && v == 0 => {}
+            ARCH_CAPABILITIES => return Err(()),
+            // Commands the guest may give the processor (KVM passes them through).
+            PRED_CMD => {
+                let host_has = crate::vmx::Vmx::get().is_some_and(|x| x.mitigations().for_guests().ibpb);
+                if msr_rules::pred_cmd(v, self.speculation.pred_cmd, host_has, self.host)? {
+                    // SAFETY: IBPB only discards branch predictions; the processor has it.
+                    unsafe { crate::x86::wrmsr(PRED_CMD, msr_rules::PRED_CMD_IBPB) };
+                }
+            }
+            FLUSH_CMD => {
+                let host_has = crate::vmx::Vmx::get().is_some_and(|x| x.mitigations().for_guests().flush_l1d);
+                if msr_rules::flush_cmd(v, self.speculation.flush_cmd, host_has, self.host)? {
+                    // SAFETY: the L1D flush only writes back and invalidates the L1D; the
+                    // processor has it.
+                    unsafe { crate::x86::wrmsr(FLUSH_CMD, msr_rules::FLUSH_CMD_L1D) };
+                }
+            }
             m => {
                 // Validity and the software copy; then the live place inside a window.
                 if msr_rules::switched_slot(m).is_some() && self.area.switched(m).is_none() {

@@ -8,6 +8,9 @@
 #[allow(missing_docs)]
 pub mod index {
     pub const TSC: u32 = 0x10;
+    pub const PRED_CMD: u32 = 0x49;
+    pub const ARCH_CAPABILITIES: u32 = 0x10a;
+    pub const FLUSH_CMD: u32 = 0x10b;
     /// kvmclock's wall-clock MSR (the original number).
     pub const KVM_WALL_CLOCK: u32 = 0x11;
     /// kvmclock's system-time MSR (the original number).
@@ -70,6 +73,33 @@ pub struct GuestMsrs {
     pub mce: crate::mce::Mce,
     /// IA32_BIOS_SIGN_ID (the microcode revision userspace gives the guest).
     pub ucode_rev: u64,
+    /// IA32_ARCH_CAPABILITIES (the host-derived value at creation; userspace may set it).
+    pub arch_capabilities: u64,
+}
+
+/// IA32_PRED_CMD.IBPB.
+pub const PRED_CMD_IBPB: u64 = 1 << 0;
+/// IA32_FLUSH_CMD.L1D_FLUSH.
+pub const FLUSH_CMD_L1D: u64 = 1 << 0;
+
+/// A write to IA32_PRED_CMD (write-only), checked as KVM's `kvm_set_msr_common`: `Ok(true)`
+/// to pass IBPB to the processor, `Ok(false)` for a write of 0, `Err` for #GP. `guest_has`:
+/// the guest's CPUID lists the MSR (the VMM's own writes skip that check); `host_has`: the
+/// processor has IBPB.
+pub const fn pred_cmd(v: u64, guest_has: bool, host_has: bool, host: bool) -> Result<bool, ()> {
+    if (!host && !guest_has) || v & !PRED_CMD_IBPB != 0 || (v != 0 && !host_has) {
+        return Err(());
+    }
+    Ok(v != 0)
+}
+
+/// A write to IA32_FLUSH_CMD, as [`pred_cmd`]; without the processor's L1D flush even a write
+/// of 0 is #GP (KVM).
+pub const fn flush_cmd(v: u64, guest_has: bool, host_has: bool, host: bool) -> Result<bool, ()> {
+    if (!host && !guest_has) || v & !FLUSH_CMD_L1D != 0 || !host_has {
+        return Err(());
+    }
+    Ok(v != 0)
 }
 
 /// IA32_DEBUGCTL bits a write may set and that are ignored: LBR (0) and BTF (1).
@@ -100,6 +130,7 @@ impl Default for GuestMsrs {
             tsc_offset: 0,
             mce: Default::default(),
             ucode_rev: UCODE_REV_RESET,
+            arch_capabilities: 0,
         }
     }
 }
@@ -243,6 +274,16 @@ mod tests {
         assert_eq!(write(&mut m, MISC_ENABLE, 1, true), Ok(()), "userspace sets any value");
         assert_eq!(read(&m, MISC_ENABLE, false), Some(1));
         assert_eq!(write(&mut m, 0x1234, 0, false), Err(()));
+        // PRED_CMD and FLUSH_CMD: write-only commands gated by CPUID (not for the VMM).
+        assert_eq!(pred_cmd(1, true, true, false), Ok(true));
+        assert_eq!(pred_cmd(0, true, true, false), Ok(false));
+        assert_eq!(pred_cmd(0, true, false, false), Ok(false), "0 is fine without IBPB");
+        assert_eq!(pred_cmd(1, false, true, false), Err(()), "not in the guest's CPUID");
+        assert_eq!(pred_cmd(1, false, true, true), Ok(true), "the VMM's write");
+        assert_eq!(pred_cmd(1, true, false, false), Err(()), "the host has no IBPB");
+        assert_eq!(pred_cmd(2, true, true, true), Err(()), "reserved bit");
+        assert_eq!(flush_cmd(1, true, true, false), Ok(true));
+        assert_eq!(flush_cmd(0, true, false, true), Err(()), "no L1D flush on the host: even 0");
         for msr in [SFMASK, TSC_AUX] {
             for host in [false, true] {
                 assert_eq!(write(&mut m, msr, 1 << 32, host), Err(()), "{msr:#x}: reserved bits 63:32");
@@ -257,7 +298,7 @@ mod tests {
     fn index_list_entries_are_readable_or_live_elsewhere() {
         let m = GuestMsrs::default();
         for msr in INDEX_LIST {
-            let elsewhere = matches!(msr, EFER | FS_BASE | GS_BASE | TSC);
+            let elsewhere = matches!(msr, EFER | FS_BASE | GS_BASE | TSC | ARCH_CAPABILITIES);
             assert!(elsewhere || read(&m, msr, false).is_some(), "{msr:#x}");
         }
         assert!(canonical(0x7fff_ffff_ffff) && canonical(0xffff_8000_0000_0000) && !canonical(1 << 47));

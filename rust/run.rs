@@ -367,6 +367,7 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
         // The CPUID table cannot change inside the window: looked up once, not per exit.
         let efer_ok = st.efer_ok();
         let tsc_aux_ok = crate::cpuid_table::has_tsc_aux(&st.cpuid);
+        let speculation = crate::cpuid_table::speculation_msrs(&st.cpuid);
         let cr4_ok = st.cr4_ok(t.vmx.caps(), features.xcr0);
         cur.write(CR4_GUEST_HOST_MASK, crate::vcpu_state::cr4_guest_host_mask(cr4_ok));
         let next = loop {
@@ -410,6 +411,7 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
                     sregs: &mut st.sregs,
                     efer_ok,
                     tsc_aux_ok,
+                    speculation,
                     host: false,
                 },
                 cpu,

@@ -26,15 +26,21 @@ fn get_msr_index_list(arg: usize) -> Result<isize> {
 }
 
 /// Feature MSRs (`KVM_GET_MSR_FEATURE_INDEX_LIST`, read with `KVM_GET_MSRS` on this fd):
-/// values userspace may give a vCPU. rvmx has the microcode revision (the host's); KVM also
-/// lists ARCH_CAPABILITIES, PERF_CAPABILITIES and nested VMX's, which rvmx does not emulate.
-const FEATURE_MSRS: [u32; 1] = [crate::msr_rules::index::UCODE_REV];
+/// values userspace may give a vCPU: the microcode revision (the host's) and the
+/// ARCH_CAPABILITIES a guest gets on this host. KVM also lists PERF_CAPABILITIES and nested
+/// VMX's, which rvmx does not emulate.
+const FEATURE_MSRS: [u32; 2] = [crate::msr_rules::index::ARCH_CAPABILITIES, crate::msr_rules::index::UCODE_REV];
 
 /// `KVM_GET_MSRS` on the system fd: feature MSR values, stopping at the first index that is
 /// not one (KVM).
 fn get_feature_msrs(arg: usize) -> Result<isize> {
+    let arch_capabilities = Vmx::get().ok_or(ENODEV)?.mitigations().for_guests().arch_capabilities;
     crate::msr::for_each_entry(arg, true, |e| {
-        let v = FEATURE_MSRS.contains(&e.index).then(|| crate::x86::rdmsr_safe(e.index)).flatten();
+        let v = match e.index {
+            crate::msr_rules::index::ARCH_CAPABILITIES => Some(arch_capabilities),
+            crate::msr_rules::index::UCODE_REV => crate::x86::rdmsr_safe(e.index),
+            _ => None,
+        };
         v.map(|v| e.data = v).is_some()
     })
 }
@@ -64,6 +70,10 @@ fn get_supported_cpuid(arg: usize) -> Result<isize> {
         invpcid: caps.procbased2.allows(1 << 12),
         rdtscp: caps.procbased2.allows(1 << 3),
         xfeatures: vmx.fpu().xcr0,
+        speculation: {
+            let g = vmx.mitigations().for_guests();
+            cpuid_table::Speculation { ibpb: g.ibpb, flush_l1d: g.flush_l1d, md_clear: g.md_clear }
+        },
     };
     let mut table = KVec::with_capacity(cpuid_table::MAX_ENTRIES, GFP_KERNEL)?;
     table.resize(cpuid_table::MAX_ENTRIES, CpuidEntry::default(), GFP_KERNEL)?;

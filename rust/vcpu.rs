@@ -122,6 +122,7 @@ impl Vcpu {
         // 1 to 0xffff (0 is the host's).
         let vpid = (NEXT_VPID.fetch_add(1, Ordering::Relaxed) % 0xffff).saturating_add(1) as u16;
         let serial = NEXT_SERIAL.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        let arch_capabilities = Vmx::get().ok_or(ENODEV)?.mitigations().for_guests().arch_capabilities;
         Ok(Arc::pin_init(
             pin_init!(Vcpu {
                 vm,
@@ -146,7 +147,7 @@ impl Vcpu {
                     fpu,
                     debug: GuestDebug::default(),
                     cpuid: KVec::new(),
-                    msrs: Default::default(),
+                    msrs: crate::msr_rules::GuestMsrs { arch_capabilities, ..Default::default() },
                     msr_area,
                 }),
             }),
@@ -367,6 +368,7 @@ impl Vcpu {
             sregs: &mut st.sregs,
             efer_ok,
             tsc_aux_ok: true,
+            speculation: cpuid_table::speculation_msrs(&st.cpuid),
             host: true,
         };
         crate::msr::for_each_entry(arg, !set, |e| {

@@ -169,6 +169,7 @@ pub(crate) fn rdtsc() -> u64 {
 }
 
 extern "C" {
+    fn rvmx_wrmsr(msr: u32, value: u64);
     fn rvmx_machine_check();
     fn rvmx_host_uses_fred() -> bool;
 }
@@ -187,4 +188,16 @@ pub(crate) fn machine_check() {
 pub(crate) fn host_uses_fred() -> bool {
     // SAFETY: reads a boot-time CPU feature bit.
     unsafe { rvmx_host_uses_fred() }
+}
+
+/// Writes `value` to MSR `msr` on this CPU.
+///
+/// # Safety
+///
+/// The MSR exists on this CPU (a missing one #GPs in the kernel), and writing `value` leaves
+/// the host in a state it expects: a command (IBPB, L1D flush), or a value the caller puts
+/// back (IA32_DEBUGCTL) before interrupts are on.
+pub(crate) unsafe fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: the caller guarantees the MSR and the value; the helper is the kernel's wrmsrq.
+    unsafe { rvmx_wrmsr(msr, value) }
 }

@@ -31,7 +31,7 @@ counter() { # the workload's count (the file may be caught mid-rewrite: read aga
 while [ ! -s /tmp/counter ]; do sleep 1; done
 sample() { echo "$(cut -d' ' -f1 /proc/uptime) $(counter)" >> /tmp/samples; }
 sample
-sh -c "while :; do sleep 5; echo \"\$(cut -d' ' -f1 /proc/uptime) \$(cat /tmp/counter)\" >> /tmp/samples; done" &
+(while :; do sleep 5; sample; done) &
 sampler=$!
 
 echo "    kvm-guest-fuzz $dev $seed $count (reproduce with the same command)"

@@ -18,8 +18,8 @@
 //! fails, or has used its budget of exits (64) or of wall-clock time (20 ms, SIGALRM). A KVM_RUN
 //! errno is an outcome, not a failure: the program exits 0 after its summary unless it panics.
 //! `--verbose` prints a line before and after each guest; `--plan-only` (DEVICE unused) prints
-//! each guest's initial state without running it. Without it, a `batch` line every N
-//! guests shows where a run was when a host died.
+//! each guest's initial state without running it. Without --verbose, a `batch` line on stderr
+//! every N guests shows where a run was when a host died.
 
 use std::{
     collections::BTreeMap,
@@ -725,7 +725,8 @@ fn plan(r: &mut Rng, mem: &mut [u8], ctx: &Ctx, scratch: &mut Vec<u8>) -> Plan {
             let (cs_base, sel) = match r.below(10) {
                 0 if alias == Some(ALIAS_GPA) => (ALIAS_GPA, 0xf000u16),
                 1..=3 => {
-                    let b = (entry as u64 - r.below(0x1_0000).min(entry as u64)) & !0xf;
+                    // Selector RPL 0 (bits 1:0), as CS.DPL: mostly.
+                    let b = (entry as u64 - r.below(0x1_0000).min(entry as u64)) & if r.pct(90) { !0x3f } else { !0xf };
                     (b, (b >> 4) as u16)
                 }
                 _ => (CODE as u64, (CODE >> 4) as u16),
@@ -817,7 +818,8 @@ fn plan(r: &mut Rng, mem: &mut [u8], ctx: &Ctx, scratch: &mut Vec<u8>) -> Plan {
     }
     // Garbage descriptor tables.
     if r.pct(8) {
-        s.idt.base = if r.pct(50) { address(r) } else { value(r) };
+        let v = if r.pct(50) { address(r) } else { value(r) };
+        s.idt.base = canonical(r, v);
         s.idt.limit = r.next() as u16;
     }
     if r.pct(4) {
@@ -1482,11 +1484,15 @@ fn main() -> ExitCode {
         // A VM per batch, and a fresh one after a failed VM entry: an event KVM_SET_VCPU_EVENTS
         // let through and the entry refused stays stuck in the VMCS (KVM and rvmx alike) and
         // would fail every later guest of the batch.
-        if m.is_none() || i % opt.recreate == 0 || poisoned {
+        let new_batch = m.is_none() || i % opt.recreate == 0;
+        if new_batch || poisoned {
+            if poisoned {
+                st.add("recreated after fail_entry");
+            }
             RUN.store(ptr::null_mut(), Ordering::SeqCst);
             drop(m.take());
-            if !opt.verbose {
-                println!("batch {} guest {i} elapsed_ms {}", i / opt.recreate, t0.elapsed().as_millis());
+            if !opt.verbose && new_batch {
+                eprintln!("batch {} guest {i} elapsed_ms {}", i / opt.recreate, t0.elapsed().as_millis());
             }
             let mut mm = machine(&ctx, seed, i / opt.recreate, &mut st);
             RUN.store(mm.vcpu.get_kvm_run() as *mut kvm_run, Ordering::SeqCst);
