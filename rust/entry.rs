@@ -66,6 +66,22 @@ impl EntryArgs {
     }
 }
 
+/// A function return, as the kernel writes it: through the return thunk when the kernel is
+/// built with return thunks (`RET` in `linkage.h`), so the boot-time patching of return sites
+/// covers the stub too.
+#[cfg(CONFIG_MITIGATION_RETHUNK)]
+macro_rules! ret {
+    () => {
+        "jmp __x86_return_thunk"
+    };
+}
+#[cfg(not(CONFIG_MITIGATION_RETHUNK))]
+macro_rules! ret {
+    () => {
+        "ret"
+    };
+}
+
 // Entry, in order: HOST_RSP/HOST_RIP, the guest's registers, VERW (after every other memory
 // access that could refill the buffers; it clobbers ZF, so VMLAUNCH/VMRESUME is chosen after
 // it), entry. Exit, in order: the guest's registers saved and cleared, then, before the first
@@ -217,7 +233,7 @@ core::arch::global_asm!(
     "pop r12",
     "pop rbx",
     "pop rbp",
-    "ret",
+    ret!(),
     ".size rvmx_vmenter, . - rvmx_vmenter",
     // KVM's clear_bhb_loop (exported to KVM only): 5 x 5 taken branches and returns overwrite
     // the branch history; every RET in the upper half of a cache line (ITS).
@@ -233,7 +249,7 @@ core::arch::global_asm!(
     ".skip 27, 0xcc",
     "21:",
     "rvmx_intra_call 22f",
-    "ret",
+    ret!(),
     ".balign 64, 0xcc",
     ".skip 14, 0xcc",
     "22: mov eax, 5",
@@ -243,10 +259,10 @@ core::arch::global_asm!(
     "jnz 23b",
     "sub ecx, 1",
     "jnz 21b",
-    "ret",
+    ret!(),
     "25: lfence",
     "pop rbp",
-    "ret",
+    ret!(),
     ".size rvmx_clear_bhb_loop, . - rvmx_clear_bhb_loop",
     ".popsection",
     // Its stack is not a standard frame while the calls nest (objtool's

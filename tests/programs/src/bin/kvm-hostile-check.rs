@@ -856,6 +856,30 @@ fn msrs(kvm: &Kvm) {
             None => println!("{name} rdmsr {r}"),
         }
     }
+    // What the device's own CPUID table tells the guest about CPU vulnerabilities, and the
+    // speculation-control MSRs it then has (the host's features decide what works).
+    {
+        let table = supported_table(kvm);
+        let edx7 = table.iter().find(|e| e.function == 7 && e.index == 0).map_or(0, |e| e.edx);
+        let ebx8 = table.iter().find(|e| e.function == 0x8000_0008).map_or(0, |e| e.ebx);
+        let bit = |v: u32, n: u32| v >> n & 1 == 1;
+        println!("msr_supported cpuid arch_capabilities {} md_clear {} flush_l1d {} spec_ctrl {} ibpb {}",
+                 bit(edx7, 29), bit(edx7, 10), bit(edx7, 28), bit(edx7, 26), bit(ebx8, 12));
+        let mut s = vm(kvm, &table, "msr_supported");
+        println!("msr_supported arch_capabilities rdmsr {}", rd(&mut s, "msr_supported", 0x10a));
+        println!("msr_supported arch_capabilities wrmsr {}", wr(&mut s, "msr_supported", 0x10a, 0));
+        println!("msr_supported pred_cmd wrmsr_1 {} wrmsr_0 {} rdmsr {}", wr(&mut s, "msr_supported", 0x49, 1),
+                 wr(&mut s, "msr_supported", 0x49, 0), rd(&mut s, "msr_supported", 0x49));
+        println!("msr_supported flush_cmd wrmsr_1 {} wrmsr_2 {}", wr(&mut s, "msr_supported", 0x10b, 1),
+                 wr(&mut s, "msr_supported", 0x10b, 2));
+        // The same value as a feature MSR of the system fd, and the vCPU's through KVM_GET_MSRS.
+        let mut feature = kvm_bindings::Msrs::from_entries(&[kvm_bindings::kvm_msr_entry { index: 0x10a, ..Default::default() }]).unwrap();
+        let n = kvm.get_msrs(&mut feature).map_err(|e| e.errno());
+        println!("msr_supported arch_capabilities feature_msr {n:?} {:#x}", feature.as_slice()[0].data);
+        let mut vcpu_msr = kvm_bindings::Msrs::from_entries(&[kvm_bindings::kvm_msr_entry { index: 0x10a, ..Default::default() }]).unwrap();
+        let n = s.vcpu.get_msrs(&mut vcpu_msr).map_err(|e| e.errno());
+        println!("msr_supported arch_capabilities get_msrs {n:?} {:#x}", vcpu_msr.as_slice()[0].data);
+    }
     // MISC_ENABLE written back unchanged, then with bits it does not have.
     let (end, r) = call("msr_misc_enable", &mut g, rdmsr, false, |r| r.rcx = 0x1a0);
     let misc = r.rax & 0xffff_ffff | r.rdx << 32;
