@@ -205,12 +205,15 @@ impl Exit<'_, '_> {
                 Next::ToUser
             }
             reason::CPUID => {
-                // From the vCPU's table (KVM_SET_CPUID2), as KVM answers.
+                // From the vCPU's table (KVM_SET_CPUID2), as KVM answers. XSAVE sizes only
+                // matter to leaf 0xD (computing them on every CPUID exit costs as much as the
+                // rest of the exit).
+                let xsave = self.gprs.rax as u32 == 0xd;
                 let rt = crate::cpuid_table::Runtime {
                     apic_enabled: self.msrs.sregs.apic_base & (1 << 11) != 0,
                     osxsave: self.cur.read(CR4_READ_SHADOW) & CR4_OSXSAVE != 0,
-                    xsave_size: self.features.xsave_size(*self.xcr0),
-                    xsave_compacted_size: self.features.xsave_compacted_size(*self.xcr0),
+                    xsave_size: if xsave { self.features.xsave_size(*self.xcr0) } else { 0 },
+                    xsave_compacted_size: if xsave { self.features.xsave_compacted_size(*self.xcr0) } else { 0 },
                 };
                 let [a, b, c, d] = crate::cpuid_table::guest_cpuid(
                     self.cpuid, self.gprs.rax as u32, self.gprs.rcx as u32, rt);

@@ -243,6 +243,8 @@ pub(crate) struct RunState {
     pub(crate) debug: GuestDebug,
     /// The guest's CPUID table (`KVM_SET_CPUID2`).
     pub(crate) cpuid: KVec<crate::cpuid_table::CpuidEntry>,
+    /// What that table allows.
+    pub(crate) allowed: Allowed,
     /// Guest MSRs kept by software, and the VM-entry/exit MSR lists.
     pub(crate) msrs: crate::msr_rules::GuestMsrs,
     pub(crate) msr_area: crate::msr::MsrArea,
@@ -264,17 +266,43 @@ impl RunState {
         self.events.exception = Some(events::Exception::raise(f.vector, Some(f.error_code)));
     }
 
-    /// The EFER bits the guest's CPUID allows.
-    pub(crate) fn efer_ok(&self) -> u64 {
-        let (lm, nx) = crate::cpuid_table::long_mode_and_nx(&self.cpuid);
-        crate::vcpu_state::efer_allowed(lm, nx)
+    /// Takes a new CPUID table and what follows from it.
+    pub(crate) fn set_cpuid(&mut self, table: KVec<crate::cpuid_table::CpuidEntry>, vmx: &Vmx) {
+        self.cpuid = table;
+        self.allowed = Allowed::new(&self.cpuid, vmx);
     }
 
-    /// The CR4 bits the guest may set: its CPUID's, rvmx's (`xfeatures`: the XSAVE state it
-    /// switches), and the processor's in VMX operation.
-    pub(crate) fn cr4_ok(&self, caps: &crate::vmx_caps::VmxCaps, xfeatures: u64) -> u64 {
-        let f = crate::cpuid_table::cr4_features(&self.cpuid, xfeatures);
-        crate::vcpu_state::cr4_allowed(f, caps.cr4_fixed.1)
+    /// The EFER bits the guest's CPUID allows.
+    pub(crate) fn efer_ok(&self) -> u64 {
+        self.allowed.efer
+    }
+}
+
+/// What the guest's CPUID table allows, worked out when the table is set (as KVM's
+/// `kvm_vcpu_after_set_cpuid`), not on every window.
+#[derive(Clone, Copy)]
+pub(crate) struct Allowed {
+    /// EFER bits (LM, NX).
+    pub(crate) efer: u64,
+    /// CR4 bits: its CPUID's, rvmx's, the processor's in VMX operation.
+    pub(crate) cr4: u64,
+    /// IA32_TSC_AUX (RDTSCP or RDPID).
+    pub(crate) tsc_aux: bool,
+    /// The speculation-control MSRs.
+    pub(crate) speculation: crate::cpuid_table::SpeculationMsrs,
+}
+
+impl Allowed {
+    pub(crate) fn new(table: &[crate::cpuid_table::CpuidEntry], vmx: &Vmx) -> Self {
+        use crate::{cpuid_table, vcpu_state};
+        let (lm, nx) = cpuid_table::long_mode_and_nx(table);
+        let cr4 = cpuid_table::cr4_features(table, vmx.fpu().xcr0);
+        Self {
+            efer: vcpu_state::efer_allowed(lm, nx),
+            cr4: vcpu_state::cr4_allowed(cr4, vmx.caps().cr4_fixed.1),
+            tsc_aux: cpuid_table::has_tsc_aux(table),
+            speculation: cpuid_table::speculation_msrs(table),
+        }
     }
 }
 
@@ -365,10 +393,7 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
         let host_xcr0 = unsafe { st.fpu.load(&features) };
         let mut resume = false;
         // The CPUID table cannot change inside the window: looked up once, not per exit.
-        let efer_ok = st.efer_ok();
-        let tsc_aux_ok = crate::cpuid_table::has_tsc_aux(&st.cpuid);
-        let speculation = crate::cpuid_table::speculation_msrs(&st.cpuid);
-        let cr4_ok = st.cr4_ok(t.vmx.caps(), features.xcr0);
+        let Allowed { efer: efer_ok, cr4: cr4_ok, tsc_aux: tsc_aux_ok, speculation } = st.allowed;
         cur.write(CR4_GUEST_HOST_MASK, crate::vcpu_state::cr4_guest_host_mask(cr4_ok));
         let next = loop {
             windows.arm(&cur, &mut st.events, want_window, dbg.blocks_irqs());

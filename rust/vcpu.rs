@@ -116,13 +116,14 @@ impl Vcpu {
         let page = || Page::alloc_page(GFP_KERNEL | __GFP_ZERO);
         let pages = [page()?, page()?, page()?];
         let sregs = vcpu_state::reset_sregs(id);
-        let vmcs = Vmcs::new(Vmx::get().ok_or(ENODEV)?.caps().revision_id())?;
+        let vmx = Vmx::get().ok_or(ENODEV)?;
+        let vmcs = Vmcs::new(vmx.caps().revision_id())?;
         let msr_area = crate::msr::MsrArea::new()?;
         let fpu = GuestFpu::new()?;
         // 1 to 0xffff (0 is the host's).
         let vpid = (NEXT_VPID.fetch_add(1, Ordering::Relaxed) % 0xffff).saturating_add(1) as u16;
         let serial = NEXT_SERIAL.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
-        let arch_capabilities = Vmx::get().ok_or(ENODEV)?.mitigations().for_guests().arch_capabilities;
+        let arch_capabilities = vmx.mitigations().for_guests().arch_capabilities;
         Ok(Arc::pin_init(
             pin_init!(Vcpu {
                 vm,
@@ -147,6 +148,7 @@ impl Vcpu {
                     fpu,
                     debug: GuestDebug::default(),
                     cpuid: KVec::new(),
+                    allowed: crate::run::Allowed::new(&[], vmx),
                     msrs: crate::msr_rules::GuestMsrs { arch_capabilities, ..Default::default() },
                     msr_area,
                 }),
@@ -157,11 +159,9 @@ impl Vcpu {
 
     fn set_sregs(&self, sregs: Sregs) -> Result {
         let mut st = self.state.lock();
-        // Long mode and NXE only if the guest's CPUID has LM and NX, as KVM checks.
-        let vmx = Vmx::get().ok_or(ENODEV)?;
-        let cr4_ok = st.cr4_ok(vmx.caps(), vmx.fpu().xcr0);
+        // EFER and CR4 bits only as the guest's CPUID allows them, as KVM checks.
         let pending = vcpu_state::pending_interrupt(&sregs);
-        if !vcpu_state::sregs_valid(&sregs, st.efer_ok(), cr4_ok) {
+        if !vcpu_state::sregs_valid(&sregs, st.allowed.efer, st.allowed.cr4) {
             return Err(EINVAL);
         }
         // An interrupt in the bitmap is queued, as KVM_INTERRUPT would (KVM).
@@ -351,7 +351,7 @@ impl Vcpu {
             Err(cpuid_table::Refusal::LinearAddressBits) => return Err(EINVAL),
             Err(cpuid_table::Refusal::DynamicXfeatures) => return Err(EPERM),
         }
-        st.cpuid = table;
+        st.set_cpuid(table, Vmx::get().ok_or(ENODEV)?);
         Ok(())
     }
 
@@ -368,7 +368,7 @@ impl Vcpu {
             sregs: &mut st.sregs,
             efer_ok,
             tsc_aux_ok: true,
-            speculation: cpuid_table::speculation_msrs(&st.cpuid),
+            speculation: st.allowed.speculation,
             host: true,
         };
         crate::msr::for_each_entry(arg, !set, |e| {

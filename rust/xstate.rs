@@ -57,8 +57,7 @@ pub const fn xcr0_valid(v: u64, allowed: u64) -> bool {
 /// 0xD.i as `(size, offset)`: like KVM, rvmx never takes these sizes from userspace's table
 /// (a size and offset that overflow would otherwise reach this sum); saturating all the same.
 pub fn size_for(xcr0: u64, component: impl Fn(u32) -> (u32, u32)) -> u32 {
-    (2..63)
-        .filter(|i| xcr0 & 1 << i != 0)
+    components(xcr0)
         .map(|i| {
             let (size, offset) = component(i);
             offset.saturating_add(size)
@@ -66,12 +65,22 @@ pub fn size_for(xcr0: u64, component: impl Fn(u32) -> (u32, u32)) -> u32 {
         .fold(MIN_SIZE, u32::max)
 }
 
+/// The extended components (2 and up) `xcr0` enables, in order.
+fn components(xcr0: u64) -> impl Iterator<Item = u32> {
+    let mut bits = xcr0 & !(xfeature::X87 | xfeature::SSE) & !(1 << 63);
+    core::iter::from_fn(move || {
+        let i = bits.trailing_zeros();
+        bits &= bits.wrapping_sub(1);
+        (i < 63).then_some(i)
+    })
+}
+
 /// The compacted-format size of an image with the components in `xcr0` (XSAVEC/XSAVES), as
 /// CPUID 0xD.1 EBX reports it (KVM's `xstate_required_size(.., true)`): the header, then each
 /// enabled component in order, 64-byte aligned where the host says so. `component(i)` is the
 /// host's CPUID 0xD.i as `(size, aligned)`.
 pub fn compacted_size_for(xcr0: u64, component: impl Fn(u32) -> (u32, bool)) -> u32 {
-    (2..63).filter(|i| xcr0 & 1 << i != 0).fold(MIN_SIZE, |end, i| {
+    components(xcr0).fold(MIN_SIZE, |end, i| {
         let (size, aligned) = component(i);
         let start = if aligned { end.saturating_add(63) & !63 } else { end };
         start.saturating_add(size).max(end)
