@@ -223,6 +223,9 @@ pub(crate) struct RunState {
     pub(crate) sregs: Sregs,
     pub(crate) vmcs: Vmcs,
     pub(crate) controls_written: bool,
+    /// The CR4 guest/host mask in the VMCS (0 before the first window: never a real mask,
+    /// which always has VMXE).
+    pub(crate) cr4_mask: u64,
     pub(crate) gprs: Gprs,
     pub(crate) pending_io: Option<PendingIo>,
     /// An emulated instruction (MMIO read, INS) waiting for userspace's data.
@@ -394,7 +397,12 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
         let mut resume = false;
         // The CPUID table cannot change inside the window: looked up once, not per exit.
         let Allowed { efer: efer_ok, cr4: cr4_ok, tsc_aux: tsc_aux_ok, speculation } = st.allowed;
-        cur.write(CR4_GUEST_HOST_MASK, crate::vcpu_state::cr4_guest_host_mask(cr4_ok));
+        // The VMCS keeps it between windows: written again only when the CPUID table changed.
+        let cr4_mask = crate::vcpu_state::cr4_guest_host_mask(cr4_ok);
+        if st.cr4_mask != cr4_mask {
+            cur.write(CR4_GUEST_HOST_MASK, cr4_mask);
+            st.cr4_mask = cr4_mask;
+        }
         let next = loop {
             windows.arm(&cur, &mut st.events, want_window, dbg.blocks_irqs());
             // SAFETY: interrupts are off; CR2 holds the guest's value until the entry.

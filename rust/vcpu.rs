@@ -137,6 +137,7 @@ impl Vcpu {
                     sregs,
                     vmcs,
                     controls_written: false,
+                    cr4_mask: 0,
                     gprs: Gprs::default(),
                     pending_io: None,
                     pending: None,
