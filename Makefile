@@ -11,7 +11,7 @@ STATIC_CARGO := RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$(CUR
 	cargo build --release --quiet --target $(CARGO_TARGET)
 STATIC_OUT := build/cargo/$(CARGO_TARGET)/release
 
-.PHONY: all module lint tool test-programs guests kernel setup run check test-host bench clean
+.PHONY: all module lint tool test-programs guests kernel setup run check test-host bench fuzz clean
 
 all: module tool
 
@@ -47,7 +47,8 @@ test-programs:
 	@mkdir -p build/bin && cp $(STATIC_OUT)/kvm-abi-check $(STATIC_OUT)/kvm-vm-check $(STATIC_OUT)/kvm-run-check \
 		$(STATIC_OUT)/kvm-stress-check $(STATIC_OUT)/kvm-mmio-check $(STATIC_OUT)/kvm-cpu-state-check \
 		$(STATIC_OUT)/kvm-irq-check $(STATIC_OUT)/kvm-memory-check \
-		$(STATIC_OUT)/kvm-smp-check $(STATIC_OUT)/kvm-bench $(STATIC_OUT)/kvm-hostile-check build/bin/
+		$(STATIC_OUT)/kvm-smp-check $(STATIC_OUT)/kvm-bench $(STATIC_OUT)/kvm-hostile-check \
+		$(STATIC_OUT)/kvm-guest-fuzz build/bin/
 
 # Guest images for the in-VM tests (QEMU's -kernel).
 guests: build/guests/mb-hello.elf build/guests/flat-hello.bin
@@ -83,6 +84,22 @@ bench: module tool test-programs
 		--add "$$kdir/arch/x86/boot/bzImage:/root/guest-bzImage" --add "$$initrd:/root/guest-initrd.cpio" \
 		-- sh /root/bench.sh | sed -u 's/\r$$//' | while IFS= read -r l; do case "$$l" in \
 		"bench: "*) echo "$$(date +%T) $$l" ;; "BENCH "*) echo "$${l#BENCH }" ;; esac; done; \
+	done
+
+# The guest-side fuzzer: FUZZ_COUNT random guests from FUZZ_SEED on rvmx in Bochs, with a host
+# workload beside it, on the default kernel and on the mitigations kernel (tests/vm/fuzz.sh).
+# A failing guest reproduces with `kvm-guest-fuzz /dev/rvmx SEED 1 --start I` in the test VM.
+FUZZ_SEED ?= $(shell date +%s)
+FUZZ_COUNT ?= 100000
+FUZZ_KERNELS ?= default mitigations
+fuzz: module tool test-programs
+	@for k in $(FUZZ_KERNELS); do \
+		echo "== fuzz: seed $(FUZZ_SEED), $(FUZZ_COUNT) guests, test kernel $$k"; \
+		log=$$(mktemp); \
+		scripts/vm-run --cpus 2 --module rvmx --kernel $$k --timeout 36000 --add tests/vm/lib.sh:/root/lib.sh \
+			--add tests/vm/fuzz.sh:/root/fuzz.sh -- sh /root/fuzz.sh $(FUZZ_SEED) $(FUZZ_COUNT) > $$log 2>&1; rc=$$?; \
+		tr -d '\r' < $$log | grep -E '^(PASS|FAIL|    )|Kernel panic|BUG|WARNING'; rm -f $$log; \
+		[ $$rc = 0 ] || { echo "make fuzz: failed on the $$k kernel (vm-run exit $$rc)"; exit 1; }; \
 	done
 
 test-host:
