@@ -342,6 +342,11 @@ pub(crate) struct Target<'a> {
 /// does not reach a guest running with IF=0, it is the only one).
 const WINDOW_BUDGET_US: u64 = 1000;
 
+/// The window budget in host TSC ticks.
+fn window_budget_ticks() -> u64 {
+    (x86::tsc_khz() as u64).saturating_mul(WINDOW_BUDGET_US) / 1000
+}
+
 /// The VMX-preemption timer value for one window budget.
 fn window_timer(t: &Target<'_>) -> u32 {
     let khz = x86::tsc_khz() as u64;
@@ -395,6 +400,8 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
         // SAFETY: interrupts off inside `_fpu`; `save` below runs before the window ends.
         let host_xcr0 = unsafe { st.fpu.load(&features) };
         let mut resume = false;
+        let window_started = x86::rdtsc();
+        let budget = window_budget_ticks();
         // The CPUID table cannot change inside the window: looked up once, not per exit.
         let Allowed { efer: efer_ok, cr4: cr4_ok, tsc_aux: tsc_aux_ok, speculation } = st.allowed;
         // The VMCS keeps it between windows: written again only when the CPUID table changed.
@@ -421,7 +428,8 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
             }
             resume = true;
             let full_reason = cur.read(EXIT_REASON);
-            t.stats.exit(full_reason as u16, x86::rdtsc().wrapping_sub(entered));
+            let exited = x86::rdtsc();
+            t.stats.exit(full_reason as u16, exited.wrapping_sub(entered));
             st.sregs.cr2 = x86::read_cr2();
             let vectoring = cur.read(IDT_VECTORING_INFO);
             if vectoring & events::info::VALID != 0 {
@@ -464,6 +472,10 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
                     run.debug(1, linear_rip(&cur), DR6_ACTIVE_LOW | DR6_BS, cur.read(GUEST_DR7));
                     break Next::ToUser;
                 }
+                // The preemption timer only counts guest time: a guest that exits at once on
+                // every entry (an exception loop rvmx reflects) would keep the window, and
+                // interrupts, off forever. The host's time bounds it too.
+                Next::Reenter if exited.wrapping_sub(window_started) > budget => break Next::Host,
                 Next::Reenter => continue,
                 next => break next,
             }
