@@ -142,3 +142,36 @@ pub fn code(start: &u8, end: &u8) -> &'static [u8] {
     // SAFETY: both symbols delimit one assembled blob in .rodata, `start` first.
     unsafe { std::slice::from_raw_parts(s, e.offset_from(s) as usize) }
 }
+
+/// A hardware write watchpoint on `addr` in this process (perf), or `None` if the CPU or
+/// kernel has none: proves a hypervisor left this process's debug registers working.
+pub fn watchpoint(addr: u64) -> Option<i32> {
+    // `struct perf_event_attr` up to `bp_len` (PERF_ATTR_SIZE_VER1, 72 bytes).
+    #[repr(C)]
+    struct Attr {
+        type_: u32,
+        size: u32,
+        config: u64,
+        sample_period: u64,
+        sample_type: u64,
+        read_format: u64,
+        flags: u64,
+        wakeup_events: u32,
+        bp_type: u32,
+        bp_addr: u64,
+        bp_len: u64,
+    }
+    const PERF_TYPE_BREAKPOINT: u32 = 5;
+    const HW_BREAKPOINT_W: u32 = 2;
+    const EXCLUDE_KERNEL: u64 = 1 << 5;
+    const EXCLUDE_HV: u64 = 1 << 6;
+    let attr = Attr {
+        type_: PERF_TYPE_BREAKPOINT, size: 72, config: 0, sample_period: 0, sample_type: 0,
+        read_format: 0, flags: EXCLUDE_KERNEL | EXCLUDE_HV, wakeup_events: 0,
+        bp_type: HW_BREAKPOINT_W, bp_addr: addr, bp_len: 4,
+    };
+    // SAFETY: perf_event_open reads `attr` (72 bytes, size field says so); pid 0 = this
+    // thread, cpu -1 = any.
+    let fd = unsafe { libc::syscall(libc::SYS_perf_event_open, &attr as *const Attr, 0, -1, -1, 0) };
+    (fd >= 0).then_some(fd as i32)
+}

@@ -23,7 +23,7 @@ use std::{ffi::CString, process::ExitCode};
 
 use kvm_bindings::{kvm_cpuid_entry2, kvm_regs, kvm_segment, CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuExit};
-use rvmx_test_programs::{code, flat, guest, mmio_pattern, Guest};
+use rvmx_test_programs::{code, flat, guest, mmio_pattern, watchpoint, Guest};
 
 // Exception handlers, one per vector, 32 bytes apart (copied to 0x7000): r13 := vector, r12 :=
 // CR2 (#PF) or DR6 (#DB), drop the error code, resume at r15.
@@ -960,32 +960,6 @@ fn instructions(kvm: &Kvm) {
 
 // ---- 8. Debug registers -----------------------------------------------------------------------
 
-/// A hardware write watchpoint on `addr` in this process (perf), or `None` if the CPU or
-/// kernel has none (as in kvm-cpu-state-check).
-fn watchpoint(addr: u64) -> Option<i32> {
-    #[repr(C)]
-    struct Attr {
-        type_: u32,
-        size: u32,
-        config: u64,
-        sample_period: u64,
-        sample_type: u64,
-        read_format: u64,
-        flags: u64,
-        wakeup_events: u32,
-        bp_type: u32,
-        bp_addr: u64,
-        bp_len: u64,
-    }
-    let attr = Attr {
-        type_: 5, size: 72, config: 0, sample_period: 0, sample_type: 0, read_format: 0,
-        flags: 1 << 5 | 1 << 6, wakeup_events: 0, bp_type: 2, bp_addr: addr, bp_len: 4,
-    };
-    // SAFETY: perf_event_open reads `attr` (72 bytes, size field says so); pid 0 = this
-    // thread, cpu -1 = any.
-    let fd = unsafe { libc::syscall(libc::SYS_perf_event_open, &attr as *const Attr, 0, -1, -1, 0) };
-    (fd >= 0).then_some(fd as i32)
-}
 
 fn count(fd: i32) -> u64 {
     let mut v = 0u64;
