@@ -1,11 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! A VM's EPT: the only guest-physical → host-physical translation its guest has. Entries are
-//! added on demand, one 4 KiB page at a time, for memory userspace gave the VM in a slot;
-//! nothing else is ever mapped, so the guest cannot reach any other host page.
+//! added on demand, one 4 KiB page at a time, for memory userspace gave the VM in a slot, and
+//! removed whenever the host mapping behind them changes (the VM's MMU notifier); nothing else
+//! is ever mapped, so the guest cannot reach any other host page.
+//!
+//! The tables are changed under the VM's MMU spinlock, which the MMU notifier also takes, so
+//! nothing here may sleep or allocate: table pages come from a [`TableCache`] filled before.
 
-use core::arch::asm;
-use kernel::{page::Page, prelude::*};
+use core::{arch::asm, ops::Range};
+use kernel::{bindings, page::Page, prelude::*};
 
 use crate::{
     ept_bits::{self, ADDR_MASK},
@@ -24,20 +28,67 @@ pub(crate) fn invept(_op: &VmxOperation<'_>, caps: &VmxCaps, eptp: u64) {
     unsafe { asm!("invept {k}, [{d}]", k = in(reg) kind, d = in(reg) &descriptor, options(nostack)) };
 }
 
-/// The 4-level EPT of one VM. Modified only under the VM's lock, outside VMX windows.
+/// Zeroed pages for new tables, allocated before the MMU lock is taken (an allocation under
+/// it could enter reclaim, which calls the MMU notifier, which waits for the lock). One
+/// mapping needs at most three (levels 3, 2 and 1 below the root); a fault-around run stays
+/// inside one level-1 table.
+pub(crate) struct TableCache {
+    pages: KVec<Page>,
+}
+
+/// Tables one mapping may need.
+const TABLES_PER_MAP: usize = 3;
+
+impl TableCache {
+    pub(crate) fn new() -> Result<Self> {
+        Ok(Self { pages: KVec::with_capacity(TABLES_PER_MAP, GFP_KERNEL_ACCOUNT)? })
+    }
+
+    /// Fills the cache for one mapping (may sleep). Pages are charged to the caller's memory
+    /// cgroup, as KVM charges page tables.
+    pub(crate) fn top_up(&mut self) -> Result {
+        while self.pages.len() < TABLES_PER_MAP {
+            let page = Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?;
+            self.pages.push(page, GFP_KERNEL_ACCOUNT)?; // within the capacity reserved by `new`
+        }
+        Ok(())
+    }
+}
+
+/// Hands a zeroed table page over to the tree: from now on it is reached (and freed) only
+/// through its physical address in an entry.
+fn adopt(page: Page) -> u64 {
+    let phys = page_phys(&page);
+    core::mem::forget(page);
+    phys
+}
+
+/// Frees a table page that [`adopt`] handed to the tree.
+fn free_table(phys: u64) {
+    // SAFETY: `phys` is a page `Page::alloc_page` allocated (order 0), adopted by the tree and
+    // no longer referenced by any entry; `free_pages` takes its direct-map address.
+    unsafe { bindings::free_pages(phys_to_virt(phys) as usize, 0) };
+}
+
+/// Bytes one entry at `level` (1 to 4) covers.
+const fn entry_span(level: u32) -> u64 {
+    match level {
+        1 => 1 << 12,
+        2 => 1 << 21,
+        3 => 1 << 30,
+        _ => 1 << 39,
+    }
+}
+
+/// The 4-level EPT of one VM.
 pub(crate) struct Ept {
     root_phys: u64,
-    /// Every table page, the root first; freed with the EPT.
-    tables: KVec<Page>,
 }
 
 impl Ept {
     pub(crate) fn new() -> Result<Self> {
-        let root = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
-        let root_phys = page_phys(&root);
-        let mut tables = KVec::new();
-        tables.push(root, GFP_KERNEL)?;
-        Ok(Self { root_phys, tables })
+        let root = Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?;
+        Ok(Self { root_phys: adopt(root) })
     }
 
     /// The EPT pointer to put in a VMCS.
@@ -45,33 +96,39 @@ impl Ept {
         ept_bits::eptp(self.root_phys)
     }
 
-    /// The level-1 entry for `gpa`, creating the tables on the way (may sleep).
-    fn leaf_slot(&mut self, gpa: u64) -> Result<*mut u64> {
+    /// Entry `index` (below 512, so inside the page) of the table at `table`.
+    fn entry_at(table: u64, index: usize) -> *mut u64 {
+        phys_to_virt(table).wrapping_add(index)
+    }
+
+    /// The entry for `gpa` in the table at `table` (a table of this tree, at `level`).
+    fn entry(table: u64, gpa: u64, level: u32) -> *mut u64 {
+        Self::entry_at(table, ept_bits::index(gpa, level))
+    }
+
+    /// The level-1 entry for `gpa`, creating tables from `cache` on the way.
+    fn leaf_slot(&mut self, gpa: u64, cache: &mut TableCache) -> Result<*mut u64> {
         let mut table = self.root_phys;
         for level in (2..=4).rev() {
-            // SAFETY: `table` is one of our table pages (the root or an entry we wrote) and
-            // the index is below 512, so the pointer stays inside that page.
-            let entry = unsafe { phys_to_virt(table).add(ept_bits::index(gpa, level)) };
-            // SAFETY: as above; the VM lock makes us the only writer.
+            let entry = Self::entry(table, gpa, level);
+            // SAFETY: `entry` points into one of our tables; the MMU lock makes us the only
+            // writer.
             let value = unsafe { entry.read_volatile() };
             table = if ept_bits::present(value) {
                 value & ADDR_MASK
             } else {
-                let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
-                let phys = page_phys(&page);
-                self.tables.push(page, GFP_KERNEL)?;
+                let phys = adopt(cache.pages.pop().ok_or(ENOMEM)?);
                 // SAFETY: as above. The new table is zeroed before it becomes visible.
                 unsafe { entry.write_volatile(ept_bits::table_entry(phys)) };
                 phys
             };
         }
-        // SAFETY: `table` is now a level-1 table of ours.
-        Ok(unsafe { phys_to_virt(table).add(ept_bits::index(gpa, 1)) })
+        Ok(Self::entry(table, gpa, 1))
     }
 
     /// Maps the guest page at `gpa` to the host page at `hpa`.
-    pub(crate) fn map(&mut self, gpa: u64, hpa: u64, writable: bool) -> Result {
-        let slot = self.leaf_slot(gpa)?;
+    pub(crate) fn map(&mut self, gpa: u64, hpa: u64, writable: bool, cache: &mut TableCache) -> Result {
+        let slot = self.leaf_slot(gpa, cache)?;
         // SAFETY: `slot` points into one of our level-1 tables.
         unsafe { slot.write_volatile(ept_bits::leaf_entry(hpa, writable)) };
         Ok(())
@@ -81,9 +138,8 @@ impl Ept {
     fn leaf(&self, gpa: u64) -> Option<*mut u64> {
         let mut table = self.root_phys;
         for level in (1..=4).rev() {
-            // SAFETY: as in `leaf_slot`.
-            let entry = unsafe { phys_to_virt(table).add(ept_bits::index(gpa, level)) };
-            // SAFETY: as above.
+            let entry = Self::entry(table, gpa, level);
+            // SAFETY: `entry` points into one of our tables.
             let value = unsafe { entry.read_volatile() };
             if !ept_bits::present(value) {
                 return None;
@@ -108,31 +164,71 @@ impl Ept {
         let hpa = unsafe { entry.read_volatile() } & ADDR_MASK;
         let page = phys_to_virt(hpa).cast::<u8>();
         for (i, b) in buf.iter_mut().enumerate() {
-            // SAFETY: a mapped page is pinned until it is unmapped, which needs the VM's lock
-            // that the caller holds; the direct map covers it and `offset + i` < 4096. The
-            // guest may write it meanwhile: byte-wise volatile reads, as its own view.
+            // SAFETY: the page stays in the VM owner's address space while EPT maps it: the
+            // MMU notifier removes the entry (under the MMU lock, which the caller holds)
+            // before the host unmaps or frees it. The direct map covers it and
+            // `offset + i` < 4096. The guest may write it meanwhile: byte-wise volatile
+            // reads, as its own view.
             *b = unsafe { page.add(offset).add(i).read_volatile() };
         }
         true
     }
 
-    /// Whether the guest page at `gpa` is mapped.
-    pub(crate) fn is_mapped(&self, gpa: u64) -> bool {
-        self.leaf(gpa).is_some()
+    /// Whether the guest page at `gpa` is mapped (writable, if `write`).
+    pub(crate) fn is_mapped(&self, gpa: u64, write: bool) -> bool {
+        // SAFETY: `leaf` returns a pointer into one of our level-1 tables.
+        self.leaf(gpa).is_some_and(|e| !write || unsafe { e.read_volatile() } & ept_bits::WRITE != 0)
     }
 
-    /// Lets guest writes to the mapped page at `gpa` through, or makes them fault (dirty
-    /// logging). Removing write access needs a flush before it holds: the caller kicks the
-    /// vCPUs (every window starts with INVEPT).
-    pub(crate) fn set_writable(&mut self, gpa: u64, writable: bool) {
-        if let Some(entry) = self.leaf(gpa) {
-            // SAFETY: `entry` is in one of our level-1 tables; the VM lock makes us the only
-            // writer.
-            unsafe {
-                let v = entry.read_volatile();
-                entry.write_volatile(if writable { v | ept_bits::WRITE } else { v & !ept_bits::WRITE });
+    /// Calls `f` on every present leaf entry for guest pages in `range`, skipping tables that
+    /// are not there; returns whether there was any. The caller holds the MMU lock.
+    fn for_each_leaf(&mut self, range: Range<u64>, mut f: impl FnMut(*mut u64)) -> bool {
+        let mut any = false;
+        Self::walk(self.root_phys, 4, &range, 0, &mut |e| {
+            any = true;
+            f(e)
+        });
+        any
+    }
+
+    /// The recursive part of [`Self::for_each_leaf`] for the table at `table` (at `level`)
+    /// whose first entry maps `base`.
+    fn walk(table: u64, level: u32, range: &Range<u64>, base: u64, f: &mut impl FnMut(*mut u64)) {
+        let span = entry_span(level);
+        for i in 0..512u64 {
+            let start = base.wrapping_add(i.wrapping_mul(span));
+            if start.saturating_add(span) <= range.start || start >= range.end {
+                continue;
+            }
+            let entry = Self::entry(table, start, level);
+            // SAFETY: `entry` points into one of our tables.
+            let value = unsafe { entry.read_volatile() };
+            if !ept_bits::present(value) {
+                continue;
+            }
+            if level == 1 {
+                f(entry);
+            } else {
+                // `level` is 2..=4 here: the recursion is at most three deep.
+                Self::walk(value & ADDR_MASK, level.saturating_sub(1), range, start, f);
             }
         }
+    }
+
+    /// Removes the mappings of the guest pages in `range`; returns whether there were any. The
+    /// caller then makes sure no vCPU still runs with them (kick; every window starts with
+    /// INVEPT) before the host pages may go.
+    pub(crate) fn unmap_range(&mut self, range: Range<u64>) -> bool {
+        // SAFETY: the walk hands out entries of our level-1 tables; the MMU lock makes us the
+        // only writer.
+        self.for_each_leaf(range, |e| unsafe { e.write_volatile(0) })
+    }
+
+    /// Makes guest writes to the mapped pages in `range` fault (dirty logging); returns
+    /// whether any was mapped. Needs the same flush as [`Self::unmap_range`].
+    pub(crate) fn write_protect_range(&mut self, range: Range<u64>) -> bool {
+        // SAFETY: as in `unmap_range`.
+        self.for_each_leaf(range, |e| unsafe { e.write_volatile(e.read_volatile() & !ept_bits::WRITE) })
     }
 
     /// The walk for `gpa` down to the first misconfigured entry: its level, value and why, or
@@ -140,8 +236,8 @@ impl Ept {
     pub(crate) fn find_misconfiguration(&self, gpa: u64) -> Option<(u32, u64, &'static str)> {
         let mut table = self.root_phys;
         for level in (1..=4).rev() {
-            // SAFETY: as in `leaf_slot`.
-            let value = unsafe { phys_to_virt(table).add(ept_bits::index(gpa, level)).read_volatile() };
+            // SAFETY: as in `leaf`.
+            let value = unsafe { Self::entry(table, gpa, level).read_volatile() };
             if let Some(why) = ept_bits::misconfiguration(value, level) {
                 return Some((level, value, why));
             }
@@ -153,12 +249,24 @@ impl Ept {
         None
     }
 
-    /// Removes the mapping of the guest page at `gpa`, if any. The caller flushes the TLBs
-    /// (every window starts with INVEPT) and kicks running vCPUs before freeing the page.
-    pub(crate) fn unmap(&mut self, gpa: u64) {
-        if let Some(entry) = self.leaf(gpa) {
-            // SAFETY: as in `set_writable`.
-            unsafe { entry.write_volatile(0) };
+    /// Frees the table at `table` (at `level`) and every table below it.
+    fn free_tree(table: u64, level: u32) {
+        if level > 1 {
+            for i in 0..512 {
+                // SAFETY: entry `i` of one of our tables.
+                let value = unsafe { Self::entry_at(table, i).read_volatile() };
+                if ept_bits::present(value) {
+                    Self::free_tree(value & ADDR_MASK, level.saturating_sub(1));
+                }
+            }
         }
+        free_table(table);
+    }
+}
+
+impl Drop for Ept {
+    fn drop(&mut self) {
+        // No vCPU runs on this EPT any more (they hold the VM alive) and its notifier is gone.
+        Self::free_tree(self.root_phys, 4);
     }
 }

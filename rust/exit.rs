@@ -23,6 +23,7 @@ use crate::{
 /// `KVM_EXIT_*` codes (`<linux/kvm.h>`).
 #[allow(missing_docs)]
 pub(crate) mod kvm_exit {
+    pub(crate) const UNKNOWN: u32 = 0;
     pub(crate) const IO: u32 = 2;
     pub(crate) const DEBUG: u32 = 4;
     pub(crate) const HLT: u32 = 5;

@@ -522,6 +522,10 @@ pub mod cap {
     pub const USER_MEMORY2: usize = 231;
     /// `KVM_GET_MSR_FEATURE_INDEX_LIST` and `KVM_GET_MSRS` on the system fd.
     pub const GET_MSR_FEATURES: usize = 153;
+    /// Guest memory follows changes of the host mapping (MMU notifiers).
+    pub const SYNC_MMU: usize = 16;
+    /// `KVM_EXIT_MEMORY_FAULT` accompanies `EFAULT` from `KVM_RUN`.
+    pub const MEMORY_FAULT_INFO: usize = 232;
     /// Machine-check MSRs and `KVM_X86_SETUP_MCE`/`SET_MCE`; the value is the bank limit.
     pub const MCE: usize = 31;
 }
@@ -559,6 +563,8 @@ pub const CAPABILITIES: &[(usize, isize)] = &[
     (cap::IOEVENTFD_ANY_LENGTH, 1),
     (cap::USER_MEMORY2, 1),
     (cap::GET_MSR_FEATURES, 1),
+    (cap::SYNC_MMU, 1),
+    (cap::MEMORY_FAULT_INFO, 1),
 ];
 
 /// The answer to `KVM_CHECK_EXTENSION(cap)`: like KVM, 0 for anything unknown (never an error).

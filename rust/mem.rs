@@ -29,48 +29,56 @@ pub(crate) fn phys_to_virt(phys: u64) -> *mut u64 {
     unsafe { rvmx_phys_to_virt(phys).cast() }
 }
 
-/// A page of a user address space, pinned (FOLL_LONGTERM) for as long as the value lives:
-/// guest memory that EPT maps. Dropping it unpins the page.
-pub(crate) struct PinnedPage {
-    page: *mut bindings::page,
+/// Consecutive pages of the VM owner's address space, pinned only for as long as it takes to
+/// map them in EPT. Afterwards the VM's MMU notifier, not a pin, keeps the mapping honest (as in
+/// KVM): when the host unmaps, moves or frees a page, the EPT entry goes first. Dropping the
+/// value unpins the pages, marking them dirty if they were mapped writable (the guest may write
+/// them behind the host's page tables). It may sleep: never dropped under the MMU lock.
+pub(crate) struct PinnedRun {
+    pages: KVec<*mut bindings::page>,
+    dirty: bool,
 }
 
-// SAFETY: a pinned page may be unpinned from any thread.
-unsafe impl Send for PinnedPage {}
-// SAFETY: shared access only reads the physical address.
-unsafe impl Sync for PinnedPage {}
+// SAFETY: pinned pages may be unpinned from any thread.
+unsafe impl Send for PinnedRun {}
 
-impl PinnedPage {
-    /// Pins `count` consecutive pages from user address `uaddr` of the current process
+impl PinnedRun {
+    /// Pins up to `count` consecutive pages from user address `uaddr` of the current process
     /// (writable if `write`; fewer if the mapping ends or a page cannot be pinned; at least
     /// one, else an error: `EFAULT` if nothing is mapped there).
-    pub(crate) fn pin_run(uaddr: u64, count: usize, write: bool) -> Result<KVec<Self>> {
+    pub(crate) fn pin(uaddr: u64, count: usize, write: bool) -> Result<Self> {
         let mut pages = KVec::from_elem(core::ptr::null_mut(), count, GFP_KERNEL)?;
-        let mut pinned = KVec::with_capacity(count, GFP_KERNEL)?;
-        let flags = bindings::FOLL_LONGTERM | if write { bindings::FOLL_WRITE } else { 0 };
+        let flags = if write { bindings::FOLL_WRITE } else { 0 };
         let nr = i32::try_from(count).map_err(|_| EINVAL)?;
         // SAFETY: `pages` has room for `count` page pointers; the call checks `uaddr` itself.
         let n = unsafe { bindings::pin_user_pages_fast(uaddr as usize, nr, flags, pages.as_mut_ptr()) };
         if n <= 0 {
             return Err(if n < 0 { Error::from_errno(n) } else { EFAULT });
         }
-        for &page in pages.iter().take(n as usize) {
-            // Capacity reserved above: cannot fail, and each pinned page gets its owner.
-            pinned.push(Self { page }, GFP_KERNEL)?;
-        }
-        Ok(pinned)
+        pages.truncate(n as usize);
+        Ok(Self { pages, dirty: false })
     }
 
-    /// The page's physical address.
-    pub(crate) fn phys(&self) -> u64 {
-        // SAFETY: the page is pinned, so `self.page` is a valid `struct page`.
-        unsafe { rvmx_page_to_phys(self.page.cast()) }
+    /// How many pages are pinned.
+    pub(crate) fn len(&self) -> usize {
+        self.pages.len()
+    }
+
+    /// The physical addresses of the pages, in order.
+    pub(crate) fn phys(&self) -> impl Iterator<Item = u64> + '_ {
+        // SAFETY: each page is pinned while `self` lives, so it is a valid `struct page`.
+        self.pages.iter().map(|&p| unsafe { rvmx_page_to_phys(p.cast()) })
+    }
+
+    /// The pages were mapped writable: mark them dirty when they are unpinned.
+    pub(crate) fn set_dirty(&mut self) {
+        self.dirty = true;
     }
 }
 
-impl Drop for PinnedPage {
+impl Drop for PinnedRun {
     fn drop(&mut self) {
-        // SAFETY: pinned once by `pin`, unpinned once here.
-        unsafe { bindings::unpin_user_page(self.page) };
+        // SAFETY: each page was pinned once by `pin` and is unpinned once here.
+        unsafe { bindings::unpin_user_pages_dirty_lock(self.pages.as_mut_ptr(), self.pages.len(), self.dirty) };
     }
 }

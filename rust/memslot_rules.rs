@@ -122,8 +122,21 @@ pub enum Refusal {
     Overlap,
 }
 
-/// Decides `region` against the current `slots`.
+/// Decides `region` against the current `slots`, for a host whose guest-physical addresses
+/// reach up to [`GPA_LIMIT`].
 pub fn decide(region: &UserspaceMemoryRegion, slots: &[Slot]) -> Result<Change, Refusal> {
+    decide_within(region, slots, GPA_LIMIT)
+}
+
+/// The guest-physical addresses a host gives guests: below 2^MAXPHYADDR (its CPUID
+/// 0x80000008 EAX[7:0], as KVM's `kvm_mmu_max_gfn`) and within rvmx's 4-level EPT.
+pub const fn gpa_limit(phys_bits: u32) -> u64 {
+    if phys_bits >= 48 { GPA_LIMIT } else { 1 << phys_bits }
+}
+
+/// [`decide`] for a host whose guest-physical addresses end at `gpa_limit`: a slot reaching
+/// beyond is refused (`EINVAL`), as KVM refuses it.
+pub fn decide_within(region: &UserspaceMemoryRegion, slots: &[Slot], gpa_limit: u64) -> Result<Change, Refusal> {
     use Refusal::*;
     let r = region;
     if r.flags & !(KVM_MEM_READONLY | KVM_MEM_LOG_DIRTY_PAGES) != 0 {
@@ -150,7 +163,7 @@ pub fn decide(region: &UserspaceMemoryRegion, slots: &[Slot]) -> Result<Change, 
     }
     let end = r.guest_phys_addr.checked_add(r.memory_size).ok_or(Invalid)?;
     let uend = r.userspace_addr.checked_add(r.memory_size).ok_or(Invalid)?;
-    if end > GPA_LIMIT || uend > USER_LIMIT || r.memory_size >> 12 > MAX_SLOT_PAGES {
+    if end > gpa_limit || uend > USER_LIMIT || r.memory_size >> 12 > MAX_SLOT_PAGES {
         return Err(Invalid);
     }
     let new = Slot {
@@ -194,6 +207,17 @@ mod tests {
 
     fn slot(id: u16, gpa: u64, size: u64, uaddr: u64) -> Slot {
         Slot { id, flags: 0, gpa, size, uaddr }
+    }
+
+    #[test]
+    fn slots_end_below_the_hosts_physical_address_width() {
+        assert_eq!(gpa_limit(40), 1 << 40);
+        assert_eq!(gpa_limit(52), GPA_LIMIT);
+        let r = region(1, (1 << 40) - 0x2000, 0x2000, 0x7000_0000, 0);
+        assert!(matches!(decide_within(&r, &[], gpa_limit(40)), Ok(Change::Create(_))));
+        let r = region(1, (1 << 40) - 0x1000, 0x2000, 0x7000_0000, 0);
+        assert_eq!(decide_within(&r, &[], gpa_limit(40)), Err(Refusal::Invalid));
+        assert!(matches!(decide(&r, &[]), Ok(Change::Create(_))));
     }
 
     #[test]

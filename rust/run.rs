@@ -251,6 +251,8 @@ pub(crate) struct RunState {
     /// Guest MSRs kept by software, and the VM-entry/exit MSR lists.
     pub(crate) msrs: crate::msr_rules::GuestMsrs,
     pub(crate) msr_area: crate::msr::MsrArea,
+    /// Page-table pages for this vCPU's next EPT fault, allocated before the MMU lock.
+    pub(crate) tables: crate::ept::TableCache,
 }
 
 impl RunState {
@@ -612,8 +614,15 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
             Next::ToUser => return Ok(0),
             Next::Host | Next::Reenter => {}
             Next::EptFault { gpa, qualification, vectoring, cpu } => {
-                match vm.fault_in(gpa, qualification)? {
+                match vm.fault_in(gpa, qualification, &mut st.tables)? {
                     Fault::Mapped => t.stats.ept_fault(),
+                    // RAM the VMM's mapping cannot give (unmapped, or read-only for a write):
+                    // EFAULT with exit reason KVM_EXIT_UNKNOWN, as KVM answers on this host
+                    // (it fills in KVM_EXIT_MEMORY_FAULT only for private memory).
+                    Fault::HostFault => {
+                        run.set_exit_reason(kvm_exit::UNKNOWN);
+                        return Err(EFAULT);
+                    }
                     // Delivering an event touched MMIO (an IDT or stack outside RAM): no
                     // instruction to emulate, KVM's KVM_INTERNAL_ERROR_DELIVERY_EV.
                     Fault::Mmio(_) if vectoring & events::info::VALID != 0 => {

@@ -84,7 +84,9 @@ mod ioeventfd;
 pub mod ioeventfd_rules;
 #[allow(dead_code)]
 pub mod mce;
+mod guest_memory;
 mod mem;
+mod mmu_notifier;
 mod mitigations;
 #[allow(dead_code)]
 pub mod mitigation_rules;

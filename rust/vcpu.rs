@@ -119,6 +119,7 @@ impl Vcpu {
         let vmx = Vmx::get().ok_or(ENODEV)?;
         let vmcs = Vmcs::new(vmx.caps().revision_id())?;
         let msr_area = crate::msr::MsrArea::new()?;
+        let tables = crate::ept::TableCache::new()?;
         let fpu = GuestFpu::new()?;
         // 1 to 0xffff (0 is the host's).
         let vpid = (NEXT_VPID.fetch_add(1, Ordering::Relaxed) % 0xffff).saturating_add(1) as u16;
@@ -152,6 +153,7 @@ impl Vcpu {
                     allowed: crate::run::Allowed::new(&[], vmx),
                     msrs: crate::msr_rules::GuestMsrs { arch_capabilities, ..Default::default() },
                     msr_area,
+                    tables,
                 }),
             }),
             GFP_KERNEL,

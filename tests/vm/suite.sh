@@ -175,6 +175,17 @@ check "memory: fault-around (module parameter fault_around, default 16 pages) ma
 	fault_around
 check "memory: dirty-page logging, ioeventfds and machine-check injection on /dev/rvmx" \
 	sh -c 'kvm-memory-check /dev/rvmx > /tmp/mem-rvmx'
+# KVM's memory model: the guest sees what the VMM's mapping has behind a slot, whatever the VMM
+# does to it, and nothing stays pinned; large guests and many slots (the VM has 2 GiB).
+check "mm: guest memory follows the VMM's mapping (MAP_FIXED, MADV_DONTNEED, mprotect, munmap, fork, hole punch) on /dev/rvmx" \
+	sh -c 'kvm-mm-check /dev/rvmx > /tmp/mm-rvmx'
+check "mm: a guest touching 1.25 GiB of 4 GiB of slots, one with every slot, a 256 GiB dirty-logging slot on /dev/rvmx" \
+	sh -c 'kvm-mm-check /dev/rvmx large > /tmp/mml-rvmx'
+pins_balance() { # FOLL_PIN pins taken and released, system-wide, are equal (nothing left pinned)
+	a=$(sed -n 's/^nr_foll_pin_acquired //p' /proc/vmstat) r=$(sed -n 's/^nr_foll_pin_released //p' /proc/vmstat)
+	echo "FOLL_PIN acquired $a released $r"; [ "$a" = "$r" ]
+}
+check "mm: no host page stays pinned once the guests are gone (FOLL_PIN counters balance)" pins_balance
 check "smp: a BSP starts a second vCPU with INIT/SIPI through a userspace LAPIC model on /dev/rvmx" \
 	sh -c 'kvm-smp-check /dev/rvmx > /tmp/smp-rvmx && cat /tmp/smp-rvmx && grep -qx "bsp io_out 0x10 \[00, 08, 00, 00\]" /tmp/smp-rvmx'
 
@@ -298,6 +309,7 @@ check "mmio: the same MMIO guests on /dev/kvm" sh -c 'kvm-mmio-check /dev/kvm > 
 check "cpu state: the same guest on /dev/kvm" sh -c 'kvm-cpu-state-check /dev/kvm > /tmp/cs-kvm'
 check "irq: the same guests on /dev/kvm" sh -c 'kvm-irq-check /dev/kvm > /tmp/irq-kvm'
 check "memory: the same guests on /dev/kvm" sh -c 'kvm-memory-check /dev/kvm > /tmp/mem-kvm'
+check "mm: the same guests on /dev/kvm" sh -c 'kvm-mm-check /dev/kvm > /tmp/mm-kvm && kvm-mm-check /dev/kvm large > /tmp/mml-kvm'
 check "smp: the same guest on /dev/kvm" sh -c 'kvm-smp-check /dev/kvm > /tmp/smp-kvm'
 check "lifetime: the same stress on /dev/kvm" \
 	sh -c 'kvm-stress-check /dev/kvm 30 | grep -v "^info " > /tmp/stress-kvm'
@@ -358,6 +370,15 @@ check "memory: the dirty log names exactly the pages the guest wrote, round by r
 	grep -qx "dirty round2 slot1 Ok(\[3, 9\])" /tmp/mem-rvmx &&
 	grep -qx "dirty round2 slot2 Ok(\[0, 2\])" /tmp/mem-rvmx &&
 	grep -qx "dirty round3 slot1 Ok(\[11\])" /tmp/mem-rvmx'
+mm_same() { cat /tmp/mm-kvm /tmp/mml-kvm | grep -v '^info ' > /tmp/a; cat /tmp/mm-rvmx /tmp/mml-rvmx | grep -v '^info ' | diff /tmp/a -; }
+check "mm: every guest read, write, host view and error identical to KVM's (KVM_CAP_SYNC_MMU)" mm_same
+check "mm: the guest reads the page the VMM mapped in its place, zero after MADV_DONTNEED and a punched hole, EFAULT where unmapped" sh -c '
+	grep -qx "mm after_map_fixed_read_page0 read 0xb0" /tmp/mm-rvmx &&
+	grep -qx "mm madv_dontneed 0" /tmp/mm-rvmx &&
+	grep -qx "mm after_dontneed_read_page1 read 0x00" /tmp/mm-rvmx &&
+	grep -qx "mm after_punch_read_page1 read 0x00" /tmp/mm-rvmx &&
+	grep -qx "mm unmapped_read_page3 error errno 14 exit_reason 0" /tmp/mm-rvmx &&
+	grep -qx "large sum 0x27d8000 of 327680 pages" /tmp/mml-rvmx'
 smp_same() { grep -v '^info ' /tmp/smp-kvm > /tmp/a; grep -v '^info ' /tmp/smp-rvmx | diff /tmp/a -; }
 check "smp: every exit of both vCPUs and the memory they shared identical to KVM's" smp_same
 check "memory: ioeventfd writes are signalled without an exit" \
@@ -370,6 +391,7 @@ check "lifetime: stress results identical to KVM's" stress_same
 sed 's/^/    rvmx: /' /tmp/run-rvmx
 sed 's/^/    rvmx: /' /tmp/mmio-rvmx
 sed 's/^/    rvmx: /' /tmp/mem-rvmx
+sed 's/^/    rvmx: /' /tmp/mm-rvmx /tmp/mml-rvmx
 sed 's/^/    rvmx: /' /tmp/abi-rvmx | grep -v '^    rvmx: extension .* 0$'
 
 [ $failures -eq 0 ]

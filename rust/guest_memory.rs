@@ -1,0 +1,395 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A VM's guest memory: its slots, its EPT, its dirty bitmaps, and KVM's memory model that ties
+//! them to the VM owner's address space.
+//!
+//! EPT entries are a cache of the owner's page tables. A fault pins the host pages only while
+//! it maps them; the MMU notifier then removes entries before the host changes what is behind
+//! them ([`GuestMemory::invalidate_start`]), and a fault that raced with such a change is
+//! retried (the sequence count and the range in progress, as KVM's `mmu_invalidate_seq`).
+//!
+//! Locking: everything here is under one spinlock, the MMU lock, which the notifier takes too.
+//! Nothing under it sleeps or allocates (an allocation could enter reclaim, which calls the
+//! notifier): table pages come from the faulting vCPU's [`TableCache`], bitmaps are
+//! allocated before, pins are released after. The VM's mutex (`vm.rs`), which serializes slot
+//! changes and emulation, is taken before it, never after.
+
+use core::{
+    ops::Range,
+    sync::atomic::{AtomicI32, Ordering},
+};
+use kernel::{bindings, ffi, new_spinlock, prelude::*, sync::{Arc, SpinLock}};
+
+use crate::{
+    ept::{Ept, TableCache},
+    kvm_abi::MAX_VCPU_ID,
+    mem::PinnedRun,
+    memslot_rules::{Change, Slot, GPA_LIMIT, MAX_SLOTS},
+};
+
+struct Mmu {
+    /// Capacity for every slot a VM may have is reserved when it is created.
+    slots: KVVec<Slot>,
+    /// By slot id: the dirty bitmap of a slot that logs writes (bit n: page n written).
+    dirty: KVVec<Option<KVVec<u64>>>,
+    ept: Ept,
+    /// Bumped at the end of every invalidation and on every slot change: a fault that read
+    /// another value before pinning retries.
+    seq: u64,
+    /// Invalidations started and not ended, and the union of their host address ranges.
+    in_progress: u32,
+    range: Range<u64>,
+}
+
+impl Mmu {
+    /// The slot whose RAM backs `gpa` for this access: none outside every slot, nor for a
+    /// write to a read-only slot (both are MMIO).
+    fn ram_slot(&self, gpa: u64, write: bool) -> Option<Slot> {
+        self.slots.iter().find(|s| s.contains(gpa) && !(write && s.readonly())).copied()
+    }
+
+    /// Records a write to guest page `gpa` of `slot` if the slot logs writes.
+    fn mark_dirty(&mut self, slot: &Slot, gpa: u64) {
+        let Some(Some(bits)) = self.dirty.get_mut(slot.id as usize) else { return };
+        let page = (gpa.wrapping_sub(slot.gpa) >> 12) as usize; // gpa is in the slot
+        if let Some(word) = bits.get_mut(page / 64) {
+            *word |= 1 << (page % 64);
+        }
+    }
+
+    /// Whether a fault that read `seq` before pinning host pages at `hva` must retry: an
+    /// invalidation (or slot change) ended since, or one covering them is still under way.
+    fn must_retry(&self, seq: u64, hva: &Range<u64>) -> bool {
+        self.seq != seq || (self.in_progress > 0 && hva.start < self.range.end && self.range.start < hva.end)
+    }
+
+    /// Removes the EPT entries of every slot's pages in the host range `hva`; whether any was.
+    fn unmap_hva(&mut self, hva: &Range<u64>) -> bool {
+        let Mmu { slots, ept, .. } = self;
+        let mut any = false;
+        for s in slots.iter() {
+            let start = hva.start.max(s.uaddr);
+            let end = hva.end.min(s.uaddr.saturating_add(s.size));
+            if start < end {
+                // Both ends lie in the slot: offsets below its size, so no overflow.
+                let gpa = s.gpa.wrapping_add(start.wrapping_sub(s.uaddr)) & !0xfff;
+                let gpa_end = s.gpa.wrapping_add(end.wrapping_sub(s.uaddr));
+                any |= ept.unmap_range(gpa..gpa_end);
+            }
+        }
+        any
+    }
+
+    /// The guest-physical range of slot `id`, if it exists.
+    fn slot(&self, id: u16) -> Option<Slot> {
+        self.slots.iter().find(|s| s.id == id).copied()
+    }
+}
+
+/// What a fault found.
+pub(crate) enum Outcome {
+    /// RAM: the page is mapped now, or the fault raced with a change of the host mapping and
+    /// the guest simply faults again.
+    Mapped,
+    /// No RAM for this access: MMIO.
+    Mmio,
+    /// RAM whose host memory cannot be had for this access (unmapped, or written and
+    /// read-only on the host): KVM's `KVM_EXIT_MEMORY_FAULT` with `EFAULT`.
+    HostFault,
+}
+
+#[pin_data]
+pub(crate) struct GuestMemory {
+    /// The EPT pointer; the root table never changes.
+    eptp: u64,
+    /// The host CPU each vCPU (by id) is in a VMX window on, or -1.
+    running: [AtomicI32; MAX_VCPU_ID as usize],
+    #[pin]
+    mmu: SpinLock<Mmu>,
+}
+
+/// Runs on a CPU that was in a VMX window of this VM: by the time it runs, the window has
+/// ended (windows keep interrupts off), so the vCPU's next window starts with INVEPT.
+unsafe extern "C" fn kicked(_info: *mut ffi::c_void) {}
+
+impl GuestMemory {
+    pub(crate) fn new() -> Result<Arc<Self>> {
+        let ept = Ept::new()?;
+        let eptp = ept.eptp();
+        let slots = KVVec::with_capacity(MAX_SLOTS as usize, GFP_KERNEL_ACCOUNT)?;
+        let mut dirty = KVVec::with_capacity(MAX_SLOTS as usize, GFP_KERNEL_ACCOUNT)?;
+        for _ in 0..MAX_SLOTS {
+            dirty.push(None, GFP_KERNEL_ACCOUNT)?;
+        }
+        Arc::pin_init(
+            pin_init!(GuestMemory {
+                eptp,
+                running: [const { AtomicI32::new(-1) }; MAX_VCPU_ID as usize],
+                mmu <- new_spinlock!(Mmu { slots, dirty, ept, seq: 0, in_progress: 0, range: 0..0 }),
+            }),
+            GFP_KERNEL_ACCOUNT,
+        )
+    }
+
+    /// The EPT pointer of this VM.
+    pub(crate) fn eptp(&self) -> u64 {
+        self.eptp
+    }
+
+    /// Where vCPU `id` records the CPU its window runs on.
+    pub(crate) fn running(&self, id: u32) -> Result<&AtomicI32> {
+        self.running.get(id as usize).ok_or(EINVAL) // ids are checked when vCPUs are created
+    }
+
+    /// Makes sure no vCPU still runs with translations from before a change to the EPT:
+    /// a vCPU in a window is interrupted (its next window starts with INVEPT).
+    fn flush_vcpus(&self) {
+        // Pairs with the store before INVEPT in a window (run.rs): a vCPU not seen here
+        // flushes after the change.
+        core::sync::atomic::fence(Ordering::SeqCst);
+        for cpu in self.running.iter().map(|r| r.load(Ordering::SeqCst)).filter(|c| *c >= 0) {
+            // SAFETY: `kicked` does nothing and needs no data. Waiting is allowed with
+            // interrupts on (the MMU lock does not disable them), and a CPU spinning on the
+            // MMU lock still takes the IPI.
+            unsafe { bindings::smp_call_function_single(cpu, Some(kicked), core::ptr::null_mut(), true) };
+        }
+    }
+
+    // --- Guest faults ---
+
+    /// Maps the guest page holding `gpa` after an EPT violation (a write if `write`): the
+    /// host pages behind it and, unless the slot logs writes, its unmapped neighbours in the
+    /// same fault-around block. Sleeps (pins host pages).
+    pub(crate) fn fault_in(&self, gpa: u64, write: bool, cache: &mut TableCache) -> Result<Outcome> {
+        let page = gpa & !0xfff;
+        let (slot, mut first, count, seq) = {
+            let mut m = self.mmu.lock();
+            let Some(slot) = m.ram_slot(gpa, write) else { return Ok(Outcome::Mmio) };
+            if write {
+                m.mark_dirty(&slot, page);
+            }
+            if m.ept.is_mapped(page, write) {
+                return Ok(Outcome::Mapped); // another vCPU mapped it first
+            }
+            // A write to a page mapped read-only (dirty logging, or a read-only host page):
+            // that page alone, pinned for writing this time.
+            let around = if m.ept.is_mapped(page, false) { 1 } else { crate::module_parameters::fault_around.value() };
+            let (first, count) = slot.fault_around(page, around, |g| m.ept.is_mapped(g, false));
+            (slot, first, count, m.seq)
+        };
+        cache.top_up()?;
+        // Pinned writable where the slot is (a read maps it writable too, saving the write
+        // fault), unless the host maps it read-only: then a read maps it read-only, as KVM
+        // does, and a write is the VMM's fault.
+        let want_write = !slot.readonly();
+        let uaddr = |gpa: u64| slot.uaddr_of(gpa);
+        let mut host_writable = want_write;
+        let pinned = match PinnedRun::pin(uaddr(first), count as usize, want_write) {
+            // Stopped short of the page touched (a neighbour the host cannot give), or failed:
+            // that page alone.
+            Ok(p) if first.saturating_add((p.len() as u64) << 12) > page => p,
+            _ => {
+                first = page;
+                match PinnedRun::pin(uaddr(page), 1, want_write) {
+                    Ok(p) => p,
+                    Err(_) if want_write && !write => {
+                        host_writable = false;
+                        match PinnedRun::pin(uaddr(page), 1, false) {
+                            Ok(p) => p,
+                            Err(_) => return Ok(Outcome::HostFault),
+                        }
+                    }
+                    Err(_) => return Ok(Outcome::HostFault),
+                }
+            }
+        };
+        let writable = host_writable && (write || !slot.logs_dirty());
+        let hva = uaddr(first)..uaddr(first).saturating_add((pinned.len() as u64) << 12);
+        let mut pinned = pinned;
+        {
+            let mut m = self.mmu.lock();
+            if m.must_retry(seq, &hva) {
+                return Ok(Outcome::Mapped); // the guest faults again, on the new mapping
+            }
+            for (i, hpa) in pinned.phys().enumerate() {
+                // The run is inside one slot and one level-1 table (the cache holds its tables).
+                m.ept.map(first.wrapping_add((i as u64) << 12), hpa, writable, cache)?;
+            }
+        }
+        if writable {
+            pinned.set_dirty();
+        }
+        Ok(Outcome::Mapped) // `pinned` is released here, after the MMU lock
+    }
+
+    // --- Emulation: lookups for one access (the VM's mutex held) ---
+
+    /// The slot whose RAM backs `gpa` for this access, if any; a write is logged dirty (rvmx
+    /// writes guest RAM for the guest: logged like the guest's own writes).
+    pub(crate) fn ram_slot(&self, gpa: u64, write: bool) -> Option<Slot> {
+        let mut m = self.mmu.lock();
+        let slot = m.ram_slot(gpa, write)?;
+        if write {
+            m.mark_dirty(&slot, gpa & !0xfff);
+        }
+        Some(slot)
+    }
+
+    /// Whether a slot backs `gpa` with RAM for this access.
+    pub(crate) fn is_ram(&self, gpa: u64, write: bool) -> bool {
+        self.mmu.lock().ram_slot(gpa, write).is_some()
+    }
+
+    /// Copies the guest bytes at `gpa` (inside one page) from the host page EPT maps there,
+    /// if one is.
+    pub(crate) fn read_mapped(&self, gpa: u64, buf: &mut [u8]) -> bool {
+        self.mmu.lock().ept.read(gpa, buf)
+    }
+
+    /// The EPT walk for `gpa` down to the first misconfigured entry (see `Ept`).
+    pub(crate) fn find_misconfiguration(&self, gpa: u64) -> Option<(u32, u64, &'static str)> {
+        self.mmu.lock().ept.find_misconfiguration(gpa)
+    }
+
+    // --- The slot table (the VM's mutex held: no other change at the same time) ---
+
+    /// Decides a `KVM_SET_USER_MEMORY_REGION` against the slots.
+    pub(crate) fn decide(&self, region: &crate::kvm_abi::UserspaceMemoryRegion) -> Result<Change, crate::memslot_rules::Refusal> {
+        let phys_bits = crate::x86::cpuid(0x8000_0008)[0] & 0xff;
+        crate::memslot_rules::decide_within(region, &self.mmu.lock().slots, crate::memslot_rules::gpa_limit(phys_bits))
+    }
+
+    /// Applies a decided change. `bitmap` is a zeroed dirty bitmap for the slot if it logs
+    /// writes and had none (allocated by the caller, outside the lock); the bitmap it no longer
+    /// needs is dropped after the lock.
+    pub(crate) fn apply(&self, change: Change, bitmap: Option<KVVec<u64>>) -> Result {
+        let mut bitmap = bitmap;
+        let mut flush = false;
+        {
+            let mut m = self.mmu.lock();
+            let m = &mut *m;
+            // In-flight faults read the old slots: they retry.
+            m.seq = m.seq.wrapping_add(1);
+            match change {
+                Change::Unchanged => {}
+                Change::Create(slot) => {
+                    if m.slots.len() >= m.slots.capacity() {
+                        return Err(EINVAL); // never: decide() allows MAX_SLOTS ids
+                    }
+                    m.slots.push(slot, GFP_NOWAIT)?; // within the reserved capacity: no allocation
+                    Self::swap_bitmap(m, &slot, &mut bitmap);
+                }
+                Change::Delete(id) => {
+                    if let Some(old) = m.slot(id) {
+                        flush |= m.ept.unmap_range(old.gpa..old.gpa.saturating_add(old.size));
+                    }
+                    m.slots.retain(|s| s.id != id);
+                    if let Some(d) = m.dirty.get_mut(id as usize) {
+                        bitmap = d.take();
+                    }
+                }
+                Change::Move(slot) => {
+                    if let Some(old) = m.slot(slot.id) {
+                        flush |= m.ept.unmap_range(old.gpa..old.gpa.saturating_add(old.size));
+                    }
+                    m.slots.iter_mut().filter(|s| s.id == slot.id).for_each(|s| *s = slot);
+                    // A bitmap the slot keeps logging into moves with it, as KVM's does.
+                    Self::swap_bitmap(m, &slot, &mut bitmap);
+                }
+                Change::Flags(slot) => {
+                    if slot.logs_dirty() {
+                        // From now on the first write to each page must fault to be logged.
+                        flush |= m.ept.write_protect_range(slot.gpa..slot.gpa.saturating_add(slot.size));
+                    }
+                    m.slots.iter_mut().filter(|s| s.id == slot.id).for_each(|s| *s = slot);
+                    Self::swap_bitmap(m, &slot, &mut bitmap);
+                }
+            }
+            if flush {
+                self.flush_vcpus();
+            }
+        }
+        drop(bitmap);
+        Ok(())
+    }
+
+    /// Gives `slot` the bitmap in `spare` if it logs writes and has none; takes its bitmap
+    /// into `spare` (to be freed after the lock) if it no longer logs.
+    fn swap_bitmap(m: &mut Mmu, slot: &Slot, spare: &mut Option<KVVec<u64>>) {
+        let Some(d) = m.dirty.get_mut(slot.id as usize) else { return };
+        if slot.logs_dirty() && d.is_none() {
+            *d = spare.take();
+        } else if !slot.logs_dirty() {
+            *spare = d.take();
+        }
+    }
+
+    /// Whether slot `id` exists and needs a new dirty bitmap for `slot`'s flags: its size in
+    /// words if so.
+    pub(crate) fn bitmap_needed(&self, slot: &Slot) -> Option<usize> {
+        let m = self.mmu.lock();
+        let has = matches!(m.dirty.get(slot.id as usize), Some(Some(_)));
+        (slot.logs_dirty() && !has).then(|| slot.bitmap_words())
+    }
+
+    /// `KVM_GET_DIRTY_LOG`'s core: moves slot `id`'s bitmap into `out` (as many words, zeroed
+    /// by the caller) and write-protects the pages that were written, starting a new round.
+    /// `ENOENT` if the slot does not exist or does not log.
+    pub(crate) fn take_dirty_log(&self, id: u16, out: &mut [u64]) -> Result {
+        let mut m = self.mmu.lock();
+        let m = &mut *m;
+        let slot = m.slot(id).ok_or(ENOENT)?;
+        let bits = m.dirty.get_mut(id as usize).and_then(|d| d.as_mut()).ok_or(ENOENT)?;
+        let mut any = false;
+        for (w, (word, copy)) in bits.iter_mut().zip(out.iter_mut()).enumerate() {
+            let taken = core::mem::take(word);
+            *copy = taken;
+            for bit in (0..64).filter(|b| taken & (1 << b) != 0) {
+                let page = slot.gpa.wrapping_add((((w << 6) | bit) as u64) << 12); // inside the slot
+                any |= m.ept.write_protect_range(page..page.wrapping_add(4096));
+            }
+        }
+        if any {
+            self.flush_vcpus();
+        }
+        Ok(())
+    }
+
+    /// The number of bitmap words of slot `id` if it logs writes.
+    pub(crate) fn dirty_log_words(&self, id: u16) -> Result<usize> {
+        let m = self.mmu.lock();
+        match m.dirty.get(id as usize) {
+            Some(Some(bits)) => Ok(bits.len()),
+            _ => Err(ENOENT),
+        }
+    }
+
+    // --- The MMU notifier's callbacks (mmu_notifier.rs); they never sleep ---
+
+    /// The host is about to change its mappings of `[start, end)`: the EPT entries for them
+    /// go now, and no vCPU runs with them once this returns.
+    pub(crate) fn invalidate_start(&self, start: u64, end: u64) {
+        let mut m = self.mmu.lock();
+        m.range = if m.in_progress == 0 { start..end } else { m.range.start.min(start)..m.range.end.max(end) };
+        m.in_progress = m.in_progress.saturating_add(1);
+        if m.unmap_hva(&(start..end)) {
+            self.flush_vcpus();
+        }
+    }
+
+    /// The change of `[start, end)` is done: faults that pinned before it retry.
+    pub(crate) fn invalidate_end(&self, _start: u64, _end: u64) {
+        let mut m = self.mmu.lock();
+        m.seq = m.seq.wrapping_add(1);
+        m.in_progress = m.in_progress.saturating_sub(1);
+    }
+
+    /// The address space is going away: nothing stays mapped.
+    pub(crate) fn release(&self) {
+        let mut m = self.mmu.lock();
+        m.seq = m.seq.wrapping_add(1);
+        if m.ept.unmap_range(0..GPA_LIMIT) {
+            self.flush_vcpus();
+        }
+    }
+}
