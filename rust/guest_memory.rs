@@ -28,7 +28,8 @@ use crate::{
 };
 
 struct Mmu {
-    /// Capacity for every slot a VM may have is reserved when it is created.
+    /// Sorted by guest-physical address (slots never overlap), so a fault finds its slot by
+    /// binary search. Capacity for every slot a VM may have is reserved when it is created.
     slots: KVVec<Slot>,
     /// By slot id: the dirty bitmap of a slot that logs writes (bit n: page n written).
     dirty: KVVec<Option<KVVec<u64>>>,
@@ -45,7 +46,15 @@ impl Mmu {
     /// The slot whose RAM backs `gpa` for this access: none outside every slot, nor for a
     /// write to a read-only slot (both are MMIO).
     fn ram_slot(&self, gpa: u64, write: bool) -> Option<Slot> {
-        self.slots.iter().find(|s| s.contains(gpa) && !(write && s.readonly())).copied()
+        // The first slot ending above `gpa` is the only one that can hold it.
+        let i = self.slots.partition_point(|s| s.gpa.saturating_add(s.size) <= gpa);
+        self.slots.get(i).filter(|s| s.contains(gpa) && !(write && s.readonly())).copied()
+    }
+
+    /// Adds `slot` at its place in the order (within the reserved capacity: no allocation).
+    fn insert(&mut self, slot: Slot) -> Result {
+        let i = self.slots.partition_point(|s| s.gpa < slot.gpa);
+        self.slots.insert_within_capacity(i, slot).map_err(|_| EINVAL) // decide() allows MAX_SLOTS ids
     }
 
     /// Records a write to guest page `gpa` of `slot` if the slot logs writes.
@@ -273,10 +282,7 @@ impl GuestMemory {
             match change {
                 Change::Unchanged => {}
                 Change::Create(slot) => {
-                    if m.slots.len() >= m.slots.capacity() {
-                        return Err(EINVAL); // never: decide() allows MAX_SLOTS ids
-                    }
-                    m.slots.push(slot, GFP_NOWAIT)?; // within the reserved capacity: no allocation
+                    m.insert(slot)?;
                     Self::swap_bitmap(m, &slot, &mut bitmap);
                 }
                 Change::Delete(id) => {
@@ -292,7 +298,8 @@ impl GuestMemory {
                     if let Some(old) = m.slot(slot.id) {
                         flush |= m.ept.unmap_range(old.gpa..old.gpa.saturating_add(old.size));
                     }
-                    m.slots.iter_mut().filter(|s| s.id == slot.id).for_each(|s| *s = slot);
+                    m.slots.retain(|s| s.id != slot.id);
+                    m.insert(slot)?;
                     // A bitmap the slot keeps logging into moves with it, as KVM's does.
                     Self::swap_bitmap(m, &slot, &mut bitmap);
                 }

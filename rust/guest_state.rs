@@ -244,6 +244,10 @@ static DUMPS: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new
 /// Logs the guest state of a VMCS whose VM entry failed (`why`: the VM-instruction error or
 /// the exit reason), in the order the SDM checks it (26.3), so the bad field can be found.
 pub(crate) fn dump_failed_entry(cur: &Current<'_>, why: u64) {
+    // Off by default, as in KVM: a VMM's invalid state is the VMM's business, not the host log's.
+    if !crate::module_parameters::dump_invalid_vmcs.value() {
+        return;
+    }
     let n = DUMPS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     if n >= MAX_DUMPS {
         return;

@@ -127,6 +127,10 @@ module! {
             default: 16,
             description: "Guest pages mapped per EPT fault on first touch: the unmapped ones of the aligned block of this many pages (power of two, up to 512) around the page touched; 1 maps only that page, as KVM does",
         },
+        dump_invalid_vmcs: bool {
+            default: false,
+            description: "Log the guest state of a VMCS whose VM entry failed (at most 8 per load), as kvm_intel's parameter of the same name",
+        },
     },
 }
 
