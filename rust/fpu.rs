@@ -44,7 +44,7 @@ const COMPONENTS: usize = 8;
 impl Features {
     pub(crate) fn probe() -> Result<Self> {
         // On the heap: the kernel stack is only 8-byte aligned, FXSAVE needs 16.
-        let mut fx = KBox::new(FxImage([0; LEGACY_SIZE]), GFP_KERNEL)?;
+        let mut fx = KBox::new(FxImage([0; LEGACY_SIZE]), GFP_KERNEL_ACCOUNT)?;
         let _fpu = KernelFpu::begin();
         let xcr0 = if crate::x86::read_cr4() & CR4_OSXSAVE != 0 { xgetbv0() & xstate::SWITCHED } else { 0 };
         // SAFETY: FXSAVE stores 512 bytes into a 16-byte aligned buffer; FPU use is allowed.
@@ -131,7 +131,7 @@ pub(crate) struct GuestFpu {
 
 impl GuestFpu {
     pub(crate) fn new() -> Result<Self> {
-        let mut f = Self { page: Page::alloc_page(GFP_KERNEL)?, xcr0: xstate::xfeature::X87 };
+        let mut f = Self { page: Page::alloc_page(GFP_KERNEL_ACCOUNT)?, xcr0: xstate::xfeature::X87 };
         xstate::reset(f.image_mut());
         Ok(f)
     }

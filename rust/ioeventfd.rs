@@ -66,7 +66,7 @@ impl IoEventFds {
         if self.list.len() >= MAX {
             return Err(ENOSPC);
         }
-        self.list.push((rule, fd), GFP_KERNEL)?;
+        self.list.push((rule, fd), GFP_KERNEL_ACCOUNT)?;
         Ok(())
     }
 

@@ -47,7 +47,7 @@ impl PinnedRun {
     /// (writable if `write`; fewer if the mapping ends or a page cannot be pinned; at least
     /// one, else an error: `EFAULT` if nothing is mapped there).
     pub(crate) fn pin(uaddr: u64, count: usize, write: bool) -> Result<Self> {
-        let mut pages = KVec::from_elem(core::ptr::null_mut(), count, GFP_KERNEL)?;
+        let mut pages = KVec::from_elem(core::ptr::null_mut(), count, GFP_KERNEL_ACCOUNT)?;
         let flags = if write { bindings::FOLL_WRITE } else { 0 };
         let nr = i32::try_from(count).map_err(|_| EINVAL)?;
         // SAFETY: `pages` has room for `count` page pointers; the call checks `uaddr` itself.

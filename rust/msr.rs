@@ -58,7 +58,7 @@ const fn value_word(host: bool, i: usize) -> usize {
 
 impl MsrArea {
     pub(crate) fn new() -> Result<Self> {
-        let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
+        let page = Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?;
         let phys = page_phys(&page);
         let rdtscp = x86::cpuid(0x8000_0001)[3] & (1 << 27) != 0;
         // TSC_AUX, the last, only with RDTSCP.

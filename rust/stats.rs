@@ -171,7 +171,7 @@ impl VmStats {
         let n = NEXT_VM.fetch_add(1, Relaxed);
         let name = CString::try_from_fmt(fmt!("{pid}-{n}"))?;
         let dir = root().ok_or(ENODEV)?.subdir(&name);
-        let vcpus = Arc::pin_init(new_mutex!(KVec::new()), GFP_KERNEL)?;
+        let vcpus = Arc::pin_init(new_mutex!(KVec::new()), GFP_KERNEL_ACCOUNT)?;
         let file = KBox::pin_init(
             dir.read_callback_file(c"stats", vcpus.clone(), &|vcpus: &Arc<Mutex<KVec<VcpuEntry>>>, f| {
                 let mut total = Counters::default();
@@ -180,22 +180,22 @@ impl VmStats {
                 }
                 total.write(f)
             }),
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )?;
         Ok(Self { _file: file, vcpus, dir })
     }
 
     /// The counters of a new vCPU `id`, with its directory.
     pub(crate) fn add_vcpu(&self, id: u32) -> Result<Arc<VcpuStats>> {
-        let stats = Arc::new(VcpuStats::new(), GFP_KERNEL)?;
+        let stats = Arc::new(VcpuStats::new(), GFP_KERNEL_ACCOUNT)?;
         let name = CString::try_from_fmt(fmt!("vcpu{id}"))?;
         let dir = self.dir.subdir(&name);
         let file = KBox::pin_init(
             dir.read_callback_file(c"stats", stats.clone(), &|s: &Arc<VcpuStats>, f| s.snapshot().write(f)),
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )?;
         let mut vcpus = self.vcpus.lock();
-        vcpus.push(VcpuEntry { id, stats: stats.clone(), _file: file, _dir: dir }, GFP_KERNEL)?;
+        vcpus.push(VcpuEntry { id, stats: stats.clone(), _file: file, _dir: dir }, GFP_KERNEL_ACCOUNT)?;
         Ok(stats)
     }
 

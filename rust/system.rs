@@ -75,8 +75,8 @@ fn get_supported_cpuid(arg: usize) -> Result<isize> {
             cpuid_table::Speculation { ibpb: g.ibpb, flush_l1d: g.flush_l1d, md_clear: g.md_clear }
         },
     };
-    let mut table = KVec::with_capacity(cpuid_table::MAX_ENTRIES, GFP_KERNEL)?;
-    table.resize(cpuid_table::MAX_ENTRIES, CpuidEntry::default(), GFP_KERNEL)?;
+    let mut table = KVec::with_capacity(cpuid_table::MAX_ENTRIES, GFP_KERNEL_ACCOUNT)?;
+    table.resize(cpuid_table::MAX_ENTRIES, CpuidEntry::default(), GFP_KERNEL_ACCOUNT)?;
     let n = cpuid_table::supported(x86::cpuid_count, ctl, &mut table);
     let (mut reader, mut writer) = UserSlice::new(UserPtr::from_addr(arg), CPUID2_HEADER).reader_writer();
     let nent: u32 = reader.read()?;
@@ -100,7 +100,7 @@ impl MiscDevice for SystemFd {
     type Ptr = KBox<Self>;
 
     fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
-        Ok(KBox::new(SystemFd, GFP_KERNEL)?)
+        Ok(KBox::new(SystemFd, GFP_KERNEL_ACCOUNT)?)
     }
 
     fn ioctl(_me: &SystemFd, _file: &File, cmd: u32, arg: usize) -> Result<isize> {

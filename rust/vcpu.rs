@@ -113,7 +113,7 @@ pub(crate) struct Vcpu {
 
 impl Vcpu {
     pub(crate) fn new(vm: Arc<Vm>, id: u32, stats: Arc<crate::stats::VcpuStats>) -> Result<Arc<Self>> {
-        let page = || Page::alloc_page(GFP_KERNEL | __GFP_ZERO);
+        let page = || Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO);
         let pages = [page()?, page()?, page()?];
         let sregs = vcpu_state::reset_sregs(id);
         let vmx = Vmx::get().ok_or(ENODEV)?;
@@ -156,7 +156,7 @@ impl Vcpu {
                     tables,
                 }),
             }),
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )?)
     }
 
@@ -339,11 +339,11 @@ impl Vcpu {
         let n = nent as usize;
         let len = n.saturating_mul(size_of::<CpuidEntry>()); // n <= MAX_ENTRIES
         let mut reader = UserSlice::new(UserPtr::from_addr(user_field(arg, CPUID2_HEADER)?), len).reader();
-        let mut table = KVec::with_capacity(n, GFP_KERNEL)?;
+        let mut table = KVec::with_capacity(n, GFP_KERNEL_ACCOUNT)?;
         for _ in 0..n {
             let mut e: CpuidEntry = reader.read()?;
             e.padding = [0; 3];
-            table.push(e, GFP_KERNEL)?;
+            table.push(e, GFP_KERNEL_ACCOUNT)?;
         }
         let mut st = self.state.lock();
         if st.controls_written && st.cpuid[..] != table[..] {
@@ -463,7 +463,7 @@ impl Vcpu {
     /// `KVM_SET_XSAVE`: replaces the image; EINVAL for one XRSTOR would fault on (components
     /// rvmx does not switch, compacted format, reserved header or MXCSR bits), as KVM.
     fn set_xsave(&self, arg: usize) -> Result {
-        let mut image = KBox::new([0u8; xstate::AREA_SIZE], GFP_KERNEL)?;
+        let mut image = KBox::new([0u8; xstate::AREA_SIZE], GFP_KERNEL_ACCOUNT)?;
         UserSlice::new(UserPtr::from_addr(arg), xstate::AREA_SIZE).reader().read_slice(&mut image[..])?;
         let f = Vmx::get().ok_or(ENODEV)?.fpu();
         // Without XSAVE on the host only the legacy region is used: x87 and SSE.

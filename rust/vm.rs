@@ -232,7 +232,7 @@ impl Vm {
             if inner.vcpu_ids.len() >= MAX_VCPUS {
                 return Err(EINVAL);
             }
-            inner.vcpu_ids.push(id, GFP_KERNEL)?;
+            inner.vcpu_ids.push(id, GFP_KERNEL_ACCOUNT)?;
         }
         let vcpu = this
             .stats

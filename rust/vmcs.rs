@@ -25,7 +25,7 @@ pub(crate) struct Vmcs {
 
 impl Vmcs {
     pub(crate) fn new(revision_id: u32) -> Result<Self> {
-        let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
+        let page = Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?;
         let rev = revision_id.to_ne_bytes();
         // SAFETY: `rev` is 4 readable bytes; the page is 4096 bytes and ours alone.
         unsafe { page.write_raw(rev.as_ptr(), 0, rev.len())? };
