@@ -27,12 +27,21 @@ use crate::{
     memslot_rules::{Change, Slot, GPA_LIMIT, MAX_SLOTS},
 };
 
+/// What the MMU keeps per slot id.
+#[derive(Default)]
+struct IdEntry {
+    /// Where the slot with this id starts, if there is one.
+    gpa: Option<u64>,
+    /// Its dirty bitmap while it logs writes (bit n: page n written).
+    dirty: Option<KVVec<u64>>,
+}
+
 struct Mmu {
     /// Sorted by guest-physical address (slots never overlap), so a fault finds its slot by
-    /// binary search. Capacity for every slot a VM may have is reserved when it is created.
+    /// binary search. Grown by [`GuestMemory::reserve`] before a slot is added.
     slots: KVVec<Slot>,
-    /// By slot id: the dirty bitmap of a slot that logs writes (bit n: page n written).
-    dirty: KVVec<Option<KVVec<u64>>>,
+    /// Indexed by slot id, up to the highest id used (grown like `slots`).
+    ids: KVVec<IdEntry>,
     ept: Ept,
     /// Bumped at the end of every invalidation and on every slot change: a fault that read
     /// another value before pinning retries.
@@ -59,7 +68,7 @@ impl Mmu {
 
     /// Records a write to guest page `gpa` of `slot` if the slot logs writes.
     fn mark_dirty(&mut self, slot: &Slot, gpa: u64) {
-        let Some(Some(bits)) = self.dirty.get_mut(slot.id as usize) else { return };
+        let Some(bits) = self.ids.get_mut(slot.id as usize).and_then(|e| e.dirty.as_mut()) else { return };
         let page = (gpa.wrapping_sub(slot.gpa) >> 12) as usize; // gpa is in the slot
         if let Some(word) = bits.get_mut(page / 64) {
             *word |= 1 << (page % 64);
@@ -89,9 +98,18 @@ impl Mmu {
         any
     }
 
-    /// The guest-physical range of slot `id`, if it exists.
+    /// Slot `id`, if it exists.
     fn slot(&self, id: u16) -> Option<Slot> {
-        self.slots.iter().find(|s| s.id == id).copied()
+        let gpa = self.ids.get(id as usize)?.gpa?;
+        let i = self.slots.binary_search_by_key(&gpa, |s| s.gpa).ok()?;
+        self.slots.get(i).copied()
+    }
+
+    /// Where slot `id` starts now (`None`: deleted).
+    fn set_gpa(&mut self, id: u16, gpa: Option<u64>) {
+        if let Some(e) = self.ids.get_mut(id as usize) {
+            e.gpa = gpa;
+        }
     }
 }
 
@@ -125,16 +143,11 @@ impl GuestMemory {
     pub(crate) fn new() -> Result<Arc<Self>> {
         let ept = Ept::new()?;
         let eptp = ept.eptp();
-        let slots = KVVec::with_capacity(MAX_SLOTS as usize, GFP_KERNEL_ACCOUNT)?;
-        let mut dirty = KVVec::with_capacity(MAX_SLOTS as usize, GFP_KERNEL_ACCOUNT)?;
-        for _ in 0..MAX_SLOTS {
-            dirty.push(None, GFP_KERNEL_ACCOUNT)?;
-        }
         Arc::pin_init(
             pin_init!(GuestMemory {
                 eptp,
                 running: [const { AtomicI32::new(-1) }; MAX_VCPU_ID as usize],
-                mmu <- new_spinlock!(Mmu { slots, dirty, ept, seq: 0, in_progress: 0, range: 0..0 }),
+                mmu <- new_spinlock!(Mmu { slots: KVVec::new(), ids: KVVec::new(), ept, seq: 0, in_progress: 0, range: 0..0 }),
             }),
             GFP_KERNEL_ACCOUNT,
         )
@@ -265,7 +278,40 @@ impl GuestMemory {
     /// Decides a `KVM_SET_USER_MEMORY_REGION` against the slots.
     pub(crate) fn decide(&self, region: &crate::kvm_abi::UserspaceMemoryRegion) -> Result<Change, crate::memslot_rules::Refusal> {
         let phys_bits = crate::x86::cpuid(0x8000_0008)[0] & 0xff;
-        crate::memslot_rules::decide_within(region, &self.mmu.lock().slots, crate::memslot_rules::gpa_limit(phys_bits))
+        let m = self.mmu.lock();
+        crate::memslot_rules::decide_within(region, &m.slots, |id| m.slot(id), crate::memslot_rules::gpa_limit(phys_bits))
+    }
+
+    /// Makes room for one more slot and for slot id `id` before [`Self::apply`] adds it: the
+    /// tables grow outside the MMU lock (doubling, up to `MAX_SLOTS`) and are swapped in
+    /// under it.
+    pub(crate) fn reserve(&self, id: u16) -> Result {
+        let (len, capacity, ids) = {
+            let m = self.mmu.lock();
+            (m.slots.len(), m.slots.capacity(), m.ids.len())
+        };
+        let max = MAX_SLOTS as usize;
+        if len >= capacity {
+            let mut bigger = KVVec::with_capacity(capacity.saturating_mul(2).clamp(16, max), GFP_KERNEL_ACCOUNT)?;
+            let mut m = self.mmu.lock();
+            // Within `bigger`'s capacity: no allocation under the lock.
+            bigger.extend_from_slice(&m.slots, GFP_NOWAIT)?;
+            core::mem::swap(&mut m.slots, &mut bigger);
+        } // the old table is freed here, after the lock
+        if ids <= id as usize {
+            let n = (id as usize).saturating_add(1).max(ids.saturating_mul(2)).min(max);
+            let mut bigger = KVVec::with_capacity(n, GFP_KERNEL_ACCOUNT)?;
+            let mut m = self.mmu.lock();
+            for e in m.ids.drain_all() {
+                // `n` > the old length: there is room for every entry.
+                let _ = bigger.push_within_capacity(e);
+            }
+            while bigger.len() < n {
+                let _ = bigger.push_within_capacity(IdEntry::default());
+            }
+            core::mem::swap(&mut m.ids, &mut bigger);
+        }
+        Ok(())
     }
 
     /// Applies a decided change. `bitmap` is a zeroed dirty bitmap for the slot if it logs
@@ -283,6 +329,7 @@ impl GuestMemory {
                 Change::Unchanged => {}
                 Change::Create(slot) => {
                     m.insert(slot)?;
+                    m.set_gpa(slot.id, Some(slot.gpa));
                     Self::swap_bitmap(m, &slot, &mut bitmap);
                 }
                 Change::Delete(id) => {
@@ -290,8 +337,9 @@ impl GuestMemory {
                         flush |= m.ept.unmap_range(old.gpa..old.gpa.saturating_add(old.size));
                     }
                     m.slots.retain(|s| s.id != id);
-                    if let Some(d) = m.dirty.get_mut(id as usize) {
-                        bitmap = d.take();
+                    m.set_gpa(id, None);
+                    if let Some(e) = m.ids.get_mut(id as usize) {
+                        bitmap = e.dirty.take();
                     }
                 }
                 Change::Move(slot) => {
@@ -300,6 +348,7 @@ impl GuestMemory {
                     }
                     m.slots.retain(|s| s.id != slot.id);
                     m.insert(slot)?;
+                    m.set_gpa(slot.id, Some(slot.gpa));
                     // A bitmap the slot keeps logging into moves with it, as KVM's does.
                     Self::swap_bitmap(m, &slot, &mut bitmap);
                 }
@@ -323,7 +372,7 @@ impl GuestMemory {
     /// Gives `slot` the bitmap in `spare` if it logs writes and has none; takes its bitmap
     /// into `spare` (to be freed after the lock) if it no longer logs.
     fn swap_bitmap(m: &mut Mmu, slot: &Slot, spare: &mut Option<KVVec<u64>>) {
-        let Some(d) = m.dirty.get_mut(slot.id as usize) else { return };
+        let Some(d) = m.ids.get_mut(slot.id as usize).map(|e| &mut e.dirty) else { return };
         if slot.logs_dirty() && d.is_none() {
             *d = spare.take();
         } else if !slot.logs_dirty() {
@@ -335,7 +384,7 @@ impl GuestMemory {
     /// words if so.
     pub(crate) fn bitmap_needed(&self, slot: &Slot) -> Option<usize> {
         let m = self.mmu.lock();
-        let has = matches!(m.dirty.get(slot.id as usize), Some(Some(_)));
+        let has = m.ids.get(slot.id as usize).is_some_and(|e| e.dirty.is_some());
         (slot.logs_dirty() && !has).then(|| slot.bitmap_words())
     }
 
@@ -346,7 +395,7 @@ impl GuestMemory {
         let mut m = self.mmu.lock();
         let m = &mut *m;
         let slot = m.slot(id).ok_or(ENOENT)?;
-        let bits = m.dirty.get_mut(id as usize).and_then(|d| d.as_mut()).ok_or(ENOENT)?;
+        let bits = m.ids.get_mut(id as usize).and_then(|e| e.dirty.as_mut()).ok_or(ENOENT)?;
         let mut any = false;
         for (w, (word, copy)) in bits.iter_mut().zip(out.iter_mut()).enumerate() {
             let taken = core::mem::take(word);
@@ -365,10 +414,7 @@ impl GuestMemory {
     /// The number of bitmap words of slot `id` if it logs writes.
     pub(crate) fn dirty_log_words(&self, id: u16) -> Result<usize> {
         let m = self.mmu.lock();
-        match m.dirty.get(id as usize) {
-            Some(Some(bits)) => Ok(bits.len()),
-            _ => Err(ENOENT),
-        }
+        m.ids.get(id as usize).and_then(|e| e.dirty.as_ref()).map(|bits| bits.len()).ok_or(ENOENT)
     }
 
     // --- The MMU notifier's callbacks (mmu_notifier.rs); they never sleep ---

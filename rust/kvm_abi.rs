@@ -717,11 +717,13 @@ mod tests {
             (cap::DEBUGREGS, kb::KVM_CAP_DEBUGREGS),
             (cap::XSAVE, kb::KVM_CAP_XSAVE),
             (cap::XCRS, kb::KVM_CAP_XCRS),
+            (cap::SYNC_MMU, kb::KVM_CAP_SYNC_MMU),
+            (cap::MEMORY_FAULT_INFO, kb::KVM_CAP_MEMORY_FAULT_INFO),
         ];
         for (ours, linux) in pairs {
             assert_eq!(ours, linux as usize);
         }
-        assert_eq!(check_extension(cap::NR_MEMSLOTS), 509);
+        assert_eq!(check_extension(cap::NR_MEMSLOTS), 32764, "KVM_USER_MEM_SLOTS");
     }
 
     #[test]

@@ -6,8 +6,8 @@
 
 use crate::kvm_abi::{UserspaceMemoryRegion, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY};
 
-/// Slots per VM, reported as `KVM_CAP_NR_MEMSLOTS`.
-pub const MAX_SLOTS: u32 = 509;
+/// Slots per VM, reported as `KVM_CAP_NR_MEMSLOTS` (KVM's `KVM_USER_MEM_SLOTS` on x86).
+pub const MAX_SLOTS: u32 = 32764;
 /// Largest slot, in pages (KVM's `KVM_MEM_MAX_NR_PAGES` is 2^31 - 1).
 pub const MAX_SLOT_PAGES: u64 = (1 << 31) - 1;
 /// Highest guest-physical address + 1 that rvmx's 4-level EPT maps (48 bits).
@@ -122,10 +122,17 @@ pub enum Refusal {
     Overlap,
 }
 
-/// Decides `region` against the current `slots`, for a host whose guest-physical addresses
-/// reach up to [`GPA_LIMIT`].
+/// Decides `region` against the current `slots` (sorted by guest-physical address), for a
+/// host whose guest-physical addresses reach up to [`GPA_LIMIT`].
 pub fn decide(region: &UserspaceMemoryRegion, slots: &[Slot]) -> Result<Change, Refusal> {
-    decide_within(region, slots, GPA_LIMIT)
+    decide_within(region, slots, |id| slots.iter().find(|s| s.id == id).copied(), GPA_LIMIT)
+}
+
+/// Whether a slot other than `id` in `slots` (sorted by guest-physical address, never
+/// overlapping) overlaps `[gpa, gpa + size)`: a binary search, then at most two slots.
+pub fn overlaps_other(slots: &[Slot], id: u16, gpa: u64, size: u64) -> bool {
+    let first = slots.partition_point(|s| s.gpa.saturating_add(s.size) <= gpa);
+    slots.get(first..).unwrap_or_default().iter().take_while(|s| s.gpa < gpa.saturating_add(size)).any(|s| s.id != id)
 }
 
 /// The guest-physical addresses a host gives guests: below 2^MAXPHYADDR (its CPUID
@@ -134,9 +141,14 @@ pub const fn gpa_limit(phys_bits: u32) -> u64 {
     if phys_bits >= 48 { GPA_LIMIT } else { 1 << phys_bits }
 }
 
-/// [`decide`] for a host whose guest-physical addresses end at `gpa_limit`: a slot reaching
-/// beyond is refused (`EINVAL`), as KVM refuses it.
-pub fn decide_within(region: &UserspaceMemoryRegion, slots: &[Slot], gpa_limit: u64) -> Result<Change, Refusal> {
+/// [`decide`] for a host whose guest-physical addresses end at `gpa_limit` (a slot reaching
+/// beyond is refused, `EINVAL`, as KVM refuses it), finding slots by id with `by_id`.
+pub fn decide_within(
+    region: &UserspaceMemoryRegion,
+    slots: &[Slot],
+    by_id: impl Fn(u16) -> Option<Slot>,
+    gpa_limit: u64,
+) -> Result<Change, Refusal> {
     use Refusal::*;
     let r = region;
     if r.flags & !(KVM_MEM_READONLY | KVM_MEM_LOG_DIRTY_PAGES) != 0 {
@@ -154,7 +166,7 @@ pub fn decide_within(region: &UserspaceMemoryRegion, slots: &[Slot], gpa_limit: 
     if r.userspace_addr & page_mask != 0 {
         return Err(Invalid);
     }
-    let old = slots.iter().find(|s| s.id == id);
+    let old = by_id(id);
     if r.memory_size == 0 {
         return match old {
             Some(_) => Ok(Change::Delete(id)),
@@ -173,7 +185,7 @@ pub fn decide_within(region: &UserspaceMemoryRegion, slots: &[Slot], gpa_limit: 
         size: r.memory_size,
         uaddr: r.userspace_addr,
     };
-    let overlaps = || slots.iter().any(|s| s.id != id && s.overlaps(new.gpa, new.size));
+    let overlaps = || overlaps_other(slots, id, new.gpa, new.size);
     match old {
         None => {
             if overlaps() {
@@ -214,9 +226,9 @@ mod tests {
         assert_eq!(gpa_limit(40), 1 << 40);
         assert_eq!(gpa_limit(52), GPA_LIMIT);
         let r = region(1, (1 << 40) - 0x2000, 0x2000, 0x7000_0000, 0);
-        assert!(matches!(decide_within(&r, &[], gpa_limit(40)), Ok(Change::Create(_))));
+        assert!(matches!(decide_within(&r, &[], |_| None, gpa_limit(40)), Ok(Change::Create(_))));
         let r = region(1, (1 << 40) - 0x1000, 0x2000, 0x7000_0000, 0);
-        assert_eq!(decide_within(&r, &[], gpa_limit(40)), Err(Refusal::Invalid));
+        assert_eq!(decide_within(&r, &[], |_| None, gpa_limit(40)), Err(Refusal::Invalid));
         assert!(matches!(decide(&r, &[]), Ok(Change::Create(_))));
     }
 
@@ -262,6 +274,22 @@ mod tests {
         }
         assert!(decide(&region(1, 0x20000, 0x1000, 0x7100_0000, 0), &slots).is_ok(), "adjacent");
         assert!(decide(&region(1, 0xf000, 0x1000, 0x7100_0000, 0), &slots).is_ok(), "adjacent below");
+    }
+
+    #[test]
+    fn overlaps_by_binary_search() {
+        let slots: Vec<Slot> = (0..100u16).map(|i| slot(i, 0x10000 * i as u64, 0x8000, 0x7000_0000)).collect();
+        assert!(!overlaps_other(&slots, 200, 0x8000, 0x8000), "the gap between two slots");
+        assert!(overlaps_other(&slots, 200, 0x8000, 0x8001), "one byte into the next");
+        assert!(overlaps_other(&slots, 200, 0x37fff, 1), "the last byte of a slot");
+        assert!(!overlaps_other(&slots, 3, 0x30000, 0x8000), "itself");
+        assert!(overlaps_other(&slots, 3, 0x30000, 0x18000), "itself and the next");
+        assert!(overlaps_other(&slots, 200, 0, u64::MAX), "everything");
+        assert!(!overlaps_other(&slots, 200, 0x10000 * 100, 0x1000), "after the last");
+        for gpa in (0..0x10000 * 100u64).step_by(0x1000) {
+            let linear = slots.iter().any(|s| s.overlaps(gpa, 0x3000));
+            assert_eq!(overlaps_other(&slots, 200, gpa, 0x3000), linear, "{gpa:#x}");
+        }
     }
 
     #[test]

@@ -137,6 +137,9 @@ impl Vm {
             Err(Refusal::Overlap) => return Err(EEXIST),
             Ok(change) => change,
         };
+        if let Change::Create(slot) = change {
+            self.memory.reserve(slot.id)?;
+        }
         // A slot that starts logging gets its bitmap here, before the MMU lock.
         let bitmap = match change {
             Change::Create(slot) | Change::Move(slot) | Change::Flags(slot) => match self.memory.bitmap_needed(&slot) {
@@ -155,8 +158,14 @@ impl Vm {
     /// `EINVAL` for a slot number out of range, `ENOENT` for a slot that does not log.
     fn get_dirty_log(&self, arg: usize) -> Result<isize> {
         let log: DirtyLog = read_user(arg)?;
-        if log.slot >> 16 != 0 || log.slot & 0xffff >= memslot_rules::MAX_SLOTS {
+        // KVM's VMs have two address spaces (the second for SMM): slots in the second can
+        // never exist on rvmx (no SMM), so it has no dirty log (ENOENT), as an empty one on KVM.
+        let address_space = log.slot >> 16;
+        if address_space >= 2 || log.slot & 0xffff >= memslot_rules::MAX_SLOTS {
             return Err(EINVAL);
+        }
+        if address_space == 1 {
+            return Err(ENOENT);
         }
         let id = log.slot as u16;
         let copy = {

@@ -205,12 +205,8 @@ fn dirty_log(kvm: &Kvm) {
     let cmd = ioc(1, 0x42, size_of::<kvm_bindings::kvm_dirty_log>());
     let mut bitmap = [0u64; 1];
     let fd = g.vm.as_raw_fd();
-    // Address space 1 (SMM) and slot numbers from 509 on exist on KVM only: ENOENT there,
-    // EINVAL on rvmx.
-    for (what, s, b) in [("address_space_1", 1 << 16 | 1, bitmap.as_mut_ptr() as u64), ("slot_509", 509, 0)] {
-        println!("info dirty get_log {what} {}", raw(fd, cmd, &log(s, b)));
-    }
-    for (what, s, b) in [("absent_slot", 7, 0), ("not_logging", 0, 0), ("bad_bitmap", 1, 0x10)] {
+    let bad_ids = [("address_space_1", 1 << 16 | 1, bitmap.as_mut_ptr() as u64), ("address_space_2", 2 << 16 | 1, 0), ("slot_509", 509, 0), ("slot_32764", 32764, 0)];
+    for (what, s, b) in bad_ids.into_iter().chain([("absent_slot", 7, 0), ("not_logging", 0, 0), ("bad_bitmap", 1, 0x10)]) {
         println!("dirty get_log {what} {}", raw(fd, cmd, &log(s, b)));
     }
     println!("dirty readonly_and_logging {:?}", slot(&g, 3, 0x30000, m2, 0x4000, KVM_MEM_LOG_DIRTY_PAGES | kvm_bindings::KVM_MEM_READONLY));
