@@ -82,8 +82,7 @@ impl Failure {
     }
 }
 
-/// The guest as emulation sees it: registers, paging, and its VM's memory (locked while
-/// the instruction is emulated).
+/// The guest as emulation sees it: registers, paging, and its VM's memory.
 struct Guest<'a> {
     mem: Memory<'a>,
     sregs: &'a Sregs,

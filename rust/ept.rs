@@ -64,19 +64,23 @@ fn adopt(page: Page) -> u64 {
 }
 
 /// Frees a table page that [`adopt`] handed to the tree.
-fn free_table(phys: u64) {
-    // SAFETY: `phys` is a page `Page::alloc_page` allocated (order 0), adopted by the tree and
-    // no longer referenced by any entry; `free_pages` takes its direct-map address.
+///
+/// # Safety
+///
+/// `phys` is a table page of a tree, no longer referenced by any entry or used by any CPU.
+unsafe fn free_table(phys: u64) {
+    // SAFETY: `phys` is a page `Page::alloc_page` allocated (order 0) and adopted by the tree;
+    // the caller guarantees nothing uses it. `free_pages` takes its direct-map address.
     unsafe { bindings::free_pages(phys_to_virt(phys) as usize, 0) };
 }
 
-/// Bytes one entry at `level` (1 to 4) covers.
-const fn entry_span(level: u32) -> u64 {
+/// log2 of the bytes one entry at `level` (1 to 4) covers.
+const fn entry_shift(level: u32) -> u32 {
     match level {
-        1 => 1 << 12,
-        2 => 1 << 21,
-        3 => 1 << 30,
-        _ => 1 << 39,
+        1 => 12,
+        2 => 21,
+        3 => 30,
+        _ => 39,
     }
 }
 
@@ -180,27 +184,39 @@ impl Ept {
         self.leaf(gpa).is_some_and(|e| !write || unsafe { e.read_volatile() } & ept_bits::WRITE != 0)
     }
 
-    /// Calls `f` on every present leaf entry for guest pages in `range`, skipping tables that
-    /// are not there; returns whether there was any. The caller holds the MMU lock.
+    /// Calls `f` on every present leaf entry for guest pages in `range`, visiting only the
+    /// entries that overlap it and skipping tables that are not there; returns whether there
+    /// was any. The caller holds the MMU lock.
     fn for_each_leaf(&mut self, range: Range<u64>, mut f: impl FnMut(*mut u64)) -> bool {
         let mut any = false;
-        Self::walk(self.root_phys, 4, &range, 0, &mut |e| {
-            any = true;
-            f(e)
-        });
+        // SAFETY: the root is a level-4 table of this tree whose first entry maps 0.
+        unsafe {
+            Self::walk(self.root_phys, 4, &range, 0, &mut |e| {
+                any = true;
+                f(e)
+            })
+        };
         any
     }
 
-    /// The recursive part of [`Self::for_each_leaf`] for the table at `table` (at `level`)
-    /// whose first entry maps `base`.
-    fn walk(table: u64, level: u32, range: &Range<u64>, base: u64, f: &mut impl FnMut(*mut u64)) {
-        let span = entry_span(level);
-        for i in 0..512u64 {
-            let start = base.wrapping_add(i.wrapping_mul(span));
-            if start.saturating_add(span) <= range.start || start >= range.end {
-                continue;
-            }
-            let entry = Self::entry(table, start, level);
+    /// The recursive part of [`Self::for_each_leaf`].
+    ///
+    /// # Safety
+    ///
+    /// `table` is a table of this tree at `level` (1 to 4) whose first entry maps `base`.
+    unsafe fn walk(table: u64, level: u32, range: &Range<u64>, base: u64, f: &mut impl FnMut(*mut u64)) {
+        let shift = entry_shift(level);
+        let table_end = base.saturating_add(512 << shift);
+        if range.end <= base || range.start >= table_end || range.start >= range.end {
+            return;
+        }
+        // The entries overlapping `range`: below 512, as `range` is clamped to the table.
+        let first = range.start.saturating_sub(base) >> shift;
+        let last = (range.end.min(table_end).saturating_sub(base).saturating_sub(1)) >> shift;
+        for i in first..=last {
+            let start = base.wrapping_add(i << shift);
+            // `i` < 512 (see above): an entry of `table`.
+            let entry = Self::entry_at(table, i as usize);
             // SAFETY: `entry` points into one of our tables.
             let value = unsafe { entry.read_volatile() };
             if !ept_bits::present(value) {
@@ -209,8 +225,9 @@ impl Ept {
             if level == 1 {
                 f(entry);
             } else {
-                // `level` is 2..=4 here: the recursion is at most three deep.
-                Self::walk(value & ADDR_MASK, level.saturating_sub(1), range, start, f);
+                // SAFETY: a present entry above level 1 points to a table of this tree one
+                // level down whose first entry maps `start`. At most three levels deep.
+                unsafe { Self::walk(value & ADDR_MASK, level.saturating_sub(1), range, start, f) };
             }
         }
     }
@@ -250,23 +267,31 @@ impl Ept {
     }
 
     /// Frees the table at `table` (at `level`) and every table below it.
-    fn free_tree(table: u64, level: u32) {
+    ///
+    /// # Safety
+    ///
+    /// `table` is a table of this tree at `level` that no CPU uses any more and that nothing
+    /// else will reach after this.
+    unsafe fn free_tree(table: u64, level: u32) {
         if level > 1 {
             for i in 0..512 {
                 // SAFETY: entry `i` of one of our tables.
                 let value = unsafe { Self::entry_at(table, i).read_volatile() };
                 if ept_bits::present(value) {
-                    Self::free_tree(value & ADDR_MASK, level.saturating_sub(1));
+                    // SAFETY: a present entry above level 1 points to a table one level down.
+                    unsafe { Self::free_tree(value & ADDR_MASK, level.saturating_sub(1)) };
                 }
             }
         }
-        free_table(table);
+        // SAFETY: the caller's promise; its entries were handled above.
+        unsafe { free_table(table) };
     }
 }
 
 impl Drop for Ept {
     fn drop(&mut self) {
-        // No vCPU runs on this EPT any more (they hold the VM alive) and its notifier is gone.
-        Self::free_tree(self.root_phys, 4);
+        // SAFETY: no vCPU runs on this EPT any more (they hold the VM alive, and every window
+        // flushes before entering) and its notifier is gone: nothing reaches the tree.
+        unsafe { Self::free_tree(self.root_phys, 4) };
     }
 }

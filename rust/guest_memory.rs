@@ -12,19 +12,19 @@
 //! Nothing under it sleeps or allocates (an allocation could enter reclaim, which calls the
 //! notifier): table pages come from the faulting vCPU's [`TableCache`], bitmaps are
 //! allocated before, pins are released after. The VM's mutex (`vm.rs`), which serializes slot
-//! changes and emulation, is taken before it, never after.
+//! changes, is taken before it, never after.
 
 use core::{
     ops::Range,
     sync::atomic::{AtomicI32, Ordering},
 };
-use kernel::{bindings, ffi, new_spinlock, prelude::*, sync::{Arc, SpinLock}};
+use kernel::{bindings, ffi, new_spinlock, prelude::*, sync::{Arc, SpinLock, SpinLockGuard}};
 
 use crate::{
     ept::{Ept, TableCache},
     kvm_abi::MAX_VCPU_ID,
-    mem::PinnedRun,
-    memslot_rules::{Change, Slot, GPA_LIMIT, MAX_SLOTS},
+    mem::{PinError, PinnedRun},
+    memslot_rules::{Change, Slot, MAX_SLOTS},
 };
 
 /// What the MMU keeps per slot id.
@@ -81,21 +81,12 @@ impl Mmu {
         self.seq != seq || (self.in_progress > 0 && hva.start < self.range.end && self.range.start < hva.end)
     }
 
-    /// Removes the EPT entries of every slot's pages in the host range `hva`; whether any was.
-    fn unmap_hva(&mut self, hva: &Range<u64>) -> bool {
-        let Mmu { slots, ept, .. } = self;
-        let mut any = false;
-        for s in slots.iter() {
-            let start = hva.start.max(s.uaddr);
-            let end = hva.end.min(s.uaddr.saturating_add(s.size));
-            if start < end {
-                // Both ends lie in the slot: offsets below its size, so no overflow.
-                let gpa = s.gpa.wrapping_add(start.wrapping_sub(s.uaddr)) & !0xfff;
-                let gpa_end = s.gpa.wrapping_add(end.wrapping_sub(s.uaddr));
-                any |= ept.unmap_range(gpa..gpa_end);
-            }
+    /// Applies `how` to the EPT entries of the guest pages in `range`; whether any changed.
+    fn zap(&mut self, range: Range<u64>, how: Zap) -> bool {
+        match how {
+            Zap::Unmap => self.ept.unmap_range(range),
+            Zap::WriteProtect => self.ept.write_protect_range(range),
         }
-        any
     }
 
     /// Slot `id`, if it exists.
@@ -113,6 +104,20 @@ impl Mmu {
     }
 }
 
+/// What a zap does to the EPT entries of a range.
+#[derive(Clone, Copy)]
+enum Zap {
+    Unmap,
+    /// Dirty logging: the next write faults.
+    WriteProtect,
+}
+
+/// Zaps that may sleep drop the lock after each chunk of this much guest-physical space (one
+/// level-3 entry) that changed anything.
+const ZAP_CHUNK: u64 = 1 << 30;
+/// `KVM_GET_DIRTY_LOG` drops the lock after this many bitmap words (2^18 pages).
+const DIRTY_WORDS_PER_LOCK: usize = 4096;
+
 /// What a fault found.
 pub(crate) enum Outcome {
     /// RAM: the page is mapped now, or the fault raced with a change of the host mapping and
@@ -121,8 +126,10 @@ pub(crate) enum Outcome {
     /// No RAM for this access: MMIO.
     Mmio,
     /// RAM whose host memory cannot be had for this access (unmapped, or written and
-    /// read-only on the host): KVM's `KVM_EXIT_MEMORY_FAULT` with `EFAULT`.
+    /// read-only on the host): `EFAULT`, as from KVM.
     HostFault,
+    /// A signal arrived while the host faulted the page in: `EINTR` with `KVM_EXIT_INTR`.
+    Interrupted,
 }
 
 #[pin_data]
@@ -137,6 +144,10 @@ pub(crate) struct GuestMemory {
 
 /// Runs on a CPU that was in a VMX window of this VM: by the time it runs, the window has
 /// ended (windows keep interrupts off), so the vCPU's next window starts with INVEPT.
+///
+/// # Safety
+///
+/// None: it does nothing (an IPI callback for `smp_call_function_single`).
 unsafe extern "C" fn kicked(_info: *mut ffi::c_void) {}
 
 impl GuestMemory {
@@ -171,8 +182,8 @@ impl GuestMemory {
         core::sync::atomic::fence(Ordering::SeqCst);
         for cpu in self.running.iter().map(|r| r.load(Ordering::SeqCst)).filter(|c| *c >= 0) {
             // SAFETY: `kicked` does nothing and needs no data. Waiting is allowed with
-            // interrupts on (the MMU lock does not disable them), and a CPU spinning on the
-            // MMU lock still takes the IPI.
+            // interrupts on: the MMU lock is a plain spinlock, never taken with interrupts off
+            // (not inside a VMX window), so a CPU spinning on it still takes the IPI.
             unsafe { bindings::smp_call_function_single(cpu, Some(kicked), core::ptr::null_mut(), true) };
         }
     }
@@ -200,28 +211,36 @@ impl GuestMemory {
             (slot, first, count, m.seq)
         };
         cache.top_up()?;
-        // Pinned writable where the slot is (a read maps it writable too, saving the write
-        // fault), unless the host maps it read-only: then a read maps it read-only, as KVM
-        // does, and a write is the VMM's fault.
-        let want_write = !slot.readonly();
         let uaddr = |gpa: u64| slot.uaddr_of(gpa);
+        let covers = |first: u64, p: &PinnedRun| first.saturating_add((p.len() as u64) << 12) > page;
+        // What the host already has, writable where the slot is: a read then maps it
+        // writable too, saving the write fault (KVM's fast path).
+        let want_write = !slot.readonly();
         let mut host_writable = want_write;
-        let pinned = match PinnedRun::pin(uaddr(first), count as usize, want_write) {
-            // Stopped short of the page touched (a neighbour the host cannot give), or failed:
-            // that page alone.
-            Ok(p) if first.saturating_add((p.len() as u64) << 12) > page => p,
-            _ => {
-                first = page;
-                match PinnedRun::pin(uaddr(page), 1, want_write) {
-                    Ok(p) => p,
-                    Err(_) if want_write && !write => {
-                        host_writable = false;
-                        match PinnedRun::pin(uaddr(page), 1, false) {
-                            Ok(p) => p,
-                            Err(_) => return Ok(Outcome::HostFault),
-                        }
+        let present = PinnedRun::pin_present(uaddr(first), count as usize, want_write).filter(|p| covers(first, p));
+        let pinned = match present {
+            Some(p) => p,
+            // Otherwise the host faults it in: for a write, writable (COW broken, a page
+            // allocated); for a read, as it is (a shared zero page, a COW page, a page the
+            // VMM made read-only), mapped read-only until the guest writes, as KVM does.
+            None => {
+                host_writable = write;
+                let p = match PinnedRun::pin(uaddr(first), count as usize, write) {
+                    Ok(p) if covers(first, &p) => Ok(p),
+                    // Stopped short of the page touched, or failed: that page alone.
+                    _ => {
+                        first = page;
+                        PinnedRun::pin(uaddr(page), 1, write)
                     }
-                    Err(_) => return Ok(Outcome::HostFault),
+                };
+                match p {
+                    Ok(p) => p,
+                    Err(PinError::Fault) => return Ok(Outcome::HostFault),
+                    Err(PinError::Interrupted) => return Ok(Outcome::Interrupted),
+                    Err(PinError::Poisoned) => {
+                        crate::mem::hwpoison_signal(uaddr(page));
+                        return Ok(Outcome::Mapped); // the signal ends KVM_RUN (EINTR)
+                    }
                 }
             }
         };
@@ -244,7 +263,7 @@ impl GuestMemory {
         Ok(Outcome::Mapped) // `pinned` is released here, after the MMU lock
     }
 
-    // --- Emulation: lookups for one access (the VM's mutex held) ---
+    // --- Emulation: lookups for one access ---
 
     /// The slot whose RAM backs `gpa` for this access, if any; a write is logged dirty (rvmx
     /// writes guest RAM for the guest: logged like the guest's own writes).
@@ -319,23 +338,28 @@ impl GuestMemory {
     /// needs is dropped after the lock.
     pub(crate) fn apply(&self, change: Change, bitmap: Option<KVVec<u64>>) -> Result {
         let mut bitmap = bitmap;
-        let mut flush = false;
+        let mut m = self.mmu.lock();
+        // In-flight faults read the old slots: they retry.
+        m.seq = m.seq.wrapping_add(1);
+        // The slot table changes first, then the EPT entries of the old range go (a fault
+        // cannot map them again meanwhile: it would not find them, or would retry).
+        let mut zap = None;
         {
-            let mut m = self.mmu.lock();
             let m = &mut *m;
-            // In-flight faults read the old slots: they retry.
-            m.seq = m.seq.wrapping_add(1);
             match change {
                 Change::Unchanged => {}
                 Change::Create(slot) => {
                     m.insert(slot)?;
                     m.set_gpa(slot.id, Some(slot.gpa));
                     Self::swap_bitmap(m, &slot, &mut bitmap);
+                    // An invalidation already under way may cover the new slot's memory: until
+                    // every one has ended, faults anywhere retry.
+                    if m.in_progress > 0 {
+                        m.range = 0..u64::MAX;
+                    }
                 }
                 Change::Delete(id) => {
-                    if let Some(old) = m.slot(id) {
-                        flush |= m.ept.unmap_range(old.gpa..old.gpa.saturating_add(old.size));
-                    }
+                    zap = m.slot(id).map(|old| (old.gpa..old.gpa.saturating_add(old.size), Zap::Unmap));
                     m.slots.retain(|s| s.id != id);
                     m.set_gpa(id, None);
                     if let Some(e) = m.ids.get_mut(id as usize) {
@@ -343,9 +367,7 @@ impl GuestMemory {
                     }
                 }
                 Change::Move(slot) => {
-                    if let Some(old) = m.slot(slot.id) {
-                        flush |= m.ept.unmap_range(old.gpa..old.gpa.saturating_add(old.size));
-                    }
+                    zap = m.slot(slot.id).map(|old| (old.gpa..old.gpa.saturating_add(old.size), Zap::Unmap));
                     m.slots.retain(|s| s.id != slot.id);
                     m.insert(slot)?;
                     m.set_gpa(slot.id, Some(slot.gpa));
@@ -353,20 +375,52 @@ impl GuestMemory {
                     Self::swap_bitmap(m, &slot, &mut bitmap);
                 }
                 Change::Flags(slot) => {
+                    // From now on the first write to each page must fault to be logged.
                     if slot.logs_dirty() {
-                        // From now on the first write to each page must fault to be logged.
-                        flush |= m.ept.write_protect_range(slot.gpa..slot.gpa.saturating_add(slot.size));
+                        zap = Some((slot.gpa..slot.gpa.saturating_add(slot.size), Zap::WriteProtect));
                     }
                     m.slots.iter_mut().filter(|s| s.id == slot.id).for_each(|s| *s = slot);
                     Self::swap_bitmap(m, &slot, &mut bitmap);
                 }
             }
-            if flush {
+        }
+        if let Some((range, how)) = zap {
+            let (m, any) = self.zap_gpa(m, range, how);
+            if any {
                 self.flush_vcpus();
             }
+            drop(m);
+        } else {
+            drop(m);
         }
         drop(bitmap);
         Ok(())
+    }
+
+    /// Applies `how` to the EPT entries of the guest pages in `range`, 1 GiB at a time, with
+    /// a chance to reschedule between chunks that changed anything (the lock is dropped: the
+    /// caller has made sure no fault can map the range again meanwhile). The caller flushes
+    /// if it returns true. Process context only.
+    fn zap_gpa<'a>(&'a self, mut m: SpinLockGuard<'a, Mmu>, range: Range<u64>, how: Zap) -> (SpinLockGuard<'a, Mmu>, bool) {
+        let mut any = false;
+        let mut at = range.start;
+        while at < range.end {
+            let next = (at | (ZAP_CHUNK - 1)).saturating_add(1).min(range.end);
+            let changed = m.zap(at..next, how);
+            any |= changed;
+            at = next;
+            if changed && at < range.end {
+                m = self.relax(m);
+            }
+        }
+        (m, any)
+    }
+
+    /// Drops the MMU lock, lets the scheduler run, takes the lock again.
+    fn relax<'a>(&'a self, m: SpinLockGuard<'a, Mmu>) -> SpinLockGuard<'a, Mmu> {
+        drop(m);
+        crate::sched::cond_resched();
+        self.mmu.lock()
     }
 
     /// Gives `slot` the bitmap in `spare` if it logs writes and has none; takes its bitmap
@@ -390,19 +444,33 @@ impl GuestMemory {
 
     /// `KVM_GET_DIRTY_LOG`'s core: moves slot `id`'s bitmap into `out` (as many words, zeroed
     /// by the caller) and write-protects the pages that were written, starting a new round.
-    /// `ENOENT` if the slot does not exist or does not log.
+    /// `ENOENT` if the slot does not exist or does not log. Process context (the VM's mutex
+    /// held: the slot stays); reschedules every so often on huge logs.
     pub(crate) fn take_dirty_log(&self, id: u16, out: &mut [u64]) -> Result {
         let mut m = self.mmu.lock();
-        let m = &mut *m;
         let slot = m.slot(id).ok_or(ENOENT)?;
-        let bits = m.ids.get_mut(id as usize).and_then(|e| e.dirty.as_mut()).ok_or(ENOENT)?;
         let mut any = false;
-        for (w, (word, copy)) in bits.iter_mut().zip(out.iter_mut()).enumerate() {
-            let taken = core::mem::take(word);
+        for (w, copy) in out.iter_mut().enumerate() {
+            let Some(word) = m.ids.get_mut(id as usize).and_then(|e| e.dirty.as_mut()).and_then(|b| b.get_mut(w)) else {
+                return Err(ENOENT); // the caller sized `out` from this bitmap
+            };
+            let mut taken = core::mem::take(word);
             *copy = taken;
-            for bit in (0..64).filter(|b| taken & (1 << b) != 0) {
-                let page = slot.gpa.wrapping_add((((w << 6) | bit) as u64) << 12); // inside the slot
-                any |= m.ept.write_protect_range(page..page.wrapping_add(4096));
+            // Each run of set bits is one range to write-protect.
+            let mut bit = 0u32;
+            while taken != 0 {
+                let zeros = taken.trailing_zeros();
+                taken >>= zeros;
+                let ones = taken.trailing_ones();
+                taken = taken.checked_shr(ones).unwrap_or(0);
+                bit = bit.saturating_add(zeros);
+                let page = ((w as u64) << 6) | bit as u64; // < the slot's pages
+                let start = slot.gpa.wrapping_add(page << 12);
+                any |= m.zap(start..start.wrapping_add((ones as u64) << 12), Zap::WriteProtect);
+                bit = bit.saturating_add(ones);
+            }
+            if w % DIRTY_WORDS_PER_LOCK == DIRTY_WORDS_PER_LOCK - 1 {
+                m = self.relax(m);
             }
         }
         if any {
@@ -417,15 +485,56 @@ impl GuestMemory {
         m.ids.get(id as usize).and_then(|e| e.dirty.as_ref()).map(|bits| bits.len()).ok_or(ENOENT)
     }
 
-    // --- The MMU notifier's callbacks (mmu_notifier.rs); they never sleep ---
+    // --- The MMU notifier's callbacks (mmu_notifier.rs) ---
+
+    /// Removes the EPT entries of every slot's pages in the host range `hva`, slot by slot in
+    /// guest-physical order; where `may_sleep`, reschedules between chunks (a slot change
+    /// meanwhile is fine: the cursor is a guest-physical address, and faults into `hva`
+    /// retry). Whether any entry went.
+    fn unmap_hva<'a>(&'a self, mut m: SpinLockGuard<'a, Mmu>, hva: Range<u64>, may_sleep: bool) -> (SpinLockGuard<'a, Mmu>, bool) {
+        let mut any = false;
+        let mut cursor = 0u64;
+        loop {
+            // The first slot ending after the cursor.
+            let i = m.slots.partition_point(|s| s.gpa.saturating_add(s.size) <= cursor);
+            let Some(s) = m.slots.get(i).copied() else { break };
+            let slot_end = s.gpa.saturating_add(s.size);
+            let start = hva.start.max(s.uaddr);
+            let end = hva.end.min(s.uaddr.saturating_add(s.size));
+            // Both ends lie in the slot: offsets below its size, so no overflow.
+            let gpa = s.gpa.wrapping_add(start.wrapping_sub(s.uaddr)) & !0xfff;
+            let gpa_end = s.gpa.wrapping_add(end.wrapping_sub(s.uaddr));
+            let from = gpa.max(cursor);
+            if start >= end || from >= gpa_end {
+                cursor = slot_end;
+                continue;
+            }
+            let next = (from | (ZAP_CHUNK - 1)).saturating_add(1).min(gpa_end);
+            let changed = m.zap(from..next, Zap::Unmap);
+            any |= changed;
+            cursor = next;
+            if changed && may_sleep {
+                m = self.relax(m);
+            }
+        }
+        (m, any)
+    }
 
     /// The host is about to change its mappings of `[start, end)`: the EPT entries for them
-    /// go now, and no vCPU runs with them once this returns.
-    pub(crate) fn invalidate_start(&self, start: u64, end: u64) {
+    /// go now, and no vCPU runs with them once this returns. Sleeps only if `may_sleep`.
+    pub(crate) fn invalidate_start(&self, start: u64, end: u64, may_sleep: bool) {
         let mut m = self.mmu.lock();
-        m.range = if m.in_progress == 0 { start..end } else { m.range.start.min(start)..m.range.end.max(end) };
+        // Only ranges behind a slot hold faults back (as KVM's), or any munmap in the VMM
+        // (malloc, thread stacks) would make faults retry.
+        let hva = start..end;
+        if m.slots.iter().any(|s| s.uaddr < end && start < s.uaddr.saturating_add(s.size)) {
+            m.range = if m.in_progress == 0 || m.range.is_empty() { hva.clone() } else { m.range.start.min(start)..m.range.end.max(end) };
+        } else if m.in_progress == 0 {
+            m.range = 0..0;
+        }
         m.in_progress = m.in_progress.saturating_add(1);
-        if m.unmap_hva(&(start..end)) {
+        let (_m, any) = self.unmap_hva(m, hva, may_sleep);
+        if any {
             self.flush_vcpus();
         }
     }
@@ -441,7 +550,8 @@ impl GuestMemory {
     pub(crate) fn release(&self) {
         let mut m = self.mmu.lock();
         m.seq = m.seq.wrapping_add(1);
-        if m.ept.unmap_range(0..GPA_LIMIT) {
+        let (_m, any) = self.unmap_hva(m, 0..u64::MAX, true);
+        if any {
             self.flush_vcpus();
         }
     }

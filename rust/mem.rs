@@ -42,18 +42,53 @@ pub(crate) struct PinnedRun {
 // SAFETY: pinned pages may be unpinned from any thread.
 unsafe impl Send for PinnedRun {}
 
+/// Why no page could be pinned.
+pub(crate) enum PinError {
+    /// Nothing (or nothing writable, for a write) is mapped there: `EFAULT` for the VMM.
+    Fault,
+    /// A signal arrived while the host was faulting the page in (e.g. a userfaultfd wait):
+    /// `KVM_RUN` returns `EINTR`, as KVM's.
+    Interrupted,
+    /// The page is poisoned (a memory error): the VMM gets SIGBUS, as from KVM.
+    Poisoned,
+}
+
 impl PinnedRun {
-    /// Pins up to `count` consecutive pages from user address `uaddr` of the current process
-    /// (writable if `write`; fewer if the mapping ends or a page cannot be pinned; at least
-    /// one, else an error: `EFAULT` if nothing is mapped there).
-    pub(crate) fn pin(uaddr: u64, count: usize, write: bool) -> Result<Self> {
-        let mut pages = KVec::from_elem(core::ptr::null_mut(), count, GFP_KERNEL_ACCOUNT)?;
-        let flags = if write { bindings::FOLL_WRITE } else { 0 };
-        let nr = i32::try_from(count).map_err(|_| EINVAL)?;
+    /// Pins the pages from user address `uaddr` on (up to `count`; writable ones if `write`)
+    /// that the host already has, without faulting anything in: KVM's fast path. `None` if
+    /// the first is not there.
+    pub(crate) fn pin_present(uaddr: u64, count: usize, write: bool) -> Option<Self> {
+        let flags = bindings::FOLL_NOFAULT | bindings::FOLL_HONOR_NUMA_FAULT | if write { bindings::FOLL_WRITE } else { 0 };
+        let mut pages = KVec::from_elem(core::ptr::null_mut(), count, GFP_KERNEL_ACCOUNT).ok()?;
+        let nr = i32::try_from(count).ok()?;
         // SAFETY: `pages` has room for `count` page pointers; the call checks `uaddr` itself.
         let n = unsafe { bindings::pin_user_pages_fast(uaddr as usize, nr, flags, pages.as_mut_ptr()) };
         if n <= 0 {
-            return Err(if n < 0 { Error::from_errno(n) } else { EFAULT });
+            return None;
+        }
+        pages.truncate(n as usize);
+        Some(Self { pages, dirty: false })
+    }
+
+    /// Faults in and pins up to `count` consecutive pages from user address `uaddr` of the
+    /// current process (writable if `write`; fewer if the mapping ends or a page cannot be
+    /// had), as KVM's slow path does: a signal interrupts the wait, a poisoned page is
+    /// reported as such.
+    pub(crate) fn pin(uaddr: u64, count: usize, write: bool) -> Result<Self, PinError> {
+        let flags = bindings::FOLL_INTERRUPTIBLE | bindings::FOLL_HWPOISON | bindings::FOLL_HONOR_NUMA_FAULT
+            | if write { bindings::FOLL_WRITE } else { 0 };
+        let mut pages = KVec::from_elem(core::ptr::null_mut(), count, GFP_KERNEL_ACCOUNT).map_err(|_| PinError::Fault)?;
+        // SAFETY: `pages` has room for `count` page pointers; the call checks `uaddr` itself.
+        let n = unsafe { bindings::pin_user_pages_unlocked(uaddr as usize, count, pages.as_mut_ptr(), flags) };
+        if n <= 0 {
+            let e = Error::from_errno(i32::try_from(n).unwrap_or(0)); // 0 (no page) is EFAULT's
+            return Err(if e == EINTR || e == ERESTARTSYS {
+                PinError::Interrupted
+            } else if e.to_errno().wrapping_neg() == bindings::EHWPOISON as i32 {
+                PinError::Poisoned
+            } else {
+                PinError::Fault
+            });
         }
         pages.truncate(n as usize);
         Ok(Self { pages, dirty: false })
@@ -81,4 +116,14 @@ impl Drop for PinnedRun {
         // SAFETY: each page was pinned once by `pin` and is unpinned once here.
         unsafe { bindings::unpin_user_pages_dirty_lock(self.pages.as_mut_ptr(), self.pages.len(), self.dirty) };
     }
+}
+
+/// Tells the current task that the guest touched poisoned memory at user address `uaddr`
+/// (SIGBUS, `BUS_MCEERR_AR`), as KVM's `kvm_send_hwpoison_signal`: QEMU then injects a
+/// machine check into the guest.
+pub(crate) fn hwpoison_signal(uaddr: u64) {
+    // SAFETY: the current task is alive; the address is only reported in the signal.
+    unsafe {
+        bindings::send_sig_mceerr(bindings::BUS_MCEERR_AR as i32, uaddr as usize as *mut c_void, 12, kernel::current!().as_ptr())
+    };
 }

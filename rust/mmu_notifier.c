@@ -9,7 +9,7 @@
 #include <linux/slab.h>
 #include <linux/err.h>
 
-int rvmx_vm_invalidate_start(const void *vm, unsigned long start, unsigned long end);
+int rvmx_vm_invalidate_start(const void *vm, unsigned long start, unsigned long end, bool blockable);
 void rvmx_vm_invalidate_end(const void *vm, unsigned long start, unsigned long end);
 void rvmx_vm_release(const void *vm);
 
@@ -25,8 +25,9 @@ static const void *vm_of(struct mmu_notifier *mn)
 
 static int invalidate_range_start(struct mmu_notifier *mn, const struct mmu_notifier_range *range)
 {
-	/* Never sleeps (a spinlock), so non-blockable ranges need nothing special. */
-	return rvmx_vm_invalidate_start(vm_of(mn), range->start, range->end);
+	/* Reschedules between chunks of a huge range only where the caller may block. */
+	return rvmx_vm_invalidate_start(vm_of(mn), range->start, range->end,
+					mmu_notifier_range_blockable(range));
 }
 
 static void invalidate_range_end(struct mmu_notifier *mn, const struct mmu_notifier_range *range)

@@ -46,20 +46,22 @@ impl Drop for MmuNotifier {
     }
 }
 
+/// Runs `f` on the guest memory behind a callback's pointer.
+///
 /// # Safety
 ///
-/// `memory` is the pointer given to `register`, still registered (so still alive).
-unsafe fn memory<'a>(memory: *const c_void) -> &'a GuestMemory {
-    // SAFETY: the caller's promise.
-    unsafe { &*memory.cast::<GuestMemory>() }
+/// `ptr` is the pointer given to `register`, still registered (so still alive).
+unsafe fn with_memory<R>(ptr: *const c_void, f: impl FnOnce(&GuestMemory) -> R) -> R {
+    // SAFETY: the caller's promise; the reference does not outlive `f`.
+    f(unsafe { &*ptr.cast::<GuestMemory>() })
 }
 
 /// `invalidate_range_start`: the host is about to change the mappings of `[start, end)`.
-/// Never sleeps, so it also serves non-blockable ranges (the OOM reaper).
+/// It may reschedule only if `blockable`, so it also serves the OOM reaper.
 #[no_mangle]
-unsafe extern "C" fn rvmx_vm_invalidate_start(ptr: *const c_void, start: usize, end: usize) -> i32 {
+unsafe extern "C" fn rvmx_vm_invalidate_start(ptr: *const c_void, start: usize, end: usize, blockable: bool) -> i32 {
     // SAFETY: called by the registered notifier (mmu_notifier.c).
-    unsafe { memory(ptr) }.invalidate_start(start as u64, end as u64);
+    unsafe { with_memory(ptr, |m| m.invalidate_start(start as u64, end as u64, blockable)) };
     0
 }
 
@@ -67,7 +69,7 @@ unsafe extern "C" fn rvmx_vm_invalidate_start(ptr: *const c_void, start: usize, 
 #[no_mangle]
 unsafe extern "C" fn rvmx_vm_invalidate_end(ptr: *const c_void, start: usize, end: usize) {
     // SAFETY: as above.
-    unsafe { memory(ptr) }.invalidate_end(start as u64, end as u64);
+    unsafe { with_memory(ptr, |m| m.invalidate_end(start as u64, end as u64)) };
 }
 
 /// `release`: the address space is going away (its owner exited, or the notifier is being
@@ -75,5 +77,5 @@ unsafe extern "C" fn rvmx_vm_invalidate_end(ptr: *const c_void, start: usize, en
 #[no_mangle]
 unsafe extern "C" fn rvmx_vm_release(ptr: *const c_void) {
     // SAFETY: as above.
-    unsafe { memory(ptr) }.release();
+    unsafe { with_memory(ptr, |m| m.release()) };
 }

@@ -30,10 +30,6 @@ use crate::{
     x86,
 };
 
-extern "C" {
-    fn rvmx_cond_resched();
-}
-
 /// The `struct kvm_run` page shared with userspace, and the PIO data page after it.
 pub(crate) struct KvmRun {
     run: *mut u8,
@@ -608,8 +604,7 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
             run.set_exit_reason(kvm_exit::INTR);
             return Err(EINTR);
         }
-        // SAFETY: process context, no locks that forbid sleeping but the vCPU mutex.
-        unsafe { rvmx_cond_resched() };
+        crate::sched::cond_resched();
         match window(t, st, run)? {
             Next::ToUser => return Ok(0),
             Next::Host | Next::Reenter => {}
@@ -622,6 +617,10 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
                     Fault::HostFault => {
                         run.set_exit_reason(kvm_exit::UNKNOWN);
                         return Err(EFAULT);
+                    }
+                    Fault::Interrupted => {
+                        run.set_exit_reason(kvm_exit::INTR);
+                        return Err(EINTR);
                     }
                     // Delivering an event touched MMIO (an IDT or stack outside RAM): no
                     // instruction to emulate, KVM's KVM_INTERNAL_ERROR_DELIVERY_EV.

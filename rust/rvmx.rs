@@ -96,6 +96,7 @@ pub mod msr_rules;
 #[allow(dead_code)]
 pub mod memslot_rules;
 mod run;
+mod sched;
 mod stats;
 #[allow(dead_code)]
 pub mod stats_format;

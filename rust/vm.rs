@@ -8,7 +8,7 @@ use kernel::{
     mm::Mm,
     new_mutex,
     prelude::*,
-    sync::{aref::ARef, lock::{mutex::MutexBackend, Guard}, Arc, ArcBorrow, Mutex},
+    sync::{aref::ARef, Arc, ArcBorrow, Mutex},
     uaccess::{UserPtr, UserSlice},
 };
 
@@ -39,7 +39,7 @@ pub(crate) struct Vm {
     /// Whether any `KVM_IOEVENTFD` is registered (set under `inner`'s lock): port writes
     /// skip the lock while none is, which is the common case.
     has_ioeventfds: AtomicBool,
-    /// Serializes slot changes and instruction emulation; taken before `memory`'s MMU lock.
+    /// Serializes slot changes and ioctls that read the slots; taken before `memory`'s MMU lock.
     #[pin]
     inner: Mutex<VmInner>,
 }
@@ -56,15 +56,19 @@ pub(crate) enum Fault<'a> {
     Mapped,
     /// No RAM for this access: MMIO, emulated with the memory still locked.
     Mmio(Memory<'a>),
-    /// RAM the host cannot give for this access: `KVM_EXIT_MEMORY_FAULT`, `EFAULT`.
+    /// RAM the host cannot give for this access: `EFAULT`.
     HostFault,
+    /// A signal interrupted the host's fault: `EINTR` with `KVM_EXIT_INTR`.
+    Interrupted,
 }
 
-/// A VM's memory slots and I/O registrations, locked: an emulated instruction (its fetch,
-/// the guest page walk, its data and any ioeventfd) sees one slot layout.
+/// A VM's memory and I/O registrations as an emulated instruction sees them: each access looks
+/// its slot up anew (under the MMU lock, briefly), so no VM-wide lock is held while the
+/// instruction copies from or to the VMM's memory, which may fault, wait for swap or for a
+/// userfaultfd handler (KVM holds none either).
 pub(crate) struct Memory<'a> {
     memory: &'a GuestMemory,
-    inner: Guard<'a, VmInner, MutexBackend>,
+    vm: &'a Vm,
 }
 
 impl Memory<'_> {
@@ -93,7 +97,7 @@ impl Memory<'_> {
     /// A guest write that `KVM_IOEVENTFD` registered: signals its eventfd and returns true;
     /// false if none matches (the write exits to userspace).
     pub(crate) fn ioeventfd_write(&self, bus: Bus, addr: u64, len: u32, value: u64) -> bool {
-        self.inner.ioeventfds.write(bus, addr, len, value)
+        self.vm.ioeventfd_write(bus, addr, len, value)
     }
 }
 
@@ -189,6 +193,7 @@ impl Vm {
             Outcome::Mapped => Fault::Mapped,
             Outcome::Mmio => Fault::Mmio(self.memory()),
             Outcome::HostFault => Fault::HostFault,
+            Outcome::Interrupted => Fault::Interrupted,
         })
     }
 
@@ -206,16 +211,16 @@ impl Vm {
         run.internal_error(crate::exit::internal::UNEXPECTED_EXIT_REASON, &[reason, gpa, level as u64, entry]);
     }
 
-    /// The VM's memory, locked for one instruction's emulation.
+    /// The VM's memory, for one instruction's emulation.
     pub(crate) fn memory(&self) -> Memory<'_> {
-        Memory { memory: &self.memory, inner: self.inner.lock() }
+        Memory { memory: &self.memory, vm: self }
     }
 
-    /// A guest port write that `KVM_IOEVENTFD` registered: signals its eventfd and returns
-    /// true; false if none matches (the write exits to userspace).
+    /// A guest write that `KVM_IOEVENTFD` registered (port or MMIO): signals its eventfd and
+    /// returns true; false if none matches (the write exits to userspace).
     pub(crate) fn ioeventfd_write(&self, bus: Bus, addr: u64, len: u32, value: u64) -> bool {
         // Racing with a registration, the write is simply ordered before it.
-        self.has_ioeventfds.load(Ordering::Acquire) && self.memory().ioeventfd_write(bus, addr, len, value)
+        self.has_ioeventfds.load(Ordering::Acquire) && self.inner.lock().ioeventfds.write(bus, addr, len, value)
     }
 
     /// The EPT pointer of this VM.
