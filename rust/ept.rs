@@ -87,12 +87,16 @@ const fn entry_shift(level: u32) -> u32 {
 /// The 4-level EPT of one VM.
 pub(crate) struct Ept {
     root_phys: u64,
+    /// Tables emptied by [`Ept::unmap_range`] and detached from the tree, waiting for a flush
+    /// before they may be freed (a CPU may still cache them): a list linked through each
+    /// table's first entry (a page address, never a present entry), 0 when empty.
+    detached: u64,
 }
 
 impl Ept {
     pub(crate) fn new() -> Result<Self> {
         let root = Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?;
-        Ok(Self { root_phys: adopt(root) })
+        Ok(Self { root_phys: adopt(root), detached: 0 })
     }
 
     /// The EPT pointer to put in a VMCS.
@@ -232,13 +236,76 @@ impl Ept {
         }
     }
 
-    /// Removes the mappings of the guest pages in `range`; returns whether there were any. The
-    /// caller then makes sure no vCPU still runs with them (kick; every window starts with
-    /// INVEPT) before the host pages may go.
+    /// Removes the mappings of the guest pages in `range`; returns whether there were any.
+    /// Tables left empty are detached. The caller then makes sure no vCPU still runs with the
+    /// old entries, and only then frees what was detached: [`Self::free_detached`].
     pub(crate) fn unmap_range(&mut self, range: Range<u64>) -> bool {
-        // SAFETY: the walk hands out entries of our level-1 tables; the MMU lock makes us the
-        // only writer.
-        self.for_each_leaf(range, |e| unsafe { e.write_volatile(0) })
+        // SAFETY: the root is a level-4 table of this tree whose first entry maps 0.
+        let (any, _) = unsafe { Self::unmap_walk(self.root_phys, 4, &range, 0, &mut self.detached) };
+        any
+    }
+
+    /// The recursive part of [`Self::unmap_range`] for the table at `table`: whether a leaf
+    /// went, and whether the table is empty now.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Self::walk`]; the caller holds the MMU lock.
+    unsafe fn unmap_walk(table: u64, level: u32, range: &Range<u64>, base: u64, detached: &mut u64) -> (bool, bool) {
+        let shift = entry_shift(level);
+        let table_end = base.saturating_add(512 << shift);
+        if range.end <= base || range.start >= table_end || range.start >= range.end {
+            return (false, false);
+        }
+        let first = range.start.saturating_sub(base) >> shift;
+        let last = (range.end.min(table_end).saturating_sub(base).saturating_sub(1)) >> shift;
+        let mut any = false;
+        for i in first..=last {
+            let start = base.wrapping_add(i << shift);
+            // `i` < 512: an entry of `table`.
+            let entry = Self::entry_at(table, i as usize);
+            // SAFETY: `entry` points into one of our tables; the MMU lock makes us the only
+            // writer.
+            let value = unsafe { entry.read_volatile() };
+            if !ept_bits::present(value) {
+                continue;
+            }
+            if level == 1 {
+                // SAFETY: as above.
+                unsafe { entry.write_volatile(0) };
+                any = true;
+                continue;
+            }
+            let child = value & ADDR_MASK;
+            // SAFETY: a present entry above level 1 points to a table of this tree one level
+            // down whose first entry maps `start`.
+            let (removed, empty) = unsafe { Self::unmap_walk(child, level.saturating_sub(1), range, start, detached) };
+            any |= removed;
+            if empty {
+                // SAFETY: as above. The child is empty: its first entry may link the list
+                // (a page address with the permission bits clear is not present).
+                unsafe {
+                    entry.write_volatile(0);
+                    Self::entry_at(child, 0).write_volatile(*detached);
+                }
+                *detached = child;
+            }
+        }
+        // SAFETY: the 512 entries of `table`.
+        let empty = any && (0..512).all(|i| unsafe { Self::entry_at(table, i).read_volatile() } == 0);
+        (any, empty)
+    }
+
+    /// Frees the tables [`Self::unmap_range`] detached. Only after every CPU that may have
+    /// cached them has left its window (a flush that started after they were detached).
+    pub(crate) fn free_detached(&mut self) {
+        while self.detached != 0 {
+            let table = self.detached;
+            // SAFETY: a detached table of ours: its first entry links the list.
+            self.detached = unsafe { Self::entry_at(table, 0).read_volatile() };
+            // SAFETY: detached from the tree, and the caller has flushed.
+            unsafe { free_table(table) };
+        }
     }
 
     /// Makes guest writes to the mapped pages in `range` fault (dirty logging); returns
@@ -293,5 +360,6 @@ impl Drop for Ept {
         // SAFETY: no vCPU runs on this EPT any more (they hold the VM alive, and every window
         // flushes before entering) and its notifier is gone: nothing reaches the tree.
         unsafe { Self::free_tree(self.root_phys, 4) };
+        self.free_detached();
     }
 }

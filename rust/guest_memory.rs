@@ -174,9 +174,11 @@ impl GuestMemory {
         self.running.get(id as usize).ok_or(EINVAL) // ids are checked when vCPUs are created
     }
 
-    /// Makes sure no vCPU still runs with translations from before a change to the EPT:
-    /// a vCPU in a window is interrupted (its next window starts with INVEPT).
-    fn flush_vcpus(&self) {
+    /// Makes sure no vCPU still runs with translations from before a change to the EPT (a
+    /// vCPU in a window is interrupted; its next window starts with INVEPT), then frees the
+    /// tables the change detached. Under the MMU lock: everything detached so far was
+    /// detached before this flush began.
+    fn flush(&self, m: &mut Mmu) {
         // Pairs with the store before INVEPT in a window (run.rs): a vCPU not seen here
         // flushes after the change.
         core::sync::atomic::fence(Ordering::SeqCst);
@@ -186,6 +188,7 @@ impl GuestMemory {
             // (not inside a VMX window), so a CPU spinning on it still takes the IPI.
             unsafe { bindings::smp_call_function_single(cpu, Some(kicked), core::ptr::null_mut(), true) };
         }
+        m.ept.free_detached();
     }
 
     // --- Guest faults ---
@@ -385,14 +388,14 @@ impl GuestMemory {
             }
         }
         if let Some((range, how)) = zap {
-            let (m, any) = self.zap_gpa(m, range, how);
+            let (mut m, any) = self.zap_gpa(m, range, how);
             if any {
-                self.flush_vcpus();
+                self.flush(&mut m);
             }
-            drop(m);
         } else {
             drop(m);
         }
+        // After the lock: freeing a vmalloc'ed bitmap may sleep.
         drop(bitmap);
         Ok(())
     }
@@ -474,7 +477,7 @@ impl GuestMemory {
             }
         }
         if any {
-            self.flush_vcpus();
+            self.flush(&mut m);
         }
         Ok(())
     }
@@ -533,9 +536,9 @@ impl GuestMemory {
             m.range = 0..0;
         }
         m.in_progress = m.in_progress.saturating_add(1);
-        let (_m, any) = self.unmap_hva(m, hva, may_sleep);
+        let (mut m, any) = self.unmap_hva(m, hva, may_sleep);
         if any {
-            self.flush_vcpus();
+            self.flush(&mut m);
         }
     }
 
@@ -550,9 +553,9 @@ impl GuestMemory {
     pub(crate) fn release(&self) {
         let mut m = self.mmu.lock();
         m.seq = m.seq.wrapping_add(1);
-        let (_m, any) = self.unmap_hva(m, 0..u64::MAX, true);
+        let (mut m, any) = self.unmap_hva(m, 0..u64::MAX, true);
         if any {
-            self.flush_vcpus();
+            self.flush(&mut m);
         }
     }
 }
