@@ -96,6 +96,14 @@ impl Mmu {
         self.slots.get(i).copied()
     }
 
+    /// Takes slot `id` out of the table (binary search, one move of the slots after it).
+    fn remove(&mut self, id: u16) {
+        let Some(gpa) = self.ids.get(id as usize).and_then(|e| e.gpa) else { return };
+        if let Ok(i) = self.slots.binary_search_by_key(&gpa, |s| s.gpa) {
+            let _ = self.slots.remove(i);
+        }
+    }
+
     /// Where slot `id` starts now (`None`: deleted).
     fn set_gpa(&mut self, id: u16, gpa: Option<u64>) {
         if let Some(e) = self.ids.get_mut(id as usize) {
@@ -363,7 +371,7 @@ impl GuestMemory {
                 }
                 Change::Delete(id) => {
                     zap = m.slot(id).map(|old| (old.gpa..old.gpa.saturating_add(old.size), Zap::Unmap));
-                    m.slots.retain(|s| s.id != id);
+                    m.remove(id);
                     m.set_gpa(id, None);
                     if let Some(e) = m.ids.get_mut(id as usize) {
                         bitmap = e.dirty.take();
@@ -371,7 +379,7 @@ impl GuestMemory {
                 }
                 Change::Move(slot) => {
                     zap = m.slot(slot.id).map(|old| (old.gpa..old.gpa.saturating_add(old.size), Zap::Unmap));
-                    m.slots.retain(|s| s.id != slot.id);
+                    m.remove(slot.id);
                     m.insert(slot)?;
                     m.set_gpa(slot.id, Some(slot.gpa));
                     // A bitmap the slot keeps logging into moves with it, as KVM's does.
@@ -530,12 +538,16 @@ impl GuestMemory {
         // Only ranges behind a slot hold faults back (as KVM's), or any munmap in the VMM
         // (malloc, thread stacks) would make faults retry.
         let hva = start..end;
-        if m.slots.iter().any(|s| s.uaddr < end && start < s.uaddr.saturating_add(s.size)) {
+        let behind_a_slot = m.slots.iter().any(|s| s.uaddr < end && start < s.uaddr.saturating_add(s.size));
+        if behind_a_slot {
             m.range = if m.in_progress == 0 || m.range.is_empty() { hva.clone() } else { m.range.start.min(start)..m.range.end.max(end) };
         } else if m.in_progress == 0 {
             m.range = 0..0;
         }
         m.in_progress = m.in_progress.saturating_add(1);
+        if !behind_a_slot {
+            return;
+        }
         let (mut m, any) = self.unmap_hva(m, hva, may_sleep);
         if any {
             self.flush(&mut m);

@@ -5,7 +5,10 @@
 //! fact, so the outputs on the two devices can be compared; lines starting with `info` may
 //! differ.
 //!
-//!   kvm-mm-check DEVICE [large]      (`large`: only the 4 GiB guest and the slot-count guest)
+//!   kvm-mm-check DEVICE                the VMM changes the memory behind a slot
+//!   kvm-mm-check DEVICE large          a guest touching 1.25 GiB of 4 GiB of slots, a 256 GiB
+//!                                      dirty-logging slot
+//!   kvm-mm-check DEVICE slots [N]      N one-page slots (default: the most a VM may have)
 
 use std::{ffi::CString, process::ExitCode};
 use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_LOG_DIRTY_PAGES};
@@ -247,7 +250,7 @@ core::arch::global_asm!(
 );
 
 /// 4 GiB of slots (four 1 GiB slots at 1 GiB .. 5 GiB), of which the guest touches 1.25 GiB
-/// spanning two slots; then the most slots a VM may have, each touched by the guest.
+/// spanning two slots.
 fn large(kvm: &Kvm) {
     const GIB: u64 = 1 << 30;
     let mut g = long_mode_guest(kvm, code(unsafe { &big_start }, unsafe { &big_end }), "large");
@@ -285,12 +288,15 @@ fn large(kvm: &Kvm) {
     // SAFETY: the VM is about to go; nothing uses the mapping afterwards.
     drop(g);
     unsafe { libc::munmap(mem.cast(), 4 * GIB as usize) };
+}
 
-    // As many slots as KVM_CAP_NR_MEMSLOTS says (slot 0 is the guest's own): one page each.
+/// `count` memory slots of one page each (slot 0 is the guest's own), each touched by the
+/// guest; `None`: as many as `KVM_CAP_NR_MEMSLOTS` says, and one more is refused.
+fn slots(kvm: &Kvm, count: Option<u64>) {
     let mut g = long_mode_guest(kvm, code(unsafe { &big_start }, unsafe { &big_end }), "slots");
     let max = kvm.check_extension_raw(10) as u64; // KVM_CAP_NR_MEMSLOTS
-    let n = max - 1;
-    println!("slots max {max}");
+    let n = count.unwrap_or(max - 1).min(max - 1);
+    println!("info slots max {max}");
     // SAFETY: identity map the first 1 GiB with 2 MiB pages: PDPT 0x3000 → PD 0x4000.
     unsafe {
         for e in 0..512u64 {
@@ -301,7 +307,9 @@ fn large(kvm: &Kvm) {
     let base = 0x100000u64;
     let ok = (0..n).filter(|&i| set_slot(&g, i as u32 + 1, base + i * PAGE as u64, mem.wrapping_add(i as usize * PAGE), PAGE, 0).is_ok()).count();
     println!("slots created {ok} of {n}");
-    println!("slots one_more {:?}", set_slot(&g, max as u32, base + n * PAGE as u64, mem, PAGE, 0));
+    if count.is_none() {
+        println!("slots one_more {:?}", set_slot(&g, max as u32, base + n * PAGE as u64, mem, PAGE, 0));
+    }
     let mut regs = g.vcpu.get_regs().unwrap();
     regs.rdi = base;
     regs.rcx = n;
@@ -311,6 +319,9 @@ fn large(kvm: &Kvm) {
         other => println!("slots run {:?}", other.map_err(|e| e.errno())),
     }
     println!("slots expected_sum {:#x}", (0..n).map(|p| p & 0xff).sum::<u64>());
+    // Every slot goes again, one by one.
+    let gone = (0..n).filter(|&i| set_slot(&g, i as u32 + 1, base + i * PAGE as u64, mem.wrapping_add(i as usize * PAGE), 0, 0).is_ok()).count();
+    println!("slots deleted {gone}");
 }
 
 /// A 256 GiB slot that logs dirty pages: its bitmap (8 MiB) is allocated and read back without
@@ -346,6 +357,7 @@ fn main() -> ExitCode {
             large(&kvm);
             dirty_256g(&kvm);
         }
+        Some("slots") => slots(&kvm, args.next().and_then(|n| n.parse().ok())),
         _ => follows_host(&kvm),
     }
     ExitCode::SUCCESS
