@@ -228,7 +228,8 @@ impl GuestMemory {
         // writable too, saving the write fault (KVM's fast path).
         let want_write = !slot.readonly();
         let mut host_writable = want_write;
-        let present = PinnedRun::pin_present(uaddr(first), count as usize, want_write).filter(|p| covers(first, p));
+        // Only if the host has the whole run: fault-around then faults the rest in below.
+        let present = PinnedRun::pin_present(uaddr(first), count as usize, want_write).filter(|p| p.len() as u64 == count);
         let pinned = match present {
             Some(p) => p,
             // Otherwise the host faults it in: for a write, writable (COW broken, a page
