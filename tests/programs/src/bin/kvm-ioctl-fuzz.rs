@@ -676,8 +676,9 @@ impl Batch<'_> {
         let (uaddr, avail) = self.slot_uaddr(r);
         let size: u64 = match r.below(12) {
             0..=1 => 0,
-            2..=6 => (1 + r.below(avail.max(PAGE as u64) / PAGE as u64)) * PAGE as u64,
-            7 => avail,
+            // Mostly a few pages: pinning is what a call costs most (Bochs, debug kernel).
+            2..=6 => (1 + r.below((avail / PAGE as u64).clamp(1, 16))) * PAGE as u64,
+            7 => if r.pct(30) { avail } else { (1 + r.below(avail.max(PAGE as u64) / PAGE as u64)) * PAGE as u64 },
             8 => 1 << r.pick(&[21, 30, 40, 47, 52, 63]),
             9 => r.below(0x10000),
             10 => u64::MAX & !0xfff,
@@ -1174,6 +1175,8 @@ impl Batch<'_> {
         }
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let call = self.call;
+        // The VM may leave self.vms while the threads run (close_fd).
+        let vm_fd = self.vms[v].fd;
         let mut handles = Vec::new();
         for t in 0..nthreads {
             let fd = self.vms[v].vcpus[t].fd;
@@ -1199,7 +1202,7 @@ impl Batch<'_> {
             match r.below(10) {
                 0..=3 => {
                     let b = self.region(r);
-                    let fd = if r.pct(90) { self.vms[v].fd } else { self.fd_of(r, Kind::Vm) };
+                    let fd = if r.pct(90) { vm_fd } else { self.fd_of(r, Kind::Vm) };
                     // SAFETY: the region bytes live on the stack for the call.
                     self.call_ioctl(st, "vm", fd, KVM_SET_USER_MEMORY_REGION, b.as_ptr() as usize);
                 }
