@@ -45,9 +45,11 @@
 //! 0 when it ran to the end (findings or not: the summary says), 2 usage, 3 a hang it could
 //! not recover from. Memory: at most 48 MiB of slot memory and 4 VMs of 4 vCPUs at a time.
 //!
-//! `--trace FILE` writes one line per call of this thread (`call I OP errno E`, batch by batch):
-//! two traces (one per device, same seed) compare with `--compare A B`, which reports the first
-//! mismatch of every batch (calls after it see different state) and always exits 0.
+//! `--trace FILE` writes one line per operation of this thread (`call I OP ERRNO`): two traces
+//! (one per device, same seed) compare with `--compare A B`. Within a batch, calls compare
+//! while both runs make the same operations; an errno that differs there is reported as a
+//! mismatch, counted per (operation, errno A, errno B) with its first call; from the first call
+//! whose operations differ the rest of the batch is skipped ("out of step"). Always exits 0.
 
 use std::{
     collections::BTreeMap,
@@ -1496,29 +1498,42 @@ fn compare(a: &str, b: &str, batch: u64) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut mismatched_batches = 0;
-    let mut by_op: BTreeMap<String, u64> = BTreeMap::new();
-    let mut last_batch = u64::MAX;
+    // Per batch, the calls stay comparable while both runs make the same operations (the same
+    // PRNG draws): an errno that differs there is a mismatch, counted per (op, a, b). Once the
+    // operations differ (an outcome changed what the batch had to work with), the rest of the
+    // batch is skipped.
+    let mut mism: BTreeMap<(String, String, String), (u64, u64)> = BTreeMap::new();
+    let (mut compared, mut out_of_step) = (0u64, BTreeMap::new());
+    let mut skip_batch = u64::MAX;
     for (i, la) in &ta {
         // Only calls both traces have (runs of different ranges compare on their overlap).
-        let Some(lb) = tb.get(i).cloned() else { continue };
-        if *la == lb || i / batch == last_batch {
+        let Some(lb) = tb.get(i) else { continue };
+        if i / batch == skip_batch {
             continue;
         }
-        // The first mismatch of a batch: later calls of the batch see different state.
-        last_batch = i / batch;
-        mismatched_batches += 1;
-        println!("mismatch call {i} (batch start {}): {a}: {la:?} {b}: {lb:?}", i - i % batch);
-        let op = la.iter().zip(lb.iter()).find(|(x, y)| x != y).map_or_else(
-            || la.first().cloned().unwrap_or_default(),
-            |(x, _)| x.clone(),
-        );
-        *by_op.entry(op.split(' ').next().unwrap_or("").to_string()).or_insert(0) += 1;
+        let ops = |l: &Vec<String>| l.iter().map(|x| x.split(' ').next().unwrap_or("").to_string()).collect::<Vec<_>>();
+        if ops(la) != ops(lb) {
+            skip_batch = i / batch;
+            out_of_step.insert(i - i % batch, *i);
+            continue;
+        }
+        compared += 1;
+        for (x, y) in la.iter().zip(lb.iter()) {
+            if x != y {
+                let (op, ea) = x.split_once(' ').unwrap_or((x, ""));
+                let eb = y.split_once(' ').map_or("", |p| p.1);
+                mism.entry((op.to_string(), ea.to_string(), eb.to_string())).or_insert((0, *i)).0 += 1;
+            }
+        }
     }
-    for (k, v) in &by_op {
-        println!("first mismatch in {k}: {v}");
+    for ((op, ea, eb), (n, first)) in &mism {
+        println!("mismatch {op}: {a} {ea} {b} {eb}: {n} calls, first call {first}");
     }
-    println!("compare: {} calls in {a}, {} in {b}, {mismatched_batches} batches with a mismatch", ta.len(), tb.len());
+    for (bs, i) in &out_of_step {
+        println!("out of step: batch {bs} from call {i}");
+    }
+    println!("compare: {} calls in {a}, {} in {b}, {compared} compared, {} kinds of mismatch, {} batches out of step",
+             ta.len(), tb.len(), mism.len(), out_of_step.len());
     ExitCode::SUCCESS
 }
 
