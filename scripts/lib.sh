@@ -53,13 +53,16 @@ RUST_LIB_SRC=$(rustc --print sysroot 2>/dev/null || true)/lib/rustlib/src/rust/l
 [ -d "$RUST_LIB_SRC/core" ] || RUST_LIB_SRC=$RUST_SRC_DIR/usr/src/rustc-$RUSTC_VERSION/library
 LINUX_TARBALL_DIR=$RVMX_CACHE/tools/$LINUX_SRC_PKG-$LINUX_SRC_VERSION
 
-# Which test kernel: the default one, or RVMX_KERNEL_VARIANT=mitigations (the same with the
-# CPU-vulnerability mitigations compiled in, scripts/kernel-mitigations.config).
+# Which test kernel: the default one, RVMX_KERNEL_VARIANT=mitigations (the same with the
+# CPU-vulnerability mitigations compiled in, scripts/kernel-mitigations.config), or
+# RVMX_KERNEL_VARIANT=debug (kmemleak, KFENCE, UBSAN, hung-task and lockup detectors,
+# scripts/kernel-debug.config).
 RVMX_KERNEL_VARIANT=${RVMX_KERNEL_VARIANT:-}
 case "$RVMX_KERNEL_VARIANT" in
 '') KERNEL_FRAGMENTS=("$RVMX_ROOT/scripts/kernel.config") ;;
 mitigations) KERNEL_FRAGMENTS=("$RVMX_ROOT/scripts/kernel.config" "$RVMX_ROOT/scripts/kernel-mitigations.config") ;;
-*) echo "[rvmx] unknown kernel variant '$RVMX_KERNEL_VARIANT' (none or mitigations)" >&2; exit 1 ;;
+debug) KERNEL_FRAGMENTS=("$RVMX_ROOT/scripts/kernel.config" "$RVMX_ROOT/scripts/kernel-debug.config") ;;
+*) echo "[rvmx] unknown kernel variant '$RVMX_KERNEL_VARIANT' (none, mitigations or debug)" >&2; exit 1 ;;
 esac
 
 # The test kernel build directory, keyed by every input that shapes it.
