@@ -257,11 +257,6 @@ impl GuestMemory {
             }
         };
         let writable = host_writable && (write || !slot.logs_dirty());
-        // A read whose run was faulted in read-only: the page touched is still mapped writable
-        // if the host already has it so (as page by page), sparing the guest's next write a fault.
-        let touched = (!writable && !write && want_write && !slot.logs_dirty())
-            .then(|| PinnedRun::pin_present(uaddr(page), 1, true))
-            .flatten();
         let hva = uaddr(first)..uaddr(first).saturating_add((pinned.len() as u64) << 12);
         let mut pinned = pinned;
         {
@@ -273,15 +268,9 @@ impl GuestMemory {
                 // The run is inside one slot and one level-1 table (the cache holds its tables).
                 m.ept.map(first.wrapping_add((i as u64) << 12), hpa, writable, cache)?;
             }
-            if let Some(hpa) = touched.as_ref().and_then(|t| t.phys().next()) {
-                m.ept.map(page, hpa, true, cache)?;
-            }
         }
         if writable {
             pinned.set_dirty();
-        }
-        if let Some(mut t) = touched {
-            t.set_dirty();
         }
         Ok(Outcome::Mapped) // `pinned` is released here, after the MMU lock
     }
