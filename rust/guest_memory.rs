@@ -232,17 +232,24 @@ impl GuestMemory {
         let present = PinnedRun::pin_present(uaddr(first), count as usize, want_write).filter(|p| p.len() as u64 == count);
         let pinned = match present {
             Some(p) => p,
-            // Otherwise the host faults it in: for a write, writable (COW broken, a page
-            // allocated); for a read, as it is (a shared zero page, a COW page, a page the
-            // VMM made read-only), mapped read-only until the guest writes, as KVM does.
+            // Otherwise the host faults the run in, writable where the slot is: fault-around's
+            // point is that the guest's next writes there need no fault (KVM maps a read
+            // read-only; here a read allocates, breaks COW or unmerges a KSM page, within the
+            // fault-around block only). Where the host has the page read-only (mprotect), a
+            // read maps it read-only, as KVM, and a write is the VMM's fault.
             None => {
-                host_writable = write;
-                let p = match PinnedRun::pin(uaddr(first), count as usize, write) {
+                let p = match PinnedRun::pin(uaddr(first), count as usize, want_write) {
                     Ok(p) if covers(first, &p) => Ok(p),
                     // Stopped short of the page touched, or failed: that page alone.
                     _ => {
                         first = page;
-                        PinnedRun::pin(uaddr(page), 1, write)
+                        match PinnedRun::pin(uaddr(page), 1, want_write) {
+                            Err(PinError::Fault) if want_write && !write => {
+                                host_writable = false;
+                                PinnedRun::pin(uaddr(page), 1, false)
+                            }
+                            p => p,
+                        }
                     }
                 };
                 match p {
