@@ -1079,7 +1079,9 @@ impl Batch<'_> {
             }
         };
         self.maps[i].writable = how == 2 && ret == 0;
-        self.maps[i].alive = how != 0;
+        // A mapping with a hole is not touched again, not even by the batch's cleanup: the hole
+        // may hold someone else's mapping by then (the fuzzer's own heap: it crashed).
+        self.maps[i].alive = how == 2;
         st.record(Some(self.call), ["munmap_slot_memory", "munmap_slot_page", "remap_slot_memory"][how as usize],
                   if ret == 0 { 0 } else { errno() });
     }
@@ -1389,7 +1391,7 @@ impl Batch<'_> {
                 libc::munmap(a as _, l);
             }
             libc::syscall(libc::SYS_close_range, self.base_fd as u32, u32::MAX, 0);
-            for m in &self.maps {
+            for m in self.maps.iter().filter(|m| m.alive) {
                 libc::munmap(m.addr as _, m.len);
             }
         }
