@@ -175,3 +175,47 @@ pub fn watchpoint(addr: u64) -> Option<i32> {
     let fd = unsafe { libc::syscall(libc::SYS_perf_event_open, &attr as *const Attr, 0, -1, -1, 0) };
     (fd >= 0).then_some(fd as i32)
 }
+
+/// The fuzzers' PRNG (SplitMix64: small, fast, and the same everywhere), seeded by (seed,
+/// stream, index) so any one guest or batch can be replayed alone.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64, stream: u64, i: u64) -> Rng {
+        let mut r = Rng(seed);
+        r.next();
+        r.0 ^= stream.wrapping_mul(0xd1b5_4a32_d192_ed03);
+        r.next();
+        r.0 ^= i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        r.next();
+        r
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((self.next() >> 32) * n) >> 32
+    }
+    pub fn below_usize(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    pub fn pct(&mut self, p: u64) -> bool {
+        self.below(100) < p
+    }
+    pub fn pick<T: Copy>(&mut self, s: &[T]) -> T {
+        s[self.below_usize(s.len())]
+    }
+    pub fn byte(&mut self) -> u8 {
+        self.next() as u8
+    }
+    pub fn fill(&mut self, b: &mut [u8]) {
+        for c in b.chunks_mut(8) {
+            let v = self.next().to_le_bytes();
+            c.copy_from_slice(&v[..c.len()]);
+        }
+    }
+}

@@ -37,6 +37,7 @@ use kvm_bindings::{
     KVM_MAX_CPUID_ENTRIES, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY,
 };
 use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd, VmFd};
+use rvmx_test_programs::Rng;
 
 // ---- Guest physical layout -------------------------------------------------------------------
 
@@ -76,42 +77,6 @@ const KVM_INTERRUPT: libc::c_ulong = 0x4004_ae86;
 
 // ---- PRNG ------------------------------------------------------------------------------------
 
-/// SplitMix64: small, fast, and the same everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64, stream: u64, i: u64) -> Rng {
-        let mut r = Rng(seed);
-        r.next();
-        r.0 ^= stream.wrapping_mul(0xd1b5_4a32_d192_ed03);
-        r.next();
-        r.0 ^= i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        r.next();
-        r
-    }
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        ((self.next() >> 32) * n) >> 32
-    }
-    fn below_usize(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pct(&mut self, p: u64) -> bool {
-        self.below(100) < p
-    }
-    fn pick<T: Copy>(&mut self, s: &[T]) -> T {
-        s[self.below_usize(s.len())]
-    }
-    fn byte(&mut self) -> u8 {
-        self.next() as u8
-    }
-}
 
 /// MSRs worth poking (guest RDMSR/WRMSR via ECX, KVM_SET_MSRS).
 const MSRS: &[u32] = &[

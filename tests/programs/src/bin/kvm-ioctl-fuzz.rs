@@ -65,48 +65,10 @@ use std::{
 };
 
 use kvm_bindings as kb;
+use rvmx_test_programs::Rng;
 
 // ---- PRNG (as kvm-guest-fuzz) ----------------------------------------------------------------
 
-/// SplitMix64: small, fast, and the same everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64, stream: u64, i: u64) -> Rng {
-        let mut r = Rng(seed);
-        r.next();
-        r.0 ^= stream.wrapping_mul(0xd1b5_4a32_d192_ed03);
-        r.next();
-        r.0 ^= i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        r.next();
-        r
-    }
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        ((self.next() >> 32) * n) >> 32
-    }
-    fn below_usize(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pct(&mut self, p: u64) -> bool {
-        self.below(100) < p
-    }
-    fn pick<T: Copy>(&mut self, s: &[T]) -> T {
-        s[self.below_usize(s.len())]
-    }
-    fn fill(&mut self, b: &mut [u8]) {
-        for c in b.chunks_mut(8) {
-            let v = self.next().to_le_bytes();
-            c.copy_from_slice(&v[..c.len()]);
-        }
-    }
-}
 
 // ---- The ABI ---------------------------------------------------------------------------------
 
