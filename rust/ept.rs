@@ -84,6 +84,18 @@ const fn entry_shift(level: u32) -> u32 {
     }
 }
 
+/// The indices of the entries of a table whose first entry maps `base` and whose entries each
+/// map 2^`shift` bytes that overlap `range`; `None` if none does. Always below 512.
+fn entries_in(range: &Range<u64>, base: u64, shift: u32) -> Option<core::ops::RangeInclusive<u64>> {
+    let table_end = base.saturating_add(512 << shift);
+    if range.end <= base || range.start >= table_end || range.start >= range.end {
+        return None;
+    }
+    let first = range.start.saturating_sub(base) >> shift;
+    let last = range.end.min(table_end).saturating_sub(base).saturating_sub(1) >> shift;
+    Some(first..=last)
+}
+
 /// The 4-level EPT of one VM.
 pub(crate) struct Ept {
     root_phys: u64,
@@ -210,16 +222,10 @@ impl Ept {
     /// `table` is a table of this tree at `level` (1 to 4) whose first entry maps `base`.
     unsafe fn walk(table: u64, level: u32, range: &Range<u64>, base: u64, f: &mut impl FnMut(*mut u64)) {
         let shift = entry_shift(level);
-        let table_end = base.saturating_add(512 << shift);
-        if range.end <= base || range.start >= table_end || range.start >= range.end {
-            return;
-        }
-        // The entries overlapping `range`: below 512, as `range` is clamped to the table.
-        let first = range.start.saturating_sub(base) >> shift;
-        let last = (range.end.min(table_end).saturating_sub(base).saturating_sub(1)) >> shift;
-        for i in first..=last {
+        let Some(entries) = entries_in(range, base, shift) else { return };
+        for i in entries {
             let start = base.wrapping_add(i << shift);
-            // `i` < 512 (see above): an entry of `table`.
+            // `i` < 512 (`entries_in`): an entry of `table`.
             let entry = Self::entry_at(table, i as usize);
             // SAFETY: `entry` points into one of our tables.
             let value = unsafe { entry.read_volatile() };
@@ -253,16 +259,11 @@ impl Ept {
     /// As for [`Self::walk`]; the caller holds the MMU lock.
     unsafe fn unmap_walk(table: u64, level: u32, range: &Range<u64>, base: u64, detached: &mut u64) -> (bool, bool) {
         let shift = entry_shift(level);
-        let table_end = base.saturating_add(512 << shift);
-        if range.end <= base || range.start >= table_end || range.start >= range.end {
-            return (false, false);
-        }
-        let first = range.start.saturating_sub(base) >> shift;
-        let last = (range.end.min(table_end).saturating_sub(base).saturating_sub(1)) >> shift;
+        let Some(entries) = entries_in(range, base, shift) else { return (false, false) };
         let mut any = false;
-        for i in first..=last {
+        for i in entries {
             let start = base.wrapping_add(i << shift);
-            // `i` < 512: an entry of `table`.
+            // `i` < 512 (`entries_in`): an entry of `table`.
             let entry = Self::entry_at(table, i as usize);
             // SAFETY: `entry` points into one of our tables; the MMU lock makes us the only
             // writer.
