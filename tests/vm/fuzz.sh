@@ -19,29 +19,14 @@ esac
 
 clear_log
 
-# The host's own workload, and a sampler that records its counter every 5 s (guest time).
-rm -f /tmp/counter /tmp/samples
-sh -c 'i=0; while :; do i=$((i + 1)); echo $i > /tmp/counter; done' &
-workload=$!
-counter() { # the workload's count (the file may be caught mid-rewrite: read again)
-	v=; n=0
-	while [ -z "$v" ] && [ $n -lt 100 ]; do v=$(cat /tmp/counter 2>/dev/null); n=$((n + 1)); done
-	echo "${v:-0}"
-}
-while [ ! -s /tmp/counter ]; do sleep 1; done
-sample() { echo "$(cut -d' ' -f1 /proc/uptime) $(counter)" >> /tmp/samples; }
-sample
-(while :; do sleep 5; sample; done) &
-sampler=$!
+workload_start
 
 echo "    kvm-guest-fuzz $dev $seed $count (reproduce with the same command)"
 # stdout (the summary) to a file; stderr (a `batch` line every 256 guests, any panic) to the
 # console, so a log whose host died says where the fuzzer was.
 kvm-guest-fuzz "$dev" "$seed" "$count" > /tmp/fuzz.out
 status=$?
-sample
-kill $sampler $workload
-wait $sampler $workload 2>/dev/null
+workload_stop
 
 sed 's/^/    /' /tmp/fuzz.out
 echo "    workload samples (uptime, count): $(tr '\n' ';' < /tmp/samples)"
@@ -52,17 +37,7 @@ ran_to_end() {
 }
 check "fuzz: kvm-guest-fuzz $dev $seed $count ran every guest to the end" ran_to_end
 
-# Every sample (the empty-line reads count as 0 and fail) above the one before.
-kept_running() {
-	prev=-1 n=0
-	while read -r t c; do
-		[ -n "$c" ] && [ "$c" -gt "$prev" ] || { echo "workload stalled at ${t}s: count $c after $prev"; return 1; }
-		prev=$c n=$((n + 1))
-	done < /tmp/samples
-	[ $n -ge 2 ] || { echo "only $n samples"; return 1; }
-	echo "$n samples, last count $prev"
-}
-check "fuzz: the host workload kept counting throughout" kept_running
+check "fuzz: the host workload kept counting throughout" workload_kept_running
 
 quiet_kernel() {
 	if dmesg | grep -Ei 'oops|BUG:|WARNING:|lockdep|possible (recursive|circular)|circular locking|hung task|blocked for more than|rcu.*stall|soft lockup|hard lockup|general protection|Call Trace|kernel panic'; then

@@ -28,20 +28,7 @@ kmemleak=/sys/kernel/debug/kmemleak
 # Forget what kmemleak suspected before the run (boot-time objects).
 [ -w $kmemleak ] && echo clear > $kmemleak
 
-# The host's own workload, and a sampler that records its counter every 5 s (guest time).
-rm -f /tmp/counter /tmp/samples
-sh -c 'i=0; while :; do i=$((i + 1)); echo $i > /tmp/counter; done' &
-workload=$!
-counter() { # the workload's count (the file may be caught mid-rewrite: read again)
-	v=; n=0
-	while [ -z "$v" ] && [ $n -lt 100 ]; do v=$(cat /tmp/counter 2>/dev/null); n=$((n + 1)); done
-	echo "${v:-0}"
-}
-while [ ! -s /tmp/counter ]; do sleep 1; done
-sample() { echo "$(cut -d' ' -f1 /proc/uptime) $(counter)" >> /tmp/samples; }
-sample
-(while :; do sleep 5; sample; done) &
-sampler=$!
+workload_start
 
 echo "    kvm-ioctl-fuzz $dev $seed $calls (reproduce with the same command)"
 # stdout (findings, counts, the summary) to a file; stderr (a `batch` line every 1000 calls,
@@ -51,9 +38,7 @@ start=$(cut -d' ' -f1 /proc/uptime)
 kvm-ioctl-fuzz "$dev" "$seed" "$calls" ${IOCTL_FUZZ_TRACE:+--trace "$IOCTL_FUZZ_TRACE"} > /tmp/ioctl-fuzz.out
 status=$?
 echo "    fuzzer ran ${start}s..$(cut -d' ' -f1 /proc/uptime)s (guest uptime)"
-sample
-kill $sampler $workload
-wait $sampler $workload 2>/dev/null
+workload_stop
 
 sed 's/^/    /' /tmp/ioctl-fuzz.out
 echo "    workload samples (uptime, count): $(tr '\n' ';' < /tmp/samples)"
@@ -69,16 +54,7 @@ no_findings() {
 }
 check "ioctl-fuzz: no hang and no child killed by a signal the fuzzer did not send" no_findings
 
-kept_running() {
-	prev=-1 n=0
-	while read -r t c; do
-		[ -n "$c" ] && [ "$c" -gt "$prev" ] || { echo "workload stalled at ${t}s: count $c after $prev"; return 1; }
-		prev=$c n=$((n + 1))
-	done < /tmp/samples
-	[ $n -ge 2 ] || { echo "only $n samples"; return 1; }
-	echo "$n samples, last count $prev"
-}
-check "ioctl-fuzz: the host workload kept counting throughout" kept_running
+check "ioctl-fuzz: the host workload kept counting throughout" workload_kept_running
 
 quiet_kernel() {
 	if dmesg | grep -Ei 'oops|BUG:|WARNING:|KASAN|UBSAN|KFENCE|kmemleak: .*(new suspected|leak)|lockdep|possible (recursive|circular)|circular locking|inconsistent lock|hung task|blocked for more than|rcu.*stall|soft lockup|hard lockup|general protection|Call Trace|kernel panic|sleeping function called'; then

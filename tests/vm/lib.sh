@@ -32,3 +32,37 @@ loaded() { grep -q "^$1 " /proc/modules; }
 
 # Fresh kernel log, so the next dmesg_has sees only what follows.
 clear_log() { dmesg -c >/dev/null; }
+
+# A host workload for the fuzzers: a shell counting in a loop, and a sampler recording
+# (uptime, count) in /tmp/samples every 5 s of guest time. workload_start before the fuzzer,
+# workload_stop after it, then check workload_kept_running.
+workload_counter() { # the workload's count (the file may be caught mid-rewrite: read again)
+	v=; n=0
+	while [ -z "$v" ] && [ $n -lt 100 ]; do v=$(cat /tmp/counter 2>/dev/null); n=$((n + 1)); done
+	echo "${v:-0}"
+}
+workload_sample() { echo "$(cut -d' ' -f1 /proc/uptime) $(workload_counter)" >> /tmp/samples; }
+workload_start() {
+	rm -f /tmp/counter /tmp/samples
+	sh -c 'i=0; while :; do i=$((i + 1)); echo $i > /tmp/counter; done' &
+	workload=$!
+	while [ ! -s /tmp/counter ]; do sleep 1; done
+	workload_sample
+	(while :; do sleep 5; workload_sample; done) &
+	sampler=$!
+}
+workload_stop() {
+	workload_sample
+	kill $sampler $workload
+	wait $sampler $workload 2>/dev/null
+}
+# Every sample (the empty-line reads count as 0 and fail) above the one before.
+workload_kept_running() {
+	prev=-1 n=0
+	while read -r t c; do
+		[ -n "$c" ] && [ "$c" -gt "$prev" ] || { echo "workload stalled at ${t}s: count $c after $prev"; return 1; }
+		prev=$c n=$((n + 1))
+	done < /tmp/samples
+	[ $n -ge 2 ] || { echo "only $n samples"; return 1; }
+	echo "$n samples, last count $prev"
+}
