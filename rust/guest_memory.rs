@@ -81,6 +81,11 @@ impl Mmu {
         self.seq != seq || (self.in_progress > 0 && hva.start < self.range.end && self.range.start < hva.end)
     }
 
+    /// Whether some slot's host mapping overlaps `hva`.
+    fn behind_a_slot(&self, hva: &Range<u64>) -> bool {
+        self.slots.iter().any(|s| s.uaddr < hva.end && hva.start < s.uaddr.saturating_add(s.size))
+    }
+
     /// Applies `how` to the EPT entries of the guest pages in `range`; whether any changed.
     fn zap(&mut self, range: Range<u64>, how: Zap) -> bool {
         match how {
@@ -546,7 +551,7 @@ impl GuestMemory {
         // Only ranges behind a slot hold faults back (as KVM's), or any munmap in the VMM
         // (malloc, thread stacks) would make faults retry.
         let hva = start..end;
-        let behind_a_slot = m.slots.iter().any(|s| s.uaddr < end && start < s.uaddr.saturating_add(s.size));
+        let behind_a_slot = m.behind_a_slot(&hva);
         if behind_a_slot {
             m.range = if m.in_progress == 0 || m.range.is_empty() { hva.clone() } else { m.range.start.min(start)..m.range.end.max(end) };
         } else if m.in_progress == 0 {
@@ -562,10 +567,16 @@ impl GuestMemory {
         }
     }
 
-    /// The change of `[start, end)` is done: faults that pinned before it retry.
-    pub(crate) fn invalidate_end(&self, _start: u64, _end: u64) {
+    /// The change of `[start, end)` is done: faults that pinned behind a slot before it retry.
+    pub(crate) fn invalidate_end(&self, start: u64, end: u64) {
         let mut m = self.mmu.lock();
-        m.seq = m.seq.wrapping_add(1);
+        // Only behind a slot, as KVM: the VMM's other threads mprotect and munmap all the
+        // time (stacks, malloc), and faults racing with that would otherwise retry for
+        // nothing. A slot deleted meanwhile bumped `seq` itself; one created meanwhile
+        // counts here.
+        if m.behind_a_slot(&(start..end)) {
+            m.seq = m.seq.wrapping_add(1);
+        }
         m.in_progress = m.in_progress.saturating_sub(1);
     }
 
