@@ -23,7 +23,7 @@ kernel:
 
 module:
 	@kdir="$(KDIR)"; [ -n "$$kdir" ] || kdir=$$(scripts/build-kernel) || exit 1; \
-	$(MAKE) -C "$$kdir" M=$(CURDIR) modules
+	$(MAKE) -C "$$kdir" M=$(CURDIR) $$(scripts/kbuild-args "$$kdir") modules
 
 # Clippy over the module (with the kernel's clippy settings): fails on any arithmetic that can
 # overflow, index or slice that can be out of bounds, unwrap/expect, panic! or unreachable!
@@ -34,7 +34,7 @@ NO_PANIC_LINTS := -Dclippy::arithmetic_side_effects -Dclippy::indexing_slicing -
 lint:
 	@kdir="$(KDIR)"; [ -n "$$kdir" ] || kdir=$$(scripts/build-kernel) || exit 1; \
 	touch rust/rvmx.rs; \
-	if ! out=$$($(MAKE) -C "$$kdir" M=$(CURDIR) CLIPPY=1 KRUSTFLAGS="$(NO_PANIC_LINTS)" modules 2>&1); then \
+	if ! out=$$($(MAKE) -C "$$kdir" M=$(CURDIR) $$(scripts/kbuild-args "$$kdir") CLIPPY=1 KRUSTFLAGS="$(NO_PANIC_LINTS)" modules 2>&1); then \
 		printf '%s\n' "$$out" | grep -A14 '^error' >&2; echo "make lint: failed (docs/no-panics.md)" >&2; exit 1; \
 	fi
 

@@ -58,22 +58,28 @@ LINUX_TARBALL_DIR=$RVMX_CACHE/tools/$LINUX_SRC_PKG-$LINUX_SRC_VERSION
 # RVMX_KERNEL_VARIANT=debug (kmemleak, KFENCE, UBSAN, hung-task and lockup detectors,
 # scripts/kernel-debug.config).
 RVMX_KERNEL_VARIANT=${RVMX_KERNEL_VARIANT:-}
+KERNEL_LLVM= KERNEL_LIBCLANG_DIR= KERNEL_HOST_PACKAGES=()
 case "$RVMX_KERNEL_VARIANT" in
 '') KERNEL_FRAGMENTS=("$RVMX_ROOT/scripts/kernel.config") ;;
 mitigations) KERNEL_FRAGMENTS=("$RVMX_ROOT/scripts/kernel.config" "$RVMX_ROOT/scripts/kernel-mitigations.config") ;;
-debug) KERNEL_FRAGMENTS=("$RVMX_ROOT/scripts/kernel.config" "$RVMX_ROOT/scripts/kernel-debug.config") ;;
+# The debug kernel is built with Clang (Linux allows KASAN with Rust only then): bookworm's
+# clang-19, and its libclang for bindgen.
+debug) KERNEL_FRAGMENTS=("$RVMX_ROOT/scripts/kernel.config" "$RVMX_ROOT/scripts/kernel-debug.config")
+       KERNEL_LLVM=-19 KERNEL_LIBCLANG_DIR=/usr/lib/llvm-19/lib
+       KERNEL_HOST_PACKAGES=(clang-19 lld-19 llvm-19 libclang1-19) ;;
 *) echo "[rvmx] unknown kernel variant '$RVMX_KERNEL_VARIANT' (none, mitigations or debug)" >&2; exit 1 ;;
 esac
 
 # The test kernel build directory, keyed by every input that shapes it.
 kernel_key() {
-	key_of "$LINUX_SRC_VERSION" "$RUSTC_VERSION" "$BINDGEN_VERSION" "$LIBCLANG_VERSION" \
+	key_of "$LINUX_SRC_VERSION" "$RUSTC_VERSION" "$BINDGEN_VERSION" "$LIBCLANG_VERSION" ${KERNEL_LLVM:+"LLVM=$KERNEL_LLVM"} \
 		"$(cat "${KERNEL_FRAGMENTS[@]}")" "$(cat "$RVMX_ROOT/scripts/build-kernel")"
 }
 KERNEL_DIR=$RVMX_CACHE/linux-${RVMX_KERNEL_VARIANT:+$RVMX_KERNEL_VARIANT-}$(kernel_key)
 
 # make variables for any kbuild invocation against a Rust-enabled tree.
 kbuild_vars() {
-	KBUILD_VARS=(RUSTC="$(command -v rustc)" BINDGEN="$BINDGEN" RUST_LIB_SRC="$RUST_LIB_SRC")
-	export LIBCLANG_PATH=$LIBCLANG_DIR
+	KBUILD_VARS=(RUSTC="$(command -v rustc)" BINDGEN="$BINDGEN" RUST_LIB_SRC="$RUST_LIB_SRC"
+	             ${KERNEL_LLVM:+LLVM="$KERNEL_LLVM"})
+	export LIBCLANG_PATH=${KERNEL_LIBCLANG_DIR:-$LIBCLANG_DIR}
 }
