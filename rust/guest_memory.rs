@@ -150,7 +150,7 @@ pub(crate) struct GuestMemory {
     /// The EPT pointer; the root table never changes.
     eptp: u64,
     /// The host CPU each vCPU (by id) is in a VMX window on, or -1.
-    running: [AtomicI32; MAX_VCPU_ID as usize],
+    running: Running,
     #[pin]
     mmu: SpinLock<Mmu>,
 }
@@ -160,8 +160,22 @@ pub(crate) struct GuestMemory {
 ///
 /// # Safety
 ///
-/// None: it does nothing (an IPI callback for `smp_call_function_single`).
+/// None: it does nothing (an IPI callback).
 unsafe extern "C" fn kicked(_info: *mut ffi::c_void) {}
+
+/// The vCPUs' host CPUs ([`GuestMemory::running`]).
+type Running = [AtomicI32; MAX_VCPU_ID as usize];
+
+/// Whether `cpu` is in a VMX window of the VM whose vCPUs' CPUs `info` points to.
+///
+/// # Safety
+///
+/// `info` points to a [`Running`] that lives for the call.
+unsafe extern "C" fn in_window(cpu: ffi::c_int, info: *mut ffi::c_void) -> bool {
+    // SAFETY: the caller's guarantee.
+    let running = unsafe { &*info.cast::<Running>() };
+    running.iter().any(|r| r.load(Ordering::SeqCst) == cpu)
+}
 
 impl GuestMemory {
     pub(crate) fn new() -> Result<Arc<Self>> {
@@ -195,12 +209,14 @@ impl GuestMemory {
         // Pairs with the store before INVEPT in a window (run.rs): a vCPU not seen here
         // flushes after the change.
         core::sync::atomic::fence(Ordering::SeqCst);
-        for cpu in self.running.iter().map(|r| r.load(Ordering::SeqCst)).filter(|c| *c >= 0) {
-            // SAFETY: `kicked` does nothing and needs no data. Waiting is allowed with
-            // interrupts on: the MMU lock is a plain spinlock, never taken with interrupts off
-            // (not inside a VMX window), so a CPU spinning on it still takes the IPI.
-            unsafe { bindings::smp_call_function_single(cpu, Some(kicked), core::ptr::null_mut(), true) };
-        }
+        let running = core::ptr::from_ref(&self.running).cast_mut().cast();
+        // SAFETY: `in_window` only reads `self.running`, which outlives the call; `kicked` does
+        // nothing. The CPUs found are interrupted together, and waiting for them is allowed
+        // with interrupts on: the MMU lock is a plain spinlock, never taken with interrupts
+        // off (not inside a VMX window), so a CPU spinning on it still takes the IPI.
+        unsafe {
+            bindings::on_each_cpu_cond_mask(Some(in_window), Some(kicked), running, true, &raw const bindings::__cpu_online_mask)
+        };
         m.ept.free_detached();
     }
 
