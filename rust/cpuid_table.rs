@@ -53,9 +53,9 @@ pub const LEAFD1_EAX_COMPACTED: u32 = 1 << 1 | 1 << 3;
 pub const LEAF1_EDX: u32 = 1 << 0 | 1 << 1 | 1 << 2 | 1 << 3 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 8
     | 1 << 9 | 1 << 11 | 1 << 13 | 1 << 15 | 1 << 16 | 1 << 17 | 1 << 19 | 1 << 23 | 1 << 24
     | 1 << 25 | 1 << 26;
-/// Leaf 7.0 EBX bits: FSGSBASE, BMI1, SMEP, BMI2, ERMS, INVPCID, ADX, SMAP, CLFLUSHOPT, SHA.
-/// INVPCID only where the CPU lets VMX enable it (see [`supported`]).
-pub const LEAF7_EBX: u32 = 1 << 0 | 1 << 3 | 1 << 7 | 1 << 8 | 1 << 9 | 1 << 10 | 1 << 19
+/// Leaf 7.0 EBX bits: FSGSBASE, BMI1, SMEP, BMI2, ERMS, INVPCID, RDSEED, ADX, SMAP,
+/// CLFLUSHOPT, SHA. INVPCID only where the CPU lets VMX enable it (see [`supported`]).
+pub const LEAF7_EBX: u32 = 1 << 0 | 1 << 3 | 1 << 7 | 1 << 8 | 1 << 9 | 1 << 10 | 1 << 18 | 1 << 19
     | 1 << 20 | 1 << 23 | 1 << 29;
 /// Leaf 1 ECX PCID (not offered; a VMM may list it, and CR4.PCIDE then works in the hardware).
 pub const LEAF1_ECX_PCID: u32 = 1 << 17;
@@ -108,18 +108,44 @@ pub struct Speculation {
     pub flush_l1d: bool,
     /// VERW clears CPU buffers: leaf 7.0 EDX MD_CLEAR.
     pub md_clear: bool,
+    /// Intel's SPEC_CTRL CPUID bit (IA32_SPEC_CTRL with IBRS, and IBPB): leaf 7.0 EDX.
+    pub spec_ctrl: bool,
+    /// IA32_SPEC_CTRL.IBRS: leaf 0x80000008 EBX AMD_IBRS (KVM synthesises the AMD bits).
+    pub ibrs: bool,
+    /// IA32_SPEC_CTRL.STIBP: leaf 7.0 EDX INTEL_STIBP, 0x80000008 EBX AMD_STIBP.
+    pub stibp: bool,
+    /// IA32_SPEC_CTRL.SSBD: leaf 7.0 EDX SPEC_CTRL_SSBD, 0x80000008 EBX AMD_SSBD.
+    pub ssbd: bool,
+    /// Not affected by speculative store bypass: leaf 0x80000008 EBX AMD_SSB_NO.
+    pub ssb_no: bool,
+    /// An IBPB also clears return predictions: leaf 0x80000008 EBX AMD_IBPB_RET.
+    pub ibpb_ret: bool,
 }
 
 /// Leaf 7.0 EDX MD_CLEAR.
 pub const LEAF7_EDX_MD_CLEAR: u32 = 1 << 10;
-/// Leaf 7.0 EDX SPEC_CTRL (IBRS and IBPB; not given: IA32_SPEC_CTRL is not switched yet).
+/// Leaf 7.0 EDX SPEC_CTRL: IA32_SPEC_CTRL (IBRS) and IA32_PRED_CMD (IBPB).
 pub const LEAF7_EDX_SPEC_CTRL: u32 = 1 << 26;
+/// Leaf 7.0 EDX INTEL_STIBP.
+pub const LEAF7_EDX_STIBP: u32 = 1 << 27;
+/// Leaf 7.0 EDX SPEC_CTRL_SSBD.
+pub const LEAF7_EDX_SSBD: u32 = 1 << 31;
 /// Leaf 7.0 EDX FLUSH_L1D.
 pub const LEAF7_EDX_FLUSH_L1D: u32 = 1 << 28;
 /// Leaf 7.0 EDX ARCH_CAPABILITIES: always given, as KVM does (the MSR is emulated).
 pub const LEAF7_EDX_ARCH_CAPABILITIES: u32 = 1 << 29;
 /// Leaf 0x80000008 EBX AMD_IBPB: IA32_PRED_CMD's IBPB.
 pub const EXT8_EBX_IBPB: u32 = 1 << 12;
+/// Leaf 0x80000008 EBX AMD_IBRS.
+pub const EXT8_EBX_IBRS: u32 = 1 << 14;
+/// Leaf 0x80000008 EBX AMD_STIBP.
+pub const EXT8_EBX_STIBP: u32 = 1 << 15;
+/// Leaf 0x80000008 EBX AMD_SSBD.
+pub const EXT8_EBX_SSBD: u32 = 1 << 24;
+/// Leaf 0x80000008 EBX AMD_SSB_NO.
+pub const EXT8_EBX_SSB_NO: u32 = 1 << 26;
+/// Leaf 0x80000008 EBX AMD_IBPB_RET.
+pub const EXT8_EBX_IBPB_RET: u32 = 1 << 30;
 
 /// The supported table: host CPUID (`host(leaf, subleaf)`, as `[eax, ebx, ecx, edx]`)
 /// filtered to what rvmx gives guests. Appends to `out`; returns how many entries it wrote.
@@ -152,7 +178,8 @@ pub fn supported(host: impl Fn(u32, u32) -> [u32; 4], ctl: GuestControls, out: &
                 let ebx = (LEAF7_EBX | only(avx, LEAF7_EBX_AVX) | only(avx512, LEAF7_EBX_AVX512))
                     & if ctl.invpcid { !0 } else { !LEAF7_EBX_INVPCID };
                 let sp = ctl.speculation;
-                let edx = LEAF7_EDX_ARCH_CAPABILITIES | only(sp.flush_l1d, LEAF7_EDX_FLUSH_L1D) | only(sp.md_clear, LEAF7_EDX_MD_CLEAR);
+                let edx = LEAF7_EDX_ARCH_CAPABILITIES | only(sp.flush_l1d, LEAF7_EDX_FLUSH_L1D) | only(sp.md_clear, LEAF7_EDX_MD_CLEAR)
+                    | only(sp.spec_ctrl, LEAF7_EDX_SPEC_CTRL) | only(sp.stibp, LEAF7_EDX_STIBP) | only(sp.ssbd, LEAF7_EDX_SSBD);
                 push(7, 0, FLAG_SIGNIFICANT_INDEX, [0, h[1] & ebx, 0, edx]);
             }
             // XSAVE: the switched components, their sizes and offsets as the host lays them
@@ -192,7 +219,9 @@ pub fn supported(host: impl Fn(u32, u32) -> [u32; 4], ctl: GuestControls, out: &
             0x8000_0002..=0x8000_0004 => push(leaf, 0, 0, h),
             // Address sizes: physical bits (at most the 48 the EPT maps), linear bits.
             0x8000_0008 => {
-                let ebx = only(ctl.speculation.ibpb, EXT8_EBX_IBPB);
+                let sp = ctl.speculation;
+                let ebx = only(sp.ibpb, EXT8_EBX_IBPB) | only(sp.ibrs, EXT8_EBX_IBRS) | only(sp.stibp, EXT8_EBX_STIBP)
+                    | only(sp.ssbd, EXT8_EBX_SSBD) | only(sp.ssb_no, EXT8_EBX_SSB_NO) | only(sp.ibpb_ret, EXT8_EBX_IBPB_RET);
                 push(leaf, 0, 0, [(h[0] & 0xff).min(48) | (h[0] & 0xff00), ebx, 0, 0]);
             }
             _ => {}
@@ -340,6 +369,9 @@ pub struct SpeculationMsrs {
     pub pred_cmd: bool,
     /// IA32_FLUSH_CMD (leaf 7.0 EDX FLUSH_L1D).
     pub flush_cmd: bool,
+    /// IA32_SPEC_CTRL (leaf 7.0 EDX SPEC_CTRL, or 0x80000008 EBX AMD_IBRS, AMD_STIBP or
+    /// AMD_SSBD).
+    pub spec_ctrl: bool,
 }
 
 /// The speculation-control MSRs a guest with this table has.
@@ -349,12 +381,44 @@ pub fn speculation_msrs(table: &[CpuidEntry]) -> SpeculationMsrs {
         arch_capabilities: edx7 & LEAF7_EDX_ARCH_CAPABILITIES != 0,
         pred_cmd: edx7 & LEAF7_EDX_SPEC_CTRL != 0 || lookup(table, 0x8000_0008, 0)[1] & EXT8_EBX_IBPB != 0,
         flush_cmd: edx7 & LEAF7_EDX_FLUSH_L1D != 0,
+        spec_ctrl: edx7 & LEAF7_EDX_SPEC_CTRL != 0
+            || lookup(table, 0x8000_0008, 0)[1] & (EXT8_EBX_IBRS | EXT8_EBX_STIBP | EXT8_EBX_SSBD) != 0,
     }
 }
 
 /// Whether the guest has IA32_TSC_AUX: its CPUID lists RDTSCP or RDPID (KVM's rule).
 pub fn has_tsc_aux(table: &[CpuidEntry]) -> bool {
     lookup(table, 0x8000_0001, 0)[3] & EXT1_EDX_RDTSCP != 0 || lookup(table, 7, 0)[2] & LEAF7_ECX_RDPID != 0
+}
+
+/// Leaf 1 ECX RDRAND.
+pub const LEAF1_ECX_RDRAND: u32 = 1 << 30;
+/// Leaf 7.0 EBX RDSEED.
+pub const LEAF7_EBX_RDSEED: u32 = 1 << 18;
+
+/// The instructions a guest may run because its CPUID lists them; the others are #UD, as on
+/// KVM (which sets the VMX controls from the guest's CPUID, not the host's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Instructions {
+    /// RDTSCP and RDPID (CPUID RDTSCP or RDPID): "enable RDTSCP".
+    pub rdtscp: bool,
+    /// INVPCID: "enable INVPCID".
+    pub invpcid: bool,
+    /// RDRAND: without it, "RDRAND exiting" and #UD.
+    pub rdrand: bool,
+    /// RDSEED: without it, "RDSEED exiting" and #UD.
+    pub rdseed: bool,
+}
+
+/// The instructions the guest with this table may run.
+pub fn instructions(table: &[CpuidEntry]) -> Instructions {
+    let ebx7 = lookup(table, 7, 0)[1];
+    Instructions {
+        rdtscp: has_tsc_aux(table),
+        invpcid: ebx7 & LEAF7_EBX_INVPCID != 0,
+        rdrand: lookup(table, 1, 0)[2] & LEAF1_ECX_RDRAND != 0,
+        rdseed: ebx7 & LEAF7_EBX_RDSEED != 0,
+    }
 }
 
 #[cfg(test)]
@@ -433,15 +497,38 @@ mod tests {
     }
 
     #[test]
+    fn instructions_follow_the_table() {
+        assert_eq!(instructions(&[]), Instructions::default(), "no table: none of them");
+        let t = [
+            CpuidEntry { function: 1, ecx: LEAF1_ECX_RDRAND, ..Default::default() },
+            CpuidEntry { function: 7, flags: FLAG_SIGNIFICANT_INDEX, ebx: LEAF7_EBX_INVPCID, ecx: LEAF7_ECX_RDPID, ..Default::default() },
+        ];
+        assert_eq!(instructions(&t), Instructions { rdtscp: true, invpcid: true, rdrand: true, rdseed: false });
+    }
+
+    #[test]
     fn speculation_controls() {
         let mut t = [CpuidEntry::default(); MAX_ENTRIES];
-        let sp = Speculation { ibpb: true, flush_l1d: false, md_clear: true };
+        let sp = Speculation { ibpb: true, flush_l1d: false, md_clear: true, ..Default::default() };
         let n = supported(host_all, GuestControls { speculation: sp, ..Default::default() }, &mut t);
         let t = &t[..n];
         assert_eq!(lookup(t, 7, 0)[3], LEAF7_EDX_ARCH_CAPABILITIES | LEAF7_EDX_MD_CLEAR);
         assert_eq!(lookup(t, 0x8000_0008, 0)[1], EXT8_EBX_IBPB);
-        assert_eq!(speculation_msrs(t), SpeculationMsrs { arch_capabilities: true, pred_cmd: true, flush_cmd: false });
+        assert_eq!(speculation_msrs(t), SpeculationMsrs { arch_capabilities: true, pred_cmd: true, flush_cmd: false, spec_ctrl: false });
         assert_eq!(speculation_msrs(&[]), SpeculationMsrs::default());
+        // A host with IA32_SPEC_CTRL: Intel's bits and the AMD ones KVM synthesises.
+        let sp = Speculation { ibpb: true, spec_ctrl: true, ibrs: true, stibp: true, ssbd: true, ssb_no: true, ..Default::default() };
+        let mut t = [CpuidEntry::default(); MAX_ENTRIES];
+        let n = supported(host_all, GuestControls { speculation: sp, ..Default::default() }, &mut t);
+        let t = &t[..n];
+        assert_eq!(lookup(t, 7, 0)[3], LEAF7_EDX_ARCH_CAPABILITIES | LEAF7_EDX_SPEC_CTRL | LEAF7_EDX_STIBP | LEAF7_EDX_SSBD);
+        assert_eq!(lookup(t, 0x8000_0008, 0)[1], EXT8_EBX_IBPB | EXT8_EBX_IBRS | EXT8_EBX_STIBP | EXT8_EBX_SSBD | EXT8_EBX_SSB_NO);
+        assert!(speculation_msrs(t).spec_ctrl && speculation_msrs(t).pred_cmd);
+        // The MSR exists for a guest with any of the bits that name one of its controls.
+        let amd_ssbd = [CpuidEntry { function: 0x8000_0008, ebx: EXT8_EBX_SSBD, ..Default::default() }];
+        assert!(speculation_msrs(&amd_ssbd).spec_ctrl);
+        let only_ibpb = [CpuidEntry { function: 0x8000_0008, ebx: EXT8_EBX_IBPB, ..Default::default() }];
+        assert!(!speculation_msrs(&only_ibpb).spec_ctrl && speculation_msrs(&only_ibpb).pred_cmd);
     }
 
     #[test]

@@ -255,8 +255,9 @@ impl Exit<'_, '_> {
                 self.inject_gp0();
                 Next::Reenter
             }
-            // No SGX for guests (KVM's handle_encls without SGX).
-            reason::ENCLS => {
+            // No SGX for guests (KVM's handle_encls without SGX); RDRAND and RDSEED exit only
+            // when the guest's CPUID does not list them (KVM's kvm_handle_invalid_op).
+            reason::ENCLS | reason::RDRAND | reason::RDSEED => {
                 self.inject_ud();
                 Next::Reenter
             }

@@ -27,16 +27,24 @@ pub(crate) const PROC_NMI_WINDOW: u32 = 1 << 22;
 /// stores exit (CR8 is the host's TPR: a guest must not mask the host's interrupts; userspace
 /// keeps the guest's, like KVM without an in-kernel APIC), MOV DR exits (the debug registers
 /// are the host's, see debugregs.rs), every I/O instruction exits, secondary controls on.
-/// Every RDMSR/WRMSR exits (no MSR bitmap).
+/// Every RDMSR/WRMSR exits but those the MSR bitmap lets through (msr.rs).
 /// TSC offsetting: the guest's TSC is the host's plus its offset (its writes to IA32_TSC set
 /// the offset).
 const PROC: u32 = 1 << 3 | 1 << 7 | 1 << 10 | 1 << 11 | 1 << 19 | 1 << 20 | 1 << 23 | 1 << 24 | 1 << 29
     | vmx_caps::PROCBASED_SECONDARY_CONTROLS;
+/// Primary control "use MSR bitmaps" (every CPU with EPT has it; without it every RDMSR and
+/// WRMSR exits, which the bitmap otherwise says per MSR).
+pub(crate) const PROC_USE_MSR_BITMAPS: u32 = 1 << 28;
 /// Secondary controls: EPT, VPID, unrestricted guest.
 const SECONDARY: u32 =
     vmx_caps::SECONDARY_ENABLE_EPT | vmx_caps::SECONDARY_ENABLE_VPID | vmx_caps::SECONDARY_UNRESTRICTED_GUEST;
-/// Secondary controls given to the guest when the CPU has them: RDTSCP, INVPCID (else #UD).
-const SECONDARY_OPTIONAL: u32 = 1 << 3 | 1 << 12;
+/// Secondary control "enable RDTSCP" (RDTSCP and RDPID; else #UD).
+const SECONDARY_RDTSCP: u32 = 1 << 3;
+/// Secondary control "enable INVPCID" (else #UD).
+const SECONDARY_INVPCID: u32 = 1 << 12;
+/// Secondary controls "RDRAND exiting" and "RDSEED exiting".
+const SECONDARY_RDRAND_EXITING: u32 = 1 << 11;
+const SECONDARY_RDSEED_EXITING: u32 = 1 << 16;
 /// Secondary controls that make an instruction exit, when the CPU has them (KVM sets them
 /// the same way): WBINVD (a guest would flush the host's caches), ENCLS (SGX belongs to the
 /// host; without the control, an SGX-enabled host would run a guest's ENCLS natively).
@@ -75,10 +83,24 @@ pub(crate) const fn real_cr0(cr0: u64) -> u64 {
 /// the guest does not own exit.
 pub(crate) const CR4_HOST_OWNED: u64 = vmx_caps::CR4_VMXE;
 
-/// Writes the controls that stay the same for the vCPU's life. Fails if the CPU cannot run
-/// with them (already checked at load, so this is a consistency check).
-pub(crate) fn write_controls(cur: &Current<'_>, caps: &VmxCaps, eptp: u64, vpid: u16) -> Result {
-    let secondary = SECONDARY | (caps.procbased2.may_be_one & (SECONDARY_OPTIONAL | SECONDARY_EXITING));
+/// The secondary controls for a guest that may run `ins` (its CPUID's), where the CPU has
+/// them: RDTSCP and INVPCID enabled only if listed, RDRAND and RDSEED exit (#UD) if not, as
+/// KVM's `vmx_secondary_exec_control`.
+fn secondary_controls(caps: &VmxCaps, ins: crate::cpuid_table::Instructions) -> u32 {
+    let only = |on: bool, bits: u32| if on { bits } else { 0 };
+    let wanted = SECONDARY_EXITING
+        | only(ins.rdtscp, SECONDARY_RDTSCP)
+        | only(ins.invpcid, SECONDARY_INVPCID)
+        | only(!ins.rdrand, SECONDARY_RDRAND_EXITING)
+        | only(!ins.rdseed, SECONDARY_RDSEED_EXITING);
+    SECONDARY | (caps.procbased2.may_be_one & wanted)
+}
+
+/// Writes the controls that stay the same for the vCPU's life (its CPUID is fixed once it
+/// runs). Fails if the CPU cannot run with them (already checked at load, so this is a
+/// consistency check).
+pub(crate) fn write_controls(cur: &Current<'_>, caps: &VmxCaps, eptp: u64, vpid: u16, ins: crate::cpuid_table::Instructions) -> Result {
+    let secondary = secondary_controls(caps, ins);
     let (timer_pin, timer_exit) = if has_window_timer(caps) {
         (vmx_caps::PINBASED_PREEMPTION_TIMER, EXIT_SAVE_PREEMPTION_TIMER)
     } else {
@@ -87,7 +109,8 @@ pub(crate) fn write_controls(cur: &Current<'_>, caps: &VmxCaps, eptp: u64, vpid:
     // Virtual NMIs: the guest's NMI blocking is tracked and an NMI window can be opened.
     let vnmi = if has_virtual_nmis(caps) { vmx_caps::PINBASED_VIRTUAL_NMIS } else { 0 };
     let pin = caps.pinbased.adjust(PIN | timer_pin | vnmi).ok_or(EIO)?;
-    let proc = caps.procbased.adjust(PROC).ok_or(EIO)?;
+    let bitmaps = if caps.procbased.allows(PROC_USE_MSR_BITMAPS) { PROC_USE_MSR_BITMAPS } else { 0 };
+    let proc = caps.procbased.adjust(PROC | bitmaps).ok_or(EIO)?;
     let sec = caps.procbased2.adjust(secondary).ok_or(EIO)?;
     let exit = caps.exit.adjust(EXIT | timer_exit).ok_or(EIO)?;
     cur.write(PIN_BASED_CONTROLS, pin);

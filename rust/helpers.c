@@ -180,6 +180,19 @@ u32 rvmx_host_mitigations(void)
 		v |= 1 << 18;
 	if (boot_cpu_has_bug(X86_BUG_L1TF))
 		v |= 1 << 19;
+	/* IA32_SPEC_CTRL and its controls, for guests (KVM's kvm_set_cpu_caps). */
+	if (boot_cpu_has(X86_FEATURE_MSR_SPEC_CTRL))
+		v |= 1 << 20;
+	if (boot_cpu_has(X86_FEATURE_SPEC_CTRL))
+		v |= 1 << 21;
+	if (boot_cpu_has(X86_FEATURE_IBRS))
+		v |= 1 << 22;
+	if (boot_cpu_has(X86_FEATURE_STIBP))
+		v |= 1 << 23;
+	if (boot_cpu_has(X86_FEATURE_SPEC_CTRL_SSBD))
+		v |= 1 << 24;
+	if (boot_cpu_has_bug(X86_BUG_EIBRS_PBRSB))
+		v |= 1 << 25;
 	return v;
 }
 
@@ -199,6 +212,27 @@ u64 rvmx_host_arch_capabilities(void)
 u64 rvmx_host_spec_ctrl(void)
 {
 	return this_cpu_read(x86_spec_ctrl_current);
+}
+
+/*
+ * Whether this CPU takes v in IA32_SPEC_CTRL: written, then the old value put back, with
+ * interrupts off (KVM's kvm_spec_ctrl_test_value, exported to KVM only).
+ */
+bool rvmx_spec_ctrl_accepts(u64 v);
+
+bool rvmx_spec_ctrl_accepts(u64 v)
+{
+	unsigned long flags;
+	bool ok = false;
+	u64 saved;
+
+	local_irq_save(flags);
+	if (!rdmsrq_safe(MSR_IA32_SPEC_CTRL, &saved) && !wrmsrq_safe(MSR_IA32_SPEC_CTRL, v)) {
+		wrmsrq(MSR_IA32_SPEC_CTRL, saved);
+		ok = true;
+	}
+	local_irq_restore(flags);
+	return ok;
 }
 
 /* VMSCAPE: the kernel's exit to user space issues an IBPB after a guest ran (as KVM). */

@@ -61,6 +61,25 @@ pub struct HostState {
     pub bugs: Bugs,
     /// The host's IA32_ARCH_CAPABILITIES (0 without it).
     pub arch_capabilities: u64,
+    /// IA32_SPEC_CTRL and the controls in it.
+    pub spec_ctrl: SpecCtrl,
+}
+
+/// The host's IA32_SPEC_CTRL and its controls (X86_FEATURE_*): what a guest may be given.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpecCtrl {
+    /// X86_FEATURE_MSR_SPEC_CTRL: the MSR exists.
+    pub msr: bool,
+    /// X86_FEATURE_SPEC_CTRL: Intel's CPUID bit (IBRS and IBPB).
+    pub intel: bool,
+    /// X86_FEATURE_IBRS.
+    pub ibrs: bool,
+    /// X86_FEATURE_STIBP.
+    pub stibp: bool,
+    /// X86_FEATURE_SPEC_CTRL_SSBD.
+    pub ssbd: bool,
+    /// X86_BUG_EIBRS_PBRSB: an IBPB does not clear the RSB's post-barrier return predictions.
+    pub eibrs_pbrsb: bool,
 }
 
 /// CPU bugs (X86_BUG_*) and features that shape what a guest is told.

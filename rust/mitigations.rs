@@ -17,10 +17,11 @@ use kernel::{alloc::VVec, prelude::*};
 
 use crate::{
     entry::EntryArgs,
-    mitigation_rules::{self, Bugs, Counts, HostState, L1dFlush, Plan},
+    mitigation_rules::{self, Bugs, Counts, HostState, L1dFlush, Plan, SpecCtrl},
 };
 
 extern "C" {
+    fn rvmx_spec_ctrl_accepts(v: u64) -> bool;
     fn rvmx_host_mitigations() -> u32;
     fn rvmx_host_arch_capabilities() -> u64;
     fn rvmx_host_spec_ctrl() -> u64;
@@ -66,6 +67,7 @@ fn host_state() -> HostState {
         },
         // SAFETY: reads IA32_ARCH_CAPABILITIES with the fault-safe accessor, if the CPU has it.
         arch_capabilities: unsafe { rvmx_host_arch_capabilities() },
+        spec_ctrl: SpecCtrl { msr: bit(20), intel: bit(21), ibrs: bit(22), stibp: bit(23), ssbd: bit(24), eibrs_pbrsb: bit(25) },
     }
 }
 
@@ -92,6 +94,14 @@ static COUNTS: Counters = Counters {
     ibpb_exit_to_user: AtomicU64::new(0),
 };
 
+/// Whether this CPU takes `v` in IA32_SPEC_CTRL (KVM's test of a guest's value: the processor
+/// decides which bits exist). False if the CPU has no such MSR.
+pub(crate) fn spec_ctrl_accepts(v: u64) -> bool {
+    // SAFETY: writes `v` with the fault-safe accessor and puts the old value back, interrupts
+    // off: nothing runs with the test value.
+    unsafe { rvmx_spec_ctrl_accepts(v) }
+}
+
 fn add(c: &AtomicU64, n: u64) {
     if n != 0 {
         c.fetch_add(n, Relaxed);
@@ -109,6 +119,10 @@ pub(crate) struct ForGuests {
     pub(crate) flush_l1d: bool,
     /// VERW clears CPU buffers on this host (CPUID MD_CLEAR).
     pub(crate) md_clear: bool,
+    /// IA32_SPEC_CTRL and its controls on this host.
+    pub(crate) spec_ctrl: SpecCtrl,
+    /// Not affected by speculative store bypass (CPUID AMD_SSB_NO).
+    pub(crate) ssb_no: bool,
 }
 
 /// What rvmx does on this host, and what it needs for it.
@@ -130,6 +144,8 @@ impl Mitigations {
             ibpb: host.ibpb,
             flush_l1d: host.flush_l1d,
             md_clear: host.bugs.md_clear,
+            spec_ctrl: host.spec_ctrl,
+            ssb_no: !host.bugs.ssb,
         };
         let flush_buf = match plan.l1d {
             L1dFlush::Cond { hardware: false } => {

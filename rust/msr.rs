@@ -4,14 +4,18 @@
 //! put the guest's SYSCALL and SWAPGS MSRs into the CPU only while the guest runs.
 //!
 //! Where each MSR lives: EFER and FS/GS base in the VMCS (and SREGS), PAT and SYSENTER in the
-//! VMCS, STAR/LSTAR/CSTAR/SFMASK/KERNEL_GS_BASE/TSC_AUX in the guest MSR list below (the CPU
-//! loads it at entry and stores it at exit, since SWAPGS changes KERNEL_GS_BASE without an
-//! exit), the rest in [`GuestMsrs`]. Outside a window every guest value is in `GuestMsrs` or
+//! VMCS, STAR/LSTAR/CSTAR/SFMASK/KERNEL_GS_BASE/TSC_AUX/SPEC_CTRL in the guest MSR list below
+//! (the CPU loads it at entry and stores it at exit, since SWAPGS changes KERNEL_GS_BASE
+//! without an exit, and the guest writes SPEC_CTRL without one once it uses it), the rest in
+//! [`GuestMsrs`]. Outside a window every guest value is in `GuestMsrs` or
 //! SREGS; a window loads them and stores them back.
 
-use core::mem::size_of;
+use core::{
+    mem::size_of,
+    sync::atomic::{AtomicBool, Ordering::Relaxed},
+};
 use kernel::{
-    page::Page,
+    page::{Page, PAGE_SIZE},
     prelude::*,
     uaccess::{UserPtr, UserSlice},
 };
@@ -31,12 +35,21 @@ use crate::{
 const HOST_LIST: usize = 2048;
 
 /// One page: the guest MSR list (entry load, exit store) then the host list (exit load).
-/// Each entry is 16 bytes: index, reserved, value (SDM 24.7.2).
+/// Each entry is 16 bytes: index, reserved, value (SDM 24.7.2). And the MSR bitmap: every
+/// RDMSR and WRMSR exits, except SPEC_CTRL's once the guest set it (as KVM).
 pub(crate) struct MsrArea {
     _page: Page,
     virt: *mut u64,
     phys: u64,
-    /// Entries in each list: [`SWITCHED`] less TSC_AUX if the host has no RDTSCP.
+    bitmap: Page,
+    /// The VMCS uses `bitmap` ("use MSR bitmaps").
+    bitmaps: AtomicBool,
+    /// The guest reads and writes SPEC_CTRL without exits: its value is in the CPU.
+    spec_ctrl_passed: AtomicBool,
+    /// Each [`SWITCHED`] MSR's entry in the lists; `None` where the host lacks it (TSC_AUX
+    /// without RDTSCP, SPEC_CTRL without the MSR).
+    entries: [Option<usize>; SWITCHED.len()],
+    /// Entries in each list.
     count: usize,
 }
 
@@ -57,16 +70,39 @@ const fn value_word(host: bool, i: usize) -> usize {
 }
 
 impl MsrArea {
-    pub(crate) fn new() -> Result<Self> {
+    /// The lists for this host; `spec_ctrl`: the host has IA32_SPEC_CTRL.
+    pub(crate) fn new(spec_ctrl: bool) -> Result<Self> {
         let page = Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?;
         let phys = page_phys(&page);
         let rdtscp = x86::cpuid(0x8000_0001)[3] & (1 << 27) != 0;
-        // TSC_AUX, the last, only with RDTSCP.
-        let count = if rdtscp { SWITCHED.len() } else { SWITCHED.len().saturating_sub(1) };
-        let area = Self { virt: phys_to_virt(phys), phys, _page: page, count };
-        for (i, msr) in SWITCHED.iter().take(count).enumerate() {
-            area.set(index_word(false, i), *msr as u64);
-            area.set(index_word(true, i), *msr as u64);
+        let bitmap = Page::alloc_page(GFP_KERNEL_ACCOUNT)?;
+        let mut area = Self {
+            virt: phys_to_virt(phys),
+            phys,
+            _page: page,
+            bitmap,
+            bitmaps: AtomicBool::new(false),
+            spec_ctrl_passed: AtomicBool::new(false),
+            entries: [None; SWITCHED.len()],
+            count: 0,
+        };
+        area.intercept_all();
+        for (slot, &msr) in area.entries.iter_mut().zip(SWITCHED.iter()) {
+            let present = match msr {
+                TSC_AUX => rdtscp,
+                SPEC_CTRL => spec_ctrl,
+                _ => true,
+            };
+            if present {
+                *slot = Some(area.count);
+                area.count = area.count.saturating_add(1); // at most SWITCHED.len()
+            }
+        }
+        for (entry, &msr) in area.entries.iter().zip(SWITCHED.iter()) {
+            if let Some(i) = *entry {
+                area.set(index_word(false, i), msr as u64);
+                area.set(index_word(true, i), msr as u64);
+            }
         }
         Ok(area)
     }
@@ -81,23 +117,75 @@ impl MsrArea {
         unsafe { self.virt.add(word).read_volatile() }
     }
 
-    /// Points the VMCS at the lists (once per VMCS).
-    pub(crate) fn write_controls(&self, cur: &Current<'_>) {
+    /// Sets every bit of the MSR bitmap: each RDMSR and WRMSR exits.
+    fn intercept_all(&self) {
+        let bitmap_virt = phys_to_virt(page_phys(&self.bitmap)).cast::<u8>();
+        // SAFETY: the bitmap page is ours and PAGE_SIZE bytes long; not yet in any VMCS.
+        unsafe { core::ptr::write_bytes(bitmap_virt, 0xff, PAGE_SIZE) };
+    }
+
+    /// Points the VMCS at the lists and, if `bitmaps` ("use MSR bitmaps" is on), at the MSR
+    /// bitmap (once per VMCS).
+    pub(crate) fn write_controls(&self, cur: &Current<'_>, bitmaps: bool) {
         cur.write(ENTRY_MSR_LOAD_ADDR, self.phys);
         cur.write(EXIT_MSR_STORE_ADDR, self.phys);
         cur.write(EXIT_MSR_LOAD_ADDR, self.phys | HOST_LIST as u64); // inside the aligned page
-        cur.write(ENTRY_MSR_LOAD_COUNT, self.count as u32);
-        cur.write(EXIT_MSR_STORE_COUNT, self.count as u32);
-        cur.write(EXIT_MSR_LOAD_COUNT, self.count as u32);
+        if bitmaps {
+            cur.write(MSR_BITMAP, page_phys(&self.bitmap));
+        }
+        self.bitmaps.store(bitmaps, Relaxed);
+        self.write_counts(cur);
+    }
+
+    /// After the guest's first non-zero write to SPEC_CTRL: its reads and writes no longer
+    /// exit (a guest using IBRS writes it on each kernel entry), as KVM does. The processor
+    /// then judges the values, and the lists always switch it, saving the guest's at exit.
+    fn pass_spec_ctrl(&self, cur: &Current<'_>) {
+        if !self.bitmaps.load(Relaxed) || self.entry(SPEC_CTRL).is_none() || self.spec_ctrl_passed.swap(true, Relaxed) {
+            return;
+        }
+        let bitmap_virt = phys_to_virt(page_phys(&self.bitmap)).cast::<u8>();
+        // Read bitmap for low MSRs at byte 0, write bitmap for low MSRs at byte 2048 (SDM
+        // 24.6.9): clear SPEC_CTRL's bit in both.
+        let (byte, bit) = ((SPEC_CTRL / 8) as usize, SPEC_CTRL % 8);
+        for half in [0, 2048] {
+            // SAFETY: `half | byte` < PAGE_SIZE: inside the bitmap page, accessed under the
+            // vCPU mutex while the VMCS is not running.
+            unsafe {
+                let p = bitmap_virt.add(half | byte); // byte < 2048
+                p.write_volatile(p.read_volatile() & !(1 << bit));
+            }
+        }
+        self.write_counts(cur);
+    }
+
+    /// The lists' lengths: SPEC_CTRL, the last entry, only while the guest's value differs
+    /// from the host's (each load of it costs what a WRMSR does; KVM skips equal values too),
+    /// or always once the guest writes it without exits.
+    fn write_counts(&self, cur: &Current<'_>) {
+        let mut count = self.count;
+        if let Some(i) = self.entry(SPEC_CTRL) {
+            let passed = self.spec_ctrl_passed.load(Relaxed);
+            if !passed && self.get(value_word(false, i)) == self.get(value_word(true, i)) {
+                count = i; // the last entry
+            }
+        }
+        cur.write(ENTRY_MSR_LOAD_COUNT, count as u32);
+        cur.write(EXIT_MSR_STORE_COUNT, count as u32);
+        cur.write(EXIT_MSR_LOAD_COUNT, count as u32);
     }
 
     /// At window start: guest values into the guest list, this CPU's and task's values into
     /// the host list; PAT, SYSENTER and the TSC offset into the VMCS.
     pub(crate) fn load(&self, cur: &Current<'_>, m: &GuestMsrs) {
-        for (i, (&msr, &v)) in SWITCHED.iter().zip(m.switched.iter()).take(self.count).enumerate() {
-            self.set(value_word(false, i), v);
-            self.set(value_word(true, i), x86::rdmsr(msr));
+        for ((&msr, &v), entry) in SWITCHED.iter().zip(m.switched.iter()).zip(self.entries.iter()) {
+            if let Some(i) = *entry {
+                self.set(value_word(false, i), v);
+                // Only MSRs the host has (`new`).
+                self.set(value_word(true, i), x86::rdmsr(msr));
+            }
         }
+        self.write_counts(cur);
         cur.write(GUEST_IA32_PAT, m.pat);
         cur.write(GUEST_SYSENTER_CS, m.sysenter[0] as u32);
         cur.write(GUEST_SYSENTER_ESP, m.sysenter[1]);
@@ -107,16 +195,28 @@ impl MsrArea {
 
     /// At window end: the guest's values back from the list and the VMCS.
     pub(crate) fn store(&self, cur: &Current<'_>, m: &mut GuestMsrs) {
-        for (i, v) in m.switched.iter_mut().take(self.count).enumerate() {
-            *v = self.get(value_word(false, i));
+        for (v, entry) in m.switched.iter_mut().zip(self.entries.iter()) {
+            if let Some(i) = *entry {
+                *v = self.get(value_word(false, i));
+            }
         }
         m.pat = cur.read(GUEST_IA32_PAT);
         m.sysenter = [cur.read(GUEST_SYSENTER_CS) as u64, cur.read(GUEST_SYSENTER_ESP), cur.read(GUEST_SYSENTER_EIP)];
     }
 
-    /// Whether `msr` is one of the switched MSRs this host supports.
-    fn switched(&self, msr: u32) -> Option<usize> {
-        msr_rules::switched_slot(msr).filter(|i| *i < self.count)
+    /// The entry of `msr` in the lists, if it is a switched MSR this host has.
+    fn entry(&self, msr: u32) -> Option<usize> {
+        *self.entries.get(msr_rules::switched_slot(msr)?)?
+    }
+
+    /// Inside a window: the guest's new value of switched MSR `msr`, for the next entry.
+    fn set_live(&self, cur: &Current<'_>, msr: u32, v: u64) {
+        if let Some(i) = self.entry(msr) {
+            self.set(value_word(false, i), v);
+            if msr == SPEC_CTRL {
+                self.write_counts(cur);
+            }
+        }
     }
 }
 
@@ -192,10 +292,15 @@ impl MsrState<'_, '_> {
             ARCH_CAPABILITIES if self.speculation.arch_capabilities => self.msrs.arch_capabilities,
             // The VMM may read what KVM advertises even when the guest's CPUID does not list it.
             ARCH_CAPABILITIES if self.host => 0,
-            m if msr_rules::switched_slot(m).is_some() => {
-                let i = self.area.switched(m)?; // TSC_AUX without host RDTSCP: absent
-                if live.is_some() { self.area.get(value_word(false, i)) } else { *self.msrs.switched.get(i)? }
-            }
+            SPEC_CTRL if !self.host && !self.speculation.spec_ctrl => return None,
+            m if msr_rules::switched_slot(m).is_some() => match (self.area.entry(m), live) {
+                (Some(i), Some(_)) => self.area.get(value_word(false, i)),
+                (Some(_), None) => msr_rules::read(self.msrs, m, self.host)?,
+                // Without the host's MSR: TSC_AUX is absent; SPEC_CTRL reads its value, 0
+                // (KVM's).
+                (None, _) if m == SPEC_CTRL => msr_rules::read(self.msrs, m, self.host)?,
+                (None, _) => return None,
+            },
             m => msr_rules::read(self.msrs, m, self.host)?,
         })
     }
@@ -247,6 +352,21 @@ impl MsrState<'_, '_> {
             ARCH_CAPABILITIES if self.host && self.speculation.arch_capabilities => self.msrs.arch_capabilities = v,
             ARCH_CAPABILITIES if self.host && v == 0 => {}
             ARCH_CAPABILITIES => return Err(()),
+            // The guest's speculation controls, switched in at entry: the value must be
+            // one this processor takes (KVM tries it on the processor as well).
+            SPEC_CTRL if !self.host && !self.speculation.spec_ctrl => return Err(()),
+            SPEC_CTRL => {
+                if !crate::mitigations::spec_ctrl_accepts(v) {
+                    return Err(());
+                }
+                msr_rules::write(self.msrs, msr, v, self.host)?;
+                if let Some(c) = live {
+                    self.area.set_live(c, msr, v);
+                    if v != 0 && !self.host {
+                        self.area.pass_spec_ctrl(c);
+                    }
+                }
+            }
             // Commands the guest may give the processor (KVM passes them through).
             PRED_CMD => {
                 let host_has = crate::vmx::Vmx::get().is_some_and(|x| x.mitigations().for_guests().ibpb);
@@ -265,7 +385,7 @@ impl MsrState<'_, '_> {
             }
             m => {
                 // Validity and the software copy; then the live place inside a window.
-                if msr_rules::switched_slot(m).is_some() && self.area.switched(m).is_none() {
+                if msr_rules::switched_slot(m).is_some() && self.area.entry(m).is_none() {
                     return Err(());
                 }
                 msr_rules::write(self.msrs, m, v, self.host)?;
@@ -275,11 +395,7 @@ impl MsrState<'_, '_> {
                     SYSENTER_CS => { c.write(GUEST_SYSENTER_CS, v as u32); }
                     SYSENTER_ESP => { c.write(GUEST_SYSENTER_ESP, v); }
                     SYSENTER_EIP => { c.write(GUEST_SYSENTER_EIP, v); }
-                    _ => {
-                        if let Some(i) = self.area.switched(m) {
-                            self.area.set(value_word(false, i), v);
-                        }
-                    }
+                    _ => self.area.set_live(c, m, v),
                 }
             }
         }

@@ -8,6 +8,7 @@
 #[allow(missing_docs)]
 pub mod index {
     pub const TSC: u32 = 0x10;
+    pub const SPEC_CTRL: u32 = 0x48;
     pub const PRED_CMD: u32 = 0x49;
     pub const ARCH_CAPABILITIES: u32 = 0x10a;
     pub const FLUSH_CMD: u32 = 0x10b;
@@ -46,15 +47,17 @@ pub mod index {
 use index::*;
 
 /// The MSRs whose guest values are kept by software and loaded into the CPU while the guest
-/// runs (VM-entry MSR-load list), the host's put back at exit (VM-exit MSR-load list). Order
-/// is the order of both lists.
-pub const SWITCHED: [u32; 6] = [STAR, LSTAR, CSTAR, SFMASK, KERNEL_GS_BASE, TSC_AUX];
+/// runs (VM-entry MSR-load list), the host's put back at exit (VM-exit MSR-load list), in
+/// this order. TSC_AUX and SPEC_CTRL only where the host has them. SPEC_CTRL's host value
+/// is back before the first host instruction after an exit (KVM writes it in its exit path,
+/// before any RET).
+pub const SWITCHED: [u32; 7] = [STAR, LSTAR, CSTAR, SFMASK, KERNEL_GS_BASE, TSC_AUX, SPEC_CTRL];
 
 /// The guest MSRs kept outside the CPU while the guest does not run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GuestMsrs {
     /// Values of [`SWITCHED`], in order.
-    pub switched: [u64; 6],
+    pub switched: [u64; 7],
     /// IA32_PAT.
     pub pat: u64,
     /// IA32_SYSENTER_CS, _ESP, _EIP.
@@ -120,7 +123,7 @@ pub const MTRR_CAP_VALUE: u64 = 8 | 1 << 8 | 1 << 10;
 impl Default for GuestMsrs {
     fn default() -> Self {
         Self {
-            switched: [0; 6],
+            switched: [0; 7],
             pat: PAT_RESET,
             sysenter: [0; 3],
             misc_enable: MISC_ENABLE_RESET,
@@ -234,6 +237,8 @@ pub fn write(m: &mut GuestMsrs, msr: u32, v: u64, host: bool) -> Result<(), ()> 
         STAR => *switched_mut(m, msr)? = v,
         SFMASK | TSC_AUX if v >> 32 == 0 => *switched_mut(m, msr)? = v,
         LSTAR | CSTAR | KERNEL_GS_BASE if canonical(v) => *switched_mut(m, msr)? = v,
+        // Which bits exist is the processor's to say: the caller tried `v` on it (as KVM).
+        SPEC_CTRL => *switched_mut(m, msr)? = v,
         _ => match fixed_mtrr_slot(msr) {
             Some(i) if valid_memory_types(v, false) => *m.mtrr_fixed.get_mut(i).ok_or(())? = v,
             _ => return Err(()),
@@ -290,6 +295,10 @@ mod tests {
                 assert_eq!(write(&mut m, msr, 0xffff_ffff, host), Ok(()));
             }
         }
+        // SPEC_CTRL: switched, starts at 0; the processor judges the value (msr.rs).
+        assert_eq!(read(&m, SPEC_CTRL, false), Some(0));
+        assert_eq!((write(&mut m, SPEC_CTRL, 6, false), read(&m, SPEC_CTRL, false)), (Ok(()), Some(6)));
+        assert_eq!(switched_slot(SPEC_CTRL), Some(SWITCHED.len() - 1), "last: its entry can be left out of the lists");
         assert_eq!((write(&mut m, UCODE_REV, 0, false), read(&m, UCODE_REV, false)), (Ok(()), Some(UCODE_REV_RESET)));
         assert_eq!((write(&mut m, UCODE_REV, 7 << 32, true), read(&m, UCODE_REV, false)), (Ok(()), Some(7 << 32)));
     }

@@ -291,6 +291,8 @@ pub(crate) struct Allowed {
     pub(crate) tsc_aux: bool,
     /// The speculation-control MSRs.
     pub(crate) speculation: crate::cpuid_table::SpeculationMsrs,
+    /// RDTSCP/RDPID, INVPCID, RDRAND, RDSEED (the others are #UD).
+    pub(crate) instructions: crate::cpuid_table::Instructions,
 }
 
 impl Allowed {
@@ -302,7 +304,14 @@ impl Allowed {
             efer: vcpu_state::efer_allowed(lm, nx),
             cr4: vcpu_state::cr4_allowed(cr4, vmx.caps().cr4_fixed.1),
             tsc_aux: cpuid_table::has_tsc_aux(table),
-            speculation: cpuid_table::speculation_msrs(table),
+            // A table may list what the host lacks: as KVM (its guest_cpu_cap_has), the MSR
+            // exists for the guest only where the host has it.
+            speculation: {
+                let mut sp = cpuid_table::speculation_msrs(table);
+                sp.spec_ctrl &= vmx.mitigations().for_guests().spec_ctrl.msr;
+                sp
+            },
+            instructions: cpuid_table::instructions(table),
         }
     }
 }
@@ -369,9 +378,9 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
         // none can return without putting them back.
         let cur = Current::load(op, &st.vmcs)?;
         if !st.controls_written {
-            guest_state::write_controls(&cur, t.vmx.caps(), t.eptp, t.vpid)?;
+            guest_state::write_controls(&cur, t.vmx.caps(), t.eptp, t.vpid, st.allowed.instructions)?;
             guest_state::write_initial_guest_state(&cur);
-            st.msr_area.write_controls(&cur);
+            st.msr_area.write_controls(&cur, t.vmx.caps().procbased.allows(guest_state::PROC_USE_MSR_BITMAPS));
             st.controls_written = true;
         }
         host.write_to(&cur);
@@ -401,7 +410,7 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
         let window_started = x86::rdtsc();
         let budget = window_budget_ticks();
         // The CPUID table cannot change inside the window: looked up once, not per exit.
-        let Allowed { efer: efer_ok, cr4: cr4_ok, tsc_aux: tsc_aux_ok, speculation } = st.allowed;
+        let Allowed { efer: efer_ok, cr4: cr4_ok, tsc_aux: tsc_aux_ok, speculation, .. } = st.allowed;
         // The VMCS keeps it between windows: written again only when the CPUID table changed.
         let cr4_mask = crate::vcpu_state::cr4_guest_host_mask(cr4_ok);
         if st.cr4_mask != cr4_mask {

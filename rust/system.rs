@@ -21,8 +21,15 @@ use crate::{
 
 /// `KVM_GET_MSR_INDEX_LIST`: like KVM, the count is written back, then `E2BIG` if the
 /// caller's array is smaller.
+/// IA32_SPEC_CTRL is listed where the host has it (KVM lists the MSRs the host can read).
 fn get_msr_index_list(arg: usize) -> Result<isize> {
-    write_msr_list(arg, &crate::msr_rules::INDEX_LIST)
+    use crate::msr_rules::{index::SPEC_CTRL, INDEX_LIST};
+    let mut list = [SPEC_CTRL; INDEX_LIST.len() + 1];
+    for (to, from) in list.iter_mut().zip(INDEX_LIST.iter()) {
+        *to = *from;
+    }
+    let spec_ctrl = Vmx::get().ok_or(ENODEV)?.mitigations().for_guests().spec_ctrl.msr;
+    write_msr_list(arg, if spec_ctrl { &list } else { &INDEX_LIST })
 }
 
 /// Feature MSRs (`KVM_GET_MSR_FEATURE_INDEX_LIST`, read with `KVM_GET_MSRS` on this fd):
@@ -72,7 +79,20 @@ fn get_supported_cpuid(arg: usize) -> Result<isize> {
         xfeatures: vmx.fpu().xcr0,
         speculation: {
             let g = vmx.mitigations().for_guests();
-            cpuid_table::Speculation { ibpb: g.ibpb, flush_l1d: g.flush_l1d, md_clear: g.md_clear }
+            let sc = g.spec_ctrl;
+            // KVM's kvm_set_cpu_caps: the host's controls, Intel's and AMD's bits for each;
+            // only with the MSR itself, which rvmx switches only then.
+            cpuid_table::Speculation {
+                ibpb: g.ibpb,
+                flush_l1d: g.flush_l1d,
+                md_clear: g.md_clear,
+                spec_ctrl: sc.msr && sc.intel,
+                ibrs: sc.msr && sc.ibrs,
+                stibp: sc.msr && sc.stibp,
+                ssbd: sc.msr && sc.ssbd,
+                ssb_no: g.ssb_no,
+                ibpb_ret: g.ibpb && sc.intel && !sc.eibrs_pbrsb,
+            }
         },
     };
     let mut table = KVec::with_capacity(cpuid_table::MAX_ENTRIES, GFP_KERNEL_ACCOUNT)?;

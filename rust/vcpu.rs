@@ -118,7 +118,7 @@ impl Vcpu {
         let sregs = vcpu_state::reset_sregs(id);
         let vmx = Vmx::get().ok_or(ENODEV)?;
         let vmcs = Vmcs::new(vmx.caps().revision_id())?;
-        let msr_area = crate::msr::MsrArea::new()?;
+        let msr_area = crate::msr::MsrArea::new(vmx.mitigations().for_guests().spec_ctrl.msr)?;
         let tables = crate::ept::TableCache::new()?;
         let fpu = GuestFpu::new()?;
         // 1 to 0xffff (0 is the host's).
@@ -330,7 +330,7 @@ impl FdObject for Vcpu {
 
 impl Vcpu {
     /// `KVM_SET_CPUID2`: at most `MAX_ENTRIES` entries (`E2BIG`); after the vCPU has run,
-    /// only the same table again (`EBUSY`), as KVM.
+    /// only the same table again (`EINVAL` for another), as KVM.
     fn set_cpuid(&self, arg: usize) -> Result {
         let nent: u32 = read_user(arg)?;
         if nent as usize > cpuid_table::MAX_ENTRIES {
@@ -347,7 +347,7 @@ impl Vcpu {
         }
         let mut st = self.state.lock();
         if st.controls_written && st.cpuid[..] != table[..] {
-            return Err(EBUSY);
+            return Err(EINVAL);
         }
         match cpuid_table::check(&table) {
             Ok(()) => {}

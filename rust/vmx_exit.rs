@@ -36,7 +36,9 @@ pub mod reason {
     pub const INVVPID: u16 = 53;
     pub const WBINVD: u16 = 54;
     pub const XSETBV: u16 = 55;
+    pub const RDRAND: u16 = 57;
     pub const ENCLS: u16 = 60;
+    pub const RDSEED: u16 = 61;
 }
 
 /// EXIT_REASON bit 31: the VM entry failed (reasons 33, 34, 41).

@@ -219,3 +219,16 @@ impl Rng {
         }
     }
 }
+
+/// Runs the calling thread on CPU `cpu` only, or on every CPU (`None`).
+pub fn pin_to(cpu: Option<usize>) {
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET adds CPUs within its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        match cpu {
+            Some(c) => libc::CPU_SET(c, &mut set),
+            None => (0..libc::CPU_SETSIZE as usize).for_each(|c| libc::CPU_SET(c, &mut set)),
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}

@@ -23,7 +23,7 @@ use std::{ffi::CString, process::ExitCode};
 
 use kvm_bindings::{kvm_cpuid_entry2, kvm_regs, kvm_segment, CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuExit};
-use rvmx_test_programs::{code, flat, guest, mmio_pattern, watchpoint, Guest};
+use rvmx_test_programs::{code, flat, guest, mmio_pattern, pin_to, watchpoint, Guest};
 
 // Exception handlers, one per vector, 32 bytes apart (copied to 0x7000): r13 := vector, r12 :=
 // CR2 (#PF) or DR6 (#DB), drop the error code, resume at r15.
@@ -879,6 +879,9 @@ fn msrs(kvm: &Kvm) {
         let mut vcpu_msr = kvm_bindings::Msrs::from_entries(&[kvm_bindings::kvm_msr_entry { index: 0x10a, ..Default::default() }]).unwrap();
         let n = s.vcpu.get_msrs(&mut vcpu_msr).map_err(|e| e.errno());
         println!("msr_supported arch_capabilities get_msrs {n:?} {:#x}", vcpu_msr.as_slice()[0].data);
+        println!("msr_supported cpuid stibp {} ssbd {} amd_ibrs {} amd_stibp {} amd_ssbd {} amd_ssb_no {} amd_ibpb_ret {}",
+                 bit(edx7, 27), bit(edx7, 31), bit(ebx8, 14), bit(ebx8, 15), bit(ebx8, 24), bit(ebx8, 26), bit(ebx8, 30));
+        spec_ctrl(kvm, &mut s, &rd, &wr);
     }
     // MISC_ENABLE written back unchanged, then with bits it does not have.
     let (end, r) = call("msr_misc_enable", &mut g, rdmsr, false, |r| r.rcx = 0x1a0);
@@ -900,6 +903,41 @@ fn msrs(kvm: &Kvm) {
     let sane = |v: u64| (W..W + (1 << 40)).contains(&v);
     println!("msr_tsc wrmsr {w} rdmsr {} sane {} rdtsc {} sane {} ordered {}", outcome(&end, &r), sane(m),
              outcome(&end2, &r2), sane(t), t >= m);
+}
+
+/// This CPU's IA32_SPEC_CTRL as the host sees it (the msr driver), `None` without the MSR.
+fn host_spec_ctrl(cpu: usize) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(format!("/dev/cpu/{cpu}/msr")).ok()?;
+    let mut b = [0u8; 8];
+    f.read_exact_at(&mut b, 0x48).ok()?;
+    Some(u64::from_le_bytes(b))
+}
+
+/// IA32_SPEC_CTRL with the device's own CPUID table (the host's controls decide what works):
+/// the guest's writes and reads of each control and of a reserved bit, the VMM's
+/// KVM_SET/GET_MSRS, and the host's own value on the CPU the guest ran on, unchanged after
+/// the guest left SSBD and STIBP set.
+fn spec_ctrl(kvm: &Kvm, s: &mut Guest, rd: &dyn Fn(&mut Guest, &str, u32) -> String, wr: &dyn Fn(&mut Guest, &str, u32, u64) -> String) {
+    let listed = kvm.get_msr_index_list().map(|l| l.as_slice().contains(&0x48));
+    println!("msr_supported spec_ctrl index_list {:?}", listed.map_err(|e| e.errno()));
+    pin_to(Some(0));
+    let before = host_spec_ctrl(0);
+    for v in [1u64, 2, 4, 1 << 40, 0, 6] {
+        println!("msr_supported spec_ctrl wrmsr_{v:#x} {} rdmsr {}", wr(s, "msr_supported", 0x48, v), rd(s, "msr_supported", 0x48));
+    }
+    // The guest runs on with its value (6 if the CPU has STIBP and SSBD), exits, ends.
+    let _ = rd(s, "msr_supported", 0x10);
+    println!("msr_supported spec_ctrl host_unchanged {}", host_spec_ctrl(0) == before);
+    println!("info spec_ctrl host {before:x?}");
+    pin_to(None);
+    let entry = |data| kvm_bindings::kvm_msr_entry { index: 0x48, data, ..Default::default() };
+    for v in [4u64, 1 << 40] {
+        let set = s.vcpu.set_msrs(&kvm_bindings::Msrs::from_entries(&[entry(v)]).unwrap()).map_err(|e| e.errno());
+        let mut got = kvm_bindings::Msrs::from_entries(&[entry(0)]).unwrap();
+        let n = s.vcpu.get_msrs(&mut got).map_err(|e| e.errno());
+        println!("msr_supported spec_ctrl set_msrs_{v:#x} {set:?} get_msrs {n:?} {:#x}", got.as_slice()[0].data);
+    }
 }
 
 // ---- 7. Instructions that must exit or fault --------------------------------------------------

@@ -10,6 +10,7 @@ use std::{ffi::CString, process::ExitCode, thread, time::Duration};
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use rvmx_test_programs::pin_to;
 
 const MEM: usize = 0x10000;
 
@@ -44,19 +45,6 @@ fn vm_with(kvm: &Kvm, code: &[u8], vcpus: u64) -> (VmFd, Vec<VcpuFd>, *mut u8) {
         })
         .collect();
     (vm, cpus, mem)
-}
-
-/// Runs the calling thread on CPU `cpu` only, or on every CPU (`None`).
-fn pin_to(cpu: Option<usize>) {
-    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET adds CPUs within its size.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        match cpu {
-            Some(c) => libc::CPU_SET(c, &mut set),
-            None => (0..libc::CPU_SETSIZE as usize).for_each(|c| libc::CPU_SET(c, &mut set)),
-        }
-        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
-    }
 }
 
 fn unmap(mem: *mut u8) {
