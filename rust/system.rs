@@ -21,14 +21,14 @@ use crate::{
 
 /// `KVM_GET_MSR_INDEX_LIST`: like KVM, the count is written back, then `E2BIG` if the
 /// caller's array is smaller.
-/// IA32_SPEC_CTRL is listed where the host has it (KVM lists the MSRs the host can read).
+/// IA32_SPEC_CTRL is listed where this CPU can read it (KVM's `kvm_probe_msr_to_save`).
 fn get_msr_index_list(arg: usize) -> Result<isize> {
     use crate::msr_rules::{index::SPEC_CTRL, INDEX_LIST};
     let mut list = [SPEC_CTRL; INDEX_LIST.len() + 1];
     for (to, from) in list.iter_mut().zip(INDEX_LIST.iter()) {
         *to = *from;
     }
-    let spec_ctrl = Vmx::get().ok_or(ENODEV)?.mitigations().for_guests().spec_ctrl.msr;
+    let spec_ctrl = x86::rdmsr_safe(SPEC_CTRL).is_some();
     write_msr_list(arg, if spec_ctrl { &list } else { &INDEX_LIST })
 }
 
