@@ -400,7 +400,7 @@ pub const LEAF7_EBX_RDSEED: u32 = 1 << 18;
 /// KVM (which sets the VMX controls from the guest's CPUID, not the host's).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Instructions {
-    /// RDTSCP and RDPID (CPUID RDTSCP or RDPID): "enable RDTSCP".
+    /// RDTSCP and RDPID, and IA32_TSC_AUX (CPUID RDTSCP or RDPID): "enable RDTSCP".
     pub rdtscp: bool,
     /// INVPCID: "enable INVPCID".
     pub invpcid: bool,

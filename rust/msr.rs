@@ -119,9 +119,13 @@ impl MsrArea {
 
     /// Sets every bit of the MSR bitmap: each RDMSR and WRMSR exits.
     fn intercept_all(&self) {
-        let bitmap_virt = phys_to_virt(page_phys(&self.bitmap)).cast::<u8>();
         // SAFETY: the bitmap page is ours and PAGE_SIZE bytes long; not yet in any VMCS.
-        unsafe { core::ptr::write_bytes(bitmap_virt, 0xff, PAGE_SIZE) };
+        unsafe { core::ptr::write_bytes(self.bitmap_bytes(), 0xff, PAGE_SIZE) };
+    }
+
+    /// The MSR bitmap's first byte (its page's direct mapping).
+    fn bitmap_bytes(&self) -> *mut u8 {
+        phys_to_virt(page_phys(&self.bitmap)).cast::<u8>()
     }
 
     /// Points the VMCS at the lists and, if `bitmaps` ("use MSR bitmaps" is on), at the MSR
@@ -139,12 +143,13 @@ impl MsrArea {
 
     /// After the guest's first non-zero write to SPEC_CTRL: its reads and writes no longer
     /// exit (a guest using IBRS writes it on each kernel entry), as KVM does. The processor
-    /// then judges the values, and the lists always switch it, saving the guest's at exit.
-    fn pass_spec_ctrl(&self, cur: &Current<'_>) {
+    /// then judges the values, and the lists always switch it, saving the guest's at exit
+    /// (the caller writes the lists' lengths next, in `set_live`).
+    fn pass_spec_ctrl(&self) {
         if !self.bitmaps.load(Relaxed) || self.entry(SPEC_CTRL).is_none() || self.spec_ctrl_passed.swap(true, Relaxed) {
             return;
         }
-        let bitmap_virt = phys_to_virt(page_phys(&self.bitmap)).cast::<u8>();
+        let bitmap_virt = self.bitmap_bytes();
         // Read bitmap for low MSRs at byte 0, write bitmap for low MSRs at byte 2048 (SDM
         // 24.6.9): clear SPEC_CTRL's bit in both.
         let (byte, bit) = ((SPEC_CTRL / 8) as usize, SPEC_CTRL % 8);
@@ -156,7 +161,6 @@ impl MsrArea {
                 p.write_volatile(p.read_volatile() & !(1 << bit));
             }
         }
-        self.write_counts(cur);
     }
 
     /// The lists' lengths: SPEC_CTRL, the last entry, only while the guest's value differs
@@ -295,11 +299,10 @@ impl MsrState<'_, '_> {
             SPEC_CTRL if !self.host && !self.speculation.spec_ctrl => return None,
             m if msr_rules::switched_slot(m).is_some() => match (self.area.entry(m), live) {
                 (Some(i), Some(_)) => self.area.get(value_word(false, i)),
-                (Some(_), None) => msr_rules::read(self.msrs, m, self.host)?,
                 // Without the host's MSR: TSC_AUX is absent; SPEC_CTRL reads its value, 0
                 // (KVM's).
-                (None, _) if m == SPEC_CTRL => msr_rules::read(self.msrs, m, self.host)?,
-                (None, _) => return None,
+                (None, _) if m != SPEC_CTRL => return None,
+                _ => msr_rules::read(self.msrs, m, self.host)?,
             },
             m => msr_rules::read(self.msrs, m, self.host)?,
         })
@@ -361,10 +364,10 @@ impl MsrState<'_, '_> {
                 }
                 msr_rules::write(self.msrs, msr, v, self.host)?;
                 if let Some(c) = live {
-                    self.area.set_live(c, msr, v);
                     if v != 0 && !self.host {
-                        self.area.pass_spec_ctrl(c);
+                        self.area.pass_spec_ctrl();
                     }
+                    self.area.set_live(c, msr, v);
                 }
             }
             // Commands the guest may give the processor (KVM passes them through).

@@ -287,11 +287,9 @@ pub(crate) struct Allowed {
     pub(crate) efer: u64,
     /// CR4 bits: its CPUID's, rvmx's, the processor's in VMX operation.
     pub(crate) cr4: u64,
-    /// IA32_TSC_AUX (RDTSCP or RDPID).
-    pub(crate) tsc_aux: bool,
     /// The speculation-control MSRs.
     pub(crate) speculation: crate::cpuid_table::SpeculationMsrs,
-    /// RDTSCP/RDPID, INVPCID, RDRAND, RDSEED (the others are #UD).
+    /// RDTSCP/RDPID (and so IA32_TSC_AUX), INVPCID, RDRAND, RDSEED (the others are #UD).
     pub(crate) instructions: crate::cpuid_table::Instructions,
 }
 
@@ -303,7 +301,6 @@ impl Allowed {
         Self {
             efer: vcpu_state::efer_allowed(lm, nx),
             cr4: vcpu_state::cr4_allowed(cr4, vmx.caps().cr4_fixed.1),
-            tsc_aux: cpuid_table::has_tsc_aux(table),
             // A table may list what the host lacks: as KVM (its guest_cpu_cap_has), the MSR
             // exists for the guest only where the host has it.
             speculation: {
@@ -410,7 +407,7 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
         let window_started = x86::rdtsc();
         let budget = window_budget_ticks();
         // The CPUID table cannot change inside the window: looked up once, not per exit.
-        let Allowed { efer: efer_ok, cr4: cr4_ok, tsc_aux: tsc_aux_ok, speculation, .. } = st.allowed;
+        let Allowed { efer: efer_ok, cr4: cr4_ok, speculation, instructions, .. } = st.allowed;
         // The VMCS keeps it between windows: written again only when the CPUID table changed.
         let cr4_mask = crate::vcpu_state::cr4_guest_host_mask(cr4_ok);
         if st.cr4_mask != cr4_mask {
@@ -458,7 +455,7 @@ fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
                     msrs: &mut st.msrs,
                     sregs: &mut st.sregs,
                     efer_ok,
-                    tsc_aux_ok,
+                    tsc_aux_ok: instructions.rdtscp,
                     speculation,
                     host: false,
                 },

@@ -39,13 +39,7 @@ check "fuzz: kvm-guest-fuzz $dev $seed $count ran every guest to the end" ran_to
 
 check "fuzz: the host workload kept counting throughout" workload_kept_running
 
-quiet_kernel() {
-	if dmesg | grep -Ei 'oops|BUG:|WARNING:|lockdep|possible (recursive|circular)|circular locking|hung task|blocked for more than|rcu.*stall|soft lockup|hard lockup|general protection|Call Trace|kernel panic'; then
-		dmesg | tail -n 40
-		return 1
-	fi
-}
-check "fuzz: no oops, BUG, WARNING, lockdep report, hung task, lockup or RCU stall in the kernel log" quiet_kernel
+check "fuzz: no oops, BUG, WARNING, lockdep report, hung task, lockup or RCU stall in the kernel log" kernel_log_quiet
 
 case "$dev" in
 /dev/kvm) check "fuzz: kvm_intel unloads afterwards" rmmod kvm_intel ;;

@@ -56,13 +56,7 @@ check "ioctl-fuzz: no hang and no child killed by a signal the fuzzer did not se
 
 check "ioctl-fuzz: the host workload kept counting throughout" workload_kept_running
 
-quiet_kernel() {
-	if dmesg | grep -Ei 'oops|BUG:|WARNING:|KASAN|UBSAN|KFENCE|kmemleak: .*(new suspected|leak)|lockdep|possible (recursive|circular)|circular locking|inconsistent lock|hung task|blocked for more than|rcu.*stall|soft lockup|hard lockup|general protection|Call Trace|kernel panic|sleeping function called'; then
-		dmesg | tail -n 60
-		return 1
-	fi
-}
-check "ioctl-fuzz: no oops, BUG, WARNING, sanitizer or lockdep report, hung task, lockup or RCU stall in the kernel log" quiet_kernel
+check "ioctl-fuzz: no oops, BUG, WARNING, sanitizer or lockdep report, hung task, lockup or RCU stall in the kernel log" kernel_log_quiet
 
 # kmemleak: objects reported are at least 5 s old; scan twice (its own advice) and keep only
 # the objects whose allocation backtrace names the module.

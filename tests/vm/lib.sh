@@ -66,3 +66,13 @@ workload_kept_running() {
 	[ $n -ge 2 ] || { echo "only $n samples"; return 1; }
 	echo "$n samples, last count $prev"
 }
+
+# The kernel logged nothing a fuzzer must never cause: oops, BUG, WARNING, sanitizer (KASAN,
+# UBSAN, KFENCE) or kmemleak report, lockdep report, hung task, lockup, RCU stall, sleeping in
+# atomic context. Prints the log's tail if it did.
+kernel_log_quiet() {
+	if dmesg | grep -Ei 'oops|BUG:|WARNING:|KASAN|UBSAN|KFENCE|kmemleak: .*(new suspected|leak)|lockdep|possible (recursive|circular)|circular locking|inconsistent lock|hung task|blocked for more than|rcu.*stall|soft lockup|hard lockup|general protection|Call Trace|kernel panic|sleeping function called'; then
+		dmesg | tail -n 60
+		return 1
+	fi
+}
