@@ -134,6 +134,13 @@ pub const LEAF7_EDX_SSBD: u32 = 1 << 31;
 pub const LEAF7_EDX_FLUSH_L1D: u32 = 1 << 28;
 /// Leaf 7.0 EDX ARCH_CAPABILITIES: always given, as KVM does (the MSR is emulated).
 pub const LEAF7_EDX_ARCH_CAPABILITIES: u32 = 1 << 29;
+/// Leaf 7.2 EDX: the further IA32_SPEC_CTRL controls (PSFD, IPRED_CTRL, RRSBA_CTRL, DDPD_U,
+/// BHI_CTRL), given with IA32_SPEC_CTRL where the host has them, as KVM does.
+pub const LEAF7_2_EDX_SPEC_CTRL: u32 = 1 << 0 | 1 << 1 | 1 << 2 | 1 << 3 | 1 << 4;
+/// Leaf 7.2 EDX MCDT_NO: no MXCSR-dependent timing (information only).
+pub const LEAF7_2_EDX_MCDT_NO: u32 = 1 << 5;
+/// The highest leaf 7 subleaf offered (7.1 is offered empty).
+pub const LEAF7_MAX_SUBLEAF: u32 = 2;
 /// Leaf 0x80000008 EBX AMD_IBPB: IA32_PRED_CMD's IBPB.
 pub const EXT8_EBX_IBPB: u32 = 1 << 12;
 /// Leaf 0x80000008 EBX AMD_IBRS.
@@ -180,7 +187,15 @@ pub fn supported(host: impl Fn(u32, u32) -> [u32; 4], ctl: GuestControls, out: &
                 let sp = ctl.speculation;
                 let edx = LEAF7_EDX_ARCH_CAPABILITIES | only(sp.flush_l1d, LEAF7_EDX_FLUSH_L1D) | only(sp.md_clear, LEAF7_EDX_MD_CLEAR)
                     | only(sp.spec_ctrl, LEAF7_EDX_SPEC_CTRL) | only(sp.stibp, LEAF7_EDX_STIBP) | only(sp.ssbd, LEAF7_EDX_SSBD);
-                push(7, 0, FLAG_SIGNIFICANT_INDEX, [0, h[1] & ebx, 0, edx]);
+                let max_sub = h[0].min(LEAF7_MAX_SUBLEAF);
+                push(7, 0, FLAG_SIGNIFICANT_INDEX, [max_sub, h[1] & ebx, 0, edx]);
+                if max_sub >= 1 {
+                    push(7, 1, FLAG_SIGNIFICANT_INDEX, [0; 4]);
+                }
+                if max_sub >= 2 {
+                    let edx = LEAF7_2_EDX_MCDT_NO | only(sp.spec_ctrl, LEAF7_2_EDX_SPEC_CTRL);
+                    push(7, 2, FLAG_SIGNIFICANT_INDEX, [0, 0, 0, host(7, 2)[3] & edx]);
+                }
             }
             // XSAVE: the switched components, their sizes and offsets as the host lays them
             // out (standard format), the image size for all of them (KVM's table).
@@ -448,6 +463,16 @@ mod tests {
         assert_eq!(l1[1] >> 16, 0, "no APIC id or logical count");
         assert_eq!(lookup(t, 7, 0)[1] & LEAF7_EBX_INVPCID, 0, "INVPCID only if VMX allows it");
         assert_eq!(lookup(t, 7, 0)[1] & (1 << 5), 0, "no AVX2");
+        assert_eq!(lookup(t, 7, 0)[0], LEAF7_MAX_SUBLEAF);
+        assert_eq!(lookup(t, 7, 1), [0; 4]);
+        assert_eq!(lookup(t, 7, 2), [0, 0, 0, LEAF7_2_EDX_MCDT_NO], "SPEC_CTRL's bits only with the MSR");
+        let spec = Speculation { spec_ctrl: true, ..Default::default() };
+        let mut t2 = [CpuidEntry::default(); MAX_ENTRIES];
+        let n2 = supported(host_all, GuestControls { speculation: spec, ..Default::default() }, &mut t2);
+        assert_eq!(lookup(&t2[..n2], 7, 2)[3], LEAF7_2_EDX_MCDT_NO | LEAF7_2_EDX_SPEC_CTRL);
+        let no_sub = |leaf: u32, sub: u32| if (leaf, sub) == (7, 0) { [0, !0, !0, !0] } else { host_all(leaf, sub) };
+        let n3 = supported(no_sub, GuestControls::default(), &mut t2);
+        assert!(t2[..n3].iter().all(|e| e.function != 7 || e.index == 0), "no subleaves the host lacks");
         assert_eq!(lookup(t, 0xd, 0), [0; 4], "no XSAVE leaf");
         assert_eq!(lookup(t, 0x8000_0008, 0)[0], 0x3027 & 0xff00 | 39);
         assert_eq!(long_mode_and_nx(t), (true, true));

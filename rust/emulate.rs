@@ -24,6 +24,7 @@ use crate::{
     insn::{self, Gprs, Insn, Mode, Op, Seg},
     ioeventfd_rules::Bus,
     kvm_abi::{Regs, Segment, Sregs},
+    mmio_fragments::{self as fragments, Fragment, Fragments},
     run::KvmRun,
     vm::{Memory, Vm},
     vmx_exit::Io,
@@ -34,13 +35,80 @@ const FETCH: u64 = 1 << 2;
 /// KVM's read-ahead buffer for INS: at most this many bytes per exit.
 const INS_BATCH_BYTES: u64 = 1024;
 
-/// An instruction waiting for userspace's data, finished at the next `KVM_RUN`.
+/// The bytes of the access being emulated: an MMIO operand, or an INS batch (KVM's
+/// read-ahead), kept in the kernel across the exits that give userspace their MMIO parts.
+pub(crate) struct Data([u8; INS_BATCH_BYTES as usize]);
+
+impl Default for Data {
+    fn default() -> Self {
+        Data([0; INS_BATCH_BYTES as usize])
+    }
+}
+
+impl Data {
+    fn get(&self, offset: usize, len: usize) -> Result<&[u8], Failure> {
+        self.0.get(offset..offset.saturating_add(len)).ok_or(Failure::Unsupported)
+    }
+
+    fn get_mut(&mut self, offset: usize, len: usize) -> Result<&mut [u8], Failure> {
+        self.0.get_mut(offset..offset.saturating_add(len)).ok_or(Failure::Unsupported)
+    }
+
+    /// The first `width` bytes as a little-endian value.
+    fn value(&self, width: u8) -> u64 {
+        let mut b = [0u8; 8];
+        let n = usize::from(width).min(8);
+        if let (Some(to), Some(from)) = (b.get_mut(..n), self.0.get(..n)) {
+            to.copy_from_slice(from);
+        }
+        u64::from_le_bytes(b)
+    }
+}
+
+/// An INS or OUTS as the exit and its prefixes describe it.
+#[derive(Clone, Copy)]
+pub(crate) struct StringIo {
+    size: u8,
+    port: u16,
+    addr_size: u8,
+    rep: bool,
+    /// Instruction length.
+    len: u8,
+}
+
+/// An instruction waiting for userspace, continued at the next `KVM_RUN`. Each step is one
+/// exit, in KVM's order; the data is in [`Data`].
 #[derive(Clone, Copy)]
 pub(crate) enum Pending {
-    /// An MMIO read into a register, or (MOVS from MMIO) into guest RAM at `to_ram`.
-    MmioRead { insn: Insn, to_ram: Option<u64> },
-    /// INS of `count` elements of `size` bytes (`rep`: counted in rCX).
-    Ins { size: u8, count: u32, addr_size: u8, rep: bool, len: u8 },
+    /// A read of MMIO `frags` (the current one is in `kvm_run`; the RAM part is read). Then
+    /// the instruction finishes: into a register, or (MOVS) stored at ES:rDI.
+    MmioRead { insn: Insn, frags: Fragments },
+    /// OUTS from MMIO: once read, the element goes out to the port.
+    OutsRead { io: StringIo, frags: Fragments },
+    /// The MMIO `frags` of a write the instruction has done (the current one is in
+    /// `kvm_run`); then, for INS, the elements from `next` of a batch of `count`.
+    MmioWrite { frags: Fragments, ins: Option<(StringIo, u32, u32)> },
+    /// INS of `count` elements: userspace's data is in the PIO page.
+    Ins { io: StringIo, count: u32 },
+}
+
+impl Pending {
+    /// Whether finishing it at the next `KVM_RUN` completes an instruction for single-stepping
+    /// (KVM reports no step after the last part of an MMIO write: it was done at the exit).
+    pub(crate) fn completes_step(&self) -> bool {
+        !matches!(self, Pending::MmioWrite { .. })
+    }
+}
+
+/// How an emulated instruction, or one step of it, ends.
+pub(crate) enum Outcome {
+    /// Done (or an ioeventfd took its write): the guest runs on.
+    Done,
+    /// `kvm_run` describes an exit (or an emulation failure); `Some` continues at the next
+    /// `KVM_RUN`.
+    Exit(Option<Pending>),
+    /// The instruction faults: the exception goes to the guest, no exit.
+    Fault(GuestFault),
 }
 
 /// `KVM_TRANSLATE`: the guest-physical address of `linear` for a supervisor read through the
@@ -79,6 +147,49 @@ impl Failure {
             WalkError::PageFault(error_code) => Failure::Fault(GuestFault { vector: vector::PF, error_code, cr2: Some(la) }),
             WalkError::NotRam(_) => Failure::Unsupported,
         }
+    }
+}
+
+/// One page's part of an access.
+#[derive(Clone, Copy, Default)]
+struct Part {
+    gpa: u64,
+    /// Where its bytes are in [`Data`].
+    offset: usize,
+    len: usize,
+    /// No RAM behind it for this access (MMIO, or a write to a read-only slot).
+    mmio: bool,
+}
+
+impl Part {
+    /// Adds its bytes from `skip` on to the MMIO fragments userspace gets.
+    fn push_to(&self, frags: &mut Fragments, skip: usize) -> Result<(), Failure> {
+        let len = self.len.checked_sub(skip).ok_or(Failure::Unsupported)?;
+        let offset = self.offset.checked_add(skip).ok_or(Failure::Unsupported)?;
+        let f = Fragment {
+            gpa: self.gpa.wrapping_add(skip as u64),
+            offset: u16::try_from(offset).map_err(|_| Failure::Unsupported)?,
+            len: u16::try_from(len).map_err(|_| Failure::Unsupported)?,
+        };
+        if frags.push(f) { Ok(()) } else { Err(Failure::Unsupported) }
+    }
+}
+
+/// The parts of one access: it spans at most two pages.
+#[derive(Default)]
+struct Parts {
+    list: [Part; fragments::MAX],
+    count: usize,
+}
+
+impl Parts {
+    fn iter(&self) -> impl Iterator<Item = &Part> {
+        self.list.iter().take(self.count)
+    }
+
+    /// Whether one of its MMIO parts is on the page of `gpa` (the exit came from this access).
+    fn mmio_on_page_of(&self, gpa: u64) -> bool {
+        self.iter().any(|p| p.mmio && p.gpa >> 12 == gpa >> 12)
     }
 }
 
@@ -166,16 +277,60 @@ impl<'a> Guest<'a> {
         Ok(())
     }
 
-    /// Writes `buf` to guest RAM at linear address `linear`, page by page (each page logged
-    /// dirty). Fails if any byte is not writable RAM or the guest's tables deny the write.
-    fn write_linear(&mut self, linear: u64, buf: &[u8]) -> Result<(), Failure> {
-        for (la, range) in page_chunks(linear, buf.len()) {
-            let gpa = self.translate(la, true).map_err(|e| Failure::walk(e, la))?;
-            let uaddr = self.mem.ram_uaddr(gpa, true).ok_or(Failure::Unsupported)? as usize;
-            let chunk = buf.get(range).ok_or(Failure::Unsupported)?;
-            UserSlice::new(UserPtr::from_addr(uaddr), chunk.len()).writer().write_slice(chunk).map_err(|_| Failure::Unsupported)?;
+    /// The parts of an access of `len` bytes at linear address `la` whose data is at `offset`
+    /// in [`Data`]: every page is translated before anything is read or written, so a fault
+    /// on the second page leaves the first untouched.
+    fn parts(&self, la: u64, offset: usize, len: usize, write: bool) -> Result<Parts, Failure> {
+        let mut parts = Parts::default();
+        for (la, range) in page_chunks(la, len) {
+            let la = if self.mode == Mode::Bits64 { la } else { la & 0xffff_ffff };
+            let gpa = self.translate(la, write).map_err(|e| Failure::walk(e, la))?;
+            let part = Part { gpa, offset: offset.saturating_add(range.start), len: range.len(), mmio: self.is_mmio(gpa, write) };
+            *parts.list.get_mut(parts.count).ok_or(Failure::Unsupported)? = part;
+            parts.count = parts.count.saturating_add(1);
         }
-        Ok(())
+        Ok(parts)
+    }
+
+    /// Reads the RAM parts into `data`; the MMIO parts are left for userspace.
+    fn read_parts(&self, parts: &Parts, data: &mut Data) -> Result<Fragments, Failure> {
+        let mut frags = Fragments::default();
+        for p in parts.iter() {
+            if p.mmio {
+                p.push_to(&mut frags, 0)?;
+            } else {
+                self.read_gpa(p.gpa, data.get_mut(p.offset, p.len)?)?;
+            }
+        }
+        Ok(frags)
+    }
+
+    /// Writes the RAM parts from `data` (each page logged dirty) and offers the MMIO parts to
+    /// the ioeventfds, 8 bytes at a time as KVM's `vcpu_mmio_write`; what they do not take is
+    /// left for userspace.
+    fn write_parts(&mut self, parts: &Parts, data: &Data) -> Result<Fragments, Failure> {
+        let mut frags = Fragments::default();
+        for p in parts.iter() {
+            let bytes = data.get(p.offset, p.len)?;
+            if !p.mmio {
+                let uaddr = self.mem.ram_uaddr(p.gpa, true).ok_or(Failure::Unsupported)? as usize;
+                let mut user = UserSlice::new(UserPtr::from_addr(uaddr), bytes.len()).writer();
+                user.write_slice(bytes).map_err(|_| Failure::Unsupported)?;
+                continue;
+            }
+            let mut taken: usize = 0;
+            for chunk in bytes.chunks(usize::from(fragments::EXIT_BYTES)) {
+                let mut v = [0u8; 8];
+                v.get_mut(..chunk.len()).ok_or(Failure::Unsupported)?.copy_from_slice(chunk);
+                let gpa = p.gpa.wrapping_add(taken as u64);
+                if !self.mem.ioeventfd_write(Bus::Mmio, gpa, chunk.len() as u32, u64::from_le_bytes(v)) {
+                    break;
+                }
+                taken = taken.saturating_add(chunk.len());
+            }
+            p.push_to(&mut frags, taken)?;
+        }
+        Ok(frags)
     }
 
     /// Whether `gpa` (for this access) is MMIO rather than RAM.
@@ -206,120 +361,114 @@ fn first(b: &[u8], n: usize) -> &[u8] {
 }
 
 /// Finishes the instruction whose access at `gpa` (EPT `qualification`) found no RAM.
-pub(crate) fn mmio(mem: Memory<'_>, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, gpa: u64, qualification: u64) -> Mmio {
-    let g = Guest::new(mem, sregs);
+pub(crate) fn mmio(mem: Memory<'_>, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, gpa: u64, qualification: u64, data: &mut Data) -> Outcome {
+    let mut g = Guest::new(mem, sregs);
     let mut bytes = [0u8; insn::MAX_LEN];
     let n = if qualification & FETCH != 0 { 0 } else { g.fetch(regs.rip, &mut bytes) };
     let decoded = insn::decode(first(&bytes, n), g.mode).ok();
-    match decoded.map(|i| (i, mmio_access(&g, regs, &i, run, gpa))) {
-        Some((_, Ok(outcome))) => outcome,
-        Some((_, Err(Failure::Fault(f)))) => Mmio::Fault(f),
+    match decoded.map(|i| mmio_access(&mut g, regs, &i, run, gpa, data)) {
+        Some(Ok(outcome)) => outcome,
+        Some(Err(Failure::Fault(f))) => Outcome::Fault(f),
         _ => {
             let len = decoded.map_or(n, |i| i.len as usize);
             run.emulation_failure(first(&bytes, len), &[gpa, qualification]);
-            Mmio::Exit(None)
+            Outcome::Exit(None)
         }
     }
 }
 
-/// How an MMIO access ends.
-pub(crate) enum Mmio {
-    /// `kvm_run` describes the exit (or an emulation failure); a read completes on the next
-    /// `KVM_RUN` with `Pending`.
-    Exit(Option<Pending>),
-    /// A write an ioeventfd took: done, no exit.
-    Signalled,
-    /// The instruction faults: the exception goes to the guest, no exit.
-    Fault(GuestFault),
-}
-
-fn mmio_access(g: &Guest<'_>, regs: &mut Regs, i: &Insn, run: &KvmRun, gpa: u64) -> Result<Mmio, Failure> {
-    let mut r = gprs(regs);
+/// An MMIO instruction: its read (a load, the source of MOVS) or its write. Each access may
+/// be split between RAM and MMIO, or between two MMIO pages: the kernel does the RAM part,
+/// userspace gets each MMIO part in its own exit, as KVM splits them.
+fn mmio_access(g: &mut Guest<'_>, regs: &mut Regs, i: &Insn, run: &KvmRun, gpa: u64, data: &mut Data) -> Result<Outcome, Failure> {
+    let r = gprs(regs);
     if i.rep_done(&r) {
         return Err(Failure::Unsupported); // no access to make: this exit cannot have come from it
     }
-    let src = g.data_linear(i.mem.seg, i.offset(&r, regs.rip))?;
-    let dst = g.data_linear(Seg::Es, i.dest_offset(&r))?;
-    let translate = |la: u64, write: bool| g.translate(la, write).map_err(|e| Failure::walk(e, la));
-    let width = i.width as u64;
-    // The access must be the one that exited, whole inside its page (KVM would split a
-    // page-crossing MMIO access in two; rvmx reports it instead).
-    let exact = |mem_gpa: u64| mem_gpa == gpa && width <= to_page_end(gpa);
-    let (mmio_write, value, to_ram) = match i.op {
-        Op::Load { .. } | Op::StoreReg(_) | Op::StoreImm(_) => {
-            let write = !i.reads_memory();
-            if !exact(translate(src, write)?) || !g.is_mmio(gpa, write) {
+    if i.reads_memory() {
+        let src = g.data_linear(i.mem.seg, i.offset(&r, regs.rip))?;
+        let parts = g.parts(src, 0, i.width.into(), false)?;
+        let frags = g.read_parts(&parts, data)?;
+        if let Some(f) = frags.current() {
+            // The exit must have come from this read (not another vCPU's change of the code).
+            if !parts.mmio_on_page_of(gpa) {
                 return Err(Failure::Unsupported);
             }
-            (write, i.store_value(&r).unwrap_or(0), None)
+            run.mmio(f.gpa, first(&[0u8; 8], f.len.into()), false);
+            return Ok(Outcome::Exit(Some(Pending::MmioRead { insn: *i, frags })));
         }
-        Op::Stos => {
-            if !exact(translate(dst, true)?) || !g.is_mmio(gpa, true) {
-                return Err(Failure::Unsupported);
-            }
-            (true, i.store_value(&r).unwrap_or(0), None)
+        if i.op != Op::Movs {
+            return Err(Failure::Unsupported); // a load from RAM cannot have exited
         }
-        Op::Movs => {
-            let (src_gpa, dst_gpa) = (translate(src, false)?, translate(dst, true)?);
-            match (g.is_mmio(src_gpa, false), g.is_mmio(dst_gpa, true)) {
-                // RAM to MMIO: read the element now, the exit writes it.
-                (false, true) if exact(dst_gpa) => {
-                    let mut b = [0u8; 8];
-                    g.read_linear(src, b.get_mut(..usize::from(i.width)).ok_or(Failure::Unsupported)?)?;
-                    (true, u64::from_le_bytes(b), None)
-                }
-                // MMIO to RAM: the exit reads it, the next KVM_RUN stores it.
-                (true, false) if exact(src_gpa) => (false, 0, Some(dst)),
-                _ => return Err(Failure::Unsupported), // MMIO to MMIO: not emulated
-            }
-        }
-    };
-    if mmio_write {
-        let signalled = g.mem.ioeventfd_write(Bus::Mmio, gpa, i.width as u32, value);
-        if !signalled {
-            run.mmio(gpa, first(&value.to_le_bytes(), i.width.into()), true);
-        }
-        let rip = i.complete(&mut r, regs.rip, regs.rflags, 0);
-        set_gprs(regs, &r);
-        regs.rip = rip;
-        Ok(if signalled { Mmio::Signalled } else { Mmio::Exit(None) })
     } else {
-        run.mmio(gpa, first(&[0u8; 8], i.width.into()), false);
-        Ok(Mmio::Exit(Some(Pending::MmioRead { insn: *i, to_ram })))
+        let value = i.store_value(&r).unwrap_or(0).to_le_bytes();
+        data.get_mut(0, i.width.into())?.copy_from_slice(first(&value, i.width.into()));
+    }
+    store(g, regs, i, run, Some(gpa), data)
+}
+
+/// The write of an MMIO instruction, its value in `data`. The instruction is done before any
+/// exit (RIP, or rSI/rDI/rCX of a REP instruction, move on): userspace only takes the data.
+/// `exit_gpa`: the access that exited, which must be this one.
+fn store(g: &mut Guest<'_>, regs: &mut Regs, i: &Insn, run: &KvmRun, exit_gpa: Option<u64>, data: &Data) -> Result<Outcome, Failure> {
+    let mut r = gprs(regs);
+    let dst = match i.op {
+        Op::Stos | Op::Movs => g.data_linear(Seg::Es, i.dest_offset(&r))?,
+        Op::Load { .. } | Op::StoreReg(_) | Op::StoreImm(_) => g.data_linear(i.mem.seg, i.offset(&r, regs.rip))?,
+    };
+    let parts = g.parts(dst, 0, i.width.into(), true)?;
+    if exit_gpa.is_some_and(|gpa| !parts.mmio_on_page_of(gpa)) {
+        return Err(Failure::Unsupported);
+    }
+    let frags = g.write_parts(&parts, data)?;
+    regs.rip = i.complete(&mut r, regs.rip, regs.rflags, 0);
+    set_gprs(regs, &r);
+    Ok(write_exit(run, frags, data, None))
+}
+
+/// Gives userspace the first MMIO fragment of a write (if an ioeventfd did not take them
+/// all); the rest follow, one exit each, then `ins`.
+fn write_exit(run: &KvmRun, frags: Fragments, data: &Data, ins: Option<(StringIo, u32, u32)>) -> Outcome {
+    match frags.current() {
+        None => Outcome::Done,
+        Some(f) => {
+            run.mmio(f.gpa, data.get(f.offset.into(), f.len.into()).unwrap_or(&[]), true);
+            Outcome::Exit(Some(Pending::MmioWrite { frags, ins }))
+        }
     }
 }
 
 /// INS/OUTS (`io` decoded from the exit qualification) of `len` bytes. OUTS sends one
-/// element per exit; INS asks for as many as fit KVM's read-ahead (1 KiB, the rest of the
-/// destination page, rCX), as KVM does.
-/// `Err` if the instruction faults (an OUTS source the guest cannot read): nothing exits.
-pub(crate) fn string_io(vm: &Vm, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, io: Io, len: u8) -> Result<Option<Pending>, GuestFault> {
-    let g = Guest::new(vm.memory(), sregs);
-    match string_io_access(&g, regs, io, len, run) {
-        Ok(p) => Ok(p),
-        Err(Failure::Fault(f)) => Err(f),
+/// element per exit (after reading it from MMIO, if it is there); INS asks for as many as fit
+/// KVM's read-ahead (1 KiB, the rest of the destination page, rCX), as KVM does.
+pub(crate) fn string_io(vm: &Vm, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, io: Io, len: u8, data: &mut Data) -> Outcome {
+    let mut g = Guest::new(vm.memory(), sregs);
+    match string_io_access(&mut g, regs, io, len, run, data) {
+        Ok(o) => o,
+        Err(Failure::Fault(f)) => Outcome::Fault(f),
         Err(Failure::Unsupported) => {
             let mut bytes = [0u8; insn::MAX_LEN];
             let n = g.fetch(regs.rip, &mut bytes).min(len as usize);
             run.emulation_failure(first(&bytes, n), &[]);
-            Ok(None)
+            Outcome::Exit(None)
         }
     }
 }
 
-fn string_io_access(g: &Guest<'_>, regs: &mut Regs, io: Io, len: u8, run: &KvmRun) -> Result<Option<Pending>, Failure> {
+fn string_io_access(g: &mut Guest<'_>, regs: &mut Regs, io: Io, len: u8, run: &KvmRun, data: &mut Data) -> Result<Outcome, Failure> {
     // The address size comes from the instruction's prefixes, which the exit does not give:
     // decode them (the opcode itself, 6C-6F, is not one the MMIO decoder knows).
     let mut bytes = [0u8; insn::MAX_LEN];
     let n = g.fetch(regs.rip, &mut bytes).min(len as usize);
     let addr_size = string_io_addr_size(first(&bytes, n), g.mode).ok_or(Failure::Unsupported)?;
     let mask = insn::mask(addr_size);
-    let size = io.size as u64;
+    let size = u64::from(io.size);
     let r = gprs(regs);
     let count = if io.rep { insn::gpr_get(&r, insn::gpr::RCX) & mask } else { 1 };
     if count == 0 {
         return Err(Failure::Unsupported);
     }
+    let s = StringIo { size: io.size, port: io.port, addr_size, rep: io.rep, len };
     let down = regs.rflags & insn::RFLAGS_DF != 0;
     if io.input {
         let rdi = insn::gpr_get(&r, insn::gpr::RDI) & mask;
@@ -327,19 +476,56 @@ fn string_io_access(g: &Guest<'_>, regs: &mut Regs, io: Io, len: u8, run: &KvmRu
         let batch = INS_BATCH_BYTES.checked_div(size).unwrap_or(1); // size is 1, 2 or 4
         let n = in_page.min(batch).min(count).max(1) as u32;
         run.io(true, io.size, io.port, n);
-        Ok(Some(Pending::Ins { size: io.size, count: n, addr_size, rep: io.rep, len }))
+        Ok(Outcome::Exit(Some(Pending::Ins { io: s, count: n })))
     } else {
         // OUTS reads DS:rSI (or the override): find the segment among the prefixes.
         let seg = string_io_segment(first(&bytes, n));
         let src = g.data_linear(seg, insn::gpr_get(&r, insn::gpr::RSI) & mask)?;
-        let mut b = [0u8; 4];
-        let b = b.get_mut(..usize::from(io.size)).ok_or(Failure::Unsupported)?;
-        g.read_linear(src, b)?;
-        run.write_pio_data(b);
-        run.io(false, io.size, io.port, 1);
-        finish_string(regs, insn::gpr::RSI, io.size, 1, addr_size, io.rep, len);
-        Ok(None)
+        let parts = g.parts(src, 0, io.size.into(), false)?;
+        let frags = g.read_parts(&parts, data)?;
+        if let Some(f) = frags.current() {
+            run.mmio(f.gpa, first(&[0u8; 8], f.len.into()), false);
+            return Ok(Outcome::Exit(Some(Pending::OutsRead { io: s, frags })));
+        }
+        Ok(outs(&g.mem, regs, run, s, data))
     }
+}
+
+/// OUTS of the element in `data`, to an ioeventfd or to userspace, which only takes the data:
+/// the instruction moves on first.
+fn outs(mem: &Memory<'_>, regs: &mut Regs, run: &KvmRun, s: StringIo, data: &Data) -> Outcome {
+    let value = data.value(s.size);
+    let signalled = mem.ioeventfd_write(Bus::Pio, s.port.into(), s.size.into(), value);
+    if !signalled {
+        run.write_pio_data(first(&value.to_le_bytes(), s.size.into()));
+        run.io(false, s.size, s.port, 1);
+    }
+    finish_string(regs, insn::gpr::RSI, s.size, 1, s.addr_size, s.rep, s.len);
+    if signalled { Outcome::Done } else { Outcome::Exit(None) }
+}
+
+/// Stores INS elements `from..count` (userspace's data in `data`) at ES:rDI, as KVM's
+/// emulator does: a REP INS counting up stores its batch as one access, any other INS one
+/// element at a time. The registers move past each access as it is done; the first access
+/// with MMIO parts exits with them, and the elements after it follow once userspace has
+/// taken them.
+fn ins_store(g: &mut Guest<'_>, regs: &mut Regs, run: &KvmRun, s: StringIo, count: u32, from: u32, data: &Data) -> Result<Outcome, Failure> {
+    let down = regs.rflags & insn::RFLAGS_DF != 0;
+    let size = usize::from(s.size);
+    let mut k = from;
+    while k < count {
+        let n = if s.rep && !down { count.saturating_sub(k) } else { 1 };
+        let la = g.data_linear(Seg::Es, regs.rdi & insn::mask(s.addr_size))?;
+        let offset = (k as usize).saturating_mul(size);
+        let parts = g.parts(la, offset, (n as usize).saturating_mul(size), true)?;
+        let frags = g.write_parts(&parts, data)?;
+        finish_string(regs, insn::gpr::RDI, s.size, n.into(), s.addr_size, s.rep, s.len);
+        k = k.saturating_add(n);
+        if frags.current().is_some() {
+            return Ok(write_exit(run, frags, data, (k < count).then_some((s, count, k))));
+        }
+    }
+    Ok(Outcome::Done)
 }
 
 /// Moves rSI or rDI past `count` elements, counts rCX down for REP, and moves RIP past the
@@ -397,64 +583,61 @@ pub(crate) fn pdptes(vm: &Vm, sregs: &Sregs) -> Option<[u64; 4]> {
         .flatten()
 }
 
-/// How the completion of a pending instruction ended, when it did not.
-pub(crate) enum Incomplete {
-    /// The data cannot be put where the instruction says: `kvm_run` holds an emulation
-    /// failure.
-    Failed,
-    /// The instruction faults (its destination is non-canonical or not writable by the
-    /// guest's tables): the exception goes to the guest; for INS the elements before the
-    /// faulting one are done, as on the processor.
-    Fault(GuestFault),
-}
-
-/// Finishes a pending instruction with userspace's data, at the start of `KVM_RUN`.
-pub(crate) fn complete(vm: &Vm, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, p: Pending) -> Result<(), Incomplete> {
+/// Continues a pending instruction at the start of `KVM_RUN`, userspace having answered its
+/// last exit.
+pub(crate) fn complete(vm: &Vm, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, p: Pending, data: &mut Data) -> Outcome {
     let mut g = Guest::new(vm.memory(), sregs);
-    match p {
-        Pending::MmioRead { insn, to_ram } => {
-            let value = run.mmio_data(insn.width);
-            if let Some(dst) = to_ram {
-                match g.write_linear(dst, first(&value.to_le_bytes(), insn.width.into())) {
-                    Ok(()) => {}
-                    Err(Failure::Fault(f)) => return Err(Incomplete::Fault(f)),
-                    Err(Failure::Unsupported) => {
-                        run.emulation_failure(&[], &[dst]);
-                        return Err(Incomplete::Failed);
-                    }
-                }
-            }
-            let mut r = gprs(regs);
-            let rip = insn.complete(&mut r, regs.rip, regs.rflags, value);
-            set_gprs(regs, &r);
-            regs.rip = rip;
-        }
-        Pending::Ins { size, count, addr_size, rep, len } => {
-            let mask = insn::mask(addr_size);
-            let down = regs.rflags & insn::RFLAGS_DF != 0;
-            let rdi = regs.rdi & mask;
-            for k in 0..count as u64 {
-                // Guest addresses wrap around the address space (and the address size).
-                let step = k.wrapping_mul(size as u64);
-                let offset = if down { rdi.wrapping_sub(step) } else { rdi.wrapping_add(step) } & mask;
-                let b = run.pio_data((k as usize).saturating_mul(size.into()), size);
-                let written = g.data_linear(Seg::Es, offset).and_then(|la| g.write_linear(la, first(&b, size.into())));
-                match written {
-                    Ok(()) => {}
-                    Err(Failure::Fault(f)) => {
-                        if k != 0 {
-                            finish_string(regs, insn::gpr::RDI, size, k, addr_size, rep, len);
-                        }
-                        return Err(Incomplete::Fault(f));
-                    }
-                    Err(Failure::Unsupported) => {
-                        run.emulation_failure(&[], &[offset]);
-                        return Err(Incomplete::Failed);
-                    }
-                }
-            }
-            finish_string(regs, insn::gpr::RDI, size, count as u64, addr_size, rep, len);
+    match continue_pending(&mut g, regs, run, p, data) {
+        Ok(o) => o,
+        Err(Failure::Fault(f)) => Outcome::Fault(f),
+        Err(Failure::Unsupported) => {
+            // The memory changed under the instruction (a slot went away): nothing to guess.
+            run.emulation_failure(&[], &[regs.rip]);
+            Outcome::Exit(None)
         }
     }
-    Ok(())
+}
+
+fn continue_pending(g: &mut Guest<'_>, regs: &mut Regs, run: &KvmRun, p: Pending, data: &mut Data) -> Result<Outcome, Failure> {
+    match p {
+        Pending::MmioRead { mut frags, .. } | Pending::OutsRead { mut frags, .. } => {
+            let f = frags.current().ok_or(Failure::Unsupported)?;
+            let answer = run.mmio_data(f.len.min(fragments::EXIT_BYTES) as u8).to_le_bytes();
+            data.get_mut(f.offset.into(), f.len.into())?.copy_from_slice(first(&answer, f.len.into()));
+            if let Some(next) = frags.advance() {
+                run.mmio(next.gpa, first(&[0u8; 8], next.len.into()), false);
+                let p = match p {
+                    Pending::MmioRead { insn, .. } => Pending::MmioRead { insn, frags },
+                    Pending::OutsRead { io, .. } => Pending::OutsRead { io, frags },
+                    other => other,
+                };
+                return Ok(Outcome::Exit(Some(p)));
+            }
+            match p {
+                Pending::MmioRead { insn, .. } if insn.op == Op::Movs => store(g, regs, &insn, run, None, data),
+                Pending::MmioRead { insn, .. } => {
+                    let mut r = gprs(regs);
+                    regs.rip = insn.complete(&mut r, regs.rip, regs.rflags, data.value(insn.width));
+                    set_gprs(regs, &r);
+                    Ok(Outcome::Done)
+                }
+                Pending::OutsRead { io, .. } => Ok(outs(&g.mem, regs, run, io, data)),
+                _ => Err(Failure::Unsupported),
+            }
+        }
+        Pending::MmioWrite { mut frags, ins } => {
+            if frags.advance().is_some() {
+                return Ok(write_exit(run, frags, data, ins));
+            }
+            match ins {
+                Some((io, count, next)) => ins_store(g, regs, run, io, count, next, data),
+                None => Ok(Outcome::Done),
+            }
+        }
+        Pending::Ins { io, count } => {
+            let bytes = (count as usize).saturating_mul(io.size.into());
+            run.read_pio_data(data.get_mut(0, bytes)?);
+            ins_store(g, regs, run, io, count, 0, data)
+        }
+    }
 }

@@ -15,6 +15,7 @@ pub mod mce;
 pub mod ioeventfd_rules;
 pub mod vmx_caps;
 pub mod insn;
+pub mod mmio_fragments;
 pub mod guest_paging;
 pub mod xstate;
 pub mod events;

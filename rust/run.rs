@@ -185,16 +185,12 @@ impl KvmRun {
         self.put(off::EXIT_UNION + 4, start.saturating_add(data.len()) as u32);
     }
 
-    /// `size` (at most 4) bytes of the PIO page at `offset`.
-    pub(crate) fn pio_data(&self, offset: usize, size: u8) -> [u8; 4] {
-        let mut b = [0u8; 4];
-        for (i, v) in b.iter_mut().enumerate().take(size as usize) {
-            if let Some(o) = offset.checked_add(i).filter(|o| *o < 4096) {
-                // SAFETY: inside the PIO page, as in `put`.
-                *v = unsafe { self.pio.add(o).read_volatile() };
-            }
+    /// Copies the start of the PIO page (INS data userspace left there) into `buf`.
+    pub(crate) fn read_pio_data(&self, buf: &mut [u8]) {
+        for (i, v) in buf.iter_mut().enumerate().take(4096) {
+            // SAFETY: inside the PIO page, as in `put`.
+            *v = unsafe { self.pio.add(i).read_volatile() };
         }
-        b
     }
 
     pub(crate) fn write_pio_data(&self, bytes: &[u8]) {
@@ -226,6 +222,8 @@ pub(crate) struct RunState {
     pub(crate) pending_io: Option<PendingIo>,
     /// An emulated instruction (MMIO read, INS) waiting for userspace's data.
     pub(crate) pending: Option<crate::emulate::Pending>,
+    /// The data of that instruction's access.
+    pub(crate) emulated: crate::emulate::Data,
     /// PAE PDPTEs to load at the next window (read from guest memory).
     pub(crate) pdptes: Option<[u64; 4]>,
     /// Interrupts, NMIs and exceptions to deliver.
@@ -265,6 +263,27 @@ impl RunState {
             self.sregs.cr2 = cr2;
         }
         self.events.exception = Some(events::Exception::raise(f.vector, Some(f.error_code)));
+    }
+
+    /// After an instruction emulated at RIP `rip`: `Some` if `KVM_RUN` returns (an exit, or
+    /// a single step done), `None` if the guest runs on.
+    fn emulated_end(&mut self, rip: u64, outcome: emulate::Outcome, run: &KvmRun) -> Option<Result<isize>> {
+        if self.regs.rip != rip {
+            self.end_shadow();
+        }
+        match outcome {
+            emulate::Outcome::Exit(pending) => {
+                self.pending = pending;
+                Some(Ok(0))
+            }
+            // An ioeventfd took the write: the instruction is done.
+            emulate::Outcome::Done if stepped(self, run) => Some(Ok(0)),
+            emulate::Outcome::Done => None,
+            emulate::Outcome::Fault(f) => {
+                self.raise(f);
+                None
+            }
+        }
     }
 
     /// Takes a new CPUID table and what follows from it.
@@ -317,7 +336,9 @@ impl Allowed {
 fn complete_io(st: &mut RunState, run: &KvmRun) {
     if let Some(p) = st.pending_io.take() {
         if p.input {
-            let data = u32::from_le_bytes(run.pio_data(0, p.size)) as u64;
+            let mut b = [0u8; 4];
+            run.read_pio_data(b.get_mut(..usize::from(p.size)).unwrap_or(&mut []));
+            let data = u32::from_le_bytes(b) as u64;
             st.regs.rax = match p.size {
                 1 => (st.regs.rax & !0xff) | data,
                 2 => (st.regs.rax & !0xffff) | data,
@@ -581,14 +602,17 @@ pub(crate) fn run(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> R
 }
 
 fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<isize> {
-    let mut completed = st.pending_io.is_some() || st.pending.is_some();
+    let mut completed = st.pending_io.is_some() || st.pending.is_some_and(|p| p.completes_step());
     complete_io(st, run);
     if let Some(p) = st.pending.take() {
         st.end_shadow();
-        match emulate::complete(vm, &mut st.regs, &st.sregs, run, p) {
-            Ok(()) => {}
-            Err(emulate::Incomplete::Failed) => return Ok(0),
-            Err(emulate::Incomplete::Fault(f)) => {
+        match emulate::complete(vm, &mut st.regs, &st.sregs, run, p, &mut st.emulated) {
+            emulate::Outcome::Done => {}
+            emulate::Outcome::Exit(next) => {
+                st.pending = next;
+                return Ok(0);
+            }
+            emulate::Outcome::Fault(f) => {
                 st.raise(f);
                 completed = false;
             }
@@ -638,19 +662,9 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
                     // No RAM behind it (or a write to a read-only slot): MMIO.
                     Fault::Mmio(mem) => {
                         let rip = st.regs.rip;
-                        let outcome = emulate::mmio(mem, &mut st.regs, &st.sregs, run, gpa, qualification);
-                        if st.regs.rip != rip {
-                            st.end_shadow();
-                        }
-                        match outcome {
-                            emulate::Mmio::Exit(pending) => {
-                                st.pending = pending;
-                                return Ok(0);
-                            }
-                            // An ioeventfd took the write: the instruction is done.
-                            emulate::Mmio::Signalled if stepped(st, run) => return Ok(0),
-                            emulate::Mmio::Signalled => {}
-                            emulate::Mmio::Fault(f) => st.raise(f),
+                        let outcome = emulate::mmio(mem, &mut st.regs, &st.sregs, run, gpa, qualification, &mut st.emulated);
+                        if let Some(exit) = st.emulated_end(rip, outcome, run) {
+                            return exit;
                         }
                     }
                 }
@@ -671,16 +685,9 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
             }
             Next::StringIo { io, len } => {
                 let rip = st.regs.rip;
-                let outcome = emulate::string_io(vm, &mut st.regs, &st.sregs, run, io, len);
-                if st.regs.rip != rip {
-                    st.end_shadow();
-                }
-                match outcome {
-                    Ok(pending) => {
-                        st.pending = pending;
-                        return Ok(0);
-                    }
-                    Err(f) => st.raise(f),
+                let outcome = emulate::string_io(vm, &mut st.regs, &st.sregs, run, io, len, &mut st.emulated);
+                if let Some(exit) = st.emulated_end(rip, outcome, run) {
+                    return exit;
                 }
             }
             Next::PaePaging { cr0, cr4, len } => {

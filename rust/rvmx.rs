@@ -86,6 +86,7 @@ pub mod ioeventfd_rules;
 pub mod mce;
 mod guest_memory;
 mod mem;
+pub mod mmio_fragments;
 mod mmu_notifier;
 mod mitigations;
 #[allow(dead_code)]

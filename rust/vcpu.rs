@@ -142,6 +142,7 @@ impl Vcpu {
                     gprs: Gprs::default(),
                     pending_io: None,
                     pending: None,
+                    emulated: Default::default(),
                     pdptes: None,
                     sigmask: None,
                     events: Default::default(),

@@ -4,11 +4,6 @@
 # mitigations=off) and on the mitigations kernel (vm-run --kernel mitigations).
 . /root/lib.sh
 
-# Lines whose answers differ from KVM's on purpose, for now (docs/compat.md): MMIO accesses
-# that cross a page boundary and string I/O whose memory side is MMIO end in an emulation
-# failure on rvmx; KVM splits or chains them.
-KNOWN_GAPS='^(mmio_(store|load)_(ram|unbacked)_to_unbacked |mmio ram_after_stores |str_(insb|outsb)_mmio )'
-
 # The msr driver: the hostile check reads the host's own IA32_SPEC_CTRL through it.
 insmod /lib/modules/msr.ko 2>/dev/null
 vuln() { cat "/sys/devices/system/cpu/vulnerabilities/$1" 2>/dev/null || echo "absent"; }
@@ -91,10 +86,10 @@ check "fuzz regressions: batch 313 of seed 1205 (guest 80343 never runs guest co
 check "hostile: kvm_intel takes over (rvmx unloaded)" sh -c 'rmmod rvmx && kvm-load && [ -c /dev/kvm ]'
 check "hostile: the same guests on /dev/kvm" sh -c 'kvm-hostile-check /dev/kvm > /tmp/hostile-kvm'
 hostile_same() {
-	grep -v '^info ' /tmp/hostile-kvm | grep -Ev "$KNOWN_GAPS" > /tmp/a
-	grep -v '^info ' /tmp/hostile-rvmx | grep -Ev "$KNOWN_GAPS" | diff /tmp/a -
+	grep -v '^info ' /tmp/hostile-kvm > /tmp/a
+	grep -v '^info ' /tmp/hostile-rvmx | diff /tmp/a -
 }
-check "hostile: every answer identical to KVM's (exceptions, values, exits, errnos; known gaps in docs/compat.md)" hostile_same
+check "hostile: every answer identical to KVM's (exceptions, values, exits, errnos)" hostile_same
 rmmod kvm_intel; rmmod kvm; rmmod irqbypass
 echo "    rvmx's plan: $(tr '\n' ' ' < /tmp/plan)"
 sed 's/^/    /' /tmp/steps 2>/dev/null

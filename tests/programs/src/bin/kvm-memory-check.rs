@@ -74,7 +74,17 @@ core::arch::global_asm!(
     "mov ds, ax",
     "mov word ptr [0x10], 0x5678",      // MMIO 0xe0010, any width: eventfd C
     "mov dword ptr [0x10], 0x9abc",     // again, 4 bytes: eventfd C
+    "mov dword ptr [0xffe], 0x11223344", // split: 0xe0ffe exits, 0xe1000 eventfd D
+    "mov dword ptr [0x1ffe], 0x55667788", // split: 0xe1ffe eventfd D, 0xe2000 exits
     "mov byte ptr [0x20], 7",           // MMIO 0xe0020: exits
+    "xor ax, ax",
+    "mov ds, ax",
+    "mov word ptr [0x500], 0x1234",
+    "mov si, 0x500",
+    "mov dx, 0x702",
+    "outsw",                            // string output to port 0x702: eventfd B
+    "mov dx, 0x700",
+    "outsb",                            // 0x34 to port 0x700: exits
     "out 0x13, al",                     // userspace: deassigns A
     "mov dx, 0x700",
     "mov al, 0x42",
@@ -229,7 +239,7 @@ fn count(efd: i32) -> u64 {
 fn ioeventfds(kvm: &Kvm) {
     let mut g = guest(kvm, code(unsafe { &iofd_start }, unsafe { &iofd_end }));
     // SAFETY: plain eventfd(2) calls.
-    let [a, b, c] = [0; 3].map(|_| unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) });
+    let [a, b, c, d] = [0; 4].map(|_| unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) });
     let (datamatch, pio, deassign) = (1u32, 2u32, 4u32);
     let cmd = ioc(1, 0x79, size_of::<kvm_bindings::kvm_ioeventfd>());
     let fd = g.vm.as_raw_fd();
@@ -237,6 +247,8 @@ fn ioeventfds(kvm: &Kvm) {
     println!("iofd assign_a {}", reg(&ioeventfd(a, 0x700, 1, pio | datamatch, 0x42)));
     println!("iofd assign_b {}", reg(&ioeventfd(b, 0x702, 2, pio, 0)));
     println!("iofd assign_c {}", reg(&ioeventfd(c, 0xe0010, 0, 0, 0)));
+    println!("iofd assign_d {}", reg(&ioeventfd(d, 0xe1000, 2, 0, 0)));
+    println!("iofd assign_e {}", reg(&ioeventfd(d, 0xe1ffe, 2, 0, 0)));
     // Refusals, in KVM's order of checks.
     // SAFETY: opening /dev/null, a file that is not an eventfd.
     let not_eventfd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) };
@@ -260,11 +272,11 @@ fn ioeventfds(kvm: &Kvm) {
     let mut exits = Vec::new();
     while step("iofd", &mut g, &mut exits) {
         if exits.last().is_some_and(|l| l.starts_with("io_out port 0x13")) {
-            println!("iofd counts a {} b {} c {}", count(a), count(b), count(c));
+            println!("iofd counts a {} b {} c {} d {}", count(a), count(b), count(c), count(d));
             println!("iofd deassign_a {}", reg(&ioeventfd(a, 0x700, 1, pio | datamatch | deassign, 0x42)));
         }
     }
-    println!("iofd counts_after a {} b {} c {}", count(a), count(b), count(c));
+    println!("iofd counts_after a {} b {} c {} d {}", count(a), count(b), count(c), count(d));
     let r = g.vcpu.get_regs().unwrap();
     println!("iofd regs rax {:#x} rdx {:#x} rip {:#x}", r.rax, r.rdx, r.rip);
 }
