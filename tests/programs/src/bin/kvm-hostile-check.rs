@@ -387,6 +387,7 @@ fn try_vm(kvm: &Kvm, table: &[kvm_cpuid_entry2], name: &str) -> (Guest, bool) {
         (0x3000, 0x4003), (0x3000 + 3 * 8, 0x4003), (0x3000 + 511 * 8, 0x4003), // PDPT
         (0x4000, 0x83), (0x4008, 0x5003), (0x4000 + 511 * 8, 0x5003),           // PD
         (0x5000, 0xa003), (0x5008, 0xb003), (0x5010, 0xc003), (0x5020, 0x2_0003), // PT
+        (0x5030, 0x2_1003), (0x5038, 0xe003),                                   // MMIO, then RAM
         (0x5000 + 511 * 8, 0xf003),
     ] {
         poke64(&g, gpa, v);
@@ -575,8 +576,9 @@ fn string_io(kvm: &Kvm) {
 
 // ---- 2. MMIO at page ends ------------------------------------------------------------------
 
-/// 4-byte MOVs split between RAM and no memory, and between two pages of no memory; `rep
-/// movsb` with RCX = 2^64-1 between RAM and MMIO, ended by a not-present page 4 bytes on.
+/// 4-byte MOVs split between RAM and no memory (either first), and between two pages of no
+/// memory; `rep movsb` with RCX = 2^64-1 between RAM and MMIO, ended by a not-present page 4
+/// bytes on; `rep movsb` from MMIO to MMIO across pages.
 fn mmio(kvm: &Kvm) {
     let mut g = vm(kvm, &minimal_table(), "mmio");
     poke(&g, 0xfff8, &[0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7]);
@@ -588,18 +590,21 @@ fn mmio(kvm: &Kvm) {
         ("mmio_load_ram_to_unbacked", load, 0xfffe),
         ("mmio_store_unbacked_to_unbacked", store, 0x1_0ffe),
         ("mmio_load_unbacked_to_unbacked", load, 0x1_0ffe),
+        ("mmio_store_unbacked_to_ram", store, 0x20_6ffe),
+        ("mmio_load_unbacked_to_ram", load, 0x20_6ffe),
     ] {
         let (end, r) = call(name, &mut g, sym, true, |r| {
             (r.rax, r.rdi, r.rsi) = (0x1122_3344_5566_7788, addr, addr);
         });
         println!("{name} {} rax {:#x}", outcome(&end, &r), r.rax);
     }
-    println!("mmio ram_after_stores {:02x?}", ram(&g, 0xfff8, 8));
-    for (name, rsi, rdi) in [
-        ("mmio_movsb_ram_to_mmio_huge", 0x9000u64, 0x20_4ffcu64),
-        ("mmio_movsb_mmio_to_ram_huge", 0x20_4ffc, 0x9100),
+    println!("mmio ram_after_stores {:02x?} {:02x?}", ram(&g, 0xfff8, 8), ram(&g, 0xe000, 4));
+    for (name, rcx, rsi, rdi) in [
+        ("mmio_movsb_ram_to_mmio_huge", u64::MAX, 0x9000u64, 0x20_4ffcu64),
+        ("mmio_movsb_mmio_to_ram_huge", u64::MAX, 0x20_4ffc, 0x9100),
+        ("mmio_movsb_mmio_to_mmio", 3, 0x1_0ffe, 0x1_1fff),
     ] {
-        let (end, r) = call(name, &mut g, movsb, true, |r| (r.rcx, r.rsi, r.rdi) = (u64::MAX, rsi, rdi));
+        let (end, r) = call(name, &mut g, movsb, true, |r| (r.rcx, r.rsi, r.rdi) = (rcx, rsi, rdi));
         println!("{name} {} cr2 {:#x} rcx {:#x} rsi {:#x} rdi {:#x}", outcome(&end, &r), r.r12, r.rcx, r.rsi, r.rdi);
     }
     println!("mmio movsb_to_ram {:02x?}", ram(&g, 0x9100, 8));
