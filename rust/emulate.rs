@@ -86,8 +86,8 @@ pub(crate) enum Pending {
     /// OUTS from MMIO: once read, the element goes out to the port.
     OutsRead { io: StringIo, frags: Fragments },
     /// The MMIO `frags` of a write the instruction has done (the current one is in
-    /// `kvm_run`); then, for INS, the elements from `next` of a batch of `count`.
-    MmioWrite { frags: Fragments, ins: Option<(StringIo, u32, u32)> },
+    /// `kvm_run`).
+    MmioWrite { frags: Fragments },
     /// INS of `count` elements: userspace's data is in the PIO page.
     Ins { io: StringIo, count: u32 },
 }
@@ -423,17 +423,17 @@ fn store(g: &mut Guest<'_>, regs: &mut Regs, i: &Insn, run: &KvmRun, exit_gpa: O
     let frags = g.write_parts(&parts, data)?;
     regs.rip = i.complete(&mut r, regs.rip, regs.rflags, 0);
     set_gprs(regs, &r);
-    Ok(write_exit(run, frags, data, None))
+    Ok(write_exit(run, frags, data))
 }
 
 /// Gives userspace the first MMIO fragment of a write (if an ioeventfd did not take them
-/// all); the rest follow, one exit each, then `ins`.
-fn write_exit(run: &KvmRun, frags: Fragments, data: &Data, ins: Option<(StringIo, u32, u32)>) -> Outcome {
+/// all); the rest follow, one exit each.
+fn write_exit(run: &KvmRun, frags: Fragments, data: &Data) -> Outcome {
     match frags.current() {
         None => Outcome::Done,
         Some(f) => {
             run.mmio(f.gpa, data.get(f.offset.into(), f.len.into()).unwrap_or(&[]), true);
-            Outcome::Exit(Some(Pending::MmioWrite { frags, ins }))
+            Outcome::Exit(Some(Pending::MmioWrite { frags }))
         }
     }
 }
@@ -504,15 +504,16 @@ fn outs(mem: &Memory<'_>, regs: &mut Regs, run: &KvmRun, s: StringIo, data: &Dat
     if signalled { Outcome::Done } else { Outcome::Exit(None) }
 }
 
-/// Stores INS elements `from..count` (userspace's data in `data`) at ES:rDI, as KVM's
-/// emulator does: a REP INS counting up stores its batch as one access, any other INS one
-/// element at a time. The registers move past each access as it is done; the first access
-/// with MMIO parts exits with them, and the elements after it follow once userspace has
-/// taken them.
-fn ins_store(g: &mut Guest<'_>, regs: &mut Regs, run: &KvmRun, s: StringIo, count: u32, from: u32, data: &Data) -> Result<Outcome, Failure> {
+/// Stores the INS batch userspace read (`count` elements in `data`) at ES:rDI, as KVM's
+/// emulator does: a REP INS counting up stores it as one access, any other INS one element at
+/// a time. The registers move past each access as it is done. An access with MMIO parts
+/// exits with them and ends the batch there, as on KVM: the guest executes the instruction
+/// again for the rest (with `rep`, rCX is not 0 yet), and the elements read after it are
+/// dropped.
+fn ins_store(g: &mut Guest<'_>, regs: &mut Regs, run: &KvmRun, s: StringIo, count: u32, data: &Data) -> Result<Outcome, Failure> {
     let down = regs.rflags & insn::RFLAGS_DF != 0;
     let size = usize::from(s.size);
-    let mut k = from;
+    let mut k = 0u32;
     while k < count {
         let n = if s.rep && !down { count.saturating_sub(k) } else { 1 };
         let la = g.data_linear(Seg::Es, regs.rdi & insn::mask(s.addr_size))?;
@@ -522,7 +523,7 @@ fn ins_store(g: &mut Guest<'_>, regs: &mut Regs, run: &KvmRun, s: StringIo, coun
         finish_string(regs, insn::gpr::RDI, s.size, n.into(), s.addr_size, s.rep, s.len);
         k = k.saturating_add(n);
         if frags.current().is_some() {
-            return Ok(write_exit(run, frags, data, (k < count).then_some((s, count, k))));
+            return Ok(write_exit(run, frags, data));
         }
     }
     Ok(Outcome::Done)
@@ -625,19 +626,16 @@ fn continue_pending(g: &mut Guest<'_>, regs: &mut Regs, run: &KvmRun, p: Pending
                 _ => Err(Failure::Unsupported),
             }
         }
-        Pending::MmioWrite { mut frags, ins } => {
+        Pending::MmioWrite { mut frags } => {
             if frags.advance().is_some() {
-                return Ok(write_exit(run, frags, data, ins));
+                return Ok(write_exit(run, frags, data));
             }
-            match ins {
-                Some((io, count, next)) => ins_store(g, regs, run, io, count, next, data),
-                None => Ok(Outcome::Done),
-            }
+            Ok(Outcome::Done)
         }
         Pending::Ins { io, count } => {
             let bytes = (count as usize).saturating_mul(io.size.into());
             run.read_pio_data(data.get_mut(0, bytes)?);
-            ins_store(g, regs, run, io, count, 0, data)
+            ins_store(g, regs, run, io, count, data)
         }
     }
 }

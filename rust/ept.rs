@@ -309,6 +309,11 @@ impl Ept {
         }
     }
 
+    /// Whether any guest page in `range` is mapped.
+    pub(crate) fn any_mapped(&mut self, range: Range<u64>) -> bool {
+        self.for_each_leaf(range, |_| {})
+    }
+
     /// Makes guest writes to the mapped pages in `range` fault (dirty logging); returns
     /// whether any was mapped. Needs the same flush as [`Self::unmap_range`].
     pub(crate) fn write_protect_range(&mut self, range: Range<u64>) -> bool {

@@ -22,6 +22,7 @@ use kernel::{bindings, ffi, new_spinlock, prelude::*, sync::{Arc, SpinLock, Spin
 
 use crate::{
     ept::{Ept, TableCache},
+    hva_index::{self, HvaEntry},
     kvm_abi::MAX_VCPU_ID,
     mem::{PinError, PinnedRun},
     memslot_rules::{Change, Slot, MAX_SLOTS},
@@ -40,6 +41,8 @@ struct Mmu {
     /// Sorted by guest-physical address (slots never overlap), so a fault finds its slot by
     /// binary search. Grown by [`GuestMemory::reserve`] before a slot is added.
     slots: KVVec<Slot>,
+    /// The same slots by host address, for the MMU notifier (same capacity as `slots`).
+    hva: KVVec<HvaEntry>,
     /// Indexed by slot id, up to the highest id used (grown like `slots`).
     ids: KVVec<IdEntry>,
     ept: Ept,
@@ -60,10 +63,17 @@ impl Mmu {
         self.slots.get(i).filter(|s| s.contains(gpa) && !(write && s.readonly())).copied()
     }
 
-    /// Adds `slot` at its place in the order (within the reserved capacity: no allocation).
+    /// Adds `slot` at its place in both orders (within the reserved capacity: no allocation).
     fn insert(&mut self, slot: Slot) -> Result {
         let i = self.slots.partition_point(|s| s.gpa < slot.gpa);
-        self.slots.insert_within_capacity(i, slot).map_err(|_| EINVAL) // decide() allows MAX_SLOTS ids
+        let h = hva_index::position(&self.hva, slot.uaddr, slot.gpa);
+        if self.hva.len() >= self.hva.capacity() {
+            return Err(EINVAL); // reserve() grew both tables
+        }
+        self.slots.insert_within_capacity(i, slot).map_err(|_| EINVAL)?; // decide() allows MAX_SLOTS ids
+        let _ = self.hva.insert_within_capacity(h, HvaEntry::new(slot.uaddr, slot.size, slot.gpa)); // room checked
+        hva_index::fix_max_end(&mut self.hva, h);
+        Ok(())
     }
 
     /// Records a write to guest page `gpa` of `slot` if the slot logs writes.
@@ -83,7 +93,7 @@ impl Mmu {
 
     /// Whether some slot's host mapping overlaps `hva`.
     fn behind_a_slot(&self, hva: &Range<u64>) -> bool {
-        self.slots.iter().any(|s| s.uaddr < hva.end && hva.start < s.uaddr.saturating_add(s.size))
+        hva_index::any_overlap(&self.hva, hva)
     }
 
     /// Applies `how` to the EPT entries of the guest pages in `range`; whether any changed.
@@ -91,6 +101,7 @@ impl Mmu {
         match how {
             Zap::Unmap => self.ept.unmap_range(range),
             Zap::WriteProtect => self.ept.write_protect_range(range),
+            Zap::Test => self.ept.any_mapped(range),
         }
     }
 
@@ -101,11 +112,21 @@ impl Mmu {
         self.slots.get(i).copied()
     }
 
-    /// Takes slot `id` out of the table (binary search, one move of the slots after it).
-    fn remove(&mut self, id: u16) {
-        let Some(gpa) = self.ids.get(id as usize).and_then(|e| e.gpa) else { return };
-        if let Ok(i) = self.slots.binary_search_by_key(&gpa, |s| s.gpa) {
-            let _ = self.slots.remove(i);
+    /// Takes slot `id` out of the table (binary search, one move of the slots after it); it
+    /// stays in the host-address index until [`Self::forget_hva`].
+    fn remove(&mut self, id: u16) -> Option<Slot> {
+        let gpa = self.ids.get(id as usize).and_then(|e| e.gpa)?;
+        let i = self.slots.binary_search_by_key(&gpa, |s| s.gpa).ok()?;
+        self.slots.remove(i).ok()
+    }
+
+    /// Takes a removed slot out of the host-address index, once its EPT entries are gone:
+    /// until then the MMU notifier still finds them through it.
+    fn forget_hva(&mut self, slot: &Slot) {
+        let h = hva_index::position(&self.hva, slot.uaddr, slot.gpa);
+        if self.hva.get(h).is_some_and(|e| e.gpa == slot.gpa && e.start == slot.uaddr) {
+            let _ = self.hva.remove(h);
+            hva_index::fix_max_end(&mut self.hva, h);
         }
     }
 
@@ -123,6 +144,8 @@ enum Zap {
     Unmap,
     /// Dirty logging: the next write faults.
     WriteProtect,
+    /// Nothing changes: only whether anything is mapped (page aging's test).
+    Test,
 }
 
 /// Zaps that may sleep drop the lock after each chunk of this much guest-physical space (one
@@ -185,7 +208,7 @@ impl GuestMemory {
             pin_init!(GuestMemory {
                 eptp,
                 running: [const { AtomicI32::new(-1) }; MAX_VCPU_ID as usize],
-                mmu <- new_spinlock!(Mmu { slots: KVVec::new(), ids: KVVec::new(), ept, seq: 0, in_progress: 0, range: 0..0 }),
+                mmu <- new_spinlock!(Mmu { slots: KVVec::new(), hva: KVVec::new(), ids: KVVec::new(), ept, seq: 0, in_progress: 0, range: 0..0 }),
             }),
             GFP_KERNEL_ACCOUNT,
         )
@@ -345,18 +368,23 @@ impl GuestMemory {
     /// tables grow outside the MMU lock (doubling, up to `MAX_SLOTS`) and are swapped in
     /// under it.
     pub(crate) fn reserve(&self, id: u16) -> Result {
-        let (len, capacity, ids) = {
+        let (full, capacity, ids) = {
             let m = self.mmu.lock();
-            (m.slots.len(), m.slots.capacity(), m.ids.len())
+            let full = m.slots.len() >= m.slots.capacity() || m.hva.len() >= m.hva.capacity();
+            (full, m.slots.capacity().min(m.hva.capacity()), m.ids.len())
         };
         let max = MAX_SLOTS as usize;
-        if len >= capacity {
-            let mut bigger = KVVec::with_capacity(capacity.saturating_mul(2).clamp(16, max), GFP_KERNEL_ACCOUNT)?;
+        if full {
+            let n = capacity.saturating_mul(2).clamp(16, max);
+            let mut bigger = KVVec::with_capacity(n, GFP_KERNEL_ACCOUNT)?;
+            let mut bigger_hva = KVVec::with_capacity(n, GFP_KERNEL_ACCOUNT)?;
             let mut m = self.mmu.lock();
-            // Within `bigger`'s capacity: no allocation under the lock.
+            // Within the new capacity: no allocation under the lock.
             bigger.extend_from_slice(&m.slots, GFP_NOWAIT)?;
+            bigger_hva.extend_from_slice(&m.hva, GFP_NOWAIT)?;
             core::mem::swap(&mut m.slots, &mut bigger);
-        } // the old table is freed here, after the lock
+            core::mem::swap(&mut m.hva, &mut bigger_hva);
+        } // the old tables are freed here, after the lock
         if ids <= id as usize {
             let n = (id as usize).saturating_add(1).max(ids.saturating_mul(2)).min(max);
             let mut bigger = KVVec::with_capacity(n, GFP_KERNEL_ACCOUNT)?;
@@ -384,6 +412,7 @@ impl GuestMemory {
         // The slot table changes first, then the EPT entries of the old range go (a fault
         // cannot map them again meanwhile: it would not find them, or would retry).
         let mut zap = None;
+        let mut removed = None;
         {
             let m = &mut *m;
             match change {
@@ -400,7 +429,7 @@ impl GuestMemory {
                 }
                 Change::Delete(id) => {
                     zap = m.slot(id).map(|old| (old.gpa..old.gpa.saturating_add(old.size), Zap::Unmap));
-                    m.remove(id);
+                    removed = m.remove(id);
                     m.set_gpa(id, None);
                     if let Some(e) = m.ids.get_mut(id as usize) {
                         bitmap = e.dirty.take();
@@ -408,8 +437,8 @@ impl GuestMemory {
                 }
                 Change::Move(slot) => {
                     zap = m.slot(slot.id).map(|old| (old.gpa..old.gpa.saturating_add(old.size), Zap::Unmap));
-                    m.remove(slot.id);
-                    m.insert(slot)?;
+                    removed = m.remove(slot.id);
+                    m.insert(slot)?; // reserve() made room in the index for both
                     m.set_gpa(slot.id, Some(slot.gpa));
                     // A bitmap the slot keeps logging into moves with it, as KVM's does.
                     Self::swap_bitmap(m, &slot, &mut bitmap);
@@ -425,13 +454,16 @@ impl GuestMemory {
             }
         }
         if let Some((range, how)) = zap {
-            let (mut m, any) = self.zap_gpa(m, range, how);
+            let (mut mm, any) = self.zap_gpa(m, range, how);
             if any {
-                self.flush(&mut m);
+                self.flush(&mut mm);
             }
-        } else {
-            drop(m);
+            m = mm;
         }
+        if let Some(old) = removed {
+            m.forget_hva(&old);
+        }
+        drop(m);
         // After the lock: freeing a vmalloc'ed bitmap may sleep.
         drop(bitmap);
         Ok(())
@@ -450,10 +482,19 @@ impl GuestMemory {
             any |= changed;
             at = next;
             if changed && at < range.end {
-                m = self.relax(m);
+                m = self.flush_and_relax(m);
             }
         }
         (m, any)
+    }
+
+    /// In the middle of a zap: flushes what it changed so far, then [`Self::relax`]. The flush
+    /// comes first: a notifier call while the lock is dropped may find those entries gone
+    /// and so not flush, and the host may then free the pages, which no vCPU may still have
+    /// cached (as KVM flushes before it yields).
+    fn flush_and_relax<'a>(&'a self, mut m: SpinLockGuard<'a, Mmu>) -> SpinLockGuard<'a, Mmu> {
+        self.flush(&mut m);
+        self.relax(m)
     }
 
     /// Drops the MMU lock, lets the scheduler run, takes the lock again.
@@ -527,34 +568,36 @@ impl GuestMemory {
 
     // --- The MMU notifier's callbacks (mmu_notifier.rs) ---
 
-    /// Removes the EPT entries of every slot's pages in the host range `hva`, slot by slot in
-    /// guest-physical order; where `may_sleep`, reschedules between chunks (a slot change
-    /// meanwhile is fine: the cursor is a guest-physical address, and faults into `hva`
-    /// retry). Whether any entry went.
-    fn unmap_hva<'a>(&'a self, mut m: SpinLockGuard<'a, Mmu>, hva: Range<u64>, may_sleep: bool) -> (SpinLockGuard<'a, Mmu>, bool) {
+    /// Applies `how` to the EPT entries of every slot's pages in the host range `hva`, the
+    /// slots found through the host-address index; where `may_sleep`, reschedules between
+    /// chunks and resumes after the slot it was at (a slot removed meanwhile had its entries
+    /// removed with it; one added meanwhile has none yet, and faults into `hva` retry).
+    /// Whether any entry was there.
+    fn zap_hva<'a>(&'a self, mut m: SpinLockGuard<'a, Mmu>, hva: Range<u64>, how: Zap, may_sleep: bool) -> (SpinLockGuard<'a, Mmu>, bool) {
         let mut any = false;
-        let mut cursor = 0u64;
-        loop {
-            // The first slot ending after the cursor.
-            let i = m.slots.partition_point(|s| s.gpa.saturating_add(s.size) <= cursor);
-            let Some(s) = m.slots.get(i).copied() else { break };
-            let slot_end = s.gpa.saturating_add(s.size);
-            let start = hva.start.max(s.uaddr);
-            let end = hva.end.min(s.uaddr.saturating_add(s.size));
-            // Both ends lie in the slot: offsets below its size, so no overflow.
-            let gpa = s.gpa.wrapping_add(start.wrapping_sub(s.uaddr)) & !0xfff;
-            let gpa_end = s.gpa.wrapping_add(end.wrapping_sub(s.uaddr));
-            let from = gpa.max(cursor);
-            if start >= end || from >= gpa_end {
-                cursor = slot_end;
+        let mut i = hva_index::first_candidate(&m.hva, hva.start);
+        while let Some(e) = m.hva.get(i).copied() {
+            if e.start >= hva.end {
+                break;
+            }
+            i = i.saturating_add(1);
+            let start = hva.start.max(e.start);
+            let end = hva.end.min(e.end);
+            if start >= end {
                 continue;
             }
-            let next = (from | (ZAP_CHUNK - 1)).saturating_add(1).min(gpa_end);
-            let changed = m.zap(from..next, Zap::Unmap);
-            any |= changed;
-            cursor = next;
-            if changed && may_sleep {
-                m = self.relax(m);
+            // Both ends lie in the slot: offsets below its size, so no overflow.
+            let mut from = e.gpa.wrapping_add(start.wrapping_sub(e.start)) & !0xfff;
+            let gpa_end = e.gpa.wrapping_add(end.wrapping_sub(e.start));
+            while from < gpa_end {
+                let next = (from | (ZAP_CHUNK - 1)).saturating_add(1).min(gpa_end);
+                let changed = m.zap(from..next, how);
+                any |= changed;
+                from = next;
+                if changed && may_sleep {
+                    m = self.flush_and_relax(m);
+                    i = hva_index::after(&m.hva, e.start, e.gpa);
+                }
             }
         }
         (m, any)
@@ -577,7 +620,7 @@ impl GuestMemory {
         if !behind_a_slot {
             return;
         }
-        let (mut m, any) = self.unmap_hva(m, hva, may_sleep);
+        let (mut m, any) = self.zap_hva(m, hva, Zap::Unmap, may_sleep);
         if any {
             self.flush(&mut m);
         }
@@ -596,11 +639,33 @@ impl GuestMemory {
         m.in_progress = m.in_progress.saturating_sub(1);
     }
 
+    /// Page aging: whether the guest used host pages of `hva` since the last call. EPT
+    /// accessed bits are not enabled, so, as KVM without them, a mapped page counts as used
+    /// and its entry goes: the guest's next access faults it back in, which makes it used
+    /// again (fault-around counts the neighbours it maps as used too). Always flushed: an
+    /// entry left in a vCPU's TLB would outlive a later invalidation that finds nothing
+    /// mapped. Atomic context.
+    pub(crate) fn clear_young(&self, start: u64, end: u64) -> bool {
+        let m = self.mmu.lock();
+        let (mut m, any) = self.zap_hva(m, start..end, Zap::Unmap, false);
+        if any {
+            self.flush(&mut m);
+        }
+        any
+    }
+
+    /// Page aging's test: whether a page of `hva` is mapped, i.e. used since the last
+    /// [`Self::clear_young`]. Atomic context.
+    pub(crate) fn test_young(&self, start: u64, end: u64) -> bool {
+        let m = self.mmu.lock();
+        self.zap_hva(m, start..end, Zap::Test, false).1
+    }
+
     /// The address space is going away: nothing stays mapped.
     pub(crate) fn release(&self) {
         let mut m = self.mmu.lock();
         m.seq = m.seq.wrapping_add(1);
-        let (mut m, any) = self.unmap_hva(m, 0..u64::MAX, true);
+        let (mut m, any) = self.zap_hva(m, 0..u64::MAX, Zap::Unmap, true);
         if any {
             self.flush(&mut m);
         }

@@ -16,6 +16,7 @@ pub mod ioeventfd_rules;
 pub mod vmx_caps;
 pub mod insn;
 pub mod mmio_fragments;
+pub mod hva_index;
 pub mod guest_paging;
 pub mod xstate;
 pub mod events;

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * A VM's MMU notifier: Rust-for-Linux has no binding for mmu_notifier, so this file registers
- * one per VM and forwards its three callbacks to the VM's guest memory (rust/mmu_notifier.rs).
+ * one per VM and forwards its callbacks to the VM's guest memory (rust/mmu_notifier.rs).
  * The pointer is opaque here.
  */
 #include <linux/mmu_notifier.h>
@@ -12,6 +12,8 @@
 int rvmx_vm_invalidate_start(const void *vm, unsigned long start, unsigned long end, bool blockable);
 void rvmx_vm_invalidate_end(const void *vm, unsigned long start, unsigned long end);
 void rvmx_vm_release(const void *vm);
+bool rvmx_vm_clear_young(const void *vm, unsigned long start, unsigned long end);
+bool rvmx_vm_test_young(const void *vm, unsigned long start, unsigned long end);
 
 struct rvmx_mmu_notifier {
 	struct mmu_notifier mn;
@@ -35,6 +37,18 @@ static void invalidate_range_end(struct mmu_notifier *mn, const struct mmu_notif
 	rvmx_vm_invalidate_end(vm_of(mn), range->start, range->end);
 }
 
+/* Page aging (reclaim, idle page tracking): both clears flush, see rvmx_vm_clear_young. */
+static bool clear_young(struct mmu_notifier *mn, struct mm_struct *mm, unsigned long start,
+			unsigned long end)
+{
+	return rvmx_vm_clear_young(vm_of(mn), start, end);
+}
+
+static bool test_young(struct mmu_notifier *mn, struct mm_struct *mm, unsigned long address)
+{
+	return rvmx_vm_test_young(vm_of(mn), address, address + 1);
+}
+
 static void release(struct mmu_notifier *mn, struct mm_struct *mm)
 {
 	rvmx_vm_release(vm_of(mn));
@@ -43,6 +57,9 @@ static void release(struct mmu_notifier *mn, struct mm_struct *mm)
 static const struct mmu_notifier_ops rvmx_mmu_notifier_ops = {
 	.invalidate_range_start = invalidate_range_start,
 	.invalidate_range_end = invalidate_range_end,
+	.clear_flush_young = clear_young,
+	.clear_young = clear_young,
+	.test_young = test_young,
 	.release = release,
 };
 

@@ -72,6 +72,22 @@ unsafe extern "C" fn rvmx_vm_invalidate_end(ptr: *const c_void, start: usize, en
     unsafe { with_memory(ptr, |m| m.invalidate_end(start as u64, end as u64)) };
 }
 
+/// `clear_flush_young` and `clear_young`: whether the guest used host pages of `[start, end)`
+/// since the last call; it will have to touch them again to count. Atomic context.
+#[no_mangle]
+unsafe extern "C" fn rvmx_vm_clear_young(ptr: *const c_void, start: usize, end: usize) -> bool {
+    // SAFETY: as above.
+    unsafe { with_memory(ptr, |m| m.clear_young(start as u64, end as u64)) }
+}
+
+/// `test_young`: whether the guest used host pages of `[start, end)` since the last clear.
+/// Atomic context.
+#[no_mangle]
+unsafe extern "C" fn rvmx_vm_test_young(ptr: *const c_void, start: usize, end: usize) -> bool {
+    // SAFETY: as above.
+    unsafe { with_memory(ptr, |m| m.test_young(start as u64, end as u64)) }
+}
+
 /// `release`: the address space is going away (its owner exited, or the notifier is being
 /// unregistered).
 #[no_mangle]

@@ -265,10 +265,12 @@ impl RunState {
         self.events.exception = Some(events::Exception::raise(f.vector, Some(f.error_code)));
     }
 
-    /// After an instruction emulated at RIP `rip`: `Some` if `KVM_RUN` returns (an exit, or
-    /// a single step done), `None` if the guest runs on.
-    fn emulated_end(&mut self, rip: u64, outcome: emulate::Outcome, run: &KvmRun) -> Option<Result<isize>> {
-        if self.regs.rip != rip {
+    /// After an instruction emulated from registers `before` (RIP, rCX): `Some` if `KVM_RUN`
+    /// returns (an exit, or a single step done), `None` if the guest runs on. An STI or MOV SS
+    /// shadow ends once the instruction did something (RIP moved, or a REP iteration counted
+    /// rCX down), as KVM's writeback ends it.
+    fn emulated_end(&mut self, before: (u64, u64), outcome: emulate::Outcome, run: &KvmRun) -> Option<Result<isize>> {
+        if (self.regs.rip, self.regs.rcx) != before {
             self.end_shadow();
         }
         match outcome {
@@ -661,9 +663,9 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
                     }
                     // No RAM behind it (or a write to a read-only slot): MMIO.
                     Fault::Mmio(mem) => {
-                        let rip = st.regs.rip;
+                        let before = (st.regs.rip, st.regs.rcx);
                         let outcome = emulate::mmio(mem, &mut st.regs, &st.sregs, run, gpa, qualification, &mut st.emulated);
-                        if let Some(exit) = st.emulated_end(rip, outcome, run) {
+                        if let Some(exit) = st.emulated_end(before, outcome, run) {
                             return exit;
                         }
                     }
@@ -684,9 +686,9 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
                 return Ok(0);
             }
             Next::StringIo { io, len } => {
-                let rip = st.regs.rip;
+                let before = (st.regs.rip, st.regs.rcx);
                 let outcome = emulate::string_io(vm, &mut st.regs, &st.sregs, run, io, len, &mut st.emulated);
-                if let Some(exit) = st.emulated_end(rip, outcome, run) {
+                if let Some(exit) = st.emulated_end(before, outcome, run) {
                     return exit;
                 }
             }

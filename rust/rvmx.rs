@@ -85,6 +85,7 @@ pub mod ioeventfd_rules;
 #[allow(dead_code)]
 pub mod mce;
 mod guest_memory;
+pub mod hva_index;
 mod mem;
 pub mod mmio_fragments;
 mod mmu_notifier;

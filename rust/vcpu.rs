@@ -312,18 +312,19 @@ impl FdObject for Vcpu {
         Ok(0)
     }
 
-    /// Maps (part of) the vCPU area: page 0 `kvm_run`, page 1 PIO data, page 2 reserved.
+    /// Maps the pages of the vCPU area that fall in the VMA: page 0 `kvm_run`, page 1 PIO
+    /// data, page 2 reserved. As on KVM, a VMA may be longer or start further on: nothing is
+    /// behind its other pages, and a touch there gets `SIGBUS`.
     fn mmap(this: ArcBorrow<'_, Self>, vma: &VmaNew) -> Result {
         // SAFETY: `vma` is a valid VMA under construction; `vm_pgoff` is plain data.
         let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff };
-        let npages = vma.end().saturating_sub(vma.start()) / PAGE_SIZE;
-        let end = pgoff.checked_add(npages).ok_or(EINVAL)?;
-        let pages = this.pages.get(pgoff..end).ok_or(EINVAL)?;
         let mixed = vma.set_mixedmap();
-        let mut addr = vma.start();
-        for page in pages {
+        for (i, page) in this.pages.iter().skip(pgoff).enumerate() {
+            let Some(addr) = i.checked_mul(PAGE_SIZE).and_then(|o| vma.start().checked_add(o)) else { break };
+            if addr >= vma.end() {
+                break;
+            }
             mixed.vm_insert_page(addr, page)?;
-            addr = addr.saturating_add(PAGE_SIZE); // inside the VMA
         }
         Ok(())
     }

@@ -141,7 +141,8 @@ impl Vm {
             Err(Refusal::Overlap) => return Err(EEXIST),
             Ok(change) => change,
         };
-        if let Change::Create(slot) = change {
+        // A moved slot is in the host-address index twice until its old range is unmapped.
+        if let Change::Create(slot) | Change::Move(slot) = change {
             self.memory.reserve(slot.id)?;
         }
         // A slot that starts logging gets its bitmap here, before the MMU lock.

@@ -385,6 +385,8 @@ check "memory: the dirty log names exactly the pages the guest wrote, round by r
 	grep -qx "dirty round3 slot1 Ok(\[11\])" /tmp/mem-rvmx'
 mm_same() { cat /tmp/mm-kvm /tmp/mml-kvm | grep -v '^info ' > /tmp/a; cat /tmp/mm-rvmx /tmp/mml-rvmx | grep -v '^info ' | diff /tmp/a -; }
 check "mm: every guest read, write, host view and error identical to KVM's (KVM_CAP_SYNC_MMU)" mm_same
+check "mm: the host's page aging sees the guest's accesses (idle page tracking through the MMU notifier's clear_young)" \
+	grep -qx "idle after idle used used idle" /tmp/mm-rvmx
 check "mm: the guest reads the page the VMM mapped in its place, zero after MADV_DONTNEED and a punched hole, EFAULT where unmapped" sh -c '
 	grep -qx "mm after_map_fixed_read_page0 read 0xb0" /tmp/mm-rvmx &&
 	grep -qx "mm madv_dontneed 0" /tmp/mm-rvmx &&

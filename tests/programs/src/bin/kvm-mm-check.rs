@@ -216,6 +216,75 @@ fn follows_host(kvm: &Kvm) {
     println!("info mm pins_held_while_vm_lives {}", pins_held());
 }
 
+/// The page frame behind `addr` in this process (root reads frame numbers in pagemap).
+fn pfn(addr: *const u8) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut entry = [0u8; 8];
+    let f = std::fs::File::open("/proc/self/pagemap").ok()?;
+    f.read_exact_at(&mut entry, (addr as u64 / PAGE as u64) * 8).ok()?;
+    let e = u64::from_le_bytes(entry);
+    (e >> 63 == 1 && e & ((1 << 55) - 1) != 0).then_some(e & ((1 << 55) - 1))
+}
+
+/// Marks page frame `pfn` idle (`Some`) or reads whether it still is (`None`), through the
+/// kernel's idle page tracking, which asks the MMU notifier whether the guest used it.
+fn page_idle(pfn: u64, mark: bool) -> std::io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().read(true).write(mark).open("/sys/kernel/mm/page_idle/bitmap")?;
+    let at = pfn / 64 * 8;
+    if mark {
+        f.write_all_at(&(1u64 << (pfn % 64)).to_le_bytes(), at)?;
+    }
+    let mut word = [0u8; 8];
+    f.read_exact_at(&mut word, at)?;
+    Ok(u64::from_le_bytes(word) >> (pfn % 64) & 1 == 1)
+}
+
+/// The host's page aging sees the guest's accesses, as on KVM (the MMU notifier's
+/// `clear_young`): four one-page slots (so no fault-around joins them) that the guest has
+/// read are marked idle; then the guest reads page 1 and writes page 2, and only pages 0 and
+/// 3 may still be idle.
+fn idle_pages(kvm: &Kvm) {
+    let mut g = guest(kvm, code(unsafe { &cmd_start }, unsafe { &cmd_end }));
+    let data = anon(DATA_PAGES * PAGE, None);
+    let page = |i: usize| data.wrapping_add(i * PAGE);
+    for i in 0..DATA_PAGES {
+        // SAFETY: inside the data mapping.
+        unsafe { page(i).write(0x50 + i as u8) };
+        let gpa = DATA_GPA + (i * PAGE) as u64;
+        if let Err(e) = set_slot(&g, 2 + i as u32, gpa, page(i), PAGE, 0) {
+            println!("idle slot {i} error {e}");
+            return;
+        }
+    }
+    for i in 0..DATA_PAGES as u8 {
+        command(&mut g, 0, i, 0);
+    }
+    // Idle tracking sees only pages on the LRU lists: mlock() first drains every CPU's batch
+    // of new pages onto them (lru_add_drain_all).
+    let drain = anon(PAGE, None);
+    // SAFETY: locks and unlocks our own page.
+    unsafe {
+        libc::mlock(drain.cast(), PAGE);
+        libc::munlock(drain.cast(), PAGE);
+    }
+    let pfns: Vec<_> = (0..DATA_PAGES).map(|i| pfn(page(i))).collect();
+    let marked: Vec<_> = pfns.iter().map(|p| p.map(|p| page_idle(p, true))).collect();
+    if marked.iter().any(|m| !matches!(m, Some(Ok(true)))) {
+        println!("idle tracking unavailable: {marked:?}");
+        return;
+    }
+    println!("idle guest_read_page1 {}", command(&mut g, 0, 1, 0));
+    println!("idle guest_write_page2 {}", command(&mut g, 1, 2, 0x77));
+    let state: Vec<_> = pfns.iter().flatten().map(|&p| match page_idle(p, false) {
+        Ok(true) => "idle",
+        Ok(false) => "used",
+        Err(_) => "error",
+    }).collect();
+    println!("idle after {}", state.join(" "));
+    println!("idle halt {}", command(&mut g, 2, 0, 0));
+}
+
 // The large guest (64-bit, identity-mapped with 2 MiB pages up to 5 GiB): writes one byte to
 // each of RCX pages from RDI on (a byte = the page number's low byte), then sums what it reads
 // back from every page, and reports the sum with OUT 0x20 (RAX) before halting.
@@ -358,7 +427,10 @@ fn main() -> ExitCode {
             dirty_256g(&kvm);
         }
         Some("slots") => slots(&kvm, args.next().and_then(|n| n.parse().ok())),
-        _ => follows_host(&kvm),
+        _ => {
+            follows_host(&kvm);
+            idle_pages(&kvm);
+        }
     }
     ExitCode::SUCCESS
 }

@@ -49,6 +49,44 @@ fn set_region(vm: &VmFd, r: kvm_userspace_memory_region) -> String {
     show(unsafe { vm.set_user_memory_region(r) })
 }
 
+/// Reads the byte at `addr` in a child process: "ok", or the signal that killed it.
+fn touch(addr: usize) -> String {
+    // SAFETY: the child only reads one byte and exits; the parent waits for it.
+    unsafe {
+        let pid = libc::fork();
+        if pid == 0 {
+            std::ptr::read_volatile(addr as *const u8);
+            libc::_exit(0);
+        }
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+        match (libc::WIFSIGNALED(status), libc::WTERMSIG(status)) {
+            (true, libc::SIGBUS) => "SIGBUS".into(),
+            (true, libc::SIGSEGV) => "SIGSEGV".into(),
+            (true, sig) => format!("signal{sig}"),
+            _ => "ok".into(),
+        }
+    }
+}
+
+/// mmap of the vCPU fd: any length and page offset maps (as KVM); pages past the area (run,
+/// PIO data, coalesced MMIO) have nothing behind them.
+fn vcpu_area(fd: i32) {
+    for (what, pages, pgoff) in [("whole", 3usize, 0i64), ("longer", 5, 0), ("from_page_1", 2, 1), ("beyond", 2, 7)] {
+        let len = pages * 4096;
+        // SAFETY: a new shared mapping of the vCPU fd, unmapped below.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, pgoff * 4096) };
+        if p == libc::MAP_FAILED {
+            println!("vcpu_mmap {what} {}", errno_name(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)));
+            continue;
+        }
+        let touched: Vec<_> = (0..pages).map(|k| touch(p as usize + k * 4096)).collect();
+        println!("vcpu_mmap {what} ok touch {}", touched.join(" "));
+        // SAFETY: the mapping made above.
+        unsafe { libc::munmap(p, len) };
+    }
+}
+
 fn main() -> ExitCode {
     let Some(dev) = std::env::args().nth(1) else {
         eprintln!("usage: kvm-vm-check DEVICE");
@@ -129,6 +167,7 @@ fn main() -> ExitCode {
     println!("create_vcpu_huge_id {}", show(vm.create_vcpu(1 << 40)));
     println!("set_identity_map_after_vcpu {}", show(vm.set_identity_map_address(0xfffb_c000)));
     println!("kvm_run_exit_reason {}", vcpu.get_kvm_run().exit_reason);
+    vcpu_area(vcpu.as_raw_fd());
 
     let regs = vcpu.get_regs().unwrap();
     println!("reset_regs rip {:#x} rflags {:#x} rdx {:#x} rsp {:#x} rax {:#x}", regs.rip, regs.rflags, regs.rdx, regs.rsp, regs.rax);
