@@ -98,8 +98,10 @@ FUZZ_KERNELS ?= default mitigations
 # --start N` command its FINDING line (or the last `batch` line before a dead host) gives.
 # About 245 calls per second of guest time, 25-40 per second of wall time in Bochs on the debug
 # kernel (measured on 2 cores shared with another Bochs): 10^6 calls take 7 to 11 hours.
+# IOCTL_FUZZ_START=N runs calls N..N+IOCTL_FUZZ_CALLS of the seed: the 10^6 campaign in chunks.
 IOCTL_FUZZ_SEED ?= $(FUZZ_SEED)
 IOCTL_FUZZ_CALLS ?= 1000000
+IOCTL_FUZZ_START ?= 0
 IOCTL_FUZZ_KERNELS ?= debug
 fuzz: module tool test-programs
 	@for k in $(FUZZ_KERNELS); do \
@@ -111,11 +113,11 @@ fuzz: module tool test-programs
 		[ $$rc = 0 ] || { echo "make fuzz: failed on the $$k kernel (vm-run exit $$rc)"; exit 1; }; \
 	done
 	@for k in $(IOCTL_FUZZ_KERNELS); do \
-		echo "== ioctl fuzz: seed $(IOCTL_FUZZ_SEED), $(IOCTL_FUZZ_CALLS) calls, test kernel $$k"; \
+		echo "== ioctl fuzz: seed $(IOCTL_FUZZ_SEED), $(IOCTL_FUZZ_CALLS) calls from call $(IOCTL_FUZZ_START), test kernel $$k"; \
 		log=$$(mktemp); \
 		scripts/vm-run --cpus 2 --module rvmx --kernel $$k --timeout $$(( $(IOCTL_FUZZ_CALLS) / 10 + 1800 )) \
 			--add tests/vm/lib.sh:/root/lib.sh --add tests/vm/ioctl-fuzz.sh:/root/ioctl-fuzz.sh \
-			-- sh /root/ioctl-fuzz.sh $(IOCTL_FUZZ_SEED) $(IOCTL_FUZZ_CALLS) > $$log 2>&1; rc=$$?; \
+			-- IOCTL_FUZZ_START=$(IOCTL_FUZZ_START) sh /root/ioctl-fuzz.sh $(IOCTL_FUZZ_SEED) $(IOCTL_FUZZ_CALLS) > $$log 2>&1; rc=$$?; \
 		tr -d '\r' < $$log | grep -E '^(PASS|FAIL|    |FINDING)|Kernel panic|BUG|WARNING' | grep -v '^    [A-Za-z_0-9@ ]*: [0-9]*$$'; \
 		tr -d '\r' < $$log | grep '^batch ' | tail -n 1; rm -f $$log; \
 		[ $$rc = 0 ] || { echo "make fuzz: the ioctl fuzzer failed on the $$k kernel (vm-run exit $$rc)"; exit 1; }; \

@@ -30,12 +30,14 @@ kmemleak=/sys/kernel/debug/kmemleak
 
 workload_start
 
-echo "    kvm-ioctl-fuzz $dev $seed $calls (reproduce with the same command)"
+# IOCTL_FUZZ_START=N: calls N..N+CALLS (a long campaign in chunks, one boot each).
+echo "    kvm-ioctl-fuzz $dev $seed $calls${IOCTL_FUZZ_START:+ --start $IOCTL_FUZZ_START} (reproduce with the same command)"
 # stdout (findings, counts, the summary) to a file; stderr (a `batch` line every 1000 calls,
 # findings) to the console, so a log whose host died says where the fuzzer was.
 start=$(cut -d' ' -f1 /proc/uptime)
 # IOCTL_FUZZ_TRACE=FILE: also write the per-call trace (kvm-ioctl-fuzz --trace, --compare).
-kvm-ioctl-fuzz "$dev" "$seed" "$calls" ${IOCTL_FUZZ_TRACE:+--trace "$IOCTL_FUZZ_TRACE"} > /tmp/ioctl-fuzz.out
+kvm-ioctl-fuzz "$dev" "$seed" "$calls" ${IOCTL_FUZZ_START:+--start "$IOCTL_FUZZ_START"} \
+	${IOCTL_FUZZ_TRACE:+--trace "$IOCTL_FUZZ_TRACE"} > /tmp/ioctl-fuzz.out
 status=$?
 echo "    fuzzer ran ${start}s..$(cut -d' ' -f1 /proc/uptime)s (guest uptime)"
 workload_stop
