@@ -96,8 +96,9 @@ FUZZ_KERNELS ?= default mitigations
 # VM and vCPU fds from IOCTL_FUZZ_SEED, on the debug test kernel (kmemleak, KFENCE, UBSAN,
 # lockdep, hung-task and lockup detectors). A finding reproduces with the `kvm-ioctl-fuzz ...
 # --start N` command its FINDING line (or the last `batch` line before a dead host) gives.
-# About 245 calls per second of guest time, 25-40 per second of wall time in Bochs on the debug
-# kernel (measured on 2 cores shared with another Bochs): 10^6 calls take 7 to 11 hours.
+# Speed in Bochs on the debug kernel depends on the calls: 25-40 per second of wall time in
+# the first measurement, 4-5 per second for seed 1206's calls 9000-16000 (KASAN, Bochs alone
+# on 2 cores). 10^6 calls take 7 hours to 3 days here; a host with VMX is far faster.
 # IOCTL_FUZZ_START=N runs calls N..N+IOCTL_FUZZ_CALLS of the seed: the 10^6 campaign in chunks.
 IOCTL_FUZZ_SEED ?= $(FUZZ_SEED)
 IOCTL_FUZZ_CALLS ?= 1000000
