@@ -80,11 +80,9 @@ pub(crate) struct StringIo {
 /// exit, in KVM's order; the data is in [`Data`].
 #[derive(Clone, Copy)]
 pub(crate) enum Pending {
-    /// A read of MMIO `frags` (the current one is in `kvm_run`; the RAM part is read). Then
-    /// the instruction finishes: into a register, or (MOVS) stored at ES:rDI.
-    MmioRead { insn: Insn, frags: Fragments },
-    /// OUTS from MMIO: once read, the element goes out to the port.
-    OutsRead { io: StringIo, frags: Fragments },
+    /// A read of MMIO `frags` (the current one is in `kvm_run`; the RAM part is read), then
+    /// `then` with the value.
+    MmioRead { frags: Fragments, then: AfterRead },
     /// The MMIO `frags` of a write the instruction has done (the current one is in
     /// `kvm_run`).
     MmioWrite { frags: Fragments },
@@ -98,6 +96,23 @@ impl Pending {
     pub(crate) fn completes_step(&self) -> bool {
         !matches!(self, Pending::MmioWrite { .. })
     }
+}
+
+/// What finishes an instruction once its MMIO read is in.
+#[derive(Clone, Copy)]
+pub(crate) enum AfterRead {
+    /// A load into a register, or MOVS storing the element at ES:rDI.
+    Insn(Insn),
+    /// OUTS: the element goes out to the port.
+    Outs(StringIo),
+}
+
+/// Asks userspace for the current MMIO fragment of a read (`None` if none is left: the read
+/// is complete); `then` finishes the instruction once every fragment is in.
+fn read_exit(run: &KvmRun, frags: Fragments, then: AfterRead) -> Option<Outcome> {
+    let f = frags.current()?;
+    run.mmio(f.gpa, first(&[0u8; 8], f.len.into()), false);
+    Some(Outcome::Exit(Some(Pending::MmioRead { frags, then })))
 }
 
 /// How an emulated instruction, or one step of it, ends.
@@ -389,13 +404,12 @@ fn mmio_access(g: &mut Guest<'_>, regs: &mut Regs, i: &Insn, run: &KvmRun, gpa: 
         let src = g.data_linear(i.mem.seg, i.offset(&r, regs.rip))?;
         let parts = g.parts(src, 0, i.width.into(), false)?;
         let frags = g.read_parts(&parts, data)?;
-        if let Some(f) = frags.current() {
-            // The exit must have come from this read (not another vCPU's change of the code).
-            if !parts.mmio_on_page_of(gpa) {
-                return Err(Failure::Unsupported);
-            }
-            run.mmio(f.gpa, first(&[0u8; 8], f.len.into()), false);
-            return Ok(Outcome::Exit(Some(Pending::MmioRead { insn: *i, frags })));
+        // The exit must have come from this read (not another vCPU's change of the code).
+        if frags.current().is_some() && !parts.mmio_on_page_of(gpa) {
+            return Err(Failure::Unsupported);
+        }
+        if let Some(exit) = read_exit(run, frags, AfterRead::Insn(*i)) {
+            return Ok(exit);
         }
         if i.op != Op::Movs {
             return Err(Failure::Unsupported); // a load from RAM cannot have exited
@@ -483,11 +497,7 @@ fn string_io_access(g: &mut Guest<'_>, regs: &mut Regs, io: Io, len: u8, run: &K
         let src = g.data_linear(seg, insn::gpr_get(&r, insn::gpr::RSI) & mask)?;
         let parts = g.parts(src, 0, io.size.into(), false)?;
         let frags = g.read_parts(&parts, data)?;
-        if let Some(f) = frags.current() {
-            run.mmio(f.gpa, first(&[0u8; 8], f.len.into()), false);
-            return Ok(Outcome::Exit(Some(Pending::OutsRead { io: s, frags })));
-        }
-        Ok(outs(&g.mem, regs, run, s, data))
+        Ok(read_exit(run, frags, AfterRead::Outs(s)).unwrap_or_else(|| outs(&g.mem, regs, run, s, data)))
     }
 }
 
@@ -601,29 +611,23 @@ pub(crate) fn complete(vm: &Vm, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, p:
 
 fn continue_pending(g: &mut Guest<'_>, regs: &mut Regs, run: &KvmRun, p: Pending, data: &mut Data) -> Result<Outcome, Failure> {
     match p {
-        Pending::MmioRead { mut frags, .. } | Pending::OutsRead { mut frags, .. } => {
+        Pending::MmioRead { mut frags, then } => {
             let f = frags.current().ok_or(Failure::Unsupported)?;
             let answer = run.mmio_data(f.len.min(fragments::EXIT_BYTES) as u8).to_le_bytes();
             data.get_mut(f.offset.into(), f.len.into())?.copy_from_slice(first(&answer, f.len.into()));
-            if let Some(next) = frags.advance() {
-                run.mmio(next.gpa, first(&[0u8; 8], next.len.into()), false);
-                let p = match p {
-                    Pending::MmioRead { insn, .. } => Pending::MmioRead { insn, frags },
-                    Pending::OutsRead { io, .. } => Pending::OutsRead { io, frags },
-                    other => other,
-                };
-                return Ok(Outcome::Exit(Some(p)));
+            frags.advance();
+            if let Some(exit) = read_exit(run, frags, then) {
+                return Ok(exit);
             }
-            match p {
-                Pending::MmioRead { insn, .. } if insn.op == Op::Movs => store(g, regs, &insn, run, None, data),
-                Pending::MmioRead { insn, .. } => {
+            match then {
+                AfterRead::Insn(insn) if insn.op == Op::Movs => store(g, regs, &insn, run, None, data),
+                AfterRead::Insn(insn) => {
                     let mut r = gprs(regs);
                     regs.rip = insn.complete(&mut r, regs.rip, regs.rflags, data.value(insn.width));
                     set_gprs(regs, &r);
                     Ok(Outcome::Done)
                 }
-                Pending::OutsRead { io, .. } => Ok(outs(&g.mem, regs, run, io, data)),
-                _ => Err(Failure::Unsupported),
+                AfterRead::Outs(io) => Ok(outs(&g.mem, regs, run, io, data)),
             }
         }
         Pending::MmioWrite { mut frags } => {

@@ -117,14 +117,21 @@ fn pins_held() -> i64 {
     get("nr_foll_pin_acquired ") - get("nr_foll_pin_released ")
 }
 
-fn follows_host(kvm: &Kvm) {
-    let mut g = guest(kvm, code(unsafe { &cmd_start }, unsafe { &cmd_end }));
+/// The command guest, and a fresh data mapping of `DATA_PAGES` pages whose page i starts
+/// with byte `first + i`.
+fn command_guest(kvm: &Kvm, first: u8) -> (Guest, *mut u8) {
+    let g = guest(kvm, code(unsafe { &cmd_start }, unsafe { &cmd_end }));
     let data = anon(DATA_PAGES * PAGE, None);
-    let page = |i: usize| data.wrapping_add(i * PAGE);
     for i in 0..DATA_PAGES {
         // SAFETY: inside the data mapping.
-        unsafe { page(i).write(0x10 + i as u8) };
+        unsafe { data.add(i * PAGE).write(first + i as u8) };
     }
+    (g, data)
+}
+
+fn follows_host(kvm: &Kvm) {
+    let (mut g, data) = command_guest(kvm, 0x10);
+    let page = |i: usize| data.wrapping_add(i * PAGE);
     println!("mm sync_mmu {}", kvm.check_extension_raw(16));
     println!("mm memory_fault_info {}", kvm.check_extension_raw(232));
     println!("mm slot {:?}", set_slot(&g, 1, DATA_GPA, data, DATA_PAGES * PAGE, 0));
@@ -245,12 +252,9 @@ fn page_idle(pfn: u64, mark: bool) -> std::io::Result<bool> {
 /// read are marked idle; then the guest reads page 1 and writes page 2, and only pages 0 and
 /// 3 may still be idle.
 fn idle_pages(kvm: &Kvm) {
-    let mut g = guest(kvm, code(unsafe { &cmd_start }, unsafe { &cmd_end }));
-    let data = anon(DATA_PAGES * PAGE, None);
+    let (mut g, data) = command_guest(kvm, 0x50);
     let page = |i: usize| data.wrapping_add(i * PAGE);
     for i in 0..DATA_PAGES {
-        // SAFETY: inside the data mapping.
-        unsafe { page(i).write(0x50 + i as u8) };
         let gpa = DATA_GPA + (i * PAGE) as u64;
         if let Err(e) = set_slot(&g, 2 + i as u32, gpa, page(i), PAGE, 0) {
             println!("idle slot {i} error {e}");
