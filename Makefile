@@ -125,9 +125,9 @@ fuzz: module tool test-programs
 	done
 
 test-host:
-	cd rust && cargo test --quiet
+	cd rust/logic && cargo test --quiet
 	cd userspace-tool && cargo test --quiet
 
 clean:
 	@kdir="$(KDIR)"; [ -z "$$kdir" ] || $(MAKE) -C "$$kdir" M=$(CURDIR) clean
-	rm -rf build *.o *.ko *.mod *.mod.c .*.cmd rust/*.o rust/.*.cmd Module.symvers modules.order
+	rm -rf build *.o *.ko *.mod *.mod.c .*.cmd rust/*.o rust/*/*.o rust/.*.cmd rust/*/.*.cmd Module.symvers modules.order

@@ -1,0 +1,407 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Guest MSRs: RDMSR/WRMSR exits, `KVM_GET/SET_MSRS`, and the VM-entry/exit MSR lists that
+//! put the guest's SYSCALL and SWAPGS MSRs into the CPU only while the guest runs.
+//!
+//! Where each MSR lives: EFER and FS/GS base in the VMCS (and SREGS), PAT and SYSENTER in the
+//! VMCS, STAR/LSTAR/CSTAR/SFMASK/KERNEL_GS_BASE/TSC_AUX/SPEC_CTRL in the guest MSR list below
+//! (the CPU loads it at entry and stores it at exit, since SWAPGS changes KERNEL_GS_BASE
+//! without an exit, and the guest writes SPEC_CTRL without one once it uses it), the rest in
+//! [`GuestMsrs`]. Outside a window every guest value is in `GuestMsrs` or
+//! SREGS; a window loads them and stores them back.
+
+use core::{
+    mem::size_of,
+    sync::atomic::{AtomicBool, Ordering::Relaxed},
+};
+use kernel::{
+    page::{Page, PAGE_SIZE},
+    prelude::*,
+    uaccess::{UserPtr, UserSlice},
+};
+
+use crate::{
+    kvm::fd::{read_user, user_field},
+    logic::kvm_abi::{MsrEntry, MAX_IO_MSRS},
+    host::mem::{page_phys, phys_to_virt},
+    logic::msr_rules::{self, index::*, GuestMsrs, SWITCHED},
+    logic::vcpu_state,
+    vmx::vmcs::Current,
+    logic::vmcs_fields::*,
+    host::x86,
+};
+
+/// Bytes of the host list's offset in the area page.
+const HOST_LIST: usize = 2048;
+
+/// One page: the guest MSR list (entry load, exit store) then the host list (exit load).
+/// Each entry is 16 bytes: index, reserved, value (SDM 24.7.2). And the MSR bitmap: every
+/// RDMSR and WRMSR exits, except SPEC_CTRL's once the guest set it (as KVM).
+pub(crate) struct MsrArea {
+    _page: Page,
+    virt: *mut u64,
+    phys: u64,
+    bitmap: Page,
+    /// The VMCS uses `bitmap` ("use MSR bitmaps").
+    bitmaps: AtomicBool,
+    /// The guest reads and writes SPEC_CTRL without exits: its value is in the CPU.
+    spec_ctrl_passed: AtomicBool,
+    /// Each [`SWITCHED`] MSR's entry in the lists; `None` where the host lacks it (TSC_AUX
+    /// without RDTSCP, SPEC_CTRL without the MSR).
+    entries: [Option<usize>; SWITCHED.len()],
+    /// Entries in each list.
+    count: usize,
+}
+
+// SAFETY: the area is only touched under the vCPU mutex.
+unsafe impl Send for MsrArea {}
+// SAFETY: as above.
+unsafe impl Sync for MsrArea {}
+
+/// Word of entry `i`'s MSR index in the guest or the host list; its value is the next word.
+#[allow(clippy::arithmetic_side_effects)] // No overflow: i < SWITCHED.len(), a handful.
+const fn index_word(host: bool, i: usize) -> usize {
+    if host { HOST_LIST / 8 + 2 * i } else { 2 * i }
+}
+
+/// Word of entry `i`'s value in the guest or the host list.
+const fn value_word(host: bool, i: usize) -> usize {
+    index_word(host, i) | 1 // index words are even
+}
+
+impl MsrArea {
+    /// The lists for this host; `spec_ctrl`: the host has IA32_SPEC_CTRL.
+    pub(crate) fn new(spec_ctrl: bool) -> Result<Self> {
+        let page = Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?;
+        let phys = page_phys(&page);
+        let rdtscp = x86::cpuid(0x8000_0001)[3] & (1 << 27) != 0;
+        let bitmap = Page::alloc_page(GFP_KERNEL_ACCOUNT)?;
+        let mut area = Self {
+            virt: phys_to_virt(phys),
+            phys,
+            _page: page,
+            bitmap,
+            bitmaps: AtomicBool::new(false),
+            spec_ctrl_passed: AtomicBool::new(false),
+            entries: [None; SWITCHED.len()],
+            count: 0,
+        };
+        area.intercept_all();
+        for (slot, &msr) in area.entries.iter_mut().zip(SWITCHED.iter()) {
+            let present = match msr {
+                TSC_AUX => rdtscp,
+                SPEC_CTRL => spec_ctrl,
+                _ => true,
+            };
+            if present {
+                *slot = Some(area.count);
+                area.count = area.count.saturating_add(1); // at most SWITCHED.len()
+            }
+        }
+        for (entry, &msr) in area.entries.iter().zip(SWITCHED.iter()) {
+            if let Some(i) = *entry {
+                area.set(index_word(false, i), msr as u64);
+                area.set(index_word(true, i), msr as u64);
+            }
+        }
+        Ok(area)
+    }
+
+    fn set(&self, word: usize, v: u64) {
+        // SAFETY: `word` < 512: inside our page, accessed under the vCPU mutex.
+        unsafe { self.virt.add(word).write_volatile(v) }
+    }
+
+    fn get(&self, word: usize) -> u64 {
+        // SAFETY: as in `set`.
+        unsafe { self.virt.add(word).read_volatile() }
+    }
+
+    /// Sets every bit of the MSR bitmap: each RDMSR and WRMSR exits.
+    fn intercept_all(&self) {
+        // SAFETY: the bitmap page is ours and PAGE_SIZE bytes long; not yet in any VMCS.
+        unsafe { core::ptr::write_bytes(self.bitmap_bytes(), 0xff, PAGE_SIZE) };
+    }
+
+    /// The MSR bitmap's first byte (its page's direct mapping).
+    fn bitmap_bytes(&self) -> *mut u8 {
+        phys_to_virt(page_phys(&self.bitmap)).cast::<u8>()
+    }
+
+    /// Points the VMCS at the lists and, if `bitmaps` ("use MSR bitmaps" is on), at the MSR
+    /// bitmap (once per VMCS).
+    pub(crate) fn write_controls(&self, cur: &Current<'_>, bitmaps: bool) {
+        cur.write(ENTRY_MSR_LOAD_ADDR, self.phys);
+        cur.write(EXIT_MSR_STORE_ADDR, self.phys);
+        cur.write(EXIT_MSR_LOAD_ADDR, self.phys | HOST_LIST as u64); // inside the aligned page
+        if bitmaps {
+            cur.write(MSR_BITMAP, page_phys(&self.bitmap));
+        }
+        self.bitmaps.store(bitmaps, Relaxed);
+        self.write_counts(cur);
+    }
+
+    /// After the guest's first non-zero write to SPEC_CTRL: its reads and writes no longer
+    /// exit (a guest using IBRS writes it on each kernel entry), as KVM does. The processor
+    /// then judges the values, and the lists always switch it, saving the guest's at exit
+    /// (the caller writes the lists' lengths next, in `set_live`).
+    fn pass_spec_ctrl(&self) {
+        if !self.bitmaps.load(Relaxed) || self.entry(SPEC_CTRL).is_none() || self.spec_ctrl_passed.swap(true, Relaxed) {
+            return;
+        }
+        let bitmap_virt = self.bitmap_bytes();
+        // Read bitmap for low MSRs at byte 0, write bitmap for low MSRs at byte 2048 (SDM
+        // 24.6.9): clear SPEC_CTRL's bit in both.
+        let (byte, bit) = ((SPEC_CTRL / 8) as usize, SPEC_CTRL % 8);
+        for half in [0, 2048] {
+            // SAFETY: `half | byte` < PAGE_SIZE: inside the bitmap page, accessed under the
+            // vCPU mutex while the VMCS is not running.
+            unsafe {
+                let p = bitmap_virt.add(half | byte); // byte < 2048
+                p.write_volatile(p.read_volatile() & !(1 << bit));
+            }
+        }
+    }
+
+    /// The lists' lengths: SPEC_CTRL, the last entry, only while the guest's value differs
+    /// from the host's (each load of it costs what a WRMSR does; KVM skips equal values too),
+    /// or always once the guest writes it without exits.
+    fn write_counts(&self, cur: &Current<'_>) {
+        let mut count = self.count;
+        if let Some(i) = self.entry(SPEC_CTRL) {
+            let passed = self.spec_ctrl_passed.load(Relaxed);
+            if !passed && self.get(value_word(false, i)) == self.get(value_word(true, i)) {
+                count = i; // the last entry
+            }
+        }
+        cur.write(ENTRY_MSR_LOAD_COUNT, count as u32);
+        cur.write(EXIT_MSR_STORE_COUNT, count as u32);
+        cur.write(EXIT_MSR_LOAD_COUNT, count as u32);
+    }
+
+    /// At window start: guest values into the guest list, this CPU's and task's values into
+    /// the host list; PAT, SYSENTER and the TSC offset into the VMCS.
+    pub(crate) fn load(&self, cur: &Current<'_>, m: &GuestMsrs) {
+        for ((&msr, &v), entry) in SWITCHED.iter().zip(m.switched.iter()).zip(self.entries.iter()) {
+            if let Some(i) = *entry {
+                self.set(value_word(false, i), v);
+                // Only MSRs the host has (`new`).
+                self.set(value_word(true, i), x86::rdmsr(msr));
+            }
+        }
+        self.write_counts(cur);
+        cur.write(GUEST_IA32_PAT, m.pat);
+        cur.write(GUEST_SYSENTER_CS, m.sysenter[0] as u32);
+        cur.write(GUEST_SYSENTER_ESP, m.sysenter[1]);
+        cur.write(GUEST_SYSENTER_EIP, m.sysenter[2]);
+        cur.write(TSC_OFFSET, m.tsc_offset);
+    }
+
+    /// At window end: the guest's values back from the list and the VMCS.
+    pub(crate) fn store(&self, cur: &Current<'_>, m: &mut GuestMsrs) {
+        for (v, entry) in m.switched.iter_mut().zip(self.entries.iter()) {
+            if let Some(i) = *entry {
+                *v = self.get(value_word(false, i));
+            }
+        }
+        m.pat = cur.read(GUEST_IA32_PAT);
+        m.sysenter = [cur.read(GUEST_SYSENTER_CS) as u64, cur.read(GUEST_SYSENTER_ESP), cur.read(GUEST_SYSENTER_EIP)];
+    }
+
+    /// The entry of `msr` in the lists, if it is a switched MSR this host has.
+    fn entry(&self, msr: u32) -> Option<usize> {
+        *self.entries.get(msr_rules::switched_slot(msr)?)?
+    }
+
+    /// Inside a window: the guest's new value of switched MSR `msr`, for the next entry.
+    fn set_live(&self, cur: &Current<'_>, msr: u32, v: u64) {
+        if let Some(i) = self.entry(msr) {
+            self.set(value_word(false, i), v);
+            if msr == SPEC_CTRL {
+                self.write_counts(cur);
+            }
+        }
+    }
+}
+
+/// Reads the TSC.
+fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: RDTSC only reads the time-stamp counter.
+    unsafe { core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    (hi as u64) << 32 | lo as u64
+}
+
+/// The loop of `KVM_GET_MSRS`/`KVM_SET_MSRS` over the `struct kvm_msrs` at `arg`: `f` handles
+/// one entry (filling `data` for a read) and returns false to stop there. Returns how many
+/// entries were handled; entries are written back for reads (`write_back`). `E2BIG` for more
+/// than KVM's `MAX_IO_MSRS`.
+pub(crate) fn for_each_entry(arg: usize, write_back: bool, mut f: impl FnMut(&mut MsrEntry) -> bool) -> Result<isize> {
+    let n: u32 = read_user(arg)?;
+    if n >= MAX_IO_MSRS {
+        return Err(E2BIG);
+    }
+    let len = (n as usize).saturating_mul(size_of::<MsrEntry>()); // n < MAX_IO_MSRS
+    let (mut reader, mut writer) = UserSlice::new(UserPtr::from_addr(user_field(arg, 8)?), len).reader_writer();
+    for done in 0..n as isize {
+        let mut e: MsrEntry = reader.read()?;
+        if !f(&mut e) {
+            return Ok(done);
+        }
+        if write_back {
+            writer.write(&e)?;
+        }
+    }
+    Ok(n as isize)
+}
+
+/// The guest state an MSR access works on. Inside a window the VMCS and the area's guest list
+/// are live; outside, `vmcs` is `None` and everything is in `msrs` and `sregs`.
+pub(crate) struct MsrState<'a, 'b> {
+    pub(crate) vmcs: Option<&'a Current<'b>>,
+    pub(crate) area: &'a MsrArea,
+    pub(crate) msrs: &'a mut GuestMsrs,
+    pub(crate) sregs: &'a mut crate::logic::kvm_abi::Sregs,
+    /// EFER bits the guest's CPUID allows.
+    pub(crate) efer_ok: u64,
+    /// The guest's CPUID lists RDTSCP or RDPID: it has IA32_TSC_AUX.
+    pub(crate) tsc_aux_ok: bool,
+    /// The speculation-control MSRs the guest's CPUID lists.
+    pub(crate) speculation: crate::logic::cpuid_table::SpeculationMsrs,
+    /// Userspace's access (`KVM_GET/SET_MSRS`), not the guest's.
+    pub(crate) host: bool,
+}
+
+impl MsrState<'_, '_> {
+    /// RDMSR; `None` for an MSR the guest does not have (#GP).
+    pub(crate) fn read(&self, msr: u32) -> Option<u64> {
+        let live = self.vmcs;
+        Some(match msr {
+            EFER => live.map_or(self.sregs.efer, |c| c.read(GUEST_IA32_EFER)),
+            FS_BASE => live.map_or(self.sregs.fs.base, |c| c.read(GUEST_FS_BASE)),
+            GS_BASE => live.map_or(self.sregs.gs.base, |c| c.read(GUEST_GS_BASE)),
+            TSC => rdtsc().wrapping_add(self.msrs.tsc_offset),
+            APIC_BASE => self.sregs.apic_base,
+            // kvmclock is not offered (no KVM CPUID leaves): userspace sees it off, as QEMU
+            // expects at reset; the guest gets #GP.
+            KVM_WALL_CLOCK | KVM_SYSTEM_TIME if self.host => 0,
+            PAT if live.is_some() => live?.read(GUEST_IA32_PAT),
+            SYSENTER_CS if live.is_some() => live?.read(GUEST_SYSENTER_CS) as u64,
+            SYSENTER_ESP if live.is_some() => live?.read(GUEST_SYSENTER_ESP),
+            SYSENTER_EIP if live.is_some() => live?.read(GUEST_SYSENTER_EIP),
+            TSC_AUX if !self.host && !self.tsc_aux_ok => return None,
+            // No debug-control feature is given to guests (KVM without LBR, bus-lock
+            // detection or RTM): it reads 0.
+            DEBUGCTL => 0,
+            ARCH_CAPABILITIES if self.speculation.arch_capabilities => self.msrs.arch_capabilities,
+            // The VMM may read what KVM advertises even when the guest's CPUID does not list it.
+            ARCH_CAPABILITIES if self.host => 0,
+            SPEC_CTRL if !self.host && !self.speculation.spec_ctrl => return None,
+            m if msr_rules::switched_slot(m).is_some() => match (self.area.entry(m), live) {
+                (Some(i), Some(_)) => self.area.get(value_word(false, i)),
+                // Without the host's MSR: TSC_AUX is absent; SPEC_CTRL reads its value, 0
+                // (KVM's).
+                (None, _) if m != SPEC_CTRL => return None,
+                _ => msr_rules::read(self.msrs, m, self.host)?,
+            },
+            m => msr_rules::read(self.msrs, m, self.host)?,
+        })
+    }
+
+    /// WRMSR; `Err(())` for an MSR the guest does not have or an invalid value (#GP).
+    pub(crate) fn write(&mut self, msr: u32, v: u64) -> Result<(), ()> {
+        let live = self.vmcs;
+        match msr {
+            EFER => {
+                let old = self.read(EFER).ok_or(())?;
+                if v & !(vcpu_state::EFER_SUPPORTED & self.efer_ok) != 0 {
+                    return Err(());
+                }
+                // LME cannot change while paging is on; LMA is the processor's.
+                let cr0 = live.map_or(self.sregs.cr0, |c| c.read(GUEST_CR0));
+                if cr0 & vcpu_state::cr0::PG != 0 && (v ^ old) & vcpu_state::efer::LME != 0 {
+                    return Err(());
+                }
+                let new = (v & !vcpu_state::efer::LMA) | (old & vcpu_state::efer::LMA);
+                self.sregs.efer = new;
+                if let Some(c) = live { c.write(GUEST_IA32_EFER, new); }
+            }
+            FS_BASE | GS_BASE => {
+                if !msr_rules::canonical(v) {
+                    return Err(());
+                }
+                if msr == FS_BASE {
+                    self.sregs.fs.base = v;
+                    if let Some(c) = live { c.write(GUEST_FS_BASE, v); }
+                } else {
+                    self.sregs.gs.base = v;
+                    if let Some(c) = live { c.write(GUEST_GS_BASE, v); }
+                }
+            }
+            TSC => {
+                self.msrs.tsc_offset = v.wrapping_sub(rdtsc());
+                if let Some(c) = live { c.write(TSC_OFFSET, self.msrs.tsc_offset); }
+            }
+            // Base (page-aligned, within 48 bits), BSP flag and enable; no x2APIC.
+            APIC_BASE if v & !(0xffff_ffff_f000 | 1 << 8 | 1 << 11) == 0 => self.sregs.apic_base = v,
+            APIC_BASE => return Err(()),
+            KVM_WALL_CLOCK | KVM_SYSTEM_TIME if self.host && v == 0 => {}
+            TSC_AUX if !self.host && !self.tsc_aux_ok => return Err(()),
+            // KVM ignores BTF and LBR it does not support and refuses every other bit.
+            DEBUGCTL if v & !msr_rules::DEBUGCTL_IGNORED == 0 => {}
+            DEBUGCTL => return Err(()),
+            // Only the VMM sets it (the value is not checked, as on KVM); 0 is accepted even
+            // when the guest's CPUID does not list it.
+            ARCH_CAPABILITIES if self.host && self.speculation.arch_capabilities => self.msrs.arch_capabilities = v,
+            ARCH_CAPABILITIES if self.host && v == 0 => {}
+            ARCH_CAPABILITIES => return Err(()),
+            // The guest's speculation controls, switched in at entry: the value must be
+            // one this processor takes (KVM tries it on the processor as well).
+            SPEC_CTRL if !self.host && !self.speculation.spec_ctrl => return Err(()),
+            SPEC_CTRL => {
+                if !crate::cpu::mitigations::spec_ctrl_accepts(v) {
+                    return Err(());
+                }
+                msr_rules::write(self.msrs, msr, v, self.host)?;
+                if let Some(c) = live {
+                    if v != 0 && !self.host {
+                        self.area.pass_spec_ctrl();
+                    }
+                    self.area.set_live(c, msr, v);
+                }
+            }
+            // Commands the guest may give the processor (KVM passes them through).
+            PRED_CMD => {
+                let host_has = crate::vmx::operation::Vmx::get().is_some_and(|x| x.mitigations().for_guests().ibpb);
+                if msr_rules::pred_cmd(v, self.speculation.pred_cmd, host_has, self.host)? {
+                    // SAFETY: IBPB only discards branch predictions; the processor has it.
+                    unsafe { crate::host::x86::wrmsr(PRED_CMD, msr_rules::PRED_CMD_IBPB) };
+                }
+            }
+            FLUSH_CMD => {
+                let host_has = crate::vmx::operation::Vmx::get().is_some_and(|x| x.mitigations().for_guests().flush_l1d);
+                if msr_rules::flush_cmd(v, self.speculation.flush_cmd, host_has, self.host)? {
+                    // SAFETY: the L1D flush only writes back and invalidates the L1D; the
+                    // processor has it.
+                    unsafe { crate::host::x86::wrmsr(FLUSH_CMD, msr_rules::FLUSH_CMD_L1D) };
+                }
+            }
+            m => {
+                // Validity and the software copy; then the live place inside a window.
+                if msr_rules::switched_slot(m).is_some() && self.area.entry(m).is_none() {
+                    return Err(());
+                }
+                msr_rules::write(self.msrs, m, v, self.host)?;
+                let Some(c) = live else { return Ok(()) };
+                match m {
+                    PAT => { c.write(GUEST_IA32_PAT, v); }
+                    SYSENTER_CS => { c.write(GUEST_SYSENTER_CS, v as u32); }
+                    SYSENTER_ESP => { c.write(GUEST_SYSENTER_ESP, v); }
+                    SYSENTER_EIP => { c.write(GUEST_SYSENTER_EIP, v); }
+                    _ => self.area.set_live(c, m, v),
+                }
+            }
+        }
+        Ok(())
+    }
+}

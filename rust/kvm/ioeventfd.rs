@@ -1,0 +1,89 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `KVM_IOEVENTFD`: eventfds that a guest's port or MMIO write signals in the kernel instead
+//! of exiting to userspace (a virtio queue notification costs no trip through the VMM). The
+//! rules are KVM's (logic/ioeventfd_rules.rs); this file holds the eventfds.
+
+use core::ptr::NonNull;
+use kernel::{bindings, error::from_err_ptr, prelude::*};
+
+use crate::logic::ioeventfd_rules::{flags, Bus, IoEventFdArg, Refusal, Rule};
+
+/// A counted reference to an eventfd's context.
+struct EventFd(NonNull<bindings::eventfd_ctx>);
+
+// SAFETY: an eventfd context is reference-counted and may be signalled and put from any thread.
+unsafe impl Send for EventFd {}
+// SAFETY: as above; signalling takes the context's own lock.
+unsafe impl Sync for EventFd {}
+
+impl EventFd {
+    /// The eventfd open as `fd` in the calling process: `EBADF` if there is none, `EINVAL` if
+    /// it is not an eventfd.
+    fn get(fd: i32) -> Result<Self> {
+        // SAFETY: the callee looks `fd` up in the current task's table and checks it.
+        let ctx = from_err_ptr(unsafe { bindings::eventfd_ctx_fdget(fd) })?;
+        NonNull::new(ctx).map(Self).ok_or(EINVAL)
+    }
+
+    fn signal(&self) {
+        // SAFETY: we hold a reference to the context. (`eventfd_signal` is this, inline.)
+        unsafe { bindings::eventfd_signal_mask(self.0.as_ptr(), 0) }
+    }
+}
+
+impl Drop for EventFd {
+    fn drop(&mut self) {
+        // SAFETY: the reference taken by `get`, dropped once.
+        unsafe { bindings::eventfd_ctx_put(self.0.as_ptr()) }
+    }
+}
+
+/// Most registrations per VM (KVM's bus limit is 1000 devices).
+const MAX: usize = 1000;
+
+/// A VM's registrations.
+#[derive(Default)]
+pub(crate) struct IoEventFds {
+    list: KVec<(Rule, EventFd)>,
+}
+
+impl IoEventFds {
+    /// `KVM_IOEVENTFD`: registers or (with DEASSIGN) removes one, with KVM's errnos:
+    /// `EINVAL` for a bad request, `EBADF`/`EINVAL` for a bad fd, `EEXIST` for a collision,
+    /// `ENOENT` for a removal that names nothing, `ENOSPC` when full.
+    pub(crate) fn ioctl(&mut self, arg: &IoEventFdArg) -> Result {
+        let rule = Rule::from_arg(arg).map_err(|Refusal::Invalid| EINVAL)?;
+        let fd = EventFd::get(arg.fd)?;
+        if arg.flags & flags::DEASSIGN != 0 {
+            let i = self.list.iter().position(|(r, e)| *r == rule && e.0 == fd.0).ok_or(ENOENT)?;
+            self.list.remove(i)?;
+            return Ok(());
+        }
+        if self.list.iter().any(|(r, _)| r.collides(&rule)) {
+            return Err(EEXIST);
+        }
+        if self.list.len() >= MAX {
+            return Err(ENOSPC);
+        }
+        self.list.push((rule, fd), GFP_KERNEL_ACCOUNT)?;
+        Ok(())
+    }
+
+    /// Whether any is registered.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// A guest write of `len` bytes of `value` at `addr`: signals the registration it matches
+    /// (at most one can) and returns true, or returns false (the write goes to userspace).
+    pub(crate) fn write(&self, bus: Bus, addr: u64, len: u32, value: u64) -> bool {
+        match self.list.iter().find(|(r, _)| r.matches(bus, addr, len, value)) {
+            Some((_, e)) => {
+                e.signal();
+                true
+            }
+            None => false,
+        }
+    }
+}

@@ -1,0 +1,11 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! KVM's objects and their file descriptors: the system fd (`/dev/rvmx`), VMs, vCPUs,
+//! ioeventfds, and their statistics in debugfs.
+
+pub(crate) mod fd;
+pub(crate) mod ioeventfd;
+pub(crate) mod stats;
+pub(crate) mod system;
+pub(crate) mod vcpu;
+pub(crate) mod vm;

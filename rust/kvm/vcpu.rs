@@ -1,0 +1,514 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A vCPU: its architectural state, the shared `kvm_run` pages, and the vCPU fd's ioctls.
+//! Ioctls on one vCPU are serialised by `state`'s mutex, like KVM's `vcpu->mutex`.
+
+use kernel::{
+    mm::virt::VmaNew,
+    new_mutex,
+    page::{Page, PAGE_SIZE},
+    prelude::*,
+    sync::{Arc, ArcBorrow, Mutex},
+    transmute::{AsBytes, FromBytes},
+    uaccess::{UserPtr, UserSlice},
+};
+
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use crate::{
+    logic::cpuid_table::{self, CpuidEntry},
+    vmx::entry::Gprs,
+    kvm::fd::{read_user, user_field, write_user, FdObject},
+    logic::kvm_abi::{self, *},
+    cpu::debugregs::GuestDebug,
+    logic::events::Interrupt,
+    cpu::fpu::GuestFpu,
+    run::vcpu_run::{self, KvmRun, RunState, Target},
+    logic::xstate,
+    logic::vcpu_state,
+    kvm::vm::Vm,
+    vmx::vmcs::Vmcs,
+    vmx::operation::Vmx,
+};
+
+/// Source of VPIDs (1..=65535; 0 is the host's). After 65535 vCPUs they repeat, which is
+/// harmless across VMs: translations are also tagged by the EPT root, flushed every window.
+static NEXT_VPID: AtomicU32 = AtomicU32::new(0);
+static NEXT_SERIAL: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+
+extern "C" {
+    fn rvmx_sigset_activate(set: *mut u64);
+    fn rvmx_sigset_deactivate();
+}
+
+// SAFETY: plain `repr(C)` structs of integers, valid for any bit pattern, with no padding
+// (their sizes equal the sum of their fields, checked against kvm-bindings on the host).
+unsafe impl FromBytes for Regs {}
+// SAFETY: as above.
+unsafe impl AsBytes for Regs {}
+// SAFETY: as above.
+unsafe impl FromBytes for Sregs {}
+// SAFETY: as above.
+unsafe impl AsBytes for Sregs {}
+// SAFETY: as above.
+unsafe impl FromBytes for UserspaceMemoryRegion {}
+// SAFETY: as above.
+unsafe impl FromBytes for CpuidEntry {}
+// SAFETY: as above.
+unsafe impl FromBytes for Fpu {}
+// SAFETY: as above.
+unsafe impl AsBytes for Fpu {}
+// SAFETY: as above.
+unsafe impl FromBytes for MsrEntry {}
+// SAFETY: as above.
+unsafe impl AsBytes for MsrEntry {}
+// SAFETY: as above.
+unsafe impl AsBytes for CpuidEntry {}
+// SAFETY: as above.
+unsafe impl FromBytes for Xsave {}
+// SAFETY: as above.
+unsafe impl AsBytes for Xsave {}
+// SAFETY: as above.
+unsafe impl FromBytes for Xcrs {}
+// SAFETY: as above.
+unsafe impl AsBytes for Xcrs {}
+// SAFETY: as above.
+unsafe impl FromBytes for crate::logic::events::VcpuEvents {}
+// SAFETY: as above.
+unsafe impl AsBytes for crate::logic::events::VcpuEvents {}
+// SAFETY: as above.
+unsafe impl FromBytes for DebugRegs {}
+// SAFETY: as above.
+unsafe impl FromBytes for Translation {}
+// SAFETY: as above.
+unsafe impl AsBytes for Translation {}
+// SAFETY: as above.
+unsafe impl FromBytes for crate::logic::guest_debug::GuestDebugArg {}
+// SAFETY: `repr(C)` integers and byte arrays without padding; any bit pattern is valid.
+unsafe impl FromBytes for crate::logic::mce::X86Mce {}
+// SAFETY: as above.
+unsafe impl FromBytes for crate::logic::ioeventfd_rules::IoEventFdArg {}
+// SAFETY: as above.
+unsafe impl FromBytes for DirtyLog {}
+// SAFETY: as above.
+unsafe impl FromBytes for UserspaceMemoryRegion2 {}
+// SAFETY: as above.
+unsafe impl AsBytes for DebugRegs {}
+
+#[pin_data]
+pub(crate) struct Vcpu {
+    vm: Arc<Vm>,
+    id: u32,
+    vpid: u16,
+    /// Unique among the vCPUs since load (the IBPB on a vCPU switch compares them).
+    serial: u64,
+    /// Its counters (also in the VM's debugfs directory).
+    stats: Arc<crate::kvm::stats::VcpuStats>,
+    /// The vCPU mmap area: `kvm_run`, the PIO data page, the (unused) coalesced-MMIO page.
+    pages: [Page; kvm_abi::VCPU_MMAP_PAGES],
+    #[pin]
+    state: Mutex<RunState>,
+}
+
+impl Vcpu {
+    pub(crate) fn new(vm: Arc<Vm>, id: u32, stats: Arc<crate::kvm::stats::VcpuStats>) -> Result<Arc<Self>> {
+        let page = || Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO);
+        let pages = [page()?, page()?, page()?];
+        let sregs = vcpu_state::reset_sregs(id);
+        let vmx = Vmx::get().ok_or(ENODEV)?;
+        let vmcs = Vmcs::new(vmx.caps().revision_id())?;
+        let msr_area = crate::cpu::msr::MsrArea::new(vmx.mitigations().for_guests().spec_ctrl.msr)?;
+        let tables = crate::vmx::ept::TableCache::new()?;
+        let fpu = GuestFpu::new()?;
+        // 1 to 0xffff (0 is the host's).
+        let vpid = (NEXT_VPID.fetch_add(1, Ordering::Relaxed) % 0xffff).saturating_add(1) as u16;
+        let serial = NEXT_SERIAL.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        let arch_capabilities = vmx.mitigations().for_guests().arch_capabilities;
+        Ok(Arc::pin_init(
+            pin_init!(Vcpu {
+                vm,
+                id,
+                vpid,
+                serial,
+                stats,
+                pages,
+                state <- new_mutex!(RunState {
+                    regs: vcpu_state::reset_regs(),
+                    sregs,
+                    vmcs,
+                    controls_written: false,
+                    cr4_mask: 0,
+                    gprs: Gprs::default(),
+                    pending_io: None,
+                    pending: None,
+                    emulated: Default::default(),
+                    pdptes: None,
+                    sigmask: None,
+                    events: Default::default(),
+                    debugger: Default::default(),
+                    interruptibility: 0,
+                    fpu,
+                    debug: GuestDebug::default(),
+                    cpuid: KVec::new(),
+                    allowed: crate::run::vcpu_run::Allowed::new(&[], vmx),
+                    msrs: crate::logic::msr_rules::GuestMsrs { arch_capabilities, ..Default::default() },
+                    msr_area,
+                    tables,
+                }),
+            }),
+            GFP_KERNEL_ACCOUNT,
+        )?)
+    }
+
+    fn set_sregs(&self, sregs: Sregs) -> Result {
+        let mut st = self.state.lock();
+        // EFER and CR4 bits only as the guest's CPUID allows them, as KVM checks.
+        let pending = vcpu_state::pending_interrupt(&sregs);
+        if !vcpu_state::sregs_valid(&sregs, st.allowed.efer, st.allowed.cr4) {
+            return Err(EINVAL);
+        }
+        // An interrupt in the bitmap is queued, as KVM_INTERRUPT would (KVM).
+        if let Some(vector) = pending {
+            st.events.interrupt = Some(Interrupt { vector, soft_len: None });
+        }
+        // PAE paging outside long mode: the PDPTEs are read now, as KVM does (and, like KVM,
+        // left as they were if they cannot be).
+        if crate::run::emulate::pae_legacy(&sregs) {
+            if let Some(p) = crate::run::emulate::pdptes(&self.vm, &sregs) {
+                st.pdptes = Some(p);
+            }
+        }
+        st.sregs = Sregs { interrupt_bitmap: [0; 4], ..sregs };
+        Ok(())
+    }
+
+    /// `KVM_GET_SREGS`: with the queued external interrupt in the bitmap (KVM).
+    fn get_sregs(&self) -> Sregs {
+        let st = self.state.lock();
+        let mut s = st.sregs;
+        if let Some(i) = st.events.interrupt.filter(|i| i.soft_len.is_none()) {
+            if let Some(word) = s.interrupt_bitmap.get_mut(i.vector as usize / 64) {
+                *word |= 1 << (i.vector % 64);
+            }
+        }
+        s
+    }
+}
+
+impl FdObject for Vcpu {
+    const NAME: &'static CStr = c"kvm-vcpu";
+    const HAS_MMAP: bool = true;
+
+    fn ioctl(this: ArcBorrow<'_, Self>, cmd: u32, arg: usize) -> Result<isize> {
+        this.vm.check_owner()?;
+        match cmd {
+            KVM_GET_REGS => write_user(arg, &this.state.lock().regs)?,
+            KVM_SET_REGS => {
+                let mut regs: Regs = read_user(arg)?;
+                regs.rflags |= vcpu_state::RFLAGS_FIXED;
+                this.state.lock().regs = regs;
+            }
+            KVM_GET_SREGS => write_user(arg, &this.get_sregs())?,
+            KVM_INTERRUPT => {
+                let irq: u32 = read_user(arg)?;
+                if irq >= 256 {
+                    return Err(EINVAL);
+                }
+                // As KVM without an in-kernel irqchip: it replaces one queued earlier.
+                this.state.lock().events.interrupt = Some(Interrupt { vector: irq as u8, soft_len: None });
+            }
+            // No in-kernel LAPIC: a vCPU is always runnable (KVM's answers in that mode).
+            KVM_GET_MP_STATE => write_user(arg, &MP_STATE_RUNNABLE)?,
+            KVM_SET_MP_STATE => {
+                if read_user::<u32>(arg)? != MP_STATE_RUNNABLE {
+                    return Err(EINVAL);
+                }
+            }
+            KVM_GET_TSC_KHZ => return Ok(crate::host::x86::tsc_khz() as isize),
+            // No TSC scaling: the host's rate (0 means it) or within KVM's 250 ppm tolerance.
+            KVM_SET_TSC_KHZ => {
+                let host = crate::host::x86::tsc_khz() as u64;
+                let want = if arg as u32 == 0 { host } else { arg as u32 as u64 };
+                // Both below 2^32: the products fit.
+                if want.abs_diff(host).saturating_mul(1_000_000) > host.saturating_mul(250) {
+                    return Err(EINVAL);
+                }
+            }
+            KVM_TRANSLATE => {
+                let mut tr: Translation = read_user(arg)?;
+                let sregs = this.state.lock().sregs;
+                let gpa = crate::run::emulate::translate(&this.vm, &sregs, tr.linear_address);
+                // As KVM: all ones when unmapped; writeable and usermode are not computed.
+                tr.physical_address = gpa.unwrap_or(u64::MAX);
+                tr.valid = gpa.is_some() as u8;
+                tr.writeable = 1;
+                tr.usermode = 0;
+                write_user(arg, &tr)?
+            }
+            KVM_SET_GUEST_DEBUG => this.set_guest_debug(read_user(arg)?)?,
+            KVM_NMI => {
+                let mut st = this.state.lock();
+                let masked = st.interruptibility & crate::logic::events::block::NMI != 0;
+                st.events.queue_nmi(masked);
+            }
+            KVM_GET_VCPU_EVENTS => {
+                let st = this.state.lock();
+                write_user(arg, &st.events.to_abi(st.interruptibility))?
+            }
+            KVM_SET_VCPU_EVENTS => {
+                let v: crate::logic::events::VcpuEvents = read_user(arg)?;
+                let mut st = this.state.lock();
+                let (events, state) = st.events.from_abi(&v, st.interruptibility).ok_or(EINVAL)?;
+                st.events = events;
+                st.interruptibility = state;
+            }
+            KVM_SET_SREGS => this.set_sregs(read_user(arg)?)?,
+            KVM_RUN if arg == 0 => return this.run(),
+            KVM_SET_CPUID2 => this.set_cpuid(arg)?,
+            KVM_GET_FPU => write_user(arg, &Fpu::from_fxsave(this.state.lock().fpu.legacy()))?,
+            KVM_SET_FPU => {
+                let fpu: Fpu = read_user(arg)?;
+                if !fpu.mxcsr_valid() || fpu.mxcsr & !Vmx::get().ok_or(ENODEV)?.fpu().mxcsr_mask != 0 {
+                    return Err(EINVAL);
+                }
+                this.state.lock().fpu.set_legacy(|fx| fpu.to_fxsave(fx));
+            }
+            KVM_GET_XSAVE => this.get_xsave(arg)?,
+            KVM_SET_XSAVE => this.set_xsave(arg)?,
+            KVM_GET_XCRS => {
+                let mut x = Xcrs::default();
+                if Vmx::get().ok_or(ENODEV)?.fpu().xcr0 != 0 {
+                    x.nr_xcrs = 1;
+                    x.xcrs[0].value = this.state.lock().fpu.xcr0;
+                }
+                write_user(arg, &x)?
+            }
+            KVM_SET_XCRS => this.set_xcrs(read_user(arg)?)?,
+            KVM_GET_DEBUGREGS => {
+                let d = this.state.lock().debug;
+                write_user(arg, &DebugRegs { db: d.db, dr6: d.dr6, dr7: d.dr7, ..Default::default() })?
+            }
+            KVM_SET_DEBUGREGS => {
+                let d: DebugRegs = read_user(arg)?;
+                // Like KVM: no flags, and DR6/DR7 bits 63:32 clear (else VM entry would fail).
+                if d.flags != 0 || d.dr6 >> 32 != 0 || d.dr7 >> 32 != 0 {
+                    return Err(EINVAL);
+                }
+                this.state.lock().debug = GuestDebug { db: d.db, dr6: d.dr6, dr7: d.dr7 };
+            }
+            KVM_GET_MSRS => return this.msrs(arg, false),
+            KVM_SET_MSRS => return this.msrs(arg, true),
+            KVM_GET_CPUID2 => this.get_cpuid(arg)?,
+            KVM_SET_SIGNAL_MASK => this.set_signal_mask(arg)?,
+            KVM_X86_SETUP_MCE => {
+                let cap: u64 = read_user(arg)?;
+                this.state.lock().msrs.mce.setup(cap).map_err(|_| EINVAL)?
+            }
+            KVM_X86_SET_MCE => this.set_mce(read_user(arg)?)?,
+            // KVM's vCPU fd answers EINVAL to requests it does not know.
+            _ => return Err(EINVAL),
+        }
+        Ok(0)
+    }
+
+    /// Maps the pages of the vCPU area that fall in the VMA: page 0 `kvm_run`, page 1 PIO
+    /// data, page 2 reserved. As on KVM, a VMA may be longer or start further on: nothing is
+    /// behind its other pages, and a touch there gets `SIGBUS`.
+    fn mmap(this: ArcBorrow<'_, Self>, vma: &VmaNew) -> Result {
+        // SAFETY: `vma` is a valid VMA under construction; `vm_pgoff` is plain data.
+        let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff };
+        let mixed = vma.set_mixedmap();
+        for (i, page) in this.pages.iter().skip(pgoff).enumerate() {
+            let Some(addr) = i.checked_mul(PAGE_SIZE).and_then(|o| vma.start().checked_add(o)) else { break };
+            if addr >= vma.end() {
+                break;
+            }
+            mixed.vm_insert_page(addr, page)?;
+        }
+        Ok(())
+    }
+}
+
+impl Vcpu {
+    /// `KVM_SET_CPUID2`: at most `MAX_ENTRIES` entries (`E2BIG`); after the vCPU has run,
+    /// only the same table again (`EINVAL` for another), as KVM.
+    fn set_cpuid(&self, arg: usize) -> Result {
+        let nent: u32 = read_user(arg)?;
+        if nent as usize > cpuid_table::MAX_ENTRIES {
+            return Err(E2BIG);
+        }
+        let n = nent as usize;
+        let len = n.saturating_mul(size_of::<CpuidEntry>()); // n <= MAX_ENTRIES
+        let mut reader = UserSlice::new(UserPtr::from_addr(user_field(arg, CPUID2_HEADER)?), len).reader();
+        let mut table = KVec::with_capacity(n, GFP_KERNEL_ACCOUNT)?;
+        for _ in 0..n {
+            let mut e: CpuidEntry = reader.read()?;
+            e.padding = [0; 3];
+            table.push(e, GFP_KERNEL_ACCOUNT)?;
+        }
+        let mut st = self.state.lock();
+        if st.controls_written && st.cpuid[..] != table[..] {
+            return Err(EINVAL);
+        }
+        match cpuid_table::check(&table) {
+            Ok(()) => {}
+            Err(cpuid_table::Refusal::LinearAddressBits) => return Err(EINVAL),
+            Err(cpuid_table::Refusal::DynamicXfeatures) => return Err(EPERM),
+        }
+        st.set_cpuid(table, Vmx::get().ok_or(ENODEV)?);
+        Ok(())
+    }
+
+    /// `KVM_GET_MSRS` / `KVM_SET_MSRS`: processes entries in order and returns how many
+    /// succeeded, stopping at the first MSR that does not exist or refuses the value (KVM).
+    fn msrs(&self, arg: usize, set: bool) -> Result<isize> {
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
+        let efer_ok = st.efer_ok();
+        let mut m = crate::cpu::msr::MsrState {
+            vmcs: None,
+            area: &st.msr_area,
+            msrs: &mut st.msrs,
+            sregs: &mut st.sregs,
+            efer_ok,
+            tsc_aux_ok: true,
+            speculation: st.allowed.speculation,
+            host: true,
+        };
+        crate::cpu::msr::for_each_entry(arg, !set, |e| {
+            if set {
+                m.write(e.index, e.data).is_ok()
+            } else {
+                m.read(e.index).map(|v| e.data = v).is_some()
+            }
+        })
+    }
+
+    /// `KVM_GET_CPUID2`.
+    fn get_cpuid(&self, arg: usize) -> Result {
+        let nent: u32 = read_user(arg)?;
+        let st = self.state.lock();
+        if (nent as usize) < st.cpuid.len() {
+            return Err(E2BIG);
+        }
+        let mut w = UserSlice::new(UserPtr::from_addr(user_field(arg, CPUID2_HEADER)?), size_of_val(st.cpuid.as_slice())).writer();
+        for e in st.cpuid.iter() {
+            w.write(e)?;
+        }
+        write_user(arg, &(st.cpuid.len() as u32))
+    }
+
+    /// `KVM_RUN`.
+    fn run(&self) -> Result<isize> {
+        let vmx = Vmx::get().ok_or(ENODEV)?;
+        let target = Target {
+            vmx,
+            eptp: self.vm.eptp(),
+            vpid: self.vpid,
+            running: self.vm.running(self.id)?,
+            stats: &self.stats,
+            serial: self.serial,
+        };
+        let kvm_run = KvmRun::new(&self.pages[0], &self.pages[1]);
+        let mut st = self.state.lock();
+        let Some(mut mask) = st.sigmask else {
+            return vcpu_run::run(&target, &mut st, &kvm_run, &self.vm);
+        };
+        // SAFETY: `mask` is a sigset_t (one u64 on x86_64); the thread's own mask is saved in
+        // `current->real_blocked` and put back right after.
+        unsafe { rvmx_sigset_activate(&mut mask) };
+        let r = vcpu_run::run(&target, &mut st, &kvm_run, &self.vm);
+        // SAFETY: pairs with the activation above, same thread.
+        unsafe { rvmx_sigset_deactivate() };
+        r
+    }
+
+    /// `KVM_X86_SET_MCE`: records the error; an uncorrected one raises #MC (replacing an
+    /// exception not yet delivered, as KVM), or shuts the guest down if it cannot take one.
+    fn set_mce(&self, e: crate::logic::mce::X86Mce) -> Result {
+        use crate::{logic::events::{vector, Exception}, logic::mce::Injected};
+        let mut st = self.state.lock();
+        let cr4_mce = st.sregs.cr4 & crate::logic::vcpu_state::CR4_MCE != 0;
+        match st.msrs.mce.inject(&e, cr4_mce).map_err(|_| EINVAL)? {
+            Injected::Recorded => {}
+            Injected::MachineCheck => st.events.exception = Some(Exception::raise(vector::MC, None)),
+            Injected::TripleFault => st.events.triple_fault = true,
+        }
+        Ok(())
+    }
+
+    /// `KVM_SET_GUEST_DEBUG`: the debugger's settings; INJECT_DB/INJECT_BP queue that
+    /// exception (EBUSY while another is waiting), as KVM.
+    fn set_guest_debug(&self, arg: crate::logic::guest_debug::GuestDebugArg) -> Result {
+        use crate::{logic::events::{vector, Exception}, logic::guest_debug::{control, Debugger}};
+        let debugger = Debugger::from_arg(&arg).ok_or(EINVAL)?;
+        let mut st = self.state.lock();
+        if arg.control & (control::INJECT_DB | control::INJECT_BP) != 0 {
+            if st.events.exception.is_some() {
+                return Err(EBUSY);
+            }
+            // #BP as INT3 raises it: a software exception, one byte long.
+            let (vector, soft_len) = if arg.control & control::INJECT_DB != 0 { (vector::DB, 0) } else { (vector::BP, 1) };
+            st.events.exception = Some(Exception { soft_len, ..Exception::raise(vector, None) });
+        }
+        st.debugger = debugger;
+        Ok(())
+    }
+
+    /// `KVM_GET_XSAVE`: the guest's XSAVE image as is (standard format, like KVM's).
+    fn get_xsave(&self, arg: usize) -> Result {
+        let st = self.state.lock();
+        UserSlice::new(UserPtr::from_addr(arg), xstate::AREA_SIZE).writer().write_slice(st.fpu.image())
+    }
+
+    /// `KVM_SET_XSAVE`: replaces the image; EINVAL for one XRSTOR would fault on (components
+    /// rvmx does not switch, compacted format, reserved header or MXCSR bits), as KVM.
+    fn set_xsave(&self, arg: usize) -> Result {
+        let mut image = KBox::new([0u8; xstate::AREA_SIZE], GFP_KERNEL_ACCOUNT)?;
+        UserSlice::new(UserPtr::from_addr(arg), xstate::AREA_SIZE).reader().read_slice(&mut image[..])?;
+        let f = Vmx::get().ok_or(ENODEV)?.fpu();
+        // Without XSAVE on the host only the legacy region is used: x87 and SSE.
+        let features = if f.xcr0 == 0 { xstate::xfeature::X87 | xstate::xfeature::SSE } else { f.xcr0 };
+        if !xstate::loadable(&image, features, f.mxcsr_mask) {
+            return Err(EINVAL);
+        }
+        self.state.lock().fpu.image_mut().copy_from_slice(&image[..]);
+        Ok(())
+    }
+
+    /// `KVM_SET_XCRS`: only XCR0 exists; the first entry for it is applied with XSETBV's
+    /// rules against the vCPU's CPUID (EINVAL otherwise, or if none is given), as KVM.
+    fn set_xcrs(&self, x: Xcrs) -> Result {
+        let f = Vmx::get().ok_or(ENODEV)?.fpu();
+        if f.xcr0 == 0 || x.nr_xcrs as usize > MAX_XCRS || x.flags != 0 {
+            return Err(EINVAL);
+        }
+        let Some(xcr) = x.xcrs.iter().take(x.nr_xcrs as usize).find(|x| x.xcr == 0) else {
+            return Ok(());
+        };
+        let mut st = self.state.lock();
+        if !xstate::xcr0_valid(xcr.value, cpuid_table::xcr0_allowed(&st.cpuid, f.xcr0)) {
+            return Err(EINVAL);
+        }
+        st.fpu.xcr0 = xcr.value;
+        Ok(())
+    }
+
+    /// `KVM_SET_SIGNAL_MASK`: the signal mask while in `KVM_RUN`; a null argument removes it.
+    fn set_signal_mask(&self, arg: usize) -> Result {
+        if arg == 0 {
+            self.state.lock().sigmask = None;
+            return Ok(());
+        }
+        let len: u32 = read_user(arg)?;
+        if len as usize != size_of::<u64>() {
+            return Err(EINVAL);
+        }
+        let mut mask: u64 = read_user(user_field(arg, size_of::<u32>())?)?;
+        // SIGKILL (9) and SIGSTOP (19) cannot be blocked.
+        mask &= !(1 << (9 - 1) | 1 << (19 - 1));
+        self.state.lock().sigmask = Some(mask);
+        Ok(())
+    }
+}

@@ -1,0 +1,314 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A VM: its memory slots and vCPUs, reached through a VM fd (`KVM_CREATE_VM`).
+
+use core::sync::atomic::{AtomicBool, Ordering};
+use kernel::{
+    current,
+    mm::Mm,
+    new_mutex,
+    prelude::*,
+    sync::{aref::ARef, Arc, ArcBorrow, Mutex},
+    uaccess::{UserPtr, UserSlice},
+};
+
+use crate::{
+    vmx::ept::TableCache,
+    logic::ept_bits::violation,
+    kvm::fd::{self, read_user, FdObject},
+    mm::guest_memory::{GuestMemory, Outcome},
+    kvm::ioeventfd::IoEventFds,
+    logic::ioeventfd_rules::Bus,
+    logic::kvm_abi::{self, *},
+    logic::memslot_rules::{self, Change, Refusal},
+    mm::mmu_notifier::MmuNotifier,
+    kvm::vcpu::Vcpu,
+};
+
+#[pin_data]
+pub(crate) struct Vm {
+    /// The creator's address space (held with `mmgrab`, so it cannot be reused): KVM refuses
+    /// VM and vCPU ioctls from any other (`EIO`), e.g. from a forked child, because guest
+    /// memory is the creator's.
+    mm: ARef<Mm>,
+    /// Slots, EPT and dirty bitmaps, kept in step with `mm` by `notifier`.
+    memory: Arc<GuestMemory>,
+    notifier: MmuNotifier,
+    /// Statistics in debugfs.
+    stats: crate::kvm::stats::VmStats,
+    /// Whether any `KVM_IOEVENTFD` is registered (set under `inner`'s lock): port writes
+    /// skip the lock while none is, which is the common case.
+    has_ioeventfds: AtomicBool,
+    /// Serializes slot changes and ioctls that read the slots; taken before `memory`'s MMU lock.
+    #[pin]
+    inner: Mutex<VmInner>,
+}
+
+struct VmInner {
+    vcpu_ids: KVec<u32>,
+    /// `KVM_IOEVENTFD` registrations.
+    ioeventfds: IoEventFds,
+}
+
+/// What faulting in a guest page found.
+pub(crate) enum Fault<'a> {
+    /// RAM: the page is mapped now (or the guest faults again).
+    Mapped,
+    /// No RAM for this access: MMIO, emulated with the memory still locked.
+    Mmio(Memory<'a>),
+    /// RAM the host cannot give for this access: `EFAULT`.
+    HostFault,
+    /// A signal interrupted the host's fault: `EINTR` with `KVM_EXIT_INTR`.
+    Interrupted,
+}
+
+/// A VM's memory and I/O registrations as an emulated instruction sees them: each access looks
+/// its slot up anew (under the MMU lock, briefly), so no VM-wide lock is held while the
+/// instruction copies from or to the VMM's memory, which may fault, wait for swap or for a
+/// userfaultfd handler (KVM holds none either).
+pub(crate) struct Memory<'a> {
+    memory: &'a GuestMemory,
+    vm: &'a Vm,
+}
+
+impl Memory<'_> {
+    /// The userspace address of the guest RAM byte at `gpa`, if a slot backs it for this
+    /// access (a write to a read-only slot is MMIO, like an access outside every slot).
+    pub(crate) fn ram_uaddr(&mut self, gpa: u64, write: bool) -> Option<u64> {
+        Some(self.memory.ram_slot(gpa, write)?.uaddr_of(gpa))
+    }
+
+    /// Whether a slot backs `gpa` with RAM for this access.
+    pub(crate) fn is_ram(&self, gpa: u64, write: bool) -> bool {
+        self.memory.is_ram(gpa, write)
+    }
+
+    /// Reads guest RAM at `gpa` (inside one page): from the page EPT maps there when there is
+    /// one, else from the slot's user memory.
+    pub(crate) fn read_ram(&self, gpa: u64, buf: &mut [u8]) -> Result {
+        if self.memory.read_mapped(gpa, buf) {
+            return Ok(());
+        }
+        let slot = self.memory.ram_slot(gpa, false).ok_or(EFAULT)?;
+        let uaddr = slot.uaddr_of(gpa) as usize;
+        UserSlice::new(UserPtr::from_addr(uaddr), buf.len()).reader().read_slice(buf)
+    }
+
+    /// A guest write that `KVM_IOEVENTFD` registered: signals its eventfd and returns true;
+    /// false if none matches (the write exits to userspace).
+    pub(crate) fn ioeventfd_write(&self, bus: Bus, addr: u64, len: u32, value: u64) -> bool {
+        self.vm.ioeventfd_write(bus, addr, len, value)
+    }
+}
+
+impl Vm {
+    /// `KVM_CREATE_VM`: only type 0 (the default x86 VM) exists.
+    pub(crate) fn create(vm_type: usize) -> Result<isize> {
+        if vm_type != 0 {
+            return Err(EINVAL);
+        }
+        let mm: ARef<Mm> = ARef::from(&**current!().mm().ok_or(EINVAL)?);
+        let memory = GuestMemory::new()?;
+        let notifier = MmuNotifier::register(memory.clone())?;
+        let stats = crate::kvm::stats::VmStats::new(current!().tgid())?;
+        let vm = Arc::pin_init(
+            pin_init!(Vm {
+                mm,
+                memory,
+                notifier,
+                stats,
+                has_ioeventfds: AtomicBool::new(false),
+                inner <- new_mutex!(VmInner { vcpu_ids: KVec::new(), ioeventfds: IoEventFds::default() }),
+            }),
+            GFP_KERNEL_ACCOUNT,
+        )?;
+        Ok(fd::install(vm)? as isize)
+    }
+
+    /// Fails with `EIO` unless called from the VM creator's address space (as KVM does).
+    pub(crate) fn check_owner(&self) -> Result {
+        let same = current!().mm().is_some_and(|mm| core::ptr::eq(mm.as_raw(), self.mm.as_raw()));
+        if !same {
+            return Err(EIO);
+        }
+        Ok(())
+    }
+
+    fn set_memory_region(&self, region: UserspaceMemoryRegion) -> Result<isize> {
+        let _serialized = self.inner.lock();
+        let change = match self.memory.decide(&region) {
+            Err(Refusal::Invalid) => return Err(EINVAL),
+            Err(Refusal::Overlap) => return Err(EEXIST),
+            Ok(change) => change,
+        };
+        // A moved slot is in the host-address index twice until its old range is unmapped.
+        if let Change::Create(slot) | Change::Move(slot) = change {
+            self.memory.reserve(slot.id)?;
+        }
+        // A slot that starts logging gets its bitmap here, before the MMU lock.
+        let bitmap = match change {
+            Change::Create(slot) | Change::Move(slot) | Change::Flags(slot) => match self.memory.bitmap_needed(&slot) {
+                Some(words) => Some(KVVec::from_elem(0u64, words, GFP_KERNEL_ACCOUNT)?),
+                None => None,
+            },
+            Change::Delete(_) | Change::Unchanged => None,
+        };
+        self.memory.apply(change, bitmap)?;
+        Ok(0)
+    }
+
+    /// `KVM_GET_DIRTY_LOG`: copies the slot's bitmap of pages written since the last call
+    /// to userspace and starts a new round: the bitmap is cleared and those pages are
+    /// write-protected again (KVM's order: a failed copy loses the round, `EFAULT`).
+    /// `EINVAL` for a slot number out of range, `ENOENT` for a slot that does not log.
+    fn get_dirty_log(&self, arg: usize) -> Result<isize> {
+        let log: DirtyLog = read_user(arg)?;
+        // KVM's VMs have two address spaces (the second for SMM): slots in the second can
+        // never exist on rvmx (no SMM), so it has no dirty log (ENOENT), as an empty one on KVM.
+        let address_space = log.slot >> 16;
+        if address_space >= 2 || log.slot & 0xffff >= memslot_rules::MAX_SLOTS {
+            return Err(EINVAL);
+        }
+        if address_space == 1 {
+            return Err(ENOENT);
+        }
+        let id = log.slot as u16;
+        let copy = {
+            let _serialized = self.inner.lock();
+            let mut copy = KVVec::from_elem(0u64, self.memory.dirty_log_words(id)?, GFP_KERNEL_ACCOUNT)?;
+            self.memory.take_dirty_log(id, &mut copy)?;
+            copy
+        };
+        let mut writer = UserSlice::new(UserPtr::from_addr(log.dirty_bitmap as usize), size_of_val(copy.as_slice())).writer();
+        for word in copy.iter() {
+            writer.write(word)?;
+        }
+        Ok(0)
+    }
+
+    /// Maps the guest page holding `gpa` after an EPT violation; [`Fault::Mmio`] if no slot
+    /// backs it (or it is a write to a read-only slot).
+    pub(crate) fn fault_in(&self, gpa: u64, qualification: u64, cache: &mut TableCache) -> Result<Fault<'_>> {
+        let write = qualification & violation::WRITE != 0;
+        Ok(match self.memory.fault_in(gpa, write, cache)? {
+            Outcome::Mapped => Fault::Mapped,
+            Outcome::Mmio => Fault::Mmio(self.memory()),
+            Outcome::HostFault => Fault::HostFault,
+            Outcome::Interrupted => Fault::Interrupted,
+        })
+    }
+
+    /// An EPT-misconfiguration exit at `gpa`: a bug in rvmx's tables, never the guest's doing.
+    /// Logs the offending entry (the first few times) and ends `KVM_RUN` with
+    /// `KVM_EXIT_INTERNAL_ERROR` (unexpected exit reason, then GPA, level and entry).
+    pub(crate) fn report_ept_misconfig(&self, gpa: u64, run: &crate::run::vcpu_run::KvmRun) {
+        static REPORTS: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+        let found = self.memory.find_misconfiguration(gpa);
+        let (level, entry, why) = found.unwrap_or((0, 0, "no bad entry on the walk any more"));
+        if REPORTS.fetch_add(1, core::sync::atomic::Ordering::Relaxed) < 8 {
+            pr_err!("EPT misconfiguration at GPA {:#x}: level {} entry {:#x}: {}\n", gpa, level, entry, why);
+        }
+        let reason = crate::logic::vmx_exit::reason::EPT_MISCONFIG as u64;
+        run.internal_error(crate::run::exit::internal::UNEXPECTED_EXIT_REASON, &[reason, gpa, level as u64, entry]);
+    }
+
+    /// The VM's memory, for one instruction's emulation.
+    pub(crate) fn memory(&self) -> Memory<'_> {
+        Memory { memory: &self.memory, vm: self }
+    }
+
+    /// A guest write that `KVM_IOEVENTFD` registered (port or MMIO): signals its eventfd and
+    /// returns true; false if none matches (the write exits to userspace).
+    pub(crate) fn ioeventfd_write(&self, bus: Bus, addr: u64, len: u32, value: u64) -> bool {
+        // Racing with a registration, the write is simply ordered before it.
+        self.has_ioeventfds.load(Ordering::Acquire) && self.inner.lock().ioeventfds.write(bus, addr, len, value)
+    }
+
+    /// The EPT pointer of this VM.
+    pub(crate) fn eptp(&self) -> u64 {
+        self.memory.eptp()
+    }
+
+    /// Where vCPU `id` records the CPU its window runs on.
+    pub(crate) fn running(&self, id: u32) -> Result<&core::sync::atomic::AtomicI32> {
+        self.memory.running(id)
+    }
+
+    fn create_vcpu(this: ArcBorrow<'_, Self>, id: usize) -> Result<isize> {
+        let id = u32::try_from(id).map_err(|_| EINVAL)?;
+        if id >= MAX_VCPU_ID {
+            return Err(EINVAL);
+        }
+        {
+            let mut inner = this.inner.lock();
+            if inner.vcpu_ids.iter().any(|v| *v == id) {
+                return Err(EEXIST);
+            }
+            if inner.vcpu_ids.len() >= MAX_VCPUS {
+                return Err(EINVAL);
+            }
+            inner.vcpu_ids.push(id, GFP_KERNEL_ACCOUNT)?;
+        }
+        let vcpu = this
+            .stats
+            .add_vcpu(id)
+            .and_then(|stats| Vcpu::new(this.into(), id, stats))
+            .and_then(|v| Ok(fd::install(v)? as isize));
+        if vcpu.is_err() {
+            this.stats.remove_vcpu(id);
+            this.inner.lock().vcpu_ids.retain(|v| *v != id);
+        }
+        vcpu
+    }
+}
+
+impl FdObject for Vm {
+    const NAME: &'static CStr = c"kvm-vm";
+
+    fn ioctl(this: ArcBorrow<'_, Self>, cmd: u32, arg: usize) -> Result<isize> {
+        this.check_owner()?;
+        match cmd {
+            KVM_CREATE_VCPU => Vm::create_vcpu(this, arg),
+            KVM_SET_USER_MEMORY_REGION => this.set_memory_region(read_user(arg)?),
+            KVM_SET_USER_MEMORY_REGION2 => {
+                let r: UserspaceMemoryRegion2 = read_user(arg)?;
+                this.set_memory_region(r.region())
+            }
+            KVM_GET_DIRTY_LOG => this.get_dirty_log(arg),
+            KVM_CHECK_EXTENSION => Ok(kvm_abi::check_extension(arg)),
+            // With unrestricted guest rvmx needs neither the real-mode TSS nor the identity map
+            // that KVM keeps for CPUs without it: both are checked as KVM checks them, then
+            // not used.
+            KVM_SET_TSS_ADDR => {
+                // The three pages must fit below 4 GiB.
+                if arg as u64 > (1 << 32) - 3 * 4096 {
+                    return Err(EINVAL);
+                }
+                Ok(0)
+            }
+            KVM_SET_IDENTITY_MAP_ADDR => {
+                if !this.inner.lock().vcpu_ids.is_empty() {
+                    return Err(EINVAL); // only before the first vCPU
+                }
+                let _addr: u64 = read_user(arg)?;
+                Ok(0)
+            }
+            KVM_IOEVENTFD => {
+                let arg = read_user(arg)?;
+                let mut inner = this.inner.lock();
+                let r = inner.ioeventfds.ioctl(&arg);
+                this.has_ioeventfds.store(!inner.ioeventfds.is_empty(), Ordering::Release);
+                r?;
+                Ok(0)
+            }
+            // KVM checks the header, then refuses without an in-kernel irqchip (QEMU only
+            // asks for the capability with kernel-irqchip=off).
+            KVM_SET_GSI_ROUTING => {
+                let _header: u64 = read_user(arg)?;
+                Err(EINVAL)
+            }
+            // KVM's VM fd answers ENOTTY to requests it does not know (kvm_arch_vm_ioctl).
+            _ => Err(ENOTTY),
+        }
+    }
+}

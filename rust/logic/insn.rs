@@ -1,0 +1,636 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The x86 instructions a guest may use to touch MMIO, decoded (SDM vol. 2, chapter 2), and
+//! their effect on the registers. Pure logic, host-tested; the MMIO exit that uses it is
+//! run/emulate.rs.
+//!
+//! Covered: MOV between memory and a register or an immediate (88, 89, 8A, 8B, C6, C7, A0-A3),
+//! MOVZX/MOVSX (0F B6/B7/BE/BF), MOVSXD (63), STOS and MOVS with or without REP, in every
+//! operand and address size and addressing form (ModRM, SIB, RIP-relative, 16-bit forms,
+//! segment overrides). Anything else is `Unsupported`: the caller reports it, never guesses.
+
+/// General-purpose registers in encoding order: RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8..R15.
+pub type Gprs = [u64; 16];
+
+/// Register numbers used below.
+pub mod gpr {
+    /// RAX.
+    pub const RAX: u8 = 0;
+    /// RCX (REP count).
+    pub const RCX: u8 = 1;
+    /// RSP.
+    pub const RSP: u8 = 4;
+    /// RBP.
+    pub const RBP: u8 = 5;
+    /// RSI (string source).
+    pub const RSI: u8 = 6;
+    /// RDI (string destination).
+    pub const RDI: u8 = 7;
+}
+
+/// A segment register, in encoding order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seg {
+    /// ES (string destination).
+    Es = 0,
+    /// CS.
+    Cs = 1,
+    /// SS (default for RSP/RBP-based addresses).
+    Ss = 2,
+    /// DS (default).
+    Ds = 3,
+    /// FS.
+    Fs = 4,
+    /// GS.
+    Gs = 5,
+}
+
+/// The processor mode an instruction is decoded in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Real mode, or a 16-bit code segment (CS.D = 0).
+    Bits16,
+    /// A 32-bit code segment.
+    Bits32,
+    /// 64-bit mode (EFER.LMA and CS.L).
+    Bits64,
+}
+
+/// A register operand: `high` selects AH/CH/DH/BH (index 0-3) for byte accesses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reg {
+    /// Register number (see [`Gprs`]).
+    pub index: u8,
+    /// Bits 15:8 of register `index` (only without REX, for 8-bit operands).
+    pub high: bool,
+}
+
+/// How a loaded value fills a wider register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Extend {
+    /// Same width (MOV).
+    None,
+    /// MOVZX.
+    Zero,
+    /// MOVSX/MOVSXD.
+    Sign,
+}
+
+/// What the instruction does with its memory operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `reg = [mem]`, `reg_width` bytes wide, extended from the access width.
+    Load {
+        /// Destination.
+        reg: Reg,
+        /// Destination width in bytes.
+        reg_width: u8,
+        /// How the value widens.
+        extend: Extend,
+    },
+    /// `[mem] = reg`.
+    StoreReg(Reg),
+    /// `[mem] = imm` (already sign-extended to the access width).
+    StoreImm(u64),
+    /// STOS: `[ES:rDI] = rAX`, then rDI moves.
+    Stos,
+    /// MOVS: `[ES:rDI] = [seg:rSI]`, then both move.
+    Movs,
+}
+
+/// A memory operand: `seg:(base + index * scale + disp)`, wrapped to the address size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mem {
+    /// Segment (after overrides).
+    pub seg: Seg,
+    /// Base register.
+    pub base: Option<u8>,
+    /// Index register and scale (1, 2, 4, 8).
+    pub index: Option<(u8, u8)>,
+    /// Displacement (sign-extended), or the absolute offset for A0-A3.
+    pub disp: i64,
+    /// RIP-relative: the displacement counts from the next instruction.
+    pub rip_relative: bool,
+}
+
+/// A decoded instruction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Insn {
+    /// Length in bytes.
+    pub len: u8,
+    /// What it does.
+    pub op: Op,
+    /// Bytes of memory accessed (per element for STOS/MOVS).
+    pub width: u8,
+    /// Memory operand (for MOVS: the source; the destination is always ES:rDI).
+    pub mem: Mem,
+    /// Address size in bytes (2, 4, 8): wraps addresses and sizes rSI/rDI/rCX.
+    pub addr_size: u8,
+    /// REP prefix on STOS/MOVS.
+    pub rep: bool,
+}
+
+/// Why an instruction was not decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unsupported {
+    /// The bytes end before the instruction does.
+    Truncated,
+    /// An instruction (or form, e.g. LOCK, a register operand) outside the set above.
+    Instruction,
+}
+
+/// The longest x86 instruction.
+pub const MAX_LEN: usize = 15;
+
+struct Bytes<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl Bytes<'_> {
+    fn next(&mut self) -> Result<u8, Unsupported> {
+        if self.pos >= MAX_LEN {
+            return Err(Unsupported::Instruction); // longer than any instruction: #GP
+        }
+        let v = *self.b.get(self.pos).ok_or(Unsupported::Truncated)?;
+        self.pos = self.pos.saturating_add(1); // below MAX_LEN
+        Ok(v)
+    }
+
+    /// A little-endian immediate of `n` bytes, sign-extended.
+    fn signed(&mut self, n: u8) -> Result<i64, Unsupported> {
+        let mut bytes = [0u8; 8];
+        for b in bytes.iter_mut().take(n.into()) {
+            *b = self.next()?;
+        }
+        Ok(sign_extend(u64::from_le_bytes(bytes), n) as i64)
+    }
+}
+
+/// The bits of a `size`-byte value (or address).
+pub const fn mask(size: u8) -> u64 {
+    if size >= 8 { u64::MAX } else { !(u64::MAX << (size << 3)) } // size << 3: bits
+}
+
+/// `v`'s low `size` bytes, sign-extended to 64 bits.
+#[allow(clippy::arithmetic_side_effects)] // No panic: size is 1..=7 at the subtraction.
+pub const fn sign_extend(v: u64, size: u8) -> u64 {
+    if size == 0 || size >= 8 {
+        return v;
+    }
+    let shift = (8 - size as u32) << 3;
+    ((v << shift) as i64 >> shift) as u64
+}
+
+/// Register `index` of `regs` (the decoder's indexes are 0-15; 0 for any other).
+pub fn gpr_get(regs: &Gprs, index: u8) -> u64 {
+    regs.get(usize::from(index)).copied().unwrap_or(0)
+}
+
+/// The address size in bytes in `mode`, with or without the 67 (address-size) prefix.
+pub const fn addr_size(mode: Mode, prefix_67: bool) -> u8 {
+    match mode {
+        Mode::Bits64 => if prefix_67 { 4 } else { 8 },
+        Mode::Bits32 => if prefix_67 { 2 } else { 4 },
+        Mode::Bits16 => if prefix_67 { 4 } else { 2 },
+    }
+}
+
+/// Steps a string instruction past `count` elements of `width` bytes: each register in
+/// `indexes` (rSI, rDI) moves up, or down with RFLAGS.DF; REP counts rCX down. Returns
+/// whether the instruction is done (no REP, or rCX reached 0). Registers wrap at the
+/// address size.
+pub fn string_step(regs: &mut Gprs, indexes: &[u8], width: u8, count: u64, addr_size: u8, rep: bool, rflags: u64) -> bool {
+    let step = (width as u64).wrapping_mul(count); // moves wrap at the address size
+    let delta = if rflags & RFLAGS_DF != 0 { step.wrapping_neg() } else { step };
+    for &r in indexes {
+        let v = gpr_get(regs, r).wrapping_add(delta);
+        write_reg(regs, Reg { index: r, high: false }, addr_size, v);
+    }
+    if !rep {
+        return true;
+    }
+    let left = (gpr_get(regs, gpr::RCX) & mask(addr_size)).wrapping_sub(count) & mask(addr_size);
+    write_reg(regs, Reg { index: gpr::RCX, high: false }, addr_size, left);
+    left == 0
+}
+
+/// Decodes the instruction at the start of `bytes`.
+pub fn decode(bytes: &[u8], mode: Mode) -> Result<Insn, Unsupported> {
+    let mut b = Bytes { b: bytes, pos: 0 };
+    let (mut opsize_prefix, mut addr_prefix, mut rep, mut seg) = (false, false, false, None);
+    let mut rex;
+    let mut opcode = loop {
+        let byte = b.next()?;
+        // A REX prefix counts only right before the opcode.
+        rex = 0;
+        match byte {
+            0x66 => opsize_prefix = true,
+            0x67 => addr_prefix = true,
+            0x26 => seg = Some(Seg::Es),
+            0x2e => seg = Some(Seg::Cs),
+            0x36 => seg = Some(Seg::Ss),
+            0x3e => seg = Some(Seg::Ds),
+            0x64 => seg = Some(Seg::Fs),
+            0x65 => seg = Some(Seg::Gs),
+            0xf3 => rep = true,
+            0xf2 | 0xf0 => return Err(Unsupported::Instruction), // REPNE/LOCK: not on these
+            0x40..=0x4f if mode == Mode::Bits64 => {
+                rex = byte;
+                let next = b.next()?;
+                if matches!(next, 0x40..=0x4f) || is_legacy_prefix(next) {
+                    b.pos = b.pos.saturating_sub(1); // another prefix follows: this REX is ignored
+                    continue;
+                }
+                break next;
+            }
+            _ => break byte,
+        }
+    };
+    let rex_w = rex & 8 != 0;
+    let opsize: u8 = match mode {
+        Mode::Bits64 if rex_w => 8,
+        Mode::Bits16 => if opsize_prefix { 4 } else { 2 },
+        _ => if opsize_prefix { 2 } else { 4 },
+    };
+    let addr_size = addr_size(mode, addr_prefix);
+    let two_byte = opcode == 0x0f;
+    if two_byte {
+        opcode = b.next()?;
+    }
+    let byte_reg = |index: u8| -> Reg {
+        if rex == 0 && (4..8).contains(&index) {
+            Reg { index: index & 3, high: true } // AH, CH, DH, BH
+        } else {
+            Reg { index, high: false }
+        }
+    };
+    let string_mem = Mem { seg: seg.unwrap_or(Seg::Ds), base: Some(gpr::RSI), index: None, disp: 0, rip_relative: false };
+    let (op, width, mem) = match (two_byte, opcode) {
+        (false, 0x88..=0x8b) => {
+            let (reg, mem) = modrm(&mut b, mode, addr_size, rex, seg)?;
+            let width = if opcode & 1 == 0 { 1 } else { opsize };
+            let r = if width == 1 { byte_reg(reg) } else { Reg { index: reg, high: false } };
+            let op = if opcode & 2 == 0 {
+                Op::StoreReg(r)
+            } else {
+                Op::Load { reg: r, reg_width: width, extend: Extend::None }
+            };
+            (op, width, mem)
+        }
+        (false, 0xc6 | 0xc7) => {
+            let (reg, mem) = modrm(&mut b, mode, addr_size, rex, seg)?;
+            if reg & 7 != 0 {
+                return Err(Unsupported::Instruction);
+            }
+            let width = if opcode == 0xc6 { 1 } else { opsize };
+            let imm = b.signed(width.min(4))? as u64 & mask(width);
+            (Op::StoreImm(imm), width, mem)
+        }
+        (false, 0xa0..=0xa3) => {
+            let offset = b.signed(addr_size)? as u64 & mask(addr_size);
+            let width = if opcode & 1 == 0 { 1 } else { opsize };
+            let mem = Mem { seg: seg.unwrap_or(Seg::Ds), base: None, index: None, disp: offset as i64, rip_relative: false };
+            let r = Reg { index: gpr::RAX, high: false };
+            let op = if opcode & 2 == 0 {
+                Op::Load { reg: r, reg_width: width, extend: Extend::None }
+            } else {
+                Op::StoreReg(r)
+            };
+            (op, width, mem)
+        }
+        (false, 0x63) if mode == Mode::Bits64 => {
+            let (reg, mem) = modrm(&mut b, mode, addr_size, rex, seg)?;
+            let extend = if opsize == 8 { Extend::Sign } else { Extend::None };
+            (Op::Load { reg: Reg { index: reg, high: false }, reg_width: opsize, extend }, opsize.min(4), mem)
+        }
+        (true, 0xb6 | 0xb7 | 0xbe | 0xbf) => {
+            let (reg, mem) = modrm(&mut b, mode, addr_size, rex, seg)?;
+            let width = if opcode & 1 == 0 { 1 } else { 2 };
+            let extend = if opcode & 8 == 0 { Extend::Zero } else { Extend::Sign };
+            (Op::Load { reg: Reg { index: reg, high: false }, reg_width: opsize, extend }, width, mem)
+        }
+        (false, 0xaa | 0xab) => (Op::Stos, if opcode == 0xaa { 1 } else { opsize }, string_mem),
+        (false, 0xa4 | 0xa5) => (Op::Movs, if opcode == 0xa4 { 1 } else { opsize }, string_mem),
+        _ => return Err(Unsupported::Instruction),
+    };
+    let string = matches!(op, Op::Stos | Op::Movs);
+    Ok(Insn { len: b.pos as u8, op, width, mem, addr_size, rep: rep && string })
+}
+
+fn is_legacy_prefix(b: u8) -> bool {
+    matches!(b, 0x66 | 0x67 | 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0xf0 | 0xf2 | 0xf3)
+}
+
+/// Decodes a ModRM memory operand (with SIB and displacement): the `reg` field (REX.R
+/// applied) and the address. A register operand (mod = 3) cannot touch memory.
+fn modrm(b: &mut Bytes<'_>, mode: Mode, addr_size: u8, rex: u8, seg: Option<Seg>) -> Result<(u8, Mem), Unsupported> {
+    let m = b.next()?;
+    let (md, reg, rm) = (m >> 6, ((m >> 3) & 7) | (rex & 4) << 1, m & 7);
+    if md == 3 {
+        return Err(Unsupported::Instruction);
+    }
+    let mut mem = Mem { seg: Seg::Ds, base: None, index: None, disp: 0, rip_relative: false };
+    let mut default_ss = false;
+    if addr_size == 2 {
+        // 16-bit forms: BX+SI, BX+DI, BP+SI, BP+DI, SI, DI, BP (or disp16), BX.
+        const FORMS: [(Option<u8>, Option<u8>); 8] = [
+            (Some(3), Some(6)), (Some(3), Some(7)), (Some(5), Some(6)), (Some(5), Some(7)),
+            (Some(6), None), (Some(7), None), (Some(5), None), (Some(3), None),
+        ];
+        let (base, index) = FORMS.get(usize::from(rm)).copied().ok_or(Unsupported::Instruction)?;
+        if md == 0 && rm == 6 {
+            mem.disp = b.signed(2)?;
+        } else {
+            mem.base = base;
+            mem.index = index.map(|i| (i, 1));
+            default_ss = base == Some(gpr::RBP);
+            mem.disp = match md { 1 => b.signed(1)?, 2 => b.signed(2)?, _ => 0 };
+        }
+    } else {
+        let rex_b = (rex & 1) << 3;
+        if rm == 4 {
+            let sib = b.next()?;
+            let (scale, index, base) = (1u8 << (sib >> 6), ((sib >> 3) & 7) | (rex & 2) << 2, sib & 7);
+            if index != 4 {
+                mem.index = Some((index, scale));
+            }
+            if base == 5 && md == 0 {
+                mem.disp = b.signed(4)?;
+            } else {
+                mem.base = Some(base | rex_b);
+                default_ss = matches!(base | rex_b, gpr::RSP | gpr::RBP);
+            }
+        } else if rm == 5 && md == 0 {
+            mem.disp = b.signed(4)?;
+            mem.rip_relative = mode == Mode::Bits64;
+        } else {
+            mem.base = Some(rm | rex_b);
+            default_ss = rm | rex_b == gpr::RBP;
+        }
+        if md == 1 {
+            mem.disp = b.signed(1)?;
+        } else if md == 2 {
+            mem.disp = b.signed(4)?;
+        }
+    }
+    mem.seg = seg.unwrap_or(if default_ss { Seg::Ss } else { Seg::Ds });
+    Ok((reg, mem))
+}
+
+/// RFLAGS.DF: string instructions count down.
+pub const RFLAGS_DF: u64 = 1 << 10;
+
+impl Insn {
+    /// The offset (effective address) of the memory operand, before the segment base.
+    pub fn offset(&self, regs: &Gprs, rip: u64) -> u64 {
+        let m = &self.mem;
+        let mut a = m.disp as u64;
+        if let Some(base) = m.base {
+            a = a.wrapping_add(gpr_get(regs, base));
+        }
+        if let Some((index, scale)) = m.index {
+            a = a.wrapping_add(gpr_get(regs, index).wrapping_mul(scale as u64));
+        }
+        if m.rip_relative {
+            a = a.wrapping_add(rip.wrapping_add(self.len as u64));
+        }
+        a & mask(self.addr_size)
+    }
+
+    /// The string destination's offset (ES:rDI).
+    pub fn dest_offset(&self, regs: &Gprs) -> u64 {
+        gpr_get(regs, gpr::RDI) & mask(self.addr_size)
+    }
+
+    /// Whether a REP string instruction has nothing left to do (rCX = 0): it does no access.
+    pub fn rep_done(&self, regs: &Gprs) -> bool {
+        self.rep && gpr_get(regs, gpr::RCX) & mask(self.addr_size) == 0
+    }
+
+    /// The value a store writes (for STOS: rAX; for MOVS it comes from memory).
+    pub fn store_value(&self, regs: &Gprs) -> Option<u64> {
+        match self.op {
+            Op::StoreReg(r) => Some(read_reg(regs, r, self.width)),
+            Op::StoreImm(v) => Some(v),
+            Op::Stos => Some(read_reg(regs, Reg { index: gpr::RAX, high: false }, self.width)),
+            Op::Load { .. } | Op::Movs => None,
+        }
+    }
+
+    /// Whether the instruction reads its memory operand (into a register, or for MOVS as the
+    /// source).
+    pub fn reads_memory(&self) -> bool {
+        matches!(self.op, Op::Load { .. } | Op::Movs)
+    }
+
+    /// Finishes the instruction once its memory access is done: `loaded` is the value read
+    /// (for a load). Updates the registers and returns the new RIP, which stays on a REP
+    /// instruction until rCX reaches 0 (the guest then executes it again: one element per
+    /// pass).
+    pub fn complete(&self, regs: &mut Gprs, rip: u64, rflags: u64, loaded: u64) -> u64 {
+        let next = rip.wrapping_add(self.len as u64);
+        match self.op {
+            Op::Load { reg, reg_width, extend } => {
+                let v = loaded & mask(self.width);
+                let v = match extend {
+                    Extend::Sign => sign_extend(v, self.width),
+                    Extend::None | Extend::Zero => v,
+                };
+                write_reg(regs, reg, reg_width, v);
+                next
+            }
+            Op::StoreReg(_) | Op::StoreImm(_) => next,
+            Op::Stos | Op::Movs => {
+                let indexes: &[u8] = if matches!(self.op, Op::Movs) { &[gpr::RSI, gpr::RDI] } else { &[gpr::RDI] };
+                if string_step(regs, indexes, self.width, 1, self.addr_size, self.rep, rflags) { next } else { rip }
+            }
+        }
+    }
+}
+
+/// Reads `width` bytes of register `r`.
+pub fn read_reg(regs: &Gprs, r: Reg, width: u8) -> u64 {
+    if r.high {
+        (gpr_get(regs, r.index) >> 8) & 0xff
+    } else {
+        gpr_get(regs, r.index) & mask(width)
+    }
+}
+
+/// Writes `width` bytes of register `r` as the processor does: 8 and 16-bit writes keep the
+/// other bits, 32-bit writes zero-extend to 64.
+pub fn write_reg(regs: &mut Gprs, r: Reg, width: u8, v: u64) {
+    let Some(slot) = regs.get_mut(usize::from(r.index)) else {
+        return; // the decoder's indexes are 0-15
+    };
+    *slot = match (width, r.high) {
+        (1, true) => (*slot & !0xff00) | (v & 0xff) << 8,
+        (1 | 2, _) => (*slot & !mask(width)) | (v & mask(width)),
+        (4, _) => v & 0xffff_ffff,
+        _ => v,
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AL: Reg = Reg { index: 0, high: false };
+    const fn r(index: u8) -> Reg {
+        Reg { index, high: false }
+    }
+    fn mem(seg: Seg, base: Option<u8>, index: Option<(u8, u8)>, disp: i64) -> Mem {
+        Mem { seg, base, index, disp, rip_relative: false }
+    }
+    fn load(reg: Reg, reg_width: u8, extend: Extend) -> Op {
+        Op::Load { reg, reg_width, extend }
+    }
+
+    /// Encodings (as assemblers emit them) → expected decoding.
+    #[test]
+    fn decode_table() {
+        use Mode::*;
+        use Seg::*;
+        let cases: &[(&[u8], Mode, u8, Op, u8, Mem, u8)] = &[
+            // mov [rax], ecx
+            (&[0x89, 0x08], Bits64, 2, Op::StoreReg(r(1)), 4, mem(Ds, Some(0), None, 0), 8),
+            // mov rdx, [rbx+0x10]
+            (&[0x48, 0x8b, 0x53, 0x10], Bits64, 4, load(r(2), 8, Extend::None), 8, mem(Ds, Some(3), None, 0x10), 8),
+            // mov r9w, [r12+r13*4-8]  (66 47 8b 4c ac f8)
+            (&[0x66, 0x47, 0x8b, 0x4c, 0xac, 0xf8], Bits64, 6, load(r(9), 2, Extend::None), 2,
+             mem(Ds, Some(12), Some((13, 4)), -8), 8),
+            // mov ah, [rsi]  (no REX: AH)
+            (&[0x8a, 0x26], Bits64, 2, load(Reg { index: 0, high: true }, 1, Extend::None), 1, mem(Ds, Some(6), None, 0), 8),
+            // mov spl, [rsi]  (REX: SPL)
+            (&[0x40, 0x8a, 0x26], Bits64, 3, load(r(4), 1, Extend::None), 1, mem(Ds, Some(6), None, 0), 8),
+            // mov byte [rdi], 0x80
+            (&[0xc6, 0x07, 0x80], Bits64, 3, Op::StoreImm(0x80), 1, mem(Ds, Some(7), None, 0), 8),
+            // mov qword [rbp-0x20], -2  (imm32 sign-extended)
+            (&[0x48, 0xc7, 0x45, 0xe0, 0xfe, 0xff, 0xff, 0xff], Bits64, 8, Op::StoreImm(u64::MAX - 1), 8,
+             mem(Ss, Some(5), None, -0x20), 8),
+            // mov word [0x1000], 0x1234 (16-bit code, disp16)
+            (&[0xc7, 0x06, 0x00, 0x10, 0x34, 0x12], Bits16, 6, Op::StoreImm(0x1234), 2, mem(Ds, None, None, 0x1000), 2),
+            // mov al, [bp+di+2]  (16-bit: SS default)
+            (&[0x8a, 0x43, 0x02], Bits16, 3, load(AL, 1, Extend::None), 1, mem(Ss, Some(5), Some((7, 1)), 2), 2),
+            // mov [es:bx+si], ax
+            (&[0x26, 0x89, 0x00], Bits16, 3, Op::StoreReg(r(0)), 2, mem(Es, Some(3), Some((6, 1)), 0), 2),
+            // mov eax, [ebx*8+0x100] (32-bit, SIB without base)
+            (&[0x8b, 0x04, 0xdd, 0x00, 0x01, 0x00, 0x00], Bits32, 7, load(r(0), 4, Extend::None), 4,
+             mem(Ds, None, Some((3, 8)), 0x100), 4),
+            // mov eax, [esp+4]
+            (&[0x8b, 0x44, 0x24, 0x04], Bits32, 4, load(r(0), 4, Extend::None), 4, mem(Ss, Some(4), None, 4), 4),
+            // mov [fs:eax], dx (32-bit, 66 and 64 prefixes)
+            (&[0x66, 0x64, 0x89, 0x10], Bits32, 4, Op::StoreReg(r(2)), 2, mem(Fs, Some(0), None, 0), 4),
+            // mov eax, [si] in 32-bit code with 67 (16-bit addressing)
+            (&[0x67, 0x8b, 0x04], Bits32, 3, load(r(0), 4, Extend::None), 4, mem(Ds, Some(6), None, 0), 2),
+            // movzx eax, byte [rdi]
+            (&[0x0f, 0xb6, 0x07], Bits64, 3, load(r(0), 4, Extend::Zero), 1, mem(Ds, Some(7), None, 0), 8),
+            // movsx rbx, word [rcx]
+            (&[0x48, 0x0f, 0xbf, 0x19], Bits64, 4, load(r(3), 8, Extend::Sign), 2, mem(Ds, Some(1), None, 0), 8),
+            // movsxd rax, dword [rdx]
+            (&[0x48, 0x63, 0x02], Bits64, 3, load(r(0), 8, Extend::Sign), 4, mem(Ds, Some(2), None, 0), 8),
+            // mov eax, [0x12345678] (A1, 32-bit moffs)
+            (&[0xa1, 0x78, 0x56, 0x34, 0x12], Bits32, 5, load(r(0), 4, Extend::None), 4, mem(Ds, None, None, 0x1234_5678), 4),
+            // mov [0x00000000fee00000], eax (A3 with a 64-bit moffs)
+            (&[0xa3, 0, 0, 0xe0, 0xfe, 0, 0, 0, 0], Bits64, 9, Op::StoreReg(r(0)), 4, mem(Ds, None, None, 0xfee0_0000), 8),
+            // rep stosd
+            (&[0xf3, 0xab], Bits32, 2, Op::Stos, 4, mem(Ds, Some(6), None, 0), 4),
+            // movsb with a GS source override
+            (&[0x65, 0xa4], Bits64, 2, Op::Movs, 1, mem(Gs, Some(6), None, 0), 8),
+            // a REX followed by a prefix is ignored: 48 66 89 08 = mov [rax], cx
+            (&[0x48, 0x66, 0x89, 0x08], Bits64, 4, Op::StoreReg(r(1)), 2, mem(Ds, Some(0), None, 0), 8),
+            // mov [r13], r8 (REX.B with rm=5, mod=1, disp8 0)
+            (&[0x4d, 0x89, 0x45, 0x00], Bits64, 4, Op::StoreReg(r(8)), 8, mem(Ds, Some(13), None, 0), 8),
+        ];
+        for (bytes, mode, len, op, width, m, addr) in cases {
+            let i = decode(bytes, *mode).unwrap_or_else(|e| panic!("{bytes:02x?}: {e:?}"));
+            assert_eq!((i.len, i.op, i.width, i.mem, i.addr_size), (*len, *op, *width, *m, *addr), "{bytes:02x?}");
+        }
+    }
+
+    #[test]
+    fn rip_relative_and_offsets() {
+        // mov eax, [rip+0x100]
+        let i = decode(&[0x8b, 0x05, 0x00, 0x01, 0x00, 0x00], Mode::Bits64).unwrap();
+        assert!(i.mem.rip_relative);
+        assert_eq!(i.offset(&[0; 16], 0x1000), 0x1106);
+        // 16-bit addressing wraps at 64 KiB: [bx+si+0x10] with bx=0xfff0, si=0x10
+        let i = decode(&[0x8b, 0x40, 0x10], Mode::Bits16).unwrap();
+        let mut regs = [0u64; 16];
+        regs[3] = 0xfff0;
+        regs[6] = 0x10;
+        assert_eq!(i.offset(&regs, 0), 0x10);
+        // 32-bit addressing wraps at 4 GiB: [eax-1] with eax = 0
+        let i = decode(&[0x8b, 0x40, 0xff], Mode::Bits32).unwrap();
+        assert_eq!(i.offset(&[0; 16], 0), 0xffff_ffff);
+    }
+
+    #[test]
+    fn refused() {
+        // mov eax, ecx: register operand
+        assert_eq!(decode(&[0x89, 0xc8], Mode::Bits32), Err(Unsupported::Instruction));
+        // lock mov, add [rax], ecx, c7 /1
+        assert_eq!(decode(&[0xf0, 0x89, 0x08], Mode::Bits64), Err(Unsupported::Instruction));
+        assert_eq!(decode(&[0x01, 0x08], Mode::Bits64), Err(Unsupported::Instruction));
+        assert_eq!(decode(&[0xc7, 0x48, 0, 0, 0, 0, 0], Mode::Bits64), Err(Unsupported::Instruction));
+        // movsxd is 64-bit only (63 is ARPL elsewhere); truncated bytes; 15 prefixes
+        assert_eq!(decode(&[0x63, 0x02], Mode::Bits32), Err(Unsupported::Instruction));
+        assert_eq!(decode(&[0x8b, 0x80, 0x00], Mode::Bits32), Err(Unsupported::Truncated));
+        assert_eq!(decode(&[0x66; 16], Mode::Bits32), Err(Unsupported::Instruction));
+    }
+
+    #[test]
+    fn completion() {
+        let mut regs = [0u64; 16];
+        regs[0] = 0xffff_ffff_ffff_ffff;
+        // mov ah, [rsi] loading 0x12: only bits 15:8 change
+        let i = decode(&[0x8a, 0x26], Mode::Bits64).unwrap();
+        assert_eq!(i.complete(&mut regs, 0x100, 0, 0x12), 0x102);
+        assert_eq!(regs[0], 0xffff_ffff_ffff_12ff);
+        // mov eax, [rsi]: 32-bit loads zero-extend
+        let i = decode(&[0x8b, 0x06], Mode::Bits64).unwrap();
+        i.complete(&mut regs, 0, 0, 0x8000_0001);
+        assert_eq!(regs[0], 0x8000_0001);
+        // movsx rbx, word [rcx] with 0x8001
+        let i = decode(&[0x48, 0x0f, 0xbf, 0x19], Mode::Bits64).unwrap();
+        i.complete(&mut regs, 0, 0, 0x8001);
+        assert_eq!(regs[3], 0xffff_ffff_ffff_8001);
+        // movzx ax, byte [rdi] (16-bit destination keeps the upper bits)
+        regs[0] = 0xaaaa_aaaa_aaaa_aaaa;
+        let i = decode(&[0x66, 0x0f, 0xb6, 0x07], Mode::Bits64).unwrap();
+        i.complete(&mut regs, 0, 0, 0xff);
+        assert_eq!(regs[0], 0xaaaa_aaaa_aaaa_00ff);
+        // store value of mov [rax], bh
+        regs[3] = 0x1234;
+        let i = decode(&[0x88, 0x38], Mode::Bits64).unwrap();
+        assert_eq!(i.store_value(&regs), Some(0x12));
+    }
+
+    #[test]
+    fn string_steps() {
+        let mut regs = [0u64; 16];
+        regs[gpr::RCX as usize] = 2;
+        regs[gpr::RDI as usize] = 0x1000;
+        regs[gpr::RSI as usize] = 0x2000;
+        // rep movsw, 16-bit addressing in 32-bit code (67): DI/SI/CX wrap at 16 bits
+        let i = decode(&[0xf3, 0x66, 0xa5], Mode::Bits32).unwrap();
+        assert!(i.rep && i.width == 2 && !i.rep_done(&regs));
+        assert_eq!(i.complete(&mut regs, 0x50, 0, 0), 0x50); // one left: stays on the insn
+        assert_eq!((regs[1], regs[6], regs[7]), (1, 0x2002, 0x1002));
+        assert_eq!(i.complete(&mut regs, 0x50, 0, 0), 0x53); // done: next instruction
+        assert!(i.rep_done(&regs));
+        // std; stosb counts down; 16-bit addressing wraps
+        regs[gpr::RDI as usize] = 0x1_0000;
+        let i = decode(&[0x67, 0xaa], Mode::Bits32).unwrap();
+        assert_eq!(i.dest_offset(&regs), 0);
+        i.complete(&mut regs, 0, RFLAGS_DF, 0);
+        assert_eq!(regs[gpr::RDI as usize], 0x1_ffff);
+        // A batch of 3 words (REP INSW with KVM's read-ahead), 32-bit addressing.
+        regs[gpr::RCX as usize] = 0xffff_ffff_0000_0005;
+        regs[gpr::RDI as usize] = 0x100;
+        assert!(!string_step(&mut regs, &[gpr::RDI], 2, 3, 4, true, 0));
+        assert_eq!((regs[gpr::RCX as usize], regs[gpr::RDI as usize]), (2, 0x106));
+        assert!(string_step(&mut regs, &[gpr::RDI], 2, 2, 4, true, 0));
+    }
+}

@@ -1,0 +1,735 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The KVM userspace ABI that `/dev/rvmx` speaks: ioctl numbers, constants and answers.
+//!
+//! rvmx's ABI *is* KVM's (`include/uapi/linux/kvm.h`, `Documentation/virt/kvm/api.rst`), so
+//! unmodified KVM clients work. Pure logic, also compiled and unit-tested on the host.
+
+/// The ioctl "type" byte of every KVM ioctl.
+pub const KVMIO: u32 = 0xAE;
+
+/// `KVM_GET_API_VERSION` answers this; clients refuse anything else.
+pub const KVM_API_VERSION: isize = 12;
+
+/// Linux `_IOC` encoding (x86): direction in bits 31:30, size 29:16, type 15:8, number 7:0.
+const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
+    (dir << 30) | ((size as u32) << 16) | (KVMIO << 8) | nr
+}
+const IOC_NONE: u32 = 0;
+const IOC_WRITE: u32 = 1;
+const IOC_READ: u32 = 2;
+const IOC_READ_WRITE: u32 = 3;
+
+/// `_IO(KVMIO, nr)`.
+pub const fn io(nr: u32) -> u32 {
+    ioc(IOC_NONE, nr, 0)
+}
+/// `_IOW(KVMIO, nr, T)`: userspace writes a `T`.
+pub const fn iow<T>(nr: u32) -> u32 {
+    ioc(IOC_WRITE, nr, core::mem::size_of::<T>())
+}
+/// `_IOR(KVMIO, nr, T)`: userspace reads a `T`.
+pub const fn ior<T>(nr: u32) -> u32 {
+    ioc(IOC_READ, nr, core::mem::size_of::<T>())
+}
+/// `_IOWR(KVMIO, nr, T)` where `T` has `size` bytes.
+pub const fn iowr(nr: u32, size: usize) -> u32 {
+    ioc(IOC_READ_WRITE, nr, size)
+}
+
+// System ioctls (on the `/dev/rvmx` fd).
+/// Returns [`KVM_API_VERSION`]; the argument must be 0.
+pub const KVM_GET_API_VERSION: u32 = io(0x00);
+/// Creates a VM and returns its fd.
+pub const KVM_CREATE_VM: u32 = io(0x01);
+/// Lists the MSRs saved and restored by `KVM_GET/SET_MSRS` (`struct kvm_msr_list`, 4 bytes).
+pub const KVM_GET_MSR_INDEX_LIST: u32 = iowr(0x02, 4);
+/// Lists the feature MSRs `KVM_GET_MSRS` on the system fd reads (`struct kvm_msr_list`).
+pub const KVM_GET_MSR_FEATURE_INDEX_LIST: u32 = iowr(0x0a, 4);
+/// Asks whether a capability is available; 0 means no, a positive value yes (or a limit).
+pub const KVM_CHECK_EXTENSION: u32 = io(0x03);
+/// Size of the vCPU fd's mmap area; the argument must be 0.
+pub const KVM_GET_VCPU_MMAP_SIZE: u32 = io(0x04);
+/// The CPUID entries a guest may be given (`struct kvm_cpuid2`, 8 bytes).
+pub const KVM_GET_SUPPORTED_CPUID: u32 = iowr(0x05, 8);
+/// The IA32_MCG_CAP bits `KVM_X86_SETUP_MCE` accepts (a `u64` written to the argument).
+pub const KVM_X86_GET_MCE_CAP_SUPPORTED: u32 = ior::<u64>(0x9d);
+
+/// `struct kvm_cpuid2` header: the entry count (and padding) before the entries.
+pub const CPUID2_HEADER: usize = 8;
+
+// VM ioctls (on a VM fd).
+/// Creates vCPU number `arg` and returns its fd.
+pub const KVM_CREATE_VCPU: u32 = io(0x41);
+/// Adds, moves, resizes or deletes a guest memory slot.
+pub const KVM_SET_USER_MEMORY_REGION: u32 = iow::<UserspaceMemoryRegion>(0x46);
+/// Sets the guest-physical address of the three-page TSS area (needed by KVM without
+/// unrestricted guest; accepted and recorded by rvmx).
+pub const KVM_SET_TSS_ADDR: u32 = io(0x47);
+/// Sets the guest-physical address of the identity-map page table (likewise).
+pub const KVM_SET_IDENTITY_MAP_ADDR: u32 = iow::<u64>(0x48);
+/// Sets the in-kernel irqchip's GSI routing (`struct kvm_irq_routing`: `nr`, `flags`, then
+/// entries). rvmx never has an in-kernel irqchip, so the answer is KVM's without one.
+pub const KVM_SET_GSI_ROUTING: u32 = iow::<u64>(0x6a);
+/// Copies a slot's dirty bitmap out and starts a new logging round (`struct kvm_dirty_log`).
+pub const KVM_GET_DIRTY_LOG: u32 = iow::<DirtyLog>(0x42);
+/// `KVM_SET_USER_MEMORY_REGION` with the larger `struct kvm_userspace_memory_region2`
+/// (guest_memfd fields, which only confidential VM types use: `KVM_MEM_GUEST_MEMFD` is
+/// refused as KVM refuses it for the default VM type).
+pub const KVM_SET_USER_MEMORY_REGION2: u32 = iow::<UserspaceMemoryRegion2>(0x49);
+/// Registers (or removes) an eventfd that a guest write signals instead of exiting.
+pub const KVM_IOEVENTFD: u32 = iow::<super::ioeventfd_rules::IoEventFdArg>(0x79);
+
+// vCPU ioctls (on a vCPU fd).
+/// Runs the vCPU until an exit userspace must handle.
+pub const KVM_RUN: u32 = io(0x80);
+/// Reads the general-purpose registers.
+pub const KVM_GET_REGS: u32 = ior::<Regs>(0x81);
+/// Writes the general-purpose registers.
+pub const KVM_SET_REGS: u32 = iow::<Regs>(0x82);
+/// Reads segment, control and descriptor-table registers.
+pub const KVM_GET_SREGS: u32 = ior::<Sregs>(0x83);
+/// Writes segment, control and descriptor-table registers.
+pub const KVM_SET_SREGS: u32 = iow::<Sregs>(0x84);
+/// Reads the x87/SSE state.
+pub const KVM_GET_FPU: u32 = ior::<Fpu>(0x8c);
+/// Writes the x87/SSE state.
+pub const KVM_SET_FPU: u32 = iow::<Fpu>(0x8d);
+/// Reads guest MSRs (`struct kvm_msrs` header, 8 bytes, then entries).
+pub const KVM_GET_MSRS: u32 = iowr(0x88, 8);
+/// Writes guest MSRs.
+pub const KVM_SET_MSRS: u32 = iow::<u64>(0x89);
+/// Sets the vCPU's CPUID table (`struct kvm_cpuid2` header, 8 bytes).
+pub const KVM_SET_CPUID2: u32 = iow::<u64>(0x90);
+/// Reads the vCPU's CPUID table.
+pub const KVM_GET_CPUID2: u32 = iowr(0x91, 8);
+/// Reads the XSAVE image (`struct kvm_xsave`, 4096 bytes, standard format).
+pub const KVM_GET_XSAVE: u32 = ior::<Xsave>(0xa4);
+/// Writes the XSAVE image.
+pub const KVM_SET_XSAVE: u32 = iow::<Xsave>(0xa5);
+/// Reads the extended control registers (XCR0).
+pub const KVM_GET_XCRS: u32 = ior::<Xcrs>(0xa6);
+/// Writes the extended control registers.
+pub const KVM_SET_XCRS: u32 = iow::<Xcrs>(0xa7);
+/// Reads DR0-3, DR6, DR7.
+pub const KVM_GET_DEBUGREGS: u32 = ior::<DebugRegs>(0xa1);
+/// Writes DR0-3, DR6, DR7.
+pub const KVM_SET_DEBUGREGS: u32 = iow::<DebugRegs>(0xa2);
+/// Queues an external interrupt (`struct kvm_interrupt { __u32 irq; }`), without an
+/// in-kernel irqchip.
+pub const KVM_INTERRUPT: u32 = iow::<u32>(0x86);
+/// Single-step and breakpoints for a userspace debugger (`struct kvm_guest_debug`).
+pub const KVM_SET_GUEST_DEBUG: u32 = iow::<super::guest_debug::GuestDebugArg>(0x9b);
+/// Translates a guest linear address through the guest's page tables (`struct kvm_translation`).
+pub const KVM_TRANSLATE: u32 = iowr(0x85, core::mem::size_of::<Translation>());
+/// The guest's TSC frequency in kHz (the return value).
+pub const KVM_GET_TSC_KHZ: u32 = io(0xa3);
+/// Sets it (the argument); rvmx has no TSC scaling: only the host's rate.
+pub const KVM_SET_TSC_KHZ: u32 = io(0xa2);
+/// Reads the vCPU's multiprocessing state (`struct kvm_mp_state { __u32 mp_state; }`).
+pub const KVM_GET_MP_STATE: u32 = ior::<u32>(0x98);
+/// Writes it.
+pub const KVM_SET_MP_STATE: u32 = iow::<u32>(0x99);
+/// `KVM_MP_STATE_RUNNABLE`: the only state without an in-kernel LAPIC (KVM refuses the
+/// others then; a userspace LAPIC keeps INIT/SIPI/halted state itself).
+pub const MP_STATE_RUNNABLE: u32 = 0;
+/// Queues an NMI.
+pub const KVM_NMI: u32 = io(0x9a);
+/// Reads pending and in-flight events (`struct kvm_vcpu_events`).
+pub const KVM_GET_VCPU_EVENTS: u32 = ior::<super::events::VcpuEvents>(0x9f);
+/// Writes them.
+pub const KVM_SET_VCPU_EVENTS: u32 = iow::<super::events::VcpuEvents>(0xa0);
+/// Gives the vCPU its IA32_MCG_CAP: bank count and capabilities (a `u64`).
+pub const KVM_X86_SETUP_MCE: u32 = iow::<u64>(0x9c);
+/// Puts a machine-check error in a bank and raises #MC if it is uncorrected.
+pub const KVM_X86_SET_MCE: u32 = iow::<super::mce::X86Mce>(0x9e);
+/// `KVM_SET_SIGNAL_MASK`: `struct kvm_signal_mask { __u32 len; __u8 sigset[]; }`.
+pub const KVM_SET_SIGNAL_MASK: u32 = iow::<u32>(0x8b);
+
+/// `struct kvm_userspace_memory_region`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UserspaceMemoryRegion {
+    /// Slot number (bits 15:0; address-space id in 31:16, which must be 0 on rvmx).
+    pub slot: u32,
+    /// `KVM_MEM_*` flags.
+    pub flags: u32,
+    /// Guest-physical start, page aligned.
+    pub guest_phys_addr: u64,
+    /// Size in bytes, page aligned; 0 deletes the slot.
+    pub memory_size: u64,
+    /// Start of the backing memory in the caller's address space, page aligned.
+    pub userspace_addr: u64,
+}
+
+/// `struct kvm_userspace_memory_region2`: the first five fields are
+/// [`UserspaceMemoryRegion`]'s.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UserspaceMemoryRegion2 {
+    /// As in [`UserspaceMemoryRegion`].
+    pub slot: u32,
+    /// As in [`UserspaceMemoryRegion`].
+    pub flags: u32,
+    /// As in [`UserspaceMemoryRegion`].
+    pub guest_phys_addr: u64,
+    /// As in [`UserspaceMemoryRegion`].
+    pub memory_size: u64,
+    /// As in [`UserspaceMemoryRegion`].
+    pub userspace_addr: u64,
+    /// Offset in the guest_memfd (with `KVM_MEM_GUEST_MEMFD` only).
+    pub guest_memfd_offset: u64,
+    /// The guest_memfd (likewise).
+    pub guest_memfd: u32,
+    /// Padding.
+    pub pad1: u32,
+    /// Padding.
+    pub pad2: [u64; 14],
+}
+
+impl UserspaceMemoryRegion2 {
+    /// The fields both requests share.
+    pub const fn region(&self) -> UserspaceMemoryRegion {
+        UserspaceMemoryRegion {
+            slot: self.slot,
+            flags: self.flags,
+            guest_phys_addr: self.guest_phys_addr,
+            memory_size: self.memory_size,
+            userspace_addr: self.userspace_addr,
+        }
+    }
+}
+
+/// `struct kvm_dirty_log`: which slot, and where its bitmap goes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DirtyLog {
+    /// Slot number (address space in bits 31:16).
+    pub slot: u32,
+    /// Padding.
+    pub padding: u32,
+    /// User address of the bitmap: one bit per page, rounded up to 64-bit words.
+    pub dirty_bitmap: u64,
+}
+
+/// Slot flag: log guest writes for `KVM_GET_DIRTY_LOG`.
+pub const KVM_MEM_LOG_DIRTY_PAGES: u32 = 1 << 0;
+/// Slot flag: guest writes exit to userspace as MMIO.
+pub const KVM_MEM_READONLY: u32 = 1 << 1;
+
+/// `struct kvm_regs`: general-purpose registers, RIP and RFLAGS.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Regs {
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rsp: u64,
+    pub rbp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+    pub rip: u64,
+    pub rflags: u64,
+}
+
+/// `struct kvm_segment`: a segment register with its hidden part.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Segment {
+    pub base: u64,
+    pub limit: u32,
+    pub selector: u16,
+    pub type_: u8,
+    pub present: u8,
+    pub dpl: u8,
+    pub db: u8,
+    pub s: u8,
+    pub l: u8,
+    pub g: u8,
+    pub avl: u8,
+    pub unusable: u8,
+    pub padding: u8,
+}
+
+/// `struct kvm_dtable`: GDTR or IDTR.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Dtable {
+    pub base: u64,
+    pub limit: u16,
+    pub padding: [u16; 3],
+}
+
+/// `struct kvm_sregs`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Sregs {
+    pub cs: Segment,
+    pub ds: Segment,
+    pub es: Segment,
+    pub fs: Segment,
+    pub gs: Segment,
+    pub ss: Segment,
+    pub tr: Segment,
+    pub ldt: Segment,
+    pub gdt: Dtable,
+    pub idt: Dtable,
+    pub cr0: u64,
+    pub cr2: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub cr8: u64,
+    pub efer: u64,
+    pub apic_base: u64,
+    /// Pending external interrupt, one bit per vector (at most one set).
+    pub interrupt_bitmap: [u64; 4],
+}
+
+/// `struct kvm_fpu`: x87 and SSE state (the FXSAVE image's contents, KVM's layout).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Fpu {
+    pub fpr: [[u8; 16]; 8],
+    pub fcw: u16,
+    pub fsw: u16,
+    /// Abridged tag word, as FXSAVE stores it.
+    pub ftwx: u8,
+    pub pad1: u8,
+    pub last_opcode: u16,
+    pub last_ip: u64,
+    pub last_dp: u64,
+    pub xmm: [[u8; 16]; 16],
+    pub mxcsr: u32,
+    pub pad2: u32,
+}
+
+/// The `N` bytes at `at` of `buf` (zeros past its end, which no caller's constant offset
+/// reaches).
+pub fn le_bytes<const N: usize>(buf: &[u8], at: usize) -> [u8; N] {
+    let mut b = [0; N];
+    if let Some(s) = buf.get(at..at.saturating_add(N)) {
+        b.copy_from_slice(s);
+    }
+    b
+}
+
+impl Fpu {
+    /// From a 512-byte FXSAVE64 image (SDM vol. 1, table 10-2).
+    pub fn from_fxsave(fx: &[u8; 512]) -> Self {
+        let mut f = Fpu {
+            fpr: [[0; 16]; 8],
+            fcw: u16::from_le_bytes(le_bytes(fx, 0)),
+            fsw: u16::from_le_bytes(le_bytes(fx, 2)),
+            ftwx: fx[4],
+            pad1: 0,
+            last_opcode: u16::from_le_bytes(le_bytes(fx, 6)),
+            last_ip: u64::from_le_bytes(le_bytes(fx, 8)),
+            last_dp: u64::from_le_bytes(le_bytes(fx, 16)),
+            xmm: [[0; 16]; 16],
+            mxcsr: u32::from_le_bytes(le_bytes(fx, 24)),
+            pad2: 0,
+        };
+        // ST0-7 from byte 32, XMM0-15 right after them from byte 160, 16 bytes each.
+        let regs = f.fpr.iter_mut().chain(f.xmm.iter_mut());
+        for (reg, src) in regs.zip(fx.chunks_exact(16).skip(2)) {
+            reg.copy_from_slice(src);
+        }
+        f
+    }
+
+    /// Into a FXSAVE64 image (bytes it does not cover are left as they are).
+    pub fn to_fxsave(&self, fx: &mut [u8; 512]) {
+        fx[0..2].copy_from_slice(&self.fcw.to_le_bytes());
+        fx[2..4].copy_from_slice(&self.fsw.to_le_bytes());
+        fx[4] = self.ftwx;
+        fx[6..8].copy_from_slice(&self.last_opcode.to_le_bytes());
+        fx[8..16].copy_from_slice(&self.last_ip.to_le_bytes());
+        fx[16..24].copy_from_slice(&self.last_dp.to_le_bytes());
+        fx[24..28].copy_from_slice(&self.mxcsr.to_le_bytes());
+        let regs = self.fpr.iter().chain(self.xmm.iter());
+        for (dst, reg) in fx.chunks_exact_mut(16).skip(2).zip(regs) {
+            dst.copy_from_slice(reg);
+        }
+    }
+
+    /// Whether FXRSTOR would accept the MXCSR (bits 31:16 are reserved; a #GP in the kernel
+    /// would be an oops, so `KVM_SET_FPU` refuses them).
+    pub const fn mxcsr_valid(&self) -> bool {
+        self.mxcsr >> 16 == 0
+    }
+}
+
+/// `struct kvm_xsave`: an XSAVE image in standard format (see `xstate`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Xsave {
+    /// The image.
+    pub region: [u32; 1024],
+}
+
+/// `struct kvm_xcr`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Xcr {
+    pub xcr: u32,
+    pub reserved: u32,
+    pub value: u64,
+}
+
+/// `struct kvm_xcrs`: up to [`MAX_XCRS`] XCRs (rvmx, like KVM, has XCR0 only).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Xcrs {
+    pub nr_xcrs: u32,
+    pub flags: u32,
+    pub xcrs: [Xcr; MAX_XCRS],
+    pub padding: [u64; 16],
+}
+
+/// `struct kvm_translation`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Translation {
+    pub linear_address: u64,
+    pub physical_address: u64,
+    pub valid: u8,
+    pub writeable: u8,
+    pub usermode: u8,
+    pub pad: [u8; 5],
+}
+
+/// `KVM_MAX_XCRS`.
+pub const MAX_XCRS: usize = 16;
+
+/// `struct kvm_debugregs`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct DebugRegs {
+    pub db: [u64; 4],
+    pub dr6: u64,
+    pub dr7: u64,
+    pub flags: u64,
+    pub reserved: [u64; 9],
+}
+
+/// `struct kvm_msr_entry`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct MsrEntry {
+    pub index: u32,
+    pub reserved: u32,
+    pub data: u64,
+}
+
+/// Most entries one `KVM_GET/SET_MSRS` takes (KVM's `MAX_IO_MSRS`).
+pub const MAX_IO_MSRS: u32 = 256;
+
+/// Page offset of the PIO data page in the vCPU mmap area (`KVM_PIO_PAGE_OFFSET`).
+pub const KVM_PIO_PAGE_OFFSET: usize = 1;
+/// Page offset of the coalesced-MMIO ring (`KVM_COALESCED_MMIO_PAGE_OFFSET`).
+pub const KVM_COALESCED_MMIO_PAGE_OFFSET: usize = 2;
+
+/// Pages in a vCPU mmap area: `kvm_run`, the PIO data page, and the coalesced-MMIO ring page.
+///
+/// rvmx does not offer `KVM_CAP_COALESCED_MMIO` (that page stays zero), but it reports KVM's x86
+/// size so that a client's mappings have the same layout on `/dev/kvm` and `/dev/rvmx`.
+pub const VCPU_MMAP_PAGES: usize = KVM_COALESCED_MMIO_PAGE_OFFSET + 1;
+
+/// Size in bytes of the vCPU mmap area for `page_size`-byte pages.
+pub const fn vcpu_mmap_size(page_size: usize) -> usize {
+    VCPU_MMAP_PAGES.saturating_mul(page_size)
+}
+
+/// vCPUs per VM (`KVM_CAP_NR_VCPUS`, `KVM_CAP_MAX_VCPUS`).
+pub const MAX_VCPUS: usize = 8;
+/// vCPU ids are below this (`KVM_CAP_MAX_VCPU_ID`).
+pub const MAX_VCPU_ID: u32 = 8;
+
+/// `KVM_CAP_*` numbers rvmx answers for (`<linux/kvm.h>`).
+pub mod cap {
+    /// `KVM_SET_USER_MEMORY_REGION`.
+    pub const USER_MEMORY: usize = 3;
+    /// `KVM_SET_TSS_ADDR`.
+    pub const SET_TSS_ADDR: usize = 4;
+    /// Recommended vCPUs per VM.
+    pub const NR_VCPUS: usize = 9;
+    /// Memory slots per VM.
+    pub const NR_MEMSLOTS: usize = 10;
+    /// `KVM_SET_IDENTITY_MAP_ADDR`.
+    pub const SET_IDENTITY_MAP_ADDR: usize = 37;
+    /// Maximum vCPUs per VM.
+    pub const MAX_VCPUS: usize = 66;
+    /// `KVM_CHECK_EXTENSION` on a VM fd.
+    pub const CHECK_EXTENSION_VM: usize = 105;
+    /// vCPU ids are below this.
+    pub const MAX_VCPU_ID: usize = 128;
+    /// `KVM_GET_SUPPORTED_CPUID` and `KVM_SET_CPUID2`.
+    pub const EXT_CPUID: usize = 7;
+    /// `KVM_MEM_READONLY` slots: guest writes to them exit as MMIO.
+    pub const READONLY_MEM: usize = 81;
+    /// `KVM_GET/SET_MP_STATE`.
+    pub const MP_STATE: usize = 14;
+    /// `KVM_NMI`.
+    pub const USER_NMI: usize = 22;
+    /// `KVM_SET_GUEST_DEBUG`.
+    pub const SET_GUEST_DEBUG: usize = 23;
+    /// `KVM_GET_TSC_KHZ`.
+    pub const GET_TSC_KHZ: usize = 61;
+    /// `KVM_SET_GUEST_DEBUG`'s valid control bits.
+    pub const SET_GUEST_DEBUG2: usize = 195;
+    /// `KVM_GET/SET_VCPU_EVENTS`.
+    pub const VCPU_EVENTS: usize = 41;
+    /// `KVM_GET/SET_DEBUGREGS`.
+    pub const DEBUGREGS: usize = 50;
+    /// `KVM_GET/SET_XSAVE`.
+    pub const XSAVE: usize = 55;
+    /// `KVM_GET/SET_XCRS`.
+    pub const XCRS: usize = 56;
+    /// Deleting a slot (`memory_size` 0) works (a fixed KVM bug, still asked for by QEMU).
+    pub const DESTROY_MEMORY_REGION_WORKS: usize = 21;
+    /// Slots may be adjacent (likewise).
+    pub const JOIN_MEMORY_REGIONS_WORKS: usize = 30;
+    /// `KVM_SET_GSI_ROUTING` exists (it needs an in-kernel irqchip to succeed, on KVM too).
+    pub const IRQ_ROUTING: usize = 25;
+    /// `kvm_run.immediate_exit`.
+    pub const IMMEDIATE_EXIT: usize = 136;
+    /// `KVM_IOEVENTFD`.
+    pub const IOEVENTFD: usize = 36;
+    /// `KVM_IOEVENTFD` with `len` 0 (any width).
+    pub const IOEVENTFD_NO_LENGTH: usize = 100;
+    /// Likewise, on every bus.
+    pub const IOEVENTFD_ANY_LENGTH: usize = 122;
+    /// `KVM_SET_USER_MEMORY_REGION2`.
+    pub const USER_MEMORY2: usize = 231;
+    /// `KVM_GET_MSR_FEATURE_INDEX_LIST` and `KVM_GET_MSRS` on the system fd.
+    pub const GET_MSR_FEATURES: usize = 153;
+    /// Guest memory follows changes of the host mapping (MMU notifiers).
+    pub const SYNC_MMU: usize = 16;
+    /// `KVM_EXIT_MEMORY_FAULT` accompanies `EFAULT` from `KVM_RUN`.
+    pub const MEMORY_FAULT_INFO: usize = 232;
+    /// Machine-check MSRs and `KVM_X86_SETUP_MCE`/`SET_MCE`; the value is the bank limit.
+    pub const MCE: usize = 31;
+}
+
+/// The capabilities rvmx provides, with the value `KVM_CHECK_EXTENSION` returns for each.
+///
+/// Honest by construction: a capability appears here only once the feature behind it works.
+pub const CAPABILITIES: &[(usize, isize)] = &[
+    (cap::USER_MEMORY, 1),
+    (cap::SET_TSS_ADDR, 1),
+    (cap::NR_VCPUS, MAX_VCPUS as isize),
+    (cap::NR_MEMSLOTS, super::memslot_rules::MAX_SLOTS as isize),
+    (cap::SET_IDENTITY_MAP_ADDR, 1),
+    (cap::MAX_VCPUS, MAX_VCPUS as isize),
+    (cap::CHECK_EXTENSION_VM, 1),
+    (cap::MAX_VCPU_ID, MAX_VCPU_ID as isize),
+    (cap::EXT_CPUID, 1),
+    (cap::READONLY_MEM, 1),
+    (cap::MP_STATE, 1),
+    (cap::USER_NMI, 1),
+    (cap::VCPU_EVENTS, 1),
+    (cap::SET_GUEST_DEBUG, 1),
+    (cap::GET_TSC_KHZ, 1),
+    (cap::SET_GUEST_DEBUG2, super::guest_debug::control::VALID as isize),
+    (cap::DEBUGREGS, 1),
+    (cap::XSAVE, 1),
+    (cap::XCRS, 1),
+    (cap::DESTROY_MEMORY_REGION_WORKS, 1),
+    (cap::JOIN_MEMORY_REGIONS_WORKS, 1),
+    (cap::IRQ_ROUTING, 1),
+    (cap::IMMEDIATE_EXIT, 1),
+    (cap::MCE, super::mce::MAX_BANKS as isize),
+    (cap::IOEVENTFD, 1),
+    (cap::IOEVENTFD_NO_LENGTH, 1),
+    (cap::IOEVENTFD_ANY_LENGTH, 1),
+    (cap::USER_MEMORY2, 1),
+    (cap::GET_MSR_FEATURES, 1),
+    (cap::SYNC_MMU, 1),
+    (cap::MEMORY_FAULT_INFO, 1),
+];
+
+/// The answer to `KVM_CHECK_EXTENSION(cap)`: like KVM, 0 for anything unknown (never an error).
+pub fn check_extension(cap: usize) -> isize {
+    CAPABILITIES.iter().find(|(c, _)| *c == cap).map_or(0, |(_, v)| *v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{offset_of, size_of};
+
+    /// Layouts equal rust-vmm's kvm-bindings (generated from `<linux/kvm.h>`).
+    #[test]
+    fn struct_layouts_match_kvm_bindings() {
+        use kvm_bindings as kb;
+        assert_eq!(size_of::<UserspaceMemoryRegion>(), size_of::<kb::kvm_userspace_memory_region>());
+        assert_eq!(size_of::<Regs>(), size_of::<kb::kvm_regs>());
+        assert_eq!(offset_of!(Regs, rip), offset_of!(kb::kvm_regs, rip));
+        assert_eq!(size_of::<Segment>(), size_of::<kb::kvm_segment>());
+        assert_eq!(offset_of!(Segment, unusable), offset_of!(kb::kvm_segment, unusable));
+        assert_eq!(size_of::<Dtable>(), size_of::<kb::kvm_dtable>());
+        assert_eq!(size_of::<Sregs>(), size_of::<kb::kvm_sregs>());
+        assert_eq!(size_of::<Xsave>(), size_of::<kb::kvm_xsave>());
+        use crate::events::VcpuEvents;
+        assert_eq!(size_of::<VcpuEvents>(), size_of::<kb::kvm_vcpu_events>());
+        assert_eq!(offset_of!(VcpuEvents, flags), offset_of!(kb::kvm_vcpu_events, flags));
+        assert_eq!(offset_of!(VcpuEvents, sipi_vector), offset_of!(kb::kvm_vcpu_events, sipi_vector));
+        assert_eq!(offset_of!(VcpuEvents, exception_has_payload), offset_of!(kb::kvm_vcpu_events, exception_has_payload));
+        assert_eq!(size_of::<Xcrs>(), size_of::<kb::kvm_xcrs>());
+        assert_eq!(offset_of!(Xcrs, padding), offset_of!(kb::kvm_xcrs, padding));
+        assert_eq!(size_of::<DebugRegs>(), size_of::<kb::kvm_debugregs>());
+        assert_eq!(offset_of!(DebugRegs, flags), offset_of!(kb::kvm_debugregs, flags));
+        assert_eq!(offset_of!(Sregs, gdt), offset_of!(kb::kvm_sregs, gdt));
+        assert_eq!(offset_of!(Sregs, efer), offset_of!(kb::kvm_sregs, efer));
+        assert_eq!(offset_of!(Sregs, interrupt_bitmap), offset_of!(kb::kvm_sregs, interrupt_bitmap));
+        use crate::cpuid_table::CpuidEntry;
+        assert_eq!(size_of::<CpuidEntry>(), size_of::<kb::kvm_cpuid_entry2>());
+        assert_eq!(offset_of!(CpuidEntry, edx), offset_of!(kb::kvm_cpuid_entry2, edx));
+        assert_eq!(CPUID2_HEADER, size_of::<kb::kvm_cpuid2>());
+        assert_eq!(size_of::<MsrEntry>(), size_of::<kb::kvm_msr_entry>());
+        assert_eq!(size_of::<Fpu>(), size_of::<kb::kvm_fpu>());
+        assert_eq!(offset_of!(Fpu, xmm), offset_of!(kb::kvm_fpu, xmm));
+        assert_eq!(offset_of!(Fpu, mxcsr), offset_of!(kb::kvm_fpu, mxcsr));
+        assert_eq!(offset_of!(MsrEntry, data), offset_of!(kb::kvm_msr_entry, data));
+    }
+
+    #[test]
+    fn vm_and_vcpu_ioctl_numbers_match_linux() {
+        assert_eq!(KVM_CREATE_VCPU, 0xae41);
+        assert_eq!(KVM_SET_USER_MEMORY_REGION, 0x4020_ae46);
+        assert_eq!(KVM_SET_TSS_ADDR, 0xae47);
+        assert_eq!(KVM_SET_IDENTITY_MAP_ADDR, 0x4008_ae48);
+        assert_eq!(KVM_SET_GSI_ROUTING, 0x4008_ae6a);
+        assert_eq!(KVM_IOEVENTFD, 0x4040_ae79);
+        assert_eq!(KVM_GET_DIRTY_LOG, 0x4010_ae42);
+        assert_eq!(KVM_SET_USER_MEMORY_REGION2, 0x40a0_ae49);
+        assert_eq!(size_of::<UserspaceMemoryRegion2>(), size_of::<kvm_bindings::kvm_userspace_memory_region2>());
+        assert_eq!(KVM_GET_MSR_FEATURE_INDEX_LIST, 0xc004_ae0a);
+        assert_eq!(size_of::<DirtyLog>(), size_of::<kvm_bindings::kvm_dirty_log>());
+        assert_eq!(KVM_RUN, 0xae80);
+        assert_eq!(KVM_GET_REGS, 0x8090_ae81);
+        assert_eq!(KVM_SET_REGS, 0x4090_ae82);
+        assert_eq!(KVM_GET_SREGS, 0x8138_ae83);
+        assert_eq!(KVM_SET_SREGS, 0x4138_ae84);
+        assert_eq!(KVM_SET_CPUID2, 0x4008_ae90);
+        assert_eq!(KVM_GET_MSRS, 0xc008_ae88);
+        assert_eq!(KVM_GET_FPU, 0x81a0_ae8c);
+        assert_eq!(KVM_GET_XSAVE, 0x9000_aea4);
+        assert_eq!(KVM_INTERRUPT, 0x4004_ae86);
+        assert_eq!(KVM_NMI, 0xae9a);
+        assert_eq!((KVM_GET_MP_STATE, KVM_SET_MP_STATE), (0x8004_ae98, 0x4004_ae99));
+        assert_eq!((KVM_GET_TSC_KHZ, KVM_SET_TSC_KHZ), (0xaea3, 0xaea2));
+        assert_eq!(KVM_TRANSLATE, 0xc018_ae85);
+        assert_eq!(size_of::<Translation>(), size_of::<kvm_bindings::kvm_translation>());
+        assert_eq!(KVM_SET_GUEST_DEBUG, 0x4048_ae9b);
+        assert_eq!(size_of::<crate::guest_debug::GuestDebugArg>(), size_of::<kvm_bindings::kvm_guest_debug>());
+        assert_eq!(KVM_GET_VCPU_EVENTS, 0x8040_ae9f);
+        assert_eq!(KVM_SET_VCPU_EVENTS, 0x4040_aea0);
+        assert_eq!(KVM_SET_XSAVE, 0x5000_aea5);
+        assert_eq!(KVM_GET_XCRS, 0x8188_aea6);
+        assert_eq!(KVM_SET_XCRS, 0x4188_aea7);
+        assert_eq!(KVM_GET_DEBUGREGS, 0x8080_aea1);
+        assert_eq!(KVM_SET_DEBUGREGS, 0x4080_aea2);
+        assert_eq!(KVM_SET_FPU, 0x41a0_ae8d);
+        assert_eq!(KVM_SET_MSRS, 0x4008_ae89);
+        assert_eq!(KVM_GET_CPUID2, 0xc008_ae91);
+        assert_eq!(KVM_SET_SIGNAL_MASK, 0x4004_ae8b);
+        assert_eq!((KVM_X86_SETUP_MCE, KVM_X86_GET_MCE_CAP_SUPPORTED), (0x4008_ae9c, 0x8008_ae9d));
+        assert_eq!(KVM_X86_SET_MCE, 0x4040_ae9e);
+        assert_eq!(size_of::<crate::mce::X86Mce>(), size_of::<kvm_bindings::kvm_x86_mce>());
+    }
+
+    /// Numbers as `<linux/kvm.h>` defines them (checked against the C header's values).
+    #[test]
+    fn ioctl_numbers_match_linux() {
+        assert_eq!(KVM_GET_API_VERSION, 0xae00);
+        assert_eq!(KVM_CREATE_VM, 0xae01);
+        assert_eq!(KVM_GET_MSR_INDEX_LIST, 0xc004_ae02);
+        assert_eq!(KVM_CHECK_EXTENSION, 0xae03);
+        assert_eq!(KVM_GET_VCPU_MMAP_SIZE, 0xae04);
+        assert_eq!(KVM_GET_SUPPORTED_CPUID, 0xc008_ae05);
+    }
+
+    #[test]
+    fn fpu_round_trips_through_fxsave() {
+        let mut fx = [0u8; 512];
+        for (i, b) in fx.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let f = Fpu::from_fxsave(&fx);
+        assert_eq!((f.fcw, f.fsw, f.ftwx), (0x0100, 0x0302, 4));
+        assert_eq!(f.xmm[0][0], 160);
+        assert_eq!(f.fpr[7][15], 159);
+        let mut back = [0u8; 512];
+        f.to_fxsave(&mut back);
+        let mut expected = fx;
+        expected[5] = 0; // reserved
+        expected[28..32].fill(0); // MXCSR_MASK: not part of kvm_fpu
+        assert_eq!(back[..416], expected[..416]);
+        assert!(Fpu { mxcsr: 0x1f80, ..f }.mxcsr_valid());
+        assert!(!Fpu { mxcsr: 1 << 16, ..f }.mxcsr_valid());
+    }
+
+    #[test]
+    fn mmap_size_is_kvms_x86_size() {
+        assert_eq!(vcpu_mmap_size(4096), 12288);
+    }
+
+    #[test]
+    fn capability_numbers_match_linux() {
+        use kvm_bindings as kb;
+        let pairs = [
+            (cap::USER_MEMORY, kb::KVM_CAP_USER_MEMORY),
+            (cap::SET_TSS_ADDR, kb::KVM_CAP_SET_TSS_ADDR),
+            (cap::NR_VCPUS, kb::KVM_CAP_NR_VCPUS),
+            (cap::NR_MEMSLOTS, kb::KVM_CAP_NR_MEMSLOTS),
+            (cap::SET_IDENTITY_MAP_ADDR, kb::KVM_CAP_SET_IDENTITY_MAP_ADDR),
+            (cap::MAX_VCPUS, kb::KVM_CAP_MAX_VCPUS),
+            (cap::CHECK_EXTENSION_VM, kb::KVM_CAP_CHECK_EXTENSION_VM),
+            (cap::MAX_VCPU_ID, kb::KVM_CAP_MAX_VCPU_ID),
+            (cap::EXT_CPUID, kb::KVM_CAP_EXT_CPUID),
+            (cap::READONLY_MEM, kb::KVM_CAP_READONLY_MEM),
+            (cap::MP_STATE, kb::KVM_CAP_MP_STATE),
+            (cap::USER_NMI, kb::KVM_CAP_USER_NMI),
+            (cap::VCPU_EVENTS, kb::KVM_CAP_VCPU_EVENTS),
+            (cap::SET_GUEST_DEBUG, kb::KVM_CAP_SET_GUEST_DEBUG),
+            (cap::GET_TSC_KHZ, kb::KVM_CAP_GET_TSC_KHZ),
+            (cap::SET_GUEST_DEBUG2, kb::KVM_CAP_SET_GUEST_DEBUG2),
+            (cap::DEBUGREGS, kb::KVM_CAP_DEBUGREGS),
+            (cap::XSAVE, kb::KVM_CAP_XSAVE),
+            (cap::XCRS, kb::KVM_CAP_XCRS),
+            (cap::SYNC_MMU, kb::KVM_CAP_SYNC_MMU),
+            (cap::MEMORY_FAULT_INFO, kb::KVM_CAP_MEMORY_FAULT_INFO),
+        ];
+        for (ours, linux) in pairs {
+            assert_eq!(ours, linux as usize);
+        }
+        assert_eq!(check_extension(cap::NR_MEMSLOTS), 32764, "KVM_USER_MEM_SLOTS");
+    }
+
+    #[test]
+    fn unknown_extensions_answer_zero() {
+        for cap in [0, 1, 2, 1000, usize::MAX] {
+            assert_eq!(check_extension(cap), 0);
+        }
+    }
+}

@@ -1,0 +1,302 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! What a vCPU's VMCS holds: the execution controls rvmx runs every guest with, and the guest
+//! register state, moved between KVM's `kvm_regs`/`kvm_sregs` and the VMCS.
+//!
+//! Outside `KVM_RUN` the vCPU's `Regs`/`Sregs` are authoritative; a window loads them into
+//! the VMCS and stores them back when it ends.
+
+use kernel::prelude::*;
+
+use crate::{
+    vmx::entry::Gprs,
+    logic::kvm_abi::{Regs, Sregs},
+    logic::vcpu_state::{self, cr0, efer},
+    vmx::vmcs::Current,
+    logic::vmcs_fields::*,
+    logic::vmx_caps::{self, VmxCaps},
+};
+
+/// Pin-based controls: external interrupts and NMIs exit (they belong to the host).
+const PIN: u32 = 1 << 0 | 1 << 3;
+/// Primary controls for the interrupt window and the NMI window (see logic/events.rs).
+pub(crate) const PROC_IRQ_WINDOW: u32 = 1 << 2;
+pub(crate) const PROC_NMI_WINDOW: u32 = 1 << 22;
+/// Primary controls: HLT exits, MWAIT and MONITOR exit (a guest must not put the host's CPU
+/// to sleep), RDPMC exits (the counters are the host's; guests have no PMU), CR8 loads and
+/// stores exit (CR8 is the host's TPR: a guest must not mask the host's interrupts; userspace
+/// keeps the guest's, like KVM without an in-kernel APIC), MOV DR exits (the debug registers
+/// are the host's, see cpu/debugregs.rs), every I/O instruction exits, secondary controls on.
+/// Every RDMSR/WRMSR exits but those the MSR bitmap lets through (cpu/msr.rs).
+/// TSC offsetting: the guest's TSC is the host's plus its offset (its writes to IA32_TSC set
+/// the offset).
+const PROC: u32 = 1 << 3 | 1 << 7 | 1 << 10 | 1 << 11 | 1 << 19 | 1 << 20 | 1 << 23 | 1 << 24 | 1 << 29
+    | vmx_caps::PROCBASED_SECONDARY_CONTROLS;
+/// Primary control "use MSR bitmaps" (every CPU with EPT has it; without it every RDMSR and
+/// WRMSR exits, which the bitmap otherwise says per MSR).
+pub(crate) const PROC_USE_MSR_BITMAPS: u32 = 1 << 28;
+/// Secondary controls: EPT, VPID, unrestricted guest.
+const SECONDARY: u32 =
+    vmx_caps::SECONDARY_ENABLE_EPT | vmx_caps::SECONDARY_ENABLE_VPID | vmx_caps::SECONDARY_UNRESTRICTED_GUEST;
+/// Secondary control "enable RDTSCP" (RDTSCP and RDPID; else #UD).
+const SECONDARY_RDTSCP: u32 = 1 << 3;
+/// Secondary control "enable INVPCID" (else #UD).
+const SECONDARY_INVPCID: u32 = 1 << 12;
+/// Secondary controls "RDRAND exiting" and "RDSEED exiting".
+const SECONDARY_RDRAND_EXITING: u32 = 1 << 11;
+const SECONDARY_RDSEED_EXITING: u32 = 1 << 16;
+/// Secondary controls that make an instruction exit, when the CPU has them (KVM sets them
+/// the same way): WBINVD (a guest would flush the host's caches), ENCLS (SGX belongs to the
+/// host; without the control, an SGX-enabled host would run a guest's ENCLS natively).
+const SECONDARY_EXITING: u32 = 1 << 6 | 1 << 15;
+/// Exceptions that always exit: #MC (the host's machine-check handler must see it, as
+/// KVM's `handle_exception_irqoff`), besides the debugger's ([`crate::logic::guest_debug`]).
+pub(crate) const EXCEPTIONS_ALWAYS: u32 = 1 << crate::logic::events::vector::MC;
+/// Exit controls: save debug controls (the guest's DR7, which a #DB may change), 64-bit
+/// host, save/load PAT and EFER.
+const EXIT: u32 = 1 << 2 | 1 << 9 | 1 << 18 | 1 << 19 | 1 << 20 | 1 << 21;
+/// Exit control: save the VMX-preemption timer, so it counts down across the entries of a
+/// window instead of restarting at each.
+const EXIT_SAVE_PREEMPTION_TIMER: u32 = 1 << 22;
+/// Entry controls: load debug controls (the guest's DR7 and DEBUGCTL; a CPU with "true"
+/// controls may let it be off, and then the guest would run with DR7 disarmed), load PAT
+/// and EFER.
+const ENTRY: u32 = 1 << 2 | 1 << 14 | 1 << 15;
+/// Entry control: the guest is in IA-32e mode (EFER.LMA).
+pub(crate) const ENTRY_IA32E: u32 = 1 << 9;
+/// CR0 bits the host owns, as KVM: all but TS and WP. The guest reads them from the shadow
+/// and its writes to them exit, so the real CR0 can differ: NE always on (VMX needs it), CD
+/// and NW always off (KVM's "always off"; some CPUs do not keep them for a guest).
+pub(crate) const CR0_HOST_OWNED: u64 = !(1 << 3 | 1 << 16);
+
+/// CR0 as the guest sees it: its own bits from the real CR0, host-owned ones from the shadow.
+pub(crate) fn guest_cr0(cur: &Current<'_>) -> u64 {
+    (cur.read(GUEST_CR0) & !CR0_HOST_OWNED) | (cur.read(CR0_READ_SHADOW) & CR0_HOST_OWNED)
+}
+
+/// The CR0 the guest runs with for the CR0 `cr0` it asked for.
+pub(crate) const fn real_cr0(cr0: u64) -> u64 {
+    (cr0 & !(cr0::CD | cr0::NW)) | 1 << 5
+}
+/// CR4 bits the host keeps set in the real CR4 whatever the guest asks: VMXE (no nested VMX;
+/// the guest sees 0). The guest/host mask (`vcpu_state::cr4_guest_host_mask`) makes every bit
+/// the guest does not own exit.
+pub(crate) const CR4_HOST_OWNED: u64 = vmx_caps::CR4_VMXE;
+
+/// The secondary controls for a guest that may run `ins` (its CPUID's), where the CPU has
+/// them: RDTSCP and INVPCID enabled only if listed, RDRAND and RDSEED exit (#UD) if not, as
+/// KVM's `vmx_secondary_exec_control`.
+fn secondary_controls(caps: &VmxCaps, ins: crate::logic::cpuid_table::Instructions) -> u32 {
+    let only = |on: bool, bits: u32| if on { bits } else { 0 };
+    let wanted = SECONDARY_EXITING
+        | only(ins.rdtscp, SECONDARY_RDTSCP)
+        | only(ins.invpcid, SECONDARY_INVPCID)
+        | only(!ins.rdrand, SECONDARY_RDRAND_EXITING)
+        | only(!ins.rdseed, SECONDARY_RDSEED_EXITING);
+    SECONDARY | (caps.procbased2.may_be_one & wanted)
+}
+
+/// Writes the controls that stay the same for the vCPU's life (its CPUID is fixed once it
+/// runs). Fails if the CPU cannot run with them (already checked at load, so this is a
+/// consistency check).
+pub(crate) fn write_controls(cur: &Current<'_>, caps: &VmxCaps, eptp: u64, vpid: u16, ins: crate::logic::cpuid_table::Instructions) -> Result {
+    let secondary = secondary_controls(caps, ins);
+    let (timer_pin, timer_exit) = if has_window_timer(caps) {
+        (vmx_caps::PINBASED_PREEMPTION_TIMER, EXIT_SAVE_PREEMPTION_TIMER)
+    } else {
+        (0, 0)
+    };
+    // Virtual NMIs: the guest's NMI blocking is tracked and an NMI window can be opened.
+    let vnmi = if has_virtual_nmis(caps) { vmx_caps::PINBASED_VIRTUAL_NMIS } else { 0 };
+    let pin = caps.pinbased.adjust(PIN | timer_pin | vnmi).ok_or(EIO)?;
+    let bitmaps = if caps.procbased.allows(PROC_USE_MSR_BITMAPS) { PROC_USE_MSR_BITMAPS } else { 0 };
+    let proc = caps.procbased.adjust(PROC | bitmaps).ok_or(EIO)?;
+    let sec = caps.procbased2.adjust(secondary).ok_or(EIO)?;
+    let exit = caps.exit.adjust(EXIT | timer_exit).ok_or(EIO)?;
+    cur.write(PIN_BASED_CONTROLS, pin);
+    cur.write(PROC_BASED_CONTROLS, proc);
+    cur.write(SECONDARY_CONTROLS, sec);
+    cur.write(EXIT_CONTROLS, exit);
+    cur.write(EXCEPTION_BITMAP, EXCEPTIONS_ALWAYS);
+    // With ENCLS exiting, every ENCLS leaf exits (#UD: no SGX for guests).
+    if sec & (1 << 15) != 0 {
+        cur.write(ENCLS_EXITING_BITMAP, u64::MAX);
+    }
+    cur.write(PF_ERROR_CODE_MASK, 0);
+    cur.write(PF_ERROR_CODE_MATCH, 0);
+    cur.write(CR3_TARGET_COUNT, 0);
+    cur.write(CR0_GUEST_HOST_MASK, CR0_HOST_OWNED);
+    // Until the window writes the mask for the guest's CPUID: every bit exits.
+    cur.write(CR4_GUEST_HOST_MASK, u64::MAX);
+    cur.write(EPT_POINTER, eptp);
+    cur.write(VPID, vpid);
+    cur.write(VMCS_LINK_POINTER, u64::MAX);
+    cur.write(TSC_OFFSET, 0);
+    Ok(())
+}
+
+/// Whether the guest's NMIs are virtual NMIs with NMI-window exits.
+pub(crate) fn has_virtual_nmis(caps: &VmxCaps) -> bool {
+    caps.pinbased.allows(vmx_caps::PINBASED_VIRTUAL_NMIS) && caps.procbased.allows(PROC_NMI_WINDOW)
+}
+
+/// Whether windows are bounded by the VMX-preemption timer (it and its save control exist).
+pub(crate) fn has_window_timer(caps: &VmxCaps) -> bool {
+    caps.pinbased.allows(vmx_caps::PINBASED_PREEMPTION_TIMER) && caps.exit.allows(EXIT_SAVE_PREEMPTION_TIMER)
+}
+
+/// Guest state that lives only in the VMCS (no KVM_SET_* for it yet), at its reset value:
+/// written once, then kept by the VMCS across windows (VMCLEAR preserves it), so e.g. an
+/// STI interrupt shadow survives the end of a window.
+pub(crate) fn write_initial_guest_state(cur: &Current<'_>) {
+    cur.write(GUEST_IA32_DEBUGCTL, 0);
+    cur.write(GUEST_PENDING_DBG_EXCEPTIONS, 0);
+    cur.write(GUEST_ACTIVITY_STATE, 0);
+    cur.write(GUEST_INTERRUPTIBILITY, 0);
+    cur.write(ENTRY_INTR_INFO, 0);
+}
+
+/// The entry controls for a guest whose EFER is `efer`.
+fn entry_controls(caps: &VmxCaps, guest_efer: u64) -> Result<u32> {
+    let ia32e = if guest_efer & efer::LMA != 0 { ENTRY_IA32E } else { 0 };
+    caps.entry.adjust(ENTRY | ia32e).ok_or(EIO)
+}
+
+macro_rules! segment_fields {
+    ($($seg:ident: $sel:ident, $base:ident, $limit:ident, $ar:ident;)*) => {
+        /// Loads the segment registers of `s` into the VMCS.
+        fn write_segments(cur: &Current<'_>, s: &Sregs) {
+            $(
+                cur.write($sel, s.$seg.selector);
+                cur.write($base, s.$seg.base);
+                cur.write($limit, s.$seg.limit);
+                cur.write($ar, vcpu_state::segment_ar(&s.$seg));
+            )*
+        }
+        /// Stores the VMCS segment registers into `s`.
+        fn read_segments(cur: &Current<'_>, s: &mut Sregs) {
+            $(
+                s.$seg = vcpu_state::segment_from_vmcs(
+                    cur.read($sel), cur.read($base), cur.read($limit), cur.read($ar));
+            )*
+        }
+    };
+}
+
+segment_fields! {
+    cs: GUEST_CS_SELECTOR, GUEST_CS_BASE, GUEST_CS_LIMIT, GUEST_CS_AR;
+    ds: GUEST_DS_SELECTOR, GUEST_DS_BASE, GUEST_DS_LIMIT, GUEST_DS_AR;
+    es: GUEST_ES_SELECTOR, GUEST_ES_BASE, GUEST_ES_LIMIT, GUEST_ES_AR;
+    fs: GUEST_FS_SELECTOR, GUEST_FS_BASE, GUEST_FS_LIMIT, GUEST_FS_AR;
+    gs: GUEST_GS_SELECTOR, GUEST_GS_BASE, GUEST_GS_LIMIT, GUEST_GS_AR;
+    ss: GUEST_SS_SELECTOR, GUEST_SS_BASE, GUEST_SS_LIMIT, GUEST_SS_AR;
+    tr: GUEST_TR_SELECTOR, GUEST_TR_BASE, GUEST_TR_LIMIT, GUEST_TR_AR;
+    ldt: GUEST_LDTR_SELECTOR, GUEST_LDTR_BASE, GUEST_LDTR_LIMIT, GUEST_LDTR_AR;
+}
+
+/// Loads the guest state (`regs`, `sregs`) into the VMCS and `gprs`; `pdptes`, if given, into
+/// the PDPTE fields.
+pub(crate) fn load(
+    cur: &Current<'_>,
+    caps: &VmxCaps,
+    regs: &Regs,
+    sregs: &Sregs,
+    pdptes: Option<[u64; 4]>,
+    gprs: &mut Gprs,
+) -> Result {
+    *gprs = Gprs {
+        rax: regs.rax, rbx: regs.rbx, rcx: regs.rcx, rdx: regs.rdx, rsi: regs.rsi,
+        rdi: regs.rdi, rbp: regs.rbp, r8: regs.r8, r9: regs.r9, r10: regs.r10, r11: regs.r11,
+        r12: regs.r12, r13: regs.r13, r14: regs.r14, r15: regs.r15,
+    };
+    cur.write(GUEST_RSP, regs.rsp);
+    cur.write(GUEST_RIP, regs.rip);
+    cur.write(GUEST_RFLAGS, regs.rflags | vcpu_state::RFLAGS_FIXED);
+    write_segments(cur, sregs);
+    cur.write(GUEST_GDTR_BASE, sregs.gdt.base);
+    cur.write(GUEST_GDTR_LIMIT, sregs.gdt.limit as u32);
+    cur.write(GUEST_IDTR_BASE, sregs.idt.base);
+    cur.write(GUEST_IDTR_LIMIT, sregs.idt.limit as u32);
+    cur.write(GUEST_CR0, real_cr0(sregs.cr0));
+    cur.write(CR0_READ_SHADOW, sregs.cr0);
+    cur.write(GUEST_CR3, sregs.cr3);
+    cur.write(GUEST_CR4, sregs.cr4 | CR4_HOST_OWNED);
+    cur.write(CR4_READ_SHADOW, sregs.cr4);
+    cur.write(GUEST_IA32_EFER, sregs.efer);
+    cur.write(ENTRY_CONTROLS, entry_controls(caps, sregs.efer)?);
+    // PAE paging without long mode takes its PDPTEs from the VMCS (SDM 26.3.1.6). VM exits
+    // save them (EPT is on) and the VMCS keeps them between windows; new ones come from
+    // KVM_SET_SREGS or an emulated MOV to CR0, read from guest memory.
+    if let Some(p) = pdptes {
+        cur.write(GUEST_PDPTE0, p[0]);
+        cur.write(GUEST_PDPTE1, p[1]);
+        cur.write(GUEST_PDPTE2, p[2]);
+        cur.write(GUEST_PDPTE3, p[3]);
+    }
+    Ok(())
+}
+
+/// Stores the guest state from the VMCS and `gprs` into `regs` and `sregs`.
+pub(crate) fn store(cur: &Current<'_>, gprs: &Gprs, regs: &mut Regs, sregs: &mut Sregs) {
+    *regs = Regs {
+        rax: gprs.rax, rbx: gprs.rbx, rcx: gprs.rcx, rdx: gprs.rdx, rsi: gprs.rsi,
+        rdi: gprs.rdi, rbp: gprs.rbp, r8: gprs.r8, r9: gprs.r9, r10: gprs.r10, r11: gprs.r11,
+        r12: gprs.r12, r13: gprs.r13, r14: gprs.r14, r15: gprs.r15,
+        rsp: cur.read(GUEST_RSP),
+        rip: cur.read(GUEST_RIP),
+        rflags: cur.read(GUEST_RFLAGS),
+    };
+    read_segments(cur, sregs);
+    sregs.gdt.base = cur.read(GUEST_GDTR_BASE);
+    sregs.gdt.limit = cur.read(GUEST_GDTR_LIMIT) as u16;
+    sregs.idt.base = cur.read(GUEST_IDTR_BASE);
+    sregs.idt.limit = cur.read(GUEST_IDTR_LIMIT) as u16;
+    sregs.cr0 = guest_cr0(cur);
+    sregs.cr3 = cur.read(GUEST_CR3);
+    let shadow4 = cur.read(CR4_READ_SHADOW);
+    sregs.cr4 = (cur.read(GUEST_CR4) & !CR4_HOST_OWNED) | (shadow4 & CR4_HOST_OWNED);
+    sregs.efer = cur.read(GUEST_IA32_EFER);
+}
+
+
+/// At most this many VMCS dumps per module load: a guest (or caller) that makes every entry
+/// fail must not flood the kernel log.
+const MAX_DUMPS: u32 = 8;
+static DUMPS: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// Logs the guest state of a VMCS whose VM entry failed (`why`: the VM-instruction error or
+/// the exit reason), in the order the SDM checks it (26.3), so the bad field can be found.
+pub(crate) fn dump_failed_entry(cur: &Current<'_>, why: u64) {
+    // Off by default, as in KVM: a VMM's invalid state is the VMM's business, not the host log's.
+    if !crate::module_parameters::dump_invalid_vmcs.value() {
+        return;
+    }
+    let n = DUMPS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    if n >= MAX_DUMPS {
+        return;
+    }
+    let last = if n == MAX_DUMPS - 1 { " (last dump until reload)" } else { "" };
+    pr_err!("VM entry failed ({:#x}); guest state follows{}\n", why, last);
+    pr_err!("  cr0 {:#x} cr3 {:#x} cr4 {:#x} efer {:#x} entry {:#x} exit {:#x}\n",
+            cur.read(GUEST_CR0), cur.read(GUEST_CR3), cur.read(GUEST_CR4), cur.read(GUEST_IA32_EFER),
+            cur.read(ENTRY_CONTROLS), cur.read(EXIT_CONTROLS));
+    pr_err!("  rip {:#x} rsp {:#x} rflags {:#x} interruptibility {:#x} activity {:#x} event {:#x}\n",
+            cur.read(GUEST_RIP), cur.read(GUEST_RSP), cur.read(GUEST_RFLAGS),
+            cur.read(GUEST_INTERRUPTIBILITY), cur.read(GUEST_ACTIVITY_STATE), cur.read(ENTRY_INTR_INFO));
+    macro_rules! seg {
+        ($name:literal, $sel:ident, $base:ident, $limit:ident, $ar:ident) => {
+            pr_err!("  {} sel {:#06x} base {:#x} limit {:#x} ar {:#x}\n", $name,
+                    cur.read($sel), cur.read($base), cur.read($limit), cur.read($ar));
+        };
+    }
+    seg!("cs", GUEST_CS_SELECTOR, GUEST_CS_BASE, GUEST_CS_LIMIT, GUEST_CS_AR);
+    seg!("ss", GUEST_SS_SELECTOR, GUEST_SS_BASE, GUEST_SS_LIMIT, GUEST_SS_AR);
+    seg!("ds", GUEST_DS_SELECTOR, GUEST_DS_BASE, GUEST_DS_LIMIT, GUEST_DS_AR);
+    seg!("es", GUEST_ES_SELECTOR, GUEST_ES_BASE, GUEST_ES_LIMIT, GUEST_ES_AR);
+    seg!("fs", GUEST_FS_SELECTOR, GUEST_FS_BASE, GUEST_FS_LIMIT, GUEST_FS_AR);
+    seg!("gs", GUEST_GS_SELECTOR, GUEST_GS_BASE, GUEST_GS_LIMIT, GUEST_GS_AR);
+    seg!("tr", GUEST_TR_SELECTOR, GUEST_TR_BASE, GUEST_TR_LIMIT, GUEST_TR_AR);
+    seg!("ldtr", GUEST_LDTR_SELECTOR, GUEST_LDTR_BASE, GUEST_LDTR_LIMIT, GUEST_LDTR_AR);
+    pr_err!("  gdtr {:#x}/{:#x} idtr {:#x}/{:#x}\n", cur.read(GUEST_GDTR_BASE), cur.read(GUEST_GDTR_LIMIT),
+            cur.read(GUEST_IDTR_BASE), cur.read(GUEST_IDTR_LIMIT));
+}
