@@ -25,7 +25,7 @@ use kernel::{
     prelude::*,
 };
 
-// Layers, from the hardware up; a module uses only the layers listed before it (and `logic`).
+// Layers, from the hardware up (docs/architecture.md says which uses which).
 /// Kernel-independent logic (ABI, encodings, rules), also built on the host for `cargo test`.
 /// Shared with the `rvmx` tool, so the module does not use every item.
 #[allow(dead_code)]

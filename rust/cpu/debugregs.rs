@@ -10,52 +10,29 @@
 //! would silently disarm the host's hardware breakpoints and watchpoints), DR6 when the guest
 //! changed it, DR0-3 when the guest's were loaded, and IA32_DEBUGCTL (exits clear it).
 
-use core::arch::asm;
-
-use crate::logic::vcpu_state::dr;
+use crate::{
+    host::x86,
+    logic::arch::{dr, msr},
+};
 
 /// IA32_DEBUGCTL (absent on some emulated CPUs, e.g. Bochs).
-const IA32_DEBUGCTL: u32 = crate::logic::msr_rules::index::DEBUGCTL;
+const IA32_DEBUGCTL: u32 = msr::DEBUGCTL;
 
 /// Whether this CPU has IA32_DEBUGCTL (checked once at load).
 pub(crate) fn has_debugctl() -> bool {
-    crate::host::x86::rdmsr_safe(IA32_DEBUGCTL).is_some()
+    x86::rdmsr_safe(IA32_DEBUGCTL).is_some()
 }
 
-macro_rules! read_dr {
-    ($n:literal) => {{
-        let v: u64;
-        // SAFETY: reading a debug register in ring 0 has no side effects.
-        unsafe { asm!(concat!("mov {}, dr", $n), out(reg) v, options(nomem, nostack, preserves_flags)) };
-        v
-    }};
-}
-
-macro_rules! write_dr {
-    ($n:literal, $v:expr) => {{
-        // SAFETY: callers are inside an interrupts-off window and put the host's value back
-        // before it ends (see `HostDebug`).
-        unsafe { asm!(concat!("mov dr", $n, ", {}"), in(reg) $v, options(nomem, nostack, preserves_flags)) };
-    }};
-}
-
+/// Reads DR`n` (0-3).
 fn read_db(n: usize) -> u64 {
-    match n {
-        0 => read_dr!("0"),
-        1 => read_dr!("1"),
-        2 => read_dr!("2"),
-        _ => read_dr!("3"),
-    }
+    x86::read_dr((n & 3) as u8)
 }
 
 /// Writes DR`n` (0-3). Interrupts off, inside a window that restores the host's.
 fn write_db(n: usize, v: u64) {
-    match n {
-        0 => write_dr!("0", v),
-        1 => write_dr!("1", v),
-        2 => write_dr!("2", v),
-        _ => write_dr!("3", v),
-    }
+    // SAFETY: callers are inside an interrupts-off window that puts the host's DR0-3 back
+    // before it ends (`HostDebug::restore`).
+    unsafe { x86::write_dr((n & 3) as u8, v) };
 }
 
 /// A vCPU's debug registers.
@@ -93,16 +70,18 @@ impl HostDebug {
     /// Saves the host's debug state and loads the guest's DR6 and, if armed, DR0-3.
     /// Interrupts must be off until [`HostDebug::restore`].
     pub(crate) fn switch_to_guest(g: &GuestDebug, has_debugctl: bool) -> Self {
-        let debugctl = if has_debugctl { crate::host::x86::rdmsr_safe(IA32_DEBUGCTL).unwrap_or(0) } else { 0 };
-        let h = Self { dr7: read_dr!("7"), dr6: read_dr!("6"), db: g.armed().then(|| [0, 1, 2, 3].map(read_db)), debugctl };
+        let debugctl = if has_debugctl { x86::rdmsr_safe(IA32_DEBUGCTL).unwrap_or(0) } else { 0 };
+        let h = Self { dr7: x86::read_dr(7), dr6: x86::read_dr(6), db: g.armed().then(|| [0, 1, 2, 3].map(read_db)), debugctl };
         if g.dr6 != h.dr6 {
-            write_dr!("6", g.dr6);
+            // SAFETY: inside the window, which puts the host's DR6 back (`HostDebug::restore`).
+            unsafe { x86::write_dr(6, g.dr6) };
         }
         if h.db.is_some() {
             // Disarm the host's breakpoints before their addresses become the guest's (KVM
             // writes DR7 first too): a host breakpoint must never fire on a guest-chosen
             // address. The VM exits leave DR7 at its reset value; `restore` rearms it.
-            write_dr!("7", 0u64);
+            // SAFETY: inside the window, which puts the host's DR7 back (`HostDebug::restore`).
+            unsafe { x86::write_dr(7, 0u64) };
             for (n, v) in g.db.iter().enumerate() {
                 write_db(n, *v);
             }
@@ -117,9 +96,10 @@ impl HostDebug {
 
     /// Keeps the guest's DR6 (a #DB in the guest sets it) and puts the host's state back.
     pub(crate) fn restore(self, g: &mut GuestDebug) {
-        g.dr6 = read_dr!("6");
+        g.dr6 = x86::read_dr(6);
         if g.dr6 != self.dr6 {
-            write_dr!("6", self.dr6);
+            // SAFETY: the host's own DR6, saved in `switch_to_guest`.
+            unsafe { x86::write_dr(6, self.dr6) };
         }
         if let Some(db) = self.db {
             for (n, v) in db.iter().enumerate() {
@@ -127,7 +107,8 @@ impl HostDebug {
             }
         }
         if self.dr7 != dr::DR7_RESET || self.db.is_some() {
-            write_dr!("7", self.dr7);
+            // SAFETY: the host's own DR7, saved in `switch_to_guest`.
+            unsafe { x86::write_dr(7, self.dr7) };
         }
         if self.debugctl != 0 {
             // SAFETY: the value just read from this MSR on this CPU (interrupts off since).
@@ -149,10 +130,11 @@ pub(crate) fn set_db(g: &mut GuestDebug, host: &HostDebug, n: usize, v: u64) {
 /// A guest's MOV to DR6 inside the window: the hardware holds the guest's DR6.
 pub(crate) fn set_dr6(g: &mut GuestDebug, v: u64) {
     g.dr6 = v;
-    write_dr!("6", v);
+    // SAFETY: inside the window, which puts the host's DR6 back (`HostDebug::restore`).
+    unsafe { x86::write_dr(6, v) };
 }
 
 /// The guest's DR6 inside the window (the hardware's, which a #DB may have changed).
 pub(crate) fn dr6() -> u64 {
-    read_dr!("6")
+    x86::read_dr(6)
 }

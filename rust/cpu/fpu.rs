@@ -10,20 +10,16 @@
 //! back and saving the image. XCR0 changes only inside interrupts-off windows, so no host
 //! code ever runs with the guest's.
 
-use core::arch::asm;
 use kernel::{page::Page, prelude::*};
 
 use crate::{
+    host::helpers,
+    host::x86,
     host::mem::{page_phys, phys_to_virt},
     logic::xstate::{self, AREA_SIZE, LEGACY_SIZE},
 };
 
-extern "C" {
-    fn rvmx_kernel_fpu_begin();
-}
-
 /// CR4.OSXSAVE: the host kernel uses XSAVE and XCR0.
-const CR4_OSXSAVE: u64 = 1 << 18;
 
 /// What the host lets rvmx switch, read once at load (every CPU is configured alike).
 #[derive(Clone, Copy)]
@@ -46,9 +42,14 @@ impl Features {
         // On the heap: the kernel stack is only 8-byte aligned, FXSAVE needs 16.
         let mut fx = KBox::new(FxImage([0; LEGACY_SIZE]), GFP_KERNEL_ACCOUNT)?;
         let _fpu = KernelFpu::begin();
-        let xcr0 = if crate::host::x86::read_cr4() & CR4_OSXSAVE != 0 { xgetbv0() & xstate::SWITCHED } else { 0 };
-        // SAFETY: FXSAVE stores 512 bytes into a 16-byte aligned buffer; FPU use is allowed.
-        unsafe { asm!("fxsave64 [{}]", in(reg) fx.0.as_mut_ptr(), options(nostack)) };
+        let xcr0 = if x86::read_cr4() & crate::logic::arch::cr4::OSXSAVE != 0 {
+            // SAFETY: CR4.OSXSAVE is set (checked just above).
+            (unsafe { x86::xgetbv0() }) & xstate::SWITCHED
+        } else {
+            0
+        };
+        // SAFETY: a 512-byte, 16-byte aligned buffer; FPU use is allowed (`_fpu`).
+        unsafe { x86::fxsave64(fx.0.as_mut_ptr()) };
         let mask = u32::from_le_bytes(fx.0[28..32].try_into().unwrap_or_default());
         // A zero mask means the CPU predates DAZ: the SDM's default then.
         let mut components = [(0, 0, false); COMPONENTS];
@@ -81,34 +82,13 @@ impl Features {
 #[repr(C, align(16))]
 struct FxImage([u8; LEGACY_SIZE]);
 
-/// Reads XCR0. Only when CR4.OSXSAVE is set.
-fn xgetbv0() -> u64 {
-    let (lo, hi): (u32, u32);
-    // SAFETY: XGETBV(0) reads XCR0; callers check CR4.OSXSAVE first (else it is #UD).
-    unsafe { asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
-    (hi as u64) << 32 | lo as u64
-}
-
-/// Writes XCR0.
-///
-/// # Safety
-///
-/// Interrupts off and inside `kernel_fpu_begin`; `v` valid for this CPU (a subset of the
-/// host's XCR0 that [`xstate::xcr0_valid`] accepts), and the host's XCR0 back before
-/// interrupts are enabled.
-pub(crate) unsafe fn xsetbv0(v: u64) {
-    // SAFETY: the caller guarantees a valid value and that no host code runs until the
-    // host's XCR0 is restored.
-    unsafe { asm!("xsetbv", in("ecx") 0, in("eax") v as u32, in("edx") (v >> 32) as u32, options(nomem, nostack)) };
-}
-
 /// `kernel_fpu_begin` .. `kernel_fpu_end`: the FPU registers may hold other state meanwhile.
 pub(crate) struct KernelFpu(());
 
 impl KernelFpu {
     pub(crate) fn begin() -> Self {
         // SAFETY: process context; paired with kernel_fpu_end in `drop`.
-        unsafe { rvmx_kernel_fpu_begin() };
+        unsafe { helpers::rvmx_kernel_fpu_begin() };
         Self(())
     }
 }
@@ -176,22 +156,21 @@ impl GuestFpu {
     pub(crate) unsafe fn load(&self, f: &Features) -> u64 {
         let p = self.image_ptr();
         if f.xcr0 == 0 {
-            // SAFETY: 512-byte, 16-byte aligned image whose MXCSR was checked when written.
-            unsafe { asm!("fxrstor64 [{}]", in(reg) p, options(nostack)) };
+            // SAFETY: 512-byte, 16-byte aligned image whose MXCSR was checked when written;
+            // inside the caller's KernelFpu.
+            unsafe { x86::fxrstor64(p.cast()) };
             return 0;
         }
-        let host = xgetbv0();
+        // SAFETY: `f.xcr0` is non-zero only where the host has CR4.OSXSAVE (`Features::probe`).
+        let host = unsafe { x86::xgetbv0() };
         // SAFETY: a 64-byte aligned standard-format image whose header and MXCSR were
         // checked (`xstate::loadable`) when userspace wrote them; RFBM is within the host's
         // XCR0, which is current.
-        unsafe {
-            asm!("xrstor64 [{}]", in(reg) p, in("eax") f.xcr0 as u32, in("edx") (f.xcr0 >> 32) as u32,
-                 options(nostack));
-        }
+        unsafe { x86::xrstor64(p.cast(), f.xcr0) };
         if self.xcr0 != host {
             // SAFETY: the guest's XCR0 was validated (xcr0_valid, within `f.xcr0`); the
             // caller restores the host's in `save`.
-            unsafe { xsetbv0(self.xcr0) };
+            unsafe { x86::xsetbv0(self.xcr0) };
         }
         host
     }
@@ -205,18 +184,15 @@ impl GuestFpu {
     pub(crate) unsafe fn save(&mut self, f: &Features, host: u64) {
         let p = self.image_ptr();
         if f.xcr0 == 0 {
-            // SAFETY: 512-byte, 16-byte aligned image owned by `self`.
-            unsafe { asm!("fxsave64 [{}]", in(reg) p, options(nostack)) };
+            // SAFETY: 512-byte, 16-byte aligned image owned by `self`; inside the KernelFpu.
+            unsafe { x86::fxsave64(p.cast()) };
             return;
         }
         if self.xcr0 != host {
             // SAFETY: the host's own XCR0, read in `load`.
-            unsafe { xsetbv0(host) };
+            unsafe { x86::xsetbv0(host) };
         }
         // SAFETY: a 4 KiB, 64-byte aligned image owned by `self`; RFBM within XCR0.
-        unsafe {
-            asm!("xsave64 [{}]", in(reg) p, in("eax") f.xcr0 as u32, in("edx") (f.xcr0 >> 32) as u32,
-                 options(nostack));
-        }
+        unsafe { x86::xsave64(p.cast(), f.xcr0) };
     }
 }

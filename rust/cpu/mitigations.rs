@@ -9,38 +9,24 @@
 //! debugfs' `rvmx/mitigations` shows the plan and how often each step ran.
 
 use core::{
-    arch::asm,
     fmt,
     sync::atomic::{AtomicU64, Ordering::Relaxed},
 };
 use kernel::{alloc::VVec, prelude::*};
 
 use crate::{
+    host::helpers,
     vmx::entry::EntryArgs,
     logic::mitigation_rules::{self, Bugs, Counts, HostState, L1dFlush, Plan, SpecCtrl},
 };
 
-extern "C" {
-    fn rvmx_spec_ctrl_accepts(v: u64) -> bool;
-    fn rvmx_host_mitigations() -> u32;
-    fn rvmx_host_arch_capabilities() -> u64;
-    fn rvmx_host_spec_ctrl() -> u64;
-    fn rvmx_ibpb_exit_to_user();
-}
-
-/// IA32_PRED_CMD and its IBPB command.
-const MSR_PRED_CMD: u32 = 0x49;
-const PRED_CMD_IBPB: u64 = 1;
-/// IA32_FLUSH_CMD and its L1D flush command.
-const MSR_FLUSH_CMD: u32 = 0x10b;
-const FLUSH_CMD_L1D: u64 = 1;
 /// KVM's software L1D flush reads this much (twice the largest L1D).
 const FLUSH_SIZE: usize = 64 * 1024;
 
 /// Reads the host's state from the kernel's feature and bug bits.
 fn host_state() -> HostState {
     // SAFETY: reads boot-time CPU feature bits and, if the CPU has it, ARCH_CAPABILITIES.
-    let v = unsafe { rvmx_host_mitigations() };
+    let v = unsafe { helpers::rvmx_host_mitigations() };
     let bit = |n: u32| v & (1 << n) != 0;
     HostState {
         mitigations_off: bit(0),
@@ -66,7 +52,7 @@ fn host_state() -> HostState {
             l1tf: bit(19),
         },
         // SAFETY: reads IA32_ARCH_CAPABILITIES with the fault-safe accessor, if the CPU has it.
-        arch_capabilities: unsafe { rvmx_host_arch_capabilities() },
+        arch_capabilities: unsafe { helpers::rvmx_host_arch_capabilities() },
         spec_ctrl: SpecCtrl { msr: bit(20), intel: bit(21), ibrs: bit(22), stibp: bit(23), ssbd: bit(24), eibrs_pbrsb: bit(25) },
     }
 }
@@ -99,7 +85,7 @@ static COUNTS: Counters = Counters {
 pub(crate) fn spec_ctrl_accepts(v: u64) -> bool {
     // SAFETY: writes `v` with the fault-safe accessor and puts the old value back, interrupts
     // off: nothing runs with the test value.
-    unsafe { rvmx_spec_ctrl_accepts(v) }
+    unsafe { helpers::rvmx_spec_ctrl_accepts(v) }
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -179,13 +165,13 @@ impl Mitigations {
             if let Some(last) = self.last_vcpu.get(cpu as usize) {
                 if last.swap(vcpu, Relaxed) != vcpu {
                     // SAFETY: IBPB only flushes branch predictions; the CPU has it.
-                    unsafe { crate::host::x86::wrmsr(MSR_PRED_CMD, PRED_CMD_IBPB) };
+                    unsafe { crate::host::x86::wrmsr(crate::logic::arch::msr::PRED_CMD, crate::logic::msr_rules::PRED_CMD_IBPB) };
                     add(&COUNTS.ibpb_switch, 1);
                 }
             }
         }
         // SAFETY: reads this CPU's SPEC_CTRL value; interrupts are off.
-        let host_spec_ctrl = if self.plan.stub & mitigation_rules::stub::IBRS != 0 { unsafe { rvmx_host_spec_ctrl() } } else { 0 };
+        let host_spec_ctrl = if self.plan.stub & mitigation_rules::stub::IBRS != 0 { unsafe { helpers::rvmx_host_spec_ctrl() } } else { 0 };
         EntryArgs::new(self.plan.stub, host_spec_ctrl)
     }
 
@@ -197,10 +183,10 @@ impl Mitigations {
             L1dFlush::Never => return,
             // SAFETY: IA32_FLUSH_CMD exists (X86_FEATURE_FLUSH_L1D); the flush only writes
             // back and invalidates the L1D.
-            L1dFlush::Cond { hardware: true } => unsafe { crate::host::x86::wrmsr(MSR_FLUSH_CMD, FLUSH_CMD_L1D) },
+            L1dFlush::Cond { hardware: true } => unsafe { crate::host::x86::wrmsr(crate::logic::arch::msr::FLUSH_CMD, crate::logic::msr_rules::FLUSH_CMD_L1D) },
             L1dFlush::Cond { hardware: false } => {
                 if let Some(buf) = &self.flush_buf {
-                    software_l1d_flush(buf);
+                    crate::host::x86::l1d_flush_by_reads(buf.get(..FLUSH_SIZE).unwrap_or(buf));
                 }
             }
         }
@@ -219,7 +205,7 @@ impl Mitigations {
         if self.plan.ibpb_exit_to_user && c.entries != 0 {
             // SAFETY: sets this CPU's flag for the kernel's exit to user space; interrupts
             // (hence preemption) are off, so the flag is this CPU's until then.
-            unsafe { rvmx_ibpb_exit_to_user() };
+            unsafe { helpers::rvmx_ibpb_exit_to_user() };
             add(&COUNTS.ibpb_exit_to_user, 1);
         }
     }
@@ -238,39 +224,5 @@ impl Mitigations {
             ibpb_exit_to_user: c.ibpb_exit_to_user.load(Relaxed),
         };
         mitigation_rules::write(&self.plan, &counts, f)
-    }
-}
-
-/// KVM's software L1D flush (`vmx_l1d_flush` without IA32_FLUSH_CMD): touch every page of the
-/// buffer to fill the TLB, serialise, then read every cache line of it, evicting the L1D.
-fn software_l1d_flush(buf: &[u8]) {
-    let size = buf.len().min(FLUSH_SIZE);
-    // SAFETY: reads `size` bytes of `buf` only; CPUID is saved around RBX (reserved by LLVM)
-    // and only serialises.
-    unsafe {
-        asm!(
-            "xor eax, eax",
-            "2:",
-            "movzx ecx, byte ptr [{buf} + rax]",
-            "add eax, 4096",
-            "cmp rax, {size}",
-            "jb 2b",
-            "mov {rbx}, rbx",
-            "xor eax, eax",
-            "cpuid",
-            "mov rbx, {rbx}",
-            "xor eax, eax",
-            "3:",
-            "movzx ecx, byte ptr [{buf} + rax]",
-            "add eax, 64",
-            "cmp rax, {size}",
-            "jb 3b",
-            "lfence",
-            buf = in(reg) buf.as_ptr(),
-            size = in(reg) size,
-            rbx = out(reg) _,
-            out("rax") _, out("rcx") _, out("rdx") _,
-            options(nostack, readonly),
-        );
     }
 }

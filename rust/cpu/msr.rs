@@ -21,10 +21,11 @@ use kernel::{
 };
 
 use crate::{
-    kvm::fd::{read_user, user_field},
+    host::uaccess::{read_user, user_field},
     logic::kvm_abi::{MsrEntry, MAX_IO_MSRS},
     host::mem::{page_phys, phys_to_virt},
-    logic::msr_rules::{self, index::*, GuestMsrs, SWITCHED},
+    logic::arch::{apic_base, msr::*},
+    logic::msr_rules::{self, GuestMsrs, SWITCHED},
     logic::vcpu_state,
     vmx::vmcs::Current,
     logic::vmcs_fields::*,
@@ -53,9 +54,12 @@ pub(crate) struct MsrArea {
     count: usize,
 }
 
-// SAFETY: the area is only touched under the vCPU mutex.
+// SAFETY: the raw pointer is into `_page`, which the area owns and frees with it; moving the
+// area to another thread moves the page too.
 unsafe impl Send for MsrArea {}
-// SAFETY: as above.
+// SAFETY: an area lives in its vCPU's state, behind the vCPU mutex: every access, also the
+// writes through `&self` to the page, is by the thread holding that mutex (or by the
+// processor inside that thread's window), so two threads never use it at once.
 unsafe impl Sync for MsrArea {}
 
 /// Word of entry `i`'s MSR index in the guest or the host list; its value is the next word.
@@ -74,7 +78,7 @@ impl MsrArea {
     pub(crate) fn new(spec_ctrl: bool) -> Result<Self> {
         let page = Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?;
         let phys = page_phys(&page);
-        let rdtscp = x86::cpuid(0x8000_0001)[3] & (1 << 27) != 0;
+        let rdtscp = x86::cpuid(0x8000_0001)[3] & crate::logic::cpuid_table::EXT1_EDX_RDTSCP != 0;
         let bitmap = Page::alloc_page(GFP_KERNEL_ACCOUNT)?;
         let mut area = Self {
             virt: phys_to_virt(phys),
@@ -225,12 +229,6 @@ impl MsrArea {
 }
 
 /// Reads the TSC.
-fn rdtsc() -> u64 {
-    let (lo, hi): (u32, u32);
-    // SAFETY: RDTSC only reads the time-stamp counter.
-    unsafe { core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
-    (hi as u64) << 32 | lo as u64
-}
 
 /// The loop of `KVM_GET_MSRS`/`KVM_SET_MSRS` over the `struct kvm_msrs` at `arg`: `f` handles
 /// one entry (filling `data` for a read) and returns false to stop there. Returns how many
@@ -280,7 +278,7 @@ impl MsrState<'_, '_> {
             EFER => live.map_or(self.sregs.efer, |c| c.read(GUEST_IA32_EFER)),
             FS_BASE => live.map_or(self.sregs.fs.base, |c| c.read(GUEST_FS_BASE)),
             GS_BASE => live.map_or(self.sregs.gs.base, |c| c.read(GUEST_GS_BASE)),
-            TSC => rdtsc().wrapping_add(self.msrs.tsc_offset),
+            TSC => crate::host::x86::rdtsc().wrapping_add(self.msrs.tsc_offset),
             APIC_BASE => self.sregs.apic_base,
             // kvmclock is not offered (no KVM CPUID leaves): userspace sees it off, as QEMU
             // expects at reset; the guest gets #GP.
@@ -319,10 +317,10 @@ impl MsrState<'_, '_> {
                 }
                 // LME cannot change while paging is on; LMA is the processor's.
                 let cr0 = live.map_or(self.sregs.cr0, |c| c.read(GUEST_CR0));
-                if cr0 & vcpu_state::cr0::PG != 0 && (v ^ old) & vcpu_state::efer::LME != 0 {
+                if cr0 & crate::logic::arch::cr0::PG != 0 && (v ^ old) & crate::logic::arch::efer::LME != 0 {
                     return Err(());
                 }
-                let new = (v & !vcpu_state::efer::LMA) | (old & vcpu_state::efer::LMA);
+                let new = (v & !crate::logic::arch::efer::LMA) | (old & crate::logic::arch::efer::LMA);
                 self.sregs.efer = new;
                 if let Some(c) = live { c.write(GUEST_IA32_EFER, new); }
             }
@@ -339,11 +337,11 @@ impl MsrState<'_, '_> {
                 }
             }
             TSC => {
-                self.msrs.tsc_offset = v.wrapping_sub(rdtsc());
+                self.msrs.tsc_offset = v.wrapping_sub(crate::host::x86::rdtsc());
                 if let Some(c) = live { c.write(TSC_OFFSET, self.msrs.tsc_offset); }
             }
             // Base (page-aligned, within 48 bits), BSP flag and enable; no x2APIC.
-            APIC_BASE if v & !(0xffff_ffff_f000 | 1 << 8 | 1 << 11) == 0 => self.sregs.apic_base = v,
+            APIC_BASE if v & !(apic_base::BASE | apic_base::BSP | apic_base::ENABLE) == 0 => self.sregs.apic_base = v,
             APIC_BASE => return Err(()),
             KVM_WALL_CLOCK | KVM_SYSTEM_TIME if self.host && v == 0 => {}
             TSC_AUX if !self.host && !self.tsc_aux_ok => return Err(()),

@@ -5,19 +5,13 @@
 
 use kernel::{bindings, ffi::c_void, page::Page, prelude::*};
 
-extern "C" {
-    /// `page_to_phys()`, a macro in C; exported to Rust by `host/helpers.c`. The page is passed as
-    /// `void *` because bindgen's `struct page` is not FFI-safe in Rust's eyes.
-    fn rvmx_page_to_phys(page: *mut c_void) -> u64;
-    /// `phys_to_virt()`: the direct-map address of a physical address.
-    fn rvmx_phys_to_virt(phys: u64) -> *mut c_void;
-}
+use crate::host::helpers;
 
 /// Returns the physical address of `page`.
 pub(crate) fn page_phys(page: &Page) -> u64 {
     // SAFETY: `page.as_ptr()` is a valid `struct page` for as long as `page` lives, and
     // `page_to_phys` only computes an address from it.
-    unsafe { rvmx_page_to_phys(page.as_ptr().cast()) }
+    unsafe { helpers::rvmx_page_to_phys(page.as_ptr().cast()) }
 }
 
 /// The kernel virtual address of the page-table page at physical address `phys`.
@@ -26,7 +20,7 @@ pub(crate) fn page_phys(page: &Page) -> u64 {
 pub(crate) fn phys_to_virt(phys: u64) -> *mut u64 {
     // SAFETY: `phys_to_virt` only computes an address; dereferencing it is the caller's
     // business (and is valid for pages it owns).
-    unsafe { rvmx_phys_to_virt(phys).cast() }
+    unsafe { helpers::rvmx_phys_to_virt(phys).cast() }
 }
 
 /// Consecutive pages of the VM owner's address space, pinned only for as long as it takes to
@@ -102,7 +96,7 @@ impl PinnedRun {
     /// The physical addresses of the pages, in order.
     pub(crate) fn phys(&self) -> impl Iterator<Item = u64> + '_ {
         // SAFETY: each page is pinned while `self` lives, so it is a valid `struct page`.
-        self.pages.iter().map(|&p| unsafe { rvmx_page_to_phys(p.cast()) })
+        self.pages.iter().map(|&p| unsafe { helpers::rvmx_page_to_phys(p.cast()) })
     }
 
     /// The pages were mapped writable: mark them dirty when they are unpinned.

@@ -5,6 +5,8 @@
 //! Each wrapped once, here, so the layers above contain no inline assembly.
 
 pub(crate) mod cpuhp;
+pub(crate) mod helpers;
 pub(crate) mod mem;
 pub(crate) mod sched;
+pub(crate) mod uaccess;
 pub(crate) mod x86;

@@ -13,36 +13,9 @@ use kernel::{
     module::this_module,
     prelude::*,
     sync::{Arc, ArcBorrow},
-    transmute::{AsBytes, FromBytes},
-    uaccess::{UserPtr, UserSlice},
 };
 
-/// Reads the `T` an ioctl argument points to (`EFAULT` if it cannot).
-pub(crate) fn read_user<T: FromBytes>(arg: usize) -> Result<T> {
-    UserSlice::new(UserPtr::from_addr(arg), size_of::<T>()).reader().read()
-}
-
-/// The address of the field at `offset` in the struct an ioctl argument points to (`EFAULT`
-/// past the end of the address space, where no copy could succeed).
-pub(crate) fn user_field(arg: usize, offset: usize) -> Result<usize> {
-    arg.checked_add(offset).ok_or(EFAULT)
-}
-
-/// Writes `value` where an ioctl argument points (`EFAULT` if it cannot).
-pub(crate) fn write_user<T: AsBytes>(arg: usize, value: &T) -> Result {
-    UserSlice::new(UserPtr::from_addr(arg), size_of::<T>()).writer().write(value)
-}
-
-extern "C" {
-    /// `fs/anon_inodes.c` (EXPORT_SYMBOL_GPL; not in the generated bindings).
-    fn anon_inode_getfd(
-        name: *const ffi::c_char,
-        // `const struct file_operations *`; bindgen's struct trips the FFI-safety lint.
-        fops: *const ffi::c_void,
-        private: *mut ffi::c_void,
-        flags: ffi::c_int,
-    ) -> ffi::c_int;
-}
+use crate::host::helpers;
 
 /// An object userspace reaches through an fd of its own.
 pub(crate) trait FdObject: Send + Sync + Sized + 'static {
@@ -66,7 +39,7 @@ pub(crate) fn install<T: FdObject>(obj: Arc<T>) -> Result<i32> {
     // SAFETY: `FOPS` is a static table for `T`; `ptr` comes from `Arc::into_raw` and is owned
     // by the file from here on (released in `release`).
     let fd = unsafe {
-        anon_inode_getfd(
+        helpers::anon_inode_getfd(
             T::NAME.as_char_ptr(),
             core::ptr::from_ref(FdOps::<T>::fops()).cast(),
             ptr.cast_mut().cast(),

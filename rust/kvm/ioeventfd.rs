@@ -14,7 +14,7 @@ struct EventFd(NonNull<bindings::eventfd_ctx>);
 
 // SAFETY: an eventfd context is reference-counted and may be signalled and put from any thread.
 unsafe impl Send for EventFd {}
-// SAFETY: as above; signalling takes the context's own lock.
+// SAFETY: `&EventFd` only signals, and `eventfd_signal` takes the context's own lock.
 unsafe impl Sync for EventFd {}
 
 impl EventFd {

@@ -9,3 +9,4 @@ pub(crate) mod stats;
 pub(crate) mod system;
 pub(crate) mod vcpu;
 pub(crate) mod vm;
+pub(crate) mod vm_fd;

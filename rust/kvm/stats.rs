@@ -6,9 +6,7 @@
 //!   the VMs rvmx created since it was loaded);
 //! - `/sys/kernel/debug/rvmx/PID-N/vcpuID/stats`: one vCPU's.
 //!
-//! The text is [`stats_format::Counters::write`]'s. A vCPU's counters are written only by its
-//! own `KVM_RUN` (serialised by the vCPU mutex) and read by debugfs at any time: relaxed atomic
-//! loads and stores, no lock and no read-modify-write on the exit path.
+//! The text is `logic::stats_format::Counters::write`'s; the counters are run/counters.rs.
 
 use core::{
     ptr,
@@ -25,84 +23,7 @@ use kernel::{
     },
 };
 
-use crate::logic::stats_format::{Counters, KVM_EXITS, VMX_REASONS};
-
-/// The counters of one vCPU.
-pub(crate) struct VcpuStats {
-    runs: Atomic<u64>,
-    windows: Atomic<u64>,
-    guest_tsc: Atomic<u64>,
-    ept_faults: Atomic<u64>,
-    by_reason: [Atomic<u64>; VMX_REASONS],
-    user_exits: [Atomic<u64>; KVM_EXITS],
-}
-
-/// Adds `n` to a counter only its vCPU's `KVM_RUN` writes: a plain load and store suffice.
-fn bump(c: &Atomic<u64>, n: u64) {
-    c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
-}
-
-impl VcpuStats {
-    fn new() -> Self {
-        Self {
-            runs: Atomic::new(0),
-            windows: Atomic::new(0),
-            guest_tsc: Atomic::new(0),
-            ept_faults: Atomic::new(0),
-            by_reason: [const { Atomic::new(0) }; VMX_REASONS],
-            user_exits: [const { Atomic::new(0) }; KVM_EXITS],
-        }
-    }
-
-    /// A `KVM_RUN` call.
-    pub(crate) fn run(&self) {
-        bump(&self.runs, 1);
-    }
-
-    /// A VMX window opened.
-    pub(crate) fn window(&self) {
-        bump(&self.windows, 1);
-    }
-
-    /// A VM exit with basic reason `reason` after `guest_tsc` TSC ticks in guest mode. (The
-    /// total is the sum by reason: one counter less on the exit path.)
-    pub(crate) fn exit(&self, reason: u16, guest_tsc: u64) {
-        bump(&self.guest_tsc, guest_tsc);
-        if let Some(c) = self.by_reason.get(reason as usize) {
-            bump(c, 1);
-        }
-    }
-
-    /// A guest page mapped on first touch.
-    pub(crate) fn ept_fault(&self) {
-        bump(&self.ept_faults, 1);
-    }
-
-    /// A return to userspace with `kvm_run.exit_reason` = `reason`.
-    pub(crate) fn user_exit(&self, reason: u32) {
-        if let Some(c) = self.user_exits.get(reason as usize) {
-            bump(c, 1);
-        }
-    }
-
-    fn snapshot(&self) -> Counters {
-        let mut c = Counters {
-            runs: self.runs.load(Relaxed),
-            windows: self.windows.load(Relaxed),
-            guest_tsc: self.guest_tsc.load(Relaxed),
-            ept_faults: self.ept_faults.load(Relaxed),
-            ..Counters::default()
-        };
-        for (d, s) in c.by_reason.iter_mut().zip(self.by_reason.iter()) {
-            *d = s.load(Relaxed);
-            c.exits = c.exits.wrapping_add(*d);
-        }
-        for (d, s) in c.user_exits.iter_mut().zip(self.user_exits.iter()) {
-            *d = s.load(Relaxed);
-        }
-        c
-    }
-}
+use crate::{logic::stats_format::Counters, run::counters::VcpuStats};
 
 /// debugfs' `rvmx` directory, for as long as the module is loaded.
 static ROOT: AtomicPtr<Dir> = AtomicPtr::new(ptr::null_mut());

@@ -11,7 +11,7 @@ use kernel::{
 };
 
 use crate::{
-    kvm::fd::user_field,
+    host::uaccess::user_field,
     logic::cpuid_table::{self, CpuidEntry, GuestControls},
     logic::kvm_abi::{self, *},
     kvm::vm::Vm,
@@ -23,7 +23,7 @@ use crate::{
 /// caller's array is smaller.
 /// IA32_SPEC_CTRL is listed where this CPU can read it (KVM's `kvm_probe_msr_to_save`).
 fn get_msr_index_list(arg: usize) -> Result<isize> {
-    use crate::logic::msr_rules::{index::SPEC_CTRL, INDEX_LIST};
+    use crate::logic::{arch::msr::SPEC_CTRL, msr_rules::INDEX_LIST};
     let mut list = [SPEC_CTRL; INDEX_LIST.len() + 1];
     for (to, from) in list.iter_mut().zip(INDEX_LIST.iter()) {
         *to = *from;
@@ -36,7 +36,7 @@ fn get_msr_index_list(arg: usize) -> Result<isize> {
 /// values userspace may give a vCPU: the microcode revision (the host's) and the
 /// ARCH_CAPABILITIES a guest gets on this host. KVM also lists PERF_CAPABILITIES and nested
 /// VMX's, which rvmx does not emulate.
-const FEATURE_MSRS: [u32; 2] = [crate::logic::msr_rules::index::ARCH_CAPABILITIES, crate::logic::msr_rules::index::UCODE_REV];
+const FEATURE_MSRS: [u32; 2] = [crate::logic::arch::msr::ARCH_CAPABILITIES, crate::logic::arch::msr::UCODE_REV];
 
 /// `KVM_GET_MSRS` on the system fd: feature MSR values, stopping at the first index that is
 /// not one (KVM).
@@ -44,8 +44,8 @@ fn get_feature_msrs(arg: usize) -> Result<isize> {
     let arch_capabilities = Vmx::get().ok_or(ENODEV)?.mitigations().for_guests().arch_capabilities;
     crate::cpu::msr::for_each_entry(arg, true, |e| {
         let v = match e.index {
-            crate::logic::msr_rules::index::ARCH_CAPABILITIES => Some(arch_capabilities),
-            crate::logic::msr_rules::index::UCODE_REV => crate::host::x86::rdmsr_safe(e.index),
+            crate::logic::arch::msr::ARCH_CAPABILITIES => Some(arch_capabilities),
+            crate::logic::arch::msr::UCODE_REV => crate::host::x86::rdmsr_safe(e.index),
             _ => None,
         };
         v.map(|v| e.data = v).is_some()
@@ -74,8 +74,8 @@ fn get_supported_cpuid(arg: usize) -> Result<isize> {
     let vmx = Vmx::get().ok_or(ENODEV)?;
     let caps = vmx.caps();
     let ctl = GuestControls {
-        invpcid: caps.procbased2.allows(1 << 12),
-        rdtscp: caps.procbased2.allows(1 << 3),
+        invpcid: caps.procbased2.allows(crate::logic::vmx_controls::proc2::ENABLE_INVPCID),
+        rdtscp: caps.procbased2.allows(crate::logic::vmx_controls::proc2::ENABLE_RDTSCP),
         xfeatures: vmx.fpu().xcr0,
         speculation: {
             let g = vmx.mitigations().for_guests();
@@ -133,7 +133,7 @@ impl MiscDevice for SystemFd {
             KVM_GET_MSR_FEATURE_INDEX_LIST => write_msr_list(arg, &FEATURE_MSRS),
             KVM_GET_MSRS => get_feature_msrs(arg),
             KVM_X86_GET_MCE_CAP_SUPPORTED => {
-                crate::kvm::fd::write_user(arg, &crate::logic::mce::SUPPORTED_CAP)?;
+                crate::host::uaccess::write_user(arg, &crate::logic::mce::SUPPORTED_CAP)?;
                 Ok(0)
             }
             KVM_GET_VCPU_MMAP_SIZE if arg == 0 => Ok(kvm_abi::vcpu_mmap_size(PAGE_SIZE) as isize),

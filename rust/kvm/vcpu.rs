@@ -9,21 +9,22 @@ use kernel::{
     page::{Page, PAGE_SIZE},
     prelude::*,
     sync::{Arc, ArcBorrow, Mutex},
-    transmute::{AsBytes, FromBytes},
     uaccess::{UserPtr, UserSlice},
 };
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::{
+    host::helpers,
     logic::cpuid_table::{self, CpuidEntry},
     vmx::entry::Gprs,
-    kvm::fd::{read_user, user_field, write_user, FdObject},
+    kvm::fd::FdObject,
+    host::uaccess::{read_user, user_field, write_user},
     logic::kvm_abi::{self, *},
     cpu::debugregs::GuestDebug,
     logic::events::Interrupt,
     cpu::fpu::GuestFpu,
-    run::vcpu_run::{self, KvmRun, RunState, Target},
+    run::{kvm_run::KvmRun, state::{RunState, VcpuState}, vcpu_run, window::Target},
     logic::xstate,
     logic::vcpu_state,
     kvm::vm::Vm,
@@ -36,66 +37,6 @@ use crate::{
 static NEXT_VPID: AtomicU32 = AtomicU32::new(0);
 static NEXT_SERIAL: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
-
-extern "C" {
-    fn rvmx_sigset_activate(set: *mut u64);
-    fn rvmx_sigset_deactivate();
-}
-
-// SAFETY: plain `repr(C)` structs of integers, valid for any bit pattern, with no padding
-// (their sizes equal the sum of their fields, checked against kvm-bindings on the host).
-unsafe impl FromBytes for Regs {}
-// SAFETY: as above.
-unsafe impl AsBytes for Regs {}
-// SAFETY: as above.
-unsafe impl FromBytes for Sregs {}
-// SAFETY: as above.
-unsafe impl AsBytes for Sregs {}
-// SAFETY: as above.
-unsafe impl FromBytes for UserspaceMemoryRegion {}
-// SAFETY: as above.
-unsafe impl FromBytes for CpuidEntry {}
-// SAFETY: as above.
-unsafe impl FromBytes for Fpu {}
-// SAFETY: as above.
-unsafe impl AsBytes for Fpu {}
-// SAFETY: as above.
-unsafe impl FromBytes for MsrEntry {}
-// SAFETY: as above.
-unsafe impl AsBytes for MsrEntry {}
-// SAFETY: as above.
-unsafe impl AsBytes for CpuidEntry {}
-// SAFETY: as above.
-unsafe impl FromBytes for Xsave {}
-// SAFETY: as above.
-unsafe impl AsBytes for Xsave {}
-// SAFETY: as above.
-unsafe impl FromBytes for Xcrs {}
-// SAFETY: as above.
-unsafe impl AsBytes for Xcrs {}
-// SAFETY: as above.
-unsafe impl FromBytes for crate::logic::events::VcpuEvents {}
-// SAFETY: as above.
-unsafe impl AsBytes for crate::logic::events::VcpuEvents {}
-// SAFETY: as above.
-unsafe impl FromBytes for DebugRegs {}
-// SAFETY: as above.
-unsafe impl FromBytes for Translation {}
-// SAFETY: as above.
-unsafe impl AsBytes for Translation {}
-// SAFETY: as above.
-unsafe impl FromBytes for crate::logic::guest_debug::GuestDebugArg {}
-// SAFETY: `repr(C)` integers and byte arrays without padding; any bit pattern is valid.
-unsafe impl FromBytes for crate::logic::mce::X86Mce {}
-// SAFETY: as above.
-unsafe impl FromBytes for crate::logic::ioeventfd_rules::IoEventFdArg {}
-// SAFETY: as above.
-unsafe impl FromBytes for DirtyLog {}
-// SAFETY: as above.
-unsafe impl FromBytes for UserspaceMemoryRegion2 {}
-// SAFETY: as above.
-unsafe impl AsBytes for DebugRegs {}
-
 #[pin_data]
 pub(crate) struct Vcpu {
     vm: Arc<Vm>,
@@ -104,7 +45,7 @@ pub(crate) struct Vcpu {
     /// Unique among the vCPUs since load (the IBPB on a vCPU switch compares them).
     serial: u64,
     /// Its counters (also in the VM's debugfs directory).
-    stats: Arc<crate::kvm::stats::VcpuStats>,
+    stats: Arc<crate::run::counters::VcpuStats>,
     /// The vCPU mmap area: `kvm_run`, the PIO data page, the (unused) coalesced-MMIO page.
     pages: [Page; kvm_abi::VCPU_MMAP_PAGES],
     #[pin]
@@ -112,7 +53,7 @@ pub(crate) struct Vcpu {
 }
 
 impl Vcpu {
-    pub(crate) fn new(vm: Arc<Vm>, id: u32, stats: Arc<crate::kvm::stats::VcpuStats>) -> Result<Arc<Self>> {
+    pub(crate) fn new(vm: Arc<Vm>, id: u32, stats: Arc<crate::run::counters::VcpuStats>) -> Result<Arc<Self>> {
         let page = || Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO);
         let pages = [page()?, page()?, page()?];
         let sregs = vcpu_state::reset_sregs(id);
@@ -134,13 +75,13 @@ impl Vcpu {
                 stats,
                 pages,
                 state <- new_mutex!(RunState {
+                    vmcs,
+                    vcpu: VcpuState {
                     regs: vcpu_state::reset_regs(),
                     sregs,
-                    vmcs,
                     controls_written: false,
                     cr4_mask: 0,
                     gprs: Gprs::default(),
-                    pending_io: None,
                     pending: None,
                     emulated: Default::default(),
                     pdptes: None,
@@ -151,10 +92,11 @@ impl Vcpu {
                     fpu,
                     debug: GuestDebug::default(),
                     cpuid: KVec::new(),
-                    allowed: crate::run::vcpu_run::Allowed::new(&[], vmx),
+                    allowed: crate::run::state::Allowed::new(&[], vmx),
                     msrs: crate::logic::msr_rules::GuestMsrs { arch_capabilities, ..Default::default() },
                     msr_area,
                     tables,
+                    },
                 }),
             }),
             GFP_KERNEL_ACCOUNT,
@@ -206,7 +148,7 @@ impl FdObject for Vcpu {
             KVM_GET_REGS => write_user(arg, &this.state.lock().regs)?,
             KVM_SET_REGS => {
                 let mut regs: Regs = read_user(arg)?;
-                regs.rflags |= vcpu_state::RFLAGS_FIXED;
+                regs.rflags |= crate::logic::arch::rflags::FIXED;
                 this.state.lock().regs = regs;
             }
             KVM_GET_SREGS => write_user(arg, &this.get_sregs())?,
@@ -365,17 +307,7 @@ impl Vcpu {
     fn msrs(&self, arg: usize, set: bool) -> Result<isize> {
         let mut guard = self.state.lock();
         let st = &mut *guard;
-        let efer_ok = st.efer_ok();
-        let mut m = crate::cpu::msr::MsrState {
-            vmcs: None,
-            area: &st.msr_area,
-            msrs: &mut st.msrs,
-            sregs: &mut st.sregs,
-            efer_ok,
-            tsc_aux_ok: true,
-            speculation: st.allowed.speculation,
-            host: true,
-        };
+        let mut m = st.msr_state(None);
         crate::cpu::msr::for_each_entry(arg, !set, |e| {
             if set {
                 m.write(e.index, e.data).is_ok()
@@ -417,19 +349,19 @@ impl Vcpu {
         };
         // SAFETY: `mask` is a sigset_t (one u64 on x86_64); the thread's own mask is saved in
         // `current->real_blocked` and put back right after.
-        unsafe { rvmx_sigset_activate(&mut mask) };
+        unsafe { helpers::rvmx_sigset_activate(&mut mask) };
         let r = vcpu_run::run(&target, &mut st, &kvm_run, &self.vm);
         // SAFETY: pairs with the activation above, same thread.
-        unsafe { rvmx_sigset_deactivate() };
+        unsafe { helpers::rvmx_sigset_deactivate() };
         r
     }
 
     /// `KVM_X86_SET_MCE`: records the error; an uncorrected one raises #MC (replacing an
     /// exception not yet delivered, as KVM), or shuts the guest down if it cannot take one.
     fn set_mce(&self, e: crate::logic::mce::X86Mce) -> Result {
-        use crate::{logic::events::{vector, Exception}, logic::mce::Injected};
+        use crate::{logic::{arch::vector, events::Exception}, logic::mce::Injected};
         let mut st = self.state.lock();
-        let cr4_mce = st.sregs.cr4 & crate::logic::vcpu_state::CR4_MCE != 0;
+        let cr4_mce = st.sregs.cr4 & crate::logic::arch::cr4::MCE != 0;
         match st.msrs.mce.inject(&e, cr4_mce).map_err(|_| EINVAL)? {
             Injected::Recorded => {}
             Injected::MachineCheck => st.events.exception = Some(Exception::raise(vector::MC, None)),
@@ -441,7 +373,7 @@ impl Vcpu {
     /// `KVM_SET_GUEST_DEBUG`: the debugger's settings; INJECT_DB/INJECT_BP queue that
     /// exception (EBUSY while another is waiting), as KVM.
     fn set_guest_debug(&self, arg: crate::logic::guest_debug::GuestDebugArg) -> Result {
-        use crate::{logic::events::{vector, Exception}, logic::guest_debug::{control, Debugger}};
+        use crate::{logic::{arch::vector, events::Exception}, logic::guest_debug::{control, Debugger}};
         let debugger = Debugger::from_arg(&arg).ok_or(EINVAL)?;
         let mut st = self.state.lock();
         if arg.control & (control::INJECT_DB | control::INJECT_BP) != 0 {

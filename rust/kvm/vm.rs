@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A VM: its memory slots and vCPUs, reached through a VM fd (`KVM_CREATE_VM`).
+//! A VM: its memory slots, its ioeventfds and the ids of its vCPUs. Its fd's ioctls are
+//! vm_fd.rs.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::{
@@ -8,21 +9,22 @@ use kernel::{
     mm::Mm,
     new_mutex,
     prelude::*,
-    sync::{aref::ARef, Arc, ArcBorrow, Mutex},
+    sync::{aref::ARef, Arc, Mutex},
     uaccess::{UserPtr, UserSlice},
 };
 
 use crate::{
     vmx::ept::TableCache,
     logic::ept_bits::violation,
-    kvm::fd::{self, read_user, FdObject},
+    kvm::fd,
+    host::uaccess::read_user,
     mm::guest_memory::{GuestMemory, Outcome},
     kvm::ioeventfd::IoEventFds,
-    logic::ioeventfd_rules::Bus,
-    logic::kvm_abi::{self, *},
+    logic::ioeventfd_rules::{Bus, IoEventFdArg},
+    run::counters::VcpuStats,
+    logic::kvm_abi::*,
     logic::memslot_rules::{self, Change, Refusal},
     mm::mmu_notifier::MmuNotifier,
-    kvm::vcpu::Vcpu,
 };
 
 #[pin_data]
@@ -134,7 +136,7 @@ impl Vm {
         Ok(())
     }
 
-    fn set_memory_region(&self, region: UserspaceMemoryRegion) -> Result<isize> {
+    pub(crate) fn set_memory_region(&self, region: UserspaceMemoryRegion) -> Result<isize> {
         let _serialized = self.inner.lock();
         let change = match self.memory.decide(&region) {
             Err(Refusal::Invalid) => return Err(EINVAL),
@@ -161,7 +163,7 @@ impl Vm {
     /// to userspace and starts a new round: the bitmap is cleared and those pages are
     /// write-protected again (KVM's order: a failed copy loses the round, `EFAULT`).
     /// `EINVAL` for a slot number out of range, `ENOENT` for a slot that does not log.
-    fn get_dirty_log(&self, arg: usize) -> Result<isize> {
+    pub(crate) fn get_dirty_log(&self, arg: usize) -> Result<isize> {
         let log: DirtyLog = read_user(arg)?;
         // KVM's VMs have two address spaces (the second for SMM): slots in the second can
         // never exist on rvmx (no SMM), so it has no dirty log (ENOENT), as an empty one on KVM.
@@ -199,17 +201,16 @@ impl Vm {
     }
 
     /// An EPT-misconfiguration exit at `gpa`: a bug in rvmx's tables, never the guest's doing.
-    /// Logs the offending entry (the first few times) and ends `KVM_RUN` with
-    /// `KVM_EXIT_INTERNAL_ERROR` (unexpected exit reason, then GPA, level and entry).
-    pub(crate) fn report_ept_misconfig(&self, gpa: u64, run: &crate::run::vcpu_run::KvmRun) {
+    /// Logs the offending entry (the first few times) and returns its level and value (0, 0 if
+    /// the walk finds none any more), for `KVM_EXIT_INTERNAL_ERROR`.
+    pub(crate) fn report_ept_misconfig(&self, gpa: u64) -> (u32, u64) {
         static REPORTS: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
         let found = self.memory.find_misconfiguration(gpa);
         let (level, entry, why) = found.unwrap_or((0, 0, "no bad entry on the walk any more"));
         if REPORTS.fetch_add(1, core::sync::atomic::Ordering::Relaxed) < 8 {
             pr_err!("EPT misconfiguration at GPA {:#x}: level {} entry {:#x}: {}\n", gpa, level, entry, why);
         }
-        let reason = crate::logic::vmx_exit::reason::EPT_MISCONFIG as u64;
-        run.internal_error(crate::run::exit::internal::UNEXPECTED_EXIT_REASON, &[reason, gpa, level as u64, entry]);
+        (level as u32, entry)
     }
 
     /// The VM's memory, for one instruction's emulation.
@@ -234,13 +235,15 @@ impl Vm {
         self.memory.running(id)
     }
 
-    fn create_vcpu(this: ArcBorrow<'_, Self>, id: usize) -> Result<isize> {
+    /// Reserves vCPU id `id` as KVM checks it (below `MAX_VCPU_ID`, unused, at most
+    /// `MAX_VCPUS` vCPUs) with its statistics; [`Vm::release_vcpu`] undoes it.
+    pub(crate) fn reserve_vcpu(&self, id: usize) -> Result<(u32, Arc<VcpuStats>)> {
         let id = u32::try_from(id).map_err(|_| EINVAL)?;
         if id >= MAX_VCPU_ID {
             return Err(EINVAL);
         }
         {
-            let mut inner = this.inner.lock();
+            let mut inner = self.inner.lock();
             if inner.vcpu_ids.iter().any(|v| *v == id) {
                 return Err(EEXIST);
             }
@@ -249,66 +252,31 @@ impl Vm {
             }
             inner.vcpu_ids.push(id, GFP_KERNEL_ACCOUNT)?;
         }
-        let vcpu = this
-            .stats
-            .add_vcpu(id)
-            .and_then(|stats| Vcpu::new(this.into(), id, stats))
-            .and_then(|v| Ok(fd::install(v)? as isize));
-        if vcpu.is_err() {
-            this.stats.remove_vcpu(id);
-            this.inner.lock().vcpu_ids.retain(|v| *v != id);
+        match self.stats.add_vcpu(id) {
+            Ok(stats) => Ok((id, stats)),
+            Err(e) => {
+                self.release_vcpu(id);
+                Err(e)
+            }
         }
-        vcpu
     }
-}
 
-impl FdObject for Vm {
-    const NAME: &'static CStr = c"kvm-vm";
+    /// Gives back a vCPU id whose vCPU could not be created.
+    pub(crate) fn release_vcpu(&self, id: u32) {
+        self.stats.remove_vcpu(id);
+        self.inner.lock().vcpu_ids.retain(|v| *v != id);
+    }
 
-    fn ioctl(this: ArcBorrow<'_, Self>, cmd: u32, arg: usize) -> Result<isize> {
-        this.check_owner()?;
-        match cmd {
-            KVM_CREATE_VCPU => Vm::create_vcpu(this, arg),
-            KVM_SET_USER_MEMORY_REGION => this.set_memory_region(read_user(arg)?),
-            KVM_SET_USER_MEMORY_REGION2 => {
-                let r: UserspaceMemoryRegion2 = read_user(arg)?;
-                this.set_memory_region(r.region())
-            }
-            KVM_GET_DIRTY_LOG => this.get_dirty_log(arg),
-            KVM_CHECK_EXTENSION => Ok(kvm_abi::check_extension(arg)),
-            // With unrestricted guest rvmx needs neither the real-mode TSS nor the identity map
-            // that KVM keeps for CPUs without it: both are checked as KVM checks them, then
-            // not used.
-            KVM_SET_TSS_ADDR => {
-                // The three pages must fit below 4 GiB.
-                if arg as u64 > (1 << 32) - 3 * 4096 {
-                    return Err(EINVAL);
-                }
-                Ok(0)
-            }
-            KVM_SET_IDENTITY_MAP_ADDR => {
-                if !this.inner.lock().vcpu_ids.is_empty() {
-                    return Err(EINVAL); // only before the first vCPU
-                }
-                let _addr: u64 = read_user(arg)?;
-                Ok(0)
-            }
-            KVM_IOEVENTFD => {
-                let arg = read_user(arg)?;
-                let mut inner = this.inner.lock();
-                let r = inner.ioeventfds.ioctl(&arg);
-                this.has_ioeventfds.store(!inner.ioeventfds.is_empty(), Ordering::Release);
-                r?;
-                Ok(0)
-            }
-            // KVM checks the header, then refuses without an in-kernel irqchip (QEMU only
-            // asks for the capability with kernel-irqchip=off).
-            KVM_SET_GSI_ROUTING => {
-                let _header: u64 = read_user(arg)?;
-                Err(EINVAL)
-            }
-            // KVM's VM fd answers ENOTTY to requests it does not know (kvm_arch_vm_ioctl).
-            _ => Err(ENOTTY),
-        }
+    /// Whether any vCPU was created.
+    pub(crate) fn has_vcpus(&self) -> bool {
+        !self.inner.lock().vcpu_ids.is_empty()
+    }
+
+    /// `KVM_IOEVENTFD`: assigns or deassigns as `arg` says.
+    pub(crate) fn ioeventfd(&self, arg: &IoEventFdArg) -> Result {
+        let mut inner = self.inner.lock();
+        let r = inner.ioeventfds.ioctl(arg);
+        self.has_ioeventfds.store(!inner.ioeventfds.is_empty(), Ordering::Release);
+        r
     }
 }

@@ -18,6 +18,13 @@ pub struct CpuidEntry {
     pub edx: u32,
     pub padding: [u32; 3],
 }
+// SAFETY: `repr(C)` with only `u32` fields (its size is <linux/kvm.h>'s, tested against kvm-bindings): no
+// uninitialized bytes, and any bit pattern is a valid value.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::FromBytes for CpuidEntry {}
+// SAFETY: as for `FromBytes`: every byte of a `CpuidEntry` is an initialized field.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::AsBytes for CpuidEntry {}
 
 /// `kvm_cpuid_entry2.flags`: the entry depends on the subleaf in ECX.
 pub const FLAG_SIGNIFICANT_INDEX: u32 = 1;

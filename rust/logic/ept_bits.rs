@@ -16,6 +16,8 @@ pub const MEMTYPE_WB: u64 = 6 << 3;
 pub const IGNORE_PAT: u64 = 1 << 6;
 /// Physical-address bits 51:12 of an entry.
 pub const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+/// Bit 7 of a level-2 or level-3 entry: it maps a 2-MiB or 1-GiB page (reserved in PML4Es).
+pub const LARGE_PAGE: u64 = 1 << 7;
 
 /// EPT pointer for the 4-level table rooted at physical address `root`: write-back paging
 /// structures, walk length 4.
@@ -59,7 +61,7 @@ pub const fn misconfiguration(entry: u64, level: u32) -> Option<&'static str> {
     if entry & READ == 0 {
         return Some("execute-only");
     }
-    let large = entry & (1 << 7) != 0;
+    let large = entry & LARGE_PAGE != 0;
     if level == 4 && entry & (0x1f << 3) != 0 {
         return Some("reserved bits 7:3 set in a PML4 entry");
     }

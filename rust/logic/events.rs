@@ -8,9 +8,16 @@
 //! guest can take it). The state is what `KVM_GET/SET_VCPU_EVENTS` exchange. Pure logic,
 //! host-tested.
 
+use super::arch::vector;
+
 /// Interruption-information bits (VM-entry interruption information and IDT-vectoring
 /// information share the layout, SDM vol. 3, 25.8.3 and 25.9.3).
 pub mod info {
+    use super::super::arch::Bits;
+    /// The vector.
+    pub const VECTOR: Bits = Bits::new(0, 7);
+    /// The event's type (one of the values below).
+    pub const TYPE: Bits = Bits::new(8, 10);
     /// The field is valid.
     pub const VALID: u32 = 1 << 31;
     /// An error code is delivered.
@@ -37,29 +44,6 @@ pub mod block {
     pub const MOV_SS: u32 = 1 << 1;
     /// Blocking by NMI (virtual-NMI blocking with virtual NMIs).
     pub const NMI: u32 = 1 << 3;
-}
-
-/// NMI vector.
-pub const NMI_VECTOR: u8 = 2;
-
-/// Exception vectors rvmx raises.
-pub mod vector {
-    /// Debug.
-    pub const DB: u8 = 1;
-    /// Breakpoint (INT3).
-    pub const BP: u8 = 3;
-    /// Invalid opcode.
-    pub const UD: u8 = 6;
-    /// Stack fault.
-    pub const SS: u8 = 12;
-    /// General protection.
-    pub const GP: u8 = 13;
-    /// Page fault.
-    pub const PF: u8 = 14;
-    /// Alignment check.
-    pub const AC: u8 = 17;
-    /// Machine check.
-    pub const MC: u8 = 18;
 }
 
 /// An exception to deliver.
@@ -203,7 +187,7 @@ impl Events {
             });
         } else if self.nmi_injected {
             self.nmi_injected = false;
-            inject = Some(Injection { info: info::VALID | info::NMI << 8 | NMI_VECTOR as u32, ..Default::default() });
+            inject = Some(Injection { info: info::VALID | info::NMI << 8 | vector::NMI as u32, ..Default::default() });
         } else if let Some(i) = self.interrupt.filter(|i| i.soft_len.is_some() || interrupt_allowed(if_flag, interruptibility)) {
             self.interrupt = None;
             let (kind, len) = match i.soft_len {
@@ -213,7 +197,7 @@ impl Events {
             inject = Some(Injection { info: info::VALID | kind << 8 | i.vector as u32, error_code: 0, len });
         } else if self.nmi_pending > 0 && nmi_allowed(interruptibility) {
             self.nmi_pending = self.nmi_pending.saturating_sub(1); // > 0 here
-            inject = Some(Injection { info: info::VALID | info::NMI << 8 | NMI_VECTOR as u32, ..Default::default() });
+            inject = Some(Injection { info: info::VALID | info::NMI << 8 | vector::NMI as u32, ..Default::default() });
         }
         Entry {
             inject,
@@ -273,6 +257,13 @@ pub struct VcpuEvents {
     pub exception_has_payload: u8,
     pub exception_payload: u64,
 }
+// SAFETY: `repr(C)` with integers only, every padding byte an explicit field (its size is <linux/kvm.h>'s, tested against kvm-bindings): no
+// uninitialized bytes, and any bit pattern is a valid value.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::FromBytes for VcpuEvents {}
+// SAFETY: as for `FromBytes`: every byte of a `VcpuEvents` is an initialized field.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::AsBytes for VcpuEvents {}
 
 /// The interruptibility state's shadow bits as `kvm_vcpu_events` reports them.
 pub const fn shadow_to_abi(interruptibility: u32) -> u8 {
@@ -323,7 +314,7 @@ impl Events {
         if v.flags & flags::SMM != 0 && (v.smi[0] != 0 || v.smi[1] != 0) {
             return None;
         }
-        if v.exception_injected != 0 && (v.exception_nr > 31 || v.exception_nr == NMI_VECTOR) {
+        if v.exception_injected != 0 && (v.exception_nr > 31 || v.exception_nr == vector::NMI) {
             return None;
         }
         let exception = (v.exception_injected != 0).then_some(Exception {

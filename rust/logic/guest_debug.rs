@@ -36,6 +36,10 @@ pub struct GuestDebugArg {
     /// DR0-3 and DR7 (indices 4-6 unused) for `USE_HW_BP`.
     pub debugreg: [u64; 8],
 }
+// SAFETY: `repr(C)` with two `u32`s then `u64`s (its size is <linux/kvm.h>'s, tested against kvm-bindings): no
+// uninitialized bytes, and any bit pattern is a valid value.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::FromBytes for GuestDebugArg {}
 
 /// The debugger's settings for a vCPU.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -19,11 +19,7 @@ pub struct Paging {
     pub cpl: u8,
 }
 
-const CR0_PG: u64 = 1 << 31;
-const CR0_WP: u64 = 1 << 16;
-const CR4_PSE: u64 = 1 << 4;
-const CR4_PAE: u64 = 1 << 5;
-const EFER_LMA: u64 = 1 << 10;
+use super::arch::{cr0, cr4, efer};
 
 const P: u64 = 1 << 0;
 const RW: u64 = 1 << 1;
@@ -44,12 +40,12 @@ pub enum WalkError {
 impl Paging {
     /// Whether paging is on.
     pub const fn enabled(&self) -> bool {
-        self.cr0 & CR0_PG != 0
+        self.cr0 & cr0::PG != 0
     }
 
     /// PAE paging outside long mode (the mode that uses the four PDPTE registers).
     pub const fn pae_legacy(&self) -> bool {
-        self.enabled() && self.cr4 & CR4_PAE != 0 && self.efer & EFER_LMA == 0
+        self.enabled() && self.cr4 & cr4::PAE != 0 && self.efer & efer::LMA == 0
     }
 
     /// Translates `linear` for a data access (`write` or read) or an instruction fetch.
@@ -62,7 +58,7 @@ impl Paging {
     ) -> Result<u64, WalkError> {
         if !self.enabled() {
             // Without long mode, linear addresses are 32 bits wide.
-            return Ok(if self.efer & EFER_LMA != 0 { linear } else { linear & 0xffff_ffff });
+            return Ok(if self.efer & efer::LMA != 0 { linear } else { linear & 0xffff_ffff });
         }
         let user = self.cpl == 3;
         let fault = |present: bool| {
@@ -75,7 +71,7 @@ impl Paging {
             writable &= e & RW != 0;
             user_ok &= e & US != 0;
         };
-        let (phys, page_mask) = if self.cr4 & CR4_PAE == 0 {
+        let (phys, page_mask) = if self.cr4 & cr4::PAE == 0 {
             // 32-bit paging: 2 levels of 1024 4-byte entries; 4 MiB pages with CR4.PSE.
             let linear = linear & 0xffff_ffff;
             // Tables are page-aligned: the entry's offset is ORed in.
@@ -84,7 +80,7 @@ impl Paging {
                 return Err(fault(false));
             }
             note(pde);
-            if pde & PS != 0 && self.cr4 & CR4_PSE != 0 {
+            if pde & PS != 0 && self.cr4 & cr4::PSE != 0 {
                 // PSE-36: bits 20:13 are physical-address bits 39:32.
                 ((pde & 0xffc0_0000) | ((pde >> 13) & 0xff) << 32, 0x3f_ffffu64)
             } else {
@@ -97,7 +93,7 @@ impl Paging {
             }
         } else {
             // PAE (3 levels from the PDPT) or 4-level paging; 8-byte entries, 9-bit indexes.
-            let (mut table, top) = if self.efer & EFER_LMA != 0 {
+            let (mut table, top) = if self.efer & efer::LMA != 0 {
                 (self.cr3 & ADDR, 4)
             } else {
                 let linear = linear & 0xffff_ffff;
@@ -129,7 +125,7 @@ impl Paging {
         if user && !user_ok {
             return Err(fault(true));
         }
-        if write && !writable && (user || self.cr0 & CR0_WP != 0) {
+        if write && !writable && (user || self.cr0 & cr0::WP != 0) {
             return Err(fault(true));
         }
         Ok(phys | (linear & page_mask))
@@ -213,7 +209,7 @@ mod tests {
         m.insert(0x3008, 0x0060_0000 | P | RW | PS); // 2 MiB page at 0x20_0000
         m.insert(0x4000 + 5 * 8, 0xabc_d000 | P | RW);
         let m = Mem(m);
-        let p = Paging { cr0: CR0_PG | 1, cr3: 0x1000, cr4: CR4_PAE, efer: EFER_LMA | 1 << 8, cpl: 0 };
+        let p = Paging { cr0: cr0::PG | 1, cr3: 0x1000, cr4: cr4::PAE, efer: efer::LMA | 1 << 8, cpl: 0 };
         let rd = |g, b| m.read(g, b);
         assert_eq!(p.translate(0x5123, false, rd), Ok(0xabc_d123));
         assert_eq!(p.translate(0x2f_0001, true, rd), Ok(0x6f_0001));
@@ -221,7 +217,7 @@ mod tests {
         assert_eq!(p.translate(0x6123, false, rd), Err(WalkError::PageFault(0)));
         // Writing the read-only 1 GiB page: #PF only with CR0.WP (or from user mode).
         assert_eq!(p.translate(0x4000_0000, true, rd), Ok(0x4000_0000));
-        let wp = Paging { cr0: p.cr0 | CR0_WP, ..p };
+        let wp = Paging { cr0: p.cr0 | cr0::WP, ..p };
         assert_eq!(wp.translate(0x4000_0000, true, rd), Err(WalkError::PageFault(3)));
         // User mode needs U/S at every level.
         let user = Paging { cpl: 3, ..p };
@@ -240,7 +236,7 @@ mod tests {
         m.insert(0x1008, 0x0140_0000 | P | RW | PS | 1 << 13);
         m.insert(0x2000 + 3 * 4, 0x0009_9000 | P);
         let m = Mem(m);
-        let p = Paging { cr0: CR0_PG | 1, cr3: 0x1000, cr4: CR4_PSE, efer: 0, cpl: 0 };
+        let p = Paging { cr0: cr0::PG | 1, cr3: 0x1000, cr4: cr4::PSE, efer: 0, cpl: 0 };
         let rd = |g, b| m.read(g, b);
         assert_eq!(p.translate(0x0040_3abc, false, rd), Ok(0x9_9abc));
         assert_eq!(p.translate(0x0080_0010, false, rd), Ok(0x1_0140_0010));
@@ -254,7 +250,7 @@ mod tests {
         m.insert(0x3000 + 8, 0x80_0000 | P | RW | PS);
         m.insert(0x1028, 0x4000 | P | 1 << 5); // reserved bit 5
         let m = Mem(m);
-        let p = Paging { cr0: CR0_PG | 1, cr3: 0x1020, cr4: CR4_PAE, efer: 0, cpl: 0 };
+        let p = Paging { cr0: cr0::PG | 1, cr3: 0x1020, cr4: cr4::PAE, efer: 0, cpl: 0 };
         assert!(p.pae_legacy());
         assert_eq!(p.translate(0x0020_1234, false, |g, b| m.read(g, b)), Ok(0x80_1234));
         assert_eq!(p.pdptes(|g, b| m.read(g, b)), Ok(None));

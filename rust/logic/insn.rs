@@ -9,6 +9,8 @@
 //! operand and address size and addressing form (ModRM, SIB, RIP-relative, 16-bit forms,
 //! segment overrides). Anything else is `Unsupported`: the caller reports it, never guesses.
 
+use super::arch::rflags;
+
 /// General-purpose registers in encoding order: RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8..R15.
 pub type Gprs = [u64; 16];
 
@@ -202,7 +204,7 @@ pub const fn addr_size(mode: Mode, prefix_67: bool) -> u8 {
 /// address size.
 pub fn string_step(regs: &mut Gprs, indexes: &[u8], width: u8, count: u64, addr_size: u8, rep: bool, rflags: u64) -> bool {
     let step = (width as u64).wrapping_mul(count); // moves wrap at the address size
-    let delta = if rflags & RFLAGS_DF != 0 { step.wrapping_neg() } else { step };
+    let delta = if rflags & rflags::DF != 0 { step.wrapping_neg() } else { step };
     for &r in indexes {
         let v = gpr_get(regs, r).wrapping_add(delta);
         write_reg(regs, Reg { index: r, high: false }, addr_size, v);
@@ -377,9 +379,6 @@ fn modrm(b: &mut Bytes<'_>, mode: Mode, addr_size: u8, rex: u8, seg: Option<Seg>
     mem.seg = seg.unwrap_or(if default_ss { Seg::Ss } else { Seg::Ds });
     Ok((reg, mem))
 }
-
-/// RFLAGS.DF: string instructions count down.
-pub const RFLAGS_DF: u64 = 1 << 10;
 
 impl Insn {
     /// The offset (effective address) of the memory operand, before the segment base.
@@ -624,7 +623,7 @@ mod tests {
         regs[gpr::RDI as usize] = 0x1_0000;
         let i = decode(&[0x67, 0xaa], Mode::Bits32).unwrap();
         assert_eq!(i.dest_offset(&regs), 0);
-        i.complete(&mut regs, 0, RFLAGS_DF, 0);
+        i.complete(&mut regs, 0, rflags::DF, 0);
         assert_eq!(regs[gpr::RDI as usize], 0x1_ffff);
         // A batch of 3 words (REP INSW with KVM's read-ahead), 32-bit addressing.
         regs[gpr::RCX as usize] = 0xffff_ffff_0000_0005;

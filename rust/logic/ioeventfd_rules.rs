@@ -21,6 +21,10 @@ pub struct IoEventFdArg {
     /// Padding.
     pub pad: [u32; 9],
 }
+// SAFETY: `repr(C)` with integers only, the padding an explicit field (its size is <linux/kvm.h>'s, tested against kvm-bindings): no
+// uninitialized bytes, and any bit pattern is a valid value.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::FromBytes for IoEventFdArg {}
 
 /// `KVM_IOEVENTFD_FLAG_*`.
 pub mod flags {

@@ -161,6 +161,10 @@ pub struct UserspaceMemoryRegion {
     /// Start of the backing memory in the caller's address space, page aligned.
     pub userspace_addr: u64,
 }
+// SAFETY: `repr(C)` with two `u32`s then three `u64`s (its size is <linux/kvm.h>'s, tested against kvm-bindings): no
+// uninitialized bytes, and any bit pattern is a valid value.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::FromBytes for UserspaceMemoryRegion {}
 
 /// `struct kvm_userspace_memory_region2`: the first five fields are
 /// [`UserspaceMemoryRegion`]'s.
@@ -186,6 +190,10 @@ pub struct UserspaceMemoryRegion2 {
     /// Padding.
     pub pad2: [u64; 14],
 }
+// SAFETY: `repr(C)` with integers only, the padding explicit fields (its size is <linux/kvm.h>'s, tested against kvm-bindings): no
+// uninitialized bytes, and any bit pattern is a valid value.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::FromBytes for UserspaceMemoryRegion2 {}
 
 impl UserspaceMemoryRegion2 {
     /// The fields both requests share.
@@ -211,6 +219,10 @@ pub struct DirtyLog {
     /// User address of the bitmap: one bit per page, rounded up to 64-bit words.
     pub dirty_bitmap: u64,
 }
+// SAFETY: `repr(C)` with two `u32`s then a `u64` (its size is <linux/kvm.h>'s, tested against kvm-bindings): no
+// uninitialized bytes, and any bit pattern is a valid value.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::FromBytes for DirtyLog {}
 
 /// Slot flag: log guest writes for `KVM_GET_DIRTY_LOG`.
 pub const KVM_MEM_LOG_DIRTY_PAGES: u32 = 1 << 0;
@@ -241,6 +253,13 @@ pub struct Regs {
     pub rip: u64,
     pub rflags: u64,
 }
+// SAFETY: `repr(C)` with only `u64` fields (its size is <linux/kvm.h>'s, tested against kvm-bindings): no
+// uninitialized bytes, and any bit pattern is a valid value.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::FromBytes for Regs {}
+// SAFETY: as for `FromBytes`: every byte of a `Regs` is an initialized field.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::AsBytes for Regs {}
 
 /// `struct kvm_segment`: a segment register with its hidden part.
 #[repr(C)]
@@ -297,6 +316,13 @@ pub struct Sregs {
     /// Pending external interrupt, one bit per vector (at most one set).
     pub interrupt_bitmap: [u64; 4],
 }
+// SAFETY: `repr(C)` with `Segment`s, `Dtable`s and `u64`s, every padding byte an explicit field (its size is <linux/kvm.h>'s, tested against kvm-bindings): no
+// uninitialized bytes, and any bit pattern is a valid value.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::FromBytes for Sregs {}
+// SAFETY: as for `FromBytes`: every byte of a `Sregs` is an initialized field.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::AsBytes for Sregs {}
 
 /// `struct kvm_fpu`: x87 and SSE state (the FXSAVE image's contents, KVM's layout).
 #[repr(C)]
@@ -316,6 +342,13 @@ pub struct Fpu {
     pub mxcsr: u32,
     pub pad2: u32,
 }
+// SAFETY: `repr(C)` with integers and byte arrays, the padding explicit fields (its size is <linux/kvm.h>'s, tested against kvm-bindings): no
+// uninitialized bytes, and any bit pattern is a valid value.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::FromBytes for Fpu {}
+// SAFETY: as for `FromBytes`: every byte of a `Fpu` is an initialized field.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::AsBytes for Fpu {}
 
 /// The `N` bytes at `at` of `buf` (zeros past its end, which no caller's constant offset
 /// reaches).
@@ -380,6 +413,13 @@ pub struct Xsave {
     /// The image.
     pub region: [u32; 1024],
 }
+// SAFETY: `repr(C)` with one array of `u32`s (its size is <linux/kvm.h>'s, tested against kvm-bindings): no
+// uninitialized bytes, and any bit pattern is a valid value.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::FromBytes for Xsave {}
+// SAFETY: as for `FromBytes`: every byte of a `Xsave` is an initialized field.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::AsBytes for Xsave {}
 
 /// `struct kvm_xcr`.
 #[repr(C)]
@@ -401,6 +441,13 @@ pub struct Xcrs {
     pub xcrs: [Xcr; MAX_XCRS],
     pub padding: [u64; 16],
 }
+// SAFETY: `repr(C)` with `u32`s, `Xcr`s (integers with an explicit pad) and `u64`s (its size is <linux/kvm.h>'s, tested against kvm-bindings): no
+// uninitialized bytes, and any bit pattern is a valid value.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::FromBytes for Xcrs {}
+// SAFETY: as for `FromBytes`: every byte of a `Xcrs` is an initialized field.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::AsBytes for Xcrs {}
 
 /// `struct kvm_translation`.
 #[repr(C)]
@@ -414,6 +461,13 @@ pub struct Translation {
     pub usermode: u8,
     pub pad: [u8; 5],
 }
+// SAFETY: `repr(C)` with two `u64`s, three `u8`s and an explicit 5-byte pad (its size is <linux/kvm.h>'s, tested against kvm-bindings): no
+// uninitialized bytes, and any bit pattern is a valid value.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::FromBytes for Translation {}
+// SAFETY: as for `FromBytes`: every byte of a `Translation` is an initialized field.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::AsBytes for Translation {}
 
 /// `KVM_MAX_XCRS`.
 pub const MAX_XCRS: usize = 16;
@@ -429,6 +483,13 @@ pub struct DebugRegs {
     pub flags: u64,
     pub reserved: [u64; 9],
 }
+// SAFETY: `repr(C)` with only `u64` fields (its size is <linux/kvm.h>'s, tested against kvm-bindings): no
+// uninitialized bytes, and any bit pattern is a valid value.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::FromBytes for DebugRegs {}
+// SAFETY: as for `FromBytes`: every byte of a `DebugRegs` is an initialized field.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::AsBytes for DebugRegs {}
 
 /// `struct kvm_msr_entry`.
 #[repr(C)]
@@ -439,6 +500,13 @@ pub struct MsrEntry {
     pub reserved: u32,
     pub data: u64,
 }
+// SAFETY: `repr(C)` with two `u32`s then a `u64` (its size is <linux/kvm.h>'s, tested against kvm-bindings): no
+// uninitialized bytes, and any bit pattern is a valid value.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::FromBytes for MsrEntry {}
+// SAFETY: as for `FromBytes`: every byte of a `MsrEntry` is an initialized field.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::AsBytes for MsrEntry {}
 
 /// Most entries one `KVM_GET/SET_MSRS` takes (KVM's `MAX_IO_MSRS`).
 pub const MAX_IO_MSRS: u32 = 256;

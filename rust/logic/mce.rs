@@ -86,6 +86,10 @@ pub struct X86Mce {
     /// Padding.
     pub pad2: [u64; 3],
 }
+// SAFETY: `repr(C)` with `u64`s, a `u8` and its explicit pads (its size is <linux/kvm.h>'s, tested against kvm-bindings): no
+// uninitialized bytes, and any bit pattern is a valid value.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::FromBytes for X86Mce {}
 
 /// What `KVM_X86_SET_MCE` asks of the vCPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,7 +3,9 @@
 //! Host build of rvmx's kernel-independent modules: the same files the module compiles, so
 //! their unit tests run with `cargo test` and the `rvmx` tool decodes exactly as the module does.
 
+pub mod arch;
 pub mod kvm_abi;
+pub mod kvm_run;
 pub mod memslot_rules;
 pub mod vcpu_state;
 pub mod vmcs_fields;
@@ -14,6 +16,7 @@ pub mod msr_rules;
 pub mod mce;
 pub mod ioeventfd_rules;
 pub mod vmx_caps;
+pub mod vmx_controls;
 pub mod insn;
 pub mod mmio_fragments;
 pub mod hva_index;

@@ -5,46 +5,7 @@
 //! `KVM_SET_MSRS`, as KVM does). Pure logic, host-tested; the exits and ioctls are cpu/msr.rs.
 
 /// MSR numbers (SDM vol. 4).
-#[allow(missing_docs)]
-pub mod index {
-    pub const TSC: u32 = 0x10;
-    pub const SPEC_CTRL: u32 = 0x48;
-    pub const PRED_CMD: u32 = 0x49;
-    pub const ARCH_CAPABILITIES: u32 = 0x10a;
-    pub const FLUSH_CMD: u32 = 0x10b;
-    /// kvmclock's wall-clock MSR (the original number).
-    pub const KVM_WALL_CLOCK: u32 = 0x11;
-    /// kvmclock's system-time MSR (the original number).
-    pub const KVM_SYSTEM_TIME: u32 = 0x12;
-    pub const APIC_BASE: u32 = 0x1b;
-    /// IA32_BIOS_SIGN_ID: the microcode revision (bits 63:32).
-    pub const UCODE_REV: u32 = 0x8b;
-    pub const MTRR_CAP: u32 = 0xfe;
-    pub const SYSENTER_CS: u32 = 0x174;
-    pub const SYSENTER_ESP: u32 = 0x175;
-    pub const SYSENTER_EIP: u32 = 0x176;
-    pub const MISC_ENABLE: u32 = 0x1a0;
-    pub const DEBUGCTL: u32 = 0x1d9;
-    pub const MTRR_PHYS_BASE0: u32 = 0x200;
-    pub const MTRR_PHYS_MASK7: u32 = 0x20f;
-    pub const MTRR_FIX64K: u32 = 0x250;
-    pub const MTRR_FIX16K_80000: u32 = 0x258;
-    pub const MTRR_FIX16K_A0000: u32 = 0x259;
-    pub const MTRR_FIX4K_C0000: u32 = 0x268;
-    pub const MTRR_FIX4K_F8000: u32 = 0x26f;
-    pub const PAT: u32 = 0x277;
-    pub const MTRR_DEF_TYPE: u32 = 0x2ff;
-    pub const EFER: u32 = 0xc000_0080;
-    pub const STAR: u32 = 0xc000_0081;
-    pub const LSTAR: u32 = 0xc000_0082;
-    pub const CSTAR: u32 = 0xc000_0083;
-    pub const SFMASK: u32 = 0xc000_0084;
-    pub const FS_BASE: u32 = 0xc000_0100;
-    pub const GS_BASE: u32 = 0xc000_0101;
-    pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
-    pub const TSC_AUX: u32 = 0xc000_0103;
-}
-use index::*;
+use super::arch::msr::*;
 
 /// The MSRs whose guest values are kept by software and loaded into the CPU while the guest
 /// runs (VM-entry MSR-load list), the host's put back at exit (VM-exit MSR-load list), in

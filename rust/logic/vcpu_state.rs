@@ -4,89 +4,24 @@
 //! `KVM_CREATE_VCPU` (SDM 10.1.1, "Processor State After Reset", as KVM sets it) and the
 //! validity rules `KVM_SET_SREGS` enforces. Pure logic, host-tested.
 
-use super::kvm_abi::{Dtable, Regs, Segment, Sregs};
+use super::{
+    arch::{apic_base, cr0, cr4, efer, rflags},
+    kvm_abi::{Dtable, Regs, Segment, Sregs},
+};
 
-/// CR0 bits.
-pub mod cr0 {
-    /// Protection enable.
-    pub const PE: u64 = 1 << 0;
-    /// Extension type (always 1).
-    pub const ET: u64 = 1 << 4;
-    /// Not write-through.
-    pub const NW: u64 = 1 << 29;
-    /// Cache disable.
-    pub const CD: u64 = 1 << 30;
-    /// Paging.
-    pub const PG: u64 = 1 << 31;
-    /// The bits CR0 has (PE, MP, EM, TS, ET, NE, WP, AM, NW, CD, PG); guest writes to the
-    /// other bits of 31:0 are ignored, as on KVM (and bits 63:32 are #GP).
-    pub const DEFINED: u64 = 0xe005_003f;
-
-    /// CR0 after a guest's MOV of `v` (bits 63:32 already checked): ET reads 1 and reserved
-    /// bits 31:0 are dropped (KVM's `kvm_set_cr0`).
-    pub const fn written(v: u64) -> u64 {
-        (v | ET) & DEFINED
-    }
-}
-/// CR4.PAE: physical address extension (required for long mode).
-pub const CR4_PAE: u64 = 1 << 5;
-/// CR4.MCE: machine checks enabled (else a machine check shuts the processor down).
-pub const CR4_MCE: u64 = 1 << 6;
-/// EFER bits.
-pub mod efer {
-    /// SYSCALL enable.
-    pub const SCE: u64 = 1 << 0;
-    /// Long mode enable.
-    pub const LME: u64 = 1 << 8;
-    /// Long mode active.
-    pub const LMA: u64 = 1 << 10;
-    /// No-execute enable.
-    pub const NXE: u64 = 1 << 11;
-}
+/// Every CR4 bit rvmx may give a guest: VME..OSXMMEXCPT, FSGSBASE, PCIDE, OSXSAVE, SMEP, SMAP.
+/// Never VMXE (no nested VMX), PKE (PKRU is not switched: a guest's WRPKRU would become the
+/// VMM's), UMIP, LA57, CET, FRED, LAM (not emulated).
+pub const CR4_SUPPORTED: u64 = cr4::VME | cr4::PVI | cr4::TSD | cr4::DE | cr4::PSE | cr4::PAE | cr4::MCE
+    | cr4::PGE | cr4::PCE | cr4::OSFXSR | cr4::OSXMMEXCPT | cr4::FSGSBASE | cr4::PCIDE | cr4::OSXSAVE
+    | cr4::SMEP | cr4::SMAP;
+/// CR4 bits the guest owns when it may set them: its writes to them do not exit, its reads
+/// see the real register (KVM's `KVM_POSSIBLE_CR4_GUEST_BITS` without CET). Every other bit is
+/// the host's: writes exit and are checked, reads come from the shadow.
+pub const CR4_GUEST_OWNED: u64 =
+    cr4::PVI | cr4::DE | cr4::PCE | cr4::OSFXSR | cr4::OSXMMEXCPT | cr4::PGE | cr4::TSD | cr4::FSGSBASE;
 /// EFER bits a guest may set on rvmx.
 pub const EFER_SUPPORTED: u64 = efer::SCE | efer::LME | efer::LMA | efer::NXE;
-/// CR4 bits (SDM vol. 3A, 2.5) rvmx gives guests a say in.
-pub mod cr4 {
-    /// Protected-mode virtual interrupts.
-    pub const PVI: u64 = 1 << 1;
-    /// Time stamp disable (RDTSC at CPL 0 only).
-    pub const TSD: u64 = 1 << 2;
-    /// Debugging extensions.
-    pub const DE: u64 = 1 << 3;
-    /// Page size extensions.
-    pub const PSE: u64 = 1 << 4;
-    /// Page global enable.
-    pub const PGE: u64 = 1 << 7;
-    /// Performance-monitoring counter enable (RDPMC at any CPL).
-    pub const PCE: u64 = 1 << 8;
-    /// FXSAVE/FXRSTOR and SSE enabled.
-    pub const OSFXSR: u64 = 1 << 9;
-    /// Unmasked SIMD exceptions.
-    pub const OSXMMEXCPT: u64 = 1 << 10;
-    /// RDFSBASE and friends.
-    pub const FSGSBASE: u64 = 1 << 16;
-    /// Process-context identifiers.
-    pub const PCIDE: u64 = 1 << 17;
-    /// Supervisor-mode execution prevention.
-    pub const SMEP: u64 = 1 << 20;
-    /// Supervisor-mode access prevention.
-    pub const SMAP: u64 = 1 << 21;
-    /// Every bit rvmx may give a guest: VME..OSXMMEXCPT, FSGSBASE, PCIDE, OSXSAVE, SMEP, SMAP.
-    /// Never VMXE (no nested VMX), PKE (PKRU is not switched: a guest's WRPKRU would become
-    /// the VMM's), UMIP, LA57, CET, FRED, LAM (not emulated).
-    pub const SUPPORTED: u64 = 0x7ff | FSGSBASE | PCIDE | super::CR4_OSXSAVE | SMEP | SMAP;
-    /// Bits the guest owns when it may set them: its writes to them do not exit, its reads
-    /// see the real register (KVM's `KVM_POSSIBLE_CR4_GUEST_BITS` without CET). Every other
-    /// bit is the host's: writes exit and are checked, reads come from the shadow.
-    pub const GUEST_OWNED: u64 = PVI | DE | PCE | OSFXSR | OSXMMEXCPT | PGE | TSD | FSGSBASE;
-    /// Bits whose change invalidates the guest's TLB entries (SDM vol. 3A, 4.10.4.1).
-    pub const TLB_FLUSH: u64 = PSE | PGE | super::CR4_PAE | PCIDE | SMEP;
-    /// Bits whose change reloads the PDPTEs under PAE paging (SDM vol. 3A, 4.4.1).
-    pub const PDPTR_RELOAD: u64 = PSE | PGE | super::CR4_PAE | SMEP;
-}
-/// CR4.OSXSAVE: XSAVE and XCR0 enabled.
-pub const CR4_OSXSAVE: u64 = 1 << 18;
-
 /// The features behind CR4 bits, from the guest's CPUID (and, for XSAVE, the state rvmx
 /// switches on this host).
 #[derive(Clone, Copy, Debug, Default)]
@@ -111,52 +46,18 @@ pub const fn cr4_allowed(f: Cr4Features, cr4_fixed1: u64) -> u64 {
     const fn gate(on: bool, bit: u64) -> u64 {
         if on { 0 } else { bit }
     }
-    let reserved = gate(f.xsave, CR4_OSXSAVE) | gate(f.pcid, cr4::PCIDE) | gate(f.fsgsbase, cr4::FSGSBASE)
+    let reserved = gate(f.xsave, cr4::OSXSAVE) | gate(f.pcid, cr4::PCIDE) | gate(f.fsgsbase, cr4::FSGSBASE)
         | gate(f.smep, cr4::SMEP) | gate(f.smap, cr4::SMAP);
-    cr4::SUPPORTED & !reserved & cr4_fixed1
+    CR4_SUPPORTED & !reserved & cr4_fixed1
 }
 
 /// The CR4 guest/host mask for a guest that may set `allowed`: every bit but those it owns.
 pub const fn cr4_guest_host_mask(allowed: u64) -> u64 {
-    !(cr4::GUEST_OWNED & allowed)
+    !(CR4_GUEST_OWNED & allowed)
 }
 
-/// Debug registers DR6/DR7 (SDM vol. 3, 18.2).
-pub mod dr {
-    /// DR6 after reset, and its bits that always read 1.
-    pub const DR6_RESET: u64 = 0xffff_0ff0;
-    /// DR6 bits software can change: B0-B3, BD, BS, BT, RTM.
-    const DR6_VOLATILE: u64 = 0x0001_e00f;
-    /// DR6 bits that read as 1 (RTM is active-low and reads 1 when not supported).
-    const DR6_FIXED_1: u64 = 0xfffe_0ff0;
-    /// DR7 after reset.
-    pub const DR7_RESET: u64 = 0x400;
-    /// DR7 bits software can change.
-    const DR7_VOLATILE: u64 = 0xffff_2bff;
-    /// DR7.GD: MOV DR raises #DB.
-    pub const DR7_GD: u64 = 1 << 13;
-    /// DR6.BD: the #DB came from DR7.GD.
-    pub const DR6_BD: u64 = 1 << 13;
-    /// DR7 local/global enable bits of the four breakpoints.
-    pub const DR7_ENABLES: u64 = 0xff;
-
-    /// DR6 after the guest writes `v` (KVM's `kvm_set_dr`); `None` (#GP) if bits 63:32 are set.
-    pub const fn dr6(v: u64) -> Option<u64> {
-        if v >> 32 != 0 { None } else { Some(v & DR6_VOLATILE | DR6_FIXED_1) }
-    }
-
-    /// DR7 after the guest writes `v`; `None` (#GP) if bits 63:32 are set.
-    pub const fn dr7(v: u64) -> Option<u64> {
-        if v >> 32 != 0 { None } else { Some(v & DR7_VOLATILE | DR7_RESET) }
-    }
-}
-
-/// RFLAGS bit 1 is always 1.
-pub const RFLAGS_FIXED: u64 = 1 << 1;
 /// The local APIC's default base with the enable bit (IA32_APIC_BASE).
-pub const APIC_BASE_DEFAULT: u64 = 0xfee0_0000 | (1 << 11);
-/// IA32_APIC_BASE.BSP: this processor is the bootstrap processor.
-pub const APIC_BASE_BSP: u64 = 1 << 8;
+pub const APIC_BASE_DEFAULT: u64 = 0xfee0_0000 | apic_base::ENABLE;
 /// Guest physical addresses are limited to this many bits (the EPT covers 48).
 pub const MAX_PHYS_BITS: u32 = 48;
 
@@ -184,7 +85,7 @@ const fn reset_segment(selector: u16, base: u64, type_: u8, s: u8) -> Segment {
 pub const fn reset_regs() -> Regs {
     Regs {
         rax: 0, rbx: 0, rcx: 0, rdx: 0x600, rsi: 0, rdi: 0, rsp: 0, rbp: 0, r8: 0, r9: 0,
-        r10: 0, r11: 0, r12: 0, r13: 0, r14: 0, r15: 0, rip: 0xfff0, rflags: RFLAGS_FIXED,
+        r10: 0, r11: 0, r12: 0, r13: 0, r14: 0, r15: 0, rip: 0xfff0, rflags: rflags::FIXED,
     }
 }
 
@@ -209,7 +110,7 @@ pub const fn reset_sregs(id: u32) -> Sregs {
         cr4: 0,
         cr8: 0,
         efer: 0,
-        apic_base: APIC_BASE_DEFAULT | if id == 0 { APIC_BASE_BSP } else { 0 },
+        apic_base: APIC_BASE_DEFAULT | if id == 0 { apic_base::BSP } else { 0 },
         interrupt_bitmap: [0; 4],
     }
 }
@@ -238,7 +139,7 @@ pub fn sregs_valid(s: &Sregs, efer_ok: u64, cr4_ok: u64) -> bool {
     }
     if s.efer & efer::LME != 0 && s.cr0 & cr0::PG != 0 {
         // Long mode: PAE on, LMA reported, CR3 within the physical address width.
-        s.cr4 & CR4_PAE != 0 && s.efer & efer::LMA != 0 && s.cr3 >> MAX_PHYS_BITS == 0
+        s.cr4 & cr4::PAE != 0 && s.efer & efer::LMA != 0 && s.cr3 >> MAX_PHYS_BITS == 0
     } else {
         s.efer & efer::LMA == 0 && s.cs.l == 0
     }
@@ -316,33 +217,33 @@ mod tests {
         assert_eq!(s.cr0, 0x6000_0010);
         assert_eq!(s.apic_base, 0xfee0_0900);
         assert_eq!(reset_sregs(1).apic_base, 0xfee0_0800);
-        assert!(sregs_valid(&s, efer_allowed(false, false), cr4::SUPPORTED));
+        assert!(sregs_valid(&s, efer_allowed(false, false), CR4_SUPPORTED));
     }
 
     #[test]
     fn long_mode_rules() {
         let mut s = reset_sregs(0);
         s.cr0 = cr0::PE | cr0::PG | cr0::ET;
-        s.cr4 = CR4_PAE;
+        s.cr4 = cr4::PAE;
         s.efer = efer::LME | efer::LMA;
         s.cs.l = 1;
         let all = efer_allowed(true, true);
-        assert!(sregs_valid(&s, all, cr4::SUPPORTED));
-        assert!(!sregs_valid(&s, efer_allowed(false, true), cr4::SUPPORTED), "long mode without CPUID.LM");
-        assert!(!sregs_valid(&Sregs { efer: s.efer | efer::NXE, ..s }, efer_allowed(true, false), cr4::SUPPORTED));
-        assert!(!sregs_valid(&Sregs { cr4: 0, ..s }, all, cr4::SUPPORTED), "long mode without PAE");
-        assert!(!sregs_valid(&Sregs { efer: efer::LME, ..s }, all, cr4::SUPPORTED), "LME+PG without LMA");
-        assert!(!sregs_valid(&Sregs { cr3: 1 << 50, ..s }, all, cr4::SUPPORTED), "CR3 beyond MAXPHYADDR");
+        assert!(sregs_valid(&s, all, CR4_SUPPORTED));
+        assert!(!sregs_valid(&s, efer_allowed(false, true), CR4_SUPPORTED), "long mode without CPUID.LM");
+        assert!(!sregs_valid(&Sregs { efer: s.efer | efer::NXE, ..s }, efer_allowed(true, false), CR4_SUPPORTED));
+        assert!(!sregs_valid(&Sregs { cr4: 0, ..s }, all, CR4_SUPPORTED), "long mode without PAE");
+        assert!(!sregs_valid(&Sregs { efer: efer::LME, ..s }, all, CR4_SUPPORTED), "LME+PG without LMA");
+        assert!(!sregs_valid(&Sregs { cr3: 1 << 50, ..s }, all, CR4_SUPPORTED), "CR3 beyond MAXPHYADDR");
         let legacy = Sregs { efer: 0, ..s };
-        assert!(!sregs_valid(&legacy, all, cr4::SUPPORTED), "CS.L outside long mode");
-        assert!(!sregs_valid(&Sregs { efer: 1 << 14, ..reset_sregs(0) }, all, cr4::SUPPORTED), "unknown EFER bit");
-        assert!(!sregs_valid(&Sregs { cr4: 1 << 13, ..reset_sregs(0) }, all, cr4::SUPPORTED), "VMXE");
-        assert!(!sregs_valid(&Sregs { cr0: cr0::PG, ..reset_sregs(0) }, all, cr4::SUPPORTED), "PG without PE");
-        let osxsave = Sregs { cr4: CR4_OSXSAVE, ..reset_sregs(0) };
+        assert!(!sregs_valid(&legacy, all, CR4_SUPPORTED), "CS.L outside long mode");
+        assert!(!sregs_valid(&Sregs { efer: 1 << 14, ..reset_sregs(0) }, all, CR4_SUPPORTED), "unknown EFER bit");
+        assert!(!sregs_valid(&Sregs { cr4: 1 << 13, ..reset_sregs(0) }, all, CR4_SUPPORTED), "VMXE");
+        assert!(!sregs_valid(&Sregs { cr0: cr0::PG, ..reset_sregs(0) }, all, CR4_SUPPORTED), "PG without PE");
+        let osxsave = Sregs { cr4: cr4::OSXSAVE, ..reset_sregs(0) };
         let xsave = Cr4Features { xsave: true, ..Default::default() };
         assert!(sregs_valid(&osxsave, all, cr4_allowed(xsave, !0)));
         assert!(!sregs_valid(&osxsave, all, cr4_allowed(Cr4Features::default(), !0)), "OSXSAVE without XSAVE");
-        assert!(!sregs_valid(&osxsave, all, cr4_allowed(xsave, !CR4_OSXSAVE)), "not in VMX's fixed-1 bits");
+        assert!(!sregs_valid(&osxsave, all, cr4_allowed(xsave, !cr4::OSXSAVE)), "not in VMX's fixed-1 bits");
     }
 
     #[test]
@@ -357,16 +258,16 @@ mod tests {
         let none = cr4_allowed(Cr4Features::default(), !0);
         assert_eq!(none, 0x7ff, "VME..OSXMMEXCPT need no CPUID bit");
         let all = Cr4Features { xsave: true, pcid: true, fsgsbase: true, smep: true, smap: true };
-        assert_eq!(cr4_allowed(all, !0), cr4::SUPPORTED);
+        assert_eq!(cr4_allowed(all, !0), CR4_SUPPORTED);
         for bit in [11, 12, 13, 19, 22, 23, 24, 25, 28, 32, 63] {
             assert_eq!(cr4_allowed(all, !0) & 1 << bit, 0, "CR4 bit {bit} is never the guest's");
         }
         // The host owns (intercepts) everything the guest may not set, and PAE, PSE, SMEP...
         let mask = cr4_guest_host_mask(none);
         assert_eq!(mask & (1 << 22), 1 << 22, "PKE");
-        assert_eq!(mask & (CR4_PAE | cr4::PSE | cr4::SMEP | CR4_OSXSAVE | 1 << 13), CR4_PAE | cr4::PSE | cr4::SMEP | CR4_OSXSAVE | 1 << 13);
+        assert_eq!(mask & (cr4::PAE | cr4::PSE | cr4::SMEP | cr4::OSXSAVE | 1 << 13), cr4::PAE | cr4::PSE | cr4::SMEP | cr4::OSXSAVE | 1 << 13);
         assert_eq!(mask & cr4::FSGSBASE, cr4::FSGSBASE, "not in the guest's CPUID: intercepted");
-        assert_eq!(!cr4_guest_host_mask(cr4_allowed(all, !0)), cr4::GUEST_OWNED);
+        assert_eq!(!cr4_guest_host_mask(cr4_allowed(all, !0)), CR4_GUEST_OWNED);
     }
 
     #[test]
@@ -376,15 +277,5 @@ mod tests {
         s.interrupt_bitmap[1] = 1 << 3 | 1 << 9;
         s.interrupt_bitmap[2] = 1;
         assert_eq!(pending_interrupt(&s), Some(67), "the lowest of several");
-    }
-
-    #[test]
-    fn debug_register_values() {
-        assert_eq!(dr::dr6(0), Some(0xfffe_0ff0));
-        assert_eq!(dr::dr6(!0u32 as u64), Some(0xffff_eff0 | 0xf | 0x800));
-        assert_eq!(dr::dr6(1 << 32), None);
-        assert_eq!(dr::dr7(0), Some(dr::DR7_RESET));
-        assert_eq!(dr::dr7(0xff | 1 << 12), Some(0x4ff), "bit 12 is reserved");
-        assert_eq!(dr::dr7(1 << 40), None);
     }
 }

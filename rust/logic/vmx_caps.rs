@@ -9,6 +9,8 @@
 
 use core::fmt;
 
+use super::vmx_controls::{pin, proc, proc2};
+
 /// A model-specific register number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Msr(pub u32);
@@ -55,26 +57,8 @@ pub const FEATURE_CONTROL_VMX_OUTSIDE_SMX: u64 = 1 << 2;
 
 /// CPUID.1:ECX bit 5: the processor supports VMX.
 pub const CPUID_1_ECX_VMX: u32 = 1 << 5;
-/// CR4 bit 13: VMX enable. VMXON needs it set; rvmx sets it only inside its windows.
-pub const CR4_VMXE: u64 = 1 << 13;
-
 /// Write-back memory type, the one rvmx needs for the VMCS and EPT structures.
 pub const MEMORY_TYPE_WB: u64 = 6;
-
-/// Primary processor-based control bit 31: activate the secondary controls.
-pub const PROCBASED_SECONDARY_CONTROLS: u32 = 1 << 31;
-/// Secondary control bit 1: enable EPT.
-pub const SECONDARY_ENABLE_EPT: u32 = 1 << 1;
-/// Secondary control bit 5: enable VPID.
-pub const SECONDARY_ENABLE_VPID: u32 = 1 << 5;
-/// Secondary control bit 7: unrestricted guest (real mode and unpaged guests run natively).
-pub const SECONDARY_UNRESTRICTED_GUEST: u32 = 1 << 7;
-/// Secondary control bit 17: page-modification logging.
-pub const SECONDARY_ENABLE_PML: u32 = 1 << 17;
-/// Pin-based control bit 5: virtual NMIs.
-pub const PINBASED_VIRTUAL_NMIS: u32 = 1 << 5;
-/// Pin-based control bit 6: the VMX-preemption timer.
-pub const PINBASED_PREEMPTION_TIMER: u32 = 1 << 6;
 
 /// EPT_VPID_CAP bits (SDM A.10).
 pub mod ept_vpid {
@@ -286,7 +270,7 @@ impl VmxCaps {
             return Err(Unsupported::NoTrueControls);
         }
         let procbased = Controls::from_msr(rd(IA32_VMX_TRUE_PROCBASED_CTLS)?);
-        let has_secondary = procbased.allows(PROCBASED_SECONDARY_CONTROLS);
+        let has_secondary = procbased.allows(proc::SECONDARY_CONTROLS);
         let caps = Self {
             pinbased: Controls::from_msr(rd(IA32_VMX_TRUE_PINBASED_CTLS)?),
             procbased,
@@ -338,14 +322,14 @@ impl VmxCaps {
         let mut m = Missing::default();
         let ev = self.ept_vpid;
         let checks = [
-            self.procbased.allows(PROCBASED_SECONDARY_CONTROLS),
-            self.procbased2.allows(SECONDARY_ENABLE_EPT),
+            self.procbased.allows(proc::SECONDARY_CONTROLS),
+            self.procbased2.allows(proc2::ENABLE_EPT),
             ev & WALK_LENGTH_4 != 0,
             ev & ept_vpid::MEMORY_TYPE_WB != 0,
             ev & INVEPT != 0 && ev & (INVEPT_SINGLE | INVEPT_ALL) != 0,
-            self.procbased2.allows(SECONDARY_ENABLE_VPID),
+            self.procbased2.allows(proc2::ENABLE_VPID),
             ev & INVVPID != 0 && ev & (INVVPID_SINGLE | INVVPID_ALL) != 0,
-            self.procbased2.allows(SECONDARY_UNRESTRICTED_GUEST),
+            self.procbased2.allows(proc2::UNRESTRICTED_GUEST),
         ];
         for (i, ok) in checks.iter().enumerate() {
             if !ok {
@@ -382,13 +366,13 @@ impl fmt::Display for VmxCaps {
             flag(ACCESSED_DIRTY, ", A/D"),
             flag(EXECUTE_ONLY, ", exec-only"),
         )?;
-        if self.pinbased.allows(PINBASED_PREEMPTION_TIMER) {
+        if self.pinbased.allows(pin::PREEMPTION_TIMER) {
             write!(f, ", preemption timer (TSC/{})", 1u64 << self.preemption_timer_rate())?;
         }
-        if self.pinbased.allows(PINBASED_VIRTUAL_NMIS) {
+        if self.pinbased.allows(pin::VIRTUAL_NMIS) {
             write!(f, ", virtual NMIs")?;
         }
-        if self.procbased2.allows(SECONDARY_ENABLE_PML) {
+        if self.procbased2.allows(proc2::ENABLE_PML) {
             write!(f, ", PML")?;
         }
         Ok(())
@@ -444,7 +428,7 @@ mod tests {
         let no_ept_no_ug = |msr: Msr| {
             let v = bochs_msrs(msr)?;
             Some(if msr == IA32_VMX_PROCBASED_CTLS2 {
-                v & !(((SECONDARY_ENABLE_EPT | SECONDARY_UNRESTRICTED_GUEST) as u64) << 32)
+                v & !(((proc2::ENABLE_EPT | proc2::UNRESTRICTED_GUEST) as u64) << 32)
             } else {
                 v
             })

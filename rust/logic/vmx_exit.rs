@@ -65,15 +65,26 @@ pub struct Io {
     pub port: u16,
 }
 
+/// Fields of an I/O instruction's exit qualification (SDM table 28-5).
+mod io_field {
+    use super::super::arch::Bits;
+    pub(super) const SIZE_MINUS_1: Bits = Bits::new(0, 2);
+    pub(super) const IN: u64 = 1 << 3;
+    pub(super) const STRING: u64 = 1 << 4;
+    pub(super) const REP: u64 = 1 << 5;
+    pub(super) const PORT: Bits = Bits::new(16, 31);
+}
+
 impl Io {
     /// Decodes the qualification.
     pub const fn decode(q: u64) -> Self {
+        use io_field::*;
         Io {
-            size: ((q & 7) as u8).wrapping_add(1), // 1 to 8
-            input: q & (1 << 3) != 0,
-            string: q & (1 << 4) != 0,
-            rep: q & (1 << 5) != 0,
-            port: (q >> 16) as u16,
+            size: (SIZE_MINUS_1.get(q) as u8).wrapping_add(1), // 1 to 8
+            input: q & IN != 0,
+            string: q & STRING != 0,
+            rep: q & REP != 0,
+            port: PORT.get(q) as u16,
         }
     }
 }
@@ -83,7 +94,7 @@ impl Io {
 pub struct CrAccess {
     /// Control register number.
     pub cr: u8,
-    /// 0 MOV to CR, 1 MOV from CR, 2 CLTS, 3 LMSW.
+    /// The access: one of [`cr_kind`].
     pub kind: u8,
     /// General-purpose register (0 = RAX .. 15 = R15) for MOV.
     pub gpr: u8,
@@ -91,14 +102,36 @@ pub struct CrAccess {
     pub lmsw_data: u16,
 }
 
+/// [`CrAccess::kind`] values.
+pub mod cr_kind {
+    /// MOV to CR.
+    pub const MOV_TO: u8 = 0;
+    /// MOV from CR.
+    pub const MOV_FROM: u8 = 1;
+    /// CLTS.
+    pub const CLTS: u8 = 2;
+    /// LMSW.
+    pub const LMSW: u8 = 3;
+}
+
+/// Fields of a control-register access's exit qualification (SDM table 28-3).
+mod cr_field {
+    use super::super::arch::Bits;
+    pub(super) const CR: Bits = Bits::new(0, 3);
+    pub(super) const KIND: Bits = Bits::new(4, 5);
+    pub(super) const GPR: Bits = Bits::new(8, 11);
+    pub(super) const LMSW_DATA: Bits = Bits::new(16, 31);
+}
+
 impl CrAccess {
     /// Decodes the qualification.
     pub const fn decode(q: u64) -> Self {
+        use cr_field::*;
         CrAccess {
-            cr: (q & 0xf) as u8,
-            kind: ((q >> 4) & 3) as u8,
-            gpr: ((q >> 8) & 0xf) as u8,
-            lmsw_data: (q >> 16) as u16,
+            cr: CR.get(q) as u8,
+            kind: KIND.get(q) as u8,
+            gpr: GPR.get(q) as u8,
+            lmsw_data: LMSW_DATA.get(q) as u16,
         }
     }
 }
@@ -114,17 +147,26 @@ pub struct DrAccess {
     pub gpr: u8,
 }
 
+/// Fields of a MOV-DR exit's qualification (SDM table 28-4).
+mod dr_field {
+    use super::super::arch::Bits;
+    pub(super) const DR: Bits = Bits::new(0, 2);
+    pub(super) const READ: u64 = 1 << 4;
+    pub(super) const GPR: Bits = Bits::new(8, 11);
+}
+
 impl DrAccess {
     /// Decodes the qualification.
     pub const fn decode(q: u64) -> Self {
-        DrAccess { dr: (q & 7) as u8, read: q & (1 << 4) != 0, gpr: ((q >> 8) & 0xf) as u8 }
+        use dr_field::*;
+        DrAccess { dr: DR.get(q) as u8, read: q & READ != 0, gpr: GPR.get(q) as u8 }
     }
 }
 
 /// Exit interruption information: type NMI (bits 10:8 = 2) with the valid bit.
 pub const fn is_nmi(intr_info: u32) -> bool {
     use super::events::info;
-    intr_info & info::VALID != 0 && (intr_info >> 8) & 7 == info::NMI
+    intr_info & info::VALID != 0 && info::TYPE.get(intr_info as u64) == info::NMI as u64
 }
 
 #[cfg(test)]

@@ -8,12 +8,7 @@
 
 use kernel::{error::from_err_ptr, ffi::c_void, prelude::*, sync::Arc};
 
-use crate::mm::guest_memory::GuestMemory;
-
-extern "C" {
-    fn rvmx_mmu_notifier_register(memory: *const c_void) -> *mut c_void;
-    fn rvmx_mmu_notifier_unregister(notifier: *mut c_void);
-}
+use crate::{host::helpers, mm::guest_memory::GuestMemory};
 
 /// The registration; dropping it unregisters (and drops its reference on the mm).
 pub(crate) struct MmuNotifier {
@@ -33,7 +28,7 @@ impl MmuNotifier {
         let ptr: *const GuestMemory = &*memory;
         // SAFETY: `memory` is kept alive by `Self` until the notifier is unregistered; the C
         // side only hands the pointer back to the callbacks below.
-        let n = unsafe { rvmx_mmu_notifier_register(ptr.cast()) };
+        let n = unsafe { helpers::rvmx_mmu_notifier_register(ptr.cast()) };
         Ok(Self { notifier: from_err_ptr(n)?, _memory: memory })
     }
 }
@@ -42,7 +37,7 @@ impl Drop for MmuNotifier {
     fn drop(&mut self) {
         // SAFETY: registered by `register`, unregistered once here; this waits for callbacks
         // still running, so none runs once `self._memory` goes.
-        unsafe { rvmx_mmu_notifier_unregister(self.notifier) };
+        unsafe { helpers::rvmx_mmu_notifier_unregister(self.notifier) };
     }
 }
 
@@ -60,7 +55,8 @@ unsafe fn with_memory<R>(ptr: *const c_void, f: impl FnOnce(&GuestMemory) -> R) 
 /// It may reschedule only if `blockable`, so it also serves the OOM reaper.
 #[no_mangle]
 unsafe extern "C" fn rvmx_vm_invalidate_start(ptr: *const c_void, start: usize, end: usize, blockable: bool) -> i32 {
-    // SAFETY: called by the registered notifier (mm/mmu_notifier.c).
+    // SAFETY: called by the registered notifier (mm/mmu_notifier.c) with the pointer it was
+    // registered with.
     unsafe { with_memory(ptr, |m| m.invalidate_start(start as u64, end as u64, blockable)) };
     0
 }
@@ -68,7 +64,8 @@ unsafe extern "C" fn rvmx_vm_invalidate_start(ptr: *const c_void, start: usize, 
 /// `invalidate_range_end`: the change of `[start, end)` is done.
 #[no_mangle]
 unsafe extern "C" fn rvmx_vm_invalidate_end(ptr: *const c_void, start: usize, end: usize) {
-    // SAFETY: as above.
+    // SAFETY: called by the registered notifier (mm/mmu_notifier.c) with the pointer it was
+    // registered with.
     unsafe { with_memory(ptr, |m| m.invalidate_end(start as u64, end as u64)) };
 }
 
@@ -76,7 +73,8 @@ unsafe extern "C" fn rvmx_vm_invalidate_end(ptr: *const c_void, start: usize, en
 /// since the last call; it will have to touch them again to count. Atomic context.
 #[no_mangle]
 unsafe extern "C" fn rvmx_vm_clear_young(ptr: *const c_void, start: usize, end: usize) -> bool {
-    // SAFETY: as above.
+    // SAFETY: called by the registered notifier (mm/mmu_notifier.c) with the pointer it was
+    // registered with.
     unsafe { with_memory(ptr, |m| m.clear_young(start as u64, end as u64)) }
 }
 
@@ -84,7 +82,8 @@ unsafe extern "C" fn rvmx_vm_clear_young(ptr: *const c_void, start: usize, end: 
 /// Atomic context.
 #[no_mangle]
 unsafe extern "C" fn rvmx_vm_test_young(ptr: *const c_void, start: usize, end: usize) -> bool {
-    // SAFETY: as above.
+    // SAFETY: called by the registered notifier (mm/mmu_notifier.c) with the pointer it was
+    // registered with.
     unsafe { with_memory(ptr, |m| m.test_young(start as u64, end as u64)) }
 }
 
@@ -92,6 +91,7 @@ unsafe extern "C" fn rvmx_vm_test_young(ptr: *const c_void, start: usize, end: u
 /// unregistered).
 #[no_mangle]
 unsafe extern "C" fn rvmx_vm_release(ptr: *const c_void) {
-    // SAFETY: as above.
+    // SAFETY: called by the registered notifier (mm/mmu_notifier.c) with the pointer it was
+    // registered with.
     unsafe { with_memory(ptr, |m| m.release()) };
 }

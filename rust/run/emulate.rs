@@ -19,19 +19,17 @@ use kernel::{
 };
 
 use crate::{
-    logic::events::vector,
+    logic::arch::vector,
     logic::guest_paging::{page_chunks, to_page_end, Paging, WalkError},
     logic::insn::{self, Gprs, Insn, Mode, Op, Seg},
     logic::ioeventfd_rules::Bus,
     logic::kvm_abi::{Regs, Segment, Sregs},
     logic::mmio_fragments::{self as fragments, Fragment, Fragments},
-    run::vcpu_run::KvmRun,
+    run::kvm_run::KvmRun,
     kvm::vm::{Memory, Vm},
     logic::vmx_exit::Io,
 };
 
-/// The EPT-violation qualification bit for an instruction fetch.
-const FETCH: u64 = 1 << 2;
 /// KVM's read-ahead buffer for INS: at most this many bytes per exit.
 const INS_BATCH_BYTES: u64 = 1024;
 
@@ -226,7 +224,7 @@ fn set_gprs(r: &mut Regs, g: &Gprs) {
 
 impl<'a> Guest<'a> {
     fn new(mem: Memory<'a>, sregs: &'a Sregs) -> Self {
-        let long = sregs.efer & crate::logic::vcpu_state::efer::LMA != 0;
+        let long = sregs.efer & crate::logic::arch::efer::LMA != 0;
         let mode = if long && sregs.cs.l != 0 {
             Mode::Bits64
         } else if sregs.cs.db != 0 {
@@ -379,7 +377,7 @@ fn first(b: &[u8], n: usize) -> &[u8] {
 pub(crate) fn mmio(mem: Memory<'_>, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, gpa: u64, qualification: u64, data: &mut Data) -> Outcome {
     let mut g = Guest::new(mem, sregs);
     let mut bytes = [0u8; insn::MAX_LEN];
-    let n = if qualification & FETCH != 0 { 0 } else { g.fetch(regs.rip, &mut bytes) };
+    let n = if qualification & crate::logic::ept_bits::violation::FETCH != 0 { 0 } else { g.fetch(regs.rip, &mut bytes) };
     let decoded = insn::decode(first(&bytes, n), g.mode).ok();
     match decoded.map(|i| mmio_access(&mut g, regs, &i, run, gpa, data)) {
         Some(Ok(outcome)) => outcome,
@@ -483,7 +481,7 @@ fn string_io_access(g: &mut Guest<'_>, regs: &mut Regs, io: Io, len: u8, run: &K
         return Err(Failure::Unsupported);
     }
     let s = StringIo { size: io.size, port: io.port, addr_size, rep: io.rep, len };
-    let down = regs.rflags & insn::RFLAGS_DF != 0;
+    let down = regs.rflags & crate::logic::arch::rflags::DF != 0;
     if io.input {
         let rdi = insn::gpr_get(&r, insn::gpr::RDI) & mask;
         let in_page = if down { rdi & 0xfff } else { to_page_end(rdi) };
@@ -521,7 +519,7 @@ fn outs(mem: &Memory<'_>, regs: &mut Regs, run: &KvmRun, s: StringIo, data: &Dat
 /// again for the rest (with `rep`, rCX is not 0 yet), and the elements read after it are
 /// dropped.
 fn ins_store(g: &mut Guest<'_>, regs: &mut Regs, run: &KvmRun, s: StringIo, count: u32, data: &Data) -> Result<Outcome, Failure> {
-    let down = regs.rflags & insn::RFLAGS_DF != 0;
+    let down = regs.rflags & crate::logic::arch::rflags::DF != 0;
     let size = usize::from(s.size);
     let mut k = 0u32;
     while k < count {

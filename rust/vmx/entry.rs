@@ -10,8 +10,12 @@
 //! function returns 0. A failed entry (VMfailValid/VMfailInvalid) returns 1.
 //! VMX does not switch CR2; the caller loads and saves it around the stub.
 
+use core::mem::offset_of;
+
+use crate::logic::vmcs_fields::{HOST_RIP, HOST_RSP};
+
 /// The guest's general-purpose registers that VMX does not keep in the VMCS (RSP and RIP are
-/// VMCS fields). Offsets are used by the stub below.
+/// VMCS fields). The stub addresses them by `offset_of!`.
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Gprs {
@@ -34,7 +38,7 @@ pub(crate) struct Gprs {
 
 /// What the stub does besides entering the guest ([`crate::logic::mitigation_rules::stub`] flags), and
 /// what it counts as it does it (the counts prove in debugfs that the steps really ran).
-/// Offsets are used by the stub below.
+/// The stub addresses them by `offset_of!`.
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub(crate) struct EntryArgs {
@@ -108,33 +112,33 @@ core::arch::global_asm!(
     "push r15",
     "push rdx",                  // the EntryArgs pointer and
     "push rdi",                  // the Gprs pointer, found again at exit
-    "mov rax, 0x6c14",           // HOST_RSP: the stack as it is now
+    "mov rax, {host_rsp}",       // the stack as it is now
     "vmwrite rax, rsp",
     "lea rcx, [rip + rvmx_vmexit]",
-    "mov rax, 0x6c16",           // HOST_RIP: the exit label
+    "mov rax, {host_rip}",       // the exit label
     "vmwrite rax, rcx",
-    "push qword ptr [rdx]",      // the flags, for VERW
+    "push qword ptr [rdx + {a_flags}]",      // the flags, for VERW
     "push rsi",                  // launched?
-    "inc qword ptr [rdx + 16]",  // entries
-    "test byte ptr [rdx], {verw}",
+    "inc qword ptr [rdx + {a_entries}]",  // entries
+    "test byte ptr [rdx + {a_flags}], {verw}",
     "jz 1f",
-    "inc qword ptr [rdx + 24]",  // VERWs
+    "inc qword ptr [rdx + {a_verw}]",  // VERWs
     "1:",
-    "mov rax, [rdi + 0]",
-    "mov rbx, [rdi + 8]",
-    "mov rcx, [rdi + 16]",
-    "mov rdx, [rdi + 24]",
-    "mov rsi, [rdi + 32]",
-    "mov rbp, [rdi + 48]",
-    "mov r8, [rdi + 56]",
-    "mov r9, [rdi + 64]",
-    "mov r10, [rdi + 72]",
-    "mov r11, [rdi + 80]",
-    "mov r12, [rdi + 88]",
-    "mov r13, [rdi + 96]",
-    "mov r14, [rdi + 104]",
-    "mov r15, [rdi + 112]",
-    "mov rdi, [rdi + 40]",
+    "mov rax, [rdi + {g_rax}]",
+    "mov rbx, [rdi + {g_rbx}]",
+    "mov rcx, [rdi + {g_rcx}]",
+    "mov rdx, [rdi + {g_rdx}]",
+    "mov rsi, [rdi + {g_rsi}]",
+    "mov rbp, [rdi + {g_rbp}]",
+    "mov r8, [rdi + {g_r8}]",
+    "mov r9, [rdi + {g_r9}]",
+    "mov r10, [rdi + {g_r10}]",
+    "mov r11, [rdi + {g_r11}]",
+    "mov r12, [rdi + {g_r12}]",
+    "mov r13, [rdi + {g_r13}]",
+    "mov r14, [rdi + {g_r14}]",
+    "mov r15, [rdi + {g_r15}]",
+    "mov rdi, [rdi + {g_rdi}]",
     "test byte ptr [rsp + 8], {verw}",
     "jz 1f",
     "verw word ptr [rip + rvmx_verw_sel]",
@@ -153,22 +157,22 @@ core::arch::global_asm!(
 
     "push rdi",                  // the guest's RDI
     "mov rdi, [rsp + 8]",
-    "mov [rdi + 0], rax",
-    "mov [rdi + 8], rbx",
-    "mov [rdi + 16], rcx",
-    "mov [rdi + 24], rdx",
-    "mov [rdi + 32], rsi",
-    "mov [rdi + 48], rbp",
-    "mov [rdi + 56], r8",
-    "mov [rdi + 64], r9",
-    "mov [rdi + 72], r10",
-    "mov [rdi + 80], r11",
-    "mov [rdi + 88], r12",
-    "mov [rdi + 96], r13",
-    "mov [rdi + 104], r14",
-    "mov [rdi + 112], r15",
+    "mov [rdi + {g_rax}], rax",
+    "mov [rdi + {g_rbx}], rbx",
+    "mov [rdi + {g_rcx}], rcx",
+    "mov [rdi + {g_rdx}], rdx",
+    "mov [rdi + {g_rsi}], rsi",
+    "mov [rdi + {g_rbp}], rbp",
+    "mov [rdi + {g_r8}], r8",
+    "mov [rdi + {g_r9}], r9",
+    "mov [rdi + {g_r10}], r10",
+    "mov [rdi + {g_r11}], r11",
+    "mov [rdi + {g_r12}], r12",
+    "mov [rdi + {g_r13}], r13",
+    "mov [rdi + {g_r14}], r14",
+    "mov [rdi + {g_r15}], r15",
     "pop rax",
-    "mov [rdi + 40], rax",
+    "mov [rdi + {g_rdi}], rax",
     "pop rax",                   // the Gprs pointer
     "pop rsi",                   // the EntryArgs pointer
     "xor ebx, ebx",              // no guest value in a callee-saved register either
@@ -178,7 +182,7 @@ core::arch::global_asm!(
     "xor r14d, r14d",
     "xor r15d, r15d",
     // 32 RSB entries: 16 loops of two calls whose return addresses are traps.
-    "test byte ptr [rsi], {rsb_full}",
+    "test byte ptr [rsi + {a_flags}], {rsb_full}",
     "jz 5f",
     "mov ecx, 16",
     "6:",
@@ -192,30 +196,30 @@ core::arch::global_asm!(
     "dec ecx",
     "jnz 6b",
     "lfence",
-    "inc qword ptr [rsi + 32]",
+    "inc qword ptr [rsi + {a_rsb_fill}]",
     "jmp 9f",
     "5:",
-    "test byte ptr [rsi], {rsb_lite}",
+    "test byte ptr [rsi + {a_flags}], {rsb_lite}",
     "jz 9f",
     "rvmx_intra_call 10f",
     "int3",
     "10:",
     "add rsp, 8",
     "lfence",
-    "inc qword ptr [rsi + 32]",
+    "inc qword ptr [rsi + {a_rsb_fill}]",
     "9:",
-    "test byte ptr [rsi], {ibrs}",
+    "test byte ptr [rsi + {a_flags}], {ibrs}",
     "jz 11f",
-    "mov ecx, 0x48",             // IA32_SPEC_CTRL
-    "mov eax, [rsi + 8]",
-    "mov edx, [rsi + 12]",
+    "mov ecx, {spec_ctrl}",
+    "mov eax, [rsi + {a_host_spec_ctrl}]",
+    "mov edx, [rsi + {a_host_spec_ctrl} + 4]",
     "wrmsr",
-    "inc qword ptr [rsi + 40]",
+    "inc qword ptr [rsi + {a_ibrs}]",
     "11:",
-    "test byte ptr [rsi], {bhb}",
+    "test byte ptr [rsi + {a_flags}], {bhb}",
     "jz 12f",
     "call rvmx_clear_bhb_loop",
-    "inc qword ptr [rsi + 48]",
+    "inc qword ptr [rsi + {a_bhb_clear}]",
     "12:",
     "xor eax, eax",
     "4:",
@@ -286,6 +290,31 @@ core::arch::global_asm!(
     rsb_lite = const crate::logic::mitigation_rules::stub::RSB_LITE,
     ibrs = const crate::logic::mitigation_rules::stub::IBRS,
     bhb = const crate::logic::mitigation_rules::stub::BHB,
+    host_rsp = const HOST_RSP.encoding,
+    host_rip = const HOST_RIP.encoding,
+    spec_ctrl = const crate::logic::arch::msr::SPEC_CTRL,
+    g_rax = const offset_of!(Gprs, rax),
+    g_rbx = const offset_of!(Gprs, rbx),
+    g_rcx = const offset_of!(Gprs, rcx),
+    g_rdx = const offset_of!(Gprs, rdx),
+    g_rsi = const offset_of!(Gprs, rsi),
+    g_rdi = const offset_of!(Gprs, rdi),
+    g_rbp = const offset_of!(Gprs, rbp),
+    g_r8 = const offset_of!(Gprs, r8),
+    g_r9 = const offset_of!(Gprs, r9),
+    g_r10 = const offset_of!(Gprs, r10),
+    g_r11 = const offset_of!(Gprs, r11),
+    g_r12 = const offset_of!(Gprs, r12),
+    g_r13 = const offset_of!(Gprs, r13),
+    g_r14 = const offset_of!(Gprs, r14),
+    g_r15 = const offset_of!(Gprs, r15),
+    a_flags = const offset_of!(EntryArgs, flags),
+    a_host_spec_ctrl = const offset_of!(EntryArgs, host_spec_ctrl),
+    a_entries = const offset_of!(EntryArgs, entries),
+    a_verw = const offset_of!(EntryArgs, verw),
+    a_rsb_fill = const offset_of!(EntryArgs, rsb_fill),
+    a_ibrs = const offset_of!(EntryArgs, ibrs),
+    a_bhb_clear = const offset_of!(EntryArgs, bhb_clear),
 );
 
 extern "C" {

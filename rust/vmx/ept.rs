@@ -8,7 +8,7 @@
 //! The tables are changed under the VM's MMU spinlock, which the MMU notifier also takes, so
 //! nothing here may sleep or allocate: table pages come from a [`TableCache`] filled before.
 
-use core::{arch::asm, ops::Range};
+use core::ops::Range;
 use kernel::{bindings, page::Page, prelude::*};
 
 use crate::{
@@ -23,9 +23,9 @@ use crate::{
 /// removed while the vCPU was elsewhere are never used.
 pub(crate) fn invept(_op: &VmxOperation<'_>, caps: &VmxCaps, eptp: u64) {
     let kind: u64 = if caps.ept_vpid & ept_vpid::INVEPT_SINGLE != 0 { 1 } else { 2 };
-    let descriptor = [eptp, 0u64];
-    // SAFETY: in VMX operation (`_op`); the descriptor is 16 readable bytes on this stack.
-    unsafe { asm!("invept {k}, [{d}]", k = in(reg) kind, d = in(reg) &descriptor, options(nostack)) };
+    // SAFETY: in VMX operation (`_op`); single-context where the processor has it, else
+    // all-context: rvmx loads only where one of them exists (`vmx_caps`).
+    unsafe { crate::host::x86::invept(kind, eptp) };
 }
 
 /// Zeroed pages for new tables, allocated before the MMU lock is taken (an allocation under
@@ -331,7 +331,7 @@ impl Ept {
             if let Some(why) = ept_bits::misconfiguration(value, level) {
                 return Some((level, value, why));
             }
-            if !ept_bits::present(value) || value & (1 << 7) != 0 {
+            if !ept_bits::present(value) || value & ept_bits::LARGE_PAGE != 0 {
                 return None;
             }
             table = value & ADDR_MASK;

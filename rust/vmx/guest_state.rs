@@ -11,17 +11,19 @@ use kernel::prelude::*;
 use crate::{
     vmx::entry::Gprs,
     logic::kvm_abi::{Regs, Sregs},
-    logic::vcpu_state::{self, cr0, efer},
+    logic::arch::{cr0, efer, vector},
+    logic::vmx_controls::{entry, exit, pin, proc, proc2},
+    logic::vcpu_state,
     vmx::vmcs::Current,
     logic::vmcs_fields::*,
-    logic::vmx_caps::{self, VmxCaps},
+    logic::vmx_caps::VmxCaps,
 };
 
 /// Pin-based controls: external interrupts and NMIs exit (they belong to the host).
-const PIN: u32 = 1 << 0 | 1 << 3;
+const PIN: u32 = pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING;
 /// Primary controls for the interrupt window and the NMI window (see logic/events.rs).
-pub(crate) const PROC_IRQ_WINDOW: u32 = 1 << 2;
-pub(crate) const PROC_NMI_WINDOW: u32 = 1 << 22;
+pub(crate) const PROC_IRQ_WINDOW: u32 = proc::INTERRUPT_WINDOW_EXITING;
+pub(crate) const PROC_NMI_WINDOW: u32 = proc::NMI_WINDOW_EXITING;
 /// Primary controls: HLT exits, MWAIT and MONITOR exit (a guest must not put the host's CPU
 /// to sleep), RDPMC exits (the counters are the host's; guests have no PMU), CR8 loads and
 /// stores exit (CR8 is the host's TPR: a guest must not mask the host's interrupts; userspace
@@ -30,44 +32,46 @@ pub(crate) const PROC_NMI_WINDOW: u32 = 1 << 22;
 /// Every RDMSR/WRMSR exits but those the MSR bitmap lets through (cpu/msr.rs).
 /// TSC offsetting: the guest's TSC is the host's plus its offset (its writes to IA32_TSC set
 /// the offset).
-const PROC: u32 = 1 << 3 | 1 << 7 | 1 << 10 | 1 << 11 | 1 << 19 | 1 << 20 | 1 << 23 | 1 << 24 | 1 << 29
-    | vmx_caps::PROCBASED_SECONDARY_CONTROLS;
+const PROC: u32 = proc::TSC_OFFSETTING
+    | proc::HLT_EXITING
+    | proc::MWAIT_EXITING
+    | proc::RDPMC_EXITING
+    | proc::CR8_LOAD_EXITING
+    | proc::CR8_STORE_EXITING
+    | proc::MOV_DR_EXITING
+    | proc::UNCONDITIONAL_IO_EXITING
+    | proc::MONITOR_EXITING
+    | proc::SECONDARY_CONTROLS;
 /// Primary control "use MSR bitmaps" (every CPU with EPT has it; without it every RDMSR and
 /// WRMSR exits, which the bitmap otherwise says per MSR).
-pub(crate) const PROC_USE_MSR_BITMAPS: u32 = 1 << 28;
+pub(crate) const PROC_USE_MSR_BITMAPS: u32 = proc::USE_MSR_BITMAPS;
 /// Secondary controls: EPT, VPID, unrestricted guest.
-const SECONDARY: u32 =
-    vmx_caps::SECONDARY_ENABLE_EPT | vmx_caps::SECONDARY_ENABLE_VPID | vmx_caps::SECONDARY_UNRESTRICTED_GUEST;
-/// Secondary control "enable RDTSCP" (RDTSCP and RDPID; else #UD).
-const SECONDARY_RDTSCP: u32 = 1 << 3;
-/// Secondary control "enable INVPCID" (else #UD).
-const SECONDARY_INVPCID: u32 = 1 << 12;
-/// Secondary controls "RDRAND exiting" and "RDSEED exiting".
-const SECONDARY_RDRAND_EXITING: u32 = 1 << 11;
-const SECONDARY_RDSEED_EXITING: u32 = 1 << 16;
+const SECONDARY: u32 = proc2::ENABLE_EPT | proc2::ENABLE_VPID | proc2::UNRESTRICTED_GUEST;
 /// Secondary controls that make an instruction exit, when the CPU has them (KVM sets them
 /// the same way): WBINVD (a guest would flush the host's caches), ENCLS (SGX belongs to the
 /// host; without the control, an SGX-enabled host would run a guest's ENCLS natively).
-const SECONDARY_EXITING: u32 = 1 << 6 | 1 << 15;
+const SECONDARY_EXITING: u32 = proc2::WBINVD_EXITING | proc2::ENCLS_EXITING;
 /// Exceptions that always exit: #MC (the host's machine-check handler must see it, as
 /// KVM's `handle_exception_irqoff`), besides the debugger's ([`crate::logic::guest_debug`]).
-pub(crate) const EXCEPTIONS_ALWAYS: u32 = 1 << crate::logic::events::vector::MC;
+pub(crate) const EXCEPTIONS_ALWAYS: u32 = 1 << vector::MC;
 /// Exit controls: save debug controls (the guest's DR7, which a #DB may change), 64-bit
 /// host, save/load PAT and EFER.
-const EXIT: u32 = 1 << 2 | 1 << 9 | 1 << 18 | 1 << 19 | 1 << 20 | 1 << 21;
-/// Exit control: save the VMX-preemption timer, so it counts down across the entries of a
-/// window instead of restarting at each.
-const EXIT_SAVE_PREEMPTION_TIMER: u32 = 1 << 22;
+const EXIT: u32 = exit::SAVE_DEBUG_CONTROLS
+    | exit::HOST_ADDRESS_SPACE_SIZE
+    | exit::SAVE_PAT
+    | exit::LOAD_PAT
+    | exit::SAVE_EFER
+    | exit::LOAD_EFER;
 /// Entry controls: load debug controls (the guest's DR7 and DEBUGCTL; a CPU with "true"
 /// controls may let it be off, and then the guest would run with DR7 disarmed), load PAT
 /// and EFER.
-const ENTRY: u32 = 1 << 2 | 1 << 14 | 1 << 15;
+const ENTRY: u32 = entry::LOAD_DEBUG_CONTROLS | entry::LOAD_PAT | entry::LOAD_EFER;
 /// Entry control: the guest is in IA-32e mode (EFER.LMA).
-pub(crate) const ENTRY_IA32E: u32 = 1 << 9;
+pub(crate) const ENTRY_IA32E: u32 = entry::IA32E_MODE;
 /// CR0 bits the host owns, as KVM: all but TS and WP. The guest reads them from the shadow
 /// and its writes to them exit, so the real CR0 can differ: NE always on (VMX needs it), CD
 /// and NW always off (KVM's "always off"; some CPUs do not keep them for a guest).
-pub(crate) const CR0_HOST_OWNED: u64 = !(1 << 3 | 1 << 16);
+pub(crate) const CR0_HOST_OWNED: u64 = !(cr0::TS | cr0::WP);
 
 /// CR0 as the guest sees it: its own bits from the real CR0, host-owned ones from the shadow.
 pub(crate) fn guest_cr0(cur: &Current<'_>) -> u64 {
@@ -76,12 +80,12 @@ pub(crate) fn guest_cr0(cur: &Current<'_>) -> u64 {
 
 /// The CR0 the guest runs with for the CR0 `cr0` it asked for.
 pub(crate) const fn real_cr0(cr0: u64) -> u64 {
-    (cr0 & !(cr0::CD | cr0::NW)) | 1 << 5
+    (cr0 & !(cr0::CD | cr0::NW)) | cr0::NE
 }
 /// CR4 bits the host keeps set in the real CR4 whatever the guest asks: VMXE (no nested VMX;
 /// the guest sees 0). The guest/host mask (`vcpu_state::cr4_guest_host_mask`) makes every bit
 /// the guest does not own exit.
-pub(crate) const CR4_HOST_OWNED: u64 = vmx_caps::CR4_VMXE;
+pub(crate) const CR4_HOST_OWNED: u64 = crate::logic::arch::cr4::VMXE;
 
 /// The secondary controls for a guest that may run `ins` (its CPUID's), where the CPU has
 /// them: RDTSCP and INVPCID enabled only if listed, RDRAND and RDSEED exit (#UD) if not, as
@@ -89,10 +93,10 @@ pub(crate) const CR4_HOST_OWNED: u64 = vmx_caps::CR4_VMXE;
 fn secondary_controls(caps: &VmxCaps, ins: crate::logic::cpuid_table::Instructions) -> u32 {
     let only = |on: bool, bits: u32| if on { bits } else { 0 };
     let wanted = SECONDARY_EXITING
-        | only(ins.rdtscp, SECONDARY_RDTSCP)
-        | only(ins.invpcid, SECONDARY_INVPCID)
-        | only(!ins.rdrand, SECONDARY_RDRAND_EXITING)
-        | only(!ins.rdseed, SECONDARY_RDSEED_EXITING);
+        | only(ins.rdtscp, proc2::ENABLE_RDTSCP)
+        | only(ins.invpcid, proc2::ENABLE_INVPCID)
+        | only(!ins.rdrand, proc2::RDRAND_EXITING)
+        | only(!ins.rdseed, proc2::RDSEED_EXITING);
     SECONDARY | (caps.procbased2.may_be_one & wanted)
 }
 
@@ -102,12 +106,12 @@ fn secondary_controls(caps: &VmxCaps, ins: crate::logic::cpuid_table::Instructio
 pub(crate) fn write_controls(cur: &Current<'_>, caps: &VmxCaps, eptp: u64, vpid: u16, ins: crate::logic::cpuid_table::Instructions) -> Result {
     let secondary = secondary_controls(caps, ins);
     let (timer_pin, timer_exit) = if has_window_timer(caps) {
-        (vmx_caps::PINBASED_PREEMPTION_TIMER, EXIT_SAVE_PREEMPTION_TIMER)
+        (pin::PREEMPTION_TIMER, exit::SAVE_PREEMPTION_TIMER)
     } else {
         (0, 0)
     };
     // Virtual NMIs: the guest's NMI blocking is tracked and an NMI window can be opened.
-    let vnmi = if has_virtual_nmis(caps) { vmx_caps::PINBASED_VIRTUAL_NMIS } else { 0 };
+    let vnmi = if has_virtual_nmis(caps) { pin::VIRTUAL_NMIS } else { 0 };
     let pin = caps.pinbased.adjust(PIN | timer_pin | vnmi).ok_or(EIO)?;
     let bitmaps = if caps.procbased.allows(PROC_USE_MSR_BITMAPS) { PROC_USE_MSR_BITMAPS } else { 0 };
     let proc = caps.procbased.adjust(PROC | bitmaps).ok_or(EIO)?;
@@ -119,7 +123,7 @@ pub(crate) fn write_controls(cur: &Current<'_>, caps: &VmxCaps, eptp: u64, vpid:
     cur.write(EXIT_CONTROLS, exit);
     cur.write(EXCEPTION_BITMAP, EXCEPTIONS_ALWAYS);
     // With ENCLS exiting, every ENCLS leaf exits (#UD: no SGX for guests).
-    if sec & (1 << 15) != 0 {
+    if sec & proc2::ENCLS_EXITING != 0 {
         cur.write(ENCLS_EXITING_BITMAP, u64::MAX);
     }
     cur.write(PF_ERROR_CODE_MASK, 0);
@@ -137,12 +141,12 @@ pub(crate) fn write_controls(cur: &Current<'_>, caps: &VmxCaps, eptp: u64, vpid:
 
 /// Whether the guest's NMIs are virtual NMIs with NMI-window exits.
 pub(crate) fn has_virtual_nmis(caps: &VmxCaps) -> bool {
-    caps.pinbased.allows(vmx_caps::PINBASED_VIRTUAL_NMIS) && caps.procbased.allows(PROC_NMI_WINDOW)
+    caps.pinbased.allows(pin::VIRTUAL_NMIS) && caps.procbased.allows(PROC_NMI_WINDOW)
 }
 
 /// Whether windows are bounded by the VMX-preemption timer (it and its save control exist).
 pub(crate) fn has_window_timer(caps: &VmxCaps) -> bool {
-    caps.pinbased.allows(vmx_caps::PINBASED_PREEMPTION_TIMER) && caps.exit.allows(EXIT_SAVE_PREEMPTION_TIMER)
+    caps.pinbased.allows(pin::PREEMPTION_TIMER) && caps.exit.allows(exit::SAVE_PREEMPTION_TIMER)
 }
 
 /// Guest state that lives only in the VMCS (no KVM_SET_* for it yet), at its reset value:
@@ -211,7 +215,7 @@ pub(crate) fn load(
     };
     cur.write(GUEST_RSP, regs.rsp);
     cur.write(GUEST_RIP, regs.rip);
-    cur.write(GUEST_RFLAGS, regs.rflags | vcpu_state::RFLAGS_FIXED);
+    cur.write(GUEST_RFLAGS, regs.rflags | crate::logic::arch::rflags::FIXED);
     write_segments(cur, sregs);
     cur.write(GUEST_GDTR_BASE, sregs.gdt.base);
     cur.write(GUEST_GDTR_LIMIT, sregs.gdt.limit as u32);
@@ -299,4 +303,9 @@ pub(crate) fn dump_failed_entry(cur: &Current<'_>, why: u64) {
     seg!("ldtr", GUEST_LDTR_SELECTOR, GUEST_LDTR_BASE, GUEST_LDTR_LIMIT, GUEST_LDTR_AR);
     pr_err!("  gdtr {:#x}/{:#x} idtr {:#x}/{:#x}\n", cur.read(GUEST_GDTR_BASE), cur.read(GUEST_GDTR_LIMIT),
             cur.read(GUEST_IDTR_BASE), cur.read(GUEST_IDTR_LIMIT));
+}
+
+/// The guest's RIP as a linear address (CS base + RIP), as `KVM_EXIT_DEBUG` reports it.
+pub(crate) fn linear_rip(cur: &Current<'_>) -> u64 {
+    cur.read(GUEST_CS_BASE).wrapping_add(cur.read(GUEST_RIP))
 }

@@ -4,33 +4,14 @@
 //! a VM exit does not restore (GDTR/IDTR limits, LDTR, DS/ES, the TSS limit), put back by
 //! hand before interrupts are enabled again.
 
-use core::arch::asm;
 use kernel::prelude::*;
 
-use crate::{vmx::vmcs::Current, logic::vmcs_fields::*, host::x86};
-
-extern "C" {
-    fn rvmx_invalidate_tss_limit();
-}
-
-/// Operand of SGDT/SIDT/LGDT/LIDT.
-#[repr(C, packed)]
-#[derive(Clone, Copy, Default)]
-struct DescPtr {
-    limit: u16,
-    base: u64,
-}
-
-/// MSR numbers of the host state the VMCS carries.
-mod msr {
-    pub(super) const SYSENTER_CS: u32 = 0x174;
-    pub(super) const SYSENTER_ESP: u32 = 0x175;
-    pub(super) const SYSENTER_EIP: u32 = 0x176;
-    pub(super) const PAT: u32 = 0x277;
-    pub(super) const EFER: u32 = 0xc000_0080;
-    pub(super) const FS_BASE: u32 = 0xc000_0100;
-    pub(super) const GS_BASE: u32 = 0xc000_0101;
-}
+use crate::{
+    host::helpers,
+    host::x86::{self, DescPtr, Seg},
+    logic::{arch::msr, vmcs_fields::*},
+    vmx::vmcs::Current,
+};
 
 /// Host descriptor tables and data segments, saved at the start of a window.
 pub(crate) struct HostState {
@@ -42,34 +23,22 @@ pub(crate) struct HostState {
     tr: u16,
 }
 
-macro_rules! read_seg {
-    ($seg:literal) => {{
-        let v: u16;
-        // SAFETY: reading a segment selector has no side effects.
-        unsafe { asm!(concat!("mov {0:x}, ", $seg), out(reg) v, options(nomem, nostack, preserves_flags)) };
-        v
-    }};
-}
-
 impl HostState {
     /// Saves what a VM exit will not restore. Fails (EIO) if the task has non-zero FS or GS
     /// selectors, which a VM exit would zero and rvmx does not reload (64-bit processes keep
     /// them zero; reloading GS safely needs the kernel's KVM-only helpers).
     pub(crate) fn save() -> Result<Self> {
-        let mut gdt = DescPtr::default();
-        let mut idt = DescPtr::default();
-        let (ldt, tr): (u16, u16);
-        // SAFETY: SGDT/SIDT store 10 bytes into the given operands; SLDT/STR read registers.
-        unsafe {
-            asm!("sgdt [{}]", in(reg) &mut gdt, options(nostack, preserves_flags));
-            asm!("sidt [{}]", in(reg) &mut idt, options(nostack, preserves_flags));
-            asm!("sldt {0:x}", out(reg) ldt, options(nomem, nostack, preserves_flags));
-            asm!("str {0:x}", out(reg) tr, options(nomem, nostack, preserves_flags));
-        }
-        if read_seg!("fs") != 0 || read_seg!("gs") != 0 {
+        if x86::selector(Seg::Fs) != 0 || x86::selector(Seg::Gs) != 0 {
             return Err(EIO);
         }
-        Ok(Self { gdt, idt, ldt, ds: read_seg!("ds"), es: read_seg!("es"), tr })
+        Ok(Self {
+            gdt: x86::sgdt(),
+            idt: x86::sidt(),
+            ldt: x86::sldt(),
+            ds: x86::selector(Seg::Ds),
+            es: x86::selector(Seg::Es),
+            tr: x86::str(),
+        })
     }
 
     /// The base of the host TSS, from its 16-byte descriptor in the GDT.
@@ -85,8 +54,8 @@ impl HostState {
         cur.write(HOST_CR0, x86::read_cr0());
         cur.write(HOST_CR3, x86::read_cr3());
         cur.write(HOST_CR4, x86::read_cr4());
-        cur.write(HOST_CS_SELECTOR, read_seg!("cs"));
-        cur.write(HOST_SS_SELECTOR, read_seg!("ss"));
+        cur.write(HOST_CS_SELECTOR, x86::selector(Seg::Cs));
+        cur.write(HOST_SS_SELECTOR, x86::selector(Seg::Ss));
         // DS/ES/FS/GS are zero after exit (RPL must be 0); DS/ES are reloaded in `restore`.
         for f in [HOST_DS_SELECTOR, HOST_ES_SELECTOR, HOST_FS_SELECTOR, HOST_GS_SELECTOR] {
             cur.write(f, 0);
@@ -106,16 +75,11 @@ impl HostState {
 
     /// Puts back what the VM exits of this window changed. Interrupts are still off.
     pub(crate) fn restore(&self) {
-        // SAFETY: reloads the exact values saved in `save` on this CPU (interrupts have been
-        // off since, so nothing else changed them); the TSS-limit helper is the kernel's own
-        // recipe (host/helpers.c).
-        unsafe {
-            asm!("lgdt [{}]", in(reg) &self.gdt, options(nostack, preserves_flags));
-            asm!("lidt [{}]", in(reg) &self.idt, options(nostack, preserves_flags));
-            asm!("lldt {0:x}", in(reg) self.ldt, options(nostack, preserves_flags));
-            asm!("mov ds, {0:x}", in(reg) self.ds, options(nostack, preserves_flags));
-            asm!("mov es, {0:x}", in(reg) self.es, options(nostack, preserves_flags));
-            rvmx_invalidate_tss_limit();
-        }
+        // SAFETY: the exact values saved in `save` on this CPU (interrupts have been off
+        // since, so nothing else changed them).
+        unsafe { x86::load_host_tables(&self.gdt, &self.idt, self.ldt, self.ds, self.es) };
+        // SAFETY: the kernel's own recipe for the TSS limit a VM exit set to 0x67
+        // (host/helpers.c), interrupts off.
+        unsafe { helpers::rvmx_invalidate_tss_limit() };
     }
 }

@@ -23,7 +23,8 @@ use kernel::{
 use crate::{
     host::cpuhp::OnlineCallback,
     host::mem::page_phys,
-    logic::vmx_caps::{self, Unsupported, VmxCaps, CR4_VMXE},
+    logic::vmx_caps::{self, Unsupported, VmxCaps},
+    logic::arch::cr4::VMXE as CR4_VMXE,
     host::x86,
 };
 

@@ -8,12 +8,13 @@
 //! next window, on any CPU, starts with VMPTRLD + VMLAUNCH. That is how vCPUs migrate
 //! between CPUs without IPIs.
 
-use core::arch::asm;
+use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
+
 use kernel::{page::Page, prelude::*};
 
 use crate::{
-    host::mem::page_phys,
-    logic::vmcs_fields::{Field, ReadWrite, Width},
+    host::{mem::page_phys, x86},
+    logic::vmcs_fields::{Field, ReadWrite, Width, VM_INSTRUCTION_ERROR},
     vmx::operation::VmxOperation,
 };
 
@@ -33,16 +34,6 @@ impl Vmcs {
     }
 }
 
-/// Whether a VMX instruction failed (CF or ZF set: VMfailInvalid or VMfailValid).
-macro_rules! vmx_failed {
-    ($insn:literal, $($operands:tt)*) => {{
-        let failed: u8;
-        // SAFETY: see the callers; the instruction only touches the operands given.
-        unsafe { asm!(concat!($insn, "\n", "setna {failed}"), $($operands)*, failed = out(reg_byte) failed, options(nostack)) };
-        failed != 0
-    }};
-}
-
 /// The current VMCS of this CPU, for the life of a VMX window. Dropping it VMCLEARs.
 pub(crate) struct Current<'a> {
     phys: u64,
@@ -53,9 +44,9 @@ impl<'a> Current<'a> {
     /// Makes `vmcs` current on this CPU (VMPTRLD).
     pub(crate) fn load(op: &'a VmxOperation<'a>, vmcs: &'a Vmcs) -> Result<Self> {
         let phys = vmcs.phys;
-        // The operand is a pointer to the physical address; the CPU is in VMX operation
-        // (`op`) and the region holds the right revision id.
-        if vmx_failed!("vmptrld [{pa}]", pa = in(reg) &phys) {
+        // SAFETY: in VMX operation (`op`); the region holds the revision id, and `vmcs` is
+        // borrowed for as long as it is current, so it cannot be current elsewhere.
+        if !unsafe { x86::vmptrld(phys) } {
             return Err(EIO);
         }
         Ok(Self { phys, _op: op })
@@ -63,20 +54,28 @@ impl<'a> Current<'a> {
 
     /// Reads a field.
     pub(crate) fn read<W: Width, A>(&self, field: Field<W, A>) -> W::Value {
-        let value: u64;
-        // SAFETY: a VMCS is current (`self`); VMREAD of a valid encoding only reads it. An
-        // unsupported field fails the instruction and leaves `value` as the register held, 0.
-        unsafe {
-            asm!("xor {v:e}, {v:e}", "vmread {v}, {f}", f = in(reg) field.encoding as u64,
-                 v = out(reg) value, options(nostack))
-        };
-        W::from_raw(value)
+        // SAFETY: a VMCS is current (`self`); VMREAD only reads it.
+        W::from_raw(unsafe { x86::vmread(field.encoding as u64) })
     }
 
-    /// Writes a field. Returns `false` if the processor refused (unsupported field or a
-    /// value with reserved bits set), which the next VM entry would report anyway.
-    pub(crate) fn write<W: Width>(&self, field: Field<W, ReadWrite>, value: W::Value) -> bool {
-        !vmx_failed!("vmwrite {enc}, {v}", enc = in(reg) field.encoding as u64, v = in(reg) W::to_raw(value))
+    /// Writes a field. The processor refuses only an unsupported field or a value with
+    /// reserved bits set: a bug in rvmx, logged with the processor's reason (as KVM's
+    /// `vmwrite_error`); the next VM entry then fails and reports it to userspace.
+    pub(crate) fn write<W: Width>(&self, field: Field<W, ReadWrite>, value: W::Value) {
+        let raw = W::to_raw(value);
+        // SAFETY: a VMCS is current (`self`); the processor checks the value at VM entry.
+        if !unsafe { x86::vmwrite(field.encoding as u64, raw) } {
+            self.write_failed(field.encoding, raw);
+        }
+    }
+
+    #[cold]
+    fn write_failed(&self, encoding: u32, value: u64) {
+        static REPORTS: AtomicU32 = AtomicU32::new(0);
+        if REPORTS.fetch_add(1, Relaxed) < 8 {
+            let error = self.read(VM_INSTRUCTION_ERROR);
+            pr_err!("VMWRITE failed: field {:#x} value {:#x} error {}\n", encoding, value, error);
+        }
     }
 }
 
@@ -85,6 +84,7 @@ impl Drop for Current<'_> {
         // VMCLEAR writes the VMCS back to memory and makes it not current, so it can be loaded
         // on another CPU in a later window. A failure here is impossible for a VMCS that
         // VMPTRLD accepted.
-        let _ = vmx_failed!("vmclear [{pa}]", pa = in(reg) &self.phys);
+        // SAFETY: in VMX operation (`_op` outlives `self`); the region is the one loaded.
+        let _ = unsafe { x86::vmclear(self.phys) };
     }
 }

@@ -1,0 +1,75 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The module's C side, declared once. `host/helpers.c` exports kernel macros and inline
+//! functions that have no Rust binding, one line each; `mm/mmu_notifier.c` registers the MMU
+//! notifier (its ops table is C); `anon_inode_getfd` is exported by the kernel but missing
+//! from the generated bindings. Each function is called only by the Rust file named beside
+//! it, which wraps it in a safe function with the reason it is sound.
+
+use core::ffi::c_void;
+use kernel::ffi;
+
+extern "C" {
+    // host/mem.rs
+    /// `page_to_phys()`. The page is passed as `void *`: bindgen's `struct page` is not
+    /// FFI-safe in Rust's eyes.
+    pub(crate) fn rvmx_page_to_phys(page: *mut c_void) -> u64;
+    /// `phys_to_virt()`: the direct-map address of a physical address.
+    pub(crate) fn rvmx_phys_to_virt(phys: u64) -> *mut c_void;
+
+    // host/sched.rs
+    /// `cond_resched()`.
+    pub(crate) fn rvmx_cond_resched();
+
+    // host/x86.rs
+    /// `rdmsrq_safe()`.
+    pub(crate) fn rvmx_rdmsr_safe(msr: u32, value: *mut u64) -> i32;
+    /// `wrmsrq()`.
+    pub(crate) fn rvmx_wrmsr(msr: u32, value: u64);
+    /// `do_machine_check()` with a `pt_regs` of the helper's own.
+    pub(crate) fn rvmx_machine_check();
+    /// `cpu_feature_enabled(X86_FEATURE_FRED)`.
+    pub(crate) fn rvmx_host_uses_fred() -> bool;
+
+    // cpu/fpu.rs
+    /// `kernel_fpu_begin()` (the end is in the bindings).
+    pub(crate) fn rvmx_kernel_fpu_begin();
+
+    // cpu/mitigations.rs
+    /// Whether the processor takes `v` in IA32_SPEC_CTRL.
+    pub(crate) fn rvmx_spec_ctrl_accepts(v: u64) -> bool;
+    /// The host kernel's mitigation state, as `logic/mitigation_rules.rs` reads it.
+    pub(crate) fn rvmx_host_mitigations() -> u32;
+    /// The host's IA32_ARCH_CAPABILITIES.
+    pub(crate) fn rvmx_host_arch_capabilities() -> u64;
+    /// The host's IA32_SPEC_CTRL value (`x86_spec_ctrl_current`).
+    pub(crate) fn rvmx_host_spec_ctrl() -> u64;
+    /// Requests an IBPB on the next exit to user space (VMSCAPE's mitigation).
+    pub(crate) fn rvmx_ibpb_exit_to_user();
+
+    // vmx/host_state.rs
+    /// `invalidate_tss_limit()`.
+    pub(crate) fn rvmx_invalidate_tss_limit();
+
+    // kvm/vcpu.rs
+    /// `sigprocmask`-like activation of `KVM_SET_SIGNAL_MASK`'s mask for `KVM_RUN`.
+    pub(crate) fn rvmx_sigset_activate(set: *mut u64);
+    /// Puts the thread's own signal mask back.
+    pub(crate) fn rvmx_sigset_deactivate();
+
+    // kvm/fd.rs
+    /// `fs/anon_inodes.c` (EXPORT_SYMBOL_GPL). The file operations are passed as `void *`:
+    /// bindgen's struct trips the FFI-safety lint.
+    pub(crate) fn anon_inode_getfd(
+        name: *const ffi::c_char,
+        fops: *const ffi::c_void,
+        private: *mut ffi::c_void,
+        flags: ffi::c_int,
+    ) -> ffi::c_int;
+
+    // mm/mmu_notifier.rs (mm/mmu_notifier.c)
+    /// Registers a notifier on the current `mm` whose callbacks get `memory`.
+    pub(crate) fn rvmx_mmu_notifier_register(memory: *const c_void) -> *mut c_void;
+    /// Unregisters it and waits for running callbacks.
+    pub(crate) fn rvmx_mmu_notifier_unregister(notifier: *mut c_void);
+}

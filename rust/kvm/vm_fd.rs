@@ -1,0 +1,73 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The VM fd (`KVM_CREATE_VM`): its ioctls, answered as KVM's VM fd answers them, and
+//! `KVM_CREATE_VCPU`.
+
+use kernel::{prelude::*, sync::ArcBorrow};
+
+use crate::{
+    host::uaccess::read_user,
+    kvm::{
+        fd::{self, FdObject},
+        vcpu::Vcpu,
+        vm::Vm,
+    },
+    logic::kvm_abi::{self, *},
+};
+
+impl FdObject for Vm {
+    const NAME: &'static CStr = c"kvm-vm";
+
+    fn ioctl(this: ArcBorrow<'_, Self>, cmd: u32, arg: usize) -> Result<isize> {
+        this.check_owner()?;
+        match cmd {
+            KVM_CREATE_VCPU => create_vcpu(this, arg),
+            KVM_SET_USER_MEMORY_REGION => this.set_memory_region(read_user(arg)?),
+            KVM_SET_USER_MEMORY_REGION2 => {
+                let r: UserspaceMemoryRegion2 = read_user(arg)?;
+                this.set_memory_region(r.region())
+            }
+            KVM_GET_DIRTY_LOG => this.get_dirty_log(arg),
+            KVM_CHECK_EXTENSION => Ok(kvm_abi::check_extension(arg)),
+            // With unrestricted guest rvmx needs neither the real-mode TSS nor the identity map
+            // that KVM keeps for CPUs without it: both are checked as KVM checks them, then
+            // not used.
+            KVM_SET_TSS_ADDR => {
+                // The three pages must fit below 4 GiB.
+                if arg as u64 > (1 << 32) - 3 * 4096 {
+                    return Err(EINVAL);
+                }
+                Ok(0)
+            }
+            KVM_SET_IDENTITY_MAP_ADDR => {
+                if this.has_vcpus() {
+                    return Err(EINVAL); // only before the first vCPU
+                }
+                let _addr: u64 = read_user(arg)?;
+                Ok(0)
+            }
+            KVM_IOEVENTFD => {
+                this.ioeventfd(&read_user(arg)?)?;
+                Ok(0)
+            }
+            // KVM checks the header, then refuses without an in-kernel irqchip (QEMU only
+            // asks for the capability with kernel-irqchip=off).
+            KVM_SET_GSI_ROUTING => {
+                let _header: u64 = read_user(arg)?;
+                Err(EINVAL)
+            }
+            // KVM's VM fd answers ENOTTY to requests it does not know (kvm_arch_vm_ioctl).
+            _ => Err(ENOTTY),
+        }
+    }
+}
+
+/// `KVM_CREATE_VCPU`: a vCPU with id `id` and its fd.
+fn create_vcpu(vm: ArcBorrow<'_, Vm>, id: usize) -> Result<isize> {
+    let (id, stats) = vm.reserve_vcpu(id)?;
+    let vcpu = Vcpu::new(vm.into(), id, stats).and_then(|v| Ok(fd::install(v)? as isize));
+    if vcpu.is_err() {
+        vm.release_vcpu(id);
+    }
+    vcpu
+}

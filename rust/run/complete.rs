@@ -1,0 +1,60 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Work an exit leaves for userspace ([`Pending`]), finished in one place (KVM's `complete_userspace_io`):
+//! at the start of the next `KVM_RUN`, or at once when an ioeventfd took an OUT.
+
+use kernel::prelude::*;
+
+use crate::{
+    kvm::vm::Vm,
+    run::{
+        emulate,
+        kvm_run::KvmRun,
+        state::{Pending, VcpuState},
+    },
+};
+
+/// Finishes the pending work. `Some` if `KVM_RUN` returns now: the next part of an emulated
+/// instruction went to userspace, or a single step is reported.
+pub(crate) fn complete(st: &mut VcpuState, run: &KvmRun, vm: &Vm) -> Option<Result<isize>> {
+    let p = st.pending.take()?;
+    let done = match p {
+        Pending::PortIn { size, len } => {
+            let mut b = [0u8; 4];
+            run.read_pio_data(b.get_mut(..usize::from(size)).unwrap_or(&mut []));
+            let data = u64::from(u32::from_le_bytes(b));
+            st.regs.rax = match size {
+                1 => (st.regs.rax & !0xff) | data,
+                2 => (st.regs.rax & !0xffff) | data,
+                _ => data, // 32-bit results zero-extend into RAX
+            };
+            skip(st, len);
+            true
+        }
+        Pending::PortOut { len } => {
+            skip(st, len);
+            true
+        }
+        Pending::Emulated(e) => {
+            st.end_shadow();
+            match emulate::complete(vm, &mut st.regs, &st.sregs, run, e, &mut st.emulated) {
+                emulate::Outcome::Done => true,
+                emulate::Outcome::Exit(next) => {
+                    st.pending = next.map(Pending::Emulated);
+                    return Some(Ok(0));
+                }
+                emulate::Outcome::Fault(f) => {
+                    st.raise(f);
+                    false
+                }
+            }
+        }
+    };
+    (done && p.completes_step() && st.stepped(run)).then_some(Ok(0))
+}
+
+/// RIP past an instruction of `len` bytes, done outside the guest.
+fn skip(st: &mut VcpuState, len: u8) {
+    st.regs.rip = st.regs.rip.wrapping_add(len.into());
+    st.end_shadow();
+}

@@ -1,0 +1,182 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The `struct kvm_run` page and the PIO data page after it, as one `KVM_RUN` writes them.
+//! The layout is [`crate::logic::kvm_run`]'s; userspace may write both pages at any time, so
+//! every access is volatile and nothing read from them is trusted.
+
+use core::{cell::Cell, mem::offset_of};
+
+use kernel::page::{Page, PAGE_SIZE};
+
+use crate::{
+    host::mem::{page_phys, phys_to_virt},
+    logic::{
+        kvm_abi::KVM_PIO_PAGE_OFFSET,
+        kvm_run::{self, exit_reason, DebugExit, FailEntryExit, Header, InternalExit, IoExit, MmioExit},
+    },
+};
+
+/// Writes `$value` to field `$field` of the `$ty` at byte `$base` of the page (the field's
+/// type is checked against the value's).
+macro_rules! put_field {
+    ($run:expr, $base:expr, $ty:ty, $field:ident, $value:expr) => {{
+        let (base, value): (usize, _) = ($base, $value);
+        #[allow(unused)]
+        fn same<T>(_: &T, _: &T) {}
+        let _typed = |s: &$ty| same(&s.$field, &value);
+        $run.put(base.saturating_add(offset_of!($ty, $field)), value)
+    }};
+}
+
+/// Byte offset of the exit union.
+const EXIT: usize = offset_of!(kvm_run::KvmRun, exit);
+
+/// The `kvm_run` page shared with userspace, and the PIO data page after it.
+pub(crate) struct KvmRun {
+    run: *mut u8,
+    pio: *mut u8,
+    /// The exit reason this `KVM_RUN` reported, if any (for the statistics).
+    reason: Cell<Option<u32>>,
+}
+
+impl KvmRun {
+    pub(crate) fn new(run: &Page, pio: &Page) -> Self {
+        Self { run: phys_to_virt(page_phys(run)).cast(), pio: phys_to_virt(page_phys(pio)).cast(), reason: Cell::new(None) }
+    }
+
+    /// Writes `value` at byte `offset` (a field's: aligned for `T`); an offset outside the
+    /// page or misaligned is a bug in the caller and writes nothing.
+    fn put<T: Copy>(&self, offset: usize, value: T) {
+        if offset.saturating_add(size_of::<T>()) <= PAGE_SIZE && offset.checked_rem(align_of::<T>()) == Some(0) {
+            // SAFETY: inside the kvm_run page and aligned (checked above); the vCPU owns the
+            // page for as long as `self` is used (one KVM_RUN).
+            unsafe { self.run.add(offset).cast::<T>().write_volatile(value) }
+        }
+    }
+
+    fn get_u8(&self, offset: usize) -> u8 {
+        if offset >= PAGE_SIZE {
+            return 0;
+        }
+        // SAFETY: inside the kvm_run page (checked above), as in `put`.
+        unsafe { self.run.add(offset).read_volatile() }
+    }
+
+    pub(crate) fn immediate_exit(&self) -> bool {
+        self.get_u8(offset_of!(Header, immediate_exit)) != 0
+    }
+
+    /// `request_interrupt_window`: userspace wants `KVM_EXIT_IRQ_WINDOW_OPEN` as soon as the
+    /// guest can take an interrupt.
+    pub(crate) fn request_interrupt_window(&self) -> bool {
+        self.get_u8(offset_of!(Header, request_interrupt_window)) != 0
+    }
+
+    /// The fields KVM fills on every return from `KVM_RUN` (`post_kvm_run_save`).
+    pub(crate) fn post_run(&self, ready_for_interrupt: bool, if_flag: bool, cr8: u64, apic_base: u64) {
+        put_field!(self, 0, Header, ready_for_interrupt_injection, ready_for_interrupt as u8);
+        put_field!(self, 0, Header, if_flag, if_flag as u8);
+        put_field!(self, 0, Header, flags, 0u16);
+        put_field!(self, 0, Header, cr8, cr8);
+        put_field!(self, 0, Header, apic_base, apic_base);
+    }
+
+    /// The exit reason this `KVM_RUN` reported, if any.
+    pub(crate) fn reason(&self) -> Option<u32> {
+        self.reason.get()
+    }
+
+    pub(crate) fn set_exit_reason(&self, reason: u32) {
+        self.reason.set(Some(reason));
+        put_field!(self, 0, Header, exit_reason, reason);
+    }
+
+    /// `KVM_EXIT_IO`: direction, size, port, count; the data is at the PIO page.
+    pub(crate) fn io(&self, input: bool, size: u8, port: u16, count: u32) {
+        self.set_exit_reason(exit_reason::IO);
+        put_field!(self, EXIT, IoExit, direction, if input { kvm_run::IO_IN } else { kvm_run::IO_OUT });
+        put_field!(self, EXIT, IoExit, size, size);
+        put_field!(self, EXIT, IoExit, port, port);
+        put_field!(self, EXIT, IoExit, count, count);
+        put_field!(self, EXIT, IoExit, data_offset, (KVM_PIO_PAGE_OFFSET * PAGE_SIZE) as u64);
+    }
+
+    /// `KVM_EXIT_DEBUG`: `exception` (1 or 3) at linear address `pc`; DR6 and DR7 for #DB.
+    pub(crate) fn debug(&self, exception: u32, pc: u64, dr6: u64, dr7: u64) {
+        self.set_exit_reason(exit_reason::DEBUG);
+        put_field!(self, EXIT, DebugExit, exception, exception);
+        put_field!(self, EXIT, DebugExit, pc, pc);
+        put_field!(self, EXIT, DebugExit, dr6, dr6);
+        put_field!(self, EXIT, DebugExit, dr7, dr7);
+    }
+
+    /// `KVM_EXIT_FAIL_ENTRY` with the hardware's reason and the CPU.
+    pub(crate) fn fail_entry(&self, reason: u64, cpu: u32) {
+        self.set_exit_reason(exit_reason::FAIL_ENTRY);
+        put_field!(self, EXIT, FailEntryExit, hardware_entry_failure_reason, reason);
+        put_field!(self, EXIT, FailEntryExit, cpu, cpu);
+    }
+
+    /// `KVM_EXIT_INTERNAL_ERROR` with a suberror and up to 16 data words.
+    pub(crate) fn internal_error(&self, suberror: u32, data: &[u64]) {
+        let mut e = InternalExit { suberror, ndata: 0, data: [0; kvm_run::INTERNAL_DATA_WORDS] };
+        e.ndata = e.data.iter_mut().zip(data).map(|(d, s)| *d = *s).count() as u32;
+        self.internal(&e);
+    }
+
+    /// `KVM_EXIT_INTERNAL_ERROR` for an instruction that could not be emulated, laid out as
+    /// KVM's `emulation_failure` ([`kvm_run::emulation_failure`]).
+    pub(crate) fn emulation_failure(&self, insn: &[u8], data: &[u64]) {
+        self.internal(&kvm_run::emulation_failure(insn, data));
+    }
+
+    /// Writes `e`'s suberror, count and its `ndata` words (the rest of the page is left alone,
+    /// as KVM does).
+    fn internal(&self, e: &InternalExit) {
+        self.set_exit_reason(exit_reason::INTERNAL_ERROR);
+        put_field!(self, EXIT, InternalExit, suberror, e.suberror);
+        put_field!(self, EXIT, InternalExit, ndata, e.ndata);
+        let data = EXIT.saturating_add(offset_of!(InternalExit, data));
+        for (i, d) in e.data.iter().take(e.ndata as usize).enumerate() {
+            self.put(data.saturating_add(i.saturating_mul(8)), *d);
+        }
+    }
+
+    /// `KVM_EXIT_MMIO`: a `data.len()`-byte access at `gpa` (`data` is what a write stores);
+    /// only those bytes of `mmio.data` are written.
+    pub(crate) fn mmio(&self, gpa: u64, data: &[u8], is_write: bool) {
+        self.set_exit_reason(exit_reason::MMIO);
+        put_field!(self, EXIT, MmioExit, phys_addr, gpa);
+        let bytes = EXIT.saturating_add(offset_of!(MmioExit, data));
+        for (i, b) in data.iter().enumerate().take(8) {
+            self.put(bytes.saturating_add(i), *b);
+        }
+        put_field!(self, EXIT, MmioExit, len, data.len() as u32);
+        put_field!(self, EXIT, MmioExit, is_write, is_write as u8);
+    }
+
+    /// The first `len` bytes userspace left in `kvm_run.mmio.data` for a read.
+    pub(crate) fn mmio_data(&self, len: u8) -> u64 {
+        let bytes = EXIT.saturating_add(offset_of!(MmioExit, data));
+        let mut b = [0u8; 8];
+        for (i, v) in b.iter_mut().enumerate().take(len.into()) {
+            *v = self.get_u8(bytes.saturating_add(i));
+        }
+        u64::from_le_bytes(b)
+    }
+
+    /// Copies the start of the PIO page (INS data userspace left there) into `buf`.
+    pub(crate) fn read_pio_data(&self, buf: &mut [u8]) {
+        for (i, v) in buf.iter_mut().enumerate().take(PAGE_SIZE) {
+            // SAFETY: inside the PIO page (i < PAGE_SIZE), as in `put`.
+            *v = unsafe { self.pio.add(i).read_volatile() };
+        }
+    }
+
+    pub(crate) fn write_pio_data(&self, bytes: &[u8]) {
+        for (i, b) in bytes.iter().enumerate().take(PAGE_SIZE) {
+            // SAFETY: inside the PIO page (i < PAGE_SIZE), as in `put`.
+            unsafe { self.pio.add(i).write_volatile(*b) };
+        }
+    }
+}

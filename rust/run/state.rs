@@ -1,0 +1,188 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! What a vCPU keeps between runs, under its mutex: registers, the VMCS, pending events and
+//! work, FPU, debug registers, CPUID and MSRs, and what its CPUID table allows.
+
+use kernel::prelude::*;
+
+use crate::{
+    cpu::{debugregs::GuestDebug, fpu::GuestFpu, msr::{MsrArea, MsrState}},
+    logic::{
+        cpuid_table::{self, CpuidEntry},
+        arch::vector,
+        events::{self, Events},
+        guest_debug::{Debugger, DR6_ACTIVE_LOW, DR6_BS},
+        kvm_abi::{Regs, Sregs},
+        msr_rules::GuestMsrs,
+        vcpu_state,
+    },
+    run::{emulate, kvm_run::KvmRun},
+    vmx::{ept::TableCache, entry::Gprs, operation::Vmx, vmcs::{Current, Vmcs}},
+};
+
+/// Everything a vCPU keeps between runs, under the vCPU mutex: its VMCS and the rest of its
+/// state, apart so that a window can hold the VMCS current (borrowed) while exit handlers
+/// change the rest. Dereferences to the rest.
+pub(crate) struct RunState {
+    pub(crate) vmcs: Vmcs,
+    pub(crate) vcpu: VcpuState,
+}
+
+impl core::ops::Deref for RunState {
+    type Target = VcpuState;
+
+    fn deref(&self) -> &VcpuState {
+        &self.vcpu
+    }
+}
+
+impl core::ops::DerefMut for RunState {
+    fn deref_mut(&mut self) -> &mut VcpuState {
+        &mut self.vcpu
+    }
+}
+
+/// A vCPU's state but its VMCS.
+pub(crate) struct VcpuState {
+    pub(crate) regs: Regs,
+    pub(crate) sregs: Sregs,
+    pub(crate) controls_written: bool,
+    /// The CR4 guest/host mask in the VMCS (0 before the first window: never a real mask,
+    /// which always has VMXE).
+    pub(crate) cr4_mask: u64,
+    pub(crate) gprs: Gprs,
+    /// Work an exit left for userspace, finished at the next `KVM_RUN`.
+    pub(crate) pending: Option<Pending>,
+    /// The data of an emulated instruction's access.
+    pub(crate) emulated: emulate::Data,
+    /// PAE PDPTEs to load at the next window (read from guest memory).
+    pub(crate) pdptes: Option<[u64; 4]>,
+    /// Interrupts, NMIs and exceptions to deliver.
+    pub(crate) events: Events,
+    /// The guest's interruptibility state (STI/MOV SS shadows, NMI blocking).
+    pub(crate) interruptibility: u32,
+    /// A userspace debugger's settings (`KVM_SET_GUEST_DEBUG`).
+    pub(crate) debugger: Debugger,
+    /// The signal mask for `KVM_RUN` (`KVM_SET_SIGNAL_MASK`).
+    pub(crate) sigmask: Option<u64>,
+    /// FPU/extended state and XCR0.
+    pub(crate) fpu: GuestFpu,
+    /// Debug registers.
+    pub(crate) debug: GuestDebug,
+    /// The guest's CPUID table (`KVM_SET_CPUID2`).
+    pub(crate) cpuid: KVec<CpuidEntry>,
+    /// What that table allows.
+    pub(crate) allowed: Allowed,
+    /// Guest MSRs kept by software, and the VM-entry/exit MSR lists.
+    pub(crate) msrs: GuestMsrs,
+    pub(crate) msr_area: MsrArea,
+    /// Page-table pages for this vCPU's next EPT fault, allocated before the MMU lock.
+    pub(crate) tables: TableCache,
+}
+
+impl VcpuState {
+    /// The instruction is done (RIP moved past it outside the window): an STI or MOV SS
+    /// shadow it was in ends, as when the processor retires it.
+    pub(crate) fn end_shadow(&mut self) {
+        self.interruptibility &= !(events::block::STI | events::block::MOV_SS);
+    }
+
+    /// Raises an exception an emulated instruction caused (CR2 set for a page fault); it is
+    /// delivered at the next entry.
+    pub(crate) fn raise(&mut self, f: emulate::GuestFault) {
+        if let Some(cr2) = f.cr2 {
+            self.sregs.cr2 = cr2;
+        }
+        self.events.exception = Some(events::Exception::raise(f.vector, Some(f.error_code)));
+    }
+
+    /// Single-stepping: an instruction completed outside the guest (by userspace, or by an
+    /// ioeventfd) was a step (KVM's `kvm_skip_emulated_instruction`): reports it in `kvm_run`.
+    pub(crate) fn stepped(&self, run: &KvmRun) -> bool {
+        if !self.debugger.single_step() {
+            return false;
+        }
+        let pc = self.sregs.cs.base.wrapping_add(self.regs.rip);
+        run.debug(u32::from(vector::DB), pc, DR6_ACTIVE_LOW | DR6_BS, self.debug.dr7);
+        true
+    }
+
+    /// The guest's MSRs as an access sees them: live in `vmcs` inside a window (the guest's
+    /// RDMSR/WRMSR), from this state outside one (userspace's `KVM_GET/SET_MSRS`).
+    pub(crate) fn msr_state<'a, 'b>(&'a mut self, vmcs: Option<&'a Current<'b>>) -> MsrState<'a, 'b> {
+        let host = vmcs.is_none();
+        MsrState {
+            vmcs,
+            area: &self.msr_area,
+            msrs: &mut self.msrs,
+            sregs: &mut self.sregs,
+            efer_ok: self.allowed.efer,
+            tsc_aux_ok: host || self.allowed.instructions.rdtscp,
+            speculation: self.allowed.speculation,
+            host,
+        }
+    }
+
+    /// Takes a new CPUID table and what follows from it.
+    pub(crate) fn set_cpuid(&mut self, table: KVec<CpuidEntry>, vmx: &Vmx) {
+        self.cpuid = table;
+        self.allowed = Allowed::new(&self.cpuid, vmx);
+    }
+}
+
+/// What the last exit to userspace left to do.
+#[derive(Clone, Copy)]
+pub(crate) enum Pending {
+    /// IN of `size` bytes, `len` bytes long: the data userspace left in the PIO page goes to
+    /// RAX, RIP past the instruction.
+    PortIn { size: u8, len: u8 },
+    /// OUT, `len` bytes long: userspace (or an ioeventfd) has the data; RIP past it.
+    PortOut { len: u8 },
+    /// The next step of an instruction rvmx emulates.
+    Emulated(emulate::Pending),
+}
+
+impl Pending {
+    /// Whether finishing it completes an instruction for single-stepping (KVM reports no step
+    /// after the last part of an MMIO write: it was done at the exit).
+    pub(crate) fn completes_step(&self) -> bool {
+        match self {
+            Pending::PortIn { .. } | Pending::PortOut { .. } => true,
+            Pending::Emulated(p) => p.completes_step(),
+        }
+    }
+}
+
+/// What the guest's CPUID table allows, worked out when the table is set (as KVM's
+/// `kvm_vcpu_after_set_cpuid`), not on every window.
+#[derive(Clone, Copy)]
+pub(crate) struct Allowed {
+    /// EFER bits (LM, NX).
+    pub(crate) efer: u64,
+    /// CR4 bits: its CPUID's, rvmx's, the processor's in VMX operation.
+    pub(crate) cr4: u64,
+    /// The speculation-control MSRs.
+    pub(crate) speculation: cpuid_table::SpeculationMsrs,
+    /// RDTSCP/RDPID (and so IA32_TSC_AUX), INVPCID, RDRAND, RDSEED (the others are #UD).
+    pub(crate) instructions: cpuid_table::Instructions,
+}
+
+impl Allowed {
+    pub(crate) fn new(table: &[CpuidEntry], vmx: &Vmx) -> Self {
+        let (lm, nx) = cpuid_table::long_mode_and_nx(table);
+        let cr4 = cpuid_table::cr4_features(table, vmx.fpu().xcr0);
+        Self {
+            efer: vcpu_state::efer_allowed(lm, nx),
+            cr4: vcpu_state::cr4_allowed(cr4, vmx.caps().cr4_fixed.1),
+            // A table may list what the host lacks: as KVM (its guest_cpu_cap_has), the MSR
+            // exists for the guest only where the host has it.
+            speculation: {
+                let mut sp = cpuid_table::speculation_msrs(table);
+                sp.spec_ctrl &= vmx.mitigations().for_guests().spec_ctrl.msr;
+                sp
+            },
+            instructions: cpuid_table::instructions(table),
+        }
+    }
+}
+

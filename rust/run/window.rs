@@ -1,0 +1,226 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! One VMX window: VMPTRLD, host and guest state into the VMCS, INVEPT, then enter the guest
+//! as many times as exits can be handled in the kernel ([`exit::handle`]). The window closes
+//! (guest state stored, VMCLEAR, host tables restored, VMXOFF) for anything that needs the
+//! host: an interrupt, sleeping work, or a return to userspace.
+
+use kernel::prelude::*;
+
+use crate::{
+    cpu::{debugregs::{GuestDebug, HostDebug}, fpu::KernelFpu},
+    host::x86,
+    logic::{
+        arch::vector,
+        arch::rflags,
+        events::{self, Events},
+        guest_debug::{DR6_ACTIVE_LOW, DR6_BS},
+        vmcs_fields::*,
+    },
+    run::{
+        exit::{self, LiveVcpu, Next},
+        kvm_run::KvmRun,
+        state::RunState,
+    },
+    vmx::{
+        entry,
+        guest_state::{self, linear_rip},
+        host_state::HostState,
+        operation::Vmx,
+        vmcs::Current,
+    },
+};
+
+/// Where the vCPU runs: its VM's EPT, its VPID, and who it is.
+pub(crate) struct Target<'a> {
+    pub(crate) vmx: &'a Vmx,
+    pub(crate) eptp: u64,
+    pub(crate) vpid: u16,
+    pub(crate) running: &'a core::sync::atomic::AtomicI32,
+    /// Its counters.
+    pub(crate) stats: &'a crate::run::counters::VcpuStats,
+    /// A number no other vCPU had since the module was loaded (never 0).
+    pub(crate) serial: u64,
+}
+
+/// Longest time a window may keep interrupts off while the guest runs: 1 ms. Interrupts end
+/// a window sooner; the timer is the guarantee (on CPUs, or emulators, where an interrupt
+/// does not reach a guest running with IF=0, it is the only one).
+const WINDOW_BUDGET_US: u64 = 1000;
+
+/// The window budget in host TSC ticks.
+fn window_budget_ticks() -> u64 {
+    (x86::tsc_khz() as u64).saturating_mul(WINDOW_BUDGET_US) / 1000
+}
+
+/// The VMX-preemption timer value for one window budget.
+fn window_timer(t: &Target<'_>) -> u32 {
+    let khz = x86::tsc_khz() as u64;
+    let ticks = khz.saturating_mul(WINDOW_BUDGET_US) / 1000;
+    (ticks >> t.vmx.caps().preemption_timer_rate()).clamp(1, u32::MAX as u64) as u32
+}
+
+/// One VMX window: enters the guest until an exit needs the host.
+pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<Next> {
+    // The host's user FPU state is saved (and reloaded on return to userspace) so that the
+    // guest's can be loaded into the registers.
+    let _fpu = KernelFpu::begin();
+    let features = *t.vmx.fpu();
+    let result = t.vmx.with_vmx_operation(|op| -> Result<Next> {
+        t.stats.window();
+        let cpu = kernel::cpu::CpuId::current().as_u32();
+        let host = HostState::save()?;
+        // A debugger's hardware breakpoints replace the guest's for the window.
+        let dbg = st.debugger;
+        let drs = if dbg.hw_breakpoints() { GuestDebug { db: dbg.db, dr7: dbg.dr7, ..st.debug } } else { st.debug };
+        // Every step that can fail comes before the host's debug registers are switched, so
+        // none can return without putting them back.
+        let RunState { vmcs, vcpu: st } = st;
+        let cur = Current::load(op, vmcs)?;
+        if !st.controls_written {
+            guest_state::write_controls(&cur, t.vmx.caps(), t.eptp, t.vpid, st.allowed.instructions)?;
+            guest_state::write_initial_guest_state(&cur);
+            st.msr_area.write_controls(&cur, t.vmx.caps().procbased.allows(guest_state::PROC_USE_MSR_BITMAPS));
+            st.controls_written = true;
+        }
+        host.write_to(&cur);
+        guest_state::load(&cur, t.vmx.caps(), &st.regs, &st.sregs, st.pdptes.take(), &mut st.gprs)?;
+        cur.write(GUEST_DR7, drs.dr7);
+        cur.write(EXCEPTION_BITMAP, dbg.exception_bitmap() | guest_state::EXCEPTIONS_ALWAYS);
+        if dbg.single_step() {
+            cur.write(GUEST_RFLAGS, cur.read(GUEST_RFLAGS) | rflags::TF);
+        }
+        cur.write(GUEST_INTERRUPTIBILITY, st.interruptibility);
+        let want_window = run.request_interrupt_window();
+        let mut windows = Windows::new(&cur, t.vmx.caps());
+        st.msr_area.load(&cur, &st.msrs);
+        if guest_state::has_window_timer(t.vmx.caps()) {
+            cur.write(PREEMPTION_TIMER_VALUE, window_timer(t));
+        }
+        // Published before the flush: a slot change either sees this vCPU running (and kicks
+        // it out) or happened before the INVEPT below.
+        t.running.store(cpu as i32, core::sync::atomic::Ordering::SeqCst);
+        crate::vmx::ept::invept(op, t.vmx.caps(), t.eptp);
+        let mitigations = t.vmx.mitigations();
+        let mut entry_args = mitigations.window_start(cpu, t.serial);
+        let host_debug = HostDebug::switch_to_guest(&drs, t.vmx.has_debugctl());
+        // SAFETY: interrupts off inside `_fpu`; `save` below runs before the window ends.
+        let host_xcr0 = unsafe { st.fpu.load(&features) };
+        let mut resume = false;
+        let window_started = x86::rdtsc();
+        let budget = window_budget_ticks();
+        // The VMCS keeps it between windows: written again only when the CPUID table changed.
+        let cr4_mask = crate::logic::vcpu_state::cr4_guest_host_mask(st.allowed.cr4);
+        if st.cr4_mask != cr4_mask {
+            cur.write(CR4_GUEST_HOST_MASK, cr4_mask);
+            st.cr4_mask = cr4_mask;
+        }
+        let mut v = LiveVcpu::new(&cur, st, run, cpu, &features, &host_debug, want_window);
+        let next = loop {
+            let st = &mut *v.st;
+            windows.arm(&cur, &mut st.events, want_window, dbg.blocks_irqs());
+            // SAFETY: interrupts are off; CR2 holds the guest's value until the entry.
+            unsafe { x86::write_cr2(st.sregs.cr2) };
+            if !resume {
+                mitigations.flush_l1d();
+            }
+            let entered = x86::rdtsc();
+            // SAFETY: interrupts off, the VMCS is current and complete, `resume` is true only
+            // after a successful launch in this window.
+            if !unsafe { entry::enter(&mut st.gprs, resume, &mut entry_args) } {
+                let error = cur.read(VM_INSTRUCTION_ERROR);
+                guest_state::dump_failed_entry(&cur, error as u64);
+                run.fail_entry(error as u64, cpu);
+                break Next::ToUser;
+            }
+            resume = true;
+            let full_reason = cur.read(EXIT_REASON);
+            let exited = x86::rdtsc();
+            t.stats.exit(full_reason as u16, exited.wrapping_sub(entered));
+            st.sregs.cr2 = x86::read_cr2();
+            let vectoring = cur.read(IDT_VECTORING_INFO);
+            if vectoring & events::info::VALID != 0 {
+                let (code, len) = (cur.read(IDT_VECTORING_ERROR_CODE), cur.read(EXIT_INSTRUCTION_LEN));
+                if st.events.interrupted(vectoring, code, len) {
+                    // The NMI was not delivered: it is not blocking NMIs yet.
+                    cur.write(GUEST_INTERRUPTIBILITY, cur.read(GUEST_INTERRUPTIBILITY) & !events::block::NMI);
+                }
+            }
+            v.skipped = false;
+            match exit::handle(&mut v, full_reason) {
+                // Single-stepping: an instruction rvmx emulated completed, that is a step.
+                Next::Reenter if v.skipped && dbg.single_step() => {
+                    v.run.debug(u32::from(vector::DB), linear_rip(&cur), DR6_ACTIVE_LOW | DR6_BS, cur.read(GUEST_DR7));
+                    break Next::ToUser;
+                }
+                // The preemption timer only counts guest time: a guest that exits at once on
+                // every entry (an exception loop rvmx reflects) would keep the window, and
+                // interrupts, off forever. The host's time bounds it too.
+                Next::Reenter if exited.wrapping_sub(window_started) > budget => break Next::Host,
+                Next::Reenter => continue,
+                next => break next,
+            }
+        };
+        // SAFETY: pairs with `load` above, interrupts still off.
+        unsafe { st.fpu.save(&features, host_xcr0) };
+        if !dbg.hw_breakpoints() {
+            st.debug.dr7 = cur.read(GUEST_DR7);
+        }
+        host_debug.restore(&mut st.debug);
+        guest_state::store(&cur, &st.gprs, &mut st.regs, &mut st.sregs);
+        if dbg.single_step() {
+            // The debugger's TF is not the guest's.
+            st.regs.rflags &= !rflags::TF;
+        }
+        st.interruptibility = cur.read(GUEST_INTERRUPTIBILITY);
+        st.msr_area.store(&cur, &mut st.msrs);
+        drop(cur);
+        t.running.store(-1, core::sync::atomic::Ordering::SeqCst);
+        host.restore();
+        mitigations.window_end(&entry_args);
+        Ok(next)
+    });
+    result.map_err(Error::from)?
+}
+
+/// The interrupt- and NMI-window controls of the current VMCS, and the event of the next entry.
+struct Windows {
+    /// The primary controls without window bits.
+    base: u32,
+    /// The window bits now set.
+    on: u32,
+    /// NMI windows exist (virtual NMIs).
+    nmi: bool,
+}
+
+impl Windows {
+    fn new(cur: &Current<'_>, caps: &crate::logic::vmx_caps::VmxCaps) -> Self {
+        let all = guest_state::PROC_IRQ_WINDOW | guest_state::PROC_NMI_WINDOW;
+        let proc = cur.read(PROC_BASED_CONTROLS);
+        Self { base: proc & !all, on: proc & all, nmi: guest_state::has_virtual_nmis(caps) }
+    }
+
+    /// Before an entry: injects the next event (exceptions exit handlers raised come first),
+    /// and opens the windows for what has to wait. Costs nothing while there are no events.
+    /// With `block_irqs` (a debugger's BLOCKIRQ) no interrupt is injected or waited for.
+    fn arm(&mut self, cur: &Current<'_>, events: &mut Events, want_irq_window: bool, block_irqs: bool) {
+        if self.on == 0 && !want_irq_window && *events == Events::default() {
+            return;
+        }
+        let want_irq_window = want_irq_window && !block_irqs;
+        let if_flag = cur.read(GUEST_RFLAGS) & rflags::IF != 0 && !block_irqs;
+        let mut entry = events.next(if_flag, cur.read(GUEST_INTERRUPTIBILITY), want_irq_window);
+        entry.irq_window &= !block_irqs;
+        if let Some(i) = entry.inject {
+            cur.write(ENTRY_EXCEPTION_ERROR_CODE, i.error_code);
+            cur.write(ENTRY_INSTRUCTION_LEN, i.len);
+            cur.write(ENTRY_INTR_INFO, i.info);
+        }
+        let on = if entry.irq_window { guest_state::PROC_IRQ_WINDOW } else { 0 }
+            | if entry.nmi_window && self.nmi { guest_state::PROC_NMI_WINDOW } else { 0 };
+        if on != self.on {
+            cur.write(PROC_BASED_CONTROLS, self.base | on);
+            self.on = on;
+        }
+    }
+}
