@@ -1,18 +1,10 @@
 //! `rvmx`: the userspace side of rvmx. Drives `/dev/rvmx` (or `/dev/kvm`, for comparison)
 //! through rust-vmm's `kvm-ioctls`, exactly as any KVM client would.
 
+mod boot;
 mod caps;
-mod console;
 mod devices;
-mod lapic;
-mod machine;
-mod mptable;
-mod pic;
-mod pit;
-mod linux;
-mod rtc;
 mod stats;
-mod vcpu;
 mod vmm;
 
 use std::{ffi::CString, path::PathBuf, process::ExitCode};

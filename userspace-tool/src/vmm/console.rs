@@ -5,7 +5,7 @@
 
 use std::{io::Write, sync::OnceLock, time::Duration};
 
-use crate::machine::Machine;
+use crate::vmm::machine::Machine;
 
 /// The terminal's settings before `rvmx run` changed them, for the signal handler.
 static SAVED: OnceLock<libc::termios> = OnceLock::new();

@@ -1,13 +1,19 @@
 //! `rvmx run`: one VM, guest memory from rust-vmm's vm-memory, its vCPUs (each on its thread,
 //! vcpu.rs) and the devices they share (machine.rs); it ends with how the guest stopped.
 
+pub mod console;
+pub mod machine;
+pub mod vcpu;
+
 use std::{collections::BTreeMap, io::Write, time::Duration};
 
 use kvm_bindings::{kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap};
 
-use crate::{devices::PortBus, lapic, machine::Machine, vcpu::Vcpu};
+use crate::devices::{isa::PortBus, lapic};
+use machine::Machine;
+use vcpu::Vcpu;
 
 /// What to run.
 pub struct Config {
@@ -145,25 +151,25 @@ pub fn run<W: Write + Send>(kvm: &Kvm, cfg: &Config, console: W) -> Result<Ran, 
             enter_real_mode(&vcpus[0].fd, flat.entry)?;
         }
         Image::Linux { kernel, initrd, cmdline } => {
-            let boot = crate::linux::Boot { kernel, initrd: initrd.as_deref(), cmdline };
-            crate::linux::boot(&mem, cfg.mem_size as u64, &vcpus[0].fd, &boot)?;
+            let boot = crate::boot::linux::Boot { kernel, initrd: initrd.as_deref(), cmdline };
+            crate::boot::linux::boot(&mem, cfg.mem_size as u64, &vcpus[0].fd, &boot)?;
             // The processors and their APICs, as firmware would list them.
             let leaf1 = supported.as_slice().iter().find(|e| e.function == 1).map_or((0, 0), |e| (e.eax, e.edx));
-            let mp = crate::mptable::build(cfg.cpus, leaf1.0, leaf1.1, lapic::BASE as u32)
+            let mp = crate::boot::mptable::build(cfg.cpus, leaf1.0, leaf1.1, lapic::BASE as u32)
                 .ok_or_else(|| format!("{} vCPUs do not fit in the MP table", cfg.cpus))?;
-            mem.write_slice(&mp, GuestAddress(crate::mptable::ADDR)).map_err(|e| format!("MP table: {e}"))?;
+            mem.write_slice(&mp, GuestAddress(crate::boot::mptable::ADDR)).map_err(|e| format!("MP table: {e}"))?;
         }
     }
-    crate::vcpu::kick::install()?;
-    let _terminal = crate::console::Terminal::raw();
+    vcpu::kick::install()?;
+    let _terminal = console::Terminal::raw();
     let deadline = cfg.timeout.map(|t| t.as_nanos() as u64);
     let machine = Machine::new(PortBus::new(console), cfg.cpus, deadline);
     let results: Vec<Result<Trace, String>> = std::thread::scope(|s| {
         let threads: Vec<_> = vcpus.into_iter().map(|v| {
             let m = &machine;
-            s.spawn(move || crate::vcpu::run(m, v))
+            s.spawn(move || vcpu::run(m, v))
         }).collect();
-        s.spawn(|| crate::console::pump(&machine));
+        s.spawn(|| console::pump(&machine));
         threads.into_iter().map(|t| t.join().unwrap_or_else(|_| Err("a vCPU thread panicked".into()))).collect()
     });
     let mut trace = Trace::default();

@@ -8,10 +8,11 @@ use kvm_bindings::{kvm_regs, kvm_run, kvm_sregs};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
 use crate::{
-    devices::Stop,
-    lapic,
-    machine::{Machine, Power, KICK_SIGNAL},
-    vmm::{Outcome, Trace},
+    devices::{isa::Stop, lapic},
+    vmm::{
+        machine::{Machine, Power, KICK_SIGNAL},
+        Outcome, Trace,
+    },
 };
 
 /// A vCPU and what its thread needs to reset it.

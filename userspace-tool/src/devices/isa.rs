@@ -14,7 +14,7 @@ use std::{
 
 use vm_superio::{I8042Device, Serial, Trigger};
 
-use crate::{pic::Pic, pit::Pit, rtc::Rtc};
+use super::{pic::Pic, pit::Pit, rtc::Rtc};
 
 /// The UART's ISA interrupt line.
 const COM1_IRQ: u8 = 4;
@@ -130,9 +130,9 @@ impl<W: Write> PortBus<W> {
         match port {
             COM1..=0x3ff if data.len() == 1 => data[0] = self.serial.read((port - COM1) as u8),
             I8042_DATA | I8042_COMMAND if data.len() == 1 => data[0] = self.i8042.read((port - I8042_DATA) as u8),
-            p if crate::pic::owns(p) && data.len() == 1 => data[0] = self.pic.read(port),
-            crate::pit::BASE..=crate::pit::CONTROL | crate::pit::PORT_B if data.len() == 1 => data[0] = self.pit.read(port, now),
-            crate::rtc::INDEX | crate::rtc::DATA if data.len() == 1 => {
+            p if super::pic::owns(p) && data.len() == 1 => data[0] = self.pic.read(port),
+            super::pit::BASE..=super::pit::CONTROL | super::pit::PORT_B if data.len() == 1 => data[0] = self.pit.read(port, now),
+            super::rtc::INDEX | super::rtc::DATA if data.len() == 1 => {
                 let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
                 data[0] = self.rtc.read(port, unix);
             }
@@ -144,8 +144,8 @@ impl<W: Write> PortBus<W> {
     pub fn write(&mut self, port: u16, data: &[u8]) -> Option<Stop> {
         let now = self.now();
         match port {
-            p if crate::pic::owns(p) && data.len() == 1 => self.pic.write(port, data[0]),
-            crate::pit::BASE..=crate::pit::CONTROL | crate::pit::PORT_B if data.len() == 1 => self.pit.write(port, data[0], now),
+            p if super::pic::owns(p) && data.len() == 1 => self.pic.write(port, data[0]),
+            super::pit::BASE..=super::pit::CONTROL | super::pit::PORT_B if data.len() == 1 => self.pit.write(port, data[0], now),
             COM1..=0x3ff if data.len() == 1 => {
                 // A console write error only loses output (vm-superio writes and flushes).
                 let _ = self.serial.write((port - COM1) as u8, data[0]);
@@ -156,7 +156,7 @@ impl<W: Write> PortBus<W> {
                     return Some(Stop::Reset);
                 }
             }
-            crate::rtc::INDEX | crate::rtc::DATA if data.len() == 1 => self.rtc.write(port, data[0]),
+            super::rtc::INDEX | super::rtc::DATA if data.len() == 1 => self.rtc.write(port, data[0]),
             DEBUG_EXIT => return Some(Stop::DebugExit(data[0])),
             _ => self.unclaimed.writes += 1,
         }

@@ -14,8 +14,10 @@ use std::{
 };
 
 use crate::{
-    devices::{Clock, PortBus},
-    lapic::{Delivery, Ipi, Lapic},
+    devices::{
+        isa::{Clock, PortBus},
+        lapic::{Delivery, Ipi, Lapic},
+    },
     vmm::Outcome,
 };
 
