@@ -2,6 +2,7 @@
 //! vcpu.rs) and the devices they share (machine.rs); it ends with how the guest stopped.
 
 pub mod console;
+pub mod kick;
 pub mod machine;
 pub mod vcpu;
 
@@ -11,7 +12,7 @@ use kvm_bindings::{kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap};
 
-use crate::devices::{isa::PortBus, lapic};
+use crate::devices::{isa::Isa, lapic};
 use machine::Machine;
 use vcpu::Vcpu;
 
@@ -160,10 +161,10 @@ pub fn run<W: Write + Send>(kvm: &Kvm, cfg: &Config, console: W) -> Result<Ran, 
             mem.write_slice(&mp, GuestAddress(crate::boot::mptable::ADDR)).map_err(|e| format!("MP table: {e}"))?;
         }
     }
-    vcpu::kick::install()?;
+    kick::install()?;
     let _terminal = console::Terminal::raw();
     let deadline = cfg.timeout.map(|t| t.as_nanos() as u64);
-    let machine = Machine::new(PortBus::new(console), cfg.cpus, deadline);
+    let machine = Machine::new(Isa::new(console), cfg.cpus, deadline);
     let results: Vec<Result<Trace, String>> = std::thread::scope(|s| {
         let threads: Vec<_> = vcpus.into_iter().map(|v| {
             let m = &machine;
@@ -178,11 +179,11 @@ pub fn run<W: Write + Send>(kvm: &Kvm, cfg: &Config, console: W) -> Result<Ran, 
             *trace.0.entry(reason).or_default() += n;
         }
     }
-    let bus = machine.bus();
-    if bus.unclaimed.reads + bus.unclaimed.writes > 0 {
-        trace.0.insert("io_unclaimed", bus.unclaimed.reads + bus.unclaimed.writes);
+    let isa = machine.isa();
+    if isa.unclaimed.reads + isa.unclaimed.writes > 0 {
+        trace.0.insert("io_unclaimed", isa.unclaimed.reads + isa.unclaimed.writes);
     }
-    drop(bus);
+    drop(isa);
     let outcome = machine.outcome().ok_or("the VM stopped without an outcome")?;
     // While the VM is still open: its debugfs directory goes with it.
     let stats = cfg.stats.then(crate::stats::own_vm);
