@@ -7,6 +7,8 @@ use std::cell::Cell;
 use kvm_bindings::kvm_run;
 use kvm_ioctls::VcpuFd;
 
+use crate::error::{Error, Result};
+
 /// The signal that makes a vCPU thread leave KVM_RUN (its handler sets `immediate_exit`).
 pub const KICK_SIGNAL: libc::c_int = libc::SIGUSR1;
 
@@ -25,13 +27,13 @@ extern "C" fn on_kick(_: libc::c_int) {
 }
 
 /// Installs the handler, without SA_RESTART so that KVM_RUN returns.
-pub fn install() -> Result<(), String> {
+pub fn install() -> Result<()> {
     // SAFETY: a zeroed sigaction with a handler that only stores a byte is valid.
     let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
     sa.sa_sigaction = on_kick as *const () as usize;
     // SAFETY: installs a handler for KICK_SIGNAL; `sa` is initialized.
     if unsafe { libc::sigaction(KICK_SIGNAL, &sa, std::ptr::null_mut()) } < 0 {
-        return Err(format!("sigaction: {}", std::io::Error::last_os_error()));
+        return Err(Error::Os("sigaction", std::io::Error::last_os_error()));
     }
     Ok(())
 }
@@ -41,7 +43,7 @@ pub struct Timer(libc::timer_t);
 
 impl Timer {
     /// The calling thread's timer; `vcpu`'s kvm_run becomes the handler's target.
-    pub fn new(vcpu: &mut VcpuFd) -> Result<Self, String> {
+    pub fn new(vcpu: &mut VcpuFd) -> Result<Self> {
         RUN.with(|r| r.set(vcpu.get_kvm_run()));
         // SAFETY: a zeroed sigevent is valid; the fields that matter are set below.
         let mut sev: libc::sigevent = unsafe { std::mem::zeroed() };
@@ -52,7 +54,7 @@ impl Timer {
         let mut id: libc::timer_t = std::ptr::null_mut();
         // SAFETY: `sev` and `id` are valid for the call.
         if unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut sev, &mut id) } < 0 {
-            return Err(format!("timer_create: {}", std::io::Error::last_os_error()));
+            return Err(Error::Os("timer_create", std::io::Error::last_os_error()));
         }
         Ok(Timer(id))
     }

@@ -12,7 +12,10 @@ use kvm_bindings::{kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap};
 
-use crate::devices::{isa::Isa, lapic};
+use crate::{
+    devices::{isa::Isa, lapic},
+    error::{Error, Result},
+};
 use machine::Machine;
 use vcpu::Vcpu;
 
@@ -110,45 +113,44 @@ impl Trace {
 }
 
 /// Runs `cfg` on `kvm`, the guest's serial console on `console`: one thread per vCPU.
-pub fn run<W: Write + Send>(kvm: &Kvm, cfg: &Config, console: W) -> Result<Ran, String> {
+pub fn run<W: Write + Send>(kvm: &Kvm, cfg: &Config, console: W) -> Result<Ran> {
     if let Image::Flat(flat) = &cfg.image {
         let end = flat.load.checked_add(flat.bytes.len() as u64).filter(|e| *e <= cfg.mem_size as u64);
         if end.is_none() {
-            return Err(format!("an image of {} bytes does not fit at {:#x} in {} bytes of guest memory",
-                               flat.bytes.len(), flat.load, cfg.mem_size));
+            return Err(Error::ImageTooBig { len: flat.bytes.len(), load: flat.load, mem: cfg.mem_size });
         }
         if flat.entry >= 0x10_0000 {
-            return Err(format!("entry {:#x}: a flat image starts in real mode, below 1 MiB", flat.entry));
+            return Err(Error::EntryAbove1M(flat.entry));
         }
     }
     if matches!(cfg.image, Image::Linux { .. }) && cfg.mem_size < 16 << 20 {
-        return Err("a Linux guest needs at least 16M of memory".into());
+        return Err(Error::LinuxMemory);
     }
     let max = kvm.get_max_vcpus();
     if cfg.cpus == 0 || cfg.cpus as usize > max {
-        return Err(format!("{} vCPUs: the device allows 1 to {max}", cfg.cpus));
+        return Err(Error::Cpus { cpus: cfg.cpus, max });
     }
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), cfg.mem_size)])
-        .map_err(|e| format!("guest memory of {} bytes: {e}", cfg.mem_size))?;
-    let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
-    let host = mem.get_host_address(GuestAddress(0)).map_err(|e| format!("guest memory: {e}"))?;
+        .map_err(|e| Error::Memory(cfg.mem_size, e))?;
+    let vm = kvm.create_vm().map_err(Error::ioctl("KVM_CREATE_VM"))?;
+    let host = mem.get_host_address(GuestAddress(0)).map_err(Error::guest_memory("guest memory"))?;
     let region = kvm_userspace_memory_region {
         slot: 0, flags: 0, guest_phys_addr: 0, memory_size: cfg.mem_size as u64, userspace_addr: host as u64,
     };
     // SAFETY: `mem` maps the region and outlives the VM (both live until this function returns).
-    unsafe { vm.set_user_memory_region(region) }.map_err(|e| format!("KVM_SET_USER_MEMORY_REGION: {e}"))?;
-    let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(|e| format!("KVM_GET_SUPPORTED_CPUID: {e}"))?;
+    unsafe { vm.set_user_memory_region(region) }.map_err(Error::ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+    let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(Error::ioctl("KVM_GET_SUPPORTED_CPUID"))?;
     let mut vcpus = Vec::new();
     for index in 0..cfg.cpus as usize {
-        let fd = vm.create_vcpu(index as u64).map_err(|e| format!("KVM_CREATE_VCPU {index}: {e}"))?;
-        fd.set_cpuid2(&cpuid(&supported, index as u8)).map_err(|e| format!("KVM_SET_CPUID2: {e}"))?;
-        let regs = fd.get_regs().map_err(|e| format!("KVM_GET_REGS: {e}"))?;
-        let sregs = fd.get_sregs().map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
+        let fd = vm.create_vcpu(index as u64).map_err(|e| Error::CreateVcpu(index, e))?;
+        fd.set_cpuid2(&cpuid(&supported, index as u8)).map_err(Error::ioctl("KVM_SET_CPUID2"))?;
+        let regs = fd.get_regs().map_err(Error::ioctl("KVM_GET_REGS"))?;
+        let sregs = fd.get_sregs().map_err(Error::ioctl("KVM_GET_SREGS"))?;
         vcpus.push(Vcpu { fd, index, reset: (regs, sregs) });
     }
     match &cfg.image {
         Image::Flat(flat) => {
-            mem.write_slice(&flat.bytes, GuestAddress(flat.load)).map_err(|e| format!("loading the image: {e}"))?;
+            mem.write_slice(&flat.bytes, GuestAddress(flat.load)).map_err(Error::guest_memory("loading the image"))?;
             enter_real_mode(&vcpus[0].fd, flat.entry)?;
         }
         Image::Linux { kernel, initrd, cmdline } => {
@@ -157,21 +159,21 @@ pub fn run<W: Write + Send>(kvm: &Kvm, cfg: &Config, console: W) -> Result<Ran, 
             // The processors and their APICs, as firmware would list them.
             let leaf1 = supported.as_slice().iter().find(|e| e.function == 1).map_or((0, 0), |e| (e.eax, e.edx));
             let mp = crate::boot::mptable::build(cfg.cpus, leaf1.0, leaf1.1, lapic::BASE as u32)
-                .ok_or_else(|| format!("{} vCPUs do not fit in the MP table", cfg.cpus))?;
-            mem.write_slice(&mp, GuestAddress(crate::boot::mptable::ADDR)).map_err(|e| format!("MP table: {e}"))?;
+                .ok_or(Error::MpTable(cfg.cpus))?;
+            mem.write_slice(&mp, GuestAddress(crate::boot::mptable::ADDR)).map_err(Error::guest_memory("MP table"))?;
         }
     }
     kick::install()?;
     let _terminal = console::Terminal::raw();
     let deadline = cfg.timeout.map(|t| t.as_nanos() as u64);
     let machine = Machine::new(Isa::new(console), cfg.cpus, deadline);
-    let results: Vec<Result<Trace, String>> = std::thread::scope(|s| {
+    let results: Vec<Result<Trace>> = std::thread::scope(|s| {
         let threads: Vec<_> = vcpus.into_iter().map(|v| {
             let m = &machine;
             s.spawn(move || vcpu::run(m, v))
         }).collect();
         s.spawn(|| console::pump(&machine));
-        threads.into_iter().map(|t| t.join().unwrap_or_else(|_| Err("a vCPU thread panicked".into()))).collect()
+        threads.into_iter().map(|t| t.join().unwrap_or(Err(Error::Panicked))).collect()
     });
     let mut trace = Trace::default();
     for r in results {
@@ -184,7 +186,7 @@ pub fn run<W: Write + Send>(kvm: &Kvm, cfg: &Config, console: W) -> Result<Ran, 
         trace.0.insert("io_unclaimed", isa.unclaimed.reads + isa.unclaimed.writes);
     }
     drop(isa);
-    let outcome = machine.outcome().ok_or("the VM stopped without an outcome")?;
+    let outcome = machine.outcome().ok_or(Error::NoOutcome)?;
     // While the VM is still open: its debugfs directory goes with it.
     let stats = cfg.stats.then(crate::stats::own_vm);
     Ok(Ran { outcome, trace, stats })
@@ -195,7 +197,7 @@ pub struct Ran {
     pub outcome: Outcome,
     pub trace: Trace,
     /// The module's statistics of the VM, if asked for.
-    pub stats: Option<Result<crate::stats::VmStats, String>>,
+    pub stats: Option<Result<crate::stats::VmStats, crate::stats::Error>>,
 }
 
 /// CPU `id`'s CPUID: what the device supports, with its initial APIC ID in leaf 1, and
@@ -211,13 +213,13 @@ fn cpuid(supported: &CpuId, id: u8) -> CpuId {
 }
 
 /// Real mode at `entry` (< 1 MiB): CS covers the 64 KiB around it, IP is the rest.
-fn enter_real_mode(vcpu: &VcpuFd, entry: u64) -> Result<(), String> {
-    let mut s = vcpu.get_sregs().map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
+fn enter_real_mode(vcpu: &VcpuFd, entry: u64) -> Result<()> {
+    let mut s = vcpu.get_sregs().map_err(Error::ioctl("KVM_GET_SREGS"))?;
     s.cs.base = entry & !0xffff;
     s.cs.selector = (s.cs.base >> 4) as u16;
-    vcpu.set_sregs(&s).map_err(|e| format!("KVM_SET_SREGS: {e}"))?;
-    let mut r = vcpu.get_regs().map_err(|e| format!("KVM_GET_REGS: {e}"))?;
+    vcpu.set_sregs(&s).map_err(Error::ioctl("KVM_SET_SREGS"))?;
+    let mut r = vcpu.get_regs().map_err(Error::ioctl("KVM_GET_REGS"))?;
     r.rip = entry & 0xffff;
     r.rflags = 2;
-    vcpu.set_regs(&r).map_err(|e| format!("KVM_SET_REGS: {e}"))
+    vcpu.set_regs(&r).map_err(Error::ioctl("KVM_SET_REGS"))
 }

@@ -12,7 +12,10 @@ use super::{
     machine::{Machine, Power},
     Outcome, Trace,
 };
-use crate::devices::lapic;
+use crate::{
+    devices::lapic,
+    error::{Error, Result},
+};
 
 /// A vCPU and what its thread needs to reset it.
 pub struct Vcpu {
@@ -23,13 +26,13 @@ pub struct Vcpu {
 }
 
 /// Runs CPU `v.index` of `m` until the VM stops; the exits it saw.
-pub fn run<W: Write>(m: &Machine<W>, mut v: Vcpu) -> Result<Trace, String> {
+pub fn run<W: Write>(m: &Machine<W>, mut v: Vcpu) -> Result<Trace> {
     let me = v.index;
     let timer = kick::Timer::new(&mut v.fd)?;
     // SAFETY: pthread_self has no preconditions.
     m.set_thread(me, Some(unsafe { libc::pthread_self() }));
     let mut trace = Trace::default();
-    let r = cpu_loop(m, &mut v, &timer, &mut trace);
+    let r = cpu_loop(m, &mut v, &timer, &mut trace).map_err(Error::on_vcpu(me));
     m.set_thread(me, None);
     drop(timer);
     // Whatever ended this CPU ends the VM: wake the others so that they return too.
@@ -37,7 +40,7 @@ pub fn run<W: Write>(m: &Machine<W>, mut v: Vcpu) -> Result<Trace, String> {
     r.map(|()| trace)
 }
 
-fn cpu_loop<W: Write>(m: &Machine<W>, v: &mut Vcpu, timer: &kick::Timer, trace: &mut Trace) -> Result<(), String> {
+fn cpu_loop<W: Write>(m: &Machine<W>, v: &mut Vcpu, timer: &kick::Timer, trace: &mut Trace) -> Result<()> {
     let me = v.index;
     loop {
         v.fd.set_kvm_immediate_exit(0);
@@ -114,7 +117,7 @@ fn cpu_loop<W: Write>(m: &Machine<W>, v: &mut Vcpu, timer: &kick::Timer, trace: 
                 trace.count("intr");
                 None
             }
-            Err(e) => return Err(format!("vCPU {me}: KVM_RUN: {e}")),
+            Err(e) => return Err(Error::Ioctl("KVM_RUN", e)),
         };
         if let Some(outcome) = stop {
             m.stop(Some(outcome));
@@ -124,7 +127,7 @@ fn cpu_loop<W: Write>(m: &Machine<W>, v: &mut Vcpu, timer: &kick::Timer, trace: 
 }
 
 /// Applies INIT and STARTUP and sleeps while the CPU waits for one; whether it may run.
-fn power<W: Write>(m: &Machine<W>, v: &mut Vcpu) -> Result<bool, String> {
+fn power<W: Write>(m: &Machine<W>, v: &mut Vcpu) -> Result<bool> {
     let me = v.index;
     let mut st = m.state(me);
     match st.power {
@@ -139,8 +142,8 @@ fn power<W: Write>(m: &Machine<W>, v: &mut Vcpu) -> Result<bool, String> {
             st.nmi = false;
             m.set_power(&mut st, Power::WaitForSipi);
             drop(st);
-            v.fd.set_regs(&v.reset.0).map_err(|e| format!("vCPU {me}: KVM_SET_REGS: {e}"))?;
-            v.fd.set_sregs(&v.reset.1).map_err(|e| format!("vCPU {me}: KVM_SET_SREGS: {e}"))?;
+            v.fd.set_regs(&v.reset.0).map_err(Error::ioctl("KVM_SET_REGS"))?;
+            v.fd.set_sregs(&v.reset.1).map_err(Error::ioctl("KVM_SET_SREGS"))?;
             Ok(false)
         }
         Power::WaitForSipi => {
@@ -152,21 +155,21 @@ fn power<W: Write>(m: &Machine<W>, v: &mut Vcpu) -> Result<bool, String> {
         Power::Started(vector) => {
             m.set_power(&mut st, Power::Running);
             drop(st);
-            start_at(&v.fd, vector).map_err(|e| format!("vCPU {me}: {e}"))?;
+            start_at(&v.fd, vector)?;
             Ok(true)
         }
     }
 }
 
 /// A STARTUP IPI's effect: real mode, CS = vector << 8, IP = 0.
-fn start_at(vcpu: &VcpuFd, vector: u8) -> Result<(), String> {
-    let mut s = vcpu.get_sregs().map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
+fn start_at(vcpu: &VcpuFd, vector: u8) -> Result<()> {
+    let mut s = vcpu.get_sregs().map_err(Error::ioctl("KVM_GET_SREGS"))?;
     s.cs.selector = (vector as u16) << 8;
     s.cs.base = (vector as u64) << 12;
-    vcpu.set_sregs(&s).map_err(|e| format!("KVM_SET_SREGS: {e}"))?;
-    let mut r = vcpu.get_regs().map_err(|e| format!("KVM_GET_REGS: {e}"))?;
+    vcpu.set_sregs(&s).map_err(Error::ioctl("KVM_SET_SREGS"))?;
+    let mut r = vcpu.get_regs().map_err(Error::ioctl("KVM_GET_REGS"))?;
     r.rip = 0;
-    vcpu.set_regs(&r).map_err(|e| format!("KVM_SET_REGS: {e}"))
+    vcpu.set_regs(&r).map_err(Error::ioctl("KVM_SET_REGS"))
 }
 
 /// When one of this CPU's own timers next fires: its APIC timer, and the PIT for CPU 0 (the
@@ -235,7 +238,7 @@ const KVM_INTERRUPT: libc::c_ulong = 0x4004_ae86;
 /// injected with `KVM_INTERRUPT` when `kvm_run` says the guest can take one, otherwise an
 /// interrupt window is requested and the next exit comes as soon as it can. The 8259's
 /// requests (ExtINT through CPU 0's LINT0) come before the APIC's; an NMI IPI goes first.
-fn offer_interrupt<W: Write>(m: &Machine<W>, v: &mut Vcpu) -> Result<(), String> {
+fn offer_interrupt<W: Write>(m: &Machine<W>, v: &mut Vcpu) -> Result<()> {
     let me = v.index;
     let run = v.fd.get_kvm_run();
     let ready = run.ready_for_interrupt_injection != 0 && run.if_flag != 0;
@@ -246,7 +249,7 @@ fn offer_interrupt<W: Write>(m: &Machine<W>, v: &mut Vcpu) -> Result<(), String>
     let mut st = m.state(me);
     st.lapic.tick(now);
     if std::mem::take(&mut st.nmi) {
-        v.fd.nmi().map_err(|e| format!("vCPU {me}: KVM_NMI: {e}"))?;
+        v.fd.nmi().map_err(Error::ioctl("KVM_NMI"))?;
     }
     let pic = me == 0 && st.lapic.accepts_pic() && isa.pic.has_interrupt();
     if !pic && st.lapic.pending().is_none() {
@@ -261,7 +264,7 @@ fn offer_interrupt<W: Write>(m: &Machine<W>, v: &mut Vcpu) -> Result<(), String>
     let irq = vector as u32;
     // SAFETY: KVM_INTERRUPT reads one u32 from the pointer, which points to `irq`.
     if unsafe { libc::ioctl(v.fd.as_raw_fd(), KVM_INTERRUPT, &irq) } < 0 {
-        return Err(format!("vCPU {me}: KVM_INTERRUPT: {}", std::io::Error::last_os_error()));
+        return Err(Error::Os("KVM_INTERRUPT", std::io::Error::last_os_error()));
     }
     Ok(())
 }
