@@ -6,6 +6,7 @@ use std::{io::Write, os::fd::AsRawFd};
 
 use kvm_bindings::{kvm_regs, kvm_sregs};
 use kvm_ioctls::{VcpuExit, VcpuFd};
+use rvmx_logic::kvm_abi::KVM_INTERRUPT;
 
 use super::{
     kick,
@@ -231,9 +232,6 @@ fn interrupt_pending<W: Write>(m: &Machine<W>, me: usize) -> bool {
     st.lapic.pending().is_some() || (me == 0 && st.lapic.accepts_pic() && isa.pic.has_interrupt())
 }
 
-/// `KVM_INTERRUPT` (kvm-ioctls has no wrapper for it): queues external interrupt `vector`.
-const KVM_INTERRUPT: libc::c_ulong = 0x4004_ae86;
-
 /// Hands the next interrupt to the vCPU the way KVM's ABI asks without an in-kernel irqchip:
 /// injected with `KVM_INTERRUPT` when `kvm_run` says the guest can take one, otherwise an
 /// interrupt window is requested and the next exit comes as soon as it can. The 8259's
@@ -262,8 +260,9 @@ fn offer_interrupt<W: Write>(m: &Machine<W>, v: &mut Vcpu) -> Result<()> {
     let vector = if pic { isa.pic.acknowledge() } else { st.lapic.acknowledge() };
     let Some(vector) = vector else { return Ok(()) };
     let irq = vector as u32;
+    // kvm-ioctls has no wrapper for KVM_INTERRUPT: the module's own ABI names the number.
     // SAFETY: KVM_INTERRUPT reads one u32 from the pointer, which points to `irq`.
-    if unsafe { libc::ioctl(v.fd.as_raw_fd(), KVM_INTERRUPT, &irq) } < 0 {
+    if unsafe { libc::ioctl(v.fd.as_raw_fd(), KVM_INTERRUPT.into(), &irq) } < 0 {
         return Err(Error::Os("KVM_INTERRUPT", std::io::Error::last_os_error()));
     }
     Ok(())
