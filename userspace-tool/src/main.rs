@@ -194,7 +194,7 @@ fn main() -> ExitCode {
                 (Some(kernel), _) => Ok(vmm::Image::Linux { kernel, initrd, cmdline }),
                 (None, Some(flat)) => std::fs::read(&flat).map_err(Error::file(&flat)).map(|bytes| {
                     let entry = entry.unwrap_or(0);
-                    vmm::Image::Flat(vmm::FlatImage { bytes, load: load.unwrap_or(entry), entry })
+                    vmm::Image::Flat(boot::flat::FlatImage { bytes, load: load.unwrap_or(entry), entry })
                 }),
                 (None, None) => Err(Error::NoImage),
             };

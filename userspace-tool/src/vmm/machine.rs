@@ -1,7 +1,7 @@
 //! What the vCPU threads of `rvmx run` share: the port devices, one local APIC per CPU (on the
-//! MMIO bus, where each CPU sees its own), each
-//! CPU's power state (running, halted, waiting for a STARTUP IPI), and how one thread wakes
-//! another: a condition variable when it sleeps in userspace, a signal when it is in KVM_RUN.
+//! MMIO bus, where each CPU sees its own), each CPU's power state (running, halted, waiting for
+//! a STARTUP IPI), and how one thread wakes another: a condition variable when it sleeps in
+//! userspace, a signal when it is in KVM_RUN.
 //! The VM ends when one CPU stops it (reset, debug exit, triple fault, error, timeout) or when
 //! no CPU can run again.
 
