@@ -48,8 +48,8 @@ pub fn boot(mem: &GuestMemoryMmap, mem_size: u64, vcpu: &VcpuFd, b: &Boot<'_>) -
     let mut file = File::open(path).map_err(Error::file(path))?;
     let loaded = BzImage::load(mem, None, &mut file, Some(GuestAddress(HIMEM)))
         .map_err(|source| Error::NotBzImage { path: path.to_path_buf(), source })?;
-    let mut params = boot_params::default();
-    params.hdr = loaded.setup_header.ok_or_else(|| Error::NoSetupHeader(path.to_path_buf()))?;
+    let hdr = loaded.setup_header.ok_or_else(|| Error::NoSetupHeader(path.to_path_buf()))?;
+    let mut params = boot_params { hdr, ..Default::default() };
     params.hdr.type_of_loader = 0xff; // "undefined" boot loader
     params.hdr.boot_flag = 0xaa55;
     params.hdr.header = 0x5372_6448; // "HdrS"

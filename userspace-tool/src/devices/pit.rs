@@ -149,12 +149,11 @@ impl Pit {
         match port {
             BASE..=0x42 => self.counters[(port - BASE) as usize].write(v, now),
             CONTROL if v >> 6 == 3 => {
-                // Read-back: latch the counts of the counters selected in bits 1-3.
-                if v & 0x20 == 0 {
-                    for i in (0..3).filter(|i| v & (2 << i) != 0) {
-                        let c = &mut self.counters[i];
-                        c.latched.get_or_insert(c.count(now));
-                    }
+                // Read-back: latch the counts of the counters selected in bits 1-3 (bit 5 clear).
+                let counts = v & 0x20 == 0;
+                for i in (0..3).filter(|i| counts && v & (2 << i) != 0) {
+                    let c = &mut self.counters[i];
+                    c.latched.get_or_insert(c.count(now));
                 }
             }
             CONTROL => {

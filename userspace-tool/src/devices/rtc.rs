@@ -15,7 +15,7 @@ pub struct Rtc {
 }
 
 const fn bcd(v: u64) -> u8 {
-    ((v / 10) << 4 | v % 10) as u8
+    (((v / 10) << 4) | (v % 10)) as u8
 }
 
 impl Rtc {

@@ -207,7 +207,8 @@ impl<W: Write> Machine<W> {
     pub fn set_power(&self, st: &mut CpuState, power: Power) {
         match (st.power.inactive(), power.inactive()) {
             (false, true) => {
-                if self.inactive.fetch_add(1, Ordering::AcqRel) + 1 == self.cpus.len() {
+                let inactive = self.inactive.fetch_add(1, Ordering::AcqRel) + 1;
+                if inactive == self.cpus.len() {
                     // Deferred: `stop` takes every CPU's lock, and the caller holds one.
                     self.stopping.store(true, Ordering::Release);
                     let mut o = lock(&self.outcome);
