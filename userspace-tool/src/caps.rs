@@ -44,10 +44,14 @@ fn read_msr(file: &File, msr: Msr) -> Option<u64> {
     Some(u64::from_ne_bytes(buf))
 }
 
+/// The `msr` driver's node cannot be opened: the host's VMX capabilities are unknown.
+#[derive(Debug, thiserror::Error)]
+#[error("/dev/cpu/0/msr: {0}; load the msr module")]
+pub struct NoMsr(#[source] std::io::Error);
+
 /// One line describing the host CPU's VMX capabilities, or why it cannot run rvmx.
-pub fn host_vmx() -> Result<String, String> {
-    let file = File::open("/dev/cpu/0/msr")
-        .map_err(|e| format!("/dev/cpu/0/msr: {e}; load the msr module"))?;
+pub fn host_vmx() -> Result<String, NoMsr> {
+    let file = File::open("/dev/cpu/0/msr").map_err(NoMsr)?;
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let has_vmx = cpuinfo
         .lines()

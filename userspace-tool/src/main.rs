@@ -1,24 +1,20 @@
 //! `rvmx`: the userspace side of rvmx. Drives `/dev/rvmx` (or `/dev/kvm`, for comparison)
 //! through rust-vmm's `kvm-ioctls`, exactly as any KVM client would.
 
+mod boot;
 mod caps;
-mod console;
 mod devices;
-mod lapic;
-mod machine;
-mod mptable;
-mod pic;
-mod pit;
-mod linux;
-mod rtc;
+mod error;
 mod stats;
-mod vcpu;
 mod vmm;
 
 use std::{ffi::CString, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use kvm_ioctls::Kvm;
+use rvmx_logic::kvm_abi::KVM_API_VERSION;
+
+use error::{Error, Result};
 
 #[derive(Parser)]
 #[command(name = "rvmx", version, about = "A small KVM-compatible hypervisor's command")]
@@ -91,18 +87,29 @@ enum Command {
     },
 }
 
+/// A command-line value clap's own parsers cannot check (clap prints it after the value).
+#[derive(Debug, PartialEq, thiserror::Error)]
+enum ArgError {
+    #[error("'{0}' is not an address (use 0x... or decimal)")]
+    Address(String),
+    #[error("'{0}' is not a memory size (use a number with K, M or G, e.g. 256M)")]
+    Size(String),
+    #[error("memory size {0}: must be whole 4 KiB pages, from 4K to 64G")]
+    SizeRange(String),
+}
+
 /// A guest-physical address: hexadecimal with 0x, or decimal.
-fn parse_addr(s: &str) -> Result<u64, String> {
+fn parse_addr(s: &str) -> Result<u64, ArgError> {
     let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         Some(hex) => u64::from_str_radix(hex, 16),
         None => s.parse(),
     };
-    r.map_err(|_| format!("'{s}' is not an address (use 0x... or decimal)"))
+    r.map_err(|_| ArgError::Address(s.into()))
 }
 
 /// A memory size: bytes, or a number with K, M or G; whole pages, 4K to 64G.
-fn parse_size(s: &str) -> Result<usize, String> {
-    let bad = || format!("'{s}' is not a memory size (use a number with K, M or G, e.g. 256M)");
+fn parse_size(s: &str) -> Result<usize, ArgError> {
+    let bad = || ArgError::Size(s.into());
     let (digits, shift) = match s.as_bytes().last().ok_or_else(bad)?.to_ascii_uppercase() {
         b'K' => (&s[..s.len() - 1], 10),
         b'M' => (&s[..s.len() - 1], 20),
@@ -112,26 +119,24 @@ fn parse_size(s: &str) -> Result<usize, String> {
     let n: u64 = digits.parse().map_err(|_| bad())?;
     let bytes = n.checked_mul(1 << shift).ok_or_else(bad)?;
     if bytes % 4096 != 0 || !(4096..=64 << 30).contains(&bytes) {
-        return Err(format!("memory size {s}: must be whole 4 KiB pages, from 4K to 64G"));
+        return Err(ArgError::SizeRange(s.into()));
     }
     Ok(bytes as usize)
 }
 
 /// Opens `path` as a KVM system fd, with an error that says what to do.
-fn open_device(path: &str) -> Result<Kvm, String> {
-    let c = CString::new(path).map_err(|_| format!("{path}: invalid path"))?;
-    Kvm::new_with_path(&c).map_err(|e| match e.errno() {
-        libc::ENOENT => {
-            format!("{path}: no such device (is the module loaded? try: insmod rvmx.ko)")
-        }
-        _ => format!("{path}: {e}"),
+fn open_device(path: &str) -> Result<Kvm> {
+    let c = CString::new(path).map_err(|_| Error::DevicePath(path.into()))?;
+    Kvm::new_with_path(&c).map_err(|source| match source.errno() {
+        libc::ENOENT => Error::NoDevice(path.into()),
+        _ => Error::Device { path: path.into(), source },
     })
 }
 
-fn info(device: &str) -> Result<(), String> {
+fn info(device: &str) -> Result<()> {
     let kvm = open_device(device)?;
     let version = kvm.get_api_version();
-    let mmap = kvm.get_vcpu_mmap_size().map_err(|e| format!("KVM_GET_VCPU_MMAP_SIZE: {e}"))?;
+    let mmap = kvm.get_vcpu_mmap_size().map_err(Error::ioctl("KVM_GET_VCPU_MMAP_SIZE"))?;
     println!("device:          {device}");
     println!("API version:     {version}");
     println!("vCPU mmap size:  {mmap} bytes");
@@ -150,17 +155,17 @@ fn info(device: &str) -> Result<(), String> {
         Ok(line) => println!("host VMX:        {line}"),
         Err(e) => println!("host VMX:        unknown ({e})"),
     }
-    if version != 12 {
-        return Err(format!("{device}: API version {version}, expected 12"));
+    if version as isize != KVM_API_VERSION {
+        return Err(Error::ApiVersion { device: device.into(), version });
     }
     Ok(())
 }
 
 /// `rvmx run`: the guest's status (see [`vmm::Outcome::status`]).
-fn run(device: &str, cfg: vmm::Config, console: Option<&std::path::Path>) -> Result<u8, String> {
+fn run(device: &str, cfg: vmm::Config, console: Option<&std::path::Path>) -> Result<u8> {
     let kvm = open_device(device)?;
     let out: Box<dyn std::io::Write + Send> = match console {
-        Some(path) => Box::new(std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?),
+        Some(path) => Box::new(std::fs::File::create(path).map_err(Error::file(path))?),
         None => Box::new(std::io::stdout()),
     };
     let vmm::Ran { outcome, trace, stats } = vmm::run(&kvm, &cfg, out)?;
@@ -183,15 +188,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info { device } => info(&device).map(|()| 0),
-        Command::Stat { vm, debugfs } => stats::stat(&debugfs, vm.as_deref()).map(|()| 0),
+        Command::Stat { vm, debugfs } => stats::stat(&debugfs, vm.as_deref()).map(|()| 0).map_err(Error::from),
         Command::Run { device, kernel, initrd, cmdline, flat, entry, load, cpus, mem, trace_exits, console, timeout, stats } => {
             let image = match (kernel, flat) {
                 (Some(kernel), _) => Ok(vmm::Image::Linux { kernel, initrd, cmdline }),
-                (None, Some(flat)) => std::fs::read(&flat).map_err(|e| format!("{}: {e}", flat.display())).map(|bytes| {
+                (None, Some(flat)) => std::fs::read(&flat).map_err(Error::file(&flat)).map(|bytes| {
                     let entry = entry.unwrap_or(0);
-                    vmm::Image::Flat(vmm::FlatImage { bytes, load: load.unwrap_or(entry), entry })
+                    vmm::Image::Flat(boot::flat::FlatImage { bytes, load: load.unwrap_or(entry), entry })
                 }),
-                (None, None) => Err("give --kernel or --flat".into()),
+                (None, None) => Err(Error::NoImage),
             };
             let timeout = timeout.map(std::time::Duration::from_secs);
             image.and_then(|image| run(&device, vmm::Config { mem_size: mem, cpus, image, trace_exits, stats, timeout }, console.as_deref()))
@@ -215,8 +220,8 @@ mod tests {
         assert_eq!(parse_size("16M"), Ok(16 << 20));
         assert_eq!(parse_size("1g"), Ok(1 << 30));
         assert_eq!(parse_size("8192"), Ok(8192));
-        assert!(parse_size("12X").unwrap_err().contains("not a memory size"));
-        assert!(parse_size("1000").unwrap_err().contains("whole 4 KiB pages"));
+        assert!(parse_size("12X").unwrap_err().to_string().contains("not a memory size"));
+        assert!(parse_size("1000").unwrap_err().to_string().contains("whole 4 KiB pages"));
         assert!(parse_size("65G").is_err() && parse_size("").is_err() && parse_size("M").is_err());
         assert_eq!(parse_addr("0x7c00"), Ok(0x7c00));
         assert_eq!(parse_addr("4096"), Ok(4096));

@@ -11,6 +11,29 @@ use rvmx_logic::stats_format::{kvm_exit_name, vmx_reason_name, Counters, KVM_EXI
 /// Where rvmx.ko puts its statistics.
 pub const DEBUGFS: &str = "/sys/kernel/debug/rvmx";
 
+/// Why statistics cannot be shown.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}: not an rvmx statistics file", .0.display())]
+    NotStats(PathBuf),
+    /// The debugfs directory is missing or unreadable.
+    #[error("{}: {source} (is rvmx loaded, and debugfs mounted on /sys/kernel/debug?)", root.display())]
+    NoDebugfs { root: PathBuf, source: std::io::Error },
+    #[error("no statistics for this VM under {} (only rvmx keeps them; KVM's are in /sys/kernel/debug/kvm)", DEBUGFS)]
+    NotRvmx,
+    #[error("no VM {vm} under {}", root.display())]
+    NoSuchVm { vm: String, root: PathBuf },
+    #[error("no VM is running on rvmx ({} is empty)", .0.display())]
+    NoVm(PathBuf),
+}
+
+/// For `map_err`: reading `path` failed.
+fn read_error(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |source| Error::Read { path: path.to_path_buf(), source }
+}
+
 /// One VM's counters: the sum, and each vCPU's.
 #[derive(Debug, PartialEq)]
 pub struct VmStats {
@@ -20,18 +43,18 @@ pub struct VmStats {
     pub vcpus: Vec<(u32, Counters)>,
 }
 
-fn read_counters(path: &Path) -> Result<Counters, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Counters::parse(&text).ok_or_else(|| format!("{}: not an rvmx statistics file", path.display()))
+fn read_counters(path: &Path) -> Result<Counters, Error> {
+    let text = std::fs::read_to_string(path).map_err(read_error(path))?;
+    Counters::parse(&text).ok_or_else(|| Error::NotStats(path.to_path_buf()))
 }
 
 /// Reads VM directory `dir`.
-pub fn read_vm(dir: &Path) -> Result<VmStats, String> {
+pub fn read_vm(dir: &Path) -> Result<VmStats, Error> {
     let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let total = read_counters(&dir.join("stats"))?;
     let mut vcpus = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
-        let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+    for entry in std::fs::read_dir(dir).map_err(read_error(dir))? {
+        let entry = entry.map_err(read_error(dir))?;
         let file_name = entry.file_name();
         if let Some(id) = file_name.to_str().and_then(|n| n.strip_prefix("vcpu")).and_then(|n| n.parse().ok()) {
             vcpus.push((id, read_counters(&entry.path().join("stats"))?));
@@ -42,10 +65,8 @@ pub fn read_vm(dir: &Path) -> Result<VmStats, String> {
 }
 
 /// The VM directories under `root` (whose name starts with `prefix`), oldest first.
-pub fn vm_dirs(root: &Path, prefix: &str) -> Result<Vec<PathBuf>, String> {
-    let entries = std::fs::read_dir(root).map_err(|e| {
-        format!("{}: {e} (is rvmx loaded, and debugfs mounted on /sys/kernel/debug?)", root.display())
-    })?;
+pub fn vm_dirs(root: &Path, prefix: &str) -> Result<Vec<PathBuf>, Error> {
+    let entries = std::fs::read_dir(root).map_err(|source| Error::NoDebugfs { root: root.to_path_buf(), source })?;
     let mut dirs: Vec<(u32, u64, PathBuf)> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| {
@@ -60,12 +81,10 @@ pub fn vm_dirs(root: &Path, prefix: &str) -> Result<Vec<PathBuf>, String> {
 }
 
 /// The statistics of this process's newest VM (`rvmx run --stats`, before the VM is closed).
-pub fn own_vm() -> Result<VmStats, String> {
+pub fn own_vm() -> Result<VmStats, Error> {
     let prefix = format!("{}-", std::process::id());
     let dirs = vm_dirs(Path::new(DEBUGFS), &prefix)?;
-    let dir = dirs.last().ok_or_else(|| {
-        format!("no statistics for this VM under {DEBUGFS} (only rvmx keeps them; KVM's are in /sys/kernel/debug/kvm)")
-    })?;
+    let dir = dirs.last().ok_or(Error::NotRvmx)?;
     read_vm(dir)
 }
 
@@ -105,7 +124,7 @@ pub fn table(vm: &VmStats) -> String {
 }
 
 /// `rvmx stat [VM]`: every VM's table, or the one named `PID-N` (or the VMs of process PID).
-pub fn stat(root: &Path, which: Option<&str>) -> Result<(), String> {
+pub fn stat(root: &Path, which: Option<&str>) -> Result<(), Error> {
     let dirs = vm_dirs(root, "")?;
     let chosen: Vec<&PathBuf> = dirs
         .iter()
@@ -116,8 +135,8 @@ pub fn stat(root: &Path, which: Option<&str>) -> Result<(), String> {
         .collect();
     if chosen.is_empty() {
         return Err(match which {
-            Some(w) => format!("no VM {w} under {}", root.display()),
-            None => format!("no VM is running on rvmx ({} is empty)", root.display()),
+            Some(w) => Error::NoSuchVm { vm: w.into(), root: root.to_path_buf() },
+            None => Error::NoVm(root.to_path_buf()),
         });
     }
     for (i, dir) in chosen.iter().enumerate() {
@@ -164,11 +183,11 @@ mod tests {
         assert_eq!(stats.name, "77-3");
         assert_eq!(stats.vcpus, vec![(0, counters(3, 4, 3)), (1, counters(2, 3, 2))]);
         assert_eq!(stats.total, counters(5, 7, 5));
-        assert!(read_vm(&root.join("78-1")).unwrap_err().contains("78-1/stats"));
+        assert!(read_vm(&root.join("78-1")).unwrap_err().to_string().contains("78-1/stats"));
         std::fs::write(vm.join("stats"), "runs many\n").unwrap();
-        assert!(read_vm(&vm).unwrap_err().contains("not an rvmx statistics file"));
+        assert!(read_vm(&vm).unwrap_err().to_string().contains("not an rvmx statistics file"));
         std::fs::remove_dir_all(&root).unwrap();
-        assert!(vm_dirs(&root, "").unwrap_err().contains("is rvmx loaded"));
+        assert!(vm_dirs(&root, "").unwrap_err().to_string().contains("is rvmx loaded"));
     }
 
     #[test]

@@ -14,6 +14,8 @@ use linux_loader::{
 };
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use crate::error::{Error, Result};
+
 /// Guest-physical layout below 1 MiB (the zero page, tables, command line).
 const GDT: u64 = 0x500;
 const ZERO_PAGE: u64 = 0x7000;
@@ -41,32 +43,32 @@ pub struct Boot<'a> {
 }
 
 /// Loads the kernel (and initrd) into `mem` of `mem_size` bytes and sets up `vcpu` to enter it.
-pub fn boot(mem: &GuestMemoryMmap, mem_size: u64, vcpu: &VcpuFd, b: &Boot<'_>) -> Result<(), String> {
-    let path = b.kernel.display();
-    let mut file = File::open(b.kernel).map_err(|e| format!("{path}: {e}"))?;
+pub fn boot(mem: &GuestMemoryMmap, mem_size: u64, vcpu: &VcpuFd, b: &Boot<'_>) -> Result<()> {
+    let path = b.kernel;
+    let mut file = File::open(path).map_err(Error::file(path))?;
     let loaded = BzImage::load(mem, None, &mut file, Some(GuestAddress(HIMEM)))
-        .map_err(|e| format!("{path}: not a loadable bzImage: {e}"))?;
-    let mut params = boot_params::default();
-    params.hdr = loaded.setup_header.ok_or_else(|| format!("{path}: no setup header"))?;
+        .map_err(|source| Error::NotBzImage { path: path.to_path_buf(), source })?;
+    let hdr = loaded.setup_header.ok_or_else(|| Error::NoSetupHeader(path.to_path_buf()))?;
+    let mut params = boot_params { hdr, ..Default::default() };
     params.hdr.type_of_loader = 0xff; // "undefined" boot loader
     params.hdr.boot_flag = 0xaa55;
     params.hdr.header = 0x5372_6448; // "HdrS"
 
-    let mut cmdline = Cmdline::new(CMDLINE_MAX).map_err(|e| format!("command line: {e}"))?;
-    cmdline.insert_str(b.cmdline).map_err(|e| format!("command line: {e}"))?;
-    cmdline.insert_str(IMPLIED).map_err(|e| format!("command line: {e}"))?;
-    load_cmdline(mem, GuestAddress(CMDLINE), &cmdline).map_err(|e| format!("command line: {e}"))?;
+    let mut cmdline = Cmdline::new(CMDLINE_MAX)?;
+    cmdline.insert_str(b.cmdline)?;
+    cmdline.insert_str(IMPLIED)?;
+    load_cmdline(mem, GuestAddress(CMDLINE), &cmdline).map_err(Error::LoadCmdline)?;
     params.hdr.cmd_line_ptr = CMDLINE as u32;
     params.hdr.cmdline_size = cmdline.as_cstring().map_or(0, |c| c.as_bytes_with_nul().len() as u32);
 
     if let Some(initrd) = b.initrd {
-        let bytes = std::fs::read(initrd).map_err(|e| format!("{}: {e}", initrd.display()))?;
+        let bytes = std::fs::read(initrd).map_err(Error::file(initrd))?;
         // At the top of RAM below the kernel's limit, page aligned.
         let top = mem_size.min(params.hdr.initrd_addr_max as u64 + 1);
         let addr = top.checked_sub(bytes.len() as u64).map(|a| a & !0xfff)
             .filter(|a| *a >= loaded.kernel_end)
-            .ok_or_else(|| format!("{}: {} bytes do not fit in guest memory", initrd.display(), bytes.len()))?;
-        mem.write_slice(&bytes, GuestAddress(addr)).map_err(|e| format!("initrd: {e}"))?;
+            .ok_or_else(|| Error::InitrdTooBig { path: initrd.to_path_buf(), len: bytes.len() })?;
+        mem.write_slice(&bytes, GuestAddress(addr)).map_err(Error::guest_memory("initrd"))?;
         params.hdr.ramdisk_image = addr as u32;
         params.hdr.ramdisk_size = bytes.len() as u32;
     }
@@ -79,15 +81,15 @@ pub fn boot(mem: &GuestMemoryMmap, mem_size: u64, vcpu: &VcpuFd, b: &Boot<'_>) -
     }
     params.e820_entries = ram.len() as u8;
     LinuxBootConfigurator::write_bootparams::<GuestMemoryMmap>(&BootParams::new(&params, GuestAddress(ZERO_PAGE)), mem)
-        .map_err(|e| format!("zero page: {e}"))?;
+        .map_err(Error::ZeroPage)?;
 
     write_tables(mem)?;
     enter_long_mode(vcpu, loaded.kernel_load.0 + 0x200)
 }
 
 /// A flat GDT (null, 64-bit code at 0x8, data at 0x10) and page tables mapping 4 GiB 1:1.
-fn write_tables(mem: &GuestMemoryMmap) -> Result<(), String> {
-    let w = |addr: u64, v: u64| mem.write_obj(v, GuestAddress(addr)).map_err(|e| format!("boot tables: {e}"));
+fn write_tables(mem: &GuestMemoryMmap) -> Result<()> {
+    let w = |addr: u64, v: u64| mem.write_obj(v, GuestAddress(addr)).map_err(Error::guest_memory("boot tables"));
     for (i, d) in [0u64, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff].iter().enumerate() {
         w(GDT + 8 * i as u64, *d)?;
     }
@@ -102,8 +104,8 @@ fn write_tables(mem: &GuestMemoryMmap) -> Result<(), String> {
 }
 
 /// The register state the 64-bit boot protocol asks for.
-fn enter_long_mode(vcpu: &VcpuFd, entry: u64) -> Result<(), String> {
-    let mut s = vcpu.get_sregs().map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
+fn enter_long_mode(vcpu: &VcpuFd, entry: u64) -> Result<()> {
+    let mut s = vcpu.get_sregs().map_err(Error::ioctl("KVM_GET_SREGS"))?;
     let seg = |selector: u16, type_: u8, l: u8| kvm_segment {
         base: 0, limit: 0xffff_ffff, selector, type_, present: 1, dpl: 0, db: 1 - l, s: 1, l, g: 1,
         avl: 0, unusable: 0, padding: 0,
@@ -118,12 +120,12 @@ fn enter_long_mode(vcpu: &VcpuFd, entry: u64) -> Result<(), String> {
     s.cr4 = 0x20; // PAE
     s.cr0 = 0x8000_0033; // PG, NE, ET, MP, PE
     s.efer = 0x500; // LME, LMA
-    vcpu.set_sregs(&s).map_err(|e| format!("KVM_SET_SREGS: {e}"))?;
-    let mut r = vcpu.get_regs().map_err(|e| format!("KVM_GET_REGS: {e}"))?;
+    vcpu.set_sregs(&s).map_err(Error::ioctl("KVM_SET_SREGS"))?;
+    let mut r = vcpu.get_regs().map_err(Error::ioctl("KVM_GET_REGS"))?;
     r.rip = entry;
     r.rsi = ZERO_PAGE;
     r.rsp = BOOT_STACK;
     r.rbp = BOOT_STACK;
     r.rflags = 2;
-    vcpu.set_regs(&r).map_err(|e| format!("KVM_SET_REGS: {e}"))
+    vcpu.set_regs(&r).map_err(Error::ioctl("KVM_SET_REGS"))
 }

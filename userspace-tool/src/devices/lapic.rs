@@ -7,6 +7,8 @@
 //! TSC-deadline mode is not offered (the guest's CPUID says so). Time is nanoseconds the caller
 //! passes in, so the model is tested without sleeping.
 
+use super::bus::{BusDevice, Effect};
+
 /// Where the APIC page is (IA32_APIC_BASE's default), and its size.
 pub const BASE: u64 = 0xfee0_0000;
 pub const SIZE: u64 = 0x1000;
@@ -238,7 +240,7 @@ impl Lapic {
     }
 
     /// A 32-bit read at `offset` in the page. Unimplemented registers read as 0.
-    pub fn read(&mut self, offset: u32, now: u64) -> u32 {
+    pub fn read_reg(&mut self, offset: u32, now: u64) -> u32 {
         let word = |r: &[u32; 8], base: u32| r[((offset - base) / 0x10) as usize];
         match offset {
             reg::ID => (self.id as u32) << 24,
@@ -262,7 +264,7 @@ impl Lapic {
     }
 
     /// A 32-bit write at `offset`; an ICR write returns the IPI to route.
-    pub fn write(&mut self, offset: u32, v: u32, now: u64) -> Option<Ipi> {
+    pub fn write_reg(&mut self, offset: u32, v: u32, now: u64) -> Option<Ipi> {
         match offset {
             reg::ID => self.id = (v >> 24) as u8,
             reg::TPR => self.tpr = v as u8,
@@ -334,24 +336,41 @@ impl Lapic {
     }
 }
 
+/// The page as the guest sees it: aligned 32-bit accesses reach the registers, any other access
+/// hits nothing (reads all ones, writes dropped).
+impl BusDevice for Lapic {
+    fn claims(&self, offset: u64, len: usize, _write: bool) -> bool {
+        len == 4 && offset.is_multiple_of(4)
+    }
+
+    fn read(&mut self, _base: u64, offset: u64, data: &mut [u8], now: u64) {
+        data.copy_from_slice(&self.read_reg(offset as u32, now).to_le_bytes());
+    }
+
+    fn write(&mut self, _base: u64, offset: u64, data: &[u8], now: u64) -> Option<Effect> {
+        let v = u32::from_le_bytes(data.try_into().unwrap_or_default());
+        self.write_reg(offset as u32, v, now).map(Effect::Ipi)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn enabled(id: u8) -> Lapic {
         let mut a = Lapic::new(id, id == 0);
-        a.write(reg::SVR, 0x1ff, 0);
+        a.write_reg(reg::SVR, 0x1ff, 0);
         a
     }
 
     #[test]
     fn identity_and_reset_state() {
         let mut a = Lapic::new(1, false);
-        assert_eq!(a.read(reg::ID, 0), 1 << 24);
-        assert_eq!(a.read(reg::VERSION, 0), 0x5_0014);
-        assert_eq!(a.read(reg::DFR, 0), !0);
-        assert_eq!(a.read(reg::SVR, 0), 0xff);
-        assert_eq!(a.read(reg::LVT + 0x30, 0), LVT_MASKED, "an AP's LINT0 is masked");
+        assert_eq!(a.read_reg(reg::ID, 0), 1 << 24);
+        assert_eq!(a.read_reg(reg::VERSION, 0), 0x5_0014);
+        assert_eq!(a.read_reg(reg::DFR, 0), !0);
+        assert_eq!(a.read_reg(reg::SVR, 0), 0xff);
+        assert_eq!(a.read_reg(reg::LVT + 0x30, 0), LVT_MASKED, "an AP's LINT0 is masked");
         assert!(!a.accepts_pic());
         assert!(Lapic::new(0, true).accepts_pic(), "the BSP is in virtual-wire mode");
         a.accept(0x40);
@@ -365,42 +384,42 @@ mod tests {
         a.accept(0x61);
         a.accept(0x65);
         assert_eq!(a.acknowledge(), Some(0x65));
-        assert_eq!(a.read(reg::ISR + 0x30, 0), 1 << 5);
-        assert_eq!(a.read(reg::PPR, 0), 0x60);
+        assert_eq!(a.read_reg(reg::ISR + 0x30, 0), 1 << 5);
+        assert_eq!(a.read_reg(reg::PPR, 0), 0x60);
         assert_eq!(a.pending(), None, "0x61 is in the class in service");
-        a.write(reg::EOI, 0, 0);
+        a.write_reg(reg::EOI, 0, 0);
         assert_eq!(a.acknowledge(), Some(0x61));
-        a.write(reg::EOI, 0, 0);
-        a.write(reg::TPR, 0x40, 0);
+        a.write_reg(reg::EOI, 0, 0);
+        a.write_reg(reg::TPR, 0x40, 0);
         assert_eq!(a.pending(), None, "0x31 is below the task priority");
-        a.write(reg::TPR, 0x10, 0);
+        a.write_reg(reg::TPR, 0x10, 0);
         assert_eq!(a.acknowledge(), Some(0x31));
         a.accept(5);
-        assert_eq!(a.read(reg::IRR, 0), 0, "vectors 0-15 are not accepted");
+        assert_eq!(a.read_reg(reg::IRR, 0), 0, "vectors 0-15 are not accepted");
     }
 
     #[test]
     fn lvt_masked_while_software_disabled() {
         let mut a = enabled(0);
-        a.write(reg::LVT + 0x30, 0x700, 0);
+        a.write_reg(reg::LVT + 0x30, 0x700, 0);
         assert!(a.accepts_pic());
-        a.write(reg::SVR, 0xff, 0);
+        a.write_reg(reg::SVR, 0xff, 0);
         assert!(!a.accepts_pic(), "disabling masks LINT0");
-        a.write(reg::LVT + 0x30, 0x700, 0);
+        a.write_reg(reg::LVT + 0x30, 0x700, 0);
         assert!(!a.accepts_pic(), "and the mask cannot be cleared until enabled");
     }
 
     #[test]
     fn icr_sends_ipis() {
         let mut a = enabled(0);
-        a.write(reg::ICR_HIGH, 1 << 24, 0);
-        assert_eq!(a.write(reg::ICR_LOW, 0xc500, 0), Some(Ipi { delivery: Delivery::Init, dest: Dest::Physical(1) }));
-        assert_eq!(a.write(reg::ICR_LOW, 0x8500, 0), None, "INIT de-assert");
-        assert_eq!(a.write(reg::ICR_LOW, 0x0608, 0), Some(Ipi { delivery: Delivery::Startup(8), dest: Dest::Physical(1) }));
-        assert_eq!(a.write(reg::ICR_LOW, 0xc00fd, 0), Some(Ipi { delivery: Delivery::Fixed(0xfd), dest: Dest::AllButSelf }));
-        assert_eq!(a.write(reg::ICR_LOW, 0x40400, 0), Some(Ipi { delivery: Delivery::Nmi, dest: Dest::ToSelf }));
-        assert_eq!(a.write(reg::ICR_LOW, 0x8f2, 0), Some(Ipi { delivery: Delivery::Fixed(0xf2), dest: Dest::Logical(1) }));
-        assert_eq!(a.read(reg::ICR_LOW, 0) & 1 << 12, 0, "delivery status idle");
+        a.write_reg(reg::ICR_HIGH, 1 << 24, 0);
+        assert_eq!(a.write_reg(reg::ICR_LOW, 0xc500, 0), Some(Ipi { delivery: Delivery::Init, dest: Dest::Physical(1) }));
+        assert_eq!(a.write_reg(reg::ICR_LOW, 0x8500, 0), None, "INIT de-assert");
+        assert_eq!(a.write_reg(reg::ICR_LOW, 0x0608, 0), Some(Ipi { delivery: Delivery::Startup(8), dest: Dest::Physical(1) }));
+        assert_eq!(a.write_reg(reg::ICR_LOW, 0xc00fd, 0), Some(Ipi { delivery: Delivery::Fixed(0xfd), dest: Dest::AllButSelf }));
+        assert_eq!(a.write_reg(reg::ICR_LOW, 0x40400, 0), Some(Ipi { delivery: Delivery::Nmi, dest: Dest::ToSelf }));
+        assert_eq!(a.write_reg(reg::ICR_LOW, 0x8f2, 0), Some(Ipi { delivery: Delivery::Fixed(0xf2), dest: Dest::Logical(1) }));
+        assert_eq!(a.read_reg(reg::ICR_LOW, 0) & 1 << 12, 0, "delivery status idle");
     }
 
     #[test]
@@ -408,10 +427,10 @@ mod tests {
         let mut b = enabled(1);
         assert!(b.is_target(Dest::Physical(1), false) && b.is_target(Dest::Physical(0xff), false));
         assert!(!b.is_target(Dest::Physical(0), false));
-        b.write(reg::LDR, 0x0200_0000, 0);
+        b.write_reg(reg::LDR, 0x0200_0000, 0);
         assert!(b.is_target(Dest::Logical(0x03), false) && !b.is_target(Dest::Logical(0x01), false));
-        b.write(reg::DFR, 0x0fff_ffff, 0); // cluster model
-        b.write(reg::LDR, 0x2100_0000, 0);
+        b.write_reg(reg::DFR, 0x0fff_ffff, 0); // cluster model
+        b.write_reg(reg::LDR, 0x2100_0000, 0);
         assert!(b.is_target(Dest::Logical(0x23), false) && !b.is_target(Dest::Logical(0x13), false));
         assert!(b.is_target(Dest::AllButSelf, false) && !b.is_target(Dest::AllButSelf, true));
         assert!(b.is_target(Dest::ToSelf, true) && !b.is_target(Dest::ToSelf, false));
@@ -420,30 +439,30 @@ mod tests {
     #[test]
     fn one_shot_timer() {
         let mut a = enabled(0);
-        a.write(reg::LVT, 0xec, 0);
-        a.write(reg::TIMER_DIVIDE, 0x3, 0); // divide by 16
-        a.write(reg::TIMER_INITIAL, 1000, 100);
+        a.write_reg(reg::LVT, 0xec, 0);
+        a.write_reg(reg::TIMER_DIVIDE, 0x3, 0); // divide by 16
+        a.write_reg(reg::TIMER_INITIAL, 1000, 100);
         assert_eq!(a.next_timer(), Some(100 + 16_000));
-        assert_eq!(a.read(reg::TIMER_CURRENT, 100 + 1600), 900);
+        assert_eq!(a.read_reg(reg::TIMER_CURRENT, 100 + 1600), 900);
         a.tick(100 + 15_999);
         assert_eq!(a.pending(), None);
         a.tick(100 + 16_000);
         assert_eq!(a.pending(), Some(0xec));
-        assert_eq!((a.next_timer(), a.read(reg::TIMER_CURRENT, 20_000)), (None, 0));
+        assert_eq!((a.next_timer(), a.read_reg(reg::TIMER_CURRENT, 20_000)), (None, 0));
     }
 
     #[test]
     fn periodic_timer_and_mask() {
         let mut a = enabled(0);
-        a.write(reg::LVT, 0x2_00ec, 0);
-        a.write(reg::TIMER_DIVIDE, 0xb, 0); // divide by 1
-        a.write(reg::TIMER_INITIAL, 100, 0);
+        a.write_reg(reg::LVT, 0x2_00ec, 0);
+        a.write_reg(reg::TIMER_DIVIDE, 0xb, 0); // divide by 1
+        a.write_reg(reg::TIMER_INITIAL, 100, 0);
         a.tick(350);
         assert_eq!(a.acknowledge(), Some(0xec));
-        a.write(reg::EOI, 0, 0);
+        a.write_reg(reg::EOI, 0, 0);
         assert_eq!(a.next_timer(), Some(400), "missed periods coalesced");
-        assert_eq!(a.read(reg::TIMER_CURRENT, 350), 50);
-        a.write(reg::LVT, 0x3_00ec, 0);
+        assert_eq!(a.read_reg(reg::TIMER_CURRENT, 350), 50);
+        a.write_reg(reg::LVT, 0x3_00ec, 0);
         a.tick(400);
         assert_eq!(a.pending(), None, "masked: counts, does not interrupt");
         assert_eq!(a.next_timer(), Some(500));

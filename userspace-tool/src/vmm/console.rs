@@ -5,7 +5,7 @@
 
 use std::{io::Write, sync::OnceLock, time::Duration};
 
-use crate::machine::Machine;
+use crate::vmm::machine::Machine;
 
 /// The terminal's settings before `rvmx run` changed them, for the signal handler.
 static SAVED: OnceLock<libc::termios> = OnceLock::new();
@@ -74,10 +74,10 @@ pub fn pump<W: Write>(m: &Machine<W>) {
         }
         let mut rest = &buf[..n as usize];
         while !rest.is_empty() && !m.stopping() {
-            let mut bus = m.bus();
-            let took = bus.serial_input(rest);
-            bus.update_irqs();
-            drop(bus);
+            let mut isa = m.isa();
+            let took = isa.serial_input(rest);
+            isa.update_irqs();
+            drop(isa);
             m.kick(0, None); // the 8259 is wired to CPU 0
             rest = &rest[took..];
             if took == 0 {

@@ -1,6 +1,7 @@
-//! What the vCPU threads of `rvmx run` share: the port devices, one local APIC per CPU, each
-//! CPU's power state (running, halted, waiting for a STARTUP IPI), and how one thread wakes
-//! another: a condition variable when it sleeps in userspace, a signal when it is in KVM_RUN.
+//! What the vCPU threads of `rvmx run` share: the port devices, one local APIC per CPU (on the
+//! MMIO bus, where each CPU sees its own), each CPU's power state (running, halted, waiting for
+//! a STARTUP IPI), and how one thread wakes another: a condition variable when it sleeps in
+//! userspace, a signal when it is in KVM_RUN.
 //! The VM ends when one CPU stops it (reset, debug exit, triple fault, error, timeout) or when
 //! no CPU can run again.
 
@@ -13,10 +14,12 @@ use std::{
     time::Duration,
 };
 
-use crate::{
-    devices::{Clock, PortBus},
-    lapic::{Delivery, Ipi, Lapic},
-    vmm::Outcome,
+use super::{kick::KICK_SIGNAL, Outcome};
+use crate::devices::{
+    bus::{Bus, BusDevice, Effect},
+    clock::Clock,
+    isa::Isa,
+    lapic::{self, Delivery, Ipi, Lapic},
 };
 
 /// Where a CPU is in its life.
@@ -67,12 +70,17 @@ pub struct Cpu {
     wake: Condvar,
 }
 
-/// The signal that makes a vCPU thread leave KVM_RUN (its handler sets `immediate_exit`).
-pub const KICK_SIGNAL: libc::c_int = libc::SIGUSR1;
+/// The devices on the MMIO bus, by name.
+#[derive(Clone, Copy, Debug)]
+enum Mmio {
+    /// The accessing CPU's own local APIC.
+    LocalApic,
+}
 
 /// The whole machine.
 pub struct Machine<W: Write> {
-    pub bus: Mutex<PortBus<W>>,
+    isa: Mutex<Isa<W>>,
+    mmio: Bus<Mmio>,
     pub cpus: Vec<Cpu>,
     pub clock: Clock,
     /// When `--timeout` ends the VM (ns on `clock`).
@@ -92,8 +100,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl<W: Write> Machine<W> {
     /// A machine with `cpus` CPUs (APIC IDs 0..cpus); CPU 0 runs, the others wait for a STARTUP.
-    pub fn new(bus: PortBus<W>, cpus: u8, deadline: Option<u64>) -> Self {
-        let clock = bus.clock;
+    pub fn new(isa: Isa<W>, cpus: u8, deadline: Option<u64>) -> Self {
+        let clock = isa.clock;
         let cpus: Vec<Cpu> = (0..cpus)
             .map(|id| Cpu {
                 state: Mutex::new(CpuState {
@@ -107,7 +115,8 @@ impl<W: Write> Machine<W> {
             })
             .collect();
         let inactive = AtomicUsize::new(cpus.len() - 1);
-        Machine { bus: Mutex::new(bus), cpus, clock, deadline, inactive, stopping: AtomicBool::new(false), input_open: AtomicBool::new(true),
+        let mmio = Bus::new(&[(lapic::BASE, lapic::SIZE, Mmio::LocalApic)]);
+        Machine { isa: Mutex::new(isa), mmio, cpus, clock, deadline, inactive, stopping: AtomicBool::new(false), input_open: AtomicBool::new(true),
                   outcome: Mutex::new(None) }
     }
 
@@ -116,9 +125,48 @@ impl<W: Write> Machine<W> {
         lock(&self.cpus[i].state)
     }
 
-    /// The bus, locked.
-    pub fn bus(&self) -> MutexGuard<'_, PortBus<W>> {
-        lock(&self.bus)
+    /// The port devices, locked.
+    pub fn isa(&self) -> MutexGuard<'_, Isa<W>> {
+        lock(&self.isa)
+    }
+
+    /// CPU `me`'s MMIO read at `addr`; all ones where no device answers.
+    pub fn mmio_read(&self, me: usize, addr: u64, data: &mut [u8]) {
+        data.fill(0xff);
+        let Some((dev, base, offset)) = self.mmio.find(addr) else { return };
+        let mut st = self.state(me);
+        let device: &mut dyn BusDevice = match dev {
+            Mmio::LocalApic => &mut st.lapic,
+        };
+        if device.claims(offset, data.len(), false) {
+            device.read(base, offset, data, self.clock.now());
+        }
+    }
+
+    /// CPU `me`'s MMIO write at `addr`; what it asks of the machine.
+    pub fn mmio_write(&self, me: usize, addr: u64, data: &[u8]) -> Option<Effect> {
+        let (dev, base, offset) = self.mmio.find(addr)?;
+        let mut st = self.state(me);
+        let device: &mut dyn BusDevice = match dev {
+            Mmio::LocalApic => &mut st.lapic,
+        };
+        if !device.claims(offset, data.len(), true) {
+            return None;
+        }
+        device.write(base, offset, data, self.clock.now())
+    }
+
+    /// Carries out what CPU `me`'s device write asked; the outcome if it ends the VM. Called
+    /// without any lock held: an IPI takes its targets' locks.
+    pub fn apply(&self, me: usize, effect: Effect) -> Option<Outcome> {
+        match effect {
+            Effect::Reset => Some(Outcome::Reset),
+            Effect::DebugExit(status) => Some(Outcome::DebugExit(status)),
+            Effect::Ipi(ipi) => {
+                self.send_ipi(me, ipi);
+                None
+            }
+        }
     }
 
     pub fn stopping(&self) -> bool {
@@ -159,7 +207,8 @@ impl<W: Write> Machine<W> {
     pub fn set_power(&self, st: &mut CpuState, power: Power) {
         match (st.power.inactive(), power.inactive()) {
             (false, true) => {
-                if self.inactive.fetch_add(1, Ordering::AcqRel) + 1 == self.cpus.len() {
+                let inactive = self.inactive.fetch_add(1, Ordering::AcqRel) + 1;
+                if inactive == self.cpus.len() {
                     // Deferred: `stop` takes every CPU's lock, and the caller holds one.
                     self.stopping.store(true, Ordering::Release);
                     let mut o = lock(&self.outcome);

@@ -3,15 +3,12 @@
 //! with `KVM_INTERRUPT`. What guests use: ICW1-ICW4 initialization, the mask register, EOI
 //! (non-specific and specific), IRR/ISR reads, automatic EOI, fixed priority, edge triggering.
 
-/// Master command port (data at +1).
-const MASTER: u16 = 0x20;
-/// Slave command port (data at +1).
-const SLAVE: u16 = 0xa0;
+use super::bus::{BusDevice, Effect};
 
-/// Whether `port` is one of the four PIC ports.
-pub const fn owns(port: u16) -> bool {
-    matches!(port, MASTER | 0x21 | SLAVE | 0xa1)
-}
+/// Master command port (data at +1).
+pub const MASTER: u16 = 0x20;
+/// Slave command port (data at +1).
+pub const SLAVE: u16 = 0xa0;
 /// The master input the slave is cascaded on.
 const CASCADE_IRQ: u8 = 2;
 
@@ -153,16 +150,27 @@ impl Pic {
     }
 
     /// IN from one of the four ports.
-    pub fn read(&self, port: u16) -> u8 {
+    pub fn read_port(&self, port: u16) -> u8 {
         let chip = &self.chips[(port >= SLAVE) as usize];
         if port & 1 == 0 { chip.read_command() } else { chip.imr }
     }
 
     /// OUT to one of the four ports.
-    pub fn write(&mut self, port: u16, v: u8) {
+    pub fn write_port(&mut self, port: u16, v: u8) {
         let chip = &mut self.chips[(port >= SLAVE) as usize];
         if port & 1 == 0 { chip.write_command(v) } else { chip.write_data(v) }
         self.cascade();
+    }
+}
+
+impl BusDevice for Pic {
+    fn read(&mut self, base: u64, offset: u64, data: &mut [u8], _now: u64) {
+        data[0] = self.read_port((base + offset) as u16);
+    }
+
+    fn write(&mut self, base: u64, offset: u64, data: &[u8], _now: u64) -> Option<Effect> {
+        self.write_port((base + offset) as u16, data[0]);
+        None
     }
 }
 
@@ -174,7 +182,7 @@ mod tests {
     fn initialized() -> Pic {
         let mut p = Pic::default();
         for (port, v) in [(0x20, 0x11), (0xa0, 0x11), (0x21, 0x20), (0xa1, 0x28), (0x21, 4), (0xa1, 2), (0x21, 1), (0xa1, 1), (0x21, 0), (0xa1, 0)] {
-            p.write(port, v);
+            p.write_port(port, v);
         }
         p
     }
@@ -188,23 +196,23 @@ mod tests {
         assert_eq!(p.acknowledge(), Some(0x20));
         p.pulse(0);
         assert!(!p.has_interrupt(), "IRQ0 in service blocks another IRQ0");
-        p.write(0x20, 0x0b); // OCW3: read ISR
-        assert_eq!(p.read(0x20), 1);
-        p.write(0x20, 0x20); // non-specific EOI
+        p.write_port(0x20, 0x0b); // OCW3: read ISR
+        assert_eq!(p.read_port(0x20), 1);
+        p.write_port(0x20, 0x20); // non-specific EOI
         assert_eq!(p.acknowledge(), Some(0x20));
     }
 
     #[test]
     fn priority_masking_and_slave() {
         let mut p = initialized();
-        p.write(0x21, 0x01); // mask IRQ0
+        p.write_port(0x21, 0x01); // mask IRQ0
         p.pulse(0);
         p.pulse(4);
         assert_eq!(p.acknowledge(), Some(0x24));
         p.pulse(12);
         assert!(p.has_interrupt(), "IRQ2 (the slave) is above IRQ4 in service");
         assert_eq!(p.acknowledge(), Some(0x2c));
-        p.write(0x21, 0x00);
+        p.write_port(0x21, 0x00);
         assert_eq!(p.acknowledge(), Some(0x20), "latched while masked, above everything in service");
     }
 
@@ -213,7 +221,7 @@ mod tests {
         let mut p = initialized();
         p.set_irq(4, true);
         assert_eq!(p.acknowledge(), Some(0x24));
-        p.write(0x20, 0x20);
+        p.write_port(0x20, 0x20);
         p.set_irq(4, true);
         assert!(!p.has_interrupt(), "no new edge");
     }

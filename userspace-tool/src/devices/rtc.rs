@@ -2,6 +2,8 @@
 //! from the host, in BCD and 24-hour mode, never mid-update. Enough for a guest's boot-time
 //! clock read; no alarms or periodic interrupts.
 
+use super::bus::{BusDevice, Effect};
+
 /// Index port (bit 7 is the NMI mask, ignored).
 pub const INDEX: u16 = 0x70;
 /// Data port.
@@ -13,18 +15,18 @@ pub struct Rtc {
 }
 
 const fn bcd(v: u64) -> u8 {
-    ((v / 10) << 4 | v % 10) as u8
+    (((v / 10) << 4) | (v % 10)) as u8
 }
 
 impl Rtc {
-    pub fn write(&mut self, port: u16, v: u8) {
+    pub fn write_port(&mut self, port: u16, v: u8) {
         if port == INDEX {
             self.index = v & 0x7f;
         }
     }
 
     /// Register `index` at `unix` seconds since 1970 (UTC).
-    pub fn read(&self, port: u16, unix: u64) -> u8 {
+    pub fn read_port(&self, port: u16, unix: u64) -> u8 {
         if port == INDEX {
             return self.index;
         }
@@ -45,6 +47,18 @@ impl Rtc {
             0x0d => 0x80, // RAM and time valid
             _ => 0,
         }
+    }
+}
+
+impl BusDevice for Rtc {
+    fn read(&mut self, base: u64, offset: u64, data: &mut [u8], _now: u64) {
+        let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        data[0] = self.read_port((base + offset) as u16, unix);
+    }
+
+    fn write(&mut self, base: u64, offset: u64, data: &[u8], _now: u64) -> Option<Effect> {
+        self.write_port((base + offset) as u16, data[0]);
+        None
     }
 }
 
@@ -70,8 +84,8 @@ mod tests {
         let mut rtc = Rtc::default();
         let t = 1_767_225_600 + 13 * 3600 + 45 * 60 + 7; // 2026-01-01 13:45:07 UTC, a Thursday
         let reg = |rtc: &mut Rtc, r: u8| {
-            rtc.write(INDEX, r);
-            rtc.read(DATA, t)
+            rtc.write_port(INDEX, r);
+            rtc.read_port(DATA, t)
         };
         assert_eq!([0, 2, 4].map(|r| reg(&mut rtc, r)), [0x07, 0x45, 0x13]);
         assert_eq!([7, 8, 9, 0x32].map(|r| reg(&mut rtc, r)), [0x01, 0x01, 0x26, 0x20]);

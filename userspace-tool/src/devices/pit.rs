@@ -3,6 +3,8 @@
 //! is gated by port 0x61 and its output read back there, as timer calibration loops use it.
 //! Time is a number of nanoseconds the caller passes in, so the model is tested without sleeping.
 
+use super::bus::{BusDevice, Effect};
+
 /// Counter 0's port; counters 1 and 2 follow, the control word is at +3.
 pub const BASE: u16 = 0x40;
 /// The control word port.
@@ -130,7 +132,7 @@ pub struct Pit {
 
 impl Pit {
     /// IN from 0x40-0x43 or 0x61.
-    pub fn read(&mut self, port: u16, now: u64) -> u8 {
+    pub fn read_port(&mut self, port: u16, now: u64) -> u8 {
         match port {
             BASE..=0x42 => self.counters[(port - BASE) as usize].read(now),
             PORT_B => {
@@ -143,16 +145,15 @@ impl Pit {
     }
 
     /// OUT to 0x40-0x43 or 0x61.
-    pub fn write(&mut self, port: u16, v: u8, now: u64) {
+    pub fn write_port(&mut self, port: u16, v: u8, now: u64) {
         match port {
             BASE..=0x42 => self.counters[(port - BASE) as usize].write(v, now),
             CONTROL if v >> 6 == 3 => {
-                // Read-back: latch the counts of the counters selected in bits 1-3.
-                if v & 0x20 == 0 {
-                    for i in (0..3).filter(|i| v & (2 << i) != 0) {
-                        let c = &mut self.counters[i];
-                        c.latched.get_or_insert(c.count(now));
-                    }
+                // Read-back: latch the counts of the counters selected in bits 1-3 (bit 5 clear).
+                let counts = v & 0x20 == 0;
+                for i in (0..3).filter(|i| counts && v & (2 << i) != 0) {
+                    let c = &mut self.counters[i];
+                    c.latched.get_or_insert(c.count(now));
                 }
             }
             CONTROL => {
@@ -190,6 +191,17 @@ impl Pit {
     }
 }
 
+impl BusDevice for Pit {
+    fn read(&mut self, base: u64, offset: u64, data: &mut [u8], now: u64) {
+        data[0] = self.read_port((base + offset) as u16, now);
+    }
+
+    fn write(&mut self, base: u64, offset: u64, data: &[u8], now: u64) -> Option<Effect> {
+        self.write_port((base + offset) as u16, data[0], now);
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,9 +211,9 @@ mod tests {
     /// Counter 0, mode 2, low-then-high access, `count`.
     fn periodic(count: u16) -> Pit {
         let mut p = Pit::default();
-        p.write(CONTROL, 0x34, 0);
-        p.write(BASE, count as u8, 0);
-        p.write(BASE, (count >> 8) as u8, 0);
+        p.write_port(CONTROL, 0x34, 0);
+        p.write_port(BASE, count as u8, 0);
+        p.write_port(BASE, (count >> 8) as u8, 0);
         p
     }
 
@@ -219,11 +231,11 @@ mod tests {
     #[test]
     fn counts_down_and_latches() {
         let mut p = periodic(0); // 65536
-        let read = |p: &mut Pit, now| u16::from_le_bytes([p.read(BASE, now), p.read(BASE, now)]);
+        let read = |p: &mut Pit, now| u16::from_le_bytes([p.read_port(BASE, now), p.read_port(BASE, now)]);
         assert_eq!(read(&mut p, 0), 0, "65536 reads as 0 at the start");
         let c = read(&mut p, MS);
         assert_eq!(c, (65536 - HZ / 1000) as u16);
-        p.write(CONTROL, 0x00, 2 * MS); // latch counter 0
+        p.write_port(CONTROL, 0x00, 2 * MS); // latch counter 0
         let latched = read(&mut p, 50 * MS);
         assert_eq!(latched, (65536 - 2 * HZ / 1000) as u16, "the latched value, not the live one");
     }
@@ -231,17 +243,17 @@ mod tests {
     #[test]
     fn one_shot_and_counter_two_through_port_b() {
         let mut p = Pit::default();
-        p.write(CONTROL, 0x30, 0); // counter 0, mode 0
-        p.write(BASE, 0xff, 0);
-        p.write(BASE, 0xff, 0);
+        p.write_port(CONTROL, 0x30, 0); // counter 0, mode 0
+        p.write_port(BASE, 0xff, 0);
+        p.write_port(BASE, 0xff, 0);
         assert_eq!(p.irq0_edges(100 * MS), 1);
         assert_eq!(p.irq0_edges(200 * MS), 0, "once");
         assert_eq!(p.next_irq0(), None);
-        p.write(PORT_B, 1, 0); // gate 2 on
-        p.write(CONTROL, 0xb0, 0); // counter 2, mode 0, low/high
-        p.write(0x42, 100, 0);
-        p.write(0x42, 0, 0);
-        assert_eq!(p.read(PORT_B, 0) & 0x20, 0, "OUT2 low while counting");
-        assert_ne!(p.read(PORT_B, MS) & 0x20, 0, "OUT2 high after 100 ticks");
+        p.write_port(PORT_B, 1, 0); // gate 2 on
+        p.write_port(CONTROL, 0xb0, 0); // counter 2, mode 0, low/high
+        p.write_port(0x42, 100, 0);
+        p.write_port(0x42, 0, 0);
+        assert_eq!(p.read_port(PORT_B, 0) & 0x20, 0, "OUT2 low while counting");
+        assert_ne!(p.read_port(PORT_B, MS) & 0x20, 0, "OUT2 high after 100 ticks");
     }
 }

@@ -1,17 +1,21 @@
 //! One vCPU's thread in `rvmx run`: offers interrupts (the 8259's through the boot CPU's
 //! LINT0, its local APIC's), runs the guest, and handles each exit that comes back to
-//! userspace: port I/O to the devices, MMIO to its local APIC, HLT, INIT and STARTUP IPIs.
+//! userspace: port I/O and MMIO to the devices' buses, HLT, INIT and STARTUP IPIs.
 
-use std::{cell::Cell, io::Write, os::fd::AsRawFd};
+use std::{io::Write, os::fd::AsRawFd};
 
-use kvm_bindings::{kvm_regs, kvm_run, kvm_sregs};
+use kvm_bindings::{kvm_regs, kvm_sregs};
 use kvm_ioctls::{VcpuExit, VcpuFd};
+use rvmx_logic::kvm_abi::KVM_INTERRUPT;
 
+use super::{
+    kick,
+    machine::{Machine, Power},
+    Outcome, Trace,
+};
 use crate::{
-    devices::Stop,
-    lapic,
-    machine::{Machine, Power, KICK_SIGNAL},
-    vmm::{Outcome, Trace},
+    devices::lapic,
+    error::{Error, Result},
 };
 
 /// A vCPU and what its thread needs to reset it.
@@ -23,13 +27,13 @@ pub struct Vcpu {
 }
 
 /// Runs CPU `v.index` of `m` until the VM stops; the exits it saw.
-pub fn run<W: Write>(m: &Machine<W>, mut v: Vcpu) -> Result<Trace, String> {
+pub fn run<W: Write>(m: &Machine<W>, mut v: Vcpu) -> Result<Trace> {
     let me = v.index;
     let timer = kick::Timer::new(&mut v.fd)?;
     // SAFETY: pthread_self has no preconditions.
     m.set_thread(me, Some(unsafe { libc::pthread_self() }));
     let mut trace = Trace::default();
-    let r = cpu_loop(m, &mut v, &timer, &mut trace);
+    let r = cpu_loop(m, &mut v, &timer, &mut trace).map_err(Error::on_vcpu(me));
     m.set_thread(me, None);
     drop(timer);
     // Whatever ended this CPU ends the VM: wake the others so that they return too.
@@ -37,7 +41,7 @@ pub fn run<W: Write>(m: &Machine<W>, mut v: Vcpu) -> Result<Trace, String> {
     r.map(|()| trace)
 }
 
-fn cpu_loop<W: Write>(m: &Machine<W>, v: &mut Vcpu, timer: &kick::Timer, trace: &mut Trace) -> Result<(), String> {
+fn cpu_loop<W: Write>(m: &Machine<W>, v: &mut Vcpu, timer: &kick::Timer, trace: &mut Trace) -> Result<()> {
     let me = v.index;
     loop {
         v.fd.set_kvm_immediate_exit(0);
@@ -58,44 +62,30 @@ fn cpu_loop<W: Write>(m: &Machine<W>, v: &mut Vcpu, timer: &kick::Timer, trace: 
         let stop = match exit {
             Ok(VcpuExit::IoOut(port, data)) => {
                 trace.count("io_out");
-                let mut bus = m.bus();
-                let stop = bus.write(port, data);
-                bus.update_irqs();
+                let mut isa = m.isa();
+                let effect = isa.write(port, data);
+                isa.update_irqs();
                 // The 8259 is wired to CPU 0: wake it if this write raised an interrupt.
-                let raised = me != 0 && bus.pic.has_interrupt();
-                drop(bus);
+                let raised = me != 0 && isa.pic.has_interrupt();
+                drop(isa);
                 if raised {
                     m.kick(0, Some(me));
                 }
-                stop.map(|s| match s {
-                    Stop::Reset => Outcome::Reset,
-                    Stop::DebugExit(v) => Outcome::DebugExit(v),
-                })
+                effect.and_then(|e| m.apply(me, e))
             }
             Ok(VcpuExit::IoIn(port, data)) => {
                 trace.count("io_in");
-                m.bus().read(port, data);
+                m.isa().read(port, data);
                 None
             }
             Ok(VcpuExit::MmioRead(addr, data)) => {
                 trace.count("mmio_read");
-                data.fill(0xff); // nothing but the APIC is mapped there
-                if let Some(offset) = apic_offset(addr, data.len()) {
-                    let value = m.state(me).lapic.read(offset, m.clock.now());
-                    data.copy_from_slice(&value.to_le_bytes());
-                }
+                m.mmio_read(me, addr, data);
                 None
             }
             Ok(VcpuExit::MmioWrite(addr, data)) => {
                 trace.count("mmio_write");
-                if let Some(offset) = apic_offset(addr, data.len()) {
-                    let value = u32::from_le_bytes(data.try_into().unwrap_or_default());
-                    let ipi = m.state(me).lapic.write(offset, value, m.clock.now());
-                    if let Some(ipi) = ipi {
-                        m.send_ipi(me, ipi);
-                    }
-                }
-                None
+                m.mmio_write(me, addr, data).and_then(|e| m.apply(me, e))
             }
             Ok(VcpuExit::Hlt) => {
                 trace.count("hlt");
@@ -128,7 +118,7 @@ fn cpu_loop<W: Write>(m: &Machine<W>, v: &mut Vcpu, timer: &kick::Timer, trace: 
                 trace.count("intr");
                 None
             }
-            Err(e) => return Err(format!("vCPU {me}: KVM_RUN: {e}")),
+            Err(e) => return Err(Error::Ioctl("KVM_RUN", e)),
         };
         if let Some(outcome) = stop {
             m.stop(Some(outcome));
@@ -137,14 +127,8 @@ fn cpu_loop<W: Write>(m: &Machine<W>, v: &mut Vcpu, timer: &kick::Timer, trace: 
     }
 }
 
-/// The offset of a 32-bit access in the local APIC's page.
-fn apic_offset(addr: u64, len: usize) -> Option<u32> {
-    let offset = addr.checked_sub(lapic::BASE).filter(|o| *o < lapic::SIZE && o % 4 == 0 && len == 4)?;
-    Some(offset as u32)
-}
-
 /// Applies INIT and STARTUP and sleeps while the CPU waits for one; whether it may run.
-fn power<W: Write>(m: &Machine<W>, v: &mut Vcpu) -> Result<bool, String> {
+fn power<W: Write>(m: &Machine<W>, v: &mut Vcpu) -> Result<bool> {
     let me = v.index;
     let mut st = m.state(me);
     match st.power {
@@ -159,8 +143,8 @@ fn power<W: Write>(m: &Machine<W>, v: &mut Vcpu) -> Result<bool, String> {
             st.nmi = false;
             m.set_power(&mut st, Power::WaitForSipi);
             drop(st);
-            v.fd.set_regs(&v.reset.0).map_err(|e| format!("vCPU {me}: KVM_SET_REGS: {e}"))?;
-            v.fd.set_sregs(&v.reset.1).map_err(|e| format!("vCPU {me}: KVM_SET_SREGS: {e}"))?;
+            v.fd.set_regs(&v.reset.0).map_err(Error::ioctl("KVM_SET_REGS"))?;
+            v.fd.set_sregs(&v.reset.1).map_err(Error::ioctl("KVM_SET_SREGS"))?;
             Ok(false)
         }
         Power::WaitForSipi => {
@@ -172,27 +156,27 @@ fn power<W: Write>(m: &Machine<W>, v: &mut Vcpu) -> Result<bool, String> {
         Power::Started(vector) => {
             m.set_power(&mut st, Power::Running);
             drop(st);
-            start_at(&v.fd, vector).map_err(|e| format!("vCPU {me}: {e}"))?;
+            start_at(&v.fd, vector)?;
             Ok(true)
         }
     }
 }
 
 /// A STARTUP IPI's effect: real mode, CS = vector << 8, IP = 0.
-fn start_at(vcpu: &VcpuFd, vector: u8) -> Result<(), String> {
-    let mut s = vcpu.get_sregs().map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
+fn start_at(vcpu: &VcpuFd, vector: u8) -> Result<()> {
+    let mut s = vcpu.get_sregs().map_err(Error::ioctl("KVM_GET_SREGS"))?;
     s.cs.selector = (vector as u16) << 8;
     s.cs.base = (vector as u64) << 12;
-    vcpu.set_sregs(&s).map_err(|e| format!("KVM_SET_SREGS: {e}"))?;
-    let mut r = vcpu.get_regs().map_err(|e| format!("KVM_GET_REGS: {e}"))?;
+    vcpu.set_sregs(&s).map_err(Error::ioctl("KVM_SET_SREGS"))?;
+    let mut r = vcpu.get_regs().map_err(Error::ioctl("KVM_GET_REGS"))?;
     r.rip = 0;
-    vcpu.set_regs(&r).map_err(|e| format!("KVM_SET_REGS: {e}"))
+    vcpu.set_regs(&r).map_err(Error::ioctl("KVM_SET_REGS"))
 }
 
 /// When one of this CPU's own timers next fires: its APIC timer, and the PIT for CPU 0 (the
 /// 8259 is wired to it).
 fn own_timer<W: Write>(m: &Machine<W>, me: usize) -> Option<u64> {
-    let pit = if me == 0 { m.bus().pit.next_irq0() } else { None };
+    let pit = if me == 0 { m.isa().pit.next_irq0() } else { None };
     [m.state(me).lapic.next_timer(), pit].into_iter().flatten().min()
 }
 
@@ -241,34 +225,31 @@ fn halt<W: Write>(m: &Machine<W>, v: &mut Vcpu) {
 /// Turns due timers into requests; whether CPU `me` has an interrupt to take.
 fn interrupt_pending<W: Write>(m: &Machine<W>, me: usize) -> bool {
     let now = m.clock.now();
-    let mut bus = m.bus();
-    bus.update_irqs();
+    let mut isa = m.isa();
+    isa.update_irqs();
     let mut st = m.state(me);
     st.lapic.tick(now);
-    st.lapic.pending().is_some() || (me == 0 && st.lapic.accepts_pic() && bus.pic.has_interrupt())
+    st.lapic.pending().is_some() || (me == 0 && st.lapic.accepts_pic() && isa.pic.has_interrupt())
 }
-
-/// `KVM_INTERRUPT` (kvm-ioctls has no wrapper for it): queues external interrupt `vector`.
-const KVM_INTERRUPT: libc::c_ulong = 0x4004_ae86;
 
 /// Hands the next interrupt to the vCPU the way KVM's ABI asks without an in-kernel irqchip:
 /// injected with `KVM_INTERRUPT` when `kvm_run` says the guest can take one, otherwise an
 /// interrupt window is requested and the next exit comes as soon as it can. The 8259's
 /// requests (ExtINT through CPU 0's LINT0) come before the APIC's; an NMI IPI goes first.
-fn offer_interrupt<W: Write>(m: &Machine<W>, v: &mut Vcpu) -> Result<(), String> {
+fn offer_interrupt<W: Write>(m: &Machine<W>, v: &mut Vcpu) -> Result<()> {
     let me = v.index;
     let run = v.fd.get_kvm_run();
     let ready = run.ready_for_interrupt_injection != 0 && run.if_flag != 0;
     run.request_interrupt_window = 0;
     let now = m.clock.now();
-    let mut bus = m.bus();
-    bus.update_irqs();
+    let mut isa = m.isa();
+    isa.update_irqs();
     let mut st = m.state(me);
     st.lapic.tick(now);
     if std::mem::take(&mut st.nmi) {
-        v.fd.nmi().map_err(|e| format!("vCPU {me}: KVM_NMI: {e}"))?;
+        v.fd.nmi().map_err(Error::ioctl("KVM_NMI"))?;
     }
-    let pic = me == 0 && st.lapic.accepts_pic() && bus.pic.has_interrupt();
+    let pic = me == 0 && st.lapic.accepts_pic() && isa.pic.has_interrupt();
     if !pic && st.lapic.pending().is_none() {
         return Ok(());
     }
@@ -276,12 +257,13 @@ fn offer_interrupt<W: Write>(m: &Machine<W>, v: &mut Vcpu) -> Result<(), String>
         v.fd.get_kvm_run().request_interrupt_window = 1;
         return Ok(());
     }
-    let vector = if pic { bus.pic.acknowledge() } else { st.lapic.acknowledge() };
+    let vector = if pic { isa.pic.acknowledge() } else { st.lapic.acknowledge() };
     let Some(vector) = vector else { return Ok(()) };
     let irq = vector as u32;
+    // kvm-ioctls has no wrapper for KVM_INTERRUPT: the module's own ABI names the number.
     // SAFETY: KVM_INTERRUPT reads one u32 from the pointer, which points to `irq`.
-    if unsafe { libc::ioctl(v.fd.as_raw_fd(), KVM_INTERRUPT, &irq) } < 0 {
-        return Err(format!("vCPU {me}: KVM_INTERRUPT: {}", std::io::Error::last_os_error()));
+    if unsafe { libc::ioctl(v.fd.as_raw_fd(), KVM_INTERRUPT.into(), &irq) } < 0 {
+        return Err(Error::Os("KVM_INTERRUPT", std::io::Error::last_os_error()));
     }
     Ok(())
 }
@@ -292,77 +274,5 @@ fn where_is(vcpu: &VcpuFd) -> String {
         (Ok(r), Ok(s)) => format!("rip {:#x} rsp {:#x} rflags {:#x} cs {:#x} cr0 {:#x} cr3 {:#x} cr4 {:#x} efer {:#x}",
                                   r.rip, r.rsp, r.rflags, s.cs.selector, s.cr0, s.cr3, s.cr4, s.efer),
         _ => "unknown (registers unreadable)".into(),
-    }
-}
-
-/// Getting a vCPU thread out of KVM_RUN: [`KICK_SIGNAL`], sent by another thread or by the
-/// thread's own timer, sets `immediate_exit` in its `kvm_run`, so that KVM_RUN returns EINTR
-/// whether the signal came during the call or just before it.
-pub mod kick {
-    use super::*;
-
-    thread_local! {
-        /// This thread's `kvm_run`, for the handler (const-initialized: no lazy setup in it).
-        static RUN: Cell<*mut kvm_run> = const { Cell::new(std::ptr::null_mut()) };
-    }
-
-    extern "C" fn on_kick(_: libc::c_int) {
-        let run = RUN.with(|r| r.get());
-        if !run.is_null() {
-            // SAFETY: `run` is this thread's mapped kvm_run while it is set (Timer::drop
-            // clears it before the vCPU goes away); a volatile store is async-signal-safe.
-            unsafe { std::ptr::addr_of_mut!((*run).immediate_exit).write_volatile(1) };
-        }
-    }
-
-    /// Installs the handler, without SA_RESTART so that KVM_RUN returns.
-    pub fn install() -> Result<(), String> {
-        // SAFETY: a zeroed sigaction with a handler that only stores a byte is valid.
-        let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
-        sa.sa_sigaction = on_kick as *const () as usize;
-        // SAFETY: installs a handler for KICK_SIGNAL; `sa` is initialized.
-        if unsafe { libc::sigaction(KICK_SIGNAL, &sa, std::ptr::null_mut()) } < 0 {
-            return Err(format!("sigaction: {}", std::io::Error::last_os_error()));
-        }
-        Ok(())
-    }
-
-    /// A one-shot timer that sends [`KICK_SIGNAL`] to the thread that created it.
-    pub struct Timer(libc::timer_t);
-
-    impl Timer {
-        /// The calling thread's timer; `vcpu`'s kvm_run becomes the handler's target.
-        pub fn new(vcpu: &mut VcpuFd) -> Result<Self, String> {
-            RUN.with(|r| r.set(vcpu.get_kvm_run()));
-            // SAFETY: a zeroed sigevent is valid; the fields that matter are set below.
-            let mut sev: libc::sigevent = unsafe { std::mem::zeroed() };
-            sev.sigev_notify = libc::SIGEV_THREAD_ID;
-            sev.sigev_signo = KICK_SIGNAL;
-            // SAFETY: gettid has no preconditions.
-            sev.sigev_notify_thread_id = unsafe { libc::syscall(libc::SYS_gettid) } as libc::c_int;
-            let mut id: libc::timer_t = std::ptr::null_mut();
-            // SAFETY: `sev` and `id` are valid for the call.
-            if unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut sev, &mut id) } < 0 {
-                return Err(format!("timer_create: {}", std::io::Error::last_os_error()));
-            }
-            Ok(Timer(id))
-        }
-
-        /// Fires `ns` from now (at least 1 µs), or never.
-        pub fn at(&self, ns: Option<u64>) {
-            let ns = ns.map_or(0, |n| n.max(1000));
-            let value = libc::timespec { tv_sec: (ns / 1_000_000_000) as _, tv_nsec: (ns % 1_000_000_000) as _ };
-            let t = libc::itimerspec { it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 }, it_value: value };
-            // SAFETY: `self.0` is a live timer and `t` a valid itimerspec.
-            unsafe { libc::timer_settime(self.0, 0, &t, std::ptr::null_mut()) };
-        }
-    }
-
-    impl Drop for Timer {
-        fn drop(&mut self) {
-            // SAFETY: `self.0` is a live timer, deleted once.
-            unsafe { libc::timer_delete(self.0) };
-            RUN.with(|r| r.set(std::ptr::null_mut()));
-        }
     }
 }

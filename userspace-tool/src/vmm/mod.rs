@@ -1,0 +1,134 @@
+//! `rvmx run`: one VM. [`run`] creates it (guest memory from rust-vmm's vm-memory in one slot,
+//! the vCPUs with their CPUID, cpuid.rs), loads the guest (`boot/`), then runs a thread per vCPU
+//! (vcpu.rs) over what they share (machine.rs: the port devices, each CPU's local APIC and power
+//! state), and one that feeds stdin to COM1 (console.rs). A vCPU thread hands each exit that
+//! comes back to userspace to a bus (`devices/bus.rs`); the VM ends with an [`Outcome`].
+
+mod console;
+mod cpuid;
+mod kick;
+mod machine;
+mod outcome;
+mod trace;
+mod vcpu;
+
+pub use outcome::Outcome;
+pub use trace::Trace;
+
+use std::{io::Write, time::Duration};
+
+use kvm_bindings::{kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::Kvm;
+use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap};
+
+use crate::{
+    devices::{isa::Isa, lapic},
+    error::{Error, Result},
+};
+use machine::Machine;
+use vcpu::Vcpu;
+
+/// What to run.
+pub struct Config {
+    /// Guest RAM at guest-physical 0, in bytes.
+    pub mem_size: usize,
+    /// vCPUs (APIC IDs 0..cpus); the others wait for CPU 0's INIT and STARTUP IPIs.
+    pub cpus: u8,
+    /// What the guest runs.
+    pub image: Image,
+    /// Count exits by reason and print the table at the end.
+    pub trace_exits: bool,
+    /// Read the module's statistics of the VM before it is closed (`--stats`).
+    pub stats: bool,
+    /// Stop the guest after this long.
+    pub timeout: Option<Duration>,
+}
+
+/// What the guest runs.
+pub enum Image {
+    /// A raw image, loaded at `load` and entered at `entry` in real mode.
+    Flat(crate::boot::flat::FlatImage),
+    /// A Linux bzImage, with an optional initrd and its command line.
+    Linux { kernel: std::path::PathBuf, initrd: Option<std::path::PathBuf>, cmdline: String },
+}
+
+/// Runs `cfg` on `kvm`, the guest's serial console on `console`: one thread per vCPU.
+pub fn run<W: Write + Send>(kvm: &Kvm, cfg: &Config, console: W) -> Result<Ran> {
+    if let Image::Flat(flat) = &cfg.image {
+        flat.check(cfg.mem_size)?;
+    }
+    if matches!(cfg.image, Image::Linux { .. }) && cfg.mem_size < 16 << 20 {
+        return Err(Error::LinuxMemory);
+    }
+    let max = kvm.get_max_vcpus();
+    if cfg.cpus == 0 || cfg.cpus as usize > max {
+        return Err(Error::Cpus { cpus: cfg.cpus, max });
+    }
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), cfg.mem_size)])
+        .map_err(|e| Error::Memory(cfg.mem_size, e))?;
+    let vm = kvm.create_vm().map_err(Error::ioctl("KVM_CREATE_VM"))?;
+    let host = mem.get_host_address(GuestAddress(0)).map_err(Error::guest_memory("guest memory"))?;
+    let region = kvm_userspace_memory_region {
+        slot: 0, flags: 0, guest_phys_addr: 0, memory_size: cfg.mem_size as u64, userspace_addr: host as u64,
+    };
+    // SAFETY: `mem` maps the region and outlives the VM (both live until this function returns).
+    unsafe { vm.set_user_memory_region(region) }.map_err(Error::ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+    let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(Error::ioctl("KVM_GET_SUPPORTED_CPUID"))?;
+    let mut vcpus = Vec::new();
+    for index in 0..cfg.cpus as usize {
+        let fd = vm.create_vcpu(index as u64).map_err(|e| Error::CreateVcpu(index, e))?;
+        fd.set_cpuid2(&cpuid::for_cpu(&supported, index as u8)).map_err(Error::ioctl("KVM_SET_CPUID2"))?;
+        let regs = fd.get_regs().map_err(Error::ioctl("KVM_GET_REGS"))?;
+        let sregs = fd.get_sregs().map_err(Error::ioctl("KVM_GET_SREGS"))?;
+        vcpus.push(Vcpu { fd, index, reset: (regs, sregs) });
+    }
+    match &cfg.image {
+        Image::Flat(flat) => {
+            flat.load(&mem, &vcpus[0].fd)?;
+        }
+        Image::Linux { kernel, initrd, cmdline } => {
+            let boot = crate::boot::linux::Boot { kernel, initrd: initrd.as_deref(), cmdline };
+            crate::boot::linux::boot(&mem, cfg.mem_size as u64, &vcpus[0].fd, &boot)?;
+            // The processors and their APICs, as firmware would list them.
+            let leaf1 = supported.as_slice().iter().find(|e| e.function == 1).map_or((0, 0), |e| (e.eax, e.edx));
+            let mp = crate::boot::mptable::build(cfg.cpus, leaf1.0, leaf1.1, lapic::BASE as u32)
+                .ok_or(Error::MpTable(cfg.cpus))?;
+            mem.write_slice(&mp, GuestAddress(crate::boot::mptable::ADDR)).map_err(Error::guest_memory("MP table"))?;
+        }
+    }
+    kick::install()?;
+    let _terminal = console::Terminal::raw();
+    let deadline = cfg.timeout.map(|t| t.as_nanos() as u64);
+    let machine = Machine::new(Isa::new(console), cfg.cpus, deadline);
+    let results: Vec<Result<Trace>> = std::thread::scope(|s| {
+        let threads: Vec<_> = vcpus.into_iter().map(|v| {
+            let m = &machine;
+            s.spawn(move || vcpu::run(m, v))
+        }).collect();
+        s.spawn(|| console::pump(&machine));
+        threads.into_iter().map(|t| t.join().unwrap_or(Err(Error::Panicked))).collect()
+    });
+    let mut trace = Trace::default();
+    for r in results {
+        for (reason, n) in r?.0 {
+            *trace.0.entry(reason).or_default() += n;
+        }
+    }
+    let isa = machine.isa();
+    if isa.unclaimed.reads + isa.unclaimed.writes > 0 {
+        trace.0.insert("io_unclaimed", isa.unclaimed.reads + isa.unclaimed.writes);
+    }
+    drop(isa);
+    let outcome = machine.outcome().ok_or(Error::NoOutcome)?;
+    // While the VM is still open: its debugfs directory goes with it.
+    let stats = cfg.stats.then(crate::stats::own_vm);
+    Ok(Ran { outcome, trace, stats })
+}
+
+/// How a guest run ended, and what was counted on the way.
+pub struct Ran {
+    pub outcome: Outcome,
+    pub trace: Trace,
+    /// The module's statistics of the VM, if asked for.
+    pub stats: Option<Result<crate::stats::VmStats, crate::stats::Error>>,
+}
