@@ -15,6 +15,7 @@ use linux_loader::{
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::error::{Error, Result};
+use rvmx_logic::arch::{cr0, cr4, efer};
 
 /// Guest-physical layout below 1 MiB (the zero page, tables, command line).
 const GDT: u64 = 0x500;
@@ -117,9 +118,9 @@ fn enter_long_mode(vcpu: &VcpuFd, entry: u64) -> Result<()> {
     s.idt.base = 0;
     s.idt.limit = 0;
     s.cr3 = PML4;
-    s.cr4 = 0x20; // PAE
-    s.cr0 = 0x8000_0033; // PG, NE, ET, MP, PE
-    s.efer = 0x500; // LME, LMA
+    s.cr4 = cr4::PAE;
+    s.cr0 = cr0::PG | cr0::NE | cr0::ET | cr0::MP | cr0::PE;
+    s.efer = efer::LME | efer::LMA;
     vcpu.set_sregs(&s).map_err(Error::ioctl("KVM_SET_SREGS"))?;
     let mut r = vcpu.get_regs().map_err(Error::ioctl("KVM_GET_REGS"))?;
     r.rip = entry;
