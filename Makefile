@@ -48,7 +48,8 @@ test-programs:
 		$(STATIC_OUT)/kvm-stress-check $(STATIC_OUT)/kvm-mmio-check $(STATIC_OUT)/kvm-cpu-state-check \
 		$(STATIC_OUT)/kvm-irq-check $(STATIC_OUT)/kvm-memory-check \
 		$(STATIC_OUT)/kvm-smp-check $(STATIC_OUT)/kvm-bench $(STATIC_OUT)/kvm-hostile-check \
-		$(STATIC_OUT)/kvm-guest-fuzz $(STATIC_OUT)/kvm-mm-check $(STATIC_OUT)/kvm-ioctl-fuzz build/bin/
+		$(STATIC_OUT)/kvm-guest-fuzz $(STATIC_OUT)/kvm-mm-check $(STATIC_OUT)/kvm-ioctl-fuzz \
+		$(STATIC_OUT)/kvm-conformance-check build/bin/
 
 # Guest images for the in-VM tests (QEMU's -kernel).
 guests: build/guests/mb-hello.elf build/guests/flat-hello.bin

@@ -56,6 +56,12 @@ impl FdObject for Vm {
                 let _header: u64 = read_user(arg)?;
                 Err(EINVAL)
             }
+            // Without an in-kernel irqchip there is no line to set (KVM reads the argument
+            // first: EFAULT for a bad pointer).
+            KVM_IRQ_LINE | KVM_IRQ_LINE_STATUS => {
+                let _level: IrqLevel = read_user(arg)?;
+                Err(ENXIO)
+            }
             // KVM's VM fd answers ENOTTY to requests it does not know (kvm_arch_vm_ioctl).
             _ => Err(ENOTTY),
         }

@@ -298,29 +298,53 @@ pub fn guest_cpuid(table: &[CpuidEntry], leaf: u32, subleaf: u32, rt: Runtime) -
     r.0
 }
 
-/// [`guest_cpuid`] before the runtime bits, with the leaf the answer came from (0 if none).
+/// [`guest_cpuid`] before the runtime bits, with the leaf the answer came from (`u32::MAX` if
+/// none), as KVM's `kvm_cpuid`: the exact entry, else (`get_out_of_range_cpuid_entry`) for a
+/// leaf above its class's maximum (basic, hypervisor 0x400000xx block, extended, Centaur) the
+/// highest basic leaf with the same subleaf, unless the vendor is AMD or Hygon (zeros there).
+/// Without an entry, leaves 0xB and 0x1F still give the subleaf in ECX and the x2APIC ID in
+/// EDX when the leaf exists.
 fn raw_guest_cpuid(table: &[CpuidEntry], leaf: u32, subleaf: u32) -> ([u32; 4], u32) {
-    if let Some(e) = find(table, leaf, subleaf) {
+    let mut function = leaf;
+    let entry = find(table, leaf, subleaf).or_else(|| {
+        let basic = find(table, 0, 0)?;
+        if amd_like(basic) {
+            return None;
+        }
+        let class = if (0x4000_0000..=0x4fff_ffff).contains(&leaf) {
+            leaf & 0xffff_ff00
+        } else if leaf >= 0xc000_0000 {
+            0xc000_0000
+        } else {
+            leaf & 0x8000_0000
+        };
+        if find(table, class, 0).is_some_and(|c| leaf <= c.eax) {
+            return None;
+        }
+        function = basic.eax;
+        find(table, basic.eax, subleaf)
+    });
+    if let Some(e) = entry {
         return ([e.eax, e.ebx, e.ecx, e.edx], e.function);
     }
-    let none = ([0; 4], u32::MAX);
-    let Some(basic) = find(table, 0, 0) else { return none };
-    let class = if leaf >= 0xc000_0000 {
-        0xc000_0000
-    } else if leaf >= 0x8000_0000 {
-        0x8000_0000
-    } else if (0x4000_0000..=0x4fff_ffff).contains(&leaf) {
-        return none; // hypervisor leaves: none offered
-    } else {
-        0
-    };
-    match find(table, class, 0) {
-        Some(c) if leaf <= c.eax => none,
-        _ => match find(table, basic.eax, subleaf) {
-            Some(e) => ([e.eax, e.ebx, e.ecx, e.edx], e.function),
-            None => none,
-        },
+    let mut r = [0; 4];
+    if function == 0xb || function == 0x1f {
+        if let Some(e) = find(table, function, 1) {
+            r = [0, 0, subleaf & 0xff, e.edx];
+        }
     }
+    (r, u32::MAX)
+}
+
+/// Whether leaf 0 names AMD ("AuthenticAMD", "AMDisbetter!") or Hygon ("HygonGenuine"), whose
+/// CPUs answer zeros above a leaf range (KVM's `is_guest_vendor_amd/hygon`).
+fn amd_like(basic: &CpuidEntry) -> bool {
+    const VENDORS: [(u32, u32, u32); 3] = [
+        (0x6874_7541, 0x444d_4163, 0x6974_6e65), // AuthenticAMD (EBX, ECX, EDX)
+        (0x6944_4d41, 0x2172_6574, 0x7465_6273), // AMDisbetter!
+        (0x6f67_7948, 0x656e_6975, 0x6e65_476e), // HygonGenuine
+    ];
+    VENDORS.contains(&(basic.ebx, basic.ecx, basic.edx))
 }
 
 /// Whether a guest with this table may use XSAVE (CR4.OSXSAVE, XSETBV): rvmx switches XSAVE
@@ -585,8 +609,33 @@ mod tests {
         assert_eq!(guest_cpuid(&t, 5, 0, rt), [0; 4], "in range, no entry");
         assert_eq!(guest_cpuid(&t, 0x20, 0, rt)[1], 9, "above basic range: leaf 7");
         assert_eq!(guest_cpuid(&t, 0x8000_0008, 0, rt)[1], 9, "above extended range");
-        assert_eq!(guest_cpuid(&t, 0x4000_0000, 0, rt), [0; 4]);
+        assert_eq!(guest_cpuid(&t, 0x4000_0000, 0, rt)[1], 9, "no hypervisor block: leaf 7");
         assert_eq!(guest_cpuid(&[], 1, 0, rt), [0; 4], "empty table");
+        let mut hv = t.to_vec();
+        hv.push(CpuidEntry { function: 0x4000_0000, eax: 0x4000_0001, ebx: 0x4b4d_564b, ..Default::default() });
+        hv.push(CpuidEntry { function: 0x4000_0001, eax: 0x1_0000, ..Default::default() });
+        assert_eq!(guest_cpuid(&hv, 0x4000_0000, 0, rt), [0x4000_0001, 0x4b4d_564b, 0, 0], "as set");
+        assert_eq!(guest_cpuid(&hv, 0x4000_0001, 0, rt)[0], 0x1_0000);
+        assert_eq!(guest_cpuid(&hv, 0x4000_0002, 0, rt)[1], 9, "above the block's maximum");
+        assert_eq!(guest_cpuid(&hv, 0x4000_0100, 0, rt)[1], 9, "another block: none");
+        let mut amd = t.to_vec();
+        amd[0] = CpuidEntry { function: 0, eax: 7, ebx: 0x6874_7541, ecx: 0x444d_4163, edx: 0x6974_6e65, ..Default::default() };
+        assert_eq!(guest_cpuid(&amd, 0x20, 0, rt), [0; 4], "AMD: zeros above the range");
+        assert_eq!(guest_cpuid(&amd, 0x8000_0008, 0, rt), [0; 4]);
+    }
+
+    #[test]
+    fn topology_leaves_keep_the_subleaf_and_x2apic_id() {
+        let t = [
+            CpuidEntry { function: 0, eax: 0xb, ..Default::default() },
+            CpuidEntry { function: 0xb, flags: FLAG_SIGNIFICANT_INDEX, index: 0, eax: 1, edx: 3, ..Default::default() },
+            CpuidEntry { function: 0xb, flags: FLAG_SIGNIFICANT_INDEX, index: 1, eax: 4, edx: 3, ..Default::default() },
+        ];
+        let rt = Runtime::default();
+        assert_eq!(guest_cpuid(&t, 0xb, 1, rt)[0], 4);
+        assert_eq!(guest_cpuid(&t, 0xb, 0x107, rt), [0, 0, 7, 3], "undefined subleaf: CL and EDX");
+        assert_eq!(guest_cpuid(&t, 0x30, 5, rt), [0, 0, 5, 3], "through the highest basic leaf 0xB");
+        assert_eq!(guest_cpuid(&t, 0x1f, 5, rt), [0, 0, 5, 3], "0x1F above the range is 0xB");
     }
 
     #[test]

@@ -71,6 +71,10 @@ pub const KVM_SET_IDENTITY_MAP_ADDR: u32 = iow::<u64>(0x48);
 /// Sets the in-kernel irqchip's GSI routing (`struct kvm_irq_routing`: `nr`, `flags`, then
 /// entries). rvmx never has an in-kernel irqchip, so the answer is KVM's without one.
 pub const KVM_SET_GSI_ROUTING: u32 = iow::<u64>(0x6a);
+/// Sets a GSI's level on the in-kernel irqchip (ENXIO without one).
+pub const KVM_IRQ_LINE: u32 = iow::<IrqLevel>(0x61);
+/// `KVM_IRQ_LINE` that also returns the delivery status (ENXIO without an irqchip).
+pub const KVM_IRQ_LINE_STATUS: u32 = iowr(0x67, core::mem::size_of::<IrqLevel>());
 /// Copies a slot's dirty bitmap out and starts a new logging round (`struct kvm_dirty_log`).
 pub const KVM_GET_DIRTY_LOG: u32 = iow::<DirtyLog>(0x42);
 /// `KVM_SET_USER_MEMORY_REGION` with the larger `struct kvm_userspace_memory_region2`
@@ -207,6 +211,21 @@ impl UserspaceMemoryRegion2 {
         }
     }
 }
+/// `struct kvm_irq_level`: a GSI and its level (`KVM_IRQ_LINE_STATUS` returns the status in
+/// the first word).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IrqLevel {
+    /// The GSI (or, back from `KVM_IRQ_LINE_STATUS`, the status).
+    pub irq: u32,
+    /// 1 raises the line, 0 lowers it.
+    pub level: u32,
+}
+// SAFETY: `repr(C)` with two `u32` fields (its size is <linux/kvm.h>'s, tested against
+// kvm-bindings): no uninitialized bytes, and any bit pattern is a valid value.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::FromBytes for IrqLevel {}
+
 
 /// `struct kvm_dirty_log`: which slot, and where its bitmap goes.
 #[repr(C)]
@@ -735,6 +754,9 @@ mod tests {
         assert_eq!(KVM_CHECK_EXTENSION, 0xae03);
         assert_eq!(KVM_GET_VCPU_MMAP_SIZE, 0xae04);
         assert_eq!(KVM_GET_SUPPORTED_CPUID, 0xc008_ae05);
+        assert_eq!(KVM_IRQ_LINE, 0x4008_ae61);
+        assert_eq!(KVM_IRQ_LINE_STATUS, 0xc008_ae67);
+        assert_eq!(core::mem::size_of::<IrqLevel>(), core::mem::size_of::<kvm_bindings::kvm_irq_level>());
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod insn;
 pub mod mmio_fragments;
 pub mod hva_index;
 pub mod guest_paging;
+pub mod hypercall;
 pub mod xstate;
 pub mod events;
 pub mod guest_debug;

@@ -19,7 +19,9 @@ use crate::{
 pub(crate) fn complete(st: &mut VcpuState, run: &KvmRun, vm: &Vm) -> Option<Result<isize>> {
     let p = st.pending.take()?;
     let done = match p {
-        Pending::PortIn { size, len } => {
+        // Userspace moved RIP (KVM_SET_REGS) while the access was out: KVM drops it.
+        Pending::PortIn { rip, .. } | Pending::PortOut { rip, .. } if rip != st.linear_rip() => false,
+        Pending::PortIn { size, len, .. } => {
             let mut b = [0u8; 4];
             run.read_pio_data(b.get_mut(..usize::from(size)).unwrap_or(&mut []));
             let data = u64::from(u32::from_le_bytes(b));
@@ -28,11 +30,11 @@ pub(crate) fn complete(st: &mut VcpuState, run: &KvmRun, vm: &Vm) -> Option<Resu
                 2 => (st.regs.rax & !0xffff) | data,
                 _ => data, // 32-bit results zero-extend into RAX
             };
-            skip(st, len);
+            st.skip(len);
             true
         }
-        Pending::PortOut { len } => {
-            skip(st, len);
+        Pending::PortOut { len, .. } => {
+            st.skip(len);
             true
         }
         Pending::Emulated(e) => {
@@ -51,10 +53,4 @@ pub(crate) fn complete(st: &mut VcpuState, run: &KvmRun, vm: &Vm) -> Option<Resu
         }
     };
     (done && p.completes_step() && st.stepped(run)).then_some(Ok(0))
-}
-
-/// RIP past an instruction of `len` bytes, done outside the guest.
-fn skip(st: &mut VcpuState, len: u8) {
-    st.regs.rip = st.regs.rip.wrapping_add(len.into());
-    st.end_shadow();
 }

@@ -11,10 +11,10 @@ use kernel::prelude::*;
 use crate::{
     cpu::{debugregs::{self, HostDebug}, fpu::Features},
     kvm::vm::{Fault, Vm},
-    run::counters::VcpuStats,
     logic::{
         arch::{apic_base, cr0, cr4, dr, efer, rflags, seg_ar, vector, CR3_PCID},
         events::{self, block, info, Exception},
+        hypercall,
         ioeventfd_rules::Bus,
         kvm_abi::Sregs,
         kvm_run::{exit_reason, internal_error},
@@ -24,6 +24,7 @@ use crate::{
     },
     run::{
         complete,
+        counters::VcpuStats,
         emulate,
         kvm_run::KvmRun,
         state::{Pending, VcpuState},
@@ -56,6 +57,8 @@ pub(crate) enum Deferred {
     /// Finish a MOV to CR0 (or LMSW) or CR4 of `len` bytes that turns on PAE paging outside
     /// long mode, or changes its paging bits: the PDPTEs come from guest memory.
     PaePaging { cr0: u64, cr4: u64, len: u8 },
+    /// An IN of `size` bytes from `port`, `len` bytes long: to userspace.
+    PortIn { port: u16, size: u8, len: u8 },
     /// An OUT of `size` bytes of `value` to `port`, `len` bytes long: an ioeventfd may take
     /// it, else it goes to userspace.
     PortOut { port: u16, size: u8, value: u64, len: u8 },
@@ -63,6 +66,9 @@ pub(crate) enum Deferred {
     /// entries).
     EptMisconfig { gpa: u64 },
 }
+
+/// The port whose OUT exits with RIP already past it (`KVM_X86_QUIRK_OUT_7E_INC_RIP`).
+const PORT_0X7E_QUIRK: u16 = 0x7e;
 
 /// The vCPU inside a window, as exit handlers get it: its state, its current VMCS (where the
 /// guest's registers live until the window ends), its `kvm_run`, and the window's host side.
@@ -309,11 +315,12 @@ fn cpuid(v: &mut LiveVcpu<'_, '_>) -> Next {
     Next::Reenter
 }
 
-/// VMCALL: no hypercalls. KVM's answer is -KVM_ENOSYS, truncated to 32 bits unless the guest
-/// is in 64-bit mode (CS.L).
+/// VMCALL: KVM's hypercalls, answered as KVM answers them without an in-kernel irqchip
+/// ([`hypercall::answer`]), in 32 bits unless the guest is in 64-bit mode (CS.L).
 fn vmcall(v: &mut LiveVcpu<'_, '_>) -> Next {
-    let enosys = (-1000i64) as u64;
-    v.st.gprs.rax = if v.long64() { enosys } else { enosys as u32 as u64 };
+    let g = &v.st.gprs;
+    let call = hypercall::Call { nr: g.rax, args: [g.rbx, g.rcx, g.rdx, g.rsi] };
+    v.st.gprs.rax = hypercall::answer(call, v.cpl(), v.long64());
     v.skip_instruction();
     Next::Reenter
 }
@@ -593,9 +600,7 @@ fn io(v: &mut LiveVcpu<'_, '_>) -> Next {
         return Next::Finish(Deferred::StringIo { io, len });
     }
     if io.input {
-        v.run.io(true, io.size, io.port, 1);
-        v.st.pending = Some(Pending::PortIn { size: io.size, len });
-        return Next::ToUser;
+        return Next::Finish(Deferred::PortIn { port: io.port, size: io.size, len });
     }
     let value = v.st.gprs.rax & crate::logic::insn::mask(io.size);
     Next::Finish(Deferred::PortOut { port: io.port, size: io.size, value, len })
@@ -641,16 +646,30 @@ pub(crate) fn finish(d: Deferred, st: &mut VcpuState, run: &KvmRun, vm: &Vm, sta
                 }
             }
         }
+        Deferred::PortIn { port, size, len } => {
+            run.io(true, size, port, 1);
+            st.pending = Some(Pending::PortIn { size, len, rip: st.linear_rip() });
+            Some(Ok(0))
+        }
         Deferred::PortOut { port, size, value, len } => {
+            let rip = st.linear_rip();
             if vm.ioeventfd_write(Bus::Pio, port as u64, size as u32, value) {
                 // An ioeventfd took it: the OUT completes here, as userspace would have.
-                st.pending = Some(Pending::PortOut { len });
+                st.pending = Some(Pending::PortOut { len, rip });
                 return complete::complete(st, run, vm);
             }
             let bytes = value.to_le_bytes();
             run.write_pio_data(bytes.get(..usize::from(size)).unwrap_or(&bytes));
             run.io(false, size, port, 1);
-            st.pending = Some(Pending::PortOut { len });
+            if port == PORT_0X7E_QUIRK {
+                // KVM_X86_QUIRK_OUT_7E_INC_RIP: RIP is past the OUT while userspace handles it
+                // (old userspace relies on it); a debugger's step is reported instead, as KVM's
+                // kvm_skip_emulated_instruction does.
+                st.skip(len);
+                st.stepped(run);
+            } else {
+                st.pending = Some(Pending::PortOut { len, rip });
+            }
             Some(Ok(0))
         }
         Deferred::EptMisconfig { gpa } => {

@@ -54,12 +54,23 @@ impl KvmRun {
         }
     }
 
-    fn get_u8(&self, offset: usize) -> u8 {
-        if offset >= PAGE_SIZE {
-            return 0;
+    /// Reads the value at byte `offset` (a field's: aligned for `T`); 0 outside the page.
+    fn get<T: Copy + Default>(&self, offset: usize) -> T {
+        if offset.saturating_add(size_of::<T>()) > PAGE_SIZE || offset.checked_rem(align_of::<T>()) != Some(0) {
+            return T::default();
         }
-        // SAFETY: inside the kvm_run page (checked above), as in `put`.
-        unsafe { self.run.add(offset).read_volatile() }
+        // SAFETY: inside the kvm_run page and aligned (checked above), as in `put`; any bit
+        // pattern is a valid `T` for the integers read here.
+        unsafe { self.run.add(offset).cast::<T>().read_volatile() }
+    }
+
+    fn get_u8(&self, offset: usize) -> u8 {
+        self.get(offset)
+    }
+
+    /// `kvm_run.cr8`: the TPR userspace gives the guest for this run.
+    pub(crate) fn cr8(&self) -> u64 {
+        self.get(offset_of!(Header, cr8))
     }
 
     pub(crate) fn immediate_exit(&self) -> bool {

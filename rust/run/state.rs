@@ -9,7 +9,7 @@ use crate::{
     cpu::{debugregs::GuestDebug, fpu::GuestFpu, msr::{MsrArea, MsrState}},
     logic::{
         cpuid_table::{self, CpuidEntry},
-        arch::vector,
+        arch::{efer, vector},
         events::{self, Events},
         guest_debug::{Debugger, DR6_ACTIVE_LOW, DR6_BS},
         kvm_abi::{Regs, Sregs},
@@ -96,6 +96,19 @@ impl VcpuState {
         self.events.exception = Some(events::Exception::raise(f.vector, Some(f.error_code)));
     }
 
+    /// RIP past an instruction of `len` bytes, done outside the guest.
+    pub(crate) fn skip(&mut self, len: u8) {
+        self.regs.rip = self.regs.rip.wrapping_add(len.into());
+        self.end_shadow();
+    }
+
+    /// The guest's RIP as KVM compares it before finishing a port access (`kvm_get_linear_rip`):
+    /// RIP in 64-bit mode, else CS base + RIP in 32 bits.
+    pub(crate) fn linear_rip(&self) -> u64 {
+        let long64 = self.sregs.cs.l != 0 && self.sregs.efer & efer::LMA != 0;
+        if long64 { self.regs.rip } else { self.sregs.cs.base.wrapping_add(self.regs.rip) & 0xffff_ffff }
+    }
+
     /// Single-stepping: an instruction completed outside the guest (by userspace, or by an
     /// ioeventfd) was a step (KVM's `kvm_skip_emulated_instruction`): reports it in `kvm_run`.
     pub(crate) fn stepped(&self, run: &KvmRun) -> bool {
@@ -133,11 +146,12 @@ impl VcpuState {
 /// What the last exit to userspace left to do.
 #[derive(Clone, Copy)]
 pub(crate) enum Pending {
-    /// IN of `size` bytes, `len` bytes long: the data userspace left in the PIO page goes to
-    /// RAX, RIP past the instruction.
-    PortIn { size: u8, len: u8 },
-    /// OUT, `len` bytes long: userspace (or an ioeventfd) has the data; RIP past it.
-    PortOut { len: u8 },
+    /// IN of `size` bytes, `len` bytes long, at linear RIP `rip`: the data userspace left in
+    /// the PIO page goes to RAX, RIP past the instruction.
+    PortIn { size: u8, len: u8, rip: u64 },
+    /// OUT, `len` bytes long, at linear RIP `rip`: userspace (or an ioeventfd) has the data;
+    /// RIP past it.
+    PortOut { len: u8, rip: u64 },
     /// The next step of an instruction rvmx emulates.
     Emulated(emulate::Pending),
 }

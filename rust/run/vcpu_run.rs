@@ -23,6 +23,9 @@ use crate::{
     },
 };
 
+/// CR8's bits: the task priority (the rest is reserved).
+const CR8_TPR: u64 = 0xf;
+
 /// `KVM_RUN` of a vCPU of `vm`; `kvm_run`'s interrupt fields are filled whatever the outcome.
 pub(crate) fn run(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<isize> {
     t.stats.run();
@@ -36,6 +39,12 @@ pub(crate) fn run(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> R
 }
 
 fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<isize> {
+    // Userspace's APIC gives the guest its TPR in kvm_run.cr8 (KVM's "re-sync apic's tpr").
+    let cr8 = run.cr8();
+    if cr8 & !CR8_TPR != 0 {
+        return Err(EINVAL);
+    }
+    st.sregs.cr8 = cr8;
     if let Some(r) = complete(&mut st.vcpu, run, vm) {
         return r;
     }

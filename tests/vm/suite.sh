@@ -149,6 +149,8 @@ check "vm: kvm-ioctls client creates a VM, slots and a vCPU on /dev/rvmx" \
 	sh -c 'kvm-vm-check /dev/rvmx > /tmp/vm-rvmx'
 check "run: guests in real, 32-bit protected and 64-bit long mode run on /dev/rvmx" \
 	sh -c 'kvm-run-check /dev/rvmx --if0-spin > /tmp/run-rvmx'
+check "conformance: hypercalls, OUT 0x7e, moved port completions, kvm_run.cr8, KVM_IRQ_LINE, SET_CPUID2 after a run, on /dev/rvmx" \
+	sh -c 'kvm-conformance-check /dev/rvmx > /tmp/conf-rvmx'
 check "mmio: MMIO, read-only slots and string I/O guests run on /dev/rvmx" \
 	sh -c 'kvm-mmio-check /dev/rvmx > /tmp/mmio-rvmx'
 # Two checks compare with KVM what depends on how many EPT faults a guest takes: IDT-vectoring
@@ -317,6 +319,7 @@ check "coexistence: rvmx refuses with EBUSY while kvm_intel holds VMX" sh -c '
 check "abi: kvm-abi-check on /dev/kvm" sh -c 'kvm-abi-check /dev/kvm > /tmp/abi-kvm'
 check "vm: the same client on /dev/kvm" sh -c 'kvm-vm-check /dev/kvm > /tmp/vm-kvm'
 check "run: the same guests on /dev/kvm" sh -c 'kvm-run-check /dev/kvm > /tmp/run-kvm'
+check "conformance: the same client on /dev/kvm" sh -c 'kvm-conformance-check /dev/kvm > /tmp/conf-kvm'
 check "mmio: the same MMIO guests on /dev/kvm" sh -c 'kvm-mmio-check /dev/kvm > /tmp/mmio-kvm'
 check "cpu state: the same guest on /dev/kvm" sh -c 'kvm-cpu-state-check /dev/kvm > /tmp/cs-kvm'
 check "irq: the same guests on /dev/kvm" sh -c 'kvm-irq-check /dev/kvm > /tmp/irq-kvm'
@@ -361,6 +364,8 @@ check "vm: slots, vCPUs, reset state, errnos and fork identical to KVM's" vm_sam
 sed 's/^/    rvmx: /' /tmp/vm-rvmx
 run_same() { grep -v '^info ' /tmp/run-kvm > /tmp/a; grep -v '^spin_if0\|^info ' /tmp/run-rvmx | diff /tmp/a -; }
 check "run: every exit and final register identical to KVM's" run_same
+check "conformance: hypercall answers, port 0x7e, dropped port completions, TPR from kvm_run, IRQ_LINE and SET_CPUID2 errnos identical to KVM's" \
+	diff /tmp/conf-kvm /tmp/conf-rvmx
 fpu_right() {
 	grep -qx 'info fpu reset fcw 0x37f fsw 0x0 ftwx 0x0 mxcsr 0x1f80' /tmp/run-rvmx &&
 	grep -qx 'info fpu memory \[01, 02, 03, 04, 05, 06, 07, 08, 09, 0a, 0b, 0c, 0d, 0e, 0f, 10\]' /tmp/run-rvmx &&

@@ -1,0 +1,182 @@
+//! Corners where a client sees KVM's own rules: hypercall answers (by number, width and
+//! privilege), OUT to port 0x7e (KVM_X86_QUIRK_OUT_7E_INC_RIP), a port access whose RIP
+//! userspace moved before completing it, `kvm_run.cr8` as the guest's TPR, `KVM_IRQ_LINE`
+//! without an irqchip, `KVM_SET_CPUID2` after `KVM_RUN`. Prints `key value` lines;
+//! tests/vm/suite.sh runs it on `/dev/rvmx` and `/dev/kvm` in the same boot and requires
+//! identical output.
+//!
+//! Usage: kvm-conformance-check DEVICE
+
+use std::{ffi::CString, os::fd::AsRawFd, process::ExitCode};
+
+use kvm_bindings::{kvm_cpuid_entry2, kvm_irq_level, kvm_segment, CpuId, KVM_CPUID_FLAG_SIGNIFCANT_INDEX};
+use kvm_ioctls::{Kvm, VcpuExit};
+use rvmx_test_programs::{flat, guest, long_mode_guest, Guest};
+
+const CODE: u64 = 0x1000;
+
+fn exit_line(g: &mut Guest, in_value: u8) -> String {
+    match g.vcpu.run() {
+        Ok(VcpuExit::IoOut(port, data)) => format!("io_out port {port:#x} data {data:02x?}"),
+        Ok(VcpuExit::IoIn(port, data)) => {
+            data.fill(in_value);
+            format!("io_in port {port:#x} size {}", data.len())
+        }
+        Ok(VcpuExit::Hlt) => "hlt".to_string(),
+        Ok(VcpuExit::Shutdown) => "shutdown".to_string(),
+        Ok(other) => format!("other {other:?}"),
+        Err(e) => format!("error errno {}", e.errno()),
+    }
+}
+
+fn regs_line(g: &Guest) -> String {
+    let r = g.vcpu.get_regs().unwrap();
+    format!("rax {:#x} rip {:#x}", r.rax, r.rip)
+}
+
+/// VMCALL with RAX = `nr`, RBX..RSI = `args`, from the guest's current mode; prints RAX after.
+fn hypercall(g: &mut Guest, name: &str, nr: u64, args: [u64; 4]) {
+    let mut r = g.vcpu.get_regs().unwrap();
+    (r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rip) = (nr, args[0], args[1], args[2], args[3], CODE);
+    g.vcpu.set_regs(&r).unwrap();
+    let exit = exit_line(g, 0);
+    println!("hypercall {name} nr {nr:#x} exit {exit} {}", regs_line(g));
+}
+
+fn hypercalls(g: &mut Guest, mode: &str) {
+    let ipi_shorthand = 0xc0000;
+    for (nr, args) in [
+        (0, [0; 4]),
+        (1, [0; 4]),                  // VAPIC_POLL_IRQ
+        (2, [0; 4]),                  // MMU_OP (gone)
+        (3, [0; 4]),                  // FEATURES (gone)
+        (5, [0, 1, 0, 0]),            // KICK_CPU of APIC ID 1
+        (9, [0x8000, 1, 0, 0]),       // CLOCK_PAIRING of an unknown clock type
+        (10, [1, 0, 0, 0xfe]),        // SEND_IPI, fixed vector 0xfe
+        (10, [1, 0, 0, ipi_shorthand]), // SEND_IPI with a shorthand
+        (11, [0, 1, 0, 0]),           // SCHED_YIELD to APIC ID 1
+        (12, [0x10000, 1, 0, 0]),     // MAP_GPA_RANGE (no exit for it)
+        (0x1_0000_0001, [0; 4]),      // VAPIC_POLL_IRQ in EAX only
+        (1000, [0; 4]),
+    ] {
+        hypercall(g, mode, nr, args);
+    }
+}
+
+fn main() -> ExitCode {
+    let Some(dev) = std::env::args().nth(1) else {
+        eprintln!("usage: kvm-conformance-check DEVICE");
+        return ExitCode::from(2);
+    };
+    let kvm = Kvm::new_with_path(&CString::new(dev).unwrap()).expect("open device");
+    let vmcall_hlt = [0x0f, 0x01, 0xc1, 0xf4];
+
+    // Hypercalls from real mode (32-bit registers), 64-bit mode, and CPL 3.
+    let mut g = guest(&kvm, &vmcall_hlt);
+    hypercalls(&mut g, "real");
+    let mut g = long_mode_guest(&kvm, &vmcall_hlt, "hypercall");
+    hypercalls(&mut g, "long64");
+    let mut g = guest(&kvm, &vmcall_hlt);
+    let mut s = g.vcpu.get_sregs().unwrap();
+    let user = |type_: u8, selector: u16| kvm_segment { dpl: 3, ..flat(type_, selector | 3) };
+    s.cs = user(11, 8);
+    (s.ds, s.es, s.fs, s.gs, s.ss) = (user(3, 16), user(3, 16), user(3, 16), user(3, 16), user(3, 16));
+    s.cr0 |= 1; // PE
+    g.vcpu.set_sregs(&s).unwrap();
+    hypercall(&mut g, "cpl3", 1, [0; 4]);
+    hypercall(&mut g, "cpl3", 1000, [0; 4]);
+
+    // CPUID from the vCPU's table: hypervisor leaves as set, and what leaves above a range's
+    // maximum answer (the highest basic leaf, or zeros for an AMD vendor), topology leaves.
+    for vendor in ["intel", "amd"] {
+        let (ebx, ecx, edx) = if vendor == "amd" { (0x6874_7541, 0x444d_4163, 0x6974_6e65) } else { (0x756e_6547, 0x6c65_746e, 0x4965_6e69) };
+        let e = |function: u32, index: u32, flags: u32, regs: [u32; 4]| kvm_cpuid_entry2 {
+            function, index, flags, eax: regs[0], ebx: regs[1], ecx: regs[2], edx: regs[3], ..Default::default()
+        };
+        let table = [
+            e(0, 0, 0, [0xb, ebx, ecx, edx]),
+            e(1, 0, 0, [0x906ea, 0x0800, 0, 0]),
+            e(0xb, 0, KVM_CPUID_FLAG_SIGNIFCANT_INDEX, [1, 1, 0x100, 0]),
+            e(0xb, 1, KVM_CPUID_FLAG_SIGNIFCANT_INDEX, [4, 2, 0x201, 0]),
+            e(0x4000_0000, 0, 0, [0x4000_0001, 0x4b4d_564b, 0x564b_4d56, 0x4d]),
+            e(0x4000_0001, 0, 0, [0x0100_00fb, 0, 0, 1]),
+            e(0x8000_0000, 0, 0, [0x8000_0001, 0, 0, 0]),
+            e(0x8000_0001, 0, 0, [0, 0, 1, 0x2010_0800]),
+        ];
+        let mut g = guest(&kvm, &[0x0f, 0xa2, 0xf4]); // cpuid; hlt
+        g.vcpu.set_cpuid2(&CpuId::from_entries(&table).unwrap()).unwrap();
+        for (leaf, sub) in [(0x4000_0000, 0), (0x4000_0001, 0), (0x4000_0002, 0), (0x4000_0100, 0), (0x4fff_ff00, 0),
+                            (0xb, 1), (0xb, 7), (0x20, 3), (0x1f, 2), (0x5000_0000, 0), (0x8000_0008, 0), (0xc000_0000, 0)] {
+            let mut r = g.vcpu.get_regs().unwrap();
+            (r.rax, r.rcx, r.rip) = (leaf, sub, CODE);
+            g.vcpu.set_regs(&r).unwrap();
+            let exit = exit_line(&mut g, 0);
+            let r = g.vcpu.get_regs().unwrap();
+            println!("cpuid {vendor} {leaf:#x}.{sub} exit {exit} {:#x} {:#x} {:#x} {:#x}", r.rax, r.rbx, r.rcx, r.rdx);
+        }
+    }
+
+    // OUT to port 0x7e exits with RIP already past it; to 0x7f, at it.
+    for port in [0x7e, 0x7f] {
+        let mut g = guest(&kvm, &[0xb0, 0x5a, 0xe6, port, 0xf4]); // mov al; out port, al; hlt
+        let exit = exit_line(&mut g, 0);
+        println!("out{port:x} exit {exit} {}", regs_line(&g));
+        let exit = exit_line(&mut g, 0);
+        println!("out{port:x} then {exit} {}", regs_line(&g));
+    }
+
+    // A port access userspace moved RIP away from (KVM_SET_REGS) before completing it: KVM
+    // drops the completion. Unmoved (another register set), it completes.
+    // 0x1000: in al, 0x60 / out 0x61, al; 0x1002: hlt; 0x1003: hlt; 0x1004: hlt.
+    for (name, code) in [("in", [0xe4, 0x60, 0xf4, 0xf4, 0xf4]), ("out", [0xe6, 0x61, 0xf4, 0xf4, 0xf4])] {
+        for moved in [false, true] {
+            let mut g = guest(&kvm, &code);
+            let exit = exit_line(&mut g, 0x77);
+            let mut r = g.vcpu.get_regs().unwrap();
+            if moved {
+                r.rip = CODE + 3;
+            } else {
+                r.rbx = 0x1234;
+            }
+            g.vcpu.set_regs(&r).unwrap();
+            let then = exit_line(&mut g, 0);
+            println!("pio_{name} moved {moved} exit {exit} then {then} {}", regs_line(&g));
+        }
+    }
+
+    // kvm_run.cr8 is the guest's TPR at each KVM_RUN (with no in-kernel APIC); above 15: EINVAL.
+    // mov rax, cr8; hlt
+    let mut g = long_mode_guest(&kvm, &[0x44, 0x0f, 0x20, 0xc0, 0xf4], "cr8");
+    let mut s = g.vcpu.get_sregs().unwrap();
+    s.cr8 = 3;
+    g.vcpu.set_sregs(&s).unwrap();
+    g.vcpu.get_kvm_run().cr8 = 9;
+    let exit = exit_line(&mut g, 0);
+    println!("cr8 from_kvm_run exit {exit} {} sregs_cr8 {}", regs_line(&g), g.vcpu.get_sregs().unwrap().cr8);
+    g.vcpu.get_kvm_run().cr8 = 16;
+    let exit = exit_line(&mut g, 0);
+    println!("cr8 reserved exit {exit} kvm_run_cr8 {}", g.vcpu.get_kvm_run().cr8);
+
+    // KVM_IRQ_LINE and KVM_IRQ_LINE_STATUS on a VM without an irqchip.
+    let vmfd = g.vm.as_raw_fd();
+    let ioctl = |cmd: u64, arg: usize| {
+        // SAFETY: the argument is a kvm_irq_level on this stack or a bad address the kernel
+        // must refuse with EFAULT.
+        let r = unsafe { libc::ioctl(vmfd, cmd as _, arg) };
+        if r < 0 { format!("errno {}", std::io::Error::last_os_error().raw_os_error().unwrap_or(0)) } else { format!("ok {r}") }
+    };
+    let mut level = kvm_irq_level::default();
+    level.level = 1;
+    let at = &mut level as *mut kvm_irq_level as usize;
+    println!("irq_line {}", ioctl(0x4008_ae61, at));
+    println!("irq_line_bad_pointer {}", ioctl(0x4008_ae61, 8));
+    println!("irq_line_status {}", ioctl(0xc008_ae67, at));
+
+    // KVM_SET_CPUID2 after KVM_RUN: the same table again is accepted, a different one is not.
+    let cpuid = g.vcpu.get_cpuid2(8).unwrap();
+    println!("set_cpuid2_after_run_same {:?}", g.vcpu.set_cpuid2(&cpuid).map_err(|e| e.errno()));
+    let mut other = cpuid.clone();
+    other.as_mut_slice()[0].ebx ^= 1;
+    println!("set_cpuid2_after_run_other {:?}", g.vcpu.set_cpuid2(&other).map_err(|e| e.errno()));
+    ExitCode::SUCCESS
+}
