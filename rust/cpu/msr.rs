@@ -264,6 +264,8 @@ pub(crate) struct MsrState<'a, 'b> {
     pub(crate) efer_ok: u64,
     /// The guest's CPUID lists RDTSCP or RDPID: it has IA32_TSC_AUX.
     pub(crate) tsc_aux_ok: bool,
+    /// The guest's CPUID lists TSC_ADJUST: writes to IA32_TSC_ADJUST count.
+    pub(crate) tsc_adjust_ok: bool,
     /// The speculation-control MSRs the guest's CPUID lists.
     pub(crate) speculation: crate::logic::cpuid_table::SpeculationMsrs,
     /// Userspace's access (`KVM_GET/SET_MSRS`), not the guest's.
@@ -271,6 +273,14 @@ pub(crate) struct MsrState<'a, 'b> {
 }
 
 impl MsrState<'_, '_> {
+    /// The TSC offset, in the VMCS too inside a window.
+    fn set_tsc_offset(&mut self, offset: u64) {
+        self.msrs.tsc_offset = offset;
+        if let Some(c) = self.vmcs {
+            c.write(TSC_OFFSET, offset);
+        }
+    }
+
     /// RDMSR; `None` for an MSR the guest does not have (#GP).
     pub(crate) fn read(&self, msr: u32) -> Option<u64> {
         let live = self.vmcs;
@@ -279,6 +289,7 @@ impl MsrState<'_, '_> {
             FS_BASE => live.map_or(self.sregs.fs.base, |c| c.read(GUEST_FS_BASE)),
             GS_BASE => live.map_or(self.sregs.gs.base, |c| c.read(GUEST_GS_BASE)),
             TSC => crate::host::x86::rdtsc().wrapping_add(self.msrs.tsc_offset),
+            TSC_ADJUST => self.msrs.tsc_adjust,
             APIC_BASE => self.sregs.apic_base,
             // kvmclock is not offered (no KVM CPUID leaves): userspace sees it off, as QEMU
             // expects at reset; the guest gets #GP.
@@ -336,10 +347,25 @@ impl MsrState<'_, '_> {
                     if let Some(c) = live { c.write(GUEST_GS_BASE, v); }
                 }
             }
+            // The guest's write moves IA32_TSC_ADJUST by as much as the TSC (KVM, SDM 17.17.3).
             TSC => {
-                self.msrs.tsc_offset = v.wrapping_sub(crate::host::x86::rdtsc());
-                if let Some(c) = live { c.write(TSC_OFFSET, self.msrs.tsc_offset); }
+                let offset = v.wrapping_sub(crate::host::x86::rdtsc());
+                if !self.host {
+                    let moved = offset.wrapping_sub(self.msrs.tsc_offset);
+                    self.msrs.tsc_adjust = self.msrs.tsc_adjust.wrapping_add(moved);
+                }
+                self.set_tsc_offset(offset);
             }
+            // The guest's write moves its TSC by the change; userspace's only restores the
+            // value. Without TSC_ADJUST in the guest's CPUID, writes are ignored (KVM).
+            TSC_ADJUST if self.tsc_adjust_ok => {
+                if !self.host {
+                    let moved = v.wrapping_sub(self.msrs.tsc_adjust);
+                    self.set_tsc_offset(self.msrs.tsc_offset.wrapping_add(moved));
+                }
+                self.msrs.tsc_adjust = v;
+            }
+            TSC_ADJUST => {}
             // Base (page-aligned, within 48 bits), BSP flag and enable; no x2APIC.
             APIC_BASE if v & !(apic_base::BASE | apic_base::BSP | apic_base::ENABLE) == 0 => self.sregs.apic_base = v,
             APIC_BASE => return Err(()),

@@ -215,6 +215,8 @@ pub mod msr {
     /// kvmclock's system-time MSR (the original number).
     pub const KVM_SYSTEM_TIME: u32 = 0x12;
     pub const APIC_BASE: u32 = 0x1b;
+    /// IA32_TSC_ADJUST: the guest's adjustment of its TSC (writes move the TSC with it).
+    pub const TSC_ADJUST: u32 = 0x3b;
     /// IA32_BIOS_SIGN_ID: the microcode revision (bits 63:32).
     pub const UCODE_REV: u32 = 0x8b;
     pub const MTRR_CAP: u32 = 0xfe;

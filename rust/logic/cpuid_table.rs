@@ -68,6 +68,8 @@ pub const LEAF7_EBX: u32 = 1 << 0 | 1 << 3 | 1 << 7 | 1 << 8 | 1 << 9 | 1 << 10 
 pub const LEAF1_ECX_PCID: u32 = 1 << 17;
 /// Leaf 7.0 EBX FSGSBASE.
 pub const LEAF7_EBX_FSGSBASE: u32 = 1 << 0;
+/// Leaf 7.0 EBX TSC_ADJUST: IA32_TSC_ADJUST, emulated (offered whatever the host has, as KVM).
+pub const LEAF7_EBX_TSC_ADJUST: u32 = 1 << 1;
 /// Leaf 7.0 EBX SMEP.
 pub const LEAF7_EBX_SMEP: u32 = 1 << 7;
 /// Leaf 7.0 EBX SMAP.
@@ -195,7 +197,7 @@ pub fn supported(host: impl Fn(u32, u32) -> [u32; 4], ctl: GuestControls, out: &
                 let edx = LEAF7_EDX_ARCH_CAPABILITIES | only(sp.flush_l1d, LEAF7_EDX_FLUSH_L1D) | only(sp.md_clear, LEAF7_EDX_MD_CLEAR)
                     | only(sp.spec_ctrl, LEAF7_EDX_SPEC_CTRL) | only(sp.stibp, LEAF7_EDX_STIBP) | only(sp.ssbd, LEAF7_EDX_SSBD);
                 let max_sub = h[0].min(LEAF7_MAX_SUBLEAF);
-                push(7, 0, FLAG_SIGNIFICANT_INDEX, [max_sub, h[1] & ebx, 0, edx]);
+                push(7, 0, FLAG_SIGNIFICANT_INDEX, [max_sub, h[1] & ebx | LEAF7_EBX_TSC_ADJUST, 0, edx]);
                 if max_sub >= 1 {
                     push(7, 1, FLAG_SIGNIFICANT_INDEX, [0; 4]);
                 }
@@ -258,6 +260,11 @@ fn find(table: &[CpuidEntry], leaf: u32, subleaf: u32) -> Option<&CpuidEntry> {
         .find(|e| e.function == leaf && (e.flags & FLAG_SIGNIFICANT_INDEX == 0 || e.index == subleaf))
 }
 
+/// The first entry for `leaf` whatever its subleaf (KVM's `kvm_find_cpuid_entry`).
+fn find_any(table: &[CpuidEntry], leaf: u32) -> Option<&CpuidEntry> {
+    table.iter().find(|e| e.function == leaf)
+}
+
 /// The entry for `(leaf, subleaf)` in `table`, or zeros.
 pub fn lookup(table: &[CpuidEntry], leaf: u32, subleaf: u32) -> [u32; 4] {
     find(table, leaf, subleaf).map_or([0; 4], |e| [e.eax, e.ebx, e.ecx, e.edx])
@@ -283,17 +290,29 @@ pub struct Runtime {
 /// missing leaf within its class's range (basic 0.., extended 0x80000000..); for a leaf
 /// above that range, the highest basic leaf.
 pub fn guest_cpuid(table: &[CpuidEntry], leaf: u32, subleaf: u32, rt: Runtime) -> [u32; 4] {
+    guest_cpuid_with(table, leaf, subleaf, rt, || (rt.xsave_size, rt.xsave_compacted_size))
+}
+
+/// [`guest_cpuid`], with the XSAVE sizes (standard, compacted) computed by `xsave_sizes` only
+/// if the answer comes from leaf 0xD (they cost as much as the rest of a CPUID exit). Like
+/// KVM, which updates the entries themselves, the runtime bits follow the leaf the answer
+/// comes from, also when an out-of-range leaf is answered by the highest basic leaf.
+pub fn guest_cpuid_with(
+    table: &[CpuidEntry],
+    leaf: u32,
+    subleaf: u32,
+    rt: Runtime,
+    xsave_sizes: impl FnOnce() -> (u32, u32),
+) -> [u32; 4] {
     let mut r = raw_guest_cpuid(table, leaf, subleaf);
     if r.1 == 1 {
         let set = |v: u32, bit: u32, on: bool| if on { v | 1 << bit } else { v & !(1 << bit) };
         r.0[3] = set(r.0[3], 9, rt.apic_enabled);
         r.0[2] = set(r.0[2], 27, rt.osxsave);
     }
-    if r.1 == 0xd && leaf == 0xd && subleaf == 0 {
-        r.0[1] = rt.xsave_size;
-    }
-    if r.1 == 0xd && leaf == 0xd && subleaf == 1 && r.0[0] & LEAFD1_EAX_COMPACTED != 0 {
-        r.0[1] = rt.xsave_compacted_size;
+    if r.1 == 0xd && (subleaf == 0 || (subleaf == 1 && r.0[0] & LEAFD1_EAX_COMPACTED != 0)) {
+        let (standard, compacted) = xsave_sizes();
+        r.0[1] = if subleaf == 0 { standard } else { compacted };
     }
     r.0
 }
@@ -307,7 +326,7 @@ pub fn guest_cpuid(table: &[CpuidEntry], leaf: u32, subleaf: u32, rt: Runtime) -
 fn raw_guest_cpuid(table: &[CpuidEntry], leaf: u32, subleaf: u32) -> ([u32; 4], u32) {
     let mut function = leaf;
     let entry = find(table, leaf, subleaf).or_else(|| {
-        let basic = find(table, 0, 0)?;
+        let basic = find_any(table, 0)?;
         if amd_like(basic) {
             return None;
         }
@@ -318,7 +337,7 @@ fn raw_guest_cpuid(table: &[CpuidEntry], leaf: u32, subleaf: u32) -> ([u32; 4], 
         } else {
             leaf & 0x8000_0000
         };
-        if find(table, class, 0).is_some_and(|c| leaf <= c.eax) {
+        if find_any(table, class).is_some_and(|c| leaf <= c.eax) {
             return None;
         }
         function = basic.eax;
@@ -454,6 +473,8 @@ pub struct Instructions {
     pub rdrand: bool,
     /// RDSEED: without it, "RDSEED exiting" and #UD.
     pub rdseed: bool,
+    /// IA32_TSC_ADJUST takes writes (else they are ignored, as KVM ignores them).
+    pub tsc_adjust: bool,
 }
 
 /// The instructions the guest with this table may run.
@@ -464,6 +485,7 @@ pub fn instructions(table: &[CpuidEntry]) -> Instructions {
         invpcid: ebx7 & LEAF7_EBX_INVPCID != 0,
         rdrand: lookup(table, 1, 0)[2] & LEAF1_ECX_RDRAND != 0,
         rdseed: ebx7 & LEAF7_EBX_RDSEED != 0,
+        tsc_adjust: ebx7 & LEAF7_EBX_TSC_ADJUST != 0,
     }
 }
 
@@ -550,6 +572,13 @@ mod tests {
         let compacted = [CpuidEntry { function: 0xd, index: 1, flags: FLAG_SIGNIFICANT_INDEX, eax: 0xf, ebx: u32::MAX, ..Default::default() }];
         let rt2 = Runtime { xsave_compacted_size: 896, ..Default::default() };
         assert_eq!(guest_cpuid(&compacted, 0xd, 1, rt2)[1], 896, "XSAVEC/XSAVES: the compacted size");
+        // Above the basic range with 0xD the highest leaf: the runtime size too (KVM updates
+        // the entry itself); the sizes are computed only then.
+        let top = [CpuidEntry { function: 0, eax: 0xd, ..Default::default() }, hostile[0], hostile[1]];
+        assert_eq!(guest_cpuid(&top, 0x4000_0000, 0, rt(576))[1], 576);
+        let mut asked = false;
+        guest_cpuid_with(&top, 1, 0, Runtime::default(), || { asked = true; (0, 0) });
+        assert!(!asked, "not computed for other leaves");
     }
 
     #[test]
@@ -559,7 +588,7 @@ mod tests {
             CpuidEntry { function: 1, ecx: LEAF1_ECX_RDRAND, ..Default::default() },
             CpuidEntry { function: 7, flags: FLAG_SIGNIFICANT_INDEX, ebx: LEAF7_EBX_INVPCID, ecx: LEAF7_ECX_RDPID, ..Default::default() },
         ];
-        assert_eq!(instructions(&t), Instructions { rdtscp: true, invpcid: true, rdrand: true, rdseed: false });
+        assert_eq!(instructions(&t), Instructions { rdtscp: true, invpcid: true, rdrand: true, rdseed: false, tsc_adjust: false });
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub struct GuestMsrs {
     pub mtrr_fixed: [u64; 11],
     /// Added to the host TSC while the guest runs.
     pub tsc_offset: u64,
+    /// IA32_TSC_ADJUST.
+    pub tsc_adjust: u64,
     /// The machine-check registers.
     pub mce: super::mce::Mce,
     /// IA32_BIOS_SIGN_ID (the microcode revision userspace gives the guest).
@@ -92,6 +94,7 @@ impl Default for GuestMsrs {
             mtrr_var: [0; 16],
             mtrr_fixed: [0; 11],
             tsc_offset: 0,
+            tsc_adjust: 0,
             mce: Default::default(),
             ucode_rev: UCODE_REV_RESET,
             arch_capabilities: 0,
@@ -101,9 +104,9 @@ impl Default for GuestMsrs {
 
 /// Every MSR `KVM_GET_MSR_INDEX_LIST` reports: those a guest can read and userspace can save
 /// and restore.
-pub const INDEX_LIST: [u32; 16] = [
+pub const INDEX_LIST: [u32; 17] = [
     SYSENTER_CS, SYSENTER_ESP, SYSENTER_EIP, STAR, CSTAR, KERNEL_GS_BASE, SFMASK, LSTAR,
-    TSC_AUX, TSC, PAT, MISC_ENABLE, MTRR_DEF_TYPE, EFER, FS_BASE, GS_BASE,
+    TSC_AUX, TSC, PAT, MISC_ENABLE, MTRR_DEF_TYPE, EFER, FS_BASE, GS_BASE, TSC_ADJUST,
 ];
 
 /// Whether `v` is a canonical 48-bit address.
@@ -268,7 +271,7 @@ mod tests {
     fn index_list_entries_are_readable_or_live_elsewhere() {
         let m = GuestMsrs::default();
         for msr in INDEX_LIST {
-            let elsewhere = matches!(msr, EFER | FS_BASE | GS_BASE | TSC | ARCH_CAPABILITIES);
+            let elsewhere = matches!(msr, EFER | FS_BASE | GS_BASE | TSC | TSC_ADJUST | ARCH_CAPABILITIES);
             assert!(elsewhere || read(&m, msr, false).is_some(), "{msr:#x}");
         }
         assert!(canonical(0x7fff_ffff_ffff) && canonical(0xffff_8000_0000_0000) && !canonical(1 << 47));

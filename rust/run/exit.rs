@@ -120,9 +120,10 @@ impl<'a, 'c> LiveVcpu<'a, 'c> {
         self.st.events.exception = Some(Exception::raise(vector::UD, None));
     }
 
-    /// Whether the guest runs 64-bit code (CS.L), where registers are not truncated to 32 bits.
+    /// Whether the guest runs 64-bit code (CS.L in IA-32e mode, KVM's `is_64_bit_mode`), where
+    /// registers are not truncated to 32 bits.
     fn long64(&self) -> bool {
-        self.cur.read(GUEST_CS_AR) & seg_ar::L != 0
+        self.cur.read(GUEST_CS_AR) & seg_ar::L != 0 && self.cur.read(GUEST_IA32_EFER) & efer::LMA != 0
     }
 
     /// Current privilege level (SS.DPL, as VMX keeps it).
@@ -295,18 +296,17 @@ fn interrupt_window(v: &mut LiveVcpu<'_, '_>) -> Next {
     Next::Reenter
 }
 
-/// CPUID: from the vCPU's table (`KVM_SET_CPUID2`), as KVM answers. XSAVE sizes only matter
-/// to leaf 0xD (computing them on every CPUID exit costs as much as the rest of the exit).
+/// CPUID: from the vCPU's table (`KVM_SET_CPUID2`), as KVM answers (`guest_cpuid_with`).
 fn cpuid(v: &mut LiveVcpu<'_, '_>) -> Next {
-    let xsave = v.st.gprs.rax as u32 == 0xd;
     let rt = crate::logic::cpuid_table::Runtime {
         apic_enabled: v.st.sregs.apic_base & apic_base::ENABLE != 0,
         osxsave: v.cur.read(CR4_READ_SHADOW) & cr4::OSXSAVE != 0,
-        xsave_size: if xsave { v.features.xsave_size(v.st.fpu.xcr0) } else { 0 },
-        xsave_compacted_size: if xsave { v.features.xsave_compacted_size(v.st.fpu.xcr0) } else { 0 },
+        ..Default::default()
     };
-    let [a, b, c, d] =
-        crate::logic::cpuid_table::guest_cpuid(&v.st.cpuid, v.st.gprs.rax as u32, v.st.gprs.rcx as u32, rt);
+    let (features, xcr0) = (v.features, v.st.fpu.xcr0);
+    let sizes = || (features.xsave_size(xcr0), features.xsave_compacted_size(xcr0));
+    let (leaf, subleaf) = (v.st.gprs.rax as u32, v.st.gprs.rcx as u32);
+    let [a, b, c, d] = crate::logic::cpuid_table::guest_cpuid_with(&v.st.cpuid, leaf, subleaf, rt, sizes);
     v.st.gprs.rax = a as u64;
     v.st.gprs.rbx = b as u64;
     v.st.gprs.rcx = c as u64;
@@ -664,7 +664,8 @@ pub(crate) fn finish(d: Deferred, st: &mut VcpuState, run: &KvmRun, vm: &Vm, sta
             if port == PORT_0X7E_QUIRK {
                 // KVM_X86_QUIRK_OUT_7E_INC_RIP: RIP is past the OUT while userspace handles it
                 // (old userspace relies on it); a debugger's step is reported instead, as KVM's
-                // kvm_skip_emulated_instruction does.
+                // kvm_skip_emulated_instruction does (its #DB for the guest's own TF is not
+                // raised here yet, as after every instruction rvmx finishes outside the guest).
                 st.skip(len);
                 st.stepped(run);
             } else {
@@ -691,8 +692,10 @@ pub(crate) fn finish(d: Deferred, st: &mut VcpuState, run: &KvmRun, vm: &Vm, sta
                     st.sregs.cr0 = cr0;
                     st.sregs.cr4 = cr4;
                     st.pdptes = Some(p);
-                    st.regs.rip = st.regs.rip.wrapping_add(len as u64);
-                    st.end_shadow();
+                    st.skip(len);
+                    if st.stepped(run) {
+                        return Some(Ok(0));
+                    }
                 }
                 None => st.events.exception = Some(Exception::raise(vector::GP, Some(0))),
             }

@@ -115,7 +115,7 @@ impl VcpuState {
         if !self.debugger.single_step() {
             return false;
         }
-        let pc = self.sregs.cs.base.wrapping_add(self.regs.rip);
+        let pc = self.linear_rip();
         run.debug(u32::from(vector::DB), pc, DR6_ACTIVE_LOW | DR6_BS, self.debug.dr7);
         true
     }
@@ -131,6 +131,7 @@ impl VcpuState {
             sregs: &mut self.sregs,
             efer_ok: self.allowed.efer,
             tsc_aux_ok: host || self.allowed.instructions.rdtscp,
+            tsc_adjust_ok: self.allowed.instructions.tsc_adjust,
             speculation: self.allowed.speculation,
             host,
         }

@@ -148,8 +148,9 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
             }
             v.skipped = false;
             match exit::handle(&mut v, full_reason) {
-                // Single-stepping: an instruction rvmx emulated completed, that is a step.
-                Next::Reenter if v.skipped && dbg.single_step() => {
+                // Single-stepping: an instruction rvmx emulated completed, that is a step
+                // (also when the handler wanted the host next: the next window does its work).
+                Next::Reenter | Next::Host if v.skipped && dbg.single_step() => {
                     v.run.debug(u32::from(vector::DB), linear_rip(&cur), DR6_ACTIVE_LOW | DR6_BS, cur.read(GUEST_DR7));
                     break Next::ToUser;
                 }

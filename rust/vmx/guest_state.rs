@@ -305,7 +305,10 @@ pub(crate) fn dump_failed_entry(cur: &Current<'_>, why: u64) {
             cur.read(GUEST_IDTR_BASE), cur.read(GUEST_IDTR_LIMIT));
 }
 
-/// The guest's RIP as a linear address (CS base + RIP), as `KVM_EXIT_DEBUG` reports it.
+/// The guest's RIP as a linear address, as `KVM_EXIT_DEBUG` reports it (KVM's
+/// `kvm_get_linear_rip`): RIP in 64-bit mode, else CS base + RIP in 32 bits.
 pub(crate) fn linear_rip(cur: &Current<'_>) -> u64 {
-    cur.read(GUEST_CS_BASE).wrapping_add(cur.read(GUEST_RIP))
+    let long64 = cur.read(GUEST_CS_AR) & crate::logic::arch::seg_ar::L != 0 && cur.read(GUEST_IA32_EFER) & efer::LMA != 0;
+    let rip = cur.read(GUEST_RIP);
+    if long64 { rip } else { cur.read(GUEST_CS_BASE).wrapping_add(rip) & 0xffff_ffff }
 }

@@ -58,9 +58,9 @@ impl<'a> Current<'a> {
         W::from_raw(unsafe { x86::vmread(field.encoding as u64) })
     }
 
-    /// Writes a field. The processor refuses only an unsupported field or a value with
-    /// reserved bits set: a bug in rvmx, logged with the processor's reason (as KVM's
-    /// `vmwrite_error`); the next VM entry then fails and reports it to userspace.
+    /// Writes a field. The processor refuses only a field it does not have or a read-only one:
+    /// a bug in rvmx, logged with the processor's reason (as KVM's `vmwrite_error`). Bad
+    /// values are found by the next VM entry, which reports them to userspace.
     pub(crate) fn write<W: Width>(&self, field: Field<W, ReadWrite>, value: W::Value) {
         let raw = W::to_raw(value);
         // SAFETY: a VMCS is current (`self`); the processor checks the value at VM entry.

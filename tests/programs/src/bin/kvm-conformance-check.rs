@@ -9,7 +9,7 @@
 
 use std::{ffi::CString, os::fd::AsRawFd, process::ExitCode};
 
-use kvm_bindings::{kvm_cpuid_entry2, kvm_irq_level, kvm_segment, CpuId, KVM_CPUID_FLAG_SIGNIFCANT_INDEX};
+use kvm_bindings::{kvm_cpuid_entry2, kvm_irq_level, kvm_msr_entry, kvm_segment, CpuId, Msrs, KVM_CPUID_FLAG_SIGNIFCANT_INDEX};
 use kvm_ioctls::{Kvm, VcpuExit};
 use rvmx_test_programs::{flat, guest, long_mode_guest, Guest};
 
@@ -156,6 +156,68 @@ fn main() -> ExitCode {
     g.vcpu.get_kvm_run().cr8 = 16;
     let exit = exit_line(&mut g, 0);
     println!("cr8 reserved exit {exit} kvm_run_cr8 {}", g.vcpu.get_kvm_run().cr8);
+
+    // IA32_TSC_ADJUST (emulated): userspace's write only sets the value; the guest's moves its
+    // TSC; the guest's write of IA32_TSC moves TSC_ADJUST by as much. Without TSC_ADJUST in
+    // CPUID, writes to it are ignored (no #GP). Timing-dependent values are printed as checks.
+    let tsc_guest = [
+        0xb9, 0x3b, 0x00, 0x00, 0x00,             // mov ecx, 0x3b (IA32_TSC_ADJUST)
+        0x0f, 0x32,                               // rdmsr
+        0x89, 0x04, 0x25, 0x00, 0x60, 0x00, 0x00, // mov [0x6000], eax
+        0x89, 0x14, 0x25, 0x04, 0x60, 0x00, 0x00, // mov [0x6004], edx
+        0x0f, 0x31,                               // rdtsc
+        0x89, 0x04, 0x25, 0x08, 0x60, 0x00, 0x00, // mov [0x6008], eax
+        0x89, 0x14, 0x25, 0x0c, 0x60, 0x00, 0x00, // mov [0x600c], edx
+        0xb9, 0x3b, 0x00, 0x00, 0x00,             // mov ecx, 0x3b
+        0x8b, 0x04, 0x25, 0x00, 0x60, 0x00, 0x00, // mov eax, [0x6000]
+        0x8b, 0x14, 0x25, 0x04, 0x60, 0x00, 0x00, // mov edx, [0x6004]
+        0x81, 0xc2, 0x00, 0x01, 0x00, 0x00,       // add edx, 0x100 (+2^40)
+        0x0f, 0x30,                               // wrmsr
+        0x0f, 0x31,                               // rdtsc
+        0x89, 0x04, 0x25, 0x10, 0x60, 0x00, 0x00, // mov [0x6010], eax
+        0x89, 0x14, 0x25, 0x14, 0x60, 0x00, 0x00, // mov [0x6014], edx
+        0x0f, 0x31,                               // rdtsc
+        0x89, 0x04, 0x25, 0x18, 0x60, 0x00, 0x00, // mov [0x6018], eax
+        0x89, 0x14, 0x25, 0x1c, 0x60, 0x00, 0x00, // mov [0x601c], edx
+        0xb9, 0x10, 0x00, 0x00, 0x00,             // mov ecx, 0x10 (IA32_TSC)
+        0x31, 0xc0,                               // xor eax, eax
+        0xba, 0x00, 0x10, 0x00, 0x00,             // mov edx, 0x1000 (TSC = 2^44)
+        0x0f, 0x30,                               // wrmsr
+        0xb9, 0x3b, 0x00, 0x00, 0x00,             // mov ecx, 0x3b
+        0x0f, 0x32,                               // rdmsr
+        0x89, 0x04, 0x25, 0x20, 0x60, 0x00, 0x00, // mov [0x6020], eax
+        0x89, 0x14, 0x25, 0x24, 0x60, 0x00, 0x00, // mov [0x6024], edx
+        0x0f, 0x31,                               // rdtsc
+        0x89, 0x04, 0x25, 0x28, 0x60, 0x00, 0x00, // mov [0x6028], eax
+        0x89, 0x14, 0x25, 0x2c, 0x60, 0x00, 0x00, // mov [0x602c], edx
+        0xf4,                                     // hlt
+    ];
+    for listed in [true, false] {
+        let name = if listed { "tsc_adjust" } else { "tsc_adjust_unlisted" };
+        let mut g = long_mode_guest(&kvm, &tsc_guest, name);
+        let e = |function: u32, eax: u32, ebx: u32, edx: u32| kvm_cpuid_entry2 { function, eax, ebx, edx, ..Default::default() };
+        let table = [
+            e(0, 7, 0x756e_6547, 0x4965_6e69),
+            e(1, 0x906ea, 0, 0),
+            kvm_cpuid_entry2 { flags: KVM_CPUID_FLAG_SIGNIFCANT_INDEX, ..e(7, 0, if listed { 1 << 1 } else { 0 }, 0) },
+            e(0x8000_0000, 0x8000_0001, 0, 0),
+            e(0x8000_0001, 0, 0, 1 << 29 | 1 << 20),
+        ];
+        g.vcpu.set_cpuid2(&CpuId::from_entries(&table).unwrap()).unwrap();
+        let set = g.vcpu.set_msrs(&Msrs::from_entries(&[kvm_msr_entry { index: 0x3b, data: 5, ..Default::default() }]).unwrap());
+        let exit = exit_line(&mut g, 0);
+        // SAFETY: inside the mapping.
+        let q = |off: usize| unsafe { g.mem.add(0x6000 + off).cast::<u64>().read() };
+        let (a0, t0, t1, t2, a2, t3) = (q(0), q(8), q(0x10), q(0x18), q(0x20), q(0x28));
+        let jumped = t1.wrapping_sub(t0) >> 40 == 1;
+        let expected = a0.wrapping_add(if jumped { 1 << 40 } else { 0 }).wrapping_add((1u64 << 44).wrapping_sub(t2));
+        let mut got = Msrs::from_entries(&[kvm_msr_entry { index: 0x3b, ..Default::default() }]).unwrap();
+        let n = g.vcpu.get_msrs(&mut got).map_err(|e| e.errno());
+        println!("{name} set_msrs {:?} exit {exit} guest_read {a0} tsc_jumped_2^40 {jumped} adjust_after_tsc_write_ok {} \
+                  tsc_after_write_ok {} get_msrs {n:?} same_as_guest {}",
+                 set.map_err(|e| e.errno()), expected.wrapping_sub(a2) < 1 << 24,
+                 t3.wrapping_sub(1 << 44) < 1 << 24, got.as_slice()[0].data == a2);
+    }
 
     // KVM_IRQ_LINE and KVM_IRQ_LINE_STATUS on a VM without an irqchip.
     let vmfd = g.vm.as_raw_fd();
