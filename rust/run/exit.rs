@@ -664,8 +664,7 @@ pub(crate) fn finish(d: Deferred, st: &mut VcpuState, run: &KvmRun, vm: &Vm, sta
             if port == PORT_0X7E_QUIRK {
                 // KVM_X86_QUIRK_OUT_7E_INC_RIP: RIP is past the OUT while userspace handles it
                 // (old userspace relies on it); a debugger's step is reported instead, as KVM's
-                // kvm_skip_emulated_instruction does (its #DB for the guest's own TF is not
-                // raised here yet, as after every instruction rvmx finishes outside the guest).
+                // kvm_skip_emulated_instruction does, and the guest's own TF raises its #DB.
                 st.skip(len);
                 st.stepped(run);
             } else {

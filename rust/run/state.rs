@@ -9,9 +9,9 @@ use crate::{
     cpu::{debugregs::GuestDebug, fpu::GuestFpu, msr::{MsrArea, MsrState}},
     logic::{
         cpuid_table::{self, CpuidEntry},
-        arch::{efer, vector},
+        arch::{dr, efer, rflags, vector},
         events::{self, Events},
-        guest_debug::{Debugger, DR6_ACTIVE_LOW, DR6_BS},
+        guest_debug::{dr6_after_db, Debugger, DR6_ACTIVE_LOW, DR6_BS},
         kvm_abi::{Regs, Sregs},
         msr_rules::GuestMsrs,
         vcpu_state,
@@ -109,15 +109,22 @@ impl VcpuState {
         if long64 { self.regs.rip } else { self.sregs.cs.base.wrapping_add(self.regs.rip) & 0xffff_ffff }
     }
 
-    /// Single-stepping: an instruction completed outside the guest (by userspace, or by an
-    /// ioeventfd) was a step (KVM's `kvm_skip_emulated_instruction`): reports it in `kvm_run`.
-    pub(crate) fn stepped(&self, run: &KvmRun) -> bool {
-        if !self.debugger.single_step() {
-            return false;
+    /// An instruction finished outside the guest (by userspace, an ioeventfd or rvmx's
+    /// emulation) retired, as KVM's `kvm_skip_emulated_instruction` sees it: a debugger's
+    /// single step is reported in `kvm_run` (true: `KVM_RUN` returns); with the guest's own
+    /// RFLAGS.TF, the single-step #DB is raised for the guest (DR6.BS, DR7.GD cleared).
+    pub(crate) fn stepped(&mut self, run: &KvmRun) -> bool {
+        if self.debugger.single_step() {
+            let pc = self.linear_rip();
+            run.debug(u32::from(vector::DB), pc, DR6_ACTIVE_LOW | DR6_BS, self.debug.dr7);
+            return true;
         }
-        let pc = self.linear_rip();
-        run.debug(u32::from(vector::DB), pc, DR6_ACTIVE_LOW | DR6_BS, self.debug.dr7);
-        true
+        if self.regs.rflags & rflags::TF != 0 {
+            self.debug.dr6 = dr6_after_db(self.debug.dr6, DR6_BS);
+            self.debug.dr7 &= !dr::DR7_GD;
+            self.events.exception = Some(events::Exception::raise(vector::DB, None));
+        }
+        false
     }
 
     /// The guest's MSRs as an access sees them: live in `vmcs` inside a window (the guest's

@@ -125,6 +125,36 @@ fn main() -> ExitCode {
         println!("out{port:x} then {exit} {}", regs_line(&g));
     }
 
+    // The guest's own RFLAGS.TF over an OUT that userspace completes: the single-step #DB
+    // follows the OUT (KVM raises it when it skips the instruction), so the #DB handler
+    // (IVT vector 1 at 0:0x1100) sees the IP after the OUT, not after the next instruction.
+    let tf = [
+        0x9c, 0x58, 0x0d, 0x00, 0x01, 0x50, 0x9d, // pushf; pop ax; or ax, 0x100; push ax; popf
+        0xe6, 0x80,                               // out 0x80, al (to userspace)
+        0x90, 0xf4,                               // nop; hlt
+    ];
+    for port in [0x80u8, 0x7e] {
+        let mut code = tf;
+        code[8] = port;
+        let mut g = guest(&kvm, &code);
+        // SAFETY: inside the mapping: IVT entry 1, and the handler at 0x1100.
+        unsafe {
+            g.mem.add(4).cast::<u32>().write_unaligned(0x1100);
+            // mov bp, sp; mov ax, [bp]; out 0x92, ax; hlt
+            std::ptr::copy_nonoverlapping([0x89u8, 0xe5, 0x8b, 0x46, 0x00, 0xe7, 0x92, 0xf4].as_ptr(), g.mem.add(0x1100), 8);
+        }
+        let mut exits = Vec::new();
+        for _ in 0..3 {
+            let e = exit_line(&mut g, 0);
+            let end = e == "hlt" || e.starts_with("error") || e.starts_with("other") || e == "shutdown";
+            exits.push(e);
+            if end {
+                break;
+            }
+        }
+        println!("tf_out{port:x} exits {exits:?} {}", regs_line(&g));
+    }
+
     // A port access userspace moved RIP away from (KVM_SET_REGS) before completing it: KVM
     // drops the completion. Unmoved (another register set), it completes.
     // 0x1000: in al, 0x60 / out 0x61, al; 0x1002: hlt; 0x1003: hlt; 0x1004: hlt.
