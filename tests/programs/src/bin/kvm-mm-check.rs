@@ -13,7 +13,7 @@
 use std::{ffi::CString, process::ExitCode};
 use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_LOG_DIRTY_PAGES};
 use kvm_ioctls::{Kvm, VcpuExit};
-use rvmx_test_programs::{code, guest, long_mode_guest, Guest};
+use rvmx_test_programs::{code, guest, long_mode_guest, pin_to, Guest};
 
 const PAGE: usize = 4096;
 /// The slot the first guest reads and writes: 4 pages at guest-physical 0x20000.
@@ -252,6 +252,14 @@ fn page_idle(pfn: u64, mark: bool) -> std::io::Result<bool> {
 /// read are marked idle; then the guest reads page 1 and writes page 2, and only pages 0 and
 /// 3 may still be idle.
 fn idle_pages(kvm: &Kvm) {
+    // mlock() below drains only this CPU's batch of new pages: the guest's first touches
+    // (which allocate the pages) must happen on the same CPU.
+    pin_to(Some(0));
+    idle_pages_pinned(kvm);
+    pin_to(None);
+}
+
+fn idle_pages_pinned(kvm: &Kvm) {
     let (mut g, data) = command_guest(kvm, 0x50);
     let page = |i: usize| data.wrapping_add(i * PAGE);
     for i in 0..DATA_PAGES {
@@ -264,8 +272,8 @@ fn idle_pages(kvm: &Kvm) {
     for i in 0..DATA_PAGES as u8 {
         command(&mut g, 0, i, 0);
     }
-    // Idle tracking sees only pages on the LRU lists: mlock() first drains every CPU's batch
-    // of new pages onto them (lru_add_drain_all).
+    // Idle tracking sees only pages on the LRU lists: mlock() first drains this CPU's batch of
+    // new pages onto them (lru_add_drain).
     let drain = anon(PAGE, None);
     // SAFETY: locks and unlocks our own page.
     unsafe {
