@@ -105,6 +105,20 @@ pub mod cr4 {
 /// CR3 bits 11:0: the PCID with CR4.PCIDE (which may only be turned on with them zero).
 pub const CR3_PCID: u64 = 0xfff;
 
+/// CR8's bits: the task priority (the others are reserved).
+pub const CR8_TPR: u64 = 0xf;
+
+/// Whether code runs in 64-bit mode: CS.L in IA-32e mode (KVM's `is_64_bit_mode`).
+pub const fn is_64_bit_mode(cs_l: bool, efer_value: u64) -> bool {
+    cs_l && efer_value & efer::LMA != 0
+}
+
+/// RIP as KVM compares and reports it (`kvm_get_linear_rip`): RIP in 64-bit mode, else
+/// CS base + RIP in 32 bits.
+pub const fn linear_rip(long64: bool, cs_base: u64, rip: u64) -> u64 {
+    if long64 { rip } else { cs_base.wrapping_add(rip) & 0xffff_ffff }
+}
+
 /// EFER bits.
 pub mod efer {
     /// SYSCALL enable.

@@ -12,7 +12,7 @@ use crate::{
     cpu::{debugregs::{self, HostDebug}, fpu::Features},
     kvm::vm::{Fault, Vm},
     logic::{
-        arch::{apic_base, cr0, cr4, dr, efer, rflags, seg_ar, vector, CR3_PCID},
+        arch::{apic_base, cr0, cr4, dr, efer, rflags, seg_ar, vector, CR3_PCID, CR8_TPR},
         events::{self, block, info, Exception},
         hypercall,
         ioeventfd_rules::Bus,
@@ -30,7 +30,7 @@ use crate::{
         state::{Pending, VcpuState},
     },
     vmx::{
-        guest_state::{guest_cr0, linear_rip, real_cr0, CR4_HOST_OWNED, ENTRY_IA32E},
+        guest_state::{self, guest_cr0, linear_rip, real_cr0, CR4_HOST_OWNED, ENTRY_IA32E},
         vmcs::Current,
     },
 };
@@ -123,7 +123,7 @@ impl<'a, 'c> LiveVcpu<'a, 'c> {
     /// Whether the guest runs 64-bit code (CS.L in IA-32e mode, KVM's `is_64_bit_mode`), where
     /// registers are not truncated to 32 bits.
     fn long64(&self) -> bool {
-        self.cur.read(GUEST_CS_AR) & seg_ar::L != 0 && self.cur.read(GUEST_IA32_EFER) & efer::LMA != 0
+        guest_state::long64(self.cur)
     }
 
     /// Current privilege level (SS.DPL, as VMX keeps it).
@@ -513,7 +513,7 @@ fn cr8(v: &mut LiveVcpu<'_, '_>, q: CrAccess, full: u32) -> Next {
         }
         cr_kind::MOV_TO => {
             let value = v.gpr(q.gpr) as u8 as u64;
-            if value > 0xf {
+            if value & !CR8_TPR != 0 {
                 v.inject_gp0();
                 return Next::Reenter;
             }

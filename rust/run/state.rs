@@ -9,7 +9,7 @@ use crate::{
     cpu::{debugregs::GuestDebug, fpu::GuestFpu, msr::{MsrArea, MsrState}},
     logic::{
         cpuid_table::{self, CpuidEntry},
-        arch::{dr, efer, rflags, vector},
+        arch::{self, dr, rflags, vector},
         events::{self, Events},
         guest_debug::{dr6_after_db, Debugger, DR6_ACTIVE_LOW, DR6_BS},
         kvm_abi::{Regs, Sregs},
@@ -105,8 +105,8 @@ impl VcpuState {
     /// The guest's RIP as KVM compares it before finishing a port access (`kvm_get_linear_rip`):
     /// RIP in 64-bit mode, else CS base + RIP in 32 bits.
     pub(crate) fn linear_rip(&self) -> u64 {
-        let long64 = self.sregs.cs.l != 0 && self.sregs.efer & efer::LMA != 0;
-        if long64 { self.regs.rip } else { self.sregs.cs.base.wrapping_add(self.regs.rip) & 0xffff_ffff }
+        let long64 = arch::is_64_bit_mode(self.sregs.cs.l != 0, self.sregs.efer);
+        arch::linear_rip(long64, self.sregs.cs.base, self.regs.rip)
     }
 
     /// An instruction finished outside the guest (by userspace, an ioeventfd or rvmx's

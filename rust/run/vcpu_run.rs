@@ -13,7 +13,7 @@ use kernel::{current, prelude::*};
 use crate::{
     host::sched::cond_resched,
     kvm::vm::Vm,
-    logic::{arch::rflags, kvm_run::exit_reason},
+    logic::{arch::{rflags, CR8_TPR}, kvm_run::exit_reason},
     run::{
         complete::complete,
         exit::{self, Next},
@@ -22,9 +22,6 @@ use crate::{
         window::{window, Target},
     },
 };
-
-/// CR8's bits: the task priority (the rest is reserved).
-const CR8_TPR: u64 = 0xf;
 
 /// `KVM_RUN` of a vCPU of `vm`; `kvm_run`'s interrupt fields are filled whatever the outcome.
 pub(crate) fn run(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<isize> {

@@ -11,7 +11,7 @@ use kernel::prelude::*;
 use crate::{
     vmx::entry::Gprs,
     logic::kvm_abi::{Regs, Sregs},
-    logic::arch::{cr0, efer, vector},
+    logic::arch::{self, cr0, efer, vector},
     logic::vmx_controls::{entry, exit, pin, proc, proc2},
     logic::vcpu_state,
     vmx::vmcs::Current,
@@ -308,7 +308,11 @@ pub(crate) fn dump_failed_entry(cur: &Current<'_>, why: u64) {
 /// The guest's RIP as a linear address, as `KVM_EXIT_DEBUG` reports it (KVM's
 /// `kvm_get_linear_rip`): RIP in 64-bit mode, else CS base + RIP in 32 bits.
 pub(crate) fn linear_rip(cur: &Current<'_>) -> u64 {
-    let long64 = cur.read(GUEST_CS_AR) & crate::logic::arch::seg_ar::L != 0 && cur.read(GUEST_IA32_EFER) & efer::LMA != 0;
-    let rip = cur.read(GUEST_RIP);
-    if long64 { rip } else { cur.read(GUEST_CS_BASE).wrapping_add(rip) & 0xffff_ffff }
+    arch::linear_rip(long64(cur), cur.read(GUEST_CS_BASE), cur.read(GUEST_RIP))
+}
+
+/// Whether the guest runs 64-bit code ([`arch::is_64_bit_mode`]), where registers are not
+/// truncated to 32 bits.
+pub(crate) fn long64(cur: &Current<'_>) -> bool {
+    arch::is_64_bit_mode(cur.read(GUEST_CS_AR) & arch::seg_ar::L != 0, cur.read(GUEST_IA32_EFER))
 }
