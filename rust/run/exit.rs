@@ -536,11 +536,12 @@ fn set_cr0(v: &mut LiveVcpu<'_, '_>, value: u64) -> Option<bool> {
         return Some(false);
     }
     let old = guest_cr0(v.cur);
-    let code64 = v.long64() && v.cur.read(GUEST_IA32_EFER) & efer::LMA != 0;
-    // Paging cannot be turned on from 64-bit code (CS.L) nor off in 64-bit mode or with
-    // PCIDE (KVM's checks).
+    let code64 = v.long64();
+    // Paging cannot be turned on with CS.L set (KVM reads the bit itself: there is no 64-bit
+    // mode yet) nor off in 64-bit mode or with PCIDE (KVM's checks).
     let lme = v.cur.read(GUEST_IA32_EFER) & efer::LME != 0;
-    if (value & cr0::PG != 0 && old & cr0::PG == 0 && lme && v.long64())
+    let cs_l = v.cur.read(GUEST_CS_AR) & seg_ar::L != 0;
+    if (value & cr0::PG != 0 && old & cr0::PG == 0 && lme && cs_l)
         || (value & cr0::PG == 0 && (code64 || v.cur.read(CR4_READ_SHADOW) & cr4::PCIDE != 0))
     {
         return Some(false);
