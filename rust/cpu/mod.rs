@@ -5,5 +5,6 @@
 
 pub(crate) mod debugregs;
 pub(crate) mod fpu;
+pub(crate) mod kvmclock;
 pub(crate) mod mitigations;
 pub(crate) mod msr;

@@ -268,14 +268,18 @@ pub(crate) struct MsrState<'a, 'b> {
     pub(crate) tsc_adjust_ok: bool,
     /// The speculation-control MSRs the guest's CPUID lists.
     pub(crate) speculation: crate::logic::cpuid_table::SpeculationMsrs,
+    /// This vCPU's kvmclock MSR and the VM's clock (its wall-clock MSR is VM-wide).
+    pub(crate) clock: &'a mut crate::logic::kvmclock::VcpuClock,
+    pub(crate) vm_clock: &'a crate::cpu::kvmclock::VmClock,
     /// Userspace's access (`KVM_GET/SET_MSRS`), not the guest's.
     pub(crate) host: bool,
 }
 
 impl MsrState<'_, '_> {
-    /// The TSC offset, in the VMCS too inside a window.
+    /// The TSC offset, in the VMCS too inside a window; the kvmclock page follows the TSC.
     fn set_tsc_offset(&mut self, offset: u64) {
         self.msrs.tsc_offset = offset;
+        self.clock.update = true;
         if let Some(c) = self.vmcs {
             c.write(TSC_OFFSET, offset);
         }
@@ -291,9 +295,10 @@ impl MsrState<'_, '_> {
             TSC => crate::host::x86::rdtsc().wrapping_add(self.msrs.tsc_offset),
             TSC_ADJUST => self.msrs.tsc_adjust,
             APIC_BASE => self.sregs.apic_base,
-            // kvmclock is not offered (no KVM CPUID leaves): userspace sees it off, as QEMU
-            // expects at reset; the guest gets #GP.
-            KVM_WALL_CLOCK | KVM_SYSTEM_TIME if self.host => 0,
+            // kvmclock, both MSR pairs (KVM does not check the guest's CPUID for them
+            // unless KVM_CAP_ENFORCE_PV_FEATURE_CPUID, which rvmx does not offer).
+            KVM_WALL_CLOCK | KVM_WALL_CLOCK_NEW => self.vm_clock.wall_clock_msr(),
+            KVM_SYSTEM_TIME | KVM_SYSTEM_TIME_NEW => self.clock.system_time,
             PAT if live.is_some() => live?.read(GUEST_IA32_PAT),
             SYSENTER_CS if live.is_some() => live?.read(GUEST_SYSENTER_CS) as u64,
             SYSENTER_ESP if live.is_some() => live?.read(GUEST_SYSENTER_ESP),
@@ -369,7 +374,13 @@ impl MsrState<'_, '_> {
             // Base (page-aligned, within 48 bits), BSP flag and enable; no x2APIC.
             APIC_BASE if v & !(apic_base::BASE | apic_base::BSP | apic_base::ENABLE) == 0 => self.sregs.apic_base = v,
             APIC_BASE => return Err(()),
-            KVM_WALL_CLOCK | KVM_SYSTEM_TIME if self.host && v == 0 => {}
+            // Any value: the page is written before the guest runs again (and only where
+            // guest RAM is, as KVM writes it only where it can map it).
+            KVM_WALL_CLOCK | KVM_WALL_CLOCK_NEW => {
+                self.vm_clock.set_wall_clock_msr(v);
+                self.clock.wall_clock = true;
+            }
+            KVM_SYSTEM_TIME | KVM_SYSTEM_TIME_NEW => self.clock.set_system_time(v),
             TSC_AUX if !self.host && !self.tsc_aux_ok => return Err(()),
             // KVM ignores BTF and LBR it does not support and refuses every other bit.
             DEBUGCTL if v & !msr_rules::DEBUGCTL_IGNORED == 0 => {}

@@ -15,6 +15,8 @@
 #include <asm/cpufeature.h>
 #include <asm/nospec-branch.h>
 #include <linux/cpu.h>
+#include <linux/timekeeping.h>
+#include <linux/clocksource_ids.h>
 
 phys_addr_t rvmx_page_to_phys(struct page *page);
 
@@ -239,4 +241,26 @@ bool rvmx_spec_ctrl_accepts(u64 v)
 void rvmx_ibpb_exit_to_user(void)
 {
 	this_cpu_write(x86_ibpb_exit_to_user, true);
+}
+
+/*
+ * The host TSC and a clock (CLOCK_BOOTTIME or CLOCK_REALTIME, in nanoseconds) read together,
+ * for kvmclock. True if the timekeeper's clocksource is a constant-rate TSC, so that TSC
+ * values extrapolate the clock (KVM's "master clock" condition); false with *tsc meaningless.
+ */
+bool rvmx_clock_snapshot(clockid_t which, u64 *tsc, u64 *ns);
+
+bool rvmx_clock_snapshot(clockid_t which, u64 *tsc, u64 *ns)
+{
+	struct system_time_snapshot snap;
+
+	ktime_get_snapshot_id(which, &snap);
+	if (!snap.valid) {
+		*tsc = 0;
+		*ns = which == CLOCK_REALTIME ? ktime_get_real_ns() : ktime_get_boottime_ns();
+		return false;
+	}
+	*tsc = snap.cycles;
+	*ns = ktime_to_ns(snap.systime);
+	return snap.cs_id == CSID_X86_TSC && boot_cpu_has(X86_FEATURE_CONSTANT_TSC);
 }

@@ -47,6 +47,10 @@ extern "C" {
     /// Requests an IBPB on the next exit to user space (VMSCAPE's mitigation).
     pub(crate) fn rvmx_ibpb_exit_to_user();
 
+    // host/clock.rs
+    /// The host TSC and the clock `which` read together; whether the clocksource is the TSC.
+    pub(crate) fn rvmx_clock_snapshot(which: ffi::c_int, tsc: *mut u64, ns: *mut u64) -> bool;
+
     // vmx/host_state.rs
     /// `invalidate_tss_limit()`.
     pub(crate) fn rvmx_invalidate_tss_limit();

@@ -4,6 +4,7 @@
 //! abstraction: privileged instructions, physical addresses, CPU hotplug, `cond_resched()`.
 //! Each wrapped once, here, so the layers above contain no inline assembly.
 
+pub(crate) mod clock;
 pub(crate) mod cpuhp;
 pub(crate) mod helpers;
 pub(crate) mod mem;

@@ -66,6 +66,7 @@ impl Vcpu {
         let vpid = (NEXT_VPID.fetch_add(1, Ordering::Relaxed) % 0xffff).saturating_add(1) as u16;
         let serial = NEXT_SERIAL.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         let arch_capabilities = vmx.mitigations().for_guests().arch_capabilities;
+        let vm_clock = vm.clock().clone();
         Ok(Arc::pin_init(
             pin_init!(Vcpu {
                 vm,
@@ -95,6 +96,9 @@ impl Vcpu {
                     allowed: crate::run::state::Allowed::new(&[], vmx),
                     msrs: crate::logic::msr_rules::GuestMsrs { arch_capabilities, ..Default::default() },
                     msr_area,
+                    // The time page is written at the first entry after the guest enables it.
+                    kvmclock: Default::default(),
+                    vm_clock,
                     tables,
                     },
                 }),
@@ -308,13 +312,18 @@ impl Vcpu {
         let mut guard = self.state.lock();
         let st = &mut *guard;
         let mut m = st.msr_state(None);
-        crate::cpu::msr::for_each_entry(arg, !set, |e| {
+        let done = crate::cpu::msr::for_each_entry(arg, !set, |e| {
             if set {
                 m.write(e.index, e.data).is_ok()
             } else {
                 m.read(e.index).map(|v| e.data = v).is_some()
             }
-        })
+        });
+        // KVM writes the wall-clock page at the MSR write (the time page waits for the entry).
+        if core::mem::take(&mut st.kvmclock.wall_clock) {
+            crate::run::pvclock::write_wall_clock(st, &self.vm);
+        }
+        done
     }
 
     /// `KVM_GET_CPUID2`.

@@ -3,7 +3,7 @@
 //! A VM: its memory slots, its ioeventfds and the ids of its vCPUs. Its fd's ioctls are
 //! vm_fd.rs.
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel::{
     current,
     mm::Mm,
@@ -38,6 +38,10 @@ pub(crate) struct Vm {
     notifier: MmuNotifier,
     /// Statistics in debugfs.
     stats: crate::kvm::stats::VmStats,
+    /// kvmclock (`KVM_GET/SET_CLOCK`, and what each vCPU's time page is written from).
+    clock: Arc<crate::cpu::kvmclock::VmClock>,
+    /// `KVM_X86_QUIRK_*` bits userspace turned off.
+    disabled_quirks: AtomicU64,
     /// Whether any `KVM_IOEVENTFD` is registered (set under `inner`'s lock): port writes
     /// skip the lock while none is, which is the common case.
     has_ioeventfds: AtomicBool,
@@ -48,6 +52,8 @@ pub(crate) struct Vm {
 
 struct VmInner {
     vcpu_ids: KVec<u32>,
+    /// vCPU ids must be below this (`KVM_CAP_MAX_VCPU_ID`); 0 until set or a vCPU exists.
+    max_vcpu_ids: u32,
     /// `KVM_IOEVENTFD` registrations.
     ioeventfds: IoEventFds,
 }
@@ -96,6 +102,13 @@ impl Memory<'_> {
         UserSlice::new(UserPtr::from_addr(uaddr), buf.len()).reader().read_slice(buf)
     }
 
+    /// Writes `bytes` to guest RAM at `gpa` (inside one page), logged dirty; `EFAULT` where no
+    /// slot backs it with writable RAM.
+    pub(crate) fn write_ram(&mut self, gpa: u64, bytes: &[u8]) -> Result {
+        let uaddr = self.ram_uaddr(gpa, true).ok_or(EFAULT)? as usize;
+        UserSlice::new(UserPtr::from_addr(uaddr), bytes.len()).writer().write_slice(bytes)
+    }
+
     /// A guest write that `KVM_IOEVENTFD` registered: signals its eventfd and returns true;
     /// false if none matches (the write exits to userspace).
     pub(crate) fn ioeventfd_write(&self, bus: Bus, addr: u64, len: u32, value: u64) -> bool {
@@ -113,14 +126,17 @@ impl Vm {
         let memory = GuestMemory::new()?;
         let notifier = MmuNotifier::register(memory.clone())?;
         let stats = crate::kvm::stats::VmStats::new(current!().tgid())?;
+        let clock = crate::cpu::kvmclock::VmClock::new()?;
         let vm = Arc::pin_init(
             pin_init!(Vm {
                 mm,
                 memory,
                 notifier,
                 stats,
+                clock,
+                disabled_quirks: AtomicU64::new(0),
                 has_ioeventfds: AtomicBool::new(false),
-                inner <- new_mutex!(VmInner { vcpu_ids: KVec::new(), ioeventfds: IoEventFds::default() }),
+                inner <- new_mutex!(VmInner { vcpu_ids: KVec::new(), max_vcpu_ids: 0, ioeventfds: IoEventFds::default() }),
             }),
             GFP_KERNEL_ACCOUNT,
         )?;
@@ -225,6 +241,11 @@ impl Vm {
         self.has_ioeventfds.load(Ordering::Acquire) && self.inner.lock().ioeventfds.write(bus, addr, len, value)
     }
 
+    /// The VM's kvmclock.
+    pub(crate) fn clock(&self) -> &Arc<crate::cpu::kvmclock::VmClock> {
+        &self.clock
+    }
+
     /// The EPT pointer of this VM.
     pub(crate) fn eptp(&self) -> u64 {
         self.memory.eptp()
@@ -239,11 +260,15 @@ impl Vm {
     /// `MAX_VCPUS` vCPUs) with its statistics; [`Vm::release_vcpu`] undoes it.
     pub(crate) fn reserve_vcpu(&self, id: usize) -> Result<(u32, Arc<VcpuStats>)> {
         let id = u32::try_from(id).map_err(|_| EINVAL)?;
-        if id >= MAX_VCPU_ID {
-            return Err(EINVAL);
-        }
         {
             let mut inner = self.inner.lock();
+            // The limit is fixed from the first vCPU on (KVM's kvm_arch_vcpu_precreate).
+            if inner.max_vcpu_ids == 0 {
+                inner.max_vcpu_ids = MAX_VCPU_ID;
+            }
+            if id >= inner.max_vcpu_ids {
+                return Err(EINVAL);
+            }
             if inner.vcpu_ids.iter().any(|v| *v == id) {
                 return Err(EEXIST);
             }
@@ -265,6 +290,31 @@ impl Vm {
     pub(crate) fn release_vcpu(&self, id: u32) {
         self.stats.remove_vcpu(id);
         self.inner.lock().vcpu_ids.retain(|v| *v != id);
+    }
+
+    /// `KVM_ENABLE_CAP(KVM_CAP_MAX_VCPU_ID)`: lowers the id limit, once, before any vCPU (then
+    /// only the value in force is accepted), as KVM does.
+    pub(crate) fn set_max_vcpu_ids(&self, max: u64) -> Result {
+        let max = u32::try_from(max).ok().filter(|m| *m <= MAX_VCPU_ID).ok_or(EINVAL)?;
+        let mut inner = self.inner.lock();
+        match inner.max_vcpu_ids {
+            m if m == max => Ok(()),
+            0 => {
+                inner.max_vcpu_ids = max;
+                Ok(())
+            }
+            _ => Err(EINVAL),
+        }
+    }
+
+    /// `KVM_CAP_DISABLE_QUIRKS(2)`: turns off the quirks in `quirks` (never back on).
+    pub(crate) fn disable_quirks(&self, quirks: u64) {
+        self.disabled_quirks.fetch_or(quirks, Ordering::Relaxed);
+    }
+
+    /// Whether quirk `q` (`KVM_X86_QUIRK_*`) is in force.
+    pub(crate) fn has_quirk(&self, q: u64) -> bool {
+        self.disabled_quirks.load(Ordering::Relaxed) & q == 0
     }
 
     /// Whether any vCPU was created.

@@ -6,7 +6,7 @@
 use kernel::{prelude::*, sync::ArcBorrow};
 
 use crate::{
-    host::uaccess::read_user,
+    host::uaccess::{read_user, write_user},
     kvm::{
         fd::{self, FdObject},
         vcpu::Vcpu,
@@ -62,9 +62,47 @@ impl FdObject for Vm {
                 let _level: IrqLevel = read_user(arg)?;
                 Err(ENXIO)
             }
+            // Likewise no local APIC to send an MSI to: EINVAL after the copy, as KVM.
+            KVM_SIGNAL_MSI => {
+                let _msi: Msi = read_user(arg)?;
+                Err(EINVAL)
+            }
+            KVM_GET_CLOCK => {
+                write_user(arg, &this.clock().get())?;
+                Ok(0)
+            }
+            KVM_SET_CLOCK => {
+                this.clock().set(&read_user(arg)?)?;
+                Ok(0)
+            }
+            // The rate new vCPUs get: the host's (no TSC scaling).
+            KVM_GET_TSC_KHZ => Ok(crate::host::x86::tsc_khz() as isize),
+            KVM_ENABLE_CAP => enable_cap(this, &read_user(arg)?),
             // KVM's VM fd answers ENOTTY to requests it does not know (kvm_arch_vm_ioctl).
             _ => Err(ENOTTY),
         }
+    }
+}
+
+/// `KVM_ENABLE_CAP` on the VM fd: the capabilities rvmx reports that have something to enable,
+/// checked as KVM's `kvm_vm_ioctl_enable_cap`; `EINVAL` for every other (rvmx has none of
+/// KVM's generic ones, which KVM would check first).
+fn enable_cap(vm: ArcBorrow<'_, Vm>, c: &EnableCap) -> Result<isize> {
+    if c.flags != 0 {
+        return Err(EINVAL);
+    }
+    let arg = c.args[0];
+    match c.cap as usize {
+        cap::DISABLE_QUIRKS2 if arg & !quirk::SUPPORTED != 0 => Err(EINVAL),
+        cap::DISABLE_QUIRKS | cap::DISABLE_QUIRKS2 => {
+            vm.disable_quirks(arg & quirk::SUPPORTED);
+            Ok(0)
+        }
+        cap::MAX_VCPU_ID => {
+            vm.set_max_vcpu_ids(arg)?;
+            Ok(0)
+        }
+        _ => Err(EINVAL),
     }
 }
 

@@ -228,6 +228,10 @@ pub mod msr {
     pub const KVM_WALL_CLOCK: u32 = 0x11;
     /// kvmclock's system-time MSR (the original number).
     pub const KVM_SYSTEM_TIME: u32 = 0x12;
+    /// kvmclock's wall-clock MSR (`KVM_FEATURE_CLOCKSOURCE2`).
+    pub const KVM_WALL_CLOCK_NEW: u32 = 0x4b56_4d00;
+    /// kvmclock's system-time MSR (`KVM_FEATURE_CLOCKSOURCE2`).
+    pub const KVM_SYSTEM_TIME_NEW: u32 = 0x4b56_4d01;
     pub const APIC_BASE: u32 = 0x1b;
     /// IA32_TSC_ADJUST: the guest's adjustment of its TSC (writes move the TSC with it).
     pub const TSC_ADJUST: u32 = 0x3b;

@@ -228,10 +228,9 @@ pub fn supported(host: impl Fn(u32, u32) -> [u32; 4], ctl: GuestControls, out: &
     }
     let e0 = host(0x8000_0000, 0);
     let max_ext = e0[0].min(MAX_EXTENDED);
-    if max_ext < 0x8000_0001 {
-        return n;
+    if max_ext >= 0x8000_0001 {
+        push(0x8000_0000, 0, 0, [max_ext, 0, 0, 0]);
     }
-    push(0x8000_0000, 0, 0, [max_ext, 0, 0, 0]);
     for leaf in 0x8000_0001..=max_ext {
         let h = host(leaf, 0);
         match leaf {
@@ -251,6 +250,10 @@ pub fn supported(host: impl Fn(u32, u32) -> [u32; 4], ctl: GuestControls, out: &
             _ => {}
         }
     }
+    // KVM's paravirtual leaves, last as in KVM's table: its signature and the kvmclock
+    // features rvmx implements.
+    push(0x4000_0000, 0, 0, super::kvmclock::SIGNATURE_LEAF);
+    push(0x4000_0001, 0, 0, [super::kvmclock::feature::SUPPORTED, 0, 0, 0]);
     n
 }
 
@@ -529,7 +532,10 @@ mod tests {
         assert_eq!(lookup(t, 0xd, 0), [0; 4], "no XSAVE leaf");
         assert_eq!(lookup(t, 0x8000_0008, 0)[0], 0x3027 & 0xff00 | 39);
         assert_eq!(long_mode_and_nx(t), (true, true));
-        assert!(t.iter().all(|e| e.function <= MAX_BASIC || e.function >= 0x8000_0000));
+        let kvm = |e: &&CpuidEntry| (0x4000_0000..=0x4000_0001).contains(&e.function);
+        assert!(t.iter().filter(|e| !kvm(e)).all(|e| e.function <= MAX_BASIC || e.function >= 0x8000_0000));
+        assert_eq!(lookup(t, 0x4000_0000, 0), crate::kvmclock::SIGNATURE_LEAF);
+        assert_eq!(lookup(t, 0x4000_0001, 0), [crate::kvmclock::feature::SUPPORTED, 0, 0, 0]);
     }
 
     #[test]

@@ -83,6 +83,63 @@ pub const KVM_GET_DIRTY_LOG: u32 = iow::<DirtyLog>(0x42);
 pub const KVM_SET_USER_MEMORY_REGION2: u32 = iow::<UserspaceMemoryRegion2>(0x49);
 /// Registers (or removes) an eventfd that a guest write signals instead of exiting.
 pub const KVM_IOEVENTFD: u32 = iow::<super::ioeventfd_rules::IoEventFdArg>(0x79);
+/// Reads the VM's kvmclock (`struct kvm_clock_data`).
+pub const KVM_GET_CLOCK: u32 = ior::<super::kvmclock::ClockData>(0x7c);
+/// Sets it.
+pub const KVM_SET_CLOCK: u32 = iow::<super::kvmclock::ClockData>(0x7b);
+/// Injects an MSI into the in-kernel irqchip (`struct kvm_msi`): `EINVAL` without one, as KVM.
+pub const KVM_SIGNAL_MSI: u32 = iow::<Msi>(0xa5);
+/// Enables a capability on the fd it is issued on (`struct kvm_enable_cap`).
+pub const KVM_ENABLE_CAP: u32 = iow::<EnableCap>(0xa3);
+
+/// `struct kvm_enable_cap`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EnableCap {
+    /// The `KVM_CAP_*` number.
+    pub cap: u32,
+    /// Must be 0 for every capability rvmx enables.
+    pub flags: u32,
+    /// The capability's arguments.
+    pub args: [u64; 4],
+    /// Padding.
+    pub pad: [u8; 64],
+}
+// SAFETY: `repr(C)` with two `u32`s, four `u64`s and bytes, no gap (its size is
+// <linux/kvm.h>'s, tested against kvm-bindings): any bit pattern is a valid value.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::FromBytes for EnableCap {}
+
+/// `struct kvm_msi`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Msi {
+    /// Address (low, high), data, `KVM_MSI_VALID_DEVID`, device id.
+    pub address_lo: u32,
+    /// Address bits 63:32.
+    pub address_hi: u32,
+    /// The message.
+    pub data: u32,
+    /// `KVM_MSI_VALID_DEVID`.
+    pub flags: u32,
+    /// The device's id where flags say it is valid.
+    pub devid: u32,
+    /// Padding.
+    pub pad: [u8; 12],
+}
+// SAFETY: `repr(C)` with five `u32`s and bytes, no gap (tested against kvm-bindings): any bit
+// pattern is a valid value.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::FromBytes for Msi {}
+
+/// `KVM_X86_QUIRK_*`: KVM's historical behaviours a VMM may turn off with
+/// `KVM_CAP_DISABLE_QUIRKS2`; rvmx has these.
+pub mod quirk {
+    /// An OUT to port 0x7e exits with RIP already past it.
+    pub const OUT_7E_INC_RIP: u64 = 1 << 3;
+    /// The quirks rvmx implements (the value of `KVM_CAP_DISABLE_QUIRKS2`).
+    pub const SUPPORTED: u64 = OUT_7E_INC_RIP;
+}
 
 // vCPU ioctls (on a vCPU fd).
 /// Runs the vCPU until an exit userspace must handle.
@@ -615,6 +672,21 @@ pub mod cap {
     pub const MEMORY_FAULT_INFO: usize = 232;
     /// Machine-check MSRs and `KVM_X86_SETUP_MCE`/`SET_MCE`; the value is the bank limit.
     pub const MCE: usize = 31;
+    /// A debugger's single step over an instruction the kernel emulates or userspace completes
+    /// is reported (`KVM_EXIT_DEBUG`) at the next instruction.
+    pub const X86_ROBUST_SINGLESTEP: usize = 51;
+    /// `KVM_GET/SET_CLOCK`; the value is the flags they know.
+    pub const ADJUST_CLOCK: usize = 39;
+    /// `kvm_run.internal` carries `ndata` words of data.
+    pub const INTERNAL_ERROR_DATA: usize = 40;
+    /// `KVM_SIGNAL_MSI` exists (it needs an in-kernel irqchip to succeed, on KVM too).
+    pub const SIGNAL_MSI: usize = 77;
+    /// `KVM_ENABLE_CAP` on a VM fd.
+    pub const ENABLE_CAP_VM: usize = 98;
+    /// `KVM_ENABLE_CAP(KVM_CAP_DISABLE_QUIRKS)`: any bits, the known ones taken.
+    pub const DISABLE_QUIRKS: usize = 116;
+    /// Likewise, refusing unknown bits; the value is the quirks rvmx has.
+    pub const DISABLE_QUIRKS2: usize = 213;
 }
 
 /// The capabilities rvmx provides, with the value `KVM_CHECK_EXTENSION` returns for each.
@@ -652,6 +724,13 @@ pub const CAPABILITIES: &[(usize, isize)] = &[
     (cap::GET_MSR_FEATURES, 1),
     (cap::SYNC_MMU, 1),
     (cap::MEMORY_FAULT_INFO, 1),
+    (cap::ADJUST_CLOCK, super::kvmclock::CLOCK_VALID_FLAGS as isize),
+    (cap::INTERNAL_ERROR_DATA, 1),
+    (cap::X86_ROBUST_SINGLESTEP, 1),
+    (cap::SIGNAL_MSI, 1),
+    (cap::ENABLE_CAP_VM, 1),
+    (cap::DISABLE_QUIRKS, 1),
+    (cap::DISABLE_QUIRKS2, quirk::SUPPORTED as isize),
 ];
 
 /// The answer to `KVM_CHECK_EXTENSION(cap)`: like KVM, 0 for anything unknown (never an error).
@@ -725,6 +804,12 @@ mod tests {
         assert_eq!(KVM_NMI, 0xae9a);
         assert_eq!((KVM_GET_MP_STATE, KVM_SET_MP_STATE), (0x8004_ae98, 0x4004_ae99));
         assert_eq!((KVM_GET_TSC_KHZ, KVM_SET_TSC_KHZ), (0xaea3, 0xaea2));
+        assert_eq!((KVM_GET_CLOCK, KVM_SET_CLOCK), (0x8030_ae7c, 0x4030_ae7b));
+        assert_eq!((KVM_SIGNAL_MSI, KVM_ENABLE_CAP), (0x4020_aea5, 0x4068_aea3));
+        assert_eq!((size_of::<Msi>(), size_of::<EnableCap>()), (size_of::<kvm_bindings::kvm_msi>(), size_of::<kvm_bindings::kvm_enable_cap>()));
+        assert_eq!(offset_of!(EnableCap, args), offset_of!(kvm_bindings::kvm_enable_cap, args));
+        assert_eq!(offset_of!(Msi, devid), offset_of!(kvm_bindings::kvm_msi, devid));
+        assert_eq!(quirk::OUT_7E_INC_RIP, kvm_bindings::KVM_X86_QUIRK_OUT_7E_INC_RIP as u64);
         assert_eq!(KVM_TRANSLATE, 0xc018_ae85);
         assert_eq!(size_of::<Translation>(), size_of::<kvm_bindings::kvm_translation>());
         assert_eq!(KVM_SET_GUEST_DEBUG, 0x4048_ae9b);
@@ -809,6 +894,13 @@ mod tests {
             (cap::XCRS, kb::KVM_CAP_XCRS),
             (cap::SYNC_MMU, kb::KVM_CAP_SYNC_MMU),
             (cap::MEMORY_FAULT_INFO, kb::KVM_CAP_MEMORY_FAULT_INFO),
+            (cap::ADJUST_CLOCK, kb::KVM_CAP_ADJUST_CLOCK),
+            (cap::INTERNAL_ERROR_DATA, kb::KVM_CAP_INTERNAL_ERROR_DATA),
+            (cap::X86_ROBUST_SINGLESTEP, kb::KVM_CAP_X86_ROBUST_SINGLESTEP),
+            (cap::SIGNAL_MSI, kb::KVM_CAP_SIGNAL_MSI),
+            (cap::ENABLE_CAP_VM, kb::KVM_CAP_ENABLE_CAP_VM),
+            (cap::DISABLE_QUIRKS, kb::KVM_CAP_DISABLE_QUIRKS),
+            (cap::DISABLE_QUIRKS2, kb::KVM_CAP_DISABLE_QUIRKS2),
         ];
         for (ours, linux) in pairs {
             assert_eq!(ours, linux as usize);

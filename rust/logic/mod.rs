@@ -27,3 +27,4 @@ pub mod events;
 pub mod guest_debug;
 pub mod stats_format;
 pub mod mitigation_rules;
+pub mod kvmclock;

@@ -104,9 +104,11 @@ impl Default for GuestMsrs {
 
 /// Every MSR `KVM_GET_MSR_INDEX_LIST` reports: those a guest can read and userspace can save
 /// and restore.
-pub const INDEX_LIST: [u32; 17] = [
+pub const INDEX_LIST: [u32; 21] = [
     SYSENTER_CS, SYSENTER_ESP, SYSENTER_EIP, STAR, CSTAR, KERNEL_GS_BASE, SFMASK, LSTAR,
     TSC_AUX, TSC, PAT, MISC_ENABLE, MTRR_DEF_TYPE, EFER, FS_BASE, GS_BASE, TSC_ADJUST,
+    // Emulated (KVM's emulated_msrs order): kvmclock.
+    KVM_SYSTEM_TIME, KVM_WALL_CLOCK, KVM_SYSTEM_TIME_NEW, KVM_WALL_CLOCK_NEW,
 ];
 
 /// Whether `v` is a canonical 48-bit address.
@@ -271,7 +273,8 @@ mod tests {
     fn index_list_entries_are_readable_or_live_elsewhere() {
         let m = GuestMsrs::default();
         for msr in INDEX_LIST {
-            let elsewhere = matches!(msr, EFER | FS_BASE | GS_BASE | TSC | TSC_ADJUST | ARCH_CAPABILITIES);
+            let kvmclock = matches!(msr, KVM_SYSTEM_TIME | KVM_WALL_CLOCK | KVM_SYSTEM_TIME_NEW | KVM_WALL_CLOCK_NEW);
+            let elsewhere = kvmclock || matches!(msr, EFER | FS_BASE | GS_BASE | TSC | TSC_ADJUST | ARCH_CAPABILITIES);
             assert!(elsewhere || read(&m, msr, false).is_some(), "{msr:#x}");
         }
         assert!(canonical(0x7fff_ffff_ffff) && canonical(0xffff_8000_0000_0000) && !canonical(1 << 47));

@@ -16,7 +16,7 @@ use crate::{
         events::{self, block, info, Exception},
         hypercall,
         ioeventfd_rules::Bus,
-        kvm_abi::Sregs,
+        kvm_abi::{quirk, Sregs},
         kvm_run::{exit_reason, internal_error},
         vmcs_fields::*,
         vmx_exit::{self, cr_kind, reason, CrAccess, DrAccess, Io},
@@ -208,7 +208,8 @@ fn wrmsr(v: &mut LiveVcpu<'_, '_>) -> Next {
         Ok(()) => v.skip_instruction(),
         Err(()) => v.inject_gp0(),
     }
-    Next::Reenter
+    // A kvmclock page to write first: that is done outside the window (run/pvclock.rs).
+    if v.st.kvmclock.has_work() { Next::Host } else { Next::Reenter }
 }
 
 /// Dispatches one VM exit; `full` is its EXIT_REASON field.
@@ -662,7 +663,7 @@ pub(crate) fn finish(d: Deferred, st: &mut VcpuState, run: &KvmRun, vm: &Vm, sta
             let bytes = value.to_le_bytes();
             run.write_pio_data(bytes.get(..usize::from(size)).unwrap_or(&bytes));
             run.io(false, size, port, 1);
-            if port == PORT_0X7E_QUIRK {
+            if port == PORT_0X7E_QUIRK && vm.has_quirk(quirk::OUT_7E_INC_RIP) {
                 // KVM_X86_QUIRK_OUT_7E_INC_RIP: RIP is past the OUT while userspace handles it
                 // (old userspace relies on it); a debugger's step is reported instead, as KVM's
                 // kvm_skip_emulated_instruction does, and the guest's own TF raises its #DB.

@@ -10,6 +10,7 @@ pub(crate) mod counters;
 pub(crate) mod emulate;
 pub(crate) mod exit;
 pub(crate) mod kvm_run;
+pub(crate) mod pvclock;
 pub(crate) mod state;
 pub(crate) mod vcpu_run;
 pub(crate) mod window;

@@ -3,16 +3,17 @@
 //! What a vCPU keeps between runs, under its mutex: registers, the VMCS, pending events and
 //! work, FPU, debug registers, CPUID and MSRs, and what its CPUID table allows.
 
-use kernel::prelude::*;
+use kernel::{prelude::*, sync::Arc};
 
 use crate::{
-    cpu::{debugregs::GuestDebug, fpu::GuestFpu, msr::{MsrArea, MsrState}},
+    cpu::{debugregs::GuestDebug, fpu::GuestFpu, kvmclock::VmClock, msr::{MsrArea, MsrState}},
     logic::{
         cpuid_table::{self, CpuidEntry},
         arch::{self, dr, rflags, vector},
         events::{self, Events},
         guest_debug::{dr6_after_db, Debugger, DR6_ACTIVE_LOW, DR6_BS},
         kvm_abi::{Regs, Sregs},
+        kvmclock::VcpuClock,
         msr_rules::GuestMsrs,
         vcpu_state,
     },
@@ -76,6 +77,9 @@ pub(crate) struct VcpuState {
     /// Guest MSRs kept by software, and the VM-entry/exit MSR lists.
     pub(crate) msrs: GuestMsrs,
     pub(crate) msr_area: MsrArea,
+    /// kvmclock: this vCPU's MSR and pending page writes, and the VM's clock.
+    pub(crate) kvmclock: VcpuClock,
+    pub(crate) vm_clock: Arc<VmClock>,
     /// Page-table pages for this vCPU's next EPT fault, allocated before the MMU lock.
     pub(crate) tables: TableCache,
 }
@@ -140,6 +144,8 @@ impl VcpuState {
             tsc_aux_ok: host || self.allowed.instructions.rdtscp,
             tsc_adjust_ok: self.allowed.instructions.tsc_adjust,
             speculation: self.allowed.speculation,
+            clock: &mut self.kvmclock,
+            vm_clock: &self.vm_clock,
             host,
         }
     }

@@ -18,6 +18,7 @@ use crate::{
         complete::complete,
         exit::{self, Next},
         kvm_run::KvmRun,
+        pvclock,
         state::RunState,
         window::{window, Target},
     },
@@ -59,6 +60,7 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
             return Err(EINTR);
         }
         cond_resched();
+        pvclock::sync(&mut st.vcpu, vm);
         match window(t, st, run)? {
             Next::ToUser => return Ok(0),
             Next::Host | Next::Reenter => {}

@@ -151,6 +151,17 @@ check "run: guests in real, 32-bit protected and 64-bit long mode run on /dev/rv
 	sh -c 'kvm-run-check /dev/rvmx --if0-spin > /tmp/run-rvmx'
 check "conformance: hypercalls, OUT 0x7e, moved port completions, kvm_run.cr8, KVM_IRQ_LINE, SET_CPUID2 after a run, on /dev/rvmx" \
 	sh -c 'kvm-conformance-check /dev/rvmx > /tmp/conf-rvmx'
+# kvmclock on a host whose clocksource is the TSC (the test VM's) and on one where it is not.
+on_hpet() { # on_hpet COMMAND...: COMMAND with the HPET as the host's clocksource
+	cs=/sys/devices/system/clocksource/clocksource0/current_clocksource
+	echo hpet > $cs || return 1
+	"$@"; r=$?
+	echo tsc > $cs && return $r
+}
+check "clock: kvmclock on /dev/rvmx: KVM_GET/SET_CLOCK, a guest's time and wall-clock pages" \
+	sh -c 'kvm-clock-check /dev/rvmx > /tmp/clock-rvmx'
+check "clock: the same with the host's clocksource the HPET (no stable TSC) on /dev/rvmx" \
+	on_hpet sh -c 'kvm-clock-check /dev/rvmx > /tmp/clockh-rvmx'
 check "mmio: MMIO, read-only slots and string I/O guests run on /dev/rvmx" \
 	sh -c 'kvm-mmio-check /dev/rvmx > /tmp/mmio-rvmx'
 # Two checks compare with KVM what depends on how many EPT faults a guest takes: IDT-vectoring
@@ -320,6 +331,8 @@ check "abi: kvm-abi-check on /dev/kvm" sh -c 'kvm-abi-check /dev/kvm > /tmp/abi-
 check "vm: the same client on /dev/kvm" sh -c 'kvm-vm-check /dev/kvm > /tmp/vm-kvm'
 check "run: the same guests on /dev/kvm" sh -c 'kvm-run-check /dev/kvm > /tmp/run-kvm'
 check "conformance: the same client on /dev/kvm" sh -c 'kvm-conformance-check /dev/kvm > /tmp/conf-kvm'
+check "clock: the same client on /dev/kvm" sh -c 'kvm-clock-check /dev/kvm > /tmp/clock-kvm'
+check "clock: the same on the HPET clocksource on /dev/kvm" on_hpet sh -c 'kvm-clock-check /dev/kvm > /tmp/clockh-kvm'
 check "mmio: the same MMIO guests on /dev/kvm" sh -c 'kvm-mmio-check /dev/kvm > /tmp/mmio-kvm'
 check "cpu state: the same guest on /dev/kvm" sh -c 'kvm-cpu-state-check /dev/kvm > /tmp/cs-kvm'
 check "irq: the same guests on /dev/kvm" sh -c 'kvm-irq-check /dev/kvm > /tmp/irq-kvm'
@@ -364,8 +377,9 @@ check "vm: slots, vCPUs, reset state, errnos and fork identical to KVM's" vm_sam
 sed 's/^/    rvmx: /' /tmp/vm-rvmx
 run_same() { grep -v '^info ' /tmp/run-kvm > /tmp/a; grep -v '^spin_if0\|^info ' /tmp/run-rvmx | diff /tmp/a -; }
 check "run: every exit and final register identical to KVM's" run_same
-check "conformance: hypercall answers, port 0x7e, dropped port completions, TPR from kvm_run, IRQ_LINE and SET_CPUID2 errnos identical to KVM's" \
-	diff /tmp/conf-kvm /tmp/conf-rvmx
+conf_same() { grep -v '^info ' /tmp/conf-kvm > /tmp/a; grep -v '^info ' /tmp/conf-rvmx | diff /tmp/a -; }
+check "conformance: hypercall answers, port 0x7e, dropped port completions, TPR from kvm_run, IRQ_LINE, SIGNAL_MSI and SET_CPUID2 errnos, VM ENABLE_CAP (quirks, max vCPU id), single steps over emulated instructions identical to KVM's" \
+	conf_same
 fpu_right() {
 	grep -qx 'info fpu reset fcw 0x37f fsw 0x0 ftwx 0x0 mxcsr 0x1f80' /tmp/run-rvmx &&
 	grep -qx 'info fpu memory \[01, 02, 03, 04, 05, 06, 07, 08, 09, 0a, 0b, 0c, 0d, 0e, 0f, 10\]' /tmp/run-rvmx &&
@@ -373,6 +387,12 @@ fpu_right() {
 	grep -qx 'info set_fpu_reserved_mxcsr Err(22)' /tmp/run-rvmx || { grep fpu /tmp/run-rvmx; return 1; }
 }
 check "run: x87/SSE state set by KVM_SET_FPU reaches the guest and comes back (reset MXCSR 0x1f80, bad MXCSR EINVAL)" fpu_right
+clock_same() { # clock_same SUFFIX: the kvmclock lines identical but the host- and moment-dependent ones
+	grep -v '^info ' /tmp/clock$1-kvm > /tmp/a; grep -v '^info ' /tmp/clock$1-rvmx | diff /tmp/a -
+}
+check "clock: kvmclock as KVM gives it: GET/SET_CLOCK flags and errnos, the guest's pages and the time it reads, on a TSC host" \
+	clock_same ""
+check "clock: the same on a host without a stable TSC" clock_same h
 mmio_same() { grep -v '^info ' /tmp/mmio-kvm > /tmp/a; grep -v '^info ' /tmp/mmio-rvmx | diff /tmp/a -; }
 check "mmio: every MMIO and string I/O exit, register and RAM byte identical to KVM's" mmio_same
 cs_same() { grep -v '^info ' /tmp/cs-kvm > /tmp/a; grep -v '^info ' /tmp/cs-rvmx | diff /tmp/a -; }

@@ -1,0 +1,93 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! kvmclock's pages in guest memory: the vCPU's time page (`MSR_KVM_SYSTEM_TIME_NEW`) and the
+//! VM's wall-clock page (`MSR_KVM_WALL_CLOCK_NEW`), written before the guest runs, outside the
+//! window (the writes may fault), with KVM's version protocol: odd while the page changes.
+
+use kernel::{prelude::*, transmute::AsBytes};
+
+use crate::{
+    kvm::vm::{Memory, Vm},
+    logic::kvmclock::{self, time_page},
+    run::state::VcpuState,
+};
+
+/// Bytes of a page's version field (the first field of both pages).
+const VERSION: usize = core::mem::size_of::<u32>();
+
+/// Writes what the vCPU's kvmclock needs in guest memory before its next entry: the wall-clock
+/// page if its MSR was written, the time page if it changed, the VM clock moved, or (without a
+/// stable TSC) the vCPU moved to another CPU. A page outside guest RAM is left alone, as KVM
+/// leaves a page it cannot map.
+pub(crate) fn sync(st: &mut VcpuState, vm: &Vm) {
+    st.vm_clock.vcpu_runs();
+    if core::mem::take(&mut st.kvmclock.wall_clock) {
+        write_wall_clock(st, vm);
+    }
+    let generation = st.vm_clock.generation();
+    let cpu = kernel::cpu::CpuId::current().as_u32();
+    if !st.kvmclock.page_due(generation, st.vm_clock.stable(), cpu) {
+        return;
+    }
+    let c = &mut st.kvmclock;
+    (c.update, c.generation, c.cpu) = (false, generation, cpu);
+    let Some(gpa) = time_page(c.system_time) else { return };
+    let Some(info) = st.vm_clock.now().time_info(st.msrs.tsc_offset) else { return };
+    let mut mem = vm.memory();
+    let Ok(current) = read_version(&mem, gpa) else { return };
+    let version = kvmclock::time_update_version(current);
+    let _ = write_versioned(&mut mem, gpa, version, kvmclock::TimeInfo { version, ..info }.as_bytes());
+}
+
+/// The VM's wall-clock page, at the address in its MSR (none for 0, as KVM).
+pub(crate) fn write_wall_clock(st: &VcpuState, vm: &Vm) {
+    let gpa = st.vm_clock.wall_clock_msr();
+    if gpa == 0 {
+        return;
+    }
+    let mut mem = vm.memory();
+    let Ok(current) = read_version(&mem, gpa) else { return };
+    let version = kvmclock::wall_update_version(current);
+    let _ = write_versioned(&mut mem, gpa, version, st.vm_clock.wall_clock(version).as_bytes());
+}
+
+/// The version word at `gpa`.
+fn read_version(mem: &Memory<'_>, gpa: u64) -> Result<u32> {
+    let mut v = [0u8; VERSION];
+    read_guest(mem, gpa, &mut v)?;
+    Ok(u32::from_le_bytes(v))
+}
+
+/// Writes `version` (odd), then `page` (which carries it), then `version + 1`: a guest reading
+/// meanwhile sees an odd or changed version and reads again.
+fn write_versioned(mem: &mut Memory<'_>, gpa: u64, version: u32, page: &[u8]) -> Result {
+    write_guest(mem, gpa, &version.to_le_bytes())?;
+    write_guest(mem, gpa, page)?;
+    write_guest(mem, gpa, &version.wrapping_add(1).to_le_bytes())
+}
+
+/// The bytes of `buf` at `gpa`, page by page.
+fn read_guest(mem: &Memory<'_>, gpa: u64, buf: &mut [u8]) -> Result {
+    let mut at = gpa;
+    for (o, l) in split_at_pages(gpa, buf.len()) {
+        mem.read_ram(at, buf.get_mut(o..o.saturating_add(l)).ok_or(EINVAL)?)?;
+        at = at.wrapping_add(l as u64);
+    }
+    Ok(())
+}
+
+/// Writes `bytes` at `gpa`, page by page (each page logged dirty).
+fn write_guest(mem: &mut Memory<'_>, gpa: u64, bytes: &[u8]) -> Result {
+    let mut at = gpa;
+    for (o, l) in split_at_pages(gpa, bytes.len()) {
+        mem.write_ram(at, bytes.get(o..o.saturating_add(l)).ok_or(EINVAL)?)?;
+        at = at.wrapping_add(l as u64);
+    }
+    Ok(())
+}
+
+/// `(offset, length)` of the parts of `len` bytes at `gpa` that lie in one guest page each.
+fn split_at_pages(gpa: u64, len: usize) -> impl Iterator<Item = (usize, usize)> {
+    let first = 0x1000usize.saturating_sub((gpa & 0xfff) as usize).min(len);
+    [(0, first), (first, len.saturating_sub(first))].into_iter().filter(|&(_, l)| l > 0)
+}
