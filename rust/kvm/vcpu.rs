@@ -215,9 +215,6 @@ impl FdObject for Vcpu {
             KVM_GET_FPU => write_user(arg, &Fpu::from_fxsave(this.state.lock().fpu.legacy()))?,
             KVM_SET_FPU => {
                 let fpu: Fpu = read_user(arg)?;
-                if !fpu.mxcsr_valid() || fpu.mxcsr & !Vmx::get().ok_or(ENODEV)?.fpu().mxcsr_mask != 0 {
-                    return Err(EINVAL);
-                }
                 this.state.lock().fpu.set_legacy(|fx| fpu.to_fxsave(fx));
             }
             KVM_GET_XSAVE => this.get_xsave(arg)?,

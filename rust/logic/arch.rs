@@ -133,14 +133,28 @@ pub mod efer {
 
 /// RFLAGS bits.
 pub mod rflags {
+    /// Carry.
+    pub const CF: u64 = 1 << 0;
     /// Bit 1, which always reads 1.
     pub const FIXED: u64 = 1 << 1;
+    /// Parity of the result's low byte (set when even).
+    pub const PF: u64 = 1 << 2;
+    /// Auxiliary carry (out of bit 3).
+    pub const AF: u64 = 1 << 4;
+    /// Zero.
+    pub const ZF: u64 = 1 << 6;
+    /// Sign.
+    pub const SF: u64 = 1 << 7;
     /// Trap flag: a single-step #DB after the next instruction.
     pub const TF: u64 = 1 << 8;
     /// Interrupt enable.
     pub const IF: u64 = 1 << 9;
     /// Direction: string instructions count down.
     pub const DF: u64 = 1 << 10;
+    /// Overflow.
+    pub const OF: u64 = 1 << 11;
+    /// Virtual-8086 mode.
+    pub const VM: u64 = 1 << 17;
 }
 
 /// Debug registers DR6/DR7 (SDM vol. 3, 18.2).

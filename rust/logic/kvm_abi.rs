@@ -137,8 +137,10 @@ unsafe impl kernel::transmute::FromBytes for Msi {}
 pub mod quirk {
     /// An OUT to port 0x7e exits with RIP already past it.
     pub const OUT_7E_INC_RIP: u64 = 1 << 3;
+    /// VMMCALL (AMD's hypercall, #UD on Intel) is rewritten to VMCALL in guest memory.
+    pub const FIX_HYPERCALL_INSN: u64 = 1 << 5;
     /// The quirks rvmx implements (the value of `KVM_CAP_DISABLE_QUIRKS2`).
-    pub const SUPPORTED: u64 = OUT_7E_INC_RIP;
+    pub const SUPPORTED: u64 = OUT_7E_INC_RIP | FIX_HYPERCALL_INSN;
 }
 
 // vCPU ioctls (on a vCPU fd).
@@ -437,7 +439,8 @@ pub fn le_bytes<const N: usize>(buf: &[u8], at: usize) -> [u8; N] {
 }
 
 impl Fpu {
-    /// From a 512-byte FXSAVE64 image (SDM vol. 1, table 10-2).
+    /// From a 512-byte FXSAVE64 image (SDM vol. 1, table 10-2). MXCSR is reported as 0, as
+    /// KVM's `kvm_arch_vcpu_ioctl_get_fpu` leaves it (it travels in `KVM_GET_XSAVE`).
     pub fn from_fxsave(fx: &[u8; 512]) -> Self {
         let mut f = Fpu {
             fpr: [[0; 16]; 8],
@@ -449,7 +452,7 @@ impl Fpu {
             last_ip: u64::from_le_bytes(le_bytes(fx, 8)),
             last_dp: u64::from_le_bytes(le_bytes(fx, 16)),
             xmm: [[0; 16]; 16],
-            mxcsr: u32::from_le_bytes(le_bytes(fx, 24)),
+            mxcsr: 0,
             pad2: 0,
         };
         // ST0-7 from byte 32, XMM0-15 right after them from byte 160, 16 bytes each.
@@ -460,7 +463,8 @@ impl Fpu {
         f
     }
 
-    /// Into a FXSAVE64 image (bytes it does not cover are left as they are).
+    /// Into a FXSAVE64 image (bytes it does not cover are left as they are). MXCSR is not
+    /// taken, as KVM's `kvm_arch_vcpu_ioctl_set_fpu` ignores it (`KVM_SET_XSAVE` sets it).
     pub fn to_fxsave(&self, fx: &mut [u8; 512]) {
         fx[0..2].copy_from_slice(&self.fcw.to_le_bytes());
         fx[2..4].copy_from_slice(&self.fsw.to_le_bytes());
@@ -468,17 +472,10 @@ impl Fpu {
         fx[6..8].copy_from_slice(&self.last_opcode.to_le_bytes());
         fx[8..16].copy_from_slice(&self.last_ip.to_le_bytes());
         fx[16..24].copy_from_slice(&self.last_dp.to_le_bytes());
-        fx[24..28].copy_from_slice(&self.mxcsr.to_le_bytes());
         let regs = self.fpr.iter().chain(self.xmm.iter());
         for (dst, reg) in fx.chunks_exact_mut(16).skip(2).zip(regs) {
             dst.copy_from_slice(reg);
         }
-    }
-
-    /// Whether FXRSTOR would accept the MXCSR (bits 31:16 are reserved; a #GP in the kernel
-    /// would be an oops, so `KVM_SET_FPU` refuses them).
-    pub const fn mxcsr_valid(&self) -> bool {
-        self.mxcsr >> 16 == 0
     }
 }
 
@@ -810,6 +807,7 @@ mod tests {
         assert_eq!(offset_of!(EnableCap, args), offset_of!(kvm_bindings::kvm_enable_cap, args));
         assert_eq!(offset_of!(Msi, devid), offset_of!(kvm_bindings::kvm_msi, devid));
         assert_eq!(quirk::OUT_7E_INC_RIP, kvm_bindings::KVM_X86_QUIRK_OUT_7E_INC_RIP as u64);
+        assert_eq!(quirk::FIX_HYPERCALL_INSN, kvm_bindings::KVM_X86_QUIRK_FIX_HYPERCALL_INSN as u64);
         assert_eq!(KVM_TRANSLATE, 0xc018_ae85);
         assert_eq!(size_of::<Translation>(), size_of::<kvm_bindings::kvm_translation>());
         assert_eq!(KVM_SET_GUEST_DEBUG, 0x4048_ae9b);
@@ -858,10 +856,12 @@ mod tests {
         f.to_fxsave(&mut back);
         let mut expected = fx;
         expected[5] = 0; // reserved
-        expected[28..32].fill(0); // MXCSR_MASK: not part of kvm_fpu
+        expected[24..32].fill(0); // MXCSR (KVM neither reports nor takes it), MXCSR_MASK
         assert_eq!(back[..416], expected[..416]);
-        assert!(Fpu { mxcsr: 0x1f80, ..f }.mxcsr_valid());
-        assert!(!Fpu { mxcsr: 1 << 16, ..f }.mxcsr_valid());
+        assert_eq!(f.mxcsr, 0);
+        let mut kept = [0xaau8; 512];
+        Fpu { mxcsr: 1 << 16, ..f }.to_fxsave(&mut kept);
+        assert_eq!(kept[24..28], [0xaa; 4], "MXCSR left as it was");
     }
 
     #[test]

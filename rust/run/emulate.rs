@@ -132,6 +132,45 @@ pub(crate) fn translate(vm: &Vm, sregs: &Sregs, linear: u64) -> Option<u64> {
     g.translate(linear, false).ok()
 }
 
+/// AMD's VMMCALL.
+const VMMCALL: [u8; 3] = [0x0f, 0x01, 0xd9];
+/// Intel's VMCALL.
+const VMCALL: [u8; 3] = [0x0f, 0x01, 0xc1];
+
+/// A #UD at CS:RIP: if the instruction there is VMMCALL in protected mode (KVM's emulator
+/// has it there only: real and virtual-8086 mode keep the #UD) and `patch` (the quirk is on),
+/// it is rewritten to VMCALL through the guest's page tables, as KVM's
+/// `emulator_fix_hypercall` does, and the guest runs it again (`Ok(true)`); a VMCALL there
+/// (another vCPU patched it first) also runs again. `Ok(false)`: the guest gets its #UD.
+/// `Err`: the write faults.
+pub(crate) fn fix_hypercall(vm: &Vm, regs: &Regs, sregs: &Sregs, patch: bool) -> Result<bool, GuestFault> {
+    use crate::logic::arch::{cr0, rflags};
+    if sregs.cr0 & cr0::PE == 0 || regs.rflags & rflags::VM != 0 {
+        return Ok(false);
+    }
+    let mut g = Guest::new(vm.memory(), sregs);
+    let mut bytes = [0u8; insn::MAX_LEN];
+    let n = g.fetch(regs.rip, &mut bytes);
+    let found = bytes.get(..VMMCALL.len()).filter(|_| n >= VMMCALL.len());
+    if found == Some(&VMCALL[..]) {
+        return Ok(true);
+    }
+    if !patch || found != Some(&VMMCALL[..]) {
+        return Ok(false);
+    }
+    let la = g.linear(Seg::Cs, regs.rip);
+    match g.parts(la, 0, VMCALL.len(), true) {
+        Ok(parts) if parts.iter().all(|p| !p.mmio) => {
+            let mut data = Data::default();
+            let Ok(d) = data.get_mut(0, VMCALL.len()) else { return Ok(false) };
+            d.copy_from_slice(&VMCALL);
+            Ok(g.write_parts(&parts, &data).is_ok())
+        }
+        Ok(_) | Err(Failure::Unsupported) => Ok(false),
+        Err(Failure::Fault(f)) => Err(f),
+    }
+}
+
 /// Why an instruction could not be finished.
 enum Failure {
     /// rvmx cannot emulate it: reported to userspace, never guessed.

@@ -62,6 +62,8 @@ pub(crate) enum Deferred {
     /// An OUT of `size` bytes of `value` to `port`, `len` bytes long: an ioeventfd may take
     /// it, else it goes to userspace.
     PortOut { port: u16, size: u8, value: u64, len: u8 },
+    /// #UD at the guest's RIP: VMMCALL is patched, anything else gets its #UD.
+    InvalidOpcode,
     /// Report an EPT misconfiguration at `gpa` (a bug in rvmx's tables: it never writes such
     /// entries).
     EptMisconfig { gpa: u64 },
@@ -358,6 +360,8 @@ fn exception(v: &mut LiveVcpu<'_, '_>) -> Next {
             crate::host::x86::machine_check();
             Next::Reenter
         }
+        // The instruction is read from guest memory after the window.
+        vector::UD => Next::Finish(Deferred::InvalidOpcode),
         vector::AC => {
             let code = v.cur.read(EXIT_INTR_ERROR_CODE);
             v.st.events.exception = Some(Exception::raise(vector::AC, Some(code)));
@@ -679,6 +683,16 @@ pub(crate) fn finish(d: Deferred, st: &mut VcpuState, run: &KvmRun, vm: &Vm, sta
             let data = [reason::EPT_MISCONFIG as u64, gpa, level as u64, entry];
             run.internal_error(internal_error::UNEXPECTED_EXIT_REASON, &data);
             Some(Ok(0))
+        }
+        Deferred::InvalidOpcode => {
+            let patch = vm.has_quirk(quirk::FIX_HYPERCALL_INSN);
+            match emulate::fix_hypercall(vm, &st.regs, &st.sregs, patch) {
+                // The guest runs the VMCALL now at the same RIP.
+                Ok(true) => {}
+                Ok(false) => st.events.exception = Some(Exception::raise(vector::UD, None)),
+                Err(f) => st.raise(f),
+            }
+            None
         }
         Deferred::StringIo { io, len } => {
             let before = (st.regs.rip, st.regs.rcx);

@@ -52,8 +52,10 @@ const SECONDARY: u32 = proc2::ENABLE_EPT | proc2::ENABLE_VPID | proc2::UNRESTRIC
 /// host; without the control, an SGX-enabled host would run a guest's ENCLS natively).
 const SECONDARY_EXITING: u32 = proc2::WBINVD_EXITING | proc2::ENCLS_EXITING;
 /// Exceptions that always exit: #MC (the host's machine-check handler must see it, as
-/// KVM's `handle_exception_irqoff`), besides the debugger's ([`crate::logic::guest_debug`]).
-pub(crate) const EXCEPTIONS_ALWAYS: u32 = 1 << vector::MC;
+/// KVM's `handle_exception_irqoff`) and #UD (AMD's VMMCALL is rewritten to VMCALL, KVM's
+/// `KVM_X86_QUIRK_FIX_HYPERCALL_INSN`; every other #UD goes back to the guest), besides the
+/// debugger's ([`crate::logic::guest_debug`]).
+pub(crate) const EXCEPTIONS_ALWAYS: u32 = 1 << vector::MC | 1 << vector::UD;
 /// Exit controls: save debug controls (the guest's DR7, which a #DB may change), 64-bit
 /// host, save/load PAT and EFER.
 const EXIT: u32 = exit::SAVE_DEBUG_CONTROLS

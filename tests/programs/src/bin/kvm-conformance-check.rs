@@ -277,6 +277,7 @@ fn main() -> ExitCode {
     other.as_mut_slice()[0].ebx ^= 1;
     println!("set_cpuid2_after_run_other {:?}", g.vcpu.set_cpuid2(&other).map_err(|e| e.errno()));
     enable_cap(&kvm);
+    vmmcall(&kvm);
     singlestep(&kvm);
     ExitCode::SUCCESS
 }
@@ -372,4 +373,40 @@ fn singlestep(kvm: &Kvm) {
     stops.dedup();
     println!("singlestep {}", stops.join(", "));
     println!("info singlestep_after_in {} {}", steps[split..].join(", "), regs_line(&g));
+}
+
+/// AMD's VMMCALL on this Intel host: with KVM_X86_QUIRK_FIX_HYPERCALL_INSN (on by default)
+/// it is rewritten to VMCALL in guest memory and runs as the hypercall in protected and long
+/// mode; in real mode, and with the quirk off (KVM_CAP_DISABLE_QUIRKS2), the guest gets #UD
+/// (its real-mode handler reports vector 6 on port 0xe0; in long mode, with no IDT, #UD ends
+/// in a triple fault).
+fn vmmcall(kvm: &Kvm) {
+    for (mode, quirk) in [("real", true), ("real", false), ("long64", true), ("long64", false)] {
+        // mov eax, 1 (KVM_HC_VAPIC_POLL_IRQ); vmmcall; hlt
+        let code: &[u8] = if mode == "real" { &[0x66, 0xb8, 0x01, 0x00, 0x00, 0x00, 0x0f, 0x01, 0xd9, 0xf4] }
+                          else { &[0xb8, 0x01, 0x00, 0x00, 0x00, 0x0f, 0x01, 0xd9, 0xf4] };
+        let mut g = if mode == "real" { guest(kvm, code) } else { long_mode_guest(kvm, code, "vmmcall") };
+        // SAFETY: inside the mapping: IVT entry 6 and the handler at 0x1100.
+        unsafe {
+            g.mem.add(6 * 4).cast::<u32>().write_unaligned(0x1100);
+            std::ptr::copy_nonoverlapping([0xb0u8, 0x06, 0xe6, 0xe0, 0xf4].as_ptr(), g.mem.add(0x1100), 5);
+        }
+        if !quirk {
+            let c = kvm_bindings::kvm_enable_cap { cap: 213, args: [1 << 5, 0, 0, 0], ..Default::default() };
+            println!("vmmcall disable_quirk {:?}", g.vm.enable_cap(&c).map_err(|e| e.errno()));
+        }
+        let mut exits = Vec::new();
+        for _ in 0..3 {
+            let e = exit_line(&mut g, 0);
+            let end = e == "hlt" || e.starts_with("error") || e.starts_with("other") || e == "shutdown";
+            exits.push(e);
+            if end {
+                break;
+            }
+        }
+        let at = code.len() - 4;
+        // SAFETY: inside the mapping.
+        let bytes: Vec<u8> = (0..3).map(|i| unsafe { g.mem.add(CODE as usize + at + i).read() }).collect();
+        println!("vmmcall {mode} quirk {quirk} exits {exits:?} bytes {bytes:02x?} {}", regs_line(&g));
+    }
 }

@@ -173,14 +173,15 @@ fn main() -> ExitCode {
     let s = g.vcpu.get_sregs().unwrap();
     println!("cr sregs cr0 {:#x} cr4 {:#x}", s.cr0, s.cr4);
 
-    // x87/SSE state: set through KVM_SET_FPU, used and changed by the guest, read back.
-    // Printed as `info` lines: KVM nested in Bochs is no reference here (it reports MXCSR 0
-    // after reset and loses XMM state set with KVM_SET_FPU); tests/vm/suite.sh checks rvmx's
-    // values against the architecture instead.
+    // x87/SSE state: set through KVM_SET_FPU, used and changed by the guest, read back. MXCSR
+    // is not in it on KVM (reported 0, ignored on set: the guest keeps its own). Printed as
+    // `info` lines: KVM nested in Bochs is no reference here (it loses XMM state set with
+    // KVM_SET_FPU); tests/vm/suite.sh checks rvmx's values against the architecture instead.
     let fpu_code = [
         0x0f, 0x11, 0x06, 0x00, 0x30, // movups [0x3000], xmm0
         0x0f, 0x10, 0x0e, 0x00, 0x30, // movups xmm1, [0x3000]
         0xd9, 0xe8,                   // fld1
+        0x0f, 0xae, 0x1e, 0x10, 0x30, // stmxcsr [0x3010]
         0xf4,
     ];
     let mut g = guest(&kvm, &fpu_code);
@@ -192,9 +193,11 @@ fn main() -> ExitCode {
     f.xmm[0] = core::array::from_fn(|i| i as u8 + 1);
     f.mxcsr = 0x1f80 | 1 << 15; // flush-to-zero
     println!("info set_fpu {:?}", g.vcpu.set_fpu(&f).map_err(|e| e.errno()));
-    run("info fpu", &mut g, 4, 0);
+    run("info fpu", &mut g, 5, 0);
     // SAFETY: inside the mapping.
     println!("info fpu memory {:02x?}", unsafe { std::slice::from_raw_parts(g.mem.add(0x3000), 16) });
+    // SAFETY: inside the mapping.
+    println!("info fpu guest_mxcsr {:#x}", unsafe { g.mem.add(0x3010).cast::<u32>().read_unaligned() });
     let f = g.vcpu.get_fpu().unwrap();
     println!("info fpu after fcw {:#x} fsw {:#x} ftwx {:#x} mxcsr {:#x} st0 {:02x?} xmm1 {:02x?} last_ip {:#x}",
              f.fcw, f.fsw, f.ftwx, f.mxcsr, &f.fpr[0][..10], f.xmm[1], f.last_ip);
