@@ -28,3 +28,4 @@ pub mod guest_debug;
 pub mod stats_format;
 pub mod mitigation_rules;
 pub mod kvmclock;
+pub mod lapic;
