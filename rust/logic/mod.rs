@@ -29,3 +29,4 @@ pub mod stats_format;
 pub mod mitigation_rules;
 pub mod kvmclock;
 pub mod alu;
+pub mod lapic;
