@@ -1,32 +1,36 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A VM's kvmclock: the clock `KVM_GET_CLOCK` and `KVM_SET_CLOCK` read and move, the point it
-//! is computed from, and the VM-wide wall-clock MSR. Each vCPU's time page is written from it
-//! by `run/pvclock.rs`.
+//! A VM's kvmclock, the guest-visible time its vCPUs share: the clock `KVM_GET_CLOCK` and
+//! `KVM_SET_CLOCK` read and move, the point it is computed from, and the VM-wide wall-clock
+//! MSR. Each vCPU's time page is written from it by `run/pvclock.rs`.
 //!
 //! As KVM's master clock, the reference is taken once (at creation and at each
 //! `KVM_SET_CLOCK`) while the host's clocksource is a constant-rate TSC: then every vCPU's page
-//! says the same thing, stays valid, and carries PVCLOCK_TSC_STABLE. On other hosts each page
-//! is computed anew from the host's time when it is written, and rewritten when the vCPU moves
-//! to another CPU. The reference is not moved with NTP's corrections of the host clock, as
-//! KVM's is not.
+//! says the same thing, stays valid, and carries PVCLOCK_TSC_STABLE. When the host stops using
+//! the TSC (noticed at least once a second while a guest uses kvmclock), the clock is rebased
+//! on the host's base clock: each page is then computed anew when it is written, and
+//! rewritten when the vCPU moves to another CPU. The reference does not follow NTP's
+//! corrections of the host clock, as KVM's does not.
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::{Acquire, Relaxed, Release}};
 use kernel::{new_spinlock, prelude::*, sync::{Arc, SpinLock}};
 
 use crate::{
     host::{clock, x86},
-    logic::kvmclock::{self, ClockData, Reference, WallClock},
+    logic::kvmclock::{Clock, ClockData, Reference, WallClock},
 };
 
 #[pin_data]
 pub(crate) struct VmClock {
+    /// Taken only for short computations (never sleeping: the host's clocks are read inside).
     #[pin]
-    state: SpinLock<kvmclock::VmClock>,
+    state: SpinLock<Clock>,
     /// Bumped whenever the reference or the offset change: every time page is then rewritten.
     generation: AtomicU64,
     /// `state`'s reference is stable (read without the lock on each entry).
     stable: AtomicBool,
+    /// The TSC when the host's clocksource was last checked (see [`VmClock::recheck`]).
+    checked_at: AtomicU64,
     /// MSR_KVM_WALL_CLOCK(_NEW): VM-wide, as KVM keeps it.
     wall_clock: AtomicU64,
     /// A vCPU of the VM has entered the guest (`KVM_GET_CLOCK` reports the stable TSC from then
@@ -34,24 +38,16 @@ pub(crate) struct VmClock {
     vcpu_ran: AtomicBool,
 }
 
-/// The host's boot time now, as a reference: the TSC it was computed from when the
-/// clocksource is the TSC, else the TSC read right after (KVM's fallback).
-fn reference_now() -> Reference {
-    let b = clock::boot();
-    let tsc = if b.tsc_based { b.tsc } else { x86::rdtsc() };
-    Reference { tsc, boot_ns: b.ns, stable: b.tsc_based }
-}
-
 impl VmClock {
     /// A clock that reads 0 now (KVM starts each VM's kvmclock at its creation).
     pub(crate) fn new() -> Result<Arc<Self>> {
-        let reference = reference_now();
-        let state = kvmclock::VmClock { reference, offset: 0u64.wrapping_sub(reference.boot_ns), tsc_khz: x86::tsc_khz() };
+        let (now, stable) = clock::now();
         Arc::pin_init(
             pin_init!(VmClock {
-                state <- new_spinlock!(state),
+                state <- new_spinlock!(Clock::new(&now, stable, x86::tsc_khz())),
                 generation: AtomicU64::new(0),
-                stable: AtomicBool::new(reference.stable),
+                stable: AtomicBool::new(stable),
+                checked_at: AtomicU64::new(now.tsc),
                 wall_clock: AtomicU64::new(0),
                 vcpu_ran: AtomicBool::new(false),
             }),
@@ -59,7 +55,7 @@ impl VmClock {
         )
     }
 
-    /// The generation of the reference and offset (see [`VmClock::now`]).
+    /// The generation of the reference and offset (see [`VmClock::page_clock`]).
     pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Acquire)
     }
@@ -69,34 +65,42 @@ impl VmClock {
         self.stable.load(Relaxed)
     }
 
-    /// The clock as a time page is computed from: with a fresh reference if it is not stable.
-    pub(crate) fn now(&self) -> kvmclock::VmClock {
+    /// The clock a time page is computed from: with a fresh (unstable) reference if the
+    /// clock has no stable one.
+    pub(crate) fn page_clock(&self) -> Clock {
         let mut c = *self.state.lock();
         if !c.reference.stable {
-            c.reference = reference_now();
+            let (now, _) = clock::now();
+            c.reference = Reference::at(&now, false);
         }
         c
     }
 
-    /// Records that the host's clocksource is no longer a stable TSC: pages are recomputed
-    /// from the host's time from now on (KVM leaves its master clock then too).
-    fn lost_stable(&self, c: &mut kvmclock::VmClock, boot_ns: u64) {
-        let clock = c.at(x86::rdtsc(), boot_ns);
-        c.reference = Reference { tsc: x86::rdtsc(), boot_ns, stable: false };
-        c.offset = clock.wrapping_sub(boot_ns);
-        self.stable.store(false, Relaxed);
-        self.generation.fetch_add(1, Release);
+    /// Checks, at most once a second, whether the host still uses the TSC (a guest using
+    /// kvmclock calls this before each entry; the TSC read is its only cost in between). If
+    /// not, the clock is rebased on the base clock and every page rewritten without the
+    /// stable bit (KVM leaves its master clock at the next entry after the change).
+    pub(crate) fn recheck(&self) {
+        let tsc = x86::rdtsc();
+        let second = u64::from(x86::tsc_khz()).saturating_mul(1000);
+        if !self.stable() || tsc.wrapping_sub(self.checked_at.load(Relaxed)) < second {
+            return;
+        }
+        self.checked_at.store(tsc, Relaxed);
+        let mut c = self.state.lock();
+        let (now, tsc_based) = clock::now();
+        if c.reference.stable && !tsc_based {
+            c.rebase(&now, false);
+            self.stable.store(false, Relaxed);
+            self.generation.fetch_add(1, Release);
+        }
     }
 
     /// `KVM_GET_CLOCK`.
     pub(crate) fn get(&self) -> ClockData {
-        let real = clock::real();
-        let boot_ns = clock::boot().ns; // used without a stable reference
-        let mut c = self.state.lock();
-        if c.reference.stable && !real.tsc_based {
-            self.lost_stable(&mut c, boot_ns);
-        }
-        c.get(real.tsc, real.ns, boot_ns, self.vcpu_ran.load(Relaxed))
+        let c = self.state.lock();
+        let (now, tsc_based) = clock::now();
+        c.get(&now, self.vcpu_ran.load(Relaxed), tsc_based)
     }
 
     /// A vCPU is about to enter the guest.
@@ -108,11 +112,10 @@ impl VmClock {
 
     /// `KVM_SET_CLOCK`; `EINVAL` for flags KVM does not know.
     pub(crate) fn set(&self, data: &ClockData) -> Result {
-        let reference = reference_now();
-        let real_ns = clock::real().ns;
         let mut c = self.state.lock();
-        c.set(data, reference, real_ns).map_err(|()| EINVAL)?;
-        self.stable.store(reference.stable, Relaxed);
+        let (now, tsc_based) = clock::now();
+        c.set(data, &now, tsc_based).map_err(|()| EINVAL)?;
+        self.stable.store(tsc_based, Relaxed);
         self.generation.fetch_add(1, Release);
         Ok(())
     }
@@ -120,10 +123,9 @@ impl VmClock {
     /// The wall-clock page's time (the version is the caller's): the real time at which the
     /// kvmclock read 0.
     pub(crate) fn wall_clock(&self, version: u32) -> WallClock {
-        let real = clock::real();
-        let c = self.now();
-        let kvmclock = if c.reference.stable && real.tsc_based { c.at(real.tsc, 0) } else { c.at(0, clock::boot().ns) };
-        kvmclock::VmClock::wall_clock(real.ns, kvmclock, version)
+        let c = self.state.lock();
+        let (now, _) = clock::now();
+        c.wall_clock(&now, version)
     }
 
     /// MSR_KVM_WALL_CLOCK(_NEW).

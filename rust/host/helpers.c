@@ -244,23 +244,30 @@ void rvmx_ibpb_exit_to_user(void)
 }
 
 /*
- * The host TSC and a clock (CLOCK_BOOTTIME or CLOCK_REALTIME, in nanoseconds) read together,
- * for kvmclock. True if the timekeeper's clocksource is a constant-rate TSC, so that TSC
- * values extrapolate the clock (KVM's "master clock" condition); false with *tsc meaningless.
+ * For kvmclock: the host TSC, KVM's base clock (CLOCK_MONOTONIC_RAW plus the time spent in
+ * suspend: boot time at the raw clock's rate, KVM's get_kvmclock_base_ns) and CLOCK_REALTIME,
+ * all read at one instant. True if the timekeeper's clocksource is a constant-rate TSC, so
+ * that later TSC values extrapolate the clock (KVM's "master clock" condition); otherwise
+ * *tsc is read right after the clocks.
  */
-bool rvmx_clock_snapshot(clockid_t which, u64 *tsc, u64 *ns);
+bool rvmx_clock_snapshot(u64 *tsc, u64 *base_ns, u64 *real_ns);
 
-bool rvmx_clock_snapshot(clockid_t which, u64 *tsc, u64 *ns)
+bool rvmx_clock_snapshot(u64 *tsc, u64 *base_ns, u64 *real_ns)
 {
 	struct system_time_snapshot snap;
+	ktime_t offs_boot = ktime_mono_to_any(0, TK_OFFS_BOOT);
+	bool tsc_based;
 
-	ktime_get_snapshot_id(which, &snap);
+	ktime_get_snapshot_id(CLOCK_REALTIME, &snap);
 	if (!snap.valid) {
-		*tsc = 0;
-		*ns = which == CLOCK_REALTIME ? ktime_get_real_ns() : ktime_get_boottime_ns();
+		*base_ns = ktime_to_ns(ktime_add(ktime_get_raw(), offs_boot));
+		*real_ns = ktime_get_real_ns();
+		*tsc = rdtsc();
 		return false;
 	}
-	*tsc = snap.cycles;
-	*ns = ktime_to_ns(snap.systime);
-	return snap.cs_id == CSID_X86_TSC && boot_cpu_has(X86_FEATURE_CONSTANT_TSC);
+	*base_ns = ktime_to_ns(ktime_add(snap.monoraw, offs_boot));
+	*real_ns = ktime_to_ns(snap.systime);
+	tsc_based = snap.cs_id == CSID_X86_TSC && boot_cpu_has(X86_FEATURE_CONSTANT_TSC);
+	*tsc = tsc_based ? snap.cycles : rdtsc();
+	return tsc_based;
 }

@@ -48,8 +48,9 @@ extern "C" {
     pub(crate) fn rvmx_ibpb_exit_to_user();
 
     // host/clock.rs
-    /// The host TSC and the clock `which` read together; whether the clocksource is the TSC.
-    pub(crate) fn rvmx_clock_snapshot(which: ffi::c_int, tsc: *mut u64, ns: *mut u64) -> bool;
+    /// The host TSC, KVM's base clock and the real time read together; whether the
+    /// clocksource is the TSC.
+    pub(crate) fn rvmx_clock_snapshot(tsc: *mut u64, base_ns: *mut u64, real_ns: *mut u64) -> bool;
 
     // vmx/host_state.rs
     /// `invalidate_tss_limit()`.

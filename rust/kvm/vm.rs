@@ -260,6 +260,11 @@ impl Vm {
     /// `MAX_VCPUS` vCPUs) with its statistics; [`Vm::release_vcpu`] undoes it.
     pub(crate) fn reserve_vcpu(&self, id: usize) -> Result<(u32, Arc<VcpuStats>)> {
         let id = u32::try_from(id).map_err(|_| EINVAL)?;
+        // Beyond every limit: refused before the limit is fixed (KVM checks KVM_MAX_VCPU_IDS
+        // first).
+        if id >= MAX_VCPU_ID {
+            return Err(EINVAL);
+        }
         {
             let mut inner = self.inner.lock();
             // The limit is fixed from the first vCPU on (KVM's kvm_arch_vcpu_precreate).

@@ -5,10 +5,16 @@
 //! run/emulate.rs.
 //!
 //! Covered: MOV between memory and a register or an immediate (88, 89, 8A, 8B, C6, C7, A0-A3),
-//! MOVZX/MOVSX (0F B6/B7/BE/BF), MOVSXD (63), STOS and MOVS with or without REP, in every
-//! operand and address size and addressing form (ModRM, SIB, RIP-relative, 16-bit forms,
-//! segment overrides). Anything else is `Unsupported`: the caller reports it, never guesses.
+//! MOVZX/MOVSX (0F B6/B7/BE/BF), MOVSXD (63), STOS and MOVS with or without REP; and the
+//! instructions that read, and mostly write back, a memory operand (KVM's emulator does them
+//! on MMIO too): ADD, OR, ADC, SBB, AND, SUB, XOR, CMP (00-3B, 80, 81, 83), TEST (84, 85, F6/F7
+//! /0), XCHG (86, 87), NOT, NEG (F6/F7 /2 /3), INC, DEC (FE, FF /0 /1), BT, BTS, BTR, BTC
+//! (0F A3, AB, B3, BB, 0F BA /4-/7), CMPXCHG (0F B0, B1), XADD (0F C0, C1), with LOCK where it
+//! is allowed; in every operand and address size and addressing form (ModRM, SIB,
+//! RIP-relative, 16-bit forms, segment overrides). Anything else is `Unsupported`: the caller
+//! reports it, never guesses.
 
+use super::alu::{self, BinOp, BitOp, UnOp};
 use super::arch::rflags;
 
 /// General-purpose registers in encoding order: RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8..R15.
@@ -98,6 +104,42 @@ pub enum Op {
     Stos,
     /// MOVS: `[ES:rDI] = [seg:rSI]`, then both move.
     Movs,
+    /// `[mem] = [mem] op src` (`to_mem`; CMP only compares), or `reg = reg op [mem]`.
+    Alu {
+        /// The operation.
+        op: BinOp,
+        /// The other operand (the destination register when not `to_mem`).
+        src: Src,
+        /// Memory is the destination.
+        to_mem: bool,
+    },
+    /// TEST: the flags of `[mem] & src`.
+    Test(Src),
+    /// INC, DEC, NOT, NEG of `[mem]`.
+    Unary(UnOp),
+    /// XCHG: `[mem]` and the register swap.
+    Xchg(Reg),
+    /// XADD: `[mem] += reg`, the register gets the old `[mem]`.
+    Xadd(Reg),
+    /// CMPXCHG: `[mem] = reg` if `[mem]` equals rAX, else rAX gets `[mem]` (which is written
+    /// back unchanged, as the processor and KVM do).
+    Cmpxchg(Reg),
+    /// BT, BTS, BTR, BTC of a bit of `[mem]` (a register bit offset also moves the address).
+    Bit {
+        /// The operation.
+        op: BitOp,
+        /// The bit offset.
+        src: Src,
+    },
+}
+
+/// The register or immediate operand of a read-modify-write instruction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Src {
+    /// A register, as wide as the access.
+    Reg(Reg),
+    /// An immediate, already sign-extended and masked to the access width.
+    Imm(u64),
 }
 
 /// A memory operand: `seg:(base + index * scale + disp)`, wrapped to the address size.
@@ -220,7 +262,7 @@ pub fn string_step(regs: &mut Gprs, indexes: &[u8], width: u8, count: u64, addr_
 /// Decodes the instruction at the start of `bytes`.
 pub fn decode(bytes: &[u8], mode: Mode) -> Result<Insn, Unsupported> {
     let mut b = Bytes { b: bytes, pos: 0 };
-    let (mut opsize_prefix, mut addr_prefix, mut rep, mut seg) = (false, false, false, None);
+    let (mut opsize_prefix, mut addr_prefix, mut rep, mut seg, mut lock) = (false, false, false, None, false);
     let mut rex;
     let mut opcode = loop {
         let byte = b.next()?;
@@ -236,7 +278,8 @@ pub fn decode(bytes: &[u8], mode: Mode) -> Result<Insn, Unsupported> {
             0x64 => seg = Some(Seg::Fs),
             0x65 => seg = Some(Seg::Gs),
             0xf3 => rep = true,
-            0xf2 | 0xf0 => return Err(Unsupported::Instruction), // REPNE/LOCK: not on these
+            0xf0 => lock = true,
+            0xf2 => return Err(Unsupported::Instruction), // REPNE: not on these
             0x40..=0x4f if mode == Mode::Bits64 => {
                 rex = byte;
                 let next = b.next()?;
@@ -314,8 +357,83 @@ pub fn decode(bytes: &[u8], mode: Mode) -> Result<Insn, Unsupported> {
         }
         (false, 0xaa | 0xab) => (Op::Stos, if opcode == 0xaa { 1 } else { opsize }, string_mem),
         (false, 0xa4 | 0xa5) => (Op::Movs, if opcode == 0xa4 { 1 } else { opsize }, string_mem),
+        // ALU r/m, reg and reg, r/m (low bits 0-3 of 00-3F; 0F is the two-byte escape).
+        (false, 0x00..=0x3f) if opcode & 7 <= 3 => {
+            let (reg, mem) = modrm(&mut b, mode, addr_size, rex, seg)?;
+            let width = if opcode & 1 == 0 { 1 } else { opsize };
+            let r = if width == 1 { byte_reg(reg) } else { Reg { index: reg, high: false } };
+            (Op::Alu { op: BinOp::from_bits(opcode >> 3), src: Src::Reg(r), to_mem: opcode & 2 == 0 }, width, mem)
+        }
+        // Group 1: ALU r/m, imm8 (80), imm16/32 (81), sign-extended imm8 (83).
+        (false, 0x80 | 0x81 | 0x83) => {
+            let (reg, mem) = modrm(&mut b, mode, addr_size, rex, seg)?;
+            let width = if opcode == 0x80 { 1 } else { opsize };
+            let imm_len = if opcode == 0x81 { width.min(4) } else { 1 };
+            let imm = b.signed(imm_len)? as u64 & mask(width);
+            (Op::Alu { op: BinOp::from_bits(reg), src: Src::Imm(imm), to_mem: true }, width, mem)
+        }
+        (false, 0x84..=0x87) => {
+            let (reg, mem) = modrm(&mut b, mode, addr_size, rex, seg)?;
+            let width = if opcode & 1 == 0 { 1 } else { opsize };
+            let r = if width == 1 { byte_reg(reg) } else { Reg { index: reg, high: false } };
+            (if opcode < 0x86 { Op::Test(Src::Reg(r)) } else { Op::Xchg(r) }, width, mem)
+        }
+        // Group 3: TEST r/m, imm; NOT; NEG (MUL and DIV are not emulated).
+        (false, 0xf6 | 0xf7) => {
+            let (reg, mem) = modrm(&mut b, mode, addr_size, rex, seg)?;
+            let width = if opcode == 0xf6 { 1 } else { opsize };
+            let op = match reg & 7 {
+                0 | 1 => Op::Test(Src::Imm(b.signed(width.min(4))? as u64 & mask(width))),
+                2 => Op::Unary(UnOp::Not),
+                3 => Op::Unary(UnOp::Neg),
+                _ => return Err(Unsupported::Instruction),
+            };
+            (op, width, mem)
+        }
+        // Groups 4 and 5: INC, DEC (CALL, JMP and PUSH are not emulated).
+        (false, 0xfe | 0xff) => {
+            let (reg, mem) = modrm(&mut b, mode, addr_size, rex, seg)?;
+            let width = if opcode == 0xfe { 1 } else { opsize };
+            let op = match reg & 7 {
+                0 => UnOp::Inc,
+                1 => UnOp::Dec,
+                _ => return Err(Unsupported::Instruction),
+            };
+            (Op::Unary(op), width, mem)
+        }
+        (true, 0xa3 | 0xab | 0xb3 | 0xbb) => {
+            let (reg, mem) = modrm(&mut b, mode, addr_size, rex, seg)?;
+            let op = match opcode { 0xa3 => BitOp::Bt, 0xab => BitOp::Bts, 0xb3 => BitOp::Btr, _ => BitOp::Btc };
+            (Op::Bit { op, src: Src::Reg(Reg { index: reg, high: false }) }, opsize, mem)
+        }
+        // Group 8: BT, BTS, BTR, BTC r/m, imm8.
+        (true, 0xba) => {
+            let (reg, mem) = modrm(&mut b, mode, addr_size, rex, seg)?;
+            let op = match reg & 7 {
+                4 => BitOp::Bt,
+                5 => BitOp::Bts,
+                6 => BitOp::Btr,
+                7 => BitOp::Btc,
+                _ => return Err(Unsupported::Instruction),
+            };
+            let imm = b.signed(1)? as u64 & 0xff;
+            (Op::Bit { op, src: Src::Imm(imm) }, opsize, mem)
+        }
+        (true, 0xb0 | 0xb1 | 0xc0 | 0xc1) => {
+            let (reg, mem) = modrm(&mut b, mode, addr_size, rex, seg)?;
+            let width = if opcode & 1 == 0 { 1 } else { opsize };
+            let r = if width == 1 { byte_reg(reg) } else { Reg { index: reg, high: false } };
+            (if opcode < 0xc0 { Op::Cmpxchg(r) } else { Op::Xadd(r) }, width, mem)
+        }
         _ => return Err(Unsupported::Instruction),
     };
+    // LOCK only on an instruction that writes its memory operand back (else #UD).
+    let lockable = matches!(op, Op::Alu { op: o, to_mem: true, .. } if o != BinOp::Cmp)
+        || matches!(op, Op::Unary(_) | Op::Xchg(_) | Op::Xadd(_) | Op::Cmpxchg(_))
+        || matches!(op, Op::Bit { op: o, .. } if o != BitOp::Bt);
+    if lock && !lockable {
+        return Err(Unsupported::Instruction);
+    }
     let string = matches!(op, Op::Stos | Op::Movs);
     Ok(Insn { len: b.pos as u8, op, width, mem, addr_size, rep: rep && string })
 }
@@ -394,6 +512,12 @@ impl Insn {
         if m.rip_relative {
             a = a.wrapping_add(rip.wrapping_add(self.len as u64));
         }
+        // BT* with a register: the signed bit offset selects the operand-sized word too.
+        if let Op::Bit { src: Src::Reg(r), .. } = self.op {
+            let bit = sign_extend(read_reg(regs, r, self.width), self.width) as i64;
+            let words = bit.wrapping_shr(self.width.trailing_zeros().wrapping_add(3)); // width is 2, 4 or 8: 4-6
+            a = a.wrapping_add((words as u64).wrapping_mul(u64::from(self.width)));
+        }
         a & mask(self.addr_size)
     }
 
@@ -413,14 +537,95 @@ impl Insn {
             Op::StoreReg(r) => Some(read_reg(regs, r, self.width)),
             Op::StoreImm(v) => Some(v),
             Op::Stos => Some(read_reg(regs, Reg { index: gpr::RAX, high: false }, self.width)),
-            Op::Load { .. } | Op::Movs => None,
+            // MOVS's value comes from memory; a computing instruction's from `compute`.
+            _ => None,
         }
     }
 
-    /// Whether the instruction reads its memory operand (into a register, or for MOVS as the
-    /// source).
+    /// Whether the instruction reads its memory operand (into a register, for MOVS as the
+    /// source, or to compute with it).
     pub fn reads_memory(&self) -> bool {
-        matches!(self.op, Op::Load { .. } | Op::Movs)
+        matches!(self.op, Op::Load { .. } | Op::Movs) || self.computes()
+    }
+
+    /// Whether it computes with its memory operand ([`Insn::compute`]).
+    pub fn computes(&self) -> bool {
+        matches!(self.op, Op::Alu { .. } | Op::Test(_) | Op::Unary(_) | Op::Xchg(_) | Op::Xadd(_) | Op::Cmpxchg(_) | Op::Bit { .. })
+    }
+
+    /// Whether a computing instruction may write its memory operand back (the page must
+    /// allow the write before it is read, as the processor checks).
+    pub fn writes_back(&self) -> bool {
+        match self.op {
+            Op::Alu { op, to_mem, .. } => to_mem && op != BinOp::Cmp,
+            Op::Bit { op, .. } => op != BitOp::Bt,
+            Op::Unary(_) | Op::Xchg(_) | Op::Xadd(_) | Op::Cmpxchg(_) => true,
+            _ => false,
+        }
+    }
+
+    /// A computing instruction's work once `m`, its memory operand, was read: registers and
+    /// RFLAGS updated; the value to write back to memory, if any. RIP is not moved.
+    pub fn compute(&self, regs: &mut Gprs, flags: &mut u64, m: u64) -> Option<u64> {
+        let w = self.width;
+        let m = m & mask(w);
+        let value = |regs: &Gprs, s: Src| match s {
+            Src::Reg(r) => read_reg(regs, r, w),
+            Src::Imm(v) => v,
+        };
+        let rax = Reg { index: gpr::RAX, high: false };
+        match self.op {
+            Op::Alu { op, src, to_mem: true } => {
+                let (r, f) = alu::binary(op, m, value(regs, src), w, *flags);
+                *flags = f;
+                r
+            }
+            Op::Alu { op, src, to_mem: false } => {
+                let (r, f) = alu::binary(op, value(regs, src), m, w, *flags);
+                *flags = f;
+                if let (Some(v), Src::Reg(reg)) = (r, src) {
+                    write_reg(regs, reg, w, v);
+                }
+                None
+            }
+            Op::Test(src) => {
+                *flags = alu::test(m, value(regs, src), w, *flags);
+                None
+            }
+            Op::Unary(op) => {
+                let (r, f) = alu::unary(op, m, w, *flags);
+                *flags = f;
+                Some(r)
+            }
+            Op::Xchg(reg) => {
+                let old = read_reg(regs, reg, w);
+                write_reg(regs, reg, w, m);
+                Some(old)
+            }
+            Op::Xadd(reg) => {
+                let (r, f) = alu::binary(BinOp::Add, m, read_reg(regs, reg, w), w, *flags);
+                *flags = f;
+                write_reg(regs, reg, w, m);
+                r
+            }
+            Op::Cmpxchg(reg) => {
+                let (_, f) = alu::binary(BinOp::Cmp, read_reg(regs, rax, w), m, w, *flags);
+                *flags = f;
+                if f & rflags::ZF != 0 {
+                    Some(read_reg(regs, reg, w))
+                } else {
+                    write_reg(regs, rax, w, m);
+                    Some(m)
+                }
+            }
+            Op::Bit { op, src } => {
+                let bits = u32::from(w).wrapping_mul(8).wrapping_sub(1); // width is 2, 4 or 8
+                let (r, f) = alu::bit(op, m, value(regs, src) as u32 & bits, w, *flags);
+                *flags = f;
+                r
+            }
+            Op::Load { .. } | Op::StoreReg(_) | Op::StoreImm(_) | Op::Stos | Op::Movs => None,
+        }
     }
 
     /// Finishes the instruction once its memory access is done: `loaded` is the value read
@@ -440,6 +645,8 @@ impl Insn {
                 next
             }
             Op::StoreReg(_) | Op::StoreImm(_) => next,
+            // Their registers and flags are [`Insn::compute`]'s.
+            Op::Alu { .. } | Op::Test(_) | Op::Unary(_) | Op::Xchg(_) | Op::Xadd(_) | Op::Cmpxchg(_) | Op::Bit { .. } => next,
             Op::Stos | Op::Movs => {
                 let indexes: &[u8] = if matches!(self.op, Op::Movs) { &[gpr::RSI, gpr::RDI] } else { &[gpr::RDI] };
                 if string_step(regs, indexes, self.width, 1, self.addr_size, self.rep, rflags) { next } else { rip }
@@ -569,14 +776,88 @@ mod tests {
     fn refused() {
         // mov eax, ecx: register operand
         assert_eq!(decode(&[0x89, 0xc8], Mode::Bits32), Err(Unsupported::Instruction));
-        // lock mov, add [rax], ecx, c7 /1
+        // lock mov, lock cmp, lock bt (#UD), c7 /1, mul [rax], call [rax], add eax, ecx
         assert_eq!(decode(&[0xf0, 0x89, 0x08], Mode::Bits64), Err(Unsupported::Instruction));
-        assert_eq!(decode(&[0x01, 0x08], Mode::Bits64), Err(Unsupported::Instruction));
+        assert_eq!(decode(&[0xf0, 0x39, 0x08], Mode::Bits64), Err(Unsupported::Instruction));
+        assert_eq!(decode(&[0xf0, 0x0f, 0xa3, 0x08], Mode::Bits64), Err(Unsupported::Instruction));
         assert_eq!(decode(&[0xc7, 0x48, 0, 0, 0, 0, 0], Mode::Bits64), Err(Unsupported::Instruction));
+        assert_eq!(decode(&[0xf7, 0x20], Mode::Bits64), Err(Unsupported::Instruction));
+        assert_eq!(decode(&[0xff, 0x10], Mode::Bits64), Err(Unsupported::Instruction));
+        assert_eq!(decode(&[0x01, 0xc8], Mode::Bits64), Err(Unsupported::Instruction));
         // movsxd is 64-bit only (63 is ARPL elsewhere); truncated bytes; 15 prefixes
         assert_eq!(decode(&[0x63, 0x02], Mode::Bits32), Err(Unsupported::Instruction));
         assert_eq!(decode(&[0x8b, 0x80, 0x00], Mode::Bits32), Err(Unsupported::Truncated));
         assert_eq!(decode(&[0x66; 16], Mode::Bits32), Err(Unsupported::Instruction));
+    }
+
+    /// The read-modify-write forms: decoding, then the registers, flags and written value.
+    #[test]
+    fn read_modify_write() {
+        use Mode::*;
+        let run = |bytes: &[u8], mode: Mode, regs: &mut Gprs, flags: &mut u64, m: u64| {
+            let i = decode(bytes, mode).unwrap();
+            assert!(i.reads_memory() && i.computes() && i.store_value(regs).is_none(), "{bytes:02x?}");
+            assert_eq!(i.complete(regs, 0x100, *flags, 0), 0x100 + u64::from(i.len), "RIP past it");
+            (i, i.compute(regs, flags, m))
+        };
+        let mut r = [0u64; 16];
+        let mut f = 2u64;
+        // lock add [rax], ecx: 0xffff_ffff + 1 = 0 with CF, ZF.
+        r[1] = 1;
+        let (i, w) = run(&[0xf0, 0x01, 0x08], Bits64, &mut r, &mut f, 0xffff_ffff);
+        assert_eq!((i.len, i.width, w, f & alu::STATUS), (3, 4, Some(0), rflags::CF | rflags::ZF | rflags::PF | rflags::AF));
+        // sub ecx, [rax] (register destination): ecx = 1 - 2, no write.
+        let (_, w) = run(&[0x2b, 0x08], Bits64, &mut r, &mut f, 2);
+        assert_eq!((w, r[1]), (None, 0xffff_ffff));
+        // cmp byte [rbx], 0x10: flags only.
+        let (i, w) = run(&[0x80, 0x3b, 0x10], Bits64, &mut r, &mut f, 0x10);
+        assert_eq!((i.len, i.width, w, f & rflags::ZF), (3, 1, None, rflags::ZF));
+        // or word [bp+2], 0x8000 in 16-bit code (81 /1 iw); and dword [rsi], -1 (83 /4 ib).
+        let (i, w) = run(&[0x81, 0x4e, 0x02, 0x00, 0x80], Bits16, &mut r, &mut f, 0x1);
+        assert_eq!((i.len, i.mem.seg, w), (5, Seg::Ss, Some(0x8001)));
+        let (_, w) = run(&[0x83, 0x26, 0xff], Bits64, &mut r, &mut f, 0x1234);
+        assert_eq!(w, Some(0x1234));
+        // test [rax], edx with 0; test byte [rax], 0x80 (f6 /0 ib).
+        r[2] = 0xf0;
+        let (_, w) = run(&[0x85, 0x10], Bits64, &mut r, &mut f, 0x0f);
+        assert_eq!((w, f & rflags::ZF), (None, rflags::ZF));
+        let (i, _) = run(&[0xf6, 0x00, 0x80], Bits64, &mut r, &mut f, 0x80);
+        assert_eq!((i.len, f & (rflags::ZF | rflags::SF)), (3, rflags::SF));
+        // not qword [rax]; neg byte [rax]; inc word [rax]; dec dword [rax].
+        assert_eq!(run(&[0x48, 0xf7, 0x10], Bits64, &mut r, &mut f, 0).1, Some(u64::MAX));
+        assert_eq!(run(&[0xf6, 0x18], Bits64, &mut r, &mut f, 1).1, Some(0xff));
+        assert_eq!(run(&[0x66, 0xff, 0x00], Bits64, &mut r, &mut f, 0xffff).1, Some(0));
+        assert_eq!(run(&[0xff, 0x08], Bits64, &mut r, &mut f, 0).1, Some(0xffff_ffff));
+        // xchg [rax], bl; xadd [rax], ecx.
+        r[3] = 0x11;
+        let (_, w) = run(&[0x86, 0x18], Bits64, &mut r, &mut f, 0x22);
+        assert_eq!((w, r[3]), (Some(0x11), 0x22));
+        r[1] = 5;
+        let (_, w) = run(&[0x0f, 0xc1, 0x08], Bits64, &mut r, &mut f, 7);
+        assert_eq!((w, r[1]), (Some(12), 7));
+        // cmpxchg [rax], ecx: equal to eax writes ecx; different loads eax and writes [rax] back.
+        (r[0], r[1]) = (9, 3);
+        let (_, w) = run(&[0x0f, 0xb1, 0x08], Bits64, &mut r, &mut f, 9);
+        assert_eq!((w, r[0], f & rflags::ZF), (Some(3), 9, rflags::ZF));
+        let (_, w) = run(&[0x0f, 0xb1, 0x08], Bits64, &mut r, &mut f, 4);
+        assert_eq!((w, r[0], f & rflags::ZF), (Some(4), 4, 0));
+        // bts dword [rax], 33 (0f ba /5 ib: the bit is taken modulo 32); btr [rax], ecx.
+        let (i, w) = run(&[0x0f, 0xba, 0x28, 33], Bits64, &mut r, &mut f, 0);
+        assert_eq!((i.len, w, f & rflags::CF), (4, Some(2), 0));
+        r[1] = 3;
+        assert_eq!(run(&[0x0f, 0xb3, 0x08], Bits64, &mut r, &mut f, 0xf).1, Some(0x7));
+        assert_eq!(f & rflags::CF, rflags::CF);
+        // bt [rax], ecx with a register offset beyond the dword: the address moves by whole
+        // dwords, signed (offset -1 is bit 31 of the dword below).
+        r[0] = 0x1000;
+        r[1] = 100;
+        let i = decode(&[0x0f, 0xa3, 0x08], Bits64).unwrap();
+        assert_eq!(i.offset(&r, 0), 0x1000 + 12);
+        r[1] = 0xffff_ffff;
+        assert_eq!(i.offset(&r, 0), 0x1000 - 4);
+        let mut f2 = 0;
+        i.compute(&mut r, &mut f2, 1 << 31);
+        assert_eq!(f2 & rflags::CF, rflags::CF);
     }
 
     #[test]

@@ -48,6 +48,8 @@ unsafe impl kernel::transmute::AsBytes for ClockData {}
 /// `PVCLOCK_TSC_STABLE_BIT`: every vCPU's page reads one clock; the guest need not keep its
 /// own cross-CPU maximum.
 pub const PVCLOCK_TSC_STABLE: u8 = 1 << 0;
+/// `PVCLOCK_GUEST_STOPPED`: the guest was paused (set by the guest's side; kept on updates).
+pub const PVCLOCK_GUEST_STOPPED: u8 = 1 << 1;
 
 /// `struct pvclock_vcpu_time_info`, the page a vCPU's guest reads (32 bytes, packed).
 #[repr(C)]
@@ -149,41 +151,74 @@ impl TimeInfo {
     pub fn read(&self, tsc: u64) -> u64 {
         self.system_time.wrapping_add(scale_delta(tsc.wrapping_sub(self.tsc_timestamp), self.tsc_to_system_mul, self.tsc_shift))
     }
+
+    /// Likewise, also for a TSC below `tsc_timestamp` (the host reads with a TSC taken before
+    /// a reference another thread took later): counted back, never wrapped to the far future.
+    pub fn read_signed(&self, tsc: u64) -> u64 {
+        match tsc.checked_sub(self.tsc_timestamp) {
+            Some(_) => self.read(tsc),
+            None => self.system_time.wrapping_sub(scale_delta(self.tsc_timestamp.wrapping_sub(tsc), self.tsc_to_system_mul, self.tsc_shift)),
+        }
+    }
 }
 
-/// The point a VM's kvmclock is computed from: the host TSC `tsc` and the host's boot-time
-/// nanoseconds `boot_ns` read together, and whether the host's clocksource is that TSC (then
-/// the point stays valid, KVM's "master clock"; else it is taken anew at each use).
+/// One reading of the host's time: the TSC, KVM's base clock (boot time at the raw clock's
+/// rate, `get_kvmclock_base_ns`) and the real time, in nanoseconds, taken at one instant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Now {
+    /// The host TSC.
+    pub tsc: u64,
+    /// KVM's base clock.
+    pub base_ns: u64,
+    /// CLOCK_REALTIME.
+    pub real_ns: u64,
+}
+
+/// The point a VM's kvmclock is computed from: a host TSC and the base clock at that TSC, and
+/// whether the host's clocksource is that TSC (then the point stays valid, KVM's "master
+/// clock"; else it is taken anew at each use).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Reference {
     /// The host TSC.
     pub tsc: u64,
-    /// CLOCK_BOOTTIME at that TSC, in nanoseconds.
-    pub boot_ns: u64,
+    /// The base clock at that TSC, in nanoseconds.
+    pub base_ns: u64,
     /// The host's clocksource is that (constant-rate) TSC.
     pub stable: bool,
 }
 
-/// The VM's clock state: the reference and the offset `KVM_SET_CLOCK` sets (kvmclock minus
-/// host boot time, wrapping like KVM's `kvmclock_offset`).
+impl Reference {
+    /// The reference a reading gives.
+    pub const fn at(now: &Now, stable: bool) -> Self {
+        Reference { tsc: now.tsc, base_ns: now.base_ns, stable }
+    }
+}
+
+/// A VM's clock: the reference and the offset `KVM_SET_CLOCK` sets (kvmclock minus the base
+/// clock, wrapping like KVM's `kvmclock_offset`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct VmClock {
+pub struct Clock {
     /// The point the clock is computed from.
     pub reference: Reference,
-    /// kvmclock minus host boot time, in nanoseconds (wrapping).
+    /// kvmclock minus the base clock, in nanoseconds (wrapping).
     pub offset: u64,
     /// The TSC's rate in kHz (the host's: rvmx has no TSC scaling).
     pub tsc_khz: u32,
 }
 
-impl VmClock {
-    /// The kvmclock value at host TSC `host_tsc` (with a stable reference) or at host boot time
-    /// `boot_ns` (without one).
-    pub fn at(&self, host_tsc: u64, boot_ns: u64) -> u64 {
-        if !self.reference.stable {
-            return boot_ns.wrapping_add(self.offset);
+impl Clock {
+    /// A clock that reads 0 at `now` (KVM starts each VM's kvmclock at its creation).
+    pub fn new(now: &Now, stable: bool, tsc_khz: u32) -> Self {
+        Clock { reference: Reference::at(now, stable), offset: 0u64.wrapping_sub(now.base_ns), tsc_khz }
+    }
+
+    /// The kvmclock at `now`: extrapolated from the reference with the TSC when it is stable,
+    /// else the base clock plus the offset.
+    pub fn read(&self, now: &Now) -> u64 {
+        match self.time_info(0) {
+            Some(t) if self.reference.stable => t.read_signed(now.tsc),
+            _ => now.base_ns.wrapping_add(self.offset),
         }
-        self.time_info(0).map_or(boot_ns.wrapping_add(self.offset), |t| t.read(host_tsc))
     }
 
     /// The page of a vCPU whose TSC is the host's plus `tsc_offset` (version left 0), or `None`
@@ -192,7 +227,7 @@ impl VmClock {
         let (tsc_shift, tsc_to_system_mul) = time_scale(NSEC_PER_SEC, u64::from(self.tsc_khz).wrapping_mul(1000))?;
         Some(TimeInfo {
             tsc_timestamp: self.reference.tsc.wrapping_add(tsc_offset),
-            system_time: self.reference.boot_ns.wrapping_add(self.offset),
+            system_time: self.reference.base_ns.wrapping_add(self.offset),
             tsc_to_system_mul,
             tsc_shift,
             flags: if self.reference.stable { PVCLOCK_TSC_STABLE } else { 0 },
@@ -200,39 +235,47 @@ impl VmClock {
         })
     }
 
-    /// `KVM_GET_CLOCK`: the clock at host TSC `host_tsc`, real time `real_ns` and boot time
-    /// `boot_ns`, all read together. With a stable reference the three are reported (flags as
-    /// KVM's master clock sets them) once a vCPU has run (`vcpu_ran`: KVM turns its master
-    /// clock on at a vCPU's first entry); otherwise only the clock.
-    pub fn get(&self, host_tsc: u64, real_ns: u64, boot_ns: u64, vcpu_ran: bool) -> ClockData {
-        let clock = self.at(host_tsc, boot_ns);
-        if !self.reference.stable || !vcpu_ran {
-            return ClockData { clock, ..ClockData::default() };
-        }
-        ClockData { clock, flags: CLOCK_VALID_FLAGS, realtime: real_ns, host_tsc, ..ClockData::default() }
+    /// Moves the reference to `now` (same clock), e.g. when the host's clocksource stops
+    /// being the TSC.
+    pub fn rebase(&mut self, now: &Now, stable: bool) {
+        let clock = self.read(now);
+        self.reference = Reference::at(now, stable);
+        self.offset = clock.wrapping_sub(now.base_ns);
     }
 
-    /// `KVM_SET_CLOCK` with the new reference `reference` (taken now) and the real time now:
-    /// the offset that makes the clock read `data.clock` at the reference (moved forward by
-    /// the real time elapsed since `data.realtime` with `KVM_CLOCK_REALTIME`, never back).
-    /// `Err` for unknown flags (`EINVAL`).
-    pub fn set(&mut self, data: &ClockData, reference: Reference, real_now_ns: u64) -> Result<(), ()> {
+    /// `KVM_GET_CLOCK` at `now`. With a stable reference, once a vCPU has run (`vcpu_ran`:
+    /// KVM turns its master clock on at a vCPU's first entry), `KVM_CLOCK_TSC_STABLE`, and the
+    /// real time and TSC of `now` if the host's clocksource is still the TSC (`tsc_based`:
+    /// KVM leaves its master clock only at the next entry); otherwise only the clock.
+    pub fn get(&self, now: &Now, vcpu_ran: bool, tsc_based: bool) -> ClockData {
+        let clock = self.read(now);
+        match (self.reference.stable && vcpu_ran, tsc_based) {
+            (false, _) => ClockData { clock, ..ClockData::default() },
+            (true, false) => ClockData { clock, flags: CLOCK_TSC_STABLE, host_tsc: now.tsc, ..ClockData::default() },
+            (true, true) => ClockData { clock, flags: CLOCK_VALID_FLAGS, realtime: now.real_ns, host_tsc: now.tsc, ..ClockData::default() },
+        }
+    }
+
+    /// `KVM_SET_CLOCK` at `now`: the reference moves to `now` and the offset makes the clock
+    /// read `data.clock` there (moved forward by the real time elapsed since `data.realtime`
+    /// with `KVM_CLOCK_REALTIME`, never back). `Err` for unknown flags (`EINVAL`).
+    pub fn set(&mut self, data: &ClockData, now: &Now, stable: bool) -> Result<(), ()> {
         if data.flags & !CLOCK_VALID_FLAGS != 0 {
             return Err(());
         }
         let mut clock = data.clock;
-        if data.flags & CLOCK_REALTIME != 0 && real_now_ns > data.realtime {
-            clock = clock.wrapping_add(real_now_ns.wrapping_sub(data.realtime));
+        if data.flags & CLOCK_REALTIME != 0 && now.real_ns > data.realtime {
+            clock = clock.wrapping_add(now.real_ns.wrapping_sub(data.realtime));
         }
-        self.reference = reference;
-        self.offset = clock.wrapping_sub(reference.boot_ns);
+        self.reference = Reference::at(now, stable);
+        self.offset = clock.wrapping_sub(now.base_ns);
         Ok(())
     }
 
-    /// The wall-clock time (nanoseconds since 1970) at which the kvmclock read 0, given the
-    /// real time and the kvmclock now (KVM's `kvm_get_wall_clock_epoch`).
-    pub fn wall_clock(real_ns: u64, kvmclock_ns: u64, version: u32) -> WallClock {
-        let epoch = real_ns.wrapping_sub(kvmclock_ns);
+    /// The wall-clock page's time: the real time at which the kvmclock read 0 (KVM's
+    /// `kvm_get_wall_clock_epoch`), with `version`.
+    pub fn wall_clock(&self, now: &Now, version: u32) -> WallClock {
+        let epoch = now.real_ns.wrapping_sub(self.read(now));
         // sec wraps in 2106, as KVM's.
         WallClock { version, sec: (epoch / NSEC_PER_SEC) as u32, nsec: (epoch % NSEC_PER_SEC) as u32 }
     }
@@ -341,41 +384,54 @@ mod tests {
 
     #[test]
     fn get_and_set_round_trip() {
-        let reference = Reference { tsc: 1_000_000, boot_ns: 5_000, stable: true };
-        let mut c = VmClock { reference, offset: 0, tsc_khz: 1_000_000 }; // 1 tick per ns
-        assert_eq!(c.get(1_000_000 + 700, 77, 0, false), ClockData { clock: 5_700, ..Default::default() });
-        let d = c.get(1_000_000 + 700, 77, 0, true);
-        assert_eq!((d.clock, d.flags, d.realtime, d.host_tsc), (5_700, CLOCK_VALID_FLAGS, 77, 1_000_700));
-        // Set to 1 s at a new reference; REALTIME moves it by the real time elapsed.
-        let r2 = Reference { tsc: 2_000_000, boot_ns: 9_000, stable: true };
-        c.set(&ClockData { clock: NSEC_PER_SEC, ..Default::default() }, r2, 0).unwrap();
-        assert_eq!(c.at(2_000_000, 0), NSEC_PER_SEC);
-        c.set(&ClockData { clock: 100, flags: CLOCK_REALTIME, realtime: 40, ..Default::default() }, r2, 50).unwrap();
-        assert_eq!(c.at(2_000_000, 0), 110);
-        c.set(&ClockData { clock: 100, flags: CLOCK_REALTIME, realtime: 60, ..Default::default() }, r2, 50).unwrap();
-        assert_eq!(c.at(2_000_000, 0), 100, "never back");
-        assert_eq!(c.set(&ClockData { flags: 1, ..Default::default() }, r2, 0), Err(()));
-        assert_eq!(c.set(&ClockData { flags: 1 << 4, ..Default::default() }, r2, 0), Err(()));
-        // A clock set below the host's boot time wraps, as KVM's offset does, and reads back.
-        c.set(&ClockData { clock: 3, ..Default::default() }, r2, 0).unwrap();
-        assert_eq!(c.at(2_000_000 + 4, 0), 7);
-        // Without a stable reference: boot time plus the offset; only the clock is reported.
-        let mut u = VmClock { tsc_khz: 1_000_000, ..Default::default() };
-        u.set(&ClockData { clock: 1_000, ..Default::default() }, Reference { boot_ns: 400, ..Default::default() }, 0).unwrap();
-        assert_eq!(u.get(123, 456, 500, true), ClockData { clock: 1_100, ..Default::default() });
+        let tsc_khz = 1_000_000; // 1 tick per ns
+        let at = |tsc: u64, base_ns: u64, real_ns: u64| Now { tsc, base_ns, real_ns };
+        let mut c = Clock::new(&at(1_000_000, 5_000, 0), true, tsc_khz);
+        assert_eq!(c.read(&at(1_000_000, 0, 0)), 0, "0 at creation");
+        assert_eq!(c.get(&at(1_000_700, 0, 77), false, true), ClockData { clock: 700, ..Default::default() });
+        let d = c.get(&at(1_000_700, 0, 77), true, false);
+        assert_eq!((d.clock, d.flags, d.realtime, d.host_tsc), (700, CLOCK_TSC_STABLE, 0, 1_000_700), "host left the TSC");
+        let d = c.get(&at(1_000_700, 0, 77), true, true);
+        assert_eq!((d.clock, d.flags, d.realtime, d.host_tsc), (700, CLOCK_VALID_FLAGS, 77, 1_000_700));
+        // A TSC read before the reference counts back.
+        assert_eq!(c.read(&at(999_990, 0, 0)), 0u64.wrapping_sub(10));
+        // Set to 1 s; REALTIME moves it by the real time elapsed, never back.
+        let n2 = at(2_000_000, 9_000, 50);
+        c.set(&ClockData { clock: NSEC_PER_SEC, ..Default::default() }, &n2, true).unwrap();
+        assert_eq!(c.read(&n2), NSEC_PER_SEC);
+        c.set(&ClockData { clock: 100, flags: CLOCK_REALTIME, realtime: 40, ..Default::default() }, &n2, true).unwrap();
+        assert_eq!(c.read(&n2), 110);
+        c.set(&ClockData { clock: 100, flags: CLOCK_REALTIME, realtime: 60, ..Default::default() }, &n2, true).unwrap();
+        assert_eq!(c.read(&n2), 100, "never back");
+        assert_eq!(c.set(&ClockData { flags: 1, ..Default::default() }, &n2, true), Err(()));
+        assert_eq!(c.set(&ClockData { flags: 1 << 4, ..Default::default() }, &n2, true), Err(()));
+        // A clock set below the base clock wraps, as KVM's offset does, and reads back.
+        c.set(&ClockData { clock: 3, ..Default::default() }, &n2, true).unwrap();
+        assert_eq!(c.read(&at(2_000_004, 0, 0)), 7);
+        // Rebased (the host left the TSC): the same clock, now from the base clock.
+        let n3 = at(2_000_104, 9_100, 0);
+        c.rebase(&n3, false);
+        assert_eq!((c.read(&n3), c.read(&at(0, 9_150, 0))), (107, 157));
+        assert_eq!(c.time_info(0).map(|t| t.flags), Some(0));
+        // Without a stable reference: the base clock plus the offset; only the clock reported.
+        let mut u = Clock::new(&at(0, 0, 0), false, tsc_khz);
+        u.set(&ClockData { clock: 1_000, ..Default::default() }, &at(123, 400, 0), false).unwrap();
+        assert_eq!(u.get(&at(123, 500, 456), true, true), ClockData { clock: 1_100, ..Default::default() });
+        // The wall clock: real time minus kvmclock.
+        assert_eq!(u.wall_clock(&at(0, 500, 5 * NSEC_PER_SEC + 7), 2), WallClock { version: 2, sec: 4, nsec: 999_998_907 });
     }
 
     /// Two vCPUs with different TSC offsets read the same kvmclock at the same host TSC.
     #[test]
     fn pages_agree_across_tsc_offsets() {
-        let c = VmClock { reference: Reference { tsc: 10_000, boot_ns: 3, stable: true }, offset: 20, tsc_khz: 2_500_000 };
+        let c = Clock { reference: Reference { tsc: 10_000, base_ns: 3, stable: true }, offset: 20, tsc_khz: 2_500_000 };
         let (a, b) = (c.time_info(0).unwrap(), c.time_info(0u64.wrapping_sub(9_000)).unwrap());
         for host in [10_000u64, 12_345, 1 << 40] {
             assert_eq!(a.read(host), b.read(host.wrapping_sub(9_000)));
-            assert_eq!(a.read(host), c.at(host, 0));
+            assert_eq!(a.read(host), c.read(&Now { tsc: host, ..Default::default() }));
         }
         assert_eq!(a.flags, PVCLOCK_TSC_STABLE);
-        assert_eq!(VmClock { tsc_khz: 0, ..c }.time_info(0), None);
+        assert_eq!(Clock { tsc_khz: 0, ..c }.time_info(0), None);
     }
 
     #[test]
@@ -386,7 +442,5 @@ mod tests {
         assert_eq!(time_page(0x5fe9), None, "crosses into the next page");
         assert_eq!((time_update_version(0), time_update_version(2), time_update_version(7)), (1, 3, 9));
         assert_eq!((wall_update_version(0), wall_update_version(3), wall_update_version(u32::MAX)), (1, 5, 1));
-        let w = VmClock::wall_clock(5 * NSEC_PER_SEC + 7, NSEC_PER_SEC, 2);
-        assert_eq!(w, WallClock { version: 2, sec: 4, nsec: 7 });
     }
 }

@@ -439,6 +439,9 @@ fn mmio_access(g: &mut Guest<'_>, regs: &mut Regs, i: &Insn, run: &KvmRun, gpa: 
     }
     if i.reads_memory() {
         let src = g.data_linear(i.mem.seg, i.offset(&r, regs.rip))?;
+        if i.writes_back() {
+            g.parts(src, 0, i.width.into(), true)?; // a write the tables deny faults first
+        }
         let parts = g.parts(src, 0, i.width.into(), false)?;
         let frags = g.read_parts(&parts, data)?;
         // The exit must have come from this read (not another vCPU's change of the code).
@@ -447,6 +450,10 @@ fn mmio_access(g: &mut Guest<'_>, regs: &mut Regs, i: &Insn, run: &KvmRun, gpa: 
         }
         if let Some(exit) = read_exit(run, frags, AfterRead::Insn(*i)) {
             return Ok(exit);
+        }
+        if i.computes() {
+            // Read from RAM: the exit came from the write (a read-only slot).
+            return compute(g, regs, i, run, Some(gpa), data);
         }
         if i.op != Op::Movs {
             return Err(Failure::Unsupported); // a load from RAM cannot have exited
@@ -465,7 +472,7 @@ fn store(g: &mut Guest<'_>, regs: &mut Regs, i: &Insn, run: &KvmRun, exit_gpa: O
     let mut r = gprs(regs);
     let dst = match i.op {
         Op::Stos | Op::Movs => g.data_linear(Seg::Es, i.dest_offset(&r))?,
-        Op::Load { .. } | Op::StoreReg(_) | Op::StoreImm(_) => g.data_linear(i.mem.seg, i.offset(&r, regs.rip))?,
+        _ => g.data_linear(i.mem.seg, i.offset(&r, regs.rip))?,
     };
     let parts = g.parts(dst, 0, i.width.into(), true)?;
     if exit_gpa.is_some_and(|gpa| !parts.mmio_on_page_of(gpa)) {
@@ -473,6 +480,34 @@ fn store(g: &mut Guest<'_>, regs: &mut Regs, i: &Insn, run: &KvmRun, exit_gpa: O
     }
     let frags = g.write_parts(&parts, data)?;
     regs.rip = i.complete(&mut r, regs.rip, regs.rflags, 0);
+    set_gprs(regs, &r);
+    Ok(write_exit(run, frags, data))
+}
+
+/// A computing instruction (ADD, XCHG, BTS... on memory) whose operand is read (in `data`):
+/// registers and flags are updated, RIP moves past it, and the result, if it writes one, goes
+/// to the same place (each MMIO part in its own exit, as KVM's emulator writes it back).
+/// `exit_gpa`: the access that exited, if it must be the write.
+fn compute(g: &mut Guest<'_>, regs: &mut Regs, i: &Insn, run: &KvmRun, exit_gpa: Option<u64>, data: &mut Data) -> Result<Outcome, Failure> {
+    let mut r = gprs(regs);
+    // The address, before the instruction changes its registers.
+    let dst = g.data_linear(i.mem.seg, i.offset(&r, regs.rip))?;
+    let mut flags = regs.rflags;
+    let write = i.compute(&mut r, &mut flags, data.value(i.width));
+    let frags = match write {
+        Some(v) => {
+            let parts = g.parts(dst, 0, i.width.into(), true)?;
+            if exit_gpa.is_some_and(|gpa| !parts.mmio_on_page_of(gpa)) {
+                return Err(Failure::Unsupported);
+            }
+            data.get_mut(0, i.width.into())?.copy_from_slice(first(&v.to_le_bytes(), i.width.into()));
+            g.write_parts(&parts, data)?
+        }
+        None if exit_gpa.is_some() => return Err(Failure::Unsupported), // nothing to write: cannot have exited
+        None => Fragments::default(),
+    };
+    regs.rflags = flags;
+    regs.rip = i.complete(&mut r, regs.rip, flags, 0);
     set_gprs(regs, &r);
     Ok(write_exit(run, frags, data))
 }
@@ -658,6 +693,7 @@ fn continue_pending(g: &mut Guest<'_>, regs: &mut Regs, run: &KvmRun, p: Pending
             }
             match then {
                 AfterRead::Insn(insn) if insn.op == Op::Movs => store(g, regs, &insn, run, None, data),
+                AfterRead::Insn(insn) if insn.computes() => compute(g, regs, &insn, run, None, data),
                 AfterRead::Insn(insn) => {
                     let mut r = gprs(regs);
                     regs.rip = insn.complete(&mut r, regs.rip, regs.rflags, data.value(insn.width));

@@ -14,6 +14,8 @@ use crate::{
 
 /// Bytes of a page's version field (the first field of both pages).
 const VERSION: usize = core::mem::size_of::<u32>();
+/// Offset of the time page's flags.
+const FLAGS: u64 = core::mem::offset_of!(kvmclock::TimeInfo, flags) as u64;
 
 /// Writes what the vCPU's kvmclock needs in guest memory before its next entry: the wall-clock
 /// page if its MSR was written, the time page if it changed, the VM clock moved, or (without a
@@ -24,6 +26,9 @@ pub(crate) fn sync(st: &mut VcpuState, vm: &Vm) {
     if core::mem::take(&mut st.kvmclock.wall_clock) {
         write_wall_clock(st, vm);
     }
+    if st.kvmclock.system_time & 1 != 0 {
+        st.vm_clock.recheck();
+    }
     let generation = st.vm_clock.generation();
     let cpu = kernel::cpu::CpuId::current().as_u32();
     if !st.kvmclock.page_due(generation, st.vm_clock.stable(), cpu) {
@@ -32,11 +37,15 @@ pub(crate) fn sync(st: &mut VcpuState, vm: &Vm) {
     let c = &mut st.kvmclock;
     (c.update, c.generation, c.cpu) = (false, generation, cpu);
     let Some(gpa) = time_page(c.system_time) else { return };
-    let Some(info) = st.vm_clock.now().time_info(st.msrs.tsc_offset) else { return };
+    let Some(info) = st.vm_clock.page_clock().time_info(st.msrs.tsc_offset) else { return };
     let mut mem = vm.memory();
     let Ok(current) = read_version(&mem, gpa) else { return };
     let version = kvmclock::time_update_version(current);
-    let _ = write_versioned(&mut mem, gpa, version, kvmclock::TimeInfo { version, ..info }.as_bytes());
+    // The guest's PVCLOCK_GUEST_STOPPED stays, as KVM keeps it (`kvm_setup_guest_pvclock`).
+    let mut flags = [0u8];
+    let _ = read_guest(&mem, gpa.wrapping_add(FLAGS), &mut flags);
+    let flags = info.flags | (flags[0] & kvmclock::PVCLOCK_GUEST_STOPPED);
+    let _ = write_versioned(&mut mem, gpa, version, kvmclock::TimeInfo { version, flags, ..info }.as_bytes());
 }
 
 /// The VM's wall-clock page, at the address in its MSR (none for 0, as KVM).
@@ -59,10 +68,11 @@ fn read_version(mem: &Memory<'_>, gpa: u64) -> Result<u32> {
 }
 
 /// Writes `version` (odd), then `page` (which carries it), then `version + 1`: a guest reading
-/// meanwhile sees an odd or changed version and reads again.
+/// meanwhile sees an odd or changed version and reads again. The closing version is written
+/// even if part of the page could not be (as KVM does), so a guest never waits on an odd one.
 fn write_versioned(mem: &mut Memory<'_>, gpa: u64, version: u32, page: &[u8]) -> Result {
     write_guest(mem, gpa, &version.to_le_bytes())?;
-    write_guest(mem, gpa, page)?;
+    let _ = write_guest(mem, gpa, page);
     write_guest(mem, gpa, &version.wrapping_add(1).to_le_bytes())
 }
 

@@ -69,6 +69,11 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
     let result = t.vmx.with_vmx_operation(|op| -> Result<Next> {
         t.stats.window();
         let cpu = kernel::cpu::CpuId::current().as_u32();
+        // kvmclock without a stable TSC: the time page was computed on another CPU (the
+        // thread moved after it was written): back to the host to rewrite it first.
+        if st.kvmclock.page_due(st.vm_clock.generation(), st.vm_clock.stable(), cpu) {
+            return Ok(Next::Host);
+        }
         let host = HostState::save()?;
         // A debugger's hardware breakpoints replace the guest's for the window.
         let dbg = st.debugger;

@@ -201,5 +201,14 @@ fn main() -> ExitCode {
         println!("realtime_is_now {}", c.realtime.abs_diff(realtime_ns()) < 2 * SEC);
     }
     println!("info flags_after_run {:#x}", c.flags);
+    // The host leaves the TSC clocksource while the VM lives: the clock stops claiming a
+    // stable TSC (KVM leaves its master clock), and still runs on.
+    let cs = "/sys/devices/system/clocksource/clocksource0/current_clocksource";
+    if stable && std::fs::write(cs, "hpet").is_ok() {
+        std::thread::sleep(std::time::Duration::from_millis(1200));
+        let c2 = g.vm.get_clock().unwrap();
+        println!("host_left_tsc flags {:#x} clock_runs {}", c2.flags, c2.clock > c.clock);
+        let _ = std::fs::write(cs, "tsc");
+    }
     ExitCode::SUCCESS
 }

@@ -1,6 +1,7 @@
 //! MMIO, read-only memory slots and string port I/O, through rust-vmm's `kvm-ioctls`: small
 //! guests (assembled below) touch guest-physical addresses with no RAM behind them, in every
-//! instruction form the MMIO exit must decode, and print every exit, the registers and the
+//! instruction form the MMIO exit must decode (moves, string instructions, and the
+//! instructions that compute with memory: ADD... CMPXCHG, BT*), and print every exit, the registers and the
 //! RAM they changed as `key value` lines. tests/vm/suite.sh runs it on `/dev/rvmx` and
 //! `/dev/kvm` in the same boot and requires identical output (but for `info` lines).
 //!
@@ -55,6 +56,59 @@ core::arch::global_asm!(
     "rep movsb",                            // MMIO to RAM
     "hlt",
     "mmio64_end:",
+    ".popsection",
+);
+
+// 64-bit guest: instructions that read MMIO, compute and (mostly) write back, as KVM's
+// emulator runs them: one read exit, then one write exit. Registers and RFLAGS after each are
+// saved to RAM at 0x8200 (for BT*, only CF: the other flags are undefined).
+core::arch::global_asm!(
+    ".pushsection .rodata.guests, \"a\"",
+    ".globl rmw64_start", ".globl rmw64_end",
+    "rmw64_start:",
+    "mov rbx, 0x100000",
+    "mov ecx, 0x01020304",
+    "add dword ptr [rbx], ecx",
+    "pushfq", "pop rax", "mov [0x8200], rax",
+    "lock or byte ptr [rbx + 4], 0x81",
+    "pushfq", "pop rax", "mov [0x8208], rax",
+    "mov edx, 0x10",
+    "sub edx, dword ptr [rbx + 8]",         // into a register: a read only
+    "mov [0x8210], rdx",
+    "pushfq", "pop rax", "mov [0x8218], rax",
+    "cmp word ptr [rbx + 0x10], 0x1234",    // a read only
+    "pushfq", "pop rax", "mov [0x8220], rax",
+    "test qword ptr [rbx + 0x18], rcx",
+    "pushfq", "pop rax", "mov [0x8228], rax",
+    "mov esi, 0x55",
+    "xchg dword ptr [rbx + 0x20], esi",
+    "mov [0x8230], rsi",
+    "mov edi, 7",
+    "xadd dword ptr [rbx + 0x24], edi",
+    "mov [0x8238], rdi",
+    "pushfq", "pop rax", "mov [0x8240], rax",
+    "mov eax, 0x2a",
+    "mov r8d, 0x99",
+    "lock cmpxchg dword ptr [rbx + 0x28], r8d", // unequal: EAX loaded, the value written back
+    "mov [0x8248], rax",
+    "pushfq", "pop rax", "mov [0x8250], rax",
+    "inc byte ptr [rbx + 0x30]",
+    "dec qword ptr [rbx + 0x38]",
+    "not word ptr [rbx + 0x40]",
+    "neg dword ptr [rbx + 0x44]",
+    "pushfq", "pop rax", "mov [0x8258], rax",
+    "mov ecx, 35",
+    "bts dword ptr [rbx + 0x48], ecx",      // bit 3 of the dword at +0x4c
+    "pushfq", "pop rax", "and eax, 1", "mov [0x8260], rax",
+    "btr word ptr [rbx + 0x50], 3",
+    "pushfq", "pop rax", "and eax, 1", "mov [0x8268], rax",
+    "bt qword ptr [rbx + 0x58], 63",        // a read only
+    "pushfq", "pop rax", "and eax, 1", "mov [0x8270], rax",
+    "stc",
+    "adc dword ptr [rbx + 0x60], 1",
+    "pushfq", "pop rax", "mov [0x8278], rax",
+    "hlt",
+    "rmw64_end:",
     ".popsection",
 );
 
@@ -140,7 +194,7 @@ core::arch::global_asm!(
     ".globl unsupported_start", ".globl unsupported_end",
     "unsupported_start:",
     "mov rbx, 0x100000",
-    "add dword ptr [rbx], eax",
+    "mul dword ptr [rbx]",
     "hlt",
     "unsupported_end:",
     ".popsection",
@@ -229,6 +283,8 @@ extern "C" {
     static pae_sregs_end: u8;
     static mmio64_start: u8;
     static mmio64_end: u8;
+    static rmw64_start: u8;
+    static rmw64_end: u8;
     static mmio16_start: u8;
     static mmio16_end: u8;
     static readonly_start: u8;
@@ -266,6 +322,10 @@ fn main() -> ExitCode {
     print_regs("mmio64", &g);
     println!("mmio64 saved {:02x?}", ram(&g, 0x8100, 32));
     println!("mmio64 movs_to_ram {:02x?}", ram(&g, 0x9000, 4));
+
+    let mut g = long_mode_guest(&kvm, unsafe { code(&rmw64_start, &rmw64_end) }, "rmw64");
+    run("rmw64", &mut g, 60, 0);
+    println!("rmw64 saved {:x?}", (0..16).map(|i| u64::from_le_bytes(ram(&g, 0x8200 + i * 8, 8).try_into().unwrap())).collect::<Vec<_>>());
 
     let mut g = guest(&kvm, unsafe { code(&mmio16_start, &mmio16_end) });
     run("mmio16", &mut g, 20, 0);
@@ -382,7 +442,7 @@ fn main() -> ExitCode {
     println!("manyslots move20 {:?}", slot(&g, 20, 0x80_0000, 4096, 19));
     rerun(&mut g, "manyslots_changed");
 
-    // Not in the decoder's set: KVM emulates ADD on MMIO, rvmx stops with an emulation
+    // Not in the decoder's set: KVM emulates MUL on MMIO, rvmx stops with an emulation
     // failure that names the instruction (info lines: the two differ by design).
     let mut g = long_mode_guest(&kvm, unsafe { code(&unsupported_start, &unsupported_end) }, "info unsupported");
     match g.vcpu.run() {
