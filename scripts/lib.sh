@@ -26,11 +26,15 @@ die() { printf '[rvmx] error: %s\n' "$*" >&2; exit 1; }
 # Short content hash of the arguments (strings), used as cache keys.
 key_of() { printf '%s\n' "$@" | sha256sum | cut -c1-16; }
 
-# The private apt configuration that reaches $DEBIAN_SUITE without touching the system's apt.
+# The private apt configuration that reaches a Debian suite ($1, default $DEBIAN_SUITE) without
+# touching the system's apt: sets APT_OPTS and APT_DIR (its state and download cache, one per suite).
 apt_private() {
+	local suite=${1:-$DEBIAN_SUITE}
 	local d=$RVMX_CACHE/apt
+	[ "$suite" = "$DEBIAN_SUITE" ] || d=$RVMX_CACHE/apt-$suite
+	APT_DIR=$d
 	mkdir -p "$d/lists/partial" "$d/cache/archives/partial"
-	printf 'deb http://deb.debian.org/debian %s main\n' "$DEBIAN_SUITE" > "$d/sources.list"
+	printf 'deb http://deb.debian.org/debian %s main\n' "$suite" > "$d/sources.list"
 	APT_OPTS=(-o "Dir::Etc::sourcelist=$d/sources.list" -o Dir::Etc::sourceparts=/nonexistent
 	          -o "Dir::State::Lists=$d/lists" -o "Dir::Cache=$d/cache"
 	          -o APT::Get::List-Cleanup=0 -o APT::Sandbox::User=root -q)
