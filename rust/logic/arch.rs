@@ -153,6 +153,8 @@ pub mod rflags {
     pub const DF: u64 = 1 << 10;
     /// Overflow.
     pub const OF: u64 = 1 << 11;
+    /// Resume: instruction breakpoints do not fire on the next instruction.
+    pub const RF: u64 = 1 << 16;
     /// Virtual-8086 mode.
     pub const VM: u64 = 1 << 17;
 }
@@ -195,8 +197,12 @@ pub mod vector {
     pub const NMI: u8 = 2;
     /// Breakpoint (INT3).
     pub const BP: u8 = 3;
+    /// Overflow (INTO).
+    pub const OF: u8 = 4;
     /// Invalid opcode.
     pub const UD: u8 = 6;
+    /// Double fault.
+    pub const DF: u8 = 8;
     /// Stack fault.
     pub const SS: u8 = 12;
     /// General protection.

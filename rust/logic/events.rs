@@ -111,6 +111,15 @@ pub struct Entry {
     pub irq_window: bool,
     /// Exit as soon as the guest can take an NMI.
     pub nmi_window: bool,
+    /// Set RFLAGS.RF first: a fault-class exception raised (not reinjected) is delivered, and
+    /// the RFLAGS image it pushes carries RF, as KVM's `kvm_inject_exception` sets it.
+    pub set_rf: bool,
+}
+
+/// Whether `vector` is a fault-class exception (KVM's `exception_type`: all but #DB, #BP, #OF,
+/// which are traps, #DF and #MC, aborts, and the NMI).
+pub const fn is_fault(vector: u8) -> bool {
+    !matches!(vector, vector::DB | vector::BP | vector::OF | vector::NMI | vector::DF | vector::MC) && vector < 32
 }
 
 /// Whether the guest takes an external interrupt now: RFLAGS.IF and no STI/MOV SS shadow.
@@ -177,7 +186,9 @@ impl Events {
     /// userspace's `request_interrupt_window`.
     pub fn next(&mut self, if_flag: bool, interruptibility: u32, want_irq_window: bool) -> Entry {
         let mut inject = None;
+        let mut set_rf = false;
         if let Some(e) = self.exception.take() {
+            set_rf = !e.injected && e.soft_len == 0 && is_fault(e.vector);
             let kind = if e.soft_len != 0 { soft_exception_kind(e.vector) } else { info::HW_EXCEPTION };
             let code = if e.error_code.is_some() { info::ERROR_CODE } else { 0 };
             inject = Some(Injection {
@@ -203,6 +214,7 @@ impl Events {
             inject,
             irq_window: self.interrupt.is_some() || want_irq_window,
             nmi_window: self.nmi_pending > 0,
+            set_rf,
         }
     }
 }
@@ -345,7 +357,7 @@ mod tests {
     fn queued_interrupt_waits_for_if_and_the_shadow() {
         let mut e = Events { interrupt: Some(Interrupt { vector: 0x20, soft_len: None }), ..Default::default() };
         let n = e.next(false, 0, false);
-        assert_eq!(n, Entry { inject: None, irq_window: true, nmi_window: false });
+        assert_eq!(n, Entry { inject: None, irq_window: true, nmi_window: false, set_rf: false });
         let n = e.next(true, block::STI, false);
         assert_eq!(n.inject, None, "STI shadow");
         let n = e.next(true, 0, false);
@@ -390,7 +402,7 @@ mod tests {
         assert_eq!(e.next(true, 0, false).inject.unwrap().info & 0xff, 0x21);
         let n = e.next(true, 0, false);
         assert_eq!(n.inject.unwrap().info, info::VALID | info::NMI << 8 | 2);
-        assert_eq!(n, Entry { inject: n.inject, irq_window: false, nmi_window: false });
+        assert_eq!(n, Entry { inject: n.inject, irq_window: false, nmi_window: false, set_rf: false });
     }
 
     #[test]
@@ -417,7 +429,19 @@ mod tests {
         let q = Events { interrupt: Some(Interrupt { vector: 1, soft_len: None }), ..Default::default() };
         assert!(!q.ready_for_interrupt(true, 0), "one already queued");
         let mut e = Events::default();
-        assert_eq!(e.next(false, 0, true), Entry { inject: None, irq_window: true, nmi_window: false });
+        assert_eq!(e.next(false, 0, true), Entry { inject: None, irq_window: true, nmi_window: false, set_rf: false });
+    }
+
+    #[test]
+    fn faults_set_rf_when_raised() {
+        let fault = |v: u8, injected: bool| {
+            let mut e = Events { exception: Some(Exception { injected, ..Exception::raise(v, None) }), ..Default::default() };
+            e.next(true, 0, false).set_rf
+        };
+        assert!(fault(vector::GP, false) && fault(vector::UD, false) && fault(vector::PF, false) && fault(0, false));
+        assert!(!fault(vector::DB, false) && !fault(vector::BP, false) && !fault(vector::OF, false));
+        assert!(!fault(vector::DF, false) && !fault(vector::MC, false));
+        assert!(!fault(vector::GP, true), "reinjected: RF as it was");
     }
 
     #[test]

@@ -217,6 +217,9 @@ impl Windows {
         let if_flag = cur.read(GUEST_RFLAGS) & rflags::IF != 0 && !block_irqs;
         let mut entry = events.next(if_flag, cur.read(GUEST_INTERRUPTIBILITY), want_irq_window);
         entry.irq_window &= !block_irqs;
+        if entry.set_rf {
+            cur.write(GUEST_RFLAGS, cur.read(GUEST_RFLAGS) | rflags::RF);
+        }
         if let Some(i) = entry.inject {
             cur.write(ENTRY_EXCEPTION_ERROR_CODE, i.error_code);
             cur.write(ENTRY_INSTRUCTION_LEN, i.len);

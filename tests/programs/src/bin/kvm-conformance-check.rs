@@ -278,6 +278,7 @@ fn main() -> ExitCode {
     println!("set_cpuid2_after_run_other {:?}", g.vcpu.set_cpuid2(&other).map_err(|e| e.errno()));
     enable_cap(&kvm);
     vmmcall(&kvm);
+    rf_on_faults(&kvm);
     singlestep(&kvm);
     ExitCode::SUCCESS
 }
@@ -408,5 +409,41 @@ fn vmmcall(kvm: &Kvm) {
         // SAFETY: inside the mapping.
         let bytes: Vec<u8> = (0..3).map(|i| unsafe { g.mem.add(CODE as usize + at + i).read() }).collect();
         println!("vmmcall {mode} quirk {quirk} exits {exits:?} bytes {bytes:02x?} {}", regs_line(&g));
+    }
+}
+
+/// The RFLAGS image a fault pushes carries RF (KVM sets it when it delivers a fault it raised,
+/// as the processor does for its own): a #GP from WRMSR (raised by the hypervisor) and one from
+/// loading a bad DS selector (raised by the processor), in 64-bit mode with an IDT; the
+/// handler sends the pushed RFLAGS to port 0x90.
+fn rf_on_faults(kvm: &Kvm) {
+    let wrmsr = [0xb9, 0xef, 0xbe, 0xad, 0xde, 0x31, 0xc0, 0x31, 0xd2, 0x0f, 0x30, 0xf4]; // mov ecx, 0xdeadbeef; wrmsr
+    let bad_ds = [0x66, 0xb8, 0xf8, 0x0f, 0x8e, 0xd8, 0xf4]; // mov ax, 0xff8; mov ds, ax
+    for (name, code) in [("wrmsr", &wrmsr[..]), ("mov_ds", &bad_ds[..])] {
+        let mut g = long_mode_guest(kvm, code, "rf");
+        // SAFETY: inside the mapping: a GDT at 0x6800 (null, 64-bit code), an IDT at 0x7000
+        // with #GP at 0x1200, and the handler (mov rax, [rsp + 24]; out 0x90, eax; hlt).
+        unsafe {
+            g.mem.add(0x6808).cast::<u64>().write_unaligned(0x0020_9a00_0000_0000);
+            let e = g.mem.add(0x7000 + 13 * 16);
+            e.cast::<u64>().write_unaligned(0x0000_8e00_0008_1200);
+            e.add(8).cast::<u64>().write_unaligned(0);
+            std::ptr::copy_nonoverlapping([0x48u8, 0x8b, 0x44, 0x24, 0x18, 0xe7, 0x90, 0xf4].as_ptr(), g.mem.add(0x1200), 8);
+        }
+        let mut s = g.vcpu.get_sregs().unwrap();
+        (s.gdt.base, s.gdt.limit, s.idt.base, s.idt.limit) = (0x6800, 15, 0x7000, 0xfff);
+        g.vcpu.set_sregs(&s).unwrap();
+        let mut r = g.vcpu.get_regs().unwrap();
+        r.rsp = 0x9000;
+        g.vcpu.set_regs(&r).unwrap();
+        let line = match g.vcpu.run() {
+            Ok(VcpuExit::IoOut(0x90, data)) => {
+                let image = u32::from_le_bytes(data.try_into().unwrap_or([0; 4]));
+                format!("pushed_rflags_rf {} if {}", image >> 16 & 1, image >> 9 & 1)
+            }
+            Ok(other) => format!("other {other:?}"),
+            Err(e) => format!("error {}", e.errno()),
+        };
+        println!("rf_on_gp {name} {line}");
     }
 }

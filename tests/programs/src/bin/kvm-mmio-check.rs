@@ -66,6 +66,7 @@ core::arch::global_asm!(
     ".pushsection .rodata.guests, \"a\"",
     ".globl rmw64_start", ".globl rmw64_end",
     "rmw64_start:",
+    "mov rsp, 0xa000",                      // for PUSHF
     "mov rbx, 0x100000",
     "mov ecx, 0x01020304",
     "add dword ptr [rbx], ecx",
