@@ -35,6 +35,7 @@ mod vmx;
 mod mm;
 mod cpu;
 mod run;
+mod irq;
 mod kvm;
 
 module! {
@@ -47,6 +48,10 @@ module! {
         fault_around: u32 {
             default: 16,
             description: "Guest pages mapped per EPT fault on first touch: the unmapped ones of the aligned block of this many pages (power of two, up to 512) around the page touched; 1 maps only that page, as KVM does",
+        },
+        split_irqchip: bool {
+            default: false,
+            description: "Offer KVM_CAP_SPLIT_IRQCHIP, an in-kernel local APIC per vCPU. Experimental and incomplete: its registers (xAPIC MMIO, x2APIC MSRs, KVM_GET/SET_LAPIC) work, but it delivers no interrupts yet (no timer, IPIs, MSIs or EOI exits)",
         },
         dump_invalid_vmcs: bool {
             default: false,

@@ -271,6 +271,8 @@ pub(crate) struct MsrState<'a, 'b> {
     /// This vCPU's kvmclock MSR and the VM's clock (its wall-clock MSR is VM-wide).
     pub(crate) clock: &'a mut crate::logic::kvmclock::VcpuClock,
     pub(crate) vm_clock: &'a crate::cpu::kvmclock::VmClock,
+    /// The in-kernel local APIC: IA32_APIC_BASE and the x2APIC MSRs are its.
+    pub(crate) apic: Option<&'a mut crate::irq::lapic::LocalApic>,
     /// Userspace's access (`KVM_GET/SET_MSRS`), not the guest's.
     pub(crate) host: bool,
 }
@@ -294,7 +296,8 @@ impl MsrState<'_, '_> {
             GS_BASE => live.map_or(self.sregs.gs.base, |c| c.read(GUEST_GS_BASE)),
             TSC => crate::host::x86::rdtsc().wrapping_add(self.msrs.tsc_offset),
             TSC_ADJUST => self.msrs.tsc_adjust,
-            APIC_BASE => self.sregs.apic_base,
+            APIC_BASE => self.apic.as_ref().map_or(self.sregs.apic_base, |a| a.apic_base()),
+            X2APIC_FIRST..=X2APIC_LAST => self.apic.as_ref()?.msr_read(msr)?,
             // kvmclock, both MSR pairs (KVM does not check the guest's CPUID for them
             // unless KVM_CAP_ENFORCE_PV_FEATURE_CPUID, which rvmx does not offer).
             KVM_WALL_CLOCK | KVM_WALL_CLOCK_NEW => self.vm_clock.wall_clock_msr(),
@@ -371,9 +374,15 @@ impl MsrState<'_, '_> {
                 self.msrs.tsc_adjust = v;
             }
             TSC_ADJUST => {}
-            // Base (page-aligned, within 48 bits), BSP flag and enable; no x2APIC.
+            APIC_BASE if self.apic.is_some() => {
+                let a = self.apic.as_mut().ok_or(())?;
+                a.set_apic_base(v, self.host)?;
+                self.sregs.apic_base = a.apic_base();
+            }
+            // Without it: base (page-aligned, within 48 bits), BSP flag and enable; no x2APIC.
             APIC_BASE if v & !(apic_base::BASE | apic_base::BSP | apic_base::ENABLE) == 0 => self.sregs.apic_base = v,
             APIC_BASE => return Err(()),
+            X2APIC_FIRST..=X2APIC_LAST => self.apic.as_mut().ok_or(())?.msr_write(msr, v)?,
             // Any value: the page is written before the guest runs again (and only where
             // guest RAM is, as KVM writes it only where it can map it).
             KVM_WALL_CLOCK | KVM_WALL_CLOCK_NEW => {

@@ -67,6 +67,7 @@ impl Vcpu {
         let serial = NEXT_SERIAL.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         let arch_capabilities = vmx.mitigations().for_guests().arch_capabilities;
         let vm_clock = vm.clock().clone();
+        let apic = vm.split_irqchip().then(|| crate::irq::lapic::LocalApic::new(id));
         Ok(Arc::pin_init(
             pin_init!(Vcpu {
                 vm,
@@ -97,6 +98,7 @@ impl Vcpu {
                     msrs: crate::logic::msr_rules::GuestMsrs { arch_capabilities, ..Default::default() },
                     msr_area,
                     // The time page is written at the first entry after the guest enables it.
+                    apic,
                     kvmclock: Default::default(),
                     vm_clock,
                     tables,
@@ -113,6 +115,12 @@ impl Vcpu {
         let pending = vcpu_state::pending_interrupt(&sregs);
         if !vcpu_state::sregs_valid(&sregs, st.allowed.efer, st.allowed.cr4) {
             return Err(EINVAL);
+        }
+        // An in-kernel APIC takes APIC_BASE (refused: EINVAL) and the TPR, in KVM's order
+        // (__set_sregs_common).
+        if let Some(a) = st.apic.as_mut() {
+            a.set_apic_base(sregs.apic_base, true).map_err(|()| EINVAL)?;
+            a.set_cr8(sregs.cr8);
         }
         // An interrupt in the bitmap is queued, as KVM_INTERRUPT would (KVM).
         if let Some(vector) = pending {
@@ -133,6 +141,9 @@ impl Vcpu {
     fn get_sregs(&self) -> Sregs {
         let st = self.state.lock();
         let mut s = st.sregs;
+        if let Some(a) = st.apic.as_ref() {
+            (s.cr8, s.apic_base) = (a.cr8(), a.apic_base());
+        }
         if let Some(i) = st.events.interrupt.filter(|i| i.soft_len.is_none()) {
             if let Some(word) = s.interrupt_bitmap.get_mut(i.vector as usize / 64) {
                 *word |= 1 << (i.vector % 64);
@@ -216,6 +227,18 @@ impl FdObject for Vcpu {
             KVM_SET_FPU => {
                 let fpu: Fpu = read_user(arg)?;
                 this.state.lock().fpu.set_legacy(|fx| fpu.to_fxsave(fx));
+            }
+            // Only with an in-kernel local APIC; EINVAL first, as KVM.
+            KVM_GET_LAPIC => {
+                let state = this.state.lock().apic.as_ref().ok_or(EINVAL)?.state();
+                write_user(arg, &state)?
+            }
+            KVM_SET_LAPIC => {
+                if this.state.lock().apic.is_none() {
+                    return Err(EINVAL);
+                }
+                let state: LapicState = read_user(arg)?;
+                this.state.lock().apic.as_mut().ok_or(EINVAL)?.set_state(&state)?
             }
             KVM_GET_XSAVE => this.get_xsave(arg)?,
             KVM_SET_XSAVE => this.set_xsave(arg)?,

@@ -54,6 +54,9 @@ struct VmInner {
     vcpu_ids: KVec<u32>,
     /// vCPU ids must be below this (`KVM_CAP_MAX_VCPU_ID`); 0 until set or a vCPU exists.
     max_vcpu_ids: u32,
+    /// `KVM_CAP_SPLIT_IRQCHIP` was enabled with this many IOAPIC pins: every vCPU has a
+    /// local APIC in the kernel.
+    split_irqchip: Option<u32>,
     /// `KVM_IOEVENTFD` registrations.
     ioeventfds: IoEventFds,
 }
@@ -136,7 +139,7 @@ impl Vm {
                 clock,
                 disabled_quirks: AtomicU64::new(0),
                 has_ioeventfds: AtomicBool::new(false),
-                inner <- new_mutex!(VmInner { vcpu_ids: KVec::new(), max_vcpu_ids: 0, ioeventfds: IoEventFds::default() }),
+                inner <- new_mutex!(VmInner { vcpu_ids: KVec::new(), max_vcpu_ids: 0, split_irqchip: None, ioeventfds: IoEventFds::default() }),
             }),
             GFP_KERNEL_ACCOUNT,
         )?;
@@ -310,6 +313,25 @@ impl Vm {
             }
             _ => Err(EINVAL),
         }
+    }
+
+    /// `KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP, pins)`, as KVM checks it: `EINVAL` for more
+    /// pins than routes, `EEXIST` once enabled or once a vCPU exists.
+    pub(crate) fn enable_split_irqchip(&self, pins: u64) -> Result {
+        if pins > MAX_IRQ_ROUTES {
+            return Err(EINVAL);
+        }
+        let mut inner = self.inner.lock();
+        if inner.split_irqchip.is_some() || !inner.vcpu_ids.is_empty() {
+            return Err(EEXIST);
+        }
+        inner.split_irqchip = Some(pins as u32); // at most MAX_IRQ_ROUTES
+        Ok(())
+    }
+
+    /// Whether the VM's vCPUs have local APICs in the kernel.
+    pub(crate) fn split_irqchip(&self) -> bool {
+        self.inner.lock().split_irqchip.is_some()
     }
 
     /// `KVM_CAP_DISABLE_QUIRKS(2)`: turns off the quirks in `quirks` (never back on).

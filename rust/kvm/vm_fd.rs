@@ -12,7 +12,7 @@ use crate::{
         vcpu::Vcpu,
         vm::Vm,
     },
-    logic::kvm_abi::{self, *},
+    logic::kvm_abi::*,
 };
 
 impl FdObject for Vm {
@@ -28,7 +28,7 @@ impl FdObject for Vm {
                 this.set_memory_region(r.region())
             }
             KVM_GET_DIRTY_LOG => this.get_dirty_log(arg),
-            KVM_CHECK_EXTENSION => Ok(kvm_abi::check_extension(arg)),
+            KVM_CHECK_EXTENSION => Ok(crate::kvm::system::check_extension(arg)),
             // With unrestricted guest rvmx needs neither the real-mode TSS nor the identity map
             // that KVM keeps for CPUs without it: both are checked as KVM checks them, then
             // not used.
@@ -100,6 +100,10 @@ fn enable_cap(vm: ArcBorrow<'_, Vm>, c: &EnableCap) -> Result<isize> {
         }
         cap::MAX_VCPU_ID => {
             vm.set_max_vcpu_ids(arg)?;
+            Ok(0)
+        }
+        cap::SPLIT_IRQCHIP if crate::module_parameters::split_irqchip.value() => {
+            vm.enable_split_irqchip(arg)?;
             Ok(0)
         }
         _ => Err(EINVAL),

@@ -253,6 +253,10 @@ pub mod msr {
     /// kvmclock's system-time MSR (`KVM_FEATURE_CLOCKSOURCE2`).
     pub const KVM_SYSTEM_TIME_NEW: u32 = 0x4b56_4d01;
     pub const APIC_BASE: u32 = 0x1b;
+    /// The x2APIC registers (0x800 + the xAPIC offset / 16).
+    pub const X2APIC_FIRST: u32 = 0x800;
+    /// The last x2APIC register MSR.
+    pub const X2APIC_LAST: u32 = 0x8ff;
     /// IA32_TSC_ADJUST: the guest's adjustment of its TSC (writes move the TSC with it).
     pub const TSC_ADJUST: u32 = 0x3b;
     /// IA32_BIOS_SIGN_ID: the microcode revision (bits 63:32).

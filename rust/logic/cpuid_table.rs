@@ -66,6 +66,10 @@ pub const LEAF7_EBX: u32 = 1 << 0 | 1 << 3 | 1 << 7 | 1 << 8 | 1 << 9 | 1 << 10 
     | 1 << 20 | 1 << 23 | 1 << 29;
 /// Leaf 1 ECX PCID (not offered; a VMM may list it, and CR4.PCIDE then works in the hardware).
 pub const LEAF1_ECX_PCID: u32 = 1 << 17;
+/// Leaf 1 ECX x2APIC (the in-kernel local APIC's x2APIC mode).
+pub const LEAF1_ECX_X2APIC: u32 = 1 << 21;
+/// Leaf 1 ECX TSC-deadline timer mode.
+pub const LEAF1_ECX_TSC_DEADLINE: u32 = 1 << 24;
 /// Leaf 7.0 EBX FSGSBASE.
 pub const LEAF7_EBX_FSGSBASE: u32 = 1 << 0;
 /// Leaf 7.0 EBX TSC_ADJUST: IA32_TSC_ADJUST, emulated (offered whatever the host has, as KVM).

@@ -91,6 +91,27 @@ pub const KVM_SET_CLOCK: u32 = iow::<super::kvmclock::ClockData>(0x7b);
 pub const KVM_SIGNAL_MSI: u32 = iow::<Msi>(0xa5);
 /// Enables a capability on the fd it is issued on (`struct kvm_enable_cap`).
 pub const KVM_ENABLE_CAP: u32 = iow::<EnableCap>(0xa3);
+/// Reads the in-kernel local APIC's register page (`struct kvm_lapic_state`).
+pub const KVM_GET_LAPIC: u32 = ior::<LapicState>(0x8e);
+/// Writes it.
+pub const KVM_SET_LAPIC: u32 = iow::<LapicState>(0x8f);
+/// Routes a VM may have (`KVM_MAX_IRQ_ROUTES`): the limit of `KVM_CAP_SPLIT_IRQCHIP`'s
+/// IOAPIC pins.
+pub const MAX_IRQ_ROUTES: u64 = 4096;
+
+/// `struct kvm_lapic_state`: the first 1 KiB of the APIC page.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct LapicState {
+    /// The registers, 16 bytes apart, as the APIC page lays them out.
+    pub regs: [u8; 1024],
+}
+// SAFETY: `repr(C)` with one byte array: any bit pattern is a valid value, no padding.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::FromBytes for LapicState {}
+// SAFETY: as for `FromBytes`: every byte is the array's.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::AsBytes for LapicState {}
 
 /// `struct kvm_enable_cap`.
 #[repr(C)]
@@ -684,6 +705,9 @@ pub mod cap {
     pub const DISABLE_QUIRKS: usize = 116;
     /// Likewise, refusing unknown bits; the value is the quirks rvmx has.
     pub const DISABLE_QUIRKS2: usize = 213;
+    /// `KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)`: an in-kernel local APIC per vCPU (offered only
+    /// with the module parameter `split_irqchip`, while it is incomplete).
+    pub const SPLIT_IRQCHIP: usize = 121;
 }
 
 /// The capabilities rvmx provides, with the value `KVM_CHECK_EXTENSION` returns for each.
@@ -808,6 +832,8 @@ mod tests {
         assert_eq!(offset_of!(Msi, devid), offset_of!(kvm_bindings::kvm_msi, devid));
         assert_eq!(quirk::OUT_7E_INC_RIP, kvm_bindings::KVM_X86_QUIRK_OUT_7E_INC_RIP as u64);
         assert_eq!(quirk::FIX_HYPERCALL_INSN, kvm_bindings::KVM_X86_QUIRK_FIX_HYPERCALL_INSN as u64);
+        assert_eq!((KVM_GET_LAPIC, KVM_SET_LAPIC), (0x8400_ae8e, 0x4400_ae8f));
+        assert_eq!(size_of::<LapicState>(), size_of::<kvm_bindings::kvm_lapic_state>());
         assert_eq!(KVM_TRANSLATE, 0xc018_ae85);
         assert_eq!(size_of::<Translation>(), size_of::<kvm_bindings::kvm_translation>());
         assert_eq!(KVM_SET_GUEST_DEBUG, 0x4048_ae9b);
@@ -901,6 +927,7 @@ mod tests {
             (cap::ENABLE_CAP_VM, kb::KVM_CAP_ENABLE_CAP_VM),
             (cap::DISABLE_QUIRKS, kb::KVM_CAP_DISABLE_QUIRKS),
             (cap::DISABLE_QUIRKS2, kb::KVM_CAP_DISABLE_QUIRKS2),
+            (cap::SPLIT_IRQCHIP, kb::KVM_CAP_SPLIT_IRQCHIP),
         ];
         for (ours, linux) in pairs {
             assert_eq!(ours, linux as usize);

@@ -245,12 +245,23 @@ impl Parts {
     }
 }
 
-/// The guest as emulation sees it: registers, paging, and its VM's memory.
+/// A device of this vCPU on its MMIO path, answered in the kernel (its local APIC): it takes
+/// the accesses to its addresses instead of userspace.
+pub(crate) trait LocalMmio {
+    /// A read at `gpa` (within one page) into `buf`; false if `gpa` is not the device's.
+    fn read(&mut self, gpa: u64, buf: &mut [u8]) -> bool;
+    /// A write of `bytes` at `gpa`; false if `gpa` is not the device's.
+    fn write(&mut self, gpa: u64, bytes: &[u8]) -> bool;
+}
+
+/// The guest as emulation sees it: registers, paging, its VM's memory and the vCPU's own
+/// MMIO device, if it has one.
 struct Guest<'a> {
     mem: Memory<'a>,
     sregs: &'a Sregs,
     paging: Paging,
     mode: Mode,
+    local: Option<&'a mut dyn LocalMmio>,
 }
 
 fn gprs(r: &Regs) -> Gprs {
@@ -272,7 +283,7 @@ impl<'a> Guest<'a> {
             Mode::Bits16
         };
         let paging = Paging { cr0: sregs.cr0, cr3: sregs.cr3, cr4: sregs.cr4, efer: sregs.efer, cpl: sregs.ss.dpl };
-        Guest { mem, sregs, paging, mode }
+        Guest { mem, sregs, paging, mode, local: None }
     }
 
     fn segment(&self, seg: Seg) -> &Segment {
@@ -344,11 +355,17 @@ impl<'a> Guest<'a> {
         Ok(parts)
     }
 
-    /// Reads the RAM parts into `data`; the MMIO parts are left for userspace.
-    fn read_parts(&self, parts: &Parts, data: &mut Data) -> Result<Fragments, Failure> {
+    /// Reads the RAM parts into `data`, and the parts the vCPU's own device answers; the other
+    /// MMIO parts are left for userspace.
+    fn read_parts(&mut self, parts: &Parts, data: &mut Data) -> Result<Fragments, Failure> {
         let mut frags = Fragments::default();
         for p in parts.iter() {
             if p.mmio {
+                if let Some(l) = self.local.as_deref_mut() {
+                    if l.read(p.gpa, data.get_mut(p.offset, p.len)?) {
+                        continue;
+                    }
+                }
                 p.push_to(&mut frags, 0)?;
             } else {
                 self.read_gpa(p.gpa, data.get_mut(p.offset, p.len)?)?;
@@ -364,6 +381,9 @@ impl<'a> Guest<'a> {
         let mut frags = Fragments::default();
         for p in parts.iter() {
             let bytes = data.get(p.offset, p.len)?;
+            if p.mmio && self.local.as_deref_mut().is_some_and(|l| l.write(p.gpa, bytes)) {
+                continue;
+            }
             if !p.mmio {
                 let uaddr = self.mem.ram_uaddr(p.gpa, true).ok_or(Failure::Unsupported)? as usize;
                 let mut user = UserSlice::new(UserPtr::from_addr(uaddr), bytes.len()).writer();
@@ -412,9 +432,21 @@ fn first(b: &[u8], n: usize) -> &[u8] {
     b.get(..n).unwrap_or(b)
 }
 
-/// Finishes the instruction whose access at `gpa` (EPT `qualification`) found no RAM.
-pub(crate) fn mmio(mem: Memory<'_>, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, gpa: u64, qualification: u64, data: &mut Data) -> Outcome {
+/// Finishes the instruction whose access at `gpa` (EPT `qualification`) found no RAM; `local`
+/// answers its own addresses (the vCPU's local APIC).
+#[allow(clippy::too_many_arguments)] // the exit's facts, the vCPU's state and its device
+pub(crate) fn mmio<'a>(
+    mem: Memory<'a>,
+    regs: &mut Regs,
+    sregs: &'a Sregs,
+    run: &KvmRun,
+    gpa: u64,
+    qualification: u64,
+    data: &mut Data,
+    local: Option<&'a mut dyn LocalMmio>,
+) -> Outcome {
     let mut g = Guest::new(mem, sregs);
+    g.local = local;
     let mut bytes = [0u8; insn::MAX_LEN];
     let n = if qualification & crate::logic::ept_bits::violation::FETCH != 0 { 0 } else { g.fetch(regs.rip, &mut bytes) };
     let decoded = insn::decode(first(&bytes, n), g.mode).ok();
@@ -451,12 +483,20 @@ fn mmio_access(g: &mut Guest<'_>, regs: &mut Regs, i: &Insn, run: &KvmRun, gpa: 
         if let Some(exit) = read_exit(run, frags, AfterRead::Insn(*i)) {
             return Ok(exit);
         }
+        // Read at once: from RAM, or from the vCPU's own device (the exit came from that).
+        let answered = parts.mmio_on_page_of(gpa);
         if i.computes() {
-            // Read from RAM: the exit came from the write (a read-only slot).
-            return compute(g, regs, i, run, Some(gpa), data);
+            // From RAM, the exit came from the write (a read-only slot).
+            return compute(g, regs, i, run, if answered { None } else { Some(gpa) }, data);
         }
         if i.op != Op::Movs {
-            return Err(Failure::Unsupported); // a load from RAM cannot have exited
+            if !answered {
+                return Err(Failure::Unsupported); // a load from RAM cannot have exited
+            }
+            let mut r = gprs(regs);
+            regs.rip = i.complete(&mut r, regs.rip, regs.rflags, data.value(i.width));
+            set_gprs(regs, &r);
+            return Ok(Outcome::Done);
         }
     } else {
         let value = i.store_value(&r).unwrap_or(0).to_le_bytes();

@@ -505,14 +505,16 @@ fn cr_access(v: &mut LiveVcpu<'_, '_>, full: u32) -> Next {
     if flush { Next::Host } else { Next::Reenter }
 }
 
-/// MOV to or from CR8 (the task-priority register): the guest's lives in its SREGS, as
-/// with KVM without an in-kernel APIC. Bits 7:4 of the new value set are #GP (higher
-/// bits are ignored, as KVM does); lowering it exits to userspace with
-/// `KVM_EXIT_SET_TPR`, so a userspace APIC can deliver what the old priority held back.
+/// MOV to or from CR8 (the task-priority register): the in-kernel local APIC's TPR, or
+/// without one the guest's SREGS, as KVM keeps it. Bits 7:4 of the new value set are #GP
+/// (higher bits are ignored, as KVM does); without an in-kernel APIC lowering it exits to
+/// userspace with `KVM_EXIT_SET_TPR`, so a userspace APIC can deliver what the old priority
+/// held back.
 fn cr8(v: &mut LiveVcpu<'_, '_>, q: CrAccess, full: u32) -> Next {
     match q.kind {
         cr_kind::MOV_FROM => {
-            v.set_gpr(q.gpr, v.st.sregs.cr8);
+            let value = v.st.apic.as_ref().map_or(v.st.sregs.cr8, |a| a.cr8());
+            v.set_gpr(q.gpr, value);
             v.skip_instruction();
             Next::Reenter
         }
@@ -524,6 +526,10 @@ fn cr8(v: &mut LiveVcpu<'_, '_>, q: CrAccess, full: u32) -> Next {
             }
             let old = core::mem::replace(&mut v.st.sregs.cr8, value);
             v.skip_instruction();
+            if let Some(a) = v.st.apic.as_mut() {
+                a.set_cr8(value);
+                return Next::Reenter;
+            }
             if value < old {
                 v.run.set_exit_reason(exit_reason::SET_TPR);
                 return Next::ToUser;
@@ -647,7 +653,8 @@ pub(crate) fn finish(d: Deferred, st: &mut VcpuState, run: &KvmRun, vm: &Vm, sta
                 // No RAM behind it (or a write to a read-only slot): MMIO.
                 Fault::Mmio(mem) => {
                     let before = (st.regs.rip, st.regs.rcx);
-                    let outcome = emulate::mmio(mem, &mut st.regs, &st.sregs, run, gpa, qualification, &mut st.emulated);
+                    let local = st.apic.as_mut().map(|a| a as &mut dyn emulate::LocalMmio);
+                    let outcome = emulate::mmio(mem, &mut st.regs, &st.sregs, run, gpa, qualification, &mut st.emulated, local);
                     emulated_end(st, before, outcome, run)
                 }
             }

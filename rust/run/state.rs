@@ -77,6 +77,8 @@ pub(crate) struct VcpuState {
     /// Guest MSRs kept by software, and the VM-entry/exit MSR lists.
     pub(crate) msrs: GuestMsrs,
     pub(crate) msr_area: MsrArea,
+    /// The in-kernel local APIC (split irqchip only).
+    pub(crate) apic: Option<crate::irq::lapic::LocalApic>,
     /// kvmclock: this vCPU's MSR and pending page writes, and the VM's clock.
     pub(crate) kvmclock: VcpuClock,
     pub(crate) vm_clock: Arc<VmClock>,
@@ -145,6 +147,7 @@ impl VcpuState {
             tsc_adjust_ok: self.allowed.instructions.tsc_adjust,
             speculation: self.allowed.speculation,
             clock: &mut self.kvmclock,
+            apic: self.apic.as_mut(),
             vm_clock: &self.vm_clock,
             host,
         }
@@ -154,6 +157,9 @@ impl VcpuState {
     pub(crate) fn set_cpuid(&mut self, table: KVec<CpuidEntry>, vmx: &Vmx) {
         self.cpuid = table;
         self.allowed = Allowed::new(&self.cpuid, vmx);
+        if let Some(a) = self.apic.as_mut() {
+            a.set_cpuid(&self.cpuid);
+        }
     }
 }
 

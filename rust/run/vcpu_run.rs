@@ -29,7 +29,8 @@ pub(crate) fn run(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> R
     t.stats.run();
     let r = run_loop(t, st, run, vm);
     let if_flag = st.regs.rflags & rflags::IF != 0;
-    run.post_run(st.events.ready_for_interrupt(if_flag, st.interruptibility), if_flag, st.sregs.cr8, st.sregs.apic_base);
+    let (cr8, apic_base) = st.apic.as_ref().map_or((st.sregs.cr8, st.sregs.apic_base), |a| (a.cr8(), a.apic_base()));
+    run.post_run(st.events.ready_for_interrupt(if_flag, st.interruptibility), if_flag, cr8, apic_base);
     if let Some(reason) = run.reason() {
         t.stats.user_exit(reason);
     }
@@ -37,12 +38,15 @@ pub(crate) fn run(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> R
 }
 
 fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<isize> {
-    // Userspace's APIC gives the guest its TPR in kvm_run.cr8 (KVM's "re-sync apic's tpr").
-    let cr8 = run.cr8();
-    if cr8 & !CR8_TPR != 0 {
-        return Err(EINVAL);
+    // Userspace's APIC gives the guest its TPR in kvm_run.cr8 (KVM's "re-sync apic's tpr");
+    // an in-kernel one keeps its own.
+    if st.apic.is_none() {
+        let cr8 = run.cr8();
+        if cr8 & !CR8_TPR != 0 {
+            return Err(EINVAL);
+        }
+        st.sregs.cr8 = cr8;
     }
-    st.sregs.cr8 = cr8;
     if let Some(r) = complete(&mut st.vcpu, run, vm) {
         return r;
     }

@@ -162,17 +162,23 @@ check "clock: kvmclock on /dev/rvmx: KVM_GET/SET_CLOCK, a guest's time and wall-
 	sh -c 'kvm-clock-check /dev/rvmx > /tmp/clock-rvmx'
 check "clock: the same with the host's clocksource the HPET (no stable TSC) on /dev/rvmx" \
 	on_hpet sh -c 'kvm-clock-check /dev/rvmx > /tmp/clockh-rvmx'
+with_params() { # with_params PARAM=VALUE COMMAND...: COMMAND with rvmx reloaded with that parameter
+	p=$1; shift
+	rmmod rvmx && insmod /lib/rvmx/rvmx.ko "$p" || return 1
+	"$@"; r=$?
+	rmmod rvmx && insmod /lib/rvmx/rvmx.ko && return $r
+}
+# The in-kernel local APIC is offered only with split_irqchip=1 while it is incomplete.
+with_split_irqchip() { with_params split_irqchip=1 "$@"; }
+check "lapic: the in-kernel local APIC's registers (split irqchip) on /dev/rvmx loaded with split_irqchip=1" \
+	with_split_irqchip sh -c 'kvm-lapic-check /dev/rvmx > /tmp/lapic-rvmx'
 check "mmio: MMIO, read-only slots and string I/O guests run on /dev/rvmx" \
 	sh -c 'kvm-mmio-check /dev/rvmx > /tmp/mmio-rvmx'
 # Two checks compare with KVM what depends on how many EPT faults a guest takes: IDT-vectoring
 # reinjection (deliveries onto stack pages EPT does not map yet) and a debugger's single steps
 # (a step that faults is reported again, by KVM too). They run with one page mapped per EPT
 # fault (fault_around=1), as KVM maps them.
-one_page_per_fault() { # one_page_per_fault COMMAND...: COMMAND with rvmx loaded with fault_around=1
-	rmmod rvmx && insmod /lib/rvmx/rvmx.ko fault_around=1 || return 1
-	"$@"; r=$?
-	rmmod rvmx && insmod /lib/rvmx/rvmx.ko && return $r
-}
+one_page_per_fault() { with_params fault_around=1 "$@"; }
 check "cpu state: XCR0 (XSETBV), AVX registers across exits, XSAVE/XCRS/DEBUGREGS ioctls, MOV DR on /dev/rvmx" \
 	one_page_per_fault sh -c 'kvm-cpu-state-check /dev/rvmx > /tmp/cs-rvmx'
 check "irq: interrupt/NMI injection, windows, shadows, reinjection, VCPU_EVENTS, CR8 on /dev/rvmx" \
@@ -332,6 +338,7 @@ check "vm: the same client on /dev/kvm" sh -c 'kvm-vm-check /dev/kvm > /tmp/vm-k
 check "run: the same guests on /dev/kvm" sh -c 'kvm-run-check /dev/kvm > /tmp/run-kvm'
 check "conformance: the same client on /dev/kvm" sh -c 'kvm-conformance-check /dev/kvm > /tmp/conf-kvm'
 check "clock: the same client on /dev/kvm" sh -c 'kvm-clock-check /dev/kvm > /tmp/clock-kvm'
+check "lapic: the same client on /dev/kvm" sh -c 'kvm-lapic-check /dev/kvm > /tmp/lapic-kvm'
 check "clock: the same on the HPET clocksource on /dev/kvm" on_hpet sh -c 'kvm-clock-check /dev/kvm > /tmp/clockh-kvm'
 check "mmio: the same MMIO guests on /dev/kvm" sh -c 'kvm-mmio-check /dev/kvm > /tmp/mmio-kvm'
 check "cpu state: the same guest on /dev/kvm" sh -c 'kvm-cpu-state-check /dev/kvm > /tmp/cs-kvm'
@@ -394,6 +401,8 @@ clock_same() { # clock_same SUFFIX: the kvmclock lines identical but the host- a
 check "clock: kvmclock as KVM gives it: GET/SET_CLOCK flags and errnos, the guest's pages and the time it reads, on a TSC host" \
 	clock_same ""
 check "clock: the same on a host without a stable TSC" clock_same h
+check "lapic: enabling the split irqchip, KVM_GET/SET_LAPIC, APIC_BASE and TPR in SREGS, and a guest's xAPIC MMIO, CR8 and x2APIC MSR accesses identical to KVM's" \
+	diff /tmp/lapic-kvm /tmp/lapic-rvmx
 mmio_same() { grep -v '^info ' /tmp/mmio-kvm > /tmp/a; grep -v '^info ' /tmp/mmio-rvmx | diff /tmp/a -; }
 check "mmio: every MMIO and string I/O exit, register and RAM byte identical to KVM's" mmio_same
 cs_same() { grep -v '^info ' /tmp/cs-kvm > /tmp/a; grep -v '^info ' /tmp/cs-rvmx | diff /tmp/a -; }

@@ -1,0 +1,122 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A vCPU's in-kernel local APIC (split irqchip, `KVM_CAP_SPLIT_IRQCHIP`): the register model
+//! of `logic/lapic.rs`, reached through the xAPIC MMIO page, the x2APIC MSRs, IA32_APIC_BASE
+//! and `KVM_GET/SET_LAPIC`.
+//!
+//! Not yet done (the module parameter `split_irqchip`, off by default, says so): delivering
+//! interrupts. The timer does not run, IPIs and MSIs are not sent, an EOI is not reported to
+//! a userspace IOAPIC; the effects of such writes are dropped.
+
+use kernel::prelude::*;
+
+use crate::logic::{
+    cpuid_table::{self, CpuidEntry},
+    kvm_abi::LapicState,
+    lapic::{Caps, Effect, Lapic},
+};
+
+/// The APIC page's size.
+const PAGE: u64 = 0x1000;
+
+pub(crate) struct LocalApic {
+    apic: Lapic,
+}
+
+impl LocalApic {
+    /// vCPU `vcpu_id`'s APIC after creation (vCPU 0 is the BSP, KVM's default).
+    pub(crate) fn new(vcpu_id: u32) -> Self {
+        Self { apic: Lapic::new(vcpu_id, vcpu_id == 0) }
+    }
+
+    /// `KVM_GET_LAPIC` (x2APIC IDs in KVM's legacy format: no `KVM_CAP_X2APIC_API` yet).
+    pub(crate) fn state(&self) -> LapicState {
+        LapicState { regs: self.apic.get_state(0, false) }
+    }
+
+    /// `KVM_SET_LAPIC`; `EINVAL` for a state KVM refuses.
+    pub(crate) fn set_state(&mut self, s: &LapicState) -> Result {
+        self.apic.set_state(&s.regs, false).map(|_| ()).map_err(|_| EINVAL)
+    }
+
+    /// What the guest's CPUID table allows (x2APIC, TSC-deadline, MAXPHYADDR).
+    pub(crate) fn set_cpuid(&mut self, table: &[CpuidEntry]) {
+        let l1 = cpuid_table::lookup(table, 1, 0);
+        let phys = cpuid_table::lookup(table, 0x8000_0008, 0)[0] as u8;
+        self.apic.set_cpuid(Caps {
+            x2apic: l1[2] & cpuid_table::LEAF1_ECX_X2APIC != 0,
+            tsc_deadline: l1[2] & cpuid_table::LEAF1_ECX_TSC_DEADLINE != 0,
+            // Advertised in split mode (KVM's default KVM_SUPPRESS_EOI_BROADCAST_QUIRKED:
+            // no in-kernel IOAPIC).
+            directed_eoi: true,
+            maxphyaddr: if phys == 0 { 36 } else { phys },
+        });
+    }
+
+    /// IA32_APIC_BASE.
+    pub(crate) fn apic_base(&self) -> u64 {
+        self.apic.apic_base()
+    }
+
+    /// WRMSR IA32_APIC_BASE (`host`: userspace's `KVM_SET_MSRS`/`KVM_SET_SREGS`); `Err` is #GP.
+    pub(crate) fn set_apic_base(&mut self, v: u64, host: bool) -> Result<(), ()> {
+        let e = self.apic.set_apic_base(v, host).map_err(|_| ())?;
+        self.apply(e);
+        Ok(())
+    }
+
+    /// The TPR as CR8 shows it.
+    pub(crate) fn cr8(&self) -> u64 {
+        self.apic.cr8()
+    }
+
+    /// MOV to CR8 (or `kvm_run.cr8`): the TPR.
+    pub(crate) fn set_cr8(&mut self, cr8: u64) {
+        self.apic.set_cr8(cr8);
+    }
+
+    /// RDMSR of an x2APIC register (0x800-0x8ff); `None` is #GP.
+    pub(crate) fn msr_read(&self, msr: u32) -> Option<u64> {
+        self.apic.x2apic_read(msr, 0).ok()
+    }
+
+    /// WRMSR of an x2APIC register; `Err` is #GP.
+    pub(crate) fn msr_write(&mut self, msr: u32, v: u64) -> Result<(), ()> {
+        let e = self.apic.x2apic_write(msr, v).map_err(|_| ())?;
+        self.apply(e);
+        Ok(())
+    }
+
+    /// Where `gpa` is in the APIC page, if it is (KVM's `apic_mmio_in_range`).
+    fn offset(&self, gpa: u64) -> Option<u32> {
+        let off = gpa.wrapping_sub(self.apic.base_address());
+        (off < PAGE).then_some(off as u32)
+    }
+
+    /// Effects a register write asks for. Nothing is delivered yet (see the module comment).
+    fn apply(&mut self, _e: Effect) {}
+}
+
+impl crate::run::emulate::LocalMmio for LocalApic {
+    /// A guest read of the APIC page (all ones in the MMIO hole, 0 where KVM leaves the
+    /// destination as it was).
+    fn read(&mut self, gpa: u64, buf: &mut [u8]) -> bool {
+        let Some(offset) = self.offset(gpa) else { return false };
+        let v = self.apic.read(offset, buf.len() as u32, 0).unwrap_or(0).to_le_bytes();
+        buf.fill(0);
+        for (b, v) in buf.iter_mut().zip(v.iter()) {
+            *b = *v;
+        }
+        true
+    }
+
+    /// A guest write: only 4 bytes at a 16-byte aligned offset take effect, as on KVM.
+    fn write(&mut self, gpa: u64, bytes: &[u8]) -> bool {
+        let Some(offset) = self.offset(gpa) else { return false };
+        if let Ok(word) = <[u8; 4]>::try_from(bytes) {
+            let e = self.apic.write(offset, u32::from_le_bytes(word));
+            self.apply(e);
+        }
+        true
+    }
+}
