@@ -4,16 +4,18 @@
 //! of `logic/lapic.rs`, reached through the xAPIC MMIO page, the x2APIC MSRs, IA32_APIC_BASE
 //! and `KVM_GET/SET_LAPIC`.
 //!
-//! Not yet done (the module parameter `split_irqchip`, off by default, says so): delivering
-//! interrupts. The timer does not run, IPIs and MSIs are not sent, an EOI is not reported to
-//! a userspace IOAPIC; the effects of such writes are dropped.
+//! Its fixed interrupts are injected when the guest takes them (`run/window.rs`), and an IPI a
+//! vCPU sends itself (SELF_IPI, the self shorthands, its own destination) is delivered. Not
+//! yet done (the module parameter `split_irqchip`, off by default, says so): the timer does
+//! not run, IPIs to other vCPUs and MSIs are not sent, an EOI is not reported to a userspace
+//! IOAPIC; the effects of such writes are dropped.
 
 use kernel::prelude::*;
 
 use crate::logic::{
     cpuid_table::{self, CpuidEntry},
     kvm_abi::LapicState,
-    lapic::{Caps, Effect, Lapic},
+    lapic::{Accepted, Caps, DeliveryMode, Effect, Lapic, Source},
 };
 
 /// The APIC page's size.
@@ -93,8 +95,28 @@ impl LocalApic {
         (off < PAGE).then_some(off as u32)
     }
 
-    /// Effects a register write asks for. Nothing is delivered yet (see the module comment).
-    fn apply(&mut self, _e: Effect) {}
+    /// Whether a fixed interrupt is deliverable (in IRR above the processor priority).
+    pub(crate) fn has_interrupt(&self) -> bool {
+        self.apic.highest_pending().is_some()
+    }
+
+    /// The interrupt to inject now, acknowledged (IRR to ISR).
+    pub(crate) fn take_interrupt(&mut self) -> Option<u8> {
+        let v = self.apic.highest_pending()?;
+        self.apic.ack(v);
+        Some(v)
+    }
+
+    /// Effects a register write asks for: an IPI to this vCPU itself is delivered (fixed and
+    /// lowest priority); the rest waits for the parts not done yet (see the module comment).
+    fn apply(&mut self, e: Effect) {
+        if let Effect::SendIpi(irq) = e {
+            let to_self = self.apic.matches_dest(Source::ThisApic, irq.shorthand, irq.dest, irq.logical, false);
+            if to_self && matches!(irq.delivery, DeliveryMode::Fixed | DeliveryMode::LowestPriority) {
+                let _: Accepted = self.apic.accept(&irq);
+            }
+        }
+    }
 }
 
 impl crate::run::emulate::LocalMmio for LocalApic {

@@ -175,6 +175,12 @@ impl Events {
         self.exception.is_some_and(|e| e.injected) || self.nmi_injected || self.interrupt.is_some()
     }
 
+    /// Nothing to inject or reinject and no NMI waiting: an interrupt from the in-kernel
+    /// local APIC may be taken now.
+    pub fn idle(&self) -> bool {
+        self.exception.is_none() && self.interrupt.is_none() && !self.nmi_injected && self.nmi_pending == 0
+    }
+
     /// `kvm_run.ready_for_interrupt_injection`: userspace may `KVM_INTERRUPT` now.
     pub fn ready_for_interrupt(&self, if_flag: bool, interruptibility: u32) -> bool {
         interrupt_allowed(if_flag, interruptibility) && !self.needs_reinjection()

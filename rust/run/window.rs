@@ -8,6 +8,7 @@
 use kernel::prelude::*;
 
 use crate::{
+    irq::lapic::LocalApic,
     cpu::{debugregs::{GuestDebug, HostDebug}, fpu::KernelFpu},
     host::x86,
     logic::{
@@ -123,7 +124,7 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
         let mut v = LiveVcpu::new(&cur, st, run, cpu, &features, &host_debug, want_window);
         let next = loop {
             let st = &mut *v.st;
-            windows.arm(&cur, &mut st.events, want_window, dbg.blocks_irqs());
+            windows.arm(&cur, &mut st.events, st.apic.as_mut(), want_window, dbg.blocks_irqs());
             // SAFETY: interrupts are off; CR2 holds the guest's value until the entry.
             unsafe { x86::write_cr2(st.sregs.cr2) };
             if !resume {
@@ -209,12 +210,23 @@ impl Windows {
     /// Before an entry: injects the next event (exceptions exit handlers raised come first),
     /// and opens the windows for what has to wait. Costs nothing while there are no events.
     /// With `block_irqs` (a debugger's BLOCKIRQ) no interrupt is injected or waited for.
-    fn arm(&mut self, cur: &Current<'_>, events: &mut Events, want_irq_window: bool, block_irqs: bool) {
-        if self.on == 0 && !want_irq_window && *events == Events::default() {
+    /// The in-kernel local APIC's highest deliverable interrupt is injected when nothing else
+    /// is and the guest takes it (acknowledged then, IRR to ISR, as KVM's
+    /// `kvm_cpu_get_interrupt`); else the interrupt window opens for it.
+    fn arm(&mut self, cur: &Current<'_>, events: &mut Events, apic: Option<&mut LocalApic>, want_irq_window: bool, block_irqs: bool) {
+        let apic = apic.filter(|a| !block_irqs && a.has_interrupt());
+        if self.on == 0 && !want_irq_window && apic.is_none() && *events == Events::default() {
             return;
         }
-        let want_irq_window = want_irq_window && !block_irqs;
+        let mut want_irq_window = want_irq_window && !block_irqs;
         let if_flag = cur.read(GUEST_RFLAGS) & rflags::IF != 0 && !block_irqs;
+        if let Some(a) = apic {
+            if events.idle() && events::interrupt_allowed(if_flag, cur.read(GUEST_INTERRUPTIBILITY)) {
+                events.interrupt = a.take_interrupt().map(|vector| events::Interrupt { vector, soft_len: None });
+            } else {
+                want_irq_window = true;
+            }
+        }
         let mut entry = events.next(if_flag, cur.read(GUEST_INTERRUPTIBILITY), want_irq_window);
         entry.irq_window &= !block_irqs;
         if entry.set_rf {

@@ -56,9 +56,119 @@ core::arch::global_asm!(
     ".popsection",
 );
 
+// Self-IPIs through the ICR, delivered through the IDT (vectors 0x40 and 0x41), with the TPR
+// holding one back until it is lowered. Results from 0x8100 on.
+core::arch::global_asm!(
+    ".pushsection .rodata.guests, \"a\"",
+    ".globl ipi_start", ".globl ipi_end", ".globl ipi_h40", ".globl ipi_h41",
+    "ipi_start:",
+    "mov rsp, 0x9000",
+    "mov rbx, 0xfee00000",
+    "mov dword ptr [rbx + 0xf0], 0x1ff",
+    "mov dword ptr [rbx + 0x300], 0x40040",           // self, vector 0x40, while IF = 0
+    "mov eax, [rbx + 0x220]", "mov [0x8100], rax",    // IRR 0x40-0x5f
+    "sti", "nop", "cli",
+    "mov eax, [rbx + 0x120]", "mov [0x8130], rax",    // ISR after the handler's EOI
+    "mov eax, 5", "mov cr8, rax",                     // TPR 0x50
+    "mov dword ptr [rbx + 0x300], 0x40041",           // class 4: held back
+    "sti", "nop", "nop", "cli",
+    "mov rax, [0x8128]", "mov [0x8138], rax",         // handled so far: 0
+    "mov eax, [rbx + 0x220]", "mov [0x8140], rax",
+    "xor eax, eax", "mov cr8, rax",
+    "sti", "nop", "cli",
+    "out 0x10, al",
+    ".balign 128",
+    "ipi_h40:",
+    "mov eax, [rbx + 0x120]", "mov [0x8108], rax",    // ISR in the handler
+    "mov eax, [rbx + 0xa0]", "mov [0x8110], rax",     // PPR in the handler
+    "mov dword ptr [rbx + 0xb0], 0",                  // EOI
+    "inc qword ptr [0x8118]",
+    "iretq",
+    ".balign 128",
+    "ipi_h41:",
+    "mov eax, [rbx + 0xa0]", "mov [0x8120], rax",
+    "mov dword ptr [rbx + 0xb0], 0",
+    "inc qword ptr [0x8128]",
+    "iretq",
+    "ipi_end:",
+    ".popsection",
+);
+
 extern "C" {
     static lapic_start: u8;
     static lapic_end: u8;
+    static ipi_start: u8;
+    static ipi_h40: u8;
+    static ipi_h41: u8;
+    static ipi_end: u8;
+}
+
+/// A 64-bit vCPU 0 of a new split-irqchip VM running `code` at 0x1000, with x2APIC and
+/// TSC-deadline in CPUID, 0xfee00000 mapped by a 2 MiB page, a GDT and an IDT whose vectors
+/// in `gates` point at the given offsets in `code`.
+fn split_guest(kvm: &Kvm, code: &[u8], gates: &[(u8, u64)]) -> rvmx_test_programs::Guest {
+    let vm = kvm.create_vm().unwrap();
+    println!("guest enable {:?}", enable(&vm, 24));
+    // SAFETY: a fresh anonymous mapping of 64 KiB, never unmapped (the process is short-lived).
+    let mem = unsafe {
+        libc::mmap(std::ptr::null_mut(), 0x10000, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+    } as *mut u8;
+    // SAFETY: inside the 64 KiB mapping: code at 0x1000, page tables at 0x2000-0x5fff, GDT at
+    // 0x6800, IDT at 0x7000.
+    unsafe {
+        std::ptr::copy_nonoverlapping(code.as_ptr(), mem.add(0x1000), code.len());
+        mem.add(0x2000).cast::<u64>().write(0x3003);
+        mem.add(0x3000).cast::<u64>().write(0x4003);
+        mem.add(0x4000).cast::<u64>().write(0x83);
+        mem.add(0x3018).cast::<u64>().write(0x5003);
+        mem.add(0x5000 + 0x1f7 * 8).cast::<u64>().write(0xfee0_0000 | 0x9b); // PCD, PWT
+        mem.add(0x6808).cast::<u64>().write(0x0020_9a00_0000_0000); // 64-bit code
+        mem.add(0x6810).cast::<u64>().write(0x00cf_9200_0000_ffff); // data (IRETQ reloads SS)
+        for &(vector, offset) in gates {
+            let target = 0x1000 + offset;
+            let e = mem.add(0x7000 + usize::from(vector) * 16);
+            e.cast::<u64>().write_unaligned((target & 0xffff) | 8 << 16 | 0x8e00 << 32 | (target >> 16 & 0xffff) << 48);
+            e.add(8).cast::<u64>().write_unaligned(target >> 32);
+        }
+    }
+    let region = kvm_bindings::kvm_userspace_memory_region {
+        slot: 0, flags: 0, guest_phys_addr: 0, memory_size: 0x10000, userspace_addr: mem as u64,
+    };
+    // SAFETY: the region is the mapping above, alive for the process's life.
+    unsafe { vm.set_user_memory_region(region) }.unwrap();
+    let vcpu = vm.create_vcpu(0).unwrap();
+    let entry = |function: u32, eax: u32, ebx: u32, ecx: u32, edx: u32| kvm_cpuid_entry2 { function, eax, ebx, ecx, edx, ..Default::default() };
+    let table = [
+        entry(0, 1, 0x756e_6547, 0x6c65_746e, 0x4965_6e69),
+        entry(1, 0x906ea, 0, 1 << 21 | 1 << 24, 1 << 9), // x2APIC, TSC-deadline; APIC
+        entry(0x8000_0000, 0x8000_0008, 0, 0, 0),
+        entry(0x8000_0001, 0, 0, 0, 1 << 29 | 1 << 20),
+        entry(0x8000_0008, 0x3027, 0, 0, 0),
+    ];
+    println!("guest set_cpuid2 {:?}", vcpu.set_cpuid2(&CpuId::from_entries(&table).unwrap()).map_err(|e| e.errno()));
+    let mut sr = vcpu.get_sregs().unwrap();
+    let long = |type_: u8, selector: u16, l: u8| kvm_bindings::kvm_segment { l, db: 1 - l, ..rvmx_test_programs::flat(type_, selector) };
+    sr.cs = long(11, 8, 1);
+    (sr.ds, sr.es, sr.fs, sr.gs, sr.ss) = (long(3, 16, 0), long(3, 16, 0), long(3, 16, 0), long(3, 16, 0), long(3, 16, 0));
+    (sr.cr3, sr.cr4, sr.cr0, sr.efer) = (0x2000, 0x20, 0x8000_0011, 0x500);
+    (sr.gdt.base, sr.gdt.limit, sr.idt.base, sr.idt.limit) = (0x6800, 23, 0x7000, 0xfff);
+    println!("guest set_sregs {:?}", vcpu.set_sregs(&sr).map_err(|e| e.errno()));
+    let mut r = vcpu.get_regs().unwrap();
+    (r.rip, r.rflags) = (0x1000, 2);
+    vcpu.set_regs(&r).unwrap();
+    rvmx_test_programs::Guest { vm, vcpu, mem }
+}
+
+/// Runs to the guest's OUT; the words it saved from `at` on.
+fn run_saved(g: &mut rvmx_test_programs::Guest, at: usize, n: usize) -> String {
+    let exit = match g.vcpu.run() {
+        Ok(VcpuExit::IoOut(port, _)) => format!("out {port:#x}"),
+        Ok(other) => format!("other {other:?}"),
+        Err(e) => format!("error {}", e.errno()),
+    };
+    // SAFETY: inside the mapping.
+    let saved: Vec<String> = (0..n).map(|i| format!("{:#x}", unsafe { g.mem.add(at + i * 8).cast::<u64>().read() })).collect();
+    format!("exit {exit} saved {}", saved.join(" "))
 }
 
 /// The non-zero registers of a `kvm_lapic_state`, as `offset:value` words.
@@ -128,57 +238,20 @@ fn main() -> ExitCode {
         let start = &lapic_start as *const u8;
         std::slice::from_raw_parts(start, (&lapic_end as *const u8).offset_from(start) as usize)
     };
-    let vm = kvm.create_vm().unwrap();
-    println!("guest enable {:?}", enable(&vm, 24));
-    // SAFETY: a fresh anonymous mapping of 64 KiB, never unmapped (the process is short-lived).
-    let mem = unsafe {
-        libc::mmap(std::ptr::null_mut(), 0x10000, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
-    } as *mut u8;
-    // SAFETY: the code fits at 0x1000 in the mapping.
-    unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), mem.add(0x1000), code.len()) };
-    let region = kvm_bindings::kvm_userspace_memory_region {
-        slot: 0, flags: 0, guest_phys_addr: 0, memory_size: 0x10000, userspace_addr: mem as u64,
-    };
-    // SAFETY: the region is the mapping above, alive for the process's life.
-    unsafe { vm.set_user_memory_region(region) }.unwrap();
-    let vcpu = vm.create_vcpu(0).unwrap();
-    let mut g = rvmx_test_programs::Guest { vm, vcpu, mem };
-    let entry = |function: u32, eax: u32, ebx: u32, ecx: u32, edx: u32| kvm_cpuid_entry2 { function, eax, ebx, ecx, edx, ..Default::default() };
-    let table = [
-        entry(0, 1, 0x756e_6547, 0x6c65_746e, 0x4965_6e69),
-        entry(1, 0x906ea, 0, 1 << 21 | 1 << 24, 1 << 9), // x2APIC, TSC-deadline; APIC
-        entry(0x8000_0000, 0x8000_0008, 0, 0, 0),
-        entry(0x8000_0001, 0, 0, 0, 1 << 29 | 1 << 20),
-        entry(0x8000_0008, 0x3027, 0, 0, 0),
-    ];
-    println!("guest set_cpuid2 {:?}", g.vcpu.set_cpuid2(&CpuId::from_entries(&table).unwrap()).map_err(|e| e.errno()));
-    // Page tables (as long_mode_guest's, for the new vCPU) plus 0xfee00000 as a 2 MiB page.
-    // SAFETY: inside the 64 KiB mapping.
-    unsafe {
-        g.mem.add(0x2000).cast::<u64>().write(0x3003);
-        g.mem.add(0x3000).cast::<u64>().write(0x4003);
-        g.mem.add(0x4000).cast::<u64>().write(0x83);
-        g.mem.add(0x3018).cast::<u64>().write(0x5003);
-        g.mem.add(0x5000 + 0x1f7 * 8).cast::<u64>().write(0xfee0_0000 | 0x9b); // PCD, PWT
-    }
-    let mut sr = g.vcpu.get_sregs().unwrap();
-    let long = |type_: u8, selector: u16, l: u8| kvm_bindings::kvm_segment { l, db: 1 - l, ..rvmx_test_programs::flat(type_, selector) };
-    sr.cs = long(11, 8, 1);
-    (sr.ds, sr.es, sr.fs, sr.gs, sr.ss) = (long(3, 16, 0), long(3, 16, 0), long(3, 16, 0), long(3, 16, 0), long(3, 16, 0));
-    (sr.cr3, sr.cr4, sr.cr0, sr.efer) = (0x2000, 0x20, 0x8000_0011, 0x500);
-    println!("guest set_sregs {:?}", g.vcpu.set_sregs(&sr).map_err(|e| e.errno()));
-    let mut r = g.vcpu.get_regs().unwrap();
-    (r.rip, r.rflags) = (0x1000, 2);
-    g.vcpu.set_regs(&r).unwrap();
-    let exit = match g.vcpu.run() {
-        Ok(VcpuExit::IoOut(port, _)) => format!("out {port:#x}"),
-        Ok(other) => format!("other {other:?}"),
-        Err(e) => format!("error {}", e.errno()),
-    };
-    // SAFETY: inside the mapping.
-    let saved: Vec<String> = (0..20).map(|i| format!("{:#x}", unsafe { g.mem.add(0x8000 + i * 8).cast::<u64>().read() })).collect();
-    println!("guest exit {exit} saved {}", saved.join(" "));
+    let mut g = split_guest(&kvm, code, &[]);
+    println!("guest {}", run_saved(&mut g, 0x8000, 20));
     println!("guest final {}", regs(&g.vcpu.get_lapic().unwrap()));
     println!("guest apic_base {:#x}", g.vcpu.get_sregs().unwrap().apic_base);
+
+    // Self-IPIs delivered through the IDT, EOI, and the TPR holding one back.
+    // SAFETY: the symbols are the guest assembled above.
+    let (code, h40, h41) = unsafe {
+        let start = &ipi_start as *const u8;
+        let off = |p: &u8| (p as *const u8).offset_from(start) as u64;
+        (std::slice::from_raw_parts(start, off(&ipi_end) as usize), off(&ipi_h40), off(&ipi_h41))
+    };
+    let mut g = split_guest(&kvm, code, &[(0x40, h40), (0x41, h41)]);
+    println!("ipi {}", run_saved(&mut g, 0x8100, 9));
+    println!("ipi final {}", regs(&g.vcpu.get_lapic().unwrap()));
     ExitCode::SUCCESS
 }
