@@ -44,14 +44,16 @@ impl LocalApic {
     /// What the guest's CPUID table allows (x2APIC, TSC-deadline, MAXPHYADDR).
     pub(crate) fn set_cpuid(&mut self, table: &[CpuidEntry]) {
         let l1 = cpuid_table::lookup(table, 1, 0);
-        let phys = cpuid_table::lookup(table, 0x8000_0008, 0)[0] as u8;
+        // KVM's cpuid_query_maxphyaddr: 0x80000008 EAX[7:0] if the table reaches it, else 36.
+        let reaches = cpuid_table::lookup(table, 0x8000_0000, 0)[0] >= 0x8000_0008;
+        let phys = if reaches { cpuid_table::lookup(table, 0x8000_0008, 0)[0] as u8 } else { 36 };
         self.apic.set_cpuid(Caps {
             x2apic: l1[2] & cpuid_table::LEAF1_ECX_X2APIC != 0,
             tsc_deadline: l1[2] & cpuid_table::LEAF1_ECX_TSC_DEADLINE != 0,
             // Advertised in split mode (KVM's default KVM_SUPPRESS_EOI_BROADCAST_QUIRKED:
             // no in-kernel IOAPIC).
             directed_eoi: true,
-            maxphyaddr: if phys == 0 { 36 } else { phys },
+            maxphyaddr: phys,
         });
     }
 
@@ -124,6 +126,11 @@ impl crate::run::emulate::LocalMmio for LocalApic {
     /// destination as it was).
     fn read(&mut self, gpa: u64, buf: &mut [u8]) -> bool {
         let Some(offset) = self.offset(gpa) else { return false };
+        // The MMIO hole reads all ones whatever the width (KVM's memset).
+        if !self.apic.hw_enabled() || self.apic.x2apic_mode() {
+            buf.fill(0xff);
+            return true;
+        }
         let v = self.apic.read(offset, buf.len() as u32, 0).unwrap_or(0).to_le_bytes();
         buf.fill(0);
         for (b, v) in buf.iter_mut().zip(v.iter()) {

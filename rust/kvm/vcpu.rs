@@ -120,7 +120,10 @@ impl Vcpu {
         // (__set_sregs_common).
         if let Some(a) = st.apic.as_mut() {
             a.set_apic_base(sregs.apic_base, true).map_err(|()| EINVAL)?;
-            a.set_cr8(sregs.cr8);
+            // KVM's kvm_set_cr8 leaves the TPR alone for a value with reserved bits.
+            if sregs.cr8 & !crate::logic::arch::CR8_TPR == 0 {
+                a.set_cr8(sregs.cr8);
+            }
         }
         // An interrupt in the bitmap is queued, as KVM_INTERRUPT would (KVM).
         if let Some(vector) = pending {

@@ -39,7 +39,11 @@ pub(crate) fn complete(st: &mut VcpuState, run: &KvmRun, vm: &Vm) -> Option<Resu
         }
         Pending::Emulated(e) => {
             st.end_shadow();
-            match emulate::complete(vm, &mut st.regs, &st.sregs, run, e, &mut st.emulated) {
+            let before = (st.regs.rip, st.regs.rcx);
+            let local = st.apic.as_mut().map(|a| a as &mut dyn emulate::LocalMmio);
+            let outcome = emulate::complete(vm, &mut st.regs, &st.sregs, run, e, &mut st.emulated, local);
+            st.emulated_progress(before);
+            match outcome {
                 emulate::Outcome::Done => true,
                 emulate::Outcome::Exit(next) => {
                     st.pending = next.map(Pending::Emulated);

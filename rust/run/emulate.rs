@@ -192,6 +192,14 @@ pub(crate) struct GuestFault {
 }
 
 impl Failure {
+    /// A page fault on the read of an instruction that writes back reports a write access.
+    fn as_write(self, write: bool) -> Self {
+        match self {
+            Failure::Fault(f) if write && f.vector == vector::PF => Failure::Fault(GuestFault { error_code: f.error_code | 2, ..f }),
+            other => other,
+        }
+    }
+
     /// A failed walk of the guest's tables for linear address `la`: #PF if the tables deny
     /// the access, unsupported if they are not in RAM.
     fn walk(e: WalkError, la: u64) -> Self {
@@ -471,10 +479,9 @@ fn mmio_access(g: &mut Guest<'_>, regs: &mut Regs, i: &Insn, run: &KvmRun, gpa: 
     }
     if i.reads_memory() {
         let src = g.data_linear(i.mem.seg, i.offset(&r, regs.rip))?;
-        if i.writes_back() {
-            g.parts(src, 0, i.width.into(), true)?; // a write the tables deny faults first
-        }
-        let parts = g.parts(src, 0, i.width.into(), false)?;
+        // As KVM's emulator: the read first (a fault then is a write fault for an instruction
+        // that writes back), the write's own permission at writeback.
+        let parts = g.parts(src, 0, i.width.into(), false).map_err(|e| e.as_write(i.writes_back()))?;
         let frags = g.read_parts(&parts, data)?;
         // The exit must have come from this read (not another vCPU's change of the code).
         if frags.current().is_some() && !parts.mmio_on_page_of(gpa) {
@@ -498,6 +505,8 @@ fn mmio_access(g: &mut Guest<'_>, regs: &mut Regs, i: &Insn, run: &KvmRun, gpa: 
             set_gprs(regs, &r);
             return Ok(Outcome::Done);
         }
+        // MOVS read at once: the exit came from its write unless its own device answered.
+        return store(g, regs, i, run, if answered { None } else { Some(gpa) }, data);
     } else {
         let value = i.store_value(&r).unwrap_or(0).to_le_bytes();
         data.get_mut(0, i.width.into())?.copy_from_slice(first(&value, i.width.into()));
@@ -567,8 +576,19 @@ fn write_exit(run: &KvmRun, frags: Fragments, data: &Data) -> Outcome {
 /// INS/OUTS (`io` decoded from the exit qualification) of `len` bytes. OUTS sends one
 /// element per exit (after reading it from MMIO, if it is there); INS asks for as many as fit
 /// KVM's read-ahead (1 KiB, the rest of the destination page, rCX), as KVM does.
-pub(crate) fn string_io(vm: &Vm, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, io: Io, len: u8, data: &mut Data) -> Outcome {
+#[allow(clippy::too_many_arguments)] // the exit's facts, the vCPU's state and its device
+pub(crate) fn string_io<'a>(
+    vm: &'a Vm,
+    regs: &mut Regs,
+    sregs: &'a Sregs,
+    run: &KvmRun,
+    io: Io,
+    len: u8,
+    data: &mut Data,
+    local: Option<&'a mut dyn LocalMmio>,
+) -> Outcome {
     let mut g = Guest::new(vm.memory(), sregs);
+    g.local = local;
     match string_io_access(&mut g, regs, io, len, run, data) {
         Ok(o) => o,
         Err(Failure::Fault(f)) => Outcome::Fault(f),
@@ -708,8 +728,17 @@ pub(crate) fn pdptes(vm: &Vm, sregs: &Sregs) -> Option<[u64; 4]> {
 
 /// Continues a pending instruction at the start of `KVM_RUN`, userspace having answered its
 /// last exit.
-pub(crate) fn complete(vm: &Vm, regs: &mut Regs, sregs: &Sregs, run: &KvmRun, p: Pending, data: &mut Data) -> Outcome {
+pub(crate) fn complete<'a>(
+    vm: &'a Vm,
+    regs: &mut Regs,
+    sregs: &'a Sregs,
+    run: &KvmRun,
+    p: Pending,
+    data: &mut Data,
+    local: Option<&'a mut dyn LocalMmio>,
+) -> Outcome {
     let mut g = Guest::new(vm.memory(), sregs);
+    g.local = local;
     match continue_pending(&mut g, regs, run, p, data) {
         Ok(o) => o,
         Err(Failure::Fault(f)) => Outcome::Fault(f),

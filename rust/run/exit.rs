@@ -694,8 +694,9 @@ pub(crate) fn finish(d: Deferred, st: &mut VcpuState, run: &KvmRun, vm: &Vm, sta
         Deferred::InvalidOpcode => {
             let patch = vm.has_quirk(quirk::FIX_HYPERCALL_INSN);
             match emulate::fix_hypercall(vm, &st.regs, &st.sregs, patch) {
-                // The guest runs the VMCALL now at the same RIP.
-                Ok(true) => {}
+                // The guest runs the VMCALL now at the same RIP (RF cleared: the emulator's
+                // writeback clears it).
+                Ok(true) => st.regs.rflags &= !crate::logic::arch::rflags::RF,
                 Ok(false) => st.events.exception = Some(Exception::raise(vector::UD, None)),
                 Err(f) => st.raise(f),
             }
@@ -703,7 +704,8 @@ pub(crate) fn finish(d: Deferred, st: &mut VcpuState, run: &KvmRun, vm: &Vm, sta
         }
         Deferred::StringIo { io, len } => {
             let before = (st.regs.rip, st.regs.rcx);
-            let outcome = emulate::string_io(vm, &mut st.regs, &st.sregs, run, io, len, &mut st.emulated);
+            let local = st.apic.as_mut().map(|a| a as &mut dyn emulate::LocalMmio);
+            let outcome = emulate::string_io(vm, &mut st.regs, &st.sregs, run, io, len, &mut st.emulated, local);
             emulated_end(st, before, outcome, run)
         }
         Deferred::PaePaging { cr0, cr4, len } => {
@@ -731,9 +733,7 @@ pub(crate) fn finish(d: Deferred, st: &mut VcpuState, run: &KvmRun, vm: &Vm, sta
 /// shadow ends once the instruction did something (RIP moved, or a REP iteration counted rCX
 /// down), as KVM's writeback ends it.
 fn emulated_end(st: &mut VcpuState, before: (u64, u64), outcome: emulate::Outcome, run: &KvmRun) -> Option<Result<isize>> {
-    if (st.regs.rip, st.regs.rcx) != before {
-        st.end_shadow();
-    }
+    st.emulated_progress(before);
     match outcome {
         emulate::Outcome::Exit(pending) => {
             st.pending = pending.map(Pending::Emulated);

@@ -102,6 +102,19 @@ impl VcpuState {
         self.events.exception = Some(events::Exception::raise(f.vector, Some(f.error_code)));
     }
 
+    /// After rvmx emulated (part of) an instruction that had `before` as RIP and rCX: once it
+    /// did something its STI/MOV SS shadow ends; done (RIP moved), RF is cleared, and between
+    /// REP iterations (rCX moved) it is set, as KVM's emulator writes RFLAGS back.
+    pub(crate) fn emulated_progress(&mut self, before: (u64, u64)) {
+        if self.regs.rip != before.0 {
+            self.end_shadow();
+            self.regs.rflags &= !rflags::RF;
+        } else if self.regs.rcx != before.1 {
+            self.end_shadow();
+            self.regs.rflags |= rflags::RF;
+        }
+    }
+
     /// RIP past an instruction of `len` bytes, done outside the guest.
     pub(crate) fn skip(&mut self, len: u8) {
         self.regs.rip = self.regs.rip.wrapping_add(len.into());
