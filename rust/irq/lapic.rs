@@ -23,12 +23,15 @@ const PAGE: u64 = 0x1000;
 
 pub(crate) struct LocalApic {
     apic: Lapic,
+    /// The userspace PIC's interrupt (`KVM_INTERRUPT` in split mode, KVM's
+    /// `pending_external_vector`), taken through LINT0 as ExtINT.
+    extint: Option<u8>,
 }
 
 impl LocalApic {
     /// vCPU `vcpu_id`'s APIC after creation (vCPU 0 is the BSP, KVM's default).
     pub(crate) fn new(vcpu_id: u32) -> Self {
-        Self { apic: Lapic::new(vcpu_id, vcpu_id == 0) }
+        Self { apic: Lapic::new(vcpu_id, vcpu_id == 0), extint: None }
     }
 
     /// `KVM_GET_LAPIC` (x2APIC IDs in KVM's legacy format: no `KVM_CAP_X2APIC_API` yet).
@@ -97,13 +100,35 @@ impl LocalApic {
         (off < PAGE).then_some(off as u32)
     }
 
-    /// Whether a fixed interrupt is deliverable (in IRR above the processor priority).
-    pub(crate) fn has_interrupt(&self) -> bool {
-        self.apic.highest_pending().is_some()
+    /// `KVM_INTERRUPT` in split mode: the PIC's vector, `EEXIST` while one waits (KVM).
+    pub(crate) fn queue_extint(&mut self, vector: u8) -> Result {
+        if self.extint.is_some() {
+            return Err(EEXIST);
+        }
+        self.extint = Some(vector);
+        Ok(())
     }
 
-    /// The interrupt to inject now, acknowledged (IRR to ISR).
+    /// Whether userspace may queue a PIC interrupt now and see it taken: none waits and LINT0
+    /// takes ExtINT (KVM's `kvm_cpu_accept_dm_intr`).
+    pub(crate) fn accepts_extint(&self) -> bool {
+        self.extint.is_none() && self.apic.accept_pic_intr()
+    }
+
+    /// Whether an interrupt is deliverable: the PIC's through LINT0, or a fixed one in IRR
+    /// above the processor priority.
+    pub(crate) fn has_interrupt(&self) -> bool {
+        (self.extint.is_some() && self.apic.accept_pic_intr()) || self.apic.highest_pending().is_some()
+    }
+
+    /// The interrupt to inject now: the PIC's first (KVM's `kvm_cpu_get_interrupt`), else the
+    /// APIC's, acknowledged (IRR to ISR).
     pub(crate) fn take_interrupt(&mut self) -> Option<u8> {
+        if self.apic.accept_pic_intr() {
+            if let Some(v) = self.extint.take() {
+                return Some(v);
+            }
+        }
         let v = self.apic.highest_pending()?;
         self.apic.ack(v);
         Some(v)

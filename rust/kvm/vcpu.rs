@@ -175,8 +175,14 @@ impl FdObject for Vcpu {
                 if irq >= 256 {
                     return Err(EINVAL);
                 }
+                let mut st = this.state.lock();
+                // Split irqchip: the userspace PIC's ExtINT, taken through LINT0.
+                if let Some(a) = st.apic.as_mut() {
+                    a.queue_extint(irq as u8)?;
+                    return Ok(0);
+                }
                 // As KVM without an in-kernel irqchip: it replaces one queued earlier.
-                this.state.lock().events.interrupt = Some(Interrupt { vector: irq as u8, soft_len: None });
+                st.events.interrupt = Some(Interrupt { vector: irq as u8, soft_len: None });
             }
             // No in-kernel LAPIC: a vCPU is always runnable (KVM's answers in that mode).
             KVM_GET_MP_STATE => write_user(arg, &MP_STATE_RUNNABLE)?,

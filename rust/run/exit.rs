@@ -292,7 +292,8 @@ pub(crate) fn handle(v: &mut LiveVcpu<'_, '_>, full: u32) -> Next {
 /// The guest can take an interrupt: the queued one is injected at the re-entry; with none
 /// queued, userspace asked to be told (`KVM_EXIT_IRQ_WINDOW_OPEN`).
 fn interrupt_window(v: &mut LiveVcpu<'_, '_>) -> Next {
-    if v.st.events.interrupt.is_none() && v.want_irq_window && !v.st.events.needs_reinjection() {
+    let apic_ready = v.st.apic.as_ref().is_none_or(|a| a.accepts_extint() && !a.has_interrupt());
+    if v.st.events.interrupt.is_none() && v.want_irq_window && !v.st.events.needs_reinjection() && apic_ready {
         v.run.set_exit_reason(exit_reason::IRQ_WINDOW_OPEN);
         return Next::ToUser;
     }

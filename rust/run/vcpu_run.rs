@@ -30,7 +30,8 @@ pub(crate) fn run(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> R
     let r = run_loop(t, st, run, vm);
     let if_flag = st.regs.rflags & rflags::IF != 0;
     let (cr8, apic_base) = st.apic.as_ref().map_or((st.sregs.cr8, st.sregs.apic_base), |a| (a.cr8(), a.apic_base()));
-    run.post_run(st.events.ready_for_interrupt(if_flag, st.interruptibility), if_flag, cr8, apic_base);
+    let ready = st.events.ready_for_interrupt(if_flag, st.interruptibility) && st.apic.as_ref().is_none_or(|a| a.accepts_extint());
+    run.post_run(ready, if_flag, cr8, apic_base);
     if let Some(reason) = run.reason() {
         t.stats.user_exit(reason);
     }

@@ -214,6 +214,8 @@ impl Windows {
     /// is and the guest takes it (acknowledged then, IRR to ISR, as KVM's
     /// `kvm_cpu_get_interrupt`); else the interrupt window opens for it.
     fn arm(&mut self, cur: &Current<'_>, events: &mut Events, apic: Option<&mut LocalApic>, want_irq_window: bool, block_irqs: bool) {
+        // Userspace's window only while its PIC's interrupt can be taken (LINT0 ExtINT).
+        let want_irq_window = want_irq_window && apic.as_deref().is_none_or(|a| a.accepts_extint());
         let apic = apic.filter(|a| !block_irqs && a.has_interrupt());
         if self.on == 0 && !want_irq_window && apic.is_none() && *events == Events::default() {
             return;

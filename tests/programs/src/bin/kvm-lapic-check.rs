@@ -94,7 +94,34 @@ core::arch::global_asm!(
     ".popsection",
 );
 
+// The userspace PIC's interrupt (KVM_INTERRUPT) taken through LINT0 as ExtINT, vector 0x30.
+core::arch::global_asm!(
+    ".pushsection .rodata.guests, \"a\"",
+    ".globl extint_start", ".globl extint_end", ".globl extint_h30",
+    "extint_start:",
+    "mov rsp, 0x9000",
+    "out 0x10, al",                                   // IF = 0: userspace queues 0x30
+    "sti", "nop", "cli",
+    "mov rax, [0x8200]", "mov [0x8208], rax",
+    "out 0x10, al",
+    "sti",
+    "out 0x11, al",                                   // IF = 1: userspace asks for a window
+    "nop",
+    "out 0x12, al",
+    "nop",
+    "out 0x13, al",
+    ".balign 64",
+    "extint_h30:",
+    "inc qword ptr [0x8200]",
+    "iretq",
+    "extint_end:",
+    ".popsection",
+);
+
 extern "C" {
+    static extint_start: u8;
+    static extint_h30: u8;
+    static extint_end: u8;
     static lapic_start: u8;
     static lapic_end: u8;
     static ipi_start: u8;
@@ -177,6 +204,15 @@ fn regs(s: &kvm_lapic_state) -> String {
     words.enumerate().filter(|(_, v)| *v != 0).map(|(i, v)| format!("{:x}:{v:x}", i * 4)).collect::<Vec<_>>().join(" ")
 }
 
+/// `KVM_INTERRUPT` (kvm-ioctls has no wrapper for it).
+fn interrupt(vcpu: &kvm_ioctls::VcpuFd, irq: u32) -> Result<(), i32> {
+    use std::os::fd::AsRawFd;
+    let arg = kvm_bindings::kvm_interrupt { irq };
+    // SAFETY: KVM_INTERRUPT reads a `struct kvm_interrupt` from the pointer, which is valid.
+    let r = unsafe { libc::ioctl(vcpu.as_raw_fd(), 0x4004_ae86, &arg) };
+    if r < 0 { Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)) } else { Ok(()) }
+}
+
 fn enable(vm: &VmFd, pins: u64) -> Result<(), i32> {
     vm.enable_cap(&kvm_enable_cap { cap: SPLIT_IRQCHIP, args: [pins, 0, 0, 0], ..Default::default() }).map_err(|e| e.errno())
 }
@@ -253,5 +289,41 @@ fn main() -> ExitCode {
     let mut g = split_guest(&kvm, code, &[(0x40, h40), (0x41, h41)]);
     println!("ipi {}", run_saved(&mut g, 0x8100, 9));
     println!("ipi final {}", regs(&g.vcpu.get_lapic().unwrap()));
+
+    // KVM_INTERRUPT with a split irqchip: the PIC's vector, one at a time (EEXIST), taken
+    // through the BSP's LINT0 (ExtINT); ready_for_interrupt_injection and the interrupt window.
+    // SAFETY: the symbols are the guest assembled above.
+    let (code, h30) = unsafe {
+        let start = &extint_start as *const u8;
+        let off = |p: &u8| (p as *const u8).offset_from(start) as u64;
+        (std::slice::from_raw_parts(start, off(&extint_end) as usize), off(&extint_h30))
+    };
+    let mut g = split_guest(&kvm, code, &[(0x30, h30)]);
+    let irq = |g: &rvmx_test_programs::Guest, v: u32| interrupt(&g.vcpu, v);
+    let stop = |g: &mut rvmx_test_programs::Guest| {
+        let exit = match g.vcpu.run() {
+            Ok(VcpuExit::IoOut(port, _)) => format!("out {port:#x}"),
+            Ok(VcpuExit::IrqWindowOpen) => "irq_window_open".to_string(),
+            Ok(other) => format!("other {other:?}"),
+            Err(e) => format!("error {}", e.errno()),
+        };
+        let r = g.vcpu.get_kvm_run();
+        // SAFETY: inside the mapping.
+        let count = unsafe { g.mem.add(0x8200).cast::<u64>().read() };
+        format!("{exit} ready {} if {} count {count}", r.ready_for_interrupt_injection, r.if_flag)
+    };
+    println!("extint stop1 {}", stop(&mut g));
+    println!("extint queue {:?} again {:?} too_big {:?}", irq(&g, 0x30), irq(&g, 0x31), irq(&g, 256));
+    println!("extint stop2 {}", stop(&mut g));
+    println!("extint stop3 {}", stop(&mut g));
+    g.vcpu.get_kvm_run().request_interrupt_window = 1;
+    println!("extint window {} rip {:#x}", stop(&mut g), g.vcpu.get_regs().unwrap().rip);
+    g.vcpu.get_kvm_run().request_interrupt_window = 0;
+    println!("extint queue2 {:?}", irq(&g, 0x30));
+    println!("extint stop4 {}", stop(&mut g));
+    println!("extint stop5 {}", stop(&mut g));
+    // An AP's LINT0 is masked: the vector waits (accepted once, then EEXIST).
+    let ap = g.vm.create_vcpu(1).unwrap();
+    println!("extint ap {:?} {:?}", interrupt(&ap, 0x30), interrupt(&ap, 0x30));
     ExitCode::SUCCESS
 }
