@@ -243,11 +243,9 @@ impl FdObject for Vcpu {
                 write_user(arg, &state)?
             }
             KVM_SET_LAPIC => {
-                if this.state.lock().apic.is_none() {
-                    return Err(EINVAL);
-                }
-                let state: LapicState = read_user(arg)?;
-                this.state.lock().apic.as_mut().ok_or(EINVAL)?.set_state(&state)?
+                let mut st = this.state.lock();
+                let apic = st.apic.as_mut().ok_or(EINVAL)?;
+                apic.set_state(&read_user(arg)?)?
             }
             KVM_GET_XSAVE => this.get_xsave(arg)?,
             KVM_SET_XSAVE => this.set_xsave(arg)?,

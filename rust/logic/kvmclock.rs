@@ -310,9 +310,14 @@ impl VcpuClock {
         self.update = true;
     }
 
+    /// The guest enabled its time page (bit 0 of the MSR).
+    pub const fn enabled(&self) -> bool {
+        self.system_time & 1 != 0
+    }
+
     /// Guest memory must be written before the next entry (a WRMSR then leaves the window).
     pub const fn has_work(&self) -> bool {
-        self.wall_clock || (self.update && self.system_time & 1 != 0)
+        self.wall_clock || (self.update && self.enabled())
     }
 
     /// Whether the time page must be written now, for VM clock generation `generation`, on
@@ -320,7 +325,7 @@ impl VcpuClock {
     /// good on the CPU whose TSC and time it was computed from, as KVM rewrites it when a vCPU
     /// moves to another CPU).
     pub const fn page_due(&self, generation: u64, stable: bool, cpu: u32) -> bool {
-        self.system_time & 1 != 0 && (self.update || self.generation != generation || (!stable && self.cpu != cpu))
+        self.enabled() && (self.update || self.generation != generation || (!stable && self.cpu != cpu))
     }
 }
 

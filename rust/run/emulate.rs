@@ -490,23 +490,10 @@ fn mmio_access(g: &mut Guest<'_>, regs: &mut Regs, i: &Insn, run: &KvmRun, gpa: 
         if let Some(exit) = read_exit(run, frags, AfterRead::Insn(*i)) {
             return Ok(exit);
         }
-        // Read at once: from RAM, or from the vCPU's own device (the exit came from that).
-        let answered = parts.mmio_on_page_of(gpa);
-        if i.computes() {
-            // From RAM, the exit came from the write (a read-only slot).
-            return compute(g, regs, i, run, if answered { None } else { Some(gpa) }, data);
-        }
-        if i.op != Op::Movs {
-            if !answered {
-                return Err(Failure::Unsupported); // a load from RAM cannot have exited
-            }
-            let mut r = gprs(regs);
-            regs.rip = i.complete(&mut r, regs.rip, regs.rflags, data.value(i.width));
-            set_gprs(regs, &r);
-            return Ok(Outcome::Done);
-        }
-        // MOVS read at once: the exit came from its write unless its own device answered.
-        return store(g, regs, i, run, if answered { None } else { Some(gpa) }, data);
+        // Read at once: from the vCPU's own device (the exit came from that read), or from RAM
+        // (the exit came from the write).
+        let exit_gpa = (!parts.mmio_on_page_of(gpa)).then_some(gpa);
+        return after_read(g, regs, i, run, exit_gpa, data);
     } else {
         let value = i.store_value(&r).unwrap_or(0).to_le_bytes();
         data.get_mut(0, i.width.into())?.copy_from_slice(first(&value, i.width.into()));
@@ -531,6 +518,25 @@ fn store(g: &mut Guest<'_>, regs: &mut Regs, i: &Insn, run: &KvmRun, exit_gpa: O
     regs.rip = i.complete(&mut r, regs.rip, regs.rflags, 0);
     set_gprs(regs, &r);
     Ok(write_exit(run, frags, data))
+}
+
+/// Finishes an instruction whose memory operand is read (in `data`): MOVS stores it, a
+/// computing instruction computes and writes back, a load completes. `exit_gpa`: the access
+/// that exited, if it must be the write (a load then cannot have exited).
+fn after_read(g: &mut Guest<'_>, regs: &mut Regs, i: &Insn, run: &KvmRun, exit_gpa: Option<u64>, data: &mut Data) -> Result<Outcome, Failure> {
+    if i.op == Op::Movs {
+        return store(g, regs, i, run, exit_gpa, data);
+    }
+    if i.computes() {
+        return compute(g, regs, i, run, exit_gpa, data);
+    }
+    if exit_gpa.is_some() {
+        return Err(Failure::Unsupported); // a load from RAM cannot have exited
+    }
+    let mut r = gprs(regs);
+    regs.rip = i.complete(&mut r, regs.rip, regs.rflags, data.value(i.width));
+    set_gprs(regs, &r);
+    Ok(Outcome::Done)
 }
 
 /// A computing instruction (ADD, XCHG, BTS... on memory) whose operand is read (in `data`):
@@ -761,14 +767,7 @@ fn continue_pending(g: &mut Guest<'_>, regs: &mut Regs, run: &KvmRun, p: Pending
                 return Ok(exit);
             }
             match then {
-                AfterRead::Insn(insn) if insn.op == Op::Movs => store(g, regs, &insn, run, None, data),
-                AfterRead::Insn(insn) if insn.computes() => compute(g, regs, &insn, run, None, data),
-                AfterRead::Insn(insn) => {
-                    let mut r = gprs(regs);
-                    regs.rip = insn.complete(&mut r, regs.rip, regs.rflags, data.value(insn.width));
-                    set_gprs(regs, &r);
-                    Ok(Outcome::Done)
-                }
+                AfterRead::Insn(insn) => after_read(g, regs, &insn, run, None, data),
                 AfterRead::Outs(io) => Ok(outs(&g.mem, regs, run, io, data)),
             }
         }

@@ -8,7 +8,7 @@ use kernel::{prelude::*, transmute::AsBytes};
 
 use crate::{
     kvm::vm::{Memory, Vm},
-    logic::kvmclock::{self, time_page},
+    logic::{guest_paging::page_chunks, kvmclock::{self, time_page}},
     run::state::VcpuState,
 };
 
@@ -26,9 +26,11 @@ pub(crate) fn sync(st: &mut VcpuState, vm: &Vm) {
     if core::mem::take(&mut st.kvmclock.wall_clock) {
         write_wall_clock(st, vm);
     }
-    if st.kvmclock.system_time & 1 != 0 {
-        st.vm_clock.recheck();
+    // Guests without kvmclock stop here: this runs before every window.
+    if !st.kvmclock.enabled() {
+        return;
     }
+    st.vm_clock.recheck();
     let generation = st.vm_clock.generation();
     let cpu = kernel::cpu::CpuId::current().as_u32();
     if !st.kvmclock.page_due(generation, st.vm_clock.stable(), cpu) {
@@ -78,26 +80,16 @@ fn write_versioned(mem: &mut Memory<'_>, gpa: u64, version: u32, page: &[u8]) ->
 
 /// The bytes of `buf` at `gpa`, page by page.
 fn read_guest(mem: &Memory<'_>, gpa: u64, buf: &mut [u8]) -> Result {
-    let mut at = gpa;
-    for (o, l) in split_at_pages(gpa, buf.len()) {
-        mem.read_ram(at, buf.get_mut(o..o.saturating_add(l)).ok_or(EINVAL)?)?;
-        at = at.wrapping_add(l as u64);
+    for (at, range) in page_chunks(gpa, buf.len()) {
+        mem.read_ram(at, buf.get_mut(range).ok_or(EINVAL)?)?;
     }
     Ok(())
 }
 
 /// Writes `bytes` at `gpa`, page by page (each page logged dirty).
 fn write_guest(mem: &mut Memory<'_>, gpa: u64, bytes: &[u8]) -> Result {
-    let mut at = gpa;
-    for (o, l) in split_at_pages(gpa, bytes.len()) {
-        mem.write_ram(at, bytes.get(o..o.saturating_add(l)).ok_or(EINVAL)?)?;
-        at = at.wrapping_add(l as u64);
+    for (at, range) in page_chunks(gpa, bytes.len()) {
+        mem.write_ram(at, bytes.get(range).ok_or(EINVAL)?)?;
     }
     Ok(())
-}
-
-/// `(offset, length)` of the parts of `len` bytes at `gpa` that lie in one guest page each.
-fn split_at_pages(gpa: u64, len: usize) -> impl Iterator<Item = (usize, usize)> {
-    let first = 0x1000usize.saturating_sub((gpa & 0xfff) as usize).min(len);
-    [(0, first), (first, len.saturating_sub(first))].into_iter().filter(|&(_, l)| l > 0)
 }

@@ -72,7 +72,7 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
         let cpu = kernel::cpu::CpuId::current().as_u32();
         // kvmclock without a stable TSC: the time page was computed on another CPU (the
         // thread moved after it was written): back to the host to rewrite it first.
-        if st.kvmclock.page_due(st.vm_clock.generation(), st.vm_clock.stable(), cpu) {
+        if st.kvmclock.enabled() && st.kvmclock.page_due(st.vm_clock.generation(), st.vm_clock.stable(), cpu) {
             return Ok(Next::Host);
         }
         let host = HostState::save()?;

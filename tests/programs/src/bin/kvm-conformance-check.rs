@@ -30,6 +30,21 @@ fn exit_line(g: &mut Guest, in_value: u8) -> String {
     }
 }
 
+/// The guest's exits (as [`exit_line`] gives them) until it halts, shuts down or fails, at
+/// most `max`.
+fn exits_to_end(g: &mut Guest, max: usize) -> Vec<String> {
+    let mut exits = Vec::new();
+    for _ in 0..max {
+        let e = exit_line(g, 0);
+        let end = e == "hlt" || e.starts_with("error") || e.starts_with("other") || e == "shutdown";
+        exits.push(e);
+        if end {
+            break;
+        }
+    }
+    exits
+}
+
 fn regs_line(g: &Guest) -> String {
     let r = g.vcpu.get_regs().unwrap();
     format!("rax {:#x} rip {:#x}", r.rax, r.rip)
@@ -144,15 +159,7 @@ fn main() -> ExitCode {
             // mov bp, sp; mov ax, [bp]; out 0x92, ax; hlt
             std::ptr::copy_nonoverlapping([0x89u8, 0xe5, 0x8b, 0x46, 0x00, 0xe7, 0x92, 0xf4].as_ptr(), g.mem.add(0x1100), 8);
         }
-        let mut exits = Vec::new();
-        for _ in 0..3 {
-            let e = exit_line(&mut g, 0);
-            let end = e == "hlt" || e.starts_with("error") || e.starts_with("other") || e == "shutdown";
-            exits.push(e);
-            if end {
-                break;
-            }
-        }
+        let exits = exits_to_end(&mut g, 3);
         println!("tf_out{port:x} exits {exits:?} {}", regs_line(&g));
     }
 
@@ -396,15 +403,7 @@ fn vmmcall(kvm: &Kvm) {
             let c = kvm_bindings::kvm_enable_cap { cap: 213, args: [1 << 5, 0, 0, 0], ..Default::default() };
             println!("vmmcall disable_quirk {:?}", g.vm.enable_cap(&c).map_err(|e| e.errno()));
         }
-        let mut exits = Vec::new();
-        for _ in 0..3 {
-            let e = exit_line(&mut g, 0);
-            let end = e == "hlt" || e.starts_with("error") || e.starts_with("other") || e == "shutdown";
-            exits.push(e);
-            if end {
-                break;
-            }
-        }
+        let exits = exits_to_end(&mut g, 3);
         let at = code.len() - 4;
         // SAFETY: inside the mapping.
         let bytes: Vec<u8> = (0..3).map(|i| unsafe { g.mem.add(CODE as usize + at + i).read() }).collect();
