@@ -15,6 +15,8 @@
 #include <asm/cpufeature.h>
 #include <asm/nospec-branch.h>
 #include <linux/cpu.h>
+#include <linux/smp.h>
+#include <trace/events/ipi.h>
 #include <linux/timekeeping.h>
 #include <linux/clocksource_ids.h>
 
@@ -74,6 +76,18 @@ void rvmx_cond_resched(void);
 void rvmx_cond_resched(void)
 {
 	cond_resched();
+}
+
+void rvmx_kick_cpu(int cpu);
+
+/* KVM's kvm_vcpu_kick: a reschedule IPI makes a vCPU in the guest on @cpu exit at once. */
+void rvmx_kick_cpu(int cpu)
+{
+	int me = get_cpu();
+
+	if (cpu != me && cpu_online(cpu))
+		smp_send_reschedule(cpu);
+	put_cpu();
 }
 
 void rvmx_sigset_activate(sigset_t *set);

@@ -20,6 +20,8 @@ extern "C" {
     // host/sched.rs
     /// `cond_resched()`.
     pub(crate) fn rvmx_cond_resched();
+    /// A reschedule IPI to `cpu` unless it is this one (or offline).
+    pub(crate) fn rvmx_kick_cpu(cpu: i32);
 
     // host/x86.rs
     /// `rdmsrq_safe()`.

@@ -4,18 +4,23 @@
 //! of `logic/lapic.rs`, reached through the xAPIC MMIO page, the x2APIC MSRs, IA32_APIC_BASE
 //! and `KVM_GET/SET_LAPIC`.
 //!
-//! Its fixed interrupts are injected when the guest takes them (`run/window.rs`), and an IPI a
-//! vCPU sends itself (SELF_IPI, the self shorthands, its own destination) is delivered. Not
-//! yet done (the module parameter `split_irqchip`, off by default, says so): the timer does
-//! not run, IPIs to other vCPUs and MSIs are not sent, an EOI is not reported to a userspace
-//! IOAPIC; the effects of such writes are dropped.
+//! Its fixed interrupts are injected when the guest takes them (`run/window.rs`). IPIs go to
+//! the VM's APICs through the [`ApicBus`], which posts them in each destination's
+//! [`Mailbox`]; the vCPU takes its own post before each entry. It also holds the vCPU's MP
+//! state and acts on INIT and SIPI. Not yet done (the module parameter `split_irqchip`, off
+//! by default, says so): the timer does not run, and an EOI is not reported to a userspace
+//! IOAPIC.
 
-use kernel::prelude::*;
+use kernel::{prelude::*, sync::Arc};
 
+use super::{bus::ApicBus, mailbox::Mailbox};
 use crate::logic::{
+    arch::apic_base,
     cpuid_table::{self, CpuidEntry},
+    events::Events,
     kvm_abi::LapicState,
-    lapic::{Accepted, Caps, DeliveryMode, Effect, Lapic, Source},
+    lapic::{Caps, Effect, Lapic},
+    mp_state::{self, MpState},
 };
 
 /// The APIC page's size.
@@ -26,12 +31,101 @@ pub(crate) struct LocalApic {
     /// The userspace PIC's interrupt (`KVM_INTERRUPT` in split mode, KVM's
     /// `pending_external_vector`), taken through LINT0 as ExtINT.
     extint: Option<u8>,
+    /// What other vCPUs, devices and the timer sent it.
+    mailbox: Arc<Mailbox>,
+    /// The VM's APICs, and this one's place among them.
+    bus: Arc<ApicBus>,
+    index: usize,
+    /// The vCPU's activity state.
+    mp_state: MpState,
 }
 
 impl LocalApic {
-    /// vCPU `vcpu_id`'s APIC after creation (vCPU 0 is the BSP, KVM's default).
-    pub(crate) fn new(vcpu_id: u32) -> Self {
-        Self { apic: Lapic::new(vcpu_id, vcpu_id == 0), extint: None }
+    /// vCPU `vcpu_id`'s APIC after creation (vCPU 0 is the BSP, KVM's default), on `bus`
+    /// (`lint0_reenabled`: KVM's quirk of that name is in force).
+    pub(crate) fn new(vcpu_id: u32, bus: Arc<ApicBus>, lint0_reenabled: bool) -> Result<Self> {
+        let bsp = vcpu_id == 0;
+        let mut apic = Lapic::new(vcpu_id, bsp);
+        if !lint0_reenabled {
+            apic.reset(false, bsp, false);
+        }
+        let mailbox = Mailbox::new(vcpu_id, apic.address())?;
+        let index = bus.join(&mailbox)?;
+        Ok(Self { apic, extint: None, mailbox, bus, index, mp_state: MpState::initial(true, bsp) })
+    }
+
+    /// The vCPU's activity state.
+    pub(crate) fn mp_state(&self) -> MpState {
+        self.mp_state
+    }
+
+    /// `KVM_SET_MP_STATE` (checked by the caller); SIPI_RECEIVED also pends a SIPI.
+    pub(crate) fn set_mp_state(&mut self, state: MpState, sipi: bool) {
+        self.mp_state = state;
+        if sipi {
+            self.mailbox.post(|_, i| i.pend_sipi());
+        }
+    }
+
+    /// HLT: the vCPU sleeps until an event.
+    pub(crate) fn halt(&mut self) {
+        self.mp_state = MpState::Halted;
+    }
+
+    /// The vCPU blocked and may run again (`vcpu_block`).
+    pub(crate) fn wake(&mut self) {
+        self.mp_state = self.mp_state.woken();
+    }
+
+    /// The mailbox, to sleep on until something is posted.
+    pub(crate) fn mailbox(&self) -> &Mailbox {
+        &self.mailbox
+    }
+
+    /// Whether the APIC is the BSP's (IA32_APIC_BASE.BSP, KVM's `kvm_vcpu_is_bsp`).
+    fn bsp(&self) -> bool {
+        self.apic.apic_base() & apic_base::BSP != 0
+    }
+
+    /// Acts on a pending INIT and SIPI (`kvm_apic_accept_events`): what the vCPU must do.
+    /// An INIT has already reset the APIC (`lint0_reenabled`: KVM's quirk of that name).
+    pub(crate) fn accept_init_sipi(&mut self, lint0_reenabled: bool) -> mp_state::Accepted {
+        let bsp = self.bsp();
+        let (mailbox, state) = (&self.mailbox, &mut self.mp_state);
+        let a = mailbox.init_sipi(|i| i.accept(state, bsp));
+        if a.init {
+            self.apic.reset(true, bsp, lint0_reenabled);
+            self.publish();
+        }
+        a
+    }
+
+    /// Takes what was posted: fixed interrupts into IRR (as `__apic_accept_irq` with this
+    /// APIC's state now), NMIs into `events`. Returns whether an INIT or SIPI waits (acted
+    /// on outside the guest, where the vCPU's whole state is at hand).
+    pub(crate) fn take_posted(&mut self, events: &mut Events, nmi_masked: bool) -> bool {
+        if !self.mailbox.has_work() {
+            return false;
+        }
+        let p = self.mailbox.take();
+        for (w, (irr, level)) in p.irr.iter().zip(p.level.iter()).enumerate() {
+            let mut bits = *irr;
+            while bits != 0 {
+                let b = bits.trailing_zeros();
+                bits &= bits.wrapping_sub(1);
+                // w < 4, b < 64: a vector.
+                let _ = self.apic.accept_fixed(((w as u32) << 6 | b) as u8, level & 1 << b != 0);
+            }
+        }
+        for _ in 0..p.nmis {
+            events.queue_nmi(nmi_masked);
+        }
+        self.mailbox.has_work()
+    }
+
+    /// Publishes the APIC's address for senders.
+    fn publish(&self) {
+        self.mailbox.publish(self.apic.address());
     }
 
     /// `KVM_GET_LAPIC` (x2APIC IDs in KVM's legacy format: no `KVM_CAP_X2APIC_API` yet).
@@ -41,7 +135,9 @@ impl LocalApic {
 
     /// `KVM_SET_LAPIC`; `EINVAL` for a state KVM refuses.
     pub(crate) fn set_state(&mut self, s: &LapicState) -> Result {
-        self.apic.set_state(&s.regs, false).map(|_| ()).map_err(|_| EINVAL)
+        let r = self.apic.set_state(&s.regs, false).map(|_| ()).map_err(|_| EINVAL);
+        self.publish();
+        r
     }
 
     /// What the guest's CPUID table allows (x2APIC, TSC-deadline, MAXPHYADDR).
@@ -134,15 +230,20 @@ impl LocalApic {
         Some(v)
     }
 
-    /// Effects a register write asks for: an IPI to this vCPU itself is delivered (fixed and
-    /// lowest priority); the rest waits for the parts not done yet (see the module comment).
+    /// Effects a register write asks for: an IPI is sent; a change of ID, LDR, DFR or the
+    /// enables is published. The rest waits for the parts not done yet (module comment).
     fn apply(&mut self, e: Effect) {
-        if let Effect::SendIpi(irq) = e {
-            let to_self = self.apic.matches_dest(Source::ThisApic, irq.shorthand, irq.dest, irq.logical, false);
-            if to_self && matches!(irq.delivery, DeliveryMode::Fixed | DeliveryMode::LowestPriority) {
-                let _: Accepted = self.apic.accept(&irq);
-            }
+        match e {
+            Effect::SendIpi(irq) => self.bus.deliver(&irq, Some(self.index)),
+            Effect::MapChanged | Effect::Spiv { .. } | Effect::ApicBase { .. } => self.publish(),
+            _ => {}
         }
+    }
+}
+
+impl Drop for LocalApic {
+    fn drop(&mut self) {
+        self.bus.leave(self.index);
     }
 }
 

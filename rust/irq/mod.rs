@@ -4,4 +4,6 @@
 //! and registers are `logic/lapic.rs`; this layer holds each vCPU's APIC and answers the
 //! guest's and userspace's accesses to it.
 
+pub(crate) mod bus;
 pub(crate) mod lapic;
+pub(crate) mod mailbox;

@@ -27,6 +27,7 @@ use crate::{
     run::{kvm_run::KvmRun, state::{RunState, VcpuState}, vcpu_run, window::Target},
     logic::xstate,
     logic::vcpu_state,
+    logic::mp_state::MpState,
     kvm::vm::Vm,
     vmx::vmcs::Vmcs,
     vmx::operation::Vmx,
@@ -67,7 +68,10 @@ impl Vcpu {
         let serial = NEXT_SERIAL.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         let arch_capabilities = vmx.mitigations().for_guests().arch_capabilities;
         let vm_clock = vm.clock().clone();
-        let apic = vm.split_irqchip().then(|| crate::irq::lapic::LocalApic::new(id));
+        let apic = match vm.split_irqchip() {
+            true => Some(crate::irq::lapic::LocalApic::new(id, vm.apic_bus().clone(), vm.has_quirk(quirk::LINT0_REENABLED))?),
+            false => None,
+        };
         Ok(Arc::pin_init(
             pin_init!(Vcpu {
                 vm,
@@ -184,11 +188,19 @@ impl FdObject for Vcpu {
                 // As KVM without an in-kernel irqchip: it replaces one queued earlier.
                 st.events.interrupt = Some(Interrupt { vector: irq as u8, soft_len: None });
             }
-            // No in-kernel LAPIC: a vCPU is always runnable (KVM's answers in that mode).
-            KVM_GET_MP_STATE => write_user(arg, &MP_STATE_RUNNABLE)?,
+            // Without an in-kernel APIC a vCPU is always runnable (KVM's answers in that mode).
+            KVM_GET_MP_STATE => {
+                let mut st = this.state.lock();
+                st.accept_init_sipi(this.vm.has_quirk(quirk::LINT0_REENABLED));
+                let state = st.apic.as_ref().map_or(MpState::Runnable, |a| a.mp_state());
+                write_user(arg, &state.abi())?
+            }
             KVM_SET_MP_STATE => {
-                if read_user::<u32>(arg)? != MP_STATE_RUNNABLE {
-                    return Err(EINVAL);
+                let v: u32 = read_user(arg)?;
+                let mut st = this.state.lock();
+                let (state, sipi) = MpState::from_abi(v, st.apic.is_some()).ok_or(EINVAL)?;
+                if let Some(a) = st.apic.as_mut() {
+                    a.set_mp_state(state, sipi);
                 }
             }
             KVM_GET_TSC_KHZ => return Ok(crate::host::x86::tsc_khz() as isize),

@@ -40,6 +40,8 @@ pub(crate) struct Vm {
     stats: crate::kvm::stats::VmStats,
     /// kvmclock (`KVM_GET/SET_CLOCK`, and what each vCPU's time page is written from).
     clock: Arc<crate::cpu::kvmclock::VmClock>,
+    /// The vCPUs' in-kernel local APICs (split irqchip), as IPIs and MSIs reach them.
+    apic_bus: Arc<crate::irq::bus::ApicBus>,
     /// `KVM_X86_QUIRK_*` bits userspace turned off.
     disabled_quirks: AtomicU64,
     /// Whether any `KVM_IOEVENTFD` is registered (set under `inner`'s lock): port writes
@@ -130,6 +132,7 @@ impl Vm {
         let notifier = MmuNotifier::register(memory.clone())?;
         let stats = crate::kvm::stats::VmStats::new(current!().tgid())?;
         let clock = crate::cpu::kvmclock::VmClock::new()?;
+        let apic_bus = crate::irq::bus::ApicBus::new(memory.clone())?;
         let vm = Arc::pin_init(
             pin_init!(Vm {
                 mm,
@@ -137,6 +140,7 @@ impl Vm {
                 notifier,
                 stats,
                 clock,
+                apic_bus,
                 disabled_quirks: AtomicU64::new(0),
                 has_ioeventfds: AtomicBool::new(false),
                 inner <- new_mutex!(VmInner { vcpu_ids: KVec::new(), max_vcpu_ids: 0, split_irqchip: None, ioeventfds: IoEventFds::default() }),
@@ -247,6 +251,11 @@ impl Vm {
     /// The VM's kvmclock.
     pub(crate) fn clock(&self) -> &Arc<crate::cpu::kvmclock::VmClock> {
         &self.clock
+    }
+
+    /// The VM's local APICs (split irqchip).
+    pub(crate) fn apic_bus(&self) -> &Arc<crate::irq::bus::ApicBus> {
+        &self.apic_bus
     }
 
     /// The EPT pointer of this VM.

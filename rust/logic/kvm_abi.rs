@@ -156,12 +156,15 @@ unsafe impl kernel::transmute::FromBytes for Msi {}
 /// `KVM_X86_QUIRK_*`: KVM's historical behaviours a VMM may turn off with
 /// `KVM_CAP_DISABLE_QUIRKS2`; rvmx has these.
 pub mod quirk {
+    /// An in-kernel local APIC's LINT0 is unmasked in ExtINT mode on the BSP at RESET and
+    /// INIT (where the PIC's interrupts come in).
+    pub const LINT0_REENABLED: u64 = 1 << 0;
     /// An OUT to port 0x7e exits with RIP already past it.
     pub const OUT_7E_INC_RIP: u64 = 1 << 3;
     /// VMMCALL (AMD's hypercall, #UD on Intel) is rewritten to VMCALL in guest memory.
     pub const FIX_HYPERCALL_INSN: u64 = 1 << 5;
     /// The quirks rvmx implements (the value of `KVM_CAP_DISABLE_QUIRKS2`).
-    pub const SUPPORTED: u64 = OUT_7E_INC_RIP | FIX_HYPERCALL_INSN;
+    pub const SUPPORTED: u64 = LINT0_REENABLED | OUT_7E_INC_RIP | FIX_HYPERCALL_INSN;
 }
 
 // vCPU ioctls (on a vCPU fd).
@@ -214,9 +217,6 @@ pub const KVM_SET_TSC_KHZ: u32 = io(0xa2);
 pub const KVM_GET_MP_STATE: u32 = ior::<u32>(0x98);
 /// Writes it.
 pub const KVM_SET_MP_STATE: u32 = iow::<u32>(0x99);
-/// `KVM_MP_STATE_RUNNABLE`: the only state without an in-kernel LAPIC (KVM refuses the
-/// others then; a userspace LAPIC keeps INIT/SIPI/halted state itself).
-pub const MP_STATE_RUNNABLE: u32 = 0;
 /// Queues an NMI.
 pub const KVM_NMI: u32 = io(0x9a);
 /// Reads pending and in-flight events (`struct kvm_vcpu_events`).
@@ -830,6 +830,7 @@ mod tests {
         assert_eq!((size_of::<Msi>(), size_of::<EnableCap>()), (size_of::<kvm_bindings::kvm_msi>(), size_of::<kvm_bindings::kvm_enable_cap>()));
         assert_eq!(offset_of!(EnableCap, args), offset_of!(kvm_bindings::kvm_enable_cap, args));
         assert_eq!(offset_of!(Msi, devid), offset_of!(kvm_bindings::kvm_msi, devid));
+        assert_eq!(quirk::LINT0_REENABLED, kvm_bindings::KVM_X86_QUIRK_LINT0_REENABLED as u64);
         assert_eq!(quirk::OUT_7E_INC_RIP, kvm_bindings::KVM_X86_QUIRK_OUT_7E_INC_RIP as u64);
         assert_eq!(quirk::FIX_HYPERCALL_INSN, kvm_bindings::KVM_X86_QUIRK_FIX_HYPERCALL_INSN as u64);
         assert_eq!((KVM_GET_LAPIC, KVM_SET_LAPIC), (0x8400_ae8e, 0x4400_ae8f));

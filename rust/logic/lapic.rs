@@ -446,6 +446,52 @@ impl Irq {
     pub const fn lowest_priority(&self) -> bool {
         matches!(self.delivery, DeliveryMode::LowestPriority) || self.redirect_hint
     }
+
+    /// What the interrupt asks of an APIC it reaches, before that APIC's state has a say
+    /// (`__apic_accept_irq`'s switch): fixed and lowest priority go to IRR (a level-triggered
+    /// deassert is dropped); INIT counts if edge or asserted; ExtINT is dropped (the PIC
+    /// path takes it).
+    pub const fn request(&self) -> Request {
+        match self.delivery {
+            DeliveryMode::Fixed | DeliveryMode::LowestPriority => {
+                if self.trigger_level && !self.level {
+                    Request::None
+                } else {
+                    Request::Fixed { vector: self.vector, level_triggered: self.trigger_level }
+                }
+            }
+            DeliveryMode::RemoteRead => Request::RemoteRead,
+            DeliveryMode::Smi => Request::Smi,
+            DeliveryMode::Nmi => Request::Nmi,
+            DeliveryMode::Init if !self.trigger_level || self.level => Request::Init,
+            DeliveryMode::Init | DeliveryMode::ExtInt => Request::None,
+            DeliveryMode::StartUp => Request::Sipi(self.vector),
+        }
+    }
+}
+
+/// What an interrupt asks of an APIC it reaches ([`Irq::request`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Set the vector in IRR (and TMR as the trigger mode says).
+    Fixed {
+        /// Vector.
+        vector: u8,
+        /// Level triggered.
+        level_triggered: bool,
+    },
+    /// An NMI.
+    Nmi,
+    /// INIT.
+    Init,
+    /// A SIPI with this vector.
+    Sipi(u8),
+    /// An SMI.
+    Smi,
+    /// Remote read.
+    RemoteRead,
+    /// Nothing.
+    None,
 }
 
 /// The 15-bit destination of an MSI in the extended destination ID format a guest uses with
@@ -603,6 +649,123 @@ const fn vector_reg(base: u32, vector: u8) -> u32 {
 /// `vector`'s bit in its register.
 const fn vector_bit(vector: u8) -> u32 {
     1 << (vector & 31)
+}
+
+/// An APIC's addressing state (what KVM's APIC map is built from): enough to decide whether
+/// an interrupt is for it, kept apart from the APIC so that senders on other vCPUs can match
+/// destinations without the target's lock. It packs into 64 bits ([`Address::pack`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Address {
+    /// The vCPU ID (the x2APIC ID).
+    pub vcpu_id: u32,
+    /// The xAPIC ID (ID bits 31:24).
+    pub xapic_id: u8,
+    /// LDR.
+    pub ldr: u32,
+    /// DFR.
+    pub dfr: u32,
+    /// x2APIC mode.
+    pub x2apic: bool,
+    /// IA32_APIC_BASE.EN (KVM's `kvm_apic_present`).
+    pub hw_enabled: bool,
+    /// SPIV's software enable.
+    pub sw_enabled: bool,
+}
+
+impl Address {
+    /// 64 bits: LDR, xAPIC ID, DFR's model (flat, cluster or other), the three flags.
+    pub const fn pack(&self) -> u64 {
+        let model = match self.dfr {
+            DFR_FLAT => 1,
+            DFR_CLUSTER => 2,
+            _ => 0,
+        };
+        self.ldr as u64
+            | (self.xapic_id as u64) << 32
+            | model << 40
+            | (self.x2apic as u64) << 48
+            | (self.hw_enabled as u64) << 49
+            | (self.sw_enabled as u64) << 50
+    }
+
+    /// The address [`Address::pack`] gave for vCPU `vcpu_id` (a DFR other than flat and
+    /// cluster comes back as 0: it matches no logical destination either way).
+    pub const fn unpack(vcpu_id: u32, v: u64) -> Self {
+        Self {
+            vcpu_id,
+            xapic_id: (v >> 32) as u8,
+            ldr: v as u32,
+            dfr: match v >> 40 & 3 {
+                1 => DFR_FLAT,
+                2 => DFR_CLUSTER,
+                _ => 0,
+            },
+            x2apic: v & 1 << 48 != 0,
+            hw_enabled: v & 1 << 49 != 0,
+            sw_enabled: v & 1 << 50 != 0,
+        }
+    }
+
+    /// Whether this APIC is a destination (`kvm_apic_match_dest` with `kvm_apic_mda`'s
+    /// broadcast quirk: without `KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK`, a device's
+    /// destination 0xff is the x2APIC broadcast for an x2APIC target).
+    pub fn matches_dest(
+        &self,
+        source: Source,
+        shorthand: Shorthand,
+        dest: u32,
+        logical: bool,
+        broadcast_quirk_disabled: bool,
+    ) -> bool {
+        let device_broadcast = source == Source::Device && dest == APIC_BROADCAST;
+        let mda = if !broadcast_quirk_disabled && device_broadcast && self.x2apic {
+            X2APIC_BROADCAST
+        } else {
+            dest
+        };
+        match shorthand {
+            Shorthand::None if logical => self.match_logical(mda),
+            Shorthand::None => self.match_physical(mda),
+            Shorthand::ToSelf => source == Source::ThisApic,
+            Shorthand::AllIncludingSelf => true,
+            Shorthand::AllExcludingSelf => source != Source::ThisApic,
+        }
+    }
+
+    fn is_broadcast(&self, mda: u32) -> bool {
+        mda == if self.x2apic { X2APIC_BROADCAST } else { APIC_BROADCAST }
+    }
+
+    /// `kvm_apic_match_physical_addr`: broadcast, else the x2APIC ID in x2APIC mode or for a
+    /// destination above 0xff (KVM's hotplug hack), else the xAPIC ID.
+    pub fn match_physical(&self, mda: u32) -> bool {
+        if self.is_broadcast(mda) {
+            return true;
+        }
+        if self.x2apic || mda > 0xff {
+            return mda == self.vcpu_id;
+        }
+        mda == u32::from(self.xapic_id)
+    }
+
+    /// `kvm_apic_match_logical_addr`: broadcast; x2APIC: same cluster (bits 31:16) and a
+    /// common bit in 15:0; xAPIC flat: a common bit of the 8-bit logical ID; xAPIC
+    /// cluster: same cluster (bits 7:4) and a common bit in 3:0; other DFR models: none.
+    pub fn match_logical(&self, mda: u32) -> bool {
+        if self.is_broadcast(mda) {
+            return true;
+        }
+        let ldr = self.ldr;
+        if self.x2apic {
+            return ldr >> 16 == mda >> 16 && ldr & mda & 0xffff != 0;
+        }
+        let id = ldr >> 24;
+        match self.dfr {
+            DFR_FLAT => id & mda != 0,
+            DFR_CLUSTER => id >> 4 == mda >> 4 && id & mda & 0xf != 0,
+            _ => false,
+        }
+    }
 }
 
 /// One local APIC: KVM's register page and the state KVM derives from it.
@@ -952,26 +1115,23 @@ impl Lapic {
         true
     }
 
-    /// An interrupt for this APIC (`__apic_accept_irq`): fixed and lowest priority go to IRR
-    /// (a level-triggered deassert is dropped); INIT is taken if edge or asserted; ExtINT
-    /// is dropped (the PIC path takes it).
+    /// An interrupt for this APIC (`__apic_accept_irq`): what [`Irq::request`] asks, with
+    /// fixed interrupts set in IRR if the APIC is enabled.
     pub fn accept(&mut self, irq: &Irq) -> Accepted {
-        match irq.delivery {
-            DeliveryMode::Fixed | DeliveryMode::LowestPriority => {
-                if irq.trigger_level && !irq.level {
-                    Accepted::Dropped
-                } else if self.accept_fixed(irq.vector, irq.trigger_level) {
+        match irq.request() {
+            Request::Fixed { vector, level_triggered } => {
+                if self.accept_fixed(vector, level_triggered) {
                     Accepted::Fixed
                 } else {
                     Accepted::Dropped
                 }
             }
-            DeliveryMode::RemoteRead => Accepted::RemoteRead,
-            DeliveryMode::Smi => Accepted::Smi,
-            DeliveryMode::Nmi => Accepted::Nmi,
-            DeliveryMode::Init if !irq.trigger_level || irq.level => Accepted::Init,
-            DeliveryMode::Init | DeliveryMode::ExtInt => Accepted::Dropped,
-            DeliveryMode::StartUp => Accepted::Sipi(irq.vector),
+            Request::RemoteRead => Accepted::RemoteRead,
+            Request::Smi => Accepted::Smi,
+            Request::Nmi => Accepted::Nmi,
+            Request::Init => Accepted::Init,
+            Request::Sipi(v) => Accepted::Sipi(v),
+            Request::None => Accepted::Dropped,
         }
     }
 
@@ -997,9 +1157,20 @@ impl Lapic {
         self.accept(&irq)
     }
 
-    /// Whether this APIC is a destination (`kvm_apic_match_dest` with `kvm_apic_mda`'s
-    /// broadcast quirk: without `KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK`, a device's
-    /// destination 0xff is the x2APIC broadcast for an x2APIC target).
+    /// What destination matching needs of this APIC, as other vCPUs see it.
+    pub fn address(&self) -> Address {
+        Address {
+            vcpu_id: self.vcpu_id,
+            xapic_id: self.xapic_id(),
+            ldr: self.get(reg::LDR),
+            dfr: self.get(reg::DFR),
+            x2apic: self.x2apic_mode(),
+            hw_enabled: self.hw_enabled(),
+            sw_enabled: self.sw_enabled,
+        }
+    }
+
+    /// Whether this APIC is a destination ([`Address::matches_dest`]).
     pub fn matches_dest(
         &self,
         source: Source,
@@ -1008,54 +1179,7 @@ impl Lapic {
         logical: bool,
         broadcast_quirk_disabled: bool,
     ) -> bool {
-        let device_broadcast = source == Source::Device && dest == APIC_BROADCAST;
-        let mda = if !broadcast_quirk_disabled && device_broadcast && self.x2apic_mode() {
-            X2APIC_BROADCAST
-        } else {
-            dest
-        };
-        match shorthand {
-            Shorthand::None if logical => self.match_logical(mda),
-            Shorthand::None => self.match_physical(mda),
-            Shorthand::ToSelf => source == Source::ThisApic,
-            Shorthand::AllIncludingSelf => true,
-            Shorthand::AllExcludingSelf => source != Source::ThisApic,
-        }
-    }
-
-    fn is_broadcast(&self, mda: u32) -> bool {
-        mda == if self.x2apic_mode() { X2APIC_BROADCAST } else { APIC_BROADCAST }
-    }
-
-    /// `kvm_apic_match_physical_addr`: broadcast, else the x2APIC ID in x2APIC mode or for a
-    /// destination above 0xff (KVM's hotplug hack), else the xAPIC ID.
-    pub fn match_physical(&self, mda: u32) -> bool {
-        if self.is_broadcast(mda) {
-            return true;
-        }
-        if self.x2apic_mode() || mda > 0xff {
-            return mda == self.vcpu_id;
-        }
-        mda == u32::from(self.xapic_id())
-    }
-
-    /// `kvm_apic_match_logical_addr`: broadcast; x2APIC: same cluster (bits 31:16) and a
-    /// common bit in 15:0; xAPIC flat: a common bit of the 8-bit logical ID; xAPIC
-    /// cluster: same cluster (bits 7:4) and a common bit in 3:0; other DFR models: none.
-    pub fn match_logical(&self, mda: u32) -> bool {
-        if self.is_broadcast(mda) {
-            return true;
-        }
-        let ldr = self.get(reg::LDR);
-        if self.x2apic_mode() {
-            return ldr >> 16 == mda >> 16 && ldr & mda & 0xffff != 0;
-        }
-        let id = ldr >> 24;
-        match self.get(reg::DFR) {
-            DFR_FLAT => id & mda != 0,
-            DFR_CLUSTER => id >> 4 == mda >> 4 && id & mda & 0xf != 0,
-            _ => false,
-        }
+        self.address().matches_dest(source, shorthand, dest, logical, broadcast_quirk_disabled)
     }
 
     /// A register read (`kvm_lapic_reg_read` + `__apic_read`): `len` bytes (1, 2 or 4) at

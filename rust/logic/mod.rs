@@ -30,3 +30,5 @@ pub mod mitigation_rules;
 pub mod kvmclock;
 pub mod alu;
 pub mod lapic;
+pub mod apic_bus;
+pub mod mp_state;

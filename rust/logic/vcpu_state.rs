@@ -115,6 +115,15 @@ pub const fn reset_sregs(id: u32) -> Sregs {
     }
 }
 
+/// Segment and control registers after INIT (KVM's `kvm_vcpu_reset(vcpu, true)`): as after
+/// RESET, but CR0.CD/NW and IA32_APIC_BASE keep their values.
+pub const fn init_sregs(old: &Sregs) -> Sregs {
+    let mut s = reset_sregs(0);
+    s.cr0 = cr0::ET | old.cr0 & (cr0::NW | cr0::CD);
+    s.apic_base = old.apic_base;
+    s
+}
+
 /// The EFER bits a guest may set given its CPUID (KVM's `__kvm_valid_efer`): long mode needs
 /// CPUID.80000001H:EDX.LM, NXE needs .NX; SCE is always allowed.
 pub const fn efer_allowed(cpuid_lm: bool, cpuid_nx: bool) -> u64 {
@@ -218,6 +227,20 @@ mod tests {
         assert_eq!(s.apic_base, 0xfee0_0900);
         assert_eq!(reset_sregs(1).apic_base, 0xfee0_0800);
         assert!(sregs_valid(&s, efer_allowed(false, false), CR4_SUPPORTED));
+    }
+
+    #[test]
+    fn init_keeps_cache_bits_and_apic_base() {
+        let mut old = reset_sregs(1);
+        old.cr0 = cr0::PE | cr0::PG | cr0::CD;
+        old.cr4 = 0x20;
+        old.efer = efer::LME | efer::LMA;
+        old.apic_base = 0xfee0_0c00;
+        old.cs.selector = 0x10;
+        let s = init_sregs(&old);
+        assert_eq!(s.cr0, cr0::ET | cr0::CD);
+        assert_eq!((s.cr4, s.efer, s.apic_base), (0, 0, 0xfee0_0c00));
+        assert_eq!((s.cs.selector, s.cs.base), (0xf000, 0xffff_0000));
     }
 
     #[test]

@@ -243,11 +243,7 @@ pub(crate) fn handle(v: &mut LiveVcpu<'_, '_>, full: u32) -> Next {
             Next::ToUser
         }
         reason::CPUID => cpuid(v),
-        reason::HLT => {
-            v.skip_instruction();
-            v.run.set_exit_reason(exit_reason::HLT);
-            Next::ToUser
-        }
+        reason::HLT => hlt(v),
         reason::VMCALL => vmcall(v),
         // INVD would throw away the host's dirty cache lines, WBINVD flush them all: both
         // are NOPs, as on KVM without non-coherent DMA. MONITOR/MWAIT would put the host's CPU
@@ -439,6 +435,26 @@ fn mov_dr(v: &mut LiveVcpu<'_, '_>) -> Next {
     }
     v.skip_instruction();
     Next::Reenter
+}
+
+/// HLT: with an in-kernel APIC the vCPU halts in the kernel until an event wakes it (the
+/// run loop sleeps); without one, userspace's APIC does that (`KVM_EXIT_HLT`). A debugger's
+/// single step over it reports the step and does not halt (KVM).
+fn hlt(v: &mut LiveVcpu<'_, '_>) -> Next {
+    v.skip_instruction();
+    let stepping = v.st.debugger.single_step();
+    match v.st.apic.as_mut() {
+        Some(a) => {
+            if !stepping {
+                a.halt();
+            }
+            Next::Host
+        }
+        None => {
+            v.run.set_exit_reason(exit_reason::HLT);
+            Next::ToUser
+        }
+    }
 }
 
 /// XSETBV: the guest's XCR0, checked as KVM's `__kvm_set_xcr` (only XCR0, at CPL 0, a

@@ -166,6 +166,57 @@ impl VcpuState {
         }
     }
 
+    /// Whether an event ends the vCPU's halt (KVM's `kvm_vcpu_has_events`, once the posted
+    /// interrupts are taken): an exception or event in flight, an NMI the guest can take, or
+    /// an interrupt it can take now. Always, without an in-kernel APIC.
+    pub(crate) fn has_wake_event(&self) -> bool {
+        let Some(a) = self.apic.as_ref() else { return true };
+        let if_flag = self.regs.rflags & rflags::IF != 0;
+        let e = &self.events;
+        e.exception.is_some()
+            || e.nmi_injected
+            || (e.nmi_pending > 0 && events::nmi_allowed(self.interruptibility))
+            || (events::interrupt_allowed(if_flag, self.interruptibility) && (e.interrupt.is_some() || a.has_interrupt()))
+    }
+
+    /// Takes what was posted to the in-kernel APIC (fixed interrupts into IRR, NMIs into the
+    /// events). Whether an INIT or SIPI waits.
+    pub(crate) fn take_posted(&mut self) -> bool {
+        let nmi_masked = self.interruptibility & events::block::NMI != 0;
+        let Self { apic, events, .. } = self;
+        apic.as_mut().is_some_and(|a| a.take_posted(events, nmi_masked))
+    }
+
+    /// Acts on a pending INIT and SIPI (in-kernel APIC only; KVM's `kvm_apic_accept_events`):
+    /// INIT resets the vCPU, a SIPI starts it at its vector.
+    pub(crate) fn accept_init_sipi(&mut self, lint0_reenabled: bool) {
+        let Some(a) = self.apic.as_mut() else { return };
+        let accepted = a.accept_init_sipi(lint0_reenabled);
+        if accepted.init {
+            self.init_reset();
+        }
+        if let Some(v) = accepted.sipi {
+            // KVM's kvm_vcpu_deliver_sipi_vector.
+            self.sregs.cs.selector = u16::from(v) << 8;
+            self.sregs.cs.base = u64::from(v) << 12;
+            self.regs.rip = 0;
+        }
+    }
+
+    /// INIT (`kvm_vcpu_reset(vcpu, true)`) but for the APIC, which resets itself: registers
+    /// and segments as at RESET but CR0.CD/NW and IA32_APIC_BASE kept, events, debug
+    /// registers and kvmclock cleared; FPU, XCR0 and the other MSRs kept.
+    fn init_reset(&mut self) {
+        let family = cpuid_table::find(&self.cpuid, 1, 0).map_or(0x600, |e| e.eax);
+        self.regs = Regs { rdx: family.into(), ..vcpu_state::reset_regs() };
+        self.sregs = vcpu_state::init_sregs(&self.sregs);
+        self.events = Events { triple_fault: self.events.triple_fault, ..Default::default() };
+        self.interruptibility = 0;
+        self.pdptes = None;
+        self.debug = GuestDebug::default();
+        self.kvmclock = VcpuClock::default();
+    }
+
     /// Takes a new CPUID table and what follows from it.
     pub(crate) fn set_cpuid(&mut self, table: KVec<CpuidEntry>, vmx: &Vmx) {
         self.cpuid = table;

@@ -13,13 +13,13 @@ use kernel::{current, prelude::*};
 use crate::{
     host::sched::cond_resched,
     kvm::vm::Vm,
-    logic::{arch::{rflags, CR8_TPR}, kvm_run::exit_reason},
+    logic::{arch::{rflags, CR8_TPR}, kvm_abi::quirk, kvm_run::exit_reason, mp_state::MpState},
     run::{
         complete::complete,
         exit::{self, Next},
         kvm_run::KvmRun,
         pvclock,
-        state::RunState,
+        state::{RunState, VcpuState},
         window::{window, Target},
     },
 };
@@ -39,6 +39,10 @@ pub(crate) fn run(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> R
 }
 
 fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<isize> {
+    let lint0_reenabled = vm.has_quirk(quirk::LINT0_REENABLED);
+    if st.apic.as_ref().is_some_and(|a| a.mp_state() == MpState::Uninitialized) {
+        return uninitialized(st, run, lint0_reenabled);
+    }
     // Userspace's APIC gives the guest its TPR in kvm_run.cr8 (KVM's "re-sync apic's tpr");
     // an in-kernel one keeps its own.
     if st.apic.is_none() {
@@ -65,6 +69,11 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
             return Err(EINTR);
         }
         cond_resched();
+        if st.apic.is_some() && !ready_to_enter(st, lint0_reenabled) {
+            // Asleep until something was posted or a signal came: look again.
+            st.apic.as_ref().map(|a| a.mailbox().wait());
+            continue;
+        }
         pvclock::sync(&mut st.vcpu, vm);
         match window(t, st, run)? {
             Next::ToUser => return Ok(0),
@@ -76,4 +85,40 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
             }
         }
     }
+}
+
+/// With an in-kernel APIC, before entering the guest: acts on INIT and SIPI, takes what was
+/// posted, and ends a halt that an event ends (KVM's `vcpu_block` after waking). Whether the
+/// guest may run; if not, the caller sleeps until something is posted.
+fn ready_to_enter(st: &mut VcpuState, lint0_reenabled: bool) -> bool {
+    st.accept_init_sipi(lint0_reenabled);
+    st.take_posted();
+    let Some(state) = st.apic.as_ref().map(|a| a.mp_state()) else { return true };
+    match state {
+        MpState::Runnable => true,
+        MpState::Halted | MpState::ApResetHold if st.has_wake_event() => {
+            st.apic.as_mut().map(|a| a.wake());
+            true
+        }
+        // Waiting for INIT or SIPI (taken above), or halted without an event.
+        _ => false,
+    }
+}
+
+/// `KVM_RUN` of an AP that no INIT reached yet (KVM): waits for one, acts on it, and returns
+/// `EAGAIN` (run again) or `EINTR` for a signal; with `immediate_exit`, `EINTR` at once.
+fn uninitialized(st: &mut VcpuState, run: &KvmRun, lint0_reenabled: bool) -> Result<isize> {
+    if run.immediate_exit() {
+        return Err(EINTR);
+    }
+    // Interrupts posted meanwhile are taken (and dropped by the disabled APIC).
+    while !st.take_posted() && !current!().signal_pending() {
+        st.apic.as_ref().map(|a| a.mailbox().wait());
+    }
+    st.accept_init_sipi(lint0_reenabled);
+    if current!().signal_pending() {
+        run.set_exit_reason(exit_reason::INTR);
+        return Err(EINTR);
+    }
+    Err(EAGAIN)
 }

@@ -124,6 +124,15 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
         let mut v = LiveVcpu::new(&cur, st, run, cpu, &features, &host_debug, want_window);
         let next = loop {
             let st = &mut *v.st;
+            // What other vCPUs and devices posted (checked after `running` was published, so
+            // a post after this check kicks the vCPU out again). INIT and SIPI reset or start
+            // the vCPU: outside the window.
+            if let Some(a) = st.apic.as_mut() {
+                let nmi_masked = cur.read(GUEST_INTERRUPTIBILITY) & events::block::NMI != 0;
+                if a.take_posted(&mut st.events, nmi_masked) {
+                    break Next::Host;
+                }
+            }
             windows.arm(&cur, &mut st.events, st.apic.as_mut(), want_window, dbg.blocks_irqs());
             // SAFETY: interrupts are off; CR2 holds the guest's value until the entry.
             unsafe { x86::write_cr2(st.sregs.cr2) };

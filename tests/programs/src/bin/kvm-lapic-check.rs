@@ -1,7 +1,9 @@
 //! The in-kernel local APIC of KVM's split irqchip, as far as rvmx has it: enabling it
 //! (`KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)`), its register page through `KVM_GET/SET_LAPIC`,
 //! IA32_APIC_BASE and the TPR in SREGS, and a 64-bit guest that reads and writes its
-//! registers through the xAPIC MMIO page, CR8 and, after switching to x2APIC mode, the MSRs.
+//! registers through the xAPIC MMIO page, CR8 and, after switching to x2APIC mode, the MSRs;
+//! self-IPIs, the PIC's ExtINT, and several vCPUs: MP states, INIT/SIPI, IPIs and NMIs that
+//! wake a vCPU halted in the kernel, a signal during a halt.
 //! Prints `key value` lines; tests/vm/suite.sh runs it on `/dev/rvmx` (loaded with
 //! `split_irqchip=1`) and `/dev/kvm` in the same boot and requires identical output.
 //!
@@ -10,7 +12,7 @@
 use std::{ffi::CString, process::ExitCode};
 
 use kvm_bindings::{kvm_cpuid_entry2, kvm_enable_cap, kvm_lapic_state, kvm_msr_entry, CpuId, Msrs};
-use kvm_ioctls::{Kvm, VcpuExit, VmFd};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 
 const SPLIT_IRQCHIP: u32 = 121;
 
@@ -118,7 +120,85 @@ core::arch::global_asm!(
     ".popsection",
 );
 
+
+// Several vCPUs: the BSP starts the APs with INIT and SIPI (vector 0x0a: real mode at
+// 0xa000), then sends a fixed IPI and an NMI to APs halted in the kernel. Code offsets are
+// symbols; results from 0x8400 on.
+core::arch::global_asm!(
+    ".pushsection .rodata.guests, \"a\"",
+    ".globl smp_start", ".globl smp_end", ".globl smp_bsp_ipi", ".globl smp_bsp_nmi",
+    ".globl smp_ap_wait", ".globl smp_ap_nmi", ".globl smp_ap_stop", ".globl smp_h50", ".globl smp_nmi",
+    "smp_start:",
+    "mov rbx, 0xfee00000",
+    "mov dword ptr [rbx + 0xf0], 0x1ff",
+    "mov dword ptr [rbx + 0x300], 0xc4500",           // INIT to all but self
+    "mov dword ptr [rbx + 0x300], 0xc460a",           // SIPI, vector 0x0a
+    "out 0x10, al",
+    "smp_bsp_ipi:",
+    "mov dword ptr [rbx + 0x310], 0x01000000",
+    "mov dword ptr [rbx + 0x300], 0x50",              // fixed 0x50 to APIC 1
+    "out 0x11, al",
+    "smp_bsp_nmi:",
+    "mov dword ptr [rbx + 0x310], 0x02000000",
+    "mov dword ptr [rbx + 0x300], 0x400",             // NMI to APIC 2
+    "out 0x12, al",
+    "smp_ap_wait:",                                   // AP 1: sti; hlt until vector 0x50
+    "mov rbx, 0xfee00000",
+    "mov dword ptr [rbx + 0xf0], 0x1ff",
+    "out 0x22, al",
+    "sti", "hlt", "cli",
+    "mov rax, [0x8400]", "mov [0x8408], rax",
+    "mov eax, [rbx + 0x100 + 0x50]", "mov [0x8410], rax",   // ISR 0x40-0x5f after EOI
+    "out 0x21, al",
+    "smp_ap_nmi:",                                    // AP 2: IF = 0, only an NMI wakes it
+    "cli",
+    "out 0x23, al",
+    "hlt",
+    "mov rax, [0x8420]", "mov [0x8428], rax",
+    "out 0x24, al",
+    "smp_ap_stop:",                                   // halts with IF = 0 for good
+    "cli", "hlt",
+    "out 0x25, al",
+    ".balign 64",
+    "smp_h50:",
+    "inc qword ptr [0x8400]",
+    "mov dword ptr [rbx + 0xb0], 0",
+    "iretq",
+    ".balign 64",
+    "smp_nmi:",
+    "inc qword ptr [0x8420]",
+    "iretq",
+    "smp_end:",
+    ".popsection",
+);
+
+// An AP's first code after SIPI (real mode, CS 0x0a00): marks memory with CS and exits.
+core::arch::global_asm!(
+    ".pushsection .rodata.guests, \"a\"",
+    ".globl sipi_start", ".globl sipi_end",
+    "sipi_start:",
+    ".code16",
+    "mov ax, cs",
+    "mov [0x300], ax",
+    "inc word ptr [0x302]",
+    "out 0x20, al",
+    ".code64",
+    "sipi_end:",
+    ".popsection",
+);
+
 extern "C" {
+    static smp_start: u8;
+    static smp_end: u8;
+    static smp_bsp_ipi: u8;
+    static smp_bsp_nmi: u8;
+    static smp_ap_wait: u8;
+    static smp_ap_nmi: u8;
+    static smp_ap_stop: u8;
+    static smp_h50: u8;
+    static smp_nmi: u8;
+    static sipi_start: u8;
+    static sipi_end: u8;
     static extint_start: u8;
     static extint_h30: u8;
     static extint_end: u8;
@@ -134,6 +214,14 @@ extern "C" {
 /// TSC-deadline in CPUID, 0xfee00000 mapped by a 2 MiB page, a GDT and an IDT whose vectors
 /// in `gates` point at the given offsets in `code`.
 fn split_guest(kvm: &Kvm, code: &[u8], gates: &[(u8, u64)]) -> rvmx_test_programs::Guest {
+    let (vm, mem) = split_vm(kvm, code, gates);
+    let vcpu = vm.create_vcpu(0).unwrap();
+    long_mode(&vcpu, "guest", 0x1000, 0);
+    rvmx_test_programs::Guest { vm, vcpu, mem }
+}
+
+/// The split-irqchip VM of [`split_guest`], without vCPUs.
+fn split_vm(kvm: &Kvm, code: &[u8], gates: &[(u8, u64)]) -> (VmFd, *mut u8) {
     let vm = kvm.create_vm().unwrap();
     println!("guest enable {:?}", enable(&vm, 24));
     // SAFETY: a fresh anonymous mapping of 64 KiB, never unmapped (the process is short-lived).
@@ -163,7 +251,18 @@ fn split_guest(kvm: &Kvm, code: &[u8], gates: &[(u8, u64)]) -> rvmx_test_program
     };
     // SAFETY: the region is the mapping above, alive for the process's life.
     unsafe { vm.set_user_memory_region(region) }.unwrap();
-    let vcpu = vm.create_vcpu(0).unwrap();
+    (vm, mem)
+}
+
+/// Puts `vcpu` in 64-bit mode at `rip` (stack `rsp`) with [`split_guest`]'s CPUID and tables;
+/// prints the ioctls' results under `name`.
+fn long_mode(vcpu: &VcpuFd, name: &str, rip: u64, rsp: u64) {
+    set_cpuid(vcpu, name);
+    to_long_mode(vcpu, name, rip, rsp);
+}
+
+/// [`split_guest`]'s CPUID table (before the vCPU first runs).
+fn set_cpuid(vcpu: &VcpuFd, name: &str) {
     let entry = |function: u32, eax: u32, ebx: u32, ecx: u32, edx: u32| kvm_cpuid_entry2 { function, eax, ebx, ecx, edx, ..Default::default() };
     let table = [
         entry(0, 1, 0x756e_6547, 0x6c65_746e, 0x4965_6e69),
@@ -172,18 +271,21 @@ fn split_guest(kvm: &Kvm, code: &[u8], gates: &[(u8, u64)]) -> rvmx_test_program
         entry(0x8000_0001, 0, 0, 0, 1 << 29 | 1 << 20),
         entry(0x8000_0008, 0x3027, 0, 0, 0),
     ];
-    println!("guest set_cpuid2 {:?}", vcpu.set_cpuid2(&CpuId::from_entries(&table).unwrap()).map_err(|e| e.errno()));
+    println!("{name} set_cpuid2 {:?}", vcpu.set_cpuid2(&CpuId::from_entries(&table).unwrap()).map_err(|e| e.errno()));
+}
+
+/// 64-bit mode at `rip` with stack `rsp`, on [`split_vm`]'s tables.
+fn to_long_mode(vcpu: &VcpuFd, name: &str, rip: u64, rsp: u64) {
     let mut sr = vcpu.get_sregs().unwrap();
     let long = |type_: u8, selector: u16, l: u8| kvm_bindings::kvm_segment { l, db: 1 - l, ..rvmx_test_programs::flat(type_, selector) };
     sr.cs = long(11, 8, 1);
     (sr.ds, sr.es, sr.fs, sr.gs, sr.ss) = (long(3, 16, 0), long(3, 16, 0), long(3, 16, 0), long(3, 16, 0), long(3, 16, 0));
     (sr.cr3, sr.cr4, sr.cr0, sr.efer) = (0x2000, 0x20, 0x8000_0011, 0x500);
     (sr.gdt.base, sr.gdt.limit, sr.idt.base, sr.idt.limit) = (0x6800, 23, 0x7000, 0xfff);
-    println!("guest set_sregs {:?}", vcpu.set_sregs(&sr).map_err(|e| e.errno()));
+    println!("{name} set_sregs {:?}", vcpu.set_sregs(&sr).map_err(|e| e.errno()));
     let mut r = vcpu.get_regs().unwrap();
-    (r.rip, r.rflags) = (0x1000, 2);
+    (r.rip, r.rflags, r.rsp) = (rip, 2, rsp);
     vcpu.set_regs(&r).unwrap();
-    rvmx_test_programs::Guest { vm, vcpu, mem }
 }
 
 /// Runs to the guest's OUT; the words it saved from `at` on.
@@ -215,6 +317,152 @@ fn interrupt(vcpu: &kvm_ioctls::VcpuFd, irq: u32) -> Result<(), i32> {
 
 fn enable(vm: &VmFd, pins: u64) -> Result<(), i32> {
     vm.enable_cap(&kvm_enable_cap { cap: SPLIT_IRQCHIP, args: [pins, 0, 0, 0], ..Default::default() }).map_err(|e| e.errno())
+}
+
+/// An exit as text: the port of an OUT, or the errno.
+fn exit_of(r: Result<VcpuExit<'_>, kvm_ioctls::Error>) -> String {
+    match r {
+        Ok(VcpuExit::IoOut(port, _)) => format!("out {port:#x}"),
+        Ok(other) => format!("other {other:?}"),
+        Err(e) => format!("error {}", e.errno()),
+    }
+}
+
+fn mp_state(v: &VcpuFd) -> String {
+    v.get_mp_state().map_or_else(|e| format!("error {}", e.errno()), |s| s.mp_state.to_string())
+}
+
+extern "C" fn on_usr1(_: libc::c_int) {}
+
+/// Several vCPUs on the in-kernel APICs: MP states, INIT and SIPI, HLT in the kernel woken by
+/// a fixed IPI and by an NMI, and a halt a signal interrupts.
+fn smp(kvm: &Kvm) {
+    use std::{sync::mpsc, time::Duration};
+    // SAFETY: the symbols are the guests assembled above.
+    let (code, off, sipi) = unsafe {
+        let start = &smp_start as *const u8;
+        let off = |p: &u8| (p as *const u8).offset_from(start) as u64;
+        let sipi = std::slice::from_raw_parts(&sipi_start as *const u8, (&sipi_end as *const u8).offset_from(&sipi_start) as usize);
+        let offs = [off(&smp_bsp_ipi), off(&smp_bsp_nmi), off(&smp_ap_wait), off(&smp_ap_nmi), off(&smp_ap_stop), off(&smp_h50), off(&smp_nmi)];
+        (std::slice::from_raw_parts(start, off(&smp_end) as usize), offs, sipi)
+    };
+    let [bsp_ipi, bsp_nmi, ap_wait, ap_nmi, ap_stop, h50, nmi] = off;
+    let (vm, mem) = split_vm(kvm, code, &[(0x50, h50), (2, nmi)]);
+    // SAFETY: 0xa000 is inside the mapping.
+    unsafe { std::ptr::copy_nonoverlapping(sipi.as_ptr(), mem.add(0xa000), sipi.len()) };
+    let read = |at: usize| -> u64 {
+        // SAFETY: inside the mapping.
+        unsafe { mem.add(at).cast::<u64>().read_volatile() }
+    };
+    let bsp = vm.create_vcpu(0).unwrap();
+    long_mode(&bsp, "smp bsp", 0x1000, 0x9000);
+    let ap1 = vm.create_vcpu(1).unwrap();
+    let mut ap2 = vm.create_vcpu(2).unwrap();
+    set_cpuid(&ap1, "smp ap1");
+    set_cpuid(&ap2, "smp ap2");
+    println!("smp mp_state {} {} {}", mp_state(&bsp), mp_state(&ap1), mp_state(&ap2));
+    let set = |v: &VcpuFd, s: u32| v.set_mp_state(kvm_bindings::kvm_mp_state { mp_state: s }).map_err(|e| e.errno());
+    println!("smp set_mp_state bad {:?} {:?}", set(&ap2, 5), set(&ap2, 99));
+    ap2.set_kvm_immediate_exit(1);
+    println!("smp uninitialized immediate_exit {}", exit_of(ap2.run()));
+    ap2.set_kvm_immediate_exit(0);
+
+    // INIT and SIPI to both APs: AP 1 takes them in KVM_GET_MP_STATE, AP 2 in KVM_RUN (EAGAIN).
+    let mut b = bsp;
+    println!("smp bsp init_sipi {}", exit_of(b.run()));
+    println!("smp ap1 mp_state {}", mp_state(&ap1));
+    for (name, v) in [("ap1", &ap1), ("ap2", &ap2)] {
+        let (r, s) = (v.get_regs().unwrap(), v.get_sregs().unwrap());
+        println!("smp {name} after_sipi rip {:#x} rdx {:#x} rflags {:#x} cs {:#x} {:#x} cr0 {:#x}", r.rip, r.rdx, r.rflags, s.cs.selector, s.cs.base, s.cr0);
+    }
+    let mut a2 = ap2;
+    println!("smp ap2 run {}", exit_of(a2.run()));
+    println!("smp ap2 mp_state {}", mp_state(&a2));
+    println!("smp ap2 run {} mark {:#x}", exit_of(a2.run()), read(0x300));
+    let mut a1 = ap1;
+    println!("smp ap1 run {} mark {:#x}", exit_of(a1.run()), read(0x300));
+
+    // A fixed IPI wakes AP 1 from HLT in the kernel.
+    to_long_mode(&a1, "smp ap1", 0x1000 + ap_wait, 0x9800);
+    let (tx, rx) = mpsc::channel();
+    let t = std::thread::spawn(move || {
+        tx.send(exit_of(a1.run())).unwrap();
+        tx.send(exit_of(a1.run())).unwrap();
+        a1
+    });
+    let ready = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| "timeout".into());
+    let mut r = b.get_regs().unwrap();
+    r.rip = 0x1000 + bsp_ipi;
+    b.set_regs(&r).unwrap();
+    println!("smp ipi ap1 {ready} bsp {}", exit_of(b.run()));
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(e) => println!("smp ipi ap1 {e} count {} isr {:#x}", read(0x8408), read(0x8410)),
+        Err(_) => {
+            println!("smp ipi ap1 timeout");
+            std::process::exit(1);
+        }
+    }
+    let a1 = t.join().unwrap();
+
+    // An NMI wakes AP 2 halted with IF = 0.
+    to_long_mode(&a2, "smp ap2", 0x1000 + ap_nmi, 0x9c00);
+    let (tx, rx) = mpsc::channel();
+    let t = std::thread::spawn(move || {
+        tx.send(exit_of(a2.run())).unwrap();
+        tx.send(exit_of(a2.run())).unwrap();
+        a2
+    });
+    let ready = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| "timeout".into());
+    let mut r = b.get_regs().unwrap();
+    r.rip = 0x1000 + bsp_nmi;
+    b.set_regs(&r).unwrap();
+    println!("smp nmi ap2 {ready} bsp {}", exit_of(b.run()));
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(e) => println!("smp nmi ap2 {e} count {}", read(0x8428)),
+        Err(_) => {
+            println!("smp nmi ap2 timeout");
+            std::process::exit(1);
+        }
+    }
+    let _a2 = t.join().unwrap();
+
+    // A signal ends KVM_RUN of a vCPU halted for good: EINTR, still HALTED; then RUNNABLE
+    // from userspace, and it goes on after the HLT.
+    let mut a1 = a1;
+    let mut r = a1.get_regs().unwrap();
+    r.rip = 0x1000 + ap_stop;
+    a1.set_regs(&r).unwrap();
+    // SAFETY: an empty handler, so that the signal only interrupts KVM_RUN.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_usr1 as *const () as usize;
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+    }
+    let (tx, rx) = mpsc::channel();
+    let t = std::thread::spawn(move || {
+        let e = exit_of(a1.run());
+        let reason = a1.get_kvm_run().exit_reason;
+        tx.send(format!("{e} reason {reason} mp_state {}", mp_state(&a1))).unwrap();
+        a1
+    });
+    use std::os::unix::thread::JoinHandleExt;
+    let thread = t.as_pthread_t();
+    let mut got = None;
+    for _ in 0..200 {
+        // SAFETY: the thread is alive until joined below.
+        unsafe { libc::pthread_kill(thread, libc::SIGUSR1) };
+        if let Ok(e) = rx.recv_timeout(Duration::from_millis(100)) {
+            got = Some(e);
+            break;
+        }
+    }
+    let Some(e) = got else {
+        println!("smp halt signal timeout");
+        std::process::exit(1);
+    };
+    println!("smp halt signal {e}");
+    let mut a1 = t.join().unwrap();
+    println!("smp halt runnable {:?} {} rip {:#x}", set(&a1, 0), exit_of(a1.run()), a1.get_regs().unwrap().rip - 0x1000 - ap_stop);
 }
 
 fn main() -> ExitCode {
@@ -325,5 +573,7 @@ fn main() -> ExitCode {
     // An AP's LINT0 is masked: the vector waits (accepted once, then EEXIST).
     let ap = g.vm.create_vcpu(1).unwrap();
     println!("extint ap {:?} {:?}", interrupt(&ap, 0x30), interrupt(&ap, 0x30));
+
+    smp(&kvm);
     ExitCode::SUCCESS
 }
