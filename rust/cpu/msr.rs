@@ -298,6 +298,8 @@ impl MsrState<'_, '_> {
             TSC_ADJUST => self.msrs.tsc_adjust,
             APIC_BASE => self.apic.as_ref().map_or(self.sregs.apic_base, |a| a.apic_base()),
             X2APIC_FIRST..=X2APIC_LAST => self.apic.as_ref()?.msr_read(msr)?,
+            // 0 without an in-kernel APIC or outside TSC-deadline mode (KVM).
+            TSC_DEADLINE => self.apic.as_ref().map_or(0, |a| a.tsc_deadline()),
             // kvmclock, both MSR pairs (KVM does not check the guest's CPUID for them
             // unless KVM_CAP_ENFORCE_PV_FEATURE_CPUID, which rvmx does not offer).
             KVM_WALL_CLOCK | KVM_WALL_CLOCK_NEW => self.vm_clock.wall_clock_msr(),
@@ -383,6 +385,13 @@ impl MsrState<'_, '_> {
             APIC_BASE if v & !(apic_base::BASE | apic_base::BSP | apic_base::ENABLE) == 0 => self.sregs.apic_base = v,
             APIC_BASE => return Err(()),
             X2APIC_FIRST..=X2APIC_LAST => self.apic.as_mut().ok_or(())?.msr_write(msr, v)?,
+            // Ignored without an in-kernel APIC (KVM).
+            TSC_DEADLINE => {
+                let now = crate::host::x86::rdtsc().wrapping_add(self.msrs.tsc_offset);
+                if let Some(a) = self.apic.as_mut() {
+                    a.set_tsc_deadline(v, now);
+                }
+            }
             // Any value: the page is written before the guest runs again (and only where
             // guest RAM is, as KVM writes it only where it can map it).
             KVM_WALL_CLOCK | KVM_WALL_CLOCK_NEW => {

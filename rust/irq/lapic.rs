@@ -6,20 +6,20 @@
 //!
 //! Its fixed interrupts are injected when the guest takes them (`run/window.rs`). IPIs go to
 //! the VM's APICs through the [`ApicBus`], which posts them in each destination's
-//! [`Mailbox`]; the vCPU takes its own post before each entry. It also holds the vCPU's MP
+//! [`Mailbox`]; the vCPU takes its own post before each entry. The timer runs on an hrtimer
+//! ([`ApicTimer`]) in one-shot, periodic and TSC-deadline modes. It also holds the vCPU's MP
 //! state and acts on INIT and SIPI. Not yet done (the module parameter `split_irqchip`, off
-//! by default, says so): the timer does not run, and an EOI is not reported to a userspace
-//! IOAPIC.
+//! by default, says so): an EOI is not reported to a userspace IOAPIC.
 
 use kernel::{prelude::*, sync::Arc};
 
-use super::{bus::ApicBus, mailbox::Mailbox};
+use super::{bus::ApicBus, mailbox::Mailbox, timer::ApicTimer};
 use crate::logic::{
     arch::apic_base,
     cpuid_table::{self, CpuidEntry},
     events::Events,
     kvm_abi::LapicState,
-    lapic::{Caps, Effect, Lapic},
+    lapic::{self as model, reg, Accepted, Caps, Effect, Lapic, TimerMode, APIC_BUS_CYCLE_NS_DEFAULT as BUS_NS},
     mp_state::{self, MpState},
 };
 
@@ -38,6 +38,9 @@ pub(crate) struct LocalApic {
     index: usize,
     /// The vCPU's activity state.
     mp_state: MpState,
+    /// The timer, and IA32_TSC_DEADLINE (0: none armed).
+    timer: ApicTimer,
+    tsc_deadline: u64,
 }
 
 impl LocalApic {
@@ -50,8 +53,9 @@ impl LocalApic {
             apic.reset(false, bsp, false);
         }
         let mailbox = Mailbox::new(vcpu_id, apic.address())?;
+        let timer = ApicTimer::new(mailbox.clone(), bus.clone())?;
         let index = bus.join(&mailbox)?;
-        Ok(Self { apic, extint: None, mailbox, bus, index, mp_state: MpState::initial(true, bsp) })
+        Ok(Self { apic, extint: None, mailbox, bus, index, mp_state: MpState::initial(true, bsp), timer, tsc_deadline: 0 })
     }
 
     /// The vCPU's activity state.
@@ -95,6 +99,8 @@ impl LocalApic {
         let a = mailbox.init_sipi(|i| i.accept(state, bsp));
         if a.init {
             self.apic.reset(true, bsp, lint0_reenabled);
+            self.timer.cancel();
+            self.tsc_deadline = 0;
             self.publish();
         }
         a
@@ -117,10 +123,71 @@ impl LocalApic {
                 let _ = self.apic.accept_fixed(((w as u32) << 6 | b) as u8, level & 1 << b != 0);
             }
         }
-        for _ in 0..p.nmis {
+        let mut nmis = p.nmis;
+        // Ticks not taken yet are one interrupt (KVM's kvm_inject_apic_timer_irqs).
+        if p.timer_ticks != 0 {
+            if self.apic.local_deliver(reg::LVTT) == Accepted::Nmi {
+                nmis = nmis.saturating_add(1);
+            }
+            if self.apic.timer_mode() == TimerMode::TscDeadline {
+                self.tsc_deadline = 0;
+            }
+        }
+        for _ in 0..nmis {
             events.queue_nmi(nmi_masked);
         }
         self.mailbox.has_work()
+    }
+
+    /// The timer's period from TMICT, TDCR and the mode (KVM's `lapic_timer.period`).
+    fn timer_period(&self) -> u64 {
+        let mode = self.apic.timer_mode();
+        if mode == TimerMode::TscDeadline {
+            return 0;
+        }
+        model::period_ns(self.apic.get(reg::TMICT), self.apic.divide(), BUS_NS, mode)
+    }
+
+    /// TMCCT now (`apic_get_tmcct`).
+    fn tmcct(&self) -> u32 {
+        let remaining = self.timer.remaining_ns().unwrap_or(-1);
+        model::tmcct(self.apic.get(reg::TMICT), self.timer_period(), remaining, self.apic.divide(), BUS_NS)
+    }
+
+    /// Starts the timer for `ns` from now, then periodically if the mode is periodic.
+    fn start_timer(&mut self, ns: u64) {
+        let period = self.timer_period();
+        let periodic = self.apic.timer_mode() == TimerMode::Periodic;
+        self.timer.start(ns, if periodic { period } else { 0 });
+    }
+
+    /// IA32_TSC_DEADLINE as the guest reads it: 0 outside TSC-deadline mode (KVM).
+    pub(crate) fn tsc_deadline(&self) -> u64 {
+        if self.apic.timer_mode() == TimerMode::TscDeadline { self.tsc_deadline } else { 0 }
+    }
+
+    /// A write of IA32_TSC_DEADLINE when the guest's TSC reads `now` (KVM's
+    /// `kvm_set_lapic_tscdeadline_msr`): ignored outside TSC-deadline mode; 0 disarms; a
+    /// deadline passed expires at once.
+    pub(crate) fn set_tsc_deadline(&mut self, deadline: u64, now: u64) {
+        if !self.apic.hw_enabled() || self.apic.timer_mode() != TimerMode::TscDeadline {
+            return;
+        }
+        self.timer.cancel();
+        self.tsc_deadline = deadline;
+        self.arm_tsc_deadline(now);
+    }
+
+    /// Arms the timer for `tsc_deadline` from the guest TSC `now`.
+    fn arm_tsc_deadline(&mut self, now: u64) {
+        if self.tsc_deadline == 0 {
+            return;
+        }
+        let Some(ticks) = self.tsc_deadline.checked_sub(now).filter(|t| *t != 0) else {
+            self.mailbox.post(|p, _| p.timer_ticks = p.timer_ticks.saturating_add(1));
+            return;
+        };
+        self.timer.start(model::tsc_ticks_to_ns(ticks, crate::host::x86::tsc_khz()), 0);
     }
 
     /// Publishes the APIC's address for senders.
@@ -130,14 +197,27 @@ impl LocalApic {
 
     /// `KVM_GET_LAPIC` (x2APIC IDs in KVM's legacy format: no `KVM_CAP_X2APIC_API` yet).
     pub(crate) fn state(&self) -> LapicState {
-        LapicState { regs: self.apic.get_state(0, false) }
+        LapicState { regs: self.apic.get_state(self.tmcct(), false) }
     }
 
     /// `KVM_SET_LAPIC`; `EINVAL` for a state KVM refuses.
-    pub(crate) fn set_state(&mut self, s: &LapicState) -> Result {
-        let r = self.apic.set_state(&s.regs, false).map(|_| ()).map_err(|_| EINVAL);
+    /// The timer restarts from the TMCCT given (KVM's `__start_apic_timer(apic, APIC_TMCCT)`);
+    /// `now` is the guest's TSC, for a TSC deadline armed before.
+    pub(crate) fn set_state(&mut self, s: &LapicState, now: u64) -> Result {
+        let r = self.apic.set_state(&s.regs, false);
         self.publish();
-        r
+        self.timer.cancel();
+        let count = r.map_err(|_| EINVAL)?;
+        let mode = self.apic.timer_mode();
+        if mode == TimerMode::TscDeadline {
+            self.arm_tsc_deadline(now);
+        } else {
+            let period = self.timer_period();
+            if period != 0 {
+                self.start_timer(model::restore_deadline_ns(mode, count, period, self.apic.divide(), BUS_NS));
+            }
+        }
+        Ok(())
     }
 
     /// What the guest's CPUID table allows (x2APIC, TSC-deadline, MAXPHYADDR).
@@ -180,7 +260,7 @@ impl LocalApic {
 
     /// RDMSR of an x2APIC register (0x800-0x8ff); `None` is #GP.
     pub(crate) fn msr_read(&self, msr: u32) -> Option<u64> {
-        self.apic.x2apic_read(msr, 0).ok()
+        self.apic.x2apic_read(msr, self.tmcct()).ok()
     }
 
     /// WRMSR of an x2APIC register; `Err` is #GP.
@@ -231,12 +311,30 @@ impl LocalApic {
     }
 
     /// Effects a register write asks for: an IPI is sent; a change of ID, LDR, DFR or the
-    /// enables is published. The rest waits for the parts not done yet (module comment).
+    /// enables is published; the timer starts, stops or changes. (An EOI is not yet reported.)
     fn apply(&mut self, e: Effect) {
         match e {
             Effect::SendIpi(irq) => self.bus.deliver(&irq, Some(self.index)),
             Effect::MapChanged | Effect::Spiv { .. } | Effect::ApicBase { .. } => self.publish(),
-            _ => {}
+            // TMICT: from the new count; 0 stops it.
+            Effect::TimerStart => match self.timer_period() {
+                0 => self.timer.cancel(),
+                p => self.start_timer(p),
+            },
+            // TDCR: the time left scales with the divisor (KVM's update_target_expiration).
+            Effect::TimerDivide { old, new } => {
+                if let Some(left) = self.timer.remaining_ns().filter(|_| self.timer_period() != 0) {
+                    self.start_timer(model::rescale_ns(u64::try_from(left).unwrap_or(0), old, new));
+                }
+            }
+            Effect::TimerMode { cancel: true, .. } => {
+                self.timer.cancel();
+                self.tsc_deadline = 0;
+            }
+            Effect::TimerMode { new, .. } => {
+                self.timer.set_period(if new == TimerMode::Periodic { self.timer_period() } else { 0 });
+            }
+            Effect::None | Effect::Eoi(_) | Effect::Tpr { .. } => {}
         }
     }
 }
@@ -257,7 +355,7 @@ impl crate::run::emulate::LocalMmio for LocalApic {
             buf.fill(0xff);
             return true;
         }
-        let v = self.apic.read(offset, buf.len() as u32, 0).unwrap_or(0).to_le_bytes();
+        let v = self.apic.read(offset, buf.len() as u32, self.tmcct()).unwrap_or(0).to_le_bytes();
         buf.fill(0);
         for (b, v) in buf.iter_mut().zip(v.iter()) {
             *b = *v;

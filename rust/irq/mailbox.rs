@@ -98,6 +98,11 @@ impl Mailbox {
         taken
     }
 
+    /// Drops the timer's ticks not yet taken (the timer was stopped or started anew).
+    pub(crate) fn clear_timer_ticks(&self) {
+        self.posted.lock().0.timer_ticks = 0;
+    }
+
     /// The pending INIT and SIPI, for the vCPU to inspect or act on.
     pub(crate) fn init_sipi<R>(&self, f: impl FnOnce(&mut InitSipi) -> R) -> R {
         let mut g = self.posted.lock();

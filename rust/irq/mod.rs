@@ -7,3 +7,4 @@
 pub(crate) mod bus;
 pub(crate) mod lapic;
 pub(crate) mod mailbox;
+pub(crate) mod timer;

@@ -256,8 +256,9 @@ impl FdObject for Vcpu {
             }
             KVM_SET_LAPIC => {
                 let mut st = this.state.lock();
+                let now = crate::host::x86::rdtsc().wrapping_add(st.msrs.tsc_offset);
                 let apic = st.apic.as_mut().ok_or(EINVAL)?;
-                apic.set_state(&read_user(arg)?)?
+                apic.set_state(&read_user(arg)?, now)?
             }
             KVM_GET_XSAVE => this.get_xsave(arg)?,
             KVM_SET_XSAVE => this.set_xsave(arg)?,

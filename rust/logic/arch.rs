@@ -253,6 +253,8 @@ pub mod msr {
     /// kvmclock's system-time MSR (`KVM_FEATURE_CLOCKSOURCE2`).
     pub const KVM_SYSTEM_TIME_NEW: u32 = 0x4b56_4d01;
     pub const APIC_BASE: u32 = 0x1b;
+    /// The local APIC timer's TSC deadline.
+    pub const TSC_DEADLINE: u32 = 0x6e0;
     /// The x2APIC registers (0x800 + the xAPIC offset / 16).
     pub const X2APIC_FIRST: u32 = 0x800;
     /// The last x2APIC register MSR.

@@ -322,6 +322,28 @@ pub const fn restore_deadline_ns(mode: TimerMode, count: u32, period_ns: u64, di
     }
 }
 
+/// Nanoseconds for `ticks` of a TSC running at `tsc_khz` (a TSC deadline's distance),
+/// saturating; no 128-bit division (the kernel has none).
+pub const fn tsc_ticks_to_ns(ticks: u64, tsc_khz: u32) -> u64 {
+    let khz = tsc_khz as u64;
+    let (Some(whole), Some(part)) = (ticks.checked_div(khz), ticks.checked_rem(khz)) else { return 0 };
+    // part < khz < 2^32, so part * 10^6 < 2^52.
+    let frac = match (part.saturating_mul(1_000_000)).checked_div(khz) {
+        Some(f) => f,
+        None => 0,
+    };
+    whole.saturating_mul(1_000_000).saturating_add(frac)
+}
+
+/// The time left to a running timer once TDCR changed the divisor from `old` to `new`
+/// (`update_target_expiration`: it scales with the divisor).
+pub const fn rescale_ns(left_ns: u64, old: u32, new: u32) -> u64 {
+    match left_ns.saturating_mul(new as u64).checked_div(old as u64) {
+        Some(v) => v,
+        None => left_ns,
+    }
+}
+
 /// An interrupt's delivery mode (ICR, MSI data, LVT bits 10:8).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeliveryMode {
@@ -1482,6 +1504,20 @@ mod tests {
         let mut a = enabled(id);
         assert!(a.set_apic_base(DEFAULT_BASE | apic_base::ENABLE | apic_base::EXTD, false).is_ok());
         a
+    }
+
+    #[test]
+    fn timer_conversions() {
+        assert_eq!(tsc_ticks_to_ns(3_000_000, 3_000_000), 1_000_000);
+        assert_eq!(tsc_ticks_to_ns(1, 3_000_000), 0);
+        assert_eq!(tsc_ticks_to_ns(4_500_000, 3_000_000), 1_500_000);
+        assert_eq!(tsc_ticks_to_ns(u64::MAX, 1), u64::MAX, "saturates");
+        assert_eq!(tsc_ticks_to_ns(u64::MAX, 2_000_000), u64::MAX / 2);
+        assert_eq!(tsc_ticks_to_ns(5, 0), 0);
+        assert_eq!(rescale_ns(1000, 2, 128), 64_000);
+        assert_eq!(rescale_ns(64_000, 128, 2), 1000);
+        assert_eq!(rescale_ns(u64::MAX, 1, 128), u64::MAX);
+        assert_eq!(rescale_ns(7, 0, 4), 7);
     }
 
     #[test]

@@ -104,11 +104,12 @@ impl Default for GuestMsrs {
 
 /// Every MSR `KVM_GET_MSR_INDEX_LIST` reports: those a guest can read and userspace can save
 /// and restore.
-pub const INDEX_LIST: [u32; 21] = [
+pub const INDEX_LIST: [u32; 22] = [
     SYSENTER_CS, SYSENTER_ESP, SYSENTER_EIP, STAR, CSTAR, KERNEL_GS_BASE, SFMASK, LSTAR,
     TSC_AUX, TSC, PAT, MISC_ENABLE, MTRR_DEF_TYPE, EFER, FS_BASE, GS_BASE, TSC_ADJUST,
-    // Emulated (KVM's emulated_msrs order): kvmclock.
-    KVM_SYSTEM_TIME, KVM_WALL_CLOCK, KVM_SYSTEM_TIME_NEW, KVM_WALL_CLOCK_NEW,
+    // Emulated (KVM's emulated_msrs order): kvmclock, the APIC timer's deadline (0 and
+    // ignored without an in-kernel APIC).
+    KVM_SYSTEM_TIME, KVM_WALL_CLOCK, KVM_SYSTEM_TIME_NEW, KVM_WALL_CLOCK_NEW, TSC_DEADLINE,
 ];
 
 /// Whether `v` is a canonical 48-bit address.
@@ -274,7 +275,7 @@ mod tests {
         let m = GuestMsrs::default();
         for msr in INDEX_LIST {
             let kvmclock = matches!(msr, KVM_SYSTEM_TIME | KVM_WALL_CLOCK | KVM_SYSTEM_TIME_NEW | KVM_WALL_CLOCK_NEW);
-            let elsewhere = kvmclock || matches!(msr, EFER | FS_BASE | GS_BASE | TSC | TSC_ADJUST | ARCH_CAPABILITIES);
+            let elsewhere = kvmclock || matches!(msr, EFER | FS_BASE | GS_BASE | TSC | TSC_ADJUST | TSC_DEADLINE | ARCH_CAPABILITIES);
             assert!(elsewhere || read(&m, msr, false).is_some(), "{msr:#x}");
         }
         assert!(canonical(0x7fff_ffff_ffff) && canonical(0xffff_8000_0000_0000) && !canonical(1 << 47));

@@ -187,7 +187,69 @@ core::arch::global_asm!(
     ".popsection",
 );
 
+
+// The APIC timer: one-shot (10 ms), periodic (5 ms, five HLTs), TSC deadline (armed ahead
+// and in the past), each waking HLT or taken at STI. Then a long one-shot left running for
+// KVM_GET/SET_LAPIC. Results from 0x8500 on; handler counts at 0x8580, 0x8588, 0x8590.
+core::arch::global_asm!(
+    ".pushsection .rodata.guests, \"a\"",
+    ".globl timer_start", ".globl timer_end", ".globl timer_h60", ".globl timer_h61", ".globl timer_h62",
+    "timer_start:",
+    "mov rsp, 0x9000",
+    "mov rbx, 0xfee00000",
+    "mov dword ptr [rbx + 0xf0], 0x1ff",
+    "mov dword ptr [rbx + 0x3e0], 0xb",               // divide by 1
+    "mov dword ptr [rbx + 0x320], 0x60",              // one-shot, vector 0x60
+    "mov dword ptr [rbx + 0x380], 10000000",
+    "mov eax, [rbx + 0x390]", "mov [0x8500], rax",    // TMCCT while it runs
+    "sti", "hlt", "cli",
+    "mov rax, [0x8580]", "mov [0x8508], rax",
+    "mov eax, [rbx + 0x390]", "mov [0x8510], rax",    // TMCCT once expired: 0
+    "mov dword ptr [rbx + 0x320], 0x20061",           // periodic, vector 0x61
+    "mov dword ptr [rbx + 0x380], 5000000",
+    "mov ecx, 5",
+    "2:", "sti", "hlt", "cli", "dec ecx", "jnz 2b",
+    "mov dword ptr [rbx + 0x380], 0",                 // stopped
+    "sti", "nop", "nop", "cli",                       // a tick that came meanwhile
+    "mov rax, [0x8588]", "mov [0x8518], rax",
+    "mov dword ptr [rbx + 0x320], 0x10061",           // masked: a count set now is not delivered
+    "mov dword ptr [rbx + 0x380], 12345",
+    "mov dword ptr [rbx + 0x320], 0x40062",           // TSC deadline, vector 0x62: TMICT cleared
+    "mov eax, [rbx + 0x380]", "mov [0x8520], rax",
+    "rdtsc", "shl rdx, 32", "or rax, rdx", "add rax, 3000000", "mov [0x8530], rax",
+    "mov rdx, rax", "shr rdx, 32", "mov ecx, 0x6e0", "wrmsr",
+    "rdmsr", "shl rdx, 32", "or rax, rdx", "mov [0x8528], rax",
+    "sti", "hlt", "cli",
+    "mov rax, [0x8590]", "mov [0x8538], rax",
+    "mov ecx, 0x6e0", "rdmsr", "shl rdx, 32", "or rax, rdx", "mov [0x8540], rax",  // 0 once expired
+    "mov ecx, 0x6e0", "mov eax, 1", "xor edx, edx", "wrmsr",                       // passed
+    "sti", "nop", "cli",
+    "mov rax, [0x8590]", "mov [0x8548], rax",
+    "mov dword ptr [rbx + 0x320], 0x60",              // one-shot again, for a long time
+    "mov dword ptr [rbx + 0x3e0], 0xa",               // divide by 128
+    "mov dword ptr [rbx + 0x380], 0x10000000",
+    "out 0x10, al",
+    "mov eax, [rbx + 0x390]", "mov [0x8550], rax",    // after KVM_SET_LAPIC restarted it
+    "out 0x11, al",
+    ".balign 64",
+    "timer_h60:",
+    "inc qword ptr [0x8580]", "mov dword ptr [rbx + 0xb0], 0", "iretq",
+    ".balign 64",
+    "timer_h61:",
+    "inc qword ptr [0x8588]", "mov dword ptr [rbx + 0xb0], 0", "iretq",
+    ".balign 64",
+    "timer_h62:",
+    "inc qword ptr [0x8590]", "mov dword ptr [rbx + 0xb0], 0", "iretq",
+    "timer_end:",
+    ".popsection",
+);
+
 extern "C" {
+    static timer_start: u8;
+    static timer_end: u8;
+    static timer_h60: u8;
+    static timer_h61: u8;
+    static timer_h62: u8;
     static smp_start: u8;
     static smp_end: u8;
     static smp_bsp_ipi: u8;
@@ -317,6 +379,39 @@ fn interrupt(vcpu: &kvm_ioctls::VcpuFd, irq: u32) -> Result<(), i32> {
 
 fn enable(vm: &VmFd, pins: u64) -> Result<(), i32> {
     vm.enable_cap(&kvm_enable_cap { cap: SPLIT_IRQCHIP, args: [pins, 0, 0, 0], ..Default::default() }).map_err(|e| e.errno())
+}
+
+/// The APIC timer in its three modes, waking HLT in the kernel, and KVM_GET/SET_LAPIC of a
+/// running timer. Counts and states are printed; the time-dependent values as ranges.
+fn timer(kvm: &Kvm) {
+    // SAFETY: the symbols are the guest assembled above.
+    let (code, h60, h61, h62) = unsafe {
+        let start = &timer_start as *const u8;
+        let off = |p: &u8| (p as *const u8).offset_from(start) as u64;
+        (std::slice::from_raw_parts(start, off(&timer_end) as usize), off(&timer_h60), off(&timer_h61), off(&timer_h62))
+    };
+    let mut g = split_guest(kvm, code, &[(0x60, h60), (0x61, h61), (0x62, h62)]);
+    let exit = exit_of(g.vcpu.run());
+    let read = |at: usize| -> u64 {
+        // SAFETY: inside the mapping.
+        unsafe { g.mem.add(at).cast::<u64>().read() }
+    };
+    // A value out of range is printed with it.
+    let within = |v: u64, max: u64| if (1..=max).contains(&v) { "true".to_string() } else { format!("false ({v})") };
+    println!("timer {exit} tmcct_running {} oneshot {} tmcct_expired {}", within(read(0x8500), 10_000_000), read(0x8508), read(0x8510));
+    let periodic = read(0x8518);
+    // At least one tick per HLT (more if the guest is slow to return to its loop).
+    let periodic = if periodic >= 5 { "true".to_string() } else { format!("false ({periodic})") };
+    println!("timer periodic {periodic} deadline_tmict {} deadline_msr {}", read(0x8520), read(0x8528) == read(0x8530));
+    println!("timer deadline {} msr_after {} passed {}", read(0x8538), read(0x8540), read(0x8548));
+    let word = |s: &kvm_lapic_state, off: usize| u32::from_le_bytes([s.regs[off] as u8, s.regs[off + 1] as u8, s.regs[off + 2] as u8, s.regs[off + 3] as u8]);
+    let s = g.vcpu.get_lapic().unwrap();
+    let (tmict, tmcct) = (word(&s, 0x380), word(&s, 0x390));
+    println!("timer get_lapic tmict {tmict:#x} tmcct_running {}", tmcct > 0 && tmcct <= tmict);
+    println!("timer set_lapic {:?}", g.vcpu.set_lapic(&s).map_err(|e| e.errno()));
+    let exit = exit_of(g.vcpu.run());
+    let after = read(0x8550) as u32;
+    println!("timer restored {exit} tmcct_running {} count {}", after > 0 && after <= tmcct, read(0x8580));
 }
 
 /// An exit as text: the port of an OUT, or the errno.
@@ -574,6 +669,7 @@ fn main() -> ExitCode {
     let ap = g.vm.create_vcpu(1).unwrap();
     println!("extint ap {:?} {:?}", interrupt(&ap, 0x30), interrupt(&ap, 0x30));
 
+    timer(&kvm);
     smp(&kvm);
     ExitCode::SUCCESS
 }
