@@ -8,7 +8,7 @@
 use core::sync::atomic::Ordering;
 use kernel::{new_spinlock_irq, prelude::*, sync::{Arc, SpinLockIrq}};
 
-use super::mailbox::Mailbox;
+use super::{mailbox::Mailbox, routing::GsiRoutes};
 use crate::{
     host::sched::kick_cpu,
     logic::{apic_bus, kvm_abi::MAX_VCPUS, lapic::{Irq, Request}},
@@ -25,12 +25,19 @@ pub(crate) struct ApicBus {
     /// callbacks and eventfd wakeups.
     #[pin]
     members: SpinLockIrq<[Option<Arc<Mailbox>>; MAX_VCPUS]>,
+    /// The GSI routes that lead onto it (split irqchip).
+    #[pin]
+    pub(crate) routes: GsiRoutes,
 }
 
 impl ApicBus {
     pub(crate) fn new(memory: Arc<GuestMemory>) -> Result<Arc<Self>> {
         Arc::pin_init(
-            pin_init!(ApicBus { memory, members <- new_spinlock_irq!([const { None }; MAX_VCPUS]) }),
+            pin_init!(ApicBus {
+                memory,
+                members <- new_spinlock_irq!([const { None }; MAX_VCPUS]),
+                routes <- GsiRoutes::new(),
+            }),
             GFP_KERNEL_ACCOUNT,
         )
     }
@@ -51,14 +58,24 @@ impl ApicBus {
         }
     }
 
-    /// Delivers `irq` from the APIC at `sender` (an IPI) or from a device (`None`).
-    pub(crate) fn deliver(&self, irq: &Irq, sender: Option<usize>) {
+    /// Delivers `irq` from the APIC at `sender` (an IPI) or from a device (`None`). Returns
+    /// KVM's `kvm_irq_delivery_to_apic` count: how many took it (a fixed interrupt counts
+    /// where the APIC was enabled when it was posted), or [`apic_bus::undelivered`].
+    pub(crate) fn deliver(&self, irq: &Irq, sender: Option<usize>) -> i32 {
         let members = self.members.lock();
         let addresses = members.each_ref().map(|m| m.as_ref().map(|m| m.address()));
         let targets = apic_bus::destinations(irq, sender, &addresses, false);
         let request = irq.request();
+        let mut accepted = 0u32;
         for (i, m) in members.iter().enumerate() {
             let Some(m) = m.as_ref().filter(|_| targets & 1 << i != 0) else { continue };
+            let a = addresses.get(i).copied().flatten();
+            let counts = match request {
+                Request::Fixed { .. } => a.is_some_and(|a| a.hw_enabled && a.sw_enabled),
+                Request::Nmi | Request::Init | Request::Sipi(_) | Request::RemoteRead => true,
+                Request::Smi | Request::None => false,
+            };
+            accepted = accepted.saturating_add(u32::from(counts));
             match request {
                 Request::Fixed { vector, level_triggered } => m.post(|p, _| {
                     let (word, bit) = (usize::from(vector >> 6), 1u64 << (vector & 63));
@@ -75,6 +92,10 @@ impl ApicBus {
             }
             self.kick(m);
         }
+        if targets == 0 {
+            return apic_bus::undelivered(irq);
+        }
+        i32::try_from(accepted).unwrap_or(i32::MAX)
     }
 
     /// Makes the vCPU of `m` take its post: out of the guest if it is in it (a vCPU asleep

@@ -9,7 +9,7 @@
 //! [`Mailbox`]; the vCPU takes its own post before each entry. The timer runs on an hrtimer
 //! ([`ApicTimer`]) in one-shot, periodic and TSC-deadline modes. It also holds the vCPU's MP
 //! state and acts on INIT and SIPI. Not yet done (the module parameter `split_irqchip`, off
-//! by default, says so): an EOI is not reported to a userspace IOAPIC.
+//! by default, says so while the rest of the API is missing).
 
 use kernel::{prelude::*, sync::Arc};
 
@@ -41,6 +41,8 @@ pub(crate) struct LocalApic {
     /// The timer, and IA32_TSC_DEADLINE (0: none armed).
     timer: ApicTimer,
     tsc_deadline: u64,
+    /// An EOI the userspace IOAPIC must see (`KVM_EXIT_IOAPIC_EOI` before the next entry).
+    eoi_exit: Option<u8>,
 }
 
 impl LocalApic {
@@ -55,7 +57,7 @@ impl LocalApic {
         let mailbox = Mailbox::new(vcpu_id, apic.address())?;
         let timer = ApicTimer::new(mailbox.clone(), bus.clone())?;
         let index = bus.join(&mailbox)?;
-        Ok(Self { apic, extint: None, mailbox, bus, index, mp_state: MpState::initial(true, bsp), timer, tsc_deadline: 0 })
+        Ok(Self { apic, extint: None, mailbox, bus, index, mp_state: MpState::initial(true, bsp), timer, tsc_deadline: 0, eoi_exit: None })
     }
 
     /// The vCPU's activity state.
@@ -137,6 +139,11 @@ impl LocalApic {
             events.queue_nmi(nmi_masked);
         }
         self.mailbox.has_work()
+    }
+
+    /// An EOI to report to userspace, once.
+    pub(crate) fn take_eoi_exit(&mut self) -> Option<u8> {
+        self.eoi_exit.take()
     }
 
     /// The timer's period from TMICT, TDCR and the mode (KVM's `lapic_timer.period`).
@@ -311,10 +318,20 @@ impl LocalApic {
     }
 
     /// Effects a register write asks for: an IPI is sent; a change of ID, LDR, DFR or the
-    /// enables is published; the timer starts, stops or changes. (An EOI is not yet reported.)
+    /// enables is published; the timer starts, stops or changes; an EOI the userspace IOAPIC
+    /// asked for (a level-triggered route of one of its pins) is reported.
     fn apply(&mut self, e: Effect) {
         match e {
-            Effect::SendIpi(irq) => self.bus.deliver(&irq, Some(self.index)),
+            Effect::SendIpi(irq) => {
+                let _ = self.bus.deliver(&irq, Some(self.index));
+            }
+            // KVM_X86_SUPPRESS_EOI_BROADCAST is quirked in split mode: directed EOI or not,
+            // the EOI goes out.
+            Effect::Eoi(e) => {
+                if self.bus.routes.ioapic_eoi(e.vector, &self.apic.address()) {
+                    self.eoi_exit = Some(e.vector);
+                }
+            }
             Effect::MapChanged | Effect::Spiv { .. } | Effect::ApicBase { .. } => self.publish(),
             // TMICT: from the new count; 0 stops it.
             Effect::TimerStart => match self.timer_period() {
@@ -334,7 +351,7 @@ impl LocalApic {
             Effect::TimerMode { new, .. } => {
                 self.timer.set_period(if new == TimerMode::Periodic { self.timer_period() } else { 0 });
             }
-            Effect::None | Effect::Eoi(_) | Effect::Tpr { .. } => {}
+            Effect::None | Effect::Tpr { .. } => {}
         }
     }
 }

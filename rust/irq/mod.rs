@@ -7,4 +7,5 @@
 pub(crate) mod bus;
 pub(crate) mod lapic;
 pub(crate) mod mailbox;
+pub(crate) mod routing;
 pub(crate) mod timer;

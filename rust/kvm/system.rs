@@ -22,8 +22,10 @@ use crate::{
 /// `KVM_CHECK_EXTENSION` (system and VM fd): the capability table, and the split irqchip
 /// while the module parameter offers it.
 pub(crate) fn check_extension(cap: usize) -> isize {
-    if cap == kvm_abi::cap::SPLIT_IRQCHIP {
-        return isize::from(crate::module_parameters::split_irqchip.value());
+    if crate::module_parameters::split_irqchip.value() {
+        if let Some((_, v)) = kvm_abi::SPLIT_IRQCHIP_CAPABILITIES.iter().find(|(c, _)| *c == cap) {
+            return *v;
+        }
     }
     kvm_abi::check_extension(cap)
 }

@@ -260,6 +260,16 @@ impl FdObject for Vcpu {
                 let apic = st.apic.as_mut().ok_or(EINVAL)?;
                 apic.set_state(&read_user(arg)?, now)?
             }
+            // Only the address 0 (no TPR-access page), which QEMU sets at every reset; the
+            // page itself (KVM's TPR patching for old Windows guests) is not implemented.
+            KVM_SET_VAPIC_ADDR => {
+                if this.state.lock().apic.is_none() {
+                    return Err(EINVAL);
+                }
+                if read_user::<u64>(arg)? != 0 {
+                    return Err(EINVAL);
+                }
+            }
             KVM_GET_XSAVE => this.get_xsave(arg)?,
             KVM_SET_XSAVE => this.set_xsave(arg)?,
             KVM_GET_XCRS => {

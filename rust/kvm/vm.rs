@@ -335,7 +335,28 @@ impl Vm {
             return Err(EEXIST);
         }
         inner.split_irqchip = Some(pins as u32); // at most MAX_IRQ_ROUTES
+        self.apic_bus.routes.set_ioapic_pins(pins as u32);
         Ok(())
+    }
+
+    /// `KVM_IRQ_LINE` on `gsi` (split irqchip): a raised line sends the GSI's MSI. KVM's
+    /// status: how many APICs took it; -1 for a lowered or unrouted line.
+    pub(crate) fn irq_line(&self, gsi: u32, level: u32) -> i32 {
+        let Some(irq) = self.apic_bus.routes.lookup(gsi).filter(|_| level != 0) else { return -1 };
+        self.apic_bus.deliver(&irq, None)
+    }
+
+    /// `KVM_SIGNAL_MSI` (split irqchip): how many APICs took it; `EPERM` (KVM's -1) where
+    /// KVM finds no destination on its slow path, `EINVAL` for flags KVM does not know.
+    pub(crate) fn signal_msi(&self, msi: &Msi) -> Result<isize> {
+        if msi.flags & !crate::logic::irq_routing::MSI_VALID_DEVID != 0 {
+            return Err(EINVAL);
+        }
+        let irq = crate::logic::lapic::Irq::from_msi(msi.address_lo, msi.address_hi, msi.data, false).ok_or(EINVAL)?;
+        match self.apic_bus.deliver(&irq, None) {
+            -1 => Err(EPERM),
+            n => Ok(n as isize),
+        }
     }
 
     /// Whether the VM's vCPUs have local APICs in the kernel.

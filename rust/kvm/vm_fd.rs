@@ -50,22 +50,38 @@ impl FdObject for Vm {
                 this.ioeventfd(&read_user(arg)?)?;
                 Ok(0)
             }
-            // KVM checks the header, then refuses without an in-kernel irqchip (QEMU only
-            // asks for the capability with kernel-irqchip=off).
+            // KVM reads the header first, then refuses without an in-kernel irqchip (QEMU
+            // only asks for the capability with one).
             KVM_SET_GSI_ROUTING => {
-                let _header: u64 = read_user(arg)?;
-                Err(EINVAL)
+                if !this.split_irqchip() {
+                    let _header: u64 = read_user(arg)?;
+                    return Err(EINVAL);
+                }
+                this.apic_bus().routes.set(arg)?;
+                Ok(0)
             }
             // Without an in-kernel irqchip there is no line to set (KVM reads the argument
-            // first: EFAULT for a bad pointer).
+            // first: EFAULT for a bad pointer). With the split one, the GSI's MSI route.
             KVM_IRQ_LINE | KVM_IRQ_LINE_STATUS => {
-                let _level: IrqLevel = read_user(arg)?;
-                Err(ENXIO)
+                let mut line: IrqLevel = read_user(arg)?;
+                if !this.split_irqchip() {
+                    return Err(ENXIO);
+                }
+                let status = this.irq_line(line.irq, line.level);
+                if cmd == KVM_IRQ_LINE_STATUS {
+                    line.irq = status as u32;
+                    write_user(arg, &line)?;
+                }
+                Ok(0)
             }
-            // Likewise no local APIC to send an MSI to: EINVAL after the copy, as KVM.
+            // No local APIC to send an MSI to without the split irqchip: EINVAL after the
+            // copy, as KVM.
             KVM_SIGNAL_MSI => {
-                let _msi: Msi = read_user(arg)?;
-                Err(EINVAL)
+                let msi: Msi = read_user(arg)?;
+                if !this.split_irqchip() {
+                    return Err(EINVAL);
+                }
+                this.signal_msi(&msi)
             }
             KVM_GET_CLOCK => {
                 write_user(arg, &this.clock().get())?;

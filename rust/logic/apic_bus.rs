@@ -8,7 +8,7 @@
 //! of the matching software-enabled APICs, chosen by KVM's vector hashing (its default): the
 //! (vector mod n)-th of the n candidates, in vCPU creation order.
 
-use super::lapic::{Address, DeliveryMode, Irq, Source, APIC_BROADCAST};
+use super::lapic::{Address, DeliveryMode, Irq, Shorthand, Source, APIC_BROADCAST, X2APIC_BROADCAST};
 
 /// The most vCPUs a set of destinations can name (one bit each, by creation index).
 pub const MAX_APICS: usize = 64;
@@ -47,6 +47,14 @@ pub fn destinations(irq: &Irq, sender: Option<usize>, apics: &[Option<Address>],
         targets |= nth_bit(candidates, k);
     }
     targets
+}
+
+/// KVM's count when an interrupt reached no APIC (`kvm_irq_delivery_to_apic`): its APIC-map
+/// fast path (no shorthand but self, not a broadcast) answers 0 deliveries; the slow path it
+/// falls back to otherwise answers -1.
+pub const fn undelivered(irq: &Irq) -> i32 {
+    let shorthand_ok = matches!(irq.shorthand, Shorthand::None | Shorthand::ToSelf);
+    if shorthand_ok && irq.dest != APIC_BROADCAST && irq.dest != X2APIC_BROADCAST { 0 } else { -1 }
 }
 
 /// The `k`-th set bit of `bits` (counting from 0 at the lowest), alone; 0 if there is none.
@@ -161,6 +169,17 @@ mod tests {
         assert_eq!(destinations(&dev, None, &apics, false), 0b11, "0xff from a device is the x2APIC broadcast");
         assert_eq!(destinations(&dev, None, &apics, true), 0, "quirk disabled: APIC ID 0xff");
         assert_eq!(destinations(&dev, Some(0), &apics, false), 0, "an IPI's 0xff is an ID");
+    }
+
+    #[test]
+    fn undelivered_counts() {
+        let mut i = irq(DeliveryMode::Fixed, Shorthand::None, 7, false, 0x40);
+        assert_eq!(undelivered(&i), 0, "a physical destination nobody has");
+        i.dest = 0xff;
+        assert_eq!(undelivered(&i), -1, "broadcast: the slow path");
+        i.dest = 1;
+        i.shorthand = Shorthand::AllExcludingSelf;
+        assert_eq!(undelivered(&i), -1);
     }
 
     #[test]

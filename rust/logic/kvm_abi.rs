@@ -219,6 +219,8 @@ pub const KVM_GET_MP_STATE: u32 = ior::<u32>(0x98);
 pub const KVM_SET_MP_STATE: u32 = iow::<u32>(0x99);
 /// Queues an NMI.
 pub const KVM_NMI: u32 = io(0x9a);
+/// Sets the guest-physical address of the TPR-access page (`struct kvm_vapic_addr`).
+pub const KVM_SET_VAPIC_ADDR: u32 = iow::<u64>(0x93);
 /// Reads pending and in-flight events (`struct kvm_vcpu_events`).
 pub const KVM_GET_VCPU_EVENTS: u32 = ior::<super::events::VcpuEvents>(0x9f);
 /// Writes them.
@@ -305,6 +307,9 @@ pub struct IrqLevel {
 // kvm-bindings): no uninitialized bytes, and any bit pattern is a valid value.
 #[cfg(MODULE)]
 unsafe impl kernel::transmute::FromBytes for IrqLevel {}
+// SAFETY: as above: two `u32`s, no padding, so every byte is initialized.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::AsBytes for IrqLevel {}
 
 
 /// `struct kvm_dirty_log`: which slot, and where its bitmap goes.
@@ -708,7 +713,24 @@ pub mod cap {
     /// `KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)`: an in-kernel local APIC per vCPU (offered only
     /// with the module parameter `split_irqchip`, while it is incomplete).
     pub const SPLIT_IRQCHIP: usize = 121;
+    /// An in-kernel irqchip (with `split_irqchip`: the local APICs; `KVM_CREATE_IRQCHIP` is
+    /// not there yet, as on a KVM built without its IOAPIC).
+    pub const IRQCHIP: usize = 0;
+    /// The local APIC timer's TSC-deadline mode (with the in-kernel APIC).
+    pub const TSC_DEADLINE_TIMER: usize = 72;
+    /// `KVM_IRQ_LINE_STATUS`.
+    pub const IRQ_INJECT_STATUS: usize = 26;
 }
+
+/// The capabilities of the split irqchip, reported with the module parameter `split_irqchip`
+/// (`IRQ_ROUTING`'s value is then KVM's route limit).
+pub const SPLIT_IRQCHIP_CAPABILITIES: &[(usize, isize)] = &[
+    (cap::SPLIT_IRQCHIP, 1),
+    (cap::IRQCHIP, 1),
+    (cap::TSC_DEADLINE_TIMER, 1),
+    (cap::IRQ_INJECT_STATUS, 1),
+    (cap::IRQ_ROUTING, MAX_IRQ_ROUTES as isize),
+];
 
 /// The capabilities rvmx provides, with the value `KVM_CHECK_EXTENSION` returns for each.
 ///
@@ -865,6 +887,7 @@ mod tests {
         assert_eq!(KVM_GET_VCPU_MMAP_SIZE, 0xae04);
         assert_eq!(KVM_GET_SUPPORTED_CPUID, 0xc008_ae05);
         assert_eq!(KVM_IRQ_LINE, 0x4008_ae61);
+        assert_eq!(KVM_SET_VAPIC_ADDR, 0x4008_ae93);
         assert_eq!(KVM_IRQ_LINE_STATUS, 0xc008_ae67);
         assert_eq!(core::mem::size_of::<IrqLevel>(), core::mem::size_of::<kvm_bindings::kvm_irq_level>());
     }
@@ -929,6 +952,9 @@ mod tests {
             (cap::DISABLE_QUIRKS, kb::KVM_CAP_DISABLE_QUIRKS),
             (cap::DISABLE_QUIRKS2, kb::KVM_CAP_DISABLE_QUIRKS2),
             (cap::SPLIT_IRQCHIP, kb::KVM_CAP_SPLIT_IRQCHIP),
+            (cap::IRQCHIP, kb::KVM_CAP_IRQCHIP),
+            (cap::TSC_DEADLINE_TIMER, kb::KVM_CAP_TSC_DEADLINE_TIMER),
+            (cap::IRQ_INJECT_STATUS, kb::KVM_CAP_IRQ_INJECT_STATUS),
         ];
         for (ours, linux) in pairs {
             assert_eq!(ours, linux as usize);

@@ -19,6 +19,7 @@ pub mod exit_reason {
     pub const INTR: u32 = 10;
     pub const SET_TPR: u32 = 11;
     pub const INTERNAL_ERROR: u32 = 17;
+    pub const IOAPIC_EOI: u32 = 26;
 }
 
 /// `KVM_INTERNAL_ERROR_*`: the suberror of `KVM_EXIT_INTERNAL_ERROR`.

@@ -32,3 +32,4 @@ pub mod alu;
 pub mod lapic;
 pub mod apic_bus;
 pub mod mp_state;
+pub mod irq_routing;

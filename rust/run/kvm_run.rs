@@ -112,6 +112,12 @@ impl KvmRun {
         put_field!(self, EXIT, IoExit, data_offset, (KVM_PIO_PAGE_OFFSET * PAGE_SIZE) as u64);
     }
 
+    /// `KVM_EXIT_IOAPIC_EOI`: the guest's EOI of `vector`, for a userspace IOAPIC.
+    pub(crate) fn ioapic_eoi(&self, vector: u8) {
+        self.set_exit_reason(exit_reason::IOAPIC_EOI);
+        self.put(EXIT, vector);
+    }
+
     /// `KVM_EXIT_DEBUG`: `exception` (1 or 3) at linear address `pc`; DR6 and DR7 for #DB.
     pub(crate) fn debug(&self, exception: u32, pc: u64, dr6: u64, dr7: u64) {
         self.set_exit_reason(exit_reason::DEBUG);

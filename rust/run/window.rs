@@ -132,6 +132,10 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
                 if a.take_posted(&mut st.events, nmi_masked) {
                     break Next::Host;
                 }
+                if let Some(vector) = a.take_eoi_exit() {
+                    run.ioapic_eoi(vector);
+                    break Next::ToUser;
+                }
             }
             windows.arm(&cur, &mut st.events, st.apic.as_mut(), want_window, dbg.blocks_irqs());
             // SAFETY: interrupts are off; CR2 holds the guest's value until the entry.

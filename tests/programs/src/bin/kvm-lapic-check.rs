@@ -244,7 +244,42 @@ core::arch::global_asm!(
     ".popsection",
 );
 
+
+// MSIs from userspace (KVM_SIGNAL_MSI, KVM_IRQ_LINE on MSI routes): the guest enables its
+// APIC and stops; userspace sends three; the guest takes them by priority; the EOI of the
+// level-triggered IOAPIC pin route's vector exits to userspace. Counts at 0x8600.
+core::arch::global_asm!(
+    ".pushsection .rodata.guests, \"a\"",
+    ".globl msi_start", ".globl msi_end", ".globl msi_h70", ".globl msi_h71", ".globl msi_h72",
+    "msi_start:",
+    "mov rsp, 0x9000",
+    "mov rbx, 0xfee00000",
+    "mov dword ptr [rbx + 0xf0], 0x1ff",
+    "out 0x10, al",
+    "sti", "nop", "nop", "nop", "nop", "cli",
+    "out 0x11, al",
+    ".balign 64",
+    "msi_h70:",
+    "inc qword ptr [0x8600]", "mov rax, [0x8610]", "shl rax, 4", "or rax, 0", "mov [0x8610], rax",
+    "mov dword ptr [rbx + 0xb0], 0", "iretq",
+    ".balign 64",
+    "msi_h71:",
+    "inc qword ptr [0x8600]", "mov rax, [0x8610]", "shl rax, 4", "or rax, 1", "mov [0x8610], rax",
+    "mov dword ptr [rbx + 0xb0], 0", "iretq",
+    ".balign 64",
+    "msi_h72:",
+    "inc qword ptr [0x8600]", "mov rax, [0x8610]", "shl rax, 4", "or rax, 2", "mov [0x8610], rax",
+    "mov dword ptr [rbx + 0xb0], 0", "iretq",
+    "msi_end:",
+    ".popsection",
+);
+
 extern "C" {
+    static msi_start: u8;
+    static msi_end: u8;
+    static msi_h70: u8;
+    static msi_h71: u8;
+    static msi_h72: u8;
     static timer_start: u8;
     static timer_end: u8;
     static timer_h60: u8;
@@ -379,6 +414,80 @@ fn interrupt(vcpu: &kvm_ioctls::VcpuFd, irq: u32) -> Result<(), i32> {
 
 fn enable(vm: &VmFd, pins: u64) -> Result<(), i32> {
     vm.enable_cap(&kvm_enable_cap { cap: SPLIT_IRQCHIP, args: [pins, 0, 0, 0], ..Default::default() }).map_err(|e| e.errno())
+}
+
+/// `KVM_IRQ_LINE_STATUS` (kvm-ioctls has no wrapper): the status, or the errno.
+fn irq_line_status(vm: &VmFd, gsi: u32, level: u32) -> Result<i32, i32> {
+    use std::os::fd::AsRawFd;
+    let mut arg = kvm_bindings::kvm_irq_level { level, ..Default::default() };
+    arg.__bindgen_anon_1.irq = gsi;
+    // SAFETY: KVM_IRQ_LINE_STATUS reads and writes a `struct kvm_irq_level`, which is valid.
+    let r = unsafe { libc::ioctl(vm.as_raw_fd(), 0xc008_ae67, &mut arg) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    // SAFETY: the union holds the status now.
+    Ok(unsafe { arg.__bindgen_anon_1.status } as i32)
+}
+
+/// An MSI route (`gsi` to `vector` on APIC `dest`, level-triggered if `level`).
+fn msi_route(gsi: u32, dest: u32, vector: u32, level: bool) -> kvm_bindings::kvm_irq_routing_entry {
+    let mut e = kvm_bindings::kvm_irq_routing_entry { gsi, type_: kvm_bindings::KVM_IRQ_ROUTING_MSI, ..Default::default() };
+    e.u.msi = kvm_bindings::kvm_irq_routing_msi { address_lo: 0xfee0_0000 | dest << 12, data: vector | if level { 1 << 15 } else { 0 }, ..Default::default() };
+    e
+}
+
+/// MSIs on the split irqchip: the capabilities, `KVM_SET_GSI_ROUTING`'s checks, `KVM_SIGNAL_MSI`
+/// and `KVM_IRQ_LINE_STATUS` results, delivery by priority, and the IOAPIC EOI exit.
+fn msi(kvm: &Kvm) {
+    use kvm_bindings::KvmIrqRouting;
+    for (name, cap) in [("irqchip", 0u64), ("irq_routing", 25), ("irq_inject_status", 26), ("tsc_deadline_timer", 72)] {
+        println!("msi cap {name} {}", kvm.check_extension_raw(cap));
+    }
+    // SAFETY: the symbols are the guest assembled above.
+    let (code, h70, h71, h72) = unsafe {
+        let start = &msi_start as *const u8;
+        let off = |p: &u8| (p as *const u8).offset_from(start) as u64;
+        (std::slice::from_raw_parts(start, off(&msi_end) as usize), off(&msi_h70), off(&msi_h71), off(&msi_h72))
+    };
+    let mut g = split_guest(kvm, code, &[(0x70, h70), (0x71, h71), (0x72, h72)]);
+    let route = |entries: &[kvm_bindings::kvm_irq_routing_entry]| {
+        g.vm.set_gsi_routing(&KvmIrqRouting::from_entries(entries).unwrap()).map_err(|e| e.errno())
+    };
+    let mut chip = kvm_bindings::kvm_irq_routing_entry { gsi: 1, type_: kvm_bindings::KVM_IRQ_ROUTING_IRQCHIP, ..Default::default() };
+    chip.u.irqchip = kvm_bindings::kvm_irq_routing_irqchip { irqchip: 2, pin: 1 };
+    let mut bad_flags = msi_route(3, 0, 0x70, false);
+    bad_flags.flags = 2;
+    println!("msi routing irqchip {:?} twice {:?} gsi_4096 {:?} flags {:?} empty {:?}",
+        route(&[chip]), route(&[msi_route(3, 0, 0x70, false), msi_route(3, 0, 0x71, false)]),
+        route(&[msi_route(4096, 0, 0x70, false)]), route(&[bad_flags]), route(&[]));
+    println!("msi routing ok {:?}", route(&[msi_route(5, 0, 0x70, false), msi_route(2, 0, 0x71, true)]));
+    let vapic = |addr: u64| {
+        use std::os::fd::AsRawFd;
+        // SAFETY: KVM_SET_VAPIC_ADDR reads a `struct kvm_vapic_addr` (one u64), which is valid.
+        let r = unsafe { libc::ioctl(g.vcpu.as_raw_fd(), 0x4008_ae93, &addr) };
+        if r < 0 { Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)) } else { Ok(()) }
+    };
+    println!("msi vapic_addr 0 {:?}", vapic(0));
+    println!("msi stop {}", exit_of(g.vcpu.run()));
+    let signal = |dest: u32, vector: u32, flags: u32| {
+        g.vm.signal_msi(kvm_bindings::kvm_msi { address_lo: 0xfee0_0000 | dest << 12, data: vector, flags, ..Default::default() }).map_err(|e| e.errno())
+    };
+    println!("msi signal {:?} no_apic {:?} bad_flags {:?}", signal(0, 0x72, 0), signal(7, 0x72, 0), signal(0, 0x72, 2));
+    println!("msi line gsi5 {:?} lowered {:?} unrouted {:?} gsi2 {:?}",
+        irq_line_status(&g.vm, 5, 1), irq_line_status(&g.vm, 5, 0), irq_line_status(&g.vm, 9, 1), irq_line_status(&g.vm, 2, 1));
+    for _ in 0..3 {
+        let exit = match g.vcpu.run() {
+            Ok(VcpuExit::IoapicEoi(v)) => format!("ioapic_eoi {v:#x}"),
+            other => exit_of(other),
+        };
+        // SAFETY: inside the mapping.
+        let (n, order) = unsafe { (g.mem.add(0x8600).cast::<u64>().read(), g.mem.add(0x8610).cast::<u64>().read()) };
+        println!("msi run {exit} taken {n} order {order:#x}");
+        if exit.starts_with("out") {
+            break;
+        }
+    }
 }
 
 /// The APIC timer in its three modes, waking HLT in the kernel, and KVM_GET/SET_LAPIC of a
@@ -669,6 +778,7 @@ fn main() -> ExitCode {
     let ap = g.vm.create_vcpu(1).unwrap();
     println!("extint ap {:?} {:?}", interrupt(&ap, 0x30), interrupt(&ap, 0x30));
 
+    msi(&kvm);
     timer(&kvm);
     smp(&kvm);
     ExitCode::SUCCESS
