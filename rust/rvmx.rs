@@ -51,7 +51,7 @@ module! {
         },
         split_irqchip: bool {
             default: false,
-            description: "Offer KVM_CAP_SPLIT_IRQCHIP, an in-kernel local APIC per vCPU. Experimental and incomplete: its registers (xAPIC MMIO, x2APIC MSRs, KVM_GET/SET_LAPIC) work, but it delivers no interrupts yet (no timer, IPIs, MSIs or EOI exits)",
+            description: "Offer KVM_CAP_SPLIT_IRQCHIP and KVM_CAP_IRQCHIP: an in-kernel local APIC per vCPU (registers, IPIs, INIT/SIPI, HLT, timer, MSI routes, IOAPIC EOI exits). Incomplete: no KVM_IRQFD or KVM_CREATE_IRQCHIP yet",
         },
         dump_invalid_vmcs: bool {
             default: false,
