@@ -79,4 +79,18 @@ extern "C" {
     pub(crate) fn rvmx_mmu_notifier_register(memory: *const c_void) -> *mut c_void;
     /// Unregisters it and waits for running callbacks.
     pub(crate) fn rvmx_mmu_notifier_unregister(notifier: *mut c_void);
+
+    // irq/irqfd.rs (irq/irqfd.c)
+    /// A `KVM_IRQFD` entry for eventfd `fd`, not yet listening; an `ERR_PTR` on failure.
+    pub(crate) fn rvmx_irqfd_new(fd: i32, gsi: u32, target: *const c_void) -> *mut c_void;
+    /// Its eventfd context (identity only).
+    pub(crate) fn rvmx_irqfd_eventfd(irqfd: *mut c_void) -> *const c_void;
+    /// Starts listening (injects a count already there).
+    pub(crate) fn rvmx_irqfd_arm(irqfd: *mut c_void);
+    /// Stops listening and frees it.
+    pub(crate) fn rvmx_irqfd_free(irqfd: *mut c_void);
+    /// `eventfd_ctx_fdget()`: a reference or an `ERR_PTR`.
+    pub(crate) fn rvmx_eventfd_get(fd: i32) -> *mut c_void;
+    /// `eventfd_ctx_put()`.
+    pub(crate) fn rvmx_eventfd_put(ctx: *mut c_void);
 }

@@ -5,6 +5,7 @@
 //! guest's and userspace's accesses to it.
 
 pub(crate) mod bus;
+pub(crate) mod irqfd;
 pub(crate) mod lapic;
 pub(crate) mod mailbox;
 pub(crate) mod routing;

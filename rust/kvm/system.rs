@@ -105,6 +105,7 @@ fn get_supported_cpuid(arg: usize) -> Result<isize> {
                 ibpb_ret: g.ibpb && sc.intel && !sc.eibrs_pbrsb,
             }
         },
+        x2apic: crate::module_parameters::split_irqchip.value(),
     };
     let mut table = KVec::with_capacity(cpuid_table::MAX_ENTRIES, GFP_KERNEL_ACCOUNT)?;
     table.resize(cpuid_table::MAX_ENTRIES, CpuidEntry::default(), GFP_KERNEL_ACCOUNT)?;

@@ -61,6 +61,8 @@ struct VmInner {
     split_irqchip: Option<u32>,
     /// `KVM_IOEVENTFD` registrations.
     ioeventfds: IoEventFds,
+    /// `KVM_IRQFD` assignments.
+    irqfds: crate::irq::irqfd::IrqFds,
 }
 
 /// What faulting in a guest page found.
@@ -143,7 +145,7 @@ impl Vm {
                 apic_bus,
                 disabled_quirks: AtomicU64::new(0),
                 has_ioeventfds: AtomicBool::new(false),
-                inner <- new_mutex!(VmInner { vcpu_ids: KVec::new(), max_vcpu_ids: 0, split_irqchip: None, ioeventfds: IoEventFds::default() }),
+                inner <- new_mutex!(VmInner { vcpu_ids: KVec::new(), max_vcpu_ids: 0, split_irqchip: None, ioeventfds: IoEventFds::default(), irqfds: Default::default() }),
             }),
             GFP_KERNEL_ACCOUNT,
         )?;
@@ -377,6 +379,13 @@ impl Vm {
     /// Whether any vCPU was created.
     pub(crate) fn has_vcpus(&self) -> bool {
         !self.inner.lock().vcpu_ids.is_empty()
+    }
+
+    /// `KVM_IRQFD`: assigns or deassigns as `arg` says.
+    pub(crate) fn irqfd(&self, arg: &IrqFdArg) -> Result {
+        let mut inner = self.inner.lock();
+        let split = inner.split_irqchip.is_some();
+        inner.irqfds.ioctl(arg, split, &self.apic_bus)
     }
 
     /// `KVM_IOEVENTFD`: assigns or deassigns as `arg` says.

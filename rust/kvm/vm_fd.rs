@@ -46,6 +46,10 @@ impl FdObject for Vm {
                 let _addr: u64 = read_user(arg)?;
                 Ok(0)
             }
+            KVM_IRQFD => {
+                this.irqfd(&read_user(arg)?)?;
+                Ok(0)
+            }
             KVM_IOEVENTFD => {
                 this.ioeventfd(&read_user(arg)?)?;
                 Ok(0)

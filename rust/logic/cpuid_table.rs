@@ -110,6 +110,9 @@ pub struct GuestControls {
     /// The speculation controls a guest may use on this host (KVM gives them too, so that a
     /// guest can protect itself).
     pub speculation: Speculation,
+    /// An in-kernel local APIC exists (split irqchip): x2APIC is offered, whatever the host
+    /// has, as KVM emulates it.
+    pub x2apic: bool,
 }
 
 /// Speculation-control features for guests (the host's, as the kernel sees them).
@@ -192,7 +195,8 @@ pub fn supported(host: impl Fn(u32, u32) -> [u32; 4], ctl: GuestControls, out: &
             // initial APIC id cleared (userspace sets them per vCPU).
             1 => {
                 let ecx = LEAF1_ECX | only(xf != 0, LEAF1_ECX_XSAVE) | only(avx, LEAF1_ECX_AVX);
-                push(1, 0, 0, [h[0], h[1] & 0xffff, h[2] & ecx | LEAF1_ECX_HYPERVISOR, h[3] & LEAF1_EDX]);
+                let ecx = h[2] & ecx | LEAF1_ECX_HYPERVISOR | only(ctl.x2apic, LEAF1_ECX_X2APIC);
+                push(1, 0, 0, [h[0], h[1] & 0xffff, ecx, h[3] & LEAF1_EDX]);
             }
             7 => {
                 let ebx = (LEAF7_EBX | only(avx, LEAF7_EBX_AVX) | only(avx512, LEAF7_EBX_AVX512))
@@ -514,10 +518,12 @@ mod tests {
     #[test]
     fn supported_table_hides_what_rvmx_cannot_give() {
         let mut t = [CpuidEntry::default(); MAX_ENTRIES];
-        let n = supported(host_all, GuestControls { invpcid: false, rdtscp: true, xfeatures: 0, speculation: Speculation::default() }, &mut t);
+        let ctl = GuestControls { invpcid: false, rdtscp: true, xfeatures: 0, speculation: Speculation::default(), x2apic: false };
+        let n = supported(host_all, ctl, &mut t);
         let t = &t[..n];
         assert_eq!(lookup(t, 0, 0)[0], 7, "no XSAVE leaf without XSAVE state");
         let l1 = lookup(t, 1, 0);
+        assert_eq!(l1[2] & LEAF1_ECX_X2APIC, 0, "no x2APIC without an in-kernel APIC");
         assert_eq!(l1[2] & (1 << 5), 0, "no VMX");
         assert_eq!(l1[2] & (1 << 26 | 1 << 27 | 1 << 28), 0, "no XSAVE/OSXSAVE/AVX");
         assert_ne!(l1[2] & (1 << 31), 0, "hypervisor bit");
@@ -553,11 +559,12 @@ mod tests {
             _ => host_all(leaf, sub),
         };
         let mut t = [CpuidEntry::default(); MAX_ENTRIES];
-        let ctl = GuestControls { invpcid: true, rdtscp: true, xfeatures: X87 | SSE | YMM, speculation: Speculation::default() };
+        let ctl = GuestControls { invpcid: true, rdtscp: true, xfeatures: X87 | SSE | YMM, speculation: Speculation::default(), x2apic: true };
         let n = supported(host, ctl, &mut t);
         let t = &t[..n];
         assert_eq!(lookup(t, 0, 0)[0], 0xd);
         let l1 = lookup(t, 1, 0);
+        assert_ne!(l1[2] & LEAF1_ECX_X2APIC, 0, "x2APIC with an in-kernel APIC, whatever the host");
         assert_eq!(l1[2] & (LEAF1_ECX_XSAVE | LEAF1_ECX_AVX), LEAF1_ECX_XSAVE | LEAF1_ECX_AVX);
         assert_eq!(l1[2] & (1 << 27), 0, "OSXSAVE is the guest's CR4, not the table's");
         assert_eq!(lookup(t, 7, 0)[1] & (LEAF7_EBX_AVX | LEAF7_EBX_AVX512), LEAF7_EBX_AVX);

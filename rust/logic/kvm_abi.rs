@@ -153,6 +153,33 @@ pub struct Msi {
 #[cfg(MODULE)]
 unsafe impl kernel::transmute::FromBytes for Msi {}
 
+/// `struct kvm_irqfd`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IrqFdArg {
+    /// The eventfd.
+    pub fd: u32,
+    /// The GSI it raises.
+    pub gsi: u32,
+    /// `KVM_IRQFD_FLAG_*`.
+    pub flags: u32,
+    /// The resample eventfd (with `KVM_IRQFD_FLAG_RESAMPLE`).
+    pub resamplefd: u32,
+    /// Padding.
+    pub pad: [u8; 16],
+}
+// SAFETY: `repr(C)` with four `u32`s and bytes, no gap (tested against kvm-bindings): any bit
+// pattern is a valid value.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::FromBytes for IrqFdArg {}
+
+/// `KVM_IRQFD_FLAG_DEASSIGN`.
+pub const IRQFD_FLAG_DEASSIGN: u32 = 1;
+/// `KVM_IRQFD_FLAG_RESAMPLE`.
+pub const IRQFD_FLAG_RESAMPLE: u32 = 2;
+/// Assigns an eventfd to a GSI (or removes it).
+pub const KVM_IRQFD: u32 = iow::<IrqFdArg>(0x76);
+
 /// `KVM_X86_QUIRK_*`: KVM's historical behaviours a VMM may turn off with
 /// `KVM_CAP_DISABLE_QUIRKS2`; rvmx has these.
 pub mod quirk {
@@ -720,6 +747,8 @@ pub mod cap {
     pub const TSC_DEADLINE_TIMER: usize = 72;
     /// `KVM_IRQ_LINE_STATUS`.
     pub const IRQ_INJECT_STATUS: usize = 26;
+    /// `KVM_IRQFD` (without resampling in split mode).
+    pub const IRQFD: usize = 32;
 }
 
 /// The capabilities of the split irqchip, reported with the module parameter `split_irqchip`
@@ -730,6 +759,7 @@ pub const SPLIT_IRQCHIP_CAPABILITIES: &[(usize, isize)] = &[
     (cap::TSC_DEADLINE_TIMER, 1),
     (cap::IRQ_INJECT_STATUS, 1),
     (cap::IRQ_ROUTING, MAX_IRQ_ROUTES as isize),
+    (cap::IRQFD, 1),
 ];
 
 /// The capabilities rvmx provides, with the value `KVM_CHECK_EXTENSION` returns for each.
@@ -888,6 +918,10 @@ mod tests {
         assert_eq!(KVM_GET_SUPPORTED_CPUID, 0xc008_ae05);
         assert_eq!(KVM_IRQ_LINE, 0x4008_ae61);
         assert_eq!(KVM_SET_VAPIC_ADDR, 0x4008_ae93);
+        assert_eq!(KVM_IRQFD, 0x4020_ae76);
+        assert_eq!(size_of::<IrqFdArg>(), size_of::<kvm_bindings::kvm_irqfd>());
+        assert_eq!(offset_of!(IrqFdArg, resamplefd), offset_of!(kvm_bindings::kvm_irqfd, resamplefd));
+        assert_eq!((IRQFD_FLAG_DEASSIGN, IRQFD_FLAG_RESAMPLE), (kvm_bindings::KVM_IRQFD_FLAG_DEASSIGN, kvm_bindings::KVM_IRQFD_FLAG_RESAMPLE));
         assert_eq!(KVM_IRQ_LINE_STATUS, 0xc008_ae67);
         assert_eq!(core::mem::size_of::<IrqLevel>(), core::mem::size_of::<kvm_bindings::kvm_irq_level>());
     }
@@ -955,6 +989,7 @@ mod tests {
             (cap::IRQCHIP, kb::KVM_CAP_IRQCHIP),
             (cap::TSC_DEADLINE_TIMER, kb::KVM_CAP_TSC_DEADLINE_TIMER),
             (cap::IRQ_INJECT_STATUS, kb::KVM_CAP_IRQ_INJECT_STATUS),
+            (cap::IRQFD, kb::KVM_CAP_IRQFD),
         ];
         for (ours, linux) in pairs {
             assert_eq!(ours, linux as usize);

@@ -250,12 +250,13 @@ core::arch::global_asm!(
 // level-triggered IOAPIC pin route's vector exits to userspace. Counts at 0x8600.
 core::arch::global_asm!(
     ".pushsection .rodata.guests, \"a\"",
-    ".globl msi_start", ".globl msi_end", ".globl msi_h70", ".globl msi_h71", ".globl msi_h72",
+    ".globl msi_start", ".globl msi_end", ".globl msi_h70", ".globl msi_h71", ".globl msi_h72", ".globl msi_again",
     "msi_start:",
     "mov rsp, 0x9000",
     "mov rbx, 0xfee00000",
     "mov dword ptr [rbx + 0xf0], 0x1ff",
     "out 0x10, al",
+    "msi_again:",
     "sti", "nop", "nop", "nop", "nop", "cli",
     "out 0x11, al",
     ".balign 64",
@@ -280,6 +281,7 @@ extern "C" {
     static msi_h70: u8;
     static msi_h71: u8;
     static msi_h72: u8;
+    static msi_again: u8;
     static timer_start: u8;
     static timer_end: u8;
     static timer_h60: u8;
@@ -445,10 +447,10 @@ fn msi(kvm: &Kvm) {
         println!("msi cap {name} {}", kvm.check_extension_raw(cap));
     }
     // SAFETY: the symbols are the guest assembled above.
-    let (code, h70, h71, h72) = unsafe {
+    let (code, h70, h71, h72, again) = unsafe {
         let start = &msi_start as *const u8;
         let off = |p: &u8| (p as *const u8).offset_from(start) as u64;
-        (std::slice::from_raw_parts(start, off(&msi_end) as usize), off(&msi_h70), off(&msi_h71), off(&msi_h72))
+        (std::slice::from_raw_parts(start, off(&msi_end) as usize), off(&msi_h70), off(&msi_h71), off(&msi_h72), off(&msi_again))
     };
     let mut g = split_guest(kvm, code, &[(0x70, h70), (0x71, h71), (0x72, h72)]);
     let route = |entries: &[kvm_bindings::kvm_irq_routing_entry]| {
@@ -488,6 +490,43 @@ fn msi(kvm: &Kvm) {
             break;
         }
     }
+
+    // KVM_IRQFD: an eventfd raises GSI 5 (vector 0x70) without the vCPU thread.
+    let vm_fd = {
+        use std::os::fd::AsRawFd;
+        g.vm.as_raw_fd()
+    };
+    let irqfd = |fd: i32, gsi: u32, flags: u32| {
+        let arg = kvm_bindings::kvm_irqfd { fd: fd as u32, gsi, flags, ..Default::default() };
+        // SAFETY: KVM_IRQFD reads a `struct kvm_irqfd`, which is valid.
+        let r = unsafe { libc::ioctl(vm_fd, 0x4020_ae76, &arg) };
+        if r < 0 { Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)) } else { Ok(()) }
+    };
+    // SAFETY: a new eventfd, owned by this function (never closed: the process is short-lived).
+    let efd = unsafe { libc::eventfd(0, 0) };
+    let not_eventfd = vm_fd;
+    println!("msi irqfd cap {} resample {:?} bad_fd {:?} not_eventfd {:?} flags {:?}", kvm.check_extension_raw(32),
+        irqfd(efd, 5, 2), irqfd(-1, 5, 0), irqfd(not_eventfd, 5, 0), irqfd(efd, 5, 4));
+    println!("msi irqfd assign {:?} again {:?}", irqfd(efd, 5, 0), irqfd(efd, 6, 0));
+    let signal_efd = || {
+        let one = 1u64;
+        // SAFETY: writes 8 bytes from a valid u64 to the eventfd.
+        unsafe { libc::write(efd, (&one as *const u64).cast(), 8) }
+    };
+    let rerun = |g: &mut rvmx_test_programs::Guest| {
+        let mut r = g.vcpu.get_regs().unwrap();
+        r.rip = 0x1000 + again;
+        g.vcpu.set_regs(&r).unwrap();
+        let exit = exit_of(g.vcpu.run());
+        // SAFETY: inside the mapping.
+        let (n, order) = unsafe { (g.mem.add(0x8600).cast::<u64>().read(), g.mem.add(0x8610).cast::<u64>().read()) };
+        format!("{exit} taken {n} order {order:#x}")
+    };
+    signal_efd();
+    println!("msi irqfd signalled {}", rerun(&mut g));
+    println!("msi irqfd deassign {:?} again {:?} bad_fd {:?}", irqfd(efd, 5, 1), irqfd(efd, 5, 1), irqfd(-1, 5, 1));
+    signal_efd();
+    println!("msi irqfd after_deassign {}", rerun(&mut g));
 }
 
 /// The APIC timer in its three modes, waking HLT in the kernel, and KVM_GET/SET_LAPIC of a

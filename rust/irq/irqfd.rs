@@ -1,0 +1,99 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `KVM_IRQFD` (split irqchip): an eventfd that injects a GSI when signalled, so a device
+//! model's interrupt reaches the guest without a trip through the VMM's vCPU thread. Each
+//! signal sends the GSI's MSI route; a GSI without a route injects nothing (as KVM). The
+//! eventfd side is C (`irq/irqfd.c`); resampling (level-triggered lines) needs an in-kernel
+//! IOAPIC, so it is refused as KVM refuses it in split mode.
+
+use kernel::{error::from_err_ptr, ffi::c_void, prelude::*, sync::Arc};
+
+use super::bus::ApicBus;
+use crate::{host::helpers, logic::kvm_abi::{IrqFdArg, IRQFD_FLAG_DEASSIGN, IRQFD_FLAG_RESAMPLE}};
+
+/// One assignment; dropping it stops listening.
+struct IrqFd {
+    raw: *mut c_void,
+    /// The eventfd's context, compared for identity only.
+    eventfd: *const c_void,
+    gsi: u32,
+    /// What the wakeup injects into, alive while it may run.
+    _bus: Arc<ApicBus>,
+}
+
+// SAFETY: the C object may be freed from any thread in process context; its wakeup runs on
+// whatever CPU signals the eventfd and only reads the fields set at creation.
+unsafe impl Send for IrqFd {}
+
+impl Drop for IrqFd {
+    fn drop(&mut self) {
+        // SAFETY: created by `rvmx_irqfd_new` and freed once, here; after the call no wakeup
+        // runs for it, so `_bus` may go.
+        unsafe { helpers::rvmx_irqfd_free(self.raw) };
+    }
+}
+
+/// A VM's irqfds (under its lock).
+#[derive(Default)]
+pub(crate) struct IrqFds {
+    list: KVec<IrqFd>,
+}
+
+impl IrqFds {
+    /// `KVM_IRQFD`, checked as KVM's `kvm_irqfd`: `split`, the VM has the split irqchip.
+    pub(crate) fn ioctl(&mut self, arg: &IrqFdArg, split: bool, bus: &Arc<ApicBus>) -> Result {
+        if arg.flags & !(IRQFD_FLAG_DEASSIGN | IRQFD_FLAG_RESAMPLE) != 0 {
+            return Err(EINVAL);
+        }
+        let fd = arg.fd as i32; // a negative fd is EBADF below, as on KVM
+        if arg.flags & IRQFD_FLAG_DEASSIGN != 0 {
+            return self.deassign(fd, arg.gsi);
+        }
+        // kvm_arch_irqfd_allowed: an in-kernel irqchip; resampling only with the full one.
+        if !split || arg.flags & IRQFD_FLAG_RESAMPLE != 0 {
+            return Err(EINVAL);
+        }
+        let target: *const ApicBus = &**bus;
+        // SAFETY: `target` stays alive as long as the entry (its `_bus`); the C side only hands
+        // it back to `rvmx_irqfd_inject`.
+        let raw = from_err_ptr(unsafe { helpers::rvmx_irqfd_new(fd, arg.gsi, target.cast()) })?;
+        // SAFETY: `raw` is a live irqfd from the call above.
+        let eventfd = unsafe { helpers::rvmx_irqfd_eventfd(raw) };
+        let f = IrqFd { raw, eventfd, gsi: arg.gsi, _bus: bus.clone() };
+        if self.list.iter().any(|e| e.eventfd == eventfd) {
+            return Err(EBUSY); // `f` is dropped unarmed
+        }
+        self.list.push(f, GFP_KERNEL_ACCOUNT)?;
+        if let Some(f) = self.list.last() {
+            // SAFETY: a live, not yet armed irqfd.
+            unsafe { helpers::rvmx_irqfd_arm(f.raw) };
+        }
+        Ok(())
+    }
+
+    /// Removes the assignment of `fd`'s eventfd to `gsi`, if there is one (KVM answers 0
+    /// either way, and `EBADF`/`EINVAL` for a bad fd or one that is no eventfd).
+    fn deassign(&mut self, fd: i32, gsi: u32) -> Result {
+        // SAFETY: takes a reference on the eventfd, put below.
+        let ctx = from_err_ptr(unsafe { helpers::rvmx_eventfd_get(fd) })?;
+        self.list.retain(|e| !(core::ptr::eq(e.eventfd, ctx) && e.gsi == gsi));
+        // SAFETY: the reference taken above.
+        unsafe { helpers::rvmx_eventfd_put(ctx) };
+        Ok(())
+    }
+}
+
+/// An irqfd's eventfd was signalled: send `gsi`'s MSI. Any context (the eventfd's wait-queue
+/// lock is held, interrupts off).
+///
+/// # Safety
+///
+/// `target` is the bus the irqfd was created with, kept alive by the entry.
+#[no_mangle]
+unsafe extern "C" fn rvmx_irqfd_inject(target: *const c_void, gsi: u32) {
+    // SAFETY: the caller's promise (irq/irqfd.c passes the pointer it was created with).
+    let bus = unsafe { &*target.cast::<ApicBus>() };
+    if let Some(irq) = bus.routes.lookup(gsi) {
+        let _ = bus.deliver(&irq, None);
+    }
+}
