@@ -4,6 +4,8 @@
 # PIT interrupts in HLT (halted in the kernel, woken by the userspace PIC's ExtINT) and exits
 # through isa-debug-exit (QEMU's status 1 is the guest's 0). On rvmx loaded with
 # split_irqchip=1, then on kvm_intel in the same boot; the serial output must be the same.
+# Then the project's Linux with 2 vCPUs (APs started with INIT/SIPI through the in-kernel
+# APICs, the LAPIC timer, IOAPIC interrupts as MSIs): init's marker and a clean boot log.
 . /root/lib.sh
 
 q10() { # q10 LABEL DEVICE
@@ -17,13 +19,30 @@ q10() { # q10 LABEL DEVICE
 	grep -qx "mb-hello: 5 timer interrupts taken in HLT" /tmp/q10-serial-$1
 }
 
+linux() { # linux LABEL DEVICE
+	timeout 900 qemu-system-x86_64 -accel kvm,device=$2,kernel-irqchip=split -M pc -smp 2 -m 256 \
+		-nodefaults -vga none -display none -serial file:/tmp/q10-linux-$1 -no-reboot \
+		-kernel /root/guest-bzImage -initrd /root/guest-initrd.cpio \
+		-append "console=ttyS0 reboot=k panic=-1 tsc_early_khz=100000 nohz=off" > /tmp/q10-linux-log-$1 2>&1
+	status=$?
+	grep -E "^rvmx-guest:|smp: Brought up|clocksource: Switched" /tmp/q10-linux-$1 | cut -c1-100
+	grep -v "requested feature" /tmp/q10-linux-log-$1
+	[ $status = 0 ] || { echo "qemu exit status $status, wanted 0 (the guest's reboot)"; tail -n 5 /tmp/q10-linux-$1; return 1; }
+	grep -q "^rvmx-guest: Linux 7.3[^ ]* reached init, 2 CPU(s)" /tmp/q10-linux-$1 &&
+	grep -q "smp: Brought up 1 node, 2 CPUs" /tmp/q10-linux-$1 || return 1
+	! grep -E -A3 "Call Trace|WARNING|BUG|unchecked MSR|Stale (ISR|IRR)|spurious" /tmp/q10-linux-$1
+}
+
 rmmod rvmx 2>/dev/null
 check "qemu10: rvmx loads with split_irqchip=1" insmod /lib/rvmx/rvmx.ko split_irqchip=1
 check "qemu10: QEMU 10 -accel kvm,device=/dev/rvmx,kernel-irqchip=split boots SeaBIOS and a multiboot guest: serial output, PIT interrupts through the userspace PIC, exit status" \
 	q10 rvmx /dev/rvmx
+check "qemu10: QEMU 10 with kernel-irqchip=split boots the project's Linux 7.3 with 2 vCPUs to init on /dev/rvmx, with a clean boot log" \
+	linux rvmx /dev/rvmx
 check "qemu10: rvmx unloads afterwards" rmmod rvmx
 kvm-load
 check "qemu10: the same on /dev/kvm" q10 kvm /dev/kvm
 check "qemu10: the guest's serial output on rvmx is identical to KVM's" diff /tmp/q10-serial-kvm /tmp/q10-serial-rvmx
+check "qemu10: the same Linux boot on /dev/kvm" linux kvm /dev/kvm
 
 [ $failures -eq 0 ]
