@@ -51,7 +51,7 @@ module! {
         },
         split_irqchip: bool {
             default: false,
-            description: "Offer KVM_CAP_SPLIT_IRQCHIP and KVM_CAP_IRQCHIP: an in-kernel local APIC per vCPU (registers, IPIs, INIT/SIPI, HLT, timer, MSI routes, IOAPIC EOI exits). Incomplete: no KVM_IRQFD or KVM_CREATE_IRQCHIP yet",
+            description: "Offer KVM_CAP_SPLIT_IRQCHIP and KVM_CAP_IRQCHIP: an in-kernel local APIC per vCPU (registers, IPIs, INIT/SIPI, HLT, timer, MSI routes, irqfds, IOAPIC EOI exits). Incomplete: no KVM_CREATE_IRQCHIP yet, so QEMU's default kernel-irqchip=on fails",
         },
         dump_invalid_vmcs: bool {
             default: false,

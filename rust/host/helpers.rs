@@ -85,6 +85,8 @@ extern "C" {
     pub(crate) fn rvmx_irqfd_new(fd: i32, gsi: u32, target: *const c_void) -> *mut c_void;
     /// Its eventfd context (identity only).
     pub(crate) fn rvmx_irqfd_eventfd(irqfd: *mut c_void) -> *const c_void;
+    /// Its eventfd was released (the entry no longer listens).
+    pub(crate) fn rvmx_irqfd_hung_up(irqfd: *mut c_void) -> bool;
     /// Starts listening (injects a count already there).
     pub(crate) fn rvmx_irqfd_arm(irqfd: *mut c_void);
     /// Stops listening and frees it.

@@ -20,6 +20,7 @@ struct rvmx_irqfd {
 	struct eventfd_ctx *eventfd;
 	struct file *file;	/* held from new to arm */
 	bool armed;
+	bool hung_up;		/* the eventfd was released: the entry is unlinked */
 	const void *target;
 	u32 gsi;
 };
@@ -35,9 +36,14 @@ static int irqfd_wakeup(wait_queue_entry_t *wait, unsigned int mode, int sync, v
 		eventfd_ctx_do_read(f->eventfd, &cnt);
 		rvmx_irqfd_inject(f->target, f->gsi);
 	}
-	/* The eventfd is being released: stop listening (the entry may be unlinked here). */
-	if (flags & EPOLLHUP)
+	/*
+	 * The eventfd is being released: stop listening (the entry may be unlinked here); the
+	 * Rust side frees the entry at its next KVM_IRQFD or at VM teardown.
+	 */
+	if (flags & EPOLLHUP) {
 		list_del_init(&wait->entry);
+		WRITE_ONCE(f->hung_up, true);
+	}
 	return 0;
 }
 
@@ -50,6 +56,7 @@ static void irqfd_queue_proc(struct file *file, wait_queue_head_t *wqh, poll_tab
 
 struct rvmx_irqfd *rvmx_irqfd_new(int fd, u32 gsi, const void *target);
 struct eventfd_ctx *rvmx_irqfd_eventfd(struct rvmx_irqfd *f);
+bool rvmx_irqfd_hung_up(struct rvmx_irqfd *f);
 void rvmx_irqfd_arm(struct rvmx_irqfd *f);
 void rvmx_irqfd_free(struct rvmx_irqfd *f);
 struct eventfd_ctx *rvmx_eventfd_get(int fd);
@@ -87,6 +94,11 @@ struct rvmx_irqfd *rvmx_irqfd_new(int fd, u32 gsi, const void *target)
 struct eventfd_ctx *rvmx_irqfd_eventfd(struct rvmx_irqfd *f)
 {
 	return f->eventfd;
+}
+
+bool rvmx_irqfd_hung_up(struct rvmx_irqfd *f)
+{
+	return READ_ONCE(f->hung_up);
 }
 
 /* Starts listening; a count already there is injected now (as KVM does). */

@@ -25,6 +25,14 @@ struct IrqFd {
 // whatever CPU signals the eventfd and only reads the fields set at creation.
 unsafe impl Send for IrqFd {}
 
+impl IrqFd {
+    /// Its eventfd was released: it listens no more and only waits to be freed.
+    fn hung_up(&self) -> bool {
+        // SAFETY: a live irqfd (freed only by `drop`).
+        unsafe { helpers::rvmx_irqfd_hung_up(self.raw) }
+    }
+}
+
 impl Drop for IrqFd {
     fn drop(&mut self) {
         // SAFETY: created by `rvmx_irqfd_new` and freed once, here; after the call no wakeup
@@ -42,6 +50,9 @@ pub(crate) struct IrqFds {
 impl IrqFds {
     /// `KVM_IRQFD`, checked as KVM's `kvm_irqfd`: `split`, the VM has the split irqchip.
     pub(crate) fn ioctl(&mut self, arg: &IrqFdArg, split: bool, bus: &Arc<ApicBus>) -> Result {
+        // Entries whose eventfd was closed are freed here (KVM frees them on the hang-up), so
+        // assigning and closing eventfds in a loop keeps at most one of them.
+        self.list.retain(|e| !e.hung_up());
         if arg.flags & !(IRQFD_FLAG_DEASSIGN | IRQFD_FLAG_RESAMPLE) != 0 {
             return Err(EINVAL);
         }

@@ -115,7 +115,7 @@ impl LocalApic {
         if !self.mailbox.has_work() {
             return false;
         }
-        let p = self.mailbox.take();
+        let (p, init_sipi) = self.mailbox.take();
         for (w, (irr, level)) in p.irr.iter().zip(p.level.iter()).enumerate() {
             let mut bits = *irr;
             while bits != 0 {
@@ -138,7 +138,12 @@ impl LocalApic {
         for _ in 0..nmis {
             events.queue_nmi(nmi_masked);
         }
-        self.mailbox.has_work()
+        init_sipi
+    }
+
+    /// Drops what was posted (before `KVM_SET_LAPIC`, as KVM clears its posted interrupts).
+    pub(crate) fn discard_posted(&mut self) {
+        self.mailbox.discard();
     }
 
     /// An EOI to report to userspace, once.

@@ -89,13 +89,20 @@ impl Mailbox {
     }
 
     /// Takes the interrupts, NMIs and timer ticks posted; INIT and SIPI stay until the vCPU
-    /// acts on them with [`Mailbox::init_sipi`].
-    pub(crate) fn take(&self) -> Posted {
+    /// acts on them with [`Mailbox::init_sipi`]. Also whether one of those waits.
+    pub(crate) fn take(&self) -> (Posted, bool) {
         let mut g = self.posted.lock();
         let (p, i) = &mut *g;
         let taken = core::mem::take(p);
-        self.work.store(i.pending(), Ordering::SeqCst);
-        taken
+        let init_sipi = i.pending();
+        self.work.store(init_sipi, Ordering::SeqCst);
+        (taken, init_sipi)
+    }
+
+    /// Drops everything posted but INIT and SIPI (`KVM_SET_LAPIC` replaces the state they
+    /// were for).
+    pub(crate) fn discard(&self) {
+        let _ = self.take();
     }
 
     /// Drops the timer's ticks not yet taken (the timer was stopped or started anew).

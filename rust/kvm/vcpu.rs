@@ -231,7 +231,9 @@ impl FdObject for Vcpu {
                 st.events.queue_nmi(masked);
             }
             KVM_GET_VCPU_EVENTS => {
-                let st = this.state.lock();
+                let mut st = this.state.lock();
+                // NMIs posted by other vCPUs count as pending (KVM's process_nmi).
+                st.take_posted();
                 write_user(arg, &st.events.to_abi(st.interruptibility))?
             }
             KVM_SET_VCPU_EVENTS => {
@@ -250,14 +252,19 @@ impl FdObject for Vcpu {
                 this.state.lock().fpu.set_legacy(|fx| fpu.to_fxsave(fx));
             }
             // Only with an in-kernel local APIC; EINVAL first, as KVM.
+            // What other vCPUs and devices posted is part of the state saved (KVM's
+            // sync_pir_to_irr), and what was posted before a restore is not kept.
             KVM_GET_LAPIC => {
-                let state = this.state.lock().apic.as_ref().ok_or(EINVAL)?.state();
+                let mut st = this.state.lock();
+                st.take_posted();
+                let state = st.apic.as_ref().ok_or(EINVAL)?.state();
                 write_user(arg, &state)?
             }
             KVM_SET_LAPIC => {
                 let mut st = this.state.lock();
                 let now = crate::host::x86::rdtsc().wrapping_add(st.msrs.tsc_offset);
                 let apic = st.apic.as_mut().ok_or(EINVAL)?;
+                apic.discard_posted();
                 apic.set_state(&read_user(arg)?, now)?
             }
             // Only the address 0 (no TPR-access page), which QEMU sets at every reset; the

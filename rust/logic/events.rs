@@ -175,10 +175,14 @@ impl Events {
         self.exception.is_some_and(|e| e.injected) || self.nmi_injected || self.interrupt.is_some()
     }
 
-    /// Nothing to inject or reinject and no NMI waiting: an interrupt from the in-kernel
-    /// local APIC may be taken now.
-    pub fn idle(&self) -> bool {
-        self.exception.is_none() && self.interrupt.is_none() && !self.nmi_injected && self.nmi_pending == 0
+    /// Nothing to inject or reinject first, so an interrupt from the in-kernel local APIC may
+    /// be taken now: an NMI that waits while the guest blocks NMIs does not hold it back (KVM
+    /// injects the interrupt then).
+    pub fn irq_injectable(&self, interruptibility: u32) -> bool {
+        self.exception.is_none()
+            && self.interrupt.is_none()
+            && !self.nmi_injected
+            && (self.nmi_pending == 0 || !nmi_allowed(interruptibility))
     }
 
     /// `kvm_run.ready_for_interrupt_injection`: userspace may `KVM_INTERRUPT` now.
@@ -355,6 +359,17 @@ impl Events {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn apic_interrupts_wait_only_for_what_goes_first() {
+        let none = Events::default();
+        assert!(none.irq_injectable(0));
+        let nmi = Events { nmi_pending: 1, ..Default::default() };
+        assert!(!nmi.irq_injectable(0), "an NMI the guest can take goes first");
+        assert!(nmi.irq_injectable(block::NMI), "a blocked NMI does not hold an interrupt back");
+        assert!(!Events { nmi_injected: true, ..Default::default() }.irq_injectable(block::NMI));
+        assert!(!Events { interrupt: Some(Interrupt { vector: 0x30, soft_len: None }), ..Default::default() }.irq_injectable(0));
+    }
+
     use super::*;
 
     const EXT: u32 = info::VALID | info::EXT_INTR << 8;

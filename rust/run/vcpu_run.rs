@@ -91,8 +91,9 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
 /// posted, and ends a halt that an event ends (KVM's `vcpu_block` after waking). Whether the
 /// guest may run; if not, the caller sleeps until something is posted.
 fn ready_to_enter(st: &mut VcpuState, lint0_reenabled: bool) -> bool {
-    st.accept_init_sipi(lint0_reenabled);
+    // Posted first: an INIT then clears what came before it (KVM's nmi_queued, the IRR).
     st.take_posted();
+    st.accept_init_sipi(lint0_reenabled);
     let Some(state) = st.apic.as_ref().map(|a| a.mp_state()) else { return true };
     match state {
         MpState::Runnable => true,

@@ -129,12 +129,12 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
             // the vCPU: outside the window.
             if let Some(a) = st.apic.as_mut() {
                 let nmi_masked = cur.read(GUEST_INTERRUPTIBILITY) & events::block::NMI != 0;
-                if a.take_posted(&mut st.events, nmi_masked) {
-                    break Next::Host;
-                }
                 if let Some(vector) = a.take_eoi_exit() {
                     run.ioapic_eoi(vector);
                     break Next::ToUser;
+                }
+                if a.take_posted(&mut st.events, nmi_masked) {
+                    break Next::Host;
                 }
             }
             windows.arm(&cur, &mut st.events, st.apic.as_mut(), want_window, dbg.blocks_irqs());
@@ -236,7 +236,8 @@ impl Windows {
         let mut want_irq_window = want_irq_window && !block_irqs;
         let if_flag = cur.read(GUEST_RFLAGS) & rflags::IF != 0 && !block_irqs;
         if let Some(a) = apic {
-            if events.idle() && events::interrupt_allowed(if_flag, cur.read(GUEST_INTERRUPTIBILITY)) {
+            let interruptibility = cur.read(GUEST_INTERRUPTIBILITY);
+            if events.irq_injectable(interruptibility) && events::interrupt_allowed(if_flag, interruptibility) {
                 events.interrupt = a.take_interrupt().map(|vector| events::Interrupt { vector, soft_len: None });
             } else {
                 want_irq_window = true;

@@ -646,6 +646,13 @@ fn smp(kvm: &Kvm) {
         }
     }
     let a1 = t.join().unwrap();
+    // An IPI to a vCPU outside KVM_RUN is in the state saved (KVM_GET_LAPIC's IRR).
+    let mut r = b.get_regs().unwrap();
+    r.rip = 0x1000 + bsp_ipi;
+    b.set_regs(&r).unwrap();
+    let exit = exit_of(b.run());
+    let irr = a1.get_lapic().map(|l| u32::from_le_bytes([l.regs[0x220] as u8, l.regs[0x221] as u8, l.regs[0x222] as u8, l.regs[0x223] as u8]));
+    println!("smp ipi saved bsp {exit} ap1 irr_40_5f {:?}", irr.map(|v| format!("{v:#x}")).map_err(|e| e.errno()));
 
     // An NMI wakes AP 2 halted with IF = 0.
     to_long_mode(&a2, "smp ap2", 0x1000 + ap_nmi, 0x9c00);
