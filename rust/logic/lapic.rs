@@ -1192,18 +1192,6 @@ impl Lapic {
         }
     }
 
-    /// Whether this APIC is a destination ([`Address::matches_dest`]).
-    pub fn matches_dest(
-        &self,
-        source: Source,
-        shorthand: Shorthand,
-        dest: u32,
-        logical: bool,
-        broadcast_quirk_disabled: bool,
-    ) -> bool {
-        self.address().matches_dest(source, shorthand, dest, logical, broadcast_quirk_disabled)
-    }
-
     /// A register read (`kvm_lapic_reg_read` + `__apic_read`): `len` bytes (1, 2 or 4) at
     /// `offset`, within one 32-bit register. `None` where KVM fails the read (crossing a
     /// register, beyond 0x3f0, reserved or write-only, or a bad length). `tmcct` is TMCCT
@@ -1867,7 +1855,7 @@ mod tests {
         // kvm_apic_match_physical_addr, with the hotplug hack.
         let mut a = enabled(0x105);
         assert_eq!(a.xapic_id(), 5);
-        let m = |a: &Lapic, d: u32| a.matches_dest(Source::OtherApic, Shorthand::None, d, false, false);
+        let m = |a: &Lapic, d: u32| a.address().matches_dest(Source::OtherApic, Shorthand::None, d, false, false);
         assert!(m(&a, 5) && m(&a, 0xff) && m(&a, 0x105));
         assert!(!m(&a, 6) && !m(&a, 0x205));
         a.write(reg::ID, 9 << 24);
@@ -1881,9 +1869,9 @@ mod tests {
     fn broadcast_quirk() {
         // kvm_apic_mda: a device's 0xff is broadcast to an x2APIC unless the quirk is off.
         let b = x2(3);
-        assert!(b.matches_dest(Source::Device, Shorthand::None, 0xff, false, false));
-        assert!(!b.matches_dest(Source::Device, Shorthand::None, 0xff, false, true));
-        assert!(!b.matches_dest(Source::OtherApic, Shorthand::None, 0xff, false, false));
+        assert!(b.address().matches_dest(Source::Device, Shorthand::None, 0xff, false, false));
+        assert!(!b.address().matches_dest(Source::Device, Shorthand::None, 0xff, false, true));
+        assert!(!b.address().matches_dest(Source::OtherApic, Shorthand::None, 0xff, false, false));
     }
 
     #[test]
@@ -1892,9 +1880,9 @@ mod tests {
         let a = enabled(1);
         for (s, this, other, dev) in [(Shorthand::ToSelf, true, false, false),
             (Shorthand::AllIncludingSelf, true, true, true), (Shorthand::AllExcludingSelf, false, true, true)] {
-            assert_eq!(a.matches_dest(Source::ThisApic, s, 0x77, false, false), this);
-            assert_eq!(a.matches_dest(Source::OtherApic, s, 0x77, false, false), other);
-            assert_eq!(a.matches_dest(Source::Device, s, 0x77, false, false), dev);
+            assert_eq!(a.address().matches_dest(Source::ThisApic, s, 0x77, false, false), this);
+            assert_eq!(a.address().matches_dest(Source::OtherApic, s, 0x77, false, false), other);
+            assert_eq!(a.address().matches_dest(Source::Device, s, 0x77, false, false), dev);
         }
     }
 
@@ -1902,7 +1890,7 @@ mod tests {
     fn logical_matching() {
         // kvm_apic_match_logical_addr: flat, cluster, x2APIC cluster, broadcast.
         let mut a = enabled(0);
-        let m = |a: &Lapic, d: u32| a.matches_dest(Source::OtherApic, Shorthand::None, d, true, false);
+        let m = |a: &Lapic, d: u32| a.address().matches_dest(Source::OtherApic, Shorthand::None, d, true, false);
         a.write(reg::LDR, 0x0400_0000);
         assert!(m(&a, 0x04) && m(&a, 0x0f) && m(&a, 0xff));
         assert!(!m(&a, 0x03) && !m(&a, 0x100));

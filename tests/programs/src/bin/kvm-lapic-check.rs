@@ -514,10 +514,7 @@ fn msi(kvm: &Kvm) {
         unsafe { libc::write(efd, (&one as *const u64).cast(), 8) }
     };
     let rerun = |g: &mut rvmx_test_programs::Guest| {
-        let mut r = g.vcpu.get_regs().unwrap();
-        r.rip = 0x1000 + again;
-        g.vcpu.set_regs(&r).unwrap();
-        let exit = exit_of(g.vcpu.run());
+        let exit = run_from(&mut g.vcpu, 0x1000 + again);
         // SAFETY: inside the mapping.
         let (n, order) = unsafe { (g.mem.add(0x8600).cast::<u64>().read(), g.mem.add(0x8610).cast::<u64>().read()) };
         format!("{exit} taken {n} order {order:#x}")
@@ -552,14 +549,44 @@ fn timer(kvm: &Kvm) {
     let periodic = if periodic >= 5 { "true".to_string() } else { format!("false ({periodic})") };
     println!("timer periodic {periodic} deadline_tmict {} deadline_msr {}", read(0x8520), read(0x8528) == read(0x8530));
     println!("timer deadline {} msr_after {} passed {}", read(0x8538), read(0x8540), read(0x8548));
-    let word = |s: &kvm_lapic_state, off: usize| u32::from_le_bytes([s.regs[off] as u8, s.regs[off + 1] as u8, s.regs[off + 2] as u8, s.regs[off + 3] as u8]);
     let s = g.vcpu.get_lapic().unwrap();
-    let (tmict, tmcct) = (word(&s, 0x380), word(&s, 0x390));
+    let (tmict, tmcct) = (lapic_word(&s, 0x380), lapic_word(&s, 0x390));
     println!("timer get_lapic tmict {tmict:#x} tmcct_running {}", tmcct > 0 && tmcct <= tmict);
     println!("timer set_lapic {:?}", g.vcpu.set_lapic(&s).map_err(|e| e.errno()));
     let exit = exit_of(g.vcpu.run());
     let after = read(0x8550) as u32;
     println!("timer restored {exit} tmcct_running {} count {}", after > 0 && after <= tmcct, read(0x8580));
+}
+
+/// The 32-bit register at `off` of a `kvm_lapic_state`.
+fn lapic_word(s: &kvm_lapic_state, off: usize) -> u32 {
+    u32::from_le_bytes([s.regs[off] as u8, s.regs[off + 1] as u8, s.regs[off + 2] as u8, s.regs[off + 3] as u8])
+}
+
+/// Runs `v` from `rip` to its next exit, as text.
+fn run_from(v: &mut VcpuFd, rip: u64) -> String {
+    let mut r = v.get_regs().unwrap();
+    r.rip = rip;
+    v.set_regs(&r).unwrap();
+    exit_of(v.run())
+}
+
+/// Runs `ap` on a thread to its "ready" exit and its next one (halted in the kernel until
+/// woken), and `bsp` from `bsp_rip` once the AP is ready. The AP's two exits, the BSP's exit,
+/// and the AP (`None`: the AP did not come back in 20 s).
+fn wake_halted(ap: VcpuFd, bsp: &mut VcpuFd, bsp_rip: u64) -> (String, String, Option<(String, VcpuFd)>) {
+    use std::{sync::mpsc, time::Duration};
+    let mut ap = ap;
+    let (tx, rx) = mpsc::channel();
+    let t = std::thread::spawn(move || {
+        tx.send(exit_of(ap.run())).unwrap();
+        tx.send(exit_of(ap.run())).unwrap();
+        ap
+    });
+    let ready = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| "timeout".into());
+    let bsp_exit = run_from(bsp, bsp_rip);
+    let woken = rx.recv_timeout(Duration::from_secs(20)).ok().map(|e| (e, t.join().unwrap()));
+    (ready, bsp_exit, woken)
 }
 
 /// An exit as text: the port of an OUT, or the errno.
@@ -627,54 +654,27 @@ fn smp(kvm: &Kvm) {
 
     // A fixed IPI wakes AP 1 from HLT in the kernel.
     to_long_mode(&a1, "smp ap1", 0x1000 + ap_wait, 0x9800);
-    let (tx, rx) = mpsc::channel();
-    let t = std::thread::spawn(move || {
-        tx.send(exit_of(a1.run())).unwrap();
-        tx.send(exit_of(a1.run())).unwrap();
-        a1
-    });
-    let ready = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| "timeout".into());
-    let mut r = b.get_regs().unwrap();
-    r.rip = 0x1000 + bsp_ipi;
-    b.set_regs(&r).unwrap();
-    println!("smp ipi ap1 {ready} bsp {}", exit_of(b.run()));
-    match rx.recv_timeout(Duration::from_secs(20)) {
-        Ok(e) => println!("smp ipi ap1 {e} count {} isr {:#x}", read(0x8408), read(0x8410)),
-        Err(_) => {
-            println!("smp ipi ap1 timeout");
-            std::process::exit(1);
-        }
-    }
-    let a1 = t.join().unwrap();
+    let (ready, bsp_exit, woken) = wake_halted(a1, &mut b, 0x1000 + bsp_ipi);
+    println!("smp ipi ap1 {ready} bsp {bsp_exit}");
+    let Some((e, a1)) = woken else {
+        println!("smp ipi ap1 timeout");
+        std::process::exit(1);
+    };
+    println!("smp ipi ap1 {e} count {} isr {:#x}", read(0x8408), read(0x8410));
     // An IPI to a vCPU outside KVM_RUN is in the state saved (KVM_GET_LAPIC's IRR).
-    let mut r = b.get_regs().unwrap();
-    r.rip = 0x1000 + bsp_ipi;
-    b.set_regs(&r).unwrap();
-    let exit = exit_of(b.run());
-    let irr = a1.get_lapic().map(|l| u32::from_le_bytes([l.regs[0x220] as u8, l.regs[0x221] as u8, l.regs[0x222] as u8, l.regs[0x223] as u8]));
+    let exit = run_from(&mut b, 0x1000 + bsp_ipi);
+    let irr = a1.get_lapic().map(|l| lapic_word(&l, 0x220));
     println!("smp ipi saved bsp {exit} ap1 irr_40_5f {:?}", irr.map(|v| format!("{v:#x}")).map_err(|e| e.errno()));
 
     // An NMI wakes AP 2 halted with IF = 0.
     to_long_mode(&a2, "smp ap2", 0x1000 + ap_nmi, 0x9c00);
-    let (tx, rx) = mpsc::channel();
-    let t = std::thread::spawn(move || {
-        tx.send(exit_of(a2.run())).unwrap();
-        tx.send(exit_of(a2.run())).unwrap();
-        a2
-    });
-    let ready = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| "timeout".into());
-    let mut r = b.get_regs().unwrap();
-    r.rip = 0x1000 + bsp_nmi;
-    b.set_regs(&r).unwrap();
-    println!("smp nmi ap2 {ready} bsp {}", exit_of(b.run()));
-    match rx.recv_timeout(Duration::from_secs(20)) {
-        Ok(e) => println!("smp nmi ap2 {e} count {}", read(0x8428)),
-        Err(_) => {
-            println!("smp nmi ap2 timeout");
-            std::process::exit(1);
-        }
-    }
-    let _a2 = t.join().unwrap();
+    let (ready, bsp_exit, woken) = wake_halted(a2, &mut b, 0x1000 + bsp_nmi);
+    println!("smp nmi ap2 {ready} bsp {bsp_exit}");
+    let Some((e, _a2)) = woken else {
+        println!("smp nmi ap2 timeout");
+        std::process::exit(1);
+    };
+    println!("smp nmi ap2 {e} count {}", read(0x8428));
 
     // A signal ends KVM_RUN of a vCPU halted for good: EINTR, still HALTED; then RUNNABLE
     // from userspace, and it goes on after the HLT.
@@ -762,7 +762,7 @@ fn main() -> ExitCode {
     // SREGS moves the TPR and refuses a bad APIC_BASE.
     let mut sr = bsp.get_sregs().unwrap();
     sr.cr8 = 2;
-    println!("set_sregs_cr8 {:?} tpr {:#x}", bsp.set_sregs(&sr).map_err(|e| e.errno()), { let l = bsp.get_lapic().unwrap(); u32::from_le_bytes([l.regs[0x80] as u8, l.regs[0x81] as u8, l.regs[0x82] as u8, l.regs[0x83] as u8]) });
+    println!("set_sregs_cr8 {:?} tpr {:#x}", bsp.set_sregs(&sr).map_err(|e| e.errno()), lapic_word(&bsp.get_lapic().unwrap(), 0x80));
     sr.apic_base = 0xfee0_0c00; // EXTD without CPUID x2APIC
     println!("set_sregs_bad_apic_base {:?}", bsp.set_sregs(&sr).map_err(|e| e.errno()));
 
