@@ -4,6 +4,10 @@
 # mitigations=off) and on the mitigations kernel (vm-run --kernel mitigations).
 . /root/lib.sh
 
+# The emulator first: a task's AVX state must survive context switches in the test VM itself,
+# or an FPU failure later on would be the emulator's, not rvmx's (scripts/vm-run's --cpu).
+check "emulator: a task keeps its AVX state across context switches (no hypervisor involved)" fpu-context-check 20000
+
 # The msr driver: the hostile check reads the host's own IA32_SPEC_CTRL through it.
 insmod /lib/modules/msr.ko 2>/dev/null
 vuln() { cat "/sys/devices/system/cpu/vulnerabilities/$1" 2>/dev/null || echo "absent"; }
