@@ -5,13 +5,13 @@
 //! destination, and a destination that is in the guest is kicked out so it takes the post
 //! before it enters again.
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU8, Ordering};
 use kernel::{new_spinlock_irq, prelude::*, sync::{Arc, SpinLockIrq}};
 
 use super::{mailbox::Mailbox, routing::GsiRoutes};
 use crate::{
     host::sched::kick_cpu,
-    logic::{apic_bus, kvm_abi::MAX_VCPUS, lapic::{Irq, Request}},
+    logic::{apic_bus, kvm_abi::MAX_VCPUS, lapic::{Irq, Request}, x2apic_api::X2apicApi},
     mm::guest_memory::GuestMemory,
 };
 
@@ -28,6 +28,8 @@ pub(crate) struct ApicBus {
     /// The GSI routes that lead onto it (split irqchip).
     #[pin]
     pub(crate) routes: GsiRoutes,
+    /// `KVM_CAP_X2APIC_API`'s settings ([`X2apicApi::to_bits`]).
+    api: AtomicU8,
 }
 
 impl ApicBus {
@@ -37,9 +39,25 @@ impl ApicBus {
                 memory,
                 members <- new_spinlock_irq!([const { None }; MAX_VCPUS]),
                 routes <- GsiRoutes::new(),
+                api: AtomicU8::new(X2apicApi::default().to_bits()),
             }),
             GFP_KERNEL_ACCOUNT,
         )
+    }
+
+    /// The VM's `KVM_CAP_X2APIC_API` settings.
+    pub(crate) fn api(&self) -> X2apicApi {
+        X2apicApi::from_bits(self.api.load(Ordering::Relaxed))
+    }
+
+    /// New settings (the caller serializes changes).
+    pub(crate) fn set_api(&self, api: X2apicApi) {
+        self.api.store(api.to_bits(), Ordering::Relaxed);
+    }
+
+    /// The MSI that `gsi` is routed to, if any.
+    pub(crate) fn route(&self, gsi: u32) -> Option<Irq> {
+        self.routes.lookup(gsi, self.api())
     }
 
     /// Adds a vCPU's mailbox; its index (`ENOSPC` if every place is taken, which vCPU
@@ -64,7 +82,7 @@ impl ApicBus {
     pub(crate) fn deliver(&self, irq: &Irq, sender: Option<usize>) -> i32 {
         let members = self.members.lock();
         let addresses = members.each_ref().map(|m| m.as_ref().map(|m| m.address()));
-        let targets = apic_bus::destinations(irq, sender, &addresses, false);
+        let targets = apic_bus::destinations(irq, sender, &addresses, self.api().broadcast_quirk_disabled);
         let request = irq.request();
         let mut accepted = 0u32;
         for (i, m) in members.iter().enumerate() {

@@ -104,7 +104,7 @@ impl IrqFds {
 unsafe extern "C" fn rvmx_irqfd_inject(target: *const c_void, gsi: u32) {
     // SAFETY: the caller's promise (irq/irqfd.c passes the pointer it was created with).
     let bus = unsafe { &*target.cast::<ApicBus>() };
-    if let Some(irq) = bus.routes.lookup(gsi) {
+    if let Some(irq) = bus.route(gsi) {
         let _ = bus.deliver(&irq, None);
     }
 }

@@ -207,16 +207,16 @@ impl LocalApic {
         self.mailbox.publish(self.apic.address());
     }
 
-    /// `KVM_GET_LAPIC` (x2APIC IDs in KVM's legacy format: no `KVM_CAP_X2APIC_API` yet).
+    /// `KVM_GET_LAPIC` (x2APIC IDs as `KVM_CAP_X2APIC_API` says).
     pub(crate) fn state(&self) -> LapicState {
-        LapicState { regs: self.apic.get_state(self.tmcct(), false) }
+        LapicState { regs: self.apic.get_state(self.tmcct(), self.bus.api().x2apic_format) }
     }
 
     /// `KVM_SET_LAPIC`; `EINVAL` for a state KVM refuses.
     /// The timer restarts from the TMCCT given (KVM's `__start_apic_timer(apic, APIC_TMCCT)`);
     /// `now` is the guest's TSC, for a TSC deadline armed before.
     pub(crate) fn set_state(&mut self, s: &LapicState, now: u64) -> Result {
-        let r = self.apic.set_state(&s.regs, false);
+        let r = self.apic.set_state(&s.regs, self.bus.api().x2apic_format);
         self.publish();
         self.timer.cancel();
         let count = r.map_err(|_| EINVAL)?;
@@ -241,9 +241,8 @@ impl LocalApic {
         self.apic.set_cpuid(Caps {
             x2apic: l1[2] & cpuid_table::LEAF1_ECX_X2APIC != 0,
             tsc_deadline: l1[2] & cpuid_table::LEAF1_ECX_TSC_DEADLINE != 0,
-            // Advertised in split mode (KVM's default KVM_SUPPRESS_EOI_BROADCAST_QUIRKED:
-            // no in-kernel IOAPIC).
-            directed_eoi: true,
+            // Advertised unless userspace disabled it (no in-kernel IOAPIC).
+            directed_eoi: self.bus.api().advertise_directed_eoi(),
             maxphyaddr: phys,
         });
     }
@@ -330,10 +329,11 @@ impl LocalApic {
             Effect::SendIpi(irq) => {
                 let _ = self.bus.deliver(&irq, Some(self.index));
             }
-            // KVM_X86_SUPPRESS_EOI_BROADCAST is quirked in split mode: directed EOI or not,
-            // the EOI goes out.
+            // A directed EOI stays in the guest only where userspace enabled suppression; the
+            // default (KVM's quirk) sends it out anyway.
             Effect::Eoi(e) => {
-                if self.bus.routes.ioapic_eoi(e.vector, &self.apic.address()) {
+                let api = self.bus.api();
+                if !api.suppresses(e.directed) && self.bus.routes.ioapic_eoi(e.vector, &self.apic.address(), api) {
                     self.eoi_exit = Some(e.vector);
                 }
             }

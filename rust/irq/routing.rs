@@ -18,6 +18,7 @@ use crate::{
         irq_routing::{self, Route, RoutingEntry, RoutingHeader},
         kvm_abi::MAX_IRQ_ROUTES,
         lapic::{Address, Irq, Shorthand, Source},
+        x2apic_api::X2apicApi,
     },
 };
 
@@ -40,8 +41,9 @@ impl GsiRoutes {
         self.ioapic_pins.store(pins, Relaxed);
     }
 
-    /// `KVM_SET_GSI_ROUTING` at `arg`: replaces the table; `EINVAL` for a table KVM refuses.
-    pub(crate) fn set(&self, arg: usize) -> Result {
+    /// `KVM_SET_GSI_ROUTING` at `arg`: replaces the table; `EINVAL` for a table KVM refuses
+    /// (`x2apic_format`: `KVM_X2APIC_API_USE_32BIT_IDS` is on).
+    pub(crate) fn set(&self, arg: usize, x2apic_format: bool) -> Result {
         let header: RoutingHeader = read_user(arg)?;
         if u64::from(header.nr) > MAX_IRQ_ROUTES || header.flags != 0 {
             return Err(EINVAL);
@@ -55,7 +57,7 @@ impl GsiRoutes {
         }
         let mut routes = KVVec::with_capacity(nr, GFP_KERNEL_ACCOUNT)?;
         for e in entries.iter() {
-            routes.push(irq_routing::check(e, false).ok_or(EINVAL)?, GFP_KERNEL_ACCOUNT)?;
+            routes.push(irq_routing::check(e, x2apic_format).ok_or(EINVAL)?, GFP_KERNEL_ACCOUNT)?;
         }
         routes.sort_unstable_by_key(|r| r.gsi);
         if irq_routing::has_duplicates(&routes) {
@@ -67,21 +69,22 @@ impl GsiRoutes {
     }
 
     /// The MSI of `gsi`, as the APICs take it.
-    pub(crate) fn lookup(&self, gsi: u32) -> Option<Irq> {
+    pub(crate) fn lookup(&self, gsi: u32, api: X2apicApi) -> Option<Irq> {
         let r = irq_routing::lookup(&self.routes.lock(), gsi)?;
-        Irq::from_msi(r.address_lo, r.address_hi, r.data, false)
+        Irq::from_msi(r.address_lo, r.address_hi, r.data, api.x2apic_format)
     }
 
     /// Whether the APIC at `address` must report its EOI of `vector` to userspace: a
     /// level-triggered route of an IOAPIC pin sends `vector` to it (`kvm_scan_ioapic_routes`,
     /// evaluated at the EOI with the APIC's address then).
-    pub(crate) fn ioapic_eoi(&self, vector: u8, address: &Address) -> bool {
+    pub(crate) fn ioapic_eoi(&self, vector: u8, address: &Address, api: X2apicApi) -> bool {
         let pins = self.ioapic_pins.load(Relaxed);
         let routes = self.routes.lock();
         routes.iter().take_while(|r| r.gsi < pins).any(|r| {
             r.level_triggered()
-                && Irq::from_msi(r.address_lo, r.address_hi, r.data, false).is_some_and(|irq| {
-                    irq.vector == vector && address.matches_dest(Source::Device, Shorthand::None, irq.dest, irq.logical, false)
+                && Irq::from_msi(r.address_lo, r.address_hi, r.data, api.x2apic_format).is_some_and(|irq| {
+                    irq.vector == vector
+                        && address.matches_dest(Source::Device, Shorthand::None, irq.dest, irq.logical, api.broadcast_quirk_disabled)
                 })
         })
     }

@@ -341,10 +341,24 @@ impl Vm {
         Ok(())
     }
 
+    /// `KVM_ENABLE_CAP(KVM_CAP_X2APIC_API, flags)`: `EINVAL` for flags KVM refuses.
+    pub(crate) fn enable_x2apic_api(&self, flags: u64) -> Result {
+        let inner = self.inner.lock();
+        let mut api = self.apic_bus.api();
+        api.enable(flags, inner.split_irqchip.is_some()).map_err(|_| EINVAL)?;
+        self.apic_bus.set_api(api);
+        Ok(())
+    }
+
+    /// Whether `KVM_CAP_SPLIT_IRQCHIP` was enabled.
+    pub(crate) fn has_split_irqchip(&self) -> bool {
+        self.inner.lock().split_irqchip.is_some()
+    }
+
     /// `KVM_IRQ_LINE` on `gsi` (split irqchip): a raised line sends the GSI's MSI. KVM's
     /// status: how many APICs took it; -1 for a lowered or unrouted line.
     pub(crate) fn irq_line(&self, gsi: u32, level: u32) -> i32 {
-        let Some(irq) = self.apic_bus.routes.lookup(gsi).filter(|_| level != 0) else { return -1 };
+        let Some(irq) = self.apic_bus.route(gsi).filter(|_| level != 0) else { return -1 };
         self.apic_bus.deliver(&irq, None)
     }
 
@@ -354,7 +368,7 @@ impl Vm {
         if msi.flags & !crate::logic::irq_routing::MSI_VALID_DEVID != 0 {
             return Err(EINVAL);
         }
-        let irq = crate::logic::lapic::Irq::from_msi(msi.address_lo, msi.address_hi, msi.data, false).ok_or(EINVAL)?;
+        let irq = crate::logic::lapic::Irq::from_msi(msi.address_lo, msi.address_hi, msi.data, self.apic_bus.api().x2apic_format).ok_or(EINVAL)?;
         match self.apic_bus.deliver(&irq, None) {
             -1 => Err(EPERM),
             n => Ok(n as isize),

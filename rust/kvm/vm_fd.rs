@@ -28,7 +28,13 @@ impl FdObject for Vm {
                 this.set_memory_region(r.region())
             }
             KVM_GET_DIRTY_LOG => this.get_dirty_log(arg),
-            KVM_CHECK_EXTENSION => Ok(crate::kvm::system::check_extension(arg)),
+            KVM_CHECK_EXTENSION => Ok(match arg {
+                // A VM without the split irqchip cannot enable EOI broadcast suppression.
+                cap::X2APIC_API if crate::module_parameters::split_irqchip.value() => {
+                    crate::logic::x2apic_api::capability(!this.has_split_irqchip()) as isize
+                }
+                _ => crate::kvm::system::check_extension(arg),
+            }),
             // With unrestricted guest rvmx needs neither the real-mode TSS nor the identity map
             // that KVM keeps for CPUs without it: both are checked as KVM checks them, then
             // not used.
@@ -61,7 +67,7 @@ impl FdObject for Vm {
                     let _header: u64 = read_user(arg)?;
                     return Err(EINVAL);
                 }
-                this.apic_bus().routes.set(arg)?;
+                this.apic_bus().routes.set(arg, this.apic_bus().api().x2apic_format)?;
                 Ok(0)
             }
             // Without an in-kernel irqchip there is no line to set (KVM reads the argument
@@ -124,6 +130,10 @@ fn enable_cap(vm: ArcBorrow<'_, Vm>, c: &EnableCap) -> Result<isize> {
         }
         cap::SPLIT_IRQCHIP if crate::module_parameters::split_irqchip.value() => {
             vm.enable_split_irqchip(arg)?;
+            Ok(0)
+        }
+        cap::X2APIC_API if crate::module_parameters::split_irqchip.value() => {
+            vm.enable_x2apic_api(arg)?;
             Ok(0)
         }
         _ => Err(EINVAL),

@@ -749,6 +749,9 @@ pub mod cap {
     pub const IRQ_INJECT_STATUS: usize = 26;
     /// `KVM_IRQFD` (without resampling in split mode).
     pub const IRQFD: usize = 32;
+    /// `KVM_ENABLE_CAP(KVM_CAP_X2APIC_API)`: 32-bit x2APIC IDs, the broadcast quirk, EOI
+    /// broadcast suppression.
+    pub const X2APIC_API: usize = 129;
 }
 
 /// The capabilities of the split irqchip, reported with the module parameter `split_irqchip`
@@ -760,6 +763,7 @@ pub const SPLIT_IRQCHIP_CAPABILITIES: &[(usize, isize)] = &[
     (cap::IRQ_INJECT_STATUS, 1),
     (cap::IRQ_ROUTING, MAX_IRQ_ROUTES as isize),
     (cap::IRQFD, 1),
+    (cap::X2APIC_API, super::x2apic_api::VALID as isize),
 ];
 
 /// The capabilities rvmx provides, with the value `KVM_CHECK_EXTENSION` returns for each.
@@ -990,6 +994,7 @@ mod tests {
             (cap::TSC_DEADLINE_TIMER, kb::KVM_CAP_TSC_DEADLINE_TIMER),
             (cap::IRQ_INJECT_STATUS, kb::KVM_CAP_IRQ_INJECT_STATUS),
             (cap::IRQFD, kb::KVM_CAP_IRQFD),
+            (cap::X2APIC_API, kb::KVM_CAP_X2APIC_API),
         ];
         for (ours, linux) in pairs {
             assert_eq!(ours, linux as usize);

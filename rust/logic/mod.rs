@@ -33,3 +33,4 @@ pub mod lapic;
 pub mod apic_bus;
 pub mod mp_state;
 pub mod irq_routing;
+pub mod x2apic_api;

@@ -715,6 +715,62 @@ fn smp(kvm: &Kvm) {
     println!("smp halt runnable {:?} {} rip {:#x}", set(&a1, 0), exit_of(a1.run()), a1.get_regs().unwrap().rip - 0x1000 - ap_stop);
 }
 
+/// `KVM_CAP_X2APIC_API`: its value on the system fd and on VMs with and without the split
+/// irqchip, `KVM_ENABLE_CAP`'s checks, 32-bit x2APIC IDs in `KVM_GET/SET_LAPIC` and in MSIs,
+/// the broadcast quirk, and LVR's directed-EOI bit.
+fn x2apic_api(kvm: &Kvm) {
+    const X2APIC_API: u32 = 129;
+    let api = |vm: &VmFd, flags: u64| {
+        vm.enable_cap(&kvm_enable_cap { cap: X2APIC_API, args: [flags, 0, 0, 0], ..Default::default() }).map_err(|e| e.errno())
+    };
+    let plain = kvm.create_vm().unwrap();
+    let split = kvm.create_vm().unwrap();
+    println!("x2apic_api cap system {} plain_vm {} split_vm_before {}", kvm.check_extension_raw(X2APIC_API as u64),
+             plain.check_extension_raw(X2APIC_API as u64), split.check_extension_raw(X2APIC_API as u64));
+    println!("x2apic_api split {:?} cap {}", enable(&split, 24), split.check_extension_raw(X2APIC_API as u64));
+    println!("x2apic_api plain unknown {:?} both {:?} suppress {:?} no_suppress {:?}",
+             api(&plain, 1 << 4), api(&plain, 0xc), api(&plain, 4), api(&plain, 8));
+    // Two vCPUs, vCPU 1 in x2APIC mode with its APIC software-enabled.
+    let v0 = split.create_vcpu(0).unwrap();
+    let v1 = split.create_vcpu(1).unwrap();
+    set_cpuid(&v0, "x2apic_api v0");
+    set_cpuid(&v1, "x2apic_api v1");
+    let msrs = Msrs::from_entries(&[kvm_msr_entry { index: 0x1b, data: 0xfee0_0c00, ..Default::default() }]).unwrap();
+    println!("x2apic_api v1 x2apic {:?}", v1.set_msrs(&msrs).map_err(|e| e.errno()));
+    let mut s = v1.get_lapic().unwrap();
+    s.regs[0xf0..0xf4].copy_from_slice(&0x1ffu32.to_le_bytes().map(|b| b as _));
+    println!("x2apic_api v1 spiv {:?}", v1.set_lapic(&s).map_err(|e| e.errno()));
+    let id = |v: &VcpuFd| v.get_lapic().map(|s| format!("{:#x}", lapic_word(&s, 0x20))).map_err(|e| e.errno());
+    let set_id = |v: &VcpuFd, id: u32| {
+        let mut s = v.get_lapic().unwrap();
+        s.regs[0x20..0x24].copy_from_slice(&id.to_le_bytes().map(|b| b as _));
+        v.set_lapic(&s).map_err(|e| e.errno())
+    };
+    let msi = |vm: &VmFd, address_hi: u32, dest: u32| {
+        vm.signal_msi(kvm_bindings::kvm_msi { address_lo: 0xfee0_0000 | dest << 12, address_hi, data: 0x45, ..Default::default() }).map_err(|e| e.errno())
+    };
+    println!("x2apic_api legacy id v0 {:?} v1 {:?} set_other {:?} then {:?}", id(&v0), id(&v1), set_id(&v1, 7), id(&v1));
+    println!("x2apic_api legacy msi broadcast {:?} hi_byte {:?} hi_dest {:?}", msi(&split, 0, 0xff), msi(&split, 1, 1), msi(&split, 0x100, 1));
+    let mut bad = kvm_bindings::kvm_irq_routing_entry { gsi: 30, type_: kvm_bindings::KVM_IRQ_ROUTING_MSI, ..Default::default() };
+    bad.u.msi = kvm_bindings::kvm_irq_routing_msi { address_lo: 0xfee0_1000, address_hi: 1, data: 0x45, ..Default::default() };
+    let routing = |vm: &VmFd| vm.set_gsi_routing(&kvm_bindings::KvmIrqRouting::from_entries(&[bad]).unwrap()).map_err(|e| e.errno());
+    println!("x2apic_api legacy route_hi_byte {:?}", routing(&split));
+    println!("x2apic_api enable 32bit_ids {:?}", api(&split, 1));
+    println!("x2apic_api 32bit id v0 {:?} v1 {:?} set_other {:?} set_same {:?}", id(&v0), id(&v1), set_id(&v1, 7), set_id(&v1, 1));
+    println!("x2apic_api 32bit msi hi_byte {:?} hi_dest {:?} route_hi_byte {:?}", msi(&split, 1, 1), msi(&split, 0x100, 1), routing(&split));
+    println!("x2apic_api enable no_broadcast_quirk {:?} msi broadcast {:?}", api(&split, 2), msi(&split, 0, 0xff));
+    // LVR bit 24: advertised by default in split mode, not once userspace disabled it.
+    let lvr = |vm: &VmFd, name: &str| {
+        let v = vm.create_vcpu(2).unwrap();
+        set_cpuid(&v, name);
+        format!("{:#x}", lapic_word(&v.get_lapic().unwrap(), 0x30))
+    };
+    let other = kvm.create_vm().unwrap();
+    println!("x2apic_api other split {:?} disable_suppress {:?}", enable(&other, 24), api(&other, 8));
+    println!("x2apic_api lvr default {} disabled {}", lvr(&split, "x2apic_api lvr1"), lvr(&other, "x2apic_api lvr2"));
+    println!("x2apic_api enable_suppress {:?} both {:?}", api(&other, 4), api(&other, 0xc));
+}
+
 fn main() -> ExitCode {
     let Some(dev) = std::env::args().nth(1) else {
         eprintln!("usage: kvm-lapic-check DEVICE");
@@ -827,5 +883,6 @@ fn main() -> ExitCode {
     msi(&kvm);
     timer(&kvm);
     smp(&kvm);
+    x2apic_api(&kvm);
     ExitCode::SUCCESS
 }
