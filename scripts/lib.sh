@@ -18,7 +18,7 @@ DEBIAN_SUITE=trixie-backports
 # Debian bookworm packages the host needs to build and to run the test VMs.
 HOST_PACKAGES=(flex bison libelf-dev bc cpio xz-utils kmod libssl-dev lz4 gcc make
                bochs bochsbios vgabios bochs-term busybox-static isolinux syslinux-common
-               genisoimage qemu-system-x86 util-linux python3-pip)
+               genisoimage qemu-system-x86 util-linux python3-pip uuid-dev)
 
 log() { printf '[rvmx] %s\n' "$*" >&2; }
 die() { printf '[rvmx] error: %s\n' "$*" >&2; exit 1; }
