@@ -55,6 +55,11 @@ impl ApicBus {
         self.api.store(api.to_bits(), Ordering::Relaxed);
     }
 
+    /// `KVM_SET_GSI_ROUTING` at `arg`, checked as the VM's settings say.
+    pub(crate) fn set_routes(&self, arg: usize) -> Result {
+        self.routes.set(arg, self.api().x2apic_format)
+    }
+
     /// The MSI that `gsi` is routed to, if any.
     pub(crate) fn route(&self, gsi: u32) -> Option<Irq> {
         self.routes.lookup(gsi, self.api())

@@ -350,11 +350,6 @@ impl Vm {
         Ok(())
     }
 
-    /// Whether `KVM_CAP_SPLIT_IRQCHIP` was enabled.
-    pub(crate) fn has_split_irqchip(&self) -> bool {
-        self.inner.lock().split_irqchip.is_some()
-    }
-
     /// `KVM_IRQ_LINE` on `gsi` (split irqchip): a raised line sends the GSI's MSI. KVM's
     /// status: how many APICs took it; -1 for a lowered or unrouted line.
     pub(crate) fn irq_line(&self, gsi: u32, level: u32) -> i32 {

@@ -31,7 +31,7 @@ impl FdObject for Vm {
             KVM_CHECK_EXTENSION => Ok(match arg {
                 // A VM without the split irqchip cannot enable EOI broadcast suppression.
                 cap::X2APIC_API if crate::module_parameters::split_irqchip.value() => {
-                    crate::logic::x2apic_api::capability(!this.has_split_irqchip()) as isize
+                    crate::logic::x2apic_api::capability(!this.split_irqchip()) as isize
                 }
                 _ => crate::kvm::system::check_extension(arg),
             }),
@@ -67,7 +67,7 @@ impl FdObject for Vm {
                     let _header: u64 = read_user(arg)?;
                     return Err(EINVAL);
                 }
-                this.apic_bus().routes.set(arg, this.apic_bus().api().x2apic_format)?;
+                this.apic_bus().set_routes(arg)?;
                 Ok(0)
             }
             // Without an in-kernel irqchip there is no line to set (KVM reads the argument

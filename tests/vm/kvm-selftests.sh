@@ -26,6 +26,16 @@ run_one() {
 	esac
 }
 
+# run_all BACKEND TEST...: every test on BACKEND (rvmx or kvm), results in /tmp/st-BACKEND.
+run_all() {
+	backend=$1; shift
+	for t in "$@"; do
+		r=$(run_one "$t" "$backend")
+		echo "$t $r" >> "/tmp/st-$backend"
+		echo "    $backend $t: $r"
+	done
+}
+
 # rvmx first (kvm.ko's parameters, rvmx's node as /dev/kvm), then KVM itself.
 rmmod rvmx 2>/dev/null
 insmod /lib/modules/irqbypass.ko && insmod /lib/modules/kvm.ko || { echo "kvm.ko did not load"; exit 1; }
@@ -33,19 +43,11 @@ insmod /lib/rvmx/rvmx.ko split_irqchip=1 || { echo "rvmx did not load"; exit 1; 
 rm -f /dev/kvm
 mknod /dev/kvm c "$(cut -d: -f1 /sys/class/misc/rvmx/dev)" "$(cut -d: -f2 /sys/class/misc/rvmx/dev)"
 clear_log
-for t in "$@"; do
-	r=$(run_one "$t" rvmx)
-	echo "$t $r" >> /tmp/st-rvmx
-	echo "    rvmx $t: $r"
-done
+run_all rvmx "$@"
 check "selftests: the host logged nothing while they ran on rvmx" kernel_log_quiet
 rm -f /dev/kvm
 rmmod rvmx && insmod /lib/modules/kvm-intel.ko || { echo "kvm_intel did not load"; exit 1; }
-for t in "$@"; do
-	r=$(run_one "$t" kvm)
-	echo "$t $r" >> /tmp/st-kvm
-	echo "    kvm $t: $r"
-done
+run_all kvm "$@"
 for t in "$@"; do
 	echo "SELFTEST $t kvm=$(grep "^$t " /tmp/st-kvm | cut -d' ' -f2) rvmx=$(grep "^$t " /tmp/st-rvmx | cut -d' ' -f2)"
 done
