@@ -2,7 +2,8 @@
 
 //! A VM's kvmclock, the guest-visible time its vCPUs share: the clock `KVM_GET_CLOCK` and
 //! `KVM_SET_CLOCK` read and move, the point it is computed from, and the VM-wide wall-clock
-//! MSR. Each vCPU's time page is written from it by `run/pvclock.rs`.
+//! MSR. Each vCPU's time page is written from it by `run/pvclock.rs`. It also keeps the
+//! vCPUs' TSCs in step (`logic/tsc_sync.rs`).
 //!
 //! As KVM's master clock, the reference is taken once (at creation and at each
 //! `KVM_SET_CLOCK`) while the host's clocksource is a constant-rate TSC: then every vCPU's page
@@ -18,6 +19,7 @@ use kernel::{new_spinlock, prelude::*, sync::{Arc, SpinLock}};
 use crate::{
     host::{clock, x86},
     logic::kvmclock::{Clock, ClockData, Reference, WallClock},
+    logic::tsc_sync::TscSync,
 };
 
 #[pin_data]
@@ -33,9 +35,13 @@ pub(crate) struct VmClock {
     checked_at: AtomicU64,
     /// MSR_KVM_WALL_CLOCK(_NEW): VM-wide, as KVM keeps it.
     wall_clock: AtomicU64,
-    /// A vCPU of the VM has entered the guest (`KVM_GET_CLOCK` reports the stable TSC from then
-    /// on, as KVM's master clock starts at a vCPU's first entry).
-    vcpu_ran: AtomicBool,
+    /// KVM's master clock is on: `KVM_GET_CLOCK` reports the stable TSC. It starts at a vCPU's
+    /// first entry, and each `KVM_SET_CLOCK` turns it on or off as the vCPUs' TSCs are in step
+    /// or not (KVM's `pvclock_update_vm_gtod_copy`).
+    master: AtomicBool,
+    /// The vCPUs' TSC generation: the offset a new vCPU or a TSC write from userspace gets.
+    #[pin]
+    tsc: SpinLock<TscSync>,
 }
 
 impl VmClock {
@@ -49,10 +55,23 @@ impl VmClock {
                 stable: AtomicBool::new(stable),
                 checked_at: AtomicU64::new(now.tsc),
                 wall_clock: AtomicU64::new(0),
-                vcpu_ran: AtomicBool::new(false),
+                master: AtomicBool::new(false),
+                tsc <- new_spinlock!(TscSync::default()),
             }),
             GFP_KERNEL_ACCOUNT,
         )
+    }
+
+    /// The TSC offset for a new vCPU (`None`) or one whose TSC userspace sets to `value`,
+    /// kept in step with the VM's other vCPUs as KVM keeps them (`logic/tsc_sync.rs`).
+    /// `generation` is the vCPU's (see `VcpuClock::tsc_generation`).
+    pub(crate) fn synchronize_tsc(&self, value: Option<u64>, generation: &mut u64) -> u64 {
+        self.tsc.lock().synchronize(value, clock::host_time(), generation)
+    }
+
+    /// `KVM_VCPU_TSC_OFFSET`: userspace sets a vCPU's offset itself.
+    pub(crate) fn set_tsc_offset(&self, offset: u64, generation: &mut u64) {
+        self.tsc.lock().set_offset(offset, clock::host_time(), generation)
     }
 
     /// The generation of the reference and offset (see [`VmClock::page_clock`]).
@@ -100,22 +119,23 @@ impl VmClock {
     pub(crate) fn get(&self) -> ClockData {
         let c = self.state.lock();
         let (now, tsc_based) = clock::now();
-        c.get(&now, self.vcpu_ran.load(Relaxed), tsc_based)
+        c.get(&now, self.master.load(Relaxed), tsc_based)
     }
 
     /// A vCPU is about to enter the guest.
     pub(crate) fn vcpu_runs(&self) {
-        if !self.vcpu_ran.load(Relaxed) {
-            self.vcpu_ran.store(true, Relaxed);
+        if !self.master.load(Relaxed) {
+            self.master.store(true, Relaxed);
         }
     }
 
-    /// `KVM_SET_CLOCK`; `EINVAL` for flags KVM does not know.
-    pub(crate) fn set(&self, data: &ClockData) -> Result {
+    /// `KVM_SET_CLOCK` on a VM with `online` vCPUs; `EINVAL` for flags KVM does not know.
+    pub(crate) fn set(&self, data: &ClockData, online: usize) -> Result {
         let mut c = self.state.lock();
         let (now, tsc_based) = clock::now();
         c.set(data, &now, tsc_based).map_err(|()| EINVAL)?;
         self.stable.store(tsc_based, Relaxed);
+        self.master.store(self.tsc.lock().vcpus_matched(online), Relaxed);
         self.generation.fetch_add(1, Release);
         Ok(())
     }

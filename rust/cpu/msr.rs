@@ -25,6 +25,7 @@ use crate::{
     logic::kvm_abi::{MsrEntry, MAX_IO_MSRS},
     host::mem::{page_phys, phys_to_virt},
     logic::arch::{apic_base, msr::*},
+    logic::kvm_abi::quirk,
     logic::msr_rules::{self, GuestMsrs, SWITCHED},
     logic::vcpu_state,
     vmx::vmcs::Current,
@@ -273,13 +274,17 @@ pub(crate) struct MsrState<'a, 'b> {
     pub(crate) vm_clock: &'a crate::cpu::kvmclock::VmClock,
     /// The in-kernel local APIC: IA32_APIC_BASE and the x2APIC MSRs are its.
     pub(crate) apic: Option<&'a mut crate::irq::lapic::LocalApic>,
+    /// The VM's quirks and MSR settings.
+    pub(crate) vm: crate::logic::kvm_abi::VmSettings,
+    /// The guest's CPUID lists SSE3 (IA32_MISC_ENABLE.MWAIT may change).
+    pub(crate) sse3: bool,
     /// Userspace's access (`KVM_GET/SET_MSRS`), not the guest's.
     pub(crate) host: bool,
 }
 
 impl MsrState<'_, '_> {
     /// The TSC offset, in the VMCS too inside a window; the kvmclock page follows the TSC.
-    fn set_tsc_offset(&mut self, offset: u64) {
+    pub(crate) fn set_tsc_offset(&mut self, offset: u64) {
         self.msrs.tsc_offset = offset;
         self.clock.update = true;
         if let Some(c) = self.vmcs {
@@ -309,6 +314,7 @@ impl MsrState<'_, '_> {
             SYSENTER_ESP if live.is_some() => live?.read(GUEST_SYSENTER_ESP),
             SYSENTER_EIP if live.is_some() => live?.read(GUEST_SYSENTER_EIP),
             TSC_AUX if !self.host && !self.tsc_aux_ok => return None,
+            PLATFORM_INFO if !self.host && !self.vm.platform_info_readable => return None,
             // No debug-control feature is given to guests (KVM without LBR, bus-lock
             // detection or RTM): it reads 0.
             DEBUGCTL => 0,
@@ -357,13 +363,16 @@ impl MsrState<'_, '_> {
                     if let Some(c) = live { c.write(GUEST_GS_BASE, v); }
                 }
             }
-            // The guest's write moves IA32_TSC_ADJUST by as much as the TSC (KVM, SDM 17.17.3).
+            // The guest's write moves IA32_TSC_ADJUST by as much as the TSC (KVM, SDM 17.17.3);
+            // userspace's is matched with the VM's other vCPUs and leaves TSC_ADJUST alone.
+            TSC if self.host => {
+                let offset = self.vm_clock.synchronize_tsc(Some(v), &mut self.clock.tsc_generation);
+                self.set_tsc_offset(offset);
+            }
             TSC => {
                 let offset = v.wrapping_sub(crate::host::x86::rdtsc());
-                if !self.host {
-                    let moved = offset.wrapping_sub(self.msrs.tsc_offset);
-                    self.msrs.tsc_adjust = self.msrs.tsc_adjust.wrapping_add(moved);
-                }
+                let moved = offset.wrapping_sub(self.msrs.tsc_offset);
+                self.msrs.tsc_adjust = self.msrs.tsc_adjust.wrapping_add(moved);
                 self.set_tsc_offset(offset);
             }
             // The guest's write moves its TSC by the change; userspace's only restores the
@@ -400,6 +409,15 @@ impl MsrState<'_, '_> {
             }
             KVM_SYSTEM_TIME | KVM_SYSTEM_TIME_NEW => self.clock.set_system_time(v),
             TSC_AUX if !self.host && !self.tsc_aux_ok => return Err(()),
+            // Without KVM_X86_QUIRK_MISC_ENABLE_NO_MWAIT the MWAIT bit enables MONITOR/MWAIT
+            // and shows in CPUID: only for a guest with SSE3 (KVM), userspace's writes too.
+            MISC_ENABLE
+                if !self.vm.has_quirk(quirk::MISC_ENABLE_NO_MWAIT)
+                    && !self.sse3
+                    && (v ^ self.msrs.misc_enable) & msr_rules::MISC_ENABLE_MWAIT != 0 =>
+            {
+                return Err(())
+            }
             // KVM ignores BTF and LBR it does not support and refuses every other bit.
             DEBUGCTL if v & !msr_rules::DEBUGCTL_IGNORED == 0 => {}
             DEBUGCTL => return Err(()),

@@ -14,3 +14,11 @@ pub(crate) fn now() -> (Now, bool) {
     let tsc_based = unsafe { helpers::rvmx_clock_snapshot(&mut n.tsc, &mut n.base_ns, &mut n.real_ns) };
     (n, tsc_based)
 }
+
+/// The host's time as TSC synchronization reads it (KVM's `kvm_synchronize_tsc`).
+pub(crate) fn host_time() -> crate::logic::tsc_sync::HostTime {
+    let (n, _) = now();
+    // SAFETY: `check_tsc_unstable` only reads a flag the kernel sets when it stops trusting the TSC.
+    let tsc_unstable = unsafe { kernel::bindings::check_tsc_unstable() } != 0;
+    crate::logic::tsc_sync::HostTime { tsc: n.tsc, ns: n.base_ns, tsc_khz: crate::host::x86::tsc_khz(), tsc_unstable }
+}

@@ -46,10 +46,9 @@ pub(crate) struct LocalApic {
 }
 
 impl LocalApic {
-    /// vCPU `vcpu_id`'s APIC after creation (vCPU 0 is the BSP, KVM's default), on `bus`
+    /// vCPU `vcpu_id`'s APIC after creation (`bsp`: the VM's boot CPU), on `bus`
     /// (`lint0_reenabled`: KVM's quirk of that name is in force).
-    pub(crate) fn new(vcpu_id: u32, bus: Arc<ApicBus>, lint0_reenabled: bool) -> Result<Self> {
-        let bsp = vcpu_id == 0;
+    pub(crate) fn new(vcpu_id: u32, bsp: bool, bus: Arc<ApicBus>, lint0_reenabled: bool) -> Result<Self> {
         let mut apic = Lapic::new(vcpu_id, bsp);
         if !lint0_reenabled {
             apic.reset(false, bsp, false);

@@ -44,10 +44,14 @@ fn get_msr_index_list(arg: usize) -> Result<isize> {
 }
 
 /// Feature MSRs (`KVM_GET_MSR_FEATURE_INDEX_LIST`, read with `KVM_GET_MSRS` on this fd):
-/// values userspace may give a vCPU: the microcode revision (the host's) and the
-/// ARCH_CAPABILITIES a guest gets on this host. KVM also lists PERF_CAPABILITIES and nested
-/// VMX's, which rvmx does not emulate.
-const FEATURE_MSRS: [u32; 2] = [crate::logic::arch::msr::ARCH_CAPABILITIES, crate::logic::arch::msr::UCODE_REV];
+/// values userspace may give a vCPU: the microcode revision (the host's), the
+/// ARCH_CAPABILITIES a guest gets on this host, and PLATFORM_INFO's CPUID faulting. KVM also
+/// lists PERF_CAPABILITIES and nested VMX's, which rvmx does not emulate.
+const FEATURE_MSRS: [u32; 3] = [
+    crate::logic::arch::msr::ARCH_CAPABILITIES,
+    crate::logic::arch::msr::UCODE_REV,
+    crate::logic::arch::msr::PLATFORM_INFO,
+];
 
 /// `KVM_GET_MSRS` on the system fd: feature MSR values, stopping at the first index that is
 /// not one (KVM).
@@ -57,6 +61,7 @@ fn get_feature_msrs(arg: usize) -> Result<isize> {
         let v = match e.index {
             crate::logic::arch::msr::ARCH_CAPABILITIES => Some(arch_capabilities),
             crate::logic::arch::msr::UCODE_REV => crate::host::x86::rdmsr_safe(e.index),
+            crate::logic::arch::msr::PLATFORM_INFO => Some(crate::logic::msr_rules::PLATFORM_INFO_CPUID_FAULT),
             _ => None,
         };
         v.map(|v| e.data = v).is_some()

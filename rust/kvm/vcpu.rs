@@ -57,7 +57,9 @@ impl Vcpu {
     pub(crate) fn new(vm: Arc<Vm>, id: u32, stats: Arc<crate::run::counters::VcpuStats>) -> Result<Arc<Self>> {
         let page = || Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO);
         let pages = [page()?, page()?, page()?];
-        let sregs = vcpu_state::reset_sregs(id);
+        // The BSP is vCPU 0 unless userspace chose another (KVM_SET_BOOT_CPU_ID).
+        let bsp = id == vm.bsp_vcpu_id();
+        let sregs = vcpu_state::reset_sregs(bsp);
         let vmx = Vmx::get().ok_or(ENODEV)?;
         let vmcs = Vmcs::new(vmx.caps().revision_id())?;
         let msr_area = crate::cpu::msr::MsrArea::new(vmx.mitigations().for_guests().spec_ctrl.msr)?;
@@ -68,8 +70,12 @@ impl Vcpu {
         let serial = NEXT_SERIAL.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         let arch_capabilities = vmx.mitigations().for_guests().arch_capabilities;
         let vm_clock = vm.clock().clone();
+        let vm_settings = vm.settings();
+        // The VM's TSC generation: the first vCPU's TSC starts at 0, the others join it.
+        let mut kvmclock = crate::logic::kvmclock::VcpuClock::default();
+        let tsc_offset = vm_clock.synchronize_tsc(None, &mut kvmclock.tsc_generation);
         let apic = match vm.split_irqchip() {
-            true => Some(crate::irq::lapic::LocalApic::new(id, vm.apic_bus().clone(), vm.has_quirk(quirk::LINT0_REENABLED))?),
+            true => Some(crate::irq::lapic::LocalApic::new(id, bsp, vm.apic_bus().clone(), vm.has_quirk(quirk::LINT0_REENABLED))?),
             false => None,
         };
         Ok(Arc::pin_init(
@@ -99,12 +105,13 @@ impl Vcpu {
                     debug: GuestDebug::default(),
                     cpuid: KVec::new(),
                     allowed: crate::run::state::Allowed::new(&[], vmx),
-                    msrs: crate::logic::msr_rules::GuestMsrs { arch_capabilities, ..Default::default() },
+                    msrs: crate::logic::msr_rules::GuestMsrs { arch_capabilities, tsc_offset, ..Default::default() },
                     msr_area,
                     // The time page is written at the first entry after the guest enables it.
                     apic,
-                    kvmclock: Default::default(),
+                    kvmclock,
                     vm_clock,
+                    vm: vm_settings,
                     tables,
                     },
                 }),
@@ -309,6 +316,7 @@ impl FdObject for Vcpu {
                 this.state.lock().msrs.mce.setup(cap).map_err(|_| EINVAL)?
             }
             KVM_X86_SET_MCE => this.set_mce(read_user(arg)?)?,
+            KVM_HAS_DEVICE_ATTR | KVM_GET_DEVICE_ATTR | KVM_SET_DEVICE_ATTR => this.device_attr(cmd, read_user(arg)?)?,
             // KVM's vCPU fd answers EINVAL to requests it does not know.
             _ => return Err(EINVAL),
         }
@@ -350,16 +358,22 @@ impl Vcpu {
             e.padding = [0; 3];
             table.push(e, GFP_KERNEL_ACCOUNT)?;
         }
+        let vmx = Vmx::get().ok_or(ENODEV)?;
         let mut st = self.state.lock();
-        if st.controls_written && st.cpuid[..] != table[..] {
-            return Err(EINVAL);
+        // After KVM_RUN only the same table, compared with the runtime bits in both (KVM).
+        if st.controls_written {
+            let rt = st.cpuid_runtime(vmx.fpu());
+            let same = |a: &CpuidEntry, b: &CpuidEntry| cpuid_table::with_runtime(a, rt) == cpuid_table::with_runtime(b, rt);
+            if st.cpuid.len() != table.len() || !st.cpuid.iter().zip(table.iter()).all(|(a, b)| same(a, b)) {
+                return Err(EINVAL);
+            }
         }
         match cpuid_table::check(&table) {
             Ok(()) => {}
             Err(cpuid_table::Refusal::LinearAddressBits) => return Err(EINVAL),
             Err(cpuid_table::Refusal::DynamicXfeatures) => return Err(EPERM),
         }
-        st.set_cpuid(table, Vmx::get().ok_or(ENODEV)?);
+        st.set_cpuid(table, vmx);
         Ok(())
     }
 
@@ -383,6 +397,29 @@ impl Vcpu {
         done
     }
 
+    /// `KVM_HAS/GET/SET_DEVICE_ATTR`: a vCPU's one attribute, its TSC offset (`ENXIO` for any
+    /// other, as KVM). Setting it joins or starts the VM's TSC generation, as KVM's does.
+    fn device_attr(&self, cmd: u32, a: DeviceAttr) -> Result {
+        if a.group != KVM_VCPU_TSC_CTRL || a.attr != KVM_VCPU_TSC_OFFSET {
+            return Err(ENXIO);
+        }
+        let value = UserSlice::new(UserPtr::from_addr(a.addr as usize), size_of::<u64>());
+        match cmd {
+            KVM_GET_DEVICE_ATTR => {
+                let offset = self.state.lock().msrs.tsc_offset;
+                value.writer().write(&offset)?;
+            }
+            KVM_SET_DEVICE_ATTR => {
+                let offset: u64 = value.reader().read()?;
+                let mut st = self.state.lock();
+                self.vm.clock().set_tsc_offset(offset, &mut st.kvmclock.tsc_generation);
+                st.msr_state(None).set_tsc_offset(offset);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// `KVM_GET_CPUID2`.
     fn get_cpuid(&self, arg: usize) -> Result {
         let nent: u32 = read_user(arg)?;
@@ -390,9 +427,11 @@ impl Vcpu {
         if (nent as usize) < st.cpuid.len() {
             return Err(E2BIG);
         }
+        // The table as the guest sees it now (KVM updates its entries with the runtime bits).
+        let rt = st.cpuid_runtime(Vmx::get().ok_or(ENODEV)?.fpu());
         let mut w = UserSlice::new(UserPtr::from_addr(user_field(arg, CPUID2_HEADER)?), size_of_val(st.cpuid.as_slice())).writer();
         for e in st.cpuid.iter() {
-            w.write(e)?;
+            w.write(&cpuid_table::with_runtime(e, rt))?;
         }
         write_user(arg, &(st.cpuid.len() as u32))
     }

@@ -44,6 +44,8 @@ pub(crate) struct Vm {
     apic_bus: Arc<crate::irq::bus::ApicBus>,
     /// `KVM_X86_QUIRK_*` bits userspace turned off.
     disabled_quirks: AtomicU64,
+    /// Guests may read MSR_PLATFORM_INFO (`KVM_CAP_MSR_PLATFORM_INFO`, on by default).
+    platform_info_readable: AtomicBool,
     /// Whether any `KVM_IOEVENTFD` is registered (set under `inner`'s lock): port writes
     /// skip the lock while none is, which is the common case.
     has_ioeventfds: AtomicBool,
@@ -56,6 +58,8 @@ struct VmInner {
     vcpu_ids: KVec<u32>,
     /// vCPU ids must be below this (`KVM_CAP_MAX_VCPU_ID`); 0 until set or a vCPU exists.
     max_vcpu_ids: u32,
+    /// The vCPU id that starts as the BSP (`KVM_SET_BOOT_CPU_ID`; 0 by default).
+    bsp_vcpu_id: u32,
     /// `KVM_CAP_SPLIT_IRQCHIP` was enabled with this many IOAPIC pins: every vCPU has a
     /// local APIC in the kernel.
     split_irqchip: Option<u32>,
@@ -126,7 +130,7 @@ impl Memory<'_> {
 impl Vm {
     /// `KVM_CREATE_VM`: only type 0 (the default x86 VM) exists.
     pub(crate) fn create(vm_type: usize) -> Result<isize> {
-        if vm_type != 0 {
+        if vm_type != KVM_X86_DEFAULT_VM {
             return Err(EINVAL);
         }
         let mm: ARef<Mm> = ARef::from(&**current!().mm().ok_or(EINVAL)?);
@@ -144,8 +148,9 @@ impl Vm {
                 clock,
                 apic_bus,
                 disabled_quirks: AtomicU64::new(0),
+                platform_info_readable: AtomicBool::new(true),
                 has_ioeventfds: AtomicBool::new(false),
-                inner <- new_mutex!(VmInner { vcpu_ids: KVec::new(), max_vcpu_ids: 0, split_irqchip: None, ioeventfds: IoEventFds::default(), irqfds: Default::default() }),
+                inner <- new_mutex!(VmInner { vcpu_ids: KVec::new(), max_vcpu_ids: 0, bsp_vcpu_id: 0, split_irqchip: None, ioeventfds: IoEventFds::default(), irqfds: Default::default() }),
             }),
             GFP_KERNEL_ACCOUNT,
         )?;
@@ -316,6 +321,10 @@ impl Vm {
     pub(crate) fn set_max_vcpu_ids(&self, max: u64) -> Result {
         let max = u32::try_from(max).ok().filter(|m| *m <= MAX_VCPU_ID).ok_or(EINVAL)?;
         let mut inner = self.inner.lock();
+        // The boot CPU chosen must stay a valid id (KVM).
+        if inner.bsp_vcpu_id > max {
+            return Err(EINVAL);
+        }
         match inner.max_vcpu_ids {
             m if m == max => Ok(()),
             0 => {
@@ -324,6 +333,26 @@ impl Vm {
             }
             _ => Err(EINVAL),
         }
+    }
+
+    /// `KVM_SET_BOOT_CPU_ID`: which vCPU id starts as the BSP, before any vCPU exists (`EBUSY`
+    /// after), within the vCPU ids allowed (`EINVAL`), as KVM checks it.
+    pub(crate) fn set_bsp_vcpu_id(&self, id: usize) -> Result {
+        let mut inner = self.inner.lock();
+        if !inner.vcpu_ids.is_empty() {
+            return Err(EBUSY);
+        }
+        let id = u32::try_from(id).ok().filter(|&i| i <= MAX_VCPU_ID).ok_or(EINVAL)?;
+        if inner.max_vcpu_ids != 0 && id > inner.max_vcpu_ids {
+            return Err(EINVAL);
+        }
+        inner.bsp_vcpu_id = id;
+        Ok(())
+    }
+
+    /// See [`Vm::set_bsp_vcpu_id`].
+    pub(crate) fn bsp_vcpu_id(&self) -> u32 {
+        self.inner.lock().bsp_vcpu_id
     }
 
     /// `KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP, pins)`, as KVM checks it: `EINVAL` for more
@@ -380,6 +409,20 @@ impl Vm {
         self.disabled_quirks.fetch_or(quirks, Ordering::Relaxed);
     }
 
+    /// `KVM_CAP_MSR_PLATFORM_INFO`: whether guests may read MSR_PLATFORM_INFO (vCPUs take it
+    /// at their next `KVM_RUN`).
+    pub(crate) fn set_platform_info_readable(&self, on: bool) {
+        self.platform_info_readable.store(on, Ordering::Relaxed);
+    }
+
+    /// The settings a vCPU copies (at `KVM_RUN`, and for the ioctls that follow them).
+    pub(crate) fn settings(&self) -> VmSettings {
+        VmSettings {
+            disabled_quirks: self.disabled_quirks.load(Ordering::Relaxed),
+            platform_info_readable: self.platform_info_readable.load(Ordering::Relaxed),
+        }
+    }
+
     /// Whether quirk `q` (`KVM_X86_QUIRK_*`) is in force.
     pub(crate) fn has_quirk(&self, q: u64) -> bool {
         self.disabled_quirks.load(Ordering::Relaxed) & q == 0
@@ -388,6 +431,11 @@ impl Vm {
     /// Whether any vCPU was created.
     pub(crate) fn has_vcpus(&self) -> bool {
         !self.inner.lock().vcpu_ids.is_empty()
+    }
+
+    /// How many vCPUs were created.
+    pub(crate) fn vcpu_count(&self) -> usize {
+        self.inner.lock().vcpu_ids.len()
     }
 
     /// `KVM_IRQFD`: assigns or deassigns as `arg` says.

@@ -98,12 +98,16 @@ impl FdObject for Vm {
                 Ok(0)
             }
             KVM_SET_CLOCK => {
-                this.clock().set(&read_user(arg)?)?;
+                this.clock().set(&read_user(arg)?, this.vcpu_count())?;
                 Ok(0)
             }
             // The rate new vCPUs get: the host's (no TSC scaling).
             KVM_GET_TSC_KHZ => Ok(crate::host::x86::tsc_khz() as isize),
             KVM_ENABLE_CAP => enable_cap(this, &read_user(arg)?),
+            KVM_SET_BOOT_CPU_ID => {
+                this.set_bsp_vcpu_id(arg)?;
+                Ok(0)
+            }
             // KVM's VM fd answers ENOTTY to requests it does not know (kvm_arch_vm_ioctl).
             _ => Err(ENOTTY),
         }
@@ -122,6 +126,10 @@ fn enable_cap(vm: ArcBorrow<'_, Vm>, c: &EnableCap) -> Result<isize> {
         cap::DISABLE_QUIRKS2 if arg & !quirk::SUPPORTED != 0 => Err(EINVAL),
         cap::DISABLE_QUIRKS | cap::DISABLE_QUIRKS2 => {
             vm.disable_quirks(arg & quirk::SUPPORTED);
+            Ok(0)
+        }
+        cap::MSR_PLATFORM_INFO => {
+            vm.set_platform_info_readable(arg != 0);
             Ok(0)
         }
         cap::MAX_VCPU_ID => {

@@ -96,6 +96,8 @@ pub mod cr4 {
     pub const SMEP: u64 = 1 << 20;
     /// Supervisor-mode access prevention.
     pub const SMAP: u64 = 1 << 21;
+    /// Protection keys for user pages (never given to guests: leaf 7's OSPKE stays clear).
+    pub const PKE: u64 = 1 << 22;
     /// Bits whose change invalidates the guest's TLB entries (SDM vol. 3A, 4.10.4.1).
     pub const TLB_FLUSH: u64 = PSE | PGE | PAE | PCIDE | SMEP;
     /// Bits whose change reloads the PDPTEs under PAE paging (SDM vol. 3A, 4.4.1).
@@ -264,6 +266,12 @@ pub mod msr {
     /// IA32_BIOS_SIGN_ID: the microcode revision (bits 63:32).
     pub const UCODE_REV: u32 = 0x8b;
     pub const MTRR_CAP: u32 = 0xfe;
+    /// MSR_PLATFORM_INFO: bit 31 says CPUID faulting exists (the rest is the VMM's to give).
+    pub const PLATFORM_INFO: u32 = 0xce;
+    /// MSR_MISC_FEATURES_ENABLES: bit 0 turns CPUID faulting on.
+    pub const MISC_FEATURES_ENABLES: u32 = 0x140;
+    /// AMD's HWCR (MSR_K7_HWCR), which KVM also gives Intel guests.
+    pub const HWCR: u32 = 0xc001_0015;
     pub const SYSENTER_CS: u32 = 0x174;
     pub const SYSENTER_ESP: u32 = 0x175;
     pub const SYSENTER_EIP: u32 = 0x176;

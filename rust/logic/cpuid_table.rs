@@ -290,6 +290,10 @@ pub struct Runtime {
     pub apic_enabled: bool,
     /// CR4.OSXSAVE: leaf 1 ECX.OSXSAVE (bit 27).
     pub osxsave: bool,
+    /// CR4.PKE: leaf 7.0 ECX.OSPKE (bit 4).
+    pub ospke: bool,
+    /// Without KVM_X86_QUIRK_MISC_ENABLE_NO_MWAIT, IA32_MISC_ENABLE.MWAIT: leaf 1 ECX.MWAIT.
+    pub mwait: Option<bool>,
     /// Leaf 0xD.0 EBX: the image size for the components XCR0 enables, from the host's
     /// layout ([`super::xstate::size_for`]), never from the table.
     pub xsave_size: u32,
@@ -298,7 +302,8 @@ pub struct Runtime {
 }
 
 /// What a guest's CPUID returns, as KVM computes it (Intel semantics, `kvm_cpuid`): the
-/// table's entry, with leaf 1's APIC and OSXSAVE bits following the vCPU state; zeros for a
+/// table's entry, with leaf 1's APIC and OSXSAVE bits, leaf 7's OSPKE and leaf 0xD's sizes
+/// following the vCPU state; zeros for a
 /// missing leaf within its class's range (basic 0.., extended 0x80000000..); for a leaf
 /// above that range, the highest basic leaf.
 pub fn guest_cpuid(table: &[CpuidEntry], leaf: u32, subleaf: u32, rt: Runtime) -> [u32; 4] {
@@ -316,17 +321,37 @@ pub fn guest_cpuid_with(
     rt: Runtime,
     xsave_sizes: impl FnOnce() -> (u32, u32),
 ) -> [u32; 4] {
-    let mut r = raw_guest_cpuid(table, leaf, subleaf);
-    if r.1 == 1 {
-        let set = |v: u32, bit: u32, on: bool| if on { v | 1 << bit } else { v & !(1 << bit) };
-        r.0[3] = set(r.0[3], 9, rt.apic_enabled);
-        r.0[2] = set(r.0[2], 27, rt.osxsave);
+    let (mut r, from) = raw_guest_cpuid(table, leaf, subleaf);
+    runtime_bits(&mut r, from, subleaf, rt, xsave_sizes);
+    r
+}
+
+/// The entry as `KVM_GET_CPUID2` reports it: with the runtime bits, which KVM writes into the
+/// vCPU's table itself.
+pub fn with_runtime(e: &CpuidEntry, rt: Runtime) -> CpuidEntry {
+    let mut r = [e.eax, e.ebx, e.ecx, e.edx];
+    runtime_bits(&mut r, e.function, e.index, rt, || (rt.xsave_size, rt.xsave_compacted_size));
+    let [eax, ebx, ecx, edx] = r;
+    CpuidEntry { eax, ebx, ecx, edx, ..*e }
+}
+
+/// Puts the runtime bits into the registers of `leaf`.`subleaf`'s entry (KVM's
+/// `kvm_update_cpuid_runtime`); the XSAVE sizes are computed only for leaf 0xD.
+fn runtime_bits(r: &mut [u32; 4], leaf: u32, subleaf: u32, rt: Runtime, xsave_sizes: impl FnOnce() -> (u32, u32)) {
+    let set = |v: u32, bit: u32, on: bool| if on { v | 1 << bit } else { v & !(1 << bit) };
+    match (leaf, subleaf) {
+        (1, _) => {
+            r[3] = set(r[3], 9, rt.apic_enabled);
+            r[2] = set(r[2], 27, rt.osxsave);
+            if let Some(on) = rt.mwait {
+                r[2] = set(r[2], 3, on);
+            }
+        }
+        (7, 0) => r[2] = set(r[2], 4, rt.ospke),
+        (0xd, 0) => r[1] = xsave_sizes().0,
+        (0xd, 1) if r[0] & LEAFD1_EAX_COMPACTED != 0 => r[1] = xsave_sizes().1,
+        _ => {}
     }
-    if r.1 == 0xd && (subleaf == 0 || (subleaf == 1 && r.0[0] & LEAFD1_EAX_COMPACTED != 0)) {
-        let (standard, compacted) = xsave_sizes();
-        r.0[1] = if subleaf == 0 { standard } else { compacted };
-    }
-    r.0
 }
 
 /// [`guest_cpuid`] before the runtime bits, with the leaf the answer came from (`u32::MAX` if
@@ -468,6 +493,10 @@ pub fn has_tsc_aux(table: &[CpuidEntry]) -> bool {
     lookup(table, 0x8000_0001, 0)[3] & EXT1_EDX_RDTSCP != 0 || lookup(table, 7, 0)[2] & LEAF7_ECX_RDPID != 0
 }
 
+/// Leaf 1 ECX SSE3.
+pub const LEAF1_ECX_SSE3: u32 = 1 << 0;
+/// Leaf 1 ECX MONITOR/MWAIT.
+pub const LEAF1_ECX_MWAIT: u32 = 1 << 3;
 /// Leaf 1 ECX RDRAND.
 pub const LEAF1_ECX_RDRAND: u32 = 1 << 30;
 /// Leaf 7.0 EBX RDSEED.
@@ -487,6 +516,10 @@ pub struct Instructions {
     pub rdseed: bool,
     /// IA32_TSC_ADJUST takes writes (else they are ignored, as KVM ignores them).
     pub tsc_adjust: bool,
+    /// SSE3: IA32_MISC_ENABLE.MWAIT may change (without KVM_X86_QUIRK_MISC_ENABLE_NO_MWAIT).
+    pub sse3: bool,
+    /// MONITOR/MWAIT in the table (they run as NOPs where allowed, see `run/exit.rs`).
+    pub mwait: bool,
 }
 
 /// The instructions the guest with this table may run.
@@ -498,6 +531,8 @@ pub fn instructions(table: &[CpuidEntry]) -> Instructions {
         rdrand: lookup(table, 1, 0)[2] & LEAF1_ECX_RDRAND != 0,
         rdseed: ebx7 & LEAF7_EBX_RDSEED != 0,
         tsc_adjust: ebx7 & LEAF7_EBX_TSC_ADJUST != 0,
+        sse3: lookup(table, 1, 0)[2] & LEAF1_ECX_SSE3 != 0,
+        mwait: lookup(table, 1, 0)[2] & LEAF1_ECX_MWAIT != 0,
     }
 }
 
@@ -606,7 +641,7 @@ mod tests {
             CpuidEntry { function: 1, ecx: LEAF1_ECX_RDRAND, ..Default::default() },
             CpuidEntry { function: 7, flags: FLAG_SIGNIFICANT_INDEX, ebx: LEAF7_EBX_INVPCID, ecx: LEAF7_ECX_RDPID, ..Default::default() },
         ];
-        assert_eq!(instructions(&t), Instructions { rdtscp: true, invpcid: true, rdrand: true, rdseed: false, tsc_adjust: false });
+        assert_eq!(instructions(&t), Instructions { rdtscp: true, invpcid: true, rdrand: true, rdseed: false, tsc_adjust: false, sse3: false, mwait: false });
     }
 
     #[test]
@@ -691,7 +726,7 @@ mod tests {
             CpuidEntry { function: 0, eax: 1, ..Default::default() },
             CpuidEntry { function: 1, edx: 1, ecx: 1 << 27, ..Default::default() },
         ];
-        let on = Runtime { apic_enabled: true, osxsave: false, xsave_size: 576, xsave_compacted_size: 576 };
+        let on = Runtime { apic_enabled: true, osxsave: false, ospke: false, mwait: None, xsave_size: 576, xsave_compacted_size: 576 };
         assert_eq!(guest_cpuid(&t, 1, 0, on), [0, 0, 0, 0x201]);
         assert_eq!(guest_cpuid(&t, 0x40, 0, on)[3], 0x201, "also through the out-of-range rule");
         assert_eq!(guest_cpuid(&t, 0, 0, on)[3], 0, "other leaves untouched");

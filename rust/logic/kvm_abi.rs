@@ -131,6 +131,41 @@ pub struct EnableCap {
 #[cfg(MODULE)]
 unsafe impl kernel::transmute::FromBytes for EnableCap {}
 
+/// `struct kvm_device_attr` (`KVM_HAS/GET/SET_DEVICE_ATTR`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DeviceAttr {
+    /// No flags are defined for the attributes rvmx has.
+    pub flags: u32,
+    /// The attribute group (`KVM_VCPU_TSC_CTRL` on a vCPU fd).
+    pub group: u32,
+    /// The attribute within the group.
+    pub attr: u64,
+    /// The userspace address of the value.
+    pub addr: u64,
+}
+// SAFETY: `repr(C)`, two `u32`s then two `u64`s, no gap (24 bytes, tested against
+// kvm-bindings): any bit pattern is a valid value.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::FromBytes for DeviceAttr {}
+
+/// The one VM type rvmx creates (`KVM_CREATE_VM`'s argument): a plain VM.
+pub const KVM_X86_DEFAULT_VM: usize = 0;
+
+/// Chooses the vCPU id that starts as the BSP (before any vCPU is created).
+pub const KVM_SET_BOOT_CPU_ID: u32 = io(0x78);
+
+/// Sets, reads, or asks whether a device (here: a vCPU) has an attribute.
+pub const KVM_SET_DEVICE_ATTR: u32 = iow::<DeviceAttr>(0xe1);
+/// See [`KVM_SET_DEVICE_ATTR`].
+pub const KVM_GET_DEVICE_ATTR: u32 = iow::<DeviceAttr>(0xe2);
+/// See [`KVM_SET_DEVICE_ATTR`].
+pub const KVM_HAS_DEVICE_ATTR: u32 = iow::<DeviceAttr>(0xe3);
+/// A vCPU's TSC attribute group, and its one attribute: the TSC offset.
+pub const KVM_VCPU_TSC_CTRL: u32 = 0;
+/// See [`KVM_VCPU_TSC_CTRL`].
+pub const KVM_VCPU_TSC_OFFSET: u64 = 0;
+
 /// `struct kvm_msi`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -188,10 +223,38 @@ pub mod quirk {
     pub const LINT0_REENABLED: u64 = 1 << 0;
     /// An OUT to port 0x7e exits with RIP already past it.
     pub const OUT_7E_INC_RIP: u64 = 1 << 3;
+    /// IA32_MISC_ENABLE.MWAIT is a plain bit (without the quirk it needs SSE3 and sets
+    /// CPUID.MWAIT, and MONITOR/MWAIT follow it).
+    pub const MISC_ENABLE_NO_MWAIT: u64 = 1 << 4;
     /// VMMCALL (AMD's hypercall, #UD on Intel) is rewritten to VMCALL in guest memory.
     pub const FIX_HYPERCALL_INSN: u64 = 1 << 5;
+    /// MONITOR and MWAIT are NOPs whatever the guest's CPUID (without it, #UD unless enabled).
+    pub const MWAIT_NEVER_UD_FAULTS: u64 = 1 << 6;
     /// The quirks rvmx implements (the value of `KVM_CAP_DISABLE_QUIRKS2`).
-    pub const SUPPORTED: u64 = LINT0_REENABLED | OUT_7E_INC_RIP | FIX_HYPERCALL_INSN;
+    pub const SUPPORTED: u64 = LINT0_REENABLED | OUT_7E_INC_RIP | MISC_ENABLE_NO_MWAIT | FIX_HYPERCALL_INSN | MWAIT_NEVER_UD_FAULTS;
+}
+
+/// The VM-wide settings a vCPU's exits and MSR accesses follow, copied into the vCPU at each
+/// `KVM_RUN` and vCPU ioctl that needs them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmSettings {
+    /// `KVM_X86_QUIRK_*` bits userspace turned off (`KVM_CAP_DISABLE_QUIRKS(2)`).
+    pub disabled_quirks: u64,
+    /// Guests may read MSR_PLATFORM_INFO (`KVM_CAP_MSR_PLATFORM_INFO`).
+    pub platform_info_readable: bool,
+}
+
+impl Default for VmSettings {
+    fn default() -> Self {
+        Self { disabled_quirks: 0, platform_info_readable: true }
+    }
+}
+
+impl VmSettings {
+    /// Whether quirk `q` is in force.
+    pub const fn has_quirk(&self, q: u64) -> bool {
+        self.disabled_quirks & q == 0
+    }
 }
 
 // vCPU ioctls (on a vCPU fd).
@@ -714,6 +777,14 @@ pub mod cap {
     pub const IOEVENTFD_ANY_LENGTH: usize = 122;
     /// `KVM_SET_USER_MEMORY_REGION2`.
     pub const USER_MEMORY2: usize = 231;
+    /// `KVM_SET_BOOT_CPU_ID`.
+    pub const SET_BOOT_CPU_ID: usize = 34;
+    /// The `KVM_CREATE_VM` types, as a bit mask: only `KVM_X86_DEFAULT_VM` (0).
+    pub const VM_TYPES: usize = 235;
+    /// MSR_PLATFORM_INFO; `KVM_ENABLE_CAP` on the VM says whether guests may read it.
+    pub const MSR_PLATFORM_INFO: usize = 159;
+    /// `KVM_HAS/GET/SET_DEVICE_ATTR` on a vCPU fd (the TSC offset).
+    pub const VCPU_ATTRIBUTES: usize = 127;
     /// `KVM_GET_MSR_FEATURE_INDEX_LIST` and `KVM_GET_MSRS` on the system fd.
     pub const GET_MSR_FEATURES: usize = 153;
     /// Guest memory follows changes of the host mapping (MMU notifiers).
@@ -798,6 +869,10 @@ pub const CAPABILITIES: &[(usize, isize)] = &[
     (cap::IOEVENTFD_NO_LENGTH, 1),
     (cap::IOEVENTFD_ANY_LENGTH, 1),
     (cap::USER_MEMORY2, 1),
+    (cap::VCPU_ATTRIBUTES, 1),
+    (cap::MSR_PLATFORM_INFO, 1),
+    (cap::VM_TYPES, 1 << KVM_X86_DEFAULT_VM),
+    (cap::SET_BOOT_CPU_ID, 1),
     (cap::GET_MSR_FEATURES, 1),
     (cap::SYNC_MMU, 1),
     (cap::MEMORY_FAULT_INFO, 1),
@@ -885,6 +960,10 @@ mod tests {
         assert_eq!((KVM_SIGNAL_MSI, KVM_ENABLE_CAP), (0x4020_aea5, 0x4068_aea3));
         assert_eq!((size_of::<Msi>(), size_of::<EnableCap>()), (size_of::<kvm_bindings::kvm_msi>(), size_of::<kvm_bindings::kvm_enable_cap>()));
         assert_eq!(offset_of!(EnableCap, args), offset_of!(kvm_bindings::kvm_enable_cap, args));
+        assert_eq!(size_of::<DeviceAttr>(), size_of::<kvm_bindings::kvm_device_attr>());
+        assert_eq!(offset_of!(DeviceAttr, addr), offset_of!(kvm_bindings::kvm_device_attr, addr));
+        assert_eq!((KVM_SET_DEVICE_ATTR, KVM_HAS_DEVICE_ATTR), (0x4018_aee1, 0x4018_aee3));
+        assert_eq!(KVM_SET_BOOT_CPU_ID, 0xae78);
         assert_eq!(offset_of!(Msi, devid), offset_of!(kvm_bindings::kvm_msi, devid));
         assert_eq!(quirk::LINT0_REENABLED, kvm_bindings::KVM_X86_QUIRK_LINT0_REENABLED as u64);
         assert_eq!(quirk::OUT_7E_INC_RIP, kvm_bindings::KVM_X86_QUIRK_OUT_7E_INC_RIP as u64);

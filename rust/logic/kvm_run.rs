@@ -62,6 +62,30 @@ pub struct KvmRun {
     pub exit: [u64; 32],
 }
 
+/// `kvm_run.kvm_valid_regs`, `kvm_dirty_regs` and `s.regs` (`KVM_CAP_SYNC_REGS`): register
+/// sets `KVM_RUN` copies out at its end (valid) or takes in at its start (dirty), saving the
+/// VMM the GET/SET ioctls.
+pub mod sync_regs {
+    /// `KVM_SYNC_X86_REGS`: `struct kvm_regs`.
+    pub const REGS: u64 = 1 << 0;
+    /// `KVM_SYNC_X86_SREGS`: `struct kvm_sregs`.
+    pub const SREGS: u64 = 1 << 1;
+    /// `KVM_SYNC_X86_EVENTS`: `struct kvm_vcpu_events`.
+    pub const EVENTS: u64 = 1 << 2;
+    /// Every set (the value of `KVM_CAP_SYNC_REGS`); any other bit is `EINVAL`.
+    pub const VALID: u64 = REGS | SREGS | EVENTS;
+    /// Byte offset of `kvm_valid_regs` in `struct kvm_run`.
+    pub const VALID_REGS_OFFSET: usize = 288;
+    /// Byte offset of `kvm_dirty_regs`.
+    pub const DIRTY_REGS_OFFSET: usize = 296;
+    /// Byte offset of `s.regs` (`struct kvm_sync_regs`: regs, sregs, events, back to back).
+    pub const REGS_OFFSET: usize = 304;
+    /// Byte offset of `s.regs.sregs`.
+    pub const SREGS_OFFSET: usize = REGS_OFFSET + core::mem::size_of::<super::super::kvm_abi::Regs>();
+    /// Byte offset of `s.regs.events`.
+    pub const EVENTS_OFFSET: usize = SREGS_OFFSET + core::mem::size_of::<super::super::kvm_abi::Sregs>();
+}
+
 /// `kvm_run.io`: `count` elements of `size` bytes at `data_offset` in the vCPU mapping.
 // Fields named and laid out as in <linux/kvm.h>.
 #[allow(missing_docs)]
@@ -167,6 +191,18 @@ mod tests {
         assert_eq!(offset_of!(KvmRun, exit), offset_of!(kvm_run, __bindgen_anon_1));
         assert_eq!(size_of::<[u64; 32]>(), 256);
         assert_eq!(offset_of!(KvmRun, exit) + 256, offset_of!(kvm_run, kvm_valid_regs));
+    }
+
+    #[test]
+    fn sync_regs_layout_matches_kvm_bindings() {
+        use sync_regs::*;
+        assert_eq!(VALID_REGS_OFFSET, offset_of!(kvm_run, kvm_valid_regs));
+        assert_eq!(DIRTY_REGS_OFFSET, offset_of!(kvm_run, kvm_dirty_regs));
+        assert_eq!(REGS_OFFSET, offset_of!(kvm_run, s));
+        assert_eq!(SREGS_OFFSET - REGS_OFFSET, offset_of!(kvm_sync_regs, sregs));
+        assert_eq!(EVENTS_OFFSET - REGS_OFFSET, offset_of!(kvm_sync_regs, events));
+        assert_eq!((REGS, SREGS, EVENTS), (KVM_SYNC_X86_REGS as u64, KVM_SYNC_X86_SREGS as u64, KVM_SYNC_X86_EVENTS as u64));
+        assert!(EVENTS_OFFSET + size_of::<super::super::events::VcpuEvents>() <= 4096);
     }
 
     #[test]

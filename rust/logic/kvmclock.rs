@@ -243,13 +243,14 @@ impl Clock {
         self.offset = clock.wrapping_sub(now.base_ns);
     }
 
-    /// `KVM_GET_CLOCK` at `now`. With a stable reference, once a vCPU has run (`vcpu_ran`:
-    /// KVM turns its master clock on at a vCPU's first entry), `KVM_CLOCK_TSC_STABLE`, and the
+    /// `KVM_GET_CLOCK` at `now`. With a stable reference and KVM's master clock on (`master`:
+    /// from a vCPU's first entry, or from a `KVM_SET_CLOCK` while all vCPUs' TSCs are in step),
+    /// `KVM_CLOCK_TSC_STABLE`, and the
     /// real time and TSC of `now` if the host's clocksource is still the TSC (`tsc_based`:
     /// KVM leaves its master clock only at the next entry); otherwise only the clock.
-    pub fn get(&self, now: &Now, vcpu_ran: bool, tsc_based: bool) -> ClockData {
+    pub fn get(&self, now: &Now, master: bool, tsc_based: bool) -> ClockData {
         let clock = self.read(now);
-        match (self.reference.stable && vcpu_ran, tsc_based) {
+        match (self.reference.stable && master, tsc_based) {
             (false, _) => ClockData { clock, ..ClockData::default() },
             (true, false) => ClockData { clock, flags: CLOCK_TSC_STABLE, host_tsc: now.tsc, ..ClockData::default() },
             (true, true) => ClockData { clock, flags: CLOCK_VALID_FLAGS, realtime: now.real_ns, host_tsc: now.tsc, ..ClockData::default() },
@@ -295,11 +296,13 @@ pub struct VcpuClock {
     pub generation: u64,
     /// The host CPU the page was last written on (`u32::MAX`: none).
     pub cpu: u32,
+    /// The VM's TSC generation this vCPU is in (`super::tsc_sync`).
+    pub tsc_generation: u64,
 }
 
 impl Default for VcpuClock {
     fn default() -> Self {
-        Self { system_time: 0, update: false, wall_clock: false, generation: 0, cpu: u32::MAX }
+        Self { system_time: 0, update: false, wall_clock: false, generation: 0, cpu: u32::MAX, tsc_generation: 0 }
     }
 }
 

@@ -34,3 +34,4 @@ pub mod apic_bus;
 pub mod mp_state;
 pub mod irq_routing;
 pub mod x2apic_api;
+pub mod tsc_sync;

@@ -41,6 +41,12 @@ pub struct GuestMsrs {
     pub ucode_rev: u64,
     /// IA32_ARCH_CAPABILITIES (the host-derived value at creation; userspace may set it).
     pub arch_capabilities: u64,
+    /// MSR_PLATFORM_INFO (set only by userspace).
+    pub platform_info: u64,
+    /// MSR_MISC_FEATURES_ENABLES (CPUID faulting).
+    pub misc_features: u64,
+    /// HWCR.
+    pub hwcr: u64,
 }
 
 /// IA32_PRED_CMD.IBPB.
@@ -74,10 +80,23 @@ pub const DEBUGCTL_IGNORED: u64 = 1 << 0 | 1 << 1;
 pub const MISC_ENABLE_RESET: u64 = MISC_ENABLE_PMU_RO;
 /// IA32_MISC_ENABLE bits the guest cannot change (#GP): BTS (11) and PEBS (12) unavailable.
 pub const MISC_ENABLE_PMU_RO: u64 = 1 << 11 | 1 << 12;
+/// IA32_MISC_ENABLE.MWAIT (18): MONITOR/MWAIT enabled (see `kvm_abi::quirk::MISC_ENABLE_NO_MWAIT`).
+pub const MISC_ENABLE_MWAIT: u64 = 1 << 18;
 /// IA32_MISC_ENABLE.EMON (7): the guest's writes to it are ignored.
 pub const MISC_ENABLE_EMON: u64 = 1 << 7;
 /// IA32_BIOS_SIGN_ID at vCPU creation, as KVM sets it (revision 1).
 pub const UCODE_REV_RESET: u64 = 0x1_0000_0000;
+/// MSR_PLATFORM_INFO.CPUID_FAULT: CPUID faulting exists (KVM emulates it: the value a vCPU
+/// starts with).
+pub const PLATFORM_INFO_CPUID_FAULT: u64 = 1 << 31;
+/// MSR_MISC_FEATURES_ENABLES.CPUID_FAULT: CPUID at CPL > 0 raises #GP.
+pub const MISC_FEATURES_CPUID_FAULT: u64 = 1 << 0;
+/// HWCR bits that hold a value (McStatusWrEn, TscFreqSel), as KVM has them. KVM also keeps
+/// bit 35 (CpuidUserDis) for guests whose CPUID lists AMD's GP_ON_USER_CPUID, which rvmx does
+/// not emulate.
+pub const HWCR_VALID: u64 = 1 << 18 | 1 << 24;
+/// HWCR bits whose writes are ignored: TLB cache disable, flush filter disable, IGNNE emulation.
+pub const HWCR_IGNORED: u64 = 1 << 3 | 1 << 6 | 1 << 8;
 /// IA32_PAT after reset.
 pub const PAT_RESET: u64 = 0x0007_0406_0007_0406;
 /// IA32_MTRRCAP: 8 variable ranges, fixed ranges, write-combining.
@@ -98,18 +117,22 @@ impl Default for GuestMsrs {
             mce: Default::default(),
             ucode_rev: UCODE_REV_RESET,
             arch_capabilities: 0,
+            platform_info: PLATFORM_INFO_CPUID_FAULT,
+            misc_features: 0,
+            hwcr: 0,
         }
     }
 }
 
 /// Every MSR `KVM_GET_MSR_INDEX_LIST` reports: those a guest can read and userspace can save
 /// and restore.
-pub const INDEX_LIST: [u32; 22] = [
+pub const INDEX_LIST: [u32; 25] = [
     SYSENTER_CS, SYSENTER_ESP, SYSENTER_EIP, STAR, CSTAR, KERNEL_GS_BASE, SFMASK, LSTAR,
     TSC_AUX, TSC, PAT, MISC_ENABLE, MTRR_DEF_TYPE, EFER, FS_BASE, GS_BASE, TSC_ADJUST,
     // Emulated (KVM's emulated_msrs order): kvmclock, the APIC timer's deadline (0 and
-    // ignored without an in-kernel APIC).
+    // ignored without an in-kernel APIC), CPUID faulting, HWCR.
     KVM_SYSTEM_TIME, KVM_WALL_CLOCK, KVM_SYSTEM_TIME_NEW, KVM_WALL_CLOCK_NEW, TSC_DEADLINE,
+    PLATFORM_INFO, MISC_FEATURES_ENABLES, HWCR,
 ];
 
 /// Whether `v` is a canonical 48-bit address.
@@ -163,6 +186,10 @@ pub fn read(m: &GuestMsrs, msr: u32, host: bool) -> Option<u64> {
         PAT => m.pat,
         SYSENTER_CS..=SYSENTER_EIP => *m.sysenter.get(msr.wrapping_sub(SYSENTER_CS) as usize)?,
         MISC_ENABLE => m.misc_enable,
+        // The guest may be refused PLATFORM_INFO (KVM_CAP_MSR_PLATFORM_INFO): cpu/msr.rs.
+        PLATFORM_INFO => m.platform_info,
+        MISC_FEATURES_ENABLES => m.misc_features,
+        HWCR => m.hwcr,
         MTRR_CAP => MTRR_CAP_VALUE,
         MTRR_DEF_TYPE => m.mtrr_def_type,
         MTRR_PHYS_BASE0..=MTRR_PHYS_MASK7 => *m.mtrr_var.get(msr.wrapping_sub(MTRR_PHYS_BASE0) as usize)?,
@@ -195,6 +222,16 @@ pub fn write(m: &mut GuestMsrs, msr: u32, v: u64, host: bool) -> Result<(), ()> 
         MISC_ENABLE if (v ^ m.misc_enable) & MISC_ENABLE_PMU_RO == 0 => {
             m.misc_enable = (v & !MISC_ENABLE_EMON) | (m.misc_enable & MISC_ENABLE_EMON);
         }
+        // Only userspace gives PLATFORM_INFO (any value, as KVM).
+        PLATFORM_INFO if host => m.platform_info = v,
+        // CPUID faulting, only where PLATFORM_INFO says it exists.
+        MISC_FEATURES_ENABLES
+            if v & !MISC_FEATURES_CPUID_FAULT == 0
+                && (v & MISC_FEATURES_CPUID_FAULT == 0 || m.platform_info & PLATFORM_INFO_CPUID_FAULT != 0) =>
+        {
+            m.misc_features = v
+        }
+        HWCR if v & !(HWCR_VALID | HWCR_IGNORED) == 0 => m.hwcr = v & HWCR_VALID,
         MTRR_DEF_TYPE if v & !0xcff == 0 && valid_memory_types(v & 0xff, false) => m.mtrr_def_type = v,
         MTRR_PHYS_BASE0..=MTRR_PHYS_MASK7 if v >> 48 == 0 => {
             *m.mtrr_var.get_mut(msr.wrapping_sub(MTRR_PHYS_BASE0) as usize).ok_or(())? = v;
@@ -268,6 +305,25 @@ mod tests {
         assert_eq!(switched_slot(SPEC_CTRL), Some(SWITCHED.len() - 1), "last: its entry can be left out of the lists");
         assert_eq!((write(&mut m, UCODE_REV, 0, false), read(&m, UCODE_REV, false)), (Ok(()), Some(UCODE_REV_RESET)));
         assert_eq!((write(&mut m, UCODE_REV, 7 << 32, true), read(&m, UCODE_REV, false)), (Ok(()), Some(7 << 32)));
+    }
+
+    #[test]
+    fn hwcr_platform_info_and_cpuid_faulting() {
+        let mut m = GuestMsrs::default();
+        for bit in 0..64 {
+            let v = 1u64 << bit;
+            let legal = v & (HWCR_VALID | HWCR_IGNORED) != 0;
+            assert_eq!(write(&mut m, HWCR, v, false).is_ok(), legal, "HWCR bit {bit}");
+            assert_eq!(read(&m, HWCR, false), Some(if legal { v & HWCR_VALID } else { 0 }), "HWCR bit {bit}");
+            m.hwcr = 0;
+        }
+        assert_eq!(read(&m, PLATFORM_INFO, false), Some(PLATFORM_INFO_CPUID_FAULT));
+        assert_eq!(write(&mut m, PLATFORM_INFO, 0xff00, false), Err(()), "the guest cannot write it");
+        assert_eq!(write(&mut m, MISC_FEATURES_ENABLES, 2, false), Err(()));
+        assert_eq!(write(&mut m, MISC_FEATURES_ENABLES, 1, false), Ok(()));
+        assert_eq!(write(&mut m, PLATFORM_INFO, 0xff00, true), Ok(()));
+        assert_eq!(write(&mut m, MISC_FEATURES_ENABLES, 1, true), Err(()), "no faulting without PLATFORM_INFO's bit");
+        assert_eq!(write(&mut m, MISC_FEATURES_ENABLES, 0, false), Ok(()));
     }
 
     #[test]

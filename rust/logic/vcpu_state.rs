@@ -89,8 +89,8 @@ pub const fn reset_regs() -> Regs {
     }
 }
 
-/// Segment and control registers after reset, for vCPU `id` (vCPU 0 is the BSP).
-pub const fn reset_sregs(id: u32) -> Sregs {
+/// Segment and control registers after reset (`bsp`: the VM's boot CPU, IA32_APIC_BASE.BSP).
+pub const fn reset_sregs(bsp: bool) -> Sregs {
     let data = reset_segment(0, 0, 3, 1); // read/write, accessed
     let table = Dtable { base: 0, limit: 0xffff, padding: [0; 3] };
     Sregs {
@@ -110,7 +110,7 @@ pub const fn reset_sregs(id: u32) -> Sregs {
         cr4: 0,
         cr8: 0,
         efer: 0,
-        apic_base: APIC_BASE_DEFAULT | if id == 0 { apic_base::BSP } else { 0 },
+        apic_base: APIC_BASE_DEFAULT | if bsp { apic_base::BSP } else { 0 },
         interrupt_bitmap: [0; 4],
     }
 }
@@ -118,7 +118,7 @@ pub const fn reset_sregs(id: u32) -> Sregs {
 /// Segment and control registers after INIT (KVM's `kvm_vcpu_reset(vcpu, true)`): as after
 /// RESET, but CR0.CD/NW and IA32_APIC_BASE keep their values.
 pub const fn init_sregs(old: &Sregs) -> Sregs {
-    let mut s = reset_sregs(0);
+    let mut s = reset_sregs(true);
     s.cr0 = cr0::ET | old.cr0 & (cr0::NW | cr0::CD);
     s.apic_base = old.apic_base;
     s
@@ -201,7 +201,7 @@ pub const fn segment_from_vmcs(selector: u16, base: u64, limit: u32, ar: u32) ->
 mod tests {
     #[test]
     fn access_rights_round_trip() {
-        let s = reset_sregs(0);
+        let s = reset_sregs(true);
         assert_eq!(segment_ar(&s.cs), 0x9b);
         assert_eq!(segment_ar(&s.ds), 0x93);
         assert_eq!(segment_ar(&s.tr), 0x8b);
@@ -221,17 +221,17 @@ mod tests {
     fn reset_state_is_f000_fff0() {
         let r = reset_regs();
         assert_eq!((r.rip, r.rflags, r.rdx), (0xfff0, 2, 0x600));
-        let s = reset_sregs(0);
+        let s = reset_sregs(true);
         assert_eq!((s.cs.selector, s.cs.base, s.cs.type_), (0xf000, 0xffff_0000, 0xb));
         assert_eq!(s.cr0, 0x6000_0010);
         assert_eq!(s.apic_base, 0xfee0_0900);
-        assert_eq!(reset_sregs(1).apic_base, 0xfee0_0800);
+        assert_eq!(reset_sregs(false).apic_base, 0xfee0_0800);
         assert!(sregs_valid(&s, efer_allowed(false, false), CR4_SUPPORTED));
     }
 
     #[test]
     fn init_keeps_cache_bits_and_apic_base() {
-        let mut old = reset_sregs(1);
+        let mut old = reset_sregs(false);
         old.cr0 = cr0::PE | cr0::PG | cr0::CD;
         old.cr4 = 0x20;
         old.efer = efer::LME | efer::LMA;
@@ -245,7 +245,7 @@ mod tests {
 
     #[test]
     fn long_mode_rules() {
-        let mut s = reset_sregs(0);
+        let mut s = reset_sregs(true);
         s.cr0 = cr0::PE | cr0::PG | cr0::ET;
         s.cr4 = cr4::PAE;
         s.efer = efer::LME | efer::LMA;
@@ -259,10 +259,10 @@ mod tests {
         assert!(!sregs_valid(&Sregs { cr3: 1 << 50, ..s }, all, CR4_SUPPORTED), "CR3 beyond MAXPHYADDR");
         let legacy = Sregs { efer: 0, ..s };
         assert!(!sregs_valid(&legacy, all, CR4_SUPPORTED), "CS.L outside long mode");
-        assert!(!sregs_valid(&Sregs { efer: 1 << 14, ..reset_sregs(0) }, all, CR4_SUPPORTED), "unknown EFER bit");
-        assert!(!sregs_valid(&Sregs { cr4: 1 << 13, ..reset_sregs(0) }, all, CR4_SUPPORTED), "VMXE");
-        assert!(!sregs_valid(&Sregs { cr0: cr0::PG, ..reset_sregs(0) }, all, CR4_SUPPORTED), "PG without PE");
-        let osxsave = Sregs { cr4: cr4::OSXSAVE, ..reset_sregs(0) };
+        assert!(!sregs_valid(&Sregs { efer: 1 << 14, ..reset_sregs(true) }, all, CR4_SUPPORTED), "unknown EFER bit");
+        assert!(!sregs_valid(&Sregs { cr4: 1 << 13, ..reset_sregs(true) }, all, CR4_SUPPORTED), "VMXE");
+        assert!(!sregs_valid(&Sregs { cr0: cr0::PG, ..reset_sregs(true) }, all, CR4_SUPPORTED), "PG without PE");
+        let osxsave = Sregs { cr4: cr4::OSXSAVE, ..reset_sregs(true) };
         let xsave = Cr4Features { xsave: true, ..Default::default() };
         assert!(sregs_valid(&osxsave, all, cr4_allowed(xsave, !0)));
         assert!(!sregs_valid(&osxsave, all, cr4_allowed(Cr4Features::default(), !0)), "OSXSAVE without XSAVE");
@@ -295,7 +295,7 @@ mod tests {
 
     #[test]
     fn interrupt_bitmap() {
-        let mut s = reset_sregs(0);
+        let mut s = reset_sregs(true);
         assert_eq!(pending_interrupt(&s), None);
         s.interrupt_bitmap[1] = 1 << 3 | 1 << 9;
         s.interrupt_bitmap[2] = 1;

@@ -780,6 +780,16 @@ fn continue_pending(g: &mut Guest<'_>, regs: &mut Regs, run: &KvmRun, p: Pending
         Pending::Ins { io, count } => {
             let bytes = (count as usize).saturating_mul(io.size.into());
             run.read_pio_data(data.get_mut(0, bytes)?);
+            // Userspace may have changed rCX meanwhile (KVM_SET_REGS). KVM's emulator reads it
+            // again: no more than rCX elements are stored, and with rCX 0 the INS is done.
+            let count = match io.rep {
+                true => (insn::gpr_get(&gprs(regs), insn::gpr::RCX) & insn::mask(io.addr_size)).min(count.into()) as u32,
+                false => count,
+            };
+            if count == 0 {
+                finish_string(regs, insn::gpr::RDI, io.size, 0, io.addr_size, io.rep, io.len);
+                return Ok(Outcome::Done);
+            }
             ins_store(g, regs, run, io, count, data)
         }
     }

@@ -18,6 +18,7 @@ use crate::{
         ioeventfd_rules::Bus,
         kvm_abi::{quirk, Sregs},
         kvm_run::{exit_reason, internal_error},
+        msr_rules,
         vmcs_fields::*,
         vmx_exit::{self, cr_kind, reason, CrAccess, DrAccess, Io},
         xstate,
@@ -246,10 +247,19 @@ pub(crate) fn handle(v: &mut LiveVcpu<'_, '_>, full: u32) -> Next {
         reason::HLT => hlt(v),
         reason::VMCALL => vmcall(v),
         // INVD would throw away the host's dirty cache lines, WBINVD flush them all: both
-        // are NOPs, as on KVM without non-coherent DMA. MONITOR/MWAIT would put the host's CPU
-        // to sleep: NOPs, as KVM's default (KVM_X86_QUIRK_MWAIT_NEVER_UD_FAULTS).
-        reason::INVD | reason::WBINVD | reason::MONITOR | reason::MWAIT => {
+        // are NOPs, as on KVM without non-coherent DMA.
+        reason::INVD | reason::WBINVD => {
             v.skip_instruction();
+            Next::Reenter
+        }
+        // MONITOR/MWAIT would put the host's CPU to sleep: NOPs, or #UD where the guest does
+        // not have them and KVM_X86_QUIRK_MWAIT_NEVER_UD_FAULTS is off (KVM).
+        reason::MONITOR | reason::MWAIT => {
+            if v.st.mwait_allowed() {
+                v.skip_instruction();
+            } else {
+                v.inject_ud();
+            }
             Next::Reenter
         }
         // No PMU for guests: the host's counters stay the host's (KVM without a vPMU).
@@ -296,11 +306,18 @@ fn interrupt_window(v: &mut LiveVcpu<'_, '_>) -> Next {
     Next::Reenter
 }
 
-/// CPUID: from the vCPU's table (`KVM_SET_CPUID2`), as KVM answers (`guest_cpuid_with`).
+/// CPUID: from the vCPU's table (`KVM_SET_CPUID2`), as KVM answers (`guest_cpuid_with`);
+/// #GP outside ring 0 when the guest turned CPUID faulting on.
 fn cpuid(v: &mut LiveVcpu<'_, '_>) -> Next {
+    if v.st.msrs.misc_features & msr_rules::MISC_FEATURES_CPUID_FAULT != 0 && v.cpl() != 0 {
+        v.inject_gp0();
+        return Next::Reenter;
+    }
     let rt = crate::logic::cpuid_table::Runtime {
         apic_enabled: v.st.sregs.apic_base & apic_base::ENABLE != 0,
         osxsave: v.cur.read(CR4_READ_SHADOW) & cr4::OSXSAVE != 0,
+        ospke: v.cur.read(CR4_READ_SHADOW) & cr4::PKE != 0,
+        mwait: v.st.mwait_runtime(),
         ..Default::default()
     };
     let (features, xcr0) = (v.features, v.st.fpu.xcr0);

@@ -12,7 +12,7 @@ use crate::{
         arch::{self, dr, rflags, vector},
         events::{self, Events},
         guest_debug::{dr6_after_db, Debugger, DR6_ACTIVE_LOW, DR6_BS},
-        kvm_abi::{Regs, Sregs},
+        kvm_abi::{Regs, Sregs, VmSettings},
         kvmclock::VcpuClock,
         msr_rules::GuestMsrs,
         vcpu_state,
@@ -82,11 +82,40 @@ pub(crate) struct VcpuState {
     /// kvmclock: this vCPU's MSR and pending page writes, and the VM's clock.
     pub(crate) kvmclock: VcpuClock,
     pub(crate) vm_clock: Arc<VmClock>,
+    /// The VM's settings, taken at each `KVM_RUN` and by the ioctls that follow them.
+    pub(crate) vm: VmSettings,
     /// Page-table pages for this vCPU's next EPT fault, allocated before the MMU lock.
     pub(crate) tables: TableCache,
 }
 
 impl VcpuState {
+    /// CPUID.MWAIT as IA32_MISC_ENABLE sets it, without KVM_X86_QUIRK_MISC_ENABLE_NO_MWAIT.
+    pub(crate) fn mwait_runtime(&self) -> Option<bool> {
+        use crate::logic::{kvm_abi::quirk, msr_rules::MISC_ENABLE_MWAIT};
+        (!self.vm.has_quirk(quirk::MISC_ENABLE_NO_MWAIT)).then_some(self.msrs.misc_enable & MISC_ENABLE_MWAIT != 0)
+    }
+
+    /// Whether MONITOR and MWAIT run (as NOPs) rather than raise #UD (KVM's
+    /// `kvm_emulate_monitor_mwait`).
+    pub(crate) fn mwait_allowed(&self) -> bool {
+        use crate::logic::kvm_abi::quirk;
+        self.vm.has_quirk(quirk::MWAIT_NEVER_UD_FAULTS) || self.mwait_runtime().unwrap_or(self.allowed.instructions.mwait)
+    }
+
+    /// The CPUID bits that follow this vCPU's state, outside a window (`KVM_GET/SET_CPUID2`).
+    pub(crate) fn cpuid_runtime(&self, f: &crate::cpu::fpu::Features) -> crate::logic::cpuid_table::Runtime {
+        use crate::logic::arch::{apic_base, cr4};
+        let base = self.apic.as_ref().map_or(self.sregs.apic_base, |a| a.apic_base());
+        crate::logic::cpuid_table::Runtime {
+            apic_enabled: base & apic_base::ENABLE != 0,
+            osxsave: self.sregs.cr4 & cr4::OSXSAVE != 0,
+            ospke: self.sregs.cr4 & cr4::PKE != 0,
+            mwait: self.mwait_runtime(),
+            xsave_size: f.xsave_size(self.fpu.xcr0),
+            xsave_compacted_size: f.xsave_compacted_size(self.fpu.xcr0),
+        }
+    }
+
     /// The instruction is done (RIP moved past it outside the window): an STI or MOV SS
     /// shadow it was in ends, as when the processor retires it.
     pub(crate) fn end_shadow(&mut self) {
@@ -162,6 +191,8 @@ impl VcpuState {
             clock: &mut self.kvmclock,
             apic: self.apic.as_mut(),
             vm_clock: &self.vm_clock,
+            vm: self.vm,
+            sse3: self.allowed.instructions.sse3,
             host,
         }
     }

@@ -40,6 +40,7 @@ pub(crate) fn run(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> R
 
 fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<isize> {
     let lint0_reenabled = vm.has_quirk(quirk::LINT0_REENABLED);
+    st.vm = vm.settings();
     if st.apic.as_ref().is_some_and(|a| a.mp_state() == MpState::Uninitialized) {
         return uninitialized(st, run, lint0_reenabled);
     }
