@@ -119,52 +119,6 @@ impl Vcpu {
             GFP_KERNEL_ACCOUNT,
         )?)
     }
-
-    fn set_sregs(&self, sregs: Sregs) -> Result {
-        let mut st = self.state.lock();
-        // EFER and CR4 bits only as the guest's CPUID allows them, as KVM checks.
-        let pending = vcpu_state::pending_interrupt(&sregs);
-        if !vcpu_state::sregs_valid(&sregs, st.allowed.efer, st.allowed.cr4) {
-            return Err(EINVAL);
-        }
-        // An in-kernel APIC takes APIC_BASE (refused: EINVAL) and the TPR, in KVM's order
-        // (__set_sregs_common).
-        if let Some(a) = st.apic.as_mut() {
-            a.set_apic_base(sregs.apic_base, true).map_err(|()| EINVAL)?;
-            // KVM's kvm_set_cr8 leaves the TPR alone for a value with reserved bits.
-            if sregs.cr8 & !crate::logic::arch::CR8_TPR == 0 {
-                a.set_cr8(sregs.cr8);
-            }
-        }
-        // An interrupt in the bitmap is queued, as KVM_INTERRUPT would (KVM).
-        if let Some(vector) = pending {
-            st.events.interrupt = Some(Interrupt { vector, soft_len: None });
-        }
-        // PAE paging outside long mode: the PDPTEs are read now, as KVM does (and, like KVM,
-        // left as they were if they cannot be).
-        if crate::run::emulate::pae_legacy(&sregs) {
-            if let Some(p) = crate::run::emulate::pdptes(&self.vm, &sregs) {
-                st.pdptes = Some(p);
-            }
-        }
-        st.sregs = Sregs { interrupt_bitmap: [0; 4], ..sregs };
-        Ok(())
-    }
-
-    /// `KVM_GET_SREGS`: with the queued external interrupt in the bitmap (KVM).
-    fn get_sregs(&self) -> Sregs {
-        let st = self.state.lock();
-        let mut s = st.sregs;
-        if let Some(a) = st.apic.as_ref() {
-            (s.cr8, s.apic_base) = (a.cr8(), a.apic_base());
-        }
-        if let Some(i) = st.events.interrupt.filter(|i| i.soft_len.is_none()) {
-            if let Some(word) = s.interrupt_bitmap.get_mut(i.vector as usize / 64) {
-                *word |= 1 << (i.vector % 64);
-            }
-        }
-        s
-    }
 }
 
 impl FdObject for Vcpu {
@@ -175,12 +129,8 @@ impl FdObject for Vcpu {
         this.vm.check_owner()?;
         match cmd {
             KVM_GET_REGS => write_user(arg, &this.state.lock().regs)?,
-            KVM_SET_REGS => {
-                let mut regs: Regs = read_user(arg)?;
-                regs.rflags |= crate::logic::arch::rflags::FIXED;
-                this.state.lock().regs = regs;
-            }
-            KVM_GET_SREGS => write_user(arg, &this.get_sregs())?,
+            KVM_SET_REGS => this.state.lock().set_user_regs(read_user(arg)?),
+            KVM_GET_SREGS => write_user(arg, &this.state.lock().user_sregs())?,
             KVM_INTERRUPT => {
                 let irq: u32 = read_user(arg)?;
                 if irq >= 256 {
@@ -237,20 +187,9 @@ impl FdObject for Vcpu {
                 let masked = st.interruptibility & crate::logic::events::block::NMI != 0;
                 st.events.queue_nmi(masked);
             }
-            KVM_GET_VCPU_EVENTS => {
-                let mut st = this.state.lock();
-                // NMIs posted by other vCPUs count as pending (KVM's process_nmi).
-                st.take_posted();
-                write_user(arg, &st.events.to_abi(st.interruptibility))?
-            }
-            KVM_SET_VCPU_EVENTS => {
-                let v: crate::logic::events::VcpuEvents = read_user(arg)?;
-                let mut st = this.state.lock();
-                let (events, state) = st.events.from_abi(&v, st.interruptibility).ok_or(EINVAL)?;
-                st.events = events;
-                st.interruptibility = state;
-            }
-            KVM_SET_SREGS => this.set_sregs(read_user(arg)?)?,
+            KVM_GET_VCPU_EVENTS => write_user(arg, &this.state.lock().user_events())?,
+            KVM_SET_VCPU_EVENTS => this.state.lock().set_user_events(&read_user(arg)?).map_err(|()| EINVAL)?,
+            KVM_SET_SREGS => this.state.lock().set_user_sregs(read_user(arg)?, &this.vm).map_err(|()| EINVAL)?,
             KVM_RUN if arg == 0 => return this.run(),
             KVM_SET_CPUID2 => this.set_cpuid(arg)?,
             KVM_GET_FPU => write_user(arg, &Fpu::from_fxsave(this.state.lock().fpu.legacy()))?,

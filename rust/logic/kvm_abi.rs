@@ -779,6 +779,8 @@ pub mod cap {
     pub const USER_MEMORY2: usize = 231;
     /// `KVM_SET_BOOT_CPU_ID`.
     pub const SET_BOOT_CPU_ID: usize = 34;
+    /// `kvm_run.kvm_valid_regs`/`kvm_dirty_regs`; the value is the register sets.
+    pub const SYNC_REGS: usize = 74;
     /// The `KVM_CREATE_VM` types, as a bit mask: only `KVM_X86_DEFAULT_VM` (0).
     pub const VM_TYPES: usize = 235;
     /// MSR_PLATFORM_INFO; `KVM_ENABLE_CAP` on the VM says whether guests may read it.
@@ -873,6 +875,7 @@ pub const CAPABILITIES: &[(usize, isize)] = &[
     (cap::MSR_PLATFORM_INFO, 1),
     (cap::VM_TYPES, 1 << KVM_X86_DEFAULT_VM),
     (cap::SET_BOOT_CPU_ID, 1),
+    (cap::SYNC_REGS, super::kvm_run::sync_regs::VALID as isize),
     (cap::GET_MSR_FEATURES, 1),
     (cap::SYNC_MMU, 1),
     (cap::MEMORY_FAULT_INFO, 1),

@@ -6,13 +6,17 @@
 
 use core::{cell::Cell, mem::offset_of};
 
-use kernel::page::{Page, PAGE_SIZE};
+use kernel::{
+    page::{Page, PAGE_SIZE},
+    transmute::FromBytes,
+};
 
 use crate::{
     host::mem::{page_phys, phys_to_virt},
     logic::{
-        kvm_abi::KVM_PIO_PAGE_OFFSET,
-        kvm_run::{self, exit_reason, DebugExit, FailEntryExit, Header, InternalExit, IoExit, MmioExit},
+        events::VcpuEvents,
+        kvm_abi::{Regs, Sregs, KVM_PIO_PAGE_OFFSET},
+        kvm_run::{self, exit_reason, sync_regs, DebugExit, FailEntryExit, Header, InternalExit, IoExit, MmioExit},
     },
 };
 
@@ -66,6 +70,58 @@ impl KvmRun {
 
     fn get_u8(&self, offset: usize) -> u8 {
         self.get(offset)
+    }
+
+    /// Copies the `T` at byte `offset` out of the page in one go: userspace may change the
+    /// page meanwhile, and only this copy is checked and used. `None` outside the page.
+    fn copy_out<T: FromBytes>(&self, offset: usize) -> Option<T> {
+        if offset.saturating_add(size_of::<T>()) > PAGE_SIZE || offset.checked_rem(align_of::<T>()) != Some(0) {
+            return None;
+        }
+        // SAFETY: inside the kvm_run page and aligned (checked above), as in `put`; `T` is
+        // `FromBytes`, so whatever bytes userspace left there are a valid `T`.
+        Some(unsafe { self.run.add(offset).cast::<T>().read_volatile() })
+    }
+
+    /// `kvm_valid_regs` and `kvm_dirty_regs` (`KVM_CAP_SYNC_REGS`).
+    pub(crate) fn sync_masks(&self) -> (u64, u64) {
+        (self.get(sync_regs::VALID_REGS_OFFSET), self.get(sync_regs::DIRTY_REGS_OFFSET))
+    }
+
+    /// Clears `set` in `kvm_dirty_regs` once it is taken in, as KVM does.
+    pub(crate) fn clear_dirty(&self, set: u64) {
+        let dirty: u64 = self.get(sync_regs::DIRTY_REGS_OFFSET);
+        self.put(sync_regs::DIRTY_REGS_OFFSET, dirty & !set);
+    }
+
+    /// `s.regs.regs`, `s.regs.sregs`, `s.regs.events` as userspace left them.
+    pub(crate) fn synced_regs(&self) -> Option<Regs> {
+        self.copy_out(sync_regs::REGS_OFFSET)
+    }
+
+    /// See [`KvmRun::synced_regs`].
+    pub(crate) fn synced_sregs(&self) -> Option<Sregs> {
+        self.copy_out(sync_regs::SREGS_OFFSET)
+    }
+
+    /// See [`KvmRun::synced_regs`].
+    pub(crate) fn synced_events(&self) -> Option<VcpuEvents> {
+        self.copy_out(sync_regs::EVENTS_OFFSET)
+    }
+
+    /// Stores the register sets for userspace (`s.regs`).
+    pub(crate) fn put_synced_regs(&self, regs: Regs) {
+        self.put(sync_regs::REGS_OFFSET, regs);
+    }
+
+    /// See [`KvmRun::put_synced_regs`].
+    pub(crate) fn put_synced_sregs(&self, sregs: Sregs) {
+        self.put(sync_regs::SREGS_OFFSET, sregs);
+    }
+
+    /// See [`KvmRun::put_synced_regs`].
+    pub(crate) fn put_synced_events(&self, events: VcpuEvents) {
+        self.put(sync_regs::EVENTS_OFFSET, events);
     }
 
     /// `kvm_run.cr8`: the TPR userspace gives the guest for this run.

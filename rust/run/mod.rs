@@ -12,5 +12,6 @@ pub(crate) mod exit;
 pub(crate) mod kvm_run;
 pub(crate) mod pvclock;
 pub(crate) mod state;
+pub(crate) mod sync_regs;
 pub(crate) mod vcpu_run;
 pub(crate) mod window;

@@ -10,13 +10,14 @@ use crate::{
     logic::{
         cpuid_table::{self, CpuidEntry},
         arch::{self, dr, rflags, vector},
-        events::{self, Events},
+        events::{self, Events, VcpuEvents},
         guest_debug::{dr6_after_db, Debugger, DR6_ACTIVE_LOW, DR6_BS},
         kvm_abi::{Regs, Sregs, VmSettings},
         kvmclock::VcpuClock,
         msr_rules::GuestMsrs,
         vcpu_state,
     },
+    kvm::vm::Vm,
     run::{emulate, kvm_run::KvmRun},
     vmx::{ept::TableCache, entry::Gprs, operation::Vmx, vmcs::{Current, Vmcs}},
 };
@@ -89,6 +90,72 @@ pub(crate) struct VcpuState {
 }
 
 impl VcpuState {
+    /// `KVM_SET_REGS` (RFLAGS bit 1 always set).
+    pub(crate) fn set_user_regs(&mut self, mut regs: Regs) {
+        regs.rflags |= rflags::FIXED;
+        self.regs = regs;
+    }
+
+    /// `KVM_GET_SREGS`: with the in-kernel APIC's TPR and base, and the queued external
+    /// interrupt in the bitmap (KVM).
+    pub(crate) fn user_sregs(&self) -> Sregs {
+        let mut s = self.sregs;
+        if let Some(a) = self.apic.as_ref() {
+            (s.cr8, s.apic_base) = (a.cr8(), a.apic_base());
+        }
+        if let Some(i) = self.events.interrupt.filter(|i| i.soft_len.is_none()) {
+            if let Some(word) = s.interrupt_bitmap.get_mut(i.vector as usize / 64) {
+                *word |= 1 << (i.vector % 64);
+            }
+        }
+        s
+    }
+
+    /// `KVM_SET_SREGS`; `Err` (`EINVAL`) for values KVM refuses.
+    pub(crate) fn set_user_sregs(&mut self, sregs: Sregs, vm: &Vm) -> Result<(), ()> {
+        // EFER and CR4 bits only as the guest's CPUID allows them, as KVM checks.
+        let pending = vcpu_state::pending_interrupt(&sregs);
+        if !vcpu_state::sregs_valid(&sregs, self.allowed.efer, self.allowed.cr4) {
+            return Err(());
+        }
+        // An in-kernel APIC takes APIC_BASE (refused: EINVAL) and the TPR, in KVM's order
+        // (__set_sregs_common).
+        if let Some(a) = self.apic.as_mut() {
+            a.set_apic_base(sregs.apic_base, true)?;
+            // KVM's kvm_set_cr8 leaves the TPR alone for a value with reserved bits.
+            if sregs.cr8 & !arch::CR8_TPR == 0 {
+                a.set_cr8(sregs.cr8);
+            }
+        }
+        // An interrupt in the bitmap is queued, as KVM_INTERRUPT would (KVM).
+        if let Some(vector) = pending {
+            self.events.interrupt = Some(events::Interrupt { vector, soft_len: None });
+        }
+        // PAE paging outside long mode: the PDPTEs are read now, as KVM does (and, like KVM,
+        // left as they were if they cannot be).
+        if emulate::pae_legacy(&sregs) {
+            if let Some(p) = emulate::pdptes(vm, &sregs) {
+                self.pdptes = Some(p);
+            }
+        }
+        self.sregs = Sregs { interrupt_bitmap: [0; 4], ..sregs };
+        Ok(())
+    }
+
+    /// `KVM_GET_VCPU_EVENTS`: NMIs posted by other vCPUs count as pending (KVM's process_nmi).
+    pub(crate) fn user_events(&mut self) -> VcpuEvents {
+        self.take_posted();
+        self.events.to_abi(self.interruptibility)
+    }
+
+    /// `KVM_SET_VCPU_EVENTS`; `Err` (`EINVAL`) for what KVM refuses.
+    pub(crate) fn set_user_events(&mut self, v: &VcpuEvents) -> Result<(), ()> {
+        let (events, state) = self.events.from_abi(v, self.interruptibility).ok_or(())?;
+        self.events = events;
+        self.interruptibility = state;
+        Ok(())
+    }
+
     /// CPUID.MWAIT as IA32_MISC_ENABLE sets it, without KVM_X86_QUIRK_MISC_ENABLE_NO_MWAIT.
     pub(crate) fn mwait_runtime(&self) -> Option<bool> {
         use crate::logic::{kvm_abi::quirk, msr_rules::MISC_ENABLE_MWAIT};

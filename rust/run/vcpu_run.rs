@@ -18,6 +18,7 @@ use crate::{
         complete::complete,
         exit::{self, Next},
         kvm_run::KvmRun,
+        sync_regs,
         pvclock,
         state::{RunState, VcpuState},
         window::{window, Target},
@@ -28,6 +29,8 @@ use crate::{
 pub(crate) fn run(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<isize> {
     t.stats.run();
     let r = run_loop(t, st, run, vm);
+    // KVM stores them on every return, also after an error.
+    sync_regs::store(st, run);
     let if_flag = st.regs.rflags & rflags::IF != 0;
     let (cr8, apic_base) = st.apic.as_ref().map_or((st.sregs.cr8, st.sregs.apic_base), |a| (a.cr8(), a.apic_base()));
     let ready = st.events.ready_for_interrupt(if_flag, st.interruptibility) && st.apic.as_ref().is_none_or(|a| a.accepts_extint());
@@ -44,6 +47,7 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
     if st.apic.as_ref().is_some_and(|a| a.mp_state() == MpState::Uninitialized) {
         return uninitialized(st, run, lint0_reenabled);
     }
+    sync_regs::take_in(st, run, vm)?;
     // Userspace's APIC gives the guest its TPR in kvm_run.cr8 (KVM's "re-sync apic's tpr");
     // an in-kernel one keeps its own.
     if st.apic.is_none() {
