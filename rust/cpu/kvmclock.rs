@@ -35,10 +35,13 @@ pub(crate) struct VmClock {
     checked_at: AtomicU64,
     /// MSR_KVM_WALL_CLOCK(_NEW): VM-wide, as KVM keeps it.
     wall_clock: AtomicU64,
-    /// KVM's master clock is on: `KVM_GET_CLOCK` reports the stable TSC. It starts at a vCPU's
-    /// first entry, and each `KVM_SET_CLOCK` turns it on or off as the vCPUs' TSCs are in step
-    /// or not (KVM's `pvclock_update_vm_gtod_copy`).
+    /// KVM's master clock is on: `KVM_GET_CLOCK` reports the stable TSC. It is on while all
+    /// vCPUs' TSCs are in one generation, as decided at `KVM_SET_CLOCK` and, after a TSC
+    /// change asked for it, at a vCPU's next entry (KVM's `pvclock_update_vm_gtod_copy` and
+    /// `KVM_REQ_MASTERCLOCK_UPDATE`).
     master: AtomicBool,
+    /// A TSC change asked for the master clock to be decided again at the next entry.
+    master_update: AtomicBool,
     /// The vCPUs' TSC generation: the offset a new vCPU or a TSC write from userspace gets.
     #[pin]
     tsc: SpinLock<TscSync>,
@@ -56,22 +59,39 @@ impl VmClock {
                 checked_at: AtomicU64::new(now.tsc),
                 wall_clock: AtomicU64::new(0),
                 master: AtomicBool::new(false),
+                master_update: AtomicBool::new(false),
                 tsc <- new_spinlock!(TscSync::default()),
             }),
             GFP_KERNEL_ACCOUNT,
         )
     }
 
-    /// The TSC offset for a new vCPU (`None`) or one whose TSC userspace sets to `value`,
-    /// kept in step with the VM's other vCPUs as KVM keeps them (`logic/tsc_sync.rs`).
-    /// `generation` is the vCPU's (see `VcpuClock::tsc_generation`).
-    pub(crate) fn synchronize_tsc(&self, value: Option<u64>, generation: &mut u64) -> u64 {
-        self.tsc.lock().synchronize(value, clock::host_time(), generation)
+    /// The TSC offset of a vCPU whose TSC userspace sets to `value`, kept in step with the
+    /// VM's other vCPUs as KVM keeps them (`logic/tsc_sync.rs`). `generation` is the vCPU's
+    /// (see `VcpuClock::tsc_generation`).
+    pub(crate) fn synchronize_tsc(&self, value: u64, generation: &mut u64) -> u64 {
+        self.tsc_change(|t, now| t.synchronize(Some(value), now, generation))
+    }
+
+    /// The TSC offset of a vCPU just created (after the last point where its creation can fail,
+    /// as KVM's `kvm_arch_vcpu_postcreate`).
+    pub(crate) fn add_vcpu(&self, generation: &mut u64) -> u64 {
+        self.tsc_change(|t, now| t.add_vcpu(now, generation))
     }
 
     /// `KVM_VCPU_TSC_OFFSET`: userspace sets a vCPU's offset itself.
     pub(crate) fn set_tsc_offset(&self, offset: u64, generation: &mut u64) {
-        self.tsc.lock().set_offset(offset, clock::host_time(), generation)
+        self.tsc_change(|t, now| t.set_offset(offset, now, generation))
+    }
+
+    /// A change to the vCPUs' TSCs, then whether the master clock must be decided again.
+    fn tsc_change<R>(&self, f: impl FnOnce(&mut TscSync, crate::logic::tsc_sync::HostTime) -> R) -> R {
+        let mut t = self.tsc.lock();
+        let r = f(&mut t, clock::host_time());
+        if t.master_update_needed(self.master.load(Relaxed)) {
+            self.master_update.store(true, Relaxed);
+        }
+        r
     }
 
     /// The generation of the reference and offset (see [`VmClock::page_clock`]).
@@ -122,20 +142,21 @@ impl VmClock {
         c.get(&now, self.master.load(Relaxed), tsc_based)
     }
 
-    /// A vCPU is about to enter the guest.
+    /// A vCPU is about to enter the guest: the master clock is decided again if a TSC change
+    /// asked for it.
     pub(crate) fn vcpu_runs(&self) {
-        if !self.master.load(Relaxed) {
-            self.master.store(true, Relaxed);
+        if self.master_update.load(Relaxed) && self.master_update.swap(false, Relaxed) {
+            self.master.store(self.tsc.lock().vcpus_matched(), Relaxed);
         }
     }
 
-    /// `KVM_SET_CLOCK` on a VM with `online` vCPUs; `EINVAL` for flags KVM does not know.
-    pub(crate) fn set(&self, data: &ClockData, online: usize) -> Result {
+    /// `KVM_SET_CLOCK`; `EINVAL` for flags KVM does not know.
+    pub(crate) fn set(&self, data: &ClockData) -> Result {
         let mut c = self.state.lock();
         let (now, tsc_based) = clock::now();
         c.set(data, &now, tsc_based).map_err(|()| EINVAL)?;
         self.stable.store(tsc_based, Relaxed);
-        self.master.store(self.tsc.lock().vcpus_matched(online), Relaxed);
+        self.master.store(self.tsc.lock().vcpus_matched(), Relaxed);
         self.generation.fetch_add(1, Release);
         Ok(())
     }

@@ -8,3 +8,4 @@ pub(crate) mod fpu;
 pub(crate) mod kvmclock;
 pub(crate) mod mitigations;
 pub(crate) mod msr;
+pub(crate) mod msr_filter;

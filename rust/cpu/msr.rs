@@ -168,6 +168,23 @@ impl MsrArea {
         }
     }
 
+    /// SPEC_CTRL's reads and writes exit again (the MSR filter came to deny them); its value
+    /// stays switched by the lists.
+    pub(crate) fn intercept_spec_ctrl(&self) {
+        if !self.spec_ctrl_passed.swap(false, Relaxed) {
+            return;
+        }
+        let bitmap_virt = self.bitmap_bytes();
+        let (byte, bit) = ((SPEC_CTRL / 8) as usize, SPEC_CTRL % 8);
+        for half in [0, 2048] {
+            // SAFETY: as in `pass_spec_ctrl`.
+            unsafe {
+                let p = bitmap_virt.add(half | byte); // byte < 2048
+                p.write_volatile(p.read_volatile() | 1 << bit);
+            }
+        }
+    }
+
     /// The lists' lengths: SPEC_CTRL, the last entry, only while the guest's value differs
     /// from the host's (each load of it costs what a WRMSR does; KVM skips equal values too),
     /// or always once the guest writes it without exits.
@@ -278,6 +295,8 @@ pub(crate) struct MsrState<'a, 'b> {
     pub(crate) vm: crate::logic::kvm_abi::VmSettings,
     /// The guest's CPUID lists SSE3 (IA32_MISC_ENABLE.MWAIT may change).
     pub(crate) sse3: bool,
+    /// The MSR filter lets the guest read and write SPEC_CTRL (it may then do so without exits).
+    pub(crate) spec_ctrl_unfiltered: bool,
     /// Userspace's access (`KVM_GET/SET_MSRS`), not the guest's.
     pub(crate) host: bool,
 }
@@ -366,7 +385,7 @@ impl MsrState<'_, '_> {
             // The guest's write moves IA32_TSC_ADJUST by as much as the TSC (KVM, SDM 17.17.3);
             // userspace's is matched with the VM's other vCPUs and leaves TSC_ADJUST alone.
             TSC if self.host => {
-                let offset = self.vm_clock.synchronize_tsc(Some(v), &mut self.clock.tsc_generation);
+                let offset = self.vm_clock.synchronize_tsc(v, &mut self.clock.tsc_generation);
                 self.set_tsc_offset(offset);
             }
             TSC => {
@@ -435,7 +454,7 @@ impl MsrState<'_, '_> {
                 }
                 msr_rules::write(self.msrs, msr, v, self.host)?;
                 if let Some(c) = live {
-                    if v != 0 && !self.host {
+                    if v != 0 && !self.host && self.spec_ctrl_unfiltered {
                         self.area.pass_spec_ctrl();
                     }
                     self.area.set_live(c, msr, v);

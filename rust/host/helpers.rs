@@ -73,6 +73,14 @@ extern "C" {
         private: *mut ffi::c_void,
         flags: ffi::c_int,
     ) -> ffi::c_int;
+    /// Likewise; the file (a `struct file *`, or an error pointer) is returned as `void *`.
+    pub(crate) fn anon_inode_getfile_fmode(
+        name: *const ffi::c_char,
+        fops: *const ffi::c_void,
+        private: *mut ffi::c_void,
+        flags: ffi::c_int,
+        fmode: ffi::c_uint,
+    ) -> *mut ffi::c_void;
 
     // mm/mmu_notifier.rs (mm/mmu_notifier.c)
     /// Registers a notifier on the current `mm` whose callbacks get `memory`.

@@ -4,15 +4,18 @@
 //! data is a reference-counted object. Closing the fd drops the reference; the object lives on
 //! while anything else (a vCPU's VM, a running ioctl) still holds it.
 //!
-//! The kernel crate has no anonymous-inode abstraction; this wraps `anon_inode_getfd` once.
+//! The kernel crate has no anonymous-inode abstraction; this wraps `anon_inode_getfd` and
+//! `anon_inode_getfile_fmode` once each.
 
-use core::marker::PhantomData;
+use core::{marker::PhantomData, ptr::NonNull};
 use kernel::{
     bindings, ffi,
+    fs::{file::FileDescriptorReservation, File},
     mm::virt::VmaNew,
     module::this_module,
     prelude::*,
-    sync::{Arc, ArcBorrow},
+    sync::{aref::ARef, Arc, ArcBorrow},
+    uaccess::{UserPtr, UserSlice, UserSliceWriter},
 };
 
 use crate::host::helpers;
@@ -31,6 +34,47 @@ pub(crate) trait FdObject: Send + Sync + Sized + 'static {
     fn mmap(_this: ArcBorrow<'_, Self>, _vma: &VmaNew) -> Result {
         Err(ENODEV)
     }
+
+    /// Whether the fd can be read (`read`, `pread`).
+    const HAS_READ: bool = false;
+
+    /// Reads from byte `pos` of the fd's contents into `out`: how many bytes (0 at the end).
+    fn read(_this: ArcBorrow<'_, Self>, _out: &mut UserSliceWriter, _pos: u64) -> Result<usize> {
+        Err(EINVAL)
+    }
+}
+
+/// `FMODE_PREAD` (include/linux/fs.h): the file takes `pread`.
+const FMODE_PREAD: ffi::c_uint = 1 << 3;
+
+/// Installs a new read-only fd (O_RDONLY | O_CLOEXEC, with `pread`, like KVM's statistics
+/// fds) holding `obj`; returns its number.
+pub(crate) fn install_readonly<T: FdObject>(obj: Arc<T>) -> Result<i32> {
+    let fd = FileDescriptorReservation::get_unused_fd_flags(bindings::O_CLOEXEC)?;
+    let ptr = obj.into_raw();
+    // SAFETY: as in `install`; the file owns the reference from here on.
+    let file = unsafe {
+        helpers::anon_inode_getfile_fmode(
+            T::NAME.as_char_ptr(),
+            core::ptr::from_ref(FdOps::<T>::fops()).cast(),
+            ptr.cast_mut().cast(),
+            bindings::O_RDONLY as ffi::c_int,
+            FMODE_PREAD,
+        )
+    };
+    let file = match kernel::error::from_err_ptr(file).map(NonNull::new) {
+        Ok(Some(f)) => f,
+        r => {
+            // SAFETY: no file was created, so the reference is still ours to drop.
+            drop(unsafe { Arc::from_raw(ptr) });
+            return Err(r.err().unwrap_or(ENOMEM));
+        }
+    };
+    let n = fd.reserved_fd() as i32;
+    // SAFETY: the new file's one reference is ours; `File` is `repr(transparent)` over
+    // `struct file`.
+    fd.fd_install(unsafe { ARef::<File>::from_raw(file.cast::<File>()) });
+    Ok(n)
 }
 
 /// Installs a new fd (O_RDWR | O_CLOEXEC, like KVM's) holding `obj`; returns its number.
@@ -63,6 +107,7 @@ impl<T: FdObject> FdOps<T> {
         unlocked_ioctl: Some(Self::ioctl),
         release: Some(Self::release),
         mmap: if T::HAS_MMAP { Some(Self::mmap) } else { None },
+        read: if T::HAS_READ { Some(Self::read) } else { None },
         llseek: Some(bindings::noop_llseek),
         // SAFETY: every other field of `file_operations` may be zero (absent).
         ..unsafe { core::mem::zeroed() }
@@ -102,6 +147,27 @@ impl<T: FdObject> FdOps<T> {
         match T::mmap(obj, vma) {
             Ok(()) => 0,
             Err(e) => e.to_errno(),
+        }
+    }
+
+    unsafe extern "C" fn read(
+        file: *mut bindings::file,
+        buf: *mut ffi::c_char,
+        len: usize,
+        pos: *mut bindings::loff_t,
+    ) -> isize {
+        // SAFETY: as in `ioctl`.
+        let obj = unsafe { Self::object(file) };
+        // SAFETY: the VFS passes the position to read from and update, valid for this call.
+        let pos = unsafe { &mut *pos };
+        let Ok(start) = u64::try_from(*pos) else { return EINVAL.to_errno() as isize };
+        let mut out = UserSlice::new(UserPtr::from_addr(buf as usize), len).writer();
+        match T::read(obj, &mut out, start) {
+            Ok(n) => {
+                *pos = pos.saturating_add(n as bindings::loff_t);
+                n as isize
+            }
+            Err(e) => e.to_errno() as isize,
         }
     }
 

@@ -6,6 +6,7 @@
 pub(crate) mod fd;
 pub(crate) mod ioeventfd;
 pub(crate) mod stats;
+pub(crate) mod stats_fd;
 pub(crate) mod system;
 pub(crate) mod vcpu;
 pub(crate) mod vm;

@@ -71,9 +71,6 @@ impl Vcpu {
         let arch_capabilities = vmx.mitigations().for_guests().arch_capabilities;
         let vm_clock = vm.clock().clone();
         let vm_settings = vm.settings();
-        // The VM's TSC generation: the first vCPU's TSC starts at 0, the others join it.
-        let mut kvmclock = crate::logic::kvmclock::VcpuClock::default();
-        let tsc_offset = vm_clock.synchronize_tsc(None, &mut kvmclock.tsc_generation);
         let apic = match vm.split_irqchip() {
             true => Some(crate::irq::lapic::LocalApic::new(id, bsp, vm.apic_bus().clone(), vm.has_quirk(quirk::LINT0_REENABLED))?),
             false => None,
@@ -105,19 +102,31 @@ impl Vcpu {
                     debug: GuestDebug::default(),
                     cpuid: KVec::new(),
                     allowed: crate::run::state::Allowed::new(&[], vmx),
-                    msrs: crate::logic::msr_rules::GuestMsrs { arch_capabilities, tsc_offset, ..Default::default() },
+                    msrs: crate::logic::msr_rules::GuestMsrs { arch_capabilities, ..Default::default() },
                     msr_area,
                     // The time page is written at the first entry after the guest enables it.
                     apic,
-                    kvmclock,
+                    kvmclock: Default::default(),
                     vm_clock,
                     vm: vm_settings,
+                    msr_filter: None,
+                    msr_filter_gen: 0,
                     tables,
                     },
                 }),
             }),
             GFP_KERNEL_ACCOUNT,
         )?)
+    }
+}
+
+impl Vcpu {
+    /// The vCPU exists and has its fd (KVM's `kvm_arch_vcpu_postcreate`): its TSC joins the
+    /// VM's generation; the first vCPU's starts at 0.
+    pub(crate) fn postcreate(&self) {
+        let mut st = self.state.lock();
+        let offset = self.vm.clock().add_vcpu(&mut st.kvmclock.tsc_generation);
+        st.msr_state(None).set_tsc_offset(offset);
     }
 }
 
@@ -256,6 +265,7 @@ impl FdObject for Vcpu {
             }
             KVM_X86_SET_MCE => this.set_mce(read_user(arg)?)?,
             KVM_HAS_DEVICE_ATTR | KVM_GET_DEVICE_ATTR | KVM_SET_DEVICE_ATTR => this.device_attr(cmd, read_user(arg)?)?,
+            KVM_GET_STATS_FD => return this.vm.vcpu_stats_fd(this.id, this.stats.clone()),
             // KVM's vCPU fd answers EINVAL to requests it does not know.
             _ => return Err(EINVAL),
         }
@@ -299,11 +309,11 @@ impl Vcpu {
         }
         let vmx = Vmx::get().ok_or(ENODEV)?;
         let mut st = self.state.lock();
+        st.vm = self.vm.settings();
         // After KVM_RUN only the same table, compared with the runtime bits in both (KVM).
         if st.controls_written {
             let rt = st.cpuid_runtime(vmx.fpu());
-            let same = |a: &CpuidEntry, b: &CpuidEntry| cpuid_table::with_runtime(a, rt) == cpuid_table::with_runtime(b, rt);
-            if st.cpuid.len() != table.len() || !st.cpuid.iter().zip(table.iter()).all(|(a, b)| same(a, b)) {
+            if !cpuid_table::with_runtime(&st.cpuid, rt).eq(cpuid_table::with_runtime(&table, rt)) {
                 return Err(EINVAL);
             }
         }
@@ -321,6 +331,8 @@ impl Vcpu {
     fn msrs(&self, arg: usize, set: bool) -> Result<isize> {
         let mut guard = self.state.lock();
         let st = &mut *guard;
+        // The VM's quirks as they are now (KVM_ENABLE_CAP may have come after KVM_RUN).
+        st.vm = self.vm.settings();
         let mut m = st.msr_state(None);
         let done = crate::cpu::msr::for_each_entry(arg, !set, |e| {
             if set {
@@ -362,15 +374,16 @@ impl Vcpu {
     /// `KVM_GET_CPUID2`.
     fn get_cpuid(&self, arg: usize) -> Result {
         let nent: u32 = read_user(arg)?;
-        let st = self.state.lock();
+        let mut st = self.state.lock();
         if (nent as usize) < st.cpuid.len() {
             return Err(E2BIG);
         }
+        st.vm = self.vm.settings();
         // The table as the guest sees it now (KVM updates its entries with the runtime bits).
         let rt = st.cpuid_runtime(Vmx::get().ok_or(ENODEV)?.fpu());
         let mut w = UserSlice::new(UserPtr::from_addr(user_field(arg, CPUID2_HEADER)?), size_of_val(st.cpuid.as_slice())).writer();
-        for e in st.cpuid.iter() {
-            w.write(&cpuid_table::with_runtime(e, rt))?;
+        for e in cpuid_table::with_runtime(&st.cpuid, rt) {
+            w.write(&e)?;
         }
         write_user(arg, &(st.cpuid.len() as u32))
     }

@@ -3,7 +3,7 @@
 //! A VM: its memory slots, its ioeventfds and the ids of its vCPUs. Its fd's ioctls are
 //! vm_fd.rs.
 
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use kernel::{
     current,
     mm::Mm,
@@ -14,6 +14,7 @@ use kernel::{
 };
 
 use crate::{
+    cpu::msr_filter::MsrFilter,
     vmx::ept::TableCache,
     logic::ept_bits::violation,
     kvm::fd,
@@ -46,6 +47,13 @@ pub(crate) struct Vm {
     disabled_quirks: AtomicU64,
     /// Guests may read MSR_PLATFORM_INFO (`KVM_CAP_MSR_PLATFORM_INFO`, on by default).
     platform_info_readable: AtomicBool,
+    /// The MSR failures userspace handles (`KVM_CAP_X86_USER_SPACE_MSR`).
+    user_space_msr: AtomicU32,
+    /// The MSR filter (`KVM_X86_SET_MSR_FILTER`) and its generation, bumped at each change
+    /// (vCPUs take the filter again before entering the guest when it moved).
+    #[pin]
+    msr_filter: Mutex<Option<Arc<MsrFilter>>>,
+    msr_filter_gen: AtomicU64,
     /// Whether any `KVM_IOEVENTFD` is registered (set under `inner`'s lock): port writes
     /// skip the lock while none is, which is the common case.
     has_ioeventfds: AtomicBool,
@@ -149,6 +157,9 @@ impl Vm {
                 apic_bus,
                 disabled_quirks: AtomicU64::new(0),
                 platform_info_readable: AtomicBool::new(true),
+                user_space_msr: AtomicU32::new(0),
+                msr_filter <- new_mutex!(None),
+                msr_filter_gen: AtomicU64::new(0),
                 has_ioeventfds: AtomicBool::new(false),
                 inner <- new_mutex!(VmInner { vcpu_ids: KVec::new(), max_vcpu_ids: 0, bsp_vcpu_id: 0, split_irqchip: None, ioeventfds: IoEventFds::default(), irqfds: Default::default() }),
             }),
@@ -420,7 +431,35 @@ impl Vm {
         VmSettings {
             disabled_quirks: self.disabled_quirks.load(Ordering::Relaxed),
             platform_info_readable: self.platform_info_readable.load(Ordering::Relaxed),
+            user_space_msr: self.user_space_msr.load(Ordering::Relaxed),
         }
+    }
+
+    /// `KVM_ENABLE_CAP(KVM_CAP_X86_USER_SPACE_MSR, reasons)`: `EINVAL` for unknown reasons.
+    pub(crate) fn set_user_space_msr(&self, reasons: u64) -> Result {
+        let reasons = u32::try_from(reasons).ok().filter(|r| r & !crate::logic::msr_filter::reason::VALID == 0).ok_or(EINVAL)?;
+        self.user_space_msr.store(reasons, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// `KVM_X86_SET_MSR_FILTER`: replaces the filter (an empty default-allow one removes it).
+    pub(crate) fn set_msr_filter(&self, arg: &crate::logic::msr_filter::FilterArg) -> Result {
+        let filter = Arc::new(MsrFilter::from_user(arg)?, GFP_KERNEL_ACCOUNT)?;
+        let old = core::mem::replace(&mut *self.msr_filter.lock(), Some(filter));
+        self.msr_filter_gen.fetch_add(1, Ordering::Release);
+        drop(old);
+        Ok(())
+    }
+
+    /// The filter's generation, read before each entry.
+    pub(crate) fn msr_filter_gen(&self) -> u64 {
+        self.msr_filter_gen.load(Ordering::Acquire)
+    }
+
+    /// The filter in force and its generation.
+    pub(crate) fn msr_filter(&self) -> (u64, Option<Arc<MsrFilter>>) {
+        let f = self.msr_filter.lock();
+        (self.msr_filter_gen(), f.clone())
     }
 
     /// Whether quirk `q` (`KVM_X86_QUIRK_*`) is in force.
@@ -428,15 +467,21 @@ impl Vm {
         self.disabled_quirks.load(Ordering::Relaxed) & q == 0
     }
 
+    /// `KVM_GET_STATS_FD` on the VM fd.
+    pub(crate) fn stats_fd(&self) -> Result<isize> {
+        crate::kvm::stats_fd::vm_fd(self.stats.pid(), self.memory.flush_count())
+    }
+
+    /// `KVM_GET_STATS_FD` on vCPU `id`'s fd.
+    pub(crate) fn vcpu_stats_fd(&self, id: u32, stats: Arc<crate::run::counters::VcpuStats>) -> Result<isize> {
+        crate::kvm::stats_fd::vcpu_fd(self.stats.pid(), id, stats)
+    }
+
     /// Whether any vCPU was created.
     pub(crate) fn has_vcpus(&self) -> bool {
         !self.inner.lock().vcpu_ids.is_empty()
     }
 
-    /// How many vCPUs were created.
-    pub(crate) fn vcpu_count(&self) -> usize {
-        self.inner.lock().vcpu_ids.len()
-    }
 
     /// `KVM_IRQFD`: assigns or deassigns as `arg` says.
     pub(crate) fn irqfd(&self, arg: &IrqFdArg) -> Result {

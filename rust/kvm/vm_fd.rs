@@ -98,12 +98,17 @@ impl FdObject for Vm {
                 Ok(0)
             }
             KVM_SET_CLOCK => {
-                this.clock().set(&read_user(arg)?, this.vcpu_count())?;
+                this.clock().set(&read_user(arg)?)?;
                 Ok(0)
             }
             // The rate new vCPUs get: the host's (no TSC scaling).
             KVM_GET_TSC_KHZ => Ok(crate::host::x86::tsc_khz() as isize),
             KVM_ENABLE_CAP => enable_cap(this, &read_user(arg)?),
+            KVM_GET_STATS_FD => this.stats_fd(),
+            KVM_X86_SET_MSR_FILTER => {
+                this.set_msr_filter(&read_user(arg)?)?;
+                Ok(0)
+            }
             KVM_SET_BOOT_CPU_ID => {
                 this.set_bsp_vcpu_id(arg)?;
                 Ok(0)
@@ -126,6 +131,10 @@ fn enable_cap(vm: ArcBorrow<'_, Vm>, c: &EnableCap) -> Result<isize> {
         cap::DISABLE_QUIRKS2 if arg & !quirk::SUPPORTED != 0 => Err(EINVAL),
         cap::DISABLE_QUIRKS | cap::DISABLE_QUIRKS2 => {
             vm.disable_quirks(arg & quirk::SUPPORTED);
+            Ok(0)
+        }
+        cap::X86_USER_SPACE_MSR => {
+            vm.set_user_space_msr(arg)?;
             Ok(0)
         }
         cap::MSR_PLATFORM_INFO => {
@@ -151,7 +160,11 @@ fn enable_cap(vm: ArcBorrow<'_, Vm>, c: &EnableCap) -> Result<isize> {
 /// `KVM_CREATE_VCPU`: a vCPU with id `id` and its fd.
 fn create_vcpu(vm: ArcBorrow<'_, Vm>, id: usize) -> Result<isize> {
     let (id, stats) = vm.reserve_vcpu(id)?;
-    let vcpu = Vcpu::new(vm.into(), id, stats).and_then(|v| Ok(fd::install(v)? as isize));
+    let vcpu = Vcpu::new(vm.into(), id, stats).and_then(|v| {
+        let fd = fd::install(v.clone())?;
+        v.postcreate();
+        Ok(fd as isize)
+    });
     if vcpu.is_err() {
         vm.release_vcpu(id);
     }

@@ -276,6 +276,8 @@ pub mod msr {
     pub const SYSENTER_ESP: u32 = 0x175;
     pub const SYSENTER_EIP: u32 = 0x176;
     pub const MISC_ENABLE: u32 = 0x1a0;
+    /// MSR_IA32_POWER_CTL: kept for the guest, no effect (KVM's).
+    pub const POWER_CTL: u32 = 0x1fc;
     pub const DEBUGCTL: u32 = 0x1d9;
     pub const MTRR_PHYS_BASE0: u32 = 0x200;
     pub const MTRR_PHYS_MASK7: u32 = 0x20f;

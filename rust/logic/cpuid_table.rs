@@ -326,13 +326,21 @@ pub fn guest_cpuid_with(
     r
 }
 
-/// The entry as `KVM_GET_CPUID2` reports it: with the runtime bits, which KVM writes into the
-/// vCPU's table itself.
-pub fn with_runtime(e: &CpuidEntry, rt: Runtime) -> CpuidEntry {
-    let mut r = [e.eax, e.ebx, e.ecx, e.edx];
-    runtime_bits(&mut r, e.function, e.index, rt, || (rt.xsave_size, rt.xsave_compacted_size));
-    let [eax, ebx, ecx, edx] = r;
-    CpuidEntry { eax, ebx, ecx, edx, ..*e }
+/// The table as `KVM_GET_CPUID2` reports it: with the runtime bits, which KVM writes into the
+/// entries its lookups find (the first leaf 1 entry, and those for 7.0, 0xD.0 and 0xD.1).
+pub fn with_runtime(table: &[CpuidEntry], rt: Runtime) -> impl Iterator<Item = CpuidEntry> + '_ {
+    const RUNTIME_LEAVES: [(u32, u32); 4] = [(1, 0), (7, 0), (0xd, 0), (0xd, 1)];
+    table.iter().map(move |e| {
+        let found = |&(leaf, sub): &(u32, u32)| {
+            let f = if leaf == 1 { find_any(table, 1) } else { find(table, leaf, sub) };
+            f.is_some_and(|f| core::ptr::eq(f, e))
+        };
+        let Some(&(leaf, sub)) = RUNTIME_LEAVES.iter().find(|l| found(l)) else { return *e };
+        let mut r = [e.eax, e.ebx, e.ecx, e.edx];
+        runtime_bits(&mut r, leaf, sub, rt, || (rt.xsave_size, rt.xsave_compacted_size));
+        let [eax, ebx, ecx, edx] = r;
+        CpuidEntry { eax, ebx, ecx, edx, ..*e }
+    })
 }
 
 /// Puts the runtime bits into the registers of `leaf`.`subleaf`'s entry (KVM's
@@ -730,6 +738,25 @@ mod tests {
         assert_eq!(guest_cpuid(&t, 1, 0, on), [0, 0, 0, 0x201]);
         assert_eq!(guest_cpuid(&t, 0x40, 0, on)[3], 0x201, "also through the out-of-range rule");
         assert_eq!(guest_cpuid(&t, 0, 0, on)[3], 0, "other leaves untouched");
+    }
+
+    #[test]
+    fn get_cpuid2_runtime_bits_go_where_kvm_finds_the_leaves() {
+        let t = [
+            CpuidEntry { function: 1, edx: 0, ..Default::default() },
+            CpuidEntry { function: 1, index: 1, edx: 0, ..Default::default() },
+            // Leaf 7 without the significant-index flag: KVM's lookup of 7.0 finds it.
+            CpuidEntry { function: 7, index: 3, ecx: 1 << 4, ..Default::default() },
+            CpuidEntry { function: 0xd, index: 0, flags: FLAG_SIGNIFICANT_INDEX, ebx: 1, ..Default::default() },
+            CpuidEntry { function: 0xd, index: 1, flags: FLAG_SIGNIFICANT_INDEX, eax: LEAFD1_EAX_COMPACTED, ebx: 1, ..Default::default() },
+            CpuidEntry { function: 0xd, index: 2, flags: FLAG_SIGNIFICANT_INDEX, ebx: 1, ..Default::default() },
+        ];
+        let rt = Runtime { apic_enabled: true, osxsave: true, ospke: false, mwait: Some(true), xsave_size: 576, xsave_compacted_size: 832 };
+        let out: Vec<CpuidEntry> = with_runtime(&t, rt).collect();
+        assert_eq!((out[0].edx, out[0].ecx), (1 << 9, 1 << 27 | 1 << 3), "the first leaf 1 entry");
+        assert_eq!((out[1].edx, out[1].ecx), (0, 0), "not a second one");
+        assert_eq!(out[2].ecx, 0, "OSPKE follows CR4.PKE");
+        assert_eq!((out[3].ebx, out[4].ebx, out[5].ebx), (576, 832, 1));
     }
 
     #[test]

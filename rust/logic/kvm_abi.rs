@@ -152,6 +152,12 @@ unsafe impl kernel::transmute::FromBytes for DeviceAttr {}
 /// The one VM type rvmx creates (`KVM_CREATE_VM`'s argument): a plain VM.
 pub const KVM_X86_DEFAULT_VM: usize = 0;
 
+/// Sets the VM's MSR filter (`struct kvm_msr_filter`).
+pub const KVM_X86_SET_MSR_FILTER: u32 = iow::<super::msr_filter::FilterArg>(0xc6);
+
+/// A read-only fd with the VM's or the vCPU's statistics (on either fd).
+pub const KVM_GET_STATS_FD: u32 = io(0xce);
+
 /// Chooses the vCPU id that starts as the BSP (before any vCPU is created).
 pub const KVM_SET_BOOT_CPU_ID: u32 = io(0x78);
 
@@ -242,11 +248,14 @@ pub struct VmSettings {
     pub disabled_quirks: u64,
     /// Guests may read MSR_PLATFORM_INFO (`KVM_CAP_MSR_PLATFORM_INFO`).
     pub platform_info_readable: bool,
+    /// The MSR failures userspace handles (`KVM_CAP_X86_USER_SPACE_MSR`,
+    /// `super::msr_filter::reason`).
+    pub user_space_msr: u32,
 }
 
 impl Default for VmSettings {
     fn default() -> Self {
-        Self { disabled_quirks: 0, platform_info_readable: true }
+        Self { disabled_quirks: 0, platform_info_readable: true, user_space_msr: 0 }
     }
 }
 
@@ -779,6 +788,12 @@ pub mod cap {
     pub const USER_MEMORY2: usize = 231;
     /// `KVM_SET_BOOT_CPU_ID`.
     pub const SET_BOOT_CPU_ID: usize = 34;
+    /// `KVM_GET_STATS_FD`.
+    pub const BINARY_STATS_FD: usize = 203;
+    /// Guest RDMSR/WRMSR failures to userspace (`KVM_EXIT_X86_RDMSR/WRMSR`).
+    pub const X86_USER_SPACE_MSR: usize = 188;
+    /// `KVM_X86_SET_MSR_FILTER`.
+    pub const X86_MSR_FILTER: usize = 189;
     /// `kvm_run.kvm_valid_regs`/`kvm_dirty_regs`; the value is the register sets.
     pub const SYNC_REGS: usize = 74;
     /// The `KVM_CREATE_VM` types, as a bit mask: only `KVM_X86_DEFAULT_VM` (0).
@@ -875,6 +890,9 @@ pub const CAPABILITIES: &[(usize, isize)] = &[
     (cap::MSR_PLATFORM_INFO, 1),
     (cap::VM_TYPES, 1 << KVM_X86_DEFAULT_VM),
     (cap::SET_BOOT_CPU_ID, 1),
+    (cap::BINARY_STATS_FD, 1),
+    (cap::X86_USER_SPACE_MSR, 1),
+    (cap::X86_MSR_FILTER, 1),
     (cap::SYNC_REGS, super::kvm_run::sync_regs::VALID as isize),
     (cap::GET_MSR_FEATURES, 1),
     (cap::SYNC_MMU, 1),
@@ -967,6 +985,8 @@ mod tests {
         assert_eq!(offset_of!(DeviceAttr, addr), offset_of!(kvm_bindings::kvm_device_attr, addr));
         assert_eq!((KVM_SET_DEVICE_ATTR, KVM_HAS_DEVICE_ATTR), (0x4018_aee1, 0x4018_aee3));
         assert_eq!(KVM_SET_BOOT_CPU_ID, 0xae78);
+        assert_eq!(KVM_GET_STATS_FD, 0xaece);
+        assert_eq!(KVM_X86_SET_MSR_FILTER, 0x4188_aec6);
         assert_eq!(offset_of!(Msi, devid), offset_of!(kvm_bindings::kvm_msi, devid));
         assert_eq!(quirk::LINT0_REENABLED, kvm_bindings::KVM_X86_QUIRK_LINT0_REENABLED as u64);
         assert_eq!(quirk::OUT_7E_INC_RIP, kvm_bindings::KVM_X86_QUIRK_OUT_7E_INC_RIP as u64);

@@ -20,6 +20,8 @@ pub mod exit_reason {
     pub const SET_TPR: u32 = 11;
     pub const INTERNAL_ERROR: u32 = 17;
     pub const IOAPIC_EOI: u32 = 26;
+    pub const X86_RDMSR: u32 = 29;
+    pub const X86_WRMSR: u32 = 30;
 }
 
 /// `KVM_INTERNAL_ERROR_*`: the suberror of `KVM_EXIT_INTERNAL_ERROR`.

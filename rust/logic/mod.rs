@@ -35,3 +35,5 @@ pub mod mp_state;
 pub mod irq_routing;
 pub mod x2apic_api;
 pub mod tsc_sync;
+pub mod binary_stats;
+pub mod msr_filter;

@@ -47,6 +47,8 @@ pub struct GuestMsrs {
     pub misc_features: u64,
     /// HWCR.
     pub hwcr: u64,
+    /// MSR_IA32_POWER_CTL.
+    pub power_ctl: u64,
 }
 
 /// IA32_PRED_CMD.IBPB.
@@ -120,19 +122,20 @@ impl Default for GuestMsrs {
             platform_info: PLATFORM_INFO_CPUID_FAULT,
             misc_features: 0,
             hwcr: 0,
+            power_ctl: 0,
         }
     }
 }
 
 /// Every MSR `KVM_GET_MSR_INDEX_LIST` reports: those a guest can read and userspace can save
 /// and restore.
-pub const INDEX_LIST: [u32; 25] = [
+pub const INDEX_LIST: [u32; 26] = [
     SYSENTER_CS, SYSENTER_ESP, SYSENTER_EIP, STAR, CSTAR, KERNEL_GS_BASE, SFMASK, LSTAR,
     TSC_AUX, TSC, PAT, MISC_ENABLE, MTRR_DEF_TYPE, EFER, FS_BASE, GS_BASE, TSC_ADJUST,
     // Emulated (KVM's emulated_msrs order): kvmclock, the APIC timer's deadline (0 and
-    // ignored without an in-kernel APIC), CPUID faulting, HWCR.
+    // ignored without an in-kernel APIC), CPUID faulting, POWER_CTL, HWCR.
     KVM_SYSTEM_TIME, KVM_WALL_CLOCK, KVM_SYSTEM_TIME_NEW, KVM_WALL_CLOCK_NEW, TSC_DEADLINE,
-    PLATFORM_INFO, MISC_FEATURES_ENABLES, HWCR,
+    PLATFORM_INFO, MISC_FEATURES_ENABLES, POWER_CTL, HWCR,
 ];
 
 /// Whether `v` is a canonical 48-bit address.
@@ -190,6 +193,7 @@ pub fn read(m: &GuestMsrs, msr: u32, host: bool) -> Option<u64> {
         PLATFORM_INFO => m.platform_info,
         MISC_FEATURES_ENABLES => m.misc_features,
         HWCR => m.hwcr,
+        POWER_CTL => m.power_ctl,
         MTRR_CAP => MTRR_CAP_VALUE,
         MTRR_DEF_TYPE => m.mtrr_def_type,
         MTRR_PHYS_BASE0..=MTRR_PHYS_MASK7 => *m.mtrr_var.get(msr.wrapping_sub(MTRR_PHYS_BASE0) as usize)?,
@@ -232,6 +236,8 @@ pub fn write(m: &mut GuestMsrs, msr: u32, v: u64, host: bool) -> Result<(), ()> 
             m.misc_features = v
         }
         HWCR if v & !(HWCR_VALID | HWCR_IGNORED) == 0 => m.hwcr = v & HWCR_VALID,
+        // Any value, no effect (KVM keeps it the same way).
+        POWER_CTL => m.power_ctl = v,
         MTRR_DEF_TYPE if v & !0xcff == 0 && valid_memory_types(v & 0xff, false) => m.mtrr_def_type = v,
         MTRR_PHYS_BASE0..=MTRR_PHYS_MASK7 if v >> 48 == 0 => {
             *m.mtrr_var.get_mut(msr.wrapping_sub(MTRR_PHYS_BASE0) as usize).ok_or(())? = v;

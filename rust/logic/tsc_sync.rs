@@ -4,9 +4,10 @@
 //! the host's plus an offset, and a VM keeps its vCPUs' TSCs in step. A vCPU starts with the
 //! offset of the VM's current "generation" (the first vCPU's TSC starts at 0), and so does one
 //! whose TSC userspace sets to 0 or, once userspace has set a TSC, to a value within one
-//! second of where the generation's TSC is now (the legacy API wrote each vCPU's TSC in turn,
+//! second of where the last TSC written is now (the legacy API wrote each vCPU's TSC in turn,
 //! racing with time). Any other value starts a new generation. rvmx does not scale TSCs, so
-//! every vCPU's rate is the host's and KVM's rate comparisons always hold.
+//! every vCPU's rate is the host's and KVM's rate comparisons always hold. Whether all vCPUs
+//! are in one generation decides KVM's master clock (`cpu/kvmclock.rs`).
 
 /// A VM's TSC generation and the last write, KVM's `kvm->arch.*tsc*` fields.
 #[derive(Clone, Copy, Debug, Default)]
@@ -26,6 +27,9 @@ pub struct TscSync {
     /// started it (KVM's `cur_tsc_generation`, `nr_vcpus_matched_tsc`).
     generation: u64,
     matched: u32,
+    /// vCPUs created (KVM's `online_vcpus`), and whether the last write joined the generation.
+    online: u32,
+    last_matched: bool,
 }
 
 /// The host at one moment: its TSC, its boot-based time, its TSC rate, and whether the kernel
@@ -89,10 +93,22 @@ impl TscSync {
         self.record(offset, now.tsc.wrapping_add(offset), now.ns, matched, true, vcpu_generation);
     }
 
-    /// Whether all `online` vCPUs are in one generation (KVM's `vcpus_matched`, a condition of
-    /// its master clock).
-    pub fn vcpus_matched(&self, online: usize) -> bool {
-        (self.matched as usize).checked_add(1) == Some(online)
+    /// A vCPU was created (KVM's `kvm_arch_vcpu_postcreate`): its TSC offset.
+    pub fn add_vcpu(&mut self, now: HostTime, vcpu_generation: &mut u64) -> u64 {
+        self.online = self.online.saturating_add(1);
+        self.synchronize(None, now, vcpu_generation)
+    }
+
+    /// Whether all vCPUs are in one generation (KVM's `vcpus_matched`, a condition of its
+    /// master clock).
+    pub fn vcpus_matched(&self) -> bool {
+        self.matched.checked_add(1) == Some(self.online)
+    }
+
+    /// After a write: whether the master clock (`master`: on now) must be reconsidered at the
+    /// next entry, as KVM's `kvm_track_tsc_matching` asks for it.
+    pub fn master_update_needed(&self, master: bool) -> bool {
+        (master && !self.last_matched) || master != self.vcpus_matched()
     }
 
     /// KVM's `__kvm_synchronize_tsc`: the last write, and a new generation unless it matched.
@@ -102,6 +118,7 @@ impl TscSync {
         self.last_ns = ns;
         self.last_write = tsc;
         self.last_offset = offset;
+        self.last_matched = matched;
         if !matched {
             self.cur_offset = offset;
             self.generation = self.generation.wrapping_add(1);
@@ -127,26 +144,29 @@ mod tests {
     fn vcpus_share_the_first_ones_zero() {
         let mut s = TscSync::default();
         let (mut g0, mut g1) = (0, 0);
-        assert!(!s.vcpus_matched(0));
-        let first = s.synchronize(None, at(100), &mut g0);
+        assert!(!s.vcpus_matched());
+        let first = s.add_vcpu(at(100), &mut g0);
         assert_eq!(at(100).tsc.wrapping_add(first), 0, "the first vCPU's TSC starts at 0");
-        assert!(s.vcpus_matched(1));
+        assert!(s.vcpus_matched());
+        assert!(s.master_update_needed(false), "the master clock goes on at the next entry");
         // Seconds later, a new vCPU still joins the generation (its TSC is not 0).
-        assert_eq!(s.synchronize(None, at(5_000_000_000), &mut g1), first);
-        assert!(s.vcpus_matched(2));
+        assert_eq!(s.add_vcpu(at(5_000_000_000), &mut g1), first);
+        assert!(s.vcpus_matched());
+        assert!(!s.master_update_needed(true));
         // Userspace moves one vCPU's TSC far away: they no longer match...
         s.synchronize(Some(1 << 40), at(5_000_000_100), &mut g1);
-        assert!(!s.vcpus_matched(2));
+        assert!(!s.vcpus_matched());
+        assert!(s.master_update_needed(true), "the master clock goes off");
         // ...until the other one joins it.
         s.synchronize(Some(1 << 40), at(5_000_000_200), &mut g0);
-        assert!(s.vcpus_matched(2));
+        assert!(s.vcpus_matched());
     }
 
     #[test]
     fn userspace_values() {
         let mut s = TscSync::default();
         let g = &mut 0;
-        let first = s.synchronize(None, at(0), g);
+        let first = s.add_vcpu(at(0), g);
         // The first value userspace sets is taken as it is, even close to the generation's.
         let v = s.synchronize(Some(1000), at(10), g);
         assert_eq!(at(10).tsc.wrapping_add(v), 1000);
@@ -164,9 +184,9 @@ mod tests {
     #[test]
     fn unstable_tsc_carries_time_forward() {
         let mut s = TscSync::default();
-        s.synchronize(None, at(0), &mut 0);
+        s.add_vcpu(at(0), &mut 0);
         let now = HostTime { tsc_unstable: true, ..at(1_000) };
-        let off = s.synchronize(None, now, &mut 0);
+        let off = s.add_vcpu(now, &mut 0);
         // The new vCPU's TSC is where the first one's is 1000 ns later: 2000 cycles.
         assert_eq!(now.tsc.wrapping_add(off), 2_000);
     }
@@ -175,10 +195,10 @@ mod tests {
     fn offsets_from_userspace() {
         let mut s = TscSync::default();
         let g = &mut 0;
-        s.synchronize(None, at(0), g);
+        s.add_vcpu(at(0), g);
         s.set_offset(12345, at(10), g);
         // A vCPU created afterwards joins the offset userspace gave.
-        assert_eq!(s.synchronize(None, at(20), &mut 0), 12345);
-        assert!(s.vcpus_matched(2));
+        assert_eq!(s.add_vcpu(at(20), &mut 0), 12345);
+        assert!(s.vcpus_matched());
     }
 }

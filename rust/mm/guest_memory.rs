@@ -18,7 +18,14 @@ use core::{
     ops::Range,
     sync::atomic::{AtomicI32, Ordering},
 };
-use kernel::{bindings, ffi, new_spinlock, prelude::*, sync::{Arc, SpinLock, SpinLockGuard}};
+use kernel::{
+    bindings, ffi, new_spinlock,
+    prelude::*,
+    sync::{
+        atomic::{Atomic, Relaxed},
+        Arc, SpinLock, SpinLockGuard,
+    },
+};
 
 use crate::{
     vmx::ept::{Ept, TableCache},
@@ -174,6 +181,8 @@ pub(crate) struct GuestMemory {
     eptp: u64,
     /// The host CPU each vCPU (by id) is in a VMX window on, or -1.
     running: Running,
+    /// How many times every vCPU's translations were flushed (the VM's statistics).
+    flushes: Arc<Atomic<u64>>,
     #[pin]
     mmu: SpinLock<Mmu>,
 }
@@ -204,10 +213,12 @@ impl GuestMemory {
     pub(crate) fn new() -> Result<Arc<Self>> {
         let ept = Ept::new()?;
         let eptp = ept.eptp();
+        let flushes = Arc::new(Atomic::new(0), GFP_KERNEL_ACCOUNT)?;
         Arc::pin_init(
             pin_init!(GuestMemory {
                 eptp,
                 running: [const { AtomicI32::new(-1) }; MAX_VCPU_ID as usize],
+                flushes,
                 mmu <- new_spinlock!(Mmu { slots: KVVec::new(), hva: KVVec::new(), ids: KVVec::new(), ept, seq: 0, in_progress: 0, range: 0..0 }),
             }),
             GFP_KERNEL_ACCOUNT,
@@ -241,6 +252,14 @@ impl GuestMemory {
             bindings::on_each_cpu_cond_mask(Some(in_window), Some(kicked), running, true, &raw const bindings::__cpu_online_mask)
         };
         m.ept.free_detached();
+        // Under the MMU lock: no other writer.
+        self.flushes.store(self.flushes.load(Relaxed).wrapping_add(1), Relaxed);
+    }
+
+    /// The count of flushes of every vCPU's translations (KVM's `remote_tlb_flush`), which a
+    /// statistics fd may keep after the VM is gone.
+    pub(crate) fn flush_count(&self) -> Arc<Atomic<u64>> {
+        self.flushes.clone()
     }
 
     // --- Guest faults ---

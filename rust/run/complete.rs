@@ -37,6 +37,22 @@ pub(crate) fn complete(st: &mut VcpuState, run: &KvmRun, vm: &Vm) -> Option<Resu
             st.skip(len);
             true
         }
+        // As KVM's complete_fast_msr_access: no RIP check.
+        Pending::Msr { write, len } => match run.msr_reply() {
+            (true, _) => {
+                st.raise_gp0();
+                false
+            }
+            (false, data) => {
+                if !write {
+                    // 32-bit register writes: the upper halves clear.
+                    st.regs.rax = data & 0xffff_ffff;
+                    st.regs.rdx = data >> 32;
+                }
+                st.skip(len);
+                true
+            }
+        },
         Pending::Emulated(e) => {
             st.end_shadow();
             let before = (st.regs.rip, st.regs.rcx);

@@ -787,7 +787,8 @@ fn continue_pending(g: &mut Guest<'_>, regs: &mut Regs, run: &KvmRun, p: Pending
                 false => count,
             };
             if count == 0 {
-                finish_string(regs, insn::gpr::RDI, io.size, 0, io.addr_size, io.rep, io.len);
+                // Done, rDI untouched (KVM's emulator moves on without the register quirk).
+                regs.rip = regs.rip.wrapping_add(io.len.into());
                 return Ok(Outcome::Done);
             }
             ins_store(g, regs, run, io, count, data)

@@ -12,12 +12,13 @@ use crate::{
     cpu::{debugregs::{self, HostDebug}, fpu::Features},
     kvm::vm::{Fault, Vm},
     logic::{
-        arch::{apic_base, cr0, cr4, dr, efer, rflags, seg_ar, vector, CR3_PCID, CR8_TPR},
+        arch::{cr0, cr4, dr, efer, rflags, seg_ar, vector, CR3_PCID, CR8_TPR},
         events::{self, block, info, Exception},
         hypercall,
         ioeventfd_rules::Bus,
         kvm_abi::{quirk, Sregs},
         kvm_run::{exit_reason, internal_error},
+        msr_filter,
         msr_rules,
         vmcs_fields::*,
         vmx_exit::{self, cr_kind, reason, CrAccess, DrAccess, Io},
@@ -65,6 +66,9 @@ pub(crate) enum Deferred {
     PortOut { port: u16, size: u8, value: u64, len: u8 },
     /// #UD at the guest's RIP: VMMCALL is patched, anything else gets its #UD.
     InvalidOpcode,
+    /// RDMSR or WRMSR (`write`, of `data`) of MSR `index`, `len` bytes long, to userspace for
+    /// reason `why`.
+    UserMsr { write: bool, index: u32, data: u64, why: u32, len: u8 },
     /// Report an EPT misconfiguration at `gpa` (a bug in rvmx's tables: it never writes such
     /// entries).
     EptMisconfig { gpa: u64 },
@@ -189,30 +193,61 @@ impl<'a, 'c> LiveVcpu<'a, 'c> {
     }
 }
 
-/// RDMSR: EDX:EAX from the guest's MSR, or #GP if it has none.
+/// RDMSR: EDX:EAX from the guest's MSR where the MSR filter allows it; else, or if the guest
+/// has no such MSR, #GP or (as userspace asked) `KVM_EXIT_X86_RDMSR`.
 fn rdmsr(v: &mut LiveVcpu<'_, '_>) -> Next {
     let msr = v.st.gprs.rcx as u32;
+    if !v.st.msr_allowed(msr, msr_filter::FILTER_READ) {
+        return msr_failed(v, false, msr, 0, msr_filter::reason::FILTER);
+    }
     match v.st.msr_state(Some(v.cur)).read(msr) {
         Some(value) => {
             v.st.gprs.rax = value & 0xffff_ffff;
             v.st.gprs.rdx = value >> 32;
             v.skip_instruction();
+            Next::Reenter
         }
-        None => v.inject_gp0(),
+        None => {
+            let why = msr_failure(v, msr);
+            msr_failed(v, false, msr, 0, why)
+        }
     }
-    Next::Reenter
 }
 
-/// WRMSR: EDX:EAX into the guest's MSR, or #GP if it has none or the value is invalid.
+/// WRMSR: EDX:EAX into the guest's MSR where the filter allows it; else, or for an MSR the
+/// guest does not have or a value it refuses, #GP or `KVM_EXIT_X86_WRMSR`.
 fn wrmsr(v: &mut LiveVcpu<'_, '_>) -> Next {
     let value = (v.st.gprs.rdx << 32) | (v.st.gprs.rax & 0xffff_ffff);
     let msr = v.st.gprs.rcx as u32;
-    match v.st.msr_state(Some(v.cur)).write(msr, value) {
-        Ok(()) => v.skip_instruction(),
-        Err(()) => v.inject_gp0(),
+    if !v.st.msr_allowed(msr, msr_filter::FILTER_WRITE) {
+        return msr_failed(v, true, msr, value, msr_filter::reason::FILTER);
     }
+    if v.st.msr_state(Some(v.cur)).write(msr, value).is_err() {
+        let why = msr_failure(v, msr);
+        return msr_failed(v, true, msr, value, why);
+    }
+    v.skip_instruction();
     // A kvmclock page to write first: that is done outside the window (run/pvclock.rs).
     if v.st.kvmclock.has_work() { Next::Host } else { Next::Reenter }
+}
+
+/// Why the kernel refused an access to `msr`: the MSR exists (userspace could read it) but
+/// refused the access or the value, or rvmx does not know it (as KVM's INVAL and UNKNOWN).
+fn msr_failure(v: &mut LiveVcpu<'_, '_>, msr: u32) -> u32 {
+    let mut m = v.st.msr_state(Some(v.cur));
+    m.host = true;
+    if m.read(msr).is_some() { msr_filter::reason::INVAL } else { msr_filter::reason::UNKNOWN }
+}
+
+/// An MSR access the kernel did not do, for `why`: to userspace if it asked for such
+/// failures (`KVM_CAP_X86_USER_SPACE_MSR`), else #GP.
+fn msr_failed(v: &mut LiveVcpu<'_, '_>, write: bool, index: u32, data: u64, why: u32) -> Next {
+    if v.st.vm.user_space_msr & why == 0 {
+        v.inject_gp0();
+        return Next::Reenter;
+    }
+    let len = v.cur.read(EXIT_INSTRUCTION_LEN) as u8;
+    Next::Finish(Deferred::UserMsr { write, index, data, why, len })
 }
 
 /// Dispatches one VM exit; `full` is its EXIT_REASON field.
@@ -313,13 +348,7 @@ fn cpuid(v: &mut LiveVcpu<'_, '_>) -> Next {
         v.inject_gp0();
         return Next::Reenter;
     }
-    let rt = crate::logic::cpuid_table::Runtime {
-        apic_enabled: v.st.sregs.apic_base & apic_base::ENABLE != 0,
-        osxsave: v.cur.read(CR4_READ_SHADOW) & cr4::OSXSAVE != 0,
-        ospke: v.cur.read(CR4_READ_SHADOW) & cr4::PKE != 0,
-        mwait: v.st.mwait_runtime(),
-        ..Default::default()
-    };
+    let rt = v.st.cpuid_runtime_bits(v.cur.read(CR4_READ_SHADOW));
     let (features, xcr0) = (v.features, v.st.fpu.xcr0);
     let sizes = || (features.xsave_size(xcr0), features.xsave_compacted_size(xcr0));
     let (leaf, subleaf) = (v.st.gprs.rax as u32, v.st.gprs.rcx as u32);
@@ -723,6 +752,11 @@ pub(crate) fn finish(d: Deferred, st: &mut VcpuState, run: &KvmRun, vm: &Vm, sta
             let (level, entry) = vm.report_ept_misconfig(gpa);
             let data = [reason::EPT_MISCONFIG as u64, gpa, level as u64, entry];
             run.internal_error(internal_error::UNEXPECTED_EXIT_REASON, &data);
+            Some(Ok(0))
+        }
+        Deferred::UserMsr { write, index, data, why, len } => {
+            run.msr(write, why, index, data);
+            st.pending = Some(Pending::Msr { write, len });
             Some(Ok(0))
         }
         Deferred::InvalidOpcode => {

@@ -17,6 +17,7 @@ use crate::{
         events::VcpuEvents,
         kvm_abi::{Regs, Sregs, KVM_PIO_PAGE_OFFSET},
         kvm_run::{self, exit_reason, sync_regs, DebugExit, FailEntryExit, Header, InternalExit, IoExit, MmioExit},
+        msr_filter::MsrExit,
     },
 };
 
@@ -166,6 +167,22 @@ impl KvmRun {
         put_field!(self, EXIT, IoExit, port, port);
         put_field!(self, EXIT, IoExit, count, count);
         put_field!(self, EXIT, IoExit, data_offset, (KVM_PIO_PAGE_OFFSET * PAGE_SIZE) as u64);
+    }
+
+    /// `KVM_EXIT_X86_RDMSR`/`WRMSR`: the guest's access to MSR `index` (of `data`), which the
+    /// kernel did not do for `reason` (`logic::msr_filter::reason`).
+    pub(crate) fn msr(&self, write: bool, reason: u32, index: u32, data: u64) {
+        self.set_exit_reason(if write { exit_reason::X86_WRMSR } else { exit_reason::X86_RDMSR });
+        put_field!(self, EXIT, MsrExit, error, 0u8);
+        put_field!(self, EXIT, MsrExit, pad, [0u8; 7]);
+        put_field!(self, EXIT, MsrExit, reason, reason);
+        put_field!(self, EXIT, MsrExit, index, index);
+        put_field!(self, EXIT, MsrExit, data, data);
+    }
+
+    /// Userspace's answer to an MSR exit: whether the access fails, and a read's value.
+    pub(crate) fn msr_reply(&self) -> (bool, u64) {
+        (self.get_u8(EXIT.saturating_add(offset_of!(MsrExit, error))) != 0, self.get(EXIT.saturating_add(offset_of!(MsrExit, data))))
     }
 
     /// `KVM_EXIT_IOAPIC_EOI`: the guest's EOI of `vector`, for a userspace IOAPIC.

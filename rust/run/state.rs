@@ -83,17 +83,45 @@ pub(crate) struct VcpuState {
     /// kvmclock: this vCPU's MSR and pending page writes, and the VM's clock.
     pub(crate) kvmclock: VcpuClock,
     pub(crate) vm_clock: Arc<VmClock>,
-    /// The VM's settings, taken at each `KVM_RUN` and by the ioctls that follow them.
+    /// The VM's MSR filter as this vCPU last took it, and its generation (`Vm::msr_filter`).
+    pub(crate) msr_filter: Option<Arc<crate::cpu::msr_filter::MsrFilter>>,
+    pub(crate) msr_filter_gen: u64,
+    /// The VM's settings, taken at each `KVM_RUN` and by the ioctls that follow them
+    /// (`KVM_GET/SET_MSRS`, `KVM_GET/SET_CPUID2`).
     pub(crate) vm: VmSettings,
     /// Page-table pages for this vCPU's next EPT fault, allocated before the MMU lock.
     pub(crate) tables: TableCache,
 }
 
 impl VcpuState {
-    /// `KVM_SET_REGS` (RFLAGS bit 1 always set).
+    /// Whether the MSR filter lets the guest `kind` (`FILTER_READ`/`FILTER_WRITE`) MSR `index`
+    /// in the kernel.
+    pub(crate) fn msr_allowed(&self, index: u32, kind: u32) -> bool {
+        self.msr_filter.as_ref().is_none_or(|f| f.allows(index, kind))
+    }
+
+    /// Takes the VM's MSR filter if it changed (before an entry): SPEC_CTRL, which the guest
+    /// may reach without exits, is intercepted again where the filter denies it (KVM's
+    /// `KVM_REQ_RECALC_INTERCEPTS`).
+    pub(crate) fn take_msr_filter(&mut self, vm: &Vm) {
+        use crate::logic::{arch::msr::SPEC_CTRL, msr_filter::{FILTER_READ, FILTER_WRITE}};
+        if vm.msr_filter_gen() == self.msr_filter_gen {
+            return;
+        }
+        (self.msr_filter_gen, self.msr_filter) = vm.msr_filter();
+        if !self.msr_allowed(SPEC_CTRL, FILTER_READ) || !self.msr_allowed(SPEC_CTRL, FILTER_WRITE) {
+            self.msr_area.intercept_spec_ctrl();
+        }
+    }
+
+    /// `KVM_SET_REGS` (RFLAGS bit 1 always set). An exception raised but not yet being
+    /// delivered is dropped, as KVM's `__set_regs` drops its pending one.
     pub(crate) fn set_user_regs(&mut self, mut regs: Regs) {
         regs.rflags |= rflags::FIXED;
         self.regs = regs;
+        if self.events.exception.is_some_and(|e| !e.injected) {
+            self.events.exception = None;
+        }
     }
 
     /// `KVM_GET_SREGS`: with the in-kernel APIC's TPR and base, and the queued external
@@ -169,17 +197,26 @@ impl VcpuState {
         self.vm.has_quirk(quirk::MWAIT_NEVER_UD_FAULTS) || self.mwait_runtime().unwrap_or(self.allowed.instructions.mwait)
     }
 
-    /// The CPUID bits that follow this vCPU's state, outside a window (`KVM_GET/SET_CPUID2`).
-    pub(crate) fn cpuid_runtime(&self, f: &crate::cpu::fpu::Features) -> crate::logic::cpuid_table::Runtime {
+    /// The CPUID bits that follow this vCPU's state, with the guest's CR4 `guest_cr4` (a
+    /// window reads it from the VMCS); the XSAVE sizes are the caller's to add.
+    pub(crate) fn cpuid_runtime_bits(&self, guest_cr4: u64) -> crate::logic::cpuid_table::Runtime {
         use crate::logic::arch::{apic_base, cr4};
         let base = self.apic.as_ref().map_or(self.sregs.apic_base, |a| a.apic_base());
         crate::logic::cpuid_table::Runtime {
             apic_enabled: base & apic_base::ENABLE != 0,
-            osxsave: self.sregs.cr4 & cr4::OSXSAVE != 0,
-            ospke: self.sregs.cr4 & cr4::PKE != 0,
+            osxsave: guest_cr4 & cr4::OSXSAVE != 0,
+            ospke: guest_cr4 & cr4::PKE != 0,
             mwait: self.mwait_runtime(),
+            ..Default::default()
+        }
+    }
+
+    /// The CPUID bits that follow this vCPU's state, outside a window (`KVM_GET/SET_CPUID2`).
+    pub(crate) fn cpuid_runtime(&self, f: &crate::cpu::fpu::Features) -> crate::logic::cpuid_table::Runtime {
+        crate::logic::cpuid_table::Runtime {
             xsave_size: f.xsave_size(self.fpu.xcr0),
             xsave_compacted_size: f.xsave_compacted_size(self.fpu.xcr0),
+            ..self.cpuid_runtime_bits(self.sregs.cr4)
         }
     }
 
@@ -187,6 +224,13 @@ impl VcpuState {
     /// shadow it was in ends, as when the processor retires it.
     pub(crate) fn end_shadow(&mut self) {
         self.interruptibility &= !(events::block::STI | events::block::MOV_SS);
+    }
+
+    /// Raises #GP(0) (without an error code in real mode, where none is pushed), delivered at
+    /// the next entry.
+    pub(crate) fn raise_gp0(&mut self) {
+        let protected = self.sregs.cr0 & arch::cr0::PE != 0;
+        self.events.exception = Some(events::Exception::raise(vector::GP, protected.then_some(0)));
     }
 
     /// Raises an exception an emulated instruction caused (CR2 set for a page fault); it is
@@ -246,6 +290,10 @@ impl VcpuState {
     /// RDMSR/WRMSR), from this state outside one (userspace's `KVM_GET/SET_MSRS`).
     pub(crate) fn msr_state<'a, 'b>(&'a mut self, vmcs: Option<&'a Current<'b>>) -> MsrState<'a, 'b> {
         let host = vmcs.is_none();
+        let spec_ctrl_unfiltered = {
+            use crate::logic::{arch::msr::SPEC_CTRL, msr_filter::{FILTER_READ, FILTER_WRITE}};
+            self.msr_allowed(SPEC_CTRL, FILTER_READ) && self.msr_allowed(SPEC_CTRL, FILTER_WRITE)
+        };
         MsrState {
             vmcs,
             area: &self.msr_area,
@@ -260,6 +308,7 @@ impl VcpuState {
             vm_clock: &self.vm_clock,
             vm: self.vm,
             sse3: self.allowed.instructions.sse3,
+            spec_ctrl_unfiltered,
             host,
         }
     }
@@ -334,6 +383,10 @@ pub(crate) enum Pending {
     /// OUT, `len` bytes long, at linear RIP `rip`: userspace (or an ioeventfd) has the data;
     /// RIP past it.
     PortOut { len: u8, rip: u64 },
+    /// RDMSR or WRMSR (`write`), `len` bytes long, that userspace handles
+    /// (`KVM_EXIT_X86_RDMSR/WRMSR`): #GP if it says so, else a read's value to EDX:EAX and RIP
+    /// past it.
+    Msr { write: bool, len: u8 },
     /// The next step of an instruction rvmx emulates.
     Emulated(emulate::Pending),
 }
@@ -343,7 +396,7 @@ impl Pending {
     /// after the last part of an MMIO write: it was done at the exit).
     pub(crate) fn completes_step(&self) -> bool {
         match self {
-            Pending::PortIn { .. } | Pending::PortOut { .. } => true,
+            Pending::PortIn { .. } | Pending::PortOut { .. } | Pending::Msr { .. } => true,
             Pending::Emulated(p) => p.completes_step(),
         }
     }
