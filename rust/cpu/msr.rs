@@ -146,41 +146,27 @@ impl MsrArea {
         self.write_counts(cur);
     }
 
-    /// After the guest's first non-zero write to SPEC_CTRL: its reads and writes no longer
-    /// exit (a guest using IBRS writes it on each kernel entry), as KVM does. The processor
-    /// then judges the values, and the lists always switch it, saving the guest's at exit
-    /// (the caller writes the lists' lengths next, in `set_live`).
-    fn pass_spec_ctrl(&self) {
-        if !self.bitmaps.load(Relaxed) || self.entry(SPEC_CTRL).is_none() || self.spec_ctrl_passed.swap(true, Relaxed) {
+    /// Whether SPEC_CTRL's reads and writes exit. They stop exiting after the guest's first
+    /// non-zero write (a guest using IBRS writes it on each kernel entry), as KVM does; the
+    /// processor then judges the values, and the lists always switch it, saving the guest's
+    /// at exit (the caller writes the lists' lengths next, in `set_live`). They exit again
+    /// when the MSR filter comes to deny them.
+    pub(crate) fn set_spec_ctrl_intercept(&self, intercept: bool) {
+        let passed = !intercept;
+        if !self.bitmaps.load(Relaxed) || self.entry(SPEC_CTRL).is_none() || self.spec_ctrl_passed.swap(passed, Relaxed) == passed {
             return;
         }
         let bitmap_virt = self.bitmap_bytes();
         // Read bitmap for low MSRs at byte 0, write bitmap for low MSRs at byte 2048 (SDM
-        // 24.6.9): clear SPEC_CTRL's bit in both.
+        // 24.6.9): SPEC_CTRL's bit in both.
         let (byte, bit) = ((SPEC_CTRL / 8) as usize, SPEC_CTRL % 8);
         for half in [0, 2048] {
             // SAFETY: `half | byte` < PAGE_SIZE: inside the bitmap page, accessed under the
             // vCPU mutex while the VMCS is not running.
             unsafe {
                 let p = bitmap_virt.add(half | byte); // byte < 2048
-                p.write_volatile(p.read_volatile() & !(1 << bit));
-            }
-        }
-    }
-
-    /// SPEC_CTRL's reads and writes exit again (the MSR filter came to deny them); its value
-    /// stays switched by the lists.
-    pub(crate) fn intercept_spec_ctrl(&self) {
-        if !self.spec_ctrl_passed.swap(false, Relaxed) {
-            return;
-        }
-        let bitmap_virt = self.bitmap_bytes();
-        let (byte, bit) = ((SPEC_CTRL / 8) as usize, SPEC_CTRL % 8);
-        for half in [0, 2048] {
-            // SAFETY: as in `pass_spec_ctrl`.
-            unsafe {
-                let p = bitmap_virt.add(half | byte); // byte < 2048
-                p.write_volatile(p.read_volatile() | 1 << bit);
+                let v = p.read_volatile();
+                p.write_volatile(if intercept { v | 1 << bit } else { v & !(1 << bit) });
             }
         }
     }
@@ -295,6 +281,9 @@ pub(crate) struct MsrState<'a, 'b> {
     pub(crate) vm: crate::logic::kvm_abi::VmSettings,
     /// The guest's CPUID lists SSE3 (IA32_MISC_ENABLE.MWAIT may change).
     pub(crate) sse3: bool,
+    /// With `KVM_CAP_ENFORCE_PV_FEATURE_CPUID`, the PV features of the guest's CPUID: its
+    /// kvmclock MSRs need theirs.
+    pub(crate) pv_features: Option<u32>,
     /// The MSR filter lets the guest read and write SPEC_CTRL (it may then do so without exits).
     pub(crate) spec_ctrl_unfiltered: bool,
     /// Userspace's access (`KVM_GET/SET_MSRS`), not the guest's.
@@ -302,6 +291,13 @@ pub(crate) struct MsrState<'a, 'b> {
 }
 
 impl MsrState<'_, '_> {
+    /// Whether the guest may use kvmclock MSR `msr` (KVM's `guest_pv_has`; userspace always).
+    fn kvmclock_allowed(&self, msr: u32) -> bool {
+        use crate::logic::kvmclock::feature;
+        let needs = if matches!(msr, KVM_WALL_CLOCK_NEW | KVM_SYSTEM_TIME_NEW) { feature::CLOCKSOURCE2 } else { feature::CLOCKSOURCE };
+        self.host || self.pv_features.is_none_or(|f| f & needs != 0)
+    }
+
     /// The TSC offset, in the VMCS too inside a window; the kvmclock page follows the TSC.
     pub(crate) fn set_tsc_offset(&mut self, offset: u64) {
         self.msrs.tsc_offset = offset;
@@ -326,6 +322,7 @@ impl MsrState<'_, '_> {
             TSC_DEADLINE => self.apic.as_ref().map_or(0, |a| a.tsc_deadline()),
             // kvmclock, both MSR pairs (KVM does not check the guest's CPUID for them
             // unless KVM_CAP_ENFORCE_PV_FEATURE_CPUID, which rvmx does not offer).
+            KVM_WALL_CLOCK | KVM_WALL_CLOCK_NEW | KVM_SYSTEM_TIME | KVM_SYSTEM_TIME_NEW if !self.kvmclock_allowed(msr) => return None,
             KVM_WALL_CLOCK | KVM_WALL_CLOCK_NEW => self.vm_clock.wall_clock_msr(),
             KVM_SYSTEM_TIME | KVM_SYSTEM_TIME_NEW => self.clock.system_time,
             PAT if live.is_some() => live?.read(GUEST_IA32_PAT),
@@ -422,6 +419,7 @@ impl MsrState<'_, '_> {
             }
             // Any value: the page is written before the guest runs again (and only where
             // guest RAM is, as KVM writes it only where it can map it).
+            KVM_WALL_CLOCK | KVM_WALL_CLOCK_NEW | KVM_SYSTEM_TIME | KVM_SYSTEM_TIME_NEW if !self.kvmclock_allowed(msr) => return Err(()),
             KVM_WALL_CLOCK | KVM_WALL_CLOCK_NEW => {
                 self.vm_clock.set_wall_clock_msr(v);
                 self.clock.wall_clock = true;
@@ -455,7 +453,7 @@ impl MsrState<'_, '_> {
                 msr_rules::write(self.msrs, msr, v, self.host)?;
                 if let Some(c) = live {
                     if v != 0 && !self.host && self.spec_ctrl_unfiltered {
-                        self.area.pass_spec_ctrl();
+                        self.area.set_spec_ctrl_intercept(false);
                     }
                     self.area.set_live(c, msr, v);
                 }

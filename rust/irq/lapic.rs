@@ -19,7 +19,7 @@ use crate::logic::{
     cpuid_table::{self, CpuidEntry},
     events::Events,
     kvm_abi::LapicState,
-    lapic::{self as model, reg, Accepted, Caps, Effect, Lapic, TimerMode, APIC_BUS_CYCLE_NS_DEFAULT as BUS_NS},
+    lapic::{self as model, reg, Accepted, Caps, Effect, Lapic, TimerMode},
     mp_state::{self, MpState},
 };
 
@@ -43,12 +43,14 @@ pub(crate) struct LocalApic {
     tsc_deadline: u64,
     /// An EOI the userspace IOAPIC must see (`KVM_EXIT_IOAPIC_EOI` before the next entry).
     eoi_exit: Option<u8>,
+    /// The VM's APIC bus period (`KVM_CAP_X86_APIC_BUS_CYCLES_NS`), in nanoseconds.
+    bus_cycle_ns: u64,
 }
 
 impl LocalApic {
-    /// vCPU `vcpu_id`'s APIC after creation (`bsp`: the VM's boot CPU), on `bus`
-    /// (`lint0_reenabled`: KVM's quirk of that name is in force).
-    pub(crate) fn new(vcpu_id: u32, bsp: bool, bus: Arc<ApicBus>, lint0_reenabled: bool) -> Result<Self> {
+    /// vCPU `vcpu_id`'s APIC after creation (`bsp`: the VM's boot CPU), on `bus` ticking every
+    /// `bus_cycle_ns` (`lint0_reenabled`: KVM's quirk of that name is in force).
+    pub(crate) fn new(vcpu_id: u32, bsp: bool, bus: Arc<ApicBus>, bus_cycle_ns: u64, lint0_reenabled: bool) -> Result<Self> {
         let mut apic = Lapic::new(vcpu_id, bsp);
         if !lint0_reenabled {
             apic.reset(false, bsp, false);
@@ -56,7 +58,7 @@ impl LocalApic {
         let mailbox = Mailbox::new(vcpu_id, apic.address())?;
         let timer = ApicTimer::new(mailbox.clone(), bus.clone())?;
         let index = bus.join(&mailbox)?;
-        Ok(Self { apic, extint: None, mailbox, bus, index, mp_state: MpState::initial(true, bsp), timer, tsc_deadline: 0, eoi_exit: None })
+        Ok(Self { apic, extint: None, mailbox, bus, index, mp_state: MpState::initial(true, bsp), timer, tsc_deadline: 0, eoi_exit: None, bus_cycle_ns })
     }
 
     /// The vCPU's activity state.
@@ -156,13 +158,13 @@ impl LocalApic {
         if mode == TimerMode::TscDeadline {
             return 0;
         }
-        model::period_ns(self.apic.get(reg::TMICT), self.apic.divide(), BUS_NS, mode)
+        model::period_ns(self.apic.get(reg::TMICT), self.apic.divide(), self.bus_cycle_ns, mode)
     }
 
     /// TMCCT now (`apic_get_tmcct`).
     fn tmcct(&self) -> u32 {
         let remaining = self.timer.remaining_ns().unwrap_or(-1);
-        model::tmcct(self.apic.get(reg::TMICT), self.timer_period(), remaining, self.apic.divide(), BUS_NS)
+        model::tmcct(self.apic.get(reg::TMICT), self.timer_period(), remaining, self.apic.divide(), self.bus_cycle_ns)
     }
 
     /// Starts the timer for `ns` from now, then periodically if the mode is periodic.
@@ -225,7 +227,7 @@ impl LocalApic {
         } else {
             let period = self.timer_period();
             if period != 0 {
-                self.start_timer(model::restore_deadline_ns(mode, count, period, self.apic.divide(), BUS_NS));
+                self.start_timer(model::restore_deadline_ns(mode, count, period, self.apic.divide(), self.bus_cycle_ns));
             }
         }
         Ok(())

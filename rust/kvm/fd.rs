@@ -119,9 +119,11 @@ impl<T: FdObject> FdOps<T> {
 
     /// # Safety
     ///
-    /// `file` must be a file created by [`install`] for `T`, not yet released.
+    /// `file` must be a file created by [`install`] or [`install_readonly`] for `T`, not yet
+    /// released.
     unsafe fn object<'a>(file: *mut bindings::file) -> ArcBorrow<'a, T> {
-        // SAFETY: per the contract, `private_data` is the `Arc<T>` pointer `install` stored;
+        // SAFETY: per the contract, `private_data` is the `Arc<T>` pointer `install` (or
+        // `install_readonly`) stored;
         // the file holds that reference until `release`, which cannot run during this call.
         unsafe { ArcBorrow::from_raw((*file).private_data.cast::<T>()) }
     }
@@ -172,7 +174,8 @@ impl<T: FdObject> FdOps<T> {
     }
 
     unsafe extern "C" fn release(_inode: *mut bindings::inode, file: *mut bindings::file) -> ffi::c_int {
-        // SAFETY: the file's reference, stored by `install`, is dropped exactly once, here.
+        // SAFETY: the file's reference, stored by `install` or `install_readonly`, is dropped
+        // exactly once, here.
         drop(unsafe { Arc::from_raw((*file).private_data.cast::<T>()) });
         0
     }

@@ -13,6 +13,7 @@ use core::{
     sync::atomic::{AtomicPtr, Ordering},
 };
 use kernel::{
+    current,
     debugfs::{Dir, File},
     new_mutex,
     prelude::*,
@@ -80,8 +81,8 @@ struct VcpuEntry {
 /// A VM's debugfs directory: its `stats` file and one directory per vCPU it ever had (as in
 /// KVM, a vCPU's numbers stay for the VM's lifetime).
 pub(crate) struct VmStats {
-    /// The creator's process id (the binary statistics' id strings carry it, as KVM's).
-    pid: i32,
+    /// The creating thread's id (the binary statistics' id string carries it, as KVM's).
+    creator: i32,
     /// Dropped first: no reader of the VM's file is left when the vCPU list goes.
     _file: Pin<KBox<File<Arc<Mutex<KVec<VcpuEntry>>>>>>,
     vcpus: Arc<Mutex<KVec<VcpuEntry>>>,
@@ -105,12 +106,12 @@ impl VmStats {
             }),
             GFP_KERNEL_ACCOUNT,
         )?;
-        Ok(Self { pid, _file: file, vcpus, dir })
+        Ok(Self { creator: current!().pid(), _file: file, vcpus, dir })
     }
 
-    /// The creator's process id.
-    pub(crate) fn pid(&self) -> i32 {
-        self.pid
+    /// The creating thread's id.
+    pub(crate) fn creator(&self) -> i32 {
+        self.creator
     }
 
     /// The counters of a new vCPU `id`, with its directory.

@@ -47,6 +47,8 @@ pub(crate) struct Vcpu {
     serial: u64,
     /// Its counters (also in the VM's debugfs directory).
     stats: Arc<crate::run::counters::VcpuStats>,
+    /// The thread that created it (its binary statistics' id string carries it, as KVM's).
+    creator: i32,
     /// The vCPU mmap area: `kvm_run`, the PIO data page, the (unused) coalesced-MMIO page.
     pages: [Page; kvm_abi::VCPU_MMAP_PAGES],
     #[pin]
@@ -70,9 +72,13 @@ impl Vcpu {
         let serial = NEXT_SERIAL.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         let arch_capabilities = vmx.mitigations().for_guests().arch_capabilities;
         let vm_clock = vm.clock().clone();
+        // The generation before the settings: a change in between is taken at the first run.
+        let settings_gen = vm.settings_gen().clone();
+        let settings_seen = settings_gen.load(kernel::sync::atomic::Acquire);
         let vm_settings = vm.settings();
+        let msr_filter = vm.msr_filter();
         let apic = match vm.split_irqchip() {
-            true => Some(crate::irq::lapic::LocalApic::new(id, bsp, vm.apic_bus().clone(), vm.has_quirk(quirk::LINT0_REENABLED))?),
+            true => Some(crate::irq::lapic::LocalApic::new(id, bsp, vm.apic_bus().clone(), vm.apic_bus_cycle_ns(), vm.has_quirk(quirk::LINT0_REENABLED))?),
             false => None,
         };
         Ok(Arc::pin_init(
@@ -82,6 +88,7 @@ impl Vcpu {
                 vpid,
                 serial,
                 stats,
+                creator: current!().pid(),
                 pages,
                 state <- new_mutex!(RunState {
                     vmcs,
@@ -109,8 +116,10 @@ impl Vcpu {
                     kvmclock: Default::default(),
                     vm_clock,
                     vm: vm_settings,
-                    msr_filter: None,
-                    msr_filter_gen: 0,
+                    enforce_pv_features: false,
+                    msr_filter,
+                    settings_gen,
+                    settings_seen,
                     tables,
                     },
                 }),
@@ -265,7 +274,22 @@ impl FdObject for Vcpu {
             }
             KVM_X86_SET_MCE => this.set_mce(read_user(arg)?)?,
             KVM_HAS_DEVICE_ATTR | KVM_GET_DEVICE_ATTR | KVM_SET_DEVICE_ATTR => this.device_attr(cmd, read_user(arg)?)?,
-            KVM_GET_STATS_FD => return this.vm.vcpu_stats_fd(this.id, this.stats.clone()),
+            KVM_GET_STATS_FD => return crate::kvm::stats_fd::vcpu_fd(this.creator, this.id, this.stats.clone()),
+            KVM_ENABLE_CAP => {
+                let c: EnableCap = read_user(arg)?;
+                // The one capability a vCPU takes (KVM also has Hyper-V's, which rvmx lacks).
+                if c.flags != 0 || c.cap as usize != cap::ENFORCE_PV_FEATURE_CPUID {
+                    return Err(EINVAL);
+                }
+                this.state.lock().enforce_pv_features = c.args[0] != 0;
+            }
+            KVM_PRE_FAULT_MEMORY => {
+                let mut range: PreFaultMemory = read_user(arg)?;
+                let r = this.pre_fault_memory(&mut range);
+                // What is left goes back whatever the outcome (KVM).
+                write_user(arg, &range)?;
+                return r;
+            }
             // KVM's vCPU fd answers EINVAL to requests it does not know.
             _ => return Err(EINVAL),
         }
@@ -309,7 +333,7 @@ impl Vcpu {
         }
         let vmx = Vmx::get().ok_or(ENODEV)?;
         let mut st = self.state.lock();
-        st.vm = self.vm.settings();
+        st.take_vm_settings(&self.vm);
         // After KVM_RUN only the same table, compared with the runtime bits in both (KVM).
         if st.controls_written {
             let rt = st.cpuid_runtime(vmx.fpu());
@@ -332,7 +356,7 @@ impl Vcpu {
         let mut guard = self.state.lock();
         let st = &mut *guard;
         // The VM's quirks as they are now (KVM_ENABLE_CAP may have come after KVM_RUN).
-        st.vm = self.vm.settings();
+        st.take_vm_settings(&self.vm);
         let mut m = st.msr_state(None);
         let done = crate::cpu::msr::for_each_entry(arg, !set, |e| {
             if set {
@@ -371,6 +395,34 @@ impl Vcpu {
         Ok(())
     }
 
+    /// `KVM_PRE_FAULT_MEMORY`: maps `range` page by page, as KVM checks and loops: 0 once a
+    /// page was mapped (`range` says what is left), else the first page's error.
+    fn pre_fault_memory(&self, range: &mut PreFaultMemory) -> Result<isize> {
+        const PAGE: u64 = 4096;
+        let end_ok = range.gpa.checked_add(range.size).is_some_and(|end| end > range.gpa);
+        if range.flags != 0 || range.gpa % PAGE != 0 || range.size % PAGE != 0 || !end_ok {
+            return Err(EINVAL);
+        }
+        let full = range.size;
+        let mut st = self.state.lock();
+        let r = loop {
+            if current!().signal_pending() {
+                break EINTR;
+            }
+            if let Err(e) = self.vm.pre_fault_page(range.gpa, &mut st.tables) {
+                break e;
+            }
+            // Both stay page-aligned and within the checked range.
+            range.size = range.size.saturating_sub(PAGE);
+            range.gpa = range.gpa.saturating_add(PAGE);
+            if range.size == 0 {
+                return Ok(0);
+            }
+            crate::host::sched::cond_resched();
+        };
+        if range.size == full { Err(r) } else { Ok(0) }
+    }
+
     /// `KVM_GET_CPUID2`.
     fn get_cpuid(&self, arg: usize) -> Result {
         let nent: u32 = read_user(arg)?;
@@ -378,7 +430,7 @@ impl Vcpu {
         if (nent as usize) < st.cpuid.len() {
             return Err(E2BIG);
         }
-        st.vm = self.vm.settings();
+        st.take_vm_settings(&self.vm);
         // The table as the guest sees it now (KVM updates its entries with the runtime bits).
         let rt = st.cpuid_runtime(Vmx::get().ok_or(ENODEV)?.fpu());
         let mut w = UserSlice::new(UserPtr::from_addr(user_field(arg, CPUID2_HEADER)?), size_of_val(st.cpuid.as_slice())).writer();

@@ -4,6 +4,7 @@
 //! vm_fd.rs.
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use kernel::sync::atomic::Atomic;
 use kernel::{
     current,
     mm::Mm,
@@ -49,11 +50,15 @@ pub(crate) struct Vm {
     platform_info_readable: AtomicBool,
     /// The MSR failures userspace handles (`KVM_CAP_X86_USER_SPACE_MSR`).
     user_space_msr: AtomicU32,
-    /// The MSR filter (`KVM_X86_SET_MSR_FILTER`) and its generation, bumped at each change
-    /// (vCPUs take the filter again before entering the guest when it moved).
+    /// `KVM_CAP_EXIT_ON_EMULATION_FAILURE`.
+    exit_on_emulation_failure: AtomicBool,
+    /// The MSR filter (`KVM_X86_SET_MSR_FILTER`).
     #[pin]
     msr_filter: Mutex<Option<Arc<MsrFilter>>>,
-    msr_filter_gen: AtomicU64,
+    /// Bumped at each change of the settings above (quirks, MSR handling, the filter): a vCPU
+    /// takes them again before its next entry, and an RDMSR/WRMSR exit that sees it moved
+    /// runs again with the new ones (shared with the vCPUs, which read it inside windows).
+    settings_gen: Arc<Atomic<u64>>,
     /// Whether any `KVM_IOEVENTFD` is registered (set under `inner`'s lock): port writes
     /// skip the lock while none is, which is the common case.
     has_ioeventfds: AtomicBool,
@@ -68,6 +73,8 @@ struct VmInner {
     max_vcpu_ids: u32,
     /// The vCPU id that starts as the BSP (`KVM_SET_BOOT_CPU_ID`; 0 by default).
     bsp_vcpu_id: u32,
+    /// The local APICs' bus period (`KVM_CAP_X86_APIC_BUS_CYCLES_NS`).
+    apic_bus_cycle_ns: u64,
     /// `KVM_CAP_SPLIT_IRQCHIP` was enabled with this many IOAPIC pins: every vCPU has a
     /// local APIC in the kernel.
     split_irqchip: Option<u32>,
@@ -146,6 +153,7 @@ impl Vm {
         let notifier = MmuNotifier::register(memory.clone())?;
         let stats = crate::kvm::stats::VmStats::new(current!().tgid())?;
         let clock = crate::cpu::kvmclock::VmClock::new()?;
+        let settings_gen = Arc::new(Atomic::new(0), GFP_KERNEL_ACCOUNT)?;
         let apic_bus = crate::irq::bus::ApicBus::new(memory.clone())?;
         let vm = Arc::pin_init(
             pin_init!(Vm {
@@ -158,10 +166,11 @@ impl Vm {
                 disabled_quirks: AtomicU64::new(0),
                 platform_info_readable: AtomicBool::new(true),
                 user_space_msr: AtomicU32::new(0),
+                exit_on_emulation_failure: AtomicBool::new(false),
                 msr_filter <- new_mutex!(None),
-                msr_filter_gen: AtomicU64::new(0),
+                settings_gen,
                 has_ioeventfds: AtomicBool::new(false),
-                inner <- new_mutex!(VmInner { vcpu_ids: KVec::new(), max_vcpu_ids: 0, bsp_vcpu_id: 0, split_irqchip: None, ioeventfds: IoEventFds::default(), irqfds: Default::default() }),
+                inner <- new_mutex!(VmInner { vcpu_ids: KVec::new(), max_vcpu_ids: 0, bsp_vcpu_id: 0, apic_bus_cycle_ns: crate::logic::lapic::APIC_BUS_CYCLE_NS_DEFAULT, split_irqchip: None, ioeventfds: IoEventFds::default(), irqfds: Default::default() }),
             }),
             GFP_KERNEL_ACCOUNT,
         )?;
@@ -239,6 +248,22 @@ impl Vm {
             Outcome::HostFault => Fault::HostFault,
             Outcome::Interrupted => Fault::Interrupted,
         })
+    }
+
+    /// `KVM_PRE_FAULT_MEMORY`, one page: maps the guest page at `gpa` as a guest read would.
+    /// `ENOENT` where no slot has RAM (KVM: the access would be emulated), `EFAULT` for RAM
+    /// the host cannot give, `EINTR` for a signal.
+    pub(crate) fn pre_fault_page(&self, gpa: u64, cache: &mut TableCache) -> Result {
+        loop {
+            match self.memory.fault_in(gpa, false, cache)? {
+                Outcome::Mapped if self.memory.is_mapped(gpa) => return Ok(()),
+                // Raced with a change of the host mapping: again, as KVM retries.
+                Outcome::Mapped if !current!().signal_pending() => crate::host::sched::cond_resched(),
+                Outcome::Mapped | Outcome::Interrupted => return Err(EINTR),
+                Outcome::Mmio => return Err(ENOENT),
+                Outcome::HostFault => return Err(EFAULT),
+            }
+        }
     }
 
     /// An EPT-misconfiguration exit at `gpa`: a bug in rvmx's tables, never the guest's doing.
@@ -381,6 +406,28 @@ impl Vm {
         Ok(())
     }
 
+    /// `KVM_ENABLE_CAP(KVM_CAP_X86_APIC_BUS_CYCLES_NS, ns)`, checked as KVM checks it: `EINVAL`
+    /// for a period out of range or once a vCPU exists, `ENXIO` without the in-kernel APIC.
+    pub(crate) fn set_apic_bus_cycle_ns(&self, ns: u64) -> Result {
+        if !crate::logic::lapic::valid_bus_cycle_ns(ns) {
+            return Err(EINVAL);
+        }
+        let mut inner = self.inner.lock();
+        if inner.split_irqchip.is_none() {
+            return Err(ENXIO);
+        }
+        if !inner.vcpu_ids.is_empty() {
+            return Err(EINVAL);
+        }
+        inner.apic_bus_cycle_ns = ns;
+        Ok(())
+    }
+
+    /// See [`Vm::set_apic_bus_cycle_ns`].
+    pub(crate) fn apic_bus_cycle_ns(&self) -> u64 {
+        self.inner.lock().apic_bus_cycle_ns
+    }
+
     /// `KVM_ENABLE_CAP(KVM_CAP_X2APIC_API, flags)`: `EINVAL` for flags KVM refuses.
     pub(crate) fn enable_x2apic_api(&self, flags: u64) -> Result {
         let inner = self.inner.lock();
@@ -418,48 +465,68 @@ impl Vm {
     /// `KVM_CAP_DISABLE_QUIRKS(2)`: turns off the quirks in `quirks` (never back on).
     pub(crate) fn disable_quirks(&self, quirks: u64) {
         self.disabled_quirks.fetch_or(quirks, Ordering::Relaxed);
+        self.settings_changed();
     }
 
-    /// `KVM_CAP_MSR_PLATFORM_INFO`: whether guests may read MSR_PLATFORM_INFO (vCPUs take it
-    /// at their next `KVM_RUN`).
+    /// `KVM_CAP_MSR_PLATFORM_INFO`: whether guests may read MSR_PLATFORM_INFO.
     pub(crate) fn set_platform_info_readable(&self, on: bool) {
         self.platform_info_readable.store(on, Ordering::Relaxed);
+        self.settings_changed();
     }
 
-    /// The settings a vCPU copies (at `KVM_RUN`, and for the ioctls that follow them).
+    /// A setting changed: bumps the generation, then interrupts the vCPUs inside a window,
+    /// which take the new settings before they enter again (as KVM's requests to every vCPU).
+    fn settings_changed(&self) {
+        self.settings_gen.fetch_add(1, kernel::sync::atomic::Full);
+        self.memory.kick_running();
+    }
+
+    /// The settings' generation counter (`Vm::settings_changed`).
+    pub(crate) fn settings_gen(&self) -> &Arc<Atomic<u64>> {
+        &self.settings_gen
+    }
+
+    /// The settings a vCPU copies (see [`Vm::settings_gen`]).
     pub(crate) fn settings(&self) -> VmSettings {
         VmSettings {
             disabled_quirks: self.disabled_quirks.load(Ordering::Relaxed),
             platform_info_readable: self.platform_info_readable.load(Ordering::Relaxed),
             user_space_msr: self.user_space_msr.load(Ordering::Relaxed),
+            exit_on_emulation_failure: self.exit_on_emulation_failure.load(Ordering::Relaxed),
         }
+    }
+
+    /// `KVM_ENABLE_CAP(KVM_CAP_EXIT_ON_EMULATION_FAILURE, on)`: 0 or 1 (`EINVAL` else).
+    pub(crate) fn set_exit_on_emulation_failure(&self, on: u64) -> Result {
+        if on & !1 != 0 {
+            return Err(EINVAL);
+        }
+        self.exit_on_emulation_failure.store(on != 0, Ordering::Relaxed);
+        self.settings_changed();
+        Ok(())
     }
 
     /// `KVM_ENABLE_CAP(KVM_CAP_X86_USER_SPACE_MSR, reasons)`: `EINVAL` for unknown reasons.
     pub(crate) fn set_user_space_msr(&self, reasons: u64) -> Result {
         let reasons = u32::try_from(reasons).ok().filter(|r| r & !crate::logic::msr_filter::reason::VALID == 0).ok_or(EINVAL)?;
         self.user_space_msr.store(reasons, Ordering::Relaxed);
+        self.settings_changed();
         Ok(())
     }
 
-    /// `KVM_X86_SET_MSR_FILTER`: replaces the filter (an empty default-allow one removes it).
+    /// `KVM_X86_SET_MSR_FILTER`: replaces the filter (an empty default-allow one allows
+    /// everything, as no filter does). Once it returns, no vCPU uses the old one.
     pub(crate) fn set_msr_filter(&self, arg: &crate::logic::msr_filter::FilterArg) -> Result {
         let filter = Arc::new(MsrFilter::from_user(arg)?, GFP_KERNEL_ACCOUNT)?;
         let old = core::mem::replace(&mut *self.msr_filter.lock(), Some(filter));
-        self.msr_filter_gen.fetch_add(1, Ordering::Release);
+        self.settings_changed();
         drop(old);
         Ok(())
     }
 
-    /// The filter's generation, read before each entry.
-    pub(crate) fn msr_filter_gen(&self) -> u64 {
-        self.msr_filter_gen.load(Ordering::Acquire)
-    }
-
-    /// The filter in force and its generation.
-    pub(crate) fn msr_filter(&self) -> (u64, Option<Arc<MsrFilter>>) {
-        let f = self.msr_filter.lock();
-        (self.msr_filter_gen(), f.clone())
+    /// The filter in force.
+    pub(crate) fn msr_filter(&self) -> Option<Arc<MsrFilter>> {
+        self.msr_filter.lock().clone()
     }
 
     /// Whether quirk `q` (`KVM_X86_QUIRK_*`) is in force.
@@ -469,19 +536,13 @@ impl Vm {
 
     /// `KVM_GET_STATS_FD` on the VM fd.
     pub(crate) fn stats_fd(&self) -> Result<isize> {
-        crate::kvm::stats_fd::vm_fd(self.stats.pid(), self.memory.flush_count())
-    }
-
-    /// `KVM_GET_STATS_FD` on vCPU `id`'s fd.
-    pub(crate) fn vcpu_stats_fd(&self, id: u32, stats: Arc<crate::run::counters::VcpuStats>) -> Result<isize> {
-        crate::kvm::stats_fd::vcpu_fd(self.stats.pid(), id, stats)
+        crate::kvm::stats_fd::vm_fd(self.stats.creator(), self.memory.flush_count())
     }
 
     /// Whether any vCPU was created.
     pub(crate) fn has_vcpus(&self) -> bool {
         !self.inner.lock().vcpu_ids.is_empty()
     }
-
 
     /// `KVM_IRQFD`: assigns or deassigns as `arg` says.
     pub(crate) fn irqfd(&self, arg: &IrqFdArg) -> Result {

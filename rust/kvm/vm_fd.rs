@@ -33,6 +33,7 @@ impl FdObject for Vm {
                 cap::X2APIC_API if crate::module_parameters::split_irqchip.value() => {
                     crate::logic::x2apic_api::capability(!this.split_irqchip()) as isize
                 }
+                cap::X86_APIC_BUS_CYCLES_NS if crate::module_parameters::split_irqchip.value() => this.apic_bus_cycle_ns() as isize,
                 _ => crate::kvm::system::check_extension(arg),
             }),
             // With unrestricted guest rvmx needs neither the real-mode TSS nor the identity map
@@ -133,6 +134,10 @@ fn enable_cap(vm: ArcBorrow<'_, Vm>, c: &EnableCap) -> Result<isize> {
             vm.disable_quirks(arg & quirk::SUPPORTED);
             Ok(0)
         }
+        cap::EXIT_ON_EMULATION_FAILURE => {
+            vm.set_exit_on_emulation_failure(arg)?;
+            Ok(0)
+        }
         cap::X86_USER_SPACE_MSR => {
             vm.set_user_space_msr(arg)?;
             Ok(0)
@@ -147,6 +152,10 @@ fn enable_cap(vm: ArcBorrow<'_, Vm>, c: &EnableCap) -> Result<isize> {
         }
         cap::SPLIT_IRQCHIP if crate::module_parameters::split_irqchip.value() => {
             vm.enable_split_irqchip(arg)?;
+            Ok(0)
+        }
+        cap::X86_APIC_BUS_CYCLES_NS if crate::module_parameters::split_irqchip.value() => {
+            vm.set_apic_bus_cycle_ns(arg)?;
             Ok(0)
         }
         cap::X2APIC_API if crate::module_parameters::split_irqchip.value() => {

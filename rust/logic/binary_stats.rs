@@ -65,7 +65,8 @@ pub const VCPU_STATS: [Stat; 10] = [
 /// requested and done at once (KVM counts the requests and the flushes apart).
 pub const VM_STATS: [&str; 2] = ["remote_tlb_flush", "remote_tlb_flush_requests"];
 
-/// The file's layout for `n` statistics: header, id, descriptors, values.
+/// Where the descriptors start: after the header and the id (the file is header, id,
+/// descriptors, values).
 pub const fn desc_offset() -> usize {
     HEADER_SIZE + NAME_SIZE
 }

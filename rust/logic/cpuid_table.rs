@@ -265,6 +265,18 @@ pub fn supported(host: impl Fn(u32, u32) -> [u32; 4], ctl: GuestControls, out: &
     n
 }
 
+/// The KVM paravirtual features the table gives (EAX of the features leaf after the first
+/// "KVMKVMKVM" signature among the hypervisor bases 0x40000000-0x4000ff00, as KVM's
+/// `kvm_get_hypervisor_cpuid` finds it); 0 without the signature or the leaf.
+pub fn kvm_pv_features(table: &[CpuidEntry]) -> u32 {
+    let [_, sig_b, sig_c, sig_d] = super::kvmclock::SIGNATURE_LEAF;
+    (0x4000_0000u32..0x4001_0000)
+        .step_by(0x100)
+        .find(|&base| find_any(table, base).is_some_and(|e| (e.ebx, e.ecx, e.edx) == (sig_b, sig_c, sig_d)))
+        .and_then(|base| find_any(table, base | 1))
+        .map_or(0, |e| e.eax)
+}
+
 /// The entry for `leaf`.`subleaf` (the subleaf counts only where the entry says so).
 pub fn find(table: &[CpuidEntry], leaf: u32, subleaf: u32) -> Option<&CpuidEntry> {
     table
@@ -757,6 +769,17 @@ mod tests {
         assert_eq!((out[1].edx, out[1].ecx), (0, 0), "not a second one");
         assert_eq!(out[2].ecx, 0, "OSPKE follows CR4.PKE");
         assert_eq!((out[3].ebx, out[4].ebx, out[5].ebx), (576, 832, 1));
+    }
+
+    #[test]
+    fn pv_features_after_the_kvm_signature() {
+        let [a, b, c, d] = crate::kvmclock::SIGNATURE_LEAF;
+        let sig = |function| CpuidEntry { function, eax: a, ebx: b, ecx: c, edx: d, ..Default::default() };
+        let feat = |function, eax| CpuidEntry { function, eax, ..Default::default() };
+        assert_eq!(kvm_pv_features(&[sig(0x4000_0000), feat(0x4000_0001, 9)]), 9);
+        assert_eq!(kvm_pv_features(&[sig(0x4000_0100), feat(0x4000_0001, 9), feat(0x4000_0101, 5)]), 5, "at the signature's base");
+        assert_eq!(kvm_pv_features(&[feat(0x4000_0001, 9)]), 0, "no signature");
+        assert_eq!(kvm_pv_features(&[sig(0x4000_0000)]), 0, "no features leaf");
     }
 
     #[test]

@@ -64,6 +64,12 @@ impl Exception {
     pub const fn raise(vector: u8, error_code: Option<u32>) -> Self {
         Self { vector, error_code, injected: false, soft_len: 0 }
     }
+
+    /// #GP(0); in real mode (`protected` false) exceptions carry no error code (and VM entry
+    /// refuses one).
+    pub const fn gp0(protected: bool) -> Self {
+        Self::raise(vector::GP, if protected { Some(0) } else { None })
+    }
 }
 
 /// An interrupt to deliver.

@@ -152,6 +152,30 @@ unsafe impl kernel::transmute::FromBytes for DeviceAttr {}
 /// The one VM type rvmx creates (`KVM_CREATE_VM`'s argument): a plain VM.
 pub const KVM_X86_DEFAULT_VM: usize = 0;
 
+/// `struct kvm_pre_fault_memory`: the guest-physical range to map ahead of the guest.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PreFaultMemory {
+    /// Start (page-aligned); moves on as pages are mapped.
+    pub gpa: u64,
+    /// Bytes (page-aligned); what is left.
+    pub size: u64,
+    /// None defined.
+    pub flags: u64,
+    /// Padding.
+    pub padding: [u64; 5],
+}
+// SAFETY: `repr(C)`, `u64`s only (64 bytes, tested against kvm-bindings): any bit pattern is
+// valid, and every byte is a field's.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::FromBytes for PreFaultMemory {}
+// SAFETY: as above.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::AsBytes for PreFaultMemory {}
+
+/// Maps guest memory ahead of the guest's accesses (on a vCPU fd).
+pub const KVM_PRE_FAULT_MEMORY: u32 = iowr(0xd5, core::mem::size_of::<PreFaultMemory>());
+
 /// Sets the VM's MSR filter (`struct kvm_msr_filter`).
 pub const KVM_X86_SET_MSR_FILTER: u32 = iow::<super::msr_filter::FilterArg>(0xc6);
 
@@ -251,11 +275,14 @@ pub struct VmSettings {
     /// The MSR failures userspace handles (`KVM_CAP_X86_USER_SPACE_MSR`,
     /// `super::msr_filter::reason`).
     pub user_space_msr: u32,
+    /// Instructions rvmx cannot emulate always go to userspace, without #UD
+    /// (`KVM_CAP_EXIT_ON_EMULATION_FAILURE`).
+    pub exit_on_emulation_failure: bool,
 }
 
 impl Default for VmSettings {
     fn default() -> Self {
-        Self { disabled_quirks: 0, platform_info_readable: true, user_space_msr: 0 }
+        Self { disabled_quirks: 0, platform_info_readable: true, user_space_msr: 0, exit_on_emulation_failure: false }
     }
 }
 
@@ -840,6 +867,14 @@ pub mod cap {
     /// `KVM_ENABLE_CAP(KVM_CAP_X2APIC_API)`: 32-bit x2APIC IDs, the broadcast quirk, EOI
     /// broadcast suppression.
     pub const X2APIC_API: usize = 129;
+    /// `KVM_PRE_FAULT_MEMORY`.
+    pub const PRE_FAULT_MEMORY: usize = 236;
+    /// `KVM_ENABLE_CAP` on a vCPU: its PV MSRs and hypercalls need their CPUID features.
+    pub const ENFORCE_PV_FEATURE_CPUID: usize = 190;
+    /// Emulation failures always exit to userspace (`KVM_ENABLE_CAP` on the VM, 0 or 1).
+    pub const EXIT_ON_EMULATION_FAILURE: usize = 204;
+    /// The local APIC timer's bus period in ns (1 on the system fd; the VM's on a VM fd).
+    pub const X86_APIC_BUS_CYCLES_NS: usize = 237;
 }
 
 /// The capabilities of the split irqchip, reported with the module parameter `split_irqchip`
@@ -852,6 +887,7 @@ pub const SPLIT_IRQCHIP_CAPABILITIES: &[(usize, isize)] = &[
     (cap::IRQ_ROUTING, MAX_IRQ_ROUTES as isize),
     (cap::IRQFD, 1),
     (cap::X2APIC_API, super::x2apic_api::VALID as isize),
+    (cap::X86_APIC_BUS_CYCLES_NS, super::lapic::APIC_BUS_CYCLE_NS_DEFAULT as isize),
 ];
 
 /// The capabilities rvmx provides, with the value `KVM_CHECK_EXTENSION` returns for each.
@@ -893,6 +929,9 @@ pub const CAPABILITIES: &[(usize, isize)] = &[
     (cap::BINARY_STATS_FD, 1),
     (cap::X86_USER_SPACE_MSR, 1),
     (cap::X86_MSR_FILTER, 1),
+    (cap::PRE_FAULT_MEMORY, 1),
+    (cap::EXIT_ON_EMULATION_FAILURE, 1),
+    (cap::ENFORCE_PV_FEATURE_CPUID, 1),
     (cap::SYNC_REGS, super::kvm_run::sync_regs::VALID as isize),
     (cap::GET_MSR_FEATURES, 1),
     (cap::SYNC_MMU, 1),
@@ -987,6 +1026,8 @@ mod tests {
         assert_eq!(KVM_SET_BOOT_CPU_ID, 0xae78);
         assert_eq!(KVM_GET_STATS_FD, 0xaece);
         assert_eq!(KVM_X86_SET_MSR_FILTER, 0x4188_aec6);
+        assert_eq!(KVM_PRE_FAULT_MEMORY, 0xc040_aed5);
+        assert_eq!(size_of::<PreFaultMemory>(), size_of::<kvm_bindings::kvm_pre_fault_memory>());
         assert_eq!(offset_of!(Msi, devid), offset_of!(kvm_bindings::kvm_msi, devid));
         assert_eq!(quirk::LINT0_REENABLED, kvm_bindings::KVM_X86_QUIRK_LINT0_REENABLED as u64);
         assert_eq!(quirk::OUT_7E_INC_RIP, kvm_bindings::KVM_X86_QUIRK_OUT_7E_INC_RIP as u64);

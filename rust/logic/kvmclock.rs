@@ -104,6 +104,12 @@ pub mod feature {
     pub const NOP_IO_DELAY: u32 = 1 << 1;
     /// `KVM_FEATURE_CLOCKSOURCE2`: MSRs 0x4b564d00 and 0x4b564d01.
     pub const CLOCKSOURCE2: u32 = 1 << 3;
+    /// `KVM_FEATURE_PV_UNHALT`: `KVM_HC_KICK_CPU`.
+    pub const PV_UNHALT: u32 = 1 << 7;
+    /// `KVM_FEATURE_PV_SEND_IPI`: `KVM_HC_SEND_IPI`.
+    pub const PV_SEND_IPI: u32 = 1 << 11;
+    /// `KVM_FEATURE_PV_SCHED_YIELD`: `KVM_HC_SCHED_YIELD`.
+    pub const PV_SCHED_YIELD: u32 = 1 << 13;
     /// `KVM_FEATURE_CLOCKSOURCE_STABLE_BIT`: the page's flags may carry PVCLOCK_TSC_STABLE.
     pub const CLOCKSOURCE_STABLE_BIT: u32 = 1 << 24;
     /// What `KVM_GET_SUPPORTED_CPUID` offers.

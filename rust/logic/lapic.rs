@@ -174,6 +174,15 @@ pub const DFR_FLAT: u32 = 0xffff_ffff;
 pub const DFR_CLUSTER: u32 = 0x0fff_ffff;
 /// KVM's `APIC_BUS_CYCLE_NS_DEFAULT`: a 1 GHz APIC bus.
 pub const APIC_BUS_CYCLE_NS_DEFAULT: u64 = 1;
+
+/// Whether a VM's APIC bus may tick every `ns` nanoseconds (`KVM_CAP_X86_APIC_BUS_CYCLES_NS`):
+/// not 0, and the longest timer period (TMICT 2^32-1, divided by 128) fits in 64 bits of
+/// nanoseconds, as KVM checks.
+pub const fn valid_bus_cycle_ns(ns: u64) -> bool {
+    /// TMICT's largest value times the largest divider (128).
+    const LONGEST_COUNT: u64 = (u32::MAX as u64) << 7;
+    ns != 0 && LONGEST_COUNT.checked_mul(ns).is_some()
+}
 /// KVM's shortest periodic timer (`min_timer_period_us` = 200, a module parameter).
 pub const MIN_TIMER_PERIOD_NS: u64 = 200_000;
 /// `cpuid_query_maxphyaddr` without leaf 0x80000008 (the value before `KVM_SET_CPUID2`).
@@ -1492,6 +1501,14 @@ mod tests {
         let mut a = enabled(id);
         assert!(a.set_apic_base(DEFAULT_BASE | apic_base::ENABLE | apic_base::EXTD, false).is_ok());
         a
+    }
+
+    #[test]
+    fn bus_cycle_limits() {
+        assert!(!valid_bus_cycle_ns(0));
+        assert!(valid_bus_cycle_ns(1) && valid_bus_cycle_ns(40));
+        let max = u64::MAX / (u32::MAX as u64 * 128);
+        assert!(valid_bus_cycle_ns(max) && !valid_bus_cycle_ns(max + 1));
     }
 
     #[test]

@@ -240,8 +240,18 @@ impl GuestMemory {
     /// tables the change detached. Under the MMU lock: everything detached so far was
     /// detached before this flush began.
     fn flush(&self, m: &mut Mmu) {
-        // Pairs with the store before INVEPT in a window (run/vcpu_run.rs): a vCPU not seen here
-        // flushes after the change.
+        self.kick_running();
+        m.ept.free_detached();
+        // Under the MMU lock: no other writer.
+        self.flushes.store(self.flushes.load(Relaxed).wrapping_add(1), Relaxed);
+    }
+
+    /// Interrupts every vCPU inside a VMX window of this VM and waits until each has left it
+    /// (windows keep interrupts off). The caller changed something first (the EPT, the VM's
+    /// settings) that a vCPU checks before it enters: a vCPU not seen here sees the change.
+    pub(crate) fn kick_running(&self) {
+        // Pairs with the store of `running` in a window (run/window.rs), before INVEPT and
+        // before the entry loop's checks.
         core::sync::atomic::fence(Ordering::SeqCst);
         let running = core::ptr::from_ref(&self.running).cast_mut().cast();
         // SAFETY: `in_window` only reads `self.running`, which outlives the call; `kicked` does
@@ -251,9 +261,11 @@ impl GuestMemory {
         unsafe {
             bindings::on_each_cpu_cond_mask(Some(in_window), Some(kicked), running, true, &raw const bindings::__cpu_online_mask)
         };
-        m.ept.free_detached();
-        // Under the MMU lock: no other writer.
-        self.flushes.store(self.flushes.load(Relaxed).wrapping_add(1), Relaxed);
+    }
+
+    /// Whether the guest page holding `gpa` is mapped (for reading, at least).
+    pub(crate) fn is_mapped(&self, gpa: u64) -> bool {
+        self.mmu.lock().ept.is_mapped(gpa & !0xfff, false)
     }
 
     /// The count of flushes of every vCPU's translations (KVM's `remote_tlb_flush`), which a

@@ -69,6 +69,8 @@ pub(crate) fn complete(st: &mut VcpuState, run: &KvmRun, vm: &Vm) -> Option<Resu
                     st.raise(f);
                     false
                 }
+                emulate::Outcome::Failed if st.emulation_failed() => return Some(Ok(0)),
+                emulate::Outcome::Failed => false,
             }
         }
     };

@@ -122,6 +122,9 @@ pub(crate) enum Outcome {
     Exit(Option<Pending>),
     /// The instruction faults: the exception goes to the guest, no exit.
     Fault(GuestFault),
+    /// rvmx cannot emulate it: `kvm_run` describes the failure (the caller decides, as
+    /// KVM's `handle_emulation_failure`, whether it exits and whether the guest gets #UD).
+    Failed,
 }
 
 /// `KVM_TRANSLATE`: the guest-physical address of `linear` for a supervisor read through the
@@ -464,7 +467,7 @@ pub(crate) fn mmio<'a>(
         _ => {
             let len = decoded.map_or(n, |i| i.len as usize);
             run.emulation_failure(first(&bytes, len), &[gpa, qualification]);
-            Outcome::Exit(None)
+            Outcome::Failed
         }
     }
 }
@@ -602,7 +605,7 @@ pub(crate) fn string_io<'a>(
             let mut bytes = [0u8; insn::MAX_LEN];
             let n = g.fetch(regs.rip, &mut bytes).min(len as usize);
             run.emulation_failure(first(&bytes, n), &[]);
-            Outcome::Exit(None)
+            Outcome::Failed
         }
     }
 }
@@ -751,7 +754,7 @@ pub(crate) fn complete<'a>(
         Err(Failure::Unsupported) => {
             // The memory changed under the instruction (a slot went away): nothing to guess.
             run.emulation_failure(&[], &[regs.rip]);
-            Outcome::Exit(None)
+            Outcome::Failed
         }
     }
 }

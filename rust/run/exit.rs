@@ -142,10 +142,9 @@ impl<'a, 'c> LiveVcpu<'a, 'c> {
         crate::logic::cpuid_table::xsave_allowed(&self.st.cpuid, self.features.xcr0)
     }
 
-    /// Raises #GP(0); in real mode exceptions carry no error code (and VM entry refuses one).
+    /// Raises #GP(0).
     fn inject_gp0(&mut self) {
-        let protected = self.cur.read(GUEST_CR0) & cr0::PE != 0;
-        self.st.events.exception = Some(Exception::raise(vector::GP, protected.then_some(0)));
+        self.st.events.exception = Some(Exception::gp0(self.cur.read(GUEST_CR0) & cr0::PE != 0));
     }
 
     /// Reports an exit reason rvmx does not handle, as KVM does.
@@ -196,6 +195,10 @@ impl<'a, 'c> LiveVcpu<'a, 'c> {
 /// RDMSR: EDX:EAX from the guest's MSR where the MSR filter allows it; else, or if the guest
 /// has no such MSR, #GP or (as userspace asked) `KVM_EXIT_X86_RDMSR`.
 fn rdmsr(v: &mut LiveVcpu<'_, '_>) -> Next {
+    // Settings changed meanwhile (the filter, the MSR exits): the RDMSR runs again with them.
+    if v.st.settings_stale() {
+        return Next::Host;
+    }
     let msr = v.st.gprs.rcx as u32;
     if !v.st.msr_allowed(msr, msr_filter::FILTER_READ) {
         return msr_failed(v, false, msr, 0, msr_filter::reason::FILTER);
@@ -208,7 +211,7 @@ fn rdmsr(v: &mut LiveVcpu<'_, '_>) -> Next {
             Next::Reenter
         }
         None => {
-            let why = msr_failure(v, msr);
+            let why = msr_failure(v, msr, false);
             msr_failed(v, false, msr, 0, why)
         }
     }
@@ -217,13 +220,16 @@ fn rdmsr(v: &mut LiveVcpu<'_, '_>) -> Next {
 /// WRMSR: EDX:EAX into the guest's MSR where the filter allows it; else, or for an MSR the
 /// guest does not have or a value it refuses, #GP or `KVM_EXIT_X86_WRMSR`.
 fn wrmsr(v: &mut LiveVcpu<'_, '_>) -> Next {
+    if v.st.settings_stale() {
+        return Next::Host;
+    }
     let value = (v.st.gprs.rdx << 32) | (v.st.gprs.rax & 0xffff_ffff);
     let msr = v.st.gprs.rcx as u32;
     if !v.st.msr_allowed(msr, msr_filter::FILTER_WRITE) {
         return msr_failed(v, true, msr, value, msr_filter::reason::FILTER);
     }
     if v.st.msr_state(Some(v.cur)).write(msr, value).is_err() {
-        let why = msr_failure(v, msr);
+        let why = msr_failure(v, msr, true);
         return msr_failed(v, true, msr, value, why);
     }
     v.skip_instruction();
@@ -231,12 +237,22 @@ fn wrmsr(v: &mut LiveVcpu<'_, '_>) -> Next {
     if v.st.kvmclock.has_work() { Next::Host } else { Next::Reenter }
 }
 
-/// Why the kernel refused an access to `msr`: the MSR exists (userspace could read it) but
-/// refused the access or the value, or rvmx does not know it (as KVM's INVAL and UNKNOWN).
-fn msr_failure(v: &mut LiveVcpu<'_, '_>, msr: u32) -> u32 {
-    let mut m = v.st.msr_state(Some(v.cur));
-    m.host = true;
-    if m.read(msr).is_some() { msr_filter::reason::INVAL } else { msr_filter::reason::UNKNOWN }
+/// Why the kernel refused an access to `msr` (`write`), as KVM's INVAL (the MSR exists but
+/// refused the access or the value) or UNKNOWN: the write-only command MSRs and the x2APIC
+/// range exist; a guest's write to ARCH_CAPABILITIES is unknown; otherwise an MSR exists
+/// where userspace could read it.
+fn msr_failure(v: &mut LiveVcpu<'_, '_>, msr: u32, write: bool) -> u32 {
+    use crate::logic::arch::msr::{ARCH_CAPABILITIES, FLUSH_CMD, PRED_CMD, X2APIC_FIRST, X2APIC_LAST};
+    let exists = match msr {
+        PRED_CMD | FLUSH_CMD | X2APIC_FIRST..=X2APIC_LAST => true,
+        ARCH_CAPABILITIES if write => false,
+        _ => {
+            let mut m = v.st.msr_state(Some(v.cur));
+            m.host = true;
+            m.read(msr).is_some()
+        }
+    };
+    if exists { msr_filter::reason::INVAL } else { msr_filter::reason::UNKNOWN }
 }
 
 /// An MSR access the kernel did not do, for `why`: to userspace if it asked for such
@@ -366,7 +382,7 @@ fn cpuid(v: &mut LiveVcpu<'_, '_>) -> Next {
 fn vmcall(v: &mut LiveVcpu<'_, '_>) -> Next {
     let g = &v.st.gprs;
     let call = hypercall::Call { nr: g.rax, args: [g.rbx, g.rcx, g.rdx, g.rsi] };
-    v.st.gprs.rax = hypercall::answer(call, v.cpl(), v.long64());
+    v.st.gprs.rax = hypercall::answer(call, v.cpl(), v.long64(), v.st.enforced_pv_features());
     v.skip_instruction();
     Next::Reenter
 }
@@ -814,5 +830,6 @@ fn emulated_end(st: &mut VcpuState, before: (u64, u64), outcome: emulate::Outcom
             st.raise(f);
             None
         }
+        emulate::Outcome::Failed => st.emulation_failed().then_some(Ok(0)),
     }
 }

@@ -3,7 +3,13 @@
 //! What a vCPU keeps between runs, under its mutex: registers, the VMCS, pending events and
 //! work, FPU, debug registers, CPUID and MSRs, and what its CPUID table allows.
 
-use kernel::{prelude::*, sync::Arc};
+use kernel::{
+    prelude::*,
+    sync::{
+        atomic::{Acquire, Atomic},
+        Arc,
+    },
+};
 
 use crate::{
     cpu::{debugregs::GuestDebug, fpu::GuestFpu, kvmclock::VmClock, msr::{MsrArea, MsrState}},
@@ -83,34 +89,50 @@ pub(crate) struct VcpuState {
     /// kvmclock: this vCPU's MSR and pending page writes, and the VM's clock.
     pub(crate) kvmclock: VcpuClock,
     pub(crate) vm_clock: Arc<VmClock>,
-    /// The VM's MSR filter as this vCPU last took it, and its generation (`Vm::msr_filter`).
-    pub(crate) msr_filter: Option<Arc<crate::cpu::msr_filter::MsrFilter>>,
-    pub(crate) msr_filter_gen: u64,
-    /// The VM's settings, taken at each `KVM_RUN` and by the ioctls that follow them
-    /// (`KVM_GET/SET_MSRS`, `KVM_GET/SET_CPUID2`).
+    /// `KVM_CAP_ENFORCE_PV_FEATURE_CPUID`: the paravirtual MSRs and hypercalls need their
+    /// feature in the guest's CPUID.
+    pub(crate) enforce_pv_features: bool,
+    /// The VM's settings and MSR filter as this vCPU last took them, the VM's generation
+    /// counter of them and the generation taken (`Vm::settings_gen`).
     pub(crate) vm: VmSettings,
+    pub(crate) msr_filter: Option<Arc<crate::cpu::msr_filter::MsrFilter>>,
+    pub(crate) settings_gen: Arc<Atomic<u64>>,
+    pub(crate) settings_seen: u64,
     /// Page-table pages for this vCPU's next EPT fault, allocated before the MMU lock.
     pub(crate) tables: TableCache,
 }
 
 impl VcpuState {
+    /// The PV features the guest's MSRs and hypercalls are held to, if enforced.
+    pub(crate) fn enforced_pv_features(&self) -> Option<u32> {
+        self.enforce_pv_features.then_some(self.allowed.pv_features)
+    }
+
     /// Whether the MSR filter lets the guest `kind` (`FILTER_READ`/`FILTER_WRITE`) MSR `index`
     /// in the kernel.
     pub(crate) fn msr_allowed(&self, index: u32, kind: u32) -> bool {
         self.msr_filter.as_ref().is_none_or(|f| f.allows(index, kind))
     }
 
-    /// Takes the VM's MSR filter if it changed (before an entry): SPEC_CTRL, which the guest
-    /// may reach without exits, is intercepted again where the filter denies it (KVM's
-    /// `KVM_REQ_RECALC_INTERCEPTS`).
-    pub(crate) fn take_msr_filter(&mut self, vm: &Vm) {
+    /// Whether the VM's settings changed since this vCPU took them (read inside windows).
+    pub(crate) fn settings_stale(&self) -> bool {
+        self.settings_gen.load(Acquire) != self.settings_seen
+    }
+
+    /// Takes the VM's settings and MSR filter if they changed (outside a window): SPEC_CTRL,
+    /// which the guest may reach without exits, is intercepted again where the filter denies
+    /// it (KVM's `KVM_REQ_RECALC_INTERCEPTS`).
+    pub(crate) fn take_vm_settings(&mut self, vm: &Vm) {
         use crate::logic::{arch::msr::SPEC_CTRL, msr_filter::{FILTER_READ, FILTER_WRITE}};
-        if vm.msr_filter_gen() == self.msr_filter_gen {
+        if !self.settings_stale() {
             return;
         }
-        (self.msr_filter_gen, self.msr_filter) = vm.msr_filter();
+        // The generation first: a change after this read is seen at the next check.
+        self.settings_seen = self.settings_gen.load(Acquire);
+        self.vm = vm.settings();
+        self.msr_filter = vm.msr_filter();
         if !self.msr_allowed(SPEC_CTRL, FILTER_READ) || !self.msr_allowed(SPEC_CTRL, FILTER_WRITE) {
-            self.msr_area.intercept_spec_ctrl();
+            self.msr_area.set_spec_ctrl_intercept(true);
         }
     }
 
@@ -226,11 +248,33 @@ impl VcpuState {
         self.interruptibility &= !(events::block::STI | events::block::MOV_SS);
     }
 
-    /// Raises #GP(0) (without an error code in real mode, where none is pushed), delivered at
-    /// the next entry.
+    /// Current privilege level outside a window: 0 in real mode, 3 in virtual-8086 mode, else
+    /// SS.DPL (as VMX keeps it).
+    pub(crate) fn cpl(&self) -> u8 {
+        if self.sregs.cr0 & arch::cr0::PE == 0 {
+            0
+        } else if self.regs.rflags & rflags::VM != 0 {
+            3
+        } else {
+            self.sregs.ss.dpl
+        }
+    }
+
+    /// An instruction rvmx could not emulate (`kvm_run` describes it), as KVM's
+    /// `handle_emulation_failure`: with `KVM_CAP_EXIT_ON_EMULATION_FAILURE` to userspace;
+    /// otherwise the guest gets #UD, and userspace sees the failure too if it hit ring 0.
+    /// Whether `KVM_RUN` returns.
+    pub(crate) fn emulation_failed(&mut self) -> bool {
+        if self.vm.exit_on_emulation_failure {
+            return true;
+        }
+        self.events.exception = Some(events::Exception::raise(vector::UD, None));
+        self.cpl() == 0
+    }
+
+    /// Raises #GP(0), delivered at the next entry.
     pub(crate) fn raise_gp0(&mut self) {
-        let protected = self.sregs.cr0 & arch::cr0::PE != 0;
-        self.events.exception = Some(events::Exception::raise(vector::GP, protected.then_some(0)));
+        self.events.exception = Some(events::Exception::gp0(self.sregs.cr0 & arch::cr0::PE != 0));
     }
 
     /// Raises an exception an emulated instruction caused (CR2 set for a page fault); it is
@@ -290,6 +334,7 @@ impl VcpuState {
     /// RDMSR/WRMSR), from this state outside one (userspace's `KVM_GET/SET_MSRS`).
     pub(crate) fn msr_state<'a, 'b>(&'a mut self, vmcs: Option<&'a Current<'b>>) -> MsrState<'a, 'b> {
         let host = vmcs.is_none();
+        let pv_features = self.enforced_pv_features();
         let spec_ctrl_unfiltered = {
             use crate::logic::{arch::msr::SPEC_CTRL, msr_filter::{FILTER_READ, FILTER_WRITE}};
             self.msr_allowed(SPEC_CTRL, FILTER_READ) && self.msr_allowed(SPEC_CTRL, FILTER_WRITE)
@@ -307,6 +352,7 @@ impl VcpuState {
             apic: self.apic.as_mut(),
             vm_clock: &self.vm_clock,
             vm: self.vm,
+            pv_features,
             sse3: self.allowed.instructions.sse3,
             spec_ctrl_unfiltered,
             host,
@@ -414,6 +460,8 @@ pub(crate) struct Allowed {
     pub(crate) speculation: cpuid_table::SpeculationMsrs,
     /// RDTSCP/RDPID (and so IA32_TSC_AUX), INVPCID, RDRAND, RDSEED (the others are #UD).
     pub(crate) instructions: cpuid_table::Instructions,
+    /// The KVM paravirtual features the table gives.
+    pub(crate) pv_features: u32,
 }
 
 impl Allowed {
@@ -431,6 +479,7 @@ impl Allowed {
                 sp
             },
             instructions: cpuid_table::instructions(table),
+            pv_features: cpuid_table::kvm_pv_features(table),
         }
     }
 }

@@ -42,7 +42,7 @@ pub(crate) fn run(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> R
 }
 
 fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<isize> {
-    st.vm = vm.settings();
+    st.take_vm_settings(vm);
     let lint0_reenabled = st.vm.has_quirk(quirk::LINT0_REENABLED);
     if st.apic.as_ref().is_some_and(|a| a.mp_state() == MpState::Uninitialized) {
         return uninitialized(st, run, lint0_reenabled);
@@ -81,7 +81,7 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
             continue;
         }
         pvclock::sync(&mut st.vcpu, vm);
-        st.take_msr_filter(vm);
+        st.take_vm_settings(vm);
         match window(t, st, run)? {
             Next::ToUser => return Ok(0),
             Next::Host | Next::Reenter => {}

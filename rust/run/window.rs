@@ -124,6 +124,11 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
         let mut v = LiveVcpu::new(&cur, st, run, cpu, &features, &host_debug, want_window);
         let next = loop {
             let st = &mut *v.st;
+            // The VM's settings changed (checked after `running` was published: a change after
+            // this check kicks the vCPU out): take them before entering.
+            if st.settings_stale() {
+                break Next::Host;
+            }
             // What other vCPUs and devices posted (checked after `running` was published, so
             // a post after this check kicks the vCPU out again). INIT and SIPI reset or start
             // the vCPU: outside the window.
