@@ -291,11 +291,17 @@ pub(crate) struct MsrState<'a, 'b> {
 }
 
 impl MsrState<'_, '_> {
-    /// Whether the guest may use kvmclock MSR `msr` (KVM's `guest_pv_has`; userspace always).
-    fn kvmclock_allowed(&self, msr: u32) -> bool {
+    /// Whether kvmclock MSR `msr` is missing: `KVM_CAP_ENFORCE_PV_FEATURE_CPUID` is on and the
+    /// guest's CPUID lacks its feature (KVM's `guest_pv_has`). The guest then gets #GP;
+    /// userspace reads 0 and may write only 0, as KVM treats its accesses to MSRs it lists.
+    pub(crate) fn pv_msr_missing(&self, msr: u32) -> bool {
         use crate::logic::kvmclock::feature;
-        let needs = if matches!(msr, KVM_WALL_CLOCK_NEW | KVM_SYSTEM_TIME_NEW) { feature::CLOCKSOURCE2 } else { feature::CLOCKSOURCE };
-        self.host || self.pv_features.is_none_or(|f| f & needs != 0)
+        let needs = match msr {
+            KVM_WALL_CLOCK_NEW | KVM_SYSTEM_TIME_NEW => feature::CLOCKSOURCE2,
+            KVM_WALL_CLOCK | KVM_SYSTEM_TIME => feature::CLOCKSOURCE,
+            _ => return false,
+        };
+        self.pv_features.is_some_and(|f| f & needs == 0)
     }
 
     /// The TSC offset, in the VMCS too inside a window; the kvmclock page follows the TSC.
@@ -320,9 +326,10 @@ impl MsrState<'_, '_> {
             X2APIC_FIRST..=X2APIC_LAST => self.apic.as_ref()?.msr_read(msr)?,
             // 0 without an in-kernel APIC or outside TSC-deadline mode (KVM).
             TSC_DEADLINE => self.apic.as_ref().map_or(0, |a| a.tsc_deadline()),
-            // kvmclock, both MSR pairs (KVM does not check the guest's CPUID for them
-            // unless KVM_CAP_ENFORCE_PV_FEATURE_CPUID, which rvmx does not offer).
-            KVM_WALL_CLOCK | KVM_WALL_CLOCK_NEW | KVM_SYSTEM_TIME | KVM_SYSTEM_TIME_NEW if !self.kvmclock_allowed(msr) => return None,
+            // kvmclock, both MSR pairs (the guest's CPUID counts only with
+            // KVM_CAP_ENFORCE_PV_FEATURE_CPUID).
+            m if self.pv_msr_missing(m) && !self.host => return None,
+            m if self.pv_msr_missing(m) => 0,
             KVM_WALL_CLOCK | KVM_WALL_CLOCK_NEW => self.vm_clock.wall_clock_msr(),
             KVM_SYSTEM_TIME | KVM_SYSTEM_TIME_NEW => self.clock.system_time,
             PAT if live.is_some() => live?.read(GUEST_IA32_PAT),
@@ -419,7 +426,8 @@ impl MsrState<'_, '_> {
             }
             // Any value: the page is written before the guest runs again (and only where
             // guest RAM is, as KVM writes it only where it can map it).
-            KVM_WALL_CLOCK | KVM_WALL_CLOCK_NEW | KVM_SYSTEM_TIME | KVM_SYSTEM_TIME_NEW if !self.kvmclock_allowed(msr) => return Err(()),
+            m if self.pv_msr_missing(m) && (!self.host || v != 0) => return Err(()),
+            m if self.pv_msr_missing(m) => {}
             KVM_WALL_CLOCK | KVM_WALL_CLOCK_NEW => {
                 self.vm_clock.set_wall_clock_msr(v);
                 self.clock.wall_clock = true;

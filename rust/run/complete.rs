@@ -69,8 +69,13 @@ pub(crate) fn complete(st: &mut VcpuState, run: &KvmRun, vm: &Vm) -> Option<Resu
                     st.raise(f);
                     false
                 }
-                emulate::Outcome::Failed if st.emulation_failed() => return Some(Ok(0)),
-                emulate::Outcome::Failed => false,
+                emulate::Outcome::Failed(f) => {
+                    if st.emulation_failed() {
+                        f.report(run);
+                        return Some(Ok(0));
+                    }
+                    false
+                }
             }
         }
     };

@@ -122,9 +122,36 @@ pub(crate) enum Outcome {
     Exit(Option<Pending>),
     /// The instruction faults: the exception goes to the guest, no exit.
     Fault(GuestFault),
-    /// rvmx cannot emulate it: `kvm_run` describes the failure (the caller decides, as
-    /// KVM's `handle_emulation_failure`, whether it exits and whether the guest gets #UD).
-    Failed,
+    /// rvmx cannot emulate it (the caller decides, as KVM's `handle_emulation_failure`,
+    /// whether it exits with this report and whether the guest gets #UD).
+    Failed(Unemulated),
+}
+
+/// An instruction rvmx could not emulate, as `KVM_EXIT_INTERNAL_ERROR` reports it: its bytes
+/// and up to two data words.
+pub(crate) struct Unemulated {
+    insn: [u8; insn::MAX_LEN],
+    len: usize,
+    data: [u64; 2],
+    ndata: usize,
+}
+
+impl Unemulated {
+    fn new(insn: &[u8], data: &[u64]) -> Self {
+        let mut u = Self { insn: [0; insn::MAX_LEN], len: insn.len().min(insn::MAX_LEN), data: [0; 2], ndata: data.len().min(2) };
+        if let (Some(dst), Some(src)) = (u.insn.get_mut(..u.len), insn.get(..u.len)) {
+            dst.copy_from_slice(src);
+        }
+        if let (Some(dst), Some(src)) = (u.data.get_mut(..u.ndata), data.get(..u.ndata)) {
+            dst.copy_from_slice(src);
+        }
+        u
+    }
+
+    /// Writes the exit (`KVM_INTERNAL_ERROR_EMULATION`).
+    pub(crate) fn report(&self, run: &KvmRun) {
+        run.emulation_failure(first(&self.insn, self.len), self.data.get(..self.ndata).unwrap_or(&[]));
+    }
 }
 
 /// `KVM_TRANSLATE`: the guest-physical address of `linear` for a supervisor read through the
@@ -466,8 +493,7 @@ pub(crate) fn mmio<'a>(
         Some(Err(Failure::Fault(f))) => Outcome::Fault(f),
         _ => {
             let len = decoded.map_or(n, |i| i.len as usize);
-            run.emulation_failure(first(&bytes, len), &[gpa, qualification]);
-            Outcome::Failed
+            Outcome::Failed(Unemulated::new(first(&bytes, len), &[gpa, qualification]))
         }
     }
 }
@@ -604,8 +630,7 @@ pub(crate) fn string_io<'a>(
         Err(Failure::Unsupported) => {
             let mut bytes = [0u8; insn::MAX_LEN];
             let n = g.fetch(regs.rip, &mut bytes).min(len as usize);
-            run.emulation_failure(first(&bytes, n), &[]);
-            Outcome::Failed
+            Outcome::Failed(Unemulated::new(first(&bytes, n), &[]))
         }
     }
 }
@@ -752,9 +777,10 @@ pub(crate) fn complete<'a>(
         Ok(o) => o,
         Err(Failure::Fault(f)) => Outcome::Fault(f),
         Err(Failure::Unsupported) => {
-            // The memory changed under the instruction (a slot went away): nothing to guess.
+            // The memory changed under the instruction (a slot went away): nothing to guess,
+            // and not the guest's doing (no #UD): to userspace.
             run.emulation_failure(&[], &[regs.rip]);
-            Outcome::Failed
+            Outcome::Exit(None)
         }
     }
 }

@@ -238,16 +238,19 @@ fn wrmsr(v: &mut LiveVcpu<'_, '_>) -> Next {
 }
 
 /// Why the kernel refused an access to `msr` (`write`), as KVM's INVAL (the MSR exists but
-/// refused the access or the value) or UNKNOWN: the write-only command MSRs and the x2APIC
-/// range exist; a guest's write to ARCH_CAPABILITIES is unknown; otherwise an MSR exists
-/// where userspace could read it.
+/// refused the access or the value) or UNKNOWN: the command MSRs exist for writes, the x2APIC
+/// range always; a guest's write to ARCH_CAPABILITIES and a kvmclock MSR held to a missing
+/// PV feature are unknown; otherwise an MSR exists where userspace could read it.
 fn msr_failure(v: &mut LiveVcpu<'_, '_>, msr: u32, write: bool) -> u32 {
     use crate::logic::arch::msr::{ARCH_CAPABILITIES, FLUSH_CMD, PRED_CMD, X2APIC_FIRST, X2APIC_LAST};
+    let mut m = v.st.msr_state(Some(v.cur));
     let exists = match msr {
-        PRED_CMD | FLUSH_CMD | X2APIC_FIRST..=X2APIC_LAST => true,
+        PRED_CMD | FLUSH_CMD => write,
+        X2APIC_FIRST..=X2APIC_LAST => true,
         ARCH_CAPABILITIES if write => false,
+        // A kvmclock MSR whose PV feature the guest lacks (enforced): unknown to KVM.
+        _ if m.pv_msr_missing(msr) => false,
         _ => {
-            let mut m = v.st.msr_state(Some(v.cur));
             m.host = true;
             m.read(msr).is_some()
         }
@@ -830,6 +833,9 @@ fn emulated_end(st: &mut VcpuState, before: (u64, u64), outcome: emulate::Outcom
             st.raise(f);
             None
         }
-        emulate::Outcome::Failed => st.emulation_failed().then_some(Ok(0)),
+        emulate::Outcome::Failed(f) => st.emulation_failed().then(|| {
+            f.report(run);
+            Ok(0)
+        }),
     }
 }

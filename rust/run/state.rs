@@ -114,7 +114,8 @@ impl VcpuState {
         self.msr_filter.as_ref().is_none_or(|f| f.allows(index, kind))
     }
 
-    /// Whether the VM's settings changed since this vCPU took them (read inside windows).
+    /// Whether the VM's settings changed since this vCPU took them (read inside windows, after
+    /// the SeqCst store of `running`, a locked instruction on x86 that no later load passes).
     pub(crate) fn settings_stale(&self) -> bool {
         self.settings_gen.load(Acquire) != self.settings_seen
     }
@@ -260,10 +261,10 @@ impl VcpuState {
         }
     }
 
-    /// An instruction rvmx could not emulate (`kvm_run` describes it), as KVM's
-    /// `handle_emulation_failure`: with `KVM_CAP_EXIT_ON_EMULATION_FAILURE` to userspace;
-    /// otherwise the guest gets #UD, and userspace sees the failure too if it hit ring 0.
-    /// Whether `KVM_RUN` returns.
+    /// An instruction rvmx could not emulate, as KVM's `handle_emulation_failure`: with
+    /// `KVM_CAP_EXIT_ON_EMULATION_FAILURE` to userspace; otherwise the guest gets #UD, and
+    /// userspace sees the failure too if it hit ring 0. Whether `KVM_RUN` returns (the caller
+    /// then writes the report).
     pub(crate) fn emulation_failed(&mut self) -> bool {
         if self.vm.exit_on_emulation_failure {
             return true;

@@ -75,13 +75,15 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
             return Err(EINTR);
         }
         cond_resched();
+        // The VM's settings as they are now (a change kicks the vCPU out of its window).
+        st.take_vm_settings(vm);
+        let lint0_reenabled = st.vm.has_quirk(quirk::LINT0_REENABLED);
         if st.apic.is_some() && !ready_to_enter(st, lint0_reenabled) {
             // Asleep until something was posted or a signal came: look again.
             st.apic.as_ref().map(|a| a.mailbox().wait());
             continue;
         }
         pvclock::sync(&mut st.vcpu, vm);
-        st.take_vm_settings(vm);
         match window(t, st, run)? {
             Next::ToUser => return Ok(0),
             Next::Host | Next::Reenter => {}
