@@ -274,6 +274,8 @@ pub(crate) struct MsrState<'a, 'b> {
     pub(crate) speculation: crate::logic::cpuid_table::SpeculationMsrs,
     /// This vCPU's kvmclock MSR and the VM's clock (its wall-clock MSR is VM-wide).
     pub(crate) clock: &'a mut crate::logic::kvmclock::VcpuClock,
+    /// This vCPU's steal-time MSR.
+    pub(crate) steal: &'a mut crate::logic::steal_time::StealTime,
     pub(crate) vm_clock: &'a crate::cpu::kvmclock::VmClock,
     /// The in-kernel local APIC: IA32_APIC_BASE and the x2APIC MSRs are its.
     pub(crate) apic: Option<&'a mut crate::irq::lapic::LocalApic>,
@@ -291,7 +293,7 @@ pub(crate) struct MsrState<'a, 'b> {
 }
 
 impl MsrState<'_, '_> {
-    /// Whether kvmclock MSR `msr` is missing: `KVM_CAP_ENFORCE_PV_FEATURE_CPUID` is on and the
+    /// Whether paravirtual MSR `msr` is missing: `KVM_CAP_ENFORCE_PV_FEATURE_CPUID` is on and the
     /// guest's CPUID lacks its feature (KVM's `guest_pv_has`). The guest then gets #GP;
     /// userspace reads 0 and may write only 0, as KVM treats its accesses to MSRs it lists.
     pub(crate) fn pv_msr_missing(&self, msr: u32) -> bool {
@@ -299,6 +301,7 @@ impl MsrState<'_, '_> {
         let needs = match msr {
             KVM_WALL_CLOCK_NEW | KVM_SYSTEM_TIME_NEW => feature::CLOCKSOURCE2,
             KVM_WALL_CLOCK | KVM_SYSTEM_TIME => feature::CLOCKSOURCE,
+            KVM_STEAL_TIME => feature::STEAL_TIME,
             _ => return false,
         };
         self.pv_features.is_some_and(|f| f & needs == 0)
@@ -332,6 +335,7 @@ impl MsrState<'_, '_> {
             m if self.pv_msr_missing(m) => 0,
             KVM_WALL_CLOCK | KVM_WALL_CLOCK_NEW => self.vm_clock.wall_clock_msr(),
             KVM_SYSTEM_TIME | KVM_SYSTEM_TIME_NEW => self.clock.system_time,
+            KVM_STEAL_TIME => self.steal.msr,
             PAT if live.is_some() => live?.read(GUEST_IA32_PAT),
             SYSENTER_CS if live.is_some() => live?.read(GUEST_SYSENTER_CS) as u64,
             SYSENTER_ESP if live.is_some() => live?.read(GUEST_SYSENTER_ESP),
@@ -433,6 +437,14 @@ impl MsrState<'_, '_> {
                 self.clock.wall_clock = true;
             }
             KVM_SYSTEM_TIME | KVM_SYSTEM_TIME_NEW => self.clock.set_system_time(v),
+            // Only where the kernel accounts run delay, and without the reserved bits (KVM);
+            // the structure is written before the next entry (run/steal_time.rs).
+            KVM_STEAL_TIME => {
+                if crate::host::clock::run_delay().is_none() || !crate::logic::steal_time::write_allowed(v) {
+                    return Err(());
+                }
+                self.steal.set_msr(v);
+            }
             TSC_AUX if !self.host && !self.tsc_aux_ok => return Err(()),
             // Without KVM_X86_QUIRK_MISC_ENABLE_NO_MWAIT the MWAIT bit enables MONITOR/MWAIT
             // and shows in CPUID: only for a guest with SSE3 (KVM), userspace's writes too.

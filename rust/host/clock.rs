@@ -22,3 +22,12 @@ pub(crate) fn host_time() -> crate::logic::tsc_sync::HostTime {
     let tsc_unstable = unsafe { kernel::bindings::check_tsc_unstable() } != 0;
     crate::logic::tsc_sync::HostTime { tsc: n.tsc, ns: n.base_ns, tsc_khz: crate::host::x86::tsc_khz(), tsc_unstable }
 }
+
+/// The current thread's time spent waiting for a CPU (the scheduler's `run_delay`, ns), `None`
+/// where the kernel does not account it (no `CONFIG_SCHED_INFO`).
+pub(crate) fn run_delay() -> Option<u64> {
+    let mut ns = 0;
+    // SAFETY: the helper writes the one `u64` it is given and reads the current task's own
+    // scheduler statistics.
+    unsafe { helpers::rvmx_run_delay(&mut ns) }.then_some(ns)
+}

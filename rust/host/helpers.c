@@ -285,3 +285,20 @@ bool rvmx_clock_snapshot(u64 *tsc, u64 *base_ns, u64 *real_ns)
 	*tsc = tsc_based ? snap.cycles : rdtsc();
 	return tsc_based;
 }
+
+/*
+ * For steal time: the current thread's time spent waiting for a CPU (the scheduler's
+ * run_delay, in ns), false without CONFIG_SCHED_INFO (KVM offers steal time only with it).
+ */
+bool rvmx_run_delay(u64 *ns);
+
+bool rvmx_run_delay(u64 *ns)
+{
+#ifdef CONFIG_SCHED_INFO
+	*ns = current->sched_info.run_delay;
+	return true;
+#else
+	*ns = 0;
+	return false;
+#endif
+}

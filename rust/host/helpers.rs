@@ -54,6 +54,9 @@ extern "C" {
     /// clocksource is the TSC.
     pub(crate) fn rvmx_clock_snapshot(tsc: *mut u64, base_ns: *mut u64, real_ns: *mut u64) -> bool;
 
+    /// The current thread's run delay; false without `CONFIG_SCHED_INFO`.
+    pub(crate) fn rvmx_run_delay(ns: *mut u64) -> bool;
+
     // vmx/host_state.rs
     /// `invalidate_tss_limit()`.
     pub(crate) fn rvmx_invalidate_tss_limit();

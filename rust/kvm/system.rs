@@ -111,6 +111,7 @@ fn get_supported_cpuid(arg: usize) -> Result<isize> {
             }
         },
         x2apic: crate::module_parameters::split_irqchip.value(),
+        steal_time: crate::host::clock::run_delay().is_some(),
     };
     let mut table = KVec::with_capacity(cpuid_table::MAX_ENTRIES, GFP_KERNEL_ACCOUNT)?;
     table.resize(cpuid_table::MAX_ENTRIES, CpuidEntry::default(), GFP_KERNEL_ACCOUNT)?;

@@ -114,6 +114,7 @@ impl Vcpu {
                     // The time page is written at the first entry after the guest enables it.
                     apic,
                     kvmclock: Default::default(),
+                    steal: Default::default(),
                     vm_clock,
                     vm: vm_settings,
                     enforce_pv_features: false,

@@ -254,6 +254,8 @@ pub mod msr {
     pub const KVM_WALL_CLOCK_NEW: u32 = 0x4b56_4d00;
     /// kvmclock's system-time MSR (`KVM_FEATURE_CLOCKSOURCE2`).
     pub const KVM_SYSTEM_TIME_NEW: u32 = 0x4b56_4d01;
+    /// `MSR_KVM_STEAL_TIME`: the steal-time structure's address and enable bit.
+    pub const KVM_STEAL_TIME: u32 = 0x4b56_4d03;
     pub const APIC_BASE: u32 = 0x1b;
     /// The local APIC timer's TSC deadline.
     pub const TSC_DEADLINE: u32 = 0x6e0;

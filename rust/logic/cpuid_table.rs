@@ -113,6 +113,8 @@ pub struct GuestControls {
     /// An in-kernel local APIC exists (split irqchip): x2APIC is offered, whatever the host
     /// has, as KVM emulates it.
     pub x2apic: bool,
+    /// The host kernel accounts run delay (`CONFIG_SCHED_INFO`): steal time is offered.
+    pub steal_time: bool,
 }
 
 /// Speculation-control features for guests (the host's, as the kernel sees them).
@@ -261,7 +263,8 @@ pub fn supported(host: impl Fn(u32, u32) -> [u32; 4], ctl: GuestControls, out: &
     // KVM's paravirtual leaves, last as in KVM's table: its signature and the kvmclock
     // features rvmx implements.
     push(0x4000_0000, 0, 0, super::kvmclock::SIGNATURE_LEAF);
-    push(0x4000_0001, 0, 0, [super::kvmclock::feature::SUPPORTED, 0, 0, 0]);
+    let steal = if ctl.steal_time { super::kvmclock::feature::STEAL_TIME } else { 0 };
+    push(0x4000_0001, 0, 0, [super::kvmclock::feature::SUPPORTED | steal, 0, 0, 0]);
     n
 }
 
@@ -573,7 +576,7 @@ mod tests {
     #[test]
     fn supported_table_hides_what_rvmx_cannot_give() {
         let mut t = [CpuidEntry::default(); MAX_ENTRIES];
-        let ctl = GuestControls { invpcid: false, rdtscp: true, xfeatures: 0, speculation: Speculation::default(), x2apic: false };
+        let ctl = GuestControls { invpcid: false, rdtscp: true, xfeatures: 0, speculation: Speculation::default(), x2apic: false, steal_time: false };
         let n = supported(host_all, ctl, &mut t);
         let t = &t[..n];
         assert_eq!(lookup(t, 0, 0)[0], 7, "no XSAVE leaf without XSAVE state");
@@ -614,7 +617,7 @@ mod tests {
             _ => host_all(leaf, sub),
         };
         let mut t = [CpuidEntry::default(); MAX_ENTRIES];
-        let ctl = GuestControls { invpcid: true, rdtscp: true, xfeatures: X87 | SSE | YMM, speculation: Speculation::default(), x2apic: true };
+        let ctl = GuestControls { invpcid: true, rdtscp: true, xfeatures: X87 | SSE | YMM, speculation: Speculation::default(), x2apic: true, steal_time: true };
         let n = supported(host, ctl, &mut t);
         let t = &t[..n];
         assert_eq!(lookup(t, 0, 0)[0], 0xd);

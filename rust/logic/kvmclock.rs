@@ -104,6 +104,8 @@ pub mod feature {
     pub const NOP_IO_DELAY: u32 = 1 << 1;
     /// `KVM_FEATURE_CLOCKSOURCE2`: MSRs 0x4b564d00 and 0x4b564d01.
     pub const CLOCKSOURCE2: u32 = 1 << 3;
+    /// `KVM_FEATURE_STEAL_TIME`: `MSR_KVM_STEAL_TIME` (`super::super::steal_time`).
+    pub const STEAL_TIME: u32 = 1 << 5;
     /// `KVM_FEATURE_PV_UNHALT`: `KVM_HC_KICK_CPU`.
     pub const PV_UNHALT: u32 = 1 << 7;
     /// `KVM_FEATURE_PV_SEND_IPI`: `KVM_HC_SEND_IPI`.

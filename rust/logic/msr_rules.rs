@@ -129,12 +129,12 @@ impl Default for GuestMsrs {
 
 /// Every MSR `KVM_GET_MSR_INDEX_LIST` reports: those a guest can read and userspace can save
 /// and restore.
-pub const INDEX_LIST: [u32; 26] = [
+pub const INDEX_LIST: [u32; 27] = [
     SYSENTER_CS, SYSENTER_ESP, SYSENTER_EIP, STAR, CSTAR, KERNEL_GS_BASE, SFMASK, LSTAR,
     TSC_AUX, TSC, PAT, MISC_ENABLE, MTRR_DEF_TYPE, EFER, FS_BASE, GS_BASE, TSC_ADJUST,
     // Emulated (KVM's emulated_msrs order): kvmclock, the APIC timer's deadline (0 and
     // ignored without an in-kernel APIC), CPUID faulting, POWER_CTL, HWCR.
-    KVM_SYSTEM_TIME, KVM_WALL_CLOCK, KVM_SYSTEM_TIME_NEW, KVM_WALL_CLOCK_NEW, TSC_DEADLINE,
+    KVM_SYSTEM_TIME, KVM_WALL_CLOCK, KVM_SYSTEM_TIME_NEW, KVM_WALL_CLOCK_NEW, KVM_STEAL_TIME, TSC_DEADLINE,
     PLATFORM_INFO, MISC_FEATURES_ENABLES, POWER_CTL, HWCR,
 ];
 
@@ -336,7 +336,7 @@ mod tests {
     fn index_list_entries_are_readable_or_live_elsewhere() {
         let m = GuestMsrs::default();
         for msr in INDEX_LIST {
-            let kvmclock = matches!(msr, KVM_SYSTEM_TIME | KVM_WALL_CLOCK | KVM_SYSTEM_TIME_NEW | KVM_WALL_CLOCK_NEW);
+            let kvmclock = matches!(msr, KVM_SYSTEM_TIME | KVM_WALL_CLOCK | KVM_SYSTEM_TIME_NEW | KVM_WALL_CLOCK_NEW | KVM_STEAL_TIME);
             let elsewhere = kvmclock || matches!(msr, EFER | FS_BASE | GS_BASE | TSC | TSC_ADJUST | TSC_DEADLINE | ARCH_CAPABILITIES);
             assert!(elsewhere || read(&m, msr, false).is_some(), "{msr:#x}");
         }

@@ -233,8 +233,9 @@ fn wrmsr(v: &mut LiveVcpu<'_, '_>) -> Next {
         return msr_failed(v, true, msr, value, why);
     }
     v.skip_instruction();
-    // A kvmclock page to write first: that is done outside the window (run/pvclock.rs).
-    if v.st.kvmclock.has_work() { Next::Host } else { Next::Reenter }
+    // A kvmclock page or the steal time to write first: that is done outside the window
+    // (run/pvclock.rs, run/steal_time.rs).
+    if v.st.kvmclock.has_work() || v.st.steal.update { Next::Host } else { Next::Reenter }
 }
 
 /// Why the kernel refused an access to `msr` (`write`), as KVM's INVAL (the MSR exists but

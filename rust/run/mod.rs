@@ -12,6 +12,7 @@ pub(crate) mod exit;
 pub(crate) mod kvm_run;
 pub(crate) mod pvclock;
 pub(crate) mod state;
+pub(crate) mod steal_time;
 pub(crate) mod sync_regs;
 pub(crate) mod vcpu_run;
 pub(crate) mod window;

@@ -79,7 +79,7 @@ fn write_versioned(mem: &mut Memory<'_>, gpa: u64, version: u32, page: &[u8]) ->
 }
 
 /// The bytes of `buf` at `gpa`, page by page.
-fn read_guest(mem: &Memory<'_>, gpa: u64, buf: &mut [u8]) -> Result {
+pub(crate) fn read_guest(mem: &Memory<'_>, gpa: u64, buf: &mut [u8]) -> Result {
     for (at, range) in page_chunks(gpa, buf.len()) {
         mem.read_ram(at, buf.get_mut(range).ok_or(EINVAL)?)?;
     }
@@ -87,7 +87,7 @@ fn read_guest(mem: &Memory<'_>, gpa: u64, buf: &mut [u8]) -> Result {
 }
 
 /// Writes `bytes` at `gpa`, page by page (each page logged dirty).
-fn write_guest(mem: &mut Memory<'_>, gpa: u64, bytes: &[u8]) -> Result {
+pub(crate) fn write_guest(mem: &mut Memory<'_>, gpa: u64, bytes: &[u8]) -> Result {
     for (at, range) in page_chunks(gpa, bytes.len()) {
         mem.write_ram(at, bytes.get(range).ok_or(EINVAL)?)?;
     }

@@ -88,6 +88,8 @@ pub(crate) struct VcpuState {
     pub(crate) apic: Option<crate::irq::lapic::LocalApic>,
     /// kvmclock: this vCPU's MSR and pending page writes, and the VM's clock.
     pub(crate) kvmclock: VcpuClock,
+    /// Steal time: the MSR and the last update.
+    pub(crate) steal: crate::logic::steal_time::StealTime,
     pub(crate) vm_clock: Arc<VmClock>,
     /// `KVM_CAP_ENFORCE_PV_FEATURE_CPUID`: the paravirtual MSRs and hypercalls need their
     /// feature in the guest's CPUID.
@@ -350,6 +352,7 @@ impl VcpuState {
             tsc_adjust_ok: self.allowed.instructions.tsc_adjust,
             speculation: self.allowed.speculation,
             clock: &mut self.kvmclock,
+            steal: &mut self.steal,
             apic: self.apic.as_mut(),
             vm_clock: &self.vm_clock,
             vm: self.vm,

@@ -18,6 +18,7 @@ use crate::{
         complete::complete,
         exit::{self, Next},
         kvm_run::KvmRun,
+        steal_time,
         sync_regs,
         pvclock,
         state::{RunState, VcpuState},
@@ -48,6 +49,9 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
         return uninitialized(st, run, lint0_reenabled);
     }
     sync_regs::take_in(st, run, vm)?;
+    // A new KVM_RUN: the steal time is brought up to date at the first entry (KVM requests it
+    // whenever the vCPU is loaded).
+    st.steal.update = st.steal.gpa().is_some();
     // Userspace's APIC gives the guest its TPR in kvm_run.cr8 (KVM's "re-sync apic's tpr");
     // an in-kernel one keeps its own.
     if st.apic.is_none() {
@@ -84,6 +88,7 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
             continue;
         }
         pvclock::sync(&mut st.vcpu, vm);
+        steal_time::sync(&mut st.vcpu, vm);
         match window(t, st, run)? {
             Next::ToUser => return Ok(0),
             Next::Host | Next::Reenter => {}
