@@ -286,8 +286,8 @@ pub(crate) struct MsrState<'a, 'b> {
     /// With `KVM_CAP_ENFORCE_PV_FEATURE_CPUID`, the PV features of the guest's CPUID: its
     /// kvmclock MSRs need theirs.
     pub(crate) pv_features: Option<u32>,
-    /// The MSR filter lets the guest read and write SPEC_CTRL (it may then do so without exits).
-    pub(crate) spec_ctrl_unfiltered: bool,
+    /// The VM's MSR filter as the vCPU took it (SPEC_CTRL passes through only where it allows).
+    pub(crate) filter: Option<&'a crate::cpu::msr_filter::MsrFilter>,
     /// Userspace's access (`KVM_GET/SET_MSRS`), not the guest's.
     pub(crate) host: bool,
 }
@@ -472,7 +472,7 @@ impl MsrState<'_, '_> {
                 }
                 msr_rules::write(self.msrs, msr, v, self.host)?;
                 if let Some(c) = live {
-                    if v != 0 && !self.host && self.spec_ctrl_unfiltered {
+                    if v != 0 && !self.host && self.filter.is_none_or(|f| f.allows_read_write(SPEC_CTRL)) {
                         self.area.set_spec_ctrl_intercept(false);
                     }
                     self.area.set_live(c, msr, v);

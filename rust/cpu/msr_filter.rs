@@ -36,4 +36,9 @@ impl MsrFilter {
     pub(crate) fn allows(&self, index: u32, kind: u32) -> bool {
         msr_filter::allowed(self.default_allow, &self.ranges, index, kind)
     }
+
+    /// Whether the guest may both read and write MSR `index` (what passing it through needs).
+    pub(crate) fn allows_read_write(&self, index: u32) -> bool {
+        self.allows(index, msr_filter::FILTER_READ) && self.allows(index, msr_filter::FILTER_WRITE)
+    }
 }

@@ -2,9 +2,9 @@
 
 //! The module's C side, declared once. `host/helpers.c` exports kernel macros and inline
 //! functions that have no Rust binding, one line each; `mm/mmu_notifier.c` registers the MMU
-//! notifier (its ops table is C); `anon_inode_getfd` is exported by the kernel but missing
-//! from the generated bindings. Each function is called only by the Rust file named beside
-//! it, which wraps it in a safe function with the reason it is sound.
+//! notifier (its ops table is C); `anon_inode_getfile_fmode` is exported by the kernel but
+//! missing from the generated bindings. Each function is called only by the Rust file named
+//! beside it, which wraps it in a safe function with the reason it is sound.
 
 use core::ffi::c_void;
 use kernel::ffi;
@@ -68,15 +68,9 @@ extern "C" {
     pub(crate) fn rvmx_sigset_deactivate();
 
     // kvm/fd.rs
-    /// `fs/anon_inodes.c` (EXPORT_SYMBOL_GPL). The file operations are passed as `void *`:
-    /// bindgen's struct trips the FFI-safety lint.
-    pub(crate) fn anon_inode_getfd(
-        name: *const ffi::c_char,
-        fops: *const ffi::c_void,
-        private: *mut ffi::c_void,
-        flags: ffi::c_int,
-    ) -> ffi::c_int;
-    /// Likewise; the file (a `struct file *`, or an error pointer) is returned as `void *`.
+    /// `fs/anon_inodes.c` (EXPORT_SYMBOL_GPL): a file (a `struct file *`, or an error pointer),
+    /// returned as `void *`; the file operations are passed as `void *` too: bindgen's struct
+    /// trips the FFI-safety lint.
     pub(crate) fn anon_inode_getfile_fmode(
         name: *const ffi::c_char,
         fops: *const ffi::c_void,

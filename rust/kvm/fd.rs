@@ -4,8 +4,8 @@
 //! data is a reference-counted object. Closing the fd drops the reference; the object lives on
 //! while anything else (a vCPU's VM, a running ioctl) still holds it.
 //!
-//! The kernel crate has no anonymous-inode abstraction; this wraps `anon_inode_getfd` and
-//! `anon_inode_getfile_fmode` once each.
+//! The kernel crate has no anonymous-inode abstraction; this wraps `anon_inode_getfile_fmode`
+//! once.
 
 use core::{marker::PhantomData, ptr::NonNull};
 use kernel::{
@@ -47,19 +47,31 @@ pub(crate) trait FdObject: Send + Sync + Sized + 'static {
 /// `FMODE_PREAD` (include/linux/fs.h): the file takes `pread`.
 const FMODE_PREAD: ffi::c_uint = 1 << 3;
 
+/// Installs a new fd (O_RDWR | O_CLOEXEC, like KVM's) holding `obj`; returns its number.
+pub(crate) fn install<T: FdObject>(obj: Arc<T>) -> Result<i32> {
+    install_with(obj, bindings::O_RDWR, 0)
+}
+
 /// Installs a new read-only fd (O_RDONLY | O_CLOEXEC, with `pread`, like KVM's statistics
 /// fds) holding `obj`; returns its number.
 pub(crate) fn install_readonly<T: FdObject>(obj: Arc<T>) -> Result<i32> {
+    install_with(obj, bindings::O_RDONLY, FMODE_PREAD)
+}
+
+/// Installs a new fd opened with `access` (and O_CLOEXEC) and `fmode`, holding `obj`, as
+/// `anon_inode_getfd` does: the number reserved first, the file made, then both joined.
+fn install_with<T: FdObject>(obj: Arc<T>, access: u32, fmode: ffi::c_uint) -> Result<i32> {
     let fd = FileDescriptorReservation::get_unused_fd_flags(bindings::O_CLOEXEC)?;
     let ptr = obj.into_raw();
-    // SAFETY: as in `install`; the file owns the reference from here on.
+    // SAFETY: `FOPS` is a static table for `T`; `ptr` comes from `Arc::into_raw` and is owned
+    // by the file from here on (released in `release`).
     let file = unsafe {
         helpers::anon_inode_getfile_fmode(
             T::NAME.as_char_ptr(),
             core::ptr::from_ref(FdOps::<T>::fops()).cast(),
             ptr.cast_mut().cast(),
-            bindings::O_RDONLY as ffi::c_int,
-            FMODE_PREAD,
+            (access | bindings::O_CLOEXEC) as ffi::c_int,
+            fmode,
         )
     };
     let file = match kernel::error::from_err_ptr(file).map(NonNull::new) {
@@ -75,27 +87,6 @@ pub(crate) fn install_readonly<T: FdObject>(obj: Arc<T>) -> Result<i32> {
     // `struct file`.
     fd.fd_install(unsafe { ARef::<File>::from_raw(file.cast::<File>()) });
     Ok(n)
-}
-
-/// Installs a new fd (O_RDWR | O_CLOEXEC, like KVM's) holding `obj`; returns its number.
-pub(crate) fn install<T: FdObject>(obj: Arc<T>) -> Result<i32> {
-    let ptr = obj.into_raw();
-    // SAFETY: `FOPS` is a static table for `T`; `ptr` comes from `Arc::into_raw` and is owned
-    // by the file from here on (released in `release`).
-    let fd = unsafe {
-        helpers::anon_inode_getfd(
-            T::NAME.as_char_ptr(),
-            core::ptr::from_ref(FdOps::<T>::fops()).cast(),
-            ptr.cast_mut().cast(),
-            (bindings::O_RDWR | bindings::O_CLOEXEC) as ffi::c_int,
-        )
-    };
-    if fd < 0 {
-        // SAFETY: no file was created, so the reference is still ours to drop.
-        drop(unsafe { Arc::from_raw(ptr) });
-        return Err(Error::from_errno(fd));
-    }
-    Ok(fd)
 }
 
 struct FdOps<T>(PhantomData<T>);
@@ -119,11 +110,9 @@ impl<T: FdObject> FdOps<T> {
 
     /// # Safety
     ///
-    /// `file` must be a file created by [`install`] or [`install_readonly`] for `T`, not yet
-    /// released.
+    /// `file` must be a file created by [`install_with`] for `T`, not yet released.
     unsafe fn object<'a>(file: *mut bindings::file) -> ArcBorrow<'a, T> {
-        // SAFETY: per the contract, `private_data` is the `Arc<T>` pointer `install` (or
-        // `install_readonly`) stored;
+        // SAFETY: per the contract, `private_data` is the `Arc<T>` pointer `install_with` stored;
         // the file holds that reference until `release`, which cannot run during this call.
         unsafe { ArcBorrow::from_raw((*file).private_data.cast::<T>()) }
     }
@@ -174,8 +163,7 @@ impl<T: FdObject> FdOps<T> {
     }
 
     unsafe extern "C" fn release(_inode: *mut bindings::inode, file: *mut bindings::file) -> ffi::c_int {
-        // SAFETY: the file's reference, stored by `install` or `install_readonly`, is dropped
-        // exactly once, here.
+        // SAFETY: the file's reference, stored by `install_with`, is dropped exactly once, here.
         drop(unsafe { Arc::from_raw((*file).private_data.cast::<T>()) });
         0
     }

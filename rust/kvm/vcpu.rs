@@ -128,9 +128,7 @@ impl Vcpu {
             GFP_KERNEL_ACCOUNT,
         )?)
     }
-}
 
-impl Vcpu {
     /// The vCPU exists and has its fd (KVM's `kvm_arch_vcpu_postcreate`): its TSC joins the
     /// VM's generation; the first vCPU's starts at 0.
     pub(crate) fn postcreate(&self) {

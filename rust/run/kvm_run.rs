@@ -60,13 +60,8 @@ impl KvmRun {
     }
 
     /// Reads the value at byte `offset` (a field's: aligned for `T`); 0 outside the page.
-    fn get<T: Copy + Default>(&self, offset: usize) -> T {
-        if offset.saturating_add(size_of::<T>()) > PAGE_SIZE || offset.checked_rem(align_of::<T>()) != Some(0) {
-            return T::default();
-        }
-        // SAFETY: inside the kvm_run page and aligned (checked above), as in `put`; any bit
-        // pattern is a valid `T` for the integers read here.
-        unsafe { self.run.add(offset).cast::<T>().read_volatile() }
+    fn get<T: FromBytes + Default>(&self, offset: usize) -> T {
+        self.copy_out(offset).unwrap_or_default()
     }
 
     fn get_u8(&self, offset: usize) -> u8 {

@@ -126,7 +126,6 @@ impl VcpuState {
     /// which the guest may reach without exits, is intercepted again where the filter denies
     /// it (KVM's `KVM_REQ_RECALC_INTERCEPTS`).
     pub(crate) fn take_vm_settings(&mut self, vm: &Vm) {
-        use crate::logic::{arch::msr::SPEC_CTRL, msr_filter::{FILTER_READ, FILTER_WRITE}};
         if !self.settings_stale() {
             return;
         }
@@ -134,7 +133,7 @@ impl VcpuState {
         self.settings_seen = self.settings_gen.load(Acquire);
         self.vm = vm.settings();
         self.msr_filter = vm.msr_filter();
-        if !self.msr_allowed(SPEC_CTRL, FILTER_READ) || !self.msr_allowed(SPEC_CTRL, FILTER_WRITE) {
+        if self.msr_filter.as_ref().is_some_and(|f| !f.allows_read_write(crate::logic::arch::msr::SPEC_CTRL)) {
             self.msr_area.set_spec_ctrl_intercept(true);
         }
     }
@@ -338,10 +337,6 @@ impl VcpuState {
     pub(crate) fn msr_state<'a, 'b>(&'a mut self, vmcs: Option<&'a Current<'b>>) -> MsrState<'a, 'b> {
         let host = vmcs.is_none();
         let pv_features = self.enforced_pv_features();
-        let spec_ctrl_unfiltered = {
-            use crate::logic::{arch::msr::SPEC_CTRL, msr_filter::{FILTER_READ, FILTER_WRITE}};
-            self.msr_allowed(SPEC_CTRL, FILTER_READ) && self.msr_allowed(SPEC_CTRL, FILTER_WRITE)
-        };
         MsrState {
             vmcs,
             area: &self.msr_area,
@@ -358,7 +353,7 @@ impl VcpuState {
             vm: self.vm,
             pv_features,
             sse3: self.allowed.instructions.sse3,
-            spec_ctrl_unfiltered,
+            filter: self.msr_filter.as_deref(),
             host,
         }
     }

@@ -27,17 +27,16 @@ pub(crate) fn sync(st: &mut VcpuState, vm: &Vm) {
     if write_guest(&mut mem, gpa.wrapping_add(offset::PREEMPTED), &[0]).is_err() {
         return;
     }
-    let mut v = [0u8; 4];
-    if read_guest(&mem, gpa.wrapping_add(offset::VERSION), &mut v).is_err() {
+    // `steal` then `version`, read together.
+    let mut head = [0u8; 12];
+    if read_guest(&mem, gpa.wrapping_add(offset::STEAL), &mut head).is_err() {
         return;
     }
-    let (odd, even) = versions(u32::from_le_bytes(v));
+    let [s0, s1, s2, s3, s4, s5, s6, s7, v0, v1, v2, v3] = head;
+    let (odd, even) = versions(u32::from_le_bytes([v0, v1, v2, v3]));
     let _ = write_guest(&mut mem, gpa.wrapping_add(offset::VERSION), &odd.to_le_bytes());
-    let mut s = [0u8; 8];
-    if read_guest(&mem, gpa.wrapping_add(offset::STEAL), &mut s).is_ok() {
-        let steal = u64::from_le_bytes(s).wrapping_add(run_delay.wrapping_sub(st.steal.last_run_delay));
-        let _ = write_guest(&mut mem, gpa.wrapping_add(offset::STEAL), &steal.to_le_bytes());
-    }
+    let steal = u64::from_le_bytes([s0, s1, s2, s3, s4, s5, s6, s7]).wrapping_add(run_delay.wrapping_sub(st.steal.last_run_delay));
+    let _ = write_guest(&mut mem, gpa.wrapping_add(offset::STEAL), &steal.to_le_bytes());
     st.steal.last_run_delay = run_delay;
     // Closed even if the middle failed, so that the guest never waits on an odd version.
     let _ = write_guest(&mut mem, gpa.wrapping_add(offset::VERSION), &even.to_le_bytes());
