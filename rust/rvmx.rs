@@ -51,7 +51,7 @@ module! {
         },
         split_irqchip: bool {
             default: false,
-            description: "Offer KVM_CAP_SPLIT_IRQCHIP and KVM_CAP_IRQCHIP: an in-kernel local APIC per vCPU (registers, IPIs, INIT/SIPI, HLT, timer, MSI routes, irqfds, IOAPIC EOI exits). Incomplete: no KVM_CREATE_IRQCHIP yet, so QEMU's default kernel-irqchip=on fails",
+            description: "Report KVM_CAP_IRQCHIP, which QEMU asks for before it uses kernel-irqchip=split (the split irqchip itself is always there). Off by default: with it QEMU's default kernel-irqchip=on fails, since KVM_CREATE_IRQCHIP is not there yet (ENOTTY, as on a KVM built without its IOAPIC)",
         },
         dump_invalid_vmcs: bool {
             default: false,

@@ -19,15 +19,13 @@ use crate::{
     host::x86,
 };
 
-/// `KVM_CHECK_EXTENSION` (system and VM fd): the capability table, and the split irqchip
-/// while the module parameter offers it.
+/// `KVM_CHECK_EXTENSION` (system and VM fd): the capability table, and `KVM_CAP_IRQCHIP`
+/// where the module parameter asks for it.
 pub(crate) fn check_extension(cap: usize) -> isize {
-    if crate::module_parameters::split_irqchip.value() {
-        if let Some((_, v)) = kvm_abi::SPLIT_IRQCHIP_CAPABILITIES.iter().find(|(c, _)| *c == cap) {
-            return *v;
-        }
+    match cap {
+        cap::IRQCHIP if crate::module_parameters::split_irqchip.value() => kvm_abi::IRQCHIP_WITH_SPLIT_PARAMETER,
+        _ => kvm_abi::check_extension(cap),
     }
-    kvm_abi::check_extension(cap)
 }
 
 /// `KVM_GET_MSR_INDEX_LIST`: like KVM, the count is written back, then `E2BIG` if the
@@ -110,7 +108,8 @@ fn get_supported_cpuid(arg: usize) -> Result<isize> {
                 ibpb_ret: g.ibpb && sc.intel && !sc.eibrs_pbrsb,
             }
         },
-        x2apic: crate::module_parameters::split_irqchip.value(),
+        // The split irqchip's local APIC emulates it, whatever the host has (as KVM).
+        x2apic: true,
         steal_time: crate::host::clock::run_delay().is_some(),
     };
     let mut table = KVec::with_capacity(cpuid_table::MAX_ENTRIES, GFP_KERNEL_ACCOUNT)?;

@@ -30,10 +30,10 @@ impl FdObject for Vm {
             KVM_GET_DIRTY_LOG => this.get_dirty_log(arg),
             KVM_CHECK_EXTENSION => Ok(match arg {
                 // A VM without the split irqchip cannot enable EOI broadcast suppression.
-                cap::X2APIC_API if crate::module_parameters::split_irqchip.value() => {
+                cap::X2APIC_API => {
                     crate::logic::x2apic_api::capability(!this.split_irqchip()) as isize
                 }
-                cap::X86_APIC_BUS_CYCLES_NS if crate::module_parameters::split_irqchip.value() => this.apic_bus_cycle_ns() as isize,
+                cap::X86_APIC_BUS_CYCLES_NS => this.apic_bus_cycle_ns() as isize,
                 _ => crate::kvm::system::check_extension(arg),
             }),
             // With unrestricted guest rvmx needs neither the real-mode TSS nor the identity map
@@ -150,15 +150,15 @@ fn enable_cap(vm: ArcBorrow<'_, Vm>, c: &EnableCap) -> Result<isize> {
             vm.set_max_vcpu_ids(arg)?;
             Ok(0)
         }
-        cap::SPLIT_IRQCHIP if crate::module_parameters::split_irqchip.value() => {
+        cap::SPLIT_IRQCHIP => {
             vm.enable_split_irqchip(arg)?;
             Ok(0)
         }
-        cap::X86_APIC_BUS_CYCLES_NS if crate::module_parameters::split_irqchip.value() => {
+        cap::X86_APIC_BUS_CYCLES_NS => {
             vm.set_apic_bus_cycle_ns(arg)?;
             Ok(0)
         }
-        cap::X2APIC_API if crate::module_parameters::split_irqchip.value() => {
+        cap::X2APIC_API => {
             vm.enable_x2apic_api(arg)?;
             Ok(0)
         }

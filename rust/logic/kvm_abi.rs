@@ -852,11 +852,11 @@ pub mod cap {
     pub const DISABLE_QUIRKS: usize = 116;
     /// Likewise, refusing unknown bits; the value is the quirks rvmx has.
     pub const DISABLE_QUIRKS2: usize = 213;
-    /// `KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)`: an in-kernel local APIC per vCPU (offered only
-    /// with the module parameter `split_irqchip`, while it is incomplete).
+    /// `KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)`: an in-kernel local APIC per vCPU.
     pub const SPLIT_IRQCHIP: usize = 121;
-    /// An in-kernel irqchip (with `split_irqchip`: the local APICs; `KVM_CREATE_IRQCHIP` is
-    /// not there yet, as on a KVM built without its IOAPIC).
+    /// An in-kernel irqchip: reported only with the module parameter `split_irqchip`, since
+    /// `KVM_CREATE_IRQCHIP` is not there yet (as on a KVM built without its IOAPIC) and QEMU's
+    /// default `kernel-irqchip=on` fails where this is reported without it.
     pub const IRQCHIP: usize = 0;
     /// The local APIC timer's TSC-deadline mode (with the in-kernel APIC).
     pub const TSC_DEADLINE_TIMER: usize = 72;
@@ -877,18 +877,9 @@ pub mod cap {
     pub const X86_APIC_BUS_CYCLES_NS: usize = 237;
 }
 
-/// The capabilities of the split irqchip, reported with the module parameter `split_irqchip`
-/// (`IRQ_ROUTING`'s value is then KVM's route limit).
-pub const SPLIT_IRQCHIP_CAPABILITIES: &[(usize, isize)] = &[
-    (cap::SPLIT_IRQCHIP, 1),
-    (cap::IRQCHIP, 1),
-    (cap::TSC_DEADLINE_TIMER, 1),
-    (cap::IRQ_INJECT_STATUS, 1),
-    (cap::IRQ_ROUTING, MAX_IRQ_ROUTES as isize),
-    (cap::IRQFD, 1),
-    (cap::X2APIC_API, super::x2apic_api::VALID as isize),
-    (cap::X86_APIC_BUS_CYCLES_NS, super::lapic::APIC_BUS_CYCLE_NS_DEFAULT as isize),
-];
+/// What `KVM_CHECK_EXTENSION(KVM_CAP_IRQCHIP)` answers with the module parameter
+/// `split_irqchip` (QEMU uses `kernel-irqchip=split` only where it is reported).
+pub const IRQCHIP_WITH_SPLIT_PARAMETER: isize = 1;
 
 /// The capabilities rvmx provides, with the value `KVM_CHECK_EXTENSION` returns for each.
 ///
@@ -915,7 +906,7 @@ pub const CAPABILITIES: &[(usize, isize)] = &[
     (cap::XCRS, 1),
     (cap::DESTROY_MEMORY_REGION_WORKS, 1),
     (cap::JOIN_MEMORY_REGIONS_WORKS, 1),
-    (cap::IRQ_ROUTING, 1),
+    (cap::IRQ_ROUTING, MAX_IRQ_ROUTES as isize),
     (cap::IMMEDIATE_EXIT, 1),
     (cap::MCE, super::mce::MAX_BANKS as isize),
     (cap::IOEVENTFD, 1),
@@ -943,6 +934,13 @@ pub const CAPABILITIES: &[(usize, isize)] = &[
     (cap::ENABLE_CAP_VM, 1),
     (cap::DISABLE_QUIRKS, 1),
     (cap::DISABLE_QUIRKS2, quirk::SUPPORTED as isize),
+    // The split irqchip: in-kernel local APICs, MSI routes and irqfds.
+    (cap::SPLIT_IRQCHIP, 1),
+    (cap::TSC_DEADLINE_TIMER, 1),
+    (cap::IRQ_INJECT_STATUS, 1),
+    (cap::IRQFD, 1),
+    (cap::X2APIC_API, super::x2apic_api::VALID as isize),
+    (cap::X86_APIC_BUS_CYCLES_NS, super::lapic::APIC_BUS_CYCLE_NS_DEFAULT as isize),
 ];
 
 /// The answer to `KVM_CHECK_EXTENSION(cap)`: like KVM, 0 for anything unknown (never an error).

@@ -16,6 +16,8 @@ check "tool: missing device is one readable line and exit 1" \
 	expect_fail_with "no such device (is the module loaded?" rvmx info --device /dev/nonexistent
 
 # rvmx run: one raw image, one entry point per way a guest can end (tests/guests/flat-hello.S).
+# By default the local APICs are in the kernel (split irqchip); `--irqchip user` keeps them in
+# the tool, as before, and is tested below too.
 tool_run() { # tool_run LABEL WANTED-STATUS STDERR-TEXT ARGS...: stdout in /tmp/run-LABEL.out
 	label=$1 want=$2 text=$3; shift 3
 	rvmx run "$@" > /tmp/run-$label.out 2> /tmp/run-$label.err; status=$?
@@ -88,15 +90,19 @@ check "tool: rvmx run: a guest reset through the i8042 ends the VM with status 0
 	tool_run reset 0 "guest reset the machine" --flat /root/flat-hello.bin --load 0x1000 --entry 0x1100
 check "tool: rvmx run: a triple fault ends the VM with status 10" \
 	tool_run triple 10 "triple fault" --flat /root/flat-hello.bin --load 0x1000 --entry 0x1200
-timer_run() { # timer_run LABEL DEVICE
-	tool_run "$1" 43 "guest exited with status 43" --device "$2" --flat /root/flat-hello.bin --load 0x1000 \
+timer_run() { # timer_run LABEL DEVICE [EXTRA-ARG]
+	tool_run "$1" 43 "guest exited with status 43" --device "$2" ${3:-} --flat /root/flat-hello.bin --load 0x1000 \
 		--entry 0x1400 --trace-exits &&
 	grep -qx "flat-hello: 5 timer interrupts from the PIT through the PIC, woken from HLT" /tmp/run-$1.out
 }
-check "tool: rvmx run: the userspace PIT and PIC interrupt the guest (KVM_INTERRUPT, interrupt windows), waking it from HLT" \
+check "tool: rvmx run: the userspace PIT and PIC interrupt the guest (ExtINT through the in-kernel APIC's LINT0 with KVM_INTERRUPT, interrupt windows), waking it from HLT in the kernel" \
 	timer_run timer /dev/rvmx
-check "tool: rvmx run: HLT with interrupts off ends the VM with status 0" \
+check "tool: rvmx run --irqchip user: the same through the userspace local APIC, waking it from HLT in userspace" \
+	timer_run timer-user /dev/rvmx "--irqchip user"
+check "tool: rvmx run: HLT with interrupts off ends the VM with status 0 (seen through KVM_GET_MP_STATE)" \
 	tool_run halt 0 "guest halted" --flat /root/flat-hello.bin --load 0x1000 --entry 0x1300
+check "tool: rvmx run --irqchip user: HLT with interrupts off ends the VM with status 0 (KVM_EXIT_HLT)" \
+	tool_run halt-user 0 "guest halted" --irqchip user --flat /root/flat-hello.bin --load 0x1000 --entry 0x1300
 echo_run() { # echo_run LABEL DEVICE: stdin reaches the guest's COM1 (IRQ4), output to --console
 	printf 'ping pong\n' | rvmx run --device "$2" --flat /root/flat-hello.bin --load 0x1000 --entry 0x1500 \
 		--console /tmp/echo-$1.out 2> /tmp/echo-$1.err; status=$?
@@ -106,8 +112,9 @@ echo_run() { # echo_run LABEL DEVICE: stdin reaches the guest's COM1 (IRQ4), out
 }
 check "tool: rvmx run: what stdin gives reaches the guest's COM1 by interrupt; --console takes its output" \
 	echo_run echo /dev/rvmx
-# The project's own kernel as a guest of rvmx run: 8259/PIT and local APICs in userspace, COM1
-# console, an MP table; init prints a marker with the CPU count and reboots. The guest's
+# The project's own kernel as a guest of rvmx run: 8259/PIT in userspace, the local APICs in the
+# kernel (or with --irqchip user in userspace), COM1 console, an MP table; init prints a marker
+# with the CPU count and reboots. The guest's
 # console goes to a file (its log is not this VM's).
 linux_run() { # linux_run LABEL DEVICE CPUS [EXTRA-ARG]
 	rvmx run ${4:-} --device "$2" --cpus "$3" --kernel /root/guest-bzImage --initrd /root/guest-initrd.cpio --mem 128M \
@@ -125,8 +132,10 @@ linux_run() { # linux_run LABEL DEVICE CPUS [EXTRA-ARG]
 boot_time() { # boot_time LABEL: the guest's uptime when its init ran
 	tr -d '\r' < /tmp/linux-$1.out | sed -n "s/^rvmx-guest: .*, up \([0-9.]*\) s$/\1 s/p"
 }
-check "tool: rvmx run --kernel --cpus 2 boots the project's Linux 7.3 to init (marker), which starts its second CPU (INIT/STARTUP through the userspace local APIC); its reboot ends the VM with status 0" \
+check "tool: rvmx run --kernel --cpus 2 boots the project's Linux 7.3 to init (marker), which starts its second CPU (INIT/STARTUP through the in-kernel local APICs); its reboot ends the VM with status 0" \
 	linux_run rvmx-smp /dev/rvmx 2 --stats
+check "tool: rvmx run --irqchip user --kernel --cpus 2: the same boot with the local APICs in userspace (INIT/STARTUP, timer, IPIs as MMIO exits)" \
+	linux_run rvmx-smp-user /dev/rvmx 2 "--irqchip user"
 linux_stats() { # both vCPUs ran, the second one took exits of its own
 	grep -q "^VM [0-9]*-[0-9]* (2 vCPUs)$" /tmp/linux-rvmx-smp.err &&
 	sed -n 's/^  CPUID  *\([0-9]*\)  *\([0-9]*\)  *\([0-9]*\)$/\2 \3/p' /tmp/linux-rvmx-smp.err | grep -q '^[1-9][0-9]* [1-9][0-9]*$' &&

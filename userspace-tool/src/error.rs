@@ -19,6 +19,9 @@ pub enum Error {
     /// An ioctl failed: its name and the errno.
     #[error("{0}: {1}")]
     Ioctl(&'static str, #[source] kvm_ioctls::Error),
+    /// The device has no split irqchip (an older rvmx, or a KVM without one).
+    #[error("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP): {0} (the device has no in-kernel local APIC: try --irqchip user)")]
+    SplitIrqchip(#[source] kvm_ioctls::Error),
     #[error("KVM_CREATE_VCPU {0}: {1}")]
     CreateVcpu(usize, #[source] kvm_ioctls::Error),
     /// A host call (sigaction, timer_create, a raw ioctl) failed.

@@ -75,6 +75,10 @@ enum Command {
         /// Print the module's statistics of the VM at the end (on stderr; rvmx only).
         #[arg(long)]
         stats: bool,
+        /// Where the local APICs are: in the kernel (split irqchip; the 8259s and the 8254
+        /// stay here), or all of the interrupt controller in this program.
+        #[arg(long, value_enum, default_value_t = vmm::Irqchip::Split)]
+        irqchip: vmm::Irqchip,
     },
     /// Show rvmx's statistics of running VMs (from debugfs): exits by reason, exits to
     /// userspace, EPT faults, VMX windows, time in guest mode; per VM and per vCPU.
@@ -189,7 +193,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info { device } => info(&device).map(|()| 0),
         Command::Stat { vm, debugfs } => stats::stat(&debugfs, vm.as_deref()).map(|()| 0).map_err(Error::from),
-        Command::Run { device, kernel, initrd, cmdline, flat, entry, load, cpus, mem, trace_exits, console, timeout, stats } => {
+        Command::Run { device, kernel, initrd, cmdline, flat, entry, load, cpus, mem, trace_exits, console, timeout, stats, irqchip } => {
             let image = match (kernel, flat) {
                 (Some(kernel), _) => Ok(vmm::Image::Linux { kernel, initrd, cmdline }),
                 (None, Some(flat)) => std::fs::read(&flat).map_err(Error::file(&flat)).map(|bytes| {
@@ -199,7 +203,7 @@ fn main() -> ExitCode {
                 (None, None) => Err(Error::NoImage),
             };
             let timeout = timeout.map(std::time::Duration::from_secs);
-            image.and_then(|image| run(&device, vmm::Config { mem_size: mem, cpus, image, trace_exits, stats, timeout }, console.as_deref()))
+            image.and_then(|image| run(&device, vmm::Config { mem_size: mem, cpus, image, trace_exits, stats, timeout, irqchip }, console.as_deref()))
         }
     };
     match result {

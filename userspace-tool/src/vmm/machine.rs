@@ -1,9 +1,9 @@
-//! What the vCPU threads of `rvmx run` share: the port devices, one local APIC per CPU (on the
-//! MMIO bus, where each CPU sees its own), each CPU's power state (running, halted, waiting for
-//! a STARTUP IPI), and how one thread wakes another: a condition variable when it sleeps in
-//! userspace, a signal when it is in KVM_RUN.
+//! What the vCPU threads of `rvmx run` share: the port devices, with `--irqchip user` one local
+//! APIC per CPU (on the MMIO bus, where each CPU sees its own) and each CPU's power state
+//! (running, halted, waiting for a STARTUP IPI), and how one thread wakes another: a condition
+//! variable when it sleeps in userspace, a signal when it is in KVM_RUN.
 //! The VM ends when one CPU stops it (reset, debug exit, triple fault, error, timeout) or when
-//! no CPU can run again.
+//! no CPU can run again (with the split irqchip, as idle.rs finds out).
 
 use std::{
     io::Write,
@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use super::{kick::KICK_SIGNAL, Outcome};
+use super::{idle, kick::KICK_SIGNAL, Irqchip, Outcome};
 use crate::devices::{
     bus::{Bus, BusDevice, Effect},
     clock::Clock,
@@ -47,8 +47,13 @@ impl Power {
 
 /// The part of a CPU other threads touch, under its lock.
 pub struct CpuState {
+    /// Its local APIC with `--irqchip user` (with the split irqchip the kernel's answers).
     pub lapic: Lapic,
+    /// With `--irqchip user`; with the split irqchip the kernel keeps it and every CPU here
+    /// stays [`Power::Running`].
     pub power: Power,
+    /// With the split irqchip: what its thread last saw of it.
+    look: idle::Look,
     /// An NMI IPI waits to be injected with `KVM_NMI`.
     pub nmi: bool,
     /// Bumped by every wake-up, so a sleeper cannot miss one.
@@ -79,6 +84,7 @@ enum Mmio {
 
 /// The whole machine.
 pub struct Machine<W: Write> {
+    pub irqchip: Irqchip,
     isa: Mutex<Isa<W>>,
     mmio: Bus<Mmio>,
     pub cpus: Vec<Cpu>,
@@ -99,14 +105,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<W: Write> Machine<W> {
-    /// A machine with `cpus` CPUs (APIC IDs 0..cpus); CPU 0 runs, the others wait for a STARTUP.
-    pub fn new(isa: Isa<W>, cpus: u8, deadline: Option<u64>) -> Self {
+    /// A machine with `cpus` CPUs (APIC IDs 0..cpus); CPU 0 runs, the others wait for a STARTUP
+    /// (in the kernel with the split irqchip).
+    pub fn new(isa: Isa<W>, cpus: u8, deadline: Option<u64>, irqchip: Irqchip) -> Self {
         let clock = isa.clock;
+        let user = irqchip == Irqchip::User;
         let cpus: Vec<Cpu> = (0..cpus)
             .map(|id| Cpu {
                 state: Mutex::new(CpuState {
                     lapic: Lapic::new(id, id == 0),
-                    power: if id == 0 { Power::Running } else { Power::WaitForSipi },
+                    power: if id == 0 || !user { Power::Running } else { Power::WaitForSipi },
+                    look: idle::Look::default(),
                     nmi: false,
                     kicks: 0,
                     thread: None,
@@ -114,9 +123,9 @@ impl<W: Write> Machine<W> {
                 wake: Condvar::new(),
             })
             .collect();
-        let inactive = AtomicUsize::new(cpus.len() - 1);
-        let mmio = Bus::new(&[(lapic::BASE, lapic::SIZE, Mmio::LocalApic)]);
-        Machine { isa: Mutex::new(isa), mmio, cpus, clock, deadline, inactive, stopping: AtomicBool::new(false), input_open: AtomicBool::new(true),
+        let inactive = AtomicUsize::new(if user { cpus.len() - 1 } else { 0 });
+        let mmio = Bus::new(if user { &[(lapic::BASE, lapic::SIZE, Mmio::LocalApic)] } else { &[] });
+        Machine { irqchip, isa: Mutex::new(isa), mmio, cpus, clock, deadline, inactive, stopping: AtomicBool::new(false), input_open: AtomicBool::new(true),
                   outcome: Mutex::new(None) }
     }
 
@@ -258,6 +267,19 @@ impl<W: Write> Machine<W> {
                 Delivery::Startup(_) => continue, // ignored unless waiting for one
             }
             self.wake(i, &mut st, Some(from));
+        }
+    }
+
+    /// With the split irqchip: CPU `i`'s thread saw whether its CPU is `stopped` (idle.rs); the
+    /// VM ends once none can run again.
+    pub fn saw(&self, i: usize, stopped: bool) {
+        self.state(i).look.saw(stopped, self.clock.now());
+        if !stopped {
+            return;
+        }
+        let looks: Vec<idle::Look> = (0..self.cpus.len()).map(|c| self.state(c).look).collect();
+        if idle::none_can_run(&looks) {
+            self.stop(Some(Outcome::Halted));
         }
     }
 

@@ -1,11 +1,13 @@
 //! `rvmx run`: one VM. [`run`] creates it (guest memory from rust-vmm's vm-memory in one slot,
-//! the vCPUs with their CPUID, cpuid.rs), loads the guest (`boot/`), then runs a thread per vCPU
-//! (vcpu.rs) over what they share (machine.rs: the port devices, each CPU's local APIC and power
-//! state), and one that feeds stdin to COM1 (console.rs). A vCPU thread hands each exit that
-//! comes back to userspace to a bus (`devices/bus.rs`); the VM ends with an [`Outcome`].
+//! the local APICs in the kernel unless `--irqchip user`, the vCPUs with their CPUID, cpuid.rs),
+//! loads the guest (`boot/`), then runs a thread per vCPU (vcpu.rs) over what they share
+//! (machine.rs: the port devices, with `--irqchip user` each CPU's local APIC and power state),
+//! and one that feeds stdin to COM1 (console.rs). A vCPU thread hands each exit that comes back
+//! to userspace to a bus (`devices/bus.rs`); the VM ends with an [`Outcome`].
 
 mod console;
 mod cpuid;
+mod idle;
 mod kick;
 mod machine;
 mod outcome;
@@ -17,8 +19,8 @@ pub use trace::Trace;
 
 use std::{io::Write, time::Duration};
 
-use kvm_bindings::{kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
-use kvm_ioctls::Kvm;
+use kvm_bindings::{kvm_enable_cap, kvm_userspace_memory_region, KVM_CAP_SPLIT_IRQCHIP, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::{Cap, Kvm};
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap};
 
 use crate::{
@@ -42,6 +44,19 @@ pub struct Config {
     pub stats: bool,
     /// Stop the guest after this long.
     pub timeout: Option<Duration>,
+    /// Where the local APICs are.
+    pub irqchip: Irqchip,
+}
+
+/// Where the interrupt controller is. The 8259s and the 8254 are always here, the 8259s wired
+/// to CPU 0's LINT0 (virtual-wire mode: the MP table lists no I/O APIC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Irqchip {
+    /// The local APICs in the kernel (`KVM_CAP_SPLIT_IRQCHIP`): IPIs, APIC timers, INIT,
+    /// STARTUP and HLT stay there; the 8259's interrupts go in with `KVM_INTERRUPT`.
+    Split,
+    /// Every local APIC here too (devices/lapic.rs), as with no in-kernel irqchip.
+    User,
 }
 
 /// What the guest runs.
@@ -73,11 +88,20 @@ pub fn run<W: Write + Send>(kvm: &Kvm, cfg: &Config, console: W) -> Result<Ran> 
     };
     // SAFETY: `mem` maps the region and outlives the VM (both live until this function returns).
     unsafe { vm.set_user_memory_region(region) }.map_err(Error::ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+    let apic = match cfg.irqchip {
+        Irqchip::Split => {
+            // No I/O APIC here: no GSI routes kept for one.
+            let split = kvm_enable_cap { cap: KVM_CAP_SPLIT_IRQCHIP, ..Default::default() };
+            vm.enable_cap(&split).map_err(Error::SplitIrqchip)?;
+            cpuid::Apic::InKernel { tsc_deadline: kvm.check_extension(Cap::TscDeadlineTimer) }
+        }
+        Irqchip::User => cpuid::Apic::User,
+    };
     let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(Error::ioctl("KVM_GET_SUPPORTED_CPUID"))?;
     let mut vcpus = Vec::new();
     for index in 0..cfg.cpus as usize {
         let fd = vm.create_vcpu(index as u64).map_err(|e| Error::CreateVcpu(index, e))?;
-        fd.set_cpuid2(&cpuid::for_cpu(&supported, index as u8)).map_err(Error::ioctl("KVM_SET_CPUID2"))?;
+        fd.set_cpuid2(&cpuid::for_cpu(&supported, index as u8, apic)).map_err(Error::ioctl("KVM_SET_CPUID2"))?;
         let regs = fd.get_regs().map_err(Error::ioctl("KVM_GET_REGS"))?;
         let sregs = fd.get_sregs().map_err(Error::ioctl("KVM_GET_SREGS"))?;
         vcpus.push(Vcpu { fd, index, reset: (regs, sregs) });
@@ -99,7 +123,7 @@ pub fn run<W: Write + Send>(kvm: &Kvm, cfg: &Config, console: W) -> Result<Ran> 
     kick::install()?;
     let _terminal = console::Terminal::raw();
     let deadline = cfg.timeout.map(|t| t.as_nanos() as u64);
-    let machine = Machine::new(Isa::new(console), cfg.cpus, deadline);
+    let machine = Machine::new(Isa::new(console), cfg.cpus, deadline, cfg.irqchip);
     let results: Vec<Result<Trace>> = std::thread::scope(|s| {
         let threads: Vec<_> = vcpus.into_iter().map(|v| {
             let m = &machine;

@@ -1,17 +1,24 @@
 //! One vCPU's thread in `rvmx run`: offers interrupts (the 8259's through the boot CPU's
-//! LINT0, its local APIC's), runs the guest, and handles each exit that comes back to
-//! userspace: port I/O and MMIO to the devices' buses, HLT, INIT and STARTUP IPIs.
+//! LINT0; with `--irqchip user` its local APIC's too), runs the guest, and handles each exit
+//! that comes back to userspace: port I/O and MMIO to the devices' buses; with `--irqchip user`
+//! also HLT, INIT and STARTUP IPIs, which the kernel keeps with the split irqchip.
 
 use std::{io::Write, os::fd::AsRawFd};
 
-use kvm_bindings::{kvm_regs, kvm_sregs};
+use kvm_bindings::{
+    kvm_msr_entry, kvm_regs, kvm_sregs, Msrs, KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_UNINITIALIZED,
+};
 use kvm_ioctls::{VcpuExit, VcpuFd};
-use rvmx_logic::kvm_abi::KVM_INTERRUPT;
+use rvmx_logic::{
+    arch::msr::TSC_DEADLINE,
+    kvm_abi::KVM_INTERRUPT,
+    lapic::{lvt, reg},
+};
 
 use super::{
-    kick,
+    idle, kick,
     machine::{Machine, Power},
-    Outcome, Trace,
+    Irqchip, Outcome, Trace,
 };
 use crate::{
     devices::lapic,
@@ -43,6 +50,9 @@ pub fn run<W: Write>(m: &Machine<W>, mut v: Vcpu) -> Result<Trace> {
 
 fn cpu_loop<W: Write>(m: &Machine<W>, v: &mut Vcpu, timer: &kick::Timer, trace: &mut Trace) -> Result<()> {
     let me = v.index;
+    let user = m.irqchip == Irqchip::User;
+    // With the split irqchip: when this thread next looks whether its CPU is stopped.
+    let mut next_look = 0;
     loop {
         v.fd.set_kvm_immediate_exit(0);
         if m.stopping() {
@@ -53,11 +63,19 @@ fn cpu_loop<W: Write>(m: &Machine<W>, v: &mut Vcpu, timer: &kick::Timer, trace: 
             m.stop(Some(Outcome::TimedOut(format!("vCPU {me}: {}", where_is(&v.fd)))));
             return Ok(());
         }
-        if !power(m, v)? {
+        if user && !power(m, v)? {
             continue;
         }
+        if !user && now >= next_look {
+            m.saw(me, stopped_in_kernel(m, v)?);
+            next_look = now.saturating_add(idle::PERIOD.as_nanos() as u64);
+            if m.stopping() {
+                return Ok(());
+            }
+        }
         offer_interrupt(m, v)?;
-        timer.at(next_wake(m, me).map(|t| t.saturating_sub(m.clock.now())));
+        let look = (!user).then_some(next_look);
+        timer.at(next_wake(m, me, look).map(|t| t.saturating_sub(m.clock.now())));
         let exit = v.fd.run();
         let stop = match exit {
             Ok(VcpuExit::IoOut(port, data)) => {
@@ -87,7 +105,7 @@ fn cpu_loop<W: Write>(m: &Machine<W>, v: &mut Vcpu, timer: &kick::Timer, trace: 
                 trace.count("mmio_write");
                 m.mmio_write(me, addr, data).and_then(|e| m.apply(me, e))
             }
-            Ok(VcpuExit::Hlt) => {
+            Ok(VcpuExit::Hlt) if user => {
                 trace.count("hlt");
                 halt(m, v);
                 None
@@ -116,6 +134,11 @@ fn cpu_loop<W: Write>(m: &Machine<W>, v: &mut Vcpu, timer: &kick::Timer, trace: 
             Ok(other) => Some(Outcome::Unexpected(format!("{other:?}"))),
             Err(e) if e.errno() == libc::EINTR => {
                 trace.count("intr");
+                None
+            }
+            // An application processor left its wait for INIT/STARTUP in the kernel: run again.
+            Err(e) if e.errno() == libc::EAGAIN => {
+                trace.count("again");
                 None
             }
             Err(e) => return Err(Error::Ioctl("KVM_RUN", e)),
@@ -173,16 +196,61 @@ fn start_at(vcpu: &VcpuFd, vector: u8) -> Result<()> {
     vcpu.set_regs(&r).map_err(Error::ioctl("KVM_SET_REGS"))
 }
 
-/// When one of this CPU's own timers next fires: its APIC timer, and the PIT for CPU 0 (the
-/// 8259 is wired to it).
+/// When one of this CPU's own timers that live here next fires: its userspace APIC's timer,
+/// and the PIT for CPU 0 (the 8259 is wired to it).
 fn own_timer<W: Write>(m: &Machine<W>, me: usize) -> Option<u64> {
     let pit = if me == 0 { m.isa().pit.next_irq0() } else { None };
-    [m.state(me).lapic.next_timer(), pit].into_iter().flatten().min()
+    let apic = if m.irqchip == Irqchip::User { m.state(me).lapic.next_timer() } else { None };
+    [apic, pit].into_iter().flatten().min()
 }
 
-/// When this CPU must next leave the guest by itself: a timer, or the timeout.
-fn next_wake<W: Write>(m: &Machine<W>, me: usize) -> Option<u64> {
-    [own_timer(m, me), m.deadline].into_iter().flatten().min()
+/// When this CPU must next leave the guest by itself: a timer, the timeout, or `look`.
+fn next_wake<W: Write>(m: &Machine<W>, me: usize, look: Option<u64>) -> Option<u64> {
+    [own_timer(m, me), m.deadline, look].into_iter().flatten().min()
+}
+
+/// With the split irqchip: whether this CPU is stopped (idle.rs): waiting for a STARTUP IPI,
+/// or halted with interrupts off or with nothing that could interrupt it (the kernel's APIC
+/// timer not running and, for CPU 0, no 8259 request, no PIT tick coming, the input closed).
+fn stopped_in_kernel<W: Write>(m: &Machine<W>, v: &mut Vcpu) -> Result<bool> {
+    let mp = v.fd.get_mp_state().map_err(Error::ioctl("KVM_GET_MP_STATE"))?.mp_state;
+    Ok(match mp {
+        KVM_MP_STATE_UNINITIALIZED | KVM_MP_STATE_INIT_RECEIVED => true,
+        KVM_MP_STATE_HALTED if v.fd.get_kvm_run().if_flag == 0 => true,
+        KVM_MP_STATE_HALTED => !pic_may_interrupt(m, v.index) && !apic_timer_running(&v.fd)?,
+        _ => false,
+    })
+}
+
+/// Whether the 8259 may still interrupt CPU `me` (it is wired to CPU 0 only).
+fn pic_may_interrupt<W: Write>(m: &Machine<W>, me: usize) -> bool {
+    if me != 0 {
+        return false;
+    }
+    let mut isa = m.isa();
+    isa.update_irqs();
+    isa.pic.has_interrupt() || isa.pit.next_irq0().is_some() || m.input_open()
+}
+
+/// Whether the vCPU's in-kernel APIC timer will fire again: unmasked, and a TSC deadline set,
+/// a periodic count, or a one-shot count not yet run down.
+fn apic_timer_running(vcpu: &VcpuFd) -> Result<bool> {
+    let apic = vcpu.get_lapic().map_err(Error::ioctl("KVM_GET_LAPIC"))?;
+    let reg = |offset: u32| {
+        let o = offset as usize;
+        u32::from_le_bytes([apic.regs[o] as u8, apic.regs[o + 1] as u8, apic.regs[o + 2] as u8, apic.regs[o + 3] as u8])
+    };
+    let lvtt = reg(reg::LVTT);
+    Ok(match lvtt & lvt::TIMER_MODE {
+        _ if lvtt & lvt::MASKED != 0 => false,
+        lvt::TIMER_TSCDEADLINE => {
+            let mut msrs = Msrs::from_entries(&[kvm_msr_entry { index: TSC_DEADLINE, ..Default::default() }])
+                .map_err(|_| Error::Os("KVM_GET_MSRS", std::io::Error::from_raw_os_error(libc::ENOMEM)))?;
+            vcpu.get_msrs(&mut msrs).map_err(Error::ioctl("KVM_GET_MSRS"))? == 1 && msrs.as_slice()[0].data != 0
+        }
+        lvt::TIMER_PERIODIC => reg(reg::TMICT) != 0,
+        _ => reg(reg::TMCCT) != 0,
+    })
 }
 
 /// HLT: sleeps until the CPU has something to do: an interrupt it can take, an NMI, INIT or
@@ -232,10 +300,11 @@ fn interrupt_pending<W: Write>(m: &Machine<W>, me: usize) -> bool {
     st.lapic.pending().is_some() || (me == 0 && st.lapic.accepts_pic() && isa.pic.has_interrupt())
 }
 
-/// Hands the next interrupt to the vCPU the way KVM's ABI asks without an in-kernel irqchip:
-/// injected with `KVM_INTERRUPT` when `kvm_run` says the guest can take one, otherwise an
-/// interrupt window is requested and the next exit comes as soon as it can. The 8259's
-/// requests (ExtINT through CPU 0's LINT0) come before the APIC's; an NMI IPI goes first.
+/// Hands the next interrupt to the vCPU the way KVM's ABI asks: injected with `KVM_INTERRUPT`
+/// when `kvm_run` says the guest can take one, otherwise an interrupt window is requested and
+/// the next exit comes as soon as it can. The 8259's requests (ExtINT through CPU 0's LINT0)
+/// come before the userspace APIC's; an NMI IPI goes first. With the split irqchip only the
+/// 8259's are left here, and `ready_for_interrupt_injection` also says LINT0 takes them.
 fn offer_interrupt<W: Write>(m: &Machine<W>, v: &mut Vcpu) -> Result<()> {
     let me = v.index;
     let run = v.fd.get_kvm_run();
@@ -244,6 +313,16 @@ fn offer_interrupt<W: Write>(m: &Machine<W>, v: &mut Vcpu) -> Result<()> {
     let now = m.clock.now();
     let mut isa = m.isa();
     isa.update_irqs();
+    if m.irqchip == Irqchip::Split {
+        if me != 0 || !isa.pic.has_interrupt() {
+            return Ok(());
+        }
+        if !ready {
+            v.fd.get_kvm_run().request_interrupt_window = 1;
+            return Ok(());
+        }
+        return isa.pic.acknowledge().map_or(Ok(()), |vector| inject(&v.fd, vector));
+    }
     let mut st = m.state(me);
     st.lapic.tick(now);
     if std::mem::take(&mut st.nmi) {
@@ -258,11 +337,15 @@ fn offer_interrupt<W: Write>(m: &Machine<W>, v: &mut Vcpu) -> Result<()> {
         return Ok(());
     }
     let vector = if pic { isa.pic.acknowledge() } else { st.lapic.acknowledge() };
-    let Some(vector) = vector else { return Ok(()) };
+    vector.map_or(Ok(()), |vector| inject(&v.fd, vector))
+}
+
+/// `KVM_INTERRUPT` with `vector`.
+fn inject(vcpu: &VcpuFd, vector: u8) -> Result<()> {
     let irq = vector as u32;
     // kvm-ioctls has no wrapper for KVM_INTERRUPT: the module's own ABI names the number.
     // SAFETY: KVM_INTERRUPT reads one u32 from the pointer, which points to `irq`.
-    if unsafe { libc::ioctl(v.fd.as_raw_fd(), KVM_INTERRUPT.into(), &irq) } < 0 {
+    if unsafe { libc::ioctl(vcpu.as_raw_fd(), KVM_INTERRUPT.into(), &irq) } < 0 {
         return Err(Error::Os("KVM_INTERRUPT", std::io::Error::last_os_error()));
     }
     Ok(())
