@@ -49,7 +49,8 @@ test-programs:
 		$(STATIC_OUT)/kvm-irq-check $(STATIC_OUT)/kvm-memory-check \
 		$(STATIC_OUT)/kvm-smp-check $(STATIC_OUT)/kvm-bench $(STATIC_OUT)/kvm-hostile-check \
 		$(STATIC_OUT)/kvm-guest-fuzz $(STATIC_OUT)/kvm-mm-check $(STATIC_OUT)/kvm-ioctl-fuzz \
-		$(STATIC_OUT)/kvm-conformance-check $(STATIC_OUT)/kvm-clock-check $(STATIC_OUT)/kvm-lapic-check build/bin/
+		$(STATIC_OUT)/kvm-conformance-check $(STATIC_OUT)/kvm-clock-check $(STATIC_OUT)/kvm-lapic-check \
+		$(STATIC_OUT)/kvm-irq-bench build/bin/
 	cc -O2 -Wall -Werror -static -o build/bin/fpu-context-check tests/c/fpu-context-check.c
 
 # Guest images for the in-VM tests (QEMU's -kernel).

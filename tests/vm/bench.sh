@@ -10,6 +10,8 @@ linux_boot() { # linux_boot DEVICE [--stats]: the guest's uptime (s) when its in
 bench() { # bench DEVICE > results (progress on the console, which the host timestamps)
 	echo "bench: exits on $1" > /dev/console
 	kvm-bench "$1"
+	echo "bench: the in-kernel local APIC's interrupt path on $1" > /dev/console
+	kvm-irq-bench "$1"
 	echo "bench: Linux boot on $1" > /dev/console
 	case $1 in /dev/rvmx) linux_boot "$1" --stats; cp /tmp/linux-boot.err /tmp/linux-stats ;; *) linux_boot "$1" ;; esac
 	echo "bench: done on $1" > /dev/console

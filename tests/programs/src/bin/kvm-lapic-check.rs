@@ -11,8 +11,9 @@
 
 use std::{ffi::CString, process::ExitCode};
 
-use kvm_bindings::{kvm_cpuid_entry2, kvm_enable_cap, kvm_lapic_state, kvm_msr_entry, CpuId, Msrs};
+use kvm_bindings::{kvm_enable_cap, kvm_lapic_state, kvm_msr_entry, Msrs};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use rvmx_test_programs::split;
 
 const SPLIT_IRQCHIP: u32 = 121;
 
@@ -321,35 +322,8 @@ fn split_guest(kvm: &Kvm, code: &[u8], gates: &[(u8, u64)]) -> rvmx_test_program
 
 /// The split-irqchip VM of [`split_guest`], without vCPUs.
 fn split_vm(kvm: &Kvm, code: &[u8], gates: &[(u8, u64)]) -> (VmFd, *mut u8) {
-    let vm = kvm.create_vm().unwrap();
-    println!("guest enable {:?}", enable(&vm, 24));
-    // SAFETY: a fresh anonymous mapping of 64 KiB, never unmapped (the process is short-lived).
-    let mem = unsafe {
-        libc::mmap(std::ptr::null_mut(), 0x10000, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
-    } as *mut u8;
-    // SAFETY: inside the 64 KiB mapping: code at 0x1000, page tables at 0x2000-0x5fff, GDT at
-    // 0x6800, IDT at 0x7000.
-    unsafe {
-        std::ptr::copy_nonoverlapping(code.as_ptr(), mem.add(0x1000), code.len());
-        mem.add(0x2000).cast::<u64>().write(0x3003);
-        mem.add(0x3000).cast::<u64>().write(0x4003);
-        mem.add(0x4000).cast::<u64>().write(0x83);
-        mem.add(0x3018).cast::<u64>().write(0x5003);
-        mem.add(0x5000 + 0x1f7 * 8).cast::<u64>().write(0xfee0_0000 | 0x9b); // PCD, PWT
-        mem.add(0x6808).cast::<u64>().write(0x0020_9a00_0000_0000); // 64-bit code
-        mem.add(0x6810).cast::<u64>().write(0x00cf_9200_0000_ffff); // data (IRETQ reloads SS)
-        for &(vector, offset) in gates {
-            let target = 0x1000 + offset;
-            let e = mem.add(0x7000 + usize::from(vector) * 16);
-            e.cast::<u64>().write_unaligned((target & 0xffff) | 8 << 16 | 0x8e00 << 32 | (target >> 16 & 0xffff) << 48);
-            e.add(8).cast::<u64>().write_unaligned(target >> 32);
-        }
-    }
-    let region = kvm_bindings::kvm_userspace_memory_region {
-        slot: 0, flags: 0, guest_phys_addr: 0, memory_size: 0x10000, userspace_addr: mem as u64,
-    };
-    // SAFETY: the region is the mapping above, alive for the process's life.
-    unsafe { vm.set_user_memory_region(region) }.unwrap();
+    let (vm, mem, enabled) = split::vm(kvm, code, gates);
+    println!("guest enable {enabled:?}");
     (vm, mem)
 }
 
@@ -362,29 +336,12 @@ fn long_mode(vcpu: &VcpuFd, name: &str, rip: u64, rsp: u64) {
 
 /// [`split_guest`]'s CPUID table (before the vCPU first runs).
 fn set_cpuid(vcpu: &VcpuFd, name: &str) {
-    let entry = |function: u32, eax: u32, ebx: u32, ecx: u32, edx: u32| kvm_cpuid_entry2 { function, eax, ebx, ecx, edx, ..Default::default() };
-    let table = [
-        entry(0, 1, 0x756e_6547, 0x6c65_746e, 0x4965_6e69),
-        entry(1, 0x906ea, 0, 1 << 21 | 1 << 24, 1 << 9), // x2APIC, TSC-deadline; APIC
-        entry(0x8000_0000, 0x8000_0008, 0, 0, 0),
-        entry(0x8000_0001, 0, 0, 0, 1 << 29 | 1 << 20),
-        entry(0x8000_0008, 0x3027, 0, 0, 0),
-    ];
-    println!("{name} set_cpuid2 {:?}", vcpu.set_cpuid2(&CpuId::from_entries(&table).unwrap()).map_err(|e| e.errno()));
+    println!("{name} set_cpuid2 {:?}", split::set_cpuid(vcpu));
 }
 
 /// 64-bit mode at `rip` with stack `rsp`, on [`split_vm`]'s tables.
 fn to_long_mode(vcpu: &VcpuFd, name: &str, rip: u64, rsp: u64) {
-    let mut sr = vcpu.get_sregs().unwrap();
-    let long = |type_: u8, selector: u16, l: u8| kvm_bindings::kvm_segment { l, db: 1 - l, ..rvmx_test_programs::flat(type_, selector) };
-    sr.cs = long(11, 8, 1);
-    (sr.ds, sr.es, sr.fs, sr.gs, sr.ss) = (long(3, 16, 0), long(3, 16, 0), long(3, 16, 0), long(3, 16, 0), long(3, 16, 0));
-    (sr.cr3, sr.cr4, sr.cr0, sr.efer) = (0x2000, 0x20, 0x8000_0011, 0x500);
-    (sr.gdt.base, sr.gdt.limit, sr.idt.base, sr.idt.limit) = (0x6800, 23, 0x7000, 0xfff);
-    println!("{name} set_sregs {:?}", vcpu.set_sregs(&sr).map_err(|e| e.errno()));
-    let mut r = vcpu.get_regs().unwrap();
-    (r.rip, r.rflags, r.rsp) = (rip, 2, rsp);
-    vcpu.set_regs(&r).unwrap();
+    println!("{name} set_sregs {:?}", split::to_long_mode(vcpu, rip, rsp));
 }
 
 /// Runs to the guest's OUT; the words it saved from `at` on.
