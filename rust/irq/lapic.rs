@@ -142,6 +142,19 @@ impl LocalApic {
         init_sipi
     }
 
+    /// IA32_MCG_CAP's MCG_CMCI_P changed: the LVT CMCI entry appears or goes.
+    pub(crate) fn set_cmci(&mut self, cmci: bool) {
+        self.apic.set_cmci(cmci);
+    }
+
+    /// Signals a corrected machine-check interrupt (`kvm_apic_local_deliver(APIC_LVTCMCI)`): its
+    /// vector into IRR, or an NMI into `events`, as the LVT says.
+    pub(crate) fn deliver_cmci(&mut self, events: &mut Events, nmi_masked: bool) {
+        if self.apic.local_deliver(reg::LVTCMCI) == Accepted::Nmi {
+            events.queue_nmi(nmi_masked);
+        }
+    }
+
     /// Drops what was posted (before `KVM_SET_LAPIC`, as KVM clears its posted interrupts).
     pub(crate) fn discard_posted(&mut self) {
         self.mailbox.discard();

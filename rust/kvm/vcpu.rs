@@ -269,7 +269,7 @@ impl FdObject for Vcpu {
             KVM_SET_SIGNAL_MASK => this.set_signal_mask(arg)?,
             KVM_X86_SETUP_MCE => {
                 let cap: u64 = read_user(arg)?;
-                this.state.lock().msrs.mce.setup(cap).map_err(|_| EINVAL)?
+                this.state.lock().setup_mce(cap)?
             }
             KVM_X86_SET_MCE => this.set_mce(read_user(arg)?)?,
             KVM_HAS_DEVICE_ATTR | KVM_GET_DEVICE_ATTR | KVM_SET_DEVICE_ATTR => this.device_attr(cmd, read_user(arg)?)?,
@@ -465,13 +465,15 @@ impl Vcpu {
     }
 
     /// `KVM_X86_SET_MCE`: records the error; an uncorrected one raises #MC (replacing an
-    /// exception not yet delivered, as KVM), or shuts the guest down if it cannot take one.
+    /// exception not yet delivered, as KVM), or shuts the guest down if it cannot take one; an
+    /// uncorrected no-action one may signal a CMCI.
     fn set_mce(&self, e: crate::logic::mce::X86Mce) -> Result {
         use crate::{logic::{arch::vector, events::Exception}, logic::mce::Injected};
         let mut st = self.state.lock();
         let cr4_mce = st.sregs.cr4 & crate::logic::arch::cr4::MCE != 0;
         match st.msrs.mce.inject(&e, cr4_mce).map_err(|_| EINVAL)? {
             Injected::Recorded => {}
+            Injected::Cmci => st.deliver_cmci(),
             Injected::MachineCheck => st.events.exception = Some(Exception::raise(vector::MC, None)),
             Injected::TripleFault => st.events.triple_fault = true,
         }

@@ -79,8 +79,12 @@ pub mod reg {
     pub const SELF_IPI: u32 = 0x3f0;
 }
 
-/// The LVT registers KVM has (`LVT_TIMER` .. `LVT_ERROR`; no CMCI), in index order.
-pub const LVTS: [u32; 6] = [reg::LVTT, reg::LVTTHMR, reg::LVTPC, reg::LVT0, reg::LVT1, reg::LVTERR];
+/// The LVT registers KVM has (`LVT_TIMER` .. `LVT_CMCI`), in index order. An APIC has the
+/// first six, and CMCI too once its vCPU's IA32_MCG_CAP has MCG_CMCI_P
+/// (`kvm_apic_calc_nr_lvt_entries`).
+pub const LVTS: [u32; 7] = [reg::LVTT, reg::LVTTHMR, reg::LVTPC, reg::LVT0, reg::LVT1, reg::LVTERR, reg::LVTCMCI];
+/// LVT entries without CMCI.
+const LVTS_WITHOUT_CMCI: usize = 6;
 
 /// LVT bits (`apicdef.h`).
 pub mod lvt {
@@ -114,8 +118,8 @@ pub mod lvt {
     pub const LINT_MASK: u32 = LVT_MASK | MODE_MASK | INPUT_POLARITY | REMOTE_IRR | LEVEL_TRIGGER;
     /// KVM's `apic_lvt_mask[]`, by index of [`super::LVTS`] (the timer's mode bits are
     /// added from the guest's CPUID at write time).
-    pub const WRITE_MASK: [u32; 6] =
-        [LVT_MASK, LVT_MASK | MODE_MASK, LVT_MASK | MODE_MASK, LINT_MASK, LINT_MASK, LVT_MASK];
+    pub const WRITE_MASK: [u32; 7] =
+        [LVT_MASK, LVT_MASK | MODE_MASK, LVT_MASK | MODE_MASK, LINT_MASK, LINT_MASK, LVT_MASK, LVT_MASK | MODE_MASK];
 }
 
 /// SPIV bits.
@@ -652,7 +656,7 @@ pub struct Caps {
 }
 
 /// The readable registers, one bit per 16-byte slot (`kvm_lapic_readable_reg_mask`).
-const fn readable_mask(x2apic: bool) -> u64 {
+const fn readable_mask(x2apic: bool, cmci: bool) -> u64 {
     const fn bit(r: u32) -> u64 {
         1 << (r >> 4)
     }
@@ -663,6 +667,9 @@ const fn readable_mask(x2apic: bool) -> u64 {
         | bit(reg::LVTERR) | bit(reg::TMICT) | bit(reg::TMCCT) | bit(reg::TDCR);
     if !x2apic {
         m |= bit(reg::ARBPRI) | bit(reg::DFR) | bit(reg::ICR2);
+    }
+    if cmci {
+        m |= bit(reg::LVTCMCI);
     }
     m
 }
@@ -818,6 +825,8 @@ pub struct Lapic {
     divide: u32,
     /// LVT0 is in NMI mode (the PIT's NMI watchdog delivery).
     lvt0_nmi: bool,
+    /// LVT entries: the first this many of [`LVTS`] (6, or 7 with CMCI).
+    nr_lvt: usize,
     /// Settings from CPUID.
     caps: Caps,
 }
@@ -836,6 +845,7 @@ impl Lapic {
             timer_mode_mask: 0,
             divide: 1,
             lvt0_nmi: false,
+            nr_lvt: LVTS_WITHOUT_CMCI,
             caps: Caps { x2apic: false, tsc_deadline: false, directed_eoi: false, maxphyaddr: DEFAULT_MAXPHYADDR },
         };
         a.reset(false, bsp, true);
@@ -854,7 +864,7 @@ impl Lapic {
             self.set_xapic_id();
         }
         self.update_version();
-        for r in LVTS {
+        for &r in self.lvts() {
             self.set(r, lvt::MASKED);
         }
         self.update_lvtt();
@@ -882,6 +892,25 @@ impl Lapic {
         }
         self.divide = divide_count(0);
         self.update_ppr();
+    }
+
+    /// The LVT registers this APIC has.
+    fn lvts(&self) -> &'static [u32] {
+        LVTS.get(..self.nr_lvt).unwrap_or(&LVTS)
+    }
+
+    /// IA32_MCG_CAP changed (`kvm_apic_after_set_mcg_cap`): with `cmci` (MCG_CMCI_P) the APIC
+    /// has an LVT CMCI entry, masked when it appears; LVR shows the count.
+    pub fn set_cmci(&mut self, cmci: bool) {
+        let n = if cmci { LVTS.len() } else { LVTS_WITHOUT_CMCI };
+        if n == self.nr_lvt {
+            return;
+        }
+        for &r in LVTS.get(self.nr_lvt..n).unwrap_or(&[]) {
+            self.set(r, lvt::MASKED);
+        }
+        self.nr_lvt = n;
+        self.update_version();
     }
 
     /// Applies the guest's CPUID (what `kvm_vcpu_after_set_cpuid` does to the APIC): the
@@ -978,7 +1007,7 @@ impl Lapic {
 
     /// LVR from the LVT count and caps (`kvm_apic_set_version`).
     fn update_version(&mut self) {
-        let n = LVTS.len() as u32;
+        let n = self.nr_lvt as u32;
         let mut v = VERSION | n.wrapping_sub(1) << 16;
         if self.caps.x2apic && self.caps.directed_eoi {
             v |= LVR_DIRECTED_EOI;
@@ -1168,11 +1197,11 @@ impl Lapic {
 
     /// Delivers the interrupt an LVT describes (`kvm_apic_local_deliver`, e.g. the timer's
     /// at expiry): nothing if the APIC is hardware disabled or the LVT masked. `lvt_reg`
-    /// is one of [`LVTS`]. (KVM's masking of LVTPC after delivery to Intel guests is the
-    /// caller's.)
+    /// is one of this APIC's [`LVTS`]. (KVM's masking of LVTPC after delivery to Intel
+    /// guests is the caller's.)
     pub fn local_deliver(&mut self, lvt_reg: u32) -> Accepted {
         let v = self.get(lvt_reg);
-        if !LVTS.contains(&lvt_reg) || !self.hw_enabled() || v & lvt::MASKED != 0 {
+        if !self.lvts().contains(&lvt_reg) || !self.hw_enabled() || v & lvt::MASKED != 0 {
             return Accepted::Dropped;
         }
         let irq = Irq {
@@ -1210,7 +1239,7 @@ impl Lapic {
         if align.saturating_add(len) > 4 || offset > 0x3f0 {
             return None;
         }
-        if readable_mask(self.x2apic_mode()) & 1 << (offset >> 4) == 0 {
+        if readable_mask(self.x2apic_mode(), self.nr_lvt > LVTS_WITHOUT_CMCI) & 1 << (offset >> 4) == 0 {
             return None;
         }
         let r = offset & !0xf;
@@ -1322,7 +1351,7 @@ impl Lapic {
                 let mask = if self.get(reg::LVR) & LVR_DIRECTED_EOI != 0 { 0x3ff | spiv::DIRECTED_EOI } else { 0x3ff };
                 let changed = self.set_spiv(v & mask);
                 if v & spiv::ENABLED == 0 {
-                    for r in LVTS {
+                    for &r in self.lvts() {
                         self.set(r, self.get(r) | lvt::MASKED);
                     }
                     // Masking leaves LVTT's mode alone, so this changes nothing in practice.
@@ -1339,12 +1368,14 @@ impl Lapic {
                 self.set(reg::ICR2, v & 0xff00_0000);
                 Ok(Effect::None)
             }
-            reg::LVTTHMR | reg::LVTPC | reg::LVT0 | reg::LVT1 | reg::LVTERR => {
-                let mask = LVTS
+            reg::LVTTHMR | reg::LVTPC | reg::LVT0 | reg::LVT1 | reg::LVTERR | reg::LVTCMCI => {
+                // An entry this APIC lacks (CMCI without MCG_CMCI_P): as a reserved register.
+                let mask = self
+                    .lvts()
                     .iter()
                     .zip(lvt::WRITE_MASK)
                     .find_map(|(&r, m)| (r == offset).then_some(m))
-                    .unwrap_or(lvt::LVT_MASK);
+                    .ok_or(Fault)?;
                 let v = if self.sw_enabled { v } else { v | lvt::MASKED } & mask;
                 if offset == reg::LVT0 {
                     self.lvt0_nmi = lvt_nmi_mode(v);
@@ -1537,6 +1568,27 @@ mod tests {
     }
 
     #[test]
+    fn cmci_lvt_follows_mcg_cap() {
+        // kvm_apic_after_set_mcg_cap: the seventh LVT appears masked, LVR's max LVT follows.
+        let mut a = enabled(0);
+        assert_eq!(a.reg_write(reg::LVTCMCI, 0xa9), Err(Fault), "no CMCI entry yet");
+        assert_eq!(a.reg_read(reg::LVTCMCI, 4, 0), None);
+        assert_eq!(a.local_deliver(reg::LVTCMCI), Accepted::Dropped);
+        a.set_cmci(true);
+        assert_eq!(a.get(reg::LVR) >> 16 & 0xff, 6);
+        assert_eq!(a.reg_read(reg::LVTCMCI, 4, 0), Some(lvt::MASKED));
+        assert_eq!(a.reg_write(reg::LVTCMCI, 0x1_f7a9), Ok(Effect::None));
+        assert_eq!(a.get(reg::LVTCMCI), 0x1_17a9, "vector, mode, delivery status and mask kept (LVT_MASK | APIC_MODE_MASK)");
+        a.reg_write(reg::LVTCMCI, 0xa9).unwrap();
+        assert_eq!(a.local_deliver(reg::LVTCMCI), Accepted::Fixed);
+        assert_eq!(a.write(reg::SPIV, 0xff), Effect::Spiv { enabled: false, changed: true });
+        assert_ne!(a.get(reg::LVTCMCI) & lvt::MASKED, 0, "masked with the others");
+        a.set_cmci(false);
+        assert_eq!(a.get(reg::LVR) >> 16 & 0xff, 5);
+        assert_eq!(a.local_deliver(reg::LVTCMCI), Accepted::Dropped);
+    }
+
+    #[test]
     fn reset_values() {
         // kvm_create_lapic + kvm_lapic_reset(false).
         let a = Lapic::new(3, false);
@@ -1544,7 +1596,7 @@ mod tests {
         assert_eq!(Lapic::new(0, true).apic_base(), 0xfee0_0900);
         assert_eq!(a.get(reg::ID), 3 << 24);
         assert_eq!(a.get(reg::LVR), 0x0005_0014, "version 0x14, 6 LVT entries (max LVT 5)");
-        for r in LVTS {
+        for &r in &LVTS[..6] {
             assert_eq!(a.get(r), lvt::MASKED);
         }
         assert_eq!(a.get(reg::DFR), 0xffff_ffff);
@@ -1702,7 +1754,7 @@ mod tests {
         a.write(reg::LVTERR, 0xfe);
         assert_eq!(a.get(reg::LVTT) & lvt::MASKED, 0);
         assert_eq!(a.write(reg::SPIV, 0xff), Effect::Spiv { enabled: false, changed: true });
-        for r in LVTS {
+        for &r in &LVTS[..6] {
             assert_ne!(a.get(r) & lvt::MASKED, 0, "{r:#x}");
         }
         assert_eq!(a.get(reg::LVTT), 0x3_00ec, "mode and vector kept");

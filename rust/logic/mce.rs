@@ -24,8 +24,9 @@ pub mod cap {
     pub const EXT_CNT: u64 = 0xff_0000;
 }
 
-/// What `KVM_X86_GET_MCE_CAP_SUPPORTED` reports (KVM's base set, without LMCE/CMCI).
-pub const SUPPORTED_CAP: u64 = cap::CTL_P | cap::SER_P;
+/// What `KVM_X86_GET_MCE_CAP_SUPPORTED` reports: KVM's with VMX, but local machine checks
+/// (MCG_LMCE_P, which needs IA32_MCG_EXT_CTL and FEATURE_CONTROL's LMCE bit).
+pub const SUPPORTED_CAP: u64 = cap::CTL_P | cap::SER_P | cap::CMCI_P;
 
 /// MSR numbers.
 pub mod msr {
@@ -64,8 +65,10 @@ pub mod status {
     pub const AR: u64 = 1 << 55;
 }
 
+/// IA32_MCi_CTL2: CMCI enabled for the bank.
+pub const CTL2_CMCI_EN: u64 = 1 << 30;
 /// IA32_MCi_CTL2 bits a guest may set: CMCI enable and the threshold.
-const CTL2_VALID: u64 = 1 << 30 | 0x7fff;
+const CTL2_VALID: u64 = CTL2_CMCI_EN | 0x7fff;
 
 /// `struct kvm_x86_mce`: an error for `KVM_X86_SET_MCE` to put in a bank.
 #[repr(C)]
@@ -96,6 +99,9 @@ unsafe impl kernel::transmute::FromBytes for X86Mce {}
 pub enum Injected {
     /// Recorded in the bank (a corrected error), or dropped because reporting is disabled.
     Recorded,
+    /// Recorded, and signalled with a CMCI through the local APIC's LVT CMCI (an uncorrected
+    /// no-action error in a bank with CMCI enabled).
+    Cmci,
     /// Deliver a #MC exception.
     MachineCheck,
     /// A machine check while one is in progress, or with CR4.MCE clear: shutdown.
@@ -166,6 +172,9 @@ impl Mce {
         for ctl in self.banks.iter_mut().step_by(4).take(banks) {
             *ctl = !0;
         }
+        if mcg_cap & cap::CMCI_P != 0 {
+            self.ctl2.iter_mut().take(banks).for_each(|c| *c = 0);
+        }
         Ok(())
     }
 
@@ -231,10 +240,11 @@ impl Mce {
         let uc = e.status & status::UC != 0;
         let ucna = e.mcg_status == 0 && e.status & (status::PCC | status::S | status::AR) == 0 && uc;
         if ucna {
-            // Uncorrected, no action required: recorded (no CMCI is offered to signal it).
+            // Uncorrected, no action required: recorded, signalled if the bank asks for CMCIs.
             (*held, *addr, *misc) = (e.status, e.addr, e.misc);
             self.status = e.mcg_status;
-            return Ok(Injected::Recorded);
+            let cmci = self.cap & cap::CMCI_P != 0 && self.ctl2.get(bank).is_some_and(|c| c & CTL2_CMCI_EN != 0);
+            return Ok(if cmci { Injected::Cmci } else { Injected::Recorded });
         }
         let mut st = e.status;
         if uc {
@@ -278,7 +288,7 @@ mod tests {
         assert_eq!(m.write(msr::MCG_CTL, !0, true), Err(()), "QEMU must call SETUP_MCE first");
         assert_eq!(m.setup(0), Err(()));
         assert_eq!(m.setup(33), Err(()));
-        assert_eq!(m.setup(cap::CMCI_P | 10), Err(()), "CMCI not offered");
+        assert_eq!(m.setup(1 << 27 | 10), Err(()), "LMCE not offered");
         assert_eq!(m.setup(SUPPORTED_CAP | 10), Ok(()));
         assert_eq!(m.read(msr::MCG_CTL, false), Some(!0));
         assert_eq!(m.read(msr::MC0_CTL + 4 * 9, false), Some(!0));
@@ -289,7 +299,7 @@ mod tests {
     #[test]
     fn msr_writes() {
         let mut m = Mce::default();
-        m.setup(SUPPORTED_CAP | 10).unwrap();
+        m.setup(cap::CTL_P | 10).unwrap();
         assert_eq!(m.write(msr::MCG_CTL, 0, false), Ok(()));
         assert_eq!(m.write(msr::MCG_CTL, 5, true), Err(()));
         assert_eq!(m.write(msr::MC0_CTL, !0 & !(1 << 10), false), Ok(()));
@@ -300,6 +310,29 @@ mod tests {
         assert_eq!(m.write(msr::MC0_CTL2, 0, true), Ok(()));
         assert_eq!(m.write(msr::MC0_CTL2, 1 << 30, true), Err(()), "no CMCI");
         assert_eq!(m.write(msr::MCG_CAP, 1, true), Err(()), "read-only");
+        // With CMCI: the guest may set CMCI_EN and the threshold, nothing else.
+        m.setup(cap::CMCI_P | 10).unwrap();
+        assert_eq!(m.write(msr::MC0_CTL2 + 7, CTL2_CMCI_EN | 5, false), Ok(()));
+        assert_eq!(m.read(msr::MC0_CTL2 + 7, false), Some(CTL2_CMCI_EN | 5));
+        assert_eq!(m.write(msr::MC0_CTL2 + 7, 1 << 29, false), Err(()), "reserved bit");
+        assert_eq!(m.write(msr::MC0_CTL2 + 10, 0, true), Err(()), "bank 10 absent");
+    }
+
+    #[test]
+    fn ucna_signals_a_cmci_where_the_bank_enables_it() {
+        // kvm_vcpu_x86_set_ucna.
+        let ucna = X86Mce { status: status::VAL | status::UC | 0x10090, addr: 0xdead_beef, misc: 0x8c, bank: 7, ..Default::default() };
+        let mut m = Mce::default();
+        m.setup(cap::CMCI_P | 10).unwrap();
+        assert_eq!(m.inject(&ucna, true), Ok(Injected::Recorded), "CMCI not enabled in the bank");
+        m.write(msr::MC0_CTL2 + 7, CTL2_CMCI_EN, false).unwrap();
+        assert_eq!(m.inject(&ucna, true), Ok(Injected::Cmci));
+        assert_eq!(m.read(msr::MC0_CTL + 4 * 7 + 2, false), Some(0xdead_beef));
+        assert_eq!(m.inject(&X86Mce { mcg_status: 1, ..ucna }, true), Ok(Injected::MachineCheck), "not a UCNA");
+        let mut m = Mce::default();
+        m.setup(10).unwrap();
+        m.ctl2[7] = CTL2_CMCI_EN;
+        assert_eq!(m.inject(&ucna, true), Ok(Injected::Recorded), "no MCG_CMCI_P");
     }
 
     #[test]

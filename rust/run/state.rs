@@ -371,6 +371,25 @@ impl VcpuState {
             || (events::interrupt_allowed(if_flag, self.interruptibility) && (e.interrupt.is_some() || a.has_interrupt()))
     }
 
+    /// `KVM_X86_SETUP_MCE` (`EINVAL` for a refused capability); with the in-kernel APIC, its LVT
+    /// CMCI entry follows MCG_CMCI_P (`kvm_apic_after_set_mcg_cap`).
+    pub(crate) fn setup_mce(&mut self, mcg_cap: u64) -> Result {
+        self.msrs.mce.setup(mcg_cap).map_err(|_| EINVAL)?;
+        if let Some(a) = self.apic.as_mut() {
+            a.set_cmci(mcg_cap & crate::logic::mce::cap::CMCI_P != 0);
+        }
+        Ok(())
+    }
+
+    /// Signals a CMCI through the in-kernel APIC; without one nothing does (as KVM).
+    pub(crate) fn deliver_cmci(&mut self) {
+        let nmi_masked = self.interruptibility & events::block::NMI != 0;
+        let Self { apic, events, .. } = self;
+        if let Some(a) = apic.as_mut() {
+            a.deliver_cmci(events, nmi_masked);
+        }
+    }
+
     /// Takes what was posted to the in-kernel APIC (fixed interrupts into IRR, NMIs into the
     /// events). Whether an INIT or SIPI waits.
     pub(crate) fn take_posted(&mut self) -> bool {
