@@ -9,6 +9,8 @@
  *           arrived (injected by rvmx run's userspace PIC), prints a line, writes 43 to 0xf4
  *   0x1500  reads a line from COM1, interrupt-driven (IRQ4 through the PIC), prints it back,
  *           writes 44 to 0xf4
+ *   0x1600  halts with interrupts on and nothing that could interrupt it (no timer
+ *           programmed; with the input closed, nothing comes from COM1 either)
  */
 	.code16
 	.text
@@ -165,6 +167,12 @@ irq4:	/* drains the receive FIFO into `line` until a newline */
 	pop	%bx
 	pop	%ax
 	iret
+
+	.org	0x600
+idle:
+	sti
+	hlt
+	jmp	idle
 
 	.org	0x700
 msg:	.asciz	"flat-hello: real mode, COM1 through rvmx run\n"

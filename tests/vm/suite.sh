@@ -103,6 +103,12 @@ check "tool: rvmx run: HLT with interrupts off ends the VM with status 0 (seen t
 	tool_run halt 0 "guest halted" --flat /root/flat-hello.bin --load 0x1000 --entry 0x1300
 check "tool: rvmx run --irqchip user: HLT with interrupts off ends the VM with status 0 (KVM_EXIT_HLT)" \
 	tool_run halt-user 0 "guest halted" --irqchip user --flat /root/flat-hello.bin --load 0x1000 --entry 0x1300
+idle_run() { # idle_run LABEL DEVICE [EXTRA-ARG]: HLT with interrupts on, nothing to wake it, input closed
+	tool_run "$1" 0 "guest halted" --device "$2" ${3:-} --flat /root/flat-hello.bin --load 0x1000 --entry 0x1600 < /dev/null
+}
+check "tool: rvmx run: HLT with interrupts on and nothing to wake the CPU (no timer, input closed) ends the VM with status 0" \
+	idle_run idle /dev/rvmx
+check "tool: rvmx run --irqchip user: the same" idle_run idle-user /dev/rvmx "--irqchip user"
 echo_run() { # echo_run LABEL DEVICE: stdin reaches the guest's COM1 (IRQ4), output to --console
 	printf 'ping pong\n' | rvmx run --device "$2" --flat /root/flat-hello.bin --load 0x1000 --entry 0x1500 \
 		--console /tmp/echo-$1.out 2> /tmp/echo-$1.err; status=$?
@@ -363,6 +369,7 @@ check "tool: rvmx run --device /dev/kvm: the same guest output and status" hello
 check "tool: rvmx run: the same exits on rvmx and KVM" diff /tmp/run-hello-kvm.err /tmp/run-hello.err
 check "tool: rvmx run --device /dev/kvm: the same timer guest" timer_run timer-kvm /dev/kvm
 check "tool: rvmx run --device /dev/kvm: the same COM1 input guest" echo_run echo-kvm /dev/kvm
+check "tool: rvmx run --device /dev/kvm: the same idle guest ends" idle_run idle-kvm /dev/kvm
 check "tool: rvmx run --device /dev/kvm --kernel --cpus 2: the same Linux guest reaches init with 2 CPUs" \
 	linux_run kvm-smp /dev/kvm 2
 echo "    Linux guest with 2 CPUs, uptime at init (guest clock): rvmx $(boot_time rvmx-smp), KVM $(boot_time kvm-smp)"
