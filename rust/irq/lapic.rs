@@ -147,11 +147,15 @@ impl LocalApic {
         self.apic.set_cmci(cmci);
     }
 
-    /// Signals a corrected machine-check interrupt (`kvm_apic_local_deliver(APIC_LVTCMCI)`): its
-    /// vector into IRR, or an NMI into `events`, as the LVT says.
+    /// Signals a corrected machine-check interrupt (`kvm_apic_local_deliver(APIC_LVTCMCI)`) in
+    /// the LVT's delivery mode: its vector into IRR, an NMI into `events`, an INIT or STARTUP
+    /// latched in the mailbox as from another vCPU (SMI and remote read do nothing, as for IPIs).
     pub(crate) fn deliver_cmci(&mut self, events: &mut Events, nmi_masked: bool) {
-        if self.apic.local_deliver(reg::LVTCMCI) == Accepted::Nmi {
-            events.queue_nmi(nmi_masked);
+        match self.apic.local_deliver(reg::LVTCMCI) {
+            Accepted::Nmi => events.queue_nmi(nmi_masked),
+            Accepted::Init => self.mailbox.post(|_, i| i.latch_init()),
+            Accepted::Sipi(v) => self.mailbox.post(|_, i| i.latch_sipi(v)),
+            Accepted::Dropped | Accepted::Fixed | Accepted::Smi | Accepted::RemoteRead => {}
         }
     }
 

@@ -270,10 +270,11 @@ impl<W: Write> Machine<W> {
         }
     }
 
-    /// With the split irqchip: CPU `i`'s thread saw whether its CPU is `stopped` (idle.rs); the
-    /// VM ends once none can run again.
-    pub fn saw(&self, i: usize, stopped: bool) {
-        self.state(i).look.saw(stopped, self.clock.now());
+    /// With the split irqchip: CPU `i`'s thread saw, in a look from `start` to `end` (ns on the
+    /// clock), whether its CPU is `stopped`, and its exit count (idle.rs); the VM ends once none
+    /// can run again.
+    pub fn saw(&self, i: usize, stopped: bool, exits: u64, start: u64, end: u64) {
+        self.state(i).look.saw(stopped, exits, start, end);
         if !stopped {
             return;
         }

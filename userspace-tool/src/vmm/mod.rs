@@ -7,6 +7,7 @@
 
 mod console;
 mod cpuid;
+mod exit_count;
 mod idle;
 mod kick;
 mod machine;

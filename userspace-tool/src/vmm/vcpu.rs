@@ -10,13 +10,13 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use rvmx_logic::{
-    arch::msr::TSC_DEADLINE,
+    arch::{apic_base::ENABLE as APIC_BASE_ENABLE, msr::TSC_DEADLINE},
     kvm_abi::KVM_INTERRUPT,
     lapic::{lvt, reg},
 };
 
 use super::{
-    idle, kick,
+    exit_count, idle, kick,
     machine::{Machine, Power},
     Irqchip, Outcome, Trace,
 };
@@ -51,7 +51,9 @@ pub fn run<W: Write>(m: &Machine<W>, mut v: Vcpu) -> Result<Trace> {
 fn cpu_loop<W: Write>(m: &Machine<W>, v: &mut Vcpu, timer: &kick::Timer, trace: &mut Trace) -> Result<()> {
     let me = v.index;
     let user = m.irqchip == Irqchip::User;
-    // With the split irqchip: when this thread next looks whether its CPU is stopped.
+    // With the split irqchip: the vCPU's exit count, and when this thread next looks whether
+    // its CPU is stopped.
+    let exits = if user { None } else { Some(exit_count::ExitCount::new(&v.fd)?) };
     let mut next_look = 0;
     loop {
         v.fd.set_kvm_immediate_exit(0);
@@ -66,8 +68,10 @@ fn cpu_loop<W: Write>(m: &Machine<W>, v: &mut Vcpu, timer: &kick::Timer, trace: 
         if user && !power(m, v)? {
             continue;
         }
-        if !user && now >= next_look {
-            m.saw(me, stopped_in_kernel(m, v)?);
+        if let Some(exits) = exits.as_ref().filter(|_| now >= next_look) {
+            let count = exits.read()?;
+            let stopped = stopped_in_kernel(m, v)?;
+            m.saw(me, stopped, count, now, m.clock.now());
             next_look = now.saturating_add(idle::PERIOD.as_nanos() as u64);
             if m.stopping() {
                 return Ok(());
@@ -210,16 +214,37 @@ fn next_wake<W: Write>(m: &Machine<W>, me: usize, look: Option<u64>) -> Option<u
 }
 
 /// With the split irqchip: whether this CPU is stopped (idle.rs): waiting for a STARTUP IPI,
-/// or halted with interrupts off or with nothing that could interrupt it (the kernel's APIC
-/// timer not running and, for CPU 0, no 8259 request, no PIT tick coming, the input closed).
+/// or halted with no event pending and interrupts off, or with nothing that could interrupt
+/// it (no vector in IRR, the kernel's APIC timer not running and, for CPU 0, no 8259 request
+/// LINT0 would take, no PIT tick coming, the input closed). The vCPU's posted interrupts are
+/// taken first (KVM_GET_VCPU_EVENTS, KVM_GET_LAPIC), so none is missed.
 fn stopped_in_kernel<W: Write>(m: &Machine<W>, v: &mut Vcpu) -> Result<bool> {
     let mp = v.fd.get_mp_state().map_err(Error::ioctl("KVM_GET_MP_STATE"))?.mp_state;
-    Ok(match mp {
-        KVM_MP_STATE_UNINITIALIZED | KVM_MP_STATE_INIT_RECEIVED => true,
-        KVM_MP_STATE_HALTED if v.fd.get_kvm_run().if_flag == 0 => true,
-        KVM_MP_STATE_HALTED => !pic_may_interrupt(m, v.index) && !apic_timer_running(&v.fd)?,
-        _ => false,
-    })
+    match mp {
+        KVM_MP_STATE_UNINITIALIZED | KVM_MP_STATE_INIT_RECEIVED => return Ok(true),
+        KVM_MP_STATE_HALTED => {}
+        _ => return Ok(false),
+    }
+    let e = v.fd.get_vcpu_events().map_err(Error::ioctl("KVM_GET_VCPU_EVENTS"))?;
+    let nmi = e.nmi.injected != 0 || (e.nmi.pending != 0 && e.nmi.masked == 0);
+    if nmi || e.exception.injected != 0 || e.exception.pending != 0 || e.interrupt.injected != 0 {
+        return Ok(false);
+    }
+    if v.fd.get_kvm_run().if_flag == 0 {
+        return Ok(true);
+    }
+    let page = v.fd.get_lapic().map_err(Error::ioctl("KVM_GET_LAPIC"))?;
+    let apic = |offset: u32| {
+        let o = offset as usize;
+        u32::from_le_bytes([page.regs[o] as u8, page.regs[o + 1] as u8, page.regs[o + 2] as u8, page.regs[o + 3] as u8])
+    };
+    if (0..8).any(|i| apic(reg::IRR + i * 0x10) != 0) {
+        return Ok(false);
+    }
+    let hw_enabled = v.fd.get_sregs().map_err(Error::ioctl("KVM_GET_SREGS"))?.apic_base & APIC_BASE_ENABLE != 0;
+    let lvt0 = apic(reg::LVT0);
+    let takes_extint = !hw_enabled || (lvt0 & lvt::MASKED == 0 && lvt0 & lvt::MODE_MASK == lvt::MODE_EXTINT);
+    Ok(!(apic_timer_running(&v.fd, apic(reg::LVTT), apic)? || takes_extint && pic_may_interrupt(m, v.index)))
 }
 
 /// Whether the 8259 may still interrupt CPU `me` (it is wired to CPU 0 only).
@@ -232,15 +257,10 @@ fn pic_may_interrupt<W: Write>(m: &Machine<W>, me: usize) -> bool {
     isa.pic.has_interrupt() || isa.pit.next_irq0().is_some() || m.input_open()
 }
 
-/// Whether the vCPU's in-kernel APIC timer will fire again: unmasked, and a TSC deadline set,
-/// a periodic count, or a one-shot count not yet run down.
-fn apic_timer_running(vcpu: &VcpuFd) -> Result<bool> {
-    let apic = vcpu.get_lapic().map_err(Error::ioctl("KVM_GET_LAPIC"))?;
-    let reg = |offset: u32| {
-        let o = offset as usize;
-        u32::from_le_bytes([apic.regs[o] as u8, apic.regs[o + 1] as u8, apic.regs[o + 2] as u8, apic.regs[o + 3] as u8])
-    };
-    let lvtt = reg(reg::LVTT);
+/// Whether the vCPU's in-kernel APIC timer (LVTT `lvtt`, registers through `reg`) will fire
+/// again: unmasked, and a TSC deadline set, a periodic count, or a one-shot count not yet run
+/// down.
+fn apic_timer_running(vcpu: &VcpuFd, lvtt: u32, reg: impl Fn(u32) -> u32) -> Result<bool> {
     Ok(match lvtt & lvt::TIMER_MODE {
         _ if lvtt & lvt::MASKED != 0 => false,
         lvt::TIMER_TSCDEADLINE => {
