@@ -71,6 +71,14 @@ void rvmx_kernel_fpu_begin(void)
 	kernel_fpu_begin();
 }
 
+int rvmx_mutex_lock_killable(struct mutex *lock);
+
+/* A macro under lockdep: KVM takes a vCPU's mutex this way for each of its ioctls. */
+int rvmx_mutex_lock_killable(struct mutex *lock)
+{
+	return mutex_lock_killable(lock);
+}
+
 void rvmx_cond_resched(void);
 
 void rvmx_cond_resched(void)

@@ -17,6 +17,10 @@ extern "C" {
     /// `phys_to_virt()`: the direct-map address of a physical address.
     pub(crate) fn rvmx_phys_to_virt(phys: u64) -> *mut c_void;
 
+    // host/lock.rs
+    /// `mutex_lock_killable()`: 0, or `-EINTR` if a fatal signal came first.
+    pub(crate) fn rvmx_mutex_lock_killable(lock: *mut kernel::bindings::mutex) -> i32;
+
     // host/sched.rs
     /// `cond_resched()`.
     pub(crate) fn rvmx_cond_resched();

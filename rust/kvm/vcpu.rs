@@ -129,6 +129,12 @@ impl Vcpu {
         )?)
     }
 
+    /// The vCPU's state for an ioctl, locked as KVM locks a vCPU for one (killably: the lock
+    /// may wait for a `KVM_RUN` whose guest sleeps in HLT).
+    fn state(&self) -> Result<kernel::sync::MutexGuard<'_, RunState>> {
+        crate::host::lock::lock_killable(&self.state)
+    }
+
     /// The vCPU exists and has its fd (KVM's `kvm_arch_vcpu_postcreate`): its TSC joins the
     /// VM's generation; the first vCPU's starts at 0.
     pub(crate) fn postcreate(&self) {
@@ -145,15 +151,15 @@ impl FdObject for Vcpu {
     fn ioctl(this: ArcBorrow<'_, Self>, cmd: u32, arg: usize) -> Result<isize> {
         this.vm.check_owner()?;
         match cmd {
-            KVM_GET_REGS => write_user(arg, &this.state.lock().regs)?,
-            KVM_SET_REGS => this.state.lock().set_user_regs(read_user(arg)?),
-            KVM_GET_SREGS => write_user(arg, &this.state.lock().user_sregs())?,
+            KVM_GET_REGS => write_user(arg, &this.state()?.regs)?,
+            KVM_SET_REGS => this.state()?.set_user_regs(read_user(arg)?),
+            KVM_GET_SREGS => write_user(arg, &this.state()?.user_sregs())?,
             KVM_INTERRUPT => {
                 let irq: u32 = read_user(arg)?;
                 if irq >= 256 {
                     return Err(EINVAL);
                 }
-                let mut st = this.state.lock();
+                let mut st = this.state()?;
                 // Split irqchip: the userspace PIC's ExtINT, taken through LINT0.
                 if let Some(a) = st.apic.as_mut() {
                     a.queue_extint(irq as u8)?;
@@ -164,14 +170,14 @@ impl FdObject for Vcpu {
             }
             // Without an in-kernel APIC a vCPU is always runnable (KVM's answers in that mode).
             KVM_GET_MP_STATE => {
-                let mut st = this.state.lock();
+                let mut st = this.state()?;
                 st.accept_init_sipi(this.vm.has_quirk(quirk::LINT0_REENABLED));
                 let state = st.apic.as_ref().map_or(MpState::Runnable, |a| a.mp_state());
                 write_user(arg, &state.abi())?
             }
             KVM_SET_MP_STATE => {
                 let v: u32 = read_user(arg)?;
-                let mut st = this.state.lock();
+                let mut st = this.state()?;
                 let (state, sipi) = MpState::from_abi(v, st.apic.is_some()).ok_or(EINVAL)?;
                 if let Some(a) = st.apic.as_mut() {
                     a.set_mp_state(state, sipi);
@@ -189,7 +195,7 @@ impl FdObject for Vcpu {
             }
             KVM_TRANSLATE => {
                 let mut tr: Translation = read_user(arg)?;
-                let sregs = this.state.lock().sregs;
+                let sregs = this.state()?.sregs;
                 let gpa = crate::run::emulate::translate(&this.vm, &sregs, tr.linear_address);
                 // As KVM: all ones when unmapped; writeable and usermode are not computed.
                 tr.physical_address = gpa.unwrap_or(u64::MAX);
@@ -200,31 +206,31 @@ impl FdObject for Vcpu {
             }
             KVM_SET_GUEST_DEBUG => this.set_guest_debug(read_user(arg)?)?,
             KVM_NMI => {
-                let mut st = this.state.lock();
+                let mut st = this.state()?;
                 let masked = st.interruptibility & crate::logic::events::block::NMI != 0;
                 st.events.queue_nmi(masked);
             }
-            KVM_GET_VCPU_EVENTS => write_user(arg, &this.state.lock().user_events())?,
-            KVM_SET_VCPU_EVENTS => this.state.lock().set_user_events(&read_user(arg)?).map_err(|()| EINVAL)?,
-            KVM_SET_SREGS => this.state.lock().set_user_sregs(read_user(arg)?, &this.vm).map_err(|()| EINVAL)?,
+            KVM_GET_VCPU_EVENTS => write_user(arg, &this.state()?.user_events())?,
+            KVM_SET_VCPU_EVENTS => this.state()?.set_user_events(&read_user(arg)?).map_err(|()| EINVAL)?,
+            KVM_SET_SREGS => this.state()?.set_user_sregs(read_user(arg)?, &this.vm).map_err(|()| EINVAL)?,
             KVM_RUN if arg == 0 => return this.run(),
             KVM_SET_CPUID2 => this.set_cpuid(arg)?,
-            KVM_GET_FPU => write_user(arg, &Fpu::from_fxsave(this.state.lock().fpu.legacy()))?,
+            KVM_GET_FPU => write_user(arg, &Fpu::from_fxsave(this.state()?.fpu.legacy()))?,
             KVM_SET_FPU => {
                 let fpu: Fpu = read_user(arg)?;
-                this.state.lock().fpu.set_legacy(|fx| fpu.to_fxsave(fx));
+                this.state()?.fpu.set_legacy(|fx| fpu.to_fxsave(fx));
             }
             // Only with an in-kernel local APIC; EINVAL first, as KVM.
             // What other vCPUs and devices posted is part of the state saved (KVM's
             // sync_pir_to_irr), and what was posted before a restore is not kept.
             KVM_GET_LAPIC => {
-                let mut st = this.state.lock();
+                let mut st = this.state()?;
                 st.take_posted();
                 let state = st.apic.as_ref().ok_or(EINVAL)?.state();
                 write_user(arg, &state)?
             }
             KVM_SET_LAPIC => {
-                let mut st = this.state.lock();
+                let mut st = this.state()?;
                 let now = crate::host::x86::rdtsc().wrapping_add(st.msrs.tsc_offset);
                 let apic = st.apic.as_mut().ok_or(EINVAL)?;
                 apic.discard_posted();
@@ -233,7 +239,7 @@ impl FdObject for Vcpu {
             // Only the address 0 (no TPR-access page), which QEMU sets at every reset; the
             // page itself (KVM's TPR patching for old Windows guests) is not implemented.
             KVM_SET_VAPIC_ADDR => {
-                if this.state.lock().apic.is_none() {
+                if this.state()?.apic.is_none() {
                     return Err(EINVAL);
                 }
                 if read_user::<u64>(arg)? != 0 {
@@ -246,13 +252,13 @@ impl FdObject for Vcpu {
                 let mut x = Xcrs::default();
                 if Vmx::get().ok_or(ENODEV)?.fpu().xcr0 != 0 {
                     x.nr_xcrs = 1;
-                    x.xcrs[0].value = this.state.lock().fpu.xcr0;
+                    x.xcrs[0].value = this.state()?.fpu.xcr0;
                 }
                 write_user(arg, &x)?
             }
             KVM_SET_XCRS => this.set_xcrs(read_user(arg)?)?,
             KVM_GET_DEBUGREGS => {
-                let d = this.state.lock().debug;
+                let d = this.state()?.debug;
                 write_user(arg, &DebugRegs { db: d.db, dr6: d.dr6, dr7: d.dr7, ..Default::default() })?
             }
             KVM_SET_DEBUGREGS => {
@@ -261,7 +267,7 @@ impl FdObject for Vcpu {
                 if d.flags != 0 || d.dr6 >> 32 != 0 || d.dr7 >> 32 != 0 {
                     return Err(EINVAL);
                 }
-                this.state.lock().debug = GuestDebug { db: d.db, dr6: d.dr6, dr7: d.dr7 };
+                this.state()?.debug = GuestDebug { db: d.db, dr6: d.dr6, dr7: d.dr7 };
             }
             KVM_GET_MSRS => return this.msrs(arg, false),
             KVM_SET_MSRS => return this.msrs(arg, true),
@@ -269,7 +275,7 @@ impl FdObject for Vcpu {
             KVM_SET_SIGNAL_MASK => this.set_signal_mask(arg)?,
             KVM_X86_SETUP_MCE => {
                 let cap: u64 = read_user(arg)?;
-                this.state.lock().setup_mce(cap)?
+                this.state()?.setup_mce(cap)?
             }
             KVM_X86_SET_MCE => this.set_mce(read_user(arg)?)?,
             KVM_HAS_DEVICE_ATTR | KVM_GET_DEVICE_ATTR | KVM_SET_DEVICE_ATTR => this.device_attr(cmd, read_user(arg)?)?,
@@ -280,7 +286,7 @@ impl FdObject for Vcpu {
                 if c.flags != 0 || c.cap as usize != cap::ENFORCE_PV_FEATURE_CPUID {
                     return Err(EINVAL);
                 }
-                this.state.lock().enforce_pv_features = c.args[0] != 0;
+                this.state()?.enforce_pv_features = c.args[0] != 0;
             }
             KVM_PRE_FAULT_MEMORY => {
                 let mut range: PreFaultMemory = read_user(arg)?;
@@ -331,7 +337,7 @@ impl Vcpu {
             table.push(e, GFP_KERNEL_ACCOUNT)?;
         }
         let vmx = Vmx::get().ok_or(ENODEV)?;
-        let mut st = self.state.lock();
+        let mut st = self.state()?;
         st.take_vm_settings(&self.vm);
         // After KVM_RUN only the same table, compared with the runtime bits in both (KVM).
         if st.controls_written {
@@ -352,7 +358,7 @@ impl Vcpu {
     /// `KVM_GET_MSRS` / `KVM_SET_MSRS`: processes entries in order and returns how many
     /// succeeded, stopping at the first MSR that does not exist or refuses the value (KVM).
     fn msrs(&self, arg: usize, set: bool) -> Result<isize> {
-        let mut guard = self.state.lock();
+        let mut guard = self.state()?;
         let st = &mut *guard;
         // The VM's quirks as they are now (KVM_ENABLE_CAP may have come after KVM_RUN).
         st.take_vm_settings(&self.vm);
@@ -380,12 +386,12 @@ impl Vcpu {
         let value = UserSlice::new(UserPtr::from_addr(a.addr as usize), size_of::<u64>());
         match cmd {
             KVM_GET_DEVICE_ATTR => {
-                let offset = self.state.lock().msrs.tsc_offset;
+                let offset = self.state()?.msrs.tsc_offset;
                 value.writer().write(&offset)?;
             }
             KVM_SET_DEVICE_ATTR => {
                 let offset: u64 = value.reader().read()?;
-                let mut st = self.state.lock();
+                let mut st = self.state()?;
                 self.vm.clock().set_tsc_offset(offset, &mut st.kvmclock.tsc_generation);
                 st.msr_state(None).set_tsc_offset(offset);
             }
@@ -403,7 +409,7 @@ impl Vcpu {
             return Err(EINVAL);
         }
         let full = range.size;
-        let mut st = self.state.lock();
+        let mut st = self.state()?;
         let r = loop {
             if current!().signal_pending() {
                 break EINTR;
@@ -425,7 +431,7 @@ impl Vcpu {
     /// `KVM_GET_CPUID2`.
     fn get_cpuid(&self, arg: usize) -> Result {
         let nent: u32 = read_user(arg)?;
-        let mut st = self.state.lock();
+        let mut st = self.state()?;
         if (nent as usize) < st.cpuid.len() {
             return Err(E2BIG);
         }
@@ -451,7 +457,7 @@ impl Vcpu {
             serial: self.serial,
         };
         let kvm_run = KvmRun::new(&self.pages[0], &self.pages[1]);
-        let mut st = self.state.lock();
+        let mut st = self.state()?;
         let Some(mut mask) = st.sigmask else {
             return vcpu_run::run(&target, &mut st, &kvm_run, &self.vm);
         };
@@ -469,7 +475,7 @@ impl Vcpu {
     /// uncorrected no-action one may signal a CMCI.
     fn set_mce(&self, e: crate::logic::mce::X86Mce) -> Result {
         use crate::{logic::{arch::vector, events::Exception}, logic::mce::Injected};
-        let mut st = self.state.lock();
+        let mut st = self.state()?;
         let cr4_mce = st.sregs.cr4 & crate::logic::arch::cr4::MCE != 0;
         match st.msrs.mce.inject(&e, cr4_mce).map_err(|_| EINVAL)? {
             Injected::Recorded => {}
@@ -485,7 +491,7 @@ impl Vcpu {
     fn set_guest_debug(&self, arg: crate::logic::guest_debug::GuestDebugArg) -> Result {
         use crate::{logic::{arch::vector, events::Exception}, logic::guest_debug::{control, Debugger}};
         let debugger = Debugger::from_arg(&arg).ok_or(EINVAL)?;
-        let mut st = self.state.lock();
+        let mut st = self.state()?;
         if arg.control & (control::INJECT_DB | control::INJECT_BP) != 0 {
             if st.events.exception.is_some() {
                 return Err(EBUSY);
@@ -500,7 +506,7 @@ impl Vcpu {
 
     /// `KVM_GET_XSAVE`: the guest's XSAVE image as is (standard format, like KVM's).
     fn get_xsave(&self, arg: usize) -> Result {
-        let st = self.state.lock();
+        let st = self.state()?;
         UserSlice::new(UserPtr::from_addr(arg), xstate::AREA_SIZE).writer().write_slice(st.fpu.image())
     }
 
@@ -515,7 +521,7 @@ impl Vcpu {
         if !xstate::loadable(&image, features, f.mxcsr_mask) {
             return Err(EINVAL);
         }
-        self.state.lock().fpu.image_mut().copy_from_slice(&image[..]);
+        self.state()?.fpu.image_mut().copy_from_slice(&image[..]);
         Ok(())
     }
 
@@ -529,7 +535,7 @@ impl Vcpu {
         let Some(xcr) = x.xcrs.iter().take(x.nr_xcrs as usize).find(|x| x.xcr == 0) else {
             return Ok(());
         };
-        let mut st = self.state.lock();
+        let mut st = self.state()?;
         if !xstate::xcr0_valid(xcr.value, cpuid_table::xcr0_allowed(&st.cpuid, f.xcr0)) {
             return Err(EINVAL);
         }
@@ -540,7 +546,7 @@ impl Vcpu {
     /// `KVM_SET_SIGNAL_MASK`: the signal mask while in `KVM_RUN`; a null argument removes it.
     fn set_signal_mask(&self, arg: usize) -> Result {
         if arg == 0 {
-            self.state.lock().sigmask = None;
+            self.state()?.sigmask = None;
             return Ok(());
         }
         let len: u32 = read_user(arg)?;
@@ -550,7 +556,7 @@ impl Vcpu {
         let mut mask: u64 = read_user(user_field(arg, size_of::<u32>())?)?;
         // SIGKILL (9) and SIGSTOP (19) cannot be blocked.
         mask &= !(1 << (9 - 1) | 1 << (19 - 1));
-        self.state.lock().sigmask = Some(mask);
+        self.state()?.sigmask = Some(mask);
         Ok(())
     }
 }
