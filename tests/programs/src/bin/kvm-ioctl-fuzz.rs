@@ -24,6 +24,9 @@
 //!   unaligned, aliased, pointing at the kvm_run mapping), CPUID tables and MSR lists with
 //!   random counts, dirty logs with random bitmap pointers, ioeventfds with random fds and
 //!   lengths, regs/sregs/fpu/xsave/xcrs/debugregs/events/mp_state/guest debug;
+//! - VMs with the split irqchip (an in-kernel local APIC per vCPU) half of the time, and
+//!   KVM_ENABLE_CAP mostly with capabilities that exist, so the APIC's ioctls, MSI routes,
+//!   irqfds and HLT in the kernel get random calls too;
 //! - KVM_RUN of a tiny guest (mostly real-mode code that exits at once: HLT, OUT, IN, MMIO,
 //!   CPUID, VMCALL; sometimes a spin with IF=1 that the watchdog's kick ends; rarely random
 //!   bytes);
@@ -246,6 +249,14 @@ const MSRS: &[u32] = &[
     0xc000_0101, 0xc000_0102, 0xc000_0103, 0x4b56_4d00, 0x4b56_4d01, 0x4b56_4d02, 0x4000_0000,
     0xffff_ffff, 0x8000_0000,
 ];
+
+/// Capabilities KVM_ENABLE_CAP takes on a VM or a vCPU (KVM's numbers): SPLIT_IRQCHIP,
+/// X2APIC_API, X86_APIC_BUS_CYCLES_NS, DISABLE_QUIRKS, DISABLE_QUIRKS2, MAX_VCPU_ID,
+/// X86_USER_SPACE_MSR, MSR_PLATFORM_INFO, EXIT_ON_EMULATION_FAILURE, ENFORCE_PV_FEATURE_CPUID,
+/// IRQCHIP (no ENABLE_CAP target: an error either way).
+const ENABLE_CAPS: &[u32] = &[121, 129, 237, 116, 213, 128, 188, 159, 204, 190, 0];
+/// KVM_CAP_SPLIT_IRQCHIP.
+const CAP_SPLIT_IRQCHIP: u32 = 121;
 
 /// A value for a register or field: small, address-like, kernel-looking, single bits, garbage.
 fn value(r: &mut Rng) -> u64 {
@@ -874,6 +885,14 @@ impl Batch<'_> {
                 }
             }
             KVM_X86_SETUP_MCE | KVM_SET_IDENTITY_MAP_ADDR => put64(&mut b, 0, value(r)),
+            // struct kvm_enable_cap: cap, flags, args[4].
+            KVM_ENABLE_CAP if r.pct(70) => {
+                put32(&mut b, 0, r.pick(ENABLE_CAPS));
+                put32(&mut b, 4, if r.pct(90) { 0 } else { value(r) as u32 });
+                for k in 0..4 {
+                    put64(&mut b, 8 + 8 * k, if r.pct(50) { r.below(32) } else { value(r) });
+                }
+            }
             KVM_TRANSLATE => put64(&mut b, 0, value(r)),
             _ => {
                 if r.pct(70) {
@@ -945,6 +964,13 @@ impl Batch<'_> {
             return;
         }
         let mut vm = Vm { fd: ret as i32, vcpus: Vec::new(), ram: None };
+        if r.pct(50) {
+            // The split irqchip, before any vCPU: 0 or 24 IOAPIC routes, or anything.
+            let mut cap = [0u8; 104];
+            put32(&mut cap, 0, CAP_SPLIT_IRQCHIP);
+            put64(&mut cap, 8, if r.pct(80) { r.pick(&[0, 24]) } else { value(r) });
+            self.call_ioctl(st, "vm", vm.fd, KVM_ENABLE_CAP, cap.as_ptr() as usize);
+        }
         if r.pct(80) {
             if let Some(m) = self.new_mapping(r, 0x10000, true) {
                 let mut reg = [0u8; 32];
