@@ -3,8 +3,9 @@
 //! long mode (64-bit and compatibility), with random page tables pointing into RAM, read-only
 //! memory, MMIO and nowhere, random GDTs/IDTs/TSSs, random CR0/CR4/EFER, MSRs, XCR0, debug
 //! registers, guest debugging, CPUID tables, pending events, memory slots that come and go,
-//! and random port and MMIO answers from userspace. Written against the KVM API, so the same
-//! binary runs on `/dev/rvmx` and `/dev/kvm`.
+//! and random port and MMIO answers from userspace; half of the batches' VMs have the split
+//! irqchip, whose in-kernel local APIC then answers the guest's xAPIC page, x2APIC MSRs, CR8
+//! and HLT. Written against the KVM API, so the same binary runs on `/dev/rvmx` and `/dev/kvm`.
 //!
 //! Usage: kvm-guest-fuzz DEVICE SEED COUNT [--start I] [--verbose] [--budget EXITS]
 //!                       [--timeout-ms MS] [--recreate N] [--plan-only]
@@ -12,7 +13,7 @@
 //! Runs guests START..START+COUNT (START 0 by default). Guest i's state (memory, registers,
 //! tables, ioctls, answers) derives only from (SEED, i), so `kvm-guest-fuzz DEV SEED 1 --start I`
 //! runs guest I again; the VM and vCPU are created afresh every N guests (`--recreate`, 256 by
-//! default; batch b's VM-level choices — CPUID table, vCPU id, dirty logging — derive from
+//! default; batch b's VM-level choices — split irqchip, CPUID table, vCPU id, dirty logging — derive from
 //! (SEED, b)), so `--start $((I - I % 256)) $((I % 256 + 1))` also replays the history of the
 //! vCPU that guest I ran on. Each guest runs until it halts (and is not resumed), shuts down,
 //! fails, or has used its budget of exits (64) or of wall-clock time (20 ms, SIGALRM). A KVM_RUN
@@ -1067,6 +1068,12 @@ fn set_region(vm: &VmFd, reg: kvm_userspace_memory_region, st: &mut Stats, what:
 fn machine(ctx: &Ctx, seed: u64, b: u64, st: &mut Stats) -> Machine {
     let mut r = Rng::new(seed, 1, b);
     let vm = ctx.kvm.as_ref().expect("device").create_vm().expect("KVM_CREATE_VM");
+    if r.pct(50) {
+        let split = kvm_bindings::kvm_enable_cap { cap: kvm_bindings::KVM_CAP_SPLIT_IRQCHIP, args: [24, 0, 0, 0], ..Default::default() };
+        if let Err(e) = vm.enable_cap(&split) {
+            st.add(&format!("refused split_irqchip errno {}", e.errno()));
+        }
+    }
     let dirty_log = r.pct(25);
     set_region(&vm, region(0, 0, RAM, ctx.ram, if dirty_log { KVM_MEM_LOG_DIRTY_PAGES } else { 0 }), st, "ram");
     if let Err(e) = vm.set_tss_address(0xfffb_d000) {
