@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The host kernel and processor as rvmx needs them, where the `kernel` crate has no
-//! abstraction: privileged instructions, physical addresses, CPU hotplug, `cond_resched()`, a killable
-//! mutex lock.
+//! abstraction: privileged instructions, physical addresses, CPU hotplug, `cond_resched()`,
+//! a killable mutex lock.
 //! Each wrapped once, here, so the layers above contain no inline assembly.
 
 pub(crate) mod clock;

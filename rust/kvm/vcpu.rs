@@ -207,7 +207,7 @@ impl FdObject for Vcpu {
             KVM_SET_GUEST_DEBUG => this.set_guest_debug(read_user(arg)?)?,
             KVM_NMI => {
                 let mut st = this.state()?;
-                let masked = st.interruptibility & crate::logic::events::block::NMI != 0;
+                let masked = st.nmi_masked();
                 st.events.queue_nmi(masked);
             }
             KVM_GET_VCPU_EVENTS => write_user(arg, &this.state()?.user_events())?,

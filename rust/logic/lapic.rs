@@ -674,6 +674,12 @@ const fn readable_mask(x2apic: bool, cmci: bool) -> u64 {
     m
 }
 
+/// Whether an APIC takes a PIC interrupt (ExtINT), from its hardware enable and LVT0: disabled,
+/// or LVT0 unmasked in ExtINT mode (`kvm_apic_accept_pic_intr`).
+pub const fn accepts_extint(hw_enabled: bool, lvt0: u32) -> bool {
+    !hw_enabled || lvt0 & lvt::MASKED == 0 && lvt0 & lvt::MODE_MASK == lvt::MODE_EXTINT
+}
+
 /// Whether an LVT value is in NMI mode and unmasked (`apic_lvt_nmi_mode`).
 const fn lvt_nmi_mode(v: u32) -> bool {
     v & (lvt::MODE_MASK | lvt::MASKED) == lvt::MODE_NMI
@@ -1001,8 +1007,7 @@ impl Lapic {
     /// Whether a PIC interrupt (ExtINT) may be taken: APIC hardware disabled, or LVT0
     /// unmasked in ExtINT mode (`kvm_apic_accept_pic_intr`).
     pub fn accept_pic_intr(&self) -> bool {
-        let lvt0 = self.get(reg::LVT0);
-        !self.hw_enabled() || lvt0 & lvt::MASKED == 0 && lvt0 & lvt::MODE_MASK == lvt::MODE_EXTINT
+        accepts_extint(self.hw_enabled(), self.get(reg::LVT0))
     }
 
     /// LVR from the LVT count and caps (`kvm_apic_set_version`).

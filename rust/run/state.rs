@@ -381,9 +381,14 @@ impl VcpuState {
         Ok(())
     }
 
+    /// Whether the guest blocks NMIs (an NMI queued now waits for that to end).
+    pub(crate) fn nmi_masked(&self) -> bool {
+        self.interruptibility & events::block::NMI != 0
+    }
+
     /// Signals a CMCI through the in-kernel APIC; without one nothing does (as KVM).
     pub(crate) fn deliver_cmci(&mut self) {
-        let nmi_masked = self.interruptibility & events::block::NMI != 0;
+        let nmi_masked = self.nmi_masked();
         let Self { apic, events, .. } = self;
         if let Some(a) = apic.as_mut() {
             a.deliver_cmci(events, nmi_masked);
@@ -393,7 +398,7 @@ impl VcpuState {
     /// Takes what was posted to the in-kernel APIC (fixed interrupts into IRR, NMIs into the
     /// events). Whether an INIT or SIPI waits.
     pub(crate) fn take_posted(&mut self) -> bool {
-        let nmi_masked = self.interruptibility & events::block::NMI != 0;
+        let nmi_masked = self.nmi_masked();
         let Self { apic, events, .. } = self;
         apic.as_mut().is_some_and(|a| a.take_posted(events, nmi_masked))
     }

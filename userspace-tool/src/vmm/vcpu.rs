@@ -12,7 +12,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use rvmx_logic::{
     arch::{apic_base::ENABLE as APIC_BASE_ENABLE, msr::TSC_DEADLINE},
     kvm_abi::KVM_INTERRUPT,
-    lapic::{lvt, reg},
+    lapic::{accepts_extint, lvt, reg},
 };
 
 use super::{
@@ -242,8 +242,7 @@ fn stopped_in_kernel<W: Write>(m: &Machine<W>, v: &mut Vcpu) -> Result<bool> {
         return Ok(false);
     }
     let hw_enabled = v.fd.get_sregs().map_err(Error::ioctl("KVM_GET_SREGS"))?.apic_base & APIC_BASE_ENABLE != 0;
-    let lvt0 = apic(reg::LVT0);
-    let takes_extint = !hw_enabled || (lvt0 & lvt::MASKED == 0 && lvt0 & lvt::MODE_MASK == lvt::MODE_EXTINT);
+    let takes_extint = accepts_extint(hw_enabled, apic(reg::LVT0));
     Ok(!(apic_timer_running(&v.fd, apic(reg::LVTT), apic)? || takes_extint && pic_may_interrupt(m, v.index)))
 }
 

@@ -150,14 +150,19 @@ fn run_to_done(vcpu: &mut VcpuFd) -> Result<(), String> {
     }
 }
 
+/// Where a guest symbol is in the assembled blob.
+fn offset(sym: &u8) -> u64 {
+    // SAFETY: every guest symbol is in the one blob that starts at irqb_start.
+    unsafe { (sym as *const u8).offset_from(&irqb_start as *const u8) as u64 }
+}
+
 /// One measurement: vCPU 0 runs from `bsp` with RSI = `n`, vCPU 1 (if any) from `ap` on the
 /// other host CPU; the ticks per operation vCPU 0 measured.
 fn measure(kvm: &Kvm, bsp: u64, ap: Option<u64>, n: u64) -> Result<u64, String> {
     // SAFETY: the symbols delimit the guests assembled above, irqb_start first.
     let (image, gates) = unsafe {
-        let off = |p: &u8| (p as *const u8).offset_from(&irqb_start as *const u8) as u64;
-        let answer = off(&irqb_answer);
-        (code(&irqb_start, &irqb_end), [(0x40, off(&irqb_h40)), (0x41, answer), (0x42, answer), (0x43, answer)])
+        let answer = offset(&irqb_answer);
+        (code(&irqb_start, &irqb_end), [(0x40, offset(&irqb_h40)), (0x41, answer), (0x42, answer), (0x43, answer)])
     };
     let (vm, mem, enabled) = split::vm(kvm, image, &gates);
     enabled.map_err(|e| format!("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP): errno {e}"))?;
@@ -201,16 +206,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // SAFETY: offsets of symbols of the same assembled blob.
-    let off = |p: &u8| unsafe { (p as *const u8).offset_from(&irqb_start as *const u8) as u64 };
     // SAFETY: the symbols exist (assembled above).
     let rows = unsafe {
         [
-            ("ipi_round_trip", off(&irqb_ipi_bsp), Some(off(&irqb_ipi_ap)), 500),
-            ("ipi_round_trip_hlt", off(&irqb_ipi_hlt_bsp), Some(off(&irqb_ipi_hlt_ap)), 500),
-            ("timer_tsc_deadline", off(&irqb_timer), None, 1000),
-            ("self_ipi", off(&irqb_self), None, 1000),
-            ("eoi_write", off(&irqb_eoi), None, 2000),
+            ("ipi_round_trip", offset(&irqb_ipi_bsp), Some(offset(&irqb_ipi_ap)), 500),
+            ("ipi_round_trip_hlt", offset(&irqb_ipi_hlt_bsp), Some(offset(&irqb_ipi_hlt_ap)), 500),
+            ("timer_tsc_deadline", offset(&irqb_timer), None, 1000),
+            ("self_ipi", offset(&irqb_self), None, 1000),
+            ("eoi_write", offset(&irqb_eoi), None, 2000),
         ]
     };
     let mut ok = true;
