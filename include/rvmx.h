@@ -337,6 +337,7 @@ struct kvm_translation {
 #define KVM_GET_MP_STATE     _IOR(KVMIO, 0x98, struct kvm_mp_state)
 #define KVM_SET_MP_STATE     _IOW(KVMIO, 0x99, struct kvm_mp_state)
 #define KVM_NMI              _IO(KVMIO, 0x9a)
+#define KVM_SMI              _IO(KVMIO, 0xb7)
 #define KVM_SET_GUEST_DEBUG  _IOW(KVMIO, 0x9b, struct kvm_guest_debug)
 #define KVM_GET_VCPU_EVENTS  _IOR(KVMIO, 0x9f, struct kvm_vcpu_events)
 #define KVM_SET_VCPU_EVENTS  _IOW(KVMIO, 0xa0, struct kvm_vcpu_events)

@@ -95,8 +95,8 @@ impl ApicBus {
             let a = addresses.get(i).copied().flatten();
             let counts = match request {
                 Request::Fixed { .. } => a.is_some_and(|a| a.hw_enabled && a.sw_enabled),
-                Request::Nmi | Request::Init | Request::Sipi(_) | Request::RemoteRead => true,
-                Request::Smi | Request::None => false,
+                Request::Nmi | Request::Init | Request::Sipi(_) | Request::RemoteRead | Request::Smi => true,
+                Request::None => false,
             };
             accepted = accepted.saturating_add(u32::from(counts));
             match request {
@@ -110,8 +110,9 @@ impl ApicBus {
                 Request::Nmi => m.post(|p, _| p.nmis = p.nmis.saturating_add(1)),
                 Request::Init => m.post(|_, i| i.latch_init()),
                 Request::Sipi(v) => m.post(|_, i| i.latch_sipi(v)),
-                // No SMM for guests; remote read only wakes a PV-halted vCPU in KVM.
-                Request::Smi | Request::RemoteRead | Request::None => continue,
+                Request::Smi => m.post(|p, _| p.smi = true),
+                // Remote read only wakes a PV-halted vCPU in KVM.
+                Request::RemoteRead | Request::None => continue,
             }
             self.kick(m);
         }

@@ -110,7 +110,7 @@ impl LocalApic {
     }
 
     /// Takes what was posted: fixed interrupts into IRR (as `__apic_accept_irq` with this
-    /// APIC's state now), NMIs into `events`. Returns whether an INIT or SIPI waits (acted
+    /// APIC's state now), NMIs and SMIs into `events`. Returns whether an INIT or SIPI waits (acted
     /// on outside the guest, where the vCPU's whole state is at hand).
     pub(crate) fn take_posted(&mut self, events: &mut Events, nmi_masked: bool) -> bool {
         if !self.mailbox.has_work() {
@@ -127,10 +127,13 @@ impl LocalApic {
             }
         }
         let mut nmis = p.nmis;
+        events.smi_pending |= p.smi;
         // Ticks not taken yet are one interrupt (KVM's kvm_inject_apic_timer_irqs).
         if p.timer_ticks != 0 {
-            if self.apic.local_deliver(reg::LVTT) == Accepted::Nmi {
-                nmis = nmis.saturating_add(1);
+            match self.apic.local_deliver(reg::LVTT) {
+                Accepted::Nmi => nmis = nmis.saturating_add(1),
+                Accepted::Smi => events.smi_pending = true,
+                _ => {}
             }
             if self.apic.timer_mode() == TimerMode::TscDeadline {
                 self.tsc_deadline = 0;
@@ -149,14 +152,31 @@ impl LocalApic {
 
     /// Signals a corrected machine-check interrupt (`kvm_apic_local_deliver(APIC_LVTCMCI)`) in
     /// the LVT's delivery mode: its vector into IRR, an NMI into `events`, an INIT or STARTUP
-    /// latched in the mailbox as from another vCPU (SMI and remote read do nothing, as for IPIs).
+    /// latched in the mailbox as from another vCPU, an SMI into `events` (remote read does
+    /// nothing, as for IPIs).
     pub(crate) fn deliver_cmci(&mut self, events: &mut Events, nmi_masked: bool) {
         match self.apic.local_deliver(reg::LVTCMCI) {
             Accepted::Nmi => events.queue_nmi(nmi_masked),
+            Accepted::Smi => events.smi_pending = true,
             Accepted::Init => self.mailbox.post(|_, i| i.latch_init()),
             Accepted::Sipi(v) => self.mailbox.post(|_, i| i.latch_sipi(v)),
-            Accepted::Dropped | Accepted::Fixed | Accepted::Smi | Accepted::RemoteRead => {}
+            Accepted::Dropped | Accepted::Fixed | Accepted::RemoteRead => {}
         }
+    }
+
+    /// In SMM: a pending INIT waits, a SIPI is dropped (`kvm_apic_init_sipi_allowed`).
+    pub(crate) fn block_init_sipi(&self) {
+        self.mailbox.init_sipi(|i| i.block());
+    }
+
+    /// Whether an INIT is latched (`KVM_GET_VCPU_EVENTS`' `smi.latched_init`).
+    pub(crate) fn init_latched(&self) -> bool {
+        self.mailbox.init_sipi(|i| i.init_latched())
+    }
+
+    /// Latches or drops an INIT (`KVM_SET_VCPU_EVENTS` with the SMM state).
+    pub(crate) fn set_init_latched(&self, on: bool) {
+        self.mailbox.init_sipi(|i| i.set_init_latched(on));
     }
 
     /// Drops what was posted (before `KVM_SET_LAPIC`, as KVM clears its posted interrupts).

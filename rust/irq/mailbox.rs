@@ -28,6 +28,8 @@ pub(crate) struct Posted {
     pub(crate) nmis: u8,
     /// Expiries of the APIC timer not yet delivered.
     pub(crate) timer_ticks: u32,
+    /// An SMI (KVM's `KVM_REQ_SMI`).
+    pub(crate) smi: bool,
 }
 
 #[pin_data]
@@ -114,7 +116,7 @@ impl Mailbox {
     pub(crate) fn init_sipi<R>(&self, f: impl FnOnce(&mut InitSipi) -> R) -> R {
         let mut g = self.posted.lock();
         let r = f(&mut g.1);
-        let pending = g.1.pending() || g.0.nmis != 0 || g.0.timer_ticks != 0 || g.0.irr != [0; 4];
+        let pending = g.1.pending() || g.0.nmis != 0 || g.0.timer_ticks != 0 || g.0.irr != [0; 4] || g.0.smi;
         self.work.store(pending, Ordering::SeqCst);
         r
     }

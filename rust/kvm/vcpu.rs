@@ -28,6 +28,7 @@ use crate::{
     logic::xstate,
     logic::vcpu_state,
     logic::mp_state::MpState,
+    logic::memslot_rules::AddressSpace,
     kvm::vm::Vm,
     vmx::vmcs::Vmcs,
     vmx::operation::Vmx,
@@ -96,6 +97,7 @@ impl Vcpu {
                     regs: vcpu_state::reset_regs(),
                     sregs,
                     controls_written: false,
+                    vmcs_eptp: 0,
                     cr4_mask: 0,
                     gprs: Gprs::default(),
                     pending: None,
@@ -103,6 +105,7 @@ impl Vcpu {
                     pdptes: None,
                     sigmask: None,
                     events: Default::default(),
+                    smm: Default::default(),
                     debugger: Default::default(),
                     interruptibility: 0,
                     fpu,
@@ -195,8 +198,8 @@ impl FdObject for Vcpu {
             }
             KVM_TRANSLATE => {
                 let mut tr: Translation = read_user(arg)?;
-                let sregs = this.state()?.sregs;
-                let gpa = crate::run::emulate::translate(&this.vm, &sregs, tr.linear_address);
+                let (sregs, space) = this.state().map(|st| (st.sregs, st.address_space()))?;
+                let gpa = crate::run::emulate::translate(this.vm.memory(space), &sregs, tr.linear_address);
                 // As KVM: all ones when unmapped; writeable and usermode are not computed.
                 tr.physical_address = gpa.unwrap_or(u64::MAX);
                 tr.valid = gpa.is_some() as u8;
@@ -210,6 +213,8 @@ impl FdObject for Vcpu {
                 let masked = st.nmi_masked();
                 st.events.queue_nmi(masked);
             }
+            // Taken before the next entry that may take it (KVM's KVM_REQ_SMI).
+            KVM_SMI => this.state()?.events.smi_pending = true,
             KVM_GET_VCPU_EVENTS => write_user(arg, &this.state()?.user_events())?,
             KVM_SET_VCPU_EVENTS => this.state()?.set_user_events(&read_user(arg)?).map_err(|()| EINVAL)?,
             KVM_SET_SREGS => this.state()?.set_user_sregs(read_user(arg)?, &this.vm).map_err(|()| EINVAL)?,
@@ -414,7 +419,7 @@ impl Vcpu {
             if current!().signal_pending() {
                 break EINTR;
             }
-            if let Err(e) = self.vm.pre_fault_page(range.gpa, &mut st.tables) {
+            if let Err(e) = self.vm.pre_fault_page(st.address_space(), range.gpa, &mut st.tables) {
                 break e;
             }
             // Both stay page-aligned and within the checked range.
@@ -450,7 +455,8 @@ impl Vcpu {
         let vmx = Vmx::get().ok_or(ENODEV)?;
         let target = Target {
             vmx,
-            eptp: self.vm.eptp(),
+            eptp: self.vm.eptp(AddressSpace::Guest),
+            smm_eptp: self.vm.eptp(AddressSpace::Smm),
             vpid: self.vpid,
             running: self.vm.running(self.id)?,
             stats: &self.stats,

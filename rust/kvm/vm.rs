@@ -18,6 +18,7 @@ use crate::{
     cpu::msr_filter::MsrFilter,
     vmx::ept::TableCache,
     logic::ept_bits::violation,
+    logic::guest_paging::page_chunks,
     kvm::fd,
     host::uaccess::read_user,
     mm::guest_memory::{GuestMemory, Outcome},
@@ -25,7 +26,7 @@ use crate::{
     logic::ioeventfd_rules::{Bus, IoEventFdArg},
     run::counters::VcpuStats,
     logic::kvm_abi::*,
-    logic::memslot_rules::{self, Change, Refusal},
+    logic::memslot_rules::{self, AddressSpace, Change, Refusal},
     mm::mmu_notifier::MmuNotifier,
 };
 
@@ -35,9 +36,12 @@ pub(crate) struct Vm {
     /// VM and vCPU ioctls from any other (`EIO`), e.g. from a forked child, because guest
     /// memory is the creator's.
     mm: ARef<Mm>,
-    /// Slots, EPT and dirty bitmaps, kept in step with `mm` by `notifier`.
+    /// Slots, EPT and dirty bitmaps of address space 0, kept in step with `mm` by `notifier`.
     memory: Arc<GuestMemory>,
     notifier: MmuNotifier,
+    /// Address space 1: what vCPUs in SMM see (`KVM_CAP_MULTI_ADDRESS_SPACE`).
+    smm_memory: Arc<GuestMemory>,
+    smm_notifier: MmuNotifier,
     /// Statistics in debugfs.
     stats: crate::kvm::stats::VmStats,
     /// kvmclock (`KVM_GET/SET_CLOCK`, and what each vCPU's time page is written from).
@@ -135,6 +139,22 @@ impl Memory<'_> {
         UserSlice::new(UserPtr::from_addr(uaddr), bytes.len()).writer().write_slice(bytes)
     }
 
+    /// Reads guest RAM at `gpa` into `buf`, page by page.
+    pub(crate) fn read(&self, gpa: u64, buf: &mut [u8]) -> Result {
+        for (at, range) in page_chunks(gpa, buf.len()) {
+            self.read_ram(at, buf.get_mut(range).ok_or(EINVAL)?)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes` to guest RAM at `gpa`, page by page (each page logged dirty).
+    pub(crate) fn write(&mut self, gpa: u64, bytes: &[u8]) -> Result {
+        for (at, range) in page_chunks(gpa, bytes.len()) {
+            self.write_ram(at, bytes.get(range).ok_or(EINVAL)?)?;
+        }
+        Ok(())
+    }
+
     /// A guest write that `KVM_IOEVENTFD` registered: signals its eventfd and returns true;
     /// false if none matches (the write exits to userspace).
     pub(crate) fn ioeventfd_write(&self, bus: Bus, addr: u64, len: u32, value: u64) -> bool {
@@ -149,8 +169,12 @@ impl Vm {
             return Err(EINVAL);
         }
         let mm: ARef<Mm> = ARef::from(&**current!().mm().ok_or(EINVAL)?);
-        let memory = GuestMemory::new()?;
+        let running = crate::mm::guest_memory::new_running()?;
+        let flushes = Arc::new(Atomic::new(0), GFP_KERNEL_ACCOUNT)?;
+        let memory = GuestMemory::new(running.clone(), flushes.clone())?;
         let notifier = MmuNotifier::register(memory.clone())?;
+        let smm_memory = GuestMemory::new(running, flushes)?;
+        let smm_notifier = MmuNotifier::register(smm_memory.clone())?;
         let stats = crate::kvm::stats::VmStats::new(current!().tgid())?;
         let clock = crate::cpu::kvmclock::VmClock::new()?;
         let settings_gen = Arc::new(Atomic::new(0), GFP_KERNEL_ACCOUNT)?;
@@ -160,6 +184,8 @@ impl Vm {
                 mm,
                 memory,
                 notifier,
+                smm_memory,
+                smm_notifier,
                 stats,
                 clock,
                 apic_bus,
@@ -186,26 +212,35 @@ impl Vm {
         Ok(())
     }
 
+    /// One of the VM's address spaces.
+    fn space(&self, space: AddressSpace) -> &GuestMemory {
+        match space {
+            AddressSpace::Guest => &self.memory,
+            AddressSpace::Smm => &self.smm_memory,
+        }
+    }
+
     pub(crate) fn set_memory_region(&self, region: UserspaceMemoryRegion) -> Result<isize> {
+        let space = self.space(AddressSpace::of_slot(region.slot).ok_or(EINVAL)?);
         let _serialized = self.inner.lock();
-        let change = match self.memory.decide(&region) {
+        let change = match space.decide(&region) {
             Err(Refusal::Invalid) => return Err(EINVAL),
             Err(Refusal::Overlap) => return Err(EEXIST),
             Ok(change) => change,
         };
         // A moved slot is in the host-address index twice until its old range is unmapped.
         if let Change::Create(slot) | Change::Move(slot) = change {
-            self.memory.reserve(slot.id)?;
+            space.reserve(slot.id)?;
         }
         // A slot that starts logging gets its bitmap here, before the MMU lock.
         let bitmap = match change {
-            Change::Create(slot) | Change::Move(slot) | Change::Flags(slot) => match self.memory.bitmap_needed(&slot) {
+            Change::Create(slot) | Change::Move(slot) | Change::Flags(slot) => match space.bitmap_needed(&slot) {
                 Some(words) => Some(KVVec::from_elem(0u64, words, GFP_KERNEL_ACCOUNT)?),
                 None => None,
             },
             Change::Delete(_) | Change::Unchanged => None,
         };
-        self.memory.apply(change, bitmap)?;
+        space.apply(change, bitmap)?;
         Ok(0)
     }
 
@@ -215,20 +250,15 @@ impl Vm {
     /// `EINVAL` for a slot number out of range, `ENOENT` for a slot that does not log.
     pub(crate) fn get_dirty_log(&self, arg: usize) -> Result<isize> {
         let log: DirtyLog = read_user(arg)?;
-        // KVM's VMs have two address spaces (the second for SMM): slots in the second can
-        // never exist on rvmx (no SMM), so it has no dirty log (ENOENT), as an empty one on KVM.
-        let address_space = log.slot >> 16;
-        if address_space >= 2 || log.slot & 0xffff >= memslot_rules::MAX_SLOTS {
+        let space = AddressSpace::of_slot(log.slot).ok_or(EINVAL)?;
+        if log.slot & 0xffff >= memslot_rules::MAX_SLOTS {
             return Err(EINVAL);
         }
-        if address_space == 1 {
-            return Err(ENOENT);
-        }
-        let id = log.slot as u16;
+        let (space, id) = (self.space(space), log.slot as u16);
         let copy = {
             let _serialized = self.inner.lock();
-            let mut copy = KVVec::from_elem(0u64, self.memory.dirty_log_words(id)?, GFP_KERNEL_ACCOUNT)?;
-            self.memory.take_dirty_log(id, &mut copy)?;
+            let mut copy = KVVec::from_elem(0u64, space.dirty_log_words(id)?, GFP_KERNEL_ACCOUNT)?;
+            space.take_dirty_log(id, &mut copy)?;
             copy
         };
         let mut writer = UserSlice::new(UserPtr::from_addr(log.dirty_bitmap as usize), size_of_val(copy.as_slice())).writer();
@@ -238,13 +268,13 @@ impl Vm {
         Ok(0)
     }
 
-    /// Maps the guest page holding `gpa` after an EPT violation; [`Fault::Mmio`] if no slot
-    /// backs it (or it is a write to a read-only slot).
-    pub(crate) fn fault_in(&self, gpa: u64, qualification: u64, cache: &mut TableCache) -> Result<Fault<'_>> {
+    /// Maps the guest page holding `gpa` of address space `space` after an EPT violation;
+    /// [`Fault::Mmio`] if no slot backs it (or it is a write to a read-only slot).
+    pub(crate) fn fault_in(&self, space: AddressSpace, gpa: u64, qualification: u64, cache: &mut TableCache) -> Result<Fault<'_>> {
         let write = qualification & violation::WRITE != 0;
-        Ok(match self.memory.fault_in(gpa, write, cache)? {
+        Ok(match self.space(space).fault_in(gpa, write, cache)? {
             Outcome::Mapped => Fault::Mapped,
-            Outcome::Mmio => Fault::Mmio(self.memory()),
+            Outcome::Mmio => Fault::Mmio(self.memory(space)),
             Outcome::HostFault => Fault::HostFault,
             Outcome::Interrupted => Fault::Interrupted,
         })
@@ -253,10 +283,11 @@ impl Vm {
     /// `KVM_PRE_FAULT_MEMORY`, one page: maps the guest page at `gpa` as a guest read would.
     /// `ENOENT` where no slot has RAM (KVM: the access would be emulated), `EFAULT` for RAM
     /// the host cannot give, `EINTR` for a signal.
-    pub(crate) fn pre_fault_page(&self, gpa: u64, cache: &mut TableCache) -> Result {
+    pub(crate) fn pre_fault_page(&self, space: AddressSpace, gpa: u64, cache: &mut TableCache) -> Result {
+        let memory = self.space(space);
         loop {
-            match self.memory.fault_in(gpa, false, cache)? {
-                Outcome::Mapped if self.memory.is_mapped(gpa) => return Ok(()),
+            match memory.fault_in(gpa, false, cache)? {
+                Outcome::Mapped if memory.is_mapped(gpa) => return Ok(()),
                 // Raced with a change of the host mapping: again, as KVM retries.
                 Outcome::Mapped if !current!().signal_pending() => crate::host::sched::cond_resched(),
                 Outcome::Mapped | Outcome::Interrupted => return Err(EINTR),
@@ -269,9 +300,9 @@ impl Vm {
     /// An EPT-misconfiguration exit at `gpa`: a bug in rvmx's tables, never the guest's doing.
     /// Logs the offending entry (the first few times) and returns its level and value (0, 0 if
     /// the walk finds none any more), for `KVM_EXIT_INTERNAL_ERROR`.
-    pub(crate) fn report_ept_misconfig(&self, gpa: u64) -> (u32, u64) {
+    pub(crate) fn report_ept_misconfig(&self, space: AddressSpace, gpa: u64) -> (u32, u64) {
         static REPORTS: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
-        let found = self.memory.find_misconfiguration(gpa);
+        let found = self.space(space).find_misconfiguration(gpa);
         let (level, entry, why) = found.unwrap_or((0, 0, "no bad entry on the walk any more"));
         if REPORTS.fetch_add(1, core::sync::atomic::Ordering::Relaxed) < 8 {
             pr_err!("EPT misconfiguration at GPA {:#x}: level {} entry {:#x}: {}\n", gpa, level, entry, why);
@@ -279,9 +310,9 @@ impl Vm {
         (level as u32, entry)
     }
 
-    /// The VM's memory, for one instruction's emulation.
-    pub(crate) fn memory(&self) -> Memory<'_> {
-        Memory { memory: &self.memory, vm: self }
+    /// The VM's memory in address space `space`, for one instruction's emulation.
+    pub(crate) fn memory(&self, space: AddressSpace) -> Memory<'_> {
+        Memory { memory: self.space(space), vm: self }
     }
 
     /// A guest write that `KVM_IOEVENTFD` registered (port or MMIO): signals its eventfd and
@@ -301,9 +332,9 @@ impl Vm {
         &self.apic_bus
     }
 
-    /// The EPT pointer of this VM.
-    pub(crate) fn eptp(&self) -> u64 {
-        self.memory.eptp()
+    /// The EPT pointer of the VM's address space `space`.
+    pub(crate) fn eptp(&self, space: AddressSpace) -> u64 {
+        self.space(space).eptp()
     }
 
     /// Where vCPU `id` records the CPU its window runs on.

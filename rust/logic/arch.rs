@@ -267,6 +267,10 @@ pub mod msr {
     pub const TSC_ADJUST: u32 = 0x3b;
     /// IA32_BIOS_SIGN_ID: the microcode revision (bits 63:32).
     pub const UCODE_REV: u32 = 0x8b;
+    /// MSR_SMI_COUNT: SMIs the vCPU took (the guest reads it, userspace sets it).
+    pub const SMI_COUNT: u32 = 0x34;
+    /// IA32_SMBASE: userspace's alone (the guest gets #GP).
+    pub const SMBASE: u32 = 0x9e;
     pub const MTRR_CAP: u32 = 0xfe;
     /// MSR_PLATFORM_INFO: bit 31 says CPUID faulting exists (the rest is the VMM's to give).
     pub const PLATFORM_INFO: u32 = 0xce;

@@ -95,6 +95,9 @@ pub struct Events {
     /// A shutdown requested outside the guest (`KVM_X86_SET_MCE` during a machine check):
     /// the next `KVM_RUN` ends with `KVM_EXIT_SHUTDOWN`, as KVM's triple-fault request.
     pub triple_fault: bool,
+    /// An SMI waits (`KVM_SMI`, an SMI IPI, `KVM_SET_VCPU_EVENTS`): taken between VM entries
+    /// when nothing is being delivered and the vCPU is not in SMM already.
+    pub smi_pending: bool,
 }
 
 /// What the next VM entry injects.
@@ -306,7 +309,7 @@ pub const fn shadow_from_abi(s: u8) -> u32 {
 
 impl Events {
     /// `KVM_GET_VCPU_EVENTS` (without exception payloads or triple-fault events, which rvmx
-    /// does not offer; the SMM state is valid and says what is true: never in SMM).
+    /// does not offer); of the SMM state, only the pending SMI (the caller fills in the rest).
     pub fn to_abi(&self, interruptibility: u32) -> VcpuEvents {
         let e = self.exception.unwrap_or_default();
         // INT3/INTO in flight are left out, as KVM does: re-executing the instruction
@@ -325,6 +328,7 @@ impl Events {
             nmi_pending: self.nmi_pending,
             nmi_masked: (interruptibility & block::NMI != 0) as u8,
             flags: flags::NMI_PENDING | flags::SHADOW | flags::SMM,
+            smi: [0, self.smi_pending as u8, 0, 0],
             ..Default::default()
         }
     }
@@ -332,14 +336,11 @@ impl Events {
     /// `KVM_SET_VCPU_EVENTS`: the new events and interruptibility state (from the old ones,
     /// `self` and `interruptibility`; a pending shutdown stays, as the ABI cannot carry it
     /// without the triple-fault capability), or `None` (EINVAL) as KVM refuses: unknown flags, payloads (not
-    /// enabled), SMM state (no SMM), triple-fault events (not enabled), an exception vector
-    /// above 31 or NMI.
+    /// enabled), triple-fault events (not enabled), an exception vector above 31 or NMI. The
+    /// pending SMI is taken with `flags::SMM`; the rest of the SMM state is the caller's.
     pub fn from_abi(&self, v: &VcpuEvents, interruptibility: u32) -> Option<(Events, u32)> {
         let known = flags::NMI_PENDING | flags::SIPI_VECTOR | flags::SHADOW | flags::SMM | flags::PAYLOAD | flags::TRIPLE_FAULT;
         if v.flags & !known != 0 || v.flags & (flags::PAYLOAD | flags::TRIPLE_FAULT) != 0 {
-            return None;
-        }
-        if v.flags & flags::SMM != 0 && (v.smi[0] != 0 || v.smi[1] != 0) {
             return None;
         }
         if v.exception_injected != 0 && (v.exception_nr > 31 || v.exception_nr == vector::NMI) {
@@ -359,7 +360,8 @@ impl Events {
         state = if v.nmi_masked != 0 { state | block::NMI } else { state & !block::NMI };
         let nmi_pending = if v.flags & flags::NMI_PENDING != 0 { v.nmi_pending.min(2) } else { 0 };
         let triple_fault = self.triple_fault;
-        Some((Events { exception, interrupt, nmi_injected: v.nmi_injected != 0, nmi_pending, triple_fault }, state))
+        let smi_pending = if v.flags & flags::SMM != 0 { v.smi[1] != 0 } else { self.smi_pending };
+        Some((Events { exception, interrupt, nmi_injected: v.nmi_injected != 0, nmi_pending, triple_fault, smi_pending }, state))
     }
 }
 
@@ -491,6 +493,7 @@ mod tests {
             nmi_injected: true,
             nmi_pending: 1,
             triple_fault: true,
+            smi_pending: true,
         };
         let state = block::STI | block::NMI;
         let abi = e.to_abi(state);
@@ -504,5 +507,8 @@ mod tests {
         let no_shadow = Events::default().from_abi(&VcpuEvents { flags: 0, ..abi }, block::MOV_SS).unwrap();
         assert_eq!(no_shadow.1, block::MOV_SS | block::NMI, "shadow kept without VALID_SHADOW");
         assert_eq!(no_shadow.0.nmi_pending, 0, "pending NMIs only with VALID_NMI_PENDING");
+        assert_eq!(abi.smi, [0, 1, 0, 0], "the pending SMI");
+        assert!(!Events::default().from_abi(&VcpuEvents { smi: [0; 4], ..abi }, 0).unwrap().0.smi_pending);
+        assert!(e.from_abi(&VcpuEvents { flags: 0, smi: [0; 4], ..abi }, 0).unwrap().0.smi_pending, "kept without VALID_SMM");
     }
 }

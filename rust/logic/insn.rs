@@ -442,6 +442,13 @@ fn is_legacy_prefix(b: u8) -> bool {
     matches!(b, 0x66 | 0x67 | 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0xf0 | 0xf2 | 0xf3)
 }
 
+/// Whether `bytes` (fetched at RIP) start with RSM (0F AA) after legacy prefixes other than
+/// LOCK, which makes it #UD.
+pub fn is_rsm(bytes: &[u8]) -> bool {
+    let Some(i) = bytes.iter().position(|&b| !is_legacy_prefix(b)) else { return false };
+    !bytes.get(..i).unwrap_or_default().contains(&0xf0) && bytes.get(i..i.saturating_add(2)) == Some(&[0x0f, 0xaa][..])
+}
+
 /// Decodes a ModRM memory operand (with SIB and displacement): the `reg` field (REX.R
 /// applied) and the address. A register operand (mod = 3) cannot touch memory.
 fn modrm(b: &mut Bytes<'_>, mode: Mode, addr_size: u8, rex: u8, seg: Option<Seg>) -> Result<(u8, Mem), Unsupported> {
@@ -912,5 +919,13 @@ mod tests {
         assert!(!string_step(&mut regs, &[gpr::RDI], 2, 3, 4, true, 0));
         assert_eq!((regs[gpr::RCX as usize], regs[gpr::RDI as usize]), (2, 0x106));
         assert!(string_step(&mut regs, &[gpr::RDI], 2, 2, 4, true, 0));
+    }
+
+    #[test]
+    fn rsm_is_recognized_after_prefixes_but_lock() {
+        assert!(is_rsm(&[0x0f, 0xaa, 0x90]));
+        assert!(is_rsm(&[0x66, 0x2e, 0x0f, 0xaa]));
+        assert!(!is_rsm(&[0xf0, 0x0f, 0xaa]), "LOCK RSM is #UD");
+        assert!(!is_rsm(&[0x0f, 0x0b]) && !is_rsm(&[0x0f]) && !is_rsm(&[0x66; 3]) && !is_rsm(&[]));
     }
 }

@@ -345,6 +345,8 @@ pub const KVM_GET_MP_STATE: u32 = ior::<u32>(0x98);
 pub const KVM_SET_MP_STATE: u32 = iow::<u32>(0x99);
 /// Queues an NMI.
 pub const KVM_NMI: u32 = io(0x9a);
+/// Queues an SMI.
+pub const KVM_SMI: u32 = io(0xb7);
 /// Sets the guest-physical address of the TPR-access page (`struct kvm_vapic_addr`).
 pub const KVM_SET_VAPIC_ADDR: u32 = iow::<u64>(0x93);
 /// Reads pending and in-flight events (`struct kvm_vcpu_events`).
@@ -846,6 +848,12 @@ pub mod cap {
     pub const INTERNAL_ERROR_DATA: usize = 40;
     /// `KVM_SIGNAL_MSI` exists (it needs an in-kernel irqchip to succeed, on KVM too).
     pub const SIGNAL_MSI: usize = 77;
+    /// System-management mode: `KVM_SMI`, SMI IPIs, the SMM fields of `KVM_GET/SET_VCPU_EVENTS`,
+    /// IA32_SMBASE, RSM.
+    pub const X86_SMM: usize = 117;
+    /// Memory slots in more than one address space (bits 31:16 of the slot number); the value
+    /// is how many (the second is what SMM sees).
+    pub const MULTI_ADDRESS_SPACE: usize = 118;
     /// `KVM_ENABLE_CAP` on a VM fd.
     pub const ENABLE_CAP_VM: usize = 98;
     /// `KVM_ENABLE_CAP(KVM_CAP_DISABLE_QUIRKS)`: any bits, the known ones taken.
@@ -931,6 +939,8 @@ pub const CAPABILITIES: &[(usize, isize)] = &[
     (cap::INTERNAL_ERROR_DATA, 1),
     (cap::X86_ROBUST_SINGLESTEP, 1),
     (cap::SIGNAL_MSI, 1),
+    (cap::X86_SMM, 1),
+    (cap::MULTI_ADDRESS_SPACE, super::memslot_rules::AddressSpace::COUNT as isize),
     (cap::ENABLE_CAP_VM, 1),
     (cap::DISABLE_QUIRKS, 1),
     (cap::DISABLE_QUIRKS2, quirk::SUPPORTED as isize),
@@ -1011,7 +1021,7 @@ mod tests {
         assert_eq!(KVM_GET_FPU, 0x81a0_ae8c);
         assert_eq!(KVM_GET_XSAVE, 0x9000_aea4);
         assert_eq!(KVM_INTERRUPT, 0x4004_ae86);
-        assert_eq!(KVM_NMI, 0xae9a);
+        assert_eq!((KVM_NMI, KVM_SMI), (0xae9a, 0xaeb7));
         assert_eq!((KVM_GET_MP_STATE, KVM_SET_MP_STATE), (0x8004_ae98, 0x4004_ae99));
         assert_eq!((KVM_GET_TSC_KHZ, KVM_SET_TSC_KHZ), (0xaea3, 0xaea2));
         assert_eq!((KVM_GET_CLOCK, KVM_SET_CLOCK), (0x8030_ae7c, 0x4030_ae7b));
@@ -1127,6 +1137,8 @@ mod tests {
             (cap::INTERNAL_ERROR_DATA, kb::KVM_CAP_INTERNAL_ERROR_DATA),
             (cap::X86_ROBUST_SINGLESTEP, kb::KVM_CAP_X86_ROBUST_SINGLESTEP),
             (cap::SIGNAL_MSI, kb::KVM_CAP_SIGNAL_MSI),
+            (cap::X86_SMM, kb::KVM_CAP_X86_SMM),
+            (cap::MULTI_ADDRESS_SPACE, kb::KVM_CAP_MULTI_ADDRESS_SPACE),
             (cap::ENABLE_CAP_VM, kb::KVM_CAP_ENABLE_CAP_VM),
             (cap::DISABLE_QUIRKS, kb::KVM_CAP_DISABLE_QUIRKS),
             (cap::DISABLE_QUIRKS2, kb::KVM_CAP_DISABLE_QUIRKS2),

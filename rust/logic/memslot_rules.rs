@@ -15,6 +15,35 @@ pub const GPA_LIMIT: u64 = 1 << 48;
 /// Highest user address + 1 on x86_64 with 4-level paging.
 pub const USER_LIMIT: u64 = 0x7fff_ffff_f000;
 
+/// KVM's address spaces on x86, named by bits 31:16 of a slot number
+/// (`KVM_CAP_MULTI_ADDRESS_SPACE` = 2): each has its own slots, which may overlap another's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddressSpace {
+    /// What the guest sees outside system-management mode.
+    Guest,
+    /// What it sees in SMM (QEMU maps its RAM there too, and SMRAM over it).
+    Smm,
+}
+
+impl AddressSpace {
+    /// How many there are.
+    pub const COUNT: u32 = 2;
+
+    /// The address space a `slot` field names, if it exists.
+    pub const fn of_slot(slot: u32) -> Option<Self> {
+        match slot >> 16 {
+            0 => Some(Self::Guest),
+            1 => Some(Self::Smm),
+            _ => None,
+        }
+    }
+
+    /// The one a vCPU sees, in SMM or not.
+    pub const fn of_vcpu(in_smm: bool) -> Self {
+        if in_smm { Self::Smm } else { Self::Guest }
+    }
+}
+
 /// One guest memory slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Slot {
@@ -154,8 +183,8 @@ pub fn decide_within(
     if r.flags & !(KVM_MEM_READONLY | KVM_MEM_LOG_DIRTY_PAGES) != 0 {
         return Err(Invalid);
     }
-    // Address space ids (bits 31:16) other than 0 are for SMM, which rvmx does not emulate.
-    if r.slot >> 16 != 0 || r.slot & 0xffff >= MAX_SLOTS {
+    // Bits 31:16 name the address space: the caller picks its table.
+    if AddressSpace::of_slot(r.slot).is_none() || r.slot & 0xffff >= MAX_SLOTS {
         return Err(Invalid);
     }
     let id = r.slot as u16;
@@ -300,7 +329,7 @@ mod tests {
             region(0, 0, 0x1800, 0x7000_0000, 0),            // size misaligned
             region(0, 0, 0x1000, 0x7000_0800, 0),            // uaddr misaligned
             region(0, 0, 0x1000, 0x7000_0000, 1 << 2),       // unknown flag
-            region(1 << 16, 0, 0x1000, 0x7000_0000, 0),      // address space 1
+            region(2 << 16, 0, 0x1000, 0x7000_0000, 0),      // address space 2
             region(MAX_SLOTS, 0, 0x1000, 0x7000_0000, 0),    // slot number too large
             region(0, u64::MAX & !0xfff, 0x2000, 0x7000_0000, 0), // gpa wraps
             region(0, 0, 0x1000, 0xffff_8000_0000_0000, 0),  // kernel address

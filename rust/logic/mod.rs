@@ -37,4 +37,5 @@ pub mod x2apic_api;
 pub mod tsc_sync;
 pub mod binary_stats;
 pub mod msr_filter;
+pub mod smm;
 pub mod steal_time;

@@ -127,6 +127,22 @@ impl InitSipi {
         self.sipi = true;
     }
 
+    /// In SMM: INIT stays latched for after RSM, a SIPI is dropped (`kvm_apic_accept_events`
+    /// while `kvm_apic_init_sipi_allowed` is false).
+    pub fn block(&mut self) {
+        self.sipi = false;
+    }
+
+    /// Whether an INIT is latched (`KVM_GET_VCPU_EVENTS`' `smi.latched_init`).
+    pub const fn init_latched(&self) -> bool {
+        self.init
+    }
+
+    /// Latches or drops an INIT (`KVM_SET_VCPU_EVENTS` with `KVM_VCPUEVENT_VALID_SMM`).
+    pub fn set_init_latched(&mut self, on: bool) {
+        self.init = on;
+    }
+
     /// Either is pending (`kvm_apic_has_pending_init_or_sipi`): a blocked vCPU wakes.
     pub const fn pending(&self) -> bool {
         self.init || self.sipi

@@ -43,6 +43,10 @@ pub struct GuestMsrs {
     pub arch_capabilities: u64,
     /// MSR_PLATFORM_INFO (set only by userspace).
     pub platform_info: u64,
+    /// IA32_SMBASE (KVM keeps all 64 bits userspace writes; an SMI uses the low 32).
+    pub smbase: u64,
+    /// MSR_SMI_COUNT.
+    pub smi_count: u64,
     /// MSR_MISC_FEATURES_ENABLES (CPUID faulting).
     pub misc_features: u64,
     /// HWCR.
@@ -121,6 +125,8 @@ impl Default for GuestMsrs {
             arch_capabilities: 0,
             platform_info: PLATFORM_INFO_CPUID_FAULT,
             misc_features: 0,
+            smbase: super::smm::DEFAULT_SMBASE as u64,
+            smi_count: 0,
             hwcr: 0,
             power_ctl: 0,
         }
@@ -129,13 +135,13 @@ impl Default for GuestMsrs {
 
 /// Every MSR `KVM_GET_MSR_INDEX_LIST` reports: those a guest can read and userspace can save
 /// and restore.
-pub const INDEX_LIST: [u32; 27] = [
+pub const INDEX_LIST: [u32; 29] = [
     SYSENTER_CS, SYSENTER_ESP, SYSENTER_EIP, STAR, CSTAR, KERNEL_GS_BASE, SFMASK, LSTAR,
     TSC_AUX, TSC, PAT, MISC_ENABLE, MTRR_DEF_TYPE, EFER, FS_BASE, GS_BASE, TSC_ADJUST,
     // Emulated (KVM's emulated_msrs order): kvmclock, the APIC timer's deadline (0 and
     // ignored without an in-kernel APIC), CPUID faulting, POWER_CTL, HWCR.
     KVM_SYSTEM_TIME, KVM_WALL_CLOCK, KVM_SYSTEM_TIME_NEW, KVM_WALL_CLOCK_NEW, KVM_STEAL_TIME, TSC_DEADLINE,
-    PLATFORM_INFO, MISC_FEATURES_ENABLES, POWER_CTL, HWCR,
+    SMBASE, SMI_COUNT, PLATFORM_INFO, MISC_FEATURES_ENABLES, POWER_CTL, HWCR,
 ];
 
 /// Whether `v` is a canonical 48-bit address.
@@ -186,6 +192,8 @@ pub fn read(m: &GuestMsrs, msr: u32, host: bool) -> Option<u64> {
     Some(match msr {
         m_ if super::mce::Mce::owns(m_) => return m.mce.read(msr, host),
         UCODE_REV => m.ucode_rev,
+        SMBASE if host => m.smbase,
+        SMI_COUNT => m.smi_count,
         PAT => m.pat,
         SYSENTER_CS..=SYSENTER_EIP => *m.sysenter.get(msr.wrapping_sub(SYSENTER_CS) as usize)?,
         MISC_ENABLE => m.misc_enable,
@@ -217,6 +225,9 @@ pub fn write(m: &mut GuestMsrs, msr: u32, v: u64, host: bool) -> Result<(), ()> 
                 m.ucode_rev = v;
             }
         }
+        // SMM's: only userspace sets them (a VMM restoring state), any value (KVM).
+        SMBASE if host => m.smbase = v,
+        SMI_COUNT if host => m.smi_count = v,
         PAT if valid_memory_types(v, true) => m.pat = v,
         SYSENTER_CS => m.sysenter[0] = v & 0xffff_ffff,
         SYSENTER_ESP | SYSENTER_EIP if canonical(v) => *m.sysenter.get_mut(msr.wrapping_sub(SYSENTER_CS) as usize).ok_or(())? = v,
@@ -338,8 +349,12 @@ mod tests {
         for msr in INDEX_LIST {
             let kvmclock = matches!(msr, KVM_SYSTEM_TIME | KVM_WALL_CLOCK | KVM_SYSTEM_TIME_NEW | KVM_WALL_CLOCK_NEW | KVM_STEAL_TIME);
             let elsewhere = kvmclock || matches!(msr, EFER | FS_BASE | GS_BASE | TSC | TSC_ADJUST | TSC_DEADLINE | ARCH_CAPABILITIES);
-            assert!(elsewhere || read(&m, msr, false).is_some(), "{msr:#x}");
+            assert!(elsewhere || read(&m, msr, msr == SMBASE).is_some(), "{msr:#x}");
         }
+        assert_eq!(read(&m, SMBASE, false), None, "SMBASE is userspace's alone");
+        let mut w = m;
+        assert_eq!((write(&mut w, SMBASE, 0x100_0000, false), write(&mut w, SMI_COUNT, 1, false)), (Err(()), Err(())));
+        assert_eq!((write(&mut w, SMBASE, 0x100_0000, true), read(&w, SMBASE, true)), (Ok(()), Some(0x100_0000)));
         assert!(canonical(0x7fff_ffff_ffff) && canonical(0xffff_8000_0000_0000) && !canonical(1 << 47));
     }
 }

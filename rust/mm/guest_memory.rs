@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A VM's guest memory: its slots, its EPT, its dirty bitmaps, and KVM's memory model that ties
-//! them to the VM owner's address space.
+//! One address space of a VM's guest memory: its slots, its EPT, its dirty bitmaps, and KVM's
+//! memory model that ties them to the VM owner's address space. A VM has two, as KVM's: the
+//! guest's (0), and the one its vCPUs see in system-management mode (1, where QEMU puts
+//! SMRAM), each with its own slots, EPT root and MMU notifier.
 //!
 //! EPT entries are a cache of the owner's page tables. A fault pins the host pages only while
 //! it maps them; the MMU notifier then removes entries before the host changes what is behind
@@ -179,8 +181,9 @@ pub(crate) enum Outcome {
 pub(crate) struct GuestMemory {
     /// The EPT pointer; the root table never changes.
     eptp: u64,
-    /// The host CPU each vCPU (by id) is in a VMX window on, or -1.
-    running: Running,
+    /// The host CPU each vCPU (by id) is in a VMX window on, or -1 (shared by the VM's
+    /// address spaces: a change in either kicks every vCPU in a window).
+    running: Arc<Running>,
     /// How many times every vCPU's translations were flushed (the VM's statistics).
     flushes: Arc<Atomic<u64>>,
     #[pin]
@@ -196,7 +199,12 @@ pub(crate) struct GuestMemory {
 unsafe extern "C" fn kicked(_info: *mut ffi::c_void) {}
 
 /// The vCPUs' host CPUs ([`GuestMemory::running`]).
-type Running = [AtomicI32; MAX_VCPU_ID as usize];
+pub(crate) type Running = [AtomicI32; MAX_VCPU_ID as usize];
+
+/// A VM's table of its vCPUs' host CPUs, for [`GuestMemory::new`]: none in a window yet.
+pub(crate) fn new_running() -> Result<Arc<Running>> {
+    Ok(Arc::new([const { AtomicI32::new(-1) }; MAX_VCPU_ID as usize], GFP_KERNEL_ACCOUNT)?)
+}
 
 /// Whether `cpu` is in a VMX window of the VM whose vCPUs' CPUs `info` points to.
 ///
@@ -210,14 +218,15 @@ unsafe extern "C" fn in_window(cpu: ffi::c_int, info: *mut ffi::c_void) -> bool 
 }
 
 impl GuestMemory {
-    pub(crate) fn new() -> Result<Arc<Self>> {
+    /// An empty address space of a VM whose vCPUs publish their CPUs in `running` and whose
+    /// flushes are counted in `flushes`.
+    pub(crate) fn new(running: Arc<Running>, flushes: Arc<Atomic<u64>>) -> Result<Arc<Self>> {
         let ept = Ept::new()?;
         let eptp = ept.eptp();
-        let flushes = Arc::new(Atomic::new(0), GFP_KERNEL_ACCOUNT)?;
         Arc::pin_init(
             pin_init!(GuestMemory {
                 eptp,
-                running: [const { AtomicI32::new(-1) }; MAX_VCPU_ID as usize],
+                running,
                 flushes,
                 mmu <- new_spinlock!(Mmu { slots: KVVec::new(), hva: KVVec::new(), ids: KVVec::new(), ept, seq: 0, in_progress: 0, range: 0..0 }),
             }),
@@ -253,7 +262,7 @@ impl GuestMemory {
         // Pairs with the store of `running` in a window (run/window.rs), before INVEPT and
         // before the entry loop's checks.
         core::sync::atomic::fence(Ordering::SeqCst);
-        let running = core::ptr::from_ref(&self.running).cast_mut().cast();
+        let running = core::ptr::from_ref::<Running>(&self.running).cast_mut().cast();
         // SAFETY: `in_window` only reads `self.running`, which outlives the call; `kicked` does
         // nothing. The CPUs found are interrupted together, and waiting for them is allowed
         // with interrupts on: the MMU lock is a plain spinlock, never taken with interrupts

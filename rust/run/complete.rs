@@ -56,8 +56,9 @@ pub(crate) fn complete(st: &mut VcpuState, run: &KvmRun, vm: &Vm) -> Option<Resu
         Pending::Emulated(e) => {
             st.end_shadow();
             let before = (st.regs.rip, st.regs.rcx);
+            let mem = vm.memory(st.address_space());
             let local = st.apic.as_mut().map(|a| a as &mut dyn emulate::LocalMmio);
-            let outcome = emulate::complete(vm, &mut st.regs, &st.sregs, run, e, &mut st.emulated, local);
+            let outcome = emulate::complete(mem, &mut st.regs, &st.sregs, run, e, &mut st.emulated, local);
             st.emulated_progress(before);
             match outcome {
                 emulate::Outcome::Done => true,

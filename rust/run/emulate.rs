@@ -26,7 +26,7 @@ use crate::{
     logic::kvm_abi::{Regs, Segment, Sregs},
     logic::mmio_fragments::{self as fragments, Fragment, Fragments},
     run::kvm_run::KvmRun,
-    kvm::vm::{Memory, Vm},
+    kvm::vm::Memory,
     logic::vmx_exit::Io,
 };
 
@@ -156,8 +156,8 @@ impl Unemulated {
 
 /// `KVM_TRANSLATE`: the guest-physical address of `linear` for a supervisor read through the
 /// guest's current page tables (KVM's `kvm_mmu_gva_to_gpa_system`), `None` if it has none.
-pub(crate) fn translate(vm: &Vm, sregs: &Sregs, linear: u64) -> Option<u64> {
-    let mut g = Guest::new(vm.memory(), sregs);
+pub(crate) fn translate(mem: Memory<'_>, sregs: &Sregs, linear: u64) -> Option<u64> {
+    let mut g = Guest::new(mem, sregs);
     g.paging.cpl = 0;
     g.translate(linear, false).ok()
 }
@@ -167,18 +167,26 @@ const VMMCALL: [u8; 3] = [0x0f, 0x01, 0xd9];
 /// Intel's VMCALL.
 const VMCALL: [u8; 3] = [0x0f, 0x01, 0xc1];
 
+/// Whether the instruction at the guest's RIP is RSM.
+pub(crate) fn is_rsm(mem: Memory<'_>, regs: &Regs, sregs: &Sregs) -> bool {
+    let g = Guest::new(mem, sregs);
+    let mut bytes = [0u8; insn::MAX_LEN];
+    let n = g.fetch(regs.rip, &mut bytes);
+    insn::is_rsm(bytes.get(..n).unwrap_or_default())
+}
+
 /// A #UD at CS:RIP: if the instruction there is VMMCALL in protected mode (KVM's emulator
 /// has it there only: real and virtual-8086 mode keep the #UD) and `patch` (the quirk is on),
 /// it is rewritten to VMCALL through the guest's page tables, as KVM's
 /// `emulator_fix_hypercall` does, and the guest runs it again (`Ok(true)`); a VMCALL there
 /// (another vCPU patched it first) also runs again. `Ok(false)`: the guest gets its #UD.
 /// `Err`: the write faults.
-pub(crate) fn fix_hypercall(vm: &Vm, regs: &Regs, sregs: &Sregs, patch: bool) -> Result<bool, GuestFault> {
+pub(crate) fn fix_hypercall(mem: Memory<'_>, regs: &Regs, sregs: &Sregs, patch: bool) -> Result<bool, GuestFault> {
     use crate::logic::arch::{cr0, rflags};
     if sregs.cr0 & cr0::PE == 0 || regs.rflags & rflags::VM != 0 {
         return Ok(false);
     }
-    let mut g = Guest::new(vm.memory(), sregs);
+    let mut g = Guest::new(mem, sregs);
     let mut bytes = [0u8; insn::MAX_LEN];
     let n = g.fetch(regs.rip, &mut bytes);
     let found = bytes.get(..VMMCALL.len()).filter(|_| n >= VMMCALL.len());
@@ -613,7 +621,7 @@ fn write_exit(run: &KvmRun, frags: Fragments, data: &Data) -> Outcome {
 /// KVM's read-ahead (1 KiB, the rest of the destination page, rCX), as KVM does.
 #[allow(clippy::too_many_arguments)] // the exit's facts, the vCPU's state and its device
 pub(crate) fn string_io<'a>(
-    vm: &'a Vm,
+    mem: Memory<'a>,
     regs: &mut Regs,
     sregs: &'a Sregs,
     run: &KvmRun,
@@ -622,7 +630,7 @@ pub(crate) fn string_io<'a>(
     data: &mut Data,
     local: Option<&'a mut dyn LocalMmio>,
 ) -> Outcome {
-    let mut g = Guest::new(vm.memory(), sregs);
+    let mut g = Guest::new(mem, sregs);
     g.local = local;
     match string_io_access(&mut g, regs, io, len, run, data) {
         Ok(o) => o,
@@ -748,8 +756,8 @@ pub(crate) fn pae_legacy(sregs: &Sregs) -> bool {
 
 /// The four PDPTEs for PAE paging with `sregs` (CR3), read from guest RAM, or `None` if they
 /// are not in RAM or one has reserved bits set.
-pub(crate) fn pdptes(vm: &Vm, sregs: &Sregs) -> Option<[u64; 4]> {
-    let g = Guest::new(vm.memory(), sregs);
+pub(crate) fn pdptes(mem: Memory<'_>, sregs: &Sregs) -> Option<[u64; 4]> {
+    let g = Guest::new(mem, sregs);
     g.paging
         .pdptes(|gpa, bytes| {
             let mut b = [0u8; 8];
@@ -763,7 +771,7 @@ pub(crate) fn pdptes(vm: &Vm, sregs: &Sregs) -> Option<[u64; 4]> {
 /// Continues a pending instruction at the start of `KVM_RUN`, userspace having answered its
 /// last exit.
 pub(crate) fn complete<'a>(
-    vm: &'a Vm,
+    mem: Memory<'a>,
     regs: &mut Regs,
     sregs: &'a Sregs,
     run: &KvmRun,
@@ -771,7 +779,7 @@ pub(crate) fn complete<'a>(
     data: &mut Data,
     local: Option<&'a mut dyn LocalMmio>,
 ) -> Outcome {
-    let mut g = Guest::new(vm.memory(), sregs);
+    let mut g = Guest::new(mem, sregs);
     g.local = local;
     match continue_pending(&mut g, regs, run, p, data) {
         Ok(o) => o,

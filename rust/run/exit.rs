@@ -18,6 +18,7 @@ use crate::{
         ioeventfd_rules::Bus,
         kvm_abi::{quirk, Sregs},
         kvm_run::{exit_reason, internal_error},
+        memslot_rules::AddressSpace,
         msr_filter,
         msr_rules,
         vmcs_fields::*,
@@ -29,6 +30,7 @@ use crate::{
         counters::VcpuStats,
         emulate,
         kvm_run::KvmRun,
+        smm,
         state::{Pending, VcpuState},
     },
     vmx::{
@@ -64,7 +66,8 @@ pub(crate) enum Deferred {
     /// An OUT of `size` bytes of `value` to `port`, `len` bytes long: an ioeventfd may take
     /// it, else it goes to userspace.
     PortOut { port: u16, size: u8, value: u64, len: u8 },
-    /// #UD at the guest's RIP: VMMCALL is patched, anything else gets its #UD.
+    /// #UD at the guest's RIP: RSM in SMM returns, VMMCALL is patched, anything else gets its
+    /// #UD.
     InvalidOpcode,
     /// RDMSR or WRMSR (`write`, of `data`) of MSR `index`, `len` bytes long, to userspace for
     /// reason `why`.
@@ -706,7 +709,7 @@ fn io(v: &mut LiveVcpu<'_, '_>) -> Next {
 pub(crate) fn finish(d: Deferred, st: &mut VcpuState, run: &KvmRun, vm: &Vm, stats: &VcpuStats) -> Option<Result<isize>> {
     match d {
         Deferred::EptFault { gpa, qualification, vectoring, cpu } => {
-            let fault = match vm.fault_in(gpa, qualification, &mut st.tables) {
+            let fault = match vm.fault_in(st.address_space(), gpa, qualification, &mut st.tables) {
                 Ok(f) => f,
                 Err(e) => return Some(Err(e)),
             };
@@ -769,7 +772,7 @@ pub(crate) fn finish(d: Deferred, st: &mut VcpuState, run: &KvmRun, vm: &Vm, sta
             Some(Ok(0))
         }
         Deferred::EptMisconfig { gpa } => {
-            let (level, entry) = vm.report_ept_misconfig(gpa);
+            let (level, entry) = vm.report_ept_misconfig(st.address_space(), gpa);
             let data = [reason::EPT_MISCONFIG as u64, gpa, level as u64, entry];
             run.internal_error(internal_error::UNEXPECTED_EXIT_REASON, &data);
             Some(Ok(0))
@@ -779,9 +782,17 @@ pub(crate) fn finish(d: Deferred, st: &mut VcpuState, run: &KvmRun, vm: &Vm, sta
             st.pending = Some(Pending::Msr { write, len });
             Some(Ok(0))
         }
+        // RSM in SMM (KVM's em_rsm): a state that cannot be loaded shuts the vCPU down.
+        Deferred::InvalidOpcode if st.smm.active && emulate::is_rsm(vm.memory(AddressSpace::Smm), &st.regs, &st.sregs) => {
+            if smm::leave(st, vm) {
+                return None;
+            }
+            run.set_exit_reason(exit_reason::SHUTDOWN);
+            Some(Ok(0))
+        }
         Deferred::InvalidOpcode => {
             let patch = vm.has_quirk(quirk::FIX_HYPERCALL_INSN);
-            match emulate::fix_hypercall(vm, &st.regs, &st.sregs, patch) {
+            match emulate::fix_hypercall(vm.memory(st.address_space()), &st.regs, &st.sregs, patch) {
                 // The guest runs the VMCALL now at the same RIP (RF cleared: the emulator's
                 // writeback clears it).
                 Ok(true) => st.regs.rflags &= !crate::logic::arch::rflags::RF,
@@ -792,14 +803,15 @@ pub(crate) fn finish(d: Deferred, st: &mut VcpuState, run: &KvmRun, vm: &Vm, sta
         }
         Deferred::StringIo { io, len } => {
             let before = (st.regs.rip, st.regs.rcx);
+            let mem = vm.memory(st.address_space());
             let local = st.apic.as_mut().map(|a| a as &mut dyn emulate::LocalMmio);
-            let outcome = emulate::string_io(vm, &mut st.regs, &st.sregs, run, io, len, &mut st.emulated, local);
+            let outcome = emulate::string_io(mem, &mut st.regs, &st.sregs, run, io, len, &mut st.emulated, local);
             emulated_end(st, before, outcome, run)
         }
         Deferred::PaePaging { cr0, cr4, len } => {
             // The PDPTEs must be valid and in guest RAM, or the MOV raises #GP(0).
             let new = Sregs { cr0, cr4, ..st.sregs };
-            match emulate::pdptes(vm, &new) {
+            match emulate::pdptes(vm.memory(st.address_space()), &new) {
                 Some(p) => {
                     st.sregs.cr0 = cr0;
                     st.sregs.cr4 = cr4;

@@ -136,10 +136,10 @@ impl KvmRun {
     }
 
     /// The fields KVM fills on every return from `KVM_RUN` (`post_kvm_run_save`).
-    pub(crate) fn post_run(&self, ready_for_interrupt: bool, if_flag: bool, cr8: u64, apic_base: u64) {
+    pub(crate) fn post_run(&self, ready_for_interrupt: bool, if_flag: bool, cr8: u64, apic_base: u64, in_smm: bool) {
         put_field!(self, 0, Header, ready_for_interrupt_injection, ready_for_interrupt as u8);
         put_field!(self, 0, Header, if_flag, if_flag as u8);
-        put_field!(self, 0, Header, flags, 0u16);
+        put_field!(self, 0, Header, flags, if in_smm { crate::logic::smm::KVM_RUN_X86_SMM } else { 0 });
         put_field!(self, 0, Header, cr8, cr8);
         put_field!(self, 0, Header, apic_base, apic_base);
     }

@@ -11,6 +11,7 @@ pub(crate) mod emulate;
 pub(crate) mod exit;
 pub(crate) mod kvm_run;
 pub(crate) mod pvclock;
+pub(crate) mod smm;
 pub(crate) mod state;
 pub(crate) mod steal_time;
 pub(crate) mod sync_regs;

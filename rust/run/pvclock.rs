@@ -8,7 +8,7 @@ use kernel::{prelude::*, transmute::AsBytes};
 
 use crate::{
     kvm::vm::{Memory, Vm},
-    logic::{guest_paging::page_chunks, kvmclock::{self, time_page}},
+    logic::{kvmclock::{self, time_page}, memslot_rules::AddressSpace},
     run::state::VcpuState,
 };
 
@@ -40,12 +40,12 @@ pub(crate) fn sync(st: &mut VcpuState, vm: &Vm) {
     (c.update, c.generation, c.cpu) = (false, generation, cpu);
     let Some(gpa) = time_page(c.system_time) else { return };
     let Some(info) = st.vm_clock.page_clock().time_info(st.msrs.tsc_offset) else { return };
-    let mut mem = vm.memory();
+    let mut mem = vm.memory(AddressSpace::Guest);
     let Ok(current) = read_version(&mem, gpa) else { return };
     let version = kvmclock::time_update_version(current);
     // The guest's PVCLOCK_GUEST_STOPPED stays, as KVM keeps it (`kvm_setup_guest_pvclock`).
     let mut flags = [0u8];
-    let _ = read_guest(&mem, gpa.wrapping_add(FLAGS), &mut flags);
+    let _ = mem.read(gpa.wrapping_add(FLAGS), &mut flags);
     let flags = info.flags | (flags[0] & kvmclock::PVCLOCK_GUEST_STOPPED);
     let _ = write_versioned(&mut mem, gpa, version, kvmclock::TimeInfo { version, flags, ..info }.as_bytes());
 }
@@ -56,7 +56,7 @@ pub(crate) fn write_wall_clock(st: &VcpuState, vm: &Vm) {
     if gpa == 0 {
         return;
     }
-    let mut mem = vm.memory();
+    let mut mem = vm.memory(AddressSpace::Guest);
     let Ok(current) = read_version(&mem, gpa) else { return };
     let version = kvmclock::wall_update_version(current);
     let _ = write_versioned(&mut mem, gpa, version, st.vm_clock.wall_clock(version).as_bytes());
@@ -65,7 +65,7 @@ pub(crate) fn write_wall_clock(st: &VcpuState, vm: &Vm) {
 /// The version word at `gpa`.
 fn read_version(mem: &Memory<'_>, gpa: u64) -> Result<u32> {
     let mut v = [0u8; VERSION];
-    read_guest(mem, gpa, &mut v)?;
+    mem.read(gpa, &mut v)?;
     Ok(u32::from_le_bytes(v))
 }
 
@@ -73,23 +73,7 @@ fn read_version(mem: &Memory<'_>, gpa: u64) -> Result<u32> {
 /// meanwhile sees an odd or changed version and reads again. The closing version is written
 /// even if part of the page could not be (as KVM does), so a guest never waits on an odd one.
 fn write_versioned(mem: &mut Memory<'_>, gpa: u64, version: u32, page: &[u8]) -> Result {
-    write_guest(mem, gpa, &version.to_le_bytes())?;
-    let _ = write_guest(mem, gpa, page);
-    write_guest(mem, gpa, &version.wrapping_add(1).to_le_bytes())
-}
-
-/// The bytes of `buf` at `gpa`, page by page.
-pub(crate) fn read_guest(mem: &Memory<'_>, gpa: u64, buf: &mut [u8]) -> Result {
-    for (at, range) in page_chunks(gpa, buf.len()) {
-        mem.read_ram(at, buf.get_mut(range).ok_or(EINVAL)?)?;
-    }
-    Ok(())
-}
-
-/// Writes `bytes` at `gpa`, page by page (each page logged dirty).
-pub(crate) fn write_guest(mem: &mut Memory<'_>, gpa: u64, bytes: &[u8]) -> Result {
-    for (at, range) in page_chunks(gpa, bytes.len()) {
-        mem.write_ram(at, bytes.get(range).ok_or(EINVAL)?)?;
-    }
-    Ok(())
+    mem.write(gpa, &version.to_le_bytes())?;
+    let _ = mem.write(gpa, page);
+    mem.write(gpa, &version.wrapping_add(1).to_le_bytes())
 }

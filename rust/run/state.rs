@@ -20,7 +20,9 @@ use crate::{
         guest_debug::{dr6_after_db, Debugger, DR6_ACTIVE_LOW, DR6_BS},
         kvm_abi::{Regs, Sregs, VmSettings},
         kvmclock::VcpuClock,
+        memslot_rules::AddressSpace,
         msr_rules::GuestMsrs,
+        smm::SmmState,
         vcpu_state,
     },
     kvm::vm::Vm,
@@ -55,6 +57,9 @@ pub(crate) struct VcpuState {
     pub(crate) regs: Regs,
     pub(crate) sregs: Sregs,
     pub(crate) controls_written: bool,
+    /// The EPT pointer in the VMCS (0 before the first window): each address space has its
+    /// own, and SMM switches.
+    pub(crate) vmcs_eptp: u64,
     /// The CR4 guest/host mask in the VMCS (0 before the first window: never a real mask,
     /// which always has VMXE).
     pub(crate) cr4_mask: u64,
@@ -65,8 +70,10 @@ pub(crate) struct VcpuState {
     pub(crate) emulated: emulate::Data,
     /// PAE PDPTEs to load at the next window (read from guest memory).
     pub(crate) pdptes: Option<[u64; 4]>,
-    /// Interrupts, NMIs and exceptions to deliver.
+    /// Interrupts, NMIs, exceptions and SMIs to deliver.
     pub(crate) events: Events,
+    /// System-management mode.
+    pub(crate) smm: SmmState,
     /// The guest's interruptibility state (STI/MOV SS shadows, NMI blocking).
     pub(crate) interruptibility: u32,
     /// A userspace debugger's settings (`KVM_SET_GUEST_DEBUG`).
@@ -105,6 +112,11 @@ pub(crate) struct VcpuState {
 }
 
 impl VcpuState {
+    /// The guest-physical address space the vCPU sees now (SMM has its own).
+    pub(crate) fn address_space(&self) -> AddressSpace {
+        AddressSpace::of_vcpu(self.smm.active)
+    }
+
     /// The PV features the guest's MSRs and hypercalls are held to, if enforced.
     pub(crate) fn enforced_pv_features(&self) -> Option<u32> {
         self.enforce_pv_features.then_some(self.allowed.pv_features)
@@ -186,7 +198,7 @@ impl VcpuState {
         // PAE paging outside long mode: the PDPTEs are read now, as KVM does (and, like KVM,
         // left as they were if they cannot be).
         if emulate::pae_legacy(&sregs) {
-            if let Some(p) = emulate::pdptes(vm, &sregs) {
+            if let Some(p) = emulate::pdptes(vm.memory(self.address_space()), &sregs) {
                 self.pdptes = Some(p);
             }
         }
@@ -194,17 +206,31 @@ impl VcpuState {
         Ok(())
     }
 
-    /// `KVM_GET_VCPU_EVENTS`: NMIs posted by other vCPUs count as pending (KVM's process_nmi).
+    /// `KVM_GET_VCPU_EVENTS`: NMIs and SMIs posted by other vCPUs count as pending (KVM's
+    /// process_nmi and process_smi).
     pub(crate) fn user_events(&mut self) -> VcpuEvents {
         self.take_posted();
-        self.events.to_abi(self.interruptibility)
+        let mut v = self.events.to_abi(self.interruptibility);
+        let latched_init = self.apic.as_ref().is_some_and(|a| a.init_latched());
+        v.smi = [self.smm.active as u8, self.events.smi_pending as u8, self.smm.inside_nmi as u8, latched_init as u8];
+        v
     }
 
-    /// `KVM_SET_VCPU_EVENTS`; `Err` (`EINVAL`) for what KVM refuses.
+    /// `KVM_SET_VCPU_EVENTS`; `Err` (`EINVAL`) for what KVM refuses. With the SMM state, the
+    /// vCPU enters or leaves SMM as it says (its address space only: the registers are
+    /// userspace's to set) and an in-kernel APIC's latched INIT follows it.
     pub(crate) fn set_user_events(&mut self, v: &VcpuEvents) -> Result<(), ()> {
         let (events, state) = self.events.from_abi(v, self.interruptibility).ok_or(())?;
         self.events = events;
         self.interruptibility = state;
+        if v.flags & events::flags::SMM != 0 {
+            let [smm, _, inside_nmi, latched_init] = v.smi;
+            // Outside SMM there is no "SMI inside an NMI" (KVM's kvm_smm_changed clears it).
+            self.smm = SmmState { active: smm != 0, inside_nmi: smm != 0 && inside_nmi != 0 };
+            if let Some(a) = self.apic.as_ref() {
+                a.set_init_latched(latched_init != 0);
+            }
+        }
         Ok(())
     }
 
@@ -368,6 +394,7 @@ impl VcpuState {
         e.exception.is_some()
             || e.nmi_injected
             || (e.nmi_pending > 0 && events::nmi_allowed(self.interruptibility))
+            || (e.smi_pending && !self.smm.active)
             || (events::interrupt_allowed(if_flag, self.interruptibility) && (e.interrupt.is_some() || a.has_interrupt()))
     }
 
@@ -404,9 +431,14 @@ impl VcpuState {
     }
 
     /// Acts on a pending INIT and SIPI (in-kernel APIC only; KVM's `kvm_apic_accept_events`):
-    /// INIT resets the vCPU, a SIPI starts it at its vector.
+    /// INIT resets the vCPU, a SIPI starts it at its vector. In SMM, INIT waits for RSM and a
+    /// SIPI is dropped.
     pub(crate) fn accept_init_sipi(&mut self, lint0_reenabled: bool) {
         let Some(a) = self.apic.as_mut() else { return };
+        if self.smm.active {
+            a.block_init_sipi();
+            return;
+        }
         let accepted = a.accept_init_sipi(lint0_reenabled);
         if accepted.init {
             self.init_reset();

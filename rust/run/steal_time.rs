@@ -7,8 +7,8 @@
 use crate::{
     host::clock,
     kvm::vm::Vm,
-    logic::steal_time::{offset, versions},
-    run::{pvclock::{read_guest, write_guest}, state::VcpuState},
+    logic::{memslot_rules::AddressSpace, steal_time::{offset, versions}},
+    run::state::VcpuState,
 };
 
 /// Adds the time the vCPU's thread waited for a CPU since the last update to the structure,
@@ -22,22 +22,22 @@ pub(crate) fn sync(st: &mut VcpuState, vm: &Vm) {
         return;
     }
     st.steal.update = false;
-    let mut mem = vm.memory();
+    let mut mem = vm.memory(AddressSpace::Guest);
     // Not preempted now (KVM clears it at each update).
-    if write_guest(&mut mem, gpa.wrapping_add(offset::PREEMPTED), &[0]).is_err() {
+    if mem.write(gpa.wrapping_add(offset::PREEMPTED), &[0]).is_err() {
         return;
     }
     // `steal` then `version`, read together.
     let mut head = [0u8; 12];
-    if read_guest(&mem, gpa.wrapping_add(offset::STEAL), &mut head).is_err() {
+    if mem.read(gpa.wrapping_add(offset::STEAL), &mut head).is_err() {
         return;
     }
     let [s0, s1, s2, s3, s4, s5, s6, s7, v0, v1, v2, v3] = head;
     let (odd, even) = versions(u32::from_le_bytes([v0, v1, v2, v3]));
-    let _ = write_guest(&mut mem, gpa.wrapping_add(offset::VERSION), &odd.to_le_bytes());
+    let _ = mem.write(gpa.wrapping_add(offset::VERSION), &odd.to_le_bytes());
     let steal = u64::from_le_bytes([s0, s1, s2, s3, s4, s5, s6, s7]).wrapping_add(run_delay.wrapping_sub(st.steal.last_run_delay));
-    let _ = write_guest(&mut mem, gpa.wrapping_add(offset::STEAL), &steal.to_le_bytes());
+    let _ = mem.write(gpa.wrapping_add(offset::STEAL), &steal.to_le_bytes());
     st.steal.last_run_delay = run_delay;
     // Closed even if the middle failed, so that the guest never waits on an odd version.
-    let _ = write_guest(&mut mem, gpa.wrapping_add(offset::VERSION), &even.to_le_bytes());
+    let _ = mem.write(gpa.wrapping_add(offset::VERSION), &even.to_le_bytes());
 }

@@ -21,6 +21,7 @@ use crate::{
         steal_time,
         sync_regs,
         pvclock,
+        smm,
         state::{RunState, VcpuState},
         window::{window, Target},
     },
@@ -35,7 +36,7 @@ pub(crate) fn run(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> R
     let if_flag = st.regs.rflags & rflags::IF != 0;
     let (cr8, apic_base) = st.apic.as_ref().map_or((st.sregs.cr8, st.sregs.apic_base), |a| (a.cr8(), a.apic_base()));
     let ready = st.events.ready_for_interrupt(if_flag, st.interruptibility) && st.apic.as_ref().is_none_or(|a| a.accepts_extint());
-    run.post_run(ready, if_flag, cr8, apic_base);
+    run.post_run(ready, if_flag, cr8, apic_base, st.smm.active);
     if let Some(reason) = run.reason() {
         t.stats.user_exit(reason);
     }
@@ -86,6 +87,9 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
             // Asleep until something was posted or a signal came: look again.
             st.apic.as_ref().map(|a| a.mailbox().wait());
             continue;
+        }
+        if smm::smi_ready(st) {
+            smm::enter(st, vm)?;
         }
         pvclock::sync(&mut st.vcpu, vm);
         steal_time::sync(&mut st.vcpu, vm);

@@ -32,10 +32,11 @@ use crate::{
     },
 };
 
-/// Where the vCPU runs: its VM's EPT, its VPID, and who it is.
+/// Where the vCPU runs: its VM's EPTs (outside SMM and in it), its VPID, and who it is.
 pub(crate) struct Target<'a> {
     pub(crate) vmx: &'a Vmx,
     pub(crate) eptp: u64,
+    pub(crate) smm_eptp: u64,
     pub(crate) vpid: u16,
     pub(crate) running: &'a core::sync::atomic::AtomicI32,
     /// Its counters.
@@ -83,11 +84,18 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
         // none can return without putting them back.
         let RunState { vmcs, vcpu: st } = st;
         let cur = Current::load(op, vmcs)?;
+        let eptp = if st.smm.active { t.smm_eptp } else { t.eptp };
         if !st.controls_written {
-            guest_state::write_controls(&cur, t.vmx.caps(), t.eptp, t.vpid, st.allowed.instructions)?;
+            guest_state::write_controls(&cur, t.vmx.caps(), eptp, t.vpid, st.allowed.instructions)?;
+            st.vmcs_eptp = eptp;
             guest_state::write_initial_guest_state(&cur);
             st.msr_area.write_controls(&cur, t.vmx.caps().procbased.allows(guest_state::PROC_USE_MSR_BITMAPS));
             st.controls_written = true;
+        }
+        // Entering or leaving SMM changed the address space.
+        if st.vmcs_eptp != eptp {
+            cur.write(EPT_POINTER, eptp);
+            st.vmcs_eptp = eptp;
         }
         host.write_to(&cur);
         guest_state::load(&cur, t.vmx.caps(), &st.regs, &st.sregs, st.pdptes.take(), &mut st.gprs)?;
@@ -106,7 +114,7 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
         // Published before the flush: a slot change either sees this vCPU running (and kicks
         // it out) or happened before the INVEPT below.
         t.running.store(cpu as i32, core::sync::atomic::Ordering::SeqCst);
-        crate::vmx::ept::invept(op, t.vmx.caps(), t.eptp);
+        crate::vmx::ept::invept(op, t.vmx.caps(), eptp);
         let mitigations = t.vmx.mitigations();
         let mut entry_args = mitigations.window_start(cpu, t.serial);
         let host_debug = HostDebug::switch_to_guest(&drs, t.vmx.has_debugctl());
@@ -121,6 +129,7 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
             cur.write(CR4_GUEST_HOST_MASK, cr4_mask);
             st.cr4_mask = cr4_mask;
         }
+        let mut nmi_known_unmasked = st.interruptibility & events::block::NMI == 0;
         let mut v = LiveVcpu::new(&cur, st, run, cpu, &features, &host_debug, want_window);
         let next = loop {
             let st = &mut *v.st;
@@ -142,7 +151,13 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
                     break Next::Host;
                 }
             }
-            windows.arm(&cur, &mut st.events, st.apic.as_mut(), want_window, dbg.blocks_irqs());
+            // An SMI switches the whole state and the address space: outside the window.
+            if crate::run::smm::smi_ready(st) {
+                break Next::Host;
+            }
+            if windows.arm(&cur, &mut st.events, st.apic.as_mut(), want_window, dbg.blocks_irqs()) {
+                nmi_known_unmasked = false;
+            }
             // SAFETY: interrupts are off; CR2 holds the guest's value until the entry.
             unsafe { x86::write_cr2(st.sregs.cr2) };
             if !resume {
@@ -158,6 +173,15 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
                 break Next::ToUser;
             }
             resume = true;
+            // Virtual-NMI blocking comes only with the delivery of an injected NMI: while none
+            // was, the guest's NMIs are unblocked whatever the VMCS says (KVM's
+            // `nmi_known_unmasked`). Bochs 2.7 reports the blocking of an earlier entry again.
+            if nmi_known_unmasked {
+                let state = cur.read(GUEST_INTERRUPTIBILITY);
+                if state & events::block::NMI != 0 {
+                    cur.write(GUEST_INTERRUPTIBILITY, state & !events::block::NMI);
+                }
+            }
             let full_reason = cur.read(EXIT_REASON);
             let exited = x86::rdtsc();
             t.stats.exit(full_reason as u16, exited.wrapping_sub(entered));
@@ -231,12 +255,13 @@ impl Windows {
     /// The in-kernel local APIC's highest deliverable interrupt is injected when nothing else
     /// is and the guest takes it (acknowledged then, IRR to ISR, as KVM's
     /// `kvm_cpu_get_interrupt`); else the interrupt window opens for it.
-    fn arm(&mut self, cur: &Current<'_>, events: &mut Events, apic: Option<&mut LocalApic>, want_irq_window: bool, block_irqs: bool) {
+    /// Whether it injects an NMI.
+    fn arm(&mut self, cur: &Current<'_>, events: &mut Events, apic: Option<&mut LocalApic>, want_irq_window: bool, block_irqs: bool) -> bool {
         // Userspace's window only while its PIC's interrupt can be taken (LINT0 ExtINT).
         let want_irq_window = want_irq_window && apic.as_deref().is_none_or(|a| a.accepts_extint());
         let apic = apic.filter(|a| !block_irqs && a.has_interrupt());
         if self.on == 0 && !want_irq_window && apic.is_none() && *events == Events::default() {
-            return;
+            return false;
         }
         let mut want_irq_window = want_irq_window && !block_irqs;
         let if_flag = cur.read(GUEST_RFLAGS) & rflags::IF != 0 && !block_irqs;
@@ -264,5 +289,6 @@ impl Windows {
             cur.write(PROC_BASED_CONTROLS, self.base | on);
             self.on = on;
         }
+        entry.inject.is_some_and(|i| events::info::TYPE.get(i.info.into()) == u64::from(events::info::NMI))
     }
 }

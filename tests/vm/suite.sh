@@ -198,6 +198,8 @@ check "cpu state: XCR0 (XSETBV), AVX registers across exits, XSAVE/XCRS/DEBUGREG
 	one_page_per_fault sh -c 'kvm-cpu-state-check /dev/rvmx > /tmp/cs-rvmx'
 check "irq: interrupt/NMI injection, windows, shadows, reinjection, VCPU_EVENTS, CR8 on /dev/rvmx" \
 	one_page_per_fault sh -c 'kvm-irq-check /dev/rvmx > /tmp/irq-rvmx'
+check "smm: SMIs (KVM_SMI, a self-SMI IPI, one latched in SMM), SMRAM in address space 1, the save-state map, RSM on /dev/rvmx" \
+	sh -c 'kvm-smm-check /dev/rvmx > /tmp/smm-rvmx'
 fault_around() { # the same flat guest maps its memory in fewer EPT faults with fault-around
 	one_page_per_fault sh -c 'rvmx run --flat /root/flat-hello.bin --entry 0x1000 --stats > /dev/null 2> /tmp/stats-1.err'
 	[ $? = 42 ] || { cat /tmp/stats-1.err; return 1; }
@@ -358,6 +360,7 @@ check "clock: the same on the HPET clocksource on /dev/kvm" on_hpet sh -c 'kvm-c
 check "mmio: the same MMIO guests on /dev/kvm" sh -c 'kvm-mmio-check /dev/kvm > /tmp/mmio-kvm'
 check "cpu state: the same guest on /dev/kvm" sh -c 'kvm-cpu-state-check /dev/kvm > /tmp/cs-kvm'
 check "irq: the same guests on /dev/kvm" sh -c 'kvm-irq-check /dev/kvm > /tmp/irq-kvm'
+check "smm: the same guest on /dev/kvm" sh -c 'kvm-smm-check /dev/kvm > /tmp/smm-kvm'
 check "memory: the same guests on /dev/kvm" sh -c 'kvm-memory-check /dev/kvm > /tmp/mem-kvm'
 check "mm: the same guests on /dev/kvm" \
 	sh -c 'kvm-mm-check /dev/kvm > /tmp/mm-kvm && kvm-mm-check /dev/kvm large > /tmp/mml-kvm && kvm-mm-check /dev/kvm slots 1000 >> /tmp/mml-kvm'
@@ -427,6 +430,12 @@ irq_same() { grep -v '^info ' /tmp/irq-kvm > /tmp/a; grep -v '^info ' /tmp/irq-r
 check "irq: every exit, kvm_run interrupt field, event and handler count identical to KVM's" irq_same
 check "irq: deliveries onto untouched stack pages completed (IDT-vectoring reinjection): 7 interrupts, 2 NMIs, 1 #UD" \
 	grep -qx "irq counts interrupts 7 nmis 2 ud 1 cx 0x3" /tmp/irq-rvmx
+check "smm: every exit, SMM event field, kvm_run flag, SREGS in SMM, SMBASE and save-state map identical to KVM's" \
+	diff /tmp/smm-kvm /tmp/smm-rvmx
+check "smm: the handler ran three times in SMM and RSM returned each time with the RAX it wrote into the map" sh -c '
+	grep -qx "caps x86_smm 1 multi_address_space 2" /tmp/smm-rvmx &&
+	[ "$(grep -c "^in_smm smm 1 " /tmp/smm-rvmx)" = 3 ] && grep -q "io_out 0x11 0x34 .* rax 0x1234$" /tmp/smm-rvmx &&
+	grep -q "io_out 0x12 0x34 .* rax 0x1234$" /tmp/smm-rvmx && grep -q "io_out 0x13 " /tmp/smm-rvmx'
 mem_same() { grep -v '^info ' /tmp/mem-kvm > /tmp/a; grep -v '^info ' /tmp/mem-rvmx | diff /tmp/a -; }
 check "memory: dirty logs (exactly the written pages), ioeventfd signals and exits, #MC delivery and errnos identical to KVM's" mem_same
 check "memory: the dirty log names exactly the pages the guest wrote, round by round" sh -c '

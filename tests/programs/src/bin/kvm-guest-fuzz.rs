@@ -2,7 +2,8 @@
 //! register and segment state in real, protected (16/32-bit, with or without paging, PAE) and
 //! long mode (64-bit and compatibility), with random page tables pointing into RAM, read-only
 //! memory, MMIO and nowhere, random GDTs/IDTs/TSSs, random CR0/CR4/EFER, MSRs, XCR0, debug
-//! registers, guest debugging, CPUID tables, pending events, memory slots that come and go,
+//! registers, guest debugging, CPUID tables, pending events, SMIs (the RAM is SMM's address space
+//! too), memory slots that come and go,
 //! and random port and MMIO answers from userspace; half of the batches' VMs have the split
 //! irqchip, whose in-kernel local APIC then answers the guest's xAPIC page, x2APIC MSRs, CR8
 //! and HLT. Written against the KVM API, so the same binary runs on `/dev/rvmx` and `/dev/kvm`.
@@ -1077,6 +1078,9 @@ fn machine(ctx: &Ctx, seed: u64, b: u64, st: &mut Stats) -> Machine {
     }
     let dirty_log = r.pct(25);
     set_region(&vm, region(0, 0, RAM, ctx.ram, if dirty_log { KVM_MEM_LOG_DIRTY_PAGES } else { 0 }), st, "ram");
+    // The RAM again in SMM's address space (as QEMU maps it): an SMI saves the state at SMBASE
+    // (0x30000) + 0xfe00 and runs whatever RAM holds at SMBASE + 0x8000, RSM loads it back.
+    set_region(&vm, region(1 << 16, 0, RAM, ctx.ram, 0), st, "smm_ram");
     if let Err(e) = vm.set_tss_address(0xfffb_d000) {
         st.add(&format!("refused set_tss_addr errno {}", e.errno()));
     }
@@ -1132,6 +1136,13 @@ fn interrupt(vcpu: &VcpuFd, vector: u32, st: &mut Stats) {
     }
 }
 
+fn smi(vcpu: &VcpuFd, st: &mut Stats) {
+    match vcpu.smi() {
+        Ok(()) => st.add("injected smi"),
+        Err(e) => st.add(&format!("refused smi errno {}", e.errno())),
+    }
+}
+
 fn nmi(vcpu: &VcpuFd, st: &mut Stats) {
     match vcpu.nmi() {
         Ok(()) => st.add("injected nmi"),
@@ -1168,7 +1179,9 @@ fn errno_name(e: i32) -> String {
 }
 
 /// Runs guest `i`: sets its state, runs it to its end, returns how it ended.
-fn run_guest(ctx: &Ctx, m: &mut Machine, r: &mut Rng, p: &Plan, opt: &Opts, st: &mut Stats) -> String {
+/// `smis` decides when to send `KVM_SMI` (a stream of its own: the other choices stay what
+/// they were before SMM came).
+fn run_guest(ctx: &Ctx, m: &mut Machine, r: &mut Rng, smis: &mut Rng, p: &Plan, opt: &Opts, st: &mut Stats) -> String {
     slots(ctx, m, p, st);
     let vcpu = &mut m.vcpu;
     if let Some(t) = &p.cpuid {
@@ -1232,6 +1245,9 @@ fn run_guest(ctx: &Ctx, m: &mut Machine, r: &mut Rng, p: &Plan, opt: &Opts, st: 
         }
         if r.pct(2) {
             nmi(vcpu, st);
+        }
+        if smis.pct(2) {
+            smi(vcpu, st);
         }
         if r.pct(5) {
             vcpu.get_kvm_run().request_interrupt_window = 1;
@@ -1489,7 +1505,7 @@ fn main() -> ExitCode {
             println!("guest seed {seed} index {i} mode {:?} rip {:#x} rflags {:#x} cr0 {:#x} cr4 {:#x} efer {:#x} debug {} (reproduce: kvm-guest-fuzz {dev} {seed} 1 --start {i})",
                      p.mode, p.regs.rip, p.regs.rflags, p.sregs.cr0, p.sregs.cr4, p.sregs.efer, p.guest_debug.is_some());
         }
-        let end = run_guest(&ctx, mm, &mut r, &p, &opt, &mut st);
+        let end = run_guest(&ctx, mm, &mut r, &mut Rng::new(seed, 4, i), &p, &opt, &mut st);
         poisoned = end.starts_with("fail_entry");
         st.guests += 1;
         st.add(&format!("end {end}"));

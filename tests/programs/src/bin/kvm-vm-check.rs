@@ -146,9 +146,10 @@ fn main() -> ExitCode {
     for (name, r) in cases {
         println!("{name} {}", set_region(&vm, r));
     }
-    // Address space 1 is SMM's: KVM with SMM accepts it, rvmx (no SMM, no
-    // KVM_CAP_MULTI_ADDRESS_SPACE) refuses it.
-    println!("info slot_address_space_1 {}", set_region(&vm, region(1 << 16, 0x20000, 0x1000, mem, 0)));
+    // Address space 1 is SMM's (KVM_CAP_MULTI_ADDRESS_SPACE = 2): its slots may overlap those of
+    // address space 0; there is no address space 2.
+    println!("slot_address_space_1 {}", set_region(&vm, region(1 << 16, 0x20000, 0x1000, mem, 0)));
+    println!("slot_address_space_2 {}", set_region(&vm, region(2 << 16, 0x20000, 0x1000, mem, 0)));
     println!("set_tss_addr {}", show(vm.set_tss_address(0xfffb_d000)));
     println!("set_tss_addr_too_high {}", raw(vm.as_raw_fd(), 0xae47, 0xffff_f000));
     println!("set_identity_map_addr {}", show(vm.set_identity_map_address(0xfffb_c000)));
