@@ -164,9 +164,10 @@ impl LocalApic {
         }
     }
 
-    /// In SMM: a pending INIT waits, a SIPI is dropped (`kvm_apic_init_sipi_allowed`).
-    pub(crate) fn block_init_sipi(&self) {
-        self.mailbox.init_sipi(|i| i.block());
+    /// Entering or leaving SMM: in SMM an INIT waits for RSM and a SIPI is dropped
+    /// (`kvm_apic_init_sipi_allowed`); one that waited is pending again after.
+    pub(crate) fn set_smm(&self, on: bool) {
+        self.mailbox.init_sipi(|i| i.set_blocked(on));
     }
 
     /// Whether an INIT is latched (`KVM_GET_VCPU_EVENTS`' `smi.latched_init`).

@@ -302,9 +302,16 @@ pub const fn shadow_to_abi(interruptibility: u32) -> u8 {
         | if interruptibility & block::MOV_SS != 0 { shadow::MOV_SS } else { 0 }
 }
 
-/// [`shadow_to_abi`] backwards.
+/// [`shadow_to_abi`] backwards; with both bits, MOV SS wins (VM entry refuses both, and KVM's
+/// `vmx_set_interrupt_shadow` sets only it).
 pub const fn shadow_from_abi(s: u8) -> u32 {
-    (if s & shadow::STI != 0 { block::STI } else { 0 }) | if s & shadow::MOV_SS != 0 { block::MOV_SS } else { 0 }
+    if s & shadow::MOV_SS != 0 {
+        block::MOV_SS
+    } else if s & shadow::STI != 0 {
+        block::STI
+    } else {
+        0
+    }
 }
 
 impl Events {
@@ -508,6 +515,7 @@ mod tests {
         assert_eq!(no_shadow.1, block::MOV_SS | block::NMI, "shadow kept without VALID_SHADOW");
         assert_eq!(no_shadow.0.nmi_pending, 0, "pending NMIs only with VALID_NMI_PENDING");
         assert_eq!(abi.smi, [0, 1, 0, 0], "the pending SMI");
+        assert_eq!((shadow_from_abi(3), shadow_from_abi(2), shadow_from_abi(1)), (block::MOV_SS, block::STI, block::MOV_SS), "MOV SS wins");
         assert!(!Events::default().from_abi(&VcpuEvents { smi: [0; 4], ..abi }, 0).unwrap().0.smi_pending);
         assert!(e.from_abi(&VcpuEvents { flags: 0, smi: [0; 4], ..abi }, 0).unwrap().0.smi_pending, "kept without VALID_SMM");
     }

@@ -99,6 +99,8 @@ pub struct InitSipi {
     init: bool,
     sipi: bool,
     sipi_vector: u8,
+    /// In SMM: an INIT waits (latched, not pending), SIPIs are dropped.
+    blocked: bool,
 }
 
 /// What [`InitSipi::accept`] asks of the vCPU.
@@ -116,10 +118,10 @@ impl InitSipi {
         *self = Self { init: true, sipi: false, ..*self };
     }
 
-    /// A SIPI arrived with `vector`.
+    /// A SIPI arrived with `vector` (dropped in SMM).
     pub fn latch_sipi(&mut self, vector: u8) {
         self.sipi_vector = vector;
-        self.sipi = true;
+        self.sipi = !self.blocked;
     }
 
     /// A SIPI is pending with the vector last latched (`KVM_SET_MP_STATE(SIPI_RECEIVED)`).
@@ -127,10 +129,11 @@ impl InitSipi {
         self.sipi = true;
     }
 
-    /// In SMM: INIT stays latched for after RSM, a SIPI is dropped (`kvm_apic_accept_events`
-    /// while `kvm_apic_init_sipi_allowed` is false).
-    pub fn block(&mut self) {
-        self.sipi = false;
+    /// Entering SMM (`on`) or leaving it: in SMM an INIT stays latched for after RSM and a SIPI
+    /// is dropped (`kvm_apic_accept_events` while `kvm_apic_init_sipi_allowed` is false).
+    pub fn set_blocked(&mut self, on: bool) {
+        self.blocked = on;
+        self.sipi &= !on;
     }
 
     /// Whether an INIT is latched (`KVM_GET_VCPU_EVENTS`' `smi.latched_init`).
@@ -143,9 +146,10 @@ impl InitSipi {
         self.init = on;
     }
 
-    /// Either is pending (`kvm_apic_has_pending_init_or_sipi`): a blocked vCPU wakes.
+    /// Either is pending (`kvm_apic_has_pending_init_or_sipi`, an INIT only outside SMM): a
+    /// blocked vCPU wakes.
     pub const fn pending(&self) -> bool {
-        self.init || self.sipi
+        (self.init && !self.blocked) || self.sipi
     }
 
     /// Acts on what is pending (`kvm_apic_accept_events`): INIT resets the vCPU into
@@ -153,6 +157,9 @@ impl InitSipi {
     /// INIT_RECEIVED and is dropped in any other state.
     pub fn accept(&mut self, state: &mut MpState, bsp: bool) -> Accepted {
         let mut a = Accepted::default();
+        if self.blocked {
+            return a;
+        }
         if core::mem::take(&mut self.init) {
             a.init = true;
             *state = if bsp { MpState::Runnable } else { MpState::InitReceived };
@@ -235,5 +242,20 @@ mod tests {
         assert_eq!(MpState::ApResetHold.woken(), MpState::Runnable);
         assert_eq!(MpState::InitReceived.woken(), MpState::InitReceived);
         assert!(MpState::Runnable.runs() && !MpState::Halted.runs());
+    }
+
+    #[test]
+    fn smm_latches_init_and_drops_sipi() {
+        let mut i = InitSipi::default();
+        i.set_blocked(true);
+        i.latch_init();
+        i.latch_sipi(0x12);
+        assert!(!i.pending() && i.init_latched(), "a latched INIT does not wake the vCPU in SMM");
+        let mut state = MpState::Runnable;
+        assert_eq!(i.accept(&mut state, false), Accepted::default());
+        i.set_blocked(false);
+        assert!(i.pending());
+        assert_eq!(i.accept(&mut state, false), Accepted { init: true, sipi: None }, "the SIPI was dropped");
+        assert_eq!(state, MpState::InitReceived);
     }
 }

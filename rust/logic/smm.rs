@@ -7,7 +7,8 @@
 //! would. Not wired into the module yet (work in progress for issue 20's smm_test).
 
 use super::{
-    arch::{cr0, efer, rflags},
+    arch::{cr0, cr4, dr, efer, rflags},
+    vcpu_state::MAX_PHYS_BITS,
     kvm_abi::{Dtable, Regs, Segment, Sregs},
 };
 
@@ -246,9 +247,10 @@ pub fn entry_state(cpu: &CpuSnapshot, long_mode: bool) -> (Regs, Sregs, u64) {
 
 /// What RSM loads from a map (`rsm_load_state_64/32`), over `now` (the vCPU's state in SMM,
 /// which supplies what the map does not hold: CR2, CR8, APIC base, and EFER on a 32-bit
-/// CPU). `None` where KVM's RSM fails (a DR6 or DR7 with bits 63:32 set): the vCPU then shuts
-/// down. The caller still checks the result as `KVM_SET_SREGS` would (CR0/CR4/EFER against
-/// the CPUID), which covers KVM's `kvm_set_cr*` and EFER checks.
+/// CPU). `None` where KVM's RSM fails (a DR6 or DR7 with bits 63:32 set, CR4.PCIDE outside
+/// long mode, CR3 beyond the physical address width): the vCPU then shuts down. The caller
+/// still checks the result as `KVM_SET_SREGS` would (CR0/CR4/EFER against the CPUID), which
+/// covers the rest of KVM's `kvm_set_cr*` and EFER checks.
 pub fn restore(map: &[u8; SAVE_LEN], long_mode: bool, now: &CpuSnapshot) -> Option<CpuSnapshot> {
     let mut cpu = *now;
     let s = &mut cpu.sregs;
@@ -291,7 +293,20 @@ pub fn restore(map: &[u8; SAVE_LEN], long_mode: bool, now: &CpuSnapshot) -> Opti
         (s.cr0, s.cr3, s.cr4) = (get_u32(map, 0xfffc).into(), get_u32(map, 0xfff8).into(), get_u32(map, 0xff14).into());
         cpu.shadow = get::<1>(map, 0xff1a)[0];
     }
-    (cpu.dr6 >> 32 == 0 && cpu.dr7 >> 32 == 0).then_some(cpu)
+    // As KVM's kvm_set_dr: the fixed bits set, and high bits refused.
+    (cpu.dr6, cpu.dr7) = (dr::dr6(cpu.dr6)?, dr::dr7(cpu.dr7)?);
+    // What KVM's CR writes refuse beyond KVM_SET_SREGS' checks: PCIDE outside long mode, CR3
+    // beyond the physical address width in any mode.
+    let s = &cpu.sregs;
+    if (s.cr4 & cr4::PCIDE != 0 && s.efer & efer::LMA == 0) || s.cr3 >> MAX_PHYS_BITS != 0 {
+        return None;
+    }
+    // The emulator's writeback: RF cleared, EIP 32 bits outside 64-bit mode.
+    cpu.regs.rflags &= !rflags::RF;
+    if !(s.efer & efer::LMA != 0 && s.cs.l != 0) {
+        cpu.regs.rip &= 0xffff_ffff;
+    }
+    Some(cpu)
 }
 
 #[cfg(test)]
@@ -353,6 +368,20 @@ mod tests {
         assert_eq!(restore(&m2, true, &in_smm).unwrap().smbase, 0x20_0000);
         Map(&mut m2).u64(0xff60, 1 << 32);
         assert_eq!(restore(&m2, true, &in_smm), None);
+        // DR6/DR7 get their fixed bits; RF goes; PCIDE needs long mode; CR3 within 48 bits.
+        let mut m3 = m;
+        Map(&mut m3).u64(0xff68, 0);
+        Map(&mut m3).u64(0xff70, 0x1_0246);
+        let back = restore(&m3, true, &in_smm).unwrap();
+        assert_eq!((back.dr6, back.regs.rflags), (0xfffe_0ff0, 0x246));
+        Map(&mut m3).u64(0xff50, 1 << 52);
+        assert_eq!(restore(&m3, true, &in_smm), None, "CR3 beyond 48 bits");
+        let mut m4 = m;
+        Map(&mut m4).u64(0xff58, 0x11); // no paging: not long mode
+        Map(&mut m4).u64(0xff48, 0x2_0000);
+        assert_eq!(restore(&m4, true, &in_smm), None, "PCIDE outside long mode");
+        Map(&mut m4).u64(0xff48, 0);
+        assert_eq!(restore(&m4, true, &in_smm).unwrap().regs.rip, 0x1234_5678, "EIP outside 64-bit mode");
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub(crate) fn enter(st: &mut VcpuState, vm: &Vm) -> Result {
     vm.memory(AddressSpace::Smm).write(map_address(st), &smm::save(&cpu, long_mode)).map_err(|_| EIO)?;
     st.events.smi_pending = false;
     st.msrs.smi_count = st.msrs.smi_count.wrapping_add(1);
-    st.smm = SmmState { active: true, inside_nmi: st.nmi_masked() };
+    st.set_smm(SmmState { active: true, inside_nmi: st.nmi_masked() });
     let (regs, sregs, dr7) = smm::entry_state(&cpu, long_mode);
     (st.regs, st.sregs, st.debug.dr7) = (regs, sregs, dr7);
     // No shadow; NMIs blocked until RSM.
@@ -78,7 +78,7 @@ pub(crate) fn leave(st: &mut VcpuState, vm: &Vm) -> bool {
     if !st.smm.inside_nmi {
         st.interruptibility &= !block::NMI;
     }
-    st.smm = SmmState::default();
+    st.set_smm(SmmState::default());
     let Some(cpu) = smm::restore(&map, long_mode, &snapshot(st)) else { return false };
     // What KVM's CR0/CR4/EFER writes refuse; PAE paging needs its PDPTEs in RAM.
     if !vcpu_state::sregs_valid(&cpu.sregs, st.allowed.efer, st.allowed.cr4) {

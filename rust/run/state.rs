@@ -112,6 +112,15 @@ pub(crate) struct VcpuState {
 }
 
 impl VcpuState {
+    /// Enters or leaves SMM as `smm` says (registers aside): an in-kernel APIC holds INIT back
+    /// in SMM.
+    pub(crate) fn set_smm(&mut self, smm: SmmState) {
+        self.smm = smm;
+        if let Some(a) = self.apic.as_ref() {
+            a.set_smm(smm.active);
+        }
+    }
+
     /// The guest-physical address space the vCPU sees now (SMM has its own).
     pub(crate) fn address_space(&self) -> AddressSpace {
         AddressSpace::of_vcpu(self.smm.active)
@@ -226,7 +235,7 @@ impl VcpuState {
         if v.flags & events::flags::SMM != 0 {
             let [smm, _, inside_nmi, latched_init] = v.smi;
             // Outside SMM there is no "SMI inside an NMI" (KVM's kvm_smm_changed clears it).
-            self.smm = SmmState { active: smm != 0, inside_nmi: smm != 0 && inside_nmi != 0 };
+            self.set_smm(SmmState { active: smm != 0, inside_nmi: smm != 0 && inside_nmi != 0 });
             if let Some(a) = self.apic.as_ref() {
                 a.set_init_latched(latched_init != 0);
             }
@@ -435,10 +444,6 @@ impl VcpuState {
     /// SIPI is dropped.
     pub(crate) fn accept_init_sipi(&mut self, lint0_reenabled: bool) {
         let Some(a) = self.apic.as_mut() else { return };
-        if self.smm.active {
-            a.block_init_sipi();
-            return;
-        }
         let accepted = a.accept_init_sipi(lint0_reenabled);
         if accepted.init {
             self.init_reset();
@@ -453,7 +458,7 @@ impl VcpuState {
 
     /// INIT (`kvm_vcpu_reset(vcpu, true)`) but for the APIC, which resets itself: registers
     /// and segments as at RESET but CR0.CD/NW and IA32_APIC_BASE kept, events, debug
-    /// registers and kvmclock cleared; FPU, XCR0 and the other MSRs kept.
+    /// registers, kvmclock and MSR_SMI_COUNT cleared; FPU, XCR0 and the other MSRs kept.
     fn init_reset(&mut self) {
         let family = cpuid_table::find(&self.cpuid, 1, 0).map_or(0x600, |e| e.eax);
         self.regs = Regs { rdx: family.into(), ..vcpu_state::reset_regs() };
@@ -463,6 +468,7 @@ impl VcpuState {
         self.pdptes = None;
         self.debug = GuestDebug::default();
         self.kvmclock = VcpuClock::default();
+        self.msrs.smi_count = 0;
     }
 
     /// Takes a new CPUID table and what follows from it.

@@ -49,6 +49,10 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
     if st.apic.as_ref().is_some_and(|a| a.mp_state() == MpState::Uninitialized) {
         return uninitialized(st, run, lint0_reenabled);
     }
+    // Userspace can put a vCPU in SMM into INIT_RECEIVED, where nothing could wake it (KVM).
+    if st.smm.active && st.apic.as_ref().is_some_and(|a| a.mp_state() == MpState::InitReceived) {
+        return Err(EINVAL);
+    }
     sync_regs::take_in(st, run, vm)?;
     // A new KVM_RUN: the steal time is brought up to date at the first entry (KVM requests it
     // whenever the vCPU is loaded).

@@ -155,8 +155,16 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
             if crate::run::smm::smi_ready(st) {
                 break Next::Host;
             }
-            if windows.arm(&cur, &mut st.events, st.apic.as_mut(), want_window, dbg.blocks_irqs()) {
-                nmi_known_unmasked = false;
+            let injected = windows.arm(&cur, &mut st.events, st.apic.as_mut(), want_window, dbg.blocks_irqs());
+            if let Some(info) = injected {
+                if events::info::TYPE.get(info.into()) == u64::from(events::info::NMI) {
+                    nmi_known_unmasked = false;
+                }
+                // An SMI waits for the event being delivered: out right after it (KVM's
+                // immediate exit), where the window's preemption timer exists.
+                if st.events.smi_pending && !st.smm.active && guest_state::has_window_timer(t.vmx.caps()) {
+                    cur.write(PREEMPTION_TIMER_VALUE, 0);
+                }
             }
             // SAFETY: interrupts are off; CR2 holds the guest's value until the entry.
             unsafe { x86::write_cr2(st.sregs.cr2) };
@@ -255,13 +263,13 @@ impl Windows {
     /// The in-kernel local APIC's highest deliverable interrupt is injected when nothing else
     /// is and the guest takes it (acknowledged then, IRR to ISR, as KVM's
     /// `kvm_cpu_get_interrupt`); else the interrupt window opens for it.
-    /// Whether it injects an NMI.
-    fn arm(&mut self, cur: &Current<'_>, events: &mut Events, apic: Option<&mut LocalApic>, want_irq_window: bool, block_irqs: bool) -> bool {
+    /// The interruption information of the event it injects, if any.
+    fn arm(&mut self, cur: &Current<'_>, events: &mut Events, apic: Option<&mut LocalApic>, want_irq_window: bool, block_irqs: bool) -> Option<u32> {
         // Userspace's window only while its PIC's interrupt can be taken (LINT0 ExtINT).
         let want_irq_window = want_irq_window && apic.as_deref().is_none_or(|a| a.accepts_extint());
         let apic = apic.filter(|a| !block_irqs && a.has_interrupt());
         if self.on == 0 && !want_irq_window && apic.is_none() && *events == Events::default() {
-            return false;
+            return None;
         }
         let mut want_irq_window = want_irq_window && !block_irqs;
         let if_flag = cur.read(GUEST_RFLAGS) & rflags::IF != 0 && !block_irqs;
@@ -289,6 +297,6 @@ impl Windows {
             cur.write(PROC_BASED_CONTROLS, self.base | on);
             self.on = on;
         }
-        entry.inject.is_some_and(|i| events::info::TYPE.get(i.info.into()) == u64::from(events::info::NMI))
+        entry.inject.map(|i| i.info)
     }
 }

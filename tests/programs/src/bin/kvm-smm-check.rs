@@ -193,5 +193,23 @@ fn main() -> ExitCode {
         let _ = vcpu.run();
         println!("nmi_masked set {masked} after two runs {}", vcpu.get_vcpu_events().unwrap().nmi.masked);
     }
+    // An INIT latched in SMM (userspace's, through the events) waits for RSM: the handler runs
+    // to its end, then the INIT resets the vCPU (the BSP: runnable at the reset vector, where
+    // this VM has no memory).
+    println!("smi {:?}", vcpu.smi().map_err(|e| e.errno()));
+    let exit = |vcpu: &mut VcpuFd| match vcpu.run() {
+        Ok(VcpuExit::IoOut(port, _)) => format!("io_out {port:#x}"),
+        Ok(other) => format!("{other:?}").split('(').next().unwrap_or_default().to_string(),
+        Err(e) => format!("error {}", e.errno()),
+    };
+    println!("init_in_smm exit {}", exit(&mut vcpu));
+    let mut e = vcpu.get_vcpu_events().unwrap();
+    e.smi.latched_init = 1;
+    println!("latch_init {:?}", vcpu.set_vcpu_events(&e).map_err(|e| e.errno()));
+    state("init_latched", &mut vcpu);
+    println!("after_rsm_init exit {}", exit(&mut vcpu));
+    let (r, s) = (vcpu.get_regs().unwrap(), vcpu.get_sregs().unwrap());
+    println!("after_rsm_init rip {:#x} cs {:#x}/{:#x} mp_state {}", r.rip, s.cs.selector, s.cs.base, vcpu.get_mp_state().unwrap().mp_state);
+    state("after_rsm_init", &mut vcpu);
     ExitCode::SUCCESS
 }
