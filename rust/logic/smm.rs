@@ -26,6 +26,11 @@ const REVISION_32: u32 = 0x0002_0000;
 /// DR7 in SMM.
 const DR7_SMM: u64 = 0x400;
 
+/// Where the save-state map of a CPU with `smbase` is.
+pub const fn map_address(smbase: u32) -> u64 {
+    (smbase as u64).wrapping_add(SAVE_OFFSET)
+}
+
 /// `kvm_run.flags`: the vCPU is in SMM.
 pub const KVM_RUN_X86_SMM: u16 = 1 << 0;
 

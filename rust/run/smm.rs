@@ -38,11 +38,6 @@ fn snapshot(st: &VcpuState) -> CpuSnapshot {
     }
 }
 
-/// Where the save-state map is.
-fn map_address(st: &VcpuState) -> u64 {
-    u64::from(st.msrs.smbase as u32).wrapping_add(smm::SAVE_OFFSET)
-}
-
 /// Whether an SMI is taken before the next entry: one waits, the vCPU is not in SMM already,
 /// and no event is being delivered or raised (KVM's `can_inject` and `vmx_smi_allowed`).
 pub(crate) fn smi_ready(st: &VcpuState) -> bool {
@@ -55,7 +50,7 @@ pub(crate) fn smi_ready(st: &VcpuState) -> bool {
 pub(crate) fn enter(st: &mut VcpuState, vm: &Vm) -> Result {
     let long_mode = long_mode(st);
     let cpu = snapshot(st);
-    vm.memory(AddressSpace::Smm).write(map_address(st), &smm::save(&cpu, long_mode)).map_err(|_| EIO)?;
+    vm.memory(AddressSpace::Smm).write(smm::map_address(cpu.smbase), &smm::save(&cpu, long_mode)).map_err(|_| EIO)?;
     st.events.smi_pending = false;
     st.msrs.smi_count = st.msrs.smi_count.wrapping_add(1);
     st.set_smm(SmmState { active: true, inside_nmi: st.nmi_masked() });
@@ -70,16 +65,16 @@ pub(crate) fn enter(st: &mut VcpuState, vm: &Vm) -> Result {
 /// RSM in SMM: the vCPU leaves SMM with the state the save-state map holds. `false` if that
 /// state cannot be had or loaded (KVM's RSM then shuts the vCPU down).
 pub(crate) fn leave(st: &mut VcpuState, vm: &Vm) -> bool {
-    let long_mode = long_mode(st);
+    let (long_mode, now) = (long_mode(st), snapshot(st));
     let mut map = [0u8; smm::SAVE_LEN];
-    if vm.memory(AddressSpace::Smm).read(map_address(st), &mut map).is_err() {
+    if vm.memory(AddressSpace::Smm).read(smm::map_address(now.smbase), &mut map).is_err() {
         return false;
     }
     if !st.smm.inside_nmi {
         st.interruptibility &= !block::NMI;
     }
     st.set_smm(SmmState::default());
-    let Some(cpu) = smm::restore(&map, long_mode, &snapshot(st)) else { return false };
+    let Some(cpu) = smm::restore(&map, long_mode, &now) else { return false };
     // What KVM's CR0/CR4/EFER writes refuse; PAE paging needs its PDPTEs in RAM.
     if !vcpu_state::sregs_valid(&cpu.sregs, st.allowed.efer, st.allowed.cr4) {
         return false;

@@ -221,7 +221,8 @@ impl VcpuState {
         self.take_posted();
         let mut v = self.events.to_abi(self.interruptibility);
         let latched_init = self.apic.as_ref().is_some_and(|a| a.init_latched());
-        v.smi = [self.smm.active as u8, self.events.smi_pending as u8, self.smm.inside_nmi as u8, latched_init as u8];
+        let [_, pending, ..] = v.smi; // the events' own
+        v.smi = [self.smm.active as u8, pending, self.smm.inside_nmi as u8, latched_init as u8];
         v
     }
 

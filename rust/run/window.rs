@@ -16,6 +16,7 @@ use crate::{
         arch::rflags,
         events::{self, Events},
         guest_debug::{DR6_ACTIVE_LOW, DR6_BS},
+        memslot_rules::AddressSpace,
         vmcs_fields::*,
     },
     run::{
@@ -84,7 +85,10 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
         // none can return without putting them back.
         let RunState { vmcs, vcpu: st } = st;
         let cur = Current::load(op, vmcs)?;
-        let eptp = if st.smm.active { t.smm_eptp } else { t.eptp };
+        let eptp = match st.address_space() {
+            AddressSpace::Guest => t.eptp,
+            AddressSpace::Smm => t.smm_eptp,
+        };
         if !st.controls_written {
             guest_state::write_controls(&cur, t.vmx.caps(), eptp, t.vpid, st.allowed.instructions)?;
             st.vmcs_eptp = eptp;
