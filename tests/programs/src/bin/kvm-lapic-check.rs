@@ -155,6 +155,12 @@ core::arch::global_asm!(
     "cli",
     "out 0x23, al",
     "hlt",
+    // An IRET to here, a no-op on hardware: Bochs leaks virtual-NMI blocking from an NMI
+    // delivery that an EPT violation interrupted (on any vCPU of that CPU), and only an IRET
+    // ends it; so the NMI has been taken on both hypervisors before the count is read.
+    "mov rax, ss", "push rax", "lea rax, [rsp + 8]", "push rax", "pushfq",
+    "mov rax, cs", "push rax", "lea rax, [rip + 2f]", "push rax", "iretq",
+    "2:",
     "mov rax, [0x8420]", "mov [0x8428], rax",
     "out 0x24, al",
     "smp_ap_stop:",                                   // halts with IF = 0 for good
