@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! KVM's objects and their file descriptors: the system fd (`/dev/rvmx`), VMs, vCPUs,
-//! ioeventfds, and their statistics in debugfs.
+//! ioeventfds, coalesced-MMIO zones, and their statistics in debugfs.
 
+pub(crate) mod coalesced_mmio;
 pub(crate) mod fd;
 pub(crate) mod ioeventfd;
 pub(crate) mod stats;

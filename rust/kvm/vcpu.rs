@@ -50,8 +50,9 @@ pub(crate) struct Vcpu {
     stats: Arc<crate::run::counters::VcpuStats>,
     /// The thread that created it (its binary statistics' id string carries it, as KVM's).
     creator: i32,
-    /// The vCPU mmap area: `kvm_run`, the PIO data page, the (unused) coalesced-MMIO page.
-    pages: [Page; kvm_abi::VCPU_MMAP_PAGES],
+    /// The vCPU's own pages of its mmap area: `kvm_run` and the PIO data page (the third is
+    /// the VM's coalesced-MMIO ring).
+    pages: [Page; kvm_abi::KVM_COALESCED_MMIO_PAGE_OFFSET],
     #[pin]
     state: Mutex<RunState>,
 }
@@ -59,7 +60,7 @@ pub(crate) struct Vcpu {
 impl Vcpu {
     pub(crate) fn new(vm: Arc<Vm>, id: u32, stats: Arc<crate::run::counters::VcpuStats>) -> Result<Arc<Self>> {
         let page = || Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO);
-        let pages = [page()?, page()?, page()?];
+        let pages = [page()?, page()?];
         // The BSP is vCPU 0 unless userspace chose another (KVM_SET_BOOT_CPU_ID).
         let bsp = id == vm.bsp_vcpu_id();
         let sregs = vcpu_state::reset_sregs(bsp);
@@ -307,13 +308,14 @@ impl FdObject for Vcpu {
     }
 
     /// Maps the pages of the vCPU area that fall in the VMA: page 0 `kvm_run`, page 1 PIO
-    /// data, page 2 reserved. As on KVM, a VMA may be longer or start further on: nothing is
-    /// behind its other pages, and a touch there gets `SIGBUS`.
+    /// data, page 2 the VM's coalesced-MMIO ring. As on KVM, a VMA may be longer or start
+    /// further on: nothing is behind its other pages, and a touch there gets `SIGBUS`.
     fn mmap(this: ArcBorrow<'_, Self>, vma: &VmaNew) -> Result {
         // SAFETY: `vma` is a valid VMA under construction; `vm_pgoff` is plain data.
         let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff };
         let mixed = vma.set_mixedmap();
-        for (i, page) in this.pages.iter().skip(pgoff).enumerate() {
+        let area = Iterator::chain(this.pages.iter(), [this.vm.coalesced_ring()]);
+        for (i, page) in area.skip(pgoff).enumerate() {
             let Some(addr) = i.checked_mul(PAGE_SIZE).and_then(|o| vma.start().checked_add(o)) else { break };
             if addr >= vma.end() {
                 break;

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A VM: its memory slots, its ioeventfds and the ids of its vCPUs. Its fd's ioctls are
+//! A VM: its memory slots, its ioeventfds and coalesced-MMIO zones, and the ids of its vCPUs. Its fd's ioctls are
 //! vm_fd.rs.
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -23,6 +23,8 @@ use crate::{
     host::uaccess::read_user,
     mm::guest_memory::{GuestMemory, Outcome},
     kvm::ioeventfd::IoEventFds,
+    kvm::coalesced_mmio::{Ring, Zones},
+    logic::coalesced_mmio::Zone,
     logic::ioeventfd_rules::{Bus, IoEventFdArg},
     run::counters::VcpuStats,
     logic::kvm_abi::*,
@@ -63,9 +65,11 @@ pub(crate) struct Vm {
     /// takes them again before its next entry, and an RDMSR/WRMSR exit that sees it moved
     /// runs again with the new ones (shared with the vCPUs, which read it inside windows).
     settings_gen: Arc<Atomic<u64>>,
-    /// Whether any `KVM_IOEVENTFD` is registered (set under `inner`'s lock): port writes
-    /// skip the lock while none is, which is the common case.
-    has_ioeventfds: AtomicBool,
+    /// Whether any `KVM_IOEVENTFD` or coalesced-MMIO zone is registered (set under `inner`'s
+    /// lock): port and MMIO writes skip the lock while none is, which is the common case.
+    has_io_devices: AtomicBool,
+    /// The coalesced-MMIO ring page (written under `inner`'s lock).
+    coalesced_ring: Ring,
     /// Serializes slot changes and ioctls that read the slots; taken before `memory`'s MMU lock.
     #[pin]
     inner: Mutex<VmInner>,
@@ -84,6 +88,8 @@ struct VmInner {
     split_irqchip: Option<u32>,
     /// `KVM_IOEVENTFD` registrations.
     ioeventfds: IoEventFds,
+    /// `KVM_REGISTER_COALESCED_MMIO` zones.
+    coalesced: Zones,
     /// `KVM_IRQFD` assignments.
     irqfds: crate::irq::irqfd::IrqFds,
 }
@@ -155,10 +161,10 @@ impl Memory<'_> {
         Ok(())
     }
 
-    /// A guest write that `KVM_IOEVENTFD` registered: signals its eventfd and returns true;
-    /// false if none matches (the write exits to userspace).
-    pub(crate) fn ioeventfd_write(&self, bus: Bus, addr: u64, len: u32, value: u64) -> bool {
-        self.vm.ioeventfd_write(bus, addr, len, value)
+    /// A guest write of the low `len` bytes of `value` at `addr` on `bus`: true if an
+    /// in-kernel device took it ([`Vm::io_write`]), false if it exits to userspace.
+    pub(crate) fn io_write(&self, bus: Bus, addr: u64, len: u32, value: u64) -> bool {
+        self.vm.io_write(bus, addr, len, value)
     }
 }
 
@@ -179,6 +185,7 @@ impl Vm {
         let clock = crate::cpu::kvmclock::VmClock::new()?;
         let settings_gen = Arc::new(Atomic::new(0), GFP_KERNEL_ACCOUNT)?;
         let apic_bus = crate::irq::bus::ApicBus::new(memory.clone())?;
+        let coalesced_ring = Ring::new()?;
         let vm = Arc::pin_init(
             pin_init!(Vm {
                 mm,
@@ -195,8 +202,9 @@ impl Vm {
                 exit_on_emulation_failure: AtomicBool::new(false),
                 msr_filter <- new_mutex!(None),
                 settings_gen,
-                has_ioeventfds: AtomicBool::new(false),
-                inner <- new_mutex!(VmInner { vcpu_ids: KVec::new(), max_vcpu_ids: 0, bsp_vcpu_id: 0, apic_bus_cycle_ns: crate::logic::lapic::APIC_BUS_CYCLE_NS_DEFAULT, split_irqchip: None, ioeventfds: IoEventFds::default(), irqfds: Default::default() }),
+                has_io_devices: AtomicBool::new(false),
+                coalesced_ring,
+                inner <- new_mutex!(VmInner { vcpu_ids: KVec::new(), max_vcpu_ids: 0, bsp_vcpu_id: 0, apic_bus_cycle_ns: crate::logic::lapic::APIC_BUS_CYCLE_NS_DEFAULT, split_irqchip: None, ioeventfds: IoEventFds::default(), coalesced: Zones::default(), irqfds: Default::default() }),
             }),
             GFP_KERNEL_ACCOUNT,
         )?;
@@ -315,11 +323,23 @@ impl Vm {
         Memory { memory: self.space(space), vm: self }
     }
 
-    /// A guest write that `KVM_IOEVENTFD` registered (port or MMIO): signals its eventfd and
-    /// returns true; false if none matches (the write exits to userspace).
-    pub(crate) fn ioeventfd_write(&self, bus: Bus, addr: u64, len: u32, value: u64) -> bool {
+    /// A guest write (port or MMIO) of the low `len` bytes of `value` at `addr`: an
+    /// ioeventfd's registration signals its eventfd, else a coalesced-MMIO zone appends it to
+    /// the ring; true if either took it, false if it exits to userspace. (KVM offers a write to
+    /// the devices of its I/O bus in address order; only a zone and an ioeventfd at the same
+    /// place could tell the orders apart.)
+    pub(crate) fn io_write(&self, bus: Bus, addr: u64, len: u32, value: u64) -> bool {
         // Racing with a registration, the write is simply ordered before it.
-        self.has_ioeventfds.load(Ordering::Acquire) && self.inner.lock().ioeventfds.write(bus, addr, len, value)
+        if !self.has_io_devices.load(Ordering::Acquire) {
+            return false;
+        }
+        let inner = self.inner.lock();
+        inner.ioeventfds.write(bus, addr, len, value) || inner.coalesced.write(&self.coalesced_ring, bus, addr, len, value)
+    }
+
+    /// The coalesced-MMIO ring page, for the vCPU fds' mappings.
+    pub(crate) fn coalesced_ring(&self) -> &kernel::page::Page {
+        self.coalesced_ring.page()
     }
 
     /// The VM's kvmclock.
@@ -586,7 +606,20 @@ impl Vm {
     pub(crate) fn ioeventfd(&self, arg: &IoEventFdArg) -> Result {
         let mut inner = self.inner.lock();
         let r = inner.ioeventfds.ioctl(arg);
-        self.has_ioeventfds.store(!inner.ioeventfds.is_empty(), Ordering::Release);
+        self.update_io_devices(&inner);
         r
+    }
+
+    /// `KVM_REGISTER_COALESCED_MMIO` (`register`) or `KVM_UNREGISTER_COALESCED_MMIO`.
+    pub(crate) fn coalesced_mmio(&self, zone: &Zone, register: bool) -> Result {
+        let mut inner = self.inner.lock();
+        let r = if register { inner.coalesced.register(zone) } else { inner.coalesced.unregister(zone) };
+        self.update_io_devices(&inner);
+        r
+    }
+
+    fn update_io_devices(&self, inner: &VmInner) {
+        let any = !inner.ioeventfds.is_empty() || !inner.coalesced.is_empty();
+        self.has_io_devices.store(any, Ordering::Release);
     }
 }

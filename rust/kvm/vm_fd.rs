@@ -61,6 +61,10 @@ impl FdObject for Vm {
                 this.ioeventfd(&read_user(arg)?)?;
                 Ok(0)
             }
+            KVM_REGISTER_COALESCED_MMIO | KVM_UNREGISTER_COALESCED_MMIO => {
+                this.coalesced_mmio(&read_user(arg)?, cmd == KVM_REGISTER_COALESCED_MMIO)?;
+                Ok(0)
+            }
             // KVM reads the header first, then refuses without an in-kernel irqchip (QEMU
             // only asks for the capability with one).
             KVM_SET_GSI_ROUTING => {

@@ -83,6 +83,10 @@ pub const KVM_GET_DIRTY_LOG: u32 = iow::<DirtyLog>(0x42);
 pub const KVM_SET_USER_MEMORY_REGION2: u32 = iow::<UserspaceMemoryRegion2>(0x49);
 /// Registers (or removes) an eventfd that a guest write signals instead of exiting.
 pub const KVM_IOEVENTFD: u32 = iow::<super::ioeventfd_rules::IoEventFdArg>(0x79);
+/// Adds a coalesced-MMIO zone.
+pub const KVM_REGISTER_COALESCED_MMIO: u32 = iow::<super::coalesced_mmio::Zone>(0x67);
+/// Removes the coalesced-MMIO zones holding a range.
+pub const KVM_UNREGISTER_COALESCED_MMIO: u32 = iow::<super::coalesced_mmio::Zone>(0x68);
 /// Reads the VM's kvmclock (`struct kvm_clock_data`).
 pub const KVM_GET_CLOCK: u32 = ior::<super::kvmclock::ClockData>(0x7c);
 /// Sets it.
@@ -743,10 +747,7 @@ pub const KVM_PIO_PAGE_OFFSET: usize = 1;
 /// Page offset of the coalesced-MMIO ring (`KVM_COALESCED_MMIO_PAGE_OFFSET`).
 pub const KVM_COALESCED_MMIO_PAGE_OFFSET: usize = 2;
 
-/// Pages in a vCPU mmap area: `kvm_run`, the PIO data page, and the coalesced-MMIO ring page.
-///
-/// rvmx does not offer `KVM_CAP_COALESCED_MMIO` (that page stays zero), but it reports KVM's x86
-/// size so that a client's mappings have the same layout on `/dev/kvm` and `/dev/rvmx`.
+/// Pages in a vCPU mmap area: `kvm_run`, the PIO data page, and the VM's coalesced-MMIO ring.
 pub const VCPU_MMAP_PAGES: usize = KVM_COALESCED_MMIO_PAGE_OFFSET + 1;
 
 /// Size in bytes of the vCPU mmap area for `page_size`-byte pages.
@@ -813,6 +814,10 @@ pub mod cap {
     pub const IOEVENTFD_NO_LENGTH: usize = 100;
     /// Likewise, on every bus.
     pub const IOEVENTFD_ANY_LENGTH: usize = 122;
+    /// `KVM_REGISTER_COALESCED_MMIO` (answered with the ring's page offset).
+    pub const COALESCED_MMIO: usize = 15;
+    /// Coalesced zones of ports too.
+    pub const COALESCED_PIO: usize = 162;
     /// `KVM_SET_USER_MEMORY_REGION2`.
     pub const USER_MEMORY2: usize = 231;
     /// `KVM_SET_BOOT_CPU_ID`.
@@ -920,6 +925,8 @@ pub const CAPABILITIES: &[(usize, isize)] = &[
     (cap::IOEVENTFD, 1),
     (cap::IOEVENTFD_NO_LENGTH, 1),
     (cap::IOEVENTFD_ANY_LENGTH, 1),
+    (cap::COALESCED_MMIO, KVM_COALESCED_MMIO_PAGE_OFFSET as isize),
+    (cap::COALESCED_PIO, 1),
     (cap::USER_MEMORY2, 1),
     (cap::VCPU_ATTRIBUTES, 1),
     (cap::MSR_PLATFORM_INFO, 1),
@@ -1006,6 +1013,8 @@ mod tests {
         assert_eq!(KVM_SET_IDENTITY_MAP_ADDR, 0x4008_ae48);
         assert_eq!(KVM_SET_GSI_ROUTING, 0x4008_ae6a);
         assert_eq!(KVM_IOEVENTFD, 0x4040_ae79);
+        assert_eq!(KVM_REGISTER_COALESCED_MMIO, 0x4010_ae67);
+        assert_eq!(KVM_UNREGISTER_COALESCED_MMIO, 0x4010_ae68);
         assert_eq!(KVM_GET_DIRTY_LOG, 0x4010_ae42);
         assert_eq!(KVM_SET_USER_MEMORY_REGION2, 0x40a0_ae49);
         assert_eq!(size_of::<UserspaceMemoryRegion2>(), size_of::<kvm_bindings::kvm_userspace_memory_region2>());
@@ -1113,6 +1122,8 @@ mod tests {
         use kvm_bindings as kb;
         let pairs = [
             (cap::USER_MEMORY, kb::KVM_CAP_USER_MEMORY),
+            (cap::COALESCED_MMIO, kb::KVM_CAP_COALESCED_MMIO),
+            (cap::COALESCED_PIO, kb::KVM_CAP_COALESCED_PIO),
             (cap::SET_TSS_ADDR, kb::KVM_CAP_SET_TSS_ADDR),
             (cap::NR_VCPUS, kb::KVM_CAP_NR_VCPUS),
             (cap::NR_MEMSLOTS, kb::KVM_CAP_NR_MEMSLOTS),

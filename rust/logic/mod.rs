@@ -15,6 +15,7 @@ pub mod cpuid_table;
 pub mod msr_rules;
 pub mod mce;
 pub mod ioeventfd_rules;
+pub mod coalesced_mmio;
 pub mod vmx_caps;
 pub mod vmx_controls;
 pub mod insn;

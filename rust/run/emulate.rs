@@ -421,8 +421,8 @@ impl<'a> Guest<'a> {
     }
 
     /// Writes the RAM parts from `data` (each page logged dirty) and offers the MMIO parts to
-    /// the ioeventfds, 8 bytes at a time as KVM's `vcpu_mmio_write`; what they do not take is
-    /// left for userspace.
+    /// the ioeventfds and coalesced zones, 8 bytes at a time as KVM's `vcpu_mmio_write`; what
+    /// they do not take is left for userspace.
     fn write_parts(&mut self, parts: &Parts, data: &Data) -> Result<Fragments, Failure> {
         let mut frags = Fragments::default();
         for p in parts.iter() {
@@ -441,7 +441,7 @@ impl<'a> Guest<'a> {
                 let mut v = [0u8; 8];
                 v.get_mut(..chunk.len()).ok_or(Failure::Unsupported)?.copy_from_slice(chunk);
                 let gpa = p.gpa.wrapping_add(taken as u64);
-                if !self.mem.ioeventfd_write(Bus::Mmio, gpa, chunk.len() as u32, u64::from_le_bytes(v)) {
+                if !self.mem.io_write(Bus::Mmio, gpa, chunk.len() as u32, u64::from_le_bytes(v)) {
                     break;
                 }
                 taken = taken.saturating_add(chunk.len());
@@ -675,11 +675,11 @@ fn string_io_access(g: &mut Guest<'_>, regs: &mut Regs, io: Io, len: u8, run: &K
     }
 }
 
-/// OUTS of the element in `data`, to an ioeventfd or to userspace, which only takes the data:
+/// OUTS of the element in `data`, to an ioeventfd, a coalesced zone or userspace, which only takes the data:
 /// the instruction moves on first.
 fn outs(mem: &Memory<'_>, regs: &mut Regs, run: &KvmRun, s: StringIo, data: &Data) -> Outcome {
     let value = data.value(s.size);
-    let signalled = mem.ioeventfd_write(Bus::Pio, s.port.into(), s.size.into(), value);
+    let signalled = mem.io_write(Bus::Pio, s.port.into(), s.size.into(), value);
     if !signalled {
         run.write_pio_data(first(&value.to_le_bytes(), s.size.into()));
         run.io(false, s.size, s.port, 1);

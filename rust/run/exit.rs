@@ -63,8 +63,8 @@ pub(crate) enum Deferred {
     PaePaging { cr0: u64, cr4: u64, len: u8 },
     /// An IN of `size` bytes from `port`, `len` bytes long: to userspace.
     PortIn { port: u16, size: u8, len: u8 },
-    /// An OUT of `size` bytes of `value` to `port`, `len` bytes long: an ioeventfd may take
-    /// it, else it goes to userspace.
+    /// An OUT of `size` bytes of `value` to `port`, `len` bytes long: an ioeventfd or a
+    /// coalesced zone may take it, else it goes to userspace.
     PortOut { port: u16, size: u8, value: u64, len: u8 },
     /// #UD at the guest's RIP: RSM in SMM returns, VMMCALL is patched, anything else gets its
     /// #UD.
@@ -752,8 +752,9 @@ pub(crate) fn finish(d: Deferred, st: &mut VcpuState, run: &KvmRun, vm: &Vm, sta
         }
         Deferred::PortOut { port, size, value, len } => {
             let rip = st.linear_rip();
-            if vm.ioeventfd_write(Bus::Pio, port as u64, size as u32, value) {
-                // An ioeventfd took it: the OUT completes here, as userspace would have.
+            if vm.io_write(Bus::Pio, port as u64, size as u32, value) {
+                // An ioeventfd or a coalesced zone took it: the OUT completes here, as userspace
+                // would have.
                 st.pending = Some(Pending::PortOut { len, rip });
                 return complete::complete(st, run, vm);
             }

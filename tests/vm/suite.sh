@@ -189,6 +189,8 @@ check "lapic: the in-kernel local APIC's registers (split irqchip) on /dev/rvmx 
 	with_split_irqchip sh -c 'kvm-lapic-check /dev/rvmx > /tmp/lapic-rvmx'
 check "mmio: MMIO, read-only slots and string I/O guests run on /dev/rvmx" \
 	sh -c 'kvm-mmio-check /dev/rvmx > /tmp/mmio-rvmx'
+check "coalesced: zones of MMIO and ports fill the ring page on /dev/rvmx" \
+	sh -c 'kvm-coalesced-check /dev/rvmx > /tmp/coal-rvmx'
 # Two checks compare with KVM what depends on how many EPT faults a guest takes: IDT-vectoring
 # reinjection (deliveries onto stack pages EPT does not map yet) and a debugger's single steps
 # (a step that faults is reported again, by KVM too). They run with one page mapped per EPT
@@ -358,6 +360,7 @@ check "clock: the same client on /dev/kvm" sh -c 'kvm-clock-check /dev/kvm > /tm
 check "lapic: the same client on /dev/kvm" sh -c 'kvm-lapic-check /dev/kvm > /tmp/lapic-kvm'
 check "clock: the same on the HPET clocksource on /dev/kvm" on_hpet sh -c 'kvm-clock-check /dev/kvm > /tmp/clockh-kvm'
 check "mmio: the same MMIO guests on /dev/kvm" sh -c 'kvm-mmio-check /dev/kvm > /tmp/mmio-kvm'
+check "coalesced: the same zones on /dev/kvm" sh -c 'kvm-coalesced-check /dev/kvm > /tmp/coal-kvm'
 check "cpu state: the same guest on /dev/kvm" sh -c 'kvm-cpu-state-check /dev/kvm > /tmp/cs-kvm'
 check "irq: the same guests on /dev/kvm" sh -c 'kvm-irq-check /dev/kvm > /tmp/irq-kvm'
 check "smm: the same guest on /dev/kvm" sh -c 'kvm-smm-check /dev/kvm > /tmp/smm-kvm'
@@ -424,6 +427,13 @@ check "lapic: enabling the split irqchip, KVM_GET/SET_LAPIC, APIC_BASE and TPR i
 	diff /tmp/lapic-kvm /tmp/lapic-rvmx
 mmio_same() { grep -v '^info ' /tmp/mmio-kvm > /tmp/a; grep -v '^info ' /tmp/mmio-rvmx | diff /tmp/a -; }
 check "mmio: every MMIO and string I/O exit, register and RAM byte identical to KVM's" mmio_same
+check "coalesced: every exit, ring entry and index, errno and the zone limit identical to KVM's" \
+	diff /tmp/coal-kvm /tmp/coal-rvmx
+check "coalesced: the guest's writes reached the ring (MMIO, OUT, each element of REP OUTSB) and a full ring exited" sh -c '
+	grep -qx "cap coalesced_mmio 2 coalesced_pio 1" /tmp/coal-rvmx &&
+	grep -q "^zones ring \\[[0-9]*\\] addr 0x20004 len 4 pio 0 data \\[77, 66, 55, 44, 00, 00, 00, 00\\]" /tmp/coal-rvmx &&
+	[ "$(grep -c "^zones ring .* addr 0x70 len 1 pio 1 data \\[7[89a]," /tmp/coal-rvmx)" = 3 ] &&
+	grep -qx "full ring first 5 last 4" /tmp/coal-rvmx'
 cs_same() { grep -v '^info ' /tmp/cs-kvm > /tmp/a; grep -v '^info ' /tmp/cs-rvmx | diff /tmp/a -; }
 check "cpu state: XCR0, AVX state, guest #GP/#DB, debug registers and their errnos identical to KVM's" cs_same
 irq_same() { grep -v '^info ' /tmp/irq-kvm > /tmp/a; grep -v '^info ' /tmp/irq-rvmx | diff /tmp/a -; }

@@ -3,7 +3,8 @@
 //! long mode (64-bit and compatibility), with random page tables pointing into RAM, read-only
 //! memory, MMIO and nowhere, random GDTs/IDTs/TSSs, random CR0/CR4/EFER, MSRs, XCR0, debug
 //! registers, guest debugging, CPUID tables, pending events, SMIs (the RAM is SMM's address space
-//! too), memory slots that come and go,
+//! too), memory slots that come and go, coalesced zones over every port and MMIO address in
+//! half of the batches (with the ring's indices drained or spoiled before each guest),
 //! and random port and MMIO answers from userspace; half of the batches' VMs have the split
 //! irqchip, whose in-kernel local APIC then answers the guest's xAPIC page, x2APIC MSRs, CR8
 //! and HLT. Written against the KVM API, so the same binary runs on `/dev/rvmx` and `/dev/kvm`.
@@ -1076,6 +1077,16 @@ fn machine(ctx: &Ctx, seed: u64, b: u64, st: &mut Stats) -> Machine {
             st.add(&format!("refused split_irqchip errno {}", e.errno()));
         }
     }
+    // Coalesced zones over every port and the MMIO below 4 GiB, also from a stream of their own.
+    if Rng::new(seed, 5, b).pct(50) {
+        for (addr, size, pio) in [(0u64, 0x1_0000u32, 1u32), (0, u32::MAX, 0)] {
+            let z = kvm_bindings::kvm_coalesced_mmio_zone { addr, size, __bindgen_anon_1: kvm_bindings::kvm_coalesced_mmio_zone__bindgen_ty_1 { pio } };
+            // SAFETY: KVM_REGISTER_COALESCED_MMIO reads one zone.
+            if unsafe { libc::ioctl(vm.as_raw_fd(), 0x4010_ae67, &z) } < 0 {
+                st.add(&format!("refused coalesced_zone errno {}", std::io::Error::last_os_error().raw_os_error().unwrap_or(0)));
+            }
+        }
+    }
     let dirty_log = r.pct(25);
     set_region(&vm, region(0, 0, RAM, ctx.ram, if dirty_log { KVM_MEM_LOG_DIRTY_PAGES } else { 0 }), st, "ram");
     // The RAM again in SMM's address space (as QEMU maps it): an SMI saves the state at SMBASE
@@ -1504,6 +1515,21 @@ fn main() -> ExitCode {
         if opt.verbose {
             println!("guest seed {seed} index {i} mode {:?} rip {:#x} rflags {:#x} cr0 {:#x} cr4 {:#x} efer {:#x} debug {} (reproduce: kvm-guest-fuzz {dev} {seed} 1 --start {i})",
                      p.mode, p.regs.rip, p.regs.rflags, p.sregs.cr0, p.sregs.cr4, p.sregs.efer, p.guest_debug.is_some());
+        }
+        // The coalesced ring's indices as a VMM that drained it leaves them, or spoiled.
+        let mut ri = Rng::new(seed, 6, i);
+        let (first, last) = if ri.pct(90) {
+            let f = ri.below(170) as u32;
+            (f, f)
+        } else {
+            let (f, x) = (ri.next() as u32, ri.next() as u32);
+            (f, ri.pick(&[169, 170, 171, x]))
+        };
+        let ring = (mm.vcpu.get_kvm_run() as *mut kvm_run).cast::<u8>();
+        // SAFETY: the vCPU's mapping is 3 pages (KVM_GET_VCPU_MMAP_SIZE); the ring is the third.
+        unsafe {
+            ring.add(2 * 4096).cast::<u32>().write_volatile(first);
+            ring.add(2 * 4096 + 4).cast::<u32>().write_volatile(last);
         }
         let end = run_guest(&ctx, mm, &mut r, &mut Rng::new(seed, 4, i), &p, &opt, &mut st);
         poisoned = end.starts_with("fail_entry");

@@ -23,7 +23,7 @@
 //!   memory regions (random slot, flags, GPA, size and host address, overlapping, huge,
 //!   unaligned, aliased, pointing at the kvm_run mapping), CPUID tables and MSR lists with
 //!   random counts, dirty logs with random bitmap pointers, ioeventfds with random fds and
-//!   lengths, regs/sregs/fpu/xsave/xcrs/debugregs/events/mp_state/guest debug;
+//!   lengths, coalesced-MMIO zones over the guests' writes or anywhere, regs/sregs/fpu/xsave/xcrs/debugregs/events/mp_state/guest debug;
 //! - VMs with the split irqchip (an in-kernel local APIC per vCPU) half of the time, and
 //!   KVM_ENABLE_CAP mostly with capabilities that exist, so the APIC's ioctls, MSI routes,
 //!   irqfds and HLT in the kernel get random calls too;
@@ -113,6 +113,8 @@ const KVM_SET_GSI_ROUTING: u64 = iow(0x6a, 8);
 const KVM_IRQFD: u64 = iow(0x76, size_of::<kb::kvm_irqfd>());
 const KVM_CREATE_PIT2: u64 = iow(0x77, size_of::<kb::kvm_pit_config>());
 const KVM_IOEVENTFD: u64 = iow(0x79, size_of::<kb::kvm_ioeventfd>());
+const KVM_REGISTER_COALESCED_MMIO: u64 = iow(0x67, size_of::<kb::kvm_coalesced_mmio_zone>());
+const KVM_UNREGISTER_COALESCED_MMIO: u64 = iow(0x68, size_of::<kb::kvm_coalesced_mmio_zone>());
 const KVM_SET_CLOCK: u64 = iow(0x7b, size_of::<kb::kvm_clock_data>());
 const KVM_GET_CLOCK: u64 = ior(0x7c, size_of::<kb::kvm_clock_data>());
 const KVM_CLEAR_DIRTY_LOG: u64 = iowr(0xc0, size_of::<kb::kvm_clear_dirty_log>());
@@ -190,6 +192,8 @@ const IOCTLS: &[(&str, u64, Kind)] = &[
     ("KVM_IRQFD", KVM_IRQFD, Kind::Vm),
     ("KVM_CREATE_PIT2", KVM_CREATE_PIT2, Kind::Vm),
     ("KVM_IOEVENTFD", KVM_IOEVENTFD, Kind::Vm),
+    ("KVM_REGISTER_COALESCED_MMIO", KVM_REGISTER_COALESCED_MMIO, Kind::Vm),
+    ("KVM_UNREGISTER_COALESCED_MMIO", KVM_UNREGISTER_COALESCED_MMIO, Kind::Vm),
     ("KVM_SET_CLOCK", KVM_SET_CLOCK, Kind::Vm),
     ("KVM_GET_CLOCK", KVM_GET_CLOCK, Kind::Vm),
     ("KVM_CLEAR_DIRTY_LOG", KVM_CLEAR_DIRTY_LOG, Kind::Vm),
@@ -765,6 +769,19 @@ impl Batch<'_> {
                 if r.pct(10) {
                     r.fill(&mut b[28..]);
                 }
+            }
+            // Zones over the tiny guests' port and MMIO writes (port 0x10, GPA 0x20000) or
+            // anywhere, of any size and bus.
+            KVM_REGISTER_COALESCED_MMIO | KVM_UNREGISTER_COALESCED_MMIO => {
+                put64(&mut b, 0, match r.below(4) {
+                    0 => 0x10 - r.below(4),
+                    1 => 0x20000 - r.below(4),
+                    2 => r.below(0x10000),
+                    _ => value(r),
+                });
+                let x = r.next() as u32;
+                put32(&mut b, 8, r.pick(&[0, 1, 2, 4, 8, 0x1000, u32::MAX, x]));
+                put32(&mut b, 12, r.pick(&[0, 1, 1, 0, 2, x]));
             }
             KVM_GET_SUPPORTED_CPUID | KVM_GET_EMULATED_CPUID | KVM_GET_CPUID2 | KVM_SET_CPUID2 => {
                 let nent = match r.below(8) {
