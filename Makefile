@@ -45,7 +45,7 @@ tool:
 test-programs:
 	cd tests/programs && $(STATIC_CARGO)
 	@mkdir -p build/bin && cp $(STATIC_OUT)/kvm-abi-check $(STATIC_OUT)/kvm-vm-check $(STATIC_OUT)/kvm-run-check \
-		$(STATIC_OUT)/kvm-stress-check $(STATIC_OUT)/kvm-mmio-check $(STATIC_OUT)/kvm-coalesced-check $(STATIC_OUT)/kvm-cpu-state-check \
+		$(STATIC_OUT)/kvm-stress-check $(STATIC_OUT)/kvm-mmio-check $(STATIC_OUT)/kvm-coalesced-check $(STATIC_OUT)/kvm-irqchip-check $(STATIC_OUT)/kvm-cpu-state-check \
 		$(STATIC_OUT)/kvm-irq-check $(STATIC_OUT)/kvm-smm-check $(STATIC_OUT)/kvm-memory-check \
 		$(STATIC_OUT)/kvm-smp-check $(STATIC_OUT)/kvm-bench $(STATIC_OUT)/kvm-hostile-check \
 		$(STATIC_OUT)/kvm-guest-fuzz $(STATIC_OUT)/kvm-mm-check $(STATIC_OUT)/kvm-ioctl-fuzz \

@@ -51,7 +51,7 @@ module! {
         },
         split_irqchip: bool {
             default: false,
-            description: "Report KVM_CAP_IRQCHIP, which QEMU asks for before it uses kernel-irqchip=split (the split irqchip itself is always there). Off by default: with it QEMU's default kernel-irqchip=on fails, since KVM_CREATE_IRQCHIP is not there yet (ENOTTY, as on a KVM built without its IOAPIC)",
+            description: "Report KVM_CAP_IRQCHIP, which QEMU asks for before it uses kernel-irqchip=split (the split irqchip and KVM_CREATE_IRQCHIP's PIC and IOAPIC are always there). Off by default: with it QEMU's default kernel-irqchip=on uses the full in-kernel irqchip (PIC, IOAPIC, PIT), which has not been tested with QEMU yet",
         },
         dump_invalid_vmcs: bool {
             default: false,

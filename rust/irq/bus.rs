@@ -3,19 +3,31 @@
 //! A VM's local APICs as senders see them: each vCPU's [`Mailbox`], in creation order. An IPI
 //! or MSI is matched against the addresses they publish (`logic/apic_bus.rs`), posted to each
 //! destination, and a destination that is in the guest is kicked out so it takes the post
-//! before it enters again.
+//! before it enters again. The bus also holds the VM's GSI routes and, once
+//! `KVM_CREATE_IRQCHIP` made them, the in-kernel PIC and IOAPIC the routes lead to.
 
 use core::sync::atomic::{AtomicU8, Ordering};
-use kernel::{new_spinlock_irq, prelude::*, sync::{Arc, SpinLockIrq}};
+use kernel::{new_spinlock_irq, prelude::*, sync::{Arc, SetOnce, SpinLockIrq}};
 
-use super::{mailbox::Mailbox, routing::GsiRoutes};
+use super::{irqchip::Irqchip, mailbox::Mailbox, pit::Ticks, routing::GsiRoutes};
 use crate::{
     host::sched::kick_cpu,
-    logic::{apic_bus, kvm_abi::MAX_VCPUS, lapic::{Irq, Request}, x2apic_api::X2apicApi},
+    logic::{
+        apic_bus,
+        ioapic::Delivered,
+        irq_routing::Target,
+        kvm_abi::MAX_VCPUS,
+        lapic::{Irq, Request},
+        x2apic_api::X2apicApi,
+    },
     mm::guest_memory::GuestMemory,
 };
 
 const _: () = assert!(MAX_VCPUS <= apic_bus::MAX_APICS);
+
+/// The interrupt source of `KVM_IRQ_LINE` and irqfds (KVM's `KVM_USERSPACE_IRQ_SOURCE_ID`):
+/// a chip pin's line is the OR of its sources.
+pub(crate) const USERSPACE_SOURCE: u32 = 0;
 
 #[pin_data]
 pub(crate) struct ApicBus {
@@ -30,6 +42,11 @@ pub(crate) struct ApicBus {
     pub(crate) routes: GsiRoutes,
     /// `KVM_CAP_X2APIC_API`'s settings ([`X2apicApi::to_bits`]).
     api: AtomicU8,
+    /// The PIC pair and IOAPIC, once `KVM_CREATE_IRQCHIP` made them.
+    irqchip: SetOnce<Arc<Irqchip>>,
+    /// The in-kernel PIT's reinjection state, once `KVM_CREATE_PIT2` made it: GSI 0's EOIs
+    /// and unmasking reach it.
+    pit_ticks: SetOnce<Arc<Ticks>>,
 }
 
 impl ApicBus {
@@ -40,6 +57,8 @@ impl ApicBus {
                 members <- new_spinlock_irq!([const { None }; MAX_VCPUS]),
                 routes <- GsiRoutes::new(),
                 api: AtomicU8::new(X2apicApi::default().to_bits()),
+                irqchip: SetOnce::new(),
+                pit_ticks: SetOnce::new(),
             }),
             GFP_KERNEL_ACCOUNT,
         )
@@ -57,12 +76,79 @@ impl ApicBus {
 
     /// `KVM_SET_GSI_ROUTING` at `arg`, checked as the VM's settings say.
     pub(crate) fn set_routes(&self, arg: usize) -> Result {
-        self.routes.set(arg, self.api().x2apic_format)
+        self.routes.set(arg, self.api().x2apic_format, self.irqchip().is_some())
     }
 
-    /// The MSI that `gsi` is routed to, if any.
-    pub(crate) fn route(&self, gsi: u32) -> Option<Irq> {
-        self.routes.lookup(gsi, self.api())
+    /// The in-kernel PIC pair and IOAPIC, if the VM has them.
+    pub(crate) fn irqchip(&self) -> Option<&Irqchip> {
+        self.irqchip.as_ref().map(|c| &**c)
+    }
+
+    /// `KVM_CREATE_IRQCHIP` (the caller checked it may): the chips and their default routes.
+    pub(crate) fn create_irqchip(&self) -> Result {
+        self.routes.set_default()?;
+        if !self.irqchip.populate(Irqchip::new()?) {
+            return Err(EEXIST);
+        }
+        Ok(())
+    }
+
+    /// The PIT's reinjection state (set once, by `KVM_CREATE_PIT2`).
+    pub(crate) fn set_pit_ticks(&self, ticks: Arc<Ticks>) {
+        let _ = self.pit_ticks.populate(ticks);
+    }
+
+    /// A chip's pin was acknowledged (its interrupt's EOI, KVM's ack notifiers; no chip lock
+    /// held): a PIT tick waiting for GSI 0's ack is sent.
+    pub(crate) fn pin_acked(&self, pin: Target) {
+        if let Some(t) = self.pit_ticks.as_ref() {
+            if self.routes.gsi_of(pin) == Some(0) && t.acked() {
+                super::pit::pulse(self);
+            }
+        }
+    }
+
+    /// The IOAPIC pins whose GSI has an ack notifier: those routed from GSI 0 while the PIT
+    /// reinjects (KVM's `kvm_irq_has_notifier`; there are no irqfd resamplers yet).
+    pub(crate) fn notified_ioapic_pins(&self) -> u32 {
+        if !self.pit_ticks.as_ref().is_some_and(|t| t.reinjecting()) {
+            return 0;
+        }
+        (0..crate::logic::ioapic::PINS as u32)
+            .filter(|p| self.routes.gsi_of(Target::Ioapic(*p)) == Some(0))
+            .fold(0, |m, p| m | 1 << p)
+    }
+
+    /// A guest unmasked a chip's pin (KVM's mask notifiers; no chip lock held): the PIT
+    /// forgets the ticks GSI 0 missed.
+    pub(crate) fn pin_unmasked(&self, pin: Target) {
+        if let Some(t) = self.pit_ticks.as_ref() {
+            if self.routes.gsi_of(pin) == Some(0) {
+                t.reset();
+            }
+        }
+    }
+
+    /// Sets `gsi`'s line to `level` for interrupt source `source` on every route of the GSI
+    /// (KVM's `kvm_set_irq`): an MSI is sent when raised, a chip pin follows the level.
+    /// KVM's status: deliveries summed, 0 coalesced, -1 if nothing took it.
+    pub(crate) fn set_gsi(&self, gsi: u32, source: u32, level: bool, line_status: bool) -> i32 {
+        let mut ret = -1;
+        for target in self.routes.targets(gsi).into_iter().flatten() {
+            let r = match target {
+                Target::Msi { address_lo, address_hi, data } => {
+                    match Irq::from_msi(address_lo, address_hi, data, self.api().x2apic_format).filter(|_| level) {
+                        Some(irq) => self.deliver(&irq, None),
+                        None => -1,
+                    }
+                }
+                pin => self.irqchip().map_or(-1, |c| c.set_pin(self, pin, source, level, line_status)),
+            };
+            if r >= 0 {
+                ret = r.saturating_add(ret.max(0));
+            }
+        }
+        ret
     }
 
     /// Adds a vCPU's mailbox; its index (`ENOSPC` if every place is taken, which vCPU
@@ -85,6 +171,11 @@ impl ApicBus {
     /// KVM's `kvm_irq_delivery_to_apic` count: how many took it (a fixed interrupt counts
     /// where the APIC was enabled when it was posted), or [`apic_bus::undelivered`].
     pub(crate) fn deliver(&self, irq: &Irq, sender: Option<usize>) -> i32 {
+        self.deliver_to(irq, sender).count
+    }
+
+    /// [`ApicBus::deliver`], with the members posted to.
+    pub(crate) fn deliver_to(&self, irq: &Irq, sender: Option<usize>) -> Delivered {
         let members = self.members.lock();
         let addresses = members.each_ref().map(|m| m.as_ref().map(|m| m.address()));
         let targets = apic_bus::destinations(irq, sender, &addresses, self.api().broadcast_quirk_disabled);
@@ -117,9 +208,26 @@ impl ApicBus {
             self.kick(m);
         }
         if targets == 0 {
-            return apic_bus::undelivered(irq);
+            // With no vCPU at all KVM has no APIC map: its slow path answers -1.
+            let count = if members.iter().all(|m| m.is_none()) { -1 } else { apic_bus::undelivered(irq) };
+            return Delivered { count, targets: 0 };
         }
-        i32::try_from(accepted).unwrap_or(i32::MAX)
+        Delivered { count: i32::try_from(accepted).unwrap_or(i32::MAX), targets: u32::try_from(targets).unwrap_or(u32::MAX) }
+    }
+
+    /// The PIC's output rose: wakes the first vCPU whose LINT0 takes ExtINT (KVM's
+    /// `pic_unlock`); it asks the PIC for the vector when it can take an interrupt.
+    pub(crate) fn kick_extint(&self) {
+        let members = self.members.lock();
+        if let Some(m) = members.iter().flatten().find(|m| m.address().extint) {
+            m.post(|_, _| {});
+            self.kick(m);
+        }
+    }
+
+    /// Whether some vCPU's LINT0 takes ExtINT (KVM's check in `kvm_pic_reset`).
+    pub(crate) fn any_takes_extint(&self) -> bool {
+        self.members.lock().iter().flatten().any(|m| m.address().extint)
     }
 
     /// Makes the vCPU of `m` take its post: out of the guest if it is in it (a vCPU asleep

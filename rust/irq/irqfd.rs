@@ -1,14 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! `KVM_IRQFD` (split irqchip): an eventfd that injects a GSI when signalled, so a device
+//! `KVM_IRQFD` (in-kernel irqchip): an eventfd that injects a GSI when signalled, so a device
 //! model's interrupt reaches the guest without a trip through the VMM's vCPU thread. Each
-//! signal sends the GSI's MSI route; a GSI without a route injects nothing (as KVM). The
-//! eventfd side is C (`irq/irqfd.c`); resampling (level-triggered lines) needs an in-kernel
-//! IOAPIC, so it is refused as KVM refuses it in split mode.
+//! signal pulses the GSI (KVM's `irqfd_inject`): its MSI route is sent, its PIC and IOAPIC
+//! pins see an edge; a GSI without a route injects nothing (as KVM). The eventfd side is C
+//! (`irq/irqfd.c`). Resampling (level-triggered lines) is refused as KVM refuses it in split
+//! mode; with the full irqchip KVM has it, rvmx not yet.
 
 use kernel::{error::from_err_ptr, ffi::c_void, prelude::*, sync::Arc};
 
-use super::bus::ApicBus;
+use super::bus::{ApicBus, USERSPACE_SOURCE};
 use crate::{host::helpers, logic::kvm_abi::{IrqFdArg, IRQFD_FLAG_DEASSIGN, IRQFD_FLAG_RESAMPLE}};
 
 /// One assignment; dropping it stops listening.
@@ -48,8 +49,9 @@ pub(crate) struct IrqFds {
 }
 
 impl IrqFds {
-    /// `KVM_IRQFD`, checked as KVM's `kvm_irqfd`: `split`, the VM has the split irqchip.
-    pub(crate) fn ioctl(&mut self, arg: &IrqFdArg, split: bool, bus: &Arc<ApicBus>) -> Result {
+    /// `KVM_IRQFD`, checked as KVM's `kvm_irqfd`: `in_kernel`, the VM has an in-kernel
+    /// irqchip (split or full).
+    pub(crate) fn ioctl(&mut self, arg: &IrqFdArg, in_kernel: bool, bus: &Arc<ApicBus>) -> Result {
         // Entries whose eventfd was closed are freed here (KVM frees them on the hang-up), so
         // assigning and closing eventfds in a loop keeps at most one of them.
         self.list.retain(|e| !e.hung_up());
@@ -60,8 +62,9 @@ impl IrqFds {
         if arg.flags & IRQFD_FLAG_DEASSIGN != 0 {
             return self.deassign(fd, arg.gsi);
         }
-        // kvm_arch_irqfd_allowed: an in-kernel irqchip; resampling only with the full one.
-        if !split || arg.flags & IRQFD_FLAG_RESAMPLE != 0 {
+        // kvm_arch_irqfd_allowed: an in-kernel irqchip; resampling only with the full one
+        // (not yet in rvmx).
+        if !in_kernel || arg.flags & IRQFD_FLAG_RESAMPLE != 0 {
             return Err(EINVAL);
         }
         let target: *const ApicBus = &**bus;
@@ -94,8 +97,8 @@ impl IrqFds {
     }
 }
 
-/// An irqfd's eventfd was signalled: send `gsi`'s MSI. Any context (the eventfd's wait-queue
-/// lock is held, interrupts off).
+/// An irqfd's eventfd was signalled: pulse `gsi` as userspace's source. Any context (the
+/// eventfd's wait-queue lock is held, interrupts off).
 ///
 /// # Safety
 ///
@@ -104,7 +107,6 @@ impl IrqFds {
 unsafe extern "C" fn rvmx_irqfd_inject(target: *const c_void, gsi: u32) {
     // SAFETY: the caller's promise (irq/irqfd.c passes the pointer it was created with).
     let bus = unsafe { &*target.cast::<ApicBus>() };
-    if let Some(irq) = bus.route(gsi) {
-        let _ = bus.deliver(&irq, None);
-    }
+    let _ = bus.set_gsi(gsi, USERSPACE_SOURCE, true, false);
+    let _ = bus.set_gsi(gsi, USERSPACE_SOURCE, false, false);
 }

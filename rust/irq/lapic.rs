@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A vCPU's in-kernel local APIC (split irqchip, `KVM_CAP_SPLIT_IRQCHIP`): the register model
-//! of `logic/lapic.rs`, reached through the xAPIC MMIO page, the x2APIC MSRs, IA32_APIC_BASE
-//! and `KVM_GET/SET_LAPIC`.
+//! A vCPU's in-kernel local APIC (split irqchip, `KVM_CAP_SPLIT_IRQCHIP`, or the full one of
+//! `KVM_CREATE_IRQCHIP`): the register model of `logic/lapic.rs`, reached through the xAPIC
+//! MMIO page, the x2APIC MSRs, IA32_APIC_BASE and `KVM_GET/SET_LAPIC`. With the full irqchip,
+//! LINT0's ExtINT comes from the in-kernel PIC and EOIs go to the in-kernel IOAPIC.
 //!
 //! Its fixed interrupts are injected when the guest takes them (`run/window.rs`). IPIs go to
 //! the VM's APICs through the [`ApicBus`], which posts them in each destination's
@@ -280,8 +281,8 @@ impl LocalApic {
         self.apic.set_cpuid(Caps {
             x2apic: l1[2] & cpuid_table::LEAF1_ECX_X2APIC != 0,
             tsc_deadline: l1[2] & cpuid_table::LEAF1_ECX_TSC_DEADLINE != 0,
-            // Advertised unless userspace disabled it (no in-kernel IOAPIC).
-            directed_eoi: self.bus.api().advertise_directed_eoi(),
+            // As KVM_CAP_X2APIC_API and the in-kernel IOAPIC (which has no EOI register) say.
+            directed_eoi: self.bus.api().advertise_directed_eoi(self.bus.irqchip().is_some()),
             maxphyaddr: phys,
         });
     }
@@ -335,24 +336,39 @@ impl LocalApic {
         Ok(())
     }
 
-    /// Whether userspace may queue a PIC interrupt now and see it taken: none waits and LINT0
-    /// takes ExtINT (KVM's `kvm_cpu_accept_dm_intr`).
+    /// Whether userspace may queue a PIC interrupt now and see it taken: its PIC is the one
+    /// (not the kernel's), none waits and LINT0 takes ExtINT (KVM's `kvm_cpu_accept_dm_intr`;
+    /// with the PIC in the kernel KVM ignores userspace's interrupt window).
     pub(crate) fn accepts_extint(&self) -> bool {
-        self.extint.is_none() && self.apic.accept_pic_intr()
+        !self.pic_in_kernel() && self.extint.is_none() && self.apic.accept_pic_intr()
+    }
+
+    /// Whether the VM's PIC is in the kernel (`KVM_CREATE_IRQCHIP`).
+    pub(crate) fn pic_in_kernel(&self) -> bool {
+        self.bus.irqchip().is_some()
+    }
+
+    /// Whether the PIC asks for an interrupt that LINT0 takes: userspace's (split irqchip) or
+    /// the in-kernel PIC's output (KVM's `kvm_cpu_has_extint`).
+    fn has_extint(&self) -> bool {
+        self.apic.accept_pic_intr() && (self.extint.is_some() || self.bus.irqchip().is_some_and(|c| c.pic_output()))
     }
 
     /// Whether an interrupt is deliverable: the PIC's through LINT0, or a fixed one in IRR
     /// above the processor priority.
     pub(crate) fn has_interrupt(&self) -> bool {
-        (self.extint.is_some() && self.apic.accept_pic_intr()) || self.apic.highest_pending().is_some()
+        self.has_extint() || self.apic.highest_pending().is_some()
     }
 
-    /// The interrupt to inject now: the PIC's first (KVM's `kvm_cpu_get_interrupt`), else the
-    /// APIC's, acknowledged (IRR to ISR).
+    /// The interrupt to inject now: the PIC's first (KVM's `kvm_cpu_get_interrupt`; the
+    /// in-kernel PIC's INTA cycle gives its vector), else the APIC's, acknowledged (IRR to ISR).
     pub(crate) fn take_interrupt(&mut self) -> Option<u8> {
-        if self.apic.accept_pic_intr() {
+        if self.has_extint() {
             if let Some(v) = self.extint.take() {
                 return Some(v);
+            }
+            if let Some(c) = self.bus.irqchip() {
+                return Some(c.read_extint(&self.bus));
             }
         }
         let v = self.apic.highest_pending()?;
@@ -368,15 +384,20 @@ impl LocalApic {
             Effect::SendIpi(irq) => {
                 let _ = self.bus.deliver(&irq, Some(self.index));
             }
-            // A directed EOI stays in the guest only where userspace enabled suppression; the
-            // default (KVM's quirk) sends it out anyway.
+            // To the in-kernel IOAPIC where it handles the vector; with a split irqchip, a
+            // directed EOI stays in the guest only where userspace enabled suppression (the
+            // default, KVM's quirk, sends it out anyway).
             Effect::Eoi(e) => {
                 let api = self.bus.api();
-                if !api.suppresses(e.directed) && self.bus.routes.ioapic_eoi(e.vector, &self.apic.address(), api) {
+                let address = self.apic.address();
+                if let Some(c) = self.bus.irqchip() {
+                    c.eoi(&self.bus, self.index, &address, e.vector, e.level_triggered, api.suppresses(e.directed, true));
+                } else if !api.suppresses(e.directed, false) && self.bus.routes.ioapic_eoi(e.vector, &address, api) {
                     self.eoi_exit = Some(e.vector);
                 }
             }
-            Effect::MapChanged | Effect::Spiv { .. } | Effect::ApicBase { .. } => self.publish(),
+            // Published below.
+            Effect::MapChanged | Effect::Spiv { .. } | Effect::ApicBase { .. } => {}
             // TMICT: from the new count; 0 stops it.
             Effect::TimerStart => match self.timer_period() {
                 0 => self.timer.cancel(),
@@ -397,6 +418,9 @@ impl LocalApic {
             }
             Effect::None | Effect::Tpr { .. } => {}
         }
+        // Any write may change what senders match (ID, LDR, DFR, the enables) or whether LINT0
+        // takes the PIC's interrupts (LVT0): one atomic store.
+        self.publish();
     }
 }
 

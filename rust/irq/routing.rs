@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A split irqchip's GSI routes (`KVM_SET_GSI_ROUTING`, rules in `logic/irq_routing.rs`):
-//! `KVM_IRQ_LINE` on a routed GSI sends its MSI, and an EOI of a vector that a level-triggered
+//! A VM's GSI routes (`KVM_SET_GSI_ROUTING`, rules in `logic/irq_routing.rs`): `KVM_IRQ_LINE`
+//! and irqfds on a GSI set its routes' lines (an MSI, or the in-kernel PIC and IOAPIC pins of
+//! `KVM_CREATE_IRQCHIP`); with a split irqchip, an EOI of a vector that a level-triggered
 //! route of the userspace IOAPIC's pins sends to this APIC is reported to userspace.
 
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
@@ -15,7 +16,7 @@ use kernel::{
 use crate::{
     host::uaccess::read_user,
     logic::{
-        irq_routing::{self, Route, RoutingEntry, RoutingHeader},
+        irq_routing::{self, Route, RoutingEntry, RoutingHeader, Target},
         kvm_abi::MAX_IRQ_ROUTES,
         lapic::{Address, Irq, Shorthand, Source},
         x2apic_api::X2apicApi,
@@ -42,8 +43,9 @@ impl GsiRoutes {
     }
 
     /// `KVM_SET_GSI_ROUTING` at `arg`: replaces the table; `EINVAL` for a table KVM refuses
-    /// (`x2apic_format`: `KVM_X2APIC_API_USE_32BIT_IDS` is on).
-    pub(crate) fn set(&self, arg: usize, x2apic_format: bool) -> Result {
+    /// (`x2apic_format`: `KVM_X2APIC_API_USE_32BIT_IDS` is on; `irqchip`: routes to the
+    /// in-kernel PIC and IOAPIC are allowed).
+    pub(crate) fn set(&self, arg: usize, x2apic_format: bool, irqchip: bool) -> Result {
         let header: RoutingHeader = read_user(arg)?;
         if u64::from(header.nr) > MAX_IRQ_ROUTES || header.flags != 0 {
             return Err(EINVAL);
@@ -57,22 +59,47 @@ impl GsiRoutes {
         }
         let mut routes = KVVec::with_capacity(nr, GFP_KERNEL_ACCOUNT)?;
         for e in entries.iter() {
-            routes.push(irq_routing::check(e, x2apic_format).ok_or(EINVAL)?, GFP_KERNEL_ACCOUNT)?;
+            routes.push(irq_routing::check(e, x2apic_format, irqchip).ok_or(EINVAL)?, GFP_KERNEL_ACCOUNT)?;
         }
+        // A GSI's routes in any order: their statuses are summed.
         routes.sort_unstable_by_key(|r| r.gsi);
-        if irq_routing::has_duplicates(&routes) {
+        if irq_routing::has_conflicts(&routes) {
             return Err(EINVAL);
         }
-        let old = core::mem::replace(&mut *self.routes.lock(), routes);
-        drop(old); // freed outside the lock
+        self.replace(routes);
         Ok(())
     }
 
-    /// The MSI of `gsi`, as the APICs take it.
-    pub(crate) fn lookup(&self, gsi: u32, api: X2apicApi) -> Option<Irq> {
-        let r = irq_routing::lookup(&self.routes.lock(), gsi)?;
-        Irq::from_msi(r.address_lo, r.address_hi, r.data, api.x2apic_format)
+    /// `KVM_CREATE_IRQCHIP`'s routes (KVM's `kvm_setup_default_ioapic_and_pic_routing`).
+    pub(crate) fn set_default(&self) -> Result {
+        let mut routes = KVVec::new();
+        for r in irq_routing::default_routes() {
+            routes.push(r, GFP_KERNEL_ACCOUNT)?;
+        }
+        self.replace(routes);
+        Ok(())
     }
+
+    fn replace(&self, routes: KVVec<Route>) {
+        let old = core::mem::replace(&mut *self.routes.lock(), routes);
+        drop(old); // freed outside the lock
+    }
+
+    /// The GSI routed to a chip's pin, if any (KVM's `kvm_irq_map_chip_pin`).
+    pub(crate) fn gsi_of(&self, target: Target) -> Option<u32> {
+        irq_routing::gsi_of(&self.routes.lock(), target)
+    }
+
+    /// Where `gsi` leads (up to three routes; `None` past the last).
+    pub(crate) fn targets(&self, gsi: u32) -> [Option<Target>; 3] {
+        let mut out = [None; 3];
+        let routes = self.routes.lock();
+        for (o, r) in out.iter_mut().zip(irq_routing::routes_of(&routes, gsi)) {
+            *o = Some(r.target);
+        }
+        out
+    }
+
 
     /// Whether the APIC at `address` must report its EOI of `vector` to userspace: a
     /// level-triggered route of an IOAPIC pin sends `vector` to it (`kvm_scan_ioapic_routes`,
@@ -82,7 +109,7 @@ impl GsiRoutes {
         let routes = self.routes.lock();
         routes.iter().take_while(|r| r.gsi < pins).any(|r| {
             r.level_triggered()
-                && Irq::from_msi(r.address_lo, r.address_hi, r.data, api.x2apic_format).is_some_and(|irq| {
+                && r.as_msi().and_then(|(lo, hi, data)| Irq::from_msi(lo, hi, data, api.x2apic_format)).is_some_and(|irq| {
                     irq.vector == vector
                         && address.matches_dest(Source::Device, Shorthand::None, irq.dest, irq.logical, api.broadcast_quirk_disabled)
                 })

@@ -79,7 +79,7 @@ impl Vcpu {
         let settings_seen = settings_gen.load(kernel::sync::atomic::Acquire);
         let vm_settings = vm.settings();
         let msr_filter = vm.msr_filter();
-        let apic = match vm.split_irqchip() {
+        let apic = match vm.irqchip_in_kernel() {
             true => Some(crate::irq::lapic::LocalApic::new(id, bsp, vm.apic_bus().clone(), vm.apic_bus_cycle_ns(), vm.has_quirk(quirk::LINT0_REENABLED))?),
             false => None,
         };
@@ -162,6 +162,10 @@ impl FdObject for Vcpu {
                 let irq: u32 = read_user(arg)?;
                 if irq >= 256 {
                     return Err(EINVAL);
+                }
+                // The PIC is in the kernel: nothing to queue (KVM).
+                if this.vm.apic_bus().irqchip().is_some() {
+                    return Err(ENXIO);
                 }
                 let mut st = this.state()?;
                 // Split irqchip: the userspace PIC's ExtINT, taken through LINT0.

@@ -70,6 +70,8 @@ pub(crate) struct Vm {
     has_io_devices: AtomicBool,
     /// The coalesced-MMIO ring page (written under `inner`'s lock).
     coalesced_ring: Ring,
+    /// The in-kernel 8254, once `KVM_CREATE_PIT2` made it.
+    pit: kernel::sync::SetOnce<Arc<crate::irq::pit::PitDevice>>,
     /// Serializes slot changes and ioctls that read the slots; taken before `memory`'s MMU lock.
     #[pin]
     inner: Mutex<VmInner>,
@@ -86,12 +88,22 @@ struct VmInner {
     /// `KVM_CAP_SPLIT_IRQCHIP` was enabled with this many IOAPIC pins: every vCPU has a
     /// local APIC in the kernel.
     split_irqchip: Option<u32>,
+    /// `KVM_CREATE_IRQCHIP` made the PIC pair and IOAPIC: every vCPU has a local APIC in the
+    /// kernel too.
+    full_irqchip: bool,
     /// `KVM_IOEVENTFD` registrations.
     ioeventfds: IoEventFds,
     /// `KVM_REGISTER_COALESCED_MMIO` zones.
     coalesced: Zones,
     /// `KVM_IRQFD` assignments.
     irqfds: crate::irq::irqfd::IrqFds,
+}
+
+impl VmInner {
+    /// Local APICs in the kernel: the split irqchip or the full one.
+    fn in_kernel(&self) -> bool {
+        self.split_irqchip.is_some() || self.full_irqchip
+    }
 }
 
 /// What faulting in a guest page found.
@@ -166,6 +178,11 @@ impl Memory<'_> {
     pub(crate) fn io_write(&self, bus: Bus, addr: u64, len: u32, value: u64) -> bool {
         self.vm.io_write(bus, addr, len, value)
     }
+
+    /// A guest MMIO read at `gpa` into `buf`: true if an in-kernel device answered.
+    pub(crate) fn mmio_read(&self, gpa: u64, buf: &mut [u8]) -> bool {
+        self.vm.mmio_read(gpa, buf)
+    }
 }
 
 impl Vm {
@@ -204,7 +221,8 @@ impl Vm {
                 settings_gen,
                 has_io_devices: AtomicBool::new(false),
                 coalesced_ring,
-                inner <- new_mutex!(VmInner { vcpu_ids: KVec::new(), max_vcpu_ids: 0, bsp_vcpu_id: 0, apic_bus_cycle_ns: crate::logic::lapic::APIC_BUS_CYCLE_NS_DEFAULT, split_irqchip: None, ioeventfds: IoEventFds::default(), coalesced: Zones::default(), irqfds: Default::default() }),
+                pit: kernel::sync::SetOnce::new(),
+                inner <- new_mutex!(VmInner { vcpu_ids: KVec::new(), max_vcpu_ids: 0, bsp_vcpu_id: 0, apic_bus_cycle_ns: crate::logic::lapic::APIC_BUS_CYCLE_NS_DEFAULT, split_irqchip: None, full_irqchip: false, ioeventfds: IoEventFds::default(), coalesced: Zones::default(), irqfds: Default::default() }),
             }),
             GFP_KERNEL_ACCOUNT,
         )?;
@@ -329,12 +347,43 @@ impl Vm {
     /// the devices of its I/O bus in address order; only a zone and an ioeventfd at the same
     /// place could tell the orders apart.)
     pub(crate) fn io_write(&self, bus: Bus, addr: u64, len: u32, value: u64) -> bool {
+        // The in-kernel PIT, PIC pair and IOAPIC first (their places are fixed).
+        if let (Bus::Pio, Some(pit)) = (bus, self.pit.as_ref()) {
+            if u16::try_from(addr).is_ok_and(|port| pit.port_write(port, len, value)) {
+                return true;
+            }
+        }
+        if let Some(c) = self.apic_bus.irqchip() {
+            let taken = match bus {
+                Bus::Pio => u16::try_from(addr).is_ok_and(|port| c.port_write(&self.apic_bus, port, len, value)),
+                Bus::Mmio => c.mmio_write(&self.apic_bus, addr, len, value),
+                Bus::Ccw => false,
+            };
+            if taken {
+                return true;
+            }
+        }
         // Racing with a registration, the write is simply ordered before it.
         if !self.has_io_devices.load(Ordering::Acquire) {
             return false;
         }
         let inner = self.inner.lock();
         inner.ioeventfds.write(bus, addr, len, value) || inner.coalesced.write(&self.coalesced_ring, bus, addr, len, value)
+    }
+
+    /// A guest's IN of `len` bytes from `port`: the value if an in-kernel device (the PIC
+    /// pair) answered, else `None` (it exits to userspace).
+    pub(crate) fn port_read(&self, port: u16, len: u32) -> Option<u32> {
+        if let Some(v) = self.pit.as_ref().and_then(|p| p.port_read(port, len)) {
+            return Some(v);
+        }
+        self.apic_bus.irqchip()?.port_read(&self.apic_bus, port, len)
+    }
+
+    /// A guest's MMIO read of `buf.len()` bytes at `gpa`: true if an in-kernel device (the
+    /// IOAPIC) answered into `buf`.
+    pub(crate) fn mmio_read(&self, gpa: u64, buf: &mut [u8]) -> bool {
+        self.apic_bus.irqchip().is_some_and(|c| c.mmio_read(gpa, buf))
     }
 
     /// The coalesced-MMIO ring page, for the vCPU fds' mappings.
@@ -449,7 +498,7 @@ impl Vm {
             return Err(EINVAL);
         }
         let mut inner = self.inner.lock();
-        if inner.split_irqchip.is_some() || !inner.vcpu_ids.is_empty() {
+        if inner.in_kernel() || !inner.vcpu_ids.is_empty() {
             return Err(EEXIST);
         }
         inner.split_irqchip = Some(pins as u32); // at most MAX_IRQ_ROUTES
@@ -464,7 +513,7 @@ impl Vm {
             return Err(EINVAL);
         }
         let mut inner = self.inner.lock();
-        if inner.split_irqchip.is_none() {
+        if !inner.in_kernel() {
             return Err(ENXIO);
         }
         if !inner.vcpu_ids.is_empty() {
@@ -488,11 +537,54 @@ impl Vm {
         Ok(())
     }
 
-    /// `KVM_IRQ_LINE` on `gsi` (split irqchip): a raised line sends the GSI's MSI. KVM's
-    /// status: how many APICs took it; -1 for a lowered or unrouted line.
-    pub(crate) fn irq_line(&self, gsi: u32, level: u32) -> i32 {
-        let Some(irq) = self.apic_bus.route(gsi).filter(|_| level != 0) else { return -1 };
-        self.apic_bus.deliver(&irq, None)
+    /// `KVM_IRQ_LINE` on `gsi` (in-kernel irqchip): sets the line of every route of the GSI
+    /// (`line_status`: `KVM_IRQ_LINE_STATUS`, which tracks the RTC's EOIs). KVM's status: how
+    /// many APICs took it, 0 coalesced, -1 for a lowered, masked or unrouted line.
+    pub(crate) fn irq_line(&self, gsi: u32, level: u32, line_status: bool) -> i32 {
+        self.apic_bus.set_gsi(gsi, crate::irq::bus::USERSPACE_SOURCE, level != 0, line_status)
+    }
+
+    /// `KVM_CREATE_IRQCHIP`, checked as KVM checks it: `EEXIST` if an in-kernel irqchip (full
+    /// or split) exists, `EINVAL` once a vCPU does.
+    pub(crate) fn create_irqchip(&self) -> Result {
+        let mut inner = self.inner.lock();
+        if inner.in_kernel() {
+            return Err(EEXIST);
+        }
+        if !inner.vcpu_ids.is_empty() {
+            return Err(EINVAL);
+        }
+        self.apic_bus.create_irqchip()?;
+        inner.full_irqchip = true;
+        Ok(())
+    }
+
+    /// `KVM_CREATE_PIT2` with `flags`, checked as KVM checks it: `EEXIST` if there is one,
+    /// `ENOENT` without `KVM_CREATE_IRQCHIP`'s PIC.
+    pub(crate) fn create_pit(&self, flags: u32) -> Result {
+        let _serialized = self.inner.lock();
+        if self.pit.as_ref().is_some() {
+            return Err(EEXIST);
+        }
+        if self.apic_bus.irqchip().is_none() {
+            return Err(ENOENT);
+        }
+        let pit = crate::irq::pit::PitDevice::new(self.apic_bus.clone(), flags)?;
+        if !self.pit.populate(pit) {
+            return Err(EEXIST);
+        }
+        Ok(())
+    }
+
+    /// The in-kernel PIT (`ENXIO` without one, as KVM's PIT ioctls).
+    pub(crate) fn pit(&self) -> Result<&crate::irq::pit::PitDevice> {
+        self.pit.as_ref().map(|p| &**p).ok_or(ENXIO)
+    }
+
+    /// The in-kernel PIC pair and IOAPIC (`ENXIO` without them, as KVM's
+    /// `KVM_GET/SET_IRQCHIP`).
+    pub(crate) fn irqchip(&self) -> Result<&crate::irq::irqchip::Irqchip> {
+        self.apic_bus.irqchip().ok_or(ENXIO)
     }
 
     /// `KVM_SIGNAL_MSI` (split irqchip): how many APICs took it; `EPERM` (KVM's -1) where
@@ -508,9 +600,14 @@ impl Vm {
         }
     }
 
-    /// Whether the VM's vCPUs have local APICs in the kernel.
+    /// Whether the VM has the split irqchip (local APICs in the kernel, the rest in userspace).
     pub(crate) fn split_irqchip(&self) -> bool {
         self.inner.lock().split_irqchip.is_some()
+    }
+
+    /// Whether the VM's vCPUs have local APICs in the kernel (split or full irqchip).
+    pub(crate) fn irqchip_in_kernel(&self) -> bool {
+        self.inner.lock().in_kernel()
     }
 
     /// `KVM_CAP_DISABLE_QUIRKS(2)`: turns off the quirks in `quirks` (never back on).
@@ -598,8 +695,8 @@ impl Vm {
     /// `KVM_IRQFD`: assigns or deassigns as `arg` says.
     pub(crate) fn irqfd(&self, arg: &IrqFdArg) -> Result {
         let mut inner = self.inner.lock();
-        let split = inner.split_irqchip.is_some();
-        inner.irqfds.ioctl(arg, split, &self.apic_bus)
+        let in_kernel = inner.in_kernel();
+        inner.irqfds.ioctl(arg, in_kernel, &self.apic_bus)
     }
 
     /// `KVM_IOEVENTFD`: assigns or deassigns as `arg` says.

@@ -68,7 +68,7 @@ impl FdObject for Vm {
             // KVM reads the header first, then refuses without an in-kernel irqchip (QEMU
             // only asks for the capability with one).
             KVM_SET_GSI_ROUTING => {
-                if !this.split_irqchip() {
+                if !this.irqchip_in_kernel() {
                     let _header: u64 = read_user(arg)?;
                     return Err(EINVAL);
                 }
@@ -76,13 +76,13 @@ impl FdObject for Vm {
                 Ok(0)
             }
             // Without an in-kernel irqchip there is no line to set (KVM reads the argument
-            // first: EFAULT for a bad pointer). With the split one, the GSI's MSI route.
+            // first: EFAULT for a bad pointer). With one, the GSI's routes.
             KVM_IRQ_LINE | KVM_IRQ_LINE_STATUS => {
                 let mut line: IrqLevel = read_user(arg)?;
-                if !this.split_irqchip() {
+                if !this.irqchip_in_kernel() {
                     return Err(ENXIO);
                 }
-                let status = this.irq_line(line.irq, line.level);
+                let status = this.irq_line(line.irq, line.level, cmd == KVM_IRQ_LINE_STATUS);
                 if cmd == KVM_IRQ_LINE_STATUS {
                     line.irq = status as u32;
                     write_user(arg, &line)?;
@@ -93,10 +93,63 @@ impl FdObject for Vm {
             // copy, as KVM.
             KVM_SIGNAL_MSI => {
                 let msi: Msi = read_user(arg)?;
-                if !this.split_irqchip() {
+                if !this.irqchip_in_kernel() {
                     return Err(EINVAL);
                 }
                 this.signal_msi(&msi)
+            }
+            KVM_CREATE_IRQCHIP => {
+                this.create_irqchip()?;
+                Ok(0)
+            }
+            // KVM copies the whole structure in first (EFAULT), then ENXIO without the chips,
+            // EINVAL for a chip id it does not know.
+            KVM_GET_IRQCHIP => {
+                let mut chip: Irqchip = read_user(arg)?;
+                this.irqchip()?.get(&mut chip)?;
+                write_user(arg, &chip)?;
+                Ok(0)
+            }
+            KVM_SET_IRQCHIP => {
+                let chip: Irqchip = read_user(arg)?;
+                this.irqchip()?.set(this.apic_bus(), &chip)?;
+                Ok(0)
+            }
+            KVM_CREATE_PIT => {
+                this.create_pit(crate::irq::pit::SPEAKER_DUMMY)?;
+                Ok(0)
+            }
+            KVM_CREATE_PIT2 => {
+                let config: crate::logic::pit::PitConfig = read_user(arg)?;
+                this.create_pit(config.flags)?;
+                Ok(0)
+            }
+            // As KVM: the argument is copied first (EFAULT), then ENXIO without a PIT.
+            KVM_GET_PIT => {
+                let _in: crate::logic::pit::PitState = read_user(arg)?;
+                let s = this.pit()?.state();
+                write_user(arg, &crate::logic::pit::PitState { channels: s.channels })?;
+                Ok(0)
+            }
+            KVM_SET_PIT => {
+                let v1: crate::logic::pit::PitState = read_user(arg)?;
+                this.pit()?.set_channels(&v1.channels);
+                Ok(0)
+            }
+            KVM_GET_PIT2 => {
+                let s = this.pit()?.state();
+                write_user(arg, &s)?;
+                Ok(0)
+            }
+            KVM_SET_PIT2 => {
+                let s: crate::logic::pit::PitState2 = read_user(arg)?;
+                this.pit()?.set_state(&s);
+                Ok(0)
+            }
+            KVM_REINJECT_CONTROL => {
+                let c: crate::logic::pit::ReinjectControl = read_user(arg)?;
+                this.pit()?.set_reinject(c.pit_reinject != 0);
+                Ok(0)
             }
             KVM_GET_CLOCK => {
                 write_user(arg, &this.clock().get())?;

@@ -79,6 +79,7 @@ mod tests {
             x2apic: false,
             hw_enabled: true,
             sw_enabled: true,
+            extint: false,
         })
     }
 

@@ -103,6 +103,48 @@ pub const KVM_SET_LAPIC: u32 = iow::<LapicState>(0x8f);
 /// IOAPIC pins.
 pub const MAX_IRQ_ROUTES: u64 = 4096;
 
+/// Creates the in-kernel PIC pair and IOAPIC (and their default GSI routes).
+pub const KVM_CREATE_IRQCHIP: u32 = io(0x60);
+/// Creates the in-kernel PIT with the speaker port (`KVM_CREATE_PIT2` with
+/// `KVM_PIT_SPEAKER_DUMMY`).
+pub const KVM_CREATE_PIT: u32 = io(0x64);
+/// Creates the in-kernel PIT (`struct kvm_pit_config`).
+pub const KVM_CREATE_PIT2: u32 = iow::<super::pit::PitConfig>(0x77);
+/// Reads the PIT's channels (`struct kvm_pit_state`).
+pub const KVM_GET_PIT: u32 = iowr(0x65, core::mem::size_of::<super::pit::PitState>());
+/// Writes them.
+pub const KVM_SET_PIT: u32 = ior::<super::pit::PitState>(0x66);
+/// Reads the PIT's channels and flags (`struct kvm_pit_state2`).
+pub const KVM_GET_PIT2: u32 = ior::<super::pit::PitState2>(0x9f);
+/// Writes them.
+pub const KVM_SET_PIT2: u32 = iow::<super::pit::PitState2>(0xa0);
+/// Turns the PIT's reinjection of missed ticks on or off (`struct kvm_reinject_control`).
+pub const KVM_REINJECT_CONTROL: u32 = io(0x71);
+/// Reads one in-kernel chip's state (`struct kvm_irqchip`).
+pub const KVM_GET_IRQCHIP: u32 = iowr(0x62, core::mem::size_of::<Irqchip>());
+/// Writes it.
+pub const KVM_SET_IRQCHIP: u32 = ior::<Irqchip>(0x63);
+
+/// `struct kvm_irqchip`: a chip id (`irq_routing::chip`) and its state (`struct
+/// kvm_pic_state` or `struct kvm_ioapic_state` at the start of the 512-byte union).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Irqchip {
+    /// `KVM_IRQCHIP_*`.
+    pub chip_id: u32,
+    /// Padding.
+    pub pad: u32,
+    /// The union.
+    pub chip: [u8; 512],
+}
+// SAFETY: `repr(C)` of two `u32`s and a byte array, no padding (tested against kvm-bindings):
+// any bit pattern is a valid value.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::FromBytes for Irqchip {}
+// SAFETY: as for `FromBytes`.
+#[cfg(MODULE)]
+unsafe impl kernel::transmute::AsBytes for Irqchip {}
+
 /// `struct kvm_lapic_state`: the first 1 KiB of the APIC page.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -818,6 +860,14 @@ pub mod cap {
     pub const COALESCED_MMIO: usize = 15;
     /// Coalesced zones of ports too.
     pub const COALESCED_PIO: usize = 162;
+    /// `KVM_CREATE_PIT`.
+    pub const PIT: usize = 11;
+    /// `KVM_CREATE_PIT2`.
+    pub const PIT2: usize = 33;
+    /// `KVM_GET/SET_PIT2`.
+    pub const PIT_STATE2: usize = 35;
+    /// `KVM_REINJECT_CONTROL`.
+    pub const REINJECT_CONTROL: usize = 24;
     /// `KVM_SET_USER_MEMORY_REGION2`.
     pub const USER_MEMORY2: usize = 231;
     /// `KVM_SET_BOOT_CPU_ID`.
@@ -927,6 +977,11 @@ pub const CAPABILITIES: &[(usize, isize)] = &[
     (cap::IOEVENTFD_ANY_LENGTH, 1),
     (cap::COALESCED_MMIO, KVM_COALESCED_MMIO_PAGE_OFFSET as isize),
     (cap::COALESCED_PIO, 1),
+    // The in-kernel 8254 (with KVM_CREATE_IRQCHIP's chips).
+    (cap::PIT, 1),
+    (cap::PIT2, 1),
+    (cap::PIT_STATE2, 1),
+    (cap::REINJECT_CONTROL, 1),
     (cap::USER_MEMORY2, 1),
     (cap::VCPU_ATTRIBUTES, 1),
     (cap::MSR_PLATFORM_INFO, 1),
@@ -1081,6 +1136,17 @@ mod tests {
         assert_eq!(KVM_GET_VCPU_MMAP_SIZE, 0xae04);
         assert_eq!(KVM_GET_SUPPORTED_CPUID, 0xc008_ae05);
         assert_eq!(KVM_IRQ_LINE, 0x4008_ae61);
+        assert_eq!(KVM_CREATE_IRQCHIP, 0xae60);
+        assert_eq!(KVM_CREATE_PIT, 0xae64);
+        assert_eq!(KVM_CREATE_PIT2, 0x4040_ae77);
+        assert_eq!(KVM_GET_PIT, 0xc048_ae65);
+        assert_eq!(KVM_SET_PIT, 0x8048_ae66);
+        assert_eq!(KVM_GET_PIT2, 0x8070_ae9f);
+        assert_eq!(KVM_SET_PIT2, 0x4070_aea0);
+        assert_eq!(KVM_REINJECT_CONTROL, 0xae71);
+        assert_eq!(KVM_GET_IRQCHIP, 0xc208_ae62);
+        assert_eq!(KVM_SET_IRQCHIP, 0x8208_ae63);
+        assert_eq!(core::mem::size_of::<Irqchip>(), core::mem::size_of::<kvm_bindings::kvm_irqchip>());
         assert_eq!(KVM_SET_VAPIC_ADDR, 0x4008_ae93);
         assert_eq!(KVM_IRQFD, 0x4020_ae76);
         assert_eq!(size_of::<IrqFdArg>(), size_of::<kvm_bindings::kvm_irqfd>());
@@ -1124,6 +1190,10 @@ mod tests {
             (cap::USER_MEMORY, kb::KVM_CAP_USER_MEMORY),
             (cap::COALESCED_MMIO, kb::KVM_CAP_COALESCED_MMIO),
             (cap::COALESCED_PIO, kb::KVM_CAP_COALESCED_PIO),
+            (cap::PIT, kb::KVM_CAP_PIT),
+            (cap::PIT2, kb::KVM_CAP_PIT2),
+            (cap::PIT_STATE2, kb::KVM_CAP_PIT_STATE2),
+            (cap::REINJECT_CONTROL, kb::KVM_CAP_REINJECT_CONTROL),
             (cap::SET_TSS_ADDR, kb::KVM_CAP_SET_TSS_ADDR),
             (cap::NR_VCPUS, kb::KVM_CAP_NR_VCPUS),
             (cap::NR_MEMSLOTS, kb::KVM_CAP_NR_MEMSLOTS),

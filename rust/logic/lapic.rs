@@ -714,10 +714,13 @@ pub struct Address {
     pub hw_enabled: bool,
     /// SPIV's software enable.
     pub sw_enabled: bool,
+    /// LINT0 takes the PIC's interrupts (KVM's `kvm_apic_accept_pic_intr`): an in-kernel
+    /// PIC wakes such a vCPU when its output rises.
+    pub extint: bool,
 }
 
 impl Address {
-    /// 64 bits: LDR, xAPIC ID, DFR's model (flat, cluster or other), the three flags.
+    /// 64 bits: LDR, xAPIC ID, DFR's model (flat, cluster or other), the four flags.
     pub const fn pack(&self) -> u64 {
         let model = match self.dfr {
             DFR_FLAT => 1,
@@ -730,6 +733,7 @@ impl Address {
             | (self.x2apic as u64) << 48
             | (self.hw_enabled as u64) << 49
             | (self.sw_enabled as u64) << 50
+            | (self.extint as u64) << 51
     }
 
     /// The address [`Address::pack`] gave for vCPU `vcpu_id` (a DFR other than flat and
@@ -747,6 +751,7 @@ impl Address {
             x2apic: v & 1 << 48 != 0,
             hw_enabled: v & 1 << 49 != 0,
             sw_enabled: v & 1 << 50 != 0,
+            extint: v & 1 << 51 != 0,
         }
     }
 
@@ -1232,6 +1237,7 @@ impl Lapic {
             x2apic: self.x2apic_mode(),
             hw_enabled: self.hw_enabled(),
             sw_enabled: self.sw_enabled,
+            extint: self.accept_pic_intr(),
         }
     }
 

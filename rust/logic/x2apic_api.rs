@@ -75,16 +75,27 @@ impl X2apicApi {
         Ok(())
     }
 
-    /// LVR bit 24 (with x2APIC in the guest's CPUID): the quirked default advertises it,
-    /// since there is no in-kernel IOAPIC.
-    pub const fn advertise_directed_eoi(&self) -> bool {
-        !matches!(self.suppress_eoi, SuppressEoi::Disabled)
+    /// LVR bit 24 (with x2APIC in the guest's CPUID): the quirked default advertises it
+    /// unless the IOAPIC is KVM's in-kernel one, which has no EOI register
+    /// (`kvm_lapic_advertise_suppress_eoi_broadcast`).
+    pub const fn advertise_directed_eoi(&self, ioapic_in_kernel: bool) -> bool {
+        match self.suppress_eoi {
+            SuppressEoi::Enabled => true,
+            SuppressEoi::Disabled => false,
+            SuppressEoi::Quirked => !ioapic_in_kernel,
+        }
     }
 
-    /// Whether an EOI with SPIV's directed-EOI bit `directed` stays away from userspace's
-    /// IOAPIC: only when suppression was enabled (the quirk sends it anyway).
-    pub const fn suppresses(&self, directed: bool) -> bool {
-        directed && matches!(self.suppress_eoi, SuppressEoi::Enabled)
+    /// Whether an EOI with SPIV's directed-EOI bit `directed` stays away from the IOAPIC
+    /// (`kvm_lapic_suppress_eoi_broadcast`): when suppression was enabled; under the quirk,
+    /// only with the in-kernel IOAPIC (a split irqchip's userspace IOAPIC gets it anyway).
+    pub const fn suppresses(&self, directed: bool, ioapic_in_kernel: bool) -> bool {
+        directed
+            && match self.suppress_eoi {
+                SuppressEoi::Enabled => true,
+                SuppressEoi::Disabled => false,
+                SuppressEoi::Quirked => ioapic_in_kernel,
+            }
     }
 
     /// The settings packed in a byte (to share them through an atomic).
@@ -120,10 +131,10 @@ mod tests {
         assert_eq!(a.enable(ENABLE_SUPPRESS_EOI_BROADCAST | USE_32BIT_IDS, false), Err(Invalid), "needs split");
         assert_eq!(a, X2apicApi::default(), "a refused call changes nothing");
         assert_eq!(a.enable(DISABLE_SUPPRESS_EOI_BROADCAST, false), Ok(()));
-        assert!(!a.advertise_directed_eoi());
+        assert!(!a.advertise_directed_eoi(false));
         assert_eq!(a.enable(USE_32BIT_IDS | ENABLE_SUPPRESS_EOI_BROADCAST, true), Ok(()));
-        assert!(a.x2apic_format && !a.broadcast_quirk_disabled && a.advertise_directed_eoi());
-        assert!(a.suppresses(true) && !a.suppresses(false));
+        assert!(a.x2apic_format && !a.broadcast_quirk_disabled && a.advertise_directed_eoi(false));
+        assert!(a.suppresses(true, false) && !a.suppresses(false, false));
         assert_eq!(a.enable(0, true), Ok(()));
         assert!(a.x2apic_format, "flags are never turned off");
     }
@@ -131,8 +142,10 @@ mod tests {
     #[test]
     fn quirked_default() {
         let a = X2apicApi::default();
-        assert!(a.advertise_directed_eoi(), "advertised without an in-kernel IOAPIC");
-        assert!(!a.suppresses(true), "but the EOI still goes out");
+        assert!(a.advertise_directed_eoi(false), "advertised without an in-kernel IOAPIC");
+        assert!(!a.suppresses(true, false), "but the EOI still goes out");
+        assert!(!a.advertise_directed_eoi(true), "not with KVM's IOAPIC");
+        assert!(a.suppresses(true, true), "where it is respected if set anyway");
     }
 
     #[test]

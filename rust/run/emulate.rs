@@ -401,8 +401,8 @@ impl<'a> Guest<'a> {
         Ok(parts)
     }
 
-    /// Reads the RAM parts into `data`, and the parts the vCPU's own device answers; the other
-    /// MMIO parts are left for userspace.
+    /// Reads the RAM parts into `data`, and the parts the vCPU's own device or an in-kernel
+    /// device of the VM answers; the other MMIO parts are left for userspace.
     fn read_parts(&mut self, parts: &Parts, data: &mut Data) -> Result<Fragments, Failure> {
         let mut frags = Fragments::default();
         for p in parts.iter() {
@@ -411,6 +411,9 @@ impl<'a> Guest<'a> {
                     if l.read(p.gpa, data.get_mut(p.offset, p.len)?) {
                         continue;
                     }
+                }
+                if self.mem.mmio_read(p.gpa, data.get_mut(p.offset, p.len)?) {
+                    continue;
                 }
                 p.push_to(&mut frags, 0)?;
             } else {

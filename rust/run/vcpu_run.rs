@@ -35,7 +35,9 @@ pub(crate) fn run(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> R
     sync_regs::store(st, run);
     let if_flag = st.regs.rflags & rflags::IF != 0;
     let (cr8, apic_base) = st.apic.as_ref().map_or((st.sregs.cr8, st.sregs.apic_base), |a| (a.cr8(), a.apic_base()));
-    let ready = st.events.ready_for_interrupt(if_flag, st.interruptibility) && st.apic.as_ref().is_none_or(|a| a.accepts_extint());
+    // With the PIC in the kernel, userspace has nothing to inject: always ready (KVM).
+    let pic_in_kernel = st.apic.as_ref().is_some_and(|a| a.pic_in_kernel());
+    let ready = pic_in_kernel || (st.events.ready_for_interrupt(if_flag, st.interruptibility) && st.apic.as_ref().is_none_or(|a| a.accepts_extint()));
     run.post_run(ready, if_flag, cr8, apic_base, st.smm.active);
     if let Some(reason) = run.reason() {
         t.stats.user_exit(reason);

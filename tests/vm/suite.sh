@@ -191,6 +191,8 @@ check "mmio: MMIO, read-only slots and string I/O guests run on /dev/rvmx" \
 	sh -c 'kvm-mmio-check /dev/rvmx > /tmp/mmio-rvmx'
 check "coalesced: zones of MMIO and ports fill the ring page on /dev/rvmx" \
 	sh -c 'kvm-coalesced-check /dev/rvmx > /tmp/coal-rvmx'
+check "irqchip: the in-kernel PIC pair and IOAPIC (KVM_CREATE_IRQCHIP) on /dev/rvmx" \
+	sh -c 'kvm-irqchip-check /dev/rvmx > /tmp/chip-rvmx'
 # Two checks compare with KVM what depends on how many EPT faults a guest takes: IDT-vectoring
 # reinjection (deliveries onto stack pages EPT does not map yet) and a debugger's single steps
 # (a step that faults is reported again, by KVM too). They run with one page mapped per EPT
@@ -361,6 +363,7 @@ check "lapic: the same client on /dev/kvm" sh -c 'kvm-lapic-check /dev/kvm > /tm
 check "clock: the same on the HPET clocksource on /dev/kvm" on_hpet sh -c 'kvm-clock-check /dev/kvm > /tmp/clockh-kvm'
 check "mmio: the same MMIO guests on /dev/kvm" sh -c 'kvm-mmio-check /dev/kvm > /tmp/mmio-kvm'
 check "coalesced: the same zones on /dev/kvm" sh -c 'kvm-coalesced-check /dev/kvm > /tmp/coal-kvm'
+check "irqchip: the same chips on /dev/kvm" sh -c 'kvm-irqchip-check /dev/kvm > /tmp/chip-kvm'
 check "cpu state: the same guest on /dev/kvm" sh -c 'kvm-cpu-state-check /dev/kvm > /tmp/cs-kvm'
 check "irq: the same guests on /dev/kvm" sh -c 'kvm-irq-check /dev/kvm > /tmp/irq-kvm'
 check "smm: the same guest on /dev/kvm" sh -c 'kvm-smm-check /dev/kvm > /tmp/smm-kvm'
@@ -434,6 +437,16 @@ check "coalesced: the guest's writes reached the ring (MMIO, OUT, each element o
 	grep -q "^zones ring \\[[0-9]*\\] addr 0x20004 len 4 pio 0 data \\[77, 66, 55, 44, 00, 00, 00, 00\\]" /tmp/coal-rvmx &&
 	[ "$(grep -c "^zones ring .* addr 0x70 len 1 pio 1 data \\[7[89a]," /tmp/coal-rvmx)" = 3 ] &&
 	grep -qx "full ring first 5 last 4" /tmp/coal-rvmx'
+chip_same() { grep -v '^info ' /tmp/chip-kvm > /tmp/a; grep -v '^info ' /tmp/chip-rvmx | diff /tmp/a -; }
+check "irqchip: errnos, GET/SET_IRQCHIP and GET/SET_PIT2, line statuses through default and custom routes, and a guest's IOAPIC (edge, level re-delivered at EOI, RTC coalescing, HLT woken) and 8259 pair identical to KVM's" \
+	chip_same
+check "irqchip: the guest took every interrupt (IOAPIC: 2 edges, 3 level deliveries, 2 RTC; PIC: IRQ 1 twice, IRQ 3 twice, IRQ 10)" \
+	grep -qx "ioapic counts 2 3 2" /tmp/chip-rvmx
+check "irqchip: the 8259 pair delivered by priority through LINT0's ExtINT" sh -c '
+	grep -qx "pic counts 2 2 1" /tmp/chip-rvmx && grep -qx "pic both_first out 0x17 0x2" /tmp/chip-rvmx'
+check "pit: the in-kernel 8254 (KVM_CREATE_PIT2) ticked at 100 Hz on IRQ 0 and woke the halted guest, through the PIC and then the IOAPIC (reinjection waits for each EOI)" sh -c '
+	grep -qx "pit ticks_at_least_5 true" /tmp/chip-rvmx && grep -qx "pit five_ticks_took_40ms_or_more true" /tmp/chip-rvmx &&
+	grep -qx "pit latched_below_initial true" /tmp/chip-rvmx && grep -qx "pit ioapic_ticks_at_least_5 true" /tmp/chip-rvmx'
 cs_same() { grep -v '^info ' /tmp/cs-kvm > /tmp/a; grep -v '^info ' /tmp/cs-rvmx | diff /tmp/a -; }
 check "cpu state: XCR0, AVX state, guest #GP/#DB, debug registers and their errnos identical to KVM's" cs_same
 irq_same() { grep -v '^info ' /tmp/irq-kvm > /tmp/a; grep -v '^info ' /tmp/irq-rvmx | diff /tmp/a -; }

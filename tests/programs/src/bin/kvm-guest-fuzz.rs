@@ -7,7 +7,8 @@
 //! half of the batches (with the ring's indices drained or spoiled before each guest),
 //! and random port and MMIO answers from userspace; half of the batches' VMs have the split
 //! irqchip, whose in-kernel local APIC then answers the guest's xAPIC page, x2APIC MSRs, CR8
-//! and HLT. Written against the KVM API, so the same binary runs on `/dev/rvmx` and `/dev/kvm`.
+//! and HLT, and a quarter the full one (`KVM_CREATE_IRQCHIP` and `KVM_CREATE_PIT2`: the guests'
+//! writes to the PIC's and the PIT's ports and the IOAPIC's page reach them too). Written against the KVM API, so the same binary runs on `/dev/rvmx` and `/dev/kvm`.
 //!
 //! Usage: kvm-guest-fuzz DEVICE SEED COUNT [--start I] [--verbose] [--budget EXITS]
 //!                       [--timeout-ms MS] [--recreate N] [--plan-only]
@@ -1075,6 +1076,17 @@ fn machine(ctx: &Ctx, seed: u64, b: u64, st: &mut Stats) -> Machine {
         let split = kvm_bindings::kvm_enable_cap { cap: kvm_bindings::KVM_CAP_SPLIT_IRQCHIP, args: [24, 0, 0, 0], ..Default::default() };
         if let Err(e) = vm.enable_cap(&split) {
             st.add(&format!("refused split_irqchip errno {}", e.errno()));
+        }
+    } else if Rng::new(seed, 7, b).pct(50) {
+        // The full irqchip (PIC pair and IOAPIC in the kernel; the guests' port and MMIO
+        // writes reach them), from a stream of its own too.
+        if let Err(e) = vm.create_irq_chip() {
+            st.add(&format!("refused create_irqchip errno {}", e.errno()));
+        }
+        // And the 8254, whose ports the guests' OUTs may program (IRQ 0 then ticks).
+        let pit = kvm_bindings::kvm_pit_config { flags: 1, ..Default::default() };
+        if let Err(e) = vm.create_pit2(pit) {
+            st.add(&format!("refused create_pit2 errno {}", e.errno()));
         }
     }
     // Coalesced zones over every port and the MMIO below 4 GiB, also from a stream of their own.

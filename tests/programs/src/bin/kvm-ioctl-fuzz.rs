@@ -109,6 +109,12 @@ const KVM_SET_IDENTITY_MAP_ADDR: u64 = iow(0x48, 8);
 const KVM_SET_USER_MEMORY_REGION2: u64 = iow(0x49, size_of::<kb::kvm_userspace_memory_region2>());
 const KVM_CREATE_IRQCHIP: u64 = io(0x60);
 const KVM_IRQ_LINE: u64 = iow(0x61, size_of::<kb::kvm_irq_level>());
+const KVM_IRQ_LINE_STATUS: u64 = iowr(0x67, size_of::<kb::kvm_irq_level>());
+const KVM_GET_IRQCHIP: u64 = iowr(0x62, size_of::<kb::kvm_irqchip>());
+const KVM_GET_PIT2: u64 = ior(0x9f, size_of::<kb::kvm_pit_state2>());
+const KVM_SET_PIT2: u64 = iow(0xa0, size_of::<kb::kvm_pit_state2>());
+const KVM_REINJECT_CONTROL: u64 = io(0x71);
+const KVM_SET_IRQCHIP: u64 = ior(0x63, size_of::<kb::kvm_irqchip>());
 const KVM_SET_GSI_ROUTING: u64 = iow(0x6a, 8);
 const KVM_IRQFD: u64 = iow(0x76, size_of::<kb::kvm_irqfd>());
 const KVM_CREATE_PIT2: u64 = iow(0x77, size_of::<kb::kvm_pit_config>());
@@ -188,6 +194,12 @@ const IOCTLS: &[(&str, u64, Kind)] = &[
     ("KVM_SET_IDENTITY_MAP_ADDR", KVM_SET_IDENTITY_MAP_ADDR, Kind::Vm),
     ("KVM_CREATE_IRQCHIP", KVM_CREATE_IRQCHIP, Kind::Vm),
     ("KVM_IRQ_LINE", KVM_IRQ_LINE, Kind::Vm),
+    ("KVM_IRQ_LINE_STATUS", KVM_IRQ_LINE_STATUS, Kind::Vm),
+    ("KVM_GET_IRQCHIP", KVM_GET_IRQCHIP, Kind::Vm),
+    ("KVM_GET_PIT2", KVM_GET_PIT2, Kind::Vm),
+    ("KVM_SET_PIT2", KVM_SET_PIT2, Kind::Vm),
+    ("KVM_REINJECT_CONTROL", KVM_REINJECT_CONTROL, Kind::Vm),
+    ("KVM_SET_IRQCHIP", KVM_SET_IRQCHIP, Kind::Vm),
     ("KVM_SET_GSI_ROUTING", KVM_SET_GSI_ROUTING, Kind::Vm),
     ("KVM_IRQFD", KVM_IRQFD, Kind::Vm),
     ("KVM_CREATE_PIT2", KVM_CREATE_PIT2, Kind::Vm),
@@ -911,6 +923,29 @@ impl Batch<'_> {
                 }
             }
             KVM_TRANSLATE => put64(&mut b, 0, value(r)),
+            // A GSI mostly among the default routes' (the PIC's and IOAPIC's pins), any level.
+            KVM_IRQ_LINE | KVM_IRQ_LINE_STATUS => {
+                put32(&mut b, 0, if r.pct(80) { r.below(26) as u32 } else { value(r) as u32 });
+                put32(&mut b, 4, if r.pct(80) { r.below(2) as u32 } else { value(r) as u32 });
+            }
+            // struct kvm_irqchip: a chip id, then a PIC or IOAPIC state of random bytes (or a
+            // GET's result with some changed).
+            // struct kvm_pit_state2: channels with small counts and modes mostly, any flags.
+            KVM_SET_PIT2 => {
+                r.fill(&mut b);
+                for ch in 0..3 {
+                    put32(&mut b, ch * 24, if r.pct(70) { r.below(0x10001) as u32 } else { value(r) as u32 });
+                    if r.pct(70) {
+                        b[ch * 24 + 13] = r.below(8) as u8; // mode
+                    }
+                }
+                let x = r.next() as u32;
+                put32(&mut b, 72, r.pick(&[0, 1, 2, 3, x]));
+            }
+            KVM_GET_IRQCHIP | KVM_SET_IRQCHIP => {
+                r.fill(&mut b);
+                put32(&mut b, 0, if r.pct(85) { r.below(4) as u32 } else { value(r) as u32 });
+            }
             _ => {
                 if r.pct(70) {
                     r.fill(&mut b);
