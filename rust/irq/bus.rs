@@ -114,9 +114,7 @@ impl ApicBus {
         if !self.pit_ticks.as_ref().is_some_and(|t| t.reinjecting()) {
             return 0;
         }
-        (0..crate::logic::ioapic::PINS as u32)
-            .filter(|p| self.routes.gsi_of(Target::Ioapic(*p)) == Some(0))
-            .fold(0, |m, p| m | 1 << p)
+        self.routes.ioapic_pins_of(0)
     }
 
     /// A guest unmasked a chip's pin (KVM's mask notifiers; no chip lock held): the PIT

@@ -96,9 +96,9 @@ impl Irqchip {
     /// A guest's OUT of `len` bytes of `data` to `port`: true if the PIC pair took it.
     pub(crate) fn port_write(&self, bus: &ApicBus, port: u16, len: u32, data: u64) -> bool {
         let Some(p) = Port::decode_access(port, len) else { return false };
-        let extint_taken = bus.any_takes_extint();
         let mut pic = self.pic.lock();
-        pic.write(p, len, data as u8, extint_taken);
+        // Only an ICW1 asks (a chip's lock, then the bus's members: the usual order).
+        pic.write(p, len, data as u8, || bus.any_takes_extint());
         let e = Effects::of_pic(&mut pic);
         drop(pic);
         e.apply(bus);

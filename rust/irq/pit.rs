@@ -14,11 +14,14 @@ use kernel::{
     sync::{Arc, ArcBorrow, Mutex, SpinLockIrq},
     time::{
         hrtimer::{AbsoluteSoftMode, ArcHrTimerHandle, HrTimer, HrTimerCallback, HrTimerCallbackContext, HrTimerPointer, HrTimerRestart},
-        ClockSource, Delta, Instant, Monotonic,
+        ClockSource, Delta, Monotonic,
     },
 };
 
-use super::bus::ApicBus;
+use super::{
+    bus::ApicBus,
+    timer::{after, until},
+};
 use crate::logic::pit::{Now, Pit, PitState2, Timer};
 
 /// The PIT's interrupt source on GSI 0 (KVM's third source id, after userspace's and the
@@ -206,9 +209,7 @@ impl PitDevice {
         if inner.period_ns == 0 {
             return Now { ns, ch0_elapsed: 0 };
         }
-        // Two monotonic times (both in 0..=KTIME_MAX): the difference fits.
-        #[allow(clippy::arithmetic_side_effects)]
-        let remaining = (self.expiry.timer.expires() - Instant::<Monotonic>::now()).as_nanos();
+        let remaining = until(self.expiry.timer.expires());
         Now { ns, ch0_elapsed: inner.period_ns.saturating_sub(remaining) }
     }
 
@@ -222,7 +223,7 @@ impl PitDevice {
                 inner.period_ns = period_ns.unwrap_or(first_ns);
                 self.expiry.ticks.reset();
                 self.expiry.period_ns.store(period_ns.unwrap_or(0), Relaxed);
-                inner.running = Some(self.expiry.clone().start(after(first_ns)));
+                inner.running = Some(self.expiry.clone().start(after(u64::try_from(first_ns).unwrap_or(0))));
             }
         }
     }
@@ -312,11 +313,3 @@ fn claim(port: u16, len: u32, speaker: bool) -> Option<Port> {
     None
 }
 
-/// The monotonic time `ns` from now (at most 2^62 ns, as the APIC timer's).
-fn after(ns: i64) -> Instant<Monotonic> {
-    let delta = Delta::from_nanos(ns.clamp(0, 1 << 62));
-    // The clock is far below 2^62 (146 years of uptime), and `delta` at most 2^62.
-    #[allow(clippy::arithmetic_side_effects)]
-    let at = Instant::<Monotonic>::now() + delta;
-    at
-}

@@ -90,6 +90,11 @@ impl GsiRoutes {
         irq_routing::gsi_of(&self.routes.lock(), target)
     }
 
+    /// The IOAPIC pins whose GSI (as [`GsiRoutes::gsi_of`] finds it) is `gsi`.
+    pub(crate) fn ioapic_pins_of(&self, gsi: u32) -> u32 {
+        irq_routing::ioapic_pins_of(&self.routes.lock(), gsi)
+    }
+
     /// Where `gsi` leads (up to three routes; `None` past the last).
     pub(crate) fn targets(&self, gsi: u32) -> [Option<Target>; 3] {
         let mut out = [None; 3];

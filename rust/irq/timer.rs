@@ -92,20 +92,25 @@ impl ApicTimer {
     /// Nanoseconds to the next expiry (negative once passed); `None` if stopped.
     pub(crate) fn remaining_ns(&self) -> Option<i64> {
         self.running.as_ref()?;
-        let (expires, now) = (self.expiry.timer.expires(), Instant::<Monotonic>::now());
-        // Two monotonic times (both in 0..=KTIME_MAX): the difference fits.
-        #[allow(clippy::arithmetic_side_effects)]
-        let left = expires - now;
-        Some(left.as_nanos())
+        Some(until(self.expiry.timer.expires()))
     }
+}
+
+/// Nanoseconds from now to `expires` (negative once passed): what an hrtimer has left.
+pub(crate) fn until(expires: Instant<Monotonic>) -> i64 {
+    // Two monotonic times (both in 0..=KTIME_MAX): the difference fits.
+    #[allow(clippy::arithmetic_side_effects)]
+    let left = expires - Instant::<Monotonic>::now();
+    left.as_nanos()
 }
 
 /// The furthest a guest's timer is set: 2^62 ns (146 years) from now, so that the sum with
 /// the monotonic clock stays below KTIME_MAX (the kernel's `Instant + Delta` panics past it).
 const MAX_NS: u64 = 1 << 62;
 
-/// The monotonic time `ns` from now, `ns` capped at [`MAX_NS`].
-fn after(ns: u64) -> Instant<Monotonic> {
+/// The monotonic time `ns` from now, `ns` capped at [`MAX_NS`] (the APIC timer's and the
+/// PIT's).
+pub(crate) fn after(ns: u64) -> Instant<Monotonic> {
     let delta = Delta::from_nanos(ns.min(MAX_NS) as i64); // at most 2^62: fits
     // The clock is far below 2^62 (146 years of uptime), and `delta` at most 2^62.
     #[allow(clippy::arithmetic_side_effects)]

@@ -171,6 +171,22 @@ pub fn gsi_of(routes: &[Route], target: Target) -> Option<u32> {
     routes.iter().find(|r| r.target == target).map(|r| r.gsi)
 }
 
+/// The IOAPIC pins for which [`gsi_of`] is `gsi`, bit `n` for pin `n`: one pass over
+/// `routes` sorted by GSI, where a pin's first route is its lowest GSI.
+pub fn ioapic_pins_of(routes: &[Route], gsi: u32) -> u32 {
+    let (mut seen, mut pins) = (0u32, 0u32);
+    for r in routes.iter().take_while(|r| r.gsi <= gsi) {
+        if let Target::Ioapic(p) = r.target {
+            let bit = 1u32.checked_shl(p).unwrap_or(0);
+            if r.gsi == gsi && seen & bit == 0 {
+                pins |= bit;
+            }
+            seen |= bit;
+        }
+    }
+    pins
+}
+
 /// The routes `KVM_CREATE_IRQCHIP` installs (KVM's `default_routing`): GSIs 0-15 to the PIC
 /// pin and the IOAPIC pin of the same number, 16-23 to the IOAPIC only. Sorted by GSI.
 pub fn default_routes() -> impl Iterator<Item = Route> {
@@ -245,6 +261,19 @@ mod tests {
         assert!(routes_of(&[], 0).is_empty());
         assert_eq!(gsi_of(&t, Target::Ioapic(9)), Some(9));
         assert_eq!(gsi_of(&t, Target::Pic(1)), None);
+    }
+
+    #[test]
+    fn ioapic_pins_of_agrees_with_gsi_of() {
+        let r = |gsi, pin| Route { gsi, target: Target::Ioapic(pin), chip: Some(chip::IOAPIC) };
+        let mut t = vec![r(0, 2), r(0, 0), r(1, 2), r(2, 5), r(3, 0), r(7, 9)];
+        t.extend(default_routes().filter(|x| x.gsi > 9));
+        t.sort_by_key(|x| x.gsi);
+        for gsi in 0..30 {
+            let want = (0..24u32).filter(|p| gsi_of(&t, Target::Ioapic(*p)) == Some(gsi)).fold(0, |m, p| m | 1 << p);
+            assert_eq!(ioapic_pins_of(&t, gsi), want, "gsi {gsi}");
+        }
+        assert_eq!(ioapic_pins_of(&t, 0), 0b101);
     }
 
     #[test]

@@ -295,9 +295,9 @@ impl Pic {
         vector
     }
 
-    /// ICW1 on chip `chip` (KVM's `kvm_pic_reset`): `extint_taken` says whether some vCPU's
+    /// ICW1 on chip `chip` (KVM's `kvm_pic_reset`): `extint_taken` tells whether some vCPU's
     /// APIC takes the PIC's interrupts, in which case edge requests pending are acknowledged.
-    fn reset(&mut self, chip: usize, extint_taken: bool) {
+    fn reset(&mut self, chip: usize, extint_taken: impl FnOnce() -> bool) {
         let s = self.chip_mut(chip);
         let edge_irr = s.irr & !s.elcr;
         s.last_irr = 0;
@@ -311,14 +311,14 @@ impl Pic {
             s.auto_eoi = 0;
         }
         s.init_state = 1;
-        if extint_taken {
+        if extint_taken() {
             for irq in (0..8).filter(|i| edge_irr & 1 << i != 0) {
                 self.clear_isr(chip, irq);
             }
         }
     }
 
-    fn write_command(&mut self, chip: usize, val: u8, extint_taken: bool) {
+    fn write_command(&mut self, chip: usize, val: u8, extint_taken: impl FnOnce() -> bool) {
         if val & 0x10 != 0 {
             // ICW1 (single mode and level-triggered mode are not emulated, as in KVM).
             self.chip_mut(chip).init4 = val & 1;
@@ -397,8 +397,9 @@ impl Pic {
     }
 
     /// A guest's write of `len` bytes of `data` to `port` (one of [`Port::decode`]'s). KVM
-    /// takes and ignores writes wider than a byte.
-    pub fn write(&mut self, port: Port, len: u32, data: u8, extint_taken: bool) {
+    /// takes and ignores writes wider than a byte. `extint_taken` is asked only by an ICW1
+    /// (whether some vCPU takes the PIC's interrupts: then pending edges are acknowledged).
+    pub fn write(&mut self, port: Port, len: u32, data: u8, extint_taken: impl FnOnce() -> bool) {
         if len != 1 {
             return;
         }
@@ -484,11 +485,11 @@ mod tests {
     fn initialized() -> Pic {
         let mut p = Pic::new();
         for (chip, base, icw3) in [(0, 0x30, 0x04), (1, 0x38, 0x02)] {
-            p.write(Port::Chip(chip, false), 1, 0x11, true);
-            p.write(Port::Chip(chip, true), 1, base, true);
-            p.write(Port::Chip(chip, true), 1, icw3, true);
-            p.write(Port::Chip(chip, true), 1, 0x01, true);
-            p.write(Port::Chip(chip, true), 1, 0x00, true);
+            p.write(Port::Chip(chip, false), 1, 0x11, || true);
+            p.write(Port::Chip(chip, true), 1, base, || true);
+            p.write(Port::Chip(chip, true), 1, icw3, || true);
+            p.write(Port::Chip(chip, true), 1, 0x01, || true);
+            p.write(Port::Chip(chip, true), 1, 0x00, || true);
         }
         p
     }
@@ -520,7 +521,7 @@ mod tests {
         p.set_irq(0, 0, false);
         assert_eq!(p.set_irq(0, 0, true), 1);
         assert!(!p.output, "IRQ 0 in service blocks itself");
-        p.write(Port::Chip(0, false), 1, 0x20, true); // non-specific EOI
+        p.write(Port::Chip(0, false), 1, 0x20, || true); // non-specific EOI
         assert_eq!(p.take_acked(), 1);
         assert!(p.output);
         assert_eq!(p.read_irq(), 0x30);
@@ -533,8 +534,8 @@ mod tests {
         assert!(p.output);
         assert_eq!(p.read_irq(), 0x3c);
         assert_eq!((p.chips[0].isr, p.chips[1].isr), (1 << 2, 1 << 4));
-        p.write(Port::Chip(1, false), 1, 0x20, true);
-        p.write(Port::Chip(0, false), 1, 0x20, true);
+        p.write(Port::Chip(1, false), 1, 0x20, || true);
+        p.write(Port::Chip(0, false), 1, 0x20, || true);
         assert_eq!(p.take_acked(), 1 << 12 | 1 << 2);
         assert_eq!((p.chips[0].isr, p.chips[1].isr), (0, 0));
     }
@@ -543,7 +544,7 @@ mod tests {
     fn masks_priorities_and_spurious_interrupts() {
         let mut p = initialized();
         let _ = p.take_unmasked();
-        p.write(Port::Chip(0, true), 1, 0x01, true);
+        p.write(Port::Chip(0, true), 1, 0x01, || true);
         assert_eq!(p.take_unmasked(), 0);
         assert_eq!(p.set_irq(0, 0, true), -1, "masked");
         assert!(!p.output);
@@ -556,18 +557,18 @@ mod tests {
         assert_eq!(q.read_irq(), 0x37);
         // Reads of IRR and ISR through OCW3.
         assert_eq!(p.read(Port::Chip(0, false), 1), 0x09, "IRR: pins 0 and 3");
-        p.write(Port::Chip(0, false), 1, 0x0b, true);
+        p.write(Port::Chip(0, false), 1, 0x0b, || true);
         assert_eq!(p.read(Port::Chip(0, false), 1), 0x02, "ISR: pin 1");
         assert_eq!(p.read(Port::Chip(0, false), 2), 0, "wider reads are 0");
-        p.write(Port::Chip(1, true), 1, 0xff, true);
-        p.write(Port::Chip(1, true), 1, 0xfa, true);
+        p.write(Port::Chip(1, true), 1, 0xff, || true);
+        p.write(Port::Chip(1, true), 1, 0xfa, || true);
         assert_eq!(p.take_unmasked(), 0x500, "slave pins 8 and 10 unmasked");
     }
 
     #[test]
     fn level_triggered_pins_stay_requested_while_high() {
         let mut p = initialized();
-        p.write(Port::Elcr(1), 1, 0xff, true);
+        p.write(Port::Elcr(1), 1, 0xff, || true);
         assert_eq!(p.read(Port::Elcr(1), 1), 0xde, "ELCR mask");
         assert_eq!(p.set_irq(9, 0, true), 1);
         assert_eq!(p.read_irq(), 0x39);
@@ -586,12 +587,12 @@ mod tests {
     #[test]
     fn auto_eoi_rotation_and_poll() {
         let mut p = Pic::new();
-        p.write(Port::Chip(0, false), 1, 0x11, true);
-        p.write(Port::Chip(0, true), 1, 0x08, true);
-        p.write(Port::Chip(0, true), 1, 0x04, true);
-        p.write(Port::Chip(0, true), 1, 0x03, true); // auto-EOI
-        p.write(Port::Chip(0, true), 1, 0x00, true);
-        p.write(Port::Chip(0, false), 1, 0x80, true); // rotate in auto-EOI mode
+        p.write(Port::Chip(0, false), 1, 0x11, || true);
+        p.write(Port::Chip(0, true), 1, 0x08, || true);
+        p.write(Port::Chip(0, true), 1, 0x04, || true);
+        p.write(Port::Chip(0, true), 1, 0x03, || true); // auto-EOI
+        p.write(Port::Chip(0, true), 1, 0x00, || true);
+        p.write(Port::Chip(0, false), 1, 0x80, || true); // rotate in auto-EOI mode
         p.set_irq(5, 0, true);
         assert_eq!(p.read_irq(), 0x0d);
         assert_eq!(p.chips[0].isr, 0, "auto-EOI");
@@ -599,10 +600,10 @@ mod tests {
         assert_eq!(p.take_acked(), 1 << 5);
         // Poll: OCW3 with P, then a read acknowledges the request.
         p.set_irq(6, 0, true);
-        p.write(Port::Chip(0, false), 1, 0x0c, true);
+        p.write(Port::Chip(0, false), 1, 0x0c, || true);
         assert_eq!(p.read(Port::Chip(0, false), 1), 0x86);
         assert_eq!(p.chips[0].poll, 0);
-        p.write(Port::Chip(0, false), 1, 0x0c, true);
+        p.write(Port::Chip(0, false), 1, 0x0c, || true);
         assert_eq!(p.read(Port::Chip(0, false), 1), 0x07, "nothing wanted");
     }
 
@@ -610,14 +611,14 @@ mod tests {
     fn icw1_resets_and_drops_edge_requests() {
         let mut p = initialized();
         p.set_irq(4, 0, true);
-        p.write(Port::Chip(0, false), 1, 0x11, true);
+        p.write(Port::Chip(0, false), 1, 0x11, || true);
         assert_eq!((p.chips[0].irr & 0x10, p.chips[0].init_state), (0, 1));
         assert_eq!(p.take_acked(), 1 << 4, "the edge acknowledged where a CPU takes ExtINT");
-        p.write(Port::Chip(0, true), 1, 0x20, true);
+        p.write(Port::Chip(0, true), 1, 0x20, || true);
         assert_eq!(p.chips[0].irq_base, 0x20);
-        p.write(Port::Chip(0, true), 1, 0x04, true);
+        p.write(Port::Chip(0, true), 1, 0x04, || true);
         assert_eq!(p.chips[0].init_state, 3);
-        p.write(Port::Chip(0, true), 1, 0x01, true);
+        p.write(Port::Chip(0, true), 1, 0x01, || true);
         assert_eq!(p.chips[0].init_state, 0);
     }
 }

@@ -424,8 +424,8 @@ impl<'a> Guest<'a> {
     }
 
     /// Writes the RAM parts from `data` (each page logged dirty) and offers the MMIO parts to
-    /// the ioeventfds and coalesced zones, 8 bytes at a time as KVM's `vcpu_mmio_write`; what
-    /// they do not take is left for userspace.
+    /// the VM's in-kernel devices (IOAPIC, ioeventfds, coalesced zones), 8 bytes at a time as
+    /// KVM's `vcpu_mmio_write`; what they do not take is left for userspace.
     fn write_parts(&mut self, parts: &Parts, data: &Data) -> Result<Fragments, Failure> {
         let mut frags = Fragments::default();
         for p in parts.iter() {
@@ -678,8 +678,8 @@ fn string_io_access(g: &mut Guest<'_>, regs: &mut Regs, io: Io, len: u8, run: &K
     }
 }
 
-/// OUTS of the element in `data`, to an ioeventfd, a coalesced zone or userspace, which only takes the data:
-/// the instruction moves on first.
+/// OUTS of the element in `data`, to an in-kernel device or userspace, which only takes the
+/// data: the instruction moves on first.
 fn outs(mem: &Memory<'_>, regs: &mut Regs, run: &KvmRun, s: StringIo, data: &Data) -> Outcome {
     let value = data.value(s.size);
     let signalled = mem.io_write(Bus::Pio, s.port.into(), s.size.into(), value);

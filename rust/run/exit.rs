@@ -61,10 +61,11 @@ pub(crate) enum Deferred {
     /// Finish a MOV to CR0 (or LMSW) or CR4 of `len` bytes that turns on PAE paging outside
     /// long mode, or changes its paging bits: the PDPTEs come from guest memory.
     PaePaging { cr0: u64, cr4: u64, len: u8 },
-    /// An IN of `size` bytes from `port`, `len` bytes long: to userspace.
+    /// An IN of `size` bytes from `port`, `len` bytes long: an in-kernel device (PIT, PIC)
+    /// answers it, else userspace.
     PortIn { port: u16, size: u8, len: u8 },
-    /// An OUT of `size` bytes of `value` to `port`, `len` bytes long: an ioeventfd or a
-    /// coalesced zone may take it, else it goes to userspace.
+    /// An OUT of `size` bytes of `value` to `port`, `len` bytes long: an in-kernel device
+    /// (PIT, PIC, ioeventfd, coalesced zone) may take it, else it goes to userspace.
     PortOut { port: u16, size: u8, value: u64, len: u8 },
     /// #UD at the guest's RIP: RSM in SMM returns, VMMCALL is patched, anything else gets its
     /// #UD.
