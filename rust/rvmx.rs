@@ -49,10 +49,6 @@ module! {
             default: 16,
             description: "Guest pages mapped per EPT fault on first touch: the unmapped ones of the aligned block of this many pages (power of two, up to 512) around the page touched; 1 maps only that page, as KVM does",
         },
-        split_irqchip: bool {
-            default: false,
-            description: "Report KVM_CAP_IRQCHIP, which QEMU asks for before it uses kernel-irqchip=split (the split irqchip and KVM_CREATE_IRQCHIP's PIC and IOAPIC are always there). Off by default: with it QEMU's default kernel-irqchip=on uses the full in-kernel irqchip (PIC, IOAPIC, PIT), which has not been tested with QEMU yet",
-        },
         dump_invalid_vmcs: bool {
             default: false,
             description: "Log the guest state of a VMCS whose VM entry failed (at most 8 per load), as kvm_intel's parameter of the same name",

@@ -91,7 +91,7 @@ extern "C" {
 
     // irq/irqfd.rs (irq/irqfd.c)
     /// A `KVM_IRQFD` entry for eventfd `fd`, not yet listening; an `ERR_PTR` on failure.
-    pub(crate) fn rvmx_irqfd_new(fd: i32, gsi: u32, target: *const c_void) -> *mut c_void;
+    pub(crate) fn rvmx_irqfd_new(fd: i32, gsi: u32, resample: bool, target: *const c_void) -> *mut c_void;
     /// Its eventfd context (identity only).
     pub(crate) fn rvmx_irqfd_eventfd(irqfd: *mut c_void) -> *const c_void;
     /// Its eventfd was released (the entry no longer listens).
@@ -100,8 +100,4 @@ extern "C" {
     pub(crate) fn rvmx_irqfd_arm(irqfd: *mut c_void);
     /// Stops listening and frees it.
     pub(crate) fn rvmx_irqfd_free(irqfd: *mut c_void);
-    /// `eventfd_ctx_fdget()`: a reference or an `ERR_PTR`.
-    pub(crate) fn rvmx_eventfd_get(fd: i32) -> *mut c_void;
-    /// `eventfd_ctx_put()`.
-    pub(crate) fn rvmx_eventfd_put(ctx: *mut c_void);
 }

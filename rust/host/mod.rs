@@ -7,6 +7,7 @@
 
 pub(crate) mod clock;
 pub(crate) mod cpuhp;
+pub(crate) mod eventfd;
 pub(crate) mod helpers;
 pub(crate) mod lock;
 pub(crate) mod mem;

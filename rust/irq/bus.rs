@@ -9,7 +9,13 @@
 use core::sync::atomic::{AtomicU8, Ordering};
 use kernel::{new_spinlock_irq, prelude::*, sync::{Arc, SetOnce, SpinLockIrq}};
 
-use super::{irqchip::Irqchip, mailbox::Mailbox, pit::Ticks, routing::GsiRoutes};
+use super::{
+    irqchip::Irqchip,
+    mailbox::Mailbox,
+    pit::Ticks,
+    resample::{Resamplers, RESAMPLE_SOURCE},
+    routing::GsiRoutes,
+};
 use crate::{
     host::sched::kick_cpu,
     logic::{
@@ -47,6 +53,9 @@ pub(crate) struct ApicBus {
     /// The in-kernel PIT's reinjection state, once `KVM_CREATE_PIT2` made it: GSI 0's EOIs
     /// and unmasking reach it.
     pit_ticks: SetOnce<Arc<Ticks>>,
+    /// The resampling irqfds' resamplefds, by GSI: acknowledgements reach them.
+    #[pin]
+    pub(crate) resamplers: Resamplers,
 }
 
 impl ApicBus {
@@ -59,6 +68,7 @@ impl ApicBus {
                 api: AtomicU8::new(X2apicApi::default().to_bits()),
                 irqchip: SetOnce::new(),
                 pit_ticks: SetOnce::new(),
+                resamplers <- Resamplers::new(),
             }),
             GFP_KERNEL_ACCOUNT,
         )
@@ -98,23 +108,40 @@ impl ApicBus {
         let _ = self.pit_ticks.populate(ticks);
     }
 
-    /// A chip's pin was acknowledged (its interrupt's EOI, KVM's ack notifiers; no chip lock
-    /// held): a PIT tick waiting for GSI 0's ack is sent.
+    /// A chip's pin was acknowledged (its interrupt's EOI, KVM's ack notifiers on the pin's
+    /// GSI; no chip lock held): a PIT tick waiting for GSI 0's ack is sent; a resampled line
+    /// is lowered and its resamplefds signalled (KVM's `irqfd_resampler_ack`).
     pub(crate) fn pin_acked(&self, pin: Target) {
-        if let Some(t) = self.pit_ticks.as_ref() {
-            if self.routes.gsi_of(pin) == Some(0) && t.acked() {
-                super::pit::pulse(self);
-            }
+        let Some(gsi) = self.routes.gsi_of(pin) else { return };
+        if gsi == 0 && self.pit_ticks.as_ref().is_some_and(|t| t.acked()) {
+            super::pit::pulse(self);
+        }
+        if self.resamplers.resamples(gsi) {
+            let _ = self.set_gsi(gsi, RESAMPLE_SOURCE, false, false);
+            self.resamplers.notify(gsi);
         }
     }
 
-    /// The IOAPIC pins whose GSI has an ack notifier: those routed from GSI 0 while the PIT
-    /// reinjects (KVM's `kvm_irq_has_notifier`; there are no irqfd resamplers yet).
-    pub(crate) fn notified_ioapic_pins(&self) -> u32 {
-        if !self.pit_ticks.as_ref().is_some_and(|t| t.reinjecting()) {
-            return 0;
+    /// An IOAPIC pin's stale request was dropped at its unmasking for its resamplers to look
+    /// at (KVM's `kvm_notify_irqfd_resampler`; no chip lock held).
+    pub(crate) fn pin_resampled(&self, pin: Target) {
+        if let Some(gsi) = self.routes.gsi_of(pin) {
+            self.resamplers.notify(gsi);
         }
-        self.routes.ioapic_pins_of(0)
+    }
+
+    /// Whether an irqfd resamples the GSI of a chip's pin (asked under the IOAPIC's lock: the
+    /// routes' and the resamplers' locks are taken inside every chip's).
+    pub(crate) fn resamples(&self, pin: Target) -> bool {
+        self.routes.gsi_of(pin).is_some_and(|gsi| self.resamplers.resamples(gsi))
+    }
+
+    /// The IOAPIC pins whose GSI has an ack notifier (KVM's `kvm_irq_has_notifier`): GSI 0
+    /// while the PIT reinjects, and the GSIs irqfds resample.
+    pub(crate) fn notified_ioapic_pins(&self) -> u32 {
+        let pit = self.pit_ticks.as_ref().is_some_and(|t| t.reinjecting());
+        let resampled = self.resamplers.gsis();
+        self.routes.ioapic_pins_where(|gsi| (pit && gsi == 0) || resampled(gsi))
     }
 
     /// A guest unmasked a chip's pin (KVM's mask notifiers; no chip lock held): the PIT

@@ -127,8 +127,8 @@ impl Irqchip {
         if !ioapic::claims(io.base(), gpa, len) {
             return false;
         }
-        // No irqfd resampler exists yet: a pending level pin unmasked is delivered.
-        io.mmio_write(gpa, len, value, &mut |irq| bus.deliver_to(irq, None), &mut |_| false);
+        // A pending level pin unmasked is delivered, or left to its irqfd resampler.
+        io.mmio_write(gpa, len, value, &mut |irq| bus.deliver_to(irq, None), &mut |pin| bus.resamples(Target::Ioapic(pin)));
         let e = Effects::of_ioapic(&mut io);
         drop(io);
         e.apply(bus);
@@ -139,7 +139,7 @@ impl Irqchip {
     /// `kvm_ioapic_send_eoi`): forwarded where the IOAPIC handles the vector for it.
     pub(crate) fn eoi(&self, bus: &ApicBus, member: usize, address: &crate::logic::lapic::Address, vector: u8, level: bool, suppressed: bool) {
         let api = bus.api();
-        // Pins whose GSI has an ack notifier (the PIT's GSI 0 while it reinjects).
+        // Pins whose GSI has an ack notifier (the PIT's GSI 0 while it reinjects, resampled GSIs).
         let notified = bus.notified_ioapic_pins();
         let mut io = self.ioapic.lock();
         let matches = |dest: u32, logical: bool| {
@@ -148,7 +148,19 @@ impl Irqchip {
         if !io.handles(member, vector, notified, &matches) {
             return;
         }
-        io.eoi(member, vector, level, suppressed, &mut |irq| bus.deliver_to(irq, None));
+        io.eoi_rtc(member, vector);
+        for pin in 0..ioapic::PINS as u32 {
+            if !io.has_vector(pin, vector) {
+                continue;
+            }
+            // The pin's ack notifiers run without the lock (they may set lines: the PIT
+            // sends its next tick, a resampled line is lowered) and before the EOI looks at
+            // the line, as in KVM's `kvm_ioapic_update_eoi_one`.
+            drop(io);
+            bus.pin_acked(Target::Ioapic(pin));
+            io = self.ioapic.lock();
+            io.eoi_pin(pin, level, suppressed, &mut |irq| bus.deliver_to(irq, None));
+        }
         // An interrupt storm: the next delivery would wait 10 ms on KVM. Delivered now, once
         // per 10000 EOIs (a delayed re-delivery needs a timer not here yet).
         if io.take_delayed_eoi() {
@@ -209,8 +221,8 @@ struct Effects {
     pic_unmasked: u16,
     /// The PIC's output rose.
     wakeup: bool,
-    ioapic_acked: u32,
     ioapic_unmasked: u32,
+    ioapic_resampled: u32,
 }
 
 impl Effects {
@@ -219,27 +231,33 @@ impl Effects {
     }
 
     fn of_ioapic(io: &mut Ioapic) -> Self {
-        Self { ioapic_acked: io.take_acked(), ioapic_unmasked: io.take_unmasked(), ..Self::default() }
+        Self {
+            ioapic_unmasked: io.take_unmasked(),
+            ioapic_resampled: io.take_resampled(),
+            ..Self::default()
+        }
     }
 
-    /// Acts on them, with no chip lock held: the vCPU taking ExtINT is woken; the PIT hears of
-    /// acknowledged and unmasked pins.
+    /// Acts on them, with no chip lock held: the PIT and the irqfd resamplers hear of
+    /// acknowledged and unmasked pins, then the vCPU taking ExtINT is woken if the PIC still
+    /// asks for an interrupt (an acknowledgement may have lowered a level-triggered line: KVM
+    /// runs the PIC's ack notifiers before it looks at its output again).
     fn apply(self, bus: &ApicBus) {
-        if self.wakeup {
-            bus.kick_extint();
-        }
         let pins = |bits: u32| (0..32u32).filter(move |p| bits & 1 << p != 0);
         for p in pins(u32::from(self.pic_acked)) {
             bus.pin_acked(Target::Pic(p));
-        }
-        for p in pins(self.ioapic_acked) {
-            bus.pin_acked(Target::Ioapic(p));
         }
         for p in pins(u32::from(self.pic_unmasked)) {
             bus.pin_unmasked(Target::Pic(p));
         }
         for p in pins(self.ioapic_unmasked) {
             bus.pin_unmasked(Target::Ioapic(p));
+        }
+        for p in pins(self.ioapic_resampled) {
+            bus.pin_resampled(Target::Ioapic(p));
+        }
+        if self.wakeup && bus.irqchip().is_some_and(|c| c.pic_output()) {
+            bus.kick_extint();
         }
     }
 }

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * KVM_IRQFD's eventfd side (KVM's virt/kvm/eventfd.c, without resampling): a wait-queue entry
+ * KVM_IRQFD's eventfd side (KVM's virt/kvm/eventfd.c; resampling is Rust's): a wait-queue entry
  * on the eventfd whose wakeup consumes the count and injects the GSI through the callback into
  * Rust (rust/irq/irqfd.rs). Rust-for-Linux has no binding for waiting on another file's wait
  * queue. The target pointer is opaque here.
@@ -12,7 +12,7 @@
 #include <linux/wait.h>
 #include <linux/err.h>
 
-void rvmx_irqfd_inject(const void *target, u32 gsi);
+void rvmx_irqfd_inject(const void *target, u32 gsi, bool resample);
 
 struct rvmx_irqfd {
 	wait_queue_entry_t wait;
@@ -21,6 +21,7 @@ struct rvmx_irqfd {
 	struct file *file;	/* held from new to arm */
 	bool armed;
 	bool hung_up;		/* the eventfd was released: the entry is unlinked */
+	bool resample;		/* KVM_IRQFD_FLAG_RESAMPLE */
 	const void *target;
 	u32 gsi;
 };
@@ -34,7 +35,7 @@ static int irqfd_wakeup(wait_queue_entry_t *wait, unsigned int mode, int sync, v
 
 	if (flags & EPOLLIN) {
 		eventfd_ctx_do_read(f->eventfd, &cnt);
-		rvmx_irqfd_inject(f->target, f->gsi);
+		rvmx_irqfd_inject(f->target, f->gsi, f->resample);
 	}
 	/*
 	 * The eventfd is being released: stop listening (the entry may be unlinked here); the
@@ -54,16 +55,14 @@ static void irqfd_queue_proc(struct file *file, wait_queue_head_t *wqh, poll_tab
 	add_wait_queue(wqh, &f->wait);
 }
 
-struct rvmx_irqfd *rvmx_irqfd_new(int fd, u32 gsi, const void *target);
+struct rvmx_irqfd *rvmx_irqfd_new(int fd, u32 gsi, bool resample, const void *target);
 struct eventfd_ctx *rvmx_irqfd_eventfd(struct rvmx_irqfd *f);
 bool rvmx_irqfd_hung_up(struct rvmx_irqfd *f);
 void rvmx_irqfd_arm(struct rvmx_irqfd *f);
 void rvmx_irqfd_free(struct rvmx_irqfd *f);
-struct eventfd_ctx *rvmx_eventfd_get(int fd);
-void rvmx_eventfd_put(struct eventfd_ctx *ctx);
 
 /* An irqfd for eventfd `fd`, not yet listening: EBADF, EINVAL (not an eventfd), ENOMEM. */
-struct rvmx_irqfd *rvmx_irqfd_new(int fd, u32 gsi, const void *target)
+struct rvmx_irqfd *rvmx_irqfd_new(int fd, u32 gsi, bool resample, const void *target)
 {
 	struct rvmx_irqfd *f;
 	struct file *file = fget(fd);
@@ -86,6 +85,7 @@ struct rvmx_irqfd *rvmx_irqfd_new(int fd, u32 gsi, const void *target)
 	f->file = file;
 	f->target = target;
 	f->gsi = gsi;
+	f->resample = resample;
 	init_waitqueue_func_entry(&f->wait, irqfd_wakeup);
 	init_poll_funcptr(&f->pt, irqfd_queue_proc);
 	return f;
@@ -110,7 +110,7 @@ void rvmx_irqfd_arm(struct rvmx_irqfd *f)
 	fput(f->file);
 	f->file = NULL;
 	if (events & EPOLLIN)
-		rvmx_irqfd_inject(f->target, f->gsi);
+		rvmx_irqfd_inject(f->target, f->gsi, f->resample);
 }
 
 /* Stops listening (after this no wakeup runs for it) and frees it. Sleeps. */
@@ -124,15 +124,4 @@ void rvmx_irqfd_free(struct rvmx_irqfd *f)
 		fput(f->file);
 	eventfd_ctx_put(f->eventfd);
 	kfree(f);
-}
-
-/* The eventfd behind `fd` (a reference), for KVM_IRQFD's deassign: EBADF or EINVAL. */
-struct eventfd_ctx *rvmx_eventfd_get(int fd)
-{
-	return eventfd_ctx_fdget(fd);
-}
-
-void rvmx_eventfd_put(struct eventfd_ctx *ctx)
-{
-	eventfd_ctx_put(ctx);
 }

@@ -3,14 +3,21 @@
 //! `KVM_IRQFD` (in-kernel irqchip): an eventfd that injects a GSI when signalled, so a device
 //! model's interrupt reaches the guest without a trip through the VMM's vCPU thread. Each
 //! signal pulses the GSI (KVM's `irqfd_inject`): its MSI route is sent, its PIC and IOAPIC
-//! pins see an edge; a GSI without a route injects nothing (as KVM). The eventfd side is C
-//! (`irq/irqfd.c`). Resampling (level-triggered lines) is refused as KVM refuses it in split
-//! mode; with the full irqchip KVM has it, rvmx not yet.
+//! pins see an edge; a GSI without a route injects nothing (as KVM). With
+//! `KVM_IRQFD_FLAG_RESAMPLE` (full irqchip only, as KVM) a signal raises the line and leaves
+//! it high until the guest acknowledges the interrupt (`irq/resample.rs`). The eventfd side
+//! is C (`irq/irqfd.c`).
 
 use kernel::{error::from_err_ptr, ffi::c_void, prelude::*, sync::Arc};
 
-use super::bus::{ApicBus, USERSPACE_SOURCE};
-use crate::{host::helpers, logic::kvm_abi::{IrqFdArg, IRQFD_FLAG_DEASSIGN, IRQFD_FLAG_RESAMPLE}};
+use super::{
+    bus::{ApicBus, USERSPACE_SOURCE},
+    resample::RESAMPLE_SOURCE,
+};
+use crate::{
+    host::{eventfd::EventFd, helpers},
+    logic::kvm_abi::{IrqFdArg, IRQFD_FLAG_DEASSIGN, IRQFD_FLAG_RESAMPLE},
+};
 
 /// One assignment; dropping it stops listening.
 struct IrqFd {
@@ -18,8 +25,10 @@ struct IrqFd {
     /// The eventfd's context, compared for identity only.
     eventfd: *const c_void,
     gsi: u32,
+    /// It holds its line high until the guest acknowledges it (its resampler is the bus's).
+    resample: bool,
     /// What the wakeup injects into, alive while it may run.
-    _bus: Arc<ApicBus>,
+    bus: Arc<ApicBus>,
 }
 
 // SAFETY: the C object may be freed from any thread in process context; its wakeup runs on
@@ -37,8 +46,15 @@ impl IrqFd {
 impl Drop for IrqFd {
     fn drop(&mut self) {
         // SAFETY: created by `rvmx_irqfd_new` and freed once, here; after the call no wakeup
-        // runs for it, so `_bus` may go.
+        // runs for it, so `bus` may go.
         unsafe { helpers::rvmx_irqfd_free(self.raw) };
+        // Then its resampler, lowering the line if it was the GSI's last (KVM's
+        // `irqfd_resampler_shutdown`, after the irqfd stopped injecting).
+        if self.resample {
+            if let Some(gsi) = self.bus.resamplers.remove(self.raw as usize) {
+                let _ = self.bus.set_gsi(gsi, RESAMPLE_SOURCE, false, false);
+            }
+        }
     }
 }
 
@@ -50,8 +66,8 @@ pub(crate) struct IrqFds {
 
 impl IrqFds {
     /// `KVM_IRQFD`, checked as KVM's `kvm_irqfd`: `in_kernel`, the VM has an in-kernel
-    /// irqchip (split or full).
-    pub(crate) fn ioctl(&mut self, arg: &IrqFdArg, in_kernel: bool, bus: &Arc<ApicBus>) -> Result {
+    /// irqchip (split or full); `full`, the full one.
+    pub(crate) fn ioctl(&mut self, arg: &IrqFdArg, in_kernel: bool, full: bool, bus: &Arc<ApicBus>) -> Result {
         // Entries whose eventfd was closed are freed here (KVM frees them on the hang-up), so
         // assigning and closing eventfds in a loop keeps at most one of them.
         self.list.retain(|e| !e.hung_up());
@@ -62,20 +78,26 @@ impl IrqFds {
         if arg.flags & IRQFD_FLAG_DEASSIGN != 0 {
             return self.deassign(fd, arg.gsi);
         }
-        // kvm_arch_irqfd_allowed: an in-kernel irqchip; resampling only with the full one
-        // (not yet in rvmx).
-        if !in_kernel || arg.flags & IRQFD_FLAG_RESAMPLE != 0 {
+        // kvm_arch_irqfd_allowed: an in-kernel irqchip; resampling only with the full one.
+        let resample = arg.flags & IRQFD_FLAG_RESAMPLE != 0;
+        if !in_kernel || (resample && !full) {
             return Err(EINVAL);
         }
         let target: *const ApicBus = &**bus;
-        // SAFETY: `target` stays alive as long as the entry (its `_bus`); the C side only hands
+        // SAFETY: `target` stays alive as long as the entry (its `bus`); the C side only hands
         // it back to `rvmx_irqfd_inject`.
-        let raw = from_err_ptr(unsafe { helpers::rvmx_irqfd_new(fd, arg.gsi, target.cast()) })?;
+        let raw = from_err_ptr(unsafe { helpers::rvmx_irqfd_new(fd, arg.gsi, resample, target.cast()) })?;
         // SAFETY: `raw` is a live irqfd from the call above.
         let eventfd = unsafe { helpers::rvmx_irqfd_eventfd(raw) };
-        let f = IrqFd { raw, eventfd, gsi: arg.gsi, _bus: bus.clone() };
+        // Dropped unarmed on an error below; with `resample` false until its resampler exists.
+        let mut f = IrqFd { raw, eventfd, gsi: arg.gsi, resample: false, bus: bus.clone() };
+        if resample {
+            let resamplefd = EventFd::get(arg.resamplefd as i32)?;
+            bus.resamplers.add(arg.gsi, raw as usize, resamplefd)?;
+            f.resample = true;
+        }
         if self.list.iter().any(|e| e.eventfd == eventfd) {
-            return Err(EBUSY); // `f` is dropped unarmed
+            return Err(EBUSY);
         }
         self.list.push(f, GFP_KERNEL_ACCOUNT)?;
         if let Some(f) = self.list.last() {
@@ -88,25 +110,27 @@ impl IrqFds {
     /// Removes the assignment of `fd`'s eventfd to `gsi`, if there is one (KVM answers 0
     /// either way, and `EBADF`/`EINVAL` for a bad fd or one that is no eventfd).
     fn deassign(&mut self, fd: i32, gsi: u32) -> Result {
-        // SAFETY: takes a reference on the eventfd, put below.
-        let ctx = from_err_ptr(unsafe { helpers::rvmx_eventfd_get(fd) })?;
-        self.list.retain(|e| !(core::ptr::eq(e.eventfd, ctx) && e.gsi == gsi));
-        // SAFETY: the reference taken above.
-        unsafe { helpers::rvmx_eventfd_put(ctx) };
+        let e = EventFd::get(fd)?;
+        self.list.retain(|f| !(core::ptr::eq(f.eventfd, e.context()) && f.gsi == gsi));
         Ok(())
     }
 }
 
-/// An irqfd's eventfd was signalled: pulse `gsi` as userspace's source. Any context (the
+/// An irqfd's eventfd was signalled: pulse `gsi` as userspace's source, or raise it as the
+/// resampling irqfds' source (lowered at the guest's acknowledgement). Any context (the
 /// eventfd's wait-queue lock is held, interrupts off).
 ///
 /// # Safety
 ///
 /// `target` is the bus the irqfd was created with, kept alive by the entry.
 #[no_mangle]
-unsafe extern "C" fn rvmx_irqfd_inject(target: *const c_void, gsi: u32) {
+unsafe extern "C" fn rvmx_irqfd_inject(target: *const c_void, gsi: u32, resample: bool) {
     // SAFETY: the caller's promise (irq/irqfd.c passes the pointer it was created with).
     let bus = unsafe { &*target.cast::<ApicBus>() };
-    let _ = bus.set_gsi(gsi, USERSPACE_SOURCE, true, false);
-    let _ = bus.set_gsi(gsi, USERSPACE_SOURCE, false, false);
+    if resample {
+        let _ = bus.set_gsi(gsi, RESAMPLE_SOURCE, true, false);
+    } else {
+        let _ = bus.set_gsi(gsi, USERSPACE_SOURCE, true, false);
+        let _ = bus.set_gsi(gsi, USERSPACE_SOURCE, false, false);
+    }
 }

@@ -9,8 +9,7 @@
 //! the VM's APICs through the [`ApicBus`], which posts them in each destination's
 //! [`Mailbox`]; the vCPU takes its own post before each entry. The timer runs on an hrtimer
 //! ([`ApicTimer`]) in one-shot, periodic and TSC-deadline modes. It also holds the vCPU's MP
-//! state and acts on INIT and SIPI. Not yet done (the module parameter `split_irqchip`, off
-//! by default, says so while the rest of the API is missing).
+//! state and acts on INIT and SIPI.
 
 use kernel::{prelude::*, sync::Arc};
 

@@ -11,5 +11,6 @@ pub(crate) mod irqfd;
 pub(crate) mod lapic;
 pub(crate) mod mailbox;
 pub(crate) mod pit;
+pub(crate) mod resample;
 pub(crate) mod routing;
 pub(crate) mod timer;

@@ -90,9 +90,9 @@ impl GsiRoutes {
         irq_routing::gsi_of(&self.routes.lock(), target)
     }
 
-    /// The IOAPIC pins whose GSI (as [`GsiRoutes::gsi_of`] finds it) is `gsi`.
-    pub(crate) fn ioapic_pins_of(&self, gsi: u32) -> u32 {
-        irq_routing::ioapic_pins_of(&self.routes.lock(), gsi)
+    /// The IOAPIC pins whose GSI (as [`GsiRoutes::gsi_of`] finds it) `wanted` accepts.
+    pub(crate) fn ioapic_pins_where(&self, wanted: impl Fn(u32) -> bool) -> u32 {
+        irq_routing::ioapic_pins_where(&self.routes.lock(), wanted)
     }
 
     /// Where `gsi` leads (up to three routes; `None` past the last).

@@ -4,40 +4,9 @@
 //! of exiting to userspace (a virtio queue notification costs no trip through the VMM). The
 //! rules are KVM's (logic/ioeventfd_rules.rs); this file holds the eventfds.
 
-use core::ptr::NonNull;
-use kernel::{bindings, error::from_err_ptr, prelude::*};
+use kernel::prelude::*;
 
-use crate::logic::ioeventfd_rules::{flags, Bus, IoEventFdArg, Refusal, Rule};
-
-/// A counted reference to an eventfd's context.
-struct EventFd(NonNull<bindings::eventfd_ctx>);
-
-// SAFETY: an eventfd context is reference-counted and may be signalled and put from any thread.
-unsafe impl Send for EventFd {}
-// SAFETY: `&EventFd` only signals, and `eventfd_signal` takes the context's own lock.
-unsafe impl Sync for EventFd {}
-
-impl EventFd {
-    /// The eventfd open as `fd` in the calling process: `EBADF` if there is none, `EINVAL` if
-    /// it is not an eventfd.
-    fn get(fd: i32) -> Result<Self> {
-        // SAFETY: the callee looks `fd` up in the current task's table and checks it.
-        let ctx = from_err_ptr(unsafe { bindings::eventfd_ctx_fdget(fd) })?;
-        NonNull::new(ctx).map(Self).ok_or(EINVAL)
-    }
-
-    fn signal(&self) {
-        // SAFETY: we hold a reference to the context. (`eventfd_signal` is this, inline.)
-        unsafe { bindings::eventfd_signal_mask(self.0.as_ptr(), 0) }
-    }
-}
-
-impl Drop for EventFd {
-    fn drop(&mut self) {
-        // SAFETY: the reference taken by `get`, dropped once.
-        unsafe { bindings::eventfd_ctx_put(self.0.as_ptr()) }
-    }
-}
+use crate::{host::eventfd::EventFd, logic::ioeventfd_rules::{flags, Bus, IoEventFdArg, Refusal, Rule}};
 
 /// Most registrations per VM (KVM's bus limit is 1000 devices).
 const MAX: usize = 1000;
@@ -56,7 +25,7 @@ impl IoEventFds {
         let rule = Rule::from_arg(arg).map_err(|Refusal::Invalid| EINVAL)?;
         let fd = EventFd::get(arg.fd)?;
         if arg.flags & flags::DEASSIGN != 0 {
-            let i = self.list.iter().position(|(r, e)| *r == rule && e.0 == fd.0).ok_or(ENOENT)?;
+            let i = self.list.iter().position(|(r, e)| *r == rule && e.context() == fd.context()).ok_or(ENOENT)?;
             self.list.remove(i)?;
             return Ok(());
         }

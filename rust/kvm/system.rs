@@ -19,15 +19,6 @@ use crate::{
     host::x86,
 };
 
-/// `KVM_CHECK_EXTENSION` (system and VM fd): the capability table, and `KVM_CAP_IRQCHIP`
-/// where the module parameter asks for it.
-pub(crate) fn check_extension(cap: usize) -> isize {
-    match cap {
-        cap::IRQCHIP if crate::module_parameters::split_irqchip.value() => kvm_abi::IRQCHIP_WITH_SPLIT_PARAMETER,
-        _ => kvm_abi::check_extension(cap),
-    }
-}
-
 /// `KVM_GET_MSR_INDEX_LIST`: like KVM, the count is written back, then `E2BIG` if the
 /// caller's array is smaller.
 /// IA32_SPEC_CTRL is listed where this CPU can read it (KVM's `kvm_probe_msr_to_save`).
@@ -143,7 +134,7 @@ impl MiscDevice for SystemFd {
     fn ioctl(_me: &SystemFd, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
         match cmd {
             KVM_GET_API_VERSION if arg == 0 => Ok(KVM_API_VERSION),
-            KVM_CHECK_EXTENSION => Ok(check_extension(arg)),
+            KVM_CHECK_EXTENSION => Ok(kvm_abi::check_extension(arg)),
             KVM_CREATE_VM => Vm::create(arg),
             KVM_GET_SUPPORTED_CPUID => get_supported_cpuid(arg),
             KVM_GET_MSR_INDEX_LIST => get_msr_index_list(arg),

@@ -695,8 +695,8 @@ impl Vm {
     /// `KVM_IRQFD`: assigns or deassigns as `arg` says.
     pub(crate) fn irqfd(&self, arg: &IrqFdArg) -> Result {
         let mut inner = self.inner.lock();
-        let in_kernel = inner.in_kernel();
-        inner.irqfds.ioctl(arg, in_kernel, &self.apic_bus)
+        let (in_kernel, full) = (inner.in_kernel(), inner.full_irqchip);
+        inner.irqfds.ioctl(arg, in_kernel, full, &self.apic_bus)
     }
 
     /// `KVM_IOEVENTFD`: assigns or deassigns as `arg` says.

@@ -34,7 +34,7 @@ impl FdObject for Vm {
                     crate::logic::x2apic_api::capability(!this.split_irqchip()) as isize
                 }
                 cap::X86_APIC_BUS_CYCLES_NS => this.apic_bus_cycle_ns() as isize,
-                _ => crate::kvm::system::check_extension(arg),
+                _ => crate::logic::kvm_abi::check_extension(arg),
             }),
             // With unrestricted guest rvmx needs neither the real-mode TSS nor the identity map
             // that KVM keeps for CPUs without it: both are checked as KVM checks them, then

@@ -138,13 +138,14 @@ pub struct Ioapic {
     /// Per pin, re-deliveries at EOI in a row.
     irq_eoi: [u32; PINS],
     rtc: RtcStatus,
-    /// Pins whose interrupt an EOI acknowledged since the last [`Ioapic::take_acked`].
-    acked: u32,
     /// An interrupt storm was detected: call [`Ioapic::eoi_inject`] in about 10 ms.
     delayed_eoi: bool,
     /// Pins a guest's write unmasked since the last [`Ioapic::take_unmasked`] (KVM's mask
     /// notifiers).
     unmasked: u32,
+    /// Pins whose stale request an unmasking dropped for their irqfd resampler to look at,
+    /// since the last [`Ioapic::take_resampled`].
+    resampled: u32,
 }
 
 impl Default for Ioapic {
@@ -166,9 +167,9 @@ impl Ioapic {
             sources: [0; PINS],
             irq_eoi: [0; PINS],
             rtc: RtcStatus::default(),
-            acked: 0,
             delayed_eoi: false,
             unmasked: 0,
+            resampled: 0,
         }
     }
 
@@ -182,14 +183,15 @@ impl Ioapic {
         self.state.redirtbl.get(pin as usize).copied().unwrap_or(entry::MASK)
     }
 
-    /// The pins acknowledged since the last call (bit `n` for pin `n`).
-    pub fn take_acked(&mut self) -> u32 {
-        core::mem::take(&mut self.acked)
-    }
-
     /// The pins unmasked since the last call (bit `n` for pin `n`).
     pub fn take_unmasked(&mut self) -> u32 {
         core::mem::take(&mut self.unmasked)
+    }
+
+    /// The pins whose resamplers are to be told (KVM's `kvm_notify_irqfd_resampler`) since the
+    /// last call (bit `n` for pin `n`).
+    pub fn take_resampled(&mut self) -> u32 {
+        core::mem::take(&mut self.resampled)
     }
 
     /// Whether an interrupt storm asked for a delayed re-delivery since the last call.
@@ -295,7 +297,8 @@ impl Ioapic {
     /// A guest's write of `len` bytes of `data` at offset `offset` (KVM's
     /// `ioapic_mmio_write`). `resample(pin)` is asked, for a level-triggered pin unmasked
     /// with a request pending, whether an irqfd resampler will find out if the line is
-    /// still high (then the request is dropped instead of delivered).
+    /// still high (then the request is dropped instead of delivered, and the pin is among
+    /// [`Ioapic::take_resampled`]'s).
     pub fn mmio_write(
         &mut self,
         offset: u64,
@@ -348,6 +351,7 @@ impl Ioapic {
                     // finds out; without one, deliver it.
                     if resample(index as u32) {
                         self.state.irr &= !bit(index);
+                        self.resampled |= bit(index);
                     } else {
                         self.service(index, false, deliver);
                     }
@@ -375,38 +379,58 @@ impl Ioapic {
 
     /// The APIC of bus member `member` EOI'd `vector`, level-triggered in its TMR if
     /// `level`; `suppressed`: its EOI broadcast is suppressed (KVM's
-    /// `kvm_ioapic_update_eoi`). Every pin with that vector is acknowledged; a level pin
-    /// drops remote IRR and is delivered again if its line is still high.
-    pub fn eoi(&mut self, member: usize, vector: u8, level: bool, suppressed: bool, deliver: &mut dyn FnMut(&Irq) -> Delivered) {
+    /// `kvm_ioapic_update_eoi`). Every pin with that vector is acknowledged (`ack(pin)`, KVM's
+    /// ack notifiers, which may lower the line); a level pin then drops remote IRR and is
+    /// delivered again if its line is still high. The kernel runs the steps itself
+    /// ([`Ioapic::eoi_rtc`], [`Ioapic::has_vector`], [`Ioapic::eoi_pin`]) to drop its lock
+    /// around the notifiers, as KVM does.
+    #[cfg(test)]
+    pub fn eoi(&mut self, member: usize, vector: u8, level: bool, suppressed: bool, deliver: &mut dyn FnMut(&Irq) -> Delivered, ack: &mut dyn FnMut(&mut Self, u32)) {
+        self.eoi_rtc(member, vector);
+        for pin in 0..PINS as u32 {
+            if self.has_vector(pin, vector) {
+                ack(self, pin);
+                self.eoi_pin(pin, level, suppressed, deliver);
+            }
+        }
+    }
+
+    /// An EOI's first step: the RTC's tracking of the APIC at bus member `member`.
+    pub fn eoi_rtc(&mut self, member: usize, vector: u8) {
         if self.rtc.map & bit(member) != 0 && self.rtc.vectors.get(member) == Some(&vector) {
             self.rtc.map &= !bit(member);
             self.rtc.pending_eoi = self.rtc.pending_eoi.saturating_sub(1).max(0);
         }
-        for pin in 0..PINS {
-            if self.entry(pin as u32) & entry::VECTOR != u64::from(vector) {
-                continue;
-            }
-            self.acked |= bit(pin);
-            if !level || suppressed {
-                continue;
-            }
-            let Some(e) = self.state.redirtbl.get_mut(pin) else { continue };
-            *e &= !entry::REMOTE_IRR;
-            let masked = *e & entry::MASK != 0;
-            let Some(count) = self.irq_eoi.get_mut(pin) else { continue };
-            if !masked && self.state.irr & bit(pin) != 0 {
-                *count = count.saturating_add(1);
-                if *count == SUCCESSIVE_IRQ_MAX {
-                    // Real hardware does not deliver at once at EOI: a guest that mishandles
-                    // a level interrupt still makes slow progress.
-                    *count = 0;
-                    self.delayed_eoi = true;
-                } else {
-                    self.service(pin, false, deliver);
-                }
-            } else {
+    }
+
+    /// Whether pin `pin`'s entry has vector `vector` (an EOI of it acknowledges the pin).
+    pub fn has_vector(&self, pin: u32, vector: u8) -> bool {
+        (pin as usize) < PINS && self.entry(pin) & entry::VECTOR == u64::from(vector)
+    }
+
+    /// An EOI's step for pin `pin`, after its ack notifiers ran (KVM's
+    /// `kvm_ioapic_update_eoi_one`).
+    pub fn eoi_pin(&mut self, pin: u32, level: bool, suppressed: bool, deliver: &mut dyn FnMut(&Irq) -> Delivered) {
+        let pin = pin as usize;
+        if !level || suppressed {
+            return;
+        }
+        let Some(e) = self.state.redirtbl.get_mut(pin) else { return };
+        *e &= !entry::REMOTE_IRR;
+        let masked = *e & entry::MASK != 0;
+        let Some(count) = self.irq_eoi.get_mut(pin) else { return };
+        if !masked && self.state.irr & bit(pin) != 0 {
+            *count = count.saturating_add(1);
+            if *count == SUCCESSIVE_IRQ_MAX {
+                // Real hardware does not deliver at once at EOI: a guest that mishandles a
+                // level interrupt still makes slow progress.
                 *count = 0;
+                self.delayed_eoi = true;
+            } else {
+                self.service(pin, false, deliver);
             }
+        } else {
+            *count = 0;
         }
     }
 
@@ -526,23 +550,39 @@ mod tests {
         assert_eq!(io.set_irq(10, 1, true, false, &mut one_cpu(&mut log)), -1, "remote IRR");
         assert!(io.handles(0, 0x40, 0, &|d, l| d == 0 && !l));
         assert!(!io.handles(0, 0x41, 0, &|_, _| true));
-        // EOI with the line still high: delivered again.
-        io.eoi(0, 0x40, true, false, &mut one_cpu(&mut log));
-        assert_eq!(io.take_acked(), 1 << 10);
+        // EOI with the line still high: acknowledged, then delivered again.
+        let mut acked = Vec::new();
+        io.eoi(0, 0x40, true, false, &mut one_cpu(&mut log), &mut |_, p| acked.push(p));
+        assert_eq!(acked, [10]);
         assert_eq!(log.len(), 2);
         // Lines low: the EOI only clears remote IRR.
         io.set_irq(10, 0, false, false, &mut one_cpu(&mut log));
         io.set_irq(10, 1, false, false, &mut one_cpu(&mut log));
-        io.eoi(0, 0x40, true, false, &mut one_cpu(&mut log));
+        io.eoi(0, 0x40, true, false, &mut one_cpu(&mut log), &mut |_, _| {});
         assert_eq!(io.entry(10) & entry::REMOTE_IRR, 0);
         assert_eq!(log.len(), 2);
         // A suppressed broadcast acknowledges but keeps remote IRR.
         io.set_irq(10, 0, true, false, &mut one_cpu(&mut log));
-        io.eoi(0, 0x40, true, true, &mut one_cpu(&mut log));
+        io.eoi(0, 0x40, true, true, &mut one_cpu(&mut log), &mut |_, _| {});
         assert_ne!(io.entry(10) & entry::REMOTE_IRR, 0);
         // Rewriting as edge drops remote IRR; the write keeps it otherwise.
         program(&mut io, 10, 0x40, 0);
         assert_eq!(io.entry(10) & entry::REMOTE_IRR, 0);
+    }
+
+    #[test]
+    fn an_ack_notifier_lowering_the_line_prevents_the_redelivery() {
+        // A resampling irqfd: its notifier lowers the line before the EOI looks at it.
+        let mut io = Ioapic::new();
+        program(&mut io, 11, 0x4b | 1 << 15, 0);
+        let mut log = Vec::new();
+        assert_eq!(io.set_irq(11, 1, true, false, &mut one_cpu(&mut log)), 1);
+        io.eoi(0, 0x4b, true, false, &mut one_cpu(&mut log), &mut |io, p| {
+            io.set_irq(p, 1, false, false, &mut |_| Delivered::default());
+        });
+        assert_eq!(log.len(), 1, "not delivered again");
+        assert_eq!(io.entry(11) & entry::REMOTE_IRR, 0);
+        assert_eq!(io.state().irr, 0);
     }
 
     #[test]
@@ -556,11 +596,14 @@ mod tests {
         io.mmio_write(0x10, 4, 0x50 | 1 << 15, &mut one_cpu(&mut log), &mut |p| p == 3);
         assert!(log.is_empty(), "a resampler finds out");
         assert_eq!(io.state().irr, 0);
+        assert_eq!(io.take_resampled(), 1 << 3);
+        assert_eq!(io.take_resampled(), 0);
         io.set_irq(3, 0, false, false, &mut one_cpu(&mut log));
         program(&mut io, 3, 0x50 | 1 << 15 | 1 << 16, 0);
         io.set_irq(3, 0, true, false, &mut one_cpu(&mut log));
         program_logged(&mut io, 3, 0x50 | 1 << 15, 0, &mut log);
         assert_eq!(log.len(), 1, "no resampler: delivered");
+        assert_eq!(io.take_resampled(), 0);
     }
 
     #[test]
@@ -570,7 +613,7 @@ mod tests {
         let mut log = Vec::new();
         io.set_irq(1, 0, true, false, &mut one_cpu(&mut log));
         for _ in 0..SUCCESSIVE_IRQ_MAX {
-            io.eoi(0, 0x60, true, false, &mut one_cpu(&mut log));
+            io.eoi(0, 0x60, true, false, &mut one_cpu(&mut log), &mut |_, _| {});
         }
         assert!(io.take_delayed_eoi());
         assert_eq!(log.len(), SUCCESSIVE_IRQ_MAX as usize);
@@ -587,7 +630,7 @@ mod tests {
         io.set_irq(RTC_GSI, 0, false, true, &mut one_cpu(&mut log));
         assert_eq!(io.set_irq(RTC_GSI, 0, true, true, &mut one_cpu(&mut log)), 0, "not EOI'd yet");
         assert!(io.handles(0, 0x38, 0, &|_, _| false), "the vCPU owes its EOI");
-        io.eoi(0, 0x38, false, false, &mut one_cpu(&mut log));
+        io.eoi(0, 0x38, false, false, &mut one_cpu(&mut log), &mut |_, _| {});
         io.set_irq(RTC_GSI, 0, false, true, &mut one_cpu(&mut log));
         assert_eq!(io.set_irq(RTC_GSI, 0, true, true, &mut one_cpu(&mut log)), 1);
     }

@@ -171,14 +171,14 @@ pub fn gsi_of(routes: &[Route], target: Target) -> Option<u32> {
     routes.iter().find(|r| r.target == target).map(|r| r.gsi)
 }
 
-/// The IOAPIC pins for which [`gsi_of`] is `gsi`, bit `n` for pin `n`: one pass over
-/// `routes` sorted by GSI, where a pin's first route is its lowest GSI.
-pub fn ioapic_pins_of(routes: &[Route], gsi: u32) -> u32 {
+/// The IOAPIC pins for which [`gsi_of`] is a GSI `wanted` accepts, bit `n` for pin `n`: one
+/// pass over `routes` sorted by GSI, where a pin's first route is its lowest GSI.
+pub fn ioapic_pins_where(routes: &[Route], wanted: impl Fn(u32) -> bool) -> u32 {
     let (mut seen, mut pins) = (0u32, 0u32);
-    for r in routes.iter().take_while(|r| r.gsi <= gsi) {
+    for r in routes {
         if let Target::Ioapic(p) = r.target {
             let bit = 1u32.checked_shl(p).unwrap_or(0);
-            if r.gsi == gsi && seen & bit == 0 {
+            if seen & bit == 0 && wanted(r.gsi) {
                 pins |= bit;
             }
             seen |= bit;
@@ -264,16 +264,19 @@ mod tests {
     }
 
     #[test]
-    fn ioapic_pins_of_agrees_with_gsi_of() {
+    fn ioapic_pins_where_agrees_with_gsi_of() {
         let r = |gsi, pin| Route { gsi, target: Target::Ioapic(pin), chip: Some(chip::IOAPIC) };
         let mut t = vec![r(0, 2), r(0, 0), r(1, 2), r(2, 5), r(3, 0), r(7, 9)];
         t.extend(default_routes().filter(|x| x.gsi > 9));
         t.sort_by_key(|x| x.gsi);
         for gsi in 0..30 {
             let want = (0..24u32).filter(|p| gsi_of(&t, Target::Ioapic(*p)) == Some(gsi)).fold(0, |m, p| m | 1 << p);
-            assert_eq!(ioapic_pins_of(&t, gsi), want, "gsi {gsi}");
+            assert_eq!(ioapic_pins_where(&t, |g| g == gsi), want, "gsi {gsi}");
         }
-        assert_eq!(ioapic_pins_of(&t, 0), 0b101);
+        assert_eq!(ioapic_pins_where(&t, |g| g == 0), 0b101);
+        let want = (0..24u32).filter(|p| gsi_of(&t, Target::Ioapic(*p)).is_some_and(|g| g == 2 || g == 7)).fold(0, |m, p| m | 1 << p);
+        assert_eq!(ioapic_pins_where(&t, |g| g == 2 || g == 7), want);
+        assert_eq!(want, 1 << 5 | 1 << 9);
     }
 
     #[test]

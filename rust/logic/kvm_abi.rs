@@ -917,10 +917,11 @@ pub mod cap {
     pub const DISABLE_QUIRKS2: usize = 213;
     /// `KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)`: an in-kernel local APIC per vCPU.
     pub const SPLIT_IRQCHIP: usize = 121;
-    /// An in-kernel irqchip: reported only with the module parameter `split_irqchip`, since
-    /// `KVM_CREATE_IRQCHIP` is not there yet (as on a KVM built without its IOAPIC) and QEMU's
-    /// default `kernel-irqchip=on` fails where this is reported without it.
+    /// An in-kernel irqchip: `KVM_CREATE_IRQCHIP` (QEMU's default `kernel-irqchip=on`, and
+    /// what QEMU asks for before it uses `kernel-irqchip=split`).
     pub const IRQCHIP: usize = 0;
+    /// `KVM_EXIT_HLT` (an HLT with no in-kernel local APIC exits to userspace).
+    pub const HLT: usize = 1;
     /// The local APIC timer's TSC-deadline mode (with the in-kernel APIC).
     pub const TSC_DEADLINE_TIMER: usize = 72;
     /// `KVM_IRQ_LINE_STATUS`.
@@ -939,10 +940,6 @@ pub mod cap {
     /// The local APIC timer's bus period in ns (1 on the system fd; the VM's on a VM fd).
     pub const X86_APIC_BUS_CYCLES_NS: usize = 237;
 }
-
-/// What `KVM_CHECK_EXTENSION(KVM_CAP_IRQCHIP)` answers with the module parameter
-/// `split_irqchip` (QEMU uses `kernel-irqchip=split` only where it is reported).
-pub const IRQCHIP_WITH_SPLIT_PARAMETER: isize = 1;
 
 /// The capabilities rvmx provides, with the value `KVM_CHECK_EXTENSION` returns for each.
 ///
@@ -977,7 +974,9 @@ pub const CAPABILITIES: &[(usize, isize)] = &[
     (cap::IOEVENTFD_ANY_LENGTH, 1),
     (cap::COALESCED_MMIO, KVM_COALESCED_MMIO_PAGE_OFFSET as isize),
     (cap::COALESCED_PIO, 1),
-    // The in-kernel 8254 (with KVM_CREATE_IRQCHIP's chips).
+    (cap::HLT, 1),
+    // The full in-kernel irqchip (the PIC pair and the IOAPIC) and the 8254.
+    (cap::IRQCHIP, 1),
     (cap::PIT, 1),
     (cap::PIT2, 1),
     (cap::PIT_STATE2, 1),
@@ -1225,6 +1224,7 @@ mod tests {
             (cap::DISABLE_QUIRKS2, kb::KVM_CAP_DISABLE_QUIRKS2),
             (cap::SPLIT_IRQCHIP, kb::KVM_CAP_SPLIT_IRQCHIP),
             (cap::IRQCHIP, kb::KVM_CAP_IRQCHIP),
+            (cap::HLT, kb::KVM_CAP_HLT),
             (cap::TSC_DEADLINE_TIMER, kb::KVM_CAP_TSC_DEADLINE_TIMER),
             (cap::IRQ_INJECT_STATUS, kb::KVM_CAP_IRQ_INJECT_STATUS),
             (cap::IRQFD, kb::KVM_CAP_IRQFD),
@@ -1238,7 +1238,7 @@ mod tests {
 
     #[test]
     fn unknown_extensions_answer_zero() {
-        for cap in [0, 1, 2, 1000, usize::MAX] {
+        for cap in [2, 1000, usize::MAX] {
             assert_eq!(check_extension(cap), 0);
         }
     }

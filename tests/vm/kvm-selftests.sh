@@ -1,8 +1,7 @@
 # Linux's own KVM selftests (built by scripts/build-kvm-selftests) on rvmx and on KVM in the same
 # boot. The selftests open /dev/kvm by name and read kvm.ko's parameters, so for rvmx: kvm.ko
-# is loaded without kvm_intel (its parameters, no /dev/kvm of its own), rvmx with the split
-# irqchip (every x86 VM the selftests create asks for an in-kernel APIC), and /dev/kvm is made
-# rvmx's node. Each test runs with a time limit; its result is PASS (exit 0), SKIP (4, a
+# is loaded without kvm_intel (its parameters, no /dev/kvm of its own), then rvmx (every x86
+# VM the selftests create has the full in-kernel irqchip), and /dev/kvm is made rvmx's node. Each test runs with a time limit; its result is PASS (exit 0), SKIP (4, a
 # capability missing), FAIL or TIMEOUT. Prints one `SELFTEST name kvm=R rvmx=R` line per test,
 # and checks that every test LIST records as passing on rvmx still passes.
 #
@@ -39,7 +38,7 @@ run_all() {
 # rvmx first (kvm.ko's parameters, rvmx's node as /dev/kvm), then KVM itself.
 rmmod rvmx 2>/dev/null
 insmod /lib/modules/irqbypass.ko && insmod /lib/modules/kvm.ko || { echo "kvm.ko did not load"; exit 1; }
-insmod /lib/rvmx/rvmx.ko split_irqchip=1 || { echo "rvmx did not load"; exit 1; }
+insmod /lib/rvmx/rvmx.ko || { echo "rvmx did not load"; exit 1; }
 rm -f /dev/kvm
 mknod /dev/kvm c "$(cut -d: -f1 /sys/class/misc/rvmx/dev)" "$(cut -d: -f2 /sys/class/misc/rvmx/dev)"
 clear_log

@@ -183,10 +183,8 @@ with_params() { # with_params PARAM=VALUE COMMAND...: COMMAND with rvmx reloaded
 	"$@"; r=$?
 	rmmod rvmx && insmod /lib/rvmx/rvmx.ko && return $r
 }
-# The in-kernel local APIC is offered only with split_irqchip=1 while it is incomplete.
-with_split_irqchip() { with_params split_irqchip=1 "$@"; }
-check "lapic: the in-kernel local APIC's registers (split irqchip) on /dev/rvmx loaded with split_irqchip=1" \
-	with_split_irqchip sh -c 'kvm-lapic-check /dev/rvmx > /tmp/lapic-rvmx'
+check "lapic: the in-kernel local APIC's registers (split irqchip) on /dev/rvmx" \
+	sh -c 'kvm-lapic-check /dev/rvmx > /tmp/lapic-rvmx'
 check "mmio: MMIO, read-only slots and string I/O guests run on /dev/rvmx" \
 	sh -c 'kvm-mmio-check /dev/rvmx > /tmp/mmio-rvmx'
 check "coalesced: zones of MMIO and ports fill the ring page on /dev/rvmx" \

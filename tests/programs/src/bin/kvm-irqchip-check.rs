@@ -2,7 +2,9 @@
 //! the PIC pair and the IOAPIC, `KVM_IRQ_LINE_STATUS` through the default and custom GSI
 //! routes, and a 32-bit guest that programs the IOAPIC (edge, level and RTC pins; interrupts
 //! that wake it from HLT; remote IRR and re-delivery at EOI) and then the 8259 pair (ICWs,
-//! masks, the slave's cascade, OCW3 reads). Every exit, status, handler count and chip state
+//! masks, the slave's cascade, OCW3 reads), a resampling irqfd on a level-triggered IOAPIC pin
+//! (the line held until the EOI, the resamplefd signalled then; dropped stale requests at
+//! unmasking; deassignment), and the 8254. Every exit, status, handler count and chip state
 //! is printed as `key value` lines; tests/vm/suite.sh runs it on `/dev/rvmx` and `/dev/kvm`
 //! in the same boot and requires identical output (but for `info` lines).
 //!
@@ -24,6 +26,7 @@ core::arch::global_asm!(
     ".pushsection .rodata.guests, \"a\"",
     ".globl chip_start", ".globl chip_end", ".globl chip_pic", ".globl chip_h45", ".globl chip_h48",
     ".globl chip_h49", ".globl chip_h21", ".globl chip_h23", ".globl chip_h2a", ".globl chip_pit", ".globl chip_h20", ".globl chip_h50",
+    ".globl chip_h4b", ".globl chip_unmask11",
     ".code32",
     "chip_start:",
     "mov al, 0xff",
@@ -149,6 +152,25 @@ core::arch::global_asm!(
     "out 0x1c, al",
     "5:",
     "jmp 5b",
+    // IOAPIC pin 11 unmasked (level, vector 0x4b), for the resampling irqfd. Entered from
+    // the handler below: interrupts on again.
+    "chip_unmask11:",
+    "sti",
+    "mov ecx, 0xfec00000",
+    "mov dword ptr [ecx], 0x26",
+    "mov dword ptr [ecx + 0x10], 0x804b",
+    "out 0x1f, al",
+    "9:",
+    "jmp 9b",
+    "chip_h4b:",
+    "push eax",
+    "inc dword ptr [0x7110]",
+    "mov eax, [0x7110]",
+    "out 0x1d, al",                             // before the EOI
+    "mov dword ptr [0xfee000b0], 0",
+    "out 0x1e, al",                             // and after it
+    "pop eax",
+    "iretd",
     "chip_h50:",
     "inc dword ptr [0x7308]",
     "mov dword ptr [0xfee000b0], 0",
@@ -241,6 +263,8 @@ extern "C" {
     static chip_pit: u8;
     static chip_h20: u8;
     static chip_h50: u8;
+    static chip_h4b: u8;
+    static chip_unmask11: u8;
 }
 
 fn errno() -> i32 {
@@ -316,6 +340,51 @@ fn step(g: &mut Guest) -> String {
         Ok(other) => format!("other {other:?}"),
         Err(e) => format!("error {}", e.errno()),
     }
+}
+
+/// A non-blocking eventfd.
+fn eventfd() -> i32 {
+    // SAFETY: no pointer arguments.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK) };
+    assert!(fd >= 0, "eventfd");
+    fd
+}
+
+/// An eventfd's count (reading resets it), or `none`.
+fn take(fd: i32) -> String {
+    let mut v = 0u64;
+    // SAFETY: eight bytes into a u64.
+    let r = unsafe { libc::read(fd, (&raw mut v).cast(), 8) };
+    if r == 8 { v.to_string() } else { "none".into() }
+}
+
+fn signal(fd: i32) {
+    let v = 1u64;
+    // SAFETY: eight bytes from a u64.
+    assert_eq!(unsafe { libc::write(fd, (&raw const v).cast(), 8) }, 8);
+}
+
+/// `KVM_IRQFD`: Ok, or the errno.
+fn irqfd(vm: &VmFd, fd: i32, gsi: u32, flags: u32, resamplefd: i32) -> Result<(), i32> {
+    let a = kvm_bindings::kvm_irqfd { fd: fd as u32, gsi, flags, resamplefd: resamplefd as u32, ..Default::default() };
+    // SAFETY: KVM_IRQFD reads a kvm_irqfd.
+    if unsafe { libc::ioctl(vm.as_raw_fd(), 0x4020_ae76, &a) } < 0 { Err(errno()) } else { Ok(()) }
+}
+
+/// The IOAPIC's `irr` and pin 11's entry.
+fn pin11(vm: &VmFd) -> String {
+    let c = chip(vm, 2).unwrap();
+    // SAFETY: chip 2 is the IOAPIC; the entry as its 64 bits.
+    let (irr, e) = unsafe { (c.chip.ioapic.irr, c.chip.ioapic.redirtbl[11].bits) };
+    format!("irr {irr:#x} pin11 {e:#x}")
+}
+
+/// Sets IOAPIC pin 11's entry.
+fn set_pin11(vm: &VmFd, bits: u64) {
+    let mut c = chip(vm, 2).unwrap();
+    // SAFETY: chip 2 is the IOAPIC.
+    unsafe { c.chip.ioapic.redirtbl[11].bits = bits };
+    vm.set_irqchip(&c).unwrap();
 }
 
 fn create_pit2(vm: &VmFd, flags: u32) -> Result<(), i32> {
@@ -432,6 +501,19 @@ fn errnos(kvm: &Kvm) {
     }
     print_chip("after_routes", &vm);
 
+    // Resampling irqfds: a bad resamplefd; then one assigned and deassigned.
+    const RESAMPLE: u32 = kvm_bindings::KVM_IRQFD_FLAG_RESAMPLE;
+    let (e, r) = (eventfd(), eventfd());
+    println!("irqfd resample_bad_fd {:?}", irqfd(&vm, e, 9, RESAMPLE, -1));
+    println!("irqfd resample_not_eventfd {:?}", irqfd(&vm, e, 9, RESAMPLE, vm.as_raw_fd()));
+    println!("irqfd resample_bad_irqfd {:?}", irqfd(&vm, -1, 9, RESAMPLE, r));
+    println!("irqfd resample {:?}", irqfd(&vm, e, 9, RESAMPLE, r));
+    println!("irqfd resample_again {:?}", irqfd(&vm, e, 10, RESAMPLE, r));
+    println!("irqfd resample_shared_resamplefd {:?}", irqfd(&vm, eventfd(), 9, RESAMPLE, r));
+    println!("irqfd resample_deassign {:?}", irqfd(&vm, e, 9, kvm_bindings::KVM_IRQFD_FLAG_DEASSIGN, -1));
+    let no_chip = kvm.create_vm().unwrap();
+    println!("irqfd resample_without_irqchip {:?}", irqfd(&no_chip, e, 9, RESAMPLE, r));
+
     // A vCPU first: KVM_CREATE_IRQCHIP is refused. A split irqchip: EEXIST.
     let vm = kvm.create_vm().unwrap();
     let _v = vm.create_vcpu(0).unwrap();
@@ -440,6 +522,8 @@ fn errnos(kvm: &Kvm) {
     println!("errno split {:?}", vm.enable_cap(&split).map_err(|e| e.errno()));
     println!("errno create_after_split {:?}", create_irqchip(&vm));
     println!("errno get_on_split {:?}", chip(&vm, 2).map(|_| ()));
+    println!("irqfd resample_on_split {:?}", irqfd(&vm, eventfd(), 9, kvm_bindings::KVM_IRQFD_FLAG_RESAMPLE, eventfd()));
+    println!("irqfd plain_on_split {:?}", irqfd(&vm, eventfd(), 9, 0, -1));
 }
 
 fn main() -> ExitCode {
@@ -463,9 +547,9 @@ fn main() -> ExitCode {
     let (code_bytes, off) = unsafe {
         let base = &chip_start as *const u8;
         let off = |p: &u8| (p as *const u8).offset_from(base) as u32;
-        (code(&chip_start, &chip_end), [off(&chip_pic), off(&chip_h45), off(&chip_h48), off(&chip_h49), off(&chip_h21), off(&chip_h23), off(&chip_h2a), off(&chip_pit), off(&chip_h20), off(&chip_h50)])
+        (code(&chip_start, &chip_end), [off(&chip_pic), off(&chip_h45), off(&chip_h48), off(&chip_h49), off(&chip_h21), off(&chip_h23), off(&chip_h2a), off(&chip_pit), off(&chip_h20), off(&chip_h50), off(&chip_h4b), off(&chip_unmask11)])
     };
-    let [pic, h45, h48, h49, h21, h23, h2a, pit, h20, h50] = off;
+    let [pic, h45, h48, h49, h21, h23, h2a, pit, h20, h50, h4b, unmask11] = off;
     let vm = kvm.create_vm().unwrap();
     println!("guest create_irqchip {:?}", create_irqchip(&vm));
     // `guest` makes its own VM: borrow its memory layout, with the vCPU on ours.
@@ -488,7 +572,7 @@ fn main() -> ExitCode {
         let gdt = g.mem.add(0x600).cast::<u64>();
         gdt.add(1).write(0x00cf_9b00_0000_ffff);
         gdt.add(2).write(0x00cf_9300_0000_ffff);
-        for (vector, at) in [(0x45usize, h45), (0x48, h48), (0x49, h49), (0x21, h21), (0x23, h23), (0x2a, h2a), (0x20, h20), (0x50, h50)] {
+        for (vector, at) in [(0x45usize, h45), (0x48, h48), (0x49, h49), (0x21, h21), (0x23, h23), (0x2a, h2a), (0x20, h20), (0x50, h50), (0x4b, h4b)] {
             let handler = 0x1000 + at;
             let gate = (handler as u64 & 0xffff) | 0x08 << 16 | 0x8e00u64 << 32 | ((handler as u64 >> 16) << 48);
             g.mem.add(0x800 + vector * 8).cast::<u64>().write(gate);
@@ -549,6 +633,41 @@ fn main() -> ExitCode {
     println!("ioapic rtc_exit2 {}", step(&mut g));
     println!("ioapic rtc_eoi2 {}", step(&mut g));
     println!("ioapic counts {} {} {}", read32(&g, 0x7100), read32(&g, 0x7104), read32(&g, 0x7108));
+
+    // A resampling irqfd on GSI 11 (IOAPIC pin 11: level, vector 0x4b). The guest spins with
+    // interrupts on.
+    let (e, rs) = (eventfd(), eventfd());
+    set_pin11(&g.vm, 0x804b);
+    println!("resample assign {:?}", irqfd(&g.vm, e, 11, kvm_bindings::KVM_IRQFD_FLAG_RESAMPLE, rs));
+    signal(e);
+    println!("resample delivered {} resamplefd {}", step(&mut g), take(rs));
+    println!("resample before_eoi {}", pin11(&g.vm));
+    println!("resample after_eoi {} resamplefd {} {}", step(&mut g), take(rs), pin11(&g.vm));
+    // The device's line is still up: it signals again and the interrupt comes again.
+    signal(e);
+    println!("resample again {}", step(&mut g));
+    println!("resample again_eoi {} resamplefd {}", step(&mut g), take(rs));
+    // Raised while the pin is masked, then unmasked by the guest: the stale request is dropped
+    // and the resamplefd asked instead of the interrupt delivered.
+    set_pin11(&g.vm, 0x1804b);
+    signal(e);
+    std::thread::sleep(Duration::from_millis(100)); // KVM raises the line from a work item
+    println!("resample masked {}", pin11(&g.vm));
+    let mut r = g.vcpu.get_regs().unwrap();
+    r.rip = 0x1000 + u64::from(unmask11);
+    g.vcpu.set_regs(&r).unwrap();
+    println!("resample unmasked {} resamplefd {} {}", step(&mut g), take(rs), pin11(&g.vm));
+    signal(e);
+    println!("resample after_unmask {}", step(&mut g));
+    println!("resample after_unmask_eoi {} resamplefd {}", step(&mut g), take(rs));
+    // Deassigned while the line is up (the handler has not EOI'd): the line drops; the EOI
+    // signals nothing.
+    signal(e);
+    println!("resample held {}", step(&mut g));
+    println!("resample deassign {:?}", irqfd(&g.vm, e, 11, kvm_bindings::KVM_IRQFD_FLAG_DEASSIGN, -1));
+    println!("resample deassigned {}", pin11(&g.vm));
+    println!("resample deassigned_eoi {} resamplefd {}", step(&mut g), take(rs));
+    println!("resample count {}", read32(&g, 0x7110));
 
     // The PIC pair.
     let mut r = g.vcpu.get_regs().unwrap();
