@@ -23,7 +23,7 @@
 //!   memory regions (random slot, flags, GPA, size and host address, overlapping, huge,
 //!   unaligned, aliased, pointing at the kvm_run mapping), CPUID tables and MSR lists with
 //!   random counts, dirty logs with random bitmap pointers, ioeventfds with random fds and
-//!   lengths, coalesced-MMIO zones over the guests' writes or anywhere, regs/sregs/fpu/xsave/xcrs/debugregs/events/mp_state/guest debug;
+//!   lengths, irqfds (resampling too) with fresh or signalled eventfds, coalesced-MMIO zones over the guests' writes or anywhere, regs/sregs/fpu/xsave/xcrs/debugregs/events/mp_state/guest debug;
 //! - VMs with the split irqchip (an in-kernel local APIC per vCPU) half of the time, and
 //!   KVM_ENABLE_CAP mostly with capabilities that exist, so the APIC's ioctls, MSI routes,
 //!   irqfds and HLT in the kernel get random calls too;
@@ -605,6 +605,22 @@ impl Batch<'_> {
         Some((v, r.below_usize(self.vms[v].vcpus.len())))
     }
     /// An fd of `kind` (or, sometimes, of any kind or a stale number).
+    /// A new eventfd (kept among the fds to misuse), signalled a third of the time; -1 if none
+    /// could be made.
+    fn new_eventfd(&mut self, r: &mut Rng) -> i32 {
+        // SAFETY: eventfd has no memory arguments.
+        let e = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if e >= 0 {
+            self.other.push(e);
+            if r.pct(33) {
+                let one = 1u64;
+                // SAFETY: eight bytes from a u64.
+                unsafe { libc::write(e, (&raw const one).cast(), 8) };
+            }
+        }
+        e
+    }
+
     fn fd_of(&self, r: &mut Rng, kind: Kind) -> i32 {
         if r.pct(8) {
             return match r.below(4) {
@@ -766,20 +782,25 @@ impl Batch<'_> {
                 put64(&mut b, 8, if r.pct(50) { r.below(0x10000) } else { value(r) });
                 let x = r.next() as u32;
                 put32(&mut b, 16, r.pick(&[0, 1, 2, 4, 8, 3, 16, x]));
-                let efd = if r.pct(60) {
-                    // SAFETY: eventfd has no memory arguments.
-                    let e = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
-                    if e >= 0 {
-                        self.other.push(e);
-                    }
-                    e
-                } else {
-                    self.fd_of(r, Kind::Vm)
-                };
+                let efd = if r.pct(60) { self.new_eventfd(r) } else { self.fd_of(r, Kind::Vm) };
                 put32(&mut b, 20, efd as u32);
                 put32(&mut b, 24, if r.pct(70) { r.below(8) as u32 } else { r.next() as u32 });
                 if r.pct(10) {
                     r.fill(&mut b[28..]);
+                }
+            }
+            // Irqfds, resampling ones too, on the first GSIs (the chips' pins) or any; their
+            // eventfds sometimes already signalled, so the assignment injects at once.
+            KVM_IRQFD => {
+                let fd = if r.pct(70) { self.new_eventfd(r) } else { self.fd_of(r, Kind::Vm) };
+                put32(&mut b, 0, fd as u32);
+                put32(&mut b, 4, if r.pct(80) { r.below(26) as u32 } else { r.next() as u32 });
+                let x = r.next() as u32;
+                put32(&mut b, 8, r.pick(&[0, 0, 1, 2, 2, 3, 4, x]));
+                let rfd = if r.pct(70) { self.new_eventfd(r) } else { self.fd_of(r, Kind::Vm) };
+                put32(&mut b, 12, rfd as u32);
+                if r.pct(10) {
+                    r.fill(&mut b[16..]);
                 }
             }
             // Zones over the tiny guests' port and MMIO writes (port 0x10, GPA 0x20000) or
