@@ -109,8 +109,8 @@ idle_run() { # idle_run LABEL DEVICE [EXTRA-ARG]: HLT with interrupts on, nothin
 check "tool: rvmx run: HLT with interrupts on and nothing to wake the CPU (no timer, input closed) ends the VM with status 0" \
 	idle_run idle /dev/rvmx
 check "tool: rvmx run --irqchip user: the same" idle_run idle-user /dev/rvmx "--irqchip user"
-echo_run() { # echo_run LABEL DEVICE: stdin reaches the guest's COM1 (IRQ4), output to --console
-	printf 'ping pong\n' | rvmx run --device "$2" --flat /root/flat-hello.bin --load 0x1000 --entry 0x1500 \
+echo_run() { # echo_run LABEL DEVICE [EXTRA-ARG]: stdin reaches the guest's COM1 (IRQ4), output to --console
+	printf 'ping pong\n' | rvmx run --device "$2" ${3:-} --flat /root/flat-hello.bin --load 0x1000 --entry 0x1500 \
 		--console /tmp/echo-$1.out 2> /tmp/echo-$1.err; status=$?
 	cat /tmp/echo-$1.out /tmp/echo-$1.err
 	[ $status = 44 ] || { echo "exit status $status, wanted 44"; return 1; }
@@ -118,6 +118,13 @@ echo_run() { # echo_run LABEL DEVICE: stdin reaches the guest's COM1 (IRQ4), out
 }
 check "tool: rvmx run: what stdin gives reaches the guest's COM1 by interrupt; --console takes its output" \
 	echo_run echo /dev/rvmx
+# --irqchip kernel: the whole interrupt controller and the PIT in the kernel, as Firecracker.
+check "tool: rvmx run --irqchip kernel: the kernel's PIT and PIC interrupt the guest, waking it from HLT in the kernel" \
+	timer_run timer-kernel /dev/rvmx "--irqchip kernel"
+check "tool: rvmx run --irqchip kernel: COM1's input interrupt through an irqfd into the kernel's PIC" \
+	echo_run echo-kernel /dev/rvmx "--irqchip kernel"
+check "tool: rvmx run --irqchip kernel: HLT with interrupts on and nothing to wake the CPU ends the VM with status 0" \
+	idle_run idle-kernel /dev/rvmx "--irqchip kernel"
 # The project's own kernel as a guest of rvmx run: 8259/PIT in userspace, the local APICs in the
 # kernel (or with --irqchip user in userspace), COM1 console, an MP table; init prints a marker
 # with the CPU count and reboots. The guest's
@@ -142,6 +149,13 @@ check "tool: rvmx run --kernel --cpus 2 boots the project's Linux 7.3 to init (m
 	linux_run rvmx-smp /dev/rvmx 2 --stats
 check "tool: rvmx run --irqchip user --kernel --cpus 2: the same boot with the local APICs in userspace (INIT/STARTUP, timer, IPIs as MMIO exits)" \
 	linux_run rvmx-smp-user /dev/rvmx 2 "--irqchip user"
+# With the kernel's irqchip the MP table lists its IOAPIC (KVM's version 0x11, after the CPUs).
+ioapic_listed() { # ioapic_listed LABEL
+	grep -q "IOAPIC\[0\]: apic_id 2, version 17, address 0xfec00000, GSI 0-23" /tmp/linux-$1.out
+}
+check "tool: rvmx run --irqchip kernel --kernel --cpus 2: the same boot with the PIC, IOAPIC, PIT and local APICs in the kernel" \
+	linux_run rvmx-smp-kernel /dev/rvmx 2 "--irqchip kernel"
+check "tool: ... the guest found the kernel's IOAPIC in the MP table" ioapic_listed rvmx-smp-kernel
 linux_stats() { # both vCPUs ran, the second one took exits of its own
 	grep -q "^VM [0-9]*-[0-9]* (2 vCPUs)$" /tmp/linux-rvmx-smp.err &&
 	sed -n 's/^  CPUID  *\([0-9]*\)  *\([0-9]*\)  *\([0-9]*\)$/\2 \3/p' /tmp/linux-rvmx-smp.err | grep -q '^[1-9][0-9]* [1-9][0-9]*$' &&
@@ -379,6 +393,12 @@ check "tool: rvmx run --device /dev/kvm: the same COM1 input guest" echo_run ech
 check "tool: rvmx run --device /dev/kvm: the same idle guest ends" idle_run idle-kvm /dev/kvm
 check "tool: rvmx run --device /dev/kvm --kernel --cpus 2: the same Linux guest reaches init with 2 CPUs" \
 	linux_run kvm-smp /dev/kvm 2
+check "tool: rvmx run --irqchip kernel --device /dev/kvm: the same timer guest" timer_run timer-kernel-kvm /dev/kvm "--irqchip kernel"
+check "tool: rvmx run --irqchip kernel --device /dev/kvm: the same COM1 input guest" echo_run echo-kernel-kvm /dev/kvm "--irqchip kernel"
+check "tool: rvmx run --irqchip kernel --device /dev/kvm: the same idle guest ends" idle_run idle-kernel-kvm /dev/kvm "--irqchip kernel"
+check "tool: rvmx run --irqchip kernel --device /dev/kvm --kernel --cpus 2: the same Linux guest reaches init with 2 CPUs" \
+	linux_run kvm-smp-kernel /dev/kvm 2 "--irqchip kernel"
+check "tool: ... and finds the same IOAPIC" ioapic_listed kvm-smp-kernel
 echo "    Linux guest with 2 CPUs, uptime at init (guest clock): rvmx $(boot_time rvmx-smp), KVM $(boot_time kvm-smp)"
 # QEMU last among KVM's users: after it, kvm_intel in Bochs sometimes stalled the next client.
 check "qemu: the same QEMU and guest on /dev/kvm" qemu_guest kvm

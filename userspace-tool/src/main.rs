@@ -75,8 +75,9 @@ enum Command {
         /// Print the module's statistics of the VM at the end (on stderr; rvmx only).
         #[arg(long)]
         stats: bool,
-        /// Where the local APICs are: in the kernel (split irqchip; the 8259s and the 8254
-        /// stay here), or all of the interrupt controller in this program.
+        /// Where the interrupt controller is: the local APICs in the kernel (split irqchip;
+        /// the 8259s and the 8254 stay here), all of it and the 8254 in the kernel (kernel:
+        /// only the UART, the i8042 and the CMOS clock stay here), or all of it here (user).
         #[arg(long, value_enum, default_value_t = vmm::Irqchip::Split)]
         irqchip: vmm::Irqchip,
     },

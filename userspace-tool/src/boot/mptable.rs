@@ -1,8 +1,10 @@
 //! The Intel MultiProcessor Specification 1.4 table that tells the guest how many CPUs it has
 //! and where their local APICs are: a floating pointer found by the guest's scan of the last
 //! KiB of conventional memory, then a configuration table with one processor entry per vCPU
-//! and the ISA bus. No I/O APIC is listed: `rvmx run` emulates the 8259s, which reach the
-//! boot CPU through its LINT0 (virtual-wire mode, IMCR absent).
+//! and the ISA bus. With the 8259s alone (`--irqchip split` or `user`) no I/O APIC is listed:
+//! they reach the boot CPU through its LINT0 (virtual-wire mode, IMCR absent). With the
+//! kernel's irqchip its I/O APIC is listed, ISA IRQ n on its pin n (KVM's default GSI routes),
+//! with LINT0 taking ExtINT and LINT1 NMIs, as Firecracker lists them.
 
 /// Where the tables go: the last KiB below 640 KiB, the first place Linux looks.
 pub const ADDR: u64 = 0x9fc00;
@@ -13,6 +15,14 @@ const FLOATING_LEN: usize = 16;
 const HEADER_LEN: usize = 44;
 const CPU_LEN: usize = 20;
 const BUS_LEN: usize = 8;
+const IOAPIC_LEN: usize = 8;
+const INTSRC_LEN: usize = 8;
+/// The ISA IRQs routed to the I/O APIC.
+const ISA_IRQS: u8 = 16;
+/// Interrupt types of I/O and local interrupt entries.
+const INT_TYPE_INT: u8 = 0;
+const INT_TYPE_NMI: u8 = 1;
+const INT_TYPE_EXTINT: u8 = 3;
 /// Processor entry flags.
 const CPU_ENABLED: u8 = 1;
 const CPU_BOOTPROCESSOR: u8 = 2;
@@ -23,9 +33,12 @@ fn checksum(bytes: &[u8]) -> u8 {
 }
 
 /// The bytes for guest-physical [`ADDR`], for `cpus` CPUs with APIC IDs 0..cpus, each with
-/// CPUID leaf 1's `signature` (EAX) and `features` (EDX). `None` if they do not fit.
-pub fn build(cpus: u8, signature: u32, features: u32, lapic: u32) -> Option<Vec<u8>> {
-    let table_len = HEADER_LEN + CPU_LEN * cpus as usize + BUS_LEN;
+/// CPUID leaf 1's `signature` (EAX) and `features` (EDX), their local APICs at `lapic` and, if
+/// given, an I/O APIC at `ioapic` (APIC ID `cpus`). `None` if they do not fit.
+pub fn build(cpus: u8, signature: u32, features: u32, lapic: u32, ioapic: Option<u32>) -> Option<Vec<u8>> {
+    let io_entries = if ioapic.is_some() { 1 + ISA_IRQS as usize + 2 } else { 0 };
+    let io_len = if ioapic.is_some() { IOAPIC_LEN + (ISA_IRQS as usize + 2) * INTSRC_LEN } else { 0 };
+    let table_len = HEADER_LEN + CPU_LEN * cpus as usize + BUS_LEN + io_len;
     if FLOATING_LEN + table_len > ROOM {
         return None;
     }
@@ -38,7 +51,7 @@ pub fn build(cpus: u8, signature: u32, features: u32, lapic: u32) -> Option<Vec<
     t.extend_from_slice(b"rvmx run    ");
     t.extend_from_slice(&0u32.to_le_bytes()); // no OEM table
     t.extend_from_slice(&0u16.to_le_bytes());
-    t.extend_from_slice(&(cpus as u16 + 1).to_le_bytes()); // entries
+    t.extend_from_slice(&((cpus as usize + 1 + io_entries) as u16).to_le_bytes()); // entries
     t.extend_from_slice(&lapic.to_le_bytes());
     t.extend_from_slice(&0u32.to_le_bytes()); // no extended table
     for id in 0..cpus {
@@ -52,6 +65,18 @@ pub fn build(cpus: u8, signature: u32, features: u32, lapic: u32) -> Option<Vec<
     }
     t.extend_from_slice(&[1, 0]); // bus 0
     t.extend_from_slice(b"ISA   ");
+    if let Some(address) = ioapic {
+        let id = cpus;
+        t.extend_from_slice(&[2, id, 0x11, 1]); // I/O APIC: ID, version, enabled
+        t.extend_from_slice(&address.to_le_bytes());
+        for irq in 0..ISA_IRQS {
+            // I/O interrupt: conforming polarity and trigger (ISA: edge, active high).
+            t.extend_from_slice(&[3, INT_TYPE_INT, 0, 0, 0, irq, id, irq]);
+        }
+        // Local interrupts, to every local APIC (0xff): ExtINT on LINT0, NMI on LINT1.
+        t.extend_from_slice(&[4, INT_TYPE_EXTINT, 0, 0, 0, 0, 0xff, 0]);
+        t.extend_from_slice(&[4, INT_TYPE_NMI, 0, 0, 0, 0, 0xff, 1]);
+    }
     t[7] = checksum(&t);
 
     let mut f = Vec::with_capacity(FLOATING_LEN + table_len);
@@ -72,7 +97,7 @@ mod tests {
 
     #[test]
     fn tables_sum_to_zero_and_list_every_cpu() {
-        let b = build(2, 0x906ea, 0x178bfbff, 0xfee0_0000).unwrap();
+        let b = build(2, 0x906ea, 0x178bfbff, 0xfee0_0000, None).unwrap();
         let sum = |s: &[u8]| s.iter().fold(0u8, |a, x| a.wrapping_add(*x));
         assert_eq!((&b[..4], sum(&b[..16]), b[8], b[9]), (&b"_MP_"[..], 0, 1, 4));
         assert_eq!(u32::from_le_bytes(b[4..8].try_into().unwrap()), 0x9fc10);
@@ -83,6 +108,26 @@ mod tests {
         assert_eq!((t[44], t[45], t[47]), (0, 0, 3), "CPU 0: enabled, boot processor");
         assert_eq!((t[64], t[65], t[67]), (0, 1, 1), "CPU 1: enabled");
         assert_eq!(&t[84..92], b"\x01\x00ISA   ");
-        assert!(build(48, 0, 0, 0).is_none(), "does not fit in the KiB");
+        assert!(build(48, 0, 0, 0, None).is_none(), "does not fit in the KiB");
+    }
+
+    #[test]
+    fn the_kernel_irqchip_lists_its_ioapic() {
+        let b = build(2, 0x906ea, 0x178bfbff, 0xfee0_0000, Some(0xfec0_0000)).unwrap();
+        let t = &b[16..];
+        let len = u16::from_le_bytes([t[4], t[5]]) as usize;
+        assert_eq!((len, t.iter().take(len).fold(0u8, |a, x| a.wrapping_add(*x))), (44 + 40 + 8 + 8 + 18 * 8, 0));
+        assert_eq!(u16::from_le_bytes([t[34], t[35]]), 2 + 1 + 1 + 16 + 2, "entries");
+        let io = &t[92..100];
+        assert_eq!((io[0], io[1], io[2], io[3]), (2, 2, 0x11, 1), "I/O APIC 2, enabled");
+        assert_eq!(u32::from_le_bytes(io[4..8].try_into().unwrap()), 0xfec0_0000);
+        for irq in 0..16u8 {
+            let e = &t[100 + 8 * irq as usize..][..8];
+            assert_eq!(e, [3, 0, 0, 0, 0, irq, 2, irq], "ISA IRQ {irq} on pin {irq}");
+        }
+        assert_eq!(&t[228..236], [4, 3, 0, 0, 0, 0, 0xff, 0], "ExtINT on LINT0");
+        assert_eq!(&t[236..244], [4, 1, 0, 0, 0, 0, 0xff, 1], "NMI on LINT1");
+        assert!(build(41, 0, 0, 0, Some(0)).is_none(), "does not fit in the KiB");
+        assert!(build(40, 0, 0, 0, Some(0)).is_some());
     }
 }

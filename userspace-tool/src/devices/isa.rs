@@ -1,7 +1,9 @@
 //! The PC's port-I/O devices and the bus they sit on: COM1 (serial.rs) on IRQ4, the i8042's
 //! reset line, the 8259 pair (pic.rs), the 8254 timer (pit.rs) on IRQ0, the CMOS clock (rtc.rs)
 //! and the debug-exit port. They share one lock (the vCPUs' and the console's), with the wiring
-//! that turns their interrupt lines into requests at the PIC.
+//! that turns their interrupt lines into requests at the PIC. With the kernel's irqchip the
+//! 8259s and the 8254 are the kernel's: theirs are left off the bus, and COM1's interrupt is
+//! taken by the caller ([`Isa::take_serial_irq`]).
 
 use std::io::Write;
 
@@ -63,9 +65,14 @@ pub struct Isa<W: Write> {
 }
 
 impl<W: Write> Isa<W> {
-    /// The devices, COM1's output going to `console`.
-    pub fn new(console: W) -> Self {
-        let ports: Vec<_> = PORTS.iter().map(|&(port, len, dev)| (port.into(), len, dev)).collect();
+    /// The devices, COM1's output going to `console`; the 8259s and the 8254 on the bus if
+    /// `legacy_irqchip` (not the kernel's).
+    pub fn new(console: W, legacy_irqchip: bool) -> Self {
+        let ports: Vec<_> = PORTS
+            .iter()
+            .filter(|(_, _, dev)| legacy_irqchip || !matches!(dev, Port::Pic | Port::Pit))
+            .map(|&(port, len, dev)| (port.into(), len, dev))
+            .collect();
         Isa {
             bus: Bus::new(&ports),
             com1: Com1::new(console),
@@ -106,6 +113,11 @@ impl<W: Write> Isa<W> {
         }
     }
 
+    /// Whether COM1 raised its interrupt since the last call (for the kernel's irqchip).
+    pub fn take_serial_irq(&mut self) -> bool {
+        self.com1.take_irq()
+    }
+
     /// Bytes typed for the guest, to COM1 (see [`Com1::input`]); how many it took.
     pub fn serial_input(&mut self, bytes: &[u8]) -> usize {
         self.com1.input(bytes)
@@ -142,7 +154,7 @@ mod tests {
 
     #[test]
     fn serial_output_reaches_the_console() {
-        let mut isa = Isa::new(Vec::new());
+        let mut isa = Isa::new(Vec::new(), true);
         let mut lsr = [0];
         isa.read(COM1 + 5, &mut lsr);
         assert_ne!(lsr[0] & 0x20, 0, "transmitter empty");
@@ -154,7 +166,7 @@ mod tests {
 
     #[test]
     fn serial_input_reaches_the_guest_and_raises_irq4() {
-        let mut isa = Isa::new(Vec::new());
+        let mut isa = Isa::new(Vec::new(), true);
         isa.write(COM1 + 1, &[1]); // IER: received data available
         assert_eq!(isa.serial_input(b"ok"), 2);
         isa.update_irqs();
@@ -173,7 +185,7 @@ mod tests {
 
     #[test]
     fn reset_and_debug_exit_end_the_vm() {
-        let mut isa = Isa::new(Vec::new());
+        let mut isa = Isa::new(Vec::new(), true);
         assert_eq!(isa.write(i8042::COMMAND, &[0xfe]), Some(Effect::Reset));
         assert_eq!(isa.write(debug_exit::PORT, &[42, 0]), Some(Effect::DebugExit(42)), "any width");
         let mut d = [0; 2];
@@ -184,8 +196,22 @@ mod tests {
     }
 
     #[test]
+    fn the_kernels_irqchip_leaves_the_8259s_and_the_8254_off_the_bus() {
+        let mut isa = Isa::new(Vec::new(), false);
+        let mut b = [0];
+        for port in [pic::MASTER, pic::SLAVE + 1, pit::BASE, pit::PORT_B] {
+            isa.read(port, &mut b);
+            assert_eq!(isa.write(port, &[0x11]), None);
+        }
+        assert_eq!((isa.unclaimed.reads, isa.unclaimed.writes), (4, 4));
+        isa.write(COM1 + 1, &[1]);
+        isa.serial_input(b"x");
+        assert!(isa.take_serial_irq() && !isa.take_serial_irq(), "COM1's edge, once");
+    }
+
+    #[test]
     fn byte_registers_ignore_wider_accesses() {
-        let mut isa = Isa::new(Vec::new());
+        let mut isa = Isa::new(Vec::new(), true);
         isa.write(rtc::INDEX, &[0x0b]);
         let mut w = [0; 2];
         for port in [COM1 + 5, i8042::COMMAND, pic::MASTER + 1, pit::PORT_B, rtc::DATA] {

@@ -76,9 +76,9 @@ pub fn pump<W: Write>(m: &Machine<W>) {
         while !rest.is_empty() && !m.stopping() {
             let mut isa = m.isa();
             let took = isa.serial_input(rest);
-            isa.update_irqs();
+            m.update_irqs(&mut isa);
             drop(isa);
-            m.kick(0, None); // the 8259 is wired to CPU 0
+            m.kick(0, None); // the userspace 8259 is wired to CPU 0
             rest = &rest[took..];
             if took == 0 {
                 std::thread::sleep(Duration::from_millis(5)); // the FIFO is full: let the guest read

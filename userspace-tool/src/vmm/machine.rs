@@ -7,12 +7,15 @@
 
 use std::{
     io::Write,
+    os::fd::RawFd,
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
         Condvar, Mutex, MutexGuard,
     },
     time::Duration,
 };
+
+use vmm_sys_util::eventfd::EventFd;
 
 use super::{idle, kick::KICK_SIGNAL, Irqchip, Outcome};
 use crate::devices::{
@@ -85,6 +88,10 @@ enum Mmio {
 /// The whole machine.
 pub struct Machine<W: Write> {
     pub irqchip: Irqchip,
+    /// With the kernel's irqchip: the irqfd that raises COM1's IRQ there.
+    com1_irq: Option<EventFd>,
+    /// The VM (open while the machine runs): the kernel's PIT is read from it.
+    pub vm_fd: RawFd,
     isa: Mutex<Isa<W>>,
     mmio: Bus<Mmio>,
     pub cpus: Vec<Cpu>,
@@ -105,9 +112,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<W: Write> Machine<W> {
-    /// A machine with `cpus` CPUs (APIC IDs 0..cpus); CPU 0 runs, the others wait for a STARTUP
-    /// (in the kernel with the split irqchip).
-    pub fn new(isa: Isa<W>, cpus: u8, deadline: Option<u64>, irqchip: Irqchip) -> Self {
+    /// A machine with `cpus` CPUs (APIC IDs 0..cpus) on VM `vm_fd`; CPU 0 runs, the others
+    /// wait for a STARTUP (in the kernel unless `--irqchip user`). `com1_irq` with the kernel's
+    /// irqchip.
+    pub fn new(isa: Isa<W>, cpus: u8, deadline: Option<u64>, irqchip: Irqchip, com1_irq: Option<EventFd>, vm_fd: RawFd) -> Self {
         let clock = isa.clock;
         let user = irqchip == Irqchip::User;
         let cpus: Vec<Cpu> = (0..cpus)
@@ -125,7 +133,7 @@ impl<W: Write> Machine<W> {
             .collect();
         let inactive = AtomicUsize::new(if user { cpus.len() - 1 } else { 0 });
         let mmio = Bus::new(if user { &[(lapic::BASE, lapic::SIZE, Mmio::LocalApic)] } else { &[] });
-        Machine { irqchip, isa: Mutex::new(isa), mmio, cpus, clock, deadline, inactive, stopping: AtomicBool::new(false), input_open: AtomicBool::new(true),
+        Machine { irqchip, com1_irq, vm_fd, isa: Mutex::new(isa), mmio, cpus, clock, deadline, inactive, stopping: AtomicBool::new(false), input_open: AtomicBool::new(true),
                   outcome: Mutex::new(None) }
     }
 
@@ -137,6 +145,20 @@ impl<W: Write> Machine<W> {
     /// The port devices, locked.
     pub fn isa(&self) -> MutexGuard<'_, Isa<W>> {
         lock(&self.isa)
+    }
+
+    /// Turns what the port devices signalled into interrupt requests: at the userspace PIC, or
+    /// with the kernel's irqchip COM1's edge through its irqfd.
+    pub fn update_irqs(&self, isa: &mut Isa<W>) {
+        match &self.com1_irq {
+            Some(irqfd) => {
+                if isa.take_serial_irq() {
+                    // A full counter only means an edge is already on its way.
+                    let _ = irqfd.write(1);
+                }
+            }
+            None => isa.update_irqs(),
+        }
     }
 
     /// CPU `me`'s MMIO read at `addr`; all ones where no device answers.

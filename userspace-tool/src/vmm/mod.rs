@@ -1,5 +1,5 @@
 //! `rvmx run`: one VM. [`run`] creates it (guest memory from rust-vmm's vm-memory in one slot,
-//! the local APICs in the kernel unless `--irqchip user`, the vCPUs with their CPUID, cpuid.rs),
+//! the interrupt controller where `--irqchip` says, the vCPUs with their CPUID, cpuid.rs),
 //! loads the guest (`boot/`), then runs a thread per vCPU (vcpu.rs) over what they share
 //! (machine.rs: the port devices, with `--irqchip user` each CPU's local APIC and power state),
 //! and one that feeds stdin to COM1 (console.rs). A vCPU thread hands each exit that comes back
@@ -18,14 +18,15 @@ mod vcpu;
 pub use outcome::Outcome;
 pub use trace::Trace;
 
-use std::{io::Write, time::Duration};
+use std::{io::Write, os::fd::AsRawFd, time::Duration};
 
-use kvm_bindings::{kvm_enable_cap, kvm_userspace_memory_region, KVM_CAP_SPLIT_IRQCHIP, KVM_MAX_CPUID_ENTRIES};
-use kvm_ioctls::{Cap, Kvm};
+use kvm_bindings::{kvm_enable_cap, kvm_pit_config, kvm_userspace_memory_region, KVM_CAP_SPLIT_IRQCHIP, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Cap, Kvm, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::{
-    devices::{isa::Isa, lapic},
+    devices::{isa::Isa, lapic, serial},
     error::{Error, Result},
 };
 use machine::Machine;
@@ -45,19 +46,37 @@ pub struct Config {
     pub stats: bool,
     /// Stop the guest after this long.
     pub timeout: Option<Duration>,
-    /// Where the local APICs are.
+    /// Where the interrupt controller is.
     pub irqchip: Irqchip,
 }
 
-/// Where the interrupt controller is. The 8259s and the 8254 are always here, the 8259s wired
-/// to CPU 0's LINT0 (virtual-wire mode: the MP table lists no I/O APIC).
+/// Where the interrupt controller is. Without the kernel's, the 8259s and the 8254 are here,
+/// the 8259s wired to CPU 0's LINT0 (virtual-wire mode: the MP table lists no I/O APIC).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Irqchip {
     /// The local APICs in the kernel (`KVM_CAP_SPLIT_IRQCHIP`): IPIs, APIC timers, INIT,
     /// STARTUP and HLT stay there; the 8259's interrupts go in with `KVM_INTERRUPT`.
     Split,
+    /// All of it in the kernel, as Firecracker has it (`KVM_CREATE_IRQCHIP`, `KVM_CREATE_PIT2`):
+    /// the 8259s, the I/O APIC (in the MP table), the 8254 and the local APICs. Only the UART
+    /// (its IRQ 4 through an irqfd), the i8042 and the CMOS clock stay here.
+    Kernel,
     /// Every local APIC here too (devices/lapic.rs), as with no in-kernel irqchip.
     User,
+}
+
+/// Where the kernel's I/O APIC answers (`KVM_CREATE_IRQCHIP`'s).
+const IOAPIC_BASE: u32 = 0xfec0_0000;
+
+/// `KVM_CREATE_IRQCHIP` and `KVM_CREATE_PIT2` (port 0x61 answered there too), and an irqfd
+/// for COM1's IRQ (KVM's default routes take GSI 4 to both chips).
+fn kernel_irqchip(vm: &VmFd) -> Result<EventFd> {
+    vm.create_irq_chip().map_err(Error::ioctl("KVM_CREATE_IRQCHIP"))?;
+    let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
+    vm.create_pit2(pit).map_err(Error::ioctl("KVM_CREATE_PIT2"))?;
+    let com1 = EventFd::new(EFD_NONBLOCK).map_err(|e| Error::Os("eventfd", e))?;
+    vm.register_irqfd(&com1, serial::IRQ.into()).map_err(Error::ioctl("KVM_IRQFD"))?;
+    Ok(com1)
 }
 
 /// What the guest runs.
@@ -89,14 +108,16 @@ pub fn run<W: Write + Send>(kvm: &Kvm, cfg: &Config, console: W) -> Result<Ran> 
     };
     // SAFETY: `mem` maps the region and outlives the VM (both live until this function returns).
     unsafe { vm.set_user_memory_region(region) }.map_err(Error::ioctl("KVM_SET_USER_MEMORY_REGION"))?;
-    let apic = match cfg.irqchip {
+    let in_kernel = cpuid::Apic::InKernel { tsc_deadline: kvm.check_extension(Cap::TscDeadlineTimer) };
+    let (apic, com1_irq) = match cfg.irqchip {
         Irqchip::Split => {
             // No I/O APIC here: no GSI routes kept for one.
             let split = kvm_enable_cap { cap: KVM_CAP_SPLIT_IRQCHIP, ..Default::default() };
             vm.enable_cap(&split).map_err(Error::SplitIrqchip)?;
-            cpuid::Apic::InKernel { tsc_deadline: kvm.check_extension(Cap::TscDeadlineTimer) }
+            (in_kernel, None)
         }
-        Irqchip::User => cpuid::Apic::User,
+        Irqchip::Kernel => (in_kernel, Some(kernel_irqchip(&vm)?)),
+        Irqchip::User => (cpuid::Apic::User, None),
     };
     let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(Error::ioctl("KVM_GET_SUPPORTED_CPUID"))?;
     let mut vcpus = Vec::new();
@@ -116,7 +137,8 @@ pub fn run<W: Write + Send>(kvm: &Kvm, cfg: &Config, console: W) -> Result<Ran> 
             crate::boot::linux::boot(&mem, cfg.mem_size as u64, &vcpus[0].fd, &boot)?;
             // The processors and their APICs, as firmware would list them.
             let leaf1 = supported.as_slice().iter().find(|e| e.function == 1).map_or((0, 0), |e| (e.eax, e.edx));
-            let mp = crate::boot::mptable::build(cfg.cpus, leaf1.0, leaf1.1, lapic::BASE as u32)
+            let ioapic = (cfg.irqchip == Irqchip::Kernel).then_some(IOAPIC_BASE);
+            let mp = crate::boot::mptable::build(cfg.cpus, leaf1.0, leaf1.1, lapic::BASE as u32, ioapic)
                 .ok_or(Error::MpTable(cfg.cpus))?;
             mem.write_slice(&mp, GuestAddress(crate::boot::mptable::ADDR)).map_err(Error::guest_memory("MP table"))?;
         }
@@ -124,7 +146,8 @@ pub fn run<W: Write + Send>(kvm: &Kvm, cfg: &Config, console: W) -> Result<Ran> 
     kick::install()?;
     let _terminal = console::Terminal::raw();
     let deadline = cfg.timeout.map(|t| t.as_nanos() as u64);
-    let machine = Machine::new(Isa::new(console), cfg.cpus, deadline, cfg.irqchip);
+    let vm_fd = vm.as_raw_fd();
+    let machine = Machine::new(Isa::new(console, cfg.irqchip != Irqchip::Kernel), cfg.cpus, deadline, cfg.irqchip, com1_irq, vm_fd);
     let results: Vec<Result<Trace>> = std::thread::scope(|s| {
         let threads: Vec<_> = vcpus.into_iter().map(|v| {
             let m = &machine;

@@ -6,12 +6,13 @@
 use std::{io::Write, os::fd::AsRawFd};
 
 use kvm_bindings::{
-    kvm_msr_entry, kvm_regs, kvm_sregs, Msrs, KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_UNINITIALIZED,
+    kvm_msr_entry, kvm_pit_state2, kvm_regs, kvm_sregs, Msrs, KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED,
+    KVM_MP_STATE_UNINITIALIZED,
 };
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use rvmx_logic::{
     arch::{apic_base::ENABLE as APIC_BASE_ENABLE, msr::TSC_DEADLINE},
-    kvm_abi::KVM_INTERRUPT,
+    kvm_abi::{KVM_GET_PIT2, KVM_INTERRUPT},
     lapic::{accepts_extint, lvt, reg},
 };
 
@@ -86,7 +87,7 @@ fn cpu_loop<W: Write>(m: &Machine<W>, v: &mut Vcpu, timer: &kick::Timer, trace: 
                 trace.count("io_out");
                 let mut isa = m.isa();
                 let effect = isa.write(port, data);
-                isa.update_irqs();
+                m.update_irqs(&mut isa);
                 // The 8259 is wired to CPU 0: wake it if this write raised an interrupt.
                 let raised = me != 0 && isa.pic.has_interrupt();
                 drop(isa);
@@ -243,7 +244,11 @@ fn stopped_in_kernel<W: Write>(m: &Machine<W>, v: &mut Vcpu) -> Result<bool> {
     }
     let hw_enabled = v.fd.get_sregs().map_err(Error::ioctl("KVM_GET_SREGS"))?.apic_base & APIC_BASE_ENABLE != 0;
     let takes_extint = accepts_extint(hw_enabled, apic(reg::LVT0));
-    Ok(!(apic_timer_running(&v.fd, apic(reg::LVTT), apic)? || takes_extint && pic_may_interrupt(m, v.index)))
+    let devices = match m.irqchip {
+        Irqchip::Kernel => kernel_devices_may_interrupt(m)?,
+        _ => takes_extint && pic_may_interrupt(m, v.index),
+    };
+    Ok(!(apic_timer_running(&v.fd, apic(reg::LVTT), apic)? || devices))
 }
 
 /// Whether the 8259 may still interrupt CPU `me` (it is wired to CPU 0 only).
@@ -254,6 +259,20 @@ fn pic_may_interrupt<W: Write>(m: &Machine<W>, me: usize) -> bool {
     let mut isa = m.isa();
     isa.update_irqs();
     isa.pic.has_interrupt() || isa.pit.next_irq0().is_some() || m.input_open()
+}
+
+/// With the kernel's irqchip: whether its devices may still interrupt a CPU, through the
+/// 8259s or the I/O APIC: the 8254 counting periodically (modes 2 and 3; a one-shot count is
+/// taken as spent), or the user's input open (COM1). Anything already requested would be in
+/// the CPU's IRR or about to be.
+fn kernel_devices_may_interrupt<W: Write>(m: &Machine<W>) -> Result<bool> {
+    let mut pit = kvm_pit_state2::default();
+    // SAFETY: KVM_GET_PIT2 writes one kvm_pit_state2, which `pit` is; the VM fd is open while
+    // the machine runs.
+    if unsafe { libc::ioctl(m.vm_fd, KVM_GET_PIT2.into(), &mut pit) } < 0 {
+        return Err(Error::Os("KVM_GET_PIT2", std::io::Error::last_os_error()));
+    }
+    Ok(matches!(pit.channels[0].mode, 2 | 3) || m.input_open())
 }
 
 /// Whether the vCPU's in-kernel APIC timer (LVTT `lvtt`, registers through `reg`) will fire
@@ -329,6 +348,9 @@ fn offer_interrupt<W: Write>(m: &Machine<W>, v: &mut Vcpu) -> Result<()> {
     let run = v.fd.get_kvm_run();
     let ready = run.ready_for_interrupt_injection != 0 && run.if_flag != 0;
     run.request_interrupt_window = 0;
+    if m.irqchip == Irqchip::Kernel {
+        return Ok(()); // the kernel's chips inject
+    }
     let now = m.clock.now();
     let mut isa = m.isa();
     isa.update_irqs();

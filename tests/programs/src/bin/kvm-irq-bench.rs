@@ -10,13 +10,16 @@
 //!   until the timer interrupt's handler ran (it writes EOI).
 //! - `self_ipi`: a self-IPI (the x2APIC SELF_IPI register) taken at once, and its EOI.
 //! - `eoi_write`: an EOI with nothing in service (x2APIC MSR write).
+//! - `irqfd_msi`: a device's interrupt through `KVM_IRQFD` on a GSI with an MSI route (how a
+//!   virtio-pci device interrupts): a host thread signals the eventfd, the guest's handler
+//!   counts and EOIs, the thread sees the count and signals again. The guest spins.
 //!
 //! Usage: kvm-irq-bench DEVICE
 //! Prints `name ticks-per-operation` lines.
 
 use std::{ffi::CString, process::ExitCode, time::Duration};
 
-use kvm_bindings::{kvm_mp_state, KVM_MP_STATE_RUNNABLE};
+use kvm_bindings::{kvm_irq_routing_entry, kvm_mp_state, KvmIrqRouting, KVM_IRQ_ROUTING_MSI, KVM_MP_STATE_RUNNABLE};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
 use rvmx_test_programs::{code, pin_to, split};
 
@@ -110,6 +113,20 @@ std::arch::global_asm!(
     "dec esi", "jnz 2b",
     "stop_clock",
     "out 0x99, al",
+    // Device interrupts from an irqfd (vector 0x44), counted at 0x8020 by their handler: ready
+    // at 0x8010, then spin until RSI of them came.
+    "irqb_irqfd: x2apic_on",
+    "sti",
+    "mov dword ptr [0x8010], 1",
+    "start_clock",
+    "2: pause",
+    "cmp [0x8020], esi", "jb 2b",
+    "stop_clock",
+    "out 0x99, al",
+    "irqb_count: push rax", "push rcx", "push rdx",
+    "inc dword ptr [0x8020]",
+    "eoi",
+    "pop rdx", "pop rcx", "pop rax", "iretq",
     // EOI writes with nothing in service.
     "irqb_eoi: x2apic_on",
     "start_clock",
@@ -132,6 +149,8 @@ extern "C" {
     static irqb_timer: u8;
     static irqb_self: u8;
     static irqb_eoi: u8;
+    static irqb_irqfd: u8;
+    static irqb_count: u8;
     static irqb_end: u8;
 }
 
@@ -156,16 +175,65 @@ fn offset(sym: &u8) -> u64 {
     unsafe { (sym as *const u8).offset_from(&irqb_start as *const u8) as u64 }
 }
 
-/// One measurement: vCPU 0 runs from `bsp` with RSI = `n`, vCPU 1 (if any) from `ap` on the
-/// other host CPU; the ticks per operation vCPU 0 measured.
-fn measure(kvm: &Kvm, bsp: u64, ap: Option<u64>, n: u64) -> Result<u64, String> {
+/// Who else takes part in a measurement.
+#[derive(Clone, Copy)]
+enum Peer {
+    None,
+    /// vCPU 1, from this offset, on the other host CPU.
+    Ap(u64),
+    /// A host thread on the other host CPU that signals an irqfd whose GSI has an MSI route to
+    /// vector 0x44 of APIC 0, each time the guest counted the last one.
+    Irqfd,
+}
+
+/// The GSI the irqfd row's MSI route has.
+const IRQFD_GSI: u32 = 24;
+
+/// Signals `efd` `n` times, each after the guest counted the last one at 0x8020 of `mem`
+/// (once it said it is ready at 0x8010).
+fn signal_loop(efd: vmm_sys_util::eventfd::EventFd, mem: usize, n: u64) {
+    pin_to(Some(1));
+    let word = |at: usize| {
+        // SAFETY: inside the guest's 64 KiB mapping, which lives as long as the process; the
+        // guest writes it concurrently, hence the volatile read.
+        unsafe { ((mem + at) as *const u32).read_volatile() }
+    };
+    while word(0x8010) == 0 {
+        std::hint::spin_loop();
+    }
+    for i in 0..n {
+        let _ = efd.write(1);
+        while u64::from(word(0x8020)) <= i {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// One measurement: vCPU 0 runs from `bsp` with RSI = `n`, with `peer`; the ticks per
+/// operation vCPU 0 measured.
+fn measure(kvm: &Kvm, bsp: u64, peer: Peer, n: u64) -> Result<u64, String> {
     // SAFETY: the symbols delimit the guests assembled above, irqb_start first.
     let (image, gates) = unsafe {
         let answer = offset(&irqb_answer);
-        (code(&irqb_start, &irqb_end), [(0x40, offset(&irqb_h40)), (0x41, answer), (0x42, answer), (0x43, answer)])
+        (code(&irqb_start, &irqb_end), [(0x40, offset(&irqb_h40)), (0x41, answer), (0x42, answer), (0x43, answer), (0x44, offset(&irqb_count))])
     };
     let (vm, mem, enabled) = split::vm(kvm, image, &gates);
     enabled.map_err(|e| format!("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP): errno {e}"))?;
+    let signaller = match peer {
+        Peer::Irqfd => {
+            let mut route = kvm_irq_routing_entry { gsi: IRQFD_GSI, type_: KVM_IRQ_ROUTING_MSI, ..Default::default() };
+            route.u.msi.address_lo = 0xfee0_0000;
+            route.u.msi.data = 0x44;
+            let routes = KvmIrqRouting::from_entries(&[route]).map_err(|e| format!("routes: {e:?}"))?;
+            vm.set_gsi_routing(&routes).map_err(|e| format!("KVM_SET_GSI_ROUTING: {e}"))?;
+            let efd = vmm_sys_util::eventfd::EventFd::new(0).map_err(|e| format!("eventfd: {e}"))?;
+            vm.register_irqfd(&efd, IRQFD_GSI).map_err(|e| format!("KVM_IRQFD: {e}"))?;
+            let at = mem as usize;
+            Some(std::thread::spawn(move || signal_loop(efd, at, n)))
+        }
+        _ => None,
+    };
+    let ap = match peer { Peer::Ap(rip) => Some(rip), _ => None };
     let mut v0 = vm.create_vcpu(0).map_err(|e| format!("KVM_CREATE_VCPU: {e}"))?;
     split::set_cpuid(&v0).and_then(|()| split::to_long_mode(&v0, 0x1000 + bsp, 0x9000)).map_err(|e| format!("vCPU 0 setup: errno {e}"))?;
     let mut r = v0.get_regs().unwrap();
@@ -187,6 +255,9 @@ fn measure(kvm: &Kvm, bsp: u64, ap: Option<u64>, n: u64) -> Result<u64, String> 
     pin_to(Some(0));
     let r = run_to_done(&mut v0);
     let ap_result = ap.map(|t| t.join().unwrap_or_else(|_| Err("vCPU 1's thread panicked".into())));
+    if let Some(t) = signaller.filter(|_| r.is_ok()) {
+        t.join().map_err(|_| "the signalling thread panicked".to_string())?;
+    }
     r?;
     ap_result.unwrap_or(Ok(()))?;
     // SAFETY: 0x500..0x510 is inside the guest's 64 KiB mapping.
@@ -209,11 +280,12 @@ fn main() -> ExitCode {
     // SAFETY: the symbols exist (assembled above).
     let rows = unsafe {
         [
-            ("ipi_round_trip", offset(&irqb_ipi_bsp), Some(offset(&irqb_ipi_ap)), 500),
-            ("ipi_round_trip_hlt", offset(&irqb_ipi_hlt_bsp), Some(offset(&irqb_ipi_hlt_ap)), 500),
-            ("timer_tsc_deadline", offset(&irqb_timer), None, 1000),
-            ("self_ipi", offset(&irqb_self), None, 1000),
-            ("eoi_write", offset(&irqb_eoi), None, 2000),
+            ("ipi_round_trip", offset(&irqb_ipi_bsp), Peer::Ap(offset(&irqb_ipi_ap)), 500),
+            ("ipi_round_trip_hlt", offset(&irqb_ipi_hlt_bsp), Peer::Ap(offset(&irqb_ipi_hlt_ap)), 500),
+            ("timer_tsc_deadline", offset(&irqb_timer), Peer::None, 1000),
+            ("self_ipi", offset(&irqb_self), Peer::None, 1000),
+            ("eoi_write", offset(&irqb_eoi), Peer::None, 2000),
+            ("irqfd_msi", offset(&irqb_irqfd), Peer::Irqfd, 500),
         ]
     };
     let mut ok = true;
