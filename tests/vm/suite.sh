@@ -149,13 +149,15 @@ check "tool: rvmx run --kernel --cpus 2 boots the project's Linux 7.3 to init (m
 	linux_run rvmx-smp /dev/rvmx 2 --stats
 check "tool: rvmx run --irqchip user --kernel --cpus 2: the same boot with the local APICs in userspace (INIT/STARTUP, timer, IPIs as MMIO exits)" \
 	linux_run rvmx-smp-user /dev/rvmx 2 "--irqchip user"
-# With the kernel's irqchip the MP table lists its IOAPIC (KVM's version 0x11, after the CPUs).
+# With the kernel's irqchip the MP table lists its IOAPIC (KVM's version 0x11, after the CPUs),
+# and the guest uses it (no noapic).
 ioapic_listed() { # ioapic_listed LABEL
-	grep -q "IOAPIC\[0\]: apic_id 2, version 17, address 0xfec00000, GSI 0-23" /tmp/linux-$1.out
+	grep -q "IOAPIC\[0\]: apic_id 2, version 17, address 0xfec00000, GSI 0-23" /tmp/linux-$1.out &&
+	! grep -E "Kernel command line:.*noapic|Skipping IOAPIC probe" /tmp/linux-$1.out
 }
 check "tool: rvmx run --irqchip kernel --kernel --cpus 2: the same boot with the PIC, IOAPIC, PIT and local APICs in the kernel" \
 	linux_run rvmx-smp-kernel /dev/rvmx 2 "--irqchip kernel"
-check "tool: ... the guest found the kernel's IOAPIC in the MP table" ioapic_listed rvmx-smp-kernel
+check "tool: ... the guest found the kernel's IOAPIC in the MP table and uses it" ioapic_listed rvmx-smp-kernel
 linux_stats() { # both vCPUs ran, the second one took exits of its own
 	grep -q "^VM [0-9]*-[0-9]* (2 vCPUs)$" /tmp/linux-rvmx-smp.err &&
 	sed -n 's/^  CPUID  *\([0-9]*\)  *\([0-9]*\)  *\([0-9]*\)$/\2 \3/p' /tmp/linux-rvmx-smp.err | grep -q '^[1-9][0-9]* [1-9][0-9]*$' &&

@@ -32,15 +32,17 @@ const EBDA: u64 = 0x9fc00;
 /// The kernel goes here (the protocol's default for a relocatable bzImage).
 const HIMEM: u64 = 0x10_0000;
 
-/// Parameters `rvmx run` adds to every kernel command line: what its machine lacks (an I/O
-/// APIC: the 8259s reach CPU 0 through its local APIC's LINT0).
-pub const IMPLIED: &str = "noapic";
+/// What `rvmx run` adds to the kernel command line of a machine without an I/O APIC (the
+/// 8259s reach CPU 0 through its local APIC's LINT0).
+pub const NO_IOAPIC: &str = "noapic";
 
 /// What `boot` needs.
 pub struct Boot<'a> {
     pub kernel: &'a std::path::Path,
     pub initrd: Option<&'a std::path::Path>,
     pub cmdline: &'a str,
+    /// The machine has an I/O APIC (the kernel's irqchip).
+    pub ioapic: bool,
 }
 
 /// Loads the kernel (and initrd) into `mem` of `mem_size` bytes and sets up `vcpu` to enter it.
@@ -57,7 +59,9 @@ pub fn boot(mem: &GuestMemoryMmap, mem_size: u64, vcpu: &VcpuFd, b: &Boot<'_>) -
 
     let mut cmdline = Cmdline::new(CMDLINE_MAX)?;
     cmdline.insert_str(b.cmdline)?;
-    cmdline.insert_str(IMPLIED)?;
+    if !b.ioapic {
+        cmdline.insert_str(NO_IOAPIC)?;
+    }
     load_cmdline(mem, GuestAddress(CMDLINE), &cmdline).map_err(Error::LoadCmdline)?;
     params.hdr.cmd_line_ptr = CMDLINE as u32;
     params.hdr.cmdline_size = cmdline.as_cstring().map_or(0, |c| c.as_bytes_with_nul().len() as u32);

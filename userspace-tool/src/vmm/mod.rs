@@ -133,12 +133,12 @@ pub fn run<W: Write + Send>(kvm: &Kvm, cfg: &Config, console: W) -> Result<Ran> 
             flat.load(&mem, &vcpus[0].fd)?;
         }
         Image::Linux { kernel, initrd, cmdline } => {
-            let boot = crate::boot::linux::Boot { kernel, initrd: initrd.as_deref(), cmdline };
+            let ioapic = cfg.irqchip == Irqchip::Kernel;
+            let boot = crate::boot::linux::Boot { kernel, initrd: initrd.as_deref(), cmdline, ioapic };
             crate::boot::linux::boot(&mem, cfg.mem_size as u64, &vcpus[0].fd, &boot)?;
             // The processors and their APICs, as firmware would list them.
             let leaf1 = supported.as_slice().iter().find(|e| e.function == 1).map_or((0, 0), |e| (e.eax, e.edx));
-            let ioapic = (cfg.irqchip == Irqchip::Kernel).then_some(IOAPIC_BASE);
-            let mp = crate::boot::mptable::build(cfg.cpus, leaf1.0, leaf1.1, lapic::BASE as u32, ioapic)
+            let mp = crate::boot::mptable::build(cfg.cpus, leaf1.0, leaf1.1, lapic::BASE as u32, ioapic.then_some(IOAPIC_BASE))
                 .ok_or(Error::MpTable(cfg.cpus))?;
             mem.write_slice(&mp, GuestAddress(crate::boot::mptable::ADDR)).map_err(Error::guest_memory("MP table"))?;
         }
