@@ -141,7 +141,19 @@ impl ApicBus {
     pub(crate) fn notified_ioapic_pins(&self) -> u32 {
         let pit = self.pit_ticks.as_ref().is_some_and(|t| t.reinjecting());
         let resampled = self.resamplers.gsis();
-        self.routes.ioapic_pins_where(|gsi| (pit && gsi == 0) || resampled(gsi))
+        if !pit && resampled.is_none() {
+            return 0; // no pass over the routes at every EOI
+        }
+        self.routes.ioapic_pins_where(|gsi| (pit && gsi == 0) || resampled.as_ref().is_some_and(|r| r(gsi)))
+    }
+
+    /// The PIC pins whose GSI an irqfd resamples (their acknowledgement lowers the line at
+    /// once, [`crate::logic::pic::Pic::set_resampled`]).
+    pub(crate) fn resampled_pic_pins(&self) -> u16 {
+        match self.resamplers.gsis() {
+            Some(r) => self.routes.pic_pins_where(r) as u16,
+            None => 0,
+        }
     }
 
     /// A guest unmasked a chip's pin (KVM's mask notifiers; no chip lock held): the PIT

@@ -19,7 +19,7 @@ use kernel::{
     transmute::{AsBytes, FromBytes},
 };
 
-use super::bus::ApicBus;
+use super::{bus::ApicBus, resample::RESAMPLE_SOURCE};
 use crate::logic::{
     ioapic::{self, Ioapic, IoapicState},
     irq_routing::{chip, Target},
@@ -66,6 +66,16 @@ impl Irqchip {
         }
     }
 
+    /// The PIC, locked for an access that may acknowledge an interrupt: told first which pins'
+    /// acknowledgement lowers a resampling irqfd's line at once (asked before the lock: the
+    /// routes' and the resamplers' locks are leaves).
+    fn locked_pic(&self, bus: &ApicBus) -> kernel::sync::lock::spinlock::SpinLockIrqGuard<'_, Pic> {
+        let resampled = bus.resampled_pic_pins();
+        let mut pic = self.pic.lock();
+        pic.set_resampled(resampled, RESAMPLE_SOURCE);
+        pic
+    }
+
     /// Whether the PIC asks for an interrupt (its INTR output).
     pub(crate) fn pic_output(&self) -> bool {
         self.pic.lock().output
@@ -73,7 +83,7 @@ impl Irqchip {
 
     /// The INTA cycle: the PIC's vector for the vCPU injecting ExtINT now.
     pub(crate) fn read_extint(&self, bus: &ApicBus) -> u8 {
-        let mut pic = self.pic.lock();
+        let mut pic = self.locked_pic(bus);
         let v = pic.read_irq();
         let e = Effects::of_pic(&mut pic);
         drop(pic);
@@ -85,7 +95,7 @@ impl Irqchip {
     /// wider than a byte is 0, as on KVM). A poll acknowledges an interrupt.
     pub(crate) fn port_read(&self, bus: &ApicBus, port: u16, len: u32) -> Option<u32> {
         let p = Port::decode_access(port, len)?;
-        let mut pic = self.pic.lock();
+        let mut pic = self.locked_pic(bus);
         let v = pic.read(p, len);
         let e = Effects::of_pic(&mut pic);
         drop(pic);
@@ -96,7 +106,7 @@ impl Irqchip {
     /// A guest's OUT of `len` bytes of `data` to `port`: true if the PIC pair took it.
     pub(crate) fn port_write(&self, bus: &ApicBus, port: u16, len: u32, data: u64) -> bool {
         let Some(p) = Port::decode_access(port, len) else { return false };
-        let mut pic = self.pic.lock();
+        let mut pic = self.locked_pic(bus);
         // Only an ICW1 asks (a chip's lock, then the bus's members: the usual order).
         pic.write(p, len, data as u8, || bus.any_takes_extint());
         let e = Effects::of_pic(&mut pic);

@@ -25,8 +25,9 @@ struct IrqFd {
     /// The eventfd's context, compared for identity only.
     eventfd: *const c_void,
     gsi: u32,
-    /// It holds its line high until the guest acknowledges it (its resampler is the bus's).
-    resample: bool,
+    /// It holds its line high until the guest acknowledges it (its resampler is the bus's,
+    /// under this id).
+    resample: Option<u64>,
     /// What the wakeup injects into, alive while it may run.
     bus: Arc<ApicBus>,
 }
@@ -50,8 +51,8 @@ impl Drop for IrqFd {
         unsafe { helpers::rvmx_irqfd_free(self.raw) };
         // Then its resampler, lowering the line if it was the GSI's last (KVM's
         // `irqfd_resampler_shutdown`, after the irqfd stopped injecting).
-        if self.resample {
-            if let Some(gsi) = self.bus.resamplers.remove(self.raw as usize) {
+        if let Some(id) = self.resample {
+            if let Some(gsi) = self.bus.resamplers.remove(id) {
                 let _ = self.bus.set_gsi(gsi, RESAMPLE_SOURCE, false, false);
             }
         }
@@ -62,6 +63,8 @@ impl Drop for IrqFd {
 #[derive(Default)]
 pub(crate) struct IrqFds {
     list: KVec<IrqFd>,
+    /// The id of the next resampling irqfd.
+    next_id: u64,
 }
 
 impl IrqFds {
@@ -89,12 +92,14 @@ impl IrqFds {
         let raw = from_err_ptr(unsafe { helpers::rvmx_irqfd_new(fd, arg.gsi, resample, target.cast()) })?;
         // SAFETY: `raw` is a live irqfd from the call above.
         let eventfd = unsafe { helpers::rvmx_irqfd_eventfd(raw) };
-        // Dropped unarmed on an error below; with `resample` false until its resampler exists.
-        let mut f = IrqFd { raw, eventfd, gsi: arg.gsi, resample: false, bus: bus.clone() };
+        // Dropped unarmed on an error below; with `resample` unset until its resampler exists.
+        let mut f = IrqFd { raw, eventfd, gsi: arg.gsi, resample: None, bus: bus.clone() };
         if resample {
             let resamplefd = EventFd::get(arg.resamplefd as i32)?;
-            bus.resamplers.add(arg.gsi, raw as usize, resamplefd)?;
-            f.resample = true;
+            let id = self.next_id;
+            self.next_id = id.wrapping_add(1);
+            bus.resamplers.add(arg.gsi, id, resamplefd)?;
+            f.resample = Some(id);
         }
         if self.list.iter().any(|e| e.eventfd == eventfd) {
             return Err(EBUSY);

@@ -22,9 +22,9 @@ pub(crate) const RESAMPLE_SOURCE: u32 = 1;
 #[derive(Clone)]
 struct Entry {
     gsi: u32,
-    /// Which irqfd the entry belongs to (its address, identity only: two irqfds may share
-    /// an eventfd while one of them is being refused).
-    owner: usize,
+    /// Which irqfd the entry belongs to (an id its VM gave it: two irqfds may share an eventfd
+    /// while one of them is being refused).
+    owner: u64,
     resamplefd: Arc<EventFd>,
 }
 
@@ -60,16 +60,16 @@ impl Resamplers {
         Ok(())
     }
 
-    /// The irqfd at `owner` resamples `gsi` through `resamplefd`. The caller
-    /// (holding the VM's irqfd list) serializes changes.
-    pub(crate) fn add(&self, gsi: u32, owner: usize, resamplefd: EventFd) -> Result {
+    /// The irqfd with id `owner` resamples `gsi` through `resamplefd`. The caller (holding the
+    /// VM's irqfd list) serializes changes.
+    pub(crate) fn add(&self, gsi: u32, owner: u64, resamplefd: EventFd) -> Result {
         let e = Entry { gsi, owner, resamplefd: Arc::new(resamplefd, GFP_KERNEL_ACCOUNT)? };
         self.update(|l| Ok(l.push(e, GFP_KERNEL_ACCOUNT)?))
     }
 
     /// The irqfd of `owner` is gone: its GSI if no other irqfd resamples it now (the caller
     /// lowers the line, as KVM's `irqfd_resampler_shutdown`).
-    pub(crate) fn remove(&self, owner: usize) -> Option<u32> {
+    pub(crate) fn remove(&self, owner: u64) -> Option<u32> {
         let gsi = self.snapshot()?.iter().find(|e| e.owner == owner)?.gsi;
         // Out of memory here leaves the entry: its resamplefd keeps being signalled (as a
         // spare reference) until the VM goes.
@@ -86,10 +86,10 @@ impl Resamplers {
         self.snapshot().is_some_and(|l| l.iter().any(|e| e.gsi == gsi))
     }
 
-    /// The GSIs some irqfd resamples, as a predicate on a snapshot.
-    pub(crate) fn gsis(&self) -> impl Fn(u32) -> bool {
-        let l = self.snapshot();
-        move |gsi| l.as_ref().is_some_and(|l| l.iter().any(|e| e.gsi == gsi))
+    /// The GSIs some irqfd resamples, as a predicate on a snapshot; `None` if there is none.
+    pub(crate) fn gsis(&self) -> Option<impl Fn(u32) -> bool> {
+        let l = self.snapshot()?;
+        Some(move |gsi| l.iter().any(|e| e.gsi == gsi))
     }
 
     /// Signals the resamplefds of `gsi` (KVM's `irqfd_resampler_notify`): true if there was

@@ -95,6 +95,11 @@ impl GsiRoutes {
         irq_routing::ioapic_pins_where(&self.routes.lock(), wanted)
     }
 
+    /// The same for the PIC pair's pins.
+    pub(crate) fn pic_pins_where(&self, wanted: impl Fn(u32) -> bool) -> u32 {
+        irq_routing::pic_pins_where(&self.routes.lock(), wanted)
+    }
+
     /// Where `gsi` leads (up to three routes; `None` past the last).
     pub(crate) fn targets(&self, gsi: u32) -> [Option<Target>; 3] {
         let mut out = [None; 3];

@@ -174,9 +174,24 @@ pub fn gsi_of(routes: &[Route], target: Target) -> Option<u32> {
 /// The IOAPIC pins for which [`gsi_of`] is a GSI `wanted` accepts, bit `n` for pin `n`: one
 /// pass over `routes` sorted by GSI, where a pin's first route is its lowest GSI.
 pub fn ioapic_pins_where(routes: &[Route], wanted: impl Fn(u32) -> bool) -> u32 {
+    pins_where(routes, |t| match t {
+        Target::Ioapic(p) => Some(p),
+        _ => None,
+    }, wanted)
+}
+
+/// The same for the PIC pair's pins (0-15).
+pub fn pic_pins_where(routes: &[Route], wanted: impl Fn(u32) -> bool) -> u32 {
+    pins_where(routes, |t| match t {
+        Target::Pic(p) => Some(p),
+        _ => None,
+    }, wanted)
+}
+
+fn pins_where(routes: &[Route], pin_of: impl Fn(Target) -> Option<u32>, wanted: impl Fn(u32) -> bool) -> u32 {
     let (mut seen, mut pins) = (0u32, 0u32);
     for r in routes {
-        if let Target::Ioapic(p) = r.target {
+        if let Some(p) = pin_of(r.target) {
             let bit = 1u32.checked_shl(p).unwrap_or(0);
             if seen & bit == 0 && wanted(r.gsi) {
                 pins |= bit;
@@ -277,6 +292,8 @@ mod tests {
         let want = (0..24u32).filter(|p| gsi_of(&t, Target::Ioapic(*p)).is_some_and(|g| g == 2 || g == 7)).fold(0, |m, p| m | 1 << p);
         assert_eq!(ioapic_pins_where(&t, |g| g == 2 || g == 7), want);
         assert_eq!(want, 1 << 5 | 1 << 9);
+        let pic: Vec<Route> = default_routes().collect();
+        assert_eq!(pic_pins_where(&pic, |g| g == 11 || g == 20), 1 << 11, "GSI 20 has no PIC pin");
     }
 
     #[test]

@@ -928,6 +928,8 @@ pub mod cap {
     pub const IRQ_INJECT_STATUS: usize = 26;
     /// `KVM_IRQFD` (without resampling in split mode).
     pub const IRQFD: usize = 32;
+    /// `KVM_IRQFD_FLAG_RESAMPLE` (taken with the full irqchip; KVM reports it always).
+    pub const IRQFD_RESAMPLE: usize = 82;
     /// `KVM_ENABLE_CAP(KVM_CAP_X2APIC_API)`: 32-bit x2APIC IDs, the broadcast quirk, EOI
     /// broadcast suppression.
     pub const X2APIC_API: usize = 129;
@@ -1010,6 +1012,7 @@ pub const CAPABILITIES: &[(usize, isize)] = &[
     (cap::TSC_DEADLINE_TIMER, 1),
     (cap::IRQ_INJECT_STATUS, 1),
     (cap::IRQFD, 1),
+    (cap::IRQFD_RESAMPLE, 1),
     (cap::X2APIC_API, super::x2apic_api::VALID as isize),
     (cap::X86_APIC_BUS_CYCLES_NS, super::lapic::APIC_BUS_CYCLE_NS_DEFAULT as isize),
 ];
@@ -1228,6 +1231,7 @@ mod tests {
             (cap::TSC_DEADLINE_TIMER, kb::KVM_CAP_TSC_DEADLINE_TIMER),
             (cap::IRQ_INJECT_STATUS, kb::KVM_CAP_IRQ_INJECT_STATUS),
             (cap::IRQFD, kb::KVM_CAP_IRQFD),
+            (cap::IRQFD_RESAMPLE, kb::KVM_CAP_IRQFD_RESAMPLE),
             (cap::X2APIC_API, kb::KVM_CAP_X2APIC_API),
         ];
         for (ours, linux) in pairs {

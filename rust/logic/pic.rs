@@ -106,6 +106,10 @@ pub struct Pic {
     sources: [u32; PINS],
     /// Pins whose in-service bit was cleared since the last [`Pic::take_acked`].
     acked: u16,
+    /// Pins whose acknowledgement drops interrupt source `.1` from their line at once (irqfd
+    /// resamplers: KVM runs their ack notifier inside `pic_clear_isr`, before the PIC looks
+    /// at its requests again). Set by the caller before each access.
+    resampled: (u16, u32),
     /// The output rose since the last [`Pic::take_wakeup`].
     wakeup: bool,
     /// Pins unmasked in IMR since the last [`Pic::take_unmasked`] (KVM's mask notifiers).
@@ -173,7 +177,7 @@ impl Pic {
         for (c, m) in chips.iter_mut().zip(ELCR_MASK) {
             c.elcr_mask = m;
         }
-        Self { chips, output: false, sources: [0; PINS], acked: 0, wakeup: false, unmasked: 0 }
+        Self { chips, output: false, sources: [0; PINS], acked: 0, resampled: (0, 0), wakeup: false, unmasked: 0 }
     }
 
     /// Chip `c` (0 master, 1 slave; only bit 0 counts).
@@ -202,11 +206,21 @@ impl Pic {
         core::mem::take(&mut self.unmasked)
     }
 
+    /// The pins (bit `n` for pin `n`) whose acknowledgement lowers interrupt source `source`'s
+    /// level on them before anything else happens (see [`Pic::take_acked`] for the rest).
+    pub fn set_resampled(&mut self, pins: u16, source: u32) {
+        self.resampled = (pins, source);
+    }
+
     fn clear_isr(&mut self, chip: usize, irq: u8) {
         if let Some(s) = self.chips.get_mut(chip) {
             s.isr &= !(1 << (irq & 7));
         }
-        self.acked |= 1 << ((irq & 7) | if chip == 0 { 0 } else { 8 });
+        let pin = (irq & 7) | if chip == 0 { 0 } else { 8 };
+        self.acked |= 1 << pin;
+        if self.resampled.0 & 1 << pin != 0 {
+            self.set_irq(u32::from(pin), self.resampled.1, false);
+        }
     }
 
     fn set_output(&mut self, level: bool) {
@@ -582,6 +596,30 @@ mod tests {
         assert_eq!(p.chips[1].irr & 2, 0);
         assert_eq!(p.set_irq(40, 0, true), -1, "no such pin");
         assert_eq!(p.set_irq(1, 40, true), -1, "no such source");
+    }
+
+    #[test]
+    fn a_resampled_level_pin_is_lowered_before_the_pic_looks_again() {
+        // IRQ 11 (slave pin 3), level-triggered, held by source 1 (a resampling irqfd).
+        for resampled in [false, true] {
+            let mut p = initialized();
+            p.write(Port::Elcr(1), 1, 1 << 3, || true);
+            p.write(Port::Chip(1, true), 1, 0, || true);
+            p.set_resampled(if resampled { 1 << 11 } else { 0 }, 1);
+            p.set_irq(11, 1, true);
+            assert_eq!(p.read_irq(), 0x3b);
+            p.write(Port::Chip(1, false), 1, 0x20, || true); // slave EOI
+            p.write(Port::Chip(0, false), 1, 0x20, || true); // master EOI
+            assert_eq!(p.take_acked(), 1 << 11 | 1 << 2);
+            if resampled {
+                // KVM's order: the line dropped at the slave's EOI, so nothing is wanted.
+                assert!(!p.output, "no spurious IRQ 15");
+                assert!(!p.line(11));
+            } else {
+                assert!(p.output, "the level line is still high: wanted again");
+                assert_eq!(p.read_irq(), 0x3b);
+            }
+        }
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! registers through the xAPIC MMIO page, CR8 and, after switching to x2APIC mode, the MSRs;
 //! self-IPIs, the PIC's ExtINT, and several vCPUs: MP states, INIT/SIPI, IPIs and NMIs that
 //! wake a vCPU halted in the kernel, a signal during a halt.
-//! Prints `key value` lines; tests/vm/suite.sh runs it on `/dev/rvmx` (loaded with
-//! `split_irqchip=1`) and `/dev/kvm` in the same boot and requires identical output.
+//! Prints `key value` lines; tests/vm/suite.sh runs it on `/dev/rvmx` and `/dev/kvm` in the
+//! same boot and requires identical output.
 //!
 //! Usage: kvm-lapic-check DEVICE
 
