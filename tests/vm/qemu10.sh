@@ -70,20 +70,31 @@ check "qemu10: QEMU 10 with kernel-irqchip=split boots the project's Linux 7.3 w
 check "qemu10: ... the guest found QEMU's IOAPIC (version 0x20)" ioapic_version rvmx-split 32
 check "qemu10: rvmx unloads afterwards" rmmod rvmx
 kvm-load
-check "qemu10: the multiboot guest on /dev/kvm (in-kernel irqchip)" q10 kvm /dev/kvm
+# KVM's runs are the reference. kvm_intel in Bochs at times stalls a guest's vCPU for tens of
+# seconds (a soft lockup in the guest), more often after several QEMU runs: the longest boot
+# (Debian's kernel) goes first, and a reference run that fails is run once more, saying so.
+# rvmx's runs never get a second try.
+reference() { # reference COMMAND...: COMMAND, again if it fails
+	"$@" > /tmp/ref-out 2>&1 && { cat /tmp/ref-out; return 0; }
+	echo "KVM's run failed; once more (its first output's tail below):"; tail -n 8 /tmp/ref-out
+	"$@"
+}
+if [ -f /root/distro-vmlinuz ]; then
+	check "qemu10: the same QEMU boots Debian bookworm's cloud kernel with 2 vCPUs to init on /dev/kvm" \
+		reference linux distro-kvm /dev/kvm "" /root/distro-vmlinuz '6\.1\.0-[0-9]*-cloud-amd64'
+fi
+check "qemu10: the multiboot guest on /dev/kvm (in-kernel irqchip)" reference q10 kvm /dev/kvm
 check "qemu10: the guest's serial output on rvmx is identical to KVM's" diff /tmp/q10-serial-kvm /tmp/q10-serial-rvmx
-check "qemu10: the multiboot guest on /dev/kvm with kernel-irqchip=split" q10 kvm-split /dev/kvm $SPLIT
+check "qemu10: the multiboot guest on /dev/kvm with kernel-irqchip=split" reference q10 kvm-split /dev/kvm $SPLIT
 check "qemu10: ... identical to rvmx's" diff /tmp/q10-serial-kvm-split /tmp/q10-serial-rvmx-split
-check "qemu10: the same Linux boot on /dev/kvm (in-kernel irqchip)" linux kvm /dev/kvm ""
+check "qemu10: the same Linux boot on /dev/kvm (in-kernel irqchip)" reference linux kvm /dev/kvm ""
 check "qemu10: what the project's Linux says about its machine (hypervisor, clock, APIC, IOAPIC, CPUs) on rvmx is what it says on KVM" \
 	same_machine kvm rvmx
-check "qemu10: the same Linux boot on /dev/kvm with kernel-irqchip=split" linux kvm-split /dev/kvm $SPLIT
+check "qemu10: the same Linux boot on /dev/kvm with kernel-irqchip=split" reference linux kvm-split /dev/kvm $SPLIT
 check "qemu10: ... what it says about its machine is the same on rvmx and KVM" same_machine kvm-split rvmx-split
 # An unmodified distribution kernel (Debian bookworm's cloud kernel, scripts/distro-kernel),
 # on rvmx loaded again after kvm_intel goes.
 if [ -f /root/distro-vmlinuz ]; then
-	check "qemu10: the same QEMU boots Debian bookworm's cloud kernel with 2 vCPUs to init on /dev/kvm" \
-		linux distro-kvm /dev/kvm "" /root/distro-vmlinuz '6\.1\.0-[0-9]*-cloud-amd64'
 	check "qemu10: rvmx loads again once kvm_intel is gone" \
 		sh -c 'rmmod kvm_intel && rmmod kvm && insmod /lib/rvmx/rvmx.ko'
 	check "qemu10: QEMU 10 with its defaults boots Debian bookworm's cloud kernel with 2 vCPUs to init on /dev/rvmx, with a clean boot log" \
