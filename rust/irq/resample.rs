@@ -92,15 +92,13 @@ impl Resamplers {
         Some(move |gsi| l.iter().any(|e| e.gsi == gsi))
     }
 
-    /// Signals the resamplefds of `gsi` (KVM's `irqfd_resampler_notify`): true if there was
-    /// one. Any context; no lock held.
-    pub(crate) fn notify(&self, gsi: u32) -> bool {
-        let Some(l) = self.snapshot() else { return false };
-        let mut any = false;
-        for e in l.iter().filter(|e| e.gsi == gsi) {
-            e.resamplefd.signal();
-            any = true;
+    /// Signals the resamplefds of `gsi` (KVM's `irqfd_resampler_notify`). Any context; no lock
+    /// held.
+    pub(crate) fn notify(&self, gsi: u32) {
+        if let Some(l) = self.snapshot() {
+            for e in l.iter().filter(|e| e.gsi == gsi) {
+                e.resamplefd.signal();
+            }
         }
-        any
     }
 }

@@ -7,7 +7,6 @@
 
 use std::{
     io::Write,
-    os::fd::RawFd,
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
         Condvar, Mutex, MutexGuard,
@@ -15,6 +14,7 @@ use std::{
     time::Duration,
 };
 
+use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{idle, kick::KICK_SIGNAL, Irqchip, Outcome};
@@ -90,8 +90,8 @@ pub struct Machine<W: Write> {
     pub irqchip: Irqchip,
     /// With the kernel's irqchip: the irqfd that raises COM1's IRQ there.
     com1_irq: Option<EventFd>,
-    /// The VM (open while the machine runs): the kernel's PIT is read from it.
-    pub vm_fd: RawFd,
+    /// The VM, closed with the machine: the kernel's PIT is read from it.
+    pub vm: VmFd,
     isa: Mutex<Isa<W>>,
     mmio: Bus<Mmio>,
     pub cpus: Vec<Cpu>,
@@ -112,10 +112,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<W: Write> Machine<W> {
-    /// A machine with `cpus` CPUs (APIC IDs 0..cpus) on VM `vm_fd`; CPU 0 runs, the others
+    /// A machine with `cpus` CPUs (APIC IDs 0..cpus) on VM `vm`; CPU 0 runs, the others
     /// wait for a STARTUP (in the kernel unless `--irqchip user`). `com1_irq` with the kernel's
     /// irqchip.
-    pub fn new(isa: Isa<W>, cpus: u8, deadline: Option<u64>, irqchip: Irqchip, com1_irq: Option<EventFd>, vm_fd: RawFd) -> Self {
+    pub fn new(isa: Isa<W>, cpus: u8, deadline: Option<u64>, irqchip: Irqchip, com1_irq: Option<EventFd>, vm: VmFd) -> Self {
         let clock = isa.clock;
         let user = irqchip == Irqchip::User;
         let cpus: Vec<Cpu> = (0..cpus)
@@ -133,7 +133,7 @@ impl<W: Write> Machine<W> {
             .collect();
         let inactive = AtomicUsize::new(if user { cpus.len() - 1 } else { 0 });
         let mmio = Bus::new(if user { &[(lapic::BASE, lapic::SIZE, Mmio::LocalApic)] } else { &[] });
-        Machine { irqchip, com1_irq, vm_fd, isa: Mutex::new(isa), mmio, cpus, clock, deadline, inactive, stopping: AtomicBool::new(false), input_open: AtomicBool::new(true),
+        Machine { irqchip, com1_irq, vm, isa: Mutex::new(isa), mmio, cpus, clock, deadline, inactive, stopping: AtomicBool::new(false), input_open: AtomicBool::new(true),
                   outcome: Mutex::new(None) }
     }
 

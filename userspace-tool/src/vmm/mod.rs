@@ -18,7 +18,7 @@ mod vcpu;
 pub use outcome::Outcome;
 pub use trace::Trace;
 
-use std::{io::Write, os::fd::AsRawFd, time::Duration};
+use std::{io::Write, time::Duration};
 
 use kvm_bindings::{kvm_enable_cap, kvm_pit_config, kvm_userspace_memory_region, KVM_CAP_SPLIT_IRQCHIP, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Cap, Kvm, VmFd};
@@ -106,7 +106,8 @@ pub fn run<W: Write + Send>(kvm: &Kvm, cfg: &Config, console: W) -> Result<Ran> 
     let region = kvm_userspace_memory_region {
         slot: 0, flags: 0, guest_phys_addr: 0, memory_size: cfg.mem_size as u64, userspace_addr: host as u64,
     };
-    // SAFETY: `mem` maps the region and outlives the VM (both live until this function returns).
+    // SAFETY: `mem` maps the region and outlives the VM (both live until this function returns;
+    // the machine that takes the VM is declared later, so it is dropped first).
     unsafe { vm.set_user_memory_region(region) }.map_err(Error::ioctl("KVM_SET_USER_MEMORY_REGION"))?;
     let in_kernel = cpuid::Apic::InKernel { tsc_deadline: kvm.check_extension(Cap::TscDeadlineTimer) };
     let (apic, com1_irq) = match cfg.irqchip {
@@ -146,8 +147,7 @@ pub fn run<W: Write + Send>(kvm: &Kvm, cfg: &Config, console: W) -> Result<Ran> 
     kick::install()?;
     let _terminal = console::Terminal::raw();
     let deadline = cfg.timeout.map(|t| t.as_nanos() as u64);
-    let vm_fd = vm.as_raw_fd();
-    let machine = Machine::new(Isa::new(console, cfg.irqchip != Irqchip::Kernel), cfg.cpus, deadline, cfg.irqchip, com1_irq, vm_fd);
+    let machine = Machine::new(Isa::new(console, cfg.irqchip != Irqchip::Kernel), cfg.cpus, deadline, cfg.irqchip, com1_irq, vm);
     let results: Vec<Result<Trace>> = std::thread::scope(|s| {
         let threads: Vec<_> = vcpus.into_iter().map(|v| {
             let m = &machine;

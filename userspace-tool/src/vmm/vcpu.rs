@@ -6,13 +6,13 @@
 use std::{io::Write, os::fd::AsRawFd};
 
 use kvm_bindings::{
-    kvm_msr_entry, kvm_pit_state2, kvm_regs, kvm_sregs, Msrs, KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED,
+    kvm_msr_entry, kvm_regs, kvm_sregs, Msrs, KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED,
     KVM_MP_STATE_UNINITIALIZED,
 };
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use rvmx_logic::{
     arch::{apic_base::ENABLE as APIC_BASE_ENABLE, msr::TSC_DEADLINE},
-    kvm_abi::{KVM_GET_PIT2, KVM_INTERRUPT},
+    kvm_abi::KVM_INTERRUPT,
     lapic::{accepts_extint, lvt, reg},
 };
 
@@ -266,12 +266,7 @@ fn pic_may_interrupt<W: Write>(m: &Machine<W>, me: usize) -> bool {
 /// taken as spent), or the user's input open (COM1). Anything already requested would be in
 /// the CPU's IRR or about to be.
 fn kernel_devices_may_interrupt<W: Write>(m: &Machine<W>) -> Result<bool> {
-    let mut pit = kvm_pit_state2::default();
-    // SAFETY: KVM_GET_PIT2 writes one kvm_pit_state2, which `pit` is; the VM fd is open while
-    // the machine runs.
-    if unsafe { libc::ioctl(m.vm_fd, KVM_GET_PIT2.into(), &mut pit) } < 0 {
-        return Err(Error::Os("KVM_GET_PIT2", std::io::Error::last_os_error()));
-    }
+    let pit = m.vm.get_pit2().map_err(Error::ioctl("KVM_GET_PIT2"))?;
     Ok(matches!(pit.channels[0].mode, 2 | 3) || m.input_open())
 }
 
