@@ -141,6 +141,32 @@ pub const fn nmi_allowed(interruptibility: u32) -> bool {
     interruptibility & (block::STI | block::MOV_SS | block::NMI) == 0
 }
 
+/// Bit 12 of an exception exit's interruption information and of an EPT violation's exit
+/// qualification: the exit interrupted an IRET that had already unblocked virtual NMIs.
+pub const NMI_UNBLOCKED_BY_IRET: u64 = 1 << 12;
+
+/// Whether a VM exit interrupted an IRET that had unblocked NMIs, which must be blocked again
+/// before the guest runs the IRET once more (SDM vol. 3, 28.2.2-3); otherwise an NMI waiting
+/// for the guest is delivered inside its NMI handler, at the IRET. KVM's
+/// `vmx_recover_nmi_blocking` (exception exits) and `handle_ept_violation`. The bit means
+/// nothing when the exit interrupted an event's delivery (`vectoring` valid) or for a #DF.
+/// `reason` is the basic exit reason, `exit_info` the exit's interruption information.
+pub fn iret_unblocked_nmi(reason: u16, exit_info: u32, qualification: u64, vectoring: u32) -> bool {
+    use super::vmx_exit::reason;
+    if vectoring & info::VALID != 0 {
+        return false;
+    }
+    match reason {
+        reason::EXCEPTION_NMI => {
+            exit_info & info::VALID != 0
+                && u64::from(exit_info) & NMI_UNBLOCKED_BY_IRET != 0
+                && exit_info as u8 != vector::DF
+        }
+        reason::EPT_VIOLATION => qualification & NMI_UNBLOCKED_BY_IRET != 0,
+        _ => false,
+    }
+}
+
 /// Exceptions that are software exceptions when raised by INT3/INTO.
 const fn soft_exception_kind(vector: u8) -> u32 {
     if vector == 1 { info::PRIV_SOFT_EXCEPTION } else { info::SOFT_EXCEPTION }
@@ -386,6 +412,24 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn iret_that_unblocked_nmis() {
+        use super::super::vmx_exit::reason;
+        let gp = info::VALID | info::HW_EXCEPTION << 8 | info::ERROR_CODE | 13;
+        let bit = NMI_UNBLOCKED_BY_IRET as u32;
+        assert!(iret_unblocked_nmi(reason::EXCEPTION_NMI, gp | bit, 0, 0));
+        assert!(!iret_unblocked_nmi(reason::EXCEPTION_NMI, gp, 0, 0));
+        let df = info::VALID | info::HW_EXCEPTION << 8 | info::ERROR_CODE | 8;
+        assert!(!iret_unblocked_nmi(reason::EXCEPTION_NMI, df | bit, 0, 0), "undefined for #DF");
+        assert!(!iret_unblocked_nmi(reason::EXCEPTION_NMI, bit, 0, 0), "info not valid");
+        assert!(iret_unblocked_nmi(reason::EPT_VIOLATION, 0, 0x181 | NMI_UNBLOCKED_BY_IRET, 0));
+        assert!(!iret_unblocked_nmi(reason::EPT_VIOLATION, 0, 0x181, 0));
+        let delivering = info::VALID | info::EXT_INTR << 8 | 0x20;
+        assert!(!iret_unblocked_nmi(reason::EPT_VIOLATION, 0, NMI_UNBLOCKED_BY_IRET, delivering),
+                "undefined while an event was being delivered");
+        assert!(!iret_unblocked_nmi(reason::EPT_MISCONFIG, 0, NMI_UNBLOCKED_BY_IRET, 0));
+    }
 
     const EXT: u32 = info::VALID | info::EXT_INTR << 8;
 

@@ -104,6 +104,8 @@ pub enum Op {
     Stos,
     /// MOVS: `[ES:rDI] = [seg:rSI]`, then both move.
     Movs,
+    /// LODS: `rAX = [seg:rSI]`, then rSI moves.
+    Lods,
     /// `[mem] = [mem] op src` (`to_mem`; CMP only compares), or `reg = reg op [mem]`.
     Alu {
         /// The operation.
@@ -357,6 +359,12 @@ pub fn decode(bytes: &[u8], mode: Mode) -> Result<Insn, Unsupported> {
         }
         (false, 0xaa | 0xab) => (Op::Stos, if opcode == 0xaa { 1 } else { opsize }, string_mem),
         (false, 0xa4 | 0xa5) => (Op::Movs, if opcode == 0xa4 { 1 } else { opsize }, string_mem),
+        (false, 0xac | 0xad) => (Op::Lods, if opcode == 0xac { 1 } else { opsize }, string_mem),
+        // MOVNTI: a store with a non-temporal hint (32 or 64 bits; 66 is #UD).
+        (true, 0xc3) if !opsize_prefix => {
+            let (reg, mem) = modrm(&mut b, mode, addr_size, rex, seg)?;
+            (Op::StoreReg(Reg { index: reg, high: false }), if opsize == 8 { 8 } else { 4 }, mem)
+        }
         // ALU r/m, reg and reg, r/m (low bits 0-3 of 00-3F; 0F is the two-byte escape).
         (false, 0x00..=0x3f) if opcode & 7 <= 3 => {
             let (reg, mem) = modrm(&mut b, mode, addr_size, rex, seg)?;
@@ -434,7 +442,7 @@ pub fn decode(bytes: &[u8], mode: Mode) -> Result<Insn, Unsupported> {
     if lock && !lockable {
         return Err(Unsupported::Instruction);
     }
-    let string = matches!(op, Op::Stos | Op::Movs);
+    let string = matches!(op, Op::Stos | Op::Movs | Op::Lods);
     Ok(Insn { len: b.pos as u8, op, width, mem, addr_size, rep: rep && string })
 }
 
@@ -552,7 +560,7 @@ impl Insn {
     /// Whether the instruction reads its memory operand (into a register, for MOVS as the
     /// source, or to compute with it).
     pub fn reads_memory(&self) -> bool {
-        matches!(self.op, Op::Load { .. } | Op::Movs) || self.computes()
+        matches!(self.op, Op::Load { .. } | Op::Movs | Op::Lods) || self.computes()
     }
 
     /// Whether it computes with its memory operand ([`Insn::compute`]).
@@ -631,7 +639,7 @@ impl Insn {
                 *flags = f;
                 r
             }
-            Op::Load { .. } | Op::StoreReg(_) | Op::StoreImm(_) | Op::Stos | Op::Movs => None,
+            Op::Load { .. } | Op::StoreReg(_) | Op::StoreImm(_) | Op::Stos | Op::Movs | Op::Lods => None,
         }
     }
 
@@ -654,8 +662,16 @@ impl Insn {
             Op::StoreReg(_) | Op::StoreImm(_) => next,
             // Their registers and flags are [`Insn::compute`]'s.
             Op::Alu { .. } | Op::Test(_) | Op::Unary(_) | Op::Xchg(_) | Op::Xadd(_) | Op::Cmpxchg(_) | Op::Bit { .. } => next,
-            Op::Stos | Op::Movs => {
-                let indexes: &[u8] = if matches!(self.op, Op::Movs) { &[gpr::RSI, gpr::RDI] } else { &[gpr::RDI] };
+            Op::Stos | Op::Movs | Op::Lods => {
+                if self.op == Op::Lods {
+                    let v = loaded & mask(self.width);
+                    write_reg(regs, Reg { index: gpr::RAX, high: false }, self.width, v);
+                }
+                let indexes: &[u8] = match self.op {
+                    Op::Movs => &[gpr::RSI, gpr::RDI],
+                    Op::Lods => &[gpr::RSI],
+                    _ => &[gpr::RDI],
+                };
                 if string_step(regs, indexes, self.width, 1, self.addr_size, self.rep, rflags) { next } else { rip }
             }
         }
@@ -751,6 +767,12 @@ mod tests {
             (&[0xf3, 0xab], Bits32, 2, Op::Stos, 4, mem(Ds, Some(6), None, 0), 4),
             // movsb with a GS source override
             (&[0x65, 0xa4], Bits64, 2, Op::Movs, 1, mem(Gs, Some(6), None, 0), 8),
+            // lodsw (16-bit code), lodsq
+            (&[0xad], Bits16, 1, Op::Lods, 2, mem(Ds, Some(6), None, 0), 2),
+            (&[0x48, 0xad], Bits64, 2, Op::Lods, 8, mem(Ds, Some(6), None, 0), 8),
+            // movnti [rbx + 8], ecx; movnti [rax], r9 (REX.W R)
+            (&[0x0f, 0xc3, 0x4b, 0x08], Bits64, 4, Op::StoreReg(r(1)), 4, mem(Ds, Some(3), None, 8), 8),
+            (&[0x4c, 0x0f, 0xc3, 0x08], Bits64, 4, Op::StoreReg(r(9)), 8, mem(Ds, Some(0), None, 0), 8),
             // a REX followed by a prefix is ignored: 48 66 89 08 = mov [rax], cx
             (&[0x48, 0x66, 0x89, 0x08], Bits64, 4, Op::StoreReg(r(1)), 2, mem(Ds, Some(0), None, 0), 8),
             // mov [r13], r8 (REX.B with rm=5, mod=1, disp8 0)
@@ -919,6 +941,19 @@ mod tests {
         assert!(!string_step(&mut regs, &[gpr::RDI], 2, 3, 4, true, 0));
         assert_eq!((regs[gpr::RCX as usize], regs[gpr::RDI as usize]), (2, 0x106));
         assert!(string_step(&mut regs, &[gpr::RDI], 2, 2, 4, true, 0));
+        // lodsb loads AL only; rSI moves, rDI does not
+        regs[0] = 0x1111_2222;
+        (regs[gpr::RSI as usize], regs[gpr::RDI as usize]) = (0x300, 2);
+        let i = decode(&[0xac], Mode::Bits64).unwrap();
+        assert!(i.reads_memory() && i.store_value(&regs).is_none());
+        assert_eq!(i.complete(&mut regs, 0x10, 0, 0xabcd), 0x11);
+        assert_eq!((regs[0], regs[gpr::RSI as usize], regs[gpr::RDI as usize]), (0x1111_22cd, 0x301, 2));
+        // lodsd zero-extends into RAX
+        let i = decode(&[0xad], Mode::Bits64).unwrap();
+        i.complete(&mut regs, 0, rflags::DF, 0x8000_0001);
+        assert_eq!((regs[0], regs[gpr::RSI as usize]), (0x8000_0001, 0x2fd));
+        // MOVNTI with 66 is #UD
+        assert!(decode(&[0x66, 0x0f, 0xc3, 0x08], Mode::Bits64).is_err());
     }
 
     #[test]

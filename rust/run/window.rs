@@ -199,6 +199,19 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
             t.stats.exit(full_reason as u16, exited.wrapping_sub(entered));
             st.sregs.cr2 = x86::read_cr2();
             let vectoring = cur.read(IDT_VECTORING_INFO);
+            // An IRET from the guest's NMI handler that faulted to the host had unblocked NMIs:
+            // block them again for its second try (only possible while they were blocked).
+            if !nmi_known_unmasked {
+                let basic = full_reason as u16;
+                let (info, qualification) = match basic {
+                    crate::logic::vmx_exit::reason::EXCEPTION_NMI => (cur.read(EXIT_INTR_INFO), 0),
+                    crate::logic::vmx_exit::reason::EPT_VIOLATION => (0, cur.read(EXIT_QUALIFICATION)),
+                    _ => (0, 0),
+                };
+                if events::iret_unblocked_nmi(basic, info, qualification, vectoring) {
+                    cur.write(GUEST_INTERRUPTIBILITY, cur.read(GUEST_INTERRUPTIBILITY) | events::block::NMI);
+                }
+            }
             if vectoring & events::info::VALID != 0 {
                 let (code, len) = (cur.read(IDT_VECTORING_ERROR_CODE), cur.read(EXIT_INSTRUCTION_LEN));
                 if st.events.interrupted(vectoring, code, len) {

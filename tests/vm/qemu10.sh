@@ -27,12 +27,16 @@ q10() { # q10 LABEL DEVICE [ACCEL-OPTIONS]
 }
 
 linux() { # linux LABEL DEVICE ACCEL-OPTIONS [KERNEL RELEASE-PATTERN]: the project's Linux by default
+	start=$(date +%s)
 	timeout 900 qemu-system-x86_64 -accel kvm,device=$2$3 -M pc -smp 2 -m 256 \
 		-nodefaults -vga none -display none -serial file:/tmp/q10-linux-$1 -no-reboot \
 		-kernel ${4:-/root/guest-bzImage} -initrd /root/guest-initrd.cpio \
 		-append "console=ttyS0 reboot=k panic=-1 tsc_early_khz=100000 nohz=off" > /tmp/q10-linux-log-$1 2>&1
 	status=$?
 	tr -d '\r' < /tmp/q10-linux-$1 > /tmp/q10-linux-$1.txt
+	# For the README's table, printed at the end: the guest's uptime at init, and the test VM's
+	# seconds from QEMU's start to its exit.
+	echo "$1: $(grep -o 'reached init.*' /tmp/q10-linux-$1.txt | grep -o 'up [0-9.]* s'), $(( $(date +%s) - start )) s in all" >> /tmp/q10-times
 	grep -E "^rvmx-guest:|smp: Brought up|clocksource: Switched|IOAPIC\[0\]" /tmp/q10-linux-$1.txt | cut -c1-100
 	grep -v "requested feature" /tmp/q10-linux-log-$1
 	[ $status = 0 ] || { echo "qemu exit status $status, wanted 0 (the guest's reboot)"; tail -n 5 /tmp/q10-linux-$1.txt; return 1; }
@@ -105,4 +109,6 @@ else
 	check "qemu10: the Debian cloud kernel is there (scripts/distro-kernel)" false
 fi
 
+echo "QEMU 10 boot times (guest uptime at init; test-VM seconds from QEMU's start to its exit):"
+cat /tmp/q10-times
 [ $failures -eq 0 ]

@@ -5,7 +5,9 @@
 //! `ready_for_interrupt_injection` says so, `KVM_NMI` (at most two latched, none nested),
 //! `KVM_GET/SET_VCPU_EVENTS` and the interrupt bitmap of SREGS. Several deliveries push onto
 //! a stack page the guest never touched, so the VM exit for that page interrupts the
-//! delivery, which must be completed afterwards (IDT-vectoring reinjection). A 64-bit guest
+//! delivery, which must be completed afterwards (IDT-vectoring reinjection). Windows open
+//! after POPF and IRET set IF, and an IRET from the NMI handler that faults to the host keeps
+//! a waiting NMI out of the handler (NMI blocking restored for its second try). A 64-bit guest
 //! uses CR8 (`KVM_EXIT_SET_TPR`, `kvm_run.cr8`). Every exit is printed with `kvm_run`'s
 //! interrupt fields and the events; tests/vm/suite.sh requires the same output on
 //! `/dev/rvmx` and `/dev/kvm` (but for `info` lines).
@@ -14,9 +16,9 @@
 
 use std::{ffi::CString, os::fd::AsRawFd, process::ExitCode};
 
-use kvm_bindings::kvm_vcpu_events;
+use kvm_bindings::{kvm_userspace_memory_region, kvm_vcpu_events};
 use kvm_ioctls::{Cap, Kvm, VcpuExit};
-use rvmx_test_programs::{code, guest, long_mode_guest, Guest};
+use rvmx_test_programs::{code, guest, long_mode_guest, Guest, MEM};
 
 /// `KVM_INTERRUPT` (kvm-ioctls has no wrapper for it).
 const KVM_INTERRUPT: libc::c_ulong = 0x4004_ae86;
@@ -62,6 +64,30 @@ core::arch::global_asm!(
     "nop",
     "out 0x1b, al",                 // userspace: interrupt through SREGS' bitmap
     "nop",
+    "mov sp, 0xf000",
+    "pushf",                        // IF set by POPF (no shadow): the window opens after it
+    "pop ax",
+    "or ax, 0x200",
+    "push ax",
+    "cli",
+    "out 0x1c, al",                 // userspace: window request
+    "popf",
+    "nop",
+    "pushf",                        // IF set by IRET to the next instruction
+    "pop ax",
+    "or ax, 0x200",
+    "push ax",
+    "push 0",
+    ".byte 0x68",                   // PUSH imm16: the IP of 3 (the guest runs at 0x1000, CS 0)
+    ".word 3f - irq_start + 0x1000",
+    "cli",
+    "out 0x1d, al",                 // userspace: window request
+    "iret",
+    "3:",
+    "nop",
+    "cli",
+    "mov cx, [0x7000]",
+    "out 0x1e, al",
     "hlt",
     "irq_h20:",
     "inc word ptr [0x7000]",
@@ -105,7 +131,35 @@ core::arch::global_asm!(
     ".popsection",
 );
 
+// Real-mode guest: an IRET from the NMI handler that faults to the host (its stack page left
+// EPT, as userspace deleted and added the memory slot again) while a second NMI waits. The
+// IRET had unblocked NMIs when it faulted; they must be blocked again for its second try, so
+// the waiting NMI comes after the IRET, not inside the handler. Each handler run reports
+// the IP it interrupted (in AX).
+core::arch::global_asm!(
+    ".pushsection .rodata.guests, \"a\"",
+    ".code16",
+    ".globl nmiret_start", ".globl nmiret_end", ".globl nmiret_handler",
+    "nmiret_start:",
+    "mov sp, 0x8000",
+    "out 0x40, al",                 // userspace: KVM_NMI
+    "nop",                          // the NMI comes before this instruction
+    "out 0x42, al",
+    "hlt",
+    "nmiret_handler:",
+    "mov bp, sp",
+    "mov ax, [bp]",                 // the interrupted IP
+    "out 0x41, al",                 // first run: KVM_NMI (waits) and the memory slot replaced
+    "iret",
+    "nmiret_end:",
+    ".code64",
+    ".popsection",
+);
+
 extern "C" {
+    static nmiret_start: u8;
+    static nmiret_end: u8;
+    static nmiret_handler: u8;
     static irq_start: u8;
     static irq_end: u8;
     static irq_h20: u8;
@@ -173,10 +227,10 @@ fn real_mode(kvm: &Kvm) {
     }
     let set_window = |g: &mut Guest, on: u8| g.vcpu.get_kvm_run().request_interrupt_window = on;
     let mut nmi_handled = 0;
-    for _ in 0..60 {
+    for _ in 0..80 {
         match step("irq", &mut g) {
             0 => break,
-            0x12 | 0x13 | 0x18 => set_window(&mut g, 1),
+            0x12 | 0x13 | 0x18 | 0x1c | 0x1d => set_window(&mut g, 1),
             1 => {
                 set_window(&mut g, 0);
                 println!("irq window interrupt {:?}", interrupt(&g, 0x20));
@@ -218,6 +272,40 @@ fn real_mode(kvm: &Kvm) {
              g.vcpu.get_regs().unwrap().rcx & 0xffff);
 }
 
+fn nmi_iret(kvm: &Kvm) {
+    // SAFETY: the symbols delimit the guest assembled above; the handler is inside it.
+    let (blob, handler) = unsafe {
+        (code(&nmiret_start, &nmiret_end), &nmiret_handler as *const u8 as usize - &nmiret_start as *const u8 as usize)
+    };
+    let mut g = guest(kvm, blob);
+    // SAFETY: the IVT at 0 is inside the mapping.
+    unsafe { g.mem.add(4 * 2).cast::<[u16; 2]>().write_unaligned([(handler + 0x1000) as u16, 0]) };
+    let mut handled = 0;
+    for _ in 0..12 {
+        match step("nmi_iret", &mut g) {
+            0 => break,
+            0x40 => g.vcpu.nmi().unwrap(),
+            0x41 => {
+                handled += 1;
+                println!("nmi_iret handler {handled} interrupted ip {:#x}", g.vcpu.get_regs().unwrap().rax & 0xffff);
+                if handled == 1 {
+                    g.vcpu.nmi().unwrap();
+                    let mut region = kvm_userspace_memory_region {
+                        slot: 0, flags: 0, guest_phys_addr: 0, memory_size: 0, userspace_addr: g.mem as u64,
+                    };
+                    // SAFETY: deletes slot 0, then maps the same memory again as before.
+                    let deleted = unsafe { g.vm.set_user_memory_region(region) };
+                    region.memory_size = MEM as u64;
+                    // SAFETY: as above.
+                    let added = unsafe { g.vm.set_user_memory_region(region) };
+                    println!("nmi_iret slot replaced {:?} {:?}", deleted.map_err(|e| e.errno()), added.map_err(|e| e.errno()));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 fn cr8(kvm: &Kvm) {
     // SAFETY: the symbols delimit the guest assembled above.
     let mut g = long_mode_guest(kvm, unsafe { code(&cr8_start, &cr8_end) }, "cr8");
@@ -243,6 +331,7 @@ fn main() -> ExitCode {
     println!("caps user_nmi {} vcpu_events {} mp_state {}", kvm.check_extension(Cap::UserNmi),
              kvm.check_extension(Cap::VcpuEvents), kvm.check_extension(Cap::MpState));
     real_mode(&kvm);
+    nmi_iret(&kvm);
     cr8(&kvm);
     ExitCode::SUCCESS
 }

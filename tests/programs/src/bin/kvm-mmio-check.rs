@@ -60,7 +60,7 @@ core::arch::global_asm!(
 );
 
 // 64-bit guest: instructions that read MMIO, compute and (mostly) write back, as KVM's
-// emulator runs them: one read exit, then one write exit. Registers and RFLAGS after each are
+// emulator runs them: one read exit, then one write exit; then LODS and MOVNTI. Registers and RFLAGS after each are
 // saved to RAM at 0x8200 (for BT*, only CF: the other flags are undefined).
 core::arch::global_asm!(
     ".pushsection .rodata.guests, \"a\"",
@@ -108,6 +108,13 @@ core::arch::global_asm!(
     "stc",
     "adc dword ptr [rbx + 0x60], 1",
     "pushfq", "pop rax", "mov [0x8278], rax",
+    "lea rsi, [rbx + 0x68]",
+    "mov rax, -1",
+    "lodsw",                                // a string read into AX; RSI moves on
+    "mov [0x8280], rax",
+    "mov [0x8288], rsi",
+    "mov rcx, 0x1122334455667788",
+    "movnti qword ptr [rbx + 0x70], rcx",   // a store with a non-temporal hint
     "hlt",
     "rmw64_end:",
     ".popsection",
@@ -326,7 +333,7 @@ fn main() -> ExitCode {
 
     let mut g = long_mode_guest(&kvm, unsafe { code(&rmw64_start, &rmw64_end) }, "rmw64");
     run("rmw64", &mut g, 60, 0);
-    println!("rmw64 saved {:x?}", (0..16).map(|i| u64::from_le_bytes(ram(&g, 0x8200 + i * 8, 8).try_into().unwrap())).collect::<Vec<_>>());
+    println!("rmw64 saved {:x?}", (0..18).map(|i| u64::from_le_bytes(ram(&g, 0x8200 + i * 8, 8).try_into().unwrap())).collect::<Vec<_>>());
 
     let mut g = guest(&kvm, unsafe { code(&mmio16_start, &mmio16_end) });
     run("mmio16", &mut g, 20, 0);
