@@ -1,5 +1,6 @@
 # QEMU 10 (bookworm-backports, scripts/qemu-bundle 10) on rvmx and then on kvm_intel in the same
-# boot, in its two KVM configurations:
+# boot (and, having the Debian kernel at hand, rvmx run booting it), in its two KVM
+# configurations:
 # - its default, the full in-kernel irqchip (KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2): the 8259 pair,
 #   the IOAPIC, the 8254 and a local APIC per vCPU in the kernel; only the UART and the rest of
 #   the PC in userspace;
@@ -61,6 +62,21 @@ same_machine() { # same_machine KVM-LABEL RVMX-LABEL
 	cat /tmp/ml-$2; diff /tmp/ml-$1 /tmp/ml-$2
 }
 
+# rvmx run (no QEMU) with Debian's cloud kernel, which is built without MP-table support: its
+# CPUs come from rvmx run's ACPI tables (the MADT), its poweroff goes through the FADT's PM1
+# control block and \_S5, and its boot log has nothing to say about the machine.
+tool_distro() { # tool_distro LABEL DEVICE
+	rvmx run --device "$2" --cpus 2 --kernel /root/distro-vmlinuz --initrd /root/guest-initrd.cpio --mem 256M \
+		--timeout 600 --cmdline "console=ttyS0 reboot=k panic=-1 tsc_early_khz=100000 nohz=off rvmx-guest.poweroff" \
+		< /dev/null > /tmp/tool-$1.out 2> /tmp/tool-$1.err; status=$?
+	tr -d '\r' < /tmp/tool-$1.out > /tmp/tool-$1.txt
+	grep -E "^rvmx-guest:|smp: Brought up|ACPI: Using" /tmp/tool-$1.txt | cut -c1-100
+	cat /tmp/tool-$1.err
+	[ $status = 0 ] && grep -q "guest powered off (ACPI S5)" /tmp/tool-$1.err &&
+	grep -q "^rvmx-guest: Linux 6\.1\.0-[0-9]*-cloud-amd64 reached init, 2 CPU(s)" /tmp/tool-$1.txt || return 1
+	! grep -E -A3 "$MACHINE_COMPLAINTS" /tmp/tool-$1.txt
+}
+
 SPLIT=,kernel-irqchip=split
 check "qemu10: QEMU 10 -accel kvm,device=/dev/rvmx (in-kernel irqchip) boots SeaBIOS and a multiboot guest: serial output, PIT interrupts through the in-kernel PIT and PIC, exit status" \
 	q10 rvmx /dev/rvmx
@@ -87,6 +103,9 @@ if [ -f /root/distro-vmlinuz ]; then
 	check "qemu10: the same QEMU boots Debian bookworm's cloud kernel with 2 vCPUs to init on /dev/kvm" \
 		reference linux distro-kvm /dev/kvm "" /root/distro-vmlinuz '6\.1\.0-[0-9]*-cloud-amd64'
 fi
+if [ -f /root/distro-vmlinuz ]; then
+	check "qemu10: rvmx run --cpus 2 boots Debian's cloud kernel on /dev/kvm the same way" reference tool_distro kvm /dev/kvm
+fi
 check "qemu10: the multiboot guest on /dev/kvm (in-kernel irqchip)" reference q10 kvm /dev/kvm
 check "qemu10: the guest's serial output on rvmx is identical to KVM's" diff /tmp/q10-serial-kvm /tmp/q10-serial-rvmx
 check "qemu10: the multiboot guest on /dev/kvm with kernel-irqchip=split" reference q10 kvm-split /dev/kvm $SPLIT
@@ -105,6 +124,8 @@ if [ -f /root/distro-vmlinuz ]; then
 		linux distro-rvmx /dev/rvmx "" /root/distro-vmlinuz '6\.1\.0-[0-9]*-cloud-amd64'
 	check "qemu10: what the Debian kernel says about its machine (hypervisor, clock, APIC, IOAPIC, CPUs) on rvmx is what it says on KVM" \
 		same_machine distro-kvm distro-rvmx
+	check "qemu10: rvmx run --cpus 2 boots Debian's cloud kernel on /dev/rvmx: 2 CPUs from the ACPI tables, poweroff through ACPI, a clean boot log" \
+		tool_distro rvmx /dev/rvmx
 else
 	check "qemu10: the Debian cloud kernel is there (scripts/distro-kernel)" false
 fi

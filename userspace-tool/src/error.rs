@@ -51,6 +51,8 @@ pub enum Error {
     GuestMemory(&'static str, #[source] vm_memory::GuestMemoryError),
     #[error("{0} vCPUs do not fit in the MP table")]
     MpTable(u8),
+    #[error("{0} vCPUs do not fit in the ACPI tables")]
+    AcpiTables(u8),
 
     #[error("{}: not a loadable bzImage: {source}", path.display())]
     NotBzImage { path: PathBuf, source: linux_loader::loader::Error },

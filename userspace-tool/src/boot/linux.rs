@@ -14,6 +14,7 @@ use linux_loader::{
 };
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use super::acpi;
 use crate::error::{Error, Result};
 use rvmx_logic::arch::{cr0, cr4, efer};
 
@@ -31,6 +32,9 @@ const CMDLINE_MAX: usize = 4096;
 const EBDA: u64 = 0x9fc00;
 /// The kernel goes here (the protocol's default for a relocatable bzImage).
 const HIMEM: u64 = 0x10_0000;
+/// e820 entry types.
+const E820_RAM: u32 = 1;
+const E820_RESERVED: u32 = 2;
 
 /// What `rvmx run` adds to the kernel command line of a machine without an I/O APIC (the
 /// 8259s reach CPU 0 through its local APIC's LINT0).
@@ -78,13 +82,15 @@ pub fn boot(mem: &GuestMemoryMmap, mem_size: u64, vcpu: &VcpuFd, b: &Boot<'_>) -
         params.hdr.ramdisk_size = bytes.len() as u32;
     }
 
-    let ram = [(0, EBDA), (HIMEM, mem_size - HIMEM)];
-    for (i, (addr, size)) in ram.iter().enumerate() {
+    // RAM, and the ACPI tables' area (kept, as the RSDP must stay where the kernel found it).
+    let map = [(0, EBDA, E820_RAM), (acpi::ADDR, acpi::ROOM as u64, E820_RESERVED), (HIMEM, mem_size - HIMEM, E820_RAM)];
+    for (i, (addr, size, type_)) in map.iter().enumerate() {
         params.e820_table[i].addr = *addr;
         params.e820_table[i].size = *size;
-        params.e820_table[i].type_ = 1; // RAM
+        params.e820_table[i].type_ = *type_;
     }
-    params.e820_entries = ram.len() as u8;
+    params.e820_entries = map.len() as u8;
+    params.acpi_rsdp_addr = acpi::ADDR;
     LinuxBootConfigurator::write_bootparams::<GuestMemoryMmap>(&BootParams::new(&params, GuestAddress(ZERO_PAGE)), mem)
         .map_err(Error::ZeroPage)?;
 

@@ -1,10 +1,10 @@
-//! The Intel MultiProcessor Specification 1.4 table that tells the guest how many CPUs it has
-//! and where their local APICs are: a floating pointer found by the guest's scan of the last
-//! KiB of conventional memory, then a configuration table with one processor entry per vCPU
-//! and the ISA bus. With the 8259s alone (`--irqchip split` or `user`) no I/O APIC is listed:
-//! they reach the boot CPU through its LINT0 (virtual-wire mode, IMCR absent). With the
-//! kernel's irqchip its I/O APIC is listed, ISA IRQ n on its pin n (KVM's default GSI routes),
-//! with LINT0 taking ExtINT and LINT1 NMIs, as Firecracker lists them.
+//! The Intel MultiProcessor Specification 1.4 table that tells a kernel built without ACPI how
+//! many CPUs it has and where their local APICs are: a floating pointer found by the guest's
+//! scan of the last KiB of conventional memory, then a configuration table with one processor
+//! entry per vCPU, the ISA bus and the kernel's I/O APIC, ISA IRQ n on its pin n (KVM's
+//! default GSI routes), with LINT0 taking ExtINT and LINT1 NMIs, as Firecracker lists them.
+//! Only a machine with an I/O APIC (`--irqchip kernel`) gets one: the table has no way to
+//! describe the 8259s alone, and Linux calls one without I/O interrupt entries a BIOS bug.
 
 /// Where the tables go: the last KiB below 640 KiB, the first place Linux looks.
 pub const ADDR: u64 = 0x9fc00;
@@ -34,10 +34,10 @@ fn checksum(bytes: &[u8]) -> u8 {
 
 /// The bytes for guest-physical [`ADDR`], for `cpus` CPUs with APIC IDs 0..cpus, each with
 /// CPUID leaf 1's `signature` (EAX) and `features` (EDX), their local APICs at `lapic` and, if
-/// given, an I/O APIC at `ioapic` (APIC ID `cpus`). `None` if they do not fit.
-pub fn build(cpus: u8, signature: u32, features: u32, lapic: u32, ioapic: Option<u32>) -> Option<Vec<u8>> {
-    let io_entries = if ioapic.is_some() { 1 + ISA_IRQS as usize + 2 } else { 0 };
-    let io_len = if ioapic.is_some() { IOAPIC_LEN + (ISA_IRQS as usize + 2) * INTSRC_LEN } else { 0 };
+/// an I/O APIC at `ioapic` (APIC ID `cpus`). `None` if they do not fit.
+pub fn build(cpus: u8, signature: u32, features: u32, lapic: u32, ioapic: u32) -> Option<Vec<u8>> {
+    let io_entries = 1 + ISA_IRQS as usize + 2;
+    let io_len = IOAPIC_LEN + (ISA_IRQS as usize + 2) * INTSRC_LEN;
     let table_len = HEADER_LEN + CPU_LEN * cpus as usize + BUS_LEN + io_len;
     if FLOATING_LEN + table_len > ROOM {
         return None;
@@ -65,18 +65,16 @@ pub fn build(cpus: u8, signature: u32, features: u32, lapic: u32, ioapic: Option
     }
     t.extend_from_slice(&[1, 0]); // bus 0
     t.extend_from_slice(b"ISA   ");
-    if let Some(address) = ioapic {
-        let id = cpus;
-        t.extend_from_slice(&[2, id, 0x11, 1]); // I/O APIC: ID, version, enabled
-        t.extend_from_slice(&address.to_le_bytes());
-        for irq in 0..ISA_IRQS {
-            // I/O interrupt: conforming polarity and trigger (ISA: edge, active high).
-            t.extend_from_slice(&[3, INT_TYPE_INT, 0, 0, 0, irq, id, irq]);
-        }
-        // Local interrupts, to every local APIC (0xff): ExtINT on LINT0, NMI on LINT1.
-        t.extend_from_slice(&[4, INT_TYPE_EXTINT, 0, 0, 0, 0, 0xff, 0]);
-        t.extend_from_slice(&[4, INT_TYPE_NMI, 0, 0, 0, 0, 0xff, 1]);
+    let id = cpus;
+    t.extend_from_slice(&[2, id, 0x11, 1]); // I/O APIC: ID, version, enabled
+    t.extend_from_slice(&ioapic.to_le_bytes());
+    for irq in 0..ISA_IRQS {
+        // I/O interrupt: conforming polarity and trigger (ISA: edge, active high).
+        t.extend_from_slice(&[3, INT_TYPE_INT, 0, 0, 0, irq, id, irq]);
     }
+    // Local interrupts, to every local APIC (0xff): ExtINT on LINT0, NMI on LINT1.
+    t.extend_from_slice(&[4, INT_TYPE_EXTINT, 0, 0, 0, 0, 0xff, 0]);
+    t.extend_from_slice(&[4, INT_TYPE_NMI, 0, 0, 0, 0, 0xff, 1]);
     t[7] = checksum(&t);
 
     let mut f = Vec::with_capacity(FLOATING_LEN + table_len);
@@ -97,23 +95,21 @@ mod tests {
 
     #[test]
     fn tables_sum_to_zero_and_list_every_cpu() {
-        let b = build(2, 0x906ea, 0x178bfbff, 0xfee0_0000, None).unwrap();
+        let b = build(2, 0x906ea, 0x178bfbff, 0xfee0_0000, 0xfec0_0000).unwrap();
         let sum = |s: &[u8]| s.iter().fold(0u8, |a, x| a.wrapping_add(*x));
         assert_eq!((&b[..4], sum(&b[..16]), b[8], b[9]), (&b"_MP_"[..], 0, 1, 4));
         assert_eq!(u32::from_le_bytes(b[4..8].try_into().unwrap()), 0x9fc10);
         let t = &b[16..];
-        let len = u16::from_le_bytes([t[4], t[5]]) as usize;
-        assert_eq!((&t[..4], len, sum(&t[..len])), (&b"PCMP"[..], 44 + 2 * 20 + 8, 0));
+        assert_eq!(&t[..4], b"PCMP");
         assert_eq!(u32::from_le_bytes(t[36..40].try_into().unwrap()), 0xfee0_0000);
         assert_eq!((t[44], t[45], t[47]), (0, 0, 3), "CPU 0: enabled, boot processor");
         assert_eq!((t[64], t[65], t[67]), (0, 1, 1), "CPU 1: enabled");
         assert_eq!(&t[84..92], b"\x01\x00ISA   ");
-        assert!(build(48, 0, 0, 0, None).is_none(), "does not fit in the KiB");
     }
 
     #[test]
     fn the_kernel_irqchip_lists_its_ioapic() {
-        let b = build(2, 0x906ea, 0x178bfbff, 0xfee0_0000, Some(0xfec0_0000)).unwrap();
+        let b = build(2, 0x906ea, 0x178bfbff, 0xfee0_0000, 0xfec0_0000).unwrap();
         let t = &b[16..];
         let len = u16::from_le_bytes([t[4], t[5]]) as usize;
         assert_eq!((len, t.iter().take(len).fold(0u8, |a, x| a.wrapping_add(*x))), (44 + 40 + 8 + 8 + 18 * 8, 0));
@@ -127,7 +123,7 @@ mod tests {
         }
         assert_eq!(&t[228..236], [4, 3, 0, 0, 0, 0, 0xff, 0], "ExtINT on LINT0");
         assert_eq!(&t[236..244], [4, 1, 0, 0, 0, 0, 0xff, 1], "NMI on LINT1");
-        assert!(build(41, 0, 0, 0, Some(0)).is_none(), "does not fit in the KiB");
-        assert!(build(40, 0, 0, 0, Some(0)).is_some());
+        assert!(build(41, 0, 0, 0, 0).is_none(), "does not fit in the KiB");
+        assert!(build(40, 0, 0, 0, 0).is_some());
     }
 }

@@ -16,6 +16,8 @@ use crate::devices::lapic::Ipi;
 pub enum Effect {
     /// The i8042 pulsed the CPU reset line (a guest `reboot`).
     Reset,
+    /// The guest entered ACPI S5 (soft off): `poweroff`.
+    PowerOff,
     /// A byte written to the debug-exit port: the VM ends with it as its status.
     DebugExit(u8),
     /// A local APIC sent an IPI, to be routed to every APIC it names.

@@ -11,6 +11,8 @@ use super::{
 /// The data and command ports.
 pub const DATA: u16 = 0x60;
 pub const COMMAND: u16 = 0x64;
+/// The command that pulses the CPU reset line (also the ACPI reset register's value).
+pub const CMD_RESET: u8 = 0xfe;
 
 /// The controller and its reset line.
 pub struct I8042 {

@@ -1,13 +1,15 @@
 //! The PC's port-I/O devices and the bus they sit on: COM1 (serial.rs) on IRQ4, the i8042's
-//! reset line, the 8259 pair (pic.rs), the 8254 timer (pit.rs) on IRQ0, the CMOS clock (rtc.rs)
-//! and the debug-exit port. They share one lock (the vCPUs' and the console's), with the wiring
-//! that turns their interrupt lines into requests at the PIC. With the kernel's irqchip the
-//! 8259s and the 8254 are the kernel's: theirs are left off the bus, and COM1's interrupt is
-//! taken by the caller ([`Isa::take_serial_irq`]).
+//! reset line, the 8259 pair (pic.rs), the 8254 timer (pit.rs) on IRQ0, the CMOS clock (rtc.rs),
+//! the debug-exit port, the ACPI PM1 registers (acpi_pm.rs) and a lone PCI host bridge
+//! (pci_host.rs). They share one lock (the vCPUs' and the console's), with the wiring that
+//! turns their interrupt lines into requests at the PIC. With the kernel's irqchip the 8259s and the 8254 are the kernel's: theirs are left off
+//! the bus, and COM1's interrupt is taken by the caller ([`Isa::take_serial_irq`]).
 
 use std::io::Write;
 
 use super::{
+    acpi_pm::{self, AcpiPm},
+    pci_host::{self, PciHost},
     bus::{Bus, BusDevice, Effect},
     clock::Clock,
     debug_exit::{self, DebugExit},
@@ -27,6 +29,8 @@ enum Port {
     Pit,
     Rtc,
     DebugExit,
+    AcpiPm,
+    PciHost,
 }
 
 /// Where each device answers.
@@ -40,6 +44,8 @@ const PORTS: &[(u16, u64, Port)] = &[
     (rtc::DATA, 1, Port::Rtc),
     (pic::SLAVE, 2, Port::Pic),
     (debug_exit::PORT, 1, Port::DebugExit),
+    (acpi_pm::EVENT, (acpi_pm::EVENT_LEN + acpi_pm::CONTROL_LEN) as u64, Port::AcpiPm),
+    (pci_host::ADDRESS, pci_host::LEN, Port::PciHost),
     (serial::BASE, serial::LEN, Port::Com1),
 ];
 
@@ -59,6 +65,8 @@ pub struct Isa<W: Write> {
     pub pit: Pit,
     rtc: Rtc,
     debug_exit: DebugExit,
+    acpi_pm: AcpiPm,
+    pci_host: PciHost,
     /// The timers' time base.
     pub clock: Clock,
     pub unclaimed: Unclaimed,
@@ -81,6 +89,8 @@ impl<W: Write> Isa<W> {
             pit: Pit::default(),
             rtc: Rtc::default(),
             debug_exit: DebugExit,
+            acpi_pm: AcpiPm::default(),
+            pci_host: PciHost::default(),
             clock: Clock::start(),
             unclaimed: Unclaimed::default(),
         }
@@ -94,6 +104,8 @@ impl<W: Write> Isa<W> {
             Port::Pit => &mut self.pit,
             Port::Rtc => &mut self.rtc,
             Port::DebugExit => &mut self.debug_exit,
+            Port::AcpiPm => &mut self.acpi_pm,
+            Port::PciHost => &mut self.pci_host,
         }
     }
 

@@ -2,6 +2,7 @@
 //! irqchip: the PC's port-I/O devices (isa.rs, on a [`bus::Bus`]) and each vCPU's local APIC
 //! (lapic.rs, on the MMIO bus of `vmm/machine.rs`). Each device is a [`bus::BusDevice`].
 
+pub mod acpi_pm;
 pub mod bus;
 pub mod clock;
 pub mod debug_exit;
@@ -9,6 +10,7 @@ pub mod i8042;
 pub mod isa;
 pub mod lapic;
 pub mod line;
+pub mod pci_host;
 pub mod pic;
 pub mod pit;
 pub mod rtc;

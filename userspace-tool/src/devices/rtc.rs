@@ -8,6 +8,8 @@ use super::bus::{BusDevice, Effect};
 pub const INDEX: u16 = 0x70;
 /// Data port.
 pub const DATA: u16 = 0x71;
+/// Its ISA interrupt line, as wired on a PC (this clock never raises it).
+pub const IRQ: u8 = 8;
 
 #[derive(Default)]
 pub struct Rtc {

@@ -192,6 +192,7 @@ impl<W: Write> Machine<W> {
     pub fn apply(&self, me: usize, effect: Effect) -> Option<Outcome> {
         match effect {
             Effect::Reset => Some(Outcome::Reset),
+            Effect::PowerOff => Some(Outcome::PowerOff),
             Effect::DebugExit(status) => Some(Outcome::DebugExit(status)),
             Effect::Ipi(ipi) => {
                 self.send_ipi(me, ipi);

@@ -137,11 +137,21 @@ pub fn run<W: Write + Send>(kvm: &Kvm, cfg: &Config, console: W) -> Result<Ran> 
             let ioapic = cfg.irqchip == Irqchip::Kernel;
             let boot = crate::boot::linux::Boot { kernel, initrd: initrd.as_deref(), cmdline, ioapic };
             crate::boot::linux::boot(&mem, cfg.mem_size as u64, &vcpus[0].fd, &boot)?;
-            // The processors and their APICs, as firmware would list them.
-            let leaf1 = supported.as_slice().iter().find(|e| e.function == 1).map_or((0, 0), |e| (e.eax, e.edx));
-            let mp = crate::boot::mptable::build(cfg.cpus, leaf1.0, leaf1.1, lapic::BASE as u32, ioapic.then_some(IOAPIC_BASE))
-                .ok_or(Error::MpTable(cfg.cpus))?;
-            mem.write_slice(&mp, GuestAddress(crate::boot::mptable::ADDR)).map_err(Error::guest_memory("MP table"))?;
+            // The processors and their APICs, as firmware would list them: in ACPI's tables,
+            // and for kernels built without ACPI in an MP table, which can describe only a
+            // machine with an I/O APIC (without one, a kernel that reads it says "BIOS bug, no
+            // explicit IRQ entries").
+            if ioapic {
+                let leaf1 = supported.as_slice().iter().find(|e| e.function == 1).map_or((0, 0), |e| (e.eax, e.edx));
+                let mp = crate::boot::mptable::build(cfg.cpus, leaf1.0, leaf1.1, lapic::BASE as u32, IOAPIC_BASE)
+                    .ok_or(Error::MpTable(cfg.cpus))?;
+                mem.write_slice(&mp, GuestAddress(crate::boot::mptable::ADDR)).map_err(Error::guest_memory("MP table"))?;
+            }
+            let acpi = crate::boot::acpi::Machine {
+                cpus: cfg.cpus, lapic: lapic::BASE as u32, ioapic: ioapic.then_some((IOAPIC_BASE, cfg.cpus)),
+            };
+            let tables = crate::boot::acpi::build(&acpi).ok_or(Error::AcpiTables(cfg.cpus))?;
+            mem.write_slice(&tables, GuestAddress(crate::boot::acpi::ADDR)).map_err(Error::guest_memory("ACPI tables"))?;
         }
     }
     kick::install()?;

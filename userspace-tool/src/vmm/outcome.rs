@@ -9,6 +9,8 @@ pub enum Outcome {
     Halted,
     /// The guest reset the machine through the i8042 (`reboot`).
     Reset,
+    /// The guest powered the machine off through ACPI (`poweroff`).
+    PowerOff,
     /// The guest wrote its status to the debug-exit port.
     DebugExit(u8),
     /// Triple fault: `KVM_EXIT_SHUTDOWN`.
@@ -28,7 +30,7 @@ impl Outcome {
     /// debug-exit port, else a distinct value per failure (documented in the README).
     pub fn status(&self) -> u8 {
         match self {
-            Outcome::Halted | Outcome::Reset => 0,
+            Outcome::Halted | Outcome::Reset | Outcome::PowerOff => 0,
             Outcome::DebugExit(v) => *v,
             Outcome::Shutdown => 10,
             Outcome::FailEntry(_) => 11,
@@ -43,6 +45,7 @@ impl Outcome {
         match self {
             Outcome::Halted => "guest halted".into(),
             Outcome::Reset => "guest reset the machine (i8042)".into(),
+            Outcome::PowerOff => "guest powered off (ACPI S5)".into(),
             Outcome::DebugExit(v) => format!("guest exited with status {v} (debug-exit port)"),
             Outcome::Shutdown => "guest shut down: triple fault (KVM_EXIT_SHUTDOWN)".into(),
             Outcome::FailEntry(r) => format!("VM entry failed: hardware reason {r:#x}"),
