@@ -57,21 +57,26 @@ RUST_LIB_SRC=$(rustc --print sysroot 2>/dev/null || true)/lib/rustlib/src/rust/l
 [ -d "$RUST_LIB_SRC/core" ] || RUST_LIB_SRC=$RUST_SRC_DIR/usr/src/rustc-$RUSTC_VERSION/library
 LINUX_TARBALL_DIR=$RVMX_CACHE/tools/$LINUX_SRC_PKG-$LINUX_SRC_VERSION
 
-# Which test kernel: the default one, RVMX_KERNEL_VARIANT=mitigations (the same with the
-# CPU-vulnerability mitigations compiled in, scripts/kernel-mitigations.config), or
+# Which test kernel: the default one (with lockdep and atomic-sleep checking,
+# scripts/kernel-checks.config), RVMX_KERNEL_VARIANT=mitigations (the same with the
+# CPU-vulnerability mitigations compiled in, scripts/kernel-mitigations.config),
 # RVMX_KERNEL_VARIANT=debug (kmemleak, KFENCE, UBSAN, hung-task and lockup detectors,
-# scripts/kernel-debug.config).
+# scripts/kernel-debug.config), or RVMX_KERNEL_VARIANT=production (no debug checks, as a
+# distribution builds it: what `make bench` measures on first).
 RVMX_KERNEL_VARIANT=${RVMX_KERNEL_VARIANT:-}
 KERNEL_LLVM= KERNEL_LIBCLANG_DIR= KERNEL_HOST_PACKAGES=()
+base=("$RVMX_ROOT/scripts/kernel.config")
+checks=("$RVMX_ROOT/scripts/kernel.config" "$RVMX_ROOT/scripts/kernel-checks.config")
 case "$RVMX_KERNEL_VARIANT" in
-'') KERNEL_FRAGMENTS=("$RVMX_ROOT/scripts/kernel.config") ;;
-mitigations) KERNEL_FRAGMENTS=("$RVMX_ROOT/scripts/kernel.config" "$RVMX_ROOT/scripts/kernel-mitigations.config") ;;
+'') KERNEL_FRAGMENTS=("${checks[@]}") ;;
+mitigations) KERNEL_FRAGMENTS=("${checks[@]}" "$RVMX_ROOT/scripts/kernel-mitigations.config") ;;
 # The debug kernel is built with Clang (Linux allows KASAN with Rust only then): bookworm's
 # clang-19, and its libclang for bindgen.
-debug) KERNEL_FRAGMENTS=("$RVMX_ROOT/scripts/kernel.config" "$RVMX_ROOT/scripts/kernel-debug.config")
+debug) KERNEL_FRAGMENTS=("${checks[@]}" "$RVMX_ROOT/scripts/kernel-debug.config")
        KERNEL_LLVM=-19 KERNEL_LIBCLANG_DIR=/usr/lib/llvm-19/lib
        KERNEL_HOST_PACKAGES=(clang-19 lld-19 llvm-19 libclang1-19) ;;
-*) echo "[rvmx] unknown kernel variant '$RVMX_KERNEL_VARIANT' (none, mitigations or debug)" >&2; exit 1 ;;
+production) KERNEL_FRAGMENTS=("${base[@]}") ;;
+*) echo "[rvmx] unknown kernel variant '$RVMX_KERNEL_VARIANT' (none, mitigations, debug or production)" >&2; exit 1 ;;
 esac
 
 # The test kernel build directory, keyed by every input that shapes it.

@@ -49,8 +49,6 @@ pub enum Error {
     /// Guest memory refused an access: what was being written.
     #[error("{0}: {1}")]
     GuestMemory(&'static str, #[source] vm_memory::GuestMemoryError),
-    #[error("{0} vCPUs do not fit in the MP table")]
-    MpTable(u8),
     #[error("{0} vCPUs do not fit in the ACPI tables")]
     AcpiTables(u8),
 

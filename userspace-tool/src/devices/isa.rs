@@ -43,6 +43,7 @@ const PORTS: &[(u16, u64, Port)] = &[
     (rtc::INDEX, 1, Port::Rtc),
     (rtc::DATA, 1, Port::Rtc),
     (pic::SLAVE, 2, Port::Pic),
+    (pic::ELCR, 2, Port::Pic),
     (debug_exit::PORT, 1, Port::DebugExit),
     (acpi_pm::EVENT, (acpi_pm::EVENT_LEN + acpi_pm::CONTROL_LEN) as u64, Port::AcpiPm),
     (pci_host::ADDRESS, pci_host::LEN, Port::PciHost),

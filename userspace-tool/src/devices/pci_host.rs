@@ -18,6 +18,9 @@ const ENABLE: u32 = 1 << 31;
 const BDF_SHIFT: u32 = 8;
 const BDF_MASK: u32 = 0xffff;
 const REGISTER_MASK: u32 = 0xfc;
+/// Bits 30:24: reserved, or on AMD the extended register number (the bridge has no
+/// extended space: reads there see nothing).
+const EXTENDED: u32 = 0x7f00_0000;
 
 /// The bridge's first dwords: vendor 8086 (Intel), device 0d57 (the virtual host bridge
 /// cloud-hypervisor and Firecracker present), command/status 0, class 06/00/00 (host bridge),
@@ -34,7 +37,7 @@ pub struct PciHost {
 impl PciHost {
     /// The dword CONFIG_ADDRESS names: the bridge's, or all ones (no device there).
     fn dword(&self) -> u32 {
-        if self.address & ENABLE == 0 || (self.address >> BDF_SHIFT) & BDF_MASK != 0 {
+        if self.address & ENABLE == 0 || (self.address >> BDF_SHIFT) & BDF_MASK != 0 || self.address & EXTENDED != 0 {
             return u32::MAX;
         }
         match self.address & REGISTER_MASK {
@@ -86,6 +89,8 @@ mod tests {
         assert_eq!(config_read(&mut h, 0, 0x0e, 1), 0, "header type 0");
         assert_eq!(config_read(&mut h, 1 << 3, 0, 4), u32::MAX, "no device 1");
         assert_eq!(config_read(&mut h, 1 << 8, 0, 2), 0xffff, "no bus 1");
+        h.write(ADDRESS.into(), 0, &(ENABLE | 1 << 24).to_le_bytes(), 0);
+        assert_eq!(h.dword(), u32::MAX, "no extended register 0x100");
     }
 
     #[test]

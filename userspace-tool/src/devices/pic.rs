@@ -1,7 +1,9 @@
 //! The PC's two cascaded 8259A interrupt controllers (master at 0x20, slave at 0xa0 on the
 //! master's IRQ2), emulated in userspace: `rvmx run` injects the vector the master hands out
 //! with `KVM_INTERRUPT`. What guests use: ICW1-ICW4 initialization, the mask register, EOI
-//! (non-specific and specific), IRR/ISR reads, automatic EOI, fixed priority, edge triggering.
+//! (non-specific and specific), IRR/ISR reads, automatic EOI, fixed priority, edge triggering,
+//! and level triggering per input through the edge/level control registers (ELCR, ports
+//! 0x4d0/0x4d1, as KVM's i8259 has them).
 
 use super::bus::{BusDevice, Effect};
 
@@ -11,6 +13,14 @@ pub const MASTER: u16 = 0x20;
 pub const SLAVE: u16 = 0xa0;
 /// The master input the slave is cascaded on.
 const CASCADE_IRQ: u8 = 2;
+/// The master's ELCR (the slave's at +1).
+pub const ELCR: u16 = 0x4d0;
+/// ELCR bits that may be set: IRQ 0, 1, 2, 8 and 13 are always edge-triggered (KVM's
+/// elcr_mask).
+const ELCR_MASK: [u8; 2] = [0xf8, 0xde];
+/// The ELCR firmware leaves: the ACPI SCI (IRQ 9) level-triggered, as `rvmx run`'s FADT has it
+/// (Linux sets it so, and says so when it was not).
+const ELCR_FIRMWARE: [u8; 2] = [0, 1 << (9 - 8)];
 
 /// One 8259A.
 #[derive(Clone, Debug, Default)]
@@ -35,13 +45,18 @@ struct Chip {
     auto_eoi: bool,
     /// OCW3: a command-port read returns the ISR (else the IRR).
     read_isr: bool,
+    /// Level-triggered inputs (ELCR).
+    elcr: u8,
 }
 
 impl Chip {
-    /// Raises or lowers input `irq`; a rising edge requests it.
+    /// Raises or lowers input `irq`: a rising edge requests it, or for a level-triggered
+    /// input the level itself.
     fn set_line(&mut self, irq: u8, high: bool) {
         let bit = 1 << irq;
-        if high && self.level & bit == 0 {
+        if self.elcr & bit != 0 {
+            if high { self.irr |= bit } else { self.irr &= !bit }
+        } else if high && self.level & bit == 0 {
             self.irr |= bit;
         }
         if high { self.level |= bit } else { self.level &= !bit }
@@ -54,9 +69,12 @@ impl Chip {
         (0..8).take_while(|i| self.isr & (1 << i) == 0).find(|i| req & (1 << i) != 0)
     }
 
-    /// INTA: moves `irq` from IRR to ISR (unless automatic EOI) and returns its vector.
+    /// INTA: moves `irq` from IRR to ISR (unless automatic EOI) and returns its vector. A
+    /// level-triggered request stays while its line is high.
     fn acknowledge(&mut self, irq: u8) -> u8 {
-        self.irr &= !(1 << irq);
+        if self.elcr & (1 << irq) == 0 {
+            self.irr &= !(1 << irq);
+        }
         if !self.auto_eoi {
             self.isr |= 1 << irq;
         }
@@ -66,7 +84,10 @@ impl Chip {
     fn write_command(&mut self, v: u8) {
         if v & 0x10 != 0 {
             // ICW1: start initialization; IMR and ISR cleared.
-            *self = Chip { level: self.level, init_step: 2, expect_icw4: v & 1 != 0, single: v & 2 != 0, ..Chip::default() };
+            *self = Chip {
+                level: self.level, elcr: self.elcr, init_step: 2, expect_icw4: v & 1 != 0, single: v & 2 != 0,
+                ..Chip::default()
+            };
         } else if v & 0x08 != 0 {
             // OCW3: which register a read returns.
             if v & 0x02 != 0 {
@@ -103,9 +124,16 @@ impl Chip {
 }
 
 /// The master/slave pair.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Pic {
     chips: [Chip; 2],
+}
+
+impl Default for Pic {
+    fn default() -> Self {
+        let chip = |i: usize| Chip { elcr: ELCR_FIRMWARE[i], ..Chip::default() };
+        Pic { chips: [chip(0), chip(1)] }
+    }
 }
 
 impl Pic {
@@ -149,14 +177,22 @@ impl Pic {
         Some(vector.unwrap_or(self.chips[1].base | 7))
     }
 
-    /// IN from one of the four ports.
+    /// IN from one of the six ports.
     pub fn read_port(&self, port: u16) -> u8 {
+        if let Some(i) = port.checked_sub(ELCR) {
+            return self.chips[usize::from(i & 1)].elcr;
+        }
         let chip = &self.chips[(port >= SLAVE) as usize];
         if port & 1 == 0 { chip.read_command() } else { chip.imr }
     }
 
-    /// OUT to one of the four ports.
+    /// OUT to one of the six ports.
     pub fn write_port(&mut self, port: u16, v: u8) {
+        if let Some(i) = port.checked_sub(ELCR) {
+            let i = usize::from(i & 1);
+            self.chips[i].elcr = v & ELCR_MASK[i];
+            return;
+        }
         let chip = &mut self.chips[(port >= SLAVE) as usize];
         if port & 1 == 0 { chip.write_command(v) } else { chip.write_data(v) }
         self.cascade();
@@ -185,6 +221,22 @@ mod tests {
             p.write_port(port, v);
         }
         p
+    }
+
+    #[test]
+    fn level_triggered_inputs_follow_the_elcr() {
+        let mut p = initialized();
+        assert_eq!((p.read_port(ELCR), p.read_port(ELCR + 1)), (0, 0x02), "the SCI is level-triggered");
+        p.write_port(ELCR, 0xff);
+        p.write_port(ELCR + 1, 0xff);
+        assert_eq!((p.read_port(ELCR), p.read_port(ELCR + 1)), (0xf8, 0xde), "IRQ 0-2, 8, 13 stay edge");
+        p.write_port(ELCR, 1 << 3);
+        p.set_irq(3, true);
+        assert_eq!(p.acknowledge(), Some(0x23));
+        p.write_port(0x20, 0x20); // EOI
+        assert!(p.has_interrupt(), "the line is still high: requested again");
+        p.set_irq(3, false);
+        assert!(!p.has_interrupt(), "lowered: the request goes");
     }
 
     #[test]

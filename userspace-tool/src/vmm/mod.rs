@@ -141,10 +141,10 @@ pub fn run<W: Write + Send>(kvm: &Kvm, cfg: &Config, console: W) -> Result<Ran> 
             // and for kernels built without ACPI in an MP table, which can describe only a
             // machine with an I/O APIC (without one, a kernel that reads it says "BIOS bug, no
             // explicit IRQ entries").
-            if ioapic {
-                let leaf1 = supported.as_slice().iter().find(|e| e.function == 1).map_or((0, 0), |e| (e.eax, e.edx));
-                let mp = crate::boot::mptable::build(cfg.cpus, leaf1.0, leaf1.1, lapic::BASE as u32, IOAPIC_BASE)
-                    .ok_or(Error::MpTable(cfg.cpus))?;
+            // Nor can it hold more than 40 CPUs: larger machines are described by ACPI alone.
+            let leaf1 = supported.as_slice().iter().find(|e| e.function == 1).map_or((0, 0), |e| (e.eax, e.edx));
+            let mp = ioapic.then(|| crate::boot::mptable::build(cfg.cpus, leaf1.0, leaf1.1, lapic::BASE as u32, IOAPIC_BASE));
+            if let Some(mp) = mp.flatten() {
                 mem.write_slice(&mp, GuestAddress(crate::boot::mptable::ADDR)).map_err(Error::guest_memory("MP table"))?;
             }
             let acpi = crate::boot::acpi::Machine {

@@ -6,7 +6,7 @@
 //! Usage: kvm-bench DEVICE
 //! Prints `name ticks-per-operation` lines.
 
-use std::{arch::x86_64::_rdtsc, ffi::CString, process::ExitCode};
+use std::{arch::x86_64::_rdtsc, ffi::CString, os::fd::AsRawFd, process::ExitCode};
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VcpuExit};
@@ -51,6 +51,13 @@ std::arch::global_asm!(
     "jnz 2b",
     "stop_clock",
     "bench_pio_end:",
+    // IN from a port nobody claims in the kernel: userspace answers the KVM_EXIT_IO.
+    "bench_pio_in: start_clock",
+    "2: in al, 0x80",
+    "dec esi",
+    "jnz 2b",
+    "stop_clock",
+    "bench_pio_in_end:",
     // A write outside every slot: a KVM_EXIT_MMIO round trip (decoded in the kernel).
     "bench_mmio: start_clock",
     "2: mov dword ptr [0xd0000], eax",
@@ -67,6 +74,27 @@ std::arch::global_asm!(
     "jnz 2b",
     "stop_clock",
     "bench_touch_end:",
+    // The same, one page in every 16 (64 KiB apart): nothing mapped around a fault is used.
+    "bench_touch_sparse: start_clock",
+    "mov ebx, 0x1000000",
+    "2: mov [ebx], eax",
+    "add ebx, 65536",
+    "dec esi",
+    "jnz 2b",
+    "stop_clock",
+    "bench_touch_sparse_end:",
+    // HLT with interrupts on and no in-kernel irqchip: KVM_EXIT_HLT, userspace queues
+    // interrupt 0x20 (KVM_INTERRUPT) and runs the vCPU again, whose handler returns at once.
+    "bench_hlt: mov esp, 0x8000",      // the handler's frame
+    "start_clock",
+    "2: sti",
+    "hlt",
+    "dec esi",
+    "jnz 2b",
+    "cli",
+    "stop_clock",
+    "bench_hlt_handler: iretd",
+    "bench_hlt_end:",
     ".code64",
     ".popsection",
 );
@@ -82,11 +110,20 @@ extern "C" {
     static bench_mmio_end: u8;
     static bench_touch: u8;
     static bench_touch_end: u8;
+    static bench_touch_sparse: u8;
+    static bench_touch_sparse_end: u8;
+    static bench_pio_in: u8;
+    static bench_pio_in_end: u8;
+    static bench_hlt: u8;
+    static bench_hlt_handler: u8;
+    static bench_hlt_end: u8;
 }
 
-/// Where the untouched pages of `touch` are, and how many.
+/// Where the untouched pages of `touch` are, and how many; `touch_sparse` touches one page
+/// in every 16 of a slot as large.
 const TOUCH_BASE: u64 = 0x100_0000;
 const TOUCH_PAGES: u64 = 2048;
+const SPARSE_STRIDE: u64 = 16;
 
 /// A guest running `code` in 32-bit protected mode with ESI = `n`.
 fn protected_guest(kvm: &Kvm, code: &[u8], n: u64) -> Guest {
@@ -102,13 +139,49 @@ fn protected_guest(kvm: &Kvm, code: &[u8], n: u64) -> Guest {
     g
 }
 
-/// Runs `g` to its HLT, answering its port and MMIO exits at once; the TSC ticks per
-/// operation, or what went wrong.
+/// `KVM_INTERRUPT` (kvm-ioctls has no wrapper for it) and the vector `hlt` takes.
+const KVM_INTERRUPT: libc::c_ulong = 0x4004_ae86;
+const HLT_VECTOR: u32 = 0x20;
+/// Where `hlt`'s GDT (the flat segments' descriptors, which delivery reads) and IDT go.
+const GDT: u64 = 0x580;
+const IDT: u64 = 0x600;
+
+/// Gives `g` (running `hlt`) a GDT and an IDT whose vector 0x20 leads to its handler.
+fn hlt_idt(g: &Guest) {
+    let gdt: [u64; 3] = [0, 0x00cf_9b00_0000_ffff, 0x00cf_9300_0000_ffff]; // null, code 0x8, data 0x10
+    for (i, d) in gdt.iter().enumerate() {
+        // SAFETY: the GDT is inside the guest's 64 KiB mapping.
+        unsafe { g.mem.add(GDT as usize + 8 * i).cast::<u64>().write_unaligned(*d) };
+    }
+    // SAFETY: the symbols delimit the `hlt` guest, loaded at 0x1000.
+    let handler = unsafe { &bench_hlt_handler as *const u8 as u64 - &bench_hlt as *const u8 as u64 } + 0x1000;
+    let gate = (handler & 0xffff) | 8 << 16 | 0x8e00 << 32 | (handler >> 16) << 48; // 32-bit interrupt gate
+    // SAFETY: the IDT's entry is inside the guest's 64 KiB mapping.
+    unsafe { g.mem.add((IDT + 8 * u64::from(HLT_VECTOR)) as usize).cast::<u64>().write_unaligned(gate) };
+    let mut s = g.vcpu.get_sregs().unwrap();
+    s.gdt.base = GDT;
+    s.gdt.limit = (8 * gdt.len() - 1) as u16;
+    s.idt.base = IDT;
+    s.idt.limit = (8 * (HLT_VECTOR + 1) - 1) as u16;
+    g.vcpu.set_sregs(&s).unwrap();
+}
+
+/// Runs `g` to its HLT with interrupts off, answering its port and MMIO exits at once and a
+/// HLT with interrupts on with an interrupt; the TSC ticks per operation, or what went wrong.
 fn measure(mut g: Guest, n: u64) -> Result<u64, String> {
     loop {
         match g.vcpu.run() {
-            Ok(VcpuExit::Hlt) => break,
+            Ok(VcpuExit::Hlt) => {
+                if g.vcpu.get_kvm_run().if_flag == 0 {
+                    break;
+                }
+                // SAFETY: KVM_INTERRUPT reads a 4-byte struct kvm_interrupt.
+                if unsafe { libc::ioctl(g.vcpu.as_raw_fd(), KVM_INTERRUPT, &HLT_VECTOR) } != 0 {
+                    return Err(format!("KVM_INTERRUPT: {}", std::io::Error::last_os_error()));
+                }
+            }
             Ok(VcpuExit::IoOut(..) | VcpuExit::MmioWrite(..)) => {}
+            Ok(VcpuExit::IoIn(_, data)) => data.fill(0),
             Ok(other) => return Err(format!("unexpected exit {other:?}")),
             Err(e) => return Err(format!("KVM_RUN: {e}")),
         }
@@ -147,14 +220,20 @@ fn main() -> ExitCode {
             ("cpuid", code(&bench_cpuid, &bench_cpuid_end), 2000),
             ("vmcall", code(&bench_vmcall, &bench_vmcall_end), 2000),
             ("pio_out_userspace", code(&bench_pio, &bench_pio_end), 2000),
+            ("pio_in_userspace", code(&bench_pio_in, &bench_pio_in_end), 2000),
             ("mmio_write_userspace", code(&bench_mmio, &bench_mmio_end), 2000),
             ("ept_first_touch_4k", code(&bench_touch, &bench_touch_end), TOUCH_PAGES),
+            ("hlt_wake_userspace_irq", code(&bench_hlt, &bench_hlt_end), 2000),
+            ("ept_first_touch_4k_sparse", code(&bench_touch_sparse, &bench_touch_sparse_end), TOUCH_PAGES / SPARSE_STRIDE),
         ]
     };
     let mut ok = true;
     for (name, code, n) in guests {
         let g = protected_guest(&kvm, code, n);
-        if name == "ept_first_touch_4k" {
+        if name == "hlt_wake_userspace_irq" {
+            hlt_idt(&g);
+        }
+        if name.starts_with("ept_first_touch_4k") {
             let len = (TOUCH_PAGES * 4096) as usize;
             // SAFETY: a fresh anonymous mapping, never touched by this process; it lives
             // until the process exits.
