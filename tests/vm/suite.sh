@@ -126,7 +126,7 @@ check "tool: rvmx run --irqchip kernel: COM1's input interrupt through an irqfd 
 check "tool: rvmx run --irqchip kernel: HLT with interrupts on and nothing to wake the CPU ends the VM with status 0" \
 	idle_run idle-kernel /dev/rvmx "--irqchip kernel"
 # The project's own kernel as a guest of rvmx run: 8259/PIT in userspace, the local APICs in the
-# kernel (or with --irqchip user in userspace), COM1 console, an MP table; init prints a marker
+# kernel (or with --irqchip user in userspace), COM1 console, ACPI tables; init prints a marker
 # with the CPU count and reboots. The guest's
 # console goes to a file (its log is not this VM's).
 # With END "poweroff" the guest's init powers off (ACPI S5) instead of rebooting.
