@@ -485,8 +485,8 @@ cs_same() { grep -v '^info ' /tmp/cs-kvm > /tmp/a; grep -v '^info ' /tmp/cs-rvmx
 check "cpu state: XCR0, AVX state, guest #GP/#DB, debug registers and their errnos identical to KVM's" cs_same
 irq_same() { grep -v '^info ' /tmp/irq-kvm > /tmp/a; grep -v '^info ' /tmp/irq-rvmx | diff /tmp/a -; }
 check "irq: every exit, kvm_run interrupt field, event and handler count identical to KVM's" irq_same
-check "irq: deliveries onto untouched stack pages completed (IDT-vectoring reinjection): 7 interrupts, 2 NMIs, 1 #UD" \
-	grep -qx "irq counts interrupts 7 nmis 2 ud 1 cx 0x3" /tmp/irq-rvmx
+check "irq: deliveries onto untouched stack pages completed (IDT-vectoring reinjection), and after POPF and IRET set IF: 9 interrupts, 2 NMIs, 1 #UD" \
+	grep -qx "irq counts interrupts 9 nmis 2 ud 1 cx 0x3" /tmp/irq-rvmx
 check "smm: every exit, SMM event field, kvm_run flag, SREGS in SMM, SMBASE and save-state map identical to KVM's" \
 	diff /tmp/smm-kvm /tmp/smm-rvmx
 check "smm: the handler ran three times in SMM and RSM returned each time with the RAX it wrote into the map" sh -c '

@@ -86,7 +86,6 @@ core::arch::global_asm!(
     "3:",
     "nop",
     "cli",
-    "mov cx, [0x7000]",
     "out 0x1e, al",
     "hlt",
     "irq_h20:",
