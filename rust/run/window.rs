@@ -18,6 +18,7 @@ use crate::{
         guest_debug::{DR6_ACTIVE_LOW, DR6_BS},
         memslot_rules::AddressSpace,
         vmcs_fields::*,
+        vmx_exit::reason,
     },
     run::{
         exit::{self, LiveVcpu, Next},
@@ -204,8 +205,8 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
             if !nmi_known_unmasked {
                 let basic = full_reason as u16;
                 let (info, qualification) = match basic {
-                    crate::logic::vmx_exit::reason::EXCEPTION_NMI => (cur.read(EXIT_INTR_INFO), 0),
-                    crate::logic::vmx_exit::reason::EPT_VIOLATION => (0, cur.read(EXIT_QUALIFICATION)),
+                    reason::EXCEPTION_NMI => (cur.read(EXIT_INTR_INFO), 0),
+                    reason::EPT_VIOLATION => (0, cur.read(EXIT_QUALIFICATION)),
                     _ => (0, 0),
                 };
                 if events::iret_unblocked_nmi(basic, info, qualification, vectoring) {

@@ -18,6 +18,16 @@ pub struct Guest {
     pub mem: *mut u8,
 }
 
+/// `KVM_INTERRUPT` (kvm-ioctls has no wrapper for it): queues `irq` for a vCPU without an
+/// in-kernel irqchip (or for its LINT0 ExtINT with the split irqchip); the errno on failure.
+pub fn interrupt(vcpu: &VcpuFd, irq: u32) -> Result<(), i32> {
+    use std::os::fd::AsRawFd;
+    let arg = kvm_bindings::kvm_interrupt { irq };
+    // SAFETY: KVM_INTERRUPT reads one `struct kvm_interrupt`, which `arg` is.
+    let r = unsafe { libc::ioctl(vcpu.as_raw_fd(), rvmx_logic::kvm_abi::KVM_INTERRUPT.into(), &arg) };
+    if r < 0 { Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)) } else { Ok(()) }
+}
+
 /// A real-mode guest running `code` at 0x1000 (CS base 0).
 pub fn guest(kvm: &Kvm, code: &[u8]) -> Guest {
     let vm = kvm.create_vm().expect("KVM_CREATE_VM");

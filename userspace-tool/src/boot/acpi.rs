@@ -22,6 +22,7 @@ use acpi_tables::{
     xsdt::XSDT,
 };
 
+use super::checksum;
 use crate::devices::{acpi_pm, i8042, rtc, serial};
 
 /// Where the tables go: the RSDP first, on the 16-byte boundary Linux's scan of
@@ -39,8 +40,6 @@ const SCI_IRQ: u8 = 9;
 /// IAPC_BOOT_ARCH: ISA devices present; no VGA. No 8042 bit: nothing to probe.
 const BOOT_ARCH_LEGACY_DEVICES: u16 = 1 << 0;
 const BOOT_ARCH_VGA_NOT_PRESENT: u16 = 1 << 2;
-/// The SLP_TYP of `\_S5` (soft off), which [`acpi_pm`] turns into the end of the VM.
-pub const S5_SLP_TYP: u8 = acpi_pm::SOFT_OFF;
 
 /// What the tables describe.
 pub struct Machine {
@@ -123,7 +122,8 @@ fn dsdt() -> Vec<u8> {
     isa_device(&mut devices, "RTC_", "PNP0B00", &[&aml::IO::new(rtc::INDEX, rtc::INDEX, 1, 2), &irq(rtc::IRQ)]);
     let devices = Raw(devices);
     aml::Scope::new("\\_SB_".into(), vec![&devices]).to_aml_bytes(&mut t);
-    let s5 = aml::Package::new(vec![&S5_SLP_TYP, &S5_SLP_TYP, &aml::ZERO, &aml::ZERO]);
+    // SLP_TYPa and SLP_TYPb of soft off, which acpi_pm turns into the end of the VM.
+    let s5 = aml::Package::new(vec![&acpi_pm::SOFT_OFF, &acpi_pm::SOFT_OFF, &aml::ZERO, &aml::ZERO]);
     aml::Name::new("\\_S5_".into(), &s5).to_aml_bytes(&mut t);
     t.update_checksum();
     t.as_slice().to_vec()
@@ -195,11 +195,6 @@ fn madt(m: &Machine) -> Vec<u8> {
     t[4..8].copy_from_slice(&len.to_le_bytes());
     t[9] = checksum(&t);
     t
-}
-
-/// The sum-to-zero byte of `bytes`.
-fn checksum(bytes: &[u8]) -> u8 {
-    0u8.wrapping_sub(bytes.iter().fold(0u8, |s, b| s.wrapping_add(*b)))
 }
 
 #[cfg(test)]

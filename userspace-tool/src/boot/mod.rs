@@ -6,3 +6,8 @@ pub mod acpi;
 pub mod flat;
 pub mod linux;
 pub mod mptable;
+
+/// The byte that makes `bytes` sum to zero, as firmware tables (MP, ACPI) carry it.
+pub(crate) fn checksum(bytes: &[u8]) -> u8 {
+    0u8.wrapping_sub(bytes.iter().fold(0u8, |s, b| s.wrapping_add(*b)))
+}

@@ -6,6 +6,8 @@
 //! Only a machine with an I/O APIC (`--irqchip kernel`) gets one: the table has no way to
 //! describe the 8259s alone, and Linux calls one without I/O interrupt entries a BIOS bug.
 
+use super::checksum;
+
 /// Where the tables go: the last KiB below 640 KiB, the first place Linux looks.
 pub const ADDR: u64 = 0x9fc00;
 /// The room they have there.
@@ -26,11 +28,6 @@ const INT_TYPE_EXTINT: u8 = 3;
 /// Processor entry flags.
 const CPU_ENABLED: u8 = 1;
 const CPU_BOOTPROCESSOR: u8 = 2;
-
-/// The sum-to-zero byte of `bytes`.
-fn checksum(bytes: &[u8]) -> u8 {
-    0u8.wrapping_sub(bytes.iter().fold(0u8, |s, b| s.wrapping_add(*b)))
-}
 
 /// The bytes for guest-physical [`ADDR`], for `cpus` CPUs with APIC IDs 0..cpus, each with
 /// CPUID leaf 1's `signature` (EAX) and `features` (EDX), their local APICs at `lapic` and, if

@@ -2,8 +2,9 @@
 //! reset line, the 8259 pair (pic.rs), the 8254 timer (pit.rs) on IRQ0, the CMOS clock (rtc.rs),
 //! the debug-exit port, the ACPI PM1 registers (acpi_pm.rs) and a lone PCI host bridge
 //! (pci_host.rs). They share one lock (the vCPUs' and the console's), with the wiring that
-//! turns their interrupt lines into requests at the PIC. With the kernel's irqchip the 8259s and the 8254 are the kernel's: theirs are left off
-//! the bus, and COM1's interrupt is taken by the caller ([`Isa::take_serial_irq`]).
+//! turns their interrupt lines into requests at the PIC. With the kernel's irqchip the 8259s and
+//! the 8254 are the kernel's: theirs are left off the bus, and COM1's interrupt is taken by the
+//! caller ([`Isa::take_serial_irq`]).
 
 use std::io::Write;
 

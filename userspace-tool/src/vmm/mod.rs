@@ -140,8 +140,7 @@ pub fn run<W: Write + Send>(kvm: &Kvm, cfg: &Config, console: W) -> Result<Ran> 
             // The processors and their APICs, as firmware would list them: in ACPI's tables,
             // and for kernels built without ACPI in an MP table, which can describe only a
             // machine with an I/O APIC (without one, a kernel that reads it says "BIOS bug, no
-            // explicit IRQ entries").
-            // Nor can it hold more than 40 CPUs: larger machines are described by ACPI alone.
+            // explicit IRQ entries") and at most 40 CPUs (larger machines: ACPI alone).
             let leaf1 = supported.as_slice().iter().find(|e| e.function == 1).map_or((0, 0), |e| (e.eax, e.edx));
             let mp = ioapic.then(|| crate::boot::mptable::build(cfg.cpus, leaf1.0, leaf1.1, lapic::BASE as u32, IOAPIC_BASE));
             if let Some(mp) = mp.flatten() {

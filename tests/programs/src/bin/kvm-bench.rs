@@ -6,11 +6,11 @@
 //! Usage: kvm-bench DEVICE
 //! Prints `name ticks-per-operation` lines.
 
-use std::{arch::x86_64::_rdtsc, ffi::CString, os::fd::AsRawFd, process::ExitCode};
+use std::{arch::x86_64::_rdtsc, ffi::CString, process::ExitCode};
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VcpuExit};
-use rvmx_test_programs::{code, flat, guest, Guest};
+use rvmx_test_programs::{code, flat, guest, interrupt, Guest};
 
 // 32-bit protected-mode guests (flat segments), each entered with ESI = N. The TSC before
 // the loop goes to 0x500, after it to 0x508.
@@ -139,8 +139,7 @@ fn protected_guest(kvm: &Kvm, code: &[u8], n: u64) -> Guest {
     g
 }
 
-/// `KVM_INTERRUPT` (kvm-ioctls has no wrapper for it) and the vector `hlt` takes.
-const KVM_INTERRUPT: libc::c_ulong = 0x4004_ae86;
+/// The vector `hlt` takes.
 const HLT_VECTOR: u32 = 0x20;
 /// Where `hlt`'s GDT (the flat segments' descriptors, which delivery reads) and IDT go.
 const GDT: u64 = 0x580;
@@ -175,10 +174,7 @@ fn measure(mut g: Guest, n: u64) -> Result<u64, String> {
                 if g.vcpu.get_kvm_run().if_flag == 0 {
                     break;
                 }
-                // SAFETY: KVM_INTERRUPT reads a 4-byte struct kvm_interrupt.
-                if unsafe { libc::ioctl(g.vcpu.as_raw_fd(), KVM_INTERRUPT, &HLT_VECTOR) } != 0 {
-                    return Err(format!("KVM_INTERRUPT: {}", std::io::Error::last_os_error()));
-                }
+                interrupt(&g.vcpu, HLT_VECTOR).map_err(|e| format!("KVM_INTERRUPT: errno {e}"))?;
             }
             Ok(VcpuExit::IoOut(..) | VcpuExit::MmioWrite(..)) => {}
             Ok(VcpuExit::IoIn(_, data)) => data.fill(0),

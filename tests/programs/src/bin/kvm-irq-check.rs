@@ -14,14 +14,12 @@
 //!
 //! Usage: kvm-irq-check DEVICE
 
-use std::{ffi::CString, os::fd::AsRawFd, process::ExitCode};
+use std::{ffi::CString, process::ExitCode};
 
 use kvm_bindings::{kvm_userspace_memory_region, kvm_vcpu_events};
 use kvm_ioctls::{Cap, Kvm, VcpuExit};
-use rvmx_test_programs::{code, guest, long_mode_guest, Guest, MEM};
+use rvmx_test_programs::{code, guest, interrupt, long_mode_guest, Guest, MEM};
 
-/// `KVM_INTERRUPT` (kvm-ioctls has no wrapper for it).
-const KVM_INTERRUPT: libc::c_ulong = 0x4004_ae86;
 
 // Real-mode guest at 0x1000. Counters: [0x7000] interrupts 0x20, [0x7002] NMIs, [0x7004]
 // #UD. Each `mov sp` moves the stack to a page nothing has touched yet.
@@ -173,12 +171,6 @@ fn word(g: &Guest, gpa: usize) -> u16 {
     unsafe { g.mem.add(gpa).cast::<u16>().read_unaligned() }
 }
 
-fn interrupt(g: &Guest, irq: u32) -> Result<(), i32> {
-    // SAFETY: KVM_INTERRUPT reads a 4-byte struct kvm_interrupt.
-    let r = unsafe { libc::ioctl(g.vcpu.as_raw_fd(), KVM_INTERRUPT, &irq) };
-    if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)) }
-}
-
 fn events(g: &Guest) -> String {
     let e = g.vcpu.get_vcpu_events().unwrap();
     // A vector means something only while its event is there (KVM leaves the last one).
@@ -217,7 +209,7 @@ fn real_mode(kvm: &Kvm) {
         // SAFETY: the IVT at 0 is inside the mapping.
         unsafe { g.mem.add(4 * vector).cast::<[u16; 2]>().write_unaligned([ip, 0]) };
     }
-    println!("bad_irq {:?}", interrupt(&g, 256));
+    println!("bad_irq {:?}", interrupt(&g.vcpu, 256));
     use kvm_bindings::{kvm_mp_state, KVM_MP_STATE_HALTED, KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED};
     println!("mp_state {:?}", g.vcpu.get_mp_state().map(|m| m.mp_state).map_err(|e| e.errno()));
     for state in [KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED, KVM_MP_STATE_HALTED, 99] {
@@ -232,9 +224,9 @@ fn real_mode(kvm: &Kvm) {
             0x12 | 0x13 | 0x18 | 0x1c | 0x1d => set_window(&mut g, 1),
             1 => {
                 set_window(&mut g, 0);
-                println!("irq window interrupt {:?}", interrupt(&g, 0x20));
+                println!("irq window interrupt {:?}", interrupt(&g.vcpu, 0x20));
             }
-            0x14 => println!("irq interrupt {:?}", interrupt(&g, 0x20)),
+            0x14 => println!("irq interrupt {:?}", interrupt(&g.vcpu, 0x20)),
             0x16 => (0..3).for_each(|_| g.vcpu.nmi().unwrap()),
             0x22 => {
                 nmi_handled += 1;

@@ -13,7 +13,7 @@ use std::{ffi::CString, process::ExitCode};
 
 use kvm_bindings::{kvm_enable_cap, kvm_lapic_state, kvm_msr_entry, Msrs};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
-use rvmx_test_programs::split;
+use rvmx_test_programs::{interrupt, split};
 
 const SPLIT_IRQCHIP: u32 = 121;
 
@@ -366,15 +366,6 @@ fn run_saved(g: &mut rvmx_test_programs::Guest, at: usize, n: usize) -> String {
 fn regs(s: &kvm_lapic_state) -> String {
     let words = s.regs.chunks_exact(4).map(|b| u32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8]));
     words.enumerate().filter(|(_, v)| *v != 0).map(|(i, v)| format!("{:x}:{v:x}", i * 4)).collect::<Vec<_>>().join(" ")
-}
-
-/// `KVM_INTERRUPT` (kvm-ioctls has no wrapper for it).
-fn interrupt(vcpu: &kvm_ioctls::VcpuFd, irq: u32) -> Result<(), i32> {
-    use std::os::fd::AsRawFd;
-    let arg = kvm_bindings::kvm_interrupt { irq };
-    // SAFETY: KVM_INTERRUPT reads a `struct kvm_interrupt` from the pointer, which is valid.
-    let r = unsafe { libc::ioctl(vcpu.as_raw_fd(), 0x4004_ae86, &arg) };
-    if r < 0 { Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)) } else { Ok(()) }
 }
 
 fn enable(vm: &VmFd, pins: u64) -> Result<(), i32> {
