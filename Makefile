@@ -67,8 +67,10 @@ build/guests/mb-hello.elf: tests/guests/mb-hello.S tests/guests/mb-hello.ld
 # The main job: boot the Bochs test VM, load rvmx, show it working.
 run: guests
 	@kdir=$$(scripts/build-kernel) && initrd=$$(scripts/guest-initrd "$$kdir") && \
+	gkdir=$$(RVMX_KERNEL_VARIANT=guest scripts/build-kernel) && disk=$$(scripts/guest-disk) && \
 	scripts/vm-run --module rvmx --add tests/vm/demo.sh:/root/demo.sh \
 		--add "$$kdir/arch/x86/boot/bzImage:/root/guest-bzImage" --add "$$initrd:/root/guest-initrd.cpio" \
+		--add "$$gkdir/arch/x86/boot/bzImage:/root/guest-disk-bzImage" --add "$$disk:/root/guest-disk.img" \
 		-- sh /root/demo.sh
 
 check:

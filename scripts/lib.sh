@@ -18,7 +18,7 @@ DEBIAN_SUITE=trixie-backports
 # Debian bookworm packages the host needs to build and to run the test VMs.
 HOST_PACKAGES=(flex bison libelf-dev bc cpio xz-utils kmod libssl-dev lz4 gcc make
                bochs bochsbios vgabios bochs-term busybox-static isolinux syslinux-common
-               genisoimage qemu-system-x86 util-linux python3-pip uuid-dev)
+               genisoimage qemu-system-x86 util-linux python3-pip uuid-dev e2fsprogs e2fsck-static)
 
 log() { printf '[rvmx] %s\n' "$*" >&2; }
 die() { printf '[rvmx] error: %s\n' "$*" >&2; exit 1; }
@@ -62,7 +62,9 @@ LINUX_TARBALL_DIR=$RVMX_CACHE/tools/$LINUX_SRC_PKG-$LINUX_SRC_VERSION
 # CPU-vulnerability mitigations compiled in, scripts/kernel-mitigations.config),
 # RVMX_KERNEL_VARIANT=debug (kmemleak, KFENCE, UBSAN, hung-task and lockup detectors,
 # scripts/kernel-debug.config), or RVMX_KERNEL_VARIANT=production (no debug checks, as a
-# distribution builds it: what `make bench` measures on first).
+# distribution builds it: what `make bench` measures on first), or RVMX_KERNEL_VARIANT=guest
+# (production's configuration with virtio-mmio, virtio-blk, virtio-rng and ext4: the guest
+# kernel for `rvmx run --disk`, scripts/kernel-guest.config).
 RVMX_KERNEL_VARIANT=${RVMX_KERNEL_VARIANT:-}
 KERNEL_LLVM= KERNEL_LIBCLANG_DIR= KERNEL_HOST_PACKAGES=()
 base=("$RVMX_ROOT/scripts/kernel.config")
@@ -76,7 +78,8 @@ debug) KERNEL_FRAGMENTS=("${checks[@]}" "$RVMX_ROOT/scripts/kernel-debug.config"
        KERNEL_LLVM=-19 KERNEL_LIBCLANG_DIR=/usr/lib/llvm-19/lib
        KERNEL_HOST_PACKAGES=(clang-19 lld-19 llvm-19 libclang1-19) ;;
 production) KERNEL_FRAGMENTS=("${base[@]}") ;;
-*) echo "[rvmx] unknown kernel variant '$RVMX_KERNEL_VARIANT' (none, mitigations, debug or production)" >&2; exit 1 ;;
+guest) KERNEL_FRAGMENTS=("${base[@]}" "$RVMX_ROOT/scripts/kernel-guest.config") ;;
+*) echo "[rvmx] unknown kernel variant '$RVMX_KERNEL_VARIANT' (none, mitigations, debug, production or guest)" >&2; exit 1 ;;
 esac
 
 # The test kernel build directory, keyed by every input that shapes it.

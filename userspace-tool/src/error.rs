@@ -51,6 +51,10 @@ pub enum Error {
     GuestMemory(&'static str, #[source] vm_memory::GuestMemoryError),
     #[error("{0} vCPUs do not fit in the ACPI tables")]
     AcpiTables(u8),
+    #[error(transparent)]
+    Disk(#[from] crate::devices::virtio::block::DiskError),
+    #[error("too many virtio devices: the machine has interrupt lines for {0}")]
+    TooManyVirtio(usize),
 
     #[error("{}: not a loadable bzImage: {source}", path.display())]
     NotBzImage { path: PathBuf, source: linux_loader::loader::Error },

@@ -5,6 +5,7 @@ mod boot;
 mod caps;
 mod devices;
 mod error;
+mod layout;
 mod stats;
 mod vmm;
 
@@ -80,6 +81,13 @@ enum Command {
         /// only the UART, the i8042 and the CMOS clock stay here), or all of it here (user).
         #[arg(long, value_enum, default_value_t = vmm::Irqchip::Split)]
         irqchip: vmm::Irqchip,
+        /// A disk image as a virtio-blk device (the guest's /dev/vda, then vdb...), read-write,
+        /// or read-only with ",ro". Repeatable. The image is locked while the VM runs.
+        #[arg(long, value_name = "FILE[,ro]", value_parser = parse_disk)]
+        disk: Vec<vmm::DiskSpec>,
+        /// A virtio-rng device: the guest's entropy from the host's random-number generator.
+        #[arg(long)]
+        rng: bool,
     },
     /// Show rvmx's statistics of running VMs (from debugfs): exits by reason, exits to
     /// userspace, EPT faults, VMX windows, time in guest mode; per VM and per vCPU.
@@ -101,6 +109,8 @@ enum ArgError {
     Size(String),
     #[error("memory size {0}: must be whole 4 KiB pages, from 4K to 64G")]
     SizeRange(String),
+    #[error("'{0}' is not a disk (use FILE or FILE,ro)")]
+    Disk(String),
 }
 
 /// A guest-physical address: hexadecimal with 0x, or decimal.
@@ -127,6 +137,18 @@ fn parse_size(s: &str) -> Result<usize, ArgError> {
         return Err(ArgError::SizeRange(s.into()));
     }
     Ok(bytes as usize)
+}
+
+/// `FILE` or `FILE,ro`.
+fn parse_disk(s: &str) -> Result<vmm::DiskSpec, ArgError> {
+    let (path, read_only) = match s.strip_suffix(",ro") {
+        Some(path) => (path, true),
+        None => (s, false),
+    };
+    if path.is_empty() {
+        return Err(ArgError::Disk(s.into()));
+    }
+    Ok(vmm::DiskSpec { path: path.into(), read_only })
 }
 
 /// Opens `path` as a KVM system fd, with an error that says what to do.
@@ -194,7 +216,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info { device } => info(&device).map(|()| 0),
         Command::Stat { vm, debugfs } => stats::stat(&debugfs, vm.as_deref()).map(|()| 0).map_err(Error::from),
-        Command::Run { device, kernel, initrd, cmdline, flat, entry, load, cpus, mem, trace_exits, console, timeout, stats, irqchip } => {
+        Command::Run { device, kernel, initrd, cmdline, flat, entry, load, cpus, mem, trace_exits, console, timeout, stats, irqchip, disk, rng } => {
             let image = match (kernel, flat) {
                 (Some(kernel), _) => Ok(vmm::Image::Linux { kernel, initrd, cmdline }),
                 (None, Some(flat)) => std::fs::read(&flat).map_err(Error::file(&flat)).map(|bytes| {
@@ -204,7 +226,7 @@ fn main() -> ExitCode {
                 (None, None) => Err(Error::NoImage),
             };
             let timeout = timeout.map(std::time::Duration::from_secs);
-            image.and_then(|image| run(&device, vmm::Config { mem_size: mem, cpus, image, trace_exits, stats, timeout, irqchip }, console.as_deref()))
+            image.and_then(|image| run(&device, vmm::Config { mem_size: mem, cpus, image, trace_exits, stats, timeout, irqchip, disks: disk, rng }, console.as_deref()))
         }
     };
     match result {
@@ -231,5 +253,8 @@ mod tests {
         assert_eq!(parse_addr("0x7c00"), Ok(0x7c00));
         assert_eq!(parse_addr("4096"), Ok(4096));
         assert!(parse_addr("0xzz").is_err());
+        assert_eq!(parse_disk("a.img"), Ok(vmm::DiskSpec { path: "a.img".into(), read_only: false }));
+        assert_eq!(parse_disk("/x/a,b,ro"), Ok(vmm::DiskSpec { path: "/x/a,b".into(), read_only: true }));
+        assert!(parse_disk(",ro").is_err() && parse_disk("").is_err());
     }
 }

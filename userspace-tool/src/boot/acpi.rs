@@ -23,7 +23,10 @@ use acpi_tables::{
 };
 
 use super::checksum;
-use crate::devices::{acpi_pm, i8042, rtc, serial};
+use crate::{
+    devices::{acpi_pm, i8042, rtc, serial},
+    layout,
+};
 
 /// Where the tables go: the RSDP first, on the 16-byte boundary Linux's scan of
 /// 0xe0000-0xfffff finds.
@@ -48,13 +51,15 @@ pub struct Machine {
     pub lapic: u32,
     /// The I/O APIC's address and APIC ID, with the kernel's irqchip.
     pub ioapic: Option<(u32, u8)>,
+    /// The virtio-mmio devices: register page and ISA interrupt line of each.
+    pub virtio: Vec<(u32, u8)>,
 }
 
 /// The tables as one blob for guest-physical [`ADDR`]; `None` if they do not fit.
 pub fn build(m: &Machine) -> Option<Vec<u8>> {
     let mut blob = Blob(vec![0; Rsdp::len()]);
     let facs = blob.place(&bytes(&FACS::new()), 64);
-    let dsdt = blob.place(&dsdt(), 16);
+    let dsdt = blob.place(&dsdt(&m.virtio), 16);
     let fadt = blob.place(&bytes(&fadt(facs, dsdt)), 16);
     let madt = blob.place(&madt(m), 16);
     let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
@@ -114,12 +119,21 @@ fn io_register(port: u16, len: u8) -> GAS {
     GAS::new(AddressSpace::SystemIo, len.saturating_mul(8), 0, AccessSize::WordAccess, port.into())
 }
 
-/// `\_S5` and the ISA devices the guest may bind drivers to: COM1 and the CMOS clock.
-fn dsdt() -> Vec<u8> {
+/// `\_S5` and the devices the guest may bind drivers to: COM1, the CMOS clock and the
+/// virtio-mmio devices (`LNRO0005`, which Linux's virtio_mmio driver matches, as on
+/// cloud-hypervisor and QEMU's microvm).
+fn dsdt(virtio: &[(u32, u8)]) -> Vec<u8> {
     let mut t = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
     let mut devices = Vec::new();
     isa_device(&mut devices, "COM1", "PNP0501", &[&aml::IO::new(serial::BASE, serial::BASE, 1, serial::LEN as u8), &irq(serial::IRQ)]);
     isa_device(&mut devices, "RTC_", "PNP0B00", &[&aml::IO::new(rtc::INDEX, rtc::INDEX, 1, 2), &irq(rtc::IRQ)]);
+    for (i, &(base, line)) in virtio.iter().enumerate() {
+        let (window, line) = (aml::Memory32Fixed::new(true, base, layout::VIRTIO_SIZE as u32), irq(line));
+        let crs = aml::ResourceTemplate::new(vec![&window, &line]);
+        let (hid, uid) = (aml::Name::new("_HID".into(), &"LNRO0005"), aml::Name::new("_UID".into(), &i));
+        let crs = aml::Name::new("_CRS".into(), &crs);
+        aml::Device::new(format!("VR{i:02}").as_str().into(), vec![&hid, &uid, &crs]).to_aml_bytes(&mut devices);
+    }
     let devices = Raw(devices);
     aml::Scope::new("\\_SB_".into(), vec![&devices]).to_aml_bytes(&mut t);
     // SLP_TYPa and SLP_TYPb of soft off, which acpi_pm turns into the end of the VM.
@@ -221,7 +235,7 @@ mod tests {
 
     #[test]
     fn tables_chain_from_the_rsdp_with_valid_checksums() {
-        let m = Machine { cpus: 3, lapic: 0xfee0_0000, ioapic: Some((0xfec0_0000, 3)) };
+        let m = Machine { cpus: 3, lapic: 0xfee0_0000, ioapic: Some((0xfec0_0000, 3)), virtio: vec![(0xd000_0000, 5)] };
         let blob = build(&m).unwrap();
         assert_eq!(&blob[..8], b"RSD PTR ");
         assert_eq!(checksum(&blob[..20]), 0);
@@ -234,7 +248,13 @@ mod tests {
         let facs = u64_at(fadt, 132);
         assert_eq!(facs % 64, 0);
         assert_eq!(&at(&blob, facs)[..4], b"FACS");
-        table(&blob, u64_at(fadt, 140), b"DSDT");
+        let dsdt = table(&blob, u64_at(fadt, 140), b"DSDT");
+        let virtio = dsdt.windows(8).position(|w| w == b"LNRO0005").expect("the virtio device is in the DSDT");
+        // Its _CRS: Memory32Fixed (0x86) with the window, then an extended interrupt on line 5.
+        let crs = &dsdt[virtio..];
+        let mem = crs.iter().position(|&b| b == 0x86).unwrap();
+        assert_eq!((u32_at(crs, mem + 4), u32_at(crs, mem + 8)), (0xd000_0000, 0x1000));
+        assert_eq!((crs[mem + 12], u32_at(crs, mem + 17)), (0x89, 5));
         assert_eq!(u32_at(fadt, 56), u32::from(acpi_pm::EVENT));
         assert_eq!(u32_at(fadt, 64), u32::from(acpi_pm::CONTROL));
         assert_eq!(u32_at(fadt, 112) & (1 << 10), 1 << 10, "reset register supported");
@@ -254,14 +274,14 @@ mod tests {
 
     #[test]
     fn without_an_ioapic_the_madt_lists_only_the_cpus() {
-        let blob = build(&Machine { cpus: 1, lapic: 0xfee0_0000, ioapic: None }).unwrap();
+        let blob = build(&Machine { cpus: 1, lapic: 0xfee0_0000, ioapic: None, virtio: vec![] }).unwrap();
         let madt_addr = u64_at(table(&blob, u64_at(&blob, 24), b"XSDT"), 44);
         assert_eq!(table(&blob, madt_addr, b"APIC").len(), 44 + 8);
     }
 
     #[test]
     fn the_dsdt_says_how_to_power_off() {
-        let blob = build(&Machine { cpus: 1, lapic: 0xfee0_0000, ioapic: None }).unwrap();
+        let blob = build(&Machine { cpus: 1, lapic: 0xfee0_0000, ioapic: None, virtio: vec![] }).unwrap();
         let fadt = table(&blob, u64_at(table(&blob, u64_at(&blob, 24), b"XSDT"), 36), b"FACP");
         let dsdt = table(&blob, u64_at(fadt, 140), b"DSDT");
         // NameOp "_S5_" PackageOp: the package follows the name.
@@ -272,6 +292,6 @@ mod tests {
 
     #[test]
     fn the_largest_machine_fits() {
-        assert!(build(&Machine { cpus: 255, lapic: 0xfee0_0000, ioapic: Some((0xfec0_0000, 255)) }).is_some());
+        assert!(build(&Machine { cpus: 255, lapic: 0xfee0_0000, ioapic: Some((0xfec0_0000, 255)), virtio: vec![] }).is_some());
     }
 }

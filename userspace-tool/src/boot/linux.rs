@@ -49,8 +49,10 @@ pub struct Boot<'a> {
     pub ioapic: bool,
 }
 
-/// Loads the kernel (and initrd) into `mem` of `mem_size` bytes and sets up `vcpu` to enter it.
-pub fn boot(mem: &GuestMemoryMmap, mem_size: u64, vcpu: &VcpuFd, b: &Boot<'_>) -> Result<()> {
+/// Loads the kernel (and initrd) into `mem`, whose RAM is `ram` (`(address, bytes)`, the first
+/// range from 0, see `layout::ram`), and sets up `vcpu` to enter it.
+pub fn boot(mem: &GuestMemoryMmap, ram: &[(u64, u64)], vcpu: &VcpuFd, b: &Boot<'_>) -> Result<()> {
+    let low_end = ram[0].1;
     let path = b.kernel;
     let mut file = File::open(path).map_err(Error::file(path))?;
     let loaded = BzImage::load(mem, None, &mut file, Some(GuestAddress(HIMEM)))
@@ -72,8 +74,8 @@ pub fn boot(mem: &GuestMemoryMmap, mem_size: u64, vcpu: &VcpuFd, b: &Boot<'_>) -
 
     if let Some(initrd) = b.initrd {
         let bytes = std::fs::read(initrd).map_err(Error::file(initrd))?;
-        // At the top of RAM below the kernel's limit, page aligned.
-        let top = mem_size.min(params.hdr.initrd_addr_max as u64 + 1);
+        // At the top of RAM below 4 GiB and the kernel's limit, page aligned.
+        let top = low_end.min(params.hdr.initrd_addr_max as u64 + 1);
         let addr = top.checked_sub(bytes.len() as u64).map(|a| a & !0xfff)
             .filter(|a| *a >= loaded.kernel_end)
             .ok_or_else(|| Error::InitrdTooBig { path: initrd.to_path_buf(), len: bytes.len() })?;
@@ -83,7 +85,8 @@ pub fn boot(mem: &GuestMemoryMmap, mem_size: u64, vcpu: &VcpuFd, b: &Boot<'_>) -
     }
 
     // RAM, and the ACPI tables' area (kept, as the RSDP must stay where the kernel found it).
-    let map = [(0, EBDA, E820_RAM), (acpi::ADDR, acpi::ROOM as u64, E820_RESERVED), (HIMEM, mem_size - HIMEM, E820_RAM)];
+    let mut map = vec![(0, EBDA, E820_RAM), (acpi::ADDR, acpi::ROOM as u64, E820_RESERVED), (HIMEM, low_end - HIMEM, E820_RAM)];
+    map.extend(ram[1..].iter().map(|&(addr, len)| (addr, len, E820_RAM)));
     for (i, (addr, size, type_)) in map.iter().enumerate() {
         params.e820_table[i].addr = *addr;
         params.e820_table[i].size = *size;

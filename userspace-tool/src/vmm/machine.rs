@@ -17,13 +17,13 @@ use std::{
 use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{idle, kick::KICK_SIGNAL, Irqchip, Outcome};
-use crate::devices::{
+use super::{idle, kick::KICK_SIGNAL, virtio, Irqchip, Outcome};
+use crate::{layout, devices::{
     bus::{Bus, BusDevice, Effect},
     clock::Clock,
     isa::Isa,
     lapic::{self, Delivery, Ipi, Lapic},
-};
+}};
 
 /// Where a CPU is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +83,8 @@ pub struct Cpu {
 enum Mmio {
     /// The accessing CPU's own local APIC.
     LocalApic,
+    /// A virtio device's register page, by its index in [`Machine::virtio`].
+    Virtio(usize),
 }
 
 /// The whole machine.
@@ -94,6 +96,8 @@ pub struct Machine<W: Write> {
     pub vm: VmFd,
     isa: Mutex<Isa<W>>,
     mmio: Bus<Mmio>,
+    /// The virtio devices (vmm/virtio.rs).
+    pub virtio: Vec<virtio::Slot>,
     pub cpus: Vec<Cpu>,
     pub clock: Clock,
     /// When `--timeout` ends the VM (ns on `clock`).
@@ -114,8 +118,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl<W: Write> Machine<W> {
     /// A machine with `cpus` CPUs (APIC IDs 0..cpus) on VM `vm`; CPU 0 runs, the others
     /// wait for a STARTUP (in the kernel unless `--irqchip user`). `com1_irq` with the kernel's
-    /// irqchip.
-    pub fn new(isa: Isa<W>, cpus: u8, deadline: Option<u64>, irqchip: Irqchip, com1_irq: Option<EventFd>, vm: VmFd) -> Self {
+    /// irqchip; the virtio devices `virtio`.
+    pub fn new(isa: Isa<W>, cpus: u8, deadline: Option<u64>, irqchip: Irqchip, com1_irq: Option<EventFd>, vm: VmFd, virtio: Vec<virtio::Slot>) -> Self {
         let clock = isa.clock;
         let user = irqchip == Irqchip::User;
         let cpus: Vec<Cpu> = (0..cpus)
@@ -132,8 +136,12 @@ impl<W: Write> Machine<W> {
             })
             .collect();
         let inactive = AtomicUsize::new(if user { cpus.len() - 1 } else { 0 });
-        let mmio = Bus::new(if user { &[(lapic::BASE, lapic::SIZE, Mmio::LocalApic)] } else { &[] });
-        Machine { irqchip, com1_irq, vm, isa: Mutex::new(isa), mmio, cpus, clock, deadline, inactive, stopping: AtomicBool::new(false), input_open: AtomicBool::new(true),
+        let mut ranges: Vec<_> = virtio.iter().enumerate().map(|(i, v)| (v.base, layout::VIRTIO_SIZE, Mmio::Virtio(i))).collect();
+        if user {
+            ranges.push((lapic::BASE, lapic::SIZE, Mmio::LocalApic));
+        }
+        let mmio = Bus::new(&ranges);
+        Machine { irqchip, com1_irq, vm, isa: Mutex::new(isa), mmio, virtio, cpus, clock, deadline, inactive, stopping: AtomicBool::new(false), input_open: AtomicBool::new(true),
                   outcome: Mutex::new(None) }
     }
 
@@ -161,30 +169,48 @@ impl<W: Write> Machine<W> {
         }
     }
 
+    /// A device's edge on ISA line `irq` at the userspace 8259s, which are wired to CPU 0.
+    pub fn pulse_irq(&self, irq: u8) {
+        let mut isa = self.isa();
+        isa.pic.pulse(irq);
+        let raised = isa.pic.has_interrupt();
+        drop(isa);
+        if raised {
+            self.kick(0, None);
+        }
+    }
+
     /// CPU `me`'s MMIO read at `addr`; all ones where no device answers.
     pub fn mmio_read(&self, me: usize, addr: u64, data: &mut [u8]) {
         data.fill(0xff);
         let Some((dev, base, offset)) = self.mmio.find(addr) else { return };
-        let mut st = self.state(me);
-        let device: &mut dyn BusDevice = match dev {
-            Mmio::LocalApic => &mut st.lapic,
-        };
-        if device.claims(offset, data.len(), false) {
-            device.read(base, offset, data, self.clock.now());
+        match dev {
+            Mmio::Virtio(i) => self.virtio[i].transport.read(offset, data),
+            Mmio::LocalApic => {
+                let lapic = &mut self.state(me).lapic;
+                if lapic.claims(offset, data.len(), false) {
+                    lapic.read(base, offset, data, self.clock.now());
+                }
+            }
         }
     }
 
     /// CPU `me`'s MMIO write at `addr`; what it asks of the machine.
     pub fn mmio_write(&self, me: usize, addr: u64, data: &[u8]) -> Option<Effect> {
         let (dev, base, offset) = self.mmio.find(addr)?;
-        let mut st = self.state(me);
-        let device: &mut dyn BusDevice = match dev {
-            Mmio::LocalApic => &mut st.lapic,
-        };
-        if !device.claims(offset, data.len(), true) {
-            return None;
+        match dev {
+            Mmio::Virtio(i) => {
+                self.virtio[i].transport.write(offset, data);
+                None
+            }
+            Mmio::LocalApic => {
+                let lapic = &mut self.state(me).lapic;
+                if !lapic.claims(offset, data.len(), true) {
+                    return None;
+                }
+                lapic.write(base, offset, data, self.clock.now())
+            }
         }
-        device.write(base, offset, data, self.clock.now())
     }
 
     /// Carries out what CPU `me`'s device write asked; the outcome if it ends the VM. Called

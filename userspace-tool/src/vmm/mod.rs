@@ -14,6 +14,7 @@ mod machine;
 mod outcome;
 mod trace;
 mod vcpu;
+mod virtio;
 
 pub use outcome::Outcome;
 pub use trace::Trace;
@@ -26,8 +27,13 @@ use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::{
-    devices::{isa::Isa, lapic, serial},
+    devices::{
+        isa::Isa,
+        lapic, serial,
+        virtio::{block::{Block, Disk}, rng::Rng},
+    },
     error::{Error, Result},
+    layout,
 };
 use machine::Machine;
 use vcpu::Vcpu;
@@ -48,6 +54,17 @@ pub struct Config {
     pub timeout: Option<Duration>,
     /// Where the interrupt controller is.
     pub irqchip: Irqchip,
+    /// Disk images for virtio-blk devices (the guest's vda, vdb, ...).
+    pub disks: Vec<DiskSpec>,
+    /// A virtio-rng device.
+    pub rng: bool,
+}
+
+/// `--disk FILE[,ro]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskSpec {
+    pub path: std::path::PathBuf,
+    pub read_only: bool,
 }
 
 /// Where the interrupt controller is. Without the kernel's, the 8259s and the 8254 are here,
@@ -99,16 +116,28 @@ pub fn run<W: Write + Send>(kvm: &Kvm, cfg: &Config, console: W) -> Result<Ran> 
     if cfg.cpus == 0 || cfg.cpus as usize > max {
         return Err(Error::Cpus { cpus: cfg.cpus, max });
     }
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), cfg.mem_size)])
-        .map_err(|e| Error::Memory(cfg.mem_size, e))?;
+    // The disks first: a bad image ends the run before anything is created or written.
+    let mut devices: Vec<Box<dyn crate::devices::virtio::Device>> = Vec::new();
+    for (i, d) in cfg.disks.iter().enumerate() {
+        let disk = Disk::open(&d.path, d.read_only)?;
+        devices.push(Box::new(Block::new(disk, i)));
+    }
+    if cfg.rng {
+        devices.push(Box::new(Rng));
+    }
+    let ram = layout::ram(cfg.mem_size as u64);
+    let ranges: Vec<_> = ram.iter().map(|&(addr, len)| (GuestAddress(addr), len as usize)).collect();
+    let mem = GuestMemoryMmap::<()>::from_ranges(&ranges).map_err(|e| Error::Memory(cfg.mem_size, e))?;
     let vm = kvm.create_vm().map_err(Error::ioctl("KVM_CREATE_VM"))?;
-    let host = mem.get_host_address(GuestAddress(0)).map_err(Error::guest_memory("guest memory"))?;
-    let region = kvm_userspace_memory_region {
-        slot: 0, flags: 0, guest_phys_addr: 0, memory_size: cfg.mem_size as u64, userspace_addr: host as u64,
-    };
-    // SAFETY: `mem` maps the region and outlives the VM (both live until this function returns;
-    // the machine that takes the VM is declared later, so it is dropped first).
-    unsafe { vm.set_user_memory_region(region) }.map_err(Error::ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+    for (slot, &(addr, len)) in ram.iter().enumerate() {
+        let host = mem.get_host_address(GuestAddress(addr)).map_err(Error::guest_memory("guest memory"))?;
+        let region = kvm_userspace_memory_region {
+            slot: slot as u32, flags: 0, guest_phys_addr: addr, memory_size: len, userspace_addr: host as u64,
+        };
+        // SAFETY: `mem` maps the region and outlives the VM (both live until this function
+        // returns; the machine that takes the VM is declared later, so it is dropped first).
+        unsafe { vm.set_user_memory_region(region) }.map_err(Error::ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+    }
     let in_kernel = cpuid::Apic::InKernel { tsc_deadline: kvm.check_extension(Cap::TscDeadlineTimer) };
     let (apic, com1_irq) = match cfg.irqchip {
         Irqchip::Split => {
@@ -120,6 +149,7 @@ pub fn run<W: Write + Send>(kvm: &Kvm, cfg: &Config, console: W) -> Result<Ran> 
         Irqchip::Kernel => (in_kernel, Some(kernel_irqchip(&vm)?)),
         Irqchip::User => (cpuid::Apic::User, None),
     };
+    let virtio = virtio::attach(&vm, devices, cfg.irqchip == Irqchip::Kernel)?;
     let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(Error::ioctl("KVM_GET_SUPPORTED_CPUID"))?;
     let mut vcpus = Vec::new();
     for index in 0..cfg.cpus as usize {
@@ -136,7 +166,7 @@ pub fn run<W: Write + Send>(kvm: &Kvm, cfg: &Config, console: W) -> Result<Ran> 
         Image::Linux { kernel, initrd, cmdline } => {
             let ioapic = cfg.irqchip == Irqchip::Kernel;
             let boot = crate::boot::linux::Boot { kernel, initrd: initrd.as_deref(), cmdline, ioapic };
-            crate::boot::linux::boot(&mem, cfg.mem_size as u64, &vcpus[0].fd, &boot)?;
+            crate::boot::linux::boot(&mem, &ram, &vcpus[0].fd, &boot)?;
             // The processors and their APICs, as firmware would list them: in ACPI's tables,
             // and for kernels built without ACPI in an MP table, which can describe only a
             // machine with an I/O APIC (without one, a kernel that reads it says "BIOS bug, no
@@ -148,6 +178,7 @@ pub fn run<W: Write + Send>(kvm: &Kvm, cfg: &Config, console: W) -> Result<Ran> 
             }
             let acpi = crate::boot::acpi::Machine {
                 cpus: cfg.cpus, lapic: lapic::BASE as u32, ioapic: ioapic.then_some((IOAPIC_BASE, cfg.cpus)),
+                virtio: virtio.iter().map(|v| (v.base as u32, v.irq)).collect(),
             };
             let tables = crate::boot::acpi::build(&acpi).ok_or(Error::AcpiTables(cfg.cpus))?;
             mem.write_slice(&tables, GuestAddress(crate::boot::acpi::ADDR)).map_err(Error::guest_memory("ACPI tables"))?;
@@ -156,13 +187,17 @@ pub fn run<W: Write + Send>(kvm: &Kvm, cfg: &Config, console: W) -> Result<Ran> 
     kick::install()?;
     let _terminal = console::Terminal::raw();
     let deadline = cfg.timeout.map(|t| t.as_nanos() as u64);
-    let machine = Machine::new(Isa::new(console, cfg.irqchip != Irqchip::Kernel), cfg.cpus, deadline, cfg.irqchip, com1_irq, vm);
+    let machine = Machine::new(Isa::new(console, cfg.irqchip != Irqchip::Kernel), cfg.cpus, deadline, cfg.irqchip, com1_irq, vm, virtio);
     let results: Vec<Result<Trace>> = std::thread::scope(|s| {
         let threads: Vec<_> = vcpus.into_iter().map(|v| {
             let m = &machine;
             s.spawn(move || vcpu::run(m, v))
         }).collect();
         s.spawn(|| console::pump(&machine));
+        for i in 0..machine.virtio.len() {
+            let (m, mem) = (&machine, &mem);
+            s.spawn(move || virtio::serve(m, i, mem));
+        }
         threads.into_iter().map(|t| t.join().unwrap_or(Err(Error::Panicked))).collect()
     });
     let mut trace = Trace::default();
