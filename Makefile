@@ -85,10 +85,12 @@ check:
 BENCH_KERNELS ?= production default mitigations
 bench: module tool test-programs
 	@kdir=$$(scripts/build-kernel) && initrd=$$(scripts/guest-initrd "$$kdir") && \
+	gkdir=$$(RVMX_KERNEL_VARIANT=guest scripts/build-kernel) && disk=$$(scripts/guest-disk) && \
 	for k in $(BENCH_KERNELS); do \
 	echo "== test kernel: $$k"; \
 	scripts/vm-run --cpus 2 --module rvmx --kernel $$k --timeout 3600 --add tests/vm/bench.sh:/root/bench.sh \
 		--add "$$kdir/arch/x86/boot/bzImage:/root/guest-bzImage" --add "$$initrd:/root/guest-initrd.cpio" \
+		--add "$$gkdir/arch/x86/boot/bzImage:/root/guest-disk-bzImage" --add "$$disk:/root/guest-disk.img" \
 		-- sh /root/bench.sh | sed -u 's/\r$$//' | while IFS= read -r l; do case "$$l" in \
 		"bench: "*) echo "$$(date +%T) $$l" ;; "BENCH "*) echo "$${l#BENCH }" ;; esac; done; \
 	done

@@ -5,6 +5,7 @@
 #   rvmx-disk.write=WORD   writes WORD to /rvmx-data, syncs, and powers off cleanly
 #   rvmx-disk.read         prints /rvmx-data's contents and powers off
 #   rvmx-disk.fsync        writes and fsyncs files in a loop until the VMM is killed
+#   rvmx-disk.bench        disk-bench on the second disk (/dev/vdb), then powers off
 #   (none)                 a shell on the console; leaving it powers off cleanly
 export PATH=/bin
 mount -t proc proc /proc
@@ -33,6 +34,9 @@ case " $(cat /proc/cmdline) " in
 		for f in /fsync/*; do [ "$(wc -c < "$f")" = 4096 ] && n=$((n + 1)); done
 		echo "rvmx-disk: $n of $(ls /fsync | wc -l) fsync files whole"
 	fi
+	off ;;
+*" rvmx-disk.bench "*)
+	disk-bench /dev/vdb | sed 's/^/rvmx-disk: bench /'
 	off ;;
 *" rvmx-disk.fsync "*)
 	mkdir -p /fsync

@@ -7,6 +7,14 @@ linux_boot() { # linux_boot DEVICE [--stats]: the guest's uptime (s) when its in
 		< /dev/null 2> /tmp/linux-boot.err | tr -d '\r' | sed -n 's/^rvmx-guest: .*, up \([0-9.]*\) s$/linux_boot_to_init_guest_ms \1/p' |
 		awk '{ printf "%s %d\n", $1, $2 * 1000 }'
 }
+disk() { # disk DEVICE: the guest kernel from the ext4 disk, disk-bench on a second, blank disk
+	cp /root/guest-disk.img /tmp/root.img && dd if=/dev/zero of=/tmp/bench.img bs=1M count=32 2> /dev/null &&
+	rvmx run --device "$1" --kernel /root/guest-disk-bzImage --disk /tmp/root.img --disk /tmp/bench.img --mem 128M \
+		--timeout 900 --cmdline "console=ttyS0 reboot=k panic=-1 tsc_early_khz=100000 nohz=off quiet root=/dev/vda rvmx-disk.bench" \
+		< /dev/null 2> /dev/null | tr -d '\r' | sed -n 's/^rvmx-disk: bench //p; s/^rvmx-disk: root .*, up \([0-9.]*\) s, .*/disk_boot_to_init_guest_ms \1/p' |
+		awk '{ printf "%s %d\n", $1, $1 ~ /_ms$/ ? $2 * 1000 : $2 }'
+	rm -f /tmp/root.img /tmp/bench.img
+}
 bench() { # bench DEVICE > results (progress on the console, which the host timestamps)
 	echo "bench: exits on $1" > /dev/console
 	kvm-bench "$1"
@@ -14,6 +22,10 @@ bench() { # bench DEVICE > results (progress on the console, which the host time
 	kvm-irq-bench "$1"
 	echo "bench: Linux boot on $1" > /dev/console
 	case $1 in /dev/rvmx) linux_boot "$1" --stats; cp /tmp/linux-boot.err /tmp/linux-stats ;; *) linux_boot "$1" ;; esac
+	if [ -f /root/guest-disk.img ]; then
+		echo "bench: the guest kernel from a virtio-blk disk on $1" > /dev/console
+		disk "$1"
+	fi
 	echo "bench: done on $1" > /dev/console
 }
 # Everything on CPU 0 (the test VM has two: Linux 7.3 warns about Bochs' one-CPU topology).

@@ -68,21 +68,16 @@ bad_inputs() {
 	bad_disk "shorter than one 512-byte sector" /tmp/short.img &&
 	bad_disk "/tmp/missing.img: No such file or directory" /tmp/missing.img &&
 	bad_disk "read-only: give it as --disk /tmp/ro.img,ro" /tmp/ro.img &&
-	[ "$(md5sum < /tmp/ro.img)" = "$sum" ] &&
-	cp /root/guest-disk.img /tmp/locked.img || return 1
-	# Another VM has the image (a shell waiting for input): its lock is taken before it starts.
-	sleep 120 | rvmx run --kernel /root/guest-disk-bzImage --disk /tmp/locked.img --mem 64M --timeout 120 \
-		--cmdline "$CMDLINE" > /dev/null 2>&1 &
-	sleep 2
-	bad_disk "in use by another process (locked)" /tmp/locked.img
+	[ "$(md5sum < /tmp/ro.img)" = "$sum" ]
 	r=$?
-	kill $(pidof rvmx) $(pidof sleep) 2> /dev/null
-	wait
-	rm -f /tmp/locked.img /tmp/ro.img /tmp/short.img
+	rm -f /tmp/ro.img /tmp/short.img
 	return $r
 }
+# A locked image (another VM has it) is refused too: a host unit test shows it
+# (block::tests::bad_images_are_refused_with_one_line), as the test VM's kernel has no file
+# locking (CONFIG_FILE_LOCKING, tinyconfig), where rvmx run uses an image unlocked.
 
-check "disk: bad images are refused with one line and status 1, nothing written (too short, missing, read-only file given read-write, locked by another process)" bad_inputs
+check "disk: bad images are refused with one line and status 1, nothing written (too short, missing, read-only file given read-write)" bad_inputs
 check "disk: rvmx run --disk --rng (split irqchip, 2 CPUs) boots the guest kernel from an ext4 virtio-blk disk on /dev/rvmx; the guest uses virtio-rng; a file written before a clean poweroff is there at the next boot; e2fsck clean" \
 	round_trip rvmx-split /dev/rvmx split
 check "disk: ... the same with the kernel's irqchip (interrupts through irqfd)" round_trip rvmx-kernel /dev/rvmx kernel

@@ -82,7 +82,14 @@ impl Disk {
         let lock = if read_only { libc::LOCK_SH } else { libc::LOCK_EX };
         // SAFETY: flock on a file descriptor this function owns; no memory is involved.
         if unsafe { libc::flock(file.as_raw_fd(), lock | libc::LOCK_NB) } != 0 {
-            return Err(DiskError::Locked { path: path.into() });
+            let source = std::io::Error::last_os_error();
+            match source.raw_os_error() {
+                Some(libc::EWOULDBLOCK) => return Err(DiskError::Locked { path: path.into() }),
+                // A host kernel without file locking, or a file system without it: the image
+                // is used unlocked, as QEMU does where locking is not supported.
+                Some(libc::ENOSYS | libc::ENOLCK | libc::EOPNOTSUPP) => {}
+                _ => return Err(DiskError::Open { path: path.into(), source }),
+            }
         }
         if len < SECTOR {
             return Err(DiskError::TooShort { path: path.into(), len });
@@ -236,7 +243,7 @@ impl Device for Block {
         super::read_bytes(&config, offset, data);
     }
 
-    fn handle(&mut self, _queue: usize, chain: Chain<'_>, mem: &GuestMemoryMmap) -> u32 {
+    fn handle(&self, _queue: usize, chain: Chain<'_>, mem: &GuestMemoryMmap) -> u32 {
         let (Ok(mut reader), Ok(mut writer)) = (chain.clone().reader(mem), chain.writer(mem)) else { return 0 };
         // The status byte is the last device-writable byte; without one, no answer is possible.
         let Some(data_len) = writer.available_bytes().checked_sub(1) else { return 0 };

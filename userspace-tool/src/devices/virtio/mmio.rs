@@ -5,9 +5,12 @@
 //! the guest's interrupt handler reads and acknowledges, is an atomic outside it, so that a slow
 //! request never holds up the handler.
 
-use std::sync::{
-    atomic::{AtomicBool, AtomicU32, Ordering},
-    Mutex, MutexGuard,
+use std::{
+    num::Wrapping,
+    sync::{
+        atomic::{AtomicBool, AtomicU32, Ordering},
+        Mutex, MutexGuard,
+    },
 };
 
 use virtio_bindings::{
@@ -17,11 +20,11 @@ use virtio_bindings::{
     virtio_mmio::*,
     virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC},
 };
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::{Device, QUEUE_MAX};
+use super::{Chain, Device, QUEUE_MAX};
 
 /// "virt", little-endian.
 const MAGIC: u32 = 0x7472_6976;
@@ -33,36 +36,48 @@ const VENDOR: u32 = 0x584d_5652;
 const TRANSPORT_FEATURES: u64 =
     1 << VIRTIO_F_VERSION_1 | 1 << VIRTIO_RING_F_EVENT_IDX | 1 << VIRTIO_RING_F_INDIRECT_DESC;
 
-/// The registers' state, and the device behind them.
+/// How often [`Transport::work`] goes back to the rings before it lets other work run: a
+/// driver that keeps a queue full gets the device thread back at once, through its own notify.
+const PASSES: usize = 4;
+
+/// The registers' state.
 struct State {
-    device: Box<dyn Device>,
     status: u32,
     device_features_sel: u32,
     driver_features_sel: u32,
     driver_features: u64,
     queue_sel: u32,
     queues: Vec<Queue>,
+    /// Resets so far: requests taken before a reset are not completed after it.
+    resets: u64,
 }
 
 /// One virtio-mmio device.
 pub struct Transport {
+    /// The registers and rings, under the lock vCPU threads and the device thread share; the
+    /// device's own work (disk I/O) happens outside it.
     state: Mutex<State>,
+    device: Box<dyn Device>,
     /// `InterruptStatus`: used buffers (bit 0), configuration change (bit 1).
     interrupt: AtomicU32,
     /// Signalled by every write to `QueueNotify`.
     pub notify: EventFd,
-    /// The guest broke a queue (addresses outside its memory): said once.
+    /// The guest broke a queue: said once.
     broken: AtomicBool,
 }
+
+/// Requests taken from the rings: queue, descriptor chain.
+type Batch<'m> = Vec<(usize, Chain<'m>)>;
 
 impl Transport {
     pub fn new(device: Box<dyn Device>) -> std::io::Result<Self> {
         let queues = (0..device.queues()).map(|_| Queue::new(QUEUE_MAX).expect("QUEUE_MAX is a power of two")).collect();
         let state = State {
-            device, status: 0, device_features_sel: 0, driver_features_sel: 0, driver_features: 0, queue_sel: 0, queues,
+            status: 0, device_features_sel: 0, driver_features_sel: 0, driver_features: 0, queue_sel: 0, queues, resets: 0,
         };
         Ok(Transport {
             state: Mutex::new(state),
+            device,
             interrupt: AtomicU32::new(0),
             notify: EventFd::new(EFD_NONBLOCK)?,
             broken: AtomicBool::new(false),
@@ -76,16 +91,24 @@ impl Transport {
     /// A read of `data.len()` bytes at `offset` in the register page.
     pub fn read(&self, offset: u64, data: &mut [u8]) {
         if offset >= u64::from(VIRTIO_MMIO_CONFIG) {
-            self.state().device.read_config(offset - u64::from(VIRTIO_MMIO_CONFIG), data);
+            self.device.read_config(offset - u64::from(VIRTIO_MMIO_CONFIG), data);
             return;
         }
         data.fill(0);
         // The registers are 32 bits wide and read whole (4.2.2.2); anything else reads zero.
         let (Ok(reg), 4) = (u32::try_from(offset), data.len()) else { return };
-        let v = if reg == VIRTIO_MMIO_INTERRUPT_STATUS {
-            self.interrupt.load(Ordering::Acquire)
-        } else {
-            self.state().read(reg)
+        let v = match reg {
+            VIRTIO_MMIO_INTERRUPT_STATUS => self.interrupt.load(Ordering::Acquire),
+            VIRTIO_MMIO_DEVICE_ID => self.device.id(),
+            VIRTIO_MMIO_DEVICE_FEATURES => {
+                let features = self.device.features() | TRANSPORT_FEATURES;
+                match self.state().device_features_sel {
+                    0 => features as u32,
+                    1 => (features >> 32) as u32,
+                    _ => 0,
+                }
+            }
+            _ => self.state().read(reg),
         };
         data.copy_from_slice(&v.to_le_bytes());
     }
@@ -96,10 +119,7 @@ impl Transport {
         let (Ok(reg), Ok(bytes)) = (u32::try_from(offset), <[u8; 4]>::try_from(data)) else { return };
         let v = u32::from_le_bytes(bytes);
         match reg {
-            // A full counter only means the device thread has a wake-up waiting already.
-            VIRTIO_MMIO_QUEUE_NOTIFY => {
-                let _ = self.notify.write(1);
-            }
+            VIRTIO_MMIO_QUEUE_NOTIFY => self.wake(),
             VIRTIO_MMIO_INTERRUPT_ACK => {
                 self.interrupt.fetch_and(!v, Ordering::AcqRel);
             }
@@ -109,80 +129,113 @@ impl Transport {
                 self.broken.store(false, Ordering::Release);
             }
             _ => {
-                let started = self.state().write(reg, v);
-                if started {
+                let offered = self.device.features() | TRANSPORT_FEATURES;
+                if self.state().write(reg, v, offered) {
                     // Requests queued before DRIVER_OK are served now.
-                    let _ = self.notify.write(1);
+                    self.wake();
                 }
             }
         }
     }
 
-    /// Serves every request the driver queued, on the device's thread; whether to interrupt
-    /// the guest (the used-buffer bit is set in `InterruptStatus` already).
+    /// Wakes the device thread.
+    fn wake(&self) {
+        // A full counter only means the device thread has a wake-up waiting already.
+        let _ = self.notify.write(1);
+    }
+
+    /// Serves the requests the driver queued, on the device's thread: takes them from the rings
+    /// under the lock, does the device's work without it, and puts the results in the used
+    /// rings under it again. Whether to interrupt the guest (`InterruptStatus` says why).
     pub fn work(&self, mem: &GuestMemoryMmap) -> bool {
-        let mut st = self.state();
-        if st.status & VIRTIO_CONFIG_S_DRIVER_OK == 0 || st.status & VIRTIO_CONFIG_S_NEEDS_RESET != 0 {
-            return false;
-        }
-        let State { device, queues, .. } = &mut *st;
-        let mut interrupt = false;
-        let mut broken = None;
-        for (i, q) in queues.iter_mut().enumerate() {
-            if !q.ready() {
-                continue;
+        let (mut interrupt, mut more) = (false, false);
+        for _ in 0..PASSES {
+            let (batch, resets) = {
+                let mut st = self.state();
+                match st.take(mem) {
+                    Ok(Some(batch)) => (batch, st.resets),
+                    Ok(None) => break,
+                    Err(()) => return self.broke(st),
+                }
+            };
+            let done: Vec<(usize, u16, u32)> =
+                batch.into_iter().map(|(q, chain)| (q, chain.head_index(), self.device.handle(q, chain, mem))).collect();
+            let mut st = self.state();
+            if st.resets != resets {
+                return false; // the driver reset the device meanwhile: nobody waits for these
             }
-            if !q.is_valid(mem) {
-                broken = Some(i);
+            match st.complete(&done, mem) {
+                Ok((notify, again)) => (interrupt, more) = (interrupt | notify, again),
+                Err(()) => return self.broke(st),
+            }
+            if !more {
                 break;
             }
-            match serve(device.as_mut(), i, q, mem) {
-                Ok(notify) => interrupt |= notify,
-                Err(_) => {
-                    broken = Some(i);
-                    break;
-                }
-            }
         }
-        if let Some(i) = broken {
-            // The driver must reset the device (2.1.2); a driver that does not sees its
-            // requests hang, as on hardware.
-            st.status |= VIRTIO_CONFIG_S_NEEDS_RESET;
-            if !self.broken.swap(true, Ordering::AcqRel) {
-                eprintln!("rvmx: {}: queue {i} lies outside guest memory or is corrupt: the device needs a reset", st.device.name());
-            }
-            self.interrupt.fetch_or(VIRTIO_MMIO_INT_CONFIG, Ordering::AcqRel);
-            return true;
+        if more {
+            self.wake(); // the rings still hold requests: back to them after the interrupt
         }
         if interrupt {
             self.interrupt.fetch_or(VIRTIO_MMIO_INT_VRING, Ordering::AcqRel);
         }
         interrupt
     }
-}
 
-/// Serves queue `q` (number `i`) of `device`: whether the driver wants an interrupt for it.
-fn serve(device: &mut dyn Device, i: usize, q: &mut Queue, mem: &GuestMemoryMmap) -> Result<bool, virtio_queue::Error> {
-    let mut used = false;
-    loop {
-        q.disable_notification(mem)?;
-        while let Some(chain) = q.pop_descriptor_chain(mem) {
-            let head = chain.head_index();
-            let len = device.handle(i, chain, mem);
-            q.add_used(mem, head, len)?;
-            used = true;
+    /// The driver broke a queue (`st` locked): the device needs a reset (2.1.2), and stops; a
+    /// driver that does not reset it sees its requests hang, as on hardware.
+    fn broke(&self, mut st: MutexGuard<'_, State>) -> bool {
+        st.status |= VIRTIO_CONFIG_S_NEEDS_RESET;
+        drop(st);
+        if !self.broken.swap(true, Ordering::AcqRel) {
+            eprintln!("rvmx: {}: a queue lies outside guest memory or is corrupt: the device needs a reset", self.device.name());
         }
-        // Requests that came while notifications were off are served before sleeping.
-        if !q.enable_notification(mem)? {
-            break;
-        }
+        self.interrupt.fetch_or(VIRTIO_MMIO_INT_CONFIG, Ordering::AcqRel);
+        true
     }
-    Ok(used && q.needs_notification(mem)?)
 }
 
 impl State {
-    fn features(&self) -> u64 {
-        self.device.features() | TRANSPORT_FEATURES
+    /// Whether the device serves requests: the driver said DRIVER_OK, and no reset is needed.
+    fn live(&self) -> bool {
+        self.status & VIRTIO_CONFIG_S_DRIVER_OK != 0 && self.status & VIRTIO_CONFIG_S_NEEDS_RESET == 0
+    }
+
+    /// Takes every request the driver made available; `Err` if a queue is broken (rings outside
+    /// guest memory, an available index beyond the queue's size, an unreadable ring entry).
+    fn take<'m>(&mut self, mem: &'m GuestMemoryMmap) -> Result<Option<Batch<'m>>, ()> {
+        if !self.live() {
+            return Ok(None);
+        }
+        let mut batch = Vec::new();
+        for (i, q) in self.queues.iter_mut().enumerate().filter(|(_, q)| q.ready()) {
+            if !q.is_valid(mem) {
+                return Err(());
+            }
+            let pending = (q.avail_idx(mem, Ordering::Acquire).map_err(drop)? - Wrapping(q.next_avail())).0;
+            let before = batch.len();
+            batch.extend(q.iter(mem).map_err(drop)?.map(|chain| (i, chain)));
+            if batch.len() - before < usize::from(pending) {
+                return Err(());
+            }
+        }
+        Ok((!batch.is_empty()).then_some(batch))
+    }
+
+    /// Puts the results of served requests, `(queue, head, length written)`, in the used rings:
+    /// whether the driver wants an interrupt, and whether more requests came meanwhile (the
+    /// driver's next notification is asked for either way: event index or flags).
+    fn complete(&mut self, done: &[(usize, u16, u32)], mem: &GuestMemoryMmap) -> Result<(bool, bool), ()> {
+        let mut served = vec![false; self.queues.len()];
+        for &(i, head, len) in done {
+            self.queues[i].add_used(mem, head, len).map_err(drop)?;
+            served[i] = true;
+        }
+        let (mut notify, mut more) = (false, false);
+        for (q, _) in self.queues.iter_mut().zip(served).filter(|(_, served)| *served) {
+            notify |= q.needs_notification(mem).map_err(drop)?;
+            more |= q.enable_notification(mem).map_err(drop)?;
+        }
+        Ok((notify, more))
     }
 
     fn queue(&mut self) -> Option<&mut Queue> {
@@ -193,13 +246,7 @@ impl State {
         match reg {
             VIRTIO_MMIO_MAGIC_VALUE => MAGIC,
             VIRTIO_MMIO_VERSION => VERSION,
-            VIRTIO_MMIO_DEVICE_ID => self.device.id(),
             VIRTIO_MMIO_VENDOR_ID => VENDOR,
-            VIRTIO_MMIO_DEVICE_FEATURES => match self.device_features_sel {
-                0 => self.features() as u32,
-                1 => (self.features() >> 32) as u32,
-                _ => 0,
-            },
             VIRTIO_MMIO_QUEUE_NUM_MAX => self.queue().map_or(0, |q| q.max_size().into()),
             VIRTIO_MMIO_QUEUE_READY => self.queue().map_or(0, |q| q.ready().into()),
             VIRTIO_MMIO_STATUS => self.status,
@@ -209,8 +256,9 @@ impl State {
         }
     }
 
-    /// A register write other than a reset; whether it set DRIVER_OK.
-    fn write(&mut self, reg: u32, v: u32) -> bool {
+    /// A register write other than a reset, the device offering `offered`; whether it set
+    /// DRIVER_OK.
+    fn write(&mut self, reg: u32, v: u32, offered: u64) -> bool {
         let negotiating = self.status & VIRTIO_CONFIG_S_FEATURES_OK == 0;
         match reg {
             VIRTIO_MMIO_DEVICE_FEATURES_SEL => self.device_features_sel = v,
@@ -221,7 +269,7 @@ impl State {
                 _ => {}
             },
             VIRTIO_MMIO_QUEUE_SEL => self.queue_sel = v,
-            VIRTIO_MMIO_STATUS => return self.set_status(v),
+            VIRTIO_MMIO_STATUS => return self.set_status(v, offered),
             _ => self.write_queue(reg, v),
         }
         false
@@ -251,11 +299,10 @@ impl State {
     /// The driver's status bits: FEATURES_OK only for features the device offered, VERSION_1
     /// among them (a legacy driver is refused); a bit once set stays until a reset. Whether it
     /// set DRIVER_OK.
-    fn set_status(&mut self, v: u32) -> bool {
+    fn set_status(&mut self, v: u32, offered: u64) -> bool {
         let mut new = v | self.status;
         let features_ok = new & !self.status & VIRTIO_CONFIG_S_FEATURES_OK != 0;
         if features_ok {
-            let offered = self.features();
             if self.driver_features & !offered != 0 || self.driver_features & 1 << VIRTIO_F_VERSION_1 == 0 {
                 new &= !VIRTIO_CONFIG_S_FEATURES_OK;
             } else {
@@ -279,6 +326,7 @@ impl State {
         self.driver_features = 0;
         self.queue_sel = 0;
         self.queues.iter_mut().for_each(|q| q.reset());
+        self.resets += 1;
     }
 }
 
@@ -408,4 +456,40 @@ mod tests {
         assert_eq!(read(&t, VIRTIO_MMIO_INTERRUPT_STATUS), VIRTIO_MMIO_INT_CONFIG);
         assert!(!t.work(&mem), "stopped");
     }
+
+    #[test]
+    fn a_broken_ring_stops_the_device_at_once() {
+        // An available index 100 ahead in a queue of 16.
+        let t = Transport::new(Box::new(Rng)).unwrap();
+        let mem = memory_with_request(BUF);
+        mem.write_obj(100u16, GuestAddress(AVAIL + 2)).unwrap();
+        bring_up(&t, 1 << VIRTIO_F_VERSION_1 | 1 << VIRTIO_RING_F_EVENT_IDX);
+        assert!(t.work(&mem));
+        assert_ne!(read(&t, VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET, 0);
+        // An available ring never placed (address 0): the same, not a loop.
+        let t = Transport::new(Box::new(Rng)).unwrap();
+        write(&t, VIRTIO_MMIO_STATUS, 1 | 2);
+        write(&t, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
+        write(&t, VIRTIO_MMIO_DRIVER_FEATURES, 1);
+        write(&t, VIRTIO_MMIO_STATUS, 1 | 2 | VIRTIO_CONFIG_S_FEATURES_OK);
+        write(&t, VIRTIO_MMIO_QUEUE_NUM, 16);
+        write(&t, VIRTIO_MMIO_QUEUE_READY, 1);
+        write(&t, VIRTIO_MMIO_STATUS, 0xf);
+        mem.write_obj(1u16, GuestAddress(2)).unwrap();
+        assert!(t.work(&mem));
+        assert_ne!(read(&t, VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET, 0);
+    }
+
+    #[test]
+    fn event_index_asks_for_the_next_notification() {
+        let t = Transport::new(Box::new(Rng)).unwrap();
+        let mem = memory_with_request(BUF);
+        bring_up(&t, 1 << VIRTIO_F_VERSION_1 | 1 << VIRTIO_RING_F_EVENT_IDX);
+        // used_event (after the avail ring's 16 entries) is 0: the driver wants this interrupt.
+        assert!(t.work(&mem));
+        // avail_event (after the used ring's 16 entries): notify when entry 1 is made available.
+        let avail_event: u16 = mem.read_obj(GuestAddress(USED + 4 + 16 * 8)).unwrap();
+        assert_eq!(avail_event, 1);
+    }
 }
+

@@ -21,7 +21,8 @@ pub type Chain<'a> = DescriptorChain<&'a GuestMemoryMmap>;
 pub const QUEUE_MAX: u16 = 256;
 
 /// What a virtio device is to its transport.
-pub trait Device: Send {
+/// Shared by the vCPU threads (configuration reads) and its own thread (requests).
+pub trait Device: Send + Sync {
     /// Its virtio device ID (5 Device Types).
     fn id(&self) -> u32;
     /// Its name in messages.
@@ -35,7 +36,7 @@ pub trait Device: Send {
     fn read_config(&self, offset: u64, data: &mut [u8]);
     /// Serves one request from queue `queue`: the bytes it wrote into the chain's
     /// device-writable part, for the used ring.
-    fn handle(&mut self, queue: usize, chain: Chain<'_>, mem: &GuestMemoryMmap) -> u32;
+    fn handle(&self, queue: usize, chain: Chain<'_>, mem: &GuestMemoryMmap) -> u32;
 }
 
 /// Copies the bytes of `config` at `offset` into `data`; zeros where `config` ends.

@@ -36,7 +36,7 @@ impl Device for Rng {
         super::read_bytes(&[], offset, data);
     }
 
-    fn handle(&mut self, _queue: usize, chain: Chain<'_>, mem: &GuestMemoryMmap) -> u32 {
+    fn handle(&self, _queue: usize, chain: Chain<'_>, mem: &GuestMemoryMmap) -> u32 {
         // A chain with device-readable parts or bad addresses gets nothing.
         let Ok(mut writer) = chain.writer(mem) else { return 0 };
         let mut bytes = vec![0u8; writer.available_bytes().min(MAX_REQUEST)];
