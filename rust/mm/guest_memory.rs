@@ -287,10 +287,11 @@ impl GuestMemory {
 
     /// Maps the guest page holding `gpa` after an EPT violation (a write if `write`): the
     /// host pages behind it and, unless the slot logs writes, its unmapped neighbours in the
-    /// same fault-around block. Sleeps (pins host pages).
+    /// same fault-around block, where the host has them all already or the guest touches
+    /// memory in order (it has a page beside this one). Sleeps (pins host pages).
     pub(crate) fn fault_in(&self, gpa: u64, write: bool, cache: &mut TableCache) -> Result<Outcome> {
         let page = gpa & !0xfff;
-        let (slot, mut first, count, seq) = {
+        let (slot, mut first, count, seq, sequential) = {
             let mut m = self.mmu.lock();
             let Some(slot) = m.ram_slot(gpa, write) else { return Ok(Outcome::Mmio) };
             if write {
@@ -303,7 +304,10 @@ impl GuestMemory {
             // that page alone, pinned for writing this time.
             let around = if m.ept.is_mapped(page, false) { 1 } else { crate::module_parameters::fault_around.value() };
             let (first, count) = slot.fault_around(page, around, |g| m.ept.is_mapped(g, false));
-            (slot, first, count, m.seq)
+            // In order, upwards or downwards (Linux's early allocations go top-down).
+            let neighbour = |p: Option<u64>| p.is_some_and(|p| m.ept.is_mapped(p, false));
+            let sequential = neighbour(page.checked_sub(0x1000)) || neighbour(page.checked_add(0x1000));
+            (slot, first, count, m.seq, sequential)
         };
         cache.top_up()?;
         let uaddr = |gpa: u64| slot.uaddr_of(gpa);
@@ -316,13 +320,17 @@ impl GuestMemory {
         let present = PinnedRun::pin_present(uaddr(first), count as usize, want_write).filter(|p| p.len() as u64 == count);
         let pinned = match present {
             Some(p) => p,
-            // Otherwise the host faults the run in, writable where the slot is: fault-around's
-            // point is that the guest's next writes there need no fault (KVM maps a read
-            // read-only; here a read allocates, breaks COW or unmerges a KSM page, within the
-            // fault-around block only). Where the host has the page read-only (mprotect), a
-            // read maps it read-only, as KVM, and a write is the VMM's fault.
+            // Otherwise, for a guest touching memory in order, the host faults the run in,
+            // writable where the slot is: fault-around's point is that the guest's next
+            // writes there need no fault (KVM maps a read read-only; here a read allocates,
+            // breaks COW or unmerges a KSM page, within the fault-around block only). An
+            // isolated touch gets its page alone, as on KVM: faulting in its whole block would
+            // allocate and zero pages the guest may never use. Where the host has the page
+            // read-only (mprotect), a read maps it read-only, as KVM, and a write is the VMM's
+            // fault.
             None => {
-                let p = match PinnedRun::pin(uaddr(first), count as usize, want_write) {
+                let run = if sequential && count > 1 { PinnedRun::pin(uaddr(first), count as usize, want_write) } else { Err(PinError::Fault) };
+                let p = match run {
                     Ok(p) if covers(first, &p) => Ok(p),
                     // Stopped short of the page touched, or failed: that page alone.
                     _ => {
