@@ -81,7 +81,8 @@ check:
 # mitigations off), on the default test kernel (with those checks, which slow KVM's exit path
 # more than rvmx's) and on the mitigations kernel (as distributions boot): the difference is
 # what the speculative-execution protections cost each. Not a test. Progress lines carry the
-# host's wall-clock time. BENCH_KERNELS picks the kernels.
+# host's wall-clock time. BENCH_KERNELS picks the kernels. The tables are kept in build/bench.txt
+# and drawn into docs/bench.svg (scripts/bench-chart, gnuplot).
 BENCH_KERNELS ?= production default mitigations
 bench: module tool test-programs
 	@kdir=$$(scripts/build-kernel) && initrd=$$(scripts/guest-initrd "$$kdir") && \
@@ -93,7 +94,7 @@ bench: module tool test-programs
 		--add "$$gkdir/arch/x86/boot/bzImage:/root/guest-disk-bzImage" --add "$$disk:/root/guest-disk.img" \
 		-- sh /root/bench.sh | sed -u 's/\r$$//' | while IFS= read -r l; do case "$$l" in \
 		"bench: "*) echo "$$(date +%T) $$l" ;; "BENCH "*) echo "$${l#BENCH }" ;; esac; done; \
-	done
+	done | tee build/bench.txt && scripts/bench-chart build/bench.txt docs/bench.svg
 
 # The guest-side fuzzer: FUZZ_COUNT random guests from FUZZ_SEED on rvmx in Bochs, with a host
 # workload beside it, on the default kernel and on the mitigations kernel (tests/vm/fuzz.sh).

@@ -18,7 +18,8 @@ DEBIAN_SUITE=trixie-backports
 # Debian bookworm packages the host needs to build and to run the test VMs.
 HOST_PACKAGES=(flex bison libelf-dev bc cpio xz-utils kmod libssl-dev lz4 gcc make
                bochs bochsbios vgabios bochs-term busybox-static isolinux syslinux-common
-               genisoimage qemu-system-x86 util-linux python3-pip uuid-dev e2fsprogs e2fsck-static)
+               genisoimage qemu-system-x86 util-linux python3-pip uuid-dev e2fsprogs e2fsck-static
+               gnuplot-nox)
 
 log() { printf '[rvmx] %s\n' "$*" >&2; }
 die() { printf '[rvmx] error: %s\n' "$*" >&2; exit 1; }
