@@ -11,6 +11,8 @@
  *           writes 44 to 0xf4
  *   0x1600  halts with interrupts on and nothing that could interrupt it (no timer
  *           programmed; with the input closed, nothing comes from COM1 either)
+ *   0x1680  string I/O on COM1: REP INSB of its line status four times, then REP OUTSB of a
+ *           line and of those four bytes (one KVM_EXIT_IO each, count > 1), writes 45 to 0xf4
  */
 	.code16
 	.text
@@ -174,6 +176,27 @@ idle:
 	hlt
 	jmp	idle
 
+	.org	0x680
+string_io:
+	xor	%ax, %ax
+	mov	%ax, %ds
+	mov	%ax, %es
+	cld
+	mov	$0x3fd, %dx		/* line status: 0x60 ('`'), the transmitter empty */
+	mov	$lsr, %di
+	mov	$4, %cx
+	rep insb
+	mov	$0x3f8, %dx
+	mov	$string_msg, %si
+	mov	$(lsr - string_msg), %cx
+	rep outsb
+	mov	$lsr, %si
+	mov	$5, %cx			/* the four status bytes and the newline */
+	rep outsb
+	mov	$45, %al
+	out	%al, $0xf4
+	hlt
+
 	.org	0x700
 msg:	.asciz	"flat-hello: real mode, COM1 through rvmx run\n"
 timer_msg:	.asciz	"flat-hello: 5 timer interrupts from the PIT through the PIC, woken from HLT\n"
@@ -182,6 +205,9 @@ ticks:	.word	0
 len:	.word	0
 done:	.byte	0
 line:	.fill	64, 1, 0
+string_msg:	.ascii	"flat-hello: REP OUTSB through rvmx run; REP INSB of the line status: "
+lsr:	.fill	4, 1, 0
+	.byte	10
 empty_idt:
 	.word	0
 	.long	0

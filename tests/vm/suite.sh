@@ -118,6 +118,12 @@ echo_run() { # echo_run LABEL DEVICE [EXTRA-ARG]: stdin reaches the guest's COM1
 }
 check "tool: rvmx run: what stdin gives reaches the guest's COM1 by interrupt; --console takes its output" \
 	echo_run echo /dev/rvmx
+string_run() { # string_run LABEL DEVICE: REP INSB and REP OUTSB on COM1, one byte per access
+	tool_run "$1" 45 "guest exited with status 45" --device "$2" --flat /root/flat-hello.bin --load 0x1000 --entry 0x1680 &&
+	grep -qx 'flat-hello: REP OUTSB through rvmx run; REP INSB of the line status: ````' /tmp/run-$1.out
+}
+check "tool: rvmx run: REP OUTSB and REP INSB batches (one KVM_EXIT_IO of count > 1 each) reach COM1 one byte at a time" \
+	string_run string /dev/rvmx
 # --irqchip kernel: the whole interrupt controller and the PIT in the kernel, as Firecracker.
 check "tool: rvmx run --irqchip kernel: the kernel's PIT and PIC interrupt the guest, waking it from HLT in the kernel" \
 	timer_run timer-kernel /dev/rvmx "--irqchip kernel"
@@ -412,6 +418,7 @@ check "tool: rvmx run: the same exits on rvmx and KVM" diff /tmp/run-hello-kvm.e
 check "tool: rvmx run --device /dev/kvm: the same timer guest" timer_run timer-kvm /dev/kvm
 check "tool: rvmx run --device /dev/kvm: the same COM1 input guest" echo_run echo-kvm /dev/kvm
 check "tool: rvmx run --device /dev/kvm: the same idle guest ends" idle_run idle-kvm /dev/kvm
+check "tool: rvmx run --device /dev/kvm: the same string I/O" string_run string-kvm /dev/kvm
 check "tool: rvmx run --device /dev/kvm --kernel --cpus 2: the same Linux guest reaches init with 2 CPUs" \
 	linux_run kvm-smp /dev/kvm 2
 check "tool: rvmx run --irqchip kernel --device /dev/kvm: the same timer guest" timer_run timer-kernel-kvm /dev/kvm "--irqchip kernel"

@@ -85,8 +85,12 @@ fn cpu_loop<W: Write>(m: &Machine<W>, v: &mut Vcpu, timer: &kick::Timer, trace: 
         let stop = match exit {
             Ok(VcpuExit::IoOut(port, data)) => {
                 trace.count("io_out");
+                let mut batch = [0u8; IO_DATA_MAX];
+                let batch = copy_io(&mut batch, data);
+                // `count` accesses of `size` bytes each (REP OUTS), one by one as on the bus.
+                let size = io_size(&mut v.fd);
                 let mut isa = m.isa();
-                let effect = isa.write(port, data);
+                let effect = batch.chunks(size).fold(None, |effect, one| effect.or(isa.write(port, one)));
                 m.update_irqs(&mut isa);
                 // The 8259 is wired to CPU 0: wake it if this write raised an interrupt.
                 let raised = me != 0 && isa.pic.has_interrupt();
@@ -98,7 +102,14 @@ fn cpu_loop<W: Write>(m: &Machine<W>, v: &mut Vcpu, timer: &kick::Timer, trace: 
             }
             Ok(VcpuExit::IoIn(port, data)) => {
                 trace.count("io_in");
-                m.isa().read(port, data);
+                let len = data.len().min(IO_DATA_MAX);
+                let size = io_size(&mut v.fd);
+                let mut batch = [0u8; IO_DATA_MAX];
+                let mut isa = m.isa();
+                // `count` accesses of `size` bytes each (REP INS), one by one as on the bus.
+                batch[..len].chunks_mut(size).for_each(|one| isa.read(port, one));
+                drop(isa);
+                io_data(&mut v.fd, len).copy_from_slice(&batch[..len]);
                 None
             }
             Ok(VcpuExit::MmioRead(addr, data)) => {
@@ -153,6 +164,36 @@ fn cpu_loop<W: Write>(m: &Machine<W>, v: &mut Vcpu, timer: &kick::Timer, trace: 
             return Ok(());
         }
     }
+}
+
+/// The most data one KVM_EXIT_IO carries: its page of `kvm_run` (count x size bytes).
+const IO_DATA_MAX: usize = 4096;
+
+/// Copies an OUT exit's data into `buf`: the vCPU's `kvm_run` is read again while the devices
+/// take it.
+fn copy_io<'a>(buf: &'a mut [u8; IO_DATA_MAX], data: &[u8]) -> &'a [u8] {
+    let n = data.len().min(IO_DATA_MAX);
+    buf[..n].copy_from_slice(&data[..n]);
+    &buf[..n]
+}
+
+/// The width of each access of the KVM_EXIT_IO that just came back (kvm-ioctls' `VcpuExit`
+/// gives only their bytes together); at least 1.
+fn io_size(vcpu: &mut VcpuFd) -> usize {
+    // SAFETY: `io` is the union member KVM_EXIT_IO fills, and the caller saw that exit.
+    usize::from(unsafe { vcpu.get_kvm_run().__bindgen_anon_1.io.size }).max(1)
+}
+
+/// The data area of the KVM_EXIT_IO that just came back, `len` bytes (count x size), to answer
+/// an IN in.
+fn io_data(vcpu: &mut VcpuFd, len: usize) -> &mut [u8] {
+    let run = vcpu.get_kvm_run();
+    // SAFETY: as in `io_size`.
+    let offset = unsafe { run.__bindgen_anon_1.io.data_offset } as usize;
+    // SAFETY: the device put the exit's `len` bytes at `data_offset` inside this vCPU's kvm_run
+    // mapping, which lives as long as `vcpu`; kvm-ioctls' `run` made the same slice for this
+    // exit (and `len` is at most what it made).
+    unsafe { std::slice::from_raw_parts_mut((run as *mut kvm_bindings::kvm_run).cast::<u8>().add(offset), len) }
 }
 
 /// Applies INIT and STARTUP and sleeps while the CPU waits for one; whether it may run.
