@@ -98,6 +98,7 @@ impl Vcpu {
                     regs: vcpu_state::reset_regs(),
                     sregs,
                     controls_written: false,
+                    host_written: None,
                     vmcs_eptp: 0,
                     cr4_mask: 0,
                     gprs: Gprs::default(),

@@ -57,6 +57,8 @@ pub(crate) struct VcpuState {
     pub(crate) regs: Regs,
     pub(crate) sregs: Sregs,
     pub(crate) controls_written: bool,
+    /// For what CPU and task the VMCS holds the host state (`None` until its first window).
+    pub(crate) host_written: Option<crate::vmx::host_state::HostKey>,
     /// The EPT pointer in the VMCS (0 before the first window): each address space has its
     /// own, and SMM switches.
     pub(crate) vmcs_eptp: u64,

@@ -102,7 +102,7 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
             cur.write(EPT_POINTER, eptp);
             st.vmcs_eptp = eptp;
         }
-        host.write_to(&cur);
+        host.write_to(&cur, &mut st.host_written);
         guest_state::load(&cur, t.vmx.caps(), &st.regs, &st.sregs, st.pdptes.take(), &mut st.gprs)?;
         cur.write(GUEST_DR7, drs.dr7);
         cur.write(EXCEPTION_BITMAP, dbg.exception_bitmap() | guest_state::EXCEPTIONS_ALWAYS);

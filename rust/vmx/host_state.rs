@@ -13,6 +13,16 @@ use crate::{
     vmx::vmcs::Current,
 };
 
+/// What the host state a VMCS holds was written for (see [`HostState::write_to`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HostKey {
+    cpu: u32,
+    cr0: u64,
+    cr3: u64,
+    cr4: u64,
+    fs_base: u64,
+}
+
 /// Host descriptor tables and data segments, saved at the start of a window.
 pub(crate) struct HostState {
     gdt: DescPtr,
@@ -49,11 +59,25 @@ impl HostState {
         ((w0 >> 16) as u64) | (((w1 & 0xff) as u64) << 16) | (((w1 >> 24) as u64) << 24) | ((w2 as u64) << 32)
     }
 
-    /// Writes the VMCS host-state area for this CPU and task.
-    pub(crate) fn write_to(&self, cur: &Current<'_>) {
-        cur.write(HOST_CR0, x86::read_cr0());
-        cur.write(HOST_CR3, x86::read_cr3());
-        cur.write(HOST_CR4, x86::read_cr4());
+    /// Writes the VMCS host-state area for this CPU and task, unless `written` says the VMCS
+    /// holds it already: the VMCS keeps its host state across VMCLEAR, and what it holds
+    /// depends only on the CPU (its GDT, TSS, GS base, SYSENTER stack), the task's address
+    /// space (CR3), CR0, CR4 and the task's FS base, which userspace may change at any time
+    /// (WRFSBASE). `written` is the VMCS's own: `None` for a VMCS never loaded.
+    pub(crate) fn write_to(&self, cur: &Current<'_>, written: &mut Option<HostKey>) {
+        let key = HostKey {
+            cpu: kernel::cpu::CpuId::current().as_u32(),
+            cr0: x86::read_cr0(),
+            cr3: x86::read_cr3(),
+            cr4: x86::read_cr4(),
+            fs_base: x86::rdmsr(msr::FS_BASE),
+        };
+        if *written == Some(key) {
+            return;
+        }
+        cur.write(HOST_CR0, key.cr0);
+        cur.write(HOST_CR3, key.cr3);
+        cur.write(HOST_CR4, key.cr4);
         cur.write(HOST_CS_SELECTOR, x86::selector(Seg::Cs));
         cur.write(HOST_SS_SELECTOR, x86::selector(Seg::Ss));
         // DS/ES/FS/GS are zero after exit (RPL must be 0); DS/ES are reloaded in `restore`.
@@ -64,13 +88,14 @@ impl HostState {
         cur.write(HOST_TR_BASE, self.tr_base());
         cur.write(HOST_GDTR_BASE, self.gdt.base);
         cur.write(HOST_IDTR_BASE, self.idt.base);
-        cur.write(HOST_FS_BASE, x86::rdmsr(msr::FS_BASE));
+        cur.write(HOST_FS_BASE, key.fs_base);
         cur.write(HOST_GS_BASE, x86::rdmsr(msr::GS_BASE));
         cur.write(HOST_SYSENTER_CS, x86::rdmsr(msr::SYSENTER_CS) as u32);
         cur.write(HOST_SYSENTER_ESP, x86::rdmsr(msr::SYSENTER_ESP));
         cur.write(HOST_SYSENTER_EIP, x86::rdmsr(msr::SYSENTER_EIP));
         cur.write(HOST_IA32_EFER, x86::rdmsr(msr::EFER));
         cur.write(HOST_IA32_PAT, x86::rdmsr(msr::PAT));
+        *written = Some(key);
     }
 
     /// Puts back what the VM exits of this window changed. Interrupts are still off.
