@@ -47,7 +47,7 @@ module! {
     params: {
         fault_around: u32 {
             default: 16,
-            description: "Guest pages mapped per EPT fault on first touch: the unmapped ones of the aligned block of this many pages (power of two, up to 512) around the page touched, if the host has them all or the guest has the page before (it touches memory in order); 1 maps only that page, as KVM does",
+            description: "Guest pages mapped per EPT fault on first touch: the unmapped ones of the aligned block of this many pages (power of two, up to 512) around the page touched, if the host has them all or the guest has a page beside it (it touches memory in order); 1 maps only that page, as KVM does",
         },
         dump_invalid_vmcs: bool {
             default: false,

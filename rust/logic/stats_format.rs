@@ -60,8 +60,9 @@ pub struct Counters {
     pub exits: u64,
     /// TSC ticks spent in guest mode (from VM entry to VM exit).
     pub guest_tsc: u64,
-    /// EPT violations that mapped guest RAM (first touches; with fault-around, each maps the
-    /// unmapped pages of its block).
+    /// EPT violations that mapped guest RAM (first touches; with fault-around, one that
+    /// continues an in-order walk, or whose block the host has whole, maps the unmapped pages
+    /// of its block).
     pub ept_faults: u64,
     /// VM exits by VMX basic exit reason.
     pub by_reason: [u64; VMX_REASONS],
