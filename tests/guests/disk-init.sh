@@ -2,7 +2,8 @@
 # /sbin/init of the root file system scripts/guest-disk builds (ext4, busybox): `make run` and
 # the disk tests boot it with `rvmx run --disk IMAGE --cmdline "... root=/dev/vda"`.
 # Words on the kernel command line pick what it does:
-#   rvmx-disk.write=WORD   writes WORD to /rvmx-data, syncs, and powers off cleanly
+#   rvmx-disk.write=WORD   says what /rvmx-data holds (and, after the fsync loop, how many of
+#                          its files are whole), writes WORD there, powers off cleanly
 #   rvmx-disk.read         prints /rvmx-data's contents and powers off
 #   rvmx-disk.fsync        writes and fsyncs files in a loop until the VMM is killed
 #   rvmx-disk.bench        disk-bench on the second disk (/dev/vdb), then powers off
@@ -21,19 +22,23 @@ off() { # a clean power-off: everything written, the root read-only
 	poweroff -f
 }
 
-arg() { tr ' ' '\n' < /proc/cmdline | sed -n "s/^rvmx-disk\.$1//p" | head -n 1; }
-case " $(cat /proc/cmdline) " in
-*" rvmx-disk.write="*)
-	arg write= > /rvmx-data
-	echo "rvmx-disk: wrote $(cat /rvmx-data)"
-	off ;;
-*" rvmx-disk.read "*)
+report() { # what the disk holds from earlier boots
 	echo "rvmx-disk: read $(cat /rvmx-data 2> /dev/null || echo '(nothing)')"
 	if [ -d /fsync ]; then # after the fsync loop: the files it completed
 		n=0
 		for f in /fsync/*; do [ "$(wc -c < "$f")" = 4096 ] && n=$((n + 1)); done
 		echo "rvmx-disk: $n of $(ls /fsync | wc -l) fsync files whole"
 	fi
+}
+arg() { tr ' ' '\n' < /proc/cmdline | sed -n "s/^rvmx-disk\.$1//p" | head -n 1; }
+case " $(cat /proc/cmdline) " in
+*" rvmx-disk.write="*)
+	report
+	arg write= > /rvmx-data
+	echo "rvmx-disk: wrote $(cat /rvmx-data)"
+	off ;;
+*" rvmx-disk.read "*)
+	report
 	off ;;
 *" rvmx-disk.bench "*)
 	disk-bench /dev/vdb | sed 's/^/rvmx-disk: bench /'
