@@ -329,10 +329,11 @@ impl GuestMemory {
             // read-only (mprotect), a read maps it read-only, as KVM, and a write is the VMM's
             // fault.
             None => {
-                let run = if sequential && count > 1 { PinnedRun::pin(uaddr(first), count as usize, want_write) } else { Err(PinError::Fault) };
+                let run = (sequential && count > 1).then(|| PinnedRun::pin(uaddr(first), count as usize, want_write));
                 let p = match run {
-                    Ok(p) if covers(first, &p) => Ok(p),
-                    // Stopped short of the page touched, or failed: that page alone.
+                    Some(Ok(p)) if covers(first, &p) => Ok(p),
+                    // An isolated touch, or the run stopped short of the page touched or
+                    // failed: that page alone.
                     _ => {
                         first = page;
                         match PinnedRun::pin(uaddr(page), 1, want_write) {
