@@ -1,9 +1,10 @@
 //! The virtio-mmio transport, version 2 (virtio 1.2, 4.2.2): one page of registers per device,
 //! through which the driver negotiates features, places each queue in guest memory and drives
-//! the device's status. Accesses come from vCPU threads (MMIO exits); the device's thread
-//! serves the queues ([`Transport::work`]) under the same lock, while `InterruptStatus`, which
-//! the guest's interrupt handler reads and acknowledges, is an atomic outside it, so that a slow
-//! request never holds up the handler.
+//! the device's status. Accesses come from vCPU threads (MMIO exits) and take the registers'
+//! lock; the device's thread ([`Transport::work`]) takes it only to take requests from the rings
+//! and to put their results back, not while it serves them, and `InterruptStatus`, which the
+//! guest's interrupt handler reads and acknowledges, is an atomic outside it: a slow request
+//! never holds up a vCPU.
 
 use std::{
     num::Wrapping,
@@ -100,14 +101,11 @@ impl Transport {
         let v = match reg {
             VIRTIO_MMIO_INTERRUPT_STATUS => self.interrupt.load(Ordering::Acquire),
             VIRTIO_MMIO_DEVICE_ID => self.device.id(),
-            VIRTIO_MMIO_DEVICE_FEATURES => {
-                let features = self.device.features() | TRANSPORT_FEATURES;
-                match self.state().device_features_sel {
-                    0 => features as u32,
-                    1 => (features >> 32) as u32,
-                    _ => 0,
-                }
-            }
+            VIRTIO_MMIO_DEVICE_FEATURES => match self.state().device_features_sel {
+                0 => self.offered() as u32,
+                1 => (self.offered() >> 32) as u32,
+                _ => 0,
+            },
             _ => self.state().read(reg),
         };
         data.copy_from_slice(&v.to_le_bytes());
@@ -129,13 +127,17 @@ impl Transport {
                 self.broken.store(false, Ordering::Release);
             }
             _ => {
-                let offered = self.device.features() | TRANSPORT_FEATURES;
-                if self.state().write(reg, v, offered) {
+                if self.state().write(reg, v, self.offered()) {
                     // Requests queued before DRIVER_OK are served now.
                     self.wake();
                 }
             }
         }
+    }
+
+    /// The features the device offers: its own and the transport's.
+    fn offered(&self) -> u64 {
+        self.device.features() | TRANSPORT_FEATURES
     }
 
     /// Wakes the device thread.
@@ -352,8 +354,8 @@ mod tests {
         t.write(reg.into(), &v.to_le_bytes());
     }
 
-    /// A driver's bring-up (3.1.1) with `features`: the status it ends with.
-    fn bring_up(t: &Transport, features: u64) -> u32 {
+    /// A driver's feature negotiation (3.1.1, steps 1-5) with `features`, and queue 0's size.
+    fn negotiate(t: &Transport, features: u64) {
         write(t, VIRTIO_MMIO_STATUS, 1 | 2);
         write(t, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
         write(t, VIRTIO_MMIO_DRIVER_FEATURES, features as u32);
@@ -362,6 +364,12 @@ mod tests {
         write(t, VIRTIO_MMIO_STATUS, 1 | 2 | VIRTIO_CONFIG_S_FEATURES_OK);
         write(t, VIRTIO_MMIO_QUEUE_SEL, 0);
         write(t, VIRTIO_MMIO_QUEUE_NUM, 16);
+    }
+
+    /// A driver's whole bring-up with `features`, the rings at DESC, AVAIL and USED: the status
+    /// it ends with.
+    fn bring_up(t: &Transport, features: u64) -> u32 {
+        negotiate(t, features);
         for (reg, addr) in [(VIRTIO_MMIO_QUEUE_DESC_LOW, DESC), (VIRTIO_MMIO_QUEUE_AVAIL_LOW, AVAIL), (VIRTIO_MMIO_QUEUE_USED_LOW, USED)] {
             write(t, reg, addr as u32);
             write(t, reg + 4, 0);
@@ -440,14 +448,7 @@ mod tests {
         assert_eq!(len, 0);
         // Rings outside memory: the device stops until the driver resets it.
         write(&t, VIRTIO_MMIO_STATUS, 0);
-        write(&t, VIRTIO_MMIO_STATUS, 1 | 2);
-        bring_up(&t, 1 << VIRTIO_F_VERSION_1);
-        write(&t, VIRTIO_MMIO_STATUS, 0);
-        write(&t, VIRTIO_MMIO_STATUS, 1 | 2);
-        write(&t, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
-        write(&t, VIRTIO_MMIO_DRIVER_FEATURES, 1);
-        write(&t, VIRTIO_MMIO_STATUS, 1 | 2 | VIRTIO_CONFIG_S_FEATURES_OK);
-        write(&t, VIRTIO_MMIO_QUEUE_NUM, 16);
+        negotiate(&t, 1 << VIRTIO_F_VERSION_1);
         write(&t, VIRTIO_MMIO_QUEUE_USED_LOW, 0xfff_f000);
         write(&t, VIRTIO_MMIO_QUEUE_READY, 1);
         write(&t, VIRTIO_MMIO_STATUS, 0xf);
@@ -468,11 +469,7 @@ mod tests {
         assert_ne!(read(&t, VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET, 0);
         // An available ring never placed (address 0): the same, not a loop.
         let t = Transport::new(Box::new(Rng)).unwrap();
-        write(&t, VIRTIO_MMIO_STATUS, 1 | 2);
-        write(&t, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
-        write(&t, VIRTIO_MMIO_DRIVER_FEATURES, 1);
-        write(&t, VIRTIO_MMIO_STATUS, 1 | 2 | VIRTIO_CONFIG_S_FEATURES_OK);
-        write(&t, VIRTIO_MMIO_QUEUE_NUM, 16);
+        negotiate(&t, 1 << VIRTIO_F_VERSION_1);
         write(&t, VIRTIO_MMIO_QUEUE_READY, 1);
         write(&t, VIRTIO_MMIO_STATUS, 0xf);
         mem.write_obj(1u16, GuestAddress(2)).unwrap();
