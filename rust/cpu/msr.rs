@@ -258,12 +258,12 @@ pub(crate) fn for_each_entry(arg: usize, write_back: bool, mut f: impl FnMut(&mu
 }
 
 /// The guest state an MSR access works on. Inside a window the VMCS and the area's guest list
-/// are live; outside, `vmcs` is `None` and everything is in `msrs` and `sregs`.
+/// are live; outside, `vmcs` is `None` and everything is in `msrs` and `sregs` (synced).
 pub(crate) struct MsrState<'a, 'b> {
     pub(crate) vmcs: Option<&'a Current<'b>>,
     pub(crate) area: &'a MsrArea,
     pub(crate) msrs: &'a mut GuestMsrs,
-    pub(crate) sregs: &'a mut crate::logic::kvm_abi::Sregs,
+    pub(crate) sregs: &'a mut crate::vmx::sregs::GuestSregs,
     /// EFER bits the guest's CPUID allows.
     pub(crate) efer_ok: u64,
     /// The guest's CPUID lists RDTSCP or RDPID: it has IA32_TSC_AUX.
@@ -320,12 +320,12 @@ impl MsrState<'_, '_> {
     pub(crate) fn read(&self, msr: u32) -> Option<u64> {
         let live = self.vmcs;
         Some(match msr {
-            EFER => live.map_or(self.sregs.efer, |c| c.read(GUEST_IA32_EFER)),
-            FS_BASE => live.map_or(self.sregs.fs.base, |c| c.read(GUEST_FS_BASE)),
-            GS_BASE => live.map_or(self.sregs.gs.base, |c| c.read(GUEST_GS_BASE)),
+            EFER => live.map_or_else(|| self.sregs.get().efer, |c| c.read(GUEST_IA32_EFER)),
+            FS_BASE => live.map_or_else(|| self.sregs.get().fs.base, |c| c.read(GUEST_FS_BASE)),
+            GS_BASE => live.map_or_else(|| self.sregs.get().gs.base, |c| c.read(GUEST_GS_BASE)),
             TSC => crate::host::x86::rdtsc().wrapping_add(self.msrs.tsc_offset),
             TSC_ADJUST => self.msrs.tsc_adjust,
-            APIC_BASE => self.apic.as_ref().map_or(self.sregs.apic_base, |a| a.apic_base()),
+            APIC_BASE => self.apic.as_ref().map_or(self.sregs.apic_base(), |a| a.apic_base()),
             X2APIC_FIRST..=X2APIC_LAST => self.apic.as_ref()?.msr_read(msr)?,
             // 0 without an in-kernel APIC or outside TSC-deadline mode (KVM).
             TSC_DEADLINE => self.apic.as_ref().map_or(0, |a| a.tsc_deadline()),
@@ -370,24 +370,25 @@ impl MsrState<'_, '_> {
                     return Err(());
                 }
                 // LME cannot change while paging is on; LMA is the processor's.
-                let cr0 = live.map_or(self.sregs.cr0, |c| c.read(GUEST_CR0));
+                let cr0 = live.map_or_else(|| self.sregs.get().cr0, |c| c.read(GUEST_CR0));
                 if cr0 & crate::logic::arch::cr0::PG != 0 && (v ^ old) & crate::logic::arch::efer::LME != 0 {
                     return Err(());
                 }
                 let new = (v & !crate::logic::arch::efer::LMA) | (old & crate::logic::arch::efer::LMA);
-                self.sregs.efer = new;
-                if let Some(c) = live { c.write(GUEST_IA32_EFER, new); }
+                match live {
+                    Some(c) => c.write(GUEST_IA32_EFER, new),
+                    None => self.sregs.get_mut().efer = new,
+                }
             }
             FS_BASE | GS_BASE => {
                 if !msr_rules::canonical(v) {
                     return Err(());
                 }
-                if msr == FS_BASE {
-                    self.sregs.fs.base = v;
-                    if let Some(c) = live { c.write(GUEST_FS_BASE, v); }
-                } else {
-                    self.sregs.gs.base = v;
-                    if let Some(c) = live { c.write(GUEST_GS_BASE, v); }
+                match (live, msr == FS_BASE) {
+                    (Some(c), true) => c.write(GUEST_FS_BASE, v),
+                    (Some(c), false) => c.write(GUEST_GS_BASE, v),
+                    (None, true) => self.sregs.get_mut().fs.base = v,
+                    (None, false) => self.sregs.get_mut().gs.base = v,
                 }
             }
             // The guest's write moves IA32_TSC_ADJUST by as much as the TSC (KVM, SDM 17.17.3);
@@ -415,10 +416,10 @@ impl MsrState<'_, '_> {
             APIC_BASE if self.apic.is_some() => {
                 let a = self.apic.as_mut().ok_or(())?;
                 a.set_apic_base(v, self.host)?;
-                self.sregs.apic_base = a.apic_base();
+                self.sregs.set_apic_base(a.apic_base());
             }
             // Without it: base (page-aligned, within 48 bits), BSP flag and enable; no x2APIC.
-            APIC_BASE if v & !(apic_base::BASE | apic_base::BSP | apic_base::ENABLE) == 0 => self.sregs.apic_base = v,
+            APIC_BASE if v & !(apic_base::BASE | apic_base::BSP | apic_base::ENABLE) == 0 => self.sregs.set_apic_base(v),
             APIC_BASE => return Err(()),
             X2APIC_FIRST..=X2APIC_LAST => self.apic.as_mut().ok_or(())?.msr_write(msr, v)?,
             // Ignored without an in-kernel APIC (KVM).

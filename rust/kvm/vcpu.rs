@@ -31,7 +31,7 @@ use crate::{
     logic::memslot_rules::AddressSpace,
     kvm::vm::Vm,
     vmx::vmcs::Vmcs,
-    vmx::operation::Vmx,
+    vmx::{operation::Vmx, sregs::GuestSregs},
 };
 
 /// Source of VPIDs (1..=65535; 0 is the host's). After 65535 vCPUs they repeat, which is
@@ -96,7 +96,7 @@ impl Vcpu {
                     vmcs,
                     vcpu: VcpuState {
                     regs: vcpu_state::reset_regs(),
-                    sregs,
+                    sregs: GuestSregs::new(sregs),
                     controls_written: false,
                     host_written: None,
                     vmcs_eptp: 0,
@@ -136,7 +136,18 @@ impl Vcpu {
 
     /// The vCPU's state for an ioctl, locked as KVM locks a vCPU for one (killably: the lock
     /// may wait for a `KVM_RUN` whose guest sleeps in HLT).
+    /// The vCPU's state, its segment registers read back from the VMCS (see
+    /// [`crate::vmx::sregs`]).
     fn state(&self) -> Result<kernel::sync::MutexGuard<'_, RunState>> {
+        let mut st = self.lock_state()?;
+        st.sync_sregs()?;
+        Ok(st)
+    }
+
+    /// The vCPU's state as it is, for `KVM_RUN` and the ioctls that touch no segment or
+    /// control register (`KVM_GET/SET_REGS`, `KVM_INTERRUPT`): an exit to userspace and back
+    /// then never reads them from the VMCS.
+    fn lock_state(&self) -> Result<kernel::sync::MutexGuard<'_, RunState>> {
         crate::host::lock::lock_killable(&self.state)
     }
 
@@ -156,8 +167,8 @@ impl FdObject for Vcpu {
     fn ioctl(this: ArcBorrow<'_, Self>, cmd: u32, arg: usize) -> Result<isize> {
         this.vm.check_owner()?;
         match cmd {
-            KVM_GET_REGS => write_user(arg, &this.state()?.regs)?,
-            KVM_SET_REGS => this.state()?.set_user_regs(read_user(arg)?),
+            KVM_GET_REGS => write_user(arg, &this.lock_state()?.regs)?,
+            KVM_SET_REGS => this.lock_state()?.set_user_regs(read_user(arg)?),
             KVM_GET_SREGS => write_user(arg, &this.state()?.user_sregs())?,
             KVM_INTERRUPT => {
                 let irq: u32 = read_user(arg)?;
@@ -168,7 +179,7 @@ impl FdObject for Vcpu {
                 if this.vm.apic_bus().irqchip().is_some() {
                     return Err(ENXIO);
                 }
-                let mut st = this.state()?;
+                let mut st = this.lock_state()?;
                 // Split irqchip: the userspace PIC's ExtINT, taken through LINT0.
                 if let Some(a) = st.apic.as_mut() {
                     a.queue_extint(irq as u8)?;
@@ -180,7 +191,7 @@ impl FdObject for Vcpu {
             // Without an in-kernel APIC a vCPU is always runnable (KVM's answers in that mode).
             KVM_GET_MP_STATE => {
                 let mut st = this.state()?;
-                st.accept_init_sipi(this.vm.has_quirk(quirk::LINT0_REENABLED));
+                st.accept_init_sipi(this.vm.has_quirk(quirk::LINT0_REENABLED))?;
                 let state = st.apic.as_ref().map_or(MpState::Runnable, |a| a.mp_state());
                 write_user(arg, &state.abi())?
             }
@@ -204,7 +215,7 @@ impl FdObject for Vcpu {
             }
             KVM_TRANSLATE => {
                 let mut tr: Translation = read_user(arg)?;
-                let (sregs, space) = this.state().map(|st| (st.sregs, st.address_space()))?;
+                let (sregs, space) = this.state().map(|st| (*st.sregs.get(), st.address_space()))?;
                 let gpa = crate::run::emulate::translate(this.vm.memory(space), &sregs, tr.linear_address);
                 // As KVM: all ones when unmapped; writeable and usermode are not computed.
                 tr.physical_address = gpa.unwrap_or(u64::MAX);
@@ -470,7 +481,7 @@ impl Vcpu {
             serial: self.serial,
         };
         let kvm_run = KvmRun::new(&self.pages[0], &self.pages[1]);
-        let mut st = self.state()?;
+        let mut st = self.lock_state()?;
         let Some(mut mask) = st.sigmask else {
             return vcpu_run::run(&target, &mut st, &kvm_run, &self.vm);
         };
@@ -489,7 +500,7 @@ impl Vcpu {
     fn set_mce(&self, e: crate::logic::mce::X86Mce) -> Result {
         use crate::{logic::{arch::vector, events::Exception}, logic::mce::Injected};
         let mut st = self.state()?;
-        let cr4_mce = st.sregs.cr4 & crate::logic::arch::cr4::MCE != 0;
+        let cr4_mce = st.sregs.get().cr4 & crate::logic::arch::cr4::MCE != 0;
         match st.msrs.mce.inject(&e, cr4_mce).map_err(|_| EINVAL)? {
             Injected::Recorded => {}
             Injected::Cmci => st.deliver_cmci(),

@@ -121,6 +121,23 @@ pub const fn linear_rip(long64: bool, cs_base: u64, rip: u64) -> u64 {
     if long64 { rip } else { cs_base.wrapping_add(rip) & 0xffff_ffff }
 }
 
+/// What turns RIP into the linear address KVM compares ([`linear_rip`]): 64-bit mode, else
+/// CS's base. Taken at an exit, it stays right while CS and EFER are not changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CodeBase {
+    /// The code runs in 64-bit mode ([`is_64_bit_mode`]).
+    pub long64: bool,
+    /// CS's base (not used in 64-bit mode).
+    pub cs_base: u64,
+}
+
+impl CodeBase {
+    /// `rip` as a linear address.
+    pub const fn linear(self, rip: u64) -> u64 {
+        linear_rip(self.long64, self.cs_base, rip)
+    }
+}
+
 /// EFER bits.
 pub mod efer {
     /// SYSCALL enable.
@@ -316,6 +333,18 @@ mod tests {
         assert_eq!(Bits::new(0, 63).get(u64::MAX), u64::MAX);
         assert_eq!(seg_ar::DPL.get(0xa09b), 0);
         assert_eq!(seg_ar::DPL.get(0xf3), 3);
+    }
+
+    #[test]
+    fn linear_rip_wraps_in_32_bits_only_outside_64_bit_mode() {
+        let real = CodeBase { long64: false, cs_base: 0xf_0000 };
+        assert_eq!(real.linear(0xfff0), 0xf_fff0);
+        let wrap = CodeBase { long64: false, cs_base: 0xffff_f000 };
+        assert_eq!(wrap.linear(0x1010), 0x10);
+        // A RIP that differs only above bit 31 is the same place outside 64-bit mode.
+        assert_eq!(wrap.linear(0x1_0000_1010), wrap.linear(0x1010));
+        let long = CodeBase { long64: true, cs_base: 0x1234 };
+        assert_eq!(long.linear(0xffff_8000_0000_0000), 0xffff_8000_0000_0000);
     }
 
     #[test]

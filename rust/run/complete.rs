@@ -20,7 +20,7 @@ pub(crate) fn complete(st: &mut VcpuState, run: &KvmRun, vm: &Vm) -> Option<Resu
     let p = st.pending.take()?;
     let done = match p {
         // Userspace moved RIP (KVM_SET_REGS) while the access was out: KVM drops it.
-        Pending::PortIn { rip, .. } | Pending::PortOut { rip, .. } if rip != st.linear_rip() => false,
+        Pending::PortIn { rip, at, .. } | Pending::PortOut { rip, at, .. } if rip != st.linear_rip_since(at) => false,
         Pending::PortIn { size, len, .. } => {
             let mut b = [0u8; 4];
             run.read_pio_data(b.get_mut(..usize::from(size)).unwrap_or(&mut []));
@@ -58,7 +58,7 @@ pub(crate) fn complete(st: &mut VcpuState, run: &KvmRun, vm: &Vm) -> Option<Resu
             let before = (st.regs.rip, st.regs.rcx);
             let mem = vm.memory(st.address_space());
             let local = st.apic.as_mut().map(|a| a as &mut dyn emulate::LocalMmio);
-            let outcome = emulate::complete(mem, &mut st.regs, &st.sregs, run, e, &mut st.emulated, local);
+            let outcome = emulate::complete(mem, &mut st.regs, st.sregs.get(), run, e, &mut st.emulated, local);
             st.emulated_progress(before);
             match outcome {
                 emulate::Outcome::Done => true,

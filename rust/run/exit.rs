@@ -12,7 +12,7 @@ use crate::{
     cpu::{debugregs::{self, HostDebug}, fpu::Features},
     kvm::vm::{Fault, Vm},
     logic::{
-        arch::{cr0, cr4, dr, efer, rflags, seg_ar, vector, CR3_PCID, CR8_TPR},
+        arch::{cr0, cr4, dr, efer, rflags, seg_ar, vector, CodeBase, CR3_PCID, CR8_TPR},
         events::{self, block, info, Exception},
         hypercall,
         ioeventfd_rules::Bus,
@@ -51,6 +51,17 @@ pub(crate) enum Next {
     Finish(Deferred),
 }
 
+impl Next {
+    /// Whether the work after the window reads the guest's segment or control registers:
+    /// the window then reads them back from the VMCS before it closes.
+    pub(crate) fn needs_sregs(&self) -> bool {
+        match self {
+            Next::Finish(d) => d.needs_sregs(),
+            Next::Reenter | Next::ToUser | Next::Host => false,
+        }
+    }
+}
+
 /// The second half of an exit, done outside the window where it may sleep or read guest memory.
 pub(crate) enum Deferred {
     /// Fault in guest-physical page `gpa` (may sleep). `vectoring` is the IDT-vectoring
@@ -61,12 +72,13 @@ pub(crate) enum Deferred {
     /// Finish a MOV to CR0 (or LMSW) or CR4 of `len` bytes that turns on PAE paging outside
     /// long mode, or changes its paging bits: the PDPTEs come from guest memory.
     PaePaging { cr0: u64, cr4: u64, len: u8 },
-    /// An IN of `size` bytes from `port`, `len` bytes long: an in-kernel device (PIT, PIC)
-    /// answers it, else userspace.
-    PortIn { port: u16, size: u8, len: u8 },
-    /// An OUT of `size` bytes of `value` to `port`, `len` bytes long: an in-kernel device
-    /// (PIT, PIC, ioeventfd, coalesced zone) may take it, else it goes to userspace.
-    PortOut { port: u16, size: u8, value: u64, len: u8 },
+    /// An IN of `size` bytes from `port`, `len` bytes long, with RIP made linear by `at`: an
+    /// in-kernel device (PIT, PIC) answers it, else userspace.
+    PortIn { port: u16, size: u8, len: u8, at: CodeBase },
+    /// An OUT of `size` bytes of `value` to `port`, `len` bytes long, with RIP made linear by
+    /// `at`: an in-kernel device (PIT, PIC, ioeventfd, coalesced zone) may take it, else it
+    /// goes to userspace.
+    PortOut { port: u16, size: u8, value: u64, len: u8, at: CodeBase },
     /// #UD at the guest's RIP: RSM in SMM returns, VMMCALL is patched, anything else gets its
     /// #UD.
     InvalidOpcode,
@@ -76,6 +88,22 @@ pub(crate) enum Deferred {
     /// Report an EPT misconfiguration at `gpa` (a bug in rvmx's tables: it never writes such
     /// entries).
     EptMisconfig { gpa: u64 },
+}
+
+impl Deferred {
+    /// Whether finishing it reads the guest's segment or control registers: to emulate an
+    /// instruction (MMIO, string I/O, RSM, VMMCALL), load PDPTEs, or raise #GP for userspace's
+    /// MSR refusal. A port access only compares RIPs, with the CS of its exit.
+    fn needs_sregs(&self) -> bool {
+        match self {
+            Deferred::PortIn { .. } | Deferred::PortOut { .. } | Deferred::EptMisconfig { .. } => false,
+            Deferred::EptFault { .. }
+            | Deferred::StringIo { .. }
+            | Deferred::PaePaging { .. }
+            | Deferred::InvalidOpcode
+            | Deferred::UserMsr { .. } => true,
+        }
+    }
 }
 
 /// The port whose OUT exits with RIP already past it (`KVM_X86_QUIRK_OUT_7E_INC_RIP`).
@@ -600,7 +628,7 @@ fn cr_access(v: &mut LiveVcpu<'_, '_>, full: u32) -> Next {
 fn cr8(v: &mut LiveVcpu<'_, '_>, q: CrAccess, full: u32) -> Next {
     match q.kind {
         cr_kind::MOV_FROM => {
-            let value = v.st.apic.as_ref().map_or(v.st.sregs.cr8, |a| a.cr8());
+            let value = v.st.apic.as_ref().map_or(v.st.sregs.cr8(), |a| a.cr8());
             v.set_gpr(q.gpr, value);
             v.skip_instruction();
             Next::Reenter
@@ -611,7 +639,8 @@ fn cr8(v: &mut LiveVcpu<'_, '_>, q: CrAccess, full: u32) -> Next {
                 v.inject_gp0();
                 return Next::Reenter;
             }
-            let old = core::mem::replace(&mut v.st.sregs.cr8, value);
+            let old = v.st.sregs.cr8();
+            v.st.sregs.set_cr8(value);
             v.skip_instruction();
             if let Some(a) = v.st.apic.as_mut() {
                 a.set_cr8(value);
@@ -698,11 +727,12 @@ fn io(v: &mut LiveVcpu<'_, '_>) -> Next {
     if io.string {
         return Next::Finish(Deferred::StringIo { io, len });
     }
+    let at = guest_state::code_base(v.cur);
     if io.input {
-        return Next::Finish(Deferred::PortIn { port: io.port, size: io.size, len });
+        return Next::Finish(Deferred::PortIn { port: io.port, size: io.size, len, at });
     }
     let value = v.st.gprs.rax & crate::logic::insn::mask(io.size);
-    Next::Finish(Deferred::PortOut { port: io.port, size: io.size, value, len })
+    Next::Finish(Deferred::PortOut { port: io.port, size: io.size, value, len, at })
 }
 
 
@@ -741,13 +771,13 @@ pub(crate) fn finish(d: Deferred, st: &mut VcpuState, run: &KvmRun, vm: &Vm, sta
                 Fault::Mmio(mem) => {
                     let before = (st.regs.rip, st.regs.rcx);
                     let local = st.apic.as_mut().map(|a| a as &mut dyn emulate::LocalMmio);
-                    let outcome = emulate::mmio(mem, &mut st.regs, &st.sregs, run, gpa, qualification, &mut st.emulated, local);
+                    let outcome = emulate::mmio(mem, &mut st.regs, st.sregs.get(), run, gpa, qualification, &mut st.emulated, local);
                     emulated_end(st, before, outcome, run)
                 }
             }
         }
-        Deferred::PortIn { port, size, len } => {
-            st.pending = Some(Pending::PortIn { size, len, rip: st.linear_rip() });
+        Deferred::PortIn { port, size, len, at } => {
+            st.pending = Some(Pending::PortIn { size, len, rip: at.linear(st.regs.rip), at });
             // An in-kernel device's answer goes where userspace's would (the PIO data page,
             // as KVM's pio_data) and the IN completes here.
             if let Some(v) = vm.port_read(port, size.into()) {
@@ -758,12 +788,12 @@ pub(crate) fn finish(d: Deferred, st: &mut VcpuState, run: &KvmRun, vm: &Vm, sta
             run.io(true, size, port, 1);
             Some(Ok(0))
         }
-        Deferred::PortOut { port, size, value, len } => {
-            let rip = st.linear_rip();
+        Deferred::PortOut { port, size, value, len, at } => {
+            let rip = at.linear(st.regs.rip);
             if vm.io_write(Bus::Pio, port as u64, size as u32, value) {
                 // An ioeventfd or a coalesced zone took it: the OUT completes here, as userspace
                 // would have.
-                st.pending = Some(Pending::PortOut { len, rip });
+                st.pending = Some(Pending::PortOut { len, rip, at });
                 return complete::complete(st, run, vm);
             }
             let bytes = value.to_le_bytes();
@@ -776,7 +806,7 @@ pub(crate) fn finish(d: Deferred, st: &mut VcpuState, run: &KvmRun, vm: &Vm, sta
                 st.skip(len);
                 st.stepped(run);
             } else {
-                st.pending = Some(Pending::PortOut { len, rip });
+                st.pending = Some(Pending::PortOut { len, rip, at });
             }
             Some(Ok(0))
         }
@@ -792,7 +822,7 @@ pub(crate) fn finish(d: Deferred, st: &mut VcpuState, run: &KvmRun, vm: &Vm, sta
             Some(Ok(0))
         }
         // RSM in SMM (KVM's em_rsm): a state that cannot be loaded shuts the vCPU down.
-        Deferred::InvalidOpcode if st.smm.active && emulate::is_rsm(vm.memory(AddressSpace::Smm), &st.regs, &st.sregs) => {
+        Deferred::InvalidOpcode if st.smm.active && emulate::is_rsm(vm.memory(AddressSpace::Smm), &st.regs, st.sregs.get()) => {
             if smm::leave(st, vm) {
                 return None;
             }
@@ -801,7 +831,7 @@ pub(crate) fn finish(d: Deferred, st: &mut VcpuState, run: &KvmRun, vm: &Vm, sta
         }
         Deferred::InvalidOpcode => {
             let patch = vm.has_quirk(quirk::FIX_HYPERCALL_INSN);
-            match emulate::fix_hypercall(vm.memory(st.address_space()), &st.regs, &st.sregs, patch) {
+            match emulate::fix_hypercall(vm.memory(st.address_space()), &st.regs, st.sregs.get(), patch) {
                 // The guest runs the VMCALL now at the same RIP (RF cleared: the emulator's
                 // writeback clears it).
                 Ok(true) => st.regs.rflags &= !crate::logic::arch::rflags::RF,
@@ -814,16 +844,16 @@ pub(crate) fn finish(d: Deferred, st: &mut VcpuState, run: &KvmRun, vm: &Vm, sta
             let before = (st.regs.rip, st.regs.rcx);
             let mem = vm.memory(st.address_space());
             let local = st.apic.as_mut().map(|a| a as &mut dyn emulate::LocalMmio);
-            let outcome = emulate::string_io(mem, &mut st.regs, &st.sregs, run, io, len, &mut st.emulated, local);
+            let outcome = emulate::string_io(mem, &mut st.regs, st.sregs.get(), run, io, len, &mut st.emulated, local);
             emulated_end(st, before, outcome, run)
         }
         Deferred::PaePaging { cr0, cr4, len } => {
             // The PDPTEs must be valid and in guest RAM, or the MOV raises #GP(0).
-            let new = Sregs { cr0, cr4, ..st.sregs };
+            let new = Sregs { cr0, cr4, ..*st.sregs.get() };
             match emulate::pdptes(vm.memory(st.address_space()), &new) {
                 Some(p) => {
-                    st.sregs.cr0 = cr0;
-                    st.sregs.cr4 = cr4;
+                    let s = st.sregs.get_mut();
+                    (s.cr0, s.cr4) = (cr0, cr4);
                     st.pdptes = Some(p);
                     st.skip(len);
                     if st.stepped(run) {

@@ -29,7 +29,7 @@ fn long_mode(st: &VcpuState) -> bool {
 fn snapshot(st: &VcpuState) -> CpuSnapshot {
     CpuSnapshot {
         regs: st.regs,
-        sregs: st.sregs,
+        sregs: *st.sregs.get(),
         dr6: st.debug.dr6,
         dr7: st.debug.dr7,
         // The processor's SMBASE is 32 bits (KVM keeps what userspace wrote in the MSR).
@@ -55,7 +55,8 @@ pub(crate) fn enter(st: &mut VcpuState, vm: &Vm) -> Result {
     st.msrs.smi_count = st.msrs.smi_count.wrapping_add(1);
     st.set_smm(SmmState { active: true, inside_nmi: st.nmi_masked() });
     let (regs, sregs, dr7) = smm::entry_state(&cpu, long_mode);
-    (st.regs, st.sregs, st.debug.dr7) = (regs, sregs, dr7);
+    (st.regs, st.debug.dr7) = (regs, dr7);
+    st.sregs.set(sregs);
     // No shadow; NMIs blocked until RSM.
     st.interruptibility = st.interruptibility & !(block::STI | block::MOV_SS) | block::NMI;
     st.pdptes = None;
@@ -86,7 +87,8 @@ pub(crate) fn leave(st: &mut VcpuState, vm: &Vm) -> bool {
         },
         false => None,
     };
-    (st.regs, st.sregs, st.debug.dr6, st.debug.dr7) = (cpu.regs, cpu.sregs, cpu.dr6, cpu.dr7);
+    (st.regs, st.debug.dr6, st.debug.dr7) = (cpu.regs, cpu.dr6, cpu.dr7);
+    st.sregs.set(cpu.sregs);
     st.msrs.smbase = cpu.smbase.into();
     st.interruptibility = st.interruptibility & !(block::STI | block::MOV_SS) | shadow_from_abi(cpu.shadow);
     st.pdptes = pdptes;

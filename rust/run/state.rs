@@ -27,7 +27,7 @@ use crate::{
     },
     kvm::vm::Vm,
     run::{emulate, kvm_run::KvmRun},
-    vmx::{ept::TableCache, entry::Gprs, operation::Vmx, vmcs::{Current, Vmcs}},
+    vmx::{ept::TableCache, entry::Gprs, operation::Vmx, sregs::GuestSregs, vmcs::{Current, Vmcs}},
 };
 
 /// Everything a vCPU keeps between runs, under the vCPU mutex: its VMCS and the rest of its
@@ -52,10 +52,41 @@ impl core::ops::DerefMut for RunState {
     }
 }
 
+impl RunState {
+    /// Reads the guest's segment and control registers back from the VMCS if it holds newer
+    /// ones, in a short VMX window (outside `KVM_RUN`'s, for the ioctls and events that need them).
+    pub(crate) fn sync_sregs(&mut self) -> Result {
+        if !self.vcpu.sregs.stale() {
+            return Ok(());
+        }
+        let vmx = Vmx::get().ok_or(ENODEV)?;
+        let Self { vmcs, vcpu } = self;
+        vmx.with_vmx_operation(|op| -> Result {
+            let cur = Current::load(op, vmcs)?;
+            vcpu.sregs.sync(&cur);
+            Ok(())
+        })?
+    }
+
+    /// Acts on a pending INIT and SIPI (in-kernel APIC only; KVM's `kvm_apic_accept_events`):
+    /// INIT resets the vCPU, a SIPI starts it at its vector. In SMM, INIT waits for RSM and a
+    /// SIPI is dropped.
+    pub(crate) fn accept_init_sipi(&mut self, lint0_reenabled: bool) -> Result {
+        let Some(a) = self.vcpu.apic.as_mut() else { return Ok(()) };
+        let accepted = a.accept_init_sipi(lint0_reenabled);
+        if accepted.init || accepted.sipi.is_some() {
+            self.sync_sregs()?;
+            self.vcpu.init_sipi(accepted);
+        }
+        Ok(())
+    }
+}
+
 /// A vCPU's state but its VMCS.
 pub(crate) struct VcpuState {
     pub(crate) regs: Regs,
-    pub(crate) sregs: Sregs,
+    /// Segment, descriptor-table and control registers, newest in the VMCS after a window.
+    pub(crate) sregs: GuestSregs,
     pub(crate) controls_written: bool,
     /// For what CPU and task the VMCS holds the host state (`None` until its first window).
     pub(crate) host_written: Option<crate::vmx::host_state::HostKey>,
@@ -174,7 +205,7 @@ impl VcpuState {
     /// `KVM_GET_SREGS`: with the in-kernel APIC's TPR and base, and the queued external
     /// interrupt in the bitmap (KVM).
     pub(crate) fn user_sregs(&self) -> Sregs {
-        let mut s = self.sregs;
+        let mut s = *self.sregs.get();
         if let Some(a) = self.apic.as_ref() {
             (s.cr8, s.apic_base) = (a.cr8(), a.apic_base());
         }
@@ -213,7 +244,7 @@ impl VcpuState {
                 self.pdptes = Some(p);
             }
         }
-        self.sregs = Sregs { interrupt_bitmap: [0; 4], ..sregs };
+        self.sregs.set(Sregs { interrupt_bitmap: [0; 4], ..sregs });
         Ok(())
     }
 
@@ -263,7 +294,7 @@ impl VcpuState {
     /// window reads it from the VMCS); the XSAVE sizes are the caller's to add.
     pub(crate) fn cpuid_runtime_bits(&self, guest_cr4: u64) -> crate::logic::cpuid_table::Runtime {
         use crate::logic::arch::{apic_base, cr4};
-        let base = self.apic.as_ref().map_or(self.sregs.apic_base, |a| a.apic_base());
+        let base = self.apic.as_ref().map_or(self.sregs.apic_base(), |a| a.apic_base());
         crate::logic::cpuid_table::Runtime {
             apic_enabled: base & apic_base::ENABLE != 0,
             osxsave: guest_cr4 & cr4::OSXSAVE != 0,
@@ -278,7 +309,7 @@ impl VcpuState {
         crate::logic::cpuid_table::Runtime {
             xsave_size: f.xsave_size(self.fpu.xcr0),
             xsave_compacted_size: f.xsave_compacted_size(self.fpu.xcr0),
-            ..self.cpuid_runtime_bits(self.sregs.cr4)
+            ..self.cpuid_runtime_bits(self.sregs.get().cr4)
         }
     }
 
@@ -291,12 +322,13 @@ impl VcpuState {
     /// Current privilege level outside a window: 0 in real mode, 3 in virtual-8086 mode, else
     /// SS.DPL (as VMX keeps it).
     pub(crate) fn cpl(&self) -> u8 {
-        if self.sregs.cr0 & arch::cr0::PE == 0 {
+        let s = self.sregs.get();
+        if s.cr0 & arch::cr0::PE == 0 {
             0
         } else if self.regs.rflags & rflags::VM != 0 {
             3
         } else {
-            self.sregs.ss.dpl
+            s.ss.dpl
         }
     }
 
@@ -314,14 +346,14 @@ impl VcpuState {
 
     /// Raises #GP(0), delivered at the next entry.
     pub(crate) fn raise_gp0(&mut self) {
-        self.events.exception = Some(events::Exception::gp0(self.sregs.cr0 & arch::cr0::PE != 0));
+        self.events.exception = Some(events::Exception::gp0(self.sregs.get().cr0 & arch::cr0::PE != 0));
     }
 
     /// Raises an exception an emulated instruction caused (CR2 set for a page fault); it is
     /// delivered at the next entry.
     pub(crate) fn raise(&mut self, f: emulate::GuestFault) {
         if let Some(cr2) = f.cr2 {
-            self.sregs.cr2 = cr2;
+            self.sregs.set_cr2(cr2);
         }
         self.events.exception = Some(events::Exception::raise(f.vector, Some(f.error_code)));
     }
@@ -348,8 +380,14 @@ impl VcpuState {
     /// The guest's RIP as KVM compares it before finishing a port access (`kvm_get_linear_rip`):
     /// RIP in 64-bit mode, else CS base + RIP in 32 bits.
     pub(crate) fn linear_rip(&self) -> u64 {
-        let long64 = arch::is_64_bit_mode(self.sregs.cs.l != 0, self.sregs.efer);
-        arch::linear_rip(long64, self.sregs.cs.base, self.regs.rip)
+        let s = self.sregs.get();
+        arch::CodeBase { long64: arch::is_64_bit_mode(s.cs.l != 0, s.efer), cs_base: s.cs.base }.linear(self.regs.rip)
+    }
+
+    /// [`Self::linear_rip`] after an exit at which CS and EFER made `at_exit`: while the VMCS
+    /// still holds those (nothing changed them since), without reading them back.
+    pub(crate) fn linear_rip_since(&self, at_exit: arch::CodeBase) -> u64 {
+        if self.sregs.stale() { at_exit.linear(self.regs.rip) } else { self.linear_rip() }
     }
 
     /// An instruction finished outside the guest (by userspace, an ioeventfd or rvmx's
@@ -442,19 +480,17 @@ impl VcpuState {
         apic.as_mut().is_some_and(|a| a.take_posted(events, nmi_masked))
     }
 
-    /// Acts on a pending INIT and SIPI (in-kernel APIC only; KVM's `kvm_apic_accept_events`):
-    /// INIT resets the vCPU, a SIPI starts it at its vector. In SMM, INIT waits for RSM and a
-    /// SIPI is dropped.
-    pub(crate) fn accept_init_sipi(&mut self, lint0_reenabled: bool) {
-        let Some(a) = self.apic.as_mut() else { return };
-        let accepted = a.accept_init_sipi(lint0_reenabled);
+    /// Acts on INIT and SIPI the in-kernel APIC accepted (`sregs` synced): INIT resets the
+    /// vCPU, a SIPI starts it at its vector.
+    fn init_sipi(&mut self, accepted: crate::logic::mp_state::Accepted) {
         if accepted.init {
             self.init_reset();
         }
         if let Some(v) = accepted.sipi {
             // KVM's kvm_vcpu_deliver_sipi_vector.
-            self.sregs.cs.selector = u16::from(v) << 8;
-            self.sregs.cs.base = u64::from(v) << 12;
+            let s = self.sregs.get_mut();
+            s.cs.selector = u16::from(v) << 8;
+            s.cs.base = u64::from(v) << 12;
             self.regs.rip = 0;
         }
     }
@@ -465,7 +501,8 @@ impl VcpuState {
     fn init_reset(&mut self) {
         let family = cpuid_table::find(&self.cpuid, 1, 0).map_or(0x600, |e| e.eax);
         self.regs = Regs { rdx: family.into(), ..vcpu_state::reset_regs() };
-        self.sregs = vcpu_state::init_sregs(&self.sregs);
+        let s = vcpu_state::init_sregs(self.sregs.get());
+        self.sregs.set(s);
         self.events = Events { triple_fault: self.events.triple_fault, ..Default::default() };
         self.interruptibility = 0;
         self.pdptes = None;
@@ -487,12 +524,12 @@ impl VcpuState {
 /// What the last exit to userspace left to do.
 #[derive(Clone, Copy)]
 pub(crate) enum Pending {
-    /// IN of `size` bytes, `len` bytes long, at linear RIP `rip`: the data userspace left in
-    /// the PIO page goes to RAX, RIP past the instruction.
-    PortIn { size: u8, len: u8, rip: u64 },
-    /// OUT, `len` bytes long, at linear RIP `rip`: userspace (or an ioeventfd) has the data;
-    /// RIP past it.
-    PortOut { len: u8, rip: u64 },
+    /// IN of `size` bytes, `len` bytes long, at linear RIP `rip` (`at` made it linear): the
+    /// data userspace left in the PIO page goes to RAX, RIP past the instruction.
+    PortIn { size: u8, len: u8, rip: u64, at: arch::CodeBase },
+    /// OUT, `len` bytes long, at linear RIP `rip` (`at` made it linear): userspace (or an
+    /// ioeventfd) has the data; RIP past it.
+    PortOut { len: u8, rip: u64, at: arch::CodeBase },
     /// RDMSR or WRMSR (`write`), `len` bytes long, that userspace handles
     /// (`KVM_EXIT_X86_RDMSR/WRMSR`): #GP if it says so, else a read's value to EDX:EAX and RIP
     /// past it.

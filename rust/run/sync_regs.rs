@@ -11,7 +11,7 @@ use kernel::prelude::*;
 use crate::{
     kvm::vm::Vm,
     logic::kvm_run::sync_regs::{EVENTS, REGS, SREGS, VALID},
-    run::{kvm_run::KvmRun, state::VcpuState},
+    run::{kvm_run::KvmRun, state::{RunState, VcpuState}},
 };
 
 /// Before the run: `EINVAL` for a bit of no set in either mask, or a set KVM would refuse.
@@ -35,13 +35,15 @@ pub(crate) fn take_in(st: &mut VcpuState, run: &KvmRun, vm: &Vm) -> Result {
     Ok(())
 }
 
-/// After the run, whatever its outcome: the sets `kvm_valid_regs` asks for.
-pub(crate) fn store(st: &mut VcpuState, run: &KvmRun) {
+/// After the run, whatever its outcome: the sets `kvm_valid_regs` asks for (the segment
+/// registers read back from the VMCS for it; if they cannot be, VMX is unusable on this CPU
+/// and the run failed already: the set is left as it was).
+pub(crate) fn store(st: &mut RunState, run: &KvmRun) {
     let (valid, _) = run.sync_masks();
     if valid & REGS != 0 {
         run.put_synced_regs(st.regs);
     }
-    if valid & SREGS != 0 {
+    if valid & SREGS != 0 && st.sync_sregs().is_ok() {
         run.put_synced_sregs(st.user_sregs());
     }
     if valid & EVENTS != 0 {

@@ -22,7 +22,7 @@ use crate::{
         sync_regs,
         pvclock,
         smm,
-        state::{RunState, VcpuState},
+        state::RunState,
         window::{window, Target},
     },
 };
@@ -34,7 +34,7 @@ pub(crate) fn run(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> R
     // KVM stores them on every return, also after an error.
     sync_regs::store(st, run);
     let if_flag = st.regs.rflags & rflags::IF != 0;
-    let (cr8, apic_base) = st.apic.as_ref().map_or((st.sregs.cr8, st.sregs.apic_base), |a| (a.cr8(), a.apic_base()));
+    let (cr8, apic_base) = st.apic.as_ref().map_or((st.sregs.cr8(), st.sregs.apic_base()), |a| (a.cr8(), a.apic_base()));
     // With the PIC in the kernel, userspace has nothing to inject: always ready (KVM).
     let pic_in_kernel = st.apic.as_ref().is_some_and(|a| a.pic_in_kernel());
     let ready = pic_in_kernel || (st.events.ready_for_interrupt(if_flag, st.interruptibility) && st.apic.as_ref().is_none_or(|a| a.accepts_extint()));
@@ -66,7 +66,7 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
         if cr8 & !CR8_TPR != 0 {
             return Err(EINVAL);
         }
-        st.sregs.cr8 = cr8;
+        st.sregs.set_cr8(cr8);
     }
     if let Some(r) = complete(&mut st.vcpu, run, vm) {
         return r;
@@ -89,12 +89,13 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
         // The VM's settings as they are now (a change kicks the vCPU out of its window).
         st.take_vm_settings(vm);
         let lint0_reenabled = st.vm.has_quirk(quirk::LINT0_REENABLED);
-        if st.apic.is_some() && !ready_to_enter(st, lint0_reenabled) {
+        if st.apic.is_some() && !ready_to_enter(st, lint0_reenabled)? {
             // Asleep until something was posted or a signal came: look again.
             st.apic.as_ref().map(|a| a.mailbox().wait());
             continue;
         }
         if smm::smi_ready(st) {
+            st.sync_sregs()?;
             smm::enter(st, vm)?;
         }
         pvclock::sync(&mut st.vcpu, vm);
@@ -114,12 +115,12 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
 /// With an in-kernel APIC, before entering the guest: acts on INIT and SIPI, takes what was
 /// posted, and ends a halt that an event ends (KVM's `vcpu_block` after waking). Whether the
 /// guest may run; if not, the caller sleeps until something is posted.
-fn ready_to_enter(st: &mut VcpuState, lint0_reenabled: bool) -> bool {
+fn ready_to_enter(st: &mut RunState, lint0_reenabled: bool) -> Result<bool> {
     // Posted first: an INIT then clears what came before it (KVM's nmi_queued, the IRR).
     st.take_posted();
-    st.accept_init_sipi(lint0_reenabled);
-    let Some(state) = st.apic.as_ref().map(|a| a.mp_state()) else { return true };
-    match state {
+    st.accept_init_sipi(lint0_reenabled)?;
+    let Some(state) = st.apic.as_ref().map(|a| a.mp_state()) else { return Ok(true) };
+    Ok(match state {
         MpState::Runnable => true,
         MpState::Halted | MpState::ApResetHold if st.has_wake_event() => {
             st.apic.as_mut().map(|a| a.wake());
@@ -127,12 +128,12 @@ fn ready_to_enter(st: &mut VcpuState, lint0_reenabled: bool) -> bool {
         }
         // Waiting for INIT or SIPI (taken above), or halted without an event.
         _ => false,
-    }
+    })
 }
 
 /// `KVM_RUN` of an AP that no INIT reached yet (KVM): waits for one, acts on it, and returns
 /// `EAGAIN` (run again) or `EINTR` for a signal; with `immediate_exit`, `EINTR` at once.
-fn uninitialized(st: &mut VcpuState, run: &KvmRun, lint0_reenabled: bool) -> Result<isize> {
+fn uninitialized(st: &mut RunState, run: &KvmRun, lint0_reenabled: bool) -> Result<isize> {
     if run.immediate_exit() {
         return Err(EINTR);
     }
@@ -140,7 +141,7 @@ fn uninitialized(st: &mut VcpuState, run: &KvmRun, lint0_reenabled: bool) -> Res
     while !st.take_posted() && !current!().signal_pending() {
         st.apic.as_ref().map(|a| a.mailbox().wait());
     }
-    st.accept_init_sipi(lint0_reenabled);
+    st.accept_init_sipi(lint0_reenabled)?;
     if current!().signal_pending() {
         run.set_exit_reason(exit_reason::INTR);
         return Err(EINTR);

@@ -103,7 +103,8 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
             st.vmcs_eptp = eptp;
         }
         host.write_to(&cur, &mut st.host_written);
-        guest_state::load(&cur, t.vmx.caps(), &st.regs, &st.sregs, st.pdptes.take(), &mut st.gprs)?;
+        guest_state::load(&cur, t.vmx.caps(), &st.regs, st.sregs.to_load(), st.pdptes.take(), &mut st.gprs)?;
+        st.sregs.left_in_vmcs();
         cur.write(GUEST_DR7, drs.dr7);
         cur.write(EXCEPTION_BITMAP, dbg.exception_bitmap() | guest_state::EXCEPTIONS_ALWAYS);
         if dbg.single_step() {
@@ -172,7 +173,7 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
                 }
             }
             // SAFETY: interrupts are off; CR2 holds the guest's value until the entry.
-            unsafe { x86::write_cr2(st.sregs.cr2) };
+            unsafe { x86::write_cr2(st.sregs.cr2()) };
             if !resume {
                 mitigations.flush_l1d();
             }
@@ -198,7 +199,7 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
             let full_reason = cur.read(EXIT_REASON);
             let exited = x86::rdtsc();
             t.stats.exit(full_reason as u16, exited.wrapping_sub(entered));
-            st.sregs.cr2 = x86::read_cr2();
+            st.sregs.set_cr2(x86::read_cr2());
             let vectoring = cur.read(IDT_VECTORING_INFO);
             // An IRET from the guest's NMI handler that faulted to the host had unblocked NMIs:
             // block them again for its second try (only possible while they were blocked).
@@ -242,7 +243,12 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
             st.debug.dr7 = cur.read(GUEST_DR7);
         }
         host_debug.restore(&mut st.debug);
-        guest_state::store(&cur, &st.gprs, &mut st.regs, &mut st.sregs);
+        guest_state::store_regs(&cur, &st.gprs, &mut st.regs);
+        // The segment and control registers stay in the VMCS unless what comes next reads
+        // them (a debugger's single step reports linear RIPs).
+        if dbg.single_step() || next.needs_sregs() {
+            st.sregs.sync(&cur);
+        }
         if dbg.single_step() {
             // The debugger's TF is not the guest's.
             st.regs.rflags &= !rflags::TF;

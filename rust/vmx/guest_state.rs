@@ -3,8 +3,8 @@
 //! What a vCPU's VMCS holds: the execution controls rvmx runs every guest with, and the guest
 //! register state, moved between KVM's `kvm_regs`/`kvm_sregs` and the VMCS.
 //!
-//! Outside `KVM_RUN` the vCPU's `Regs`/`Sregs` are authoritative; a window loads them into
-//! the VMCS and stores them back when it ends.
+//! A window loads `Regs` into the VMCS and stores them back when it ends; `Sregs` stay in
+//! the VMCS between windows (see [`crate::vmx::sregs`]).
 
 use kernel::prelude::*;
 
@@ -200,13 +200,14 @@ segment_fields! {
     ldt: GUEST_LDTR_SELECTOR, GUEST_LDTR_BASE, GUEST_LDTR_LIMIT, GUEST_LDTR_AR;
 }
 
-/// Loads the guest state (`regs`, `sregs`) into the VMCS and `gprs`; `pdptes`, if given, into
-/// the PDPTE fields.
+/// Loads the guest registers `regs` into the VMCS and `gprs`, and `sregs` if given (the VMCS
+/// keeps them between windows: see [`crate::vmx::sregs`]); `pdptes`, if given, into the
+/// PDPTE fields.
 pub(crate) fn load(
     cur: &Current<'_>,
     caps: &VmxCaps,
     regs: &Regs,
-    sregs: &Sregs,
+    sregs: Option<&Sregs>,
     pdptes: Option<[u64; 4]>,
     gprs: &mut Gprs,
 ) -> Result {
@@ -218,18 +219,9 @@ pub(crate) fn load(
     cur.write(GUEST_RSP, regs.rsp);
     cur.write(GUEST_RIP, regs.rip);
     cur.write(GUEST_RFLAGS, regs.rflags | crate::logic::arch::rflags::FIXED);
-    write_segments(cur, sregs);
-    cur.write(GUEST_GDTR_BASE, sregs.gdt.base);
-    cur.write(GUEST_GDTR_LIMIT, sregs.gdt.limit as u32);
-    cur.write(GUEST_IDTR_BASE, sregs.idt.base);
-    cur.write(GUEST_IDTR_LIMIT, sregs.idt.limit as u32);
-    cur.write(GUEST_CR0, real_cr0(sregs.cr0));
-    cur.write(CR0_READ_SHADOW, sregs.cr0);
-    cur.write(GUEST_CR3, sregs.cr3);
-    cur.write(GUEST_CR4, sregs.cr4 | CR4_HOST_OWNED);
-    cur.write(CR4_READ_SHADOW, sregs.cr4);
-    cur.write(GUEST_IA32_EFER, sregs.efer);
-    cur.write(ENTRY_CONTROLS, entry_controls(caps, sregs.efer)?);
+    if let Some(sregs) = sregs {
+        load_sregs(cur, caps, sregs)?;
+    }
     // PAE paging without long mode takes its PDPTEs from the VMCS (SDM 26.3.1.6). VM exits
     // save them (EPT is on) and the VMCS keeps them between windows; new ones come from
     // KVM_SET_SREGS or an emulated MOV to CR0, read from guest memory.
@@ -242,8 +234,27 @@ pub(crate) fn load(
     Ok(())
 }
 
-/// Stores the guest state from the VMCS and `gprs` into `regs` and `sregs`.
-pub(crate) fn store(cur: &Current<'_>, gprs: &Gprs, regs: &mut Regs, sregs: &mut Sregs) {
+/// Loads the segment, descriptor-table and control registers of `sregs` into the VMCS.
+fn load_sregs(cur: &Current<'_>, caps: &VmxCaps, sregs: &Sregs) -> Result {
+    // The entry controls first: the only step that can fail, before anything is written.
+    let entry = entry_controls(caps, sregs.efer)?;
+    write_segments(cur, sregs);
+    cur.write(GUEST_GDTR_BASE, sregs.gdt.base);
+    cur.write(GUEST_GDTR_LIMIT, sregs.gdt.limit as u32);
+    cur.write(GUEST_IDTR_BASE, sregs.idt.base);
+    cur.write(GUEST_IDTR_LIMIT, sregs.idt.limit as u32);
+    cur.write(GUEST_CR0, real_cr0(sregs.cr0));
+    cur.write(CR0_READ_SHADOW, sregs.cr0);
+    cur.write(GUEST_CR3, sregs.cr3);
+    cur.write(GUEST_CR4, sregs.cr4 | CR4_HOST_OWNED);
+    cur.write(CR4_READ_SHADOW, sregs.cr4);
+    cur.write(GUEST_IA32_EFER, sregs.efer);
+    cur.write(ENTRY_CONTROLS, entry);
+    Ok(())
+}
+
+/// Stores the guest registers from the VMCS and `gprs` into `regs`.
+pub(crate) fn store_regs(cur: &Current<'_>, gprs: &Gprs, regs: &mut Regs) {
     *regs = Regs {
         rax: gprs.rax, rbx: gprs.rbx, rcx: gprs.rcx, rdx: gprs.rdx, rsi: gprs.rsi,
         rdi: gprs.rdi, rbp: gprs.rbp, r8: gprs.r8, r9: gprs.r9, r10: gprs.r10, r11: gprs.r11,
@@ -252,6 +263,11 @@ pub(crate) fn store(cur: &Current<'_>, gprs: &Gprs, regs: &mut Regs, sregs: &mut
         rip: cur.read(GUEST_RIP),
         rflags: cur.read(GUEST_RFLAGS),
     };
+}
+
+/// Stores the VMCS's segment, descriptor-table and control registers into `sregs` (CR2, CR8
+/// and APIC_BASE are not there).
+pub(crate) fn store_sregs(cur: &Current<'_>, sregs: &mut Sregs) {
     read_segments(cur, sregs);
     sregs.gdt.base = cur.read(GUEST_GDTR_BASE);
     sregs.gdt.limit = cur.read(GUEST_GDTR_LIMIT) as u16;
@@ -310,7 +326,12 @@ pub(crate) fn dump_failed_entry(cur: &Current<'_>, why: u64) {
 /// The guest's RIP as a linear address, as `KVM_EXIT_DEBUG` reports it (KVM's
 /// `kvm_get_linear_rip`): RIP in 64-bit mode, else CS base + RIP in 32 bits.
 pub(crate) fn linear_rip(cur: &Current<'_>) -> u64 {
-    arch::linear_rip(long64(cur), cur.read(GUEST_CS_BASE), cur.read(GUEST_RIP))
+    code_base(cur).linear(cur.read(GUEST_RIP))
+}
+
+/// What makes the guest's RIP linear now.
+pub(crate) fn code_base(cur: &Current<'_>) -> arch::CodeBase {
+    arch::CodeBase { long64: long64(cur), cs_base: cur.read(GUEST_CS_BASE) }
 }
 
 /// Whether the guest runs 64-bit code ([`arch::is_64_bit_mode`]), where registers are not
