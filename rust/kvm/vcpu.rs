@@ -127,6 +127,8 @@ impl Vcpu {
                     settings_gen,
                     settings_seen,
                     tables,
+                    // Never a page's address: no fault is taken for MMIO before one was.
+                    mmio_page: u64::MAX,
                     },
                 }),
             }),

@@ -31,7 +31,7 @@ use crate::{
         emulate,
         kvm_run::KvmRun,
         smm,
-        state::{Pending, VcpuState},
+        state::{Pending, RunState, VcpuState},
     },
     vmx::{
         guest_state::{self, guest_cr0, linear_rip, real_cr0, CR4_HOST_OWNED, ENTRY_IA32E},
@@ -53,10 +53,11 @@ pub(crate) enum Next {
 
 impl Next {
     /// Whether the work after the window reads the guest's segment or control registers:
-    /// the window then reads them back from the VMCS before it closes.
-    pub(crate) fn needs_sregs(&self) -> bool {
+    /// the window then reads them back from the VMCS before it closes (cheaper than a VMX
+    /// window of their own later).
+    pub(crate) fn needs_sregs(&self, st: &VcpuState) -> bool {
         match self {
-            Next::Finish(d) => d.needs_sregs(),
+            Next::Finish(d) => d.needs_sregs(st),
             Next::Reenter | Next::ToUser | Next::Host => false,
         }
     }
@@ -93,12 +94,15 @@ pub(crate) enum Deferred {
 impl Deferred {
     /// Whether finishing it reads the guest's segment or control registers: to emulate an
     /// instruction (MMIO, string I/O, RSM, VMMCALL), load PDPTEs, or raise #GP for userspace's
-    /// MSR refusal. A port access only compares RIPs, with the CS of its exit.
-    fn needs_sregs(&self) -> bool {
+    /// MSR refusal. A port access only compares RIPs, with the CS of its exit. An EPT fault
+    /// is MMIO only where no RAM is, which the window cannot look up (the slots' lock may
+    /// sleep): a fault on the page of the last MMIO access is taken for one, else the
+    /// registers are read in a VMX window of their own if it turns out to be MMIO.
+    fn needs_sregs(&self, st: &VcpuState) -> bool {
         match self {
             Deferred::PortIn { .. } | Deferred::PortOut { .. } | Deferred::EptMisconfig { .. } => false,
-            Deferred::EptFault { .. }
-            | Deferred::StringIo { .. }
+            Deferred::EptFault { gpa, .. } => *gpa & !0xfff == st.mmio_page,
+            Deferred::StringIo { .. }
             | Deferred::PaePaging { .. }
             | Deferred::InvalidOpcode
             | Deferred::UserMsr { .. } => true,
@@ -737,45 +741,10 @@ fn io(v: &mut LiveVcpu<'_, '_>) -> Next {
 
 
 /// The second half of an exit, after the window closed. `Some` if `KVM_RUN` returns now.
-pub(crate) fn finish(d: Deferred, st: &mut VcpuState, run: &KvmRun, vm: &Vm, stats: &VcpuStats) -> Option<Result<isize>> {
+pub(crate) fn finish(d: Deferred, rs: &mut RunState, run: &KvmRun, vm: &Vm, stats: &VcpuStats) -> Option<Result<isize>> {
+    let st = &mut rs.vcpu;
     match d {
-        Deferred::EptFault { gpa, qualification, vectoring, cpu } => {
-            let fault = match vm.fault_in(st.address_space(), gpa, qualification, &mut st.tables) {
-                Ok(f) => f,
-                Err(e) => return Some(Err(e)),
-            };
-            match fault {
-                Fault::Mapped => {
-                    stats.ept_fault();
-                    None
-                }
-                // RAM the VMM's mapping cannot give (unmapped, or read-only for a write):
-                // EFAULT with exit reason KVM_EXIT_UNKNOWN, as KVM answers on this host (it
-                // fills in KVM_EXIT_MEMORY_FAULT only for private memory).
-                Fault::HostFault => {
-                    run.set_exit_reason(exit_reason::UNKNOWN);
-                    Some(Err(EFAULT))
-                }
-                Fault::Interrupted => {
-                    run.set_exit_reason(exit_reason::INTR);
-                    Some(Err(EINTR))
-                }
-                // Delivering an event touched MMIO (an IDT or stack outside RAM): no
-                // instruction to emulate, KVM's KVM_INTERNAL_ERROR_DELIVERY_EV.
-                Fault::Mmio(_) if vectoring & events::info::VALID != 0 => {
-                    let data = [vectoring as u64, reason::EPT_VIOLATION as u64, qualification, gpa, cpu as u64];
-                    run.internal_error(internal_error::DELIVERY_EV, &data);
-                    Some(Ok(0))
-                }
-                // No RAM behind it (or a write to a read-only slot): MMIO.
-                Fault::Mmio(mem) => {
-                    let before = (st.regs.rip, st.regs.rcx);
-                    let local = st.apic.as_mut().map(|a| a as &mut dyn emulate::LocalMmio);
-                    let outcome = emulate::mmio(mem, &mut st.regs, st.sregs.get(), run, gpa, qualification, &mut st.emulated, local);
-                    emulated_end(st, before, outcome, run)
-                }
-            }
-        }
+        d @ Deferred::EptFault { .. } => ept_fault(d, rs, run, vm, stats),
         Deferred::PortIn { port, size, len, at } => {
             st.pending = Some(Pending::PortIn { size, len, rip: at.linear(st.regs.rip), at });
             // An in-kernel device's answer goes where userspace's would (the PIO data page,
@@ -863,6 +832,53 @@ pub(crate) fn finish(d: Deferred, st: &mut VcpuState, run: &KvmRun, vm: &Vm, sta
                 None => st.events.exception = Some(Exception::raise(vector::GP, Some(0))),
             }
             None
+        }
+    }
+}
+
+/// An EPT fault, after the window: RAM is mapped; MMIO is emulated (the registers read back
+/// first if the window did not).
+fn ept_fault(d: Deferred, rs: &mut RunState, run: &KvmRun, vm: &Vm, stats: &VcpuStats) -> Option<Result<isize>> {
+    let Deferred::EptFault { gpa, qualification, vectoring, cpu } = d else { return None };
+    let st = &mut rs.vcpu;
+    let fault = match vm.fault_in(st.address_space(), gpa, qualification, &mut st.tables) {
+        Ok(f) => f,
+        Err(e) => return Some(Err(e)),
+    };
+    match fault {
+        Fault::Mapped => {
+            stats.ept_fault();
+            None
+        }
+        // RAM the VMM's mapping cannot give (unmapped, or read-only for a write):
+        // EFAULT with exit reason KVM_EXIT_UNKNOWN, as KVM answers on this host (it
+        // fills in KVM_EXIT_MEMORY_FAULT only for private memory).
+        Fault::HostFault => {
+            run.set_exit_reason(exit_reason::UNKNOWN);
+            Some(Err(EFAULT))
+        }
+        Fault::Interrupted => {
+            run.set_exit_reason(exit_reason::INTR);
+            Some(Err(EINTR))
+        }
+        // Delivering an event touched MMIO (an IDT or stack outside RAM): no
+        // instruction to emulate, KVM's KVM_INTERNAL_ERROR_DELIVERY_EV.
+        Fault::Mmio(_) if vectoring & events::info::VALID != 0 => {
+            let data = [vectoring as u64, reason::EPT_VIOLATION as u64, qualification, gpa, cpu as u64];
+            run.internal_error(internal_error::DELIVERY_EV, &data);
+            Some(Ok(0))
+        }
+        // No RAM behind it (or a write to a read-only slot): MMIO.
+        Fault::Mmio(mem) => {
+            st.mmio_page = gpa & !0xfff;
+            if let Err(e) = rs.sync_sregs() {
+                return Some(Err(e));
+            }
+            let st = &mut rs.vcpu;
+            let before = (st.regs.rip, st.regs.rcx);
+            let local = st.apic.as_mut().map(|a| a as &mut dyn emulate::LocalMmio);
+            let outcome = emulate::mmio(mem, &mut st.regs, st.sregs.get(), run, gpa, qualification, &mut st.emulated, local);
+            emulated_end(st, before, outcome, run)
         }
     }
 }

@@ -142,6 +142,9 @@ pub(crate) struct VcpuState {
     pub(crate) settings_seen: u64,
     /// Page-table pages for this vCPU's next EPT fault, allocated before the MMU lock.
     pub(crate) tables: TableCache,
+    /// The guest-physical page of the last MMIO access: an EPT fault there is taken for MMIO
+    /// again, and the window reads the registers the emulator needs before it closes.
+    pub(crate) mmio_page: u64,
 }
 
 impl VcpuState {

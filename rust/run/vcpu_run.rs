@@ -104,7 +104,7 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
             Next::ToUser => return Ok(0),
             Next::Host | Next::Reenter => {}
             Next::Finish(d) => {
-                if let Some(r) = exit::finish(d, &mut st.vcpu, run, vm, t.stats) {
+                if let Some(r) = exit::finish(d, st, run, vm, t.stats) {
                     return r;
                 }
             }

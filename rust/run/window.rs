@@ -246,7 +246,7 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
         guest_state::store_regs(&cur, &st.gprs, &mut st.regs);
         // The segment and control registers stay in the VMCS unless what comes next reads
         // them (a debugger's single step reports linear RIPs).
-        if dbg.single_step() || next.needs_sregs() {
+        if dbg.single_step() || next.needs_sregs(st) {
             st.sregs.sync(&cur);
         }
         if dbg.single_step() {
