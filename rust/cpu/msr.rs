@@ -8,11 +8,13 @@
 //! (the CPU loads it at entry and stores it at exit, since SWAPGS changes KERNEL_GS_BASE
 //! without an exit, and the guest writes SPEC_CTRL without one once it uses it), the rest in
 //! [`GuestMsrs`]. Outside a window every guest value is in `GuestMsrs` or
-//! SREGS; a window loads them and stores them back.
+//! SREGS. The lists and the VMCS keep theirs between windows: a window writes them only after
+//! userspace's access (`KVM_SET_MSRS` and the like) and reads back only what the guest
+//! changes without an exit (the switched MSRs); its WRMSR exits write both places.
 
 use core::{
     mem::size_of,
-    sync::atomic::{AtomicBool, Ordering::Relaxed},
+    sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed},
 };
 use kernel::{
     page::{Page, PAGE_SIZE},
@@ -53,6 +55,11 @@ pub(crate) struct MsrArea {
     entries: [Option<usize>; SWITCHED.len()],
     /// Entries in each list.
     count: usize,
+    /// The lists' lengths the VMCS holds (`usize::MAX` before the first write).
+    count_written: AtomicUsize,
+    /// The guest list and the VMCS hold what [`GuestMsrs`] holds (false after an access
+    /// outside a window, which may have changed it).
+    guest_loaded: AtomicBool,
 }
 
 // SAFETY: the raw pointer is into `_page`, which the area owns and frees with it; moving the
@@ -90,6 +97,8 @@ impl MsrArea {
             spec_ctrl_passed: AtomicBool::new(false),
             entries: [None; SWITCHED.len()],
             count: 0,
+            count_written: AtomicUsize::new(usize::MAX),
+            guest_loaded: AtomicBool::new(false),
         };
         area.intercept_all();
         for (slot, &msr) in area.entries.iter_mut().zip(SWITCHED.iter()) {
@@ -182,38 +191,53 @@ impl MsrArea {
                 count = i; // the last entry
             }
         }
+        if self.count_written.swap(count, Relaxed) == count {
+            return;
+        }
         cur.write(ENTRY_MSR_LOAD_COUNT, count as u32);
         cur.write(EXIT_MSR_STORE_COUNT, count as u32);
         cur.write(EXIT_MSR_LOAD_COUNT, count as u32);
     }
 
-    /// At window start: guest values into the guest list, this CPU's and task's values into
-    /// the host list; PAT, SYSENTER and the TSC offset into the VMCS.
+    /// [`GuestMsrs`] may change outside a window: the next window writes it all again.
+    pub(crate) fn guest_changed(&self) {
+        self.guest_loaded.store(false, Relaxed);
+    }
+
+    /// At window start: this CPU's and task's values into the host list (read every time:
+    /// KERNEL_GS_BASE is the task's, SPEC_CTRL may change, and KVM's guests' values sit in
+    /// the others until it returns to userspace); if `m` changed outside a window, its
+    /// values into the guest list and PAT, SYSENTER and the TSC offset into the VMCS.
     pub(crate) fn load(&self, cur: &Current<'_>, m: &GuestMsrs) {
+        let changed = !self.guest_loaded.swap(true, Relaxed);
         for ((&msr, &v), entry) in SWITCHED.iter().zip(m.switched.iter()).zip(self.entries.iter()) {
             if let Some(i) = *entry {
-                self.set(value_word(false, i), v);
+                if changed {
+                    self.set(value_word(false, i), v);
+                }
                 // Only MSRs the host has (`new`).
                 self.set(value_word(true, i), x86::rdmsr(msr));
             }
         }
         self.write_counts(cur);
-        cur.write(GUEST_IA32_PAT, m.pat);
-        cur.write(GUEST_SYSENTER_CS, m.sysenter[0] as u32);
-        cur.write(GUEST_SYSENTER_ESP, m.sysenter[1]);
-        cur.write(GUEST_SYSENTER_EIP, m.sysenter[2]);
-        cur.write(TSC_OFFSET, m.tsc_offset);
+        if changed {
+            cur.write(GUEST_IA32_PAT, m.pat);
+            cur.write(GUEST_SYSENTER_CS, m.sysenter[0] as u32);
+            cur.write(GUEST_SYSENTER_ESP, m.sysenter[1]);
+            cur.write(GUEST_SYSENTER_EIP, m.sysenter[2]);
+            cur.write(TSC_OFFSET, m.tsc_offset);
+        }
     }
 
-    /// At window end: the guest's values back from the list and the VMCS.
-    pub(crate) fn store(&self, cur: &Current<'_>, m: &mut GuestMsrs) {
+    /// At window end: the switched MSRs' guest values back from the list (SWAPGS changes
+    /// KERNEL_GS_BASE, a guest that uses SPEC_CTRL writes it, without exits). PAT and
+    /// SYSENTER change only by WRMSR exits, which write `m` too.
+    pub(crate) fn store(&self, m: &mut GuestMsrs) {
         for (v, entry) in m.switched.iter_mut().zip(self.entries.iter()) {
             if let Some(i) = *entry {
                 *v = self.get(value_word(false, i));
             }
         }
-        m.pat = cur.read(GUEST_IA32_PAT);
-        m.sysenter = [cur.read(GUEST_SYSENTER_CS) as u64, cur.read(GUEST_SYSENTER_ESP), cur.read(GUEST_SYSENTER_EIP)];
     }
 
     /// The entry of `msr` in the lists, if it is a switched MSR this host has.

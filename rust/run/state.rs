@@ -415,6 +415,9 @@ impl VcpuState {
     /// RDMSR/WRMSR), from this state outside one (userspace's `KVM_GET/SET_MSRS`).
     pub(crate) fn msr_state<'a, 'b>(&'a mut self, vmcs: Option<&'a Current<'b>>) -> MsrState<'a, 'b> {
         let host = vmcs.is_none();
+        if host {
+            self.msr_area.guest_changed();
+        }
         let pv_features = self.enforced_pv_features();
         MsrState {
             vmcs,

@@ -254,7 +254,7 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
             st.regs.rflags &= !rflags::TF;
         }
         st.interruptibility = cur.read(GUEST_INTERRUPTIBILITY);
-        st.msr_area.store(&cur, &mut st.msrs);
+        st.msr_area.store(&mut st.msrs);
         drop(cur);
         t.running.store(-1, core::sync::atomic::Ordering::SeqCst);
         host.restore();
