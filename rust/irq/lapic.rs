@@ -94,6 +94,11 @@ impl LocalApic {
         self.apic.apic_base() & apic_base::BSP != 0
     }
 
+    /// Whether an INIT or SIPI waits to be acted on (`kvm_apic_has_pending_init_or_sipi`).
+    pub(crate) fn init_sipi_pending(&self) -> bool {
+        self.mailbox.init_sipi(|i| i.pending())
+    }
+
     /// Acts on a pending INIT and SIPI (`kvm_apic_accept_events`): what the vCPU must do.
     /// An INIT has already reset the APIC (`lint0_reenabled`: KVM's quirk of that name).
     pub(crate) fn accept_init_sipi(&mut self, lint0_reenabled: bool) -> mp_state::Accepted {

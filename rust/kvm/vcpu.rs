@@ -138,19 +138,18 @@ impl Vcpu {
 
     /// The vCPU's state for an ioctl, locked as KVM locks a vCPU for one (killably: the lock
     /// may wait for a `KVM_RUN` whose guest sleeps in HLT).
-    /// The vCPU's state, its segment registers read back from the VMCS (see
-    /// [`crate::vmx::sregs`]).
+    /// The vCPU's state as it is: the segment and control registers may be newer in the VMCS
+    /// (see [`crate::vmx::sregs`]), for `KVM_RUN` and the ioctls that do not touch them.
     fn state(&self) -> Result<kernel::sync::MutexGuard<'_, RunState>> {
-        let mut st = self.lock_state()?;
-        st.sync_sregs()?;
-        Ok(st)
+        crate::host::lock::lock_killable(&self.state)
     }
 
-    /// The vCPU's state as it is, for `KVM_RUN` and the ioctls that touch no segment or
-    /// control register (`KVM_GET/SET_REGS`, `KVM_INTERRUPT`): an exit to userspace and back
-    /// then never reads them from the VMCS.
-    fn lock_state(&self) -> Result<kernel::sync::MutexGuard<'_, RunState>> {
-        crate::host::lock::lock_killable(&self.state)
+    /// The vCPU's state with its segment and control registers read back from the VMCS, for
+    /// the ioctls that read them (directly, or through CR4, EFER, FS/GS base or a linear RIP).
+    fn synced_state(&self) -> Result<kernel::sync::MutexGuard<'_, RunState>> {
+        let mut st = self.state()?;
+        st.sync_sregs()?;
+        Ok(st)
     }
 
     /// The vCPU exists and has its fd (KVM's `kvm_arch_vcpu_postcreate`): its TSC joins the
@@ -169,9 +168,9 @@ impl FdObject for Vcpu {
     fn ioctl(this: ArcBorrow<'_, Self>, cmd: u32, arg: usize) -> Result<isize> {
         this.vm.check_owner()?;
         match cmd {
-            KVM_GET_REGS => write_user(arg, &this.lock_state()?.regs)?,
-            KVM_SET_REGS => this.lock_state()?.set_user_regs(read_user(arg)?),
-            KVM_GET_SREGS => write_user(arg, &this.state()?.user_sregs())?,
+            KVM_GET_REGS => write_user(arg, &this.state()?.regs)?,
+            KVM_SET_REGS => this.state()?.set_user_regs(read_user(arg)?),
+            KVM_GET_SREGS => write_user(arg, &this.synced_state()?.user_sregs())?,
             KVM_INTERRUPT => {
                 let irq: u32 = read_user(arg)?;
                 if irq >= 256 {
@@ -181,7 +180,7 @@ impl FdObject for Vcpu {
                 if this.vm.apic_bus().irqchip().is_some() {
                     return Err(ENXIO);
                 }
-                let mut st = this.lock_state()?;
+                let mut st = this.state()?;
                 // Split irqchip: the userspace PIC's ExtINT, taken through LINT0.
                 if let Some(a) = st.apic.as_mut() {
                     a.queue_extint(irq as u8)?;
@@ -217,7 +216,7 @@ impl FdObject for Vcpu {
             }
             KVM_TRANSLATE => {
                 let mut tr: Translation = read_user(arg)?;
-                let (sregs, space) = this.state().map(|st| (*st.sregs.get(), st.address_space()))?;
+                let (sregs, space) = this.synced_state().map(|st| (*st.sregs.get(), st.address_space()))?;
                 let gpa = crate::run::emulate::translate(this.vm.memory(space), &sregs, tr.linear_address);
                 // As KVM: all ones when unmapped; writeable and usermode are not computed.
                 tr.physical_address = gpa.unwrap_or(u64::MAX);
@@ -362,7 +361,7 @@ impl Vcpu {
             table.push(e, GFP_KERNEL_ACCOUNT)?;
         }
         let vmx = Vmx::get().ok_or(ENODEV)?;
-        let mut st = self.state()?;
+        let mut st = self.synced_state()?;
         st.take_vm_settings(&self.vm);
         // After KVM_RUN only the same table, compared with the runtime bits in both (KVM).
         if st.controls_written {
@@ -383,7 +382,7 @@ impl Vcpu {
     /// `KVM_GET_MSRS` / `KVM_SET_MSRS`: processes entries in order and returns how many
     /// succeeded, stopping at the first MSR that does not exist or refuses the value (KVM).
     fn msrs(&self, arg: usize, set: bool) -> Result<isize> {
-        let mut guard = self.state()?;
+        let mut guard = self.synced_state()?;
         let st = &mut *guard;
         // The VM's quirks as they are now (KVM_ENABLE_CAP may have come after KVM_RUN).
         st.take_vm_settings(&self.vm);
@@ -456,7 +455,7 @@ impl Vcpu {
     /// `KVM_GET_CPUID2`.
     fn get_cpuid(&self, arg: usize) -> Result {
         let nent: u32 = read_user(arg)?;
-        let mut st = self.state()?;
+        let mut st = self.synced_state()?;
         if (nent as usize) < st.cpuid.len() {
             return Err(E2BIG);
         }
@@ -483,7 +482,7 @@ impl Vcpu {
             serial: self.serial,
         };
         let kvm_run = KvmRun::new(&self.pages[0], &self.pages[1]);
-        let mut st = self.lock_state()?;
+        let mut st = self.state()?;
         let Some(mut mask) = st.sigmask else {
             return vcpu_run::run(&target, &mut st, &kvm_run, &self.vm);
         };
@@ -501,7 +500,7 @@ impl Vcpu {
     /// uncorrected no-action one may signal a CMCI.
     fn set_mce(&self, e: crate::logic::mce::X86Mce) -> Result {
         use crate::{logic::{arch::vector, events::Exception}, logic::mce::Injected};
-        let mut st = self.state()?;
+        let mut st = self.synced_state()?;
         let cr4_mce = st.sregs.get().cr4 & crate::logic::arch::cr4::MCE != 0;
         match st.msrs.mce.inject(&e, cr4_mce).map_err(|_| EINVAL)? {
             Injected::Recorded => {}
@@ -517,7 +516,7 @@ impl Vcpu {
     fn set_guest_debug(&self, arg: crate::logic::guest_debug::GuestDebugArg) -> Result {
         use crate::{logic::{arch::vector, events::Exception}, logic::guest_debug::{control, Debugger}};
         let debugger = Debugger::from_arg(&arg).ok_or(EINVAL)?;
-        let mut st = self.state()?;
+        let mut st = self.synced_state()?;
         if arg.control & (control::INJECT_DB | control::INJECT_BP) != 0 {
             if st.events.exception.is_some() {
                 return Err(EBUSY);

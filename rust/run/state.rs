@@ -72,9 +72,14 @@ impl RunState {
     /// INIT resets the vCPU, a SIPI starts it at its vector. In SMM, INIT waits for RSM and a
     /// SIPI is dropped.
     pub(crate) fn accept_init_sipi(&mut self, lint0_reenabled: bool) -> Result {
+        // The registers first: a read-back that fails leaves the INIT or SIPI pending.
+        if self.vcpu.apic.as_ref().is_some_and(|a| a.init_sipi_pending()) {
+            self.sync_sregs()?;
+        }
         let Some(a) = self.vcpu.apic.as_mut() else { return Ok(()) };
         let accepted = a.accept_init_sipi(lint0_reenabled);
         if accepted.init || accepted.sipi.is_some() {
+            // Posted since the check above (another vCPU's INIT): read back now.
             self.sync_sregs()?;
             self.vcpu.init_sipi(accepted);
         }

@@ -35,19 +35,24 @@ pub(crate) fn take_in(st: &mut VcpuState, run: &KvmRun, vm: &Vm) -> Result {
     Ok(())
 }
 
-/// After the run, whatever its outcome: the sets `kvm_valid_regs` asks for (the segment
-/// registers read back from the VMCS for it; if they cannot be, VMX is unusable on this CPU
-/// and the run failed already: the set is left as it was).
-pub(crate) fn store(st: &mut RunState, run: &KvmRun) {
+/// After the run, whatever its outcome: the sets `kvm_valid_regs` asks for. The segment
+/// registers are read back from the VMCS for it; if VMX cannot be entered for that, the
+/// error (the run's own error comes first).
+pub(crate) fn store(st: &mut RunState, run: &KvmRun) -> Result {
     let (valid, _) = run.sync_masks();
     if valid & REGS != 0 {
         run.put_synced_regs(st.regs);
     }
-    if valid & SREGS != 0 && st.sync_sregs().is_ok() {
-        run.put_synced_sregs(st.user_sregs());
+    let mut synced = Ok(());
+    if valid & SREGS != 0 {
+        synced = st.sync_sregs();
+        if synced.is_ok() {
+            run.put_synced_sregs(st.user_sregs());
+        }
     }
     if valid & EVENTS != 0 {
         let events = st.user_events();
         run.put_synced_events(events);
     }
+    synced
 }

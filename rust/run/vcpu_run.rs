@@ -32,7 +32,8 @@ pub(crate) fn run(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> R
     t.stats.run();
     let r = run_loop(t, st, run, vm);
     // KVM stores them on every return, also after an error.
-    sync_regs::store(st, run);
+    let stored = sync_regs::store(st, run);
+    let r = r.and_then(|n| stored.map(|()| n));
     let if_flag = st.regs.rflags & rflags::IF != 0;
     let (cr8, apic_base) = st.apic.as_ref().map_or((st.sregs.cr8(), st.sregs.apic_base()), |a| (a.cr8(), a.apic_base()));
     // With the PIC in the kernel, userspace has nothing to inject: always ready (KVM).
