@@ -10,6 +10,8 @@
 //!   until the timer interrupt's handler ran (it writes EOI).
 //! - `self_ipi`: a self-IPI (the x2APIC SELF_IPI register) taken at once, and its EOI.
 //! - `eoi_write`: an EOI with nothing in service (x2APIC MSR write).
+//! - `cr8_tpr`: the TPR through CR8 as a guest kernel uses it: raise it (MOV to CR8), read it,
+//!   lower it again, with nothing pending (three CR8 accesses per operation).
 //! - `irqfd_msi`: a device's interrupt through `KVM_IRQFD` on a GSI with an MSI route (how a
 //!   virtio-pci device interrupts): a host thread signals the eventfd, the guest's handler
 //!   counts and EOIs, the thread sees the count and signals again. The guest spins.
@@ -134,6 +136,16 @@ std::arch::global_asm!(
     "dec esi", "jnz 2b",
     "stop_clock",
     "out 0x99, al",
+    // The TPR through CR8: raised to 1, read, lowered to 0; interrupts on, nothing pending.
+    "irqb_cr8: x2apic_on",
+    "sti",
+    "start_clock",
+    "2: mov eax, 1", "mov cr8, rax",
+    "mov rax, cr8",
+    "xor eax, eax", "mov cr8, rax",
+    "dec esi", "jnz 2b",
+    "stop_clock",
+    "out 0x99, al",
     "irqb_end:",
     ".popsection",
 );
@@ -149,6 +161,7 @@ extern "C" {
     static irqb_timer: u8;
     static irqb_self: u8;
     static irqb_eoi: u8;
+    static irqb_cr8: u8;
     static irqb_irqfd: u8;
     static irqb_count: u8;
     static irqb_end: u8;
@@ -285,6 +298,7 @@ fn main() -> ExitCode {
             ("timer_tsc_deadline", offset(&irqb_timer), Peer::None, 1000),
             ("self_ipi", offset(&irqb_self), Peer::None, 1000),
             ("eoi_write", offset(&irqb_eoi), Peer::None, 2000),
+            ("cr8_tpr", offset(&irqb_cr8), Peer::None, 2000),
             ("irqfd_msi", offset(&irqb_irqfd), Peer::Irqfd, 500),
         ]
     };
