@@ -13,7 +13,7 @@
 
 use kernel::{prelude::*, sync::Arc};
 
-use super::{bus::ApicBus, mailbox::Mailbox, timer::ApicTimer};
+use super::{bus::ApicBus, mailbox::Mailbox, timer::ApicTimer, vapic::VirtualApicPage};
 use crate::logic::{
     arch::apic_base,
     cpuid_table::{self, CpuidEntry},
@@ -45,6 +45,8 @@ pub(crate) struct LocalApic {
     eoi_exit: Option<u8>,
     /// The VM's APIC bus period (`KVM_CAP_X86_APIC_BUS_CYCLES_NS`), in nanoseconds.
     bus_cycle_ns: u64,
+    /// Where the processor keeps the guest's TPR while it runs (TPR shadow).
+    vapic: VirtualApicPage,
 }
 
 impl LocalApic {
@@ -57,8 +59,9 @@ impl LocalApic {
         }
         let mailbox = Mailbox::new(vcpu_id, apic.address())?;
         let timer = ApicTimer::new(mailbox.clone(), bus.clone())?;
+        let vapic = VirtualApicPage::new()?;
         let index = bus.join(&mailbox)?;
-        Ok(Self { apic, extint: None, mailbox, bus, index, mp_state: MpState::initial(true, bsp), timer, tsc_deadline: 0, eoi_exit: None, bus_cycle_ns })
+        Ok(Self { apic, extint: None, mailbox, bus, index, mp_state: MpState::initial(true, bsp), timer, tsc_deadline: 0, eoi_exit: None, bus_cycle_ns, vapic })
     }
 
     /// The vCPU's activity state.
@@ -311,6 +314,27 @@ impl LocalApic {
     /// MOV to CR8 (or `kvm_run.cr8`): the TPR.
     pub(crate) fn set_cr8(&mut self, cr8: u64) {
         self.apic.set_cr8(cr8);
+    }
+
+    /// The virtual-APIC page's physical address, for the VMCS (TPR shadow).
+    pub(crate) fn vapic_phys(&self) -> u64 {
+        self.vapic.phys()
+    }
+
+    /// Before an entry with the TPR shadow: the TPR into the virtual-APIC page, and the TPR
+    /// threshold the VMCS needs for it (KVM's `update_cr8_intercept`).
+    pub(crate) fn load_vtpr(&self) -> u32 {
+        self.vapic.set_cr8(self.apic.cr8());
+        self.apic.tpr_threshold()
+    }
+
+    /// After an exit with the TPR shadow: the TPR the guest's MOV to CR8 left in the page
+    /// (KVM's `kvm_lapic_sync_from_vapic` for the TPR alone).
+    pub(crate) fn sync_vtpr(&mut self) {
+        let cr8 = self.vapic.cr8();
+        if cr8 != self.apic.cr8() {
+            self.apic.set_cr8(cr8);
+        }
     }
 
     /// RDMSR of an x2APIC register (0x800-0x8ff); `None` is #GP.

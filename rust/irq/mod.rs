@@ -14,3 +14,4 @@ pub(crate) mod pit;
 pub(crate) mod resample;
 pub(crate) mod routing;
 pub(crate) mod timer;
+pub(crate) mod vapic;

@@ -98,6 +98,8 @@ impl Vcpu {
                     regs: vcpu_state::reset_regs(),
                     sregs: GuestSregs::new(sregs),
                     controls_written: false,
+                    tpr_shadow: false,
+                    tpr_threshold: 0,
                     host_written: None,
                     vmcs_eptp: 0,
                     cr4_mask: 0,

@@ -1160,6 +1160,18 @@ impl Lapic {
         })
     }
 
+    /// The TPR threshold for a TPR shadow (KVM's `vmx_update_cr8_intercept`): the class of the
+    /// highest interrupt in IRR when the TPR holds it back (a CR8 write below it then exits,
+    /// and the interrupt is delivered), else 0. Never above the TPR's class, as VM entry
+    /// requires.
+    pub fn tpr_threshold(&self) -> u32 {
+        let tpr = self.get(reg::TASKPRI) >> 4 & 0xf;
+        match self.highest_irr() {
+            Some(v) if self.hw_enabled() && u32::from(v) >> 4 <= tpr => u32::from(v) >> 4,
+            _ => 0,
+        }
+    }
+
     /// CR8 (`kvm_lapic_get_cr8`): TPR bits 7:4.
     pub fn cr8(&self) -> u64 {
         u64::from(self.get(reg::TASKPRI) >> 4 & 0xf)
@@ -1837,6 +1849,26 @@ mod tests {
         assert_eq!(a.set_apic_base(DEFAULT_BASE, false), Ok(Effect::ApicBase { old: 0xfee0_0900 }));
         assert_eq!(a.highest_pending(), None);
         assert!(!a.accept_fixed(0x90, false));
+    }
+
+    #[test]
+    fn tpr_threshold_follows_the_held_back_interrupt() {
+        // vmx_update_cr8_intercept: IRR's class when the TPR holds it back, else 0.
+        let mut a = enabled(0);
+        assert_eq!(a.tpr_threshold(), 0, "nothing pending");
+        a.accept_fixed(0x52, false);
+        assert_eq!(a.tpr_threshold(), 0, "deliverable: no CR8 write needs to exit");
+        a.set_cr8(5);
+        assert_eq!(a.tpr_threshold(), 5, "held back by TPR class 5: a write below 5 exits");
+        a.set_cr8(9);
+        assert_eq!(a.tpr_threshold(), 5);
+        a.set_cr8(4);
+        assert_eq!(a.tpr_threshold(), 0);
+        // Held back by an interrupt in service, not by the TPR: no threshold.
+        a.set_cr8(0);
+        a.accept_fixed(0x90, false);
+        a.ack(0x90);
+        assert_eq!(a.tpr_threshold(), 0);
     }
 
     #[test]

@@ -147,6 +147,8 @@ fields! {
     ENTRY_MSR_LOAD_ADDR: W64, ReadWrite = 0x200a;
     /// Added to the TSC while the guest reads it.
     TSC_OFFSET: W64, ReadWrite = 0x2010;
+    /// Virtual-APIC page, physical address (TPR shadow).
+    VIRTUAL_APIC_PAGE_ADDR: W64, ReadWrite = 0x2012;
     /// EPT pointer: root table, memory type, walk length.
     EPT_POINTER: W64, ReadWrite = 0x201a;
     /// ENCLS leaves that exit (with "enable ENCLS exiting").

@@ -27,6 +27,9 @@ pub mod proc {
     pub const RDPMC_EXITING: u32 = 1 << 11;
     pub const CR8_LOAD_EXITING: u32 = 1 << 19;
     pub const CR8_STORE_EXITING: u32 = 1 << 20;
+    /// CR8 reads and writes use the TPR in the virtual-APIC page; a write exits only when it
+    /// lowers the TPR below the TPR threshold.
+    pub const USE_TPR_SHADOW: u32 = 1 << 21;
     /// Exit as soon as the guest can take an NMI.
     pub const NMI_WINDOW_EXITING: u32 = 1 << 22;
     pub const MOV_DR_EXITING: u32 = 1 << 23;

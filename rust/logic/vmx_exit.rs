@@ -29,6 +29,7 @@ pub mod reason {
     pub const MONITOR: u16 = 39;
     pub const PAUSE: u16 = 40;
     pub const ENTRY_FAIL_MACHINE_CHECK: u16 = 41;
+    pub const TPR_BELOW_THRESHOLD: u16 = 43;
     pub const EPT_VIOLATION: u16 = 48;
     pub const EPT_MISCONFIG: u16 = 49;
     pub const INVEPT: u16 = 50;

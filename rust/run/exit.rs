@@ -327,6 +327,9 @@ pub(crate) fn handle(v: &mut LiveVcpu<'_, '_>, full: u32) -> Next {
         reason::EXCEPTION_NMI => exception(v),
         // The host's turn: an interrupt is pending, or the window used up its time budget.
         reason::EXTERNAL_INTERRUPT | reason::PREEMPTION_TIMER => Next::Host,
+        // The guest lowered its TPR below a held-back interrupt's class (TPR shadow): taken
+        // (synced) already; the next entry injects it.
+        reason::TPR_BELOW_THRESHOLD => Next::Reenter,
         reason::INTERRUPT_WINDOW => interrupt_window(v),
         // The guest can take an NMI: injected at the re-entry.
         reason::NMI_WINDOW => Next::Reenter,

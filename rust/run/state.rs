@@ -93,6 +93,10 @@ pub(crate) struct VcpuState {
     /// Segment, descriptor-table and control registers, newest in the VMCS after a window.
     pub(crate) sregs: GuestSregs,
     pub(crate) controls_written: bool,
+    /// CR8 uses the TPR shadow (an in-kernel APIC, on a CPU that has it), and the TPR
+    /// threshold in the VMCS.
+    pub(crate) tpr_shadow: bool,
+    pub(crate) tpr_threshold: u32,
     /// For what CPU and task the VMCS holds the host state (`None` until its first window).
     pub(crate) host_written: Option<crate::vmx::host_state::HostKey>,
     /// The EPT pointer in the VMCS (0 before the first window): each address space has its

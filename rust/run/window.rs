@@ -91,7 +91,9 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
             AddressSpace::Smm => t.smm_eptp,
         };
         if !st.controls_written {
-            guest_state::write_controls(&cur, t.vmx.caps(), eptp, t.vpid, st.allowed.instructions)?;
+            let vapic = st.apic.as_ref().map(|a| a.vapic_phys());
+            st.tpr_shadow = guest_state::write_controls(&cur, t.vmx.caps(), eptp, t.vpid, st.allowed.instructions, vapic)?;
+            st.tpr_threshold = 0;
             st.vmcs_eptp = eptp;
             guest_state::write_initial_guest_state(&cur);
             st.msr_area.write_controls(&cur, t.vmx.caps().procbased.allows(guest_state::PROC_USE_MSR_BITMAPS));
@@ -172,6 +174,14 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
                     cur.write(PREEMPTION_TIMER_VALUE, 0);
                 }
             }
+            // The TPR for the guest's CR8, and the threshold below which a CR8 write exits.
+            if let Some(a) = st.apic.as_ref().filter(|_| st.tpr_shadow) {
+                let threshold = a.load_vtpr();
+                if threshold != st.tpr_threshold {
+                    cur.write(TPR_THRESHOLD, threshold);
+                    st.tpr_threshold = threshold;
+                }
+            }
             // SAFETY: interrupts are off; CR2 holds the guest's value until the entry.
             unsafe { x86::write_cr2(st.sregs.cr2()) };
             if !resume {
@@ -220,6 +230,10 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
                     // The NMI was not delivered: it is not blocking NMIs yet.
                     cur.write(GUEST_INTERRUPTIBILITY, cur.read(GUEST_INTERRUPTIBILITY) & !events::block::NMI);
                 }
+            }
+            // The TPR the guest's CR8 writes left, before anything reads the APIC.
+            if let Some(a) = v.st.apic.as_mut().filter(|_| v.st.tpr_shadow) {
+                a.sync_vtpr();
             }
             v.skipped = false;
             match exit::handle(&mut v, full_reason) {

@@ -25,10 +25,10 @@ const PIN: u32 = pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING;
 pub(crate) const PROC_IRQ_WINDOW: u32 = proc::INTERRUPT_WINDOW_EXITING;
 pub(crate) const PROC_NMI_WINDOW: u32 = proc::NMI_WINDOW_EXITING;
 /// Primary controls: HLT exits, MWAIT and MONITOR exit (a guest must not put the host's CPU
-/// to sleep), RDPMC exits (the counters are the host's; guests have no PMU), CR8 loads and
-/// stores exit (CR8 is the host's TPR: a guest must not mask the host's interrupts; userspace
-/// keeps the guest's, like KVM without an in-kernel APIC), MOV DR exits (the debug registers
-/// are the host's, see cpu/debugregs.rs), every I/O instruction exits, secondary controls on.
+/// to sleep), RDPMC exits (the counters are the host's; guests have no PMU), MOV DR exits
+/// (the debug registers are the host's, see cpu/debugregs.rs), every I/O instruction exits,
+/// secondary controls on. CR8 is the host's TPR (a guest must not mask the host's interrupts):
+/// see [`CR8_EXITING`] and [`TPR_SHADOW`].
 /// Every RDMSR/WRMSR exits but those the MSR bitmap lets through (cpu/msr.rs).
 /// TSC offsetting: the guest's TSC is the host's plus its offset (its writes to IA32_TSC set
 /// the offset).
@@ -36,12 +36,17 @@ const PROC: u32 = proc::TSC_OFFSETTING
     | proc::HLT_EXITING
     | proc::MWAIT_EXITING
     | proc::RDPMC_EXITING
-    | proc::CR8_LOAD_EXITING
-    | proc::CR8_STORE_EXITING
     | proc::MOV_DR_EXITING
     | proc::UNCONDITIONAL_IO_EXITING
     | proc::MONITOR_EXITING
     | proc::SECONDARY_CONTROLS;
+/// CR8 loads and stores exit: without an in-kernel APIC (userspace keeps the guest's TPR, as
+/// KVM then does), or where the CPU has no TPR shadow.
+const CR8_EXITING: u32 = proc::CR8_LOAD_EXITING | proc::CR8_STORE_EXITING;
+/// With an in-kernel APIC, as KVM: CR8 reads and writes go to the TPR in the vCPU's
+/// virtual-APIC page without exits; a write exits only when it lowers the TPR below the
+/// class of an interrupt it held back (the TPR threshold), which is then delivered.
+const TPR_SHADOW: u32 = proc::USE_TPR_SHADOW;
 /// Primary control "use MSR bitmaps" (every CPU with EPT has it; without it every RDMSR and
 /// WRMSR exits, which the bitmap otherwise says per MSR).
 pub(crate) const PROC_USE_MSR_BITMAPS: u32 = proc::USE_MSR_BITMAPS;
@@ -103,9 +108,10 @@ fn secondary_controls(caps: &VmxCaps, ins: crate::logic::cpuid_table::Instructio
 }
 
 /// Writes the controls that stay the same for the vCPU's life (its CPUID is fixed once it
-/// runs). Fails if the CPU cannot run with them (already checked at load, so this is a
-/// consistency check).
-pub(crate) fn write_controls(cur: &Current<'_>, caps: &VmxCaps, eptp: u64, vpid: u16, ins: crate::logic::cpuid_table::Instructions) -> Result {
+/// runs; `vapic`: its in-kernel APIC's virtual-APIC page). Fails if the CPU cannot run with
+/// them (already checked at load, so this is a consistency check). Whether the TPR shadow is
+/// on.
+pub(crate) fn write_controls(cur: &Current<'_>, caps: &VmxCaps, eptp: u64, vpid: u16, ins: crate::logic::cpuid_table::Instructions, vapic: Option<u64>) -> Result<bool> {
     let secondary = secondary_controls(caps, ins);
     let (timer_pin, timer_exit) = if has_window_timer(caps) {
         (pin::PREEMPTION_TIMER, exit::SAVE_PREEMPTION_TIMER)
@@ -116,7 +122,9 @@ pub(crate) fn write_controls(cur: &Current<'_>, caps: &VmxCaps, eptp: u64, vpid:
     let vnmi = if has_virtual_nmis(caps) { pin::VIRTUAL_NMIS } else { 0 };
     let pin = caps.pinbased.adjust(PIN | timer_pin | vnmi).ok_or(EIO)?;
     let bitmaps = if caps.procbased.allows(PROC_USE_MSR_BITMAPS) { PROC_USE_MSR_BITMAPS } else { 0 };
-    let proc = caps.procbased.adjust(PROC | bitmaps).ok_or(EIO)?;
+    let vapic = vapic.filter(|_| caps.procbased.allows(TPR_SHADOW));
+    let cr8 = if vapic.is_some() { TPR_SHADOW } else { CR8_EXITING };
+    let proc = caps.procbased.adjust(PROC | cr8 | bitmaps).ok_or(EIO)?;
     let sec = caps.procbased2.adjust(secondary).ok_or(EIO)?;
     let exit = caps.exit.adjust(EXIT | timer_exit).ok_or(EIO)?;
     cur.write(PIN_BASED_CONTROLS, pin);
@@ -138,7 +146,11 @@ pub(crate) fn write_controls(cur: &Current<'_>, caps: &VmxCaps, eptp: u64, vpid:
     cur.write(VPID, vpid);
     cur.write(VMCS_LINK_POINTER, u64::MAX);
     cur.write(TSC_OFFSET, 0);
-    Ok(())
+    if let Some(page) = vapic {
+        cur.write(VIRTUAL_APIC_PAGE_ADDR, page);
+        cur.write(TPR_THRESHOLD, 0);
+    }
+    Ok(vapic.is_some())
 }
 
 /// Whether the guest's NMIs are virtual NMIs with NMI-window exits.
