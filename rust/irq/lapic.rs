@@ -323,17 +323,17 @@ impl LocalApic {
 
     /// Before an entry with the TPR shadow: the TPR into the virtual-APIC page, and the TPR
     /// threshold the VMCS needs for it (KVM's `update_cr8_intercept`).
-    pub(crate) fn load_vtpr(&self) -> u32 {
-        self.vapic.set_cr8(self.apic.cr8());
+    pub(crate) fn load_vtpr(&mut self) -> u32 {
+        self.vapic.set_tpr(self.apic.tpr());
         self.apic.tpr_threshold()
     }
 
     /// After an exit with the TPR shadow: the TPR the guest's MOV to CR8 left in the page
     /// (KVM's `kvm_lapic_sync_from_vapic` for the TPR alone).
     pub(crate) fn sync_vtpr(&mut self) {
-        let cr8 = self.vapic.cr8();
-        if cr8 != self.apic.cr8() {
-            self.apic.set_cr8(cr8);
+        let tpr = self.vapic.tpr();
+        if tpr != self.apic.tpr() {
+            self.apic.set_tpr(tpr);
         }
     }
 

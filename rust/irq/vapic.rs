@@ -3,7 +3,8 @@
 //! The virtual-APIC page of a vCPU with an in-kernel local APIC: with the "use TPR shadow"
 //! control the processor keeps the guest's TPR there (offset 0x80, bits 7:4 = CR8), so MOV
 //! to and from CR8 run without exits (KVM's TPR shadow). Only the TPR is used: the APIC's
-//! registers stay in the model (`logic/lapic.rs`), which takes the TPR back after each exit.
+//! registers stay in the model (`logic/lapic.rs`), which takes the whole TPR byte back after
+//! each exit (a MOV to CR8 also clears bits 3:0, as KVM's page, its APIC registers, shows).
 
 use kernel::{page::Page, prelude::*};
 
@@ -18,11 +19,8 @@ pub(crate) struct VirtualApicPage {
 }
 
 // SAFETY: the pointer is into `page`, which this owns and frees with it; moving it to another
-// thread moves both.
+// thread moves both. (Not `Sync`: it is written through `&mut self` only.)
 unsafe impl Send for VirtualApicPage {}
-// SAFETY: the page is the vCPU's, reached only by the thread that holds the vCPU mutex (and by
-// the processor inside that thread's windows), so two threads never use it at once.
-unsafe impl Sync for VirtualApicPage {}
 
 impl VirtualApicPage {
     pub(crate) fn new() -> Result<Self> {
@@ -38,16 +36,16 @@ impl VirtualApicPage {
         page_phys(&self.page)
     }
 
-    /// The TPR as CR8 shows it (VTPR bits 7:4).
-    pub(crate) fn cr8(&self) -> u64 {
-        // SAFETY: inside our page, under the vCPU mutex; the processor writes it only while
-        // this thread runs the guest.
-        u64::from(unsafe { self.vtpr.read_volatile() } >> 4 & 0xf)
+    /// The TPR byte (VTPR bits 7:0; CR8 is bits 7:4).
+    pub(crate) fn tpr(&self) -> u32 {
+        // SAFETY: inside our page, owned by this thread's vCPU state; the processor writes it
+        // only while this thread runs the guest.
+        unsafe { self.vtpr.read_volatile() & 0xff }
     }
 
-    /// Sets the TPR the guest's CR8 reads (`cr8`, bits 3:0).
-    pub(crate) fn set_cr8(&self, cr8: u64) {
-        // SAFETY: as in `cr8`.
-        unsafe { self.vtpr.write_volatile(((cr8 & 0xf) as u32) << 4) };
+    /// Sets the TPR byte the guest's CR8 reads (bits 7:4 of `tpr`).
+    pub(crate) fn set_tpr(&mut self, tpr: u32) {
+        // SAFETY: as in `tpr`.
+        unsafe { self.vtpr.write_volatile(tpr & 0xff) };
     }
 }

@@ -1180,7 +1180,18 @@ impl Lapic {
     /// MOV to CR8 (`kvm_lapic_set_tpr`): TPR = CR8 bits 3:0 << 4. Returns `apic_update_ppr`'s
     /// `KVM_REQ_EVENT` condition.
     pub fn set_cr8(&mut self, cr8: u64) -> bool {
-        self.set(reg::TASKPRI, ((cr8 & 0xf) as u32) << 4);
+        self.set_tpr(((cr8 & 0xf) as u32) << 4)
+    }
+
+    /// The TPR register (bits 7:0).
+    pub fn tpr(&self) -> u32 {
+        self.get(reg::TASKPRI)
+    }
+
+    /// A write of the TPR register (bits 7:0 of `v`), PPR recomputed; returns `apic_update_ppr`'s
+    /// `KVM_REQ_EVENT` condition.
+    pub fn set_tpr(&mut self, v: u32) -> bool {
+        self.set(reg::TASKPRI, v & 0xff);
         self.update_ppr_event()
     }
 
@@ -1357,10 +1368,7 @@ impl Lapic {
                 self.set(reg::ID, v >> 24 << 24);
                 Ok(Effect::MapChanged)
             }
-            reg::TASKPRI => {
-                self.set(reg::TASKPRI, v & 0xff);
-                Ok(Effect::Tpr { event: self.update_ppr_event() })
-            }
+            reg::TASKPRI => Ok(Effect::Tpr { event: self.set_tpr(v) }),
             reg::EOI => Ok(self.eoi().map_or(Effect::None, Effect::Eoi)),
             reg::LDR if !x2 => {
                 self.set(reg::LDR, v & 0xff00_0000);
@@ -1856,6 +1864,10 @@ mod tests {
         // vmx_update_cr8_intercept: IRR's class when the TPR holds it back, else 0.
         let mut a = enabled(0);
         assert_eq!(a.tpr_threshold(), 0, "nothing pending");
+        // The whole TPR byte, as the TPR shadow's page holds it; CR8 is its class.
+        a.set_tpr(0x125);
+        assert_eq!((a.tpr(), a.cr8(), a.ppr()), (0x25, 2, 0x25));
+        a.set_tpr(0);
         a.accept_fixed(0x52, false);
         assert_eq!(a.tpr_threshold(), 0, "deliverable: no CR8 write needs to exit");
         a.set_cr8(5);

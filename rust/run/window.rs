@@ -175,7 +175,7 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
                 }
             }
             // The TPR for the guest's CR8, and the threshold below which a CR8 write exits.
-            if let Some(a) = st.apic.as_ref().filter(|_| st.tpr_shadow) {
+            if let Some(a) = st.apic.as_mut().filter(|_| st.tpr_shadow) {
                 let threshold = a.load_vtpr();
                 if threshold != st.tpr_threshold {
                     cur.write(TPR_THRESHOLD, threshold);
