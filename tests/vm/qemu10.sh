@@ -17,7 +17,7 @@
 . /root/lib.sh
 
 q10() { # q10 LABEL DEVICE [ACCEL-OPTIONS]
-	timeout 600 qemu-system-x86_64 -accel kvm,device=$2$3 -M pc -m 32 \
+	timeout -k 30 600 qemu-system-x86_64 -accel kvm,device=$2$3 -M pc -m 32 \
 		-nodefaults -vga none -display none -serial file:/tmp/q10-serial-$1 -no-reboot \
 		-device isa-debug-exit,iobase=0xf4,iosize=4 -kernel /root/mb-hello.elf > /tmp/q10-log-$1 2>&1
 	status=$?
@@ -29,7 +29,7 @@ q10() { # q10 LABEL DEVICE [ACCEL-OPTIONS]
 
 linux() { # linux LABEL DEVICE ACCEL-OPTIONS [KERNEL RELEASE-PATTERN]: the project's Linux by default
 	start=$(date +%s)
-	timeout 900 qemu-system-x86_64 -accel kvm,device=$2$3 -M pc -smp 2 -m 256 \
+	timeout -k 30 900 qemu-system-x86_64 -accel kvm,device=$2$3 -M pc -smp 2 -m 256 \
 		-nodefaults -vga none -display none -serial file:/tmp/q10-linux-$1 -no-reboot \
 		-kernel ${4:-/root/guest-bzImage} -initrd /root/guest-initrd.cpio \
 		-append "console=ttyS0 reboot=k panic=-1 tsc_early_khz=100000 nohz=off" > /tmp/q10-linux-log-$1 2>&1
@@ -93,6 +93,8 @@ kvm-load
 # KVM's runs are the reference. kvm_intel in Bochs at times stalls a guest's vCPU for tens of
 # seconds (a soft lockup in the guest), more often after several QEMU runs: the longest boot
 # (Debian's kernel) goes first, and a reference run that fails is run once more, saying so.
+# A QEMU whose vCPU never comes back does not end at SIGTERM (it waits for its vCPUs): `timeout
+# -k` kills it (seen once, 2026-12-07: the suite ran out of time in the first Debian boot).
 # rvmx's runs never get a second try.
 reference() { # reference COMMAND...: COMMAND, again if it fails
 	"$@" > /tmp/ref-out 2>&1 && { cat /tmp/ref-out; return 0; }
