@@ -392,14 +392,20 @@ impl VcpuState {
     /// The guest's RIP as KVM compares it before finishing a port access (`kvm_get_linear_rip`):
     /// RIP in 64-bit mode, else CS base + RIP in 32 bits.
     pub(crate) fn linear_rip(&self) -> u64 {
-        let s = self.sregs.get();
-        arch::CodeBase { long64: arch::is_64_bit_mode(s.cs.l != 0, s.efer), cs_base: s.cs.base }.linear(self.regs.rip)
+        self.code_base().linear(self.regs.rip)
     }
 
     /// [`Self::linear_rip`] after an exit at which CS and EFER made `at_exit`: while the VMCS
     /// still holds those (nothing changed them since), without reading them back.
     pub(crate) fn linear_rip_since(&self, at_exit: arch::CodeBase) -> u64 {
-        if self.sregs.stale() { at_exit.linear(self.regs.rip) } else { self.linear_rip() }
+        let base = if self.sregs.stale() { at_exit } else { self.code_base() };
+        base.linear(self.regs.rip)
+    }
+
+    /// What makes RIP linear with the registers here (synced).
+    fn code_base(&self) -> arch::CodeBase {
+        let s = self.sregs.get();
+        arch::CodeBase { long64: arch::is_64_bit_mode(s.cs.l != 0, s.efer), cs_base: s.cs.base }
     }
 
     /// An instruction finished outside the guest (by userspace, an ioeventfd or rvmx's

@@ -43,13 +43,10 @@ pub(crate) fn store(st: &mut RunState, run: &KvmRun) -> Result {
     if valid & REGS != 0 {
         run.put_synced_regs(st.regs);
     }
-    let mut synced = Ok(());
-    if valid & SREGS != 0 {
-        synced = st.sync_sregs();
-        if synced.is_ok() {
-            run.put_synced_sregs(st.user_sregs());
-        }
-    }
+    let synced = match valid & SREGS {
+        0 => Ok(()),
+        _ => st.sync_sregs().map(|()| run.put_synced_sregs(st.user_sregs())),
+    };
     if valid & EVENTS != 0 {
         let events = st.user_events();
         run.put_synced_events(events);
