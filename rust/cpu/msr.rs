@@ -72,6 +72,7 @@ unsafe impl Sync for MsrArea {}
 
 /// Word of entry `i`'s MSR index in the guest or the host list; its value is the next word.
 #[allow(clippy::arithmetic_side_effects)] // No overflow: i < SWITCHED.len(), a handful.
+#[inline(always)]
 const fn index_word(host: bool, i: usize) -> usize {
     if host { HOST_LIST / 8 + 2 * i } else { 2 * i }
 }

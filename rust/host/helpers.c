@@ -27,6 +27,23 @@ phys_addr_t rvmx_page_to_phys(struct page *page)
 	return page_to_phys(page);
 }
 
+/*
+ * Whether the host has the page at user address uaddr (writable, if write) in this task's
+ * page tables, looked up without locks or faults: KVM's hva_to_pfn_fast. The reference taken
+ * is dropped at once (put_page is inline).
+ */
+bool rvmx_host_has_page(unsigned long uaddr, bool write);
+
+bool rvmx_host_has_page(unsigned long uaddr, bool write)
+{
+	struct page *page;
+
+	if (get_user_pages_fast_only(uaddr, 1, write ? FOLL_WRITE : 0, &page) != 1)
+		return false;
+	put_page(page);
+	return true;
+}
+
 void *rvmx_phys_to_virt(phys_addr_t phys);
 
 void *rvmx_phys_to_virt(phys_addr_t phys)

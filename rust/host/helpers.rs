@@ -14,6 +14,8 @@ extern "C" {
     /// `page_to_phys()`. The page is passed as `void *`: bindgen's `struct page` is not
     /// FFI-safe in Rust's eyes.
     pub(crate) fn rvmx_page_to_phys(page: *mut c_void) -> u64;
+    /// Whether the host has the user page at `uaddr` (writable if `write`), without locks or faults.
+    pub(crate) fn rvmx_host_has_page(uaddr: usize, write: bool) -> bool;
     /// `phys_to_virt()`: the direct-map address of a physical address.
     pub(crate) fn rvmx_phys_to_virt(phys: u64) -> *mut c_void;
 

@@ -23,6 +23,14 @@ pub(crate) fn phys_to_virt(phys: u64) -> *mut u64 {
     unsafe { helpers::rvmx_phys_to_virt(phys).cast() }
 }
 
+/// Whether the current task's address space has the page at user address `uaddr` (writable,
+/// if `write`), found without locks or faults (KVM's `hva_to_pfn_fast`): a cheap probe before
+/// costlier lookups that are useless without it.
+pub(crate) fn host_has_page(uaddr: u64, write: bool) -> bool {
+    // SAFETY: the helper checks `uaddr` itself and takes no reference it does not drop.
+    unsafe { helpers::rvmx_host_has_page(uaddr as usize, write) }
+}
+
 /// Consecutive pages of the VM owner's address space, pinned only for as long as it takes to
 /// map them in EPT. Afterwards the VM's MMU notifier, not a pin, keeps the mapping honest (as in
 /// KVM): when the host unmaps, moves or frees a page, the EPT entry goes first. Dropping the

@@ -291,23 +291,26 @@ impl GuestMemory {
     /// memory in order (it has a page beside this one). Sleeps (pins host pages).
     pub(crate) fn fault_in(&self, gpa: u64, write: bool, cache: &mut TableCache) -> Result<Outcome> {
         let page = gpa & !0xfff;
-        let (slot, mut first, count, seq, sequential) = {
+        let (slot, mut first, count, seq, sequential, read_only_mapped) = {
             let mut m = self.mmu.lock();
             let Some(slot) = m.ram_slot(gpa, write) else { return Ok(Outcome::Mmio) };
             if write {
                 m.mark_dirty(&slot, page);
             }
-            if m.ept.is_mapped(page, write) {
+            let near = m.ept.near(page);
+            if near.mapped(page, write) {
                 return Ok(Outcome::Mapped); // another vCPU mapped it first
             }
+            let mapped = |g| near.mapped(g, false);
             // A write to a page mapped read-only (dirty logging, or a read-only host page):
             // that page alone, pinned for writing this time.
-            let around = if m.ept.is_mapped(page, false) { 1 } else { crate::module_parameters::fault_around.value() };
-            let (first, count) = slot.fault_around(page, around, |g| m.ept.is_mapped(g, false));
+            let read_only_mapped = mapped(page);
+            let around = if read_only_mapped { 1 } else { crate::module_parameters::fault_around.value() };
+            let (first, count) = slot.fault_around(page, around, &mapped);
             // In order, upwards or downwards (Linux's early allocations go top-down).
-            let neighbour = |p: Option<u64>| p.is_some_and(|p| m.ept.is_mapped(p, false));
+            let neighbour = |p: Option<u64>| p.is_some_and(&mapped);
             let sequential = neighbour(page.checked_sub(0x1000)) || neighbour(page.checked_add(0x1000));
-            (slot, first, count, m.seq, sequential)
+            (slot, first, count, m.seq, sequential, read_only_mapped)
         };
         cache.top_up()?;
         let uaddr = |gpa: u64| slot.uaddr_of(gpa);
@@ -316,8 +319,14 @@ impl GuestMemory {
         // writable too, saving the write fault (KVM's fast path).
         let want_write = !slot.readonly();
         let mut host_writable = want_write;
-        // Only if the host has the whole run: fault-around then faults the rest in below.
-        let present = PinnedRun::pin_present(uaddr(first), count as usize, want_write).filter(|p| p.len() as u64 == count);
+        // Only if the host has the whole run: fault-around then faults the rest in below. A
+        // first touch probes the page touched without locks: without it the run cannot be
+        // whole, and the lookup of the run would take the host's mmap lock only to find that
+        // out. (A page mapped read-only, now written, is the host's already.)
+        let present = (read_only_mapped || crate::host::mem::host_has_page(uaddr(page), want_write))
+            .then(|| PinnedRun::pin_present(uaddr(first), count as usize, want_write))
+            .flatten()
+            .filter(|p| p.len() as u64 == count);
         let pinned = match present {
             Some(p) => p,
             // Otherwise, for a guest touching memory in order, the host faults the run in,

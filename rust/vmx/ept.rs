@@ -96,6 +96,32 @@ fn entries_in(range: &Range<u64>, base: u64, shift: u32) -> Option<core::ops::Ra
     Some(first..=last)
 }
 
+/// The guest-physical bits that name a 2 MiB region (what one level-1 table maps).
+const REGION_MASK: u64 = !((1 << entry_shift(2)) - 1);
+
+/// The mappings around one guest page (see [`Ept::near`]); valid under the MMU lock that
+/// borrowed the tree.
+pub(crate) struct Near<'a> {
+    ept: &'a Ept,
+    region: u64,
+    /// The direct-map address of the region's level-1 table, if there is one.
+    table: Option<*mut u64>,
+}
+
+impl Near<'_> {
+    /// Whether the guest page at `gpa` is mapped (writable, if `write`).
+    pub(crate) fn mapped(&self, gpa: u64, write: bool) -> bool {
+        let entry = if gpa & REGION_MASK == self.region {
+            // SAFETY: `table` is a level-1 table of the tree and the index is below 512.
+            self.table.map(|t| unsafe { t.add(ept_bits::index(gpa, 1)).read_volatile() })
+        } else {
+            // SAFETY: `leaf` returns a pointer into one of our level-1 tables.
+            self.ept.leaf(gpa).map(|e| unsafe { e.read_volatile() })
+        };
+        entry.is_some_and(|e| ept_bits::present(e) && (!write || e & ept_bits::WRITE != 0))
+    }
+}
+
 /// The 4-level EPT of one VM.
 pub(crate) struct Ept {
     root_phys: u64,
@@ -154,22 +180,36 @@ impl Ept {
         Ok(())
     }
 
-    /// The level-1 entry for `gpa` if the walk reaches one that is present.
-    fn leaf(&self, gpa: u64) -> Option<*mut u64> {
+    /// The level-1 table that maps `gpa`'s 2 MiB region, if the walk reaches one.
+    fn leaf_table(&self, gpa: u64) -> Option<u64> {
         let mut table = self.root_phys;
-        for level in (1..=4).rev() {
-            let entry = Self::entry(table, gpa, level);
+        for level in (2..=4).rev() {
             // SAFETY: `entry` points into one of our tables.
-            let value = unsafe { entry.read_volatile() };
+            let value = unsafe { Self::entry(table, gpa, level).read_volatile() };
             if !ept_bits::present(value) {
                 return None;
             }
-            if level == 1 {
-                return Some(entry);
-            }
             table = value & ADDR_MASK;
         }
-        None
+        Some(table)
+    }
+
+    /// The level-1 entry for `gpa` in the level-1 table `table`, if it is present.
+    fn present_in(table: u64, gpa: u64) -> Option<*mut u64> {
+        let entry = Self::entry(table, gpa, 1);
+        // SAFETY: `entry` points into one of our level-1 tables.
+        ept_bits::present(unsafe { entry.read_volatile() }).then_some(entry)
+    }
+
+    /// The level-1 entry for `gpa` if the walk reaches one that is present.
+    fn leaf(&self, gpa: u64) -> Option<*mut u64> {
+        Self::present_in(self.leaf_table(gpa)?, gpa)
+    }
+
+    /// The mappings around `gpa`, for a fault that looks at its neighbours: the level-1 table
+    /// of `gpa`'s 2 MiB region is looked up once.
+    pub(crate) fn near(&self, gpa: u64) -> Near<'_> {
+        Near { ept: self, region: gpa & REGION_MASK, table: self.leaf_table(gpa).map(phys_to_virt) }
     }
 
     /// Copies the guest bytes at `gpa` (inside one page) into `buf` from the host page mapped
@@ -196,8 +236,7 @@ impl Ept {
 
     /// Whether the guest page at `gpa` is mapped (writable, if `write`).
     pub(crate) fn is_mapped(&self, gpa: u64, write: bool) -> bool {
-        // SAFETY: `leaf` returns a pointer into one of our level-1 tables.
-        self.leaf(gpa).is_some_and(|e| !write || unsafe { e.read_volatile() } & ept_bits::WRITE != 0)
+        self.near(gpa).mapped(gpa, write)
     }
 
     /// Calls `f` on every present leaf entry for guest pages in `range`, visiting only the
