@@ -49,6 +49,10 @@ module! {
             default: 16,
             description: "Guest pages mapped per EPT fault on first touch: the unmapped ones of the aligned block of this many pages (power of two, up to 512) around the page touched, if the host has them all or the guest has a page beside it (it touches memory in order); 1 maps only that page, as KVM does",
         },
+        halt_poll_ns: u32 {
+            default: 200000,
+            description: "Longest time (ns) a vCPU whose guest halted watches for a wake-up before it sleeps, as KVM's parameter of the same name (a VM may set its own with KVM_CAP_HALT_POLL); the time polled adapts per vCPU below it; 0: no polling",
+        },
         dump_invalid_vmcs: bool {
             default: false,
             description: "Log the guest state of a VMCS whose VM entry failed (at most 8 per load), as kvm_intel's parameter of the same name",

@@ -7,6 +7,7 @@
 #include <linux/io.h>
 #include <linux/sched.h>
 #include <linux/sched/signal.h>
+#include <linux/sched/stat.h>
 #include <linux/signal.h>
 #include <asm/desc.h>
 #include <asm/fpu/api.h>
@@ -101,6 +102,17 @@ void rvmx_cond_resched(void);
 void rvmx_cond_resched(void)
 {
 	cond_resched();
+}
+
+/*
+ * Whether a task may keep polling on this CPU: nothing else waits to run here (KVM's
+ * kvm_vcpu_can_poll; need_resched is inline).
+ */
+bool rvmx_may_poll(void);
+
+bool rvmx_may_poll(void)
+{
+	return single_task_running() && !need_resched();
 }
 
 void rvmx_kick_cpu(int cpu);

@@ -14,6 +14,8 @@ extern "C" {
     /// `page_to_phys()`. The page is passed as `void *`: bindgen's `struct page` is not
     /// FFI-safe in Rust's eyes.
     pub(crate) fn rvmx_page_to_phys(page: *mut c_void) -> u64;
+    /// Nothing else waits for this CPU (`single_task_running() && !need_resched()`).
+    pub(crate) fn rvmx_may_poll() -> bool;
     /// Whether the host has the user page at `uaddr` (writable if `write`), without locks or faults.
     pub(crate) fn rvmx_host_has_page(uaddr: usize, write: bool) -> bool;
     /// `phys_to_virt()`: the direct-map address of a physical address.

@@ -12,6 +12,13 @@ pub(crate) fn cond_resched() {
     unsafe { helpers::rvmx_cond_resched() };
 }
 
+/// Whether this task may go on polling (busy-waiting) on its CPU: no other task waits to run
+/// there (KVM's `kvm_vcpu_can_poll`).
+pub(crate) fn may_poll() -> bool {
+    // SAFETY: both checks only read this CPU's run queue and the current task's flags.
+    unsafe { helpers::rvmx_may_poll() }
+}
+
 /// Makes CPU `cpu` leave the guest it runs, if it runs one: a reschedule IPI (none to this
 /// CPU or to one offline). Any context.
 pub(crate) fn kick_cpu(cpu: u32) {

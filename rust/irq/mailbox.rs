@@ -11,9 +11,11 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel::{
-    new_condvar, new_spinlock_irq,
+    current, new_condvar, new_spinlock_irq,
     prelude::*,
+    processor::cpu_relax,
     sync::{Arc, CondVar, SpinLockIrq},
+    time::{Instant, Monotonic},
 };
 
 use crate::logic::{lapic::Address, mp_state::InitSipi};
@@ -119,6 +121,21 @@ impl Mailbox {
         let pending = g.1.pending() || g.0.nmis != 0 || g.0.timer_ticks != 0 || g.0.irr != [0; 4] || g.0.smi;
         self.work.store(pending, Ordering::SeqCst);
         r
+    }
+
+    /// Watches for a post without sleeping (halt polling) until `ns` nanoseconds after
+    /// `start`, a signal, or another task waiting for this CPU. Whether something was posted.
+    pub(crate) fn poll(&self, start: Instant<Monotonic>, ns: u32) -> bool {
+        loop {
+            if self.has_work() {
+                return true;
+            }
+            let timed_out = start.elapsed().as_nanos() >= i64::from(ns);
+            if timed_out || !crate::host::sched::may_poll() || current!().signal_pending() {
+                return false;
+            }
+            cpu_relax();
+        }
     }
 
     /// Sleeps until something is posted or a signal arrives (true: a signal).

@@ -122,6 +122,7 @@ impl Vcpu {
                     apic,
                     kvmclock: Default::default(),
                     steal: Default::default(),
+                    halt_poll: Default::default(),
                     vm_clock,
                     vm: vm_settings,
                     enforce_pv_features: false,

@@ -58,6 +58,9 @@ pub(crate) struct Vm {
     user_space_msr: AtomicU32,
     /// `KVM_CAP_EXIT_ON_EMULATION_FAILURE`.
     exit_on_emulation_failure: AtomicBool,
+    /// The VM's own maximum halt-polling time in ns (`KVM_CAP_HALT_POLL`), above `u32::MAX`
+    /// while it has none (the module parameter applies).
+    max_halt_poll_ns: AtomicU64,
     /// The MSR filter (`KVM_X86_SET_MSR_FILTER`).
     #[pin]
     msr_filter: Mutex<Option<Arc<MsrFilter>>>,
@@ -217,6 +220,7 @@ impl Vm {
                 platform_info_readable: AtomicBool::new(true),
                 user_space_msr: AtomicU32::new(0),
                 exit_on_emulation_failure: AtomicBool::new(false),
+                max_halt_poll_ns: AtomicU64::new(u64::MAX),
                 msr_filter <- new_mutex!(None),
                 settings_gen,
                 has_io_devices: AtomicBool::new(false),
@@ -642,6 +646,19 @@ impl Vm {
             user_space_msr: self.user_space_msr.load(Ordering::Relaxed),
             exit_on_emulation_failure: self.exit_on_emulation_failure.load(Ordering::Relaxed),
         }
+    }
+
+    /// `KVM_ENABLE_CAP(KVM_CAP_HALT_POLL, ns)`: the VM's own maximum halt-polling time
+    /// (`EINVAL` above `u32::MAX`, as KVM).
+    pub(crate) fn set_max_halt_poll_ns(&self, ns: u64) -> Result {
+        let ns = u32::try_from(ns).map_err(|_| EINVAL)?;
+        self.max_halt_poll_ns.store(ns.into(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The maximum halt-polling time in force for this VM's vCPUs, in ns.
+    pub(crate) fn max_halt_poll_ns(&self) -> u32 {
+        u32::try_from(self.max_halt_poll_ns.load(Ordering::Relaxed)).unwrap_or_else(|_| crate::module_parameters::halt_poll_ns.value())
     }
 
     /// `KVM_ENABLE_CAP(KVM_CAP_EXIT_ON_EMULATION_FAILURE, on)`: 0 or 1 (`EINVAL` else).

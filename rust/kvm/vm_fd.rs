@@ -219,6 +219,10 @@ fn enable_cap(vm: ArcBorrow<'_, Vm>, c: &EnableCap) -> Result<isize> {
             vm.enable_x2apic_api(arg)?;
             Ok(0)
         }
+        cap::HALT_POLL => {
+            vm.set_max_halt_poll_ns(arg)?;
+            Ok(0)
+        }
         _ => Err(EINVAL),
     }
 }

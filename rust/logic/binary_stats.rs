@@ -40,7 +40,7 @@ fn user_exit(c: &Counters, r: u32) -> u64 {
 }
 
 /// A vCPU's statistics, with KVM's names and meaning (`kvm_vcpu_stat`).
-pub const VCPU_STATS: [Stat; 10] = [
+pub const VCPU_STATS: [Stat; 12] = [
     // Every VM exit.
     Stat { name: "exits", value: |c| c.exits },
     // HLT exits (with an in-kernel APIC, each HLT the guest runs).
@@ -59,6 +59,9 @@ pub const VCPU_STATS: [Stat; 10] = [
     Stat { name: "nmi_window_exits", value: |c| by_reason(c, reason::NMI_WINDOW) },
     // VMCALLs.
     Stat { name: "hypercalls", value: |c| by_reason(c, reason::VMCALL) },
+    // Halts that polled before sleeping, and those a wake-up ended while polling.
+    Stat { name: "halt_attempted_poll", value: |c| c.halt_polls },
+    Stat { name: "halt_successful_poll", value: |c| c.halt_poll_wakeups },
 ];
 
 /// A VM's statistics (`kvm_vm_stat`): flushes of every vCPU's EPT translations, each

@@ -941,6 +941,8 @@ pub mod cap {
     pub const EXIT_ON_EMULATION_FAILURE: usize = 204;
     /// The local APIC timer's bus period in ns (1 on the system fd; the VM's on a VM fd).
     pub const X86_APIC_BUS_CYCLES_NS: usize = 237;
+    /// Halt polling, and `KVM_ENABLE_CAP` of a VM's own maximum polling time (ns).
+    pub const HALT_POLL: usize = 182;
 }
 
 /// The capabilities rvmx provides, with the value `KVM_CHECK_EXTENSION` returns for each.
@@ -1015,6 +1017,7 @@ pub const CAPABILITIES: &[(usize, isize)] = &[
     (cap::IRQFD_RESAMPLE, 1),
     (cap::X2APIC_API, super::x2apic_api::VALID as isize),
     (cap::X86_APIC_BUS_CYCLES_NS, super::lapic::APIC_BUS_CYCLE_NS_DEFAULT as isize),
+    (cap::HALT_POLL, 1),
 ];
 
 /// The answer to `KVM_CHECK_EXTENSION(cap)`: like KVM, 0 for anything unknown (never an error).

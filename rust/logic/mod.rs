@@ -43,3 +43,4 @@ pub mod binary_stats;
 pub mod msr_filter;
 pub mod smm;
 pub mod steal_time;
+pub mod halt_poll;

@@ -64,6 +64,10 @@ pub struct Counters {
     /// continues an in-order walk, or whose block the host has whole, maps the unmapped pages
     /// of its block).
     pub ept_faults: u64,
+    /// Halts that polled for a wake-up before sleeping (KVM's `halt_attempted_poll`).
+    pub halt_polls: u64,
+    /// Those a wake-up ended while polling (KVM's `halt_successful_poll`).
+    pub halt_poll_wakeups: u64,
     /// VM exits by VMX basic exit reason.
     pub by_reason: [u64; VMX_REASONS],
     /// Returns from `KVM_RUN` to userspace by `kvm_run.exit_reason` (also `INTR` on signals).
@@ -78,6 +82,8 @@ impl Default for Counters {
             exits: 0,
             guest_tsc: 0,
             ept_faults: 0,
+            halt_polls: 0,
+            halt_poll_wakeups: 0,
             by_reason: [0; VMX_REASONS],
             user_exits: [0; KVM_EXITS],
         }
@@ -85,7 +91,7 @@ impl Default for Counters {
 }
 
 /// The scalar counters, in file order, with their names.
-const SCALARS: [&str; 6] = ["runs", "windows", "exits", "guest_tsc", "ept_faults", "user_exits"];
+const SCALARS: [&str; 8] = ["runs", "windows", "exits", "guest_tsc", "ept_faults", "halt_polls", "halt_poll_wakeups", "user_exits"];
 
 impl Counters {
     /// Adds `other` to `self` (a VM's total over its vCPUs). Wraps like the counters do.
@@ -95,6 +101,8 @@ impl Counters {
         self.exits = self.exits.wrapping_add(other.exits);
         self.guest_tsc = self.guest_tsc.wrapping_add(other.guest_tsc);
         self.ept_faults = self.ept_faults.wrapping_add(other.ept_faults);
+        self.halt_polls = self.halt_polls.wrapping_add(other.halt_polls);
+        self.halt_poll_wakeups = self.halt_poll_wakeups.wrapping_add(other.halt_poll_wakeups);
         for (a, b) in self.by_reason.iter_mut().zip(other.by_reason.iter()) {
             *a = a.wrapping_add(*b);
         }
@@ -109,7 +117,10 @@ impl Counters {
     }
 
     fn scalar(&self, i: usize) -> u64 {
-        let all = [self.runs, self.windows, self.exits, self.guest_tsc, self.ept_faults, self.total_user_exits()];
+        let all = [
+            self.runs, self.windows, self.exits, self.guest_tsc, self.ept_faults, self.halt_polls, self.halt_poll_wakeups,
+            self.total_user_exits(),
+        ];
         all.get(i).copied().unwrap_or(0)
     }
 
@@ -152,6 +163,8 @@ impl Counters {
                     2 => c.exits = value,
                     3 => c.guest_tsc = value,
                     4 => c.ept_faults = value,
+                    5 => c.halt_polls = value,
+                    6 => c.halt_poll_wakeups = value,
                     _ => {} // user_exits: the sum of the per-reason lines
                 }
             }
@@ -199,7 +212,7 @@ mod tests {
     }
 
     fn sample() -> Counters {
-        let mut c = Counters { runs: 3, windows: 7, exits: 12, guest_tsc: 123_456, ept_faults: 2, ..Default::default() };
+        let mut c = Counters { runs: 3, windows: 7, exits: 12, guest_tsc: 123_456, ept_faults: 2, halt_polls: 9, halt_poll_wakeups: 8, ..Default::default() };
         c.by_reason[10] = 5;
         c.by_reason[30] = 4;
         c.by_reason[48] = 2;
@@ -213,7 +226,7 @@ mod tests {
     fn text_lists_scalars_then_nonzero_reasons() {
         let mut s = String::new();
         sample().write(&mut s).unwrap();
-        assert_eq!(s, "runs 3\nwindows 7\nexits 12\nguest_tsc 123456\nept_faults 2\nuser_exits 3\n\
+        assert_eq!(s, "runs 3\nwindows 7\nexits 12\nguest_tsc 123456\nept_faults 2\nhalt_polls 9\nhalt_poll_wakeups 8\nuser_exits 3\n\
             exit.CPUID 5\nexit.IO_INSTRUCTION 4\nexit.EPT_VIOLATION 2\nexit.71 1\n\
             user_exit.IO 2\nuser_exit.HLT 1\n");
     }

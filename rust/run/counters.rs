@@ -15,6 +15,8 @@ pub(crate) struct VcpuStats {
     windows: Atomic<u64>,
     guest_tsc: Atomic<u64>,
     ept_faults: Atomic<u64>,
+    halt_polls: Atomic<u64>,
+    halt_poll_wakeups: Atomic<u64>,
     by_reason: [Atomic<u64>; VMX_REASONS],
     user_exits: [Atomic<u64>; KVM_EXITS],
 }
@@ -31,6 +33,8 @@ impl VcpuStats {
             windows: Atomic::new(0),
             guest_tsc: Atomic::new(0),
             ept_faults: Atomic::new(0),
+            halt_polls: Atomic::new(0),
+            halt_poll_wakeups: Atomic::new(0),
             by_reason: [const { Atomic::new(0) }; VMX_REASONS],
             user_exits: [const { Atomic::new(0) }; KVM_EXITS],
         }
@@ -60,6 +64,12 @@ impl VcpuStats {
         bump(&self.ept_faults, 1);
     }
 
+    /// A halt polled for a wake-up before sleeping; `woken`: one came while it polled.
+    pub(crate) fn halt_poll(&self, woken: bool) {
+        bump(&self.halt_polls, 1);
+        bump(&self.halt_poll_wakeups, u64::from(woken));
+    }
+
     /// A return to userspace with `kvm_run.exit_reason` = `reason`.
     pub(crate) fn user_exit(&self, reason: u32) {
         if let Some(c) = self.user_exits.get(reason as usize) {
@@ -73,6 +83,8 @@ impl VcpuStats {
             windows: self.windows.load(Relaxed),
             guest_tsc: self.guest_tsc.load(Relaxed),
             ept_faults: self.ept_faults.load(Relaxed),
+            halt_polls: self.halt_polls.load(Relaxed),
+            halt_poll_wakeups: self.halt_poll_wakeups.load(Relaxed),
             ..Counters::default()
         };
         for (d, s) in c.by_reason.iter_mut().zip(self.by_reason.iter()) {

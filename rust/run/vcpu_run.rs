@@ -8,7 +8,11 @@
 //! needs the host: an interrupt, faulting in guest memory, or a return to userspace. Between
 //! windows the loop checks for signals and reschedules, so a spinning guest never wedges a CPU.
 
-use kernel::{current, prelude::*};
+use kernel::{
+    current,
+    prelude::*,
+    time::{Instant, Monotonic},
+};
 
 use crate::{
     host::sched::cond_resched,
@@ -16,6 +20,7 @@ use crate::{
     logic::{arch::{rflags, CR8_TPR}, kvm_abi::quirk, kvm_run::exit_reason, mp_state::MpState},
     run::{
         complete::complete,
+        counters::VcpuStats,
         exit::{self, Next},
         kvm_run::KvmRun,
         steal_time,
@@ -92,7 +97,7 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
         let lint0_reenabled = st.vm.has_quirk(quirk::LINT0_REENABLED);
         if st.apic.is_some() && !ready_to_enter(st, lint0_reenabled)? {
             // Asleep until something was posted or a signal came: look again.
-            st.apic.as_ref().map(|a| a.mailbox().wait());
+            block(st, vm, t.stats);
             continue;
         }
         if smm::smi_ready(st) {
@@ -111,6 +116,33 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
             }
         }
     }
+}
+
+/// Waits, with an in-kernel APIC, until something is posted or a signal comes (KVM's
+/// `kvm_vcpu_halt`): a halted vCPU first polls for the adaptive time its recent halts call
+/// for (`logic::halt_poll`), then sleeps; one waiting for INIT or SIPI sleeps at once.
+fn block(st: &mut RunState, vm: &Vm, stats: &VcpuStats) {
+    let st = &mut st.vcpu;
+    let Some(apic) = st.apic.as_ref() else { return };
+    if apic.mp_state() != MpState::Halted {
+        apic.mailbox().wait();
+        return;
+    }
+    let max = vm.max_halt_poll_ns();
+    let window = st.halt_poll.window(max);
+    let start = Instant::<Monotonic>::now();
+    let mailbox = apic.mailbox();
+    if window != 0 {
+        let woken = mailbox.poll(start, window);
+        stats.halt_poll(woken);
+        if !woken {
+            mailbox.wait();
+        }
+    } else {
+        mailbox.wait();
+    }
+    let halt_ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(0);
+    st.halt_poll.adapt(max, halt_ns);
 }
 
 /// With an in-kernel APIC, before entering the guest: acts on INIT and SIPI, takes what was

@@ -119,6 +119,10 @@ pub fn table(vm: &VmStats) -> String {
         row(&mut out, &format!("  {name}"), cols.iter().map(|c| c.user_exits[r]));
     }
     row(&mut out, "EPT faults (RAM mapped)", cols.iter().map(|c| c.ept_faults));
+    if vm.total.halt_polls != 0 {
+        row(&mut out, "halts polled", cols.iter().map(|c| c.halt_polls));
+        row(&mut out, "  woken while polling", cols.iter().map(|c| c.halt_poll_wakeups));
+    }
     row(&mut out, "TSC ticks in guest mode", cols.iter().map(|c| c.guest_tsc));
     out
 }

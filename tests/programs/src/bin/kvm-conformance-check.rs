@@ -292,7 +292,8 @@ fn main() -> ExitCode {
 
 /// The capabilities QEMU 8 and later require, and `KVM_ENABLE_CAP` on a VM fd: flags and
 /// unknown capabilities refused, `KVM_CAP_DISABLE_QUIRKS2` (here turning off the port 0x7e
-/// quirk, which then exits like any OUT), `KVM_CAP_MAX_VCPU_ID` (set once, before vCPUs).
+/// quirk, which then exits like any OUT), `KVM_CAP_MAX_VCPU_ID` (set once, before vCPUs),
+/// `KVM_CAP_HALT_POLL`.
 fn enable_cap(kvm: &Kvm) {
     for (name, cap) in [("internal_error_data", 40), ("signal_msi", 77), ("enable_cap_vm", 98), ("disable_quirks", 116),
                         ("x86_robust_singlestep", 51), ("adjust_clock", 39)] {
@@ -314,6 +315,10 @@ fn enable_cap(kvm: &Kvm) {
     let vm = kvm.create_vm().unwrap();
     let _vcpu = vm.create_vcpu(0).unwrap();
     println!("enable_cap max_vcpu_id after_vcpu {:?}", en(&vm, 128, 0, 2));
+    // KVM_CAP_HALT_POLL: a VM's own maximum polling time, any u32 (after vCPUs too).
+    println!("cap halt_poll {} vm {}", kvm.check_extension_raw(182), vm.check_extension_raw(182));
+    println!("enable_cap halt_poll 1000 {:?} 0 {:?} u32_max {:?} above_u32 {:?} flags {:?}",
+             en(&vm, 182, 0, 1000), en(&vm, 182, 0, 0), en(&vm, 182, 0, u32::MAX.into()), en(&vm, 182, 0, 1 << 32), en(&vm, 182, 1, 0));
     // OUT to 0x7e with the quirk off: RIP stays at the OUT while userspace handles it.
     let mut g = guest(kvm, &[0xb0, 0x5a, 0xe6, 0x7e, 0xf4]);
     println!("disable_quirks2_out_7e {:?}", en(&g.vm, 213, 0, 1 << 3));
