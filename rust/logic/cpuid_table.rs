@@ -322,18 +322,20 @@ pub struct Runtime {
 /// missing leaf within its class's range (basic 0.., extended 0x80000000..); for a leaf
 /// above that range, the highest basic leaf.
 pub fn guest_cpuid(table: &[CpuidEntry], leaf: u32, subleaf: u32, rt: Runtime) -> [u32; 4] {
-    guest_cpuid_with(table, leaf, subleaf, rt, || (rt.xsave_size, rt.xsave_compacted_size))
+    guest_cpuid_with(table, leaf, subleaf, || rt, || (rt.xsave_size, rt.xsave_compacted_size))
 }
 
-/// [`guest_cpuid`], with the XSAVE sizes (standard, compacted) computed by `xsave_sizes` only
-/// if the answer comes from leaf 0xD (they cost as much as the rest of a CPUID exit). Like
+/// [`guest_cpuid`], with the runtime bits read by `rt` only if the answer comes from a leaf
+/// that has some (1, 7.0), and the XSAVE sizes (standard, compacted) computed by
+/// `xsave_sizes` only if it comes from leaf 0xD (they cost as much as the rest of a CPUID
+/// exit): most CPUID exits need neither. Like
 /// KVM, which updates the entries themselves, the runtime bits follow the leaf the answer
 /// comes from, also when an out-of-range leaf is answered by the highest basic leaf.
 pub fn guest_cpuid_with(
     table: &[CpuidEntry],
     leaf: u32,
     subleaf: u32,
-    rt: Runtime,
+    rt: impl FnOnce() -> Runtime,
     xsave_sizes: impl FnOnce() -> (u32, u32),
 ) -> [u32; 4] {
     let (mut r, from) = raw_guest_cpuid(table, leaf, subleaf);
@@ -352,7 +354,7 @@ pub fn with_runtime(table: &[CpuidEntry], rt: Runtime) -> impl Iterator<Item = C
         };
         let Some(&(leaf, sub)) = RUNTIME_LEAVES.iter().find(|l| found(l)) else { return *e };
         let mut r = [e.eax, e.ebx, e.ecx, e.edx];
-        runtime_bits(&mut r, leaf, sub, rt, || (rt.xsave_size, rt.xsave_compacted_size));
+        runtime_bits(&mut r, leaf, sub, || rt, || (rt.xsave_size, rt.xsave_compacted_size));
         let [eax, ebx, ecx, edx] = r;
         CpuidEntry { eax, ebx, ecx, edx, ..*e }
     })
@@ -360,17 +362,18 @@ pub fn with_runtime(table: &[CpuidEntry], rt: Runtime) -> impl Iterator<Item = C
 
 /// Puts the runtime bits into the registers of `leaf`.`subleaf`'s entry (KVM's
 /// `kvm_update_cpuid_runtime`); the XSAVE sizes are computed only for leaf 0xD.
-fn runtime_bits(r: &mut [u32; 4], leaf: u32, subleaf: u32, rt: Runtime, xsave_sizes: impl FnOnce() -> (u32, u32)) {
+fn runtime_bits(r: &mut [u32; 4], leaf: u32, subleaf: u32, rt: impl FnOnce() -> Runtime, xsave_sizes: impl FnOnce() -> (u32, u32)) {
     let set = |v: u32, bit: u32, on: bool| if on { v | 1 << bit } else { v & !(1 << bit) };
     match (leaf, subleaf) {
         (1, _) => {
+            let rt = rt();
             r[3] = set(r[3], 9, rt.apic_enabled);
             r[2] = set(r[2], 27, rt.osxsave);
             if let Some(on) = rt.mwait {
                 r[2] = set(r[2], 3, on);
             }
         }
-        (7, 0) => r[2] = set(r[2], 4, rt.ospke),
+        (7, 0) => r[2] = set(r[2], 4, rt().ospke),
         (0xd, 0) => r[1] = xsave_sizes().0,
         (0xd, 1) if r[0] & LEAFD1_EAX_COMPACTED != 0 => r[1] = xsave_sizes().1,
         _ => {}
@@ -653,8 +656,11 @@ mod tests {
         let top = [CpuidEntry { function: 0, eax: 0xd, ..Default::default() }, hostile[0], hostile[1]];
         assert_eq!(guest_cpuid(&top, 0x4000_0000, 0, rt(576))[1], 576);
         let mut asked = false;
-        guest_cpuid_with(&top, 1, 0, Runtime::default(), || { asked = true; (0, 0) });
+        guest_cpuid_with(&top, 1, 0, Runtime::default, || { asked = true; (0, 0) });
         assert!(!asked, "not computed for other leaves");
+        let mut read = false;
+        guest_cpuid_with(&top, 0, 0, || { read = true; Runtime::default() }, || (0, 0));
+        assert!(!read, "the runtime bits are read only for the leaves that have some");
     }
 
     #[test]

@@ -150,7 +150,9 @@ impl<'a, 'c> LiveVcpu<'a, 'c> {
         let len = self.cur.read(EXIT_INSTRUCTION_LEN) as u64;
         self.cur.write(GUEST_RIP, rip.wrapping_add(len));
         let shadow = self.cur.read(GUEST_INTERRUPTIBILITY);
-        self.cur.write(GUEST_INTERRUPTIBILITY, shadow & !(block::STI | block::MOV_SS));
+        if shadow & (block::STI | block::MOV_SS) != 0 {
+            self.cur.write(GUEST_INTERRUPTIBILITY, shadow & !(block::STI | block::MOV_SS));
+        }
         self.skipped = true;
         if !self.st.debugger.single_step() && self.cur.read(GUEST_RFLAGS) & rflags::TF != 0 {
             let pending = self.cur.read(GUEST_PENDING_DBG_EXCEPTIONS);
@@ -407,7 +409,7 @@ fn cpuid(v: &mut LiveVcpu<'_, '_>) -> Next {
         v.inject_gp0();
         return Next::Reenter;
     }
-    let rt = v.st.cpuid_runtime_bits(v.cur.read(CR4_READ_SHADOW));
+    let rt = || v.st.cpuid_runtime_bits(v.cur.read(CR4_READ_SHADOW));
     let (features, xcr0) = (v.features, v.st.fpu.xcr0);
     let sizes = || (features.xsave_size(xcr0), features.xsave_compacted_size(xcr0));
     let (leaf, subleaf) = (v.st.gprs.rax as u32, v.st.gprs.rcx as u32);
