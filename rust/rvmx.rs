@@ -51,7 +51,7 @@ module! {
         },
         halt_poll_ns: u32 {
             default: 200000,
-            description: "Longest time (ns) a vCPU whose guest halted watches for a wake-up before it sleeps, as KVM's parameter of the same name (a VM may set its own with KVM_CAP_HALT_POLL); the time polled adapts per vCPU below it; 0: no polling",
+            description: "Longest time (ns) a vCPU whose guest halted watches for a wake-up before it sleeps, as KVM's parameter of the same name but set at load time only (a VM may set its own with KVM_CAP_HALT_POLL); the time polled adapts per vCPU below it; 0: no polling",
         },
         dump_invalid_vmcs: bool {
             default: false,

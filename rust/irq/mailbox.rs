@@ -138,14 +138,17 @@ impl Mailbox {
         }
     }
 
-    /// Sleeps until something is posted or a signal arrives (true: a signal).
+    /// Sleeps until something is posted or a signal arrives; whether it went to sleep at all
+    /// (not if something was posted already).
     pub(crate) fn wait(&self) -> bool {
         let mut g = self.posted.lock();
+        let mut slept = false;
         while !self.work.load(Ordering::SeqCst) {
+            slept = true;
             if self.wake.wait_interruptible(&mut g) {
-                return true;
+                break;
             }
         }
-        false
+        slept
     }
 }

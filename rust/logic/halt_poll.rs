@@ -21,24 +21,50 @@ const GROW_START: u32 = 10_000;
 /// ... and halves after a long one (`halt_poll_ns_shrink`), to 0 below the start.
 const SHRINK: u32 = 2;
 
-/// One vCPU's polling time, in nanoseconds.
+/// One vCPU's polling time, in nanoseconds, and the halt under way. A halt lasts from the HLT
+/// until the vCPU runs again: posts that do not wake it (an interrupt it cannot take yet)
+/// leave it going, polling on within the time it started with (KVM polls until the vCPU is
+/// runnable, not until the first post).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HaltPoll {
     ns: u32,
+    halt: Option<Halt>,
+}
+
+/// A halt under way: how long it may poll, and whether it had to sleep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Halt {
+    window: u32,
+    slept: bool,
 }
 
 impl HaltPoll {
-    /// How long the next halt polls, given the maximum `max` in force (which may have been
-    /// lowered since the last halt).
+    /// A halt begins, or goes on: how long it may poll from its start, given the maximum
+    /// `max` in force (which may have been lowered since the last halt).
     pub fn window(&mut self, max: u32) -> u32 {
+        if let Some(h) = self.halt {
+            return h.window;
+        }
         self.ns = self.ns.min(max);
+        self.halt = Some(Halt { window: self.ns, slept: false });
         self.ns
     }
 
-    /// After a halt that lasted `halt_ns` (polling included) under maximum `max`: a halt that
-    /// the poll covered changes nothing; a longer one shrinks the poll if it outlasted the
-    /// maximum (polling would not have helped), and grows it if it did not.
-    pub fn adapt(&mut self, max: u32, halt_ns: u64) {
+    /// The halt under way went to sleep: polling did not end it.
+    pub fn slept(&mut self) {
+        if let Some(h) = self.halt.as_mut() {
+            h.slept = true;
+        }
+    }
+
+    /// The halt under way ended after `halt_ns` (polling included), under maximum `max` (read
+    /// again: it may have changed meanwhile). A halt that the poll covered changes nothing; a
+    /// longer one shrinks the poll if it outlasted the maximum (polling would not have
+    /// helped), and grows it if it did not. Whether it polled and, if so, whether it ended
+    /// without sleeping (KVM's `halt_attempted_poll` and `halt_successful_poll`); `None`
+    /// without a halt under way.
+    pub fn end(&mut self, max: u32, halt_ns: u64) -> Option<(bool, bool)> {
+        let h = self.halt.take()?;
         if max == 0 {
             self.ns = 0;
         } else if halt_ns <= u64::from(self.ns) {
@@ -50,6 +76,7 @@ impl HaltPoll {
         } else if self.ns < max && halt_ns < u64::from(max) {
             self.ns = self.ns.saturating_mul(GROW).max(GROW_START);
         }
+        Some((h.window != 0, h.window != 0 && !h.slept))
     }
 }
 
@@ -57,40 +84,54 @@ impl HaltPoll {
 mod tests {
     use super::*;
 
+    /// One whole halt of `ns` nanoseconds that slept if `slept`.
+    fn halt(p: &mut HaltPoll, max: u32, ns: u64, slept: bool) -> (u32, Option<(bool, bool)>) {
+        let window = p.window(max);
+        if slept {
+            p.slept();
+        }
+        (window, p.end(max, ns))
+    }
+
     #[test]
     fn short_halts_grow_the_poll_from_10us_by_doubling_long_ones_shrink_it_to_nothing() {
         let mut p = HaltPoll::default();
-        assert_eq!(p.window(DEFAULT_MAX_NS), 0, "no polling before a short halt was seen");
-        p.adapt(DEFAULT_MAX_NS, 50_000);
-        assert_eq!(p.window(DEFAULT_MAX_NS), 10_000);
-        p.adapt(DEFAULT_MAX_NS, 50_000);
-        assert_eq!(p.window(DEFAULT_MAX_NS), 20_000);
-        p.adapt(DEFAULT_MAX_NS, 15_000);
+        assert_eq!(halt(&mut p, DEFAULT_MAX_NS, 50_000, true), (0, Some((false, false))), "no polling before a short halt");
+        assert_eq!(halt(&mut p, DEFAULT_MAX_NS, 50_000, true), (10_000, Some((true, false))));
+        assert_eq!(halt(&mut p, DEFAULT_MAX_NS, 15_000, false), (20_000, Some((true, true))));
         assert_eq!(p.window(DEFAULT_MAX_NS), 20_000, "a halt the poll covered changes nothing");
+        p.end(DEFAULT_MAX_NS, 15_000);
         for _ in 0..10 {
-            p.adapt(DEFAULT_MAX_NS, 199_000);
+            halt(&mut p, DEFAULT_MAX_NS, 199_000, true);
         }
-        assert_eq!(p.window(DEFAULT_MAX_NS), DEFAULT_MAX_NS, "grown past the maximum, capped at it");
-        p.adapt(DEFAULT_MAX_NS, 1_000_000);
-        assert_eq!(p.window(DEFAULT_MAX_NS), 100_000, "a halt longer than the maximum halves it");
-        p.adapt(DEFAULT_MAX_NS, 1_000_000);
-        p.adapt(DEFAULT_MAX_NS, 1_000_000);
-        p.adapt(DEFAULT_MAX_NS, 1_000_000);
-        assert_eq!(p.window(DEFAULT_MAX_NS), 12_500);
-        p.adapt(DEFAULT_MAX_NS, 1_000_000);
-        assert_eq!(p.window(DEFAULT_MAX_NS), 0, "below the start: off");
+        assert_eq!(halt(&mut p, DEFAULT_MAX_NS, 1_000_000, true).0, DEFAULT_MAX_NS, "grown past the maximum, capped at it");
+        assert_eq!(halt(&mut p, DEFAULT_MAX_NS, 1_000_000, true).0, 100_000, "a halt longer than the maximum halves it");
+        halt(&mut p, DEFAULT_MAX_NS, 1_000_000, true);
+        halt(&mut p, DEFAULT_MAX_NS, 1_000_000, true);
+        assert_eq!(halt(&mut p, DEFAULT_MAX_NS, 1_000_000, true).0, 12_500);
+        assert_eq!(halt(&mut p, DEFAULT_MAX_NS, 1_000_000, true).0, 0, "below the start: off");
+    }
+
+    #[test]
+    fn a_halt_goes_on_across_posts_that_do_not_end_it() {
+        let mut p = HaltPoll { ns: 40_000, halt: None };
+        assert_eq!(p.window(DEFAULT_MAX_NS), 40_000);
+        assert_eq!(p.window(DEFAULT_MAX_NS), 40_000, "the same halt: the same window from its start");
+        p.slept();
+        assert_eq!(p.window(DEFAULT_MAX_NS), 40_000);
+        assert_eq!(p.end(DEFAULT_MAX_NS, 5_000_000), Some((true, false)), "slept: polled without success");
+        assert_eq!(p.end(DEFAULT_MAX_NS, 5_000_000), None, "no halt under way");
+        assert_eq!(p.window(DEFAULT_MAX_NS), 20_000, "one long halt shrank it once");
     }
 
     #[test]
     fn a_maximum_of_zero_turns_polling_off_and_a_lower_one_caps_it() {
-        let mut p = HaltPoll { ns: 80_000 };
-        assert_eq!(p.window(30_000), 30_000);
-        p.adapt(0, 5_000);
-        assert_eq!(p.window(DEFAULT_MAX_NS), 0);
-        p.adapt(0, 5_000);
+        let mut p = HaltPoll { ns: 80_000, halt: None };
+        assert_eq!(halt(&mut p, 30_000, 5_000, false), (30_000, Some((true, true))));
+        assert_eq!(halt(&mut p, 0, 5_000, false), (0, Some((false, false))));
         assert_eq!(p.window(DEFAULT_MAX_NS), 0, "stays off");
-        let mut q = HaltPoll { ns: u32::MAX / 2 + 1 };
-        q.adapt(u32::MAX, 4_000_000_000);
+        let mut q = HaltPoll { ns: u32::MAX / 2 + 1, halt: None };
+        halt(&mut q, u32::MAX, 4_000_000_000, true);
         assert_eq!(q.window(u32::MAX), u32::MAX, "growth saturates");
     }
 }

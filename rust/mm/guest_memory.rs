@@ -322,7 +322,9 @@ impl GuestMemory {
         // Only if the host has the whole run: fault-around then faults the rest in below. A
         // first touch probes the page touched without locks: without it the run cannot be
         // whole, and the lookup of the run would take the host's mmap lock only to find that
-        // out. (A page mapped read-only, now written, is the host's already.)
+        // out. (A write to a page mapped read-only is a run of one: the lookup is the probe.
+        // The lockless probe does not see the shared zero page, so a read-only slot's
+        // never-written pages are mapped one fault at a time.)
         let present = (read_only_mapped || crate::host::mem::host_has_page(uaddr(page), want_write))
             .then(|| PinnedRun::pin_present(uaddr(first), count as usize, want_write))
             .flatten()

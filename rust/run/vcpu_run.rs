@@ -8,11 +8,7 @@
 //! needs the host: an interrupt, faulting in guest memory, or a return to userspace. Between
 //! windows the loop checks for signals and reschedules, so a spinning guest never wedges a CPU.
 
-use kernel::{
-    current,
-    prelude::*,
-    time::{Instant, Monotonic},
-};
+use kernel::{current, prelude::*, time::Instant};
 
 use crate::{
     host::sched::cond_resched,
@@ -36,6 +32,7 @@ use crate::{
 pub(crate) fn run(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<isize> {
     t.stats.run();
     let r = run_loop(t, st, run, vm);
+    end_halt(st, vm, t.stats);
     // KVM stores them on every return, also after an error.
     let stored = sync_regs::store(st, run);
     let r = r.and_then(|n| stored.map(|()| n));
@@ -97,9 +94,10 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
         let lint0_reenabled = st.vm.has_quirk(quirk::LINT0_REENABLED);
         if st.apic.is_some() && !ready_to_enter(st, lint0_reenabled)? {
             // Asleep until something was posted or a signal came: look again.
-            block(st, vm, t.stats);
+            block(st, vm);
             continue;
         }
+        end_halt(st, vm, t.stats);
         if smm::smi_ready(st) {
             st.sync_sregs()?;
             smm::enter(st, vm)?;
@@ -119,30 +117,36 @@ fn run_loop(t: &Target<'_>, st: &mut RunState, run: &KvmRun, vm: &Vm) -> Result<
 }
 
 /// Waits, with an in-kernel APIC, until something is posted or a signal comes (KVM's
-/// `kvm_vcpu_halt`): a halted vCPU first polls for the adaptive time its recent halts call
-/// for (`logic::halt_poll`), then sleeps; one waiting for INIT or SIPI sleeps at once.
-fn block(st: &mut RunState, vm: &Vm, stats: &VcpuStats) {
+/// `kvm_vcpu_halt`): a halted vCPU first polls, from the start of its halt, for the adaptive
+/// time its recent halts call for (`logic::halt_poll`), then sleeps; one waiting for INIT or
+/// SIPI sleeps at once. The halt ends when the vCPU runs again ([`end_halt`]).
+fn block(st: &mut RunState, vm: &Vm) {
     let st = &mut st.vcpu;
     let Some(apic) = st.apic.as_ref() else { return };
+    let mailbox = apic.mailbox();
     if apic.mp_state() != MpState::Halted {
-        apic.mailbox().wait();
+        mailbox.wait();
         return;
     }
-    let max = vm.max_halt_poll_ns();
-    let window = st.halt_poll.window(max);
-    let start = Instant::<Monotonic>::now();
-    let mailbox = apic.mailbox();
-    if window != 0 {
-        let woken = mailbox.poll(start, window);
-        stats.halt_poll(woken);
-        if !woken {
-            mailbox.wait();
-        }
-    } else {
-        mailbox.wait();
+    let start = *st.halt_started.get_or_insert_with(Instant::now);
+    let window = st.halt_poll.window(vm.max_halt_poll_ns());
+    // A signal ends the halt without a sleep (the caller returns to userspace).
+    if mailbox.poll(start, window) || current!().signal_pending() {
+        return;
     }
+    if mailbox.wait() {
+        st.halt_poll.slept();
+    }
+}
+
+/// The halt under way, if any, is over (the vCPU runs again, or `KVM_RUN` returns): the
+/// polling time adapts to how long it lasted, and the statistics count its poll.
+fn end_halt(st: &mut RunState, vm: &Vm, stats: &VcpuStats) {
+    let Some(start) = st.vcpu.halt_started.take() else { return };
     let halt_ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(0);
-    st.halt_poll.adapt(max, halt_ns);
+    if let Some((true, woken)) = st.vcpu.halt_poll.end(vm.max_halt_poll_ns(), halt_ns) {
+        stats.halt_poll(woken);
+    }
 }
 
 /// With an in-kernel APIC, before entering the guest: acts on INIT and SIPI, takes what was
