@@ -322,10 +322,17 @@ impl LocalApic {
     }
 
     /// Before an entry with the TPR shadow: the TPR into the virtual-APIC page, and the TPR
-    /// threshold the VMCS needs for it (KVM's `update_cr8_intercept`).
-    pub(crate) fn load_vtpr(&mut self) -> u32 {
+    /// threshold the VMCS needs for it (KVM's `update_cr8_intercept`); `highest_irr`: IRR's
+    /// highest vector as it is now ([`LocalApic::highest_irr`]).
+    pub(crate) fn load_vtpr(&mut self, highest_irr: Option<u8>) -> u32 {
         self.vapic.set_tpr(self.apic.tpr());
-        self.apic.tpr_threshold()
+        self.apic.tpr_threshold_for(highest_irr)
+    }
+
+    /// IRR's highest vector: the checks before an entry scan IRR once and share the result
+    /// until something changes IRR.
+    pub(crate) fn highest_irr(&self) -> Option<u8> {
+        self.apic.highest_irr()
     }
 
     /// After an exit with the TPR shadow: the TPR the guest's MOV to CR8 left in the page
@@ -385,7 +392,12 @@ impl LocalApic {
     /// Whether an interrupt is deliverable: the PIC's through LINT0, or a fixed one in IRR
     /// above the processor priority.
     pub(crate) fn has_interrupt(&self) -> bool {
-        self.has_extint() || self.apic.highest_pending().is_some()
+        self.has_interrupt_with(self.apic.highest_irr())
+    }
+
+    /// [`LocalApic::has_interrupt`] with IRR's highest vector `highest_irr` scanned already.
+    pub(crate) fn has_interrupt_with(&self, highest_irr: Option<u8>) -> bool {
+        self.has_extint() || self.apic.highest_pending_of(highest_irr).is_some()
     }
 
     /// The interrupt to inject now: the PIC's first (KVM's `kvm_cpu_get_interrupt`; the

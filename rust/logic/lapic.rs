@@ -1134,10 +1134,16 @@ impl Lapic {
     /// The interrupt to deliver now, if any (`kvm_apic_has_interrupt`): none with the APIC
     /// hardware disabled, else the highest IRR vector whose class is above PPR's.
     pub fn highest_pending(&self) -> Option<u8> {
+        self.highest_pending_of(self.highest_irr())
+    }
+
+    /// [`Lapic::highest_pending`] with IRR's highest vector `highest_irr` scanned already
+    /// (the checks before a VM entry share one scan).
+    pub fn highest_pending_of(&self, highest_irr: Option<u8>) -> Option<u8> {
         if !self.hw_enabled() {
             return None;
         }
-        self.pending_above(self.ppr())
+        highest_irr.filter(|&v| u32::from(v) & 0xf0 > self.ppr())
     }
 
     /// The interrupt is being injected (`kvm_apic_ack_interrupt`): IRR to ISR, PPR raised.
@@ -1165,8 +1171,13 @@ impl Lapic {
     /// and the interrupt is delivered), else 0. Never above the TPR's class, as VM entry
     /// requires.
     pub fn tpr_threshold(&self) -> u32 {
+        self.tpr_threshold_for(self.highest_irr())
+    }
+
+    /// [`Lapic::tpr_threshold`] with IRR's highest vector `highest_irr` scanned already.
+    pub fn tpr_threshold_for(&self, highest_irr: Option<u8>) -> u32 {
         let tpr = self.get(reg::TASKPRI) >> 4 & 0xf;
-        match self.highest_irr() {
+        match highest_irr {
             Some(v) if self.hw_enabled() && u32::from(v) >> 4 <= tpr => u32::from(v) >> 4,
             _ => 0,
         }

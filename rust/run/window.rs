@@ -163,7 +163,13 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
             if crate::run::smm::smi_ready(st) {
                 break Next::Host;
             }
-            let injected = windows.arm(&cur, &mut st.events, st.apic.as_mut(), want_window, dbg.blocks_irqs());
+            // IRR scanned once for both the interrupt to inject and the TPR threshold; again
+            // only if `arm` took an interrupt (acknowledged: IRR changed).
+            let mut irr = st.apic.as_ref().and_then(|a| a.highest_irr());
+            let injected = windows.arm(&cur, &mut st.events, st.apic.as_mut(), irr, want_window, dbg.blocks_irqs());
+            if windows.took_interrupt {
+                irr = st.apic.as_ref().and_then(|a| a.highest_irr());
+            }
             if let Some(info) = injected {
                 if events::info::TYPE.get(info.into()) == u64::from(events::info::NMI) {
                     nmi_known_unmasked = false;
@@ -176,7 +182,7 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
             }
             // The TPR for the guest's CR8, and the threshold below which a CR8 write exits.
             if let Some(a) = st.apic.as_mut().filter(|_| st.tpr_shadow) {
-                let threshold = a.load_vtpr();
+                let threshold = a.load_vtpr(irr);
                 if threshold != st.tpr_threshold {
                     cur.write(TPR_THRESHOLD, threshold);
                     st.tpr_threshold = threshold;
@@ -286,13 +292,15 @@ struct Windows {
     on: u32,
     /// NMI windows exist (virtual NMIs).
     nmi: bool,
+    /// The last `arm` took the local APIC's (or the PIC's) interrupt.
+    took_interrupt: bool,
 }
 
 impl Windows {
     fn new(cur: &Current<'_>, caps: &crate::logic::vmx_caps::VmxCaps) -> Self {
         let all = guest_state::PROC_IRQ_WINDOW | guest_state::PROC_NMI_WINDOW;
         let proc = cur.read(PROC_BASED_CONTROLS);
-        Self { base: proc & !all, on: proc & all, nmi: guest_state::has_virtual_nmis(caps) }
+        Self { base: proc & !all, on: proc & all, nmi: guest_state::has_virtual_nmis(caps), took_interrupt: false }
     }
 
     /// Before an entry: injects the next event (exceptions exit handlers raised come first),
@@ -302,10 +310,20 @@ impl Windows {
     /// is and the guest takes it (acknowledged then, IRR to ISR, as KVM's
     /// `kvm_cpu_get_interrupt`); else the interrupt window opens for it.
     /// The interruption information of the event it injects, if any.
-    fn arm(&mut self, cur: &Current<'_>, events: &mut Events, apic: Option<&mut LocalApic>, want_irq_window: bool, block_irqs: bool) -> Option<u32> {
+    /// `highest_irr`: the APIC's IRR scanned just before.
+    fn arm(
+        &mut self,
+        cur: &Current<'_>,
+        events: &mut Events,
+        apic: Option<&mut LocalApic>,
+        highest_irr: Option<u8>,
+        want_irq_window: bool,
+        block_irqs: bool,
+    ) -> Option<u32> {
         // Userspace's window only while its PIC's interrupt can be taken (LINT0 ExtINT).
         let want_irq_window = want_irq_window && apic.as_deref().is_none_or(|a| a.accepts_extint());
-        let apic = apic.filter(|a| !block_irqs && a.has_interrupt());
+        let apic = apic.filter(|a| !block_irqs && a.has_interrupt_with(highest_irr));
+        self.took_interrupt = false;
         if self.on == 0 && !want_irq_window && apic.is_none() && *events == Events::default() {
             return None;
         }
@@ -315,6 +333,7 @@ impl Windows {
             let interruptibility = cur.read(GUEST_INTERRUPTIBILITY);
             if events.irq_injectable(interruptibility) && events::interrupt_allowed(if_flag, interruptibility) {
                 events.interrupt = a.take_interrupt().map(|vector| events::Interrupt { vector, soft_len: None });
+                self.took_interrupt = true;
             } else {
                 want_irq_window = true;
             }
