@@ -292,7 +292,9 @@ struct Windows {
     on: u32,
     /// NMI windows exist (virtual NMIs).
     nmi: bool,
-    /// The last `arm` took the local APIC's (or the PIC's) interrupt.
+    /// The last `arm` called `take_interrupt` (which may have acknowledged an APIC vector,
+    /// IRR to ISR): the entry loop's IRR scan, shared by `arm` and the TPR threshold, must be
+    /// done again. Nothing else between that scan and `load_vtpr` may change IRR.
     took_interrupt: bool,
 }
 
