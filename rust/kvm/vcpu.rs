@@ -123,7 +123,6 @@ impl Vcpu {
                     kvmclock: Default::default(),
                     steal: Default::default(),
                     halt_poll: Default::default(),
-                    halt_started: None,
                     vm_clock,
                     vm: vm_settings,
                     enforce_pv_features: false,

@@ -695,6 +695,11 @@ const fn vector_bit(vector: u8) -> u32 {
     1 << (vector & 31)
 }
 
+/// `highest_irr` if its class is above `ppr` (`apic_has_interrupt_for_ppr`'s test).
+fn above_ppr(highest_irr: Option<u8>, ppr: u32) -> Option<u8> {
+    highest_irr.filter(|&v| u32::from(v) & 0xf0 > ppr)
+}
+
 /// An APIC's addressing state (what KVM's APIC map is built from): enough to decide whether
 /// an interrupt is for it, kept apart from the APIC so that senders on other vCPUs can match
 /// destinations without the target's lock. It packs into 64 bits ([`Address::pack`]).
@@ -1117,7 +1122,7 @@ impl Lapic {
 
     /// The highest IRR vector whose class is above `ppr` (`apic_has_interrupt_for_ppr`).
     fn pending_above(&self, ppr: u32) -> Option<u8> {
-        self.highest_irr().filter(|&v| u32::from(v) & 0xf0 > ppr)
+        above_ppr(self.highest_irr(), ppr)
     }
 
     /// `apic_update_ppr`'s `KVM_REQ_EVENT` condition: PPR fell and an interrupt is now
@@ -1143,7 +1148,7 @@ impl Lapic {
         if !self.hw_enabled() {
             return None;
         }
-        highest_irr.filter(|&v| u32::from(v) & 0xf0 > self.ppr())
+        above_ppr(highest_irr, self.ppr())
     }
 
     /// The interrupt is being injected (`kvm_apic_ack_interrupt`): IRR to ISR, PPR raised.

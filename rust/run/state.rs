@@ -139,10 +139,9 @@ pub(crate) struct VcpuState {
     pub(crate) kvmclock: VcpuClock,
     /// Steal time: the MSR and the last update.
     pub(crate) steal: crate::logic::steal_time::StealTime,
-    /// How long a halt polls before it sleeps (see [`crate::logic::halt_poll`]), and when the
-    /// halt under way began.
-    pub(crate) halt_poll: crate::logic::halt_poll::HaltPoll,
-    pub(crate) halt_started: Option<kernel::time::Instant<kernel::time::Monotonic>>,
+    /// How long a halt polls before it sleeps, and the halt under way (see
+    /// [`crate::logic::halt_poll`]).
+    pub(crate) halt_poll: crate::logic::halt_poll::HaltPoll<kernel::time::Instant<kernel::time::Monotonic>>,
     pub(crate) vm_clock: Arc<VmClock>,
     /// `KVM_CAP_ENFORCE_PV_FEATURE_CPUID`: the paravirtual MSRs and hypercalls need their
     /// feature in the guest's CPUID.

@@ -128,8 +128,7 @@ fn block(st: &mut RunState, vm: &Vm) {
         mailbox.wait();
         return;
     }
-    let start = *st.halt_started.get_or_insert_with(Instant::now);
-    let window = st.halt_poll.window(vm.max_halt_poll_ns());
+    let (start, window) = st.halt_poll.window(vm.max_halt_poll_ns(), Instant::now);
     // A signal ends the halt without a sleep (the caller returns to userspace).
     if mailbox.poll(start, window) || current!().signal_pending() {
         return;
@@ -142,9 +141,8 @@ fn block(st: &mut RunState, vm: &Vm) {
 /// The halt under way, if any, is over (the vCPU runs again, or `KVM_RUN` returns): the
 /// polling time adapts to how long it lasted, and the statistics count its poll.
 fn end_halt(st: &mut RunState, vm: &Vm, stats: &VcpuStats) {
-    let Some(start) = st.vcpu.halt_started.take() else { return };
-    let halt_ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(0);
-    if let Some((true, woken)) = st.vcpu.halt_poll.end(vm.max_halt_poll_ns(), halt_ns) {
+    let elapsed = |start: Instant<_>| u64::try_from(start.elapsed().as_nanos()).unwrap_or(0);
+    if let Some((true, woken)) = st.vcpu.halt_poll.end(|| vm.max_halt_poll_ns(), elapsed) {
         stats.halt_poll(woken);
     }
 }

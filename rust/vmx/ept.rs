@@ -109,16 +109,23 @@ pub(crate) struct Near<'a> {
 }
 
 impl Near<'_> {
+    /// The present level-1 entry for the guest page at `gpa`, if there is one (a page
+    /// outside the region takes a walk of its own).
+    fn entry(&self, gpa: u64) -> Option<u64> {
+        if gpa & REGION_MASK != self.region {
+            return self.ept.near(gpa).entry(gpa);
+        }
+        let table = self.table?;
+        // SAFETY: `table` is the direct-map address of a level-1 table of the tree, which
+        // stays while `self.ept` is borrowed (tables go only through `&mut Ept`); the index is
+        // below 512.
+        let e = unsafe { table.add(ept_bits::index(gpa, 1)).read_volatile() };
+        ept_bits::present(e).then_some(e)
+    }
+
     /// Whether the guest page at `gpa` is mapped (writable, if `write`).
     pub(crate) fn mapped(&self, gpa: u64, write: bool) -> bool {
-        let entry = if gpa & REGION_MASK == self.region {
-            // SAFETY: `table` is a level-1 table of the tree and the index is below 512.
-            self.table.map(|t| unsafe { t.add(ept_bits::index(gpa, 1)).read_volatile() })
-        } else {
-            // SAFETY: `leaf` returns a pointer into one of our level-1 tables.
-            self.ept.leaf(gpa).map(|e| unsafe { e.read_volatile() })
-        };
-        entry.is_some_and(|e| ept_bits::present(e) && (!write || e & ept_bits::WRITE != 0))
+        self.entry(gpa).is_some_and(|e| !write || e & ept_bits::WRITE != 0)
     }
 }
 
@@ -194,18 +201,6 @@ impl Ept {
         Some(table)
     }
 
-    /// The level-1 entry for `gpa` in the level-1 table `table`, if it is present.
-    fn present_in(table: u64, gpa: u64) -> Option<*mut u64> {
-        let entry = Self::entry(table, gpa, 1);
-        // SAFETY: `entry` points into one of our level-1 tables.
-        ept_bits::present(unsafe { entry.read_volatile() }).then_some(entry)
-    }
-
-    /// The level-1 entry for `gpa` if the walk reaches one that is present.
-    fn leaf(&self, gpa: u64) -> Option<*mut u64> {
-        Self::present_in(self.leaf_table(gpa)?, gpa)
-    }
-
     /// The mappings around `gpa`, for a fault that looks at its neighbours: the level-1 table
     /// of `gpa`'s 2 MiB region is looked up once.
     pub(crate) fn near(&self, gpa: u64) -> Near<'_> {
@@ -219,9 +214,8 @@ impl Ept {
         if buf.len() > crate::logic::guest_paging::to_page_end(gpa) as usize {
             return false;
         }
-        let Some(entry) = self.leaf(gpa) else { return false };
-        // SAFETY: `leaf` returns a pointer into one of our level-1 tables.
-        let hpa = unsafe { entry.read_volatile() } & ADDR_MASK;
+        let Some(entry) = self.near(gpa).entry(gpa) else { return false };
+        let hpa = entry & ADDR_MASK;
         let page = phys_to_virt(hpa).cast::<u8>();
         for (i, b) in buf.iter_mut().enumerate() {
             // SAFETY: the page stays in the VM owner's address space while EPT maps it: the
