@@ -86,6 +86,16 @@ pub mod violation {
     pub const FETCH: u64 = 1 << 2;
     /// The guest-physical address was readable (bits 5:3 give the entry's permissions).
     pub const WAS_READABLE: u64 = 1 << 3;
+    /// The guest linear address field holds the linear address of the access.
+    pub const LINEAR_VALID: u64 = 1 << 7;
+    /// With [`LINEAR_VALID`]: the access was to that linear address's translation (not to a
+    /// paging-structure entry on the way).
+    pub const LINEAR_TRANSLATED: u64 = 1 << 8;
+
+    /// Whether the exit gives the linear address whose translation the access used.
+    pub const fn translated_linear(qualification: u64) -> bool {
+        qualification & (LINEAR_VALID | LINEAR_TRANSLATED) == LINEAR_VALID | LINEAR_TRANSLATED
+    }
 }
 
 #[cfg(test)]
@@ -99,6 +109,8 @@ mod tests {
         assert_eq!(leaf_entry(0x5000, true), 0x5077);
         assert_eq!(leaf_entry(0x5000, false), 0x5075);
         assert!(!present(0) && present(READ));
+        assert!(violation::translated_linear(0x181) && violation::translated_linear(0x182));
+        assert!(!violation::translated_linear(0x81) && !violation::translated_linear(0x101));
     }
 
     #[test]

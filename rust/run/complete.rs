@@ -58,7 +58,7 @@ pub(crate) fn complete(st: &mut VcpuState, run: &KvmRun, vm: &Vm) -> Option<Resu
             let before = (st.regs.rip, st.regs.rcx);
             let mem = vm.memory(st.address_space());
             let local = st.apic.as_mut().map(|a| a as &mut dyn emulate::LocalMmio);
-            let outcome = emulate::complete(mem, &mut st.regs, st.sregs.get(), run, e, &mut st.emulated, local);
+            let outcome = emulate::complete(mem, &mut st.regs, st.sregs.for_emulation(), run, e, &mut st.emulated, local);
             st.emulated_progress(before);
             match outcome {
                 emulate::Outcome::Done => true,

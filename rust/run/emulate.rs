@@ -308,6 +308,41 @@ struct Guest<'a> {
     paging: Paging,
     mode: Mode,
     local: Option<&'a mut dyn LocalMmio>,
+    /// The translation the exit's own access used, if known: its page needs no walk.
+    exit_page: Option<ExitPage>,
+}
+
+/// An EPT violation's access: guest-physical address, exit qualification, and the linear
+/// address translated to it if the qualification says so (`violation::translated_linear`).
+#[derive(Clone, Copy)]
+pub(crate) struct EptAccess {
+    pub(crate) gpa: u64,
+    pub(crate) qualification: u64,
+    pub(crate) linear: u64,
+}
+
+/// A linear page the processor translated for the exiting access, with the guest's paging
+/// checks passed for that access (a write's also allow reads), as KVM's emulator uses the
+/// exit's GPA instead of walking the guest's tables (`emulator_read_write_onepage`).
+#[derive(Clone, Copy)]
+struct ExitPage {
+    linear: u64,
+    gpa: u64,
+    write: bool,
+}
+
+impl ExitPage {
+    fn of(a: EptAccess) -> Option<Self> {
+        use crate::logic::ept_bits::violation;
+        let write = a.qualification & violation::WRITE != 0;
+        violation::translated_linear(a.qualification).then_some(ExitPage { linear: a.linear & !0xfff, gpa: a.gpa & !0xfff, write })
+    }
+
+    /// `la`'s guest-physical address for an access (`write`) its checks covered.
+    fn translate(&self, la: u64, write: bool) -> Option<u64> {
+        let hit = la & !0xfff == self.linear && (self.write || !write);
+        hit.then_some(self.gpa | (la & 0xfff))
+    }
 }
 
 fn gprs(r: &Regs) -> Gprs {
@@ -329,7 +364,7 @@ impl<'a> Guest<'a> {
             Mode::Bits16
         };
         let paging = Paging { cr0: sregs.cr0, cr3: sregs.cr3, cr4: sregs.cr4, efer: sregs.efer, cpl: sregs.ss.dpl };
-        Guest { mem, sregs, paging, mode, local: None }
+        Guest { mem, sregs, paging, mode, local: None, exit_page: None }
     }
 
     fn segment(&self, seg: Seg) -> &Segment {
@@ -393,7 +428,10 @@ impl<'a> Guest<'a> {
         let mut parts = Parts::default();
         for (la, range) in page_chunks(la, len) {
             let la = if self.mode == Mode::Bits64 { la } else { la & 0xffff_ffff };
-            let gpa = self.translate(la, write).map_err(|e| Failure::walk(e, la))?;
+            let gpa = match self.exit_page.and_then(|p| p.translate(la, write)) {
+                Some(gpa) => gpa,
+                None => self.translate(la, write).map_err(|e| Failure::walk(e, la))?,
+            };
             let part = Part { gpa, offset: offset.saturating_add(range.start), len: range.len(), mmio: self.is_mmio(gpa, write) };
             *parts.list.get_mut(parts.count).ok_or(Failure::Unsupported)? = part;
             parts.count = parts.count.saturating_add(1);
@@ -481,7 +519,7 @@ fn first(b: &[u8], n: usize) -> &[u8] {
     b.get(..n).unwrap_or(b)
 }
 
-/// Finishes the instruction whose access at `gpa` (EPT `qualification`) found no RAM; `local`
+/// Finishes the instruction whose access (`exit`) found no RAM; `local`
 /// answers its own addresses (the vCPU's local APIC).
 #[allow(clippy::too_many_arguments)] // the exit's facts, the vCPU's state and its device
 pub(crate) fn mmio<'a>(
@@ -489,13 +527,14 @@ pub(crate) fn mmio<'a>(
     regs: &mut Regs,
     sregs: &'a Sregs,
     run: &KvmRun,
-    gpa: u64,
-    qualification: u64,
+    exit: EptAccess,
     data: &mut Data,
     local: Option<&'a mut dyn LocalMmio>,
 ) -> Outcome {
+    let EptAccess { gpa, qualification, .. } = exit;
     let mut g = Guest::new(mem, sregs);
     g.local = local;
+    g.exit_page = ExitPage::of(exit);
     let mut bytes = [0u8; insn::MAX_LEN];
     let n = if qualification & crate::logic::ept_bits::violation::FETCH != 0 { 0 } else { g.fetch(regs.rip, &mut bytes) };
     let decoded = insn::decode(first(&bytes, n), g.mode).ok();

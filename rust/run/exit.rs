@@ -51,14 +51,23 @@ pub(crate) enum Next {
     Finish(Deferred),
 }
 
+/// What the work after a window reads of the guest's segment and control registers: the
+/// window then reads it back from the VMCS before it closes (cheaper than a VMX window of
+/// their own later).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SregsRead {
+    Nothing,
+    /// What the instruction emulator reads (`GuestSregs::sync_for_emulation`).
+    Emulation,
+    All,
+}
+
 impl Next {
-    /// Whether the work after the window reads the guest's segment or control registers:
-    /// the window then reads them back from the VMCS before it closes (cheaper than a VMX
-    /// window of their own later).
-    pub(crate) fn needs_sregs(&self, st: &VcpuState) -> bool {
+    /// What the work after the window reads of the guest's segment and control registers.
+    pub(crate) fn sregs_read(&self, st: &VcpuState) -> SregsRead {
         match self {
-            Next::Finish(d) => d.needs_sregs(st),
-            Next::Reenter | Next::ToUser | Next::Host => false,
+            Next::Finish(d) => d.sregs_read(st),
+            Next::Reenter | Next::ToUser | Next::Host => SregsRead::Nothing,
         }
     }
 }
@@ -66,8 +75,9 @@ impl Next {
 /// The second half of an exit, done outside the window where it may sleep or read guest memory.
 pub(crate) enum Deferred {
     /// Fault in guest-physical page `gpa` (may sleep). `vectoring` is the IDT-vectoring
-    /// information: an event whose delivery hit `gpa`.
-    EptFault { gpa: u64, qualification: u64, vectoring: u32, cpu: u32 },
+    /// information: an event whose delivery hit `gpa`. `linear`: the linear address the
+    /// access translated to `gpa`, if `qualification` says so (else 0).
+    EptFault { gpa: u64, qualification: u64, linear: u64, vectoring: u32, cpu: u32 },
     /// Emulate INS/OUTS (`len` bytes long) with guest memory.
     StringIo { io: Io, len: u8 },
     /// Finish a MOV to CR0 (or LMSW) or CR4 of `len` bytes that turns on PAE paging outside
@@ -92,20 +102,22 @@ pub(crate) enum Deferred {
 }
 
 impl Deferred {
-    /// Whether finishing it reads the guest's segment or control registers: to emulate an
-    /// instruction (MMIO, string I/O, RSM, VMMCALL), load PDPTEs, or raise #GP for userspace's
-    /// MSR refusal. A port access only compares RIPs, with the CS of its exit. An EPT fault
-    /// is MMIO only where no RAM is, which the window cannot look up (the slots' lock may
-    /// sleep): a fault on the page of the last MMIO access is taken for one, else the
-    /// registers are read in a VMX window of their own if it turns out to be MMIO.
-    fn needs_sregs(&self, st: &VcpuState) -> bool {
+    /// What finishing it reads of the guest's segment or control registers: all of them to
+    /// emulate string I/O, RSM or VMMCALL, load PDPTEs, or raise #GP for userspace's MSR
+    /// refusal; what the emulator reads for MMIO. A port access only compares RIPs, with the
+    /// CS of its exit. An EPT fault is MMIO only where no RAM is, which the window cannot look
+    /// up (the slots' lock may sleep): a fault on the page of the last MMIO access is taken
+    /// for one, else the registers are read in a VMX window of their own if it turns out to
+    /// be MMIO.
+    fn sregs_read(&self, st: &VcpuState) -> SregsRead {
         match self {
-            Deferred::PortIn { .. } | Deferred::PortOut { .. } | Deferred::EptMisconfig { .. } => false,
-            Deferred::EptFault { gpa, .. } => *gpa & !0xfff == st.mmio_page,
+            Deferred::PortIn { .. } | Deferred::PortOut { .. } | Deferred::EptMisconfig { .. } => SregsRead::Nothing,
+            Deferred::EptFault { gpa, .. } if *gpa & !0xfff == st.mmio_page => SregsRead::Emulation,
+            Deferred::EptFault { .. } => SregsRead::Nothing,
             Deferred::StringIo { .. }
             | Deferred::PaePaging { .. }
             | Deferred::InvalidOpcode
-            | Deferred::UserMsr { .. } => true,
+            | Deferred::UserMsr { .. } => SregsRead::All,
         }
     }
 }
@@ -381,12 +393,17 @@ pub(crate) fn handle(v: &mut LiveVcpu<'_, '_>, full: u32) -> Next {
         reason::EPT_MISCONFIG => Next::Finish(Deferred::EptMisconfig { gpa: v.cur.read(GUEST_PHYSICAL_ADDRESS) }),
         reason::RDMSR => rdmsr(v),
         reason::WRMSR => wrmsr(v),
-        reason::EPT_VIOLATION => Next::Finish(Deferred::EptFault {
-            gpa: v.cur.read(GUEST_PHYSICAL_ADDRESS),
-            qualification: v.cur.read(EXIT_QUALIFICATION),
-            vectoring: v.cur.read(IDT_VECTORING_INFO),
-            cpu: v.cpu,
-        }),
+        reason::EPT_VIOLATION => {
+            let qualification = v.cur.read(EXIT_QUALIFICATION);
+            let translated = crate::logic::ept_bits::violation::translated_linear(qualification);
+            Next::Finish(Deferred::EptFault {
+                gpa: v.cur.read(GUEST_PHYSICAL_ADDRESS),
+                qualification,
+                linear: if translated { v.cur.read(GUEST_LINEAR_ADDRESS) } else { 0 },
+                vectoring: v.cur.read(IDT_VECTORING_INFO),
+                cpu: v.cpu,
+            })
+        }
         _ => v.unexpected(full),
     }
 }
@@ -844,7 +861,7 @@ pub(crate) fn finish(d: Deferred, rs: &mut RunState, run: &KvmRun, vm: &Vm, stat
 /// An EPT fault, after the window: RAM is mapped; MMIO is emulated (the registers read back
 /// first if the window did not).
 fn ept_fault(d: Deferred, rs: &mut RunState, run: &KvmRun, vm: &Vm, stats: &VcpuStats) -> Option<Result<isize>> {
-    let Deferred::EptFault { gpa, qualification, vectoring, cpu } = d else { return None };
+    let Deferred::EptFault { gpa, qualification, linear, vectoring, cpu } = d else { return None };
     let st = &mut rs.vcpu;
     let fault = match vm.fault_in(st.address_space(), gpa, qualification, &mut st.tables) {
         Ok(f) => f,
@@ -876,13 +893,16 @@ fn ept_fault(d: Deferred, rs: &mut RunState, run: &KvmRun, vm: &Vm, stats: &Vcpu
         // No RAM behind it (or a write to a read-only slot): MMIO.
         Fault::Mmio(mem) => {
             st.mmio_page = gpa & !0xfff;
-            if let Err(e) = rs.sync_sregs() {
-                return Some(Err(e));
+            // Usually read as the window closed (the fault was on the last MMIO page).
+            if rs.vcpu.sregs.stale_for_emulation() {
+                if let Err(e) = rs.sync_sregs() {
+                    return Some(Err(e));
+                }
             }
             let st = &mut rs.vcpu;
             let before = (st.regs.rip, st.regs.rcx);
             let local = st.apic.as_mut().map(|a| a as &mut dyn emulate::LocalMmio);
-            let outcome = emulate::mmio(mem, &mut st.regs, st.sregs.get(), run, gpa, qualification, &mut st.emulated, local);
+            let outcome = emulate::mmio(mem, &mut st.regs, st.sregs.for_emulation(), run, emulate::EptAccess { gpa, qualification, linear }, &mut st.emulated, local);
             emulated_end(st, before, outcome, run)
         }
     }

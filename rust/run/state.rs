@@ -337,7 +337,8 @@ impl VcpuState {
     /// Current privilege level outside a window: 0 in real mode, 3 in virtual-8086 mode, else
     /// SS.DPL (as VMX keeps it).
     pub(crate) fn cpl(&self) -> u8 {
-        let s = self.sregs.get();
+        // CR0 and SS are among what an MMIO exit reads (emulation failing asks for the CPL).
+        let s = self.sregs.for_emulation();
         if s.cr0 & arch::cr0::PE == 0 {
             0
         } else if self.regs.rflags & rflags::VM != 0 {

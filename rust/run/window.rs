@@ -21,7 +21,7 @@ use crate::{
         vmx_exit::reason,
     },
     run::{
-        exit::{self, LiveVcpu, Next},
+        exit::{self, LiveVcpu, Next, SregsRead},
         kvm_run::KvmRun,
         state::RunState,
     },
@@ -266,8 +266,11 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
         guest_state::store_regs(&cur, &st.gprs, &mut st.regs);
         // The segment and control registers stay in the VMCS unless what comes next reads
         // them (a debugger's single step reports linear RIPs).
-        if dbg.single_step() || next.needs_sregs(st) {
-            st.sregs.sync(&cur);
+        match next.sregs_read(st) {
+            _ if dbg.single_step() => st.sregs.sync(&cur),
+            SregsRead::All => st.sregs.sync(&cur),
+            SregsRead::Emulation => st.sregs.sync_for_emulation(&cur),
+            SregsRead::Nothing => {}
         }
         if dbg.single_step() {
             // The debugger's TF is not the guest's.

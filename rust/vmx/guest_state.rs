@@ -287,9 +287,31 @@ pub(crate) fn store_sregs(cur: &Current<'_>, sregs: &mut Sregs) {
     sregs.idt.limit = cur.read(GUEST_IDTR_LIMIT) as u16;
     sregs.cr0 = guest_cr0(cur);
     sregs.cr3 = cur.read(GUEST_CR3);
-    let shadow4 = cur.read(CR4_READ_SHADOW);
-    sregs.cr4 = (cur.read(GUEST_CR4) & !CR4_HOST_OWNED) | (shadow4 & CR4_HOST_OWNED);
+    sregs.cr4 = guest_cr4(cur);
     sregs.efer = cur.read(GUEST_IA32_EFER);
+}
+
+/// The guest's CR4: the host-owned bits as the guest set them (the read shadow).
+fn guest_cr4(cur: &Current<'_>) -> u64 {
+    (cur.read(GUEST_CR4) & !CR4_HOST_OWNED) | (cur.read(CR4_READ_SHADOW) & CR4_HOST_OWNED)
+}
+
+/// Reads back into `s` what emulating a memory access reads of the registers (KVM reads
+/// segments lazily, field by field; rvmx cannot once the window is closed, so it reads these
+/// 12 fields instead of all 45): EFER, CR0, CR3, CR4, CS's access rights (the mode), SS's (the
+/// CPL), and the six segment bases (limits are not checked). Other fields are left as they
+/// were.
+pub(crate) fn store_emulation_sregs(cur: &Current<'_>, s: &mut Sregs) {
+    s.efer = cur.read(GUEST_IA32_EFER);
+    s.cr0 = guest_cr0(cur);
+    s.cr3 = cur.read(GUEST_CR3);
+    s.cr4 = guest_cr4(cur);
+    s.cs = vcpu_state::segment_from_vmcs(s.cs.selector, cur.read(GUEST_CS_BASE), s.cs.limit, cur.read(GUEST_CS_AR));
+    s.ss = vcpu_state::segment_from_vmcs(s.ss.selector, cur.read(GUEST_SS_BASE), s.ss.limit, cur.read(GUEST_SS_AR));
+    s.ds.base = cur.read(GUEST_DS_BASE);
+    s.es.base = cur.read(GUEST_ES_BASE);
+    s.fs.base = cur.read(GUEST_FS_BASE);
+    s.gs.base = cur.read(GUEST_GS_BASE);
 }
 
 

@@ -7,6 +7,9 @@
 //! a short VMX window of its own. A window writes them into the VMCS only when
 //! they were changed outside one (`KVM_SET_SREGS`, INIT, SMM, an emulated instruction).
 //!
+//! An MMIO exit reads back only what emulating its access needs
+//! ([`guest_state::store_emulation_sregs`], 12 fields of 45): [`GuestSregs::for_emulation`].
+//!
 //! CR2, CR8 and APIC_BASE are not in the VMCS: they are always here.
 
 use kernel::prelude::*;
@@ -22,6 +25,8 @@ enum Home {
     Vmcs,
     /// Here (changed outside a window): the next window writes them.
     Here,
+    /// In the VMCS, but what the instruction emulator reads is here too.
+    Emulation,
 }
 
 /// The guest's `kvm_sregs` and where their newest copy is.
@@ -47,7 +52,7 @@ impl GuestSregs {
 
     /// Whether the VMCS holds newer ones (read them back before [`Self::get`]).
     pub(crate) fn stale(&self) -> bool {
-        self.home == Home::Vmcs
+        matches!(self.home, Home::Vmcs | Home::Emulation)
     }
 
     /// The registers, outside a window, once synced.
@@ -108,6 +113,29 @@ impl GuestSregs {
     /// changed them there.
     pub(crate) fn left_in_vmcs(&mut self) {
         self.home = Home::Vmcs;
+    }
+
+    /// What the instruction emulator reads (modes, paging, segment bases, CPL), once synced
+    /// or read for emulation ([`Self::sync_for_emulation`]). Nothing else may use it: the
+    /// other fields may be older than the VMCS's.
+    pub(crate) fn for_emulation(&self) -> &Sregs {
+        if self.home != Home::Emulation && self.stale() {
+            stale_read();
+        }
+        &self.s
+    }
+
+    /// Whether [`Self::for_emulation`] needs a sync first.
+    pub(crate) fn stale_for_emulation(&self) -> bool {
+        self.home == Home::Vmcs
+    }
+
+    /// Reads back from `cur` what emulation needs, if the VMCS holds newer registers.
+    pub(crate) fn sync_for_emulation(&mut self, cur: &Current<'_>) {
+        if self.home == Home::Vmcs {
+            guest_state::store_emulation_sregs(cur, &mut self.s);
+            self.home = Home::Emulation;
+        }
     }
 
     /// Reads them back from `cur`, this vCPU's VMCS, if it holds newer ones.
