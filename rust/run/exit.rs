@@ -76,8 +76,10 @@ impl Next {
 pub(crate) enum Deferred {
     /// Fault in guest-physical page `gpa` (may sleep). `vectoring` is the IDT-vectoring
     /// information: an event whose delivery hit `gpa`. `linear`: the linear address the
-    /// access translated to `gpa`, if `qualification` says so (else 0).
-    EptFault { gpa: u64, qualification: u64, linear: u64, vectoring: u32, cpu: u32 },
+    /// access translated to `gpa`, if `qualification` says so (else 0). The qualification's
+    /// defined bits all fit in 32: kept so, the variant is no larger than `PortOut`, and
+    /// neither is `Next`, which every window returns.
+    EptFault { gpa: u64, linear: u64, qualification: u32, vectoring: u32, cpu: u32 },
     /// Emulate INS/OUTS (`len` bytes long) with guest memory.
     StringIo { io: Io, len: u8 },
     /// Finish a MOV to CR0 (or LMSW) or CR4 of `len` bytes that turns on PAE paging outside
@@ -394,8 +396,8 @@ pub(crate) fn handle(v: &mut LiveVcpu<'_, '_>, full: u32) -> Next {
         reason::RDMSR => rdmsr(v),
         reason::WRMSR => wrmsr(v),
         reason::EPT_VIOLATION => {
-            let qualification = v.cur.read(EXIT_QUALIFICATION);
-            let translated = crate::logic::ept_bits::violation::translated_linear(qualification);
+            let qualification = v.cur.read(EXIT_QUALIFICATION) as u32; // bits 63:32 are reserved
+            let translated = crate::logic::ept_bits::violation::translated_linear(qualification.into());
             Next::Finish(Deferred::EptFault {
                 gpa: v.cur.read(GUEST_PHYSICAL_ADDRESS),
                 qualification,
@@ -861,7 +863,8 @@ pub(crate) fn finish(d: Deferred, rs: &mut RunState, run: &KvmRun, vm: &Vm, stat
 /// An EPT fault, after the window: RAM is mapped; MMIO is emulated (the registers read back
 /// first if the window did not).
 fn ept_fault(d: Deferred, rs: &mut RunState, run: &KvmRun, vm: &Vm, stats: &VcpuStats) -> Option<Result<isize>> {
-    let Deferred::EptFault { gpa, qualification, linear, vectoring, cpu } = d else { return None };
+    let Deferred::EptFault { gpa, linear, qualification, vectoring, cpu } = d else { return None };
+    let qualification = u64::from(qualification);
     let st = &mut rs.vcpu;
     let fault = match vm.fault_in(st.address_space(), gpa, qualification, &mut st.tables) {
         Ok(f) => f,

@@ -68,6 +68,16 @@ pub fn flat(type_: u8, selector: u16) -> kvm_segment {
 /// after the CPUID table is set.
 pub fn long_mode_guest(kvm: &Kvm, code: &[u8], name: &str) -> Guest {
     let g = guest(kvm, code);
+    let (refused_before, cpuid, sregs) = to_long_mode(&g);
+    println!("{name} long_mode_before_cpuid {refused_before}");
+    println!("{name} set_cpuid2 {cpuid:?}");
+    println!("{name} set_sregs_long_mode {sregs:?}");
+    g
+}
+
+/// Puts `g` in 64-bit long mode as [`long_mode_guest`] does: whether SREGS refused long mode
+/// (EINVAL) before the CPUID table was set, then what setting the table and SREGS answered.
+pub fn to_long_mode(g: &Guest) -> (bool, Result<(), i32>, Result<(), i32>) {
     // SAFETY: page tables at 0x2000..0x5000 inside the 64 KiB mapping.
     unsafe {
         g.mem.add(0x2000).cast::<u64>().write(0x3003);
@@ -91,11 +101,10 @@ pub fn long_mode_guest(kvm: &Kvm, code: &[u8], name: &str) -> Guest {
     s.cr4 = 0x20; // PAE
     s.cr0 = 0x8000_0011; // PG, ET, PE
     s.efer = 0x500; // LME, LMA
-    println!("{name} long_mode_before_cpuid {}", g.vcpu.set_sregs(&s).map_err(|e| e.errno()).err() == Some(libc::EINVAL));
+    let refused_before = g.vcpu.set_sregs(&s).map_err(|e| e.errno()).err() == Some(libc::EINVAL);
     let cpuid = CpuId::from_entries(&table).unwrap();
-    println!("{name} set_cpuid2 {:?}", g.vcpu.set_cpuid2(&cpuid).map_err(|e| e.errno()));
-    println!("{name} set_sregs_long_mode {:?}", g.vcpu.set_sregs(&s).map_err(|e| e.errno()));
-    g
+    let set_cpuid = g.vcpu.set_cpuid2(&cpuid).map_err(|e| e.errno());
+    (refused_before, set_cpuid, g.vcpu.set_sregs(&s).map_err(|e| e.errno()))
 }
 
 
