@@ -167,10 +167,56 @@ pub fn page_chunks(linear: u64, len: usize) -> impl Iterator<Item = (u64, core::
     })
 }
 
+/// A linear page the processor translated for an access that then exited (an EPT violation
+/// whose qualification gives the linear address), with the guest's paging checks passed for
+/// that access: an emulator may use it for that page instead of walking the guest's tables,
+/// as KVM's emulator uses the exit's GPA (`emulator_read_write_onepage`). A write's checks
+/// cover reads too; a read's do not cover writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KnownTranslation {
+    linear: u64,
+    gpa: u64,
+    write: bool,
+}
+
+impl KnownTranslation {
+    /// From an EPT violation at `gpa` with `qualification` and the guest linear address field
+    /// `linear`; `None` unless the qualification says that field is the translated address.
+    pub const fn from_ept_violation(gpa: u64, qualification: u64, linear: u64) -> Option<Self> {
+        use super::ept_bits::violation;
+        if !violation::translated_linear(qualification) {
+            return None;
+        }
+        let write = qualification & violation::WRITE != 0;
+        Some(KnownTranslation { linear: linear & !0xfff, gpa: gpa & !0xfff, write })
+    }
+
+    /// The guest-physical address of `la` for an access (`write`) its checks covered.
+    pub const fn translate(&self, la: u64, write: bool) -> Option<u64> {
+        if la & !0xfff == self.linear && (self.write || !write) { Some(self.gpa | (la & 0xfff)) } else { None }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn known_translations_cover_their_page_and_access() {
+        use crate::ept_bits::violation::{LINEAR_TRANSLATED, LINEAR_VALID, READ, WRITE};
+        let both = LINEAR_VALID | LINEAR_TRANSLATED;
+        // Without both qualification bits the linear address is not the access's.
+        assert_eq!(KnownTranslation::from_ept_violation(0xd0123, READ | LINEAR_VALID, 0x7f00_0123), None);
+        assert_eq!(KnownTranslation::from_ept_violation(0xd0123, READ | LINEAR_TRANSLATED, 0x7f00_0123), None);
+        let read = KnownTranslation::from_ept_violation(0xd0123, READ | both, 0x7f00_0123).unwrap();
+        assert_eq!(read.translate(0x7f00_0ffc, false), Some(0xd0ffc));
+        assert_eq!(read.translate(0x7f00_0ffc, true), None, "a read's checks do not allow a write");
+        assert_eq!(read.translate(0x7f00_1000, false), None, "another page");
+        let write = KnownTranslation::from_ept_violation(0xd0123, WRITE | both, 0x7f00_0123).unwrap();
+        assert_eq!(write.translate(0x7f00_0000, true), Some(0xd0000));
+        assert_eq!(write.translate(0x7f00_0008, false), Some(0xd0008));
+    }
 
     #[test]
     fn accesses_split_at_page_boundaries() {

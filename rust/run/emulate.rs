@@ -20,7 +20,7 @@ use kernel::{
 
 use crate::{
     logic::arch::vector,
-    logic::guest_paging::{page_chunks, to_page_end, Paging, WalkError},
+    logic::guest_paging::{page_chunks, to_page_end, KnownTranslation, Paging, WalkError},
     logic::insn::{self, Gprs, Insn, Mode, Op, Seg},
     logic::ioeventfd_rules::Bus,
     logic::kvm_abi::{Regs, Segment, Sregs},
@@ -309,7 +309,7 @@ struct Guest<'a> {
     mode: Mode,
     local: Option<&'a mut dyn LocalMmio>,
     /// The translation the exit's own access used, if known: its page needs no walk.
-    exit_page: Option<ExitPage>,
+    exit_page: Option<KnownTranslation>,
 }
 
 /// An EPT violation's access: guest-physical address, exit qualification, and the linear
@@ -319,30 +319,6 @@ pub(crate) struct EptAccess {
     pub(crate) gpa: u64,
     pub(crate) qualification: u64,
     pub(crate) linear: u64,
-}
-
-/// A linear page the processor translated for the exiting access, with the guest's paging
-/// checks passed for that access (a write's also allow reads), as KVM's emulator uses the
-/// exit's GPA instead of walking the guest's tables (`emulator_read_write_onepage`).
-#[derive(Clone, Copy)]
-struct ExitPage {
-    linear: u64,
-    gpa: u64,
-    write: bool,
-}
-
-impl ExitPage {
-    fn of(a: EptAccess) -> Option<Self> {
-        use crate::logic::ept_bits::violation;
-        let write = a.qualification & violation::WRITE != 0;
-        violation::translated_linear(a.qualification).then_some(ExitPage { linear: a.linear & !0xfff, gpa: a.gpa & !0xfff, write })
-    }
-
-    /// `la`'s guest-physical address for an access (`write`) its checks covered.
-    fn translate(&self, la: u64, write: bool) -> Option<u64> {
-        let hit = la & !0xfff == self.linear && (self.write || !write);
-        hit.then_some(self.gpa | (la & 0xfff))
-    }
 }
 
 fn gprs(r: &Regs) -> Gprs {
@@ -534,7 +510,7 @@ pub(crate) fn mmio<'a>(
     let EptAccess { gpa, qualification, .. } = exit;
     let mut g = Guest::new(mem, sregs);
     g.local = local;
-    g.exit_page = ExitPage::of(exit);
+    g.exit_page = KnownTranslation::from_ept_violation(gpa, qualification, exit.linear);
     let mut bytes = [0u8; insn::MAX_LEN];
     let n = if qualification & crate::logic::ept_bits::violation::FETCH != 0 { 0 } else { g.fetch(regs.rip, &mut bytes) };
     let decoded = insn::decode(first(&bytes, n), g.mode).ok();
