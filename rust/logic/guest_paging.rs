@@ -181,10 +181,12 @@ pub struct KnownTranslation {
 
 impl KnownTranslation {
     /// From an EPT violation at `gpa` with `qualification` and the guest linear address field
-    /// `linear`; `None` unless the qualification says that field is the translated address.
+    /// `linear`; `None` unless the qualification says that field is the translated address
+    /// and both are at the same offset in their page (as KVM checks: a field that does not
+    /// describe the same access is never trusted).
     pub const fn from_ept_violation(gpa: u64, qualification: u64, linear: u64) -> Option<Self> {
         use super::ept_bits::violation;
-        if !violation::translated_linear(qualification) {
+        if !violation::translated_linear(qualification) || linear & 0xfff != gpa & 0xfff {
             return None;
         }
         let write = qualification & violation::WRITE != 0;
@@ -209,6 +211,8 @@ mod tests {
         // Without both qualification bits the linear address is not the access's.
         assert_eq!(KnownTranslation::from_ept_violation(0xd0123, READ | LINEAR_VALID, 0x7f00_0123), None);
         assert_eq!(KnownTranslation::from_ept_violation(0xd0123, READ | LINEAR_TRANSLATED, 0x7f00_0123), None);
+        // Offsets that differ: not the same access.
+        assert_eq!(KnownTranslation::from_ept_violation(0xd1000, READ | both, 0x7f00_0ffe), None);
         let read = KnownTranslation::from_ept_violation(0xd0123, READ | both, 0x7f00_0123).unwrap();
         assert_eq!(read.translate(0x7f00_0ffc, false), Some(0xd0ffc));
         assert_eq!(read.translate(0x7f00_0ffc, true), None, "a read's checks do not allow a write");
