@@ -497,7 +497,6 @@ fn first(b: &[u8], n: usize) -> &[u8] {
 
 /// Finishes the instruction whose access (`exit`) found no RAM; `local`
 /// answers its own addresses (the vCPU's local APIC).
-#[allow(clippy::too_many_arguments)] // the exit's facts, the vCPU's state and its device
 pub(crate) fn mmio<'a>(
     mem: Memory<'a>,
     regs: &mut Regs,
@@ -507,10 +506,10 @@ pub(crate) fn mmio<'a>(
     data: &mut Data,
     local: Option<&'a mut dyn LocalMmio>,
 ) -> Outcome {
-    let EptAccess { gpa, qualification, .. } = exit;
+    let EptAccess { gpa, qualification, linear } = exit;
     let mut g = Guest::new(mem, sregs);
     g.local = local;
-    g.exit_page = KnownTranslation::from_ept_violation(gpa, qualification, exit.linear);
+    g.exit_page = KnownTranslation::from_ept_violation(gpa, qualification, linear);
     let mut bytes = [0u8; insn::MAX_LEN];
     let n = if qualification & crate::logic::ept_bits::violation::FETCH != 0 { 0 } else { g.fetch(regs.rip, &mut bytes) };
     let decoded = insn::decode(first(&bytes, n), g.mode).ok();

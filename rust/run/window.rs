@@ -265,15 +265,16 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
         host_debug.restore(&mut st.debug);
         guest_state::store_regs(&cur, &st.gprs, &mut st.regs);
         // The segment and control registers stay in the VMCS unless what comes next reads
-        // them (a debugger's single step reports linear RIPs).
+        // them.
         let read = match next.sregs_read(st) {
+            // A debugger's single step reports linear RIPs.
+            _ if dbg.single_step() => SregsRead::All,
             // Userspace reads them all at its return (`KVM_SYNC_X86_SREGS`): all now, not in
             // a VMX window of their own after this one.
             SregsRead::Emulation if run.sync_masks().0 & crate::logic::kvm_run::sync_regs::SREGS != 0 => SregsRead::All,
             read => read,
         };
         match read {
-            _ if dbg.single_step() => st.sregs.sync(&cur),
             SregsRead::All => st.sregs.sync(&cur),
             SregsRead::Emulation => st.sregs.sync_for_emulation(&cur),
             SregsRead::Nothing => {}

@@ -132,7 +132,7 @@ impl GuestSregs {
 
     /// Reads back from `cur` what emulation needs, if the VMCS holds newer registers.
     pub(crate) fn sync_for_emulation(&mut self, cur: &Current<'_>) {
-        if self.home == Home::Vmcs {
+        if self.stale_for_emulation() {
             guest_state::store_emulation_sregs(cur, &mut self.s);
             self.home = Home::Emulation;
         }
