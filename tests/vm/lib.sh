@@ -16,6 +16,16 @@ check() {
 	fi
 }
 
+# reference COMMAND...: one of KVM's reference runs, once more if it fails, saying so. kvm_intel
+# in Bochs at times stalls a guest's vCPU for tens of seconds (a soft lockup in the guest's log:
+# QEMU's Debian boot, 2026-12; rvmx run's disk boot, CI 2026-12-07). rvmx's runs never get a
+# second try.
+reference() {
+	"$@" > /tmp/ref-out 2>&1 && { cat /tmp/ref-out; return 0; }
+	echo "KVM's run failed; once more (its first output's tail below):"; tail -n 8 /tmp/ref-out
+	"$@"
+}
+
 # What a Linux guest's boot log must not say about `rvmx run`'s machine or the hypervisor: a
 # kernel problem, or a complaint about its firmware tables, PCI, the i8042 or the 8259s' ELCR.
 MACHINE_COMPLAINTS="Call Trace|WARNING|BUG|unchecked MSR|Stale (ISR|IRR)|spurious|ACPI (BIOS )?(Error|Warning)|BIOS bug|PCI: Fatal|i8042: Can't|setting ELCR"

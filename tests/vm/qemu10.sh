@@ -90,17 +90,10 @@ check "qemu10: QEMU 10 with kernel-irqchip=split boots the project's Linux 7.3 w
 check "qemu10: ... the guest found QEMU's IOAPIC (version 0x20)" ioapic_version rvmx-split 32
 check "qemu10: rvmx unloads afterwards" rmmod rvmx
 kvm-load
-# KVM's runs are the reference. kvm_intel in Bochs at times stalls a guest's vCPU for tens of
-# seconds (a soft lockup in the guest), more often after several QEMU runs: the longest boot
-# (Debian's kernel) goes first, and a reference run that fails is run once more, saying so.
-# A QEMU whose vCPU never comes back does not end at SIGTERM (it waits for its vCPUs): `timeout
-# -k` kills it (seen once, 2026-12-07: the suite ran out of time in the first Debian boot).
-# rvmx's runs never get a second try.
-reference() { # reference COMMAND...: COMMAND, again if it fails
-	"$@" > /tmp/ref-out 2>&1 && { cat /tmp/ref-out; return 0; }
-	echo "KVM's run failed; once more (its first output's tail below):"; tail -n 8 /tmp/ref-out
-	"$@"
-}
+# KVM's runs are the reference (`reference`, lib.sh); its stalls come more often after several
+# QEMU runs: the longest boot (Debian's kernel) goes first. A QEMU whose vCPU never comes back
+# does not end at SIGTERM (it waits for its vCPUs): `timeout -k` kills it (seen once,
+# 2026-12-07: the suite ran out of time in the first Debian boot).
 if [ -f /root/distro-vmlinuz ]; then
 	check "qemu10: the same QEMU boots Debian bookworm's cloud kernel with 2 vCPUs to init on /dev/kvm" \
 		reference linux distro-kvm /dev/kvm "" /root/distro-vmlinuz '6\.1\.0-[0-9]*-cloud-amd64'
