@@ -76,7 +76,7 @@ impl Vcpu {
         let vm_clock = vm.clock().clone();
         // The generation before the settings: a change in between is taken at the first run.
         let settings_gen = vm.settings_gen().clone();
-        let settings_seen = settings_gen.load(kernel::sync::atomic::Acquire);
+        let settings_seen = settings_gen.load(core::sync::atomic::Ordering::Acquire);
         let vm_settings = vm.settings();
         let msr_filter = vm.msr_filter();
         let apic = match vm.irqchip_in_kernel() {

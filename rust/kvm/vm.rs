@@ -66,8 +66,9 @@ pub(crate) struct Vm {
     msr_filter: Mutex<Option<Arc<MsrFilter>>>,
     /// Bumped at each change of the settings above (quirks, MSR handling, the filter): a vCPU
     /// takes them again before its next entry, and an RDMSR/WRMSR exit that sees it moved
-    /// runs again with the new ones (shared with the vCPUs, which read it inside windows).
-    settings_gen: Arc<Atomic<u64>>,
+    /// runs again with the new ones (shared with the vCPUs, which read it before every entry:
+    /// core's atomic, whose load is inline, where the kernel's calls a C helper).
+    settings_gen: Arc<AtomicU64>,
     /// Whether any `KVM_IOEVENTFD` or coalesced-MMIO zone is registered (set under `inner`'s
     /// lock): port and MMIO writes skip the lock while none is, which is the common case.
     has_io_devices: AtomicBool,
@@ -203,7 +204,7 @@ impl Vm {
         let smm_notifier = MmuNotifier::register(smm_memory.clone())?;
         let stats = crate::kvm::stats::VmStats::new(current!().tgid())?;
         let clock = crate::cpu::kvmclock::VmClock::new()?;
-        let settings_gen = Arc::new(Atomic::new(0), GFP_KERNEL_ACCOUNT)?;
+        let settings_gen = Arc::new(AtomicU64::new(0), GFP_KERNEL_ACCOUNT)?;
         let apic_bus = crate::irq::bus::ApicBus::new(memory.clone())?;
         let coalesced_ring = Ring::new()?;
         let vm = Arc::pin_init(
@@ -629,12 +630,12 @@ impl Vm {
     /// A setting changed: bumps the generation, then interrupts the vCPUs inside a window,
     /// which take the new settings before they enter again (as KVM's requests to every vCPU).
     fn settings_changed(&self) {
-        self.settings_gen.fetch_add(1, kernel::sync::atomic::Full);
+        self.settings_gen.fetch_add(1, Ordering::SeqCst);
         self.memory.kick_running();
     }
 
     /// The settings' generation counter (`Vm::settings_changed`).
-    pub(crate) fn settings_gen(&self) -> &Arc<Atomic<u64>> {
+    pub(crate) fn settings_gen(&self) -> &Arc<AtomicU64> {
         &self.settings_gen
     }
 

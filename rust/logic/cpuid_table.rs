@@ -281,6 +281,7 @@ pub fn kvm_pv_features(table: &[CpuidEntry]) -> u32 {
 }
 
 /// The entry for `leaf`.`subleaf` (the subleaf counts only where the entry says so).
+#[inline]
 pub fn find(table: &[CpuidEntry], leaf: u32, subleaf: u32) -> Option<&CpuidEntry> {
     table
         .iter()
@@ -331,6 +332,7 @@ pub fn guest_cpuid(table: &[CpuidEntry], leaf: u32, subleaf: u32, rt: Runtime) -
 /// exit): most CPUID exits need neither. Like
 /// KVM, which updates the entries themselves, the runtime bits follow the leaf the answer
 /// comes from, also when an out-of-range leaf is answered by the highest basic leaf.
+#[inline]
 pub fn guest_cpuid_with(
     table: &[CpuidEntry],
     leaf: u32,
@@ -362,6 +364,7 @@ pub fn with_runtime(table: &[CpuidEntry], rt: Runtime) -> impl Iterator<Item = C
 
 /// Puts the runtime bits into the registers of `leaf`.`subleaf`'s entry (KVM's
 /// `kvm_update_cpuid_runtime`); the XSAVE sizes are computed only for leaf 0xD.
+#[inline]
 fn runtime_bits(r: &mut [u32; 4], leaf: u32, subleaf: u32, rt: impl FnOnce() -> Runtime, xsave_sizes: impl FnOnce() -> (u32, u32)) {
     let set = |v: u32, bit: u32, on: bool| if on { v | 1 << bit } else { v & !(1 << bit) };
     match (leaf, subleaf) {
@@ -386,6 +389,7 @@ fn runtime_bits(r: &mut [u32; 4], leaf: u32, subleaf: u32, rt: impl FnOnce() -> 
 /// highest basic leaf with the same subleaf, unless the vendor is AMD or Hygon (zeros there).
 /// Without an entry, leaves 0xB and 0x1F still give the subleaf in ECX and the x2APIC ID in
 /// EDX when the leaf exists.
+#[inline]
 fn raw_guest_cpuid(table: &[CpuidEntry], leaf: u32, subleaf: u32) -> ([u32; 4], u32) {
     let mut function = leaf;
     let entry = find(table, leaf, subleaf).or_else(|| {

@@ -159,6 +159,7 @@ impl<'a, 'c> LiveVcpu<'a, 'c> {
 
     /// Moves RIP past the exiting instruction (and drops any STI/MOV-SS interrupt shadow),
     /// as the processor retires it: with the guest's own RFLAGS.TF, a single-step #DB follows.
+    #[inline]
     fn skip_instruction(&mut self) {
         let rip = self.cur.read(GUEST_RIP);
         let len = self.cur.read(EXIT_INSTRUCTION_LEN) as u64;

@@ -3,13 +3,8 @@
 //! What a vCPU keeps between runs, under its mutex: registers, the VMCS, pending events and
 //! work, FPU, debug registers, CPUID and MSRs, and what its CPUID table allows.
 
-use kernel::{
-    prelude::*,
-    sync::{
-        atomic::{Acquire, Atomic},
-        Arc,
-    },
-};
+use core::sync::atomic::{AtomicU64, Ordering::Acquire};
+use kernel::{prelude::*, sync::Arc};
 
 use crate::{
     cpu::{debugregs::GuestDebug, fpu::GuestFpu, kvmclock::VmClock, msr::{MsrArea, MsrState}},
@@ -150,7 +145,7 @@ pub(crate) struct VcpuState {
     /// counter of them and the generation taken (`Vm::settings_gen`).
     pub(crate) vm: VmSettings,
     pub(crate) msr_filter: Option<Arc<crate::cpu::msr_filter::MsrFilter>>,
-    pub(crate) settings_gen: Arc<Atomic<u64>>,
+    pub(crate) settings_gen: Arc<AtomicU64>,
     pub(crate) settings_seen: u64,
     /// Page-table pages for this vCPU's next EPT fault, allocated before the MMU lock.
     pub(crate) tables: TableCache,

@@ -50,6 +50,10 @@ pub(crate) struct EntryArgs {
     rsb_fill: u64,
     ibrs: u64,
     bhb_clear: u64,
+    /// The stack pointer HOST_RSP holds in this window (0: not written yet). The stub runs
+    /// from the same frame for every entry of a window: the VMCS's HOST_RSP and HOST_RIP are
+    /// written at its first entry only (as KVM's `vmx_update_host_rsp`).
+    host_rsp: u64,
 }
 
 impl EntryArgs {
@@ -112,11 +116,15 @@ core::arch::global_asm!(
     "push r15",
     "push rdx",                  // the EntryArgs pointer and
     "push rdi",                  // the Gprs pointer, found again at exit
+    "cmp rsp, [rdx + {a_host_rsp}]",
+    "je 1f",
+    "mov [rdx + {a_host_rsp}], rsp",
     "mov rax, {host_rsp}",       // the stack as it is now
     "vmwrite rax, rsp",
     "lea rcx, [rip + rvmx_vmexit]",
     "mov rax, {host_rip}",       // the exit label
     "vmwrite rax, rcx",
+    "1:",
     "push qword ptr [rdx + {a_flags}]",      // the flags, for VERW
     "push rsi",                  // launched?
     "inc qword ptr [rdx + {a_entries}]",  // entries
@@ -315,6 +323,7 @@ core::arch::global_asm!(
     a_rsb_fill = const offset_of!(EntryArgs, rsb_fill),
     a_ibrs = const offset_of!(EntryArgs, ibrs),
     a_bhb_clear = const offset_of!(EntryArgs, bhb_clear),
+    a_host_rsp = const offset_of!(EntryArgs, host_rsp),
 );
 
 extern "C" {
