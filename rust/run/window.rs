@@ -336,7 +336,7 @@ impl Windows {
         let want_irq_window = want_irq_window && apic.as_deref().is_none_or(|a| a.accepts_extint());
         let apic = apic.filter(|a| !block_irqs && a.has_interrupt_with(highest_irr));
         self.took_interrupt = false;
-        if self.on == 0 && !want_irq_window && apic.is_none() && *events == Events::default() {
+        if self.on == 0 && !want_irq_window && apic.is_none() && events.is_quiet() {
             return None;
         }
         let mut want_irq_window = want_irq_window && !block_irqs;
