@@ -170,6 +170,38 @@ impl FdObject for Vcpu {
 
     fn ioctl(this: ArcBorrow<'_, Self>, cmd: u32, arg: usize) -> Result<isize> {
         this.vm.check_owner()?;
+        // KVM_RUN in a frame of its own: the other requests' buffers (LAPIC state, sregs,
+        // events...) make theirs kilobytes deep, which must not sit under every guest exit's
+        // page fault and emulation.
+        if cmd == KVM_RUN && arg == 0 {
+            return this.run();
+        }
+        Self::request(this, cmd, arg)
+    }
+
+    /// Maps the pages of the vCPU area that fall in the VMA: page 0 `kvm_run`, page 1 PIO
+    /// data, page 2 the VM's coalesced-MMIO ring. As on KVM, a VMA may be longer or start
+    /// further on: nothing is behind its other pages, and a touch there gets `SIGBUS`.
+    fn mmap(this: ArcBorrow<'_, Self>, vma: &VmaNew) -> Result {
+        // SAFETY: `vma` is a valid VMA under construction; `vm_pgoff` is plain data.
+        let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff };
+        let mixed = vma.set_mixedmap();
+        let area = Iterator::chain(this.pages.iter(), [this.vm.coalesced_ring()]);
+        for (i, page) in area.skip(pgoff).enumerate() {
+            let Some(addr) = i.checked_mul(PAGE_SIZE).and_then(|o| vma.start().checked_add(o)) else { break };
+            if addr >= vma.end() {
+                break;
+            }
+            mixed.vm_insert_page(addr, page)?;
+        }
+        Ok(())
+    }
+}
+
+impl Vcpu {
+    /// Every vCPU request but `KVM_RUN` (see `ioctl`).
+    #[inline(never)]
+    fn request(this: ArcBorrow<'_, Self>, cmd: u32, arg: usize) -> Result<isize> {
         match cmd {
             KVM_GET_REGS => write_user(arg, &this.state()?.regs)?,
             KVM_SET_REGS => this.state()?.set_user_regs(read_user(arg)?),
@@ -239,7 +271,6 @@ impl FdObject for Vcpu {
             KVM_GET_VCPU_EVENTS => write_user(arg, &this.state()?.user_events())?,
             KVM_SET_VCPU_EVENTS => this.state()?.set_user_events(&read_user(arg)?).map_err(|()| EINVAL)?,
             KVM_SET_SREGS => this.state()?.set_user_sregs(read_user(arg)?, &this.vm).map_err(|()| EINVAL)?,
-            KVM_RUN if arg == 0 => return this.run(),
             KVM_SET_CPUID2 => this.set_cpuid(arg)?,
             KVM_GET_FPU => write_user(arg, &Fpu::from_fxsave(this.state()?.fpu.legacy()))?,
             KVM_SET_FPU => {
@@ -321,32 +352,13 @@ impl FdObject for Vcpu {
                 write_user(arg, &range)?;
                 return r;
             }
-            // KVM's vCPU fd answers EINVAL to requests it does not know.
+            // KVM's vCPU fd answers EINVAL to requests it does not know (and KVM_RUN with
+            // an argument).
             _ => return Err(EINVAL),
         }
         Ok(0)
     }
 
-    /// Maps the pages of the vCPU area that fall in the VMA: page 0 `kvm_run`, page 1 PIO
-    /// data, page 2 the VM's coalesced-MMIO ring. As on KVM, a VMA may be longer or start
-    /// further on: nothing is behind its other pages, and a touch there gets `SIGBUS`.
-    fn mmap(this: ArcBorrow<'_, Self>, vma: &VmaNew) -> Result {
-        // SAFETY: `vma` is a valid VMA under construction; `vm_pgoff` is plain data.
-        let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff };
-        let mixed = vma.set_mixedmap();
-        let area = Iterator::chain(this.pages.iter(), [this.vm.coalesced_ring()]);
-        for (i, page) in area.skip(pgoff).enumerate() {
-            let Some(addr) = i.checked_mul(PAGE_SIZE).and_then(|o| vma.start().checked_add(o)) else { break };
-            if addr >= vma.end() {
-                break;
-            }
-            mixed.vm_insert_page(addr, page)?;
-        }
-        Ok(())
-    }
-}
-
-impl Vcpu {
     /// `KVM_SET_CPUID2`: at most `MAX_ENTRIES` entries (`E2BIG`); after the vCPU has run,
     /// only the same table again (`EINVAL` for another), as KVM.
     fn set_cpuid(&self, arg: usize) -> Result {
@@ -541,7 +553,9 @@ impl Vcpu {
     /// `KVM_SET_XSAVE`: replaces the image; EINVAL for one XRSTOR would fault on (components
     /// rvmx does not switch, compacted format, reserved header or MXCSR bits), as KVM.
     fn set_xsave(&self, arg: usize) -> Result {
-        let mut image = KBox::new([0u8; xstate::AREA_SIZE], GFP_KERNEL_ACCOUNT)?;
+        // Zeroed in place: a 4 KiB array built on the stack first would sit in the ioctl's frame,
+        // under every KVM_RUN.
+        let mut image: KBox<[u8; xstate::AREA_SIZE]> = KBox::init(pin_init::init_zeroed(), GFP_KERNEL_ACCOUNT)?;
         UserSlice::new(UserPtr::from_addr(arg), xstate::AREA_SIZE).reader().read_slice(&mut image[..])?;
         let f = Vmx::get().ok_or(ENODEV)?.fpu();
         // Without XSAVE on the host only the legacy region is used: x87 and SSE.

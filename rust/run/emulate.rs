@@ -168,6 +168,8 @@ const VMMCALL: [u8; 3] = [0x0f, 0x01, 0xd9];
 const VMCALL: [u8; 3] = [0x0f, 0x01, 0xc1];
 
 /// Whether the instruction at the guest's RIP is RSM.
+// Out of line: its stack frame exists only while it runs, not under every KVM_RUN.
+#[inline(never)]
 pub(crate) fn is_rsm(mem: Memory<'_>, regs: &Regs, sregs: &Sregs) -> bool {
     let g = Guest::new(mem, sregs);
     let mut bytes = [0u8; insn::MAX_LEN];
@@ -181,6 +183,8 @@ pub(crate) fn is_rsm(mem: Memory<'_>, regs: &Regs, sregs: &Sregs) -> bool {
 /// `emulator_fix_hypercall` does, and the guest runs it again (`Ok(true)`); a VMCALL there
 /// (another vCPU patched it first) also runs again. `Ok(false)`: the guest gets its #UD.
 /// `Err`: the write faults.
+// Out of line: its stack frame exists only while it runs, not under every KVM_RUN.
+#[inline(never)]
 pub(crate) fn fix_hypercall(mem: Memory<'_>, regs: &Regs, sregs: &Sregs, patch: bool) -> Result<bool, GuestFault> {
     use crate::logic::arch::{cr0, rflags};
     if sregs.cr0 & cr0::PE == 0 || regs.rflags & rflags::VM != 0 {
@@ -637,6 +641,8 @@ fn write_exit(run: &KvmRun, frags: Fragments, data: &Data) -> Outcome {
 /// element per exit (after reading it from MMIO, if it is there); INS asks for as many as fit
 /// KVM's read-ahead (1 KiB, the rest of the destination page, rCX), as KVM does.
 #[allow(clippy::too_many_arguments)] // the exit's facts, the vCPU's state and its device
+// Out of line: its stack frame exists only while it runs, not under every KVM_RUN.
+#[inline(never)]
 pub(crate) fn string_io<'a>(
     mem: Memory<'a>,
     regs: &mut Regs,
@@ -773,6 +779,8 @@ pub(crate) fn pae_legacy(sregs: &Sregs) -> bool {
 
 /// The four PDPTEs for PAE paging with `sregs` (CR3), read from guest RAM, or `None` if they
 /// are not in RAM or one has reserved bits set.
+// Out of line: its stack frame exists only while it runs, not under every KVM_RUN.
+#[inline(never)]
 pub(crate) fn pdptes(mem: Memory<'_>, sregs: &Sregs) -> Option<[u64; 4]> {
     let g = Guest::new(mem, sregs);
     g.paging

@@ -766,6 +766,8 @@ fn io(v: &mut LiveVcpu<'_, '_>) -> Next {
 
 
 /// The second half of an exit, after the window closed. `Some` if `KVM_RUN` returns now.
+// Out of line: its stack frame exists only while it runs, not under every KVM_RUN.
+#[inline(never)]
 pub(crate) fn finish(d: Deferred, rs: &mut RunState, run: &KvmRun, vm: &Vm, stats: &VcpuStats) -> Option<Result<isize>> {
     let st = &mut rs.vcpu;
     match d {
@@ -863,6 +865,8 @@ pub(crate) fn finish(d: Deferred, rs: &mut RunState, run: &KvmRun, vm: &Vm, stat
 
 /// An EPT fault, after the window: RAM is mapped; MMIO is emulated (the registers read back
 /// first if the window did not).
+// Out of line: its stack frame exists only while it runs, not under every KVM_RUN.
+#[inline(never)]
 fn ept_fault(d: Deferred, rs: &mut RunState, run: &KvmRun, vm: &Vm, stats: &VcpuStats) -> Option<Result<isize>> {
     let Deferred::EptFault { gpa, linear, qualification, vectoring, cpu } = d else { return None };
     let qualification = u64::from(qualification);

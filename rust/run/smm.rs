@@ -47,6 +47,8 @@ pub(crate) fn smi_ready(st: &VcpuState) -> bool {
 /// Takes the pending SMI: the state goes to SMRAM, the vCPU starts in SMM. `EIO` if SMRAM
 /// cannot be written (no RAM there in address space 1): the vCPU stays as it was, with the SMI
 /// pending (KVM marks the whole VM dead).
+// Out of line: its stack frame exists only while it runs, not under every KVM_RUN.
+#[inline(never)]
 pub(crate) fn enter(st: &mut VcpuState, vm: &Vm) -> Result {
     let long_mode = long_mode(st);
     let cpu = snapshot(st);
@@ -65,6 +67,8 @@ pub(crate) fn enter(st: &mut VcpuState, vm: &Vm) -> Result {
 
 /// RSM in SMM: the vCPU leaves SMM with the state the save-state map holds. `false` if that
 /// state cannot be had or loaded (KVM's RSM then shuts the vCPU down).
+// Out of line: its stack frame exists only while it runs, not under every KVM_RUN.
+#[inline(never)]
 pub(crate) fn leave(st: &mut VcpuState, vm: &Vm) -> bool {
     let (long_mode, now) = (long_mode(st), snapshot(st));
     let mut map = [0u8; smm::SAVE_LEN];

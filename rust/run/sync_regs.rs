@@ -15,6 +15,8 @@ use crate::{
 };
 
 /// Before the run: `EINVAL` for a bit of no set in either mask, or a set KVM would refuse.
+// Out of line: its stack frame exists only while it runs, not under every KVM_RUN.
+#[inline(never)]
 pub(crate) fn take_in(st: &mut VcpuState, run: &KvmRun, vm: &Vm) -> Result {
     let (valid, dirty) = run.sync_masks();
     if (valid | dirty) & !VALID != 0 {
@@ -38,6 +40,8 @@ pub(crate) fn take_in(st: &mut VcpuState, run: &KvmRun, vm: &Vm) -> Result {
 /// After the run, whatever its outcome: the sets `kvm_valid_regs` asks for. The segment
 /// registers are read back from the VMCS for it; if VMX cannot be entered for that, the
 /// error (the run's own error comes first).
+// Out of line: its stack frame exists only while it runs, not under every KVM_RUN.
+#[inline(never)]
 pub(crate) fn store(st: &mut RunState, run: &KvmRun) -> Result {
     let (valid, _) = run.sync_masks();
     if valid & REGS != 0 {
