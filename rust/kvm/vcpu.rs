@@ -92,9 +92,11 @@ impl Vcpu {
                 stats,
                 creator: current!().pid(),
                 pages,
-                state <- new_mutex!(RunState {
+                // Written in place in the new Arc: built as a value, the 5 KiB state (and a
+                // copy of it) would sit on the stack of the allocation's caller.
+                state <- new_mutex!(init!(RunState {
                     vmcs,
-                    vcpu: VcpuState {
+                    vcpu <- init!(VcpuState {
                     regs: vcpu_state::reset_regs(),
                     sregs: GuestSregs::new(sregs),
                     controls_written: false,
@@ -132,8 +134,8 @@ impl Vcpu {
                     tables,
                     // Never a page's address: no fault is taken for MMIO before one was.
                     mmio_page: u64::MAX,
-                    },
-                }),
+                    }),
+                })),
             }),
             GFP_KERNEL_ACCOUNT,
         )?)
