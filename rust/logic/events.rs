@@ -208,12 +208,9 @@ impl Events {
     /// field by field (the derived comparison with a default value costs twice as much).
     #[inline]
     pub fn is_quiet(&self) -> bool {
-        self.exception.is_none()
-            && self.interrupt.is_none()
-            && !self.nmi_injected
-            && self.nmi_pending == 0
-            && !self.triple_fault
-            && !self.smi_pending
+        // Destructured: a field added to `Events` must be added here too.
+        let Events { exception, interrupt, nmi_injected, nmi_pending, triple_fault, smi_pending } = *self;
+        exception.is_none() && interrupt.is_none() && !nmi_injected && nmi_pending == 0 && !triple_fault && !smi_pending
     }
 
     /// An event is in flight and must be delivered before anything new (KVM's

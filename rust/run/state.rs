@@ -3,7 +3,7 @@
 //! What a vCPU keeps between runs, under its mutex: registers, the VMCS, pending events and
 //! work, FPU, debug registers, CPUID and MSRs, and what its CPUID table allows.
 
-use core::sync::atomic::{AtomicU64, Ordering::Acquire};
+use core::sync::atomic::{AtomicU64, Ordering::{Acquire, SeqCst}};
 use kernel::{prelude::*, sync::Arc};
 
 use crate::{
@@ -181,9 +181,10 @@ impl VcpuState {
     }
 
     /// Whether the VM's settings changed since this vCPU took them (read inside windows, after
-    /// the SeqCst store of `running`, a locked instruction on x86 that no later load passes).
+    /// the SeqCst store of `running`: SeqCst here too, so that the language's model, not only
+    /// x86's locked store, keeps this load after it; on x86 it is the same `mov`).
     pub(crate) fn settings_stale(&self) -> bool {
-        self.settings_gen.load(Acquire) != self.settings_seen
+        self.settings_gen.load(SeqCst) != self.settings_seen
     }
 
     /// Takes the VM's settings and MSR filter if they changed (outside a window): SPEC_CTRL,

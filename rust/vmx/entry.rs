@@ -40,7 +40,7 @@ pub(crate) struct Gprs {
 /// what it counts as it does it (the counts prove in debugfs that the steps really ran).
 /// The stub addresses them by `offset_of!`.
 #[repr(C)]
-#[derive(Clone, Copy, Default)]
+#[derive(Default)]
 pub(crate) struct EntryArgs {
     flags: u64,
     /// The host's SPEC_CTRL, rewritten after each exit under legacy IBRS.
@@ -336,8 +336,10 @@ extern "C" {
 /// # Safety
 ///
 /// Interrupts are off, the vCPU's VMCS is current on this CPU with complete guest, host and
-/// control state (HOST_RSP/HOST_RIP are written here), and `resume` is true only if this
-/// VMCS was launched in the current window.
+/// control state but HOST_RSP/HOST_RIP, which the stub writes unless `args` says it did so
+/// for this VMCS already: `args` was made in this window, after the VMCS was loaded, and
+/// serves no other VMCS. `resume` is true only if this VMCS was launched in the current
+/// window.
 pub(crate) unsafe fn enter(gprs: &mut Gprs, resume: bool, args: &mut EntryArgs) -> bool {
     // SAFETY: the caller guarantees the VMX preconditions; the stub follows the C ABI, saves
     // and restores every callee-saved register and touches only `gprs`, `args`, its own stack
