@@ -5,12 +5,14 @@
 //!
 //! Where each MSR lives: EFER and FS/GS base in the VMCS (and SREGS), PAT and SYSENTER in the
 //! VMCS, STAR/LSTAR/CSTAR/SFMASK/KERNEL_GS_BASE/TSC_AUX/SPEC_CTRL in the guest MSR list below
-//! (the CPU loads it at entry and stores it at exit, since SWAPGS changes KERNEL_GS_BASE
-//! without an exit, and the guest writes SPEC_CTRL without one once it uses it), the rest in
-//! [`GuestMsrs`]. Outside a window every guest value is in `GuestMsrs` or
+//! while the guest can use them without an exit (the CPU loads the list at entry and stores
+//! it at exit, since SWAPGS changes KERNEL_GS_BASE without an exit, and the guest writes
+//! SPEC_CTRL without one once it uses it; `msr_rules::in_cpu` says which are in it), the
+//! rest in [`GuestMsrs`]. Outside a window every guest value is in `GuestMsrs` or
 //! SREGS. The lists and the VMCS keep theirs between windows: a window writes them only after
-//! userspace's access (`KVM_SET_MSRS` and the like) and reads back only what the guest
-//! changes without an exit (the switched MSRs); its WRMSR exits write both places.
+//! userspace's access (`KVM_SET_MSRS` and the like) or a change of the guest's EFER that
+//! changed which MSRs are in the lists, and reads back only what the guest changes without an
+//! exit (the switched MSRs in the lists); its WRMSR exits write both places.
 
 use core::{
     mem::size_of,
@@ -28,7 +30,7 @@ use crate::{
     host::mem::{page_phys, phys_to_virt},
     logic::arch::{apic_base, msr::*},
     logic::kvm_abi::quirk,
-    logic::msr_rules::{self, GuestMsrs, SWITCHED},
+    logic::msr_rules::{self, switched_bit, GuestMsrs, SwitchedSet, SWITCHED},
     logic::vcpu_state,
     vmx::vmcs::Current,
     logic::vmcs_fields::*,
@@ -50,8 +52,12 @@ pub(crate) struct MsrArea {
     bitmaps: AtomicBool,
     /// The guest reads and writes SPEC_CTRL without exits: its value is in the CPU.
     spec_ctrl_passed: AtomicBool,
-    /// Each [`SWITCHED`] MSR's entry in the lists; `None` where the host lacks it (TSC_AUX
-    /// without RDTSCP, SPEC_CTRL without the MSR).
+    /// The switched MSRs the host has (not TSC_AUX without RDTSCP, nor SPEC_CTRL without the
+    /// MSR).
+    present: SwitchedSet,
+    /// Those in the lists now.
+    active: SwitchedSet,
+    /// Each [`SWITCHED`] MSR's entry in the lists; `None` while it is not in them.
     entries: [Option<usize>; SWITCHED.len()],
     /// Entries in each list.
     count: usize,
@@ -92,37 +98,61 @@ impl MsrArea {
         let phys = page_phys(&page);
         let rdtscp = x86::cpuid(0x8000_0001)[3] & crate::logic::cpuid_table::EXT1_EDX_RDTSCP != 0;
         let bitmap = Page::alloc_page(GFP_KERNEL_ACCOUNT)?;
-        let mut area = Self {
+        let mut present = msr_rules::ALL_SWITCHED;
+        if !rdtscp {
+            present &= !switched_bit(TSC_AUX);
+        }
+        if !spec_ctrl {
+            present &= !switched_bit(SPEC_CTRL);
+        }
+        let area = Self {
             virt: phys_to_virt(phys),
             phys,
             _page: page,
             bitmap,
             bitmaps: AtomicBool::new(false),
             spec_ctrl_passed: AtomicBool::new(false),
+            present,
+            active: 0,
             entries: [None; SWITCHED.len()],
             count: 0,
             count_written: AtomicUsize::new(usize::MAX),
             guest_loaded: AtomicBool::new(false),
         };
         area.intercept_all();
-        for (slot, &msr) in area.entries.iter_mut().zip(SWITCHED.iter()) {
-            let present = match msr {
-                TSC_AUX => rdtscp,
-                SPEC_CTRL => spec_ctrl,
-                _ => true,
-            };
-            if present {
-                *slot = Some(area.count);
-                area.count = area.count.saturating_add(1); // at most SWITCHED.len()
-            }
-        }
-        for (entry, &msr) in area.entries.iter().zip(SWITCHED.iter()) {
-            if let Some(i) = *entry {
-                area.set(index_word(false, i), msr as u64);
-                area.set(index_word(true, i), msr as u64);
-            }
-        }
         Ok(area)
+    }
+
+    /// Puts the MSRs of `set` (all present) in the lists, in [`SWITCHED`]'s order: SPEC_CTRL,
+    /// if in it, last. Their values are written next (`load`).
+    fn lay_out(&mut self, set: SwitchedSet) {
+        self.count = 0;
+        for (slot, &msr) in self.entries.iter_mut().zip(SWITCHED.iter()) {
+            *slot = None;
+            if set & switched_bit(msr) != 0 {
+                *slot = Some(self.count);
+                self.count = self.count.saturating_add(1); // at most SWITCHED.len()
+            }
+        }
+        for (entry, &msr) in self.entries.iter().zip(SWITCHED.iter()) {
+            if let Some(i) = *entry {
+                self.set(index_word(false, i), msr as u64);
+                self.set(index_word(true, i), msr as u64);
+            }
+        }
+        self.active = set;
+        self.guest_loaded.store(false, Relaxed);
+    }
+
+    /// Whether the lists hold other MSRs than `want` (`msr_rules::in_cpu`) calls for: the
+    /// guest's EFER changed inside a window, which must end for `load` to lay them out again.
+    pub(crate) fn stale(&self, want: SwitchedSet) -> bool {
+        want & self.present != self.active
+    }
+
+    /// Whether the host has switched MSR `msr`.
+    fn has(&self, msr: u32) -> bool {
+        self.present & switched_bit(msr) != 0
     }
 
     fn set(&self, word: usize, v: u64) {
@@ -162,11 +192,12 @@ impl MsrArea {
     /// Whether SPEC_CTRL's reads and writes exit. They stop exiting after the guest's first
     /// non-zero write (a guest using IBRS writes it on each kernel entry), as KVM does; the
     /// processor then judges the values, and the lists always switch it, saving the guest's
-    /// at exit (the caller writes the lists' lengths next, in `set_live`). They exit again
-    /// when the MSR filter comes to deny them.
+    /// at exit (the caller writes the lists' lengths next, in `set_live`; `load` does, at the
+    /// next window, when they exit again). They exit again when the MSR filter comes to deny
+    /// them.
     pub(crate) fn set_spec_ctrl_intercept(&self, intercept: bool) {
         let passed = !intercept;
-        if !self.bitmaps.load(Relaxed) || self.entry(SPEC_CTRL).is_none() || self.spec_ctrl_passed.swap(passed, Relaxed) == passed {
+        if !self.bitmaps.load(Relaxed) || !self.has(SPEC_CTRL) || self.spec_ctrl_passed.swap(passed, Relaxed) == passed {
             return;
         }
         let bitmap_virt = self.bitmap_bytes();
@@ -208,18 +239,23 @@ impl MsrArea {
         self.guest_loaded.store(false, Relaxed);
     }
 
-    /// At window start: this CPU's and task's values into the host list (read every time:
-    /// KERNEL_GS_BASE is the task's, SPEC_CTRL may change, and KVM's guests' values sit in
-    /// the others until it returns to userspace); if `m` changed outside a window, its
-    /// values into the guest list and PAT, SYSENTER and the TSC offset into the VMCS.
-    pub(crate) fn load(&self, cur: &Current<'_>, m: &GuestMsrs) {
+    /// At window start, for a guest that can use the switched MSRs `want`
+    /// (`msr_rules::in_cpu`): this CPU's and task's values into the host list (read every
+    /// time: KERNEL_GS_BASE is the task's, SPEC_CTRL may change, and KVM's guests' values
+    /// sit in the others until it returns to userspace); if `m` changed outside a window or
+    /// the lists now hold other MSRs, its values into the guest list, and PAT, SYSENTER and
+    /// the TSC offset into the VMCS.
+    pub(crate) fn load(&mut self, cur: &Current<'_>, m: &GuestMsrs, want: SwitchedSet) {
+        if self.stale(want) {
+            self.lay_out(want & self.present);
+        }
         let changed = !self.guest_loaded.swap(true, Relaxed);
         for ((&msr, &v), entry) in SWITCHED.iter().zip(m.switched.iter()).zip(self.entries.iter()) {
             if let Some(i) = *entry {
                 if changed {
                     self.set(value_word(false, i), v);
                 }
-                // Only MSRs the host has (`new`).
+                // Only MSRs the host has (`lay_out`).
                 self.set(value_word(true, i), x86::rdmsr(msr));
             }
         }
@@ -233,9 +269,9 @@ impl MsrArea {
         }
     }
 
-    /// At window end: the switched MSRs' guest values back from the list (SWAPGS changes
-    /// KERNEL_GS_BASE, a guest that uses SPEC_CTRL writes it, without exits). PAT and
-    /// SYSENTER change only by WRMSR exits, which write `m` too.
+    /// At window end: the guest values of the switched MSRs in the lists back from them
+    /// (SWAPGS changes KERNEL_GS_BASE, a guest that uses SPEC_CTRL writes it, without exits).
+    /// The others, PAT and SYSENTER change only by WRMSR exits, which write `m` too.
     pub(crate) fn store(&self, m: &mut GuestMsrs) {
         for (v, entry) in m.switched.iter_mut().zip(self.entries.iter()) {
             if let Some(i) = *entry {
@@ -244,7 +280,7 @@ impl MsrArea {
         }
     }
 
-    /// The entry of `msr` in the lists, if it is a switched MSR this host has.
+    /// The entry of `msr` in the lists, if it is a switched MSR in them now.
     fn entry(&self, msr: u32) -> Option<usize> {
         *self.entries.get(msr_rules::switched_slot(msr)?)?
     }
@@ -381,7 +417,7 @@ impl MsrState<'_, '_> {
                 (Some(i), Some(_)) => self.area.get(value_word(false, i)),
                 // Without the host's MSR: TSC_AUX is absent; SPEC_CTRL reads its value, 0
                 // (KVM's).
-                (None, _) if m != SPEC_CTRL => return None,
+                _ if !self.area.has(m) && m != SPEC_CTRL => return None,
                 _ => msr_rules::read(self.msrs, m, self.host)?,
             },
             m => msr_rules::read(self.msrs, m, self.host)?,
@@ -525,7 +561,7 @@ impl MsrState<'_, '_> {
             }
             m => {
                 // Validity and the software copy; then the live place inside a window.
-                if msr_rules::switched_slot(m).is_some() && self.area.entry(m).is_none() {
+                if msr_rules::switched_slot(m).is_some() && !self.area.has(m) {
                     return Err(());
                 }
                 msr_rules::write(self.msrs, m, v, self.host)?;

@@ -182,6 +182,49 @@ pub fn switched_slot(msr: u32) -> Option<usize> {
     SWITCHED.iter().position(|&m| m == msr)
 }
 
+/// A set of [`SWITCHED`] MSRs: bit `i` for slot `i`.
+pub type SwitchedSet = u8;
+const _: () = assert!(SWITCHED.len() <= SwitchedSet::BITS as usize);
+
+/// Every [`SWITCHED`] MSR.
+pub const ALL_SWITCHED: SwitchedSet = ((1u16 << SWITCHED.len()) - 1) as SwitchedSet;
+
+/// `msr`'s bit in a [`SwitchedSet`] (0 if it is not switched): its slot's (tested).
+pub const fn switched_bit(msr: u32) -> SwitchedSet {
+    match msr {
+        STAR => 1 << 0,
+        LSTAR => 1 << 1,
+        CSTAR => 1 << 2,
+        SFMASK => 1 << 3,
+        KERNEL_GS_BASE => 1 << 4,
+        TSC_AUX => 1 << 5,
+        SPEC_CTRL => 1 << 6,
+        _ => 0,
+    }
+}
+
+/// The switched MSRs a guest with EFER `efer` can use without an exit, which must be in the
+/// CPU while it runs (KVM's `vmx_setup_uret_msrs`); the others wait in [`GuestMsrs`], where
+/// the intercepted RDMSR and WRMSR find them, and the host's values stay in the CPU.
+/// SYSCALL/SYSRET's STAR, LSTAR and SFMASK only in long mode with EFER.SCE (SYSCALL is #UD
+/// elsewhere on Intel); CSTAR with them, though KVM never loads it on Intel, where SYSCALL
+/// from compatibility mode is #UD: an emulator that follows AMD there would hand the guest
+/// the host's entry point. SWAPGS's KERNEL_GS_BASE in long mode; TSC_AUX while RDTSCP and
+/// RDPID are enabled (`rdtscp`); SPEC_CTRL always (the lists' length leaves it out while
+/// the guest's value is the host's).
+pub fn in_cpu(efer: u64, rdtscp: bool) -> SwitchedSet {
+    use super::arch::efer::{LMA, SCE};
+    let long = efer & LMA != 0;
+    let syscall = if long && efer & SCE != 0 {
+        switched_bit(STAR) | switched_bit(LSTAR) | switched_bit(CSTAR) | switched_bit(SFMASK)
+    } else {
+        0
+    };
+    let swapgs = if long { switched_bit(KERNEL_GS_BASE) } else { 0 };
+    let tsc_aux = if rdtscp { switched_bit(TSC_AUX) } else { 0 };
+    syscall | swapgs | tsc_aux | switched_bit(SPEC_CTRL)
+}
+
 fn switched_mut(m: &mut GuestMsrs, msr: u32) -> Result<&mut u64, ()> {
     switched_slot(msr).and_then(|i| m.switched.get_mut(i)).ok_or(())
 }
@@ -322,6 +365,26 @@ mod tests {
         assert_eq!(switched_slot(SPEC_CTRL), Some(SWITCHED.len() - 1), "last: its entry can be left out of the lists");
         assert_eq!((write(&mut m, UCODE_REV, 0, false), read(&m, UCODE_REV, false)), (Ok(()), Some(UCODE_REV_RESET)));
         assert_eq!((write(&mut m, UCODE_REV, 7 << 32, true), read(&m, UCODE_REV, false)), (Ok(()), Some(7 << 32)));
+    }
+
+    #[test]
+    fn switched_msrs_in_the_cpu() {
+        use crate::arch::efer::{LMA, LME, SCE};
+        let bits = |msrs: &[u32]| msrs.iter().fold(0, |s, &m| s | switched_bit(m));
+        assert_eq!(switched_bit(0x1234), 0);
+        for (i, &m) in SWITCHED.iter().enumerate() {
+            assert_eq!(switched_bit(m), 1 << i, "{m:#x}: its slot's bit");
+        }
+        assert_eq!(bits(&SWITCHED), ALL_SWITCHED);
+        // Real mode, 32-bit protected mode, long mode enabled but not active: nothing the
+        // guest cannot reach (its RDMSR/WRMSR exit; SYSCALL, SWAPGS are #UD).
+        for efer in [0, SCE, LME | SCE] {
+            assert_eq!(in_cpu(efer, false), bits(&[SPEC_CTRL]), "EFER {efer:#x}");
+            assert_eq!(in_cpu(efer, true), bits(&[TSC_AUX, SPEC_CTRL]), "EFER {efer:#x} with RDTSCP");
+        }
+        // Long mode: SWAPGS; with SCE, SYSCALL/SYSRET too.
+        assert_eq!(in_cpu(LME | LMA, false), bits(&[KERNEL_GS_BASE, SPEC_CTRL]));
+        assert_eq!(in_cpu(LME | LMA | SCE, true), bits(&SWITCHED));
     }
 
     #[test]

@@ -157,6 +157,12 @@ impl<'a, 'c> LiveVcpu<'a, 'c> {
         Self { cur, st, run, cpu, features, host_debug, want_irq_window, skipped: false }
     }
 
+    /// The guest's EFER changed what it can use of the switched MSRs without exits: the next
+    /// window must lay the MSR lists out again (`MsrArea::load`).
+    fn msr_lists_stale(&self) -> bool {
+        self.st.msr_area.stale(self.st.msrs_in_cpu(self.cur.read(GUEST_IA32_EFER)))
+    }
+
     /// Moves RIP past the exiting instruction (and drops any STI/MOV-SS interrupt shadow),
     /// as the processor retires it: with the guest's own RFLAGS.TF, a single-step #DB follows.
     #[inline]
@@ -287,8 +293,8 @@ fn wrmsr(v: &mut LiveVcpu<'_, '_>) -> Next {
     }
     v.skip_instruction();
     // A kvmclock page or the steal time to write first: that is done outside the window
-    // (run/pvclock.rs, run/steal_time.rs).
-    if v.st.kvmclock.has_work() || v.st.steal.update { Next::Host } else { Next::Reenter }
+    // (run/pvclock.rs, run/steal_time.rs); a new EFER may call for other MSRs in the CPU.
+    if v.st.kvmclock.has_work() || v.st.steal.update || (msr == crate::logic::arch::msr::EFER && v.msr_lists_stale()) { Next::Host } else { Next::Reenter }
 }
 
 /// Why the kernel refused an access to `msr` (`write`), as KVM's INVAL (the MSR exists but
@@ -646,7 +652,8 @@ fn cr_access(v: &mut LiveVcpu<'_, '_>, full: u32) -> Next {
     // The processor would have flushed the guest's TLB (clearing CR0.PG, changing a
     // paging bit of CR4): the next window's INVEPT does, for this VPID too.
     let flush = if q.cr == 0 { old0 & !value & cr0::PG != 0 } else { (old4 ^ value) & cr4::TLB_FLUSH != 0 };
-    if flush { Next::Host } else { Next::Reenter }
+    // Entering or leaving long mode may call for other MSRs in the CPU.
+    if flush || (q.cr == 0 && v.msr_lists_stale()) { Next::Host } else { Next::Reenter }
 }
 
 /// MOV to or from CR8 (the task-priority register): the in-kernel local APIC's TPR, or

@@ -426,6 +426,12 @@ impl VcpuState {
         false
     }
 
+    /// The switched MSRs the guest can use without exits with EFER `efer`: those the lists
+    /// put in the CPU while it runs.
+    pub(crate) fn msrs_in_cpu(&self, efer: u64) -> crate::logic::msr_rules::SwitchedSet {
+        crate::logic::msr_rules::in_cpu(efer, self.allowed.instructions.rdtscp)
+    }
+
     /// The guest's MSRs as an access sees them: live in `vmcs` inside a window (the guest's
     /// RDMSR/WRMSR), from this state outside one (userspace's `KVM_GET/SET_MSRS`).
     pub(crate) fn msr_state<'a, 'b>(&'a mut self, vmcs: Option<&'a Current<'b>>) -> MsrState<'a, 'b> {

@@ -115,7 +115,8 @@ pub(crate) fn window(t: &Target<'_>, st: &mut RunState, run: &KvmRun) -> Result<
         cur.write(GUEST_INTERRUPTIBILITY, st.interruptibility);
         let want_window = run.request_interrupt_window();
         let mut windows = Windows::new(&cur, t.vmx.caps());
-        st.msr_area.load(&cur, &st.msrs);
+        let msrs_in_cpu = st.msrs_in_cpu(cur.read(GUEST_IA32_EFER));
+        st.msr_area.load(&cur, &st.msrs, msrs_in_cpu);
         if guest_state::has_window_timer(t.vmx.caps()) {
             cur.write(PREEMPTION_TIMER_VALUE, window_timer(t));
         }

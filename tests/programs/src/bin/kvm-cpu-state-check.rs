@@ -6,7 +6,9 @@
 //! hardware watchpoint of this very process still fires after the guest ran (a VM exit
 //! leaves DR7 disarmed unless the hypervisor restores it). Prints `key value` lines;
 //! tests/vm/suite.sh runs it on `/dev/rvmx` and `/dev/kvm` and requires identical output
-//! (but for `info` lines).
+//! (but for `info` lines). A second guest uses the MSRs of SYSCALL, SWAPGS and RDTSCP while
+//! it turns EFER.SCE on and off (the hypervisor may keep them in the CPU only while the
+//! guest can use them), with userspace reading and writing them in between.
 //!
 //! Usage: kvm-cpu-state-check DEVICE
 
@@ -21,6 +23,7 @@ use rvmx_test_programs::{code, flat, guest, watchpoint, Guest};
 core::arch::global_asm!(
     ".pushsection .rodata.guests, \"a\"",
     ".globl cs_start", ".globl cs_end", ".globl cs_db", ".globl cs_bp", ".globl cs_dbg", ".globl cs_hwbp", ".globl cs_int3", ".globl cs_ud", ".globl cs_gp",
+    ".globl cs_sys", ".globl cs_lstar", ".globl cs_lstar2",
     "cs_start:",
     "mov rax, cr4",
     "or rax, 1 << 18",                  // CR4.OSXSAVE
@@ -109,6 +112,68 @@ core::arch::global_asm!(
     "mov rax, dr6",
     "mov [0x8070], rax",
     "hlt",
+    // The SYSCALL/SWAPGS/RDTSCP guest (entered at cs_sys), long mode without EFER.SCE;
+    // userspace set STAR, LSTAR (cs_lstar), SFMASK, KERNEL_GS_BASE and TSC_AUX first.
+    "cs_sys:",
+    "lea r15, [rip + 1f]",
+    "syscall",                          // without SCE: #UD
+    "1:",
+    "swapgs",                           // GS base := userspace's KERNEL_GS_BASE
+    "mov ecx, 0xc0000101",
+    "rdmsr",
+    "mov [0x8080], eax",
+    "mov [0x8084], edx",
+    "mov ecx, 0xc0000102",              // KERNEL_GS_BASE now: the old GS base
+    "rdmsr",
+    "mov [0x8088], eax",
+    "mov [0x808c], edx",
+    "mov eax, 0x9abc0000",
+    "mov edx, 0x1234",
+    "wrmsr",
+    "swapgs",                           // GS base := the guest's own write
+    "mov ecx, 0xc0000101",
+    "rdmsr",
+    "mov [0x8090], eax",
+    "mov [0x8094], edx",
+    "lea r15, [rip + 1f]",
+    "rdtscp",                           // TSC_AUX in ECX (#UD without RDTSCP in CPUID)
+    "mov [0x8098], ecx",
+    "1:",
+    "mov ecx, 0xc0000084",              // SFMASK, written while SYSCALL is off: DF and TF
+    "mov eax, 0x500",
+    "xor edx, edx",
+    "wrmsr",
+    "mov ecx, 0xc0000080",
+    "rdmsr",
+    "or eax, 1",                        // EFER.SCE
+    "wrmsr",
+    "std",                              // DF, which SFMASK clears
+    "syscall",
+    "hlt",                              // not reached: the handlers end in HLT
+    "cs_lstar:",
+    "mov [0x80a0], rcx",                // the return RIP
+    "mov [0x80a8], r11",                // RFLAGS before (DF set)
+    "pushfq",
+    "pop rax",
+    "mov [0x80b0], rax",                // RFLAGS after SFMASK
+    "mov ax, cs",
+    "mov [0x80b8], ax",
+    "mov ax, ss",
+    "mov [0x80ba], ax",
+    "out 0x12, al",                     // to userspace: reads the MSRs, moves LSTAR
+    "std",
+    "syscall",                          // to the new LSTAR
+    "hlt",
+    "cs_lstar2:",
+    "mov [0x80c0], r11",
+    "mov ecx, 0xc0000080",
+    "rdmsr",
+    "and eax, -2",                      // SCE off again
+    "wrmsr",
+    "lea r15, [rip + 1f]",
+    "syscall",                          // #UD
+    "1:",
+    "hlt",
     // Handlers: report the vector, resume at r15 (#DB: with TF off).
     "cs_db:",
     "mov al, 1",
@@ -145,6 +210,9 @@ extern "C" {
     static cs_int3: u8;
     static cs_ud: u8;
     static cs_gp: u8;
+    static cs_sys: u8;
+    static cs_lstar: u8;
+    static cs_lstar2: u8;
 }
 
 /// Writes `bytes` at guest-physical `gpa`.
@@ -267,6 +335,49 @@ fn debugger(kvm: &Kvm) {
 /// The XSAVE image's bytes `at..at + len`.
 fn xsave_bytes(x: &kvm_xsave, at: usize, len: usize) -> Vec<u8> {
     x.region.iter().flat_map(|w| w.to_le_bytes()).skip(at).take(len).collect()
+}
+
+/// The MSRs of SYSCALL, SWAPGS and RDTSCP as userspace reads them.
+fn syscall_msrs_now(g: &Guest) -> String {
+    const MSRS: [u32; 6] = [0xc000_0081, 0xc000_0082, 0xc000_0083, 0xc000_0084, 0xc000_0102, 0xc000_0103];
+    let entries: Vec<_> = MSRS.iter().map(|&index| kvm_bindings::kvm_msr_entry { index, ..Default::default() }).collect();
+    let mut msrs = kvm_bindings::Msrs::from_entries(&entries).unwrap();
+    let n = g.vcpu.get_msrs(&mut msrs).map_err(|e| e.errno());
+    let values: Vec<String> = msrs.as_slice().iter().map(|e| format!("{:#x}={:#x}", e.index, e.data)).collect();
+    format!("{n:?} {}", values.join(" "))
+}
+
+/// The guest at `cs_sys`: SYSCALL, SWAPGS and RDTSCP with the MSRs userspace set, while
+/// EFER.SCE goes on and off, and userspace's reads and writes of them in between.
+fn syscall_msrs(kvm: &Kvm) {
+    let mut g = setup(kvm);
+    let mut r = g.vcpu.get_regs().unwrap();
+    // SAFETY: symbols of the blob.
+    let (sys, lstar, lstar2) = unsafe { (guest_addr(&cs_sys), guest_addr(&cs_lstar), guest_addr(&cs_lstar2)) };
+    r.rip = sys;
+    g.vcpu.set_regs(&r).unwrap();
+    let set = |g: &Guest, entries: &[(u32, u64)]| {
+        let e: Vec<_> = entries.iter().map(|&(index, data)| kvm_bindings::kvm_msr_entry { index, data, ..Default::default() }).collect();
+        g.vcpu.set_msrs(&kvm_bindings::Msrs::from_entries(&e).unwrap()).map_err(|e| e.errno())
+    };
+    // STAR: SYSCALL's CS 8 and SS 16; CSTAR is only kept; SFMASK (TF) is the guest's to set.
+    println!("sys set_msrs {:?}", set(&g, &[(0xc000_0081, 0x0023_0008_0000_0000), (0xc000_0082, lstar),
+        (0xc000_0083, 0xffff_ffff_8000_1000), (0xc000_0084, 0x100), (0xc000_0102, 0x5555_6666_7777),
+        (0xc000_0103, 0x2a)]));
+    println!("sys before_run {}", syscall_msrs_now(&g));
+    println!("sys first_stop port {:?}", run_to_port("sys", &mut g).map(|p| format!("{p:#x}")));
+    println!("sys swapgs gs_base {:#x} kernel_gs_base {:#x} after_guest_write {:#x}", u64_at(&g, 0x8080),
+             u64_at(&g, 0x8088), u64_at(&g, 0x8090));
+    println!("sys rdtscp tsc_aux {:#x}", u64_at(&g, 0x8098) & 0xffff_ffff);
+    println!("sys syscall rcx_is_next {} r11 {:#x} rflags {:#x} cs {:#x} ss {:#x}", u64_at(&g, 0x80a0) == lstar - 1,
+             u64_at(&g, 0x80a8), u64_at(&g, 0x80b0), u64_at(&g, 0x80b8) & 0xffff, u64_at(&g, 0x80ba) & 0xffff);
+    println!("sys at_stop {}", syscall_msrs_now(&g));
+    println!("sys efer {:#x}", g.vcpu.get_sregs().unwrap().efer);
+    println!("sys set_lstar {:?}", set(&g, &[(0xc000_0082, lstar2), (0xc000_0084, 0x100)]));
+    println!("sys second_stop port {:?}", run_to_port("sys", &mut g).map(|p| format!("{p:#x}")));
+    println!("sys second_syscall r11 {:#x}", u64_at(&g, 0x80c0));
+    println!("sys at_end {}", syscall_msrs_now(&g));
+    println!("sys efer_end {:#x}", g.vcpu.get_sregs().unwrap().efer);
 }
 
 fn copy(x: &kvm_xsave) -> kvm_xsave {
@@ -413,6 +524,7 @@ fn main() -> ExitCode {
     println!("end dr2 {:#x} dr7 {:#x}", u64_at(&g, 0x8060), u64_at(&g, 0x8068));
 
     debugger(&kvm);
+    syscall_msrs(&kvm);
 
     // The host's watchpoint still fires after the guest armed and disarmed its own.
     poke_watched();
