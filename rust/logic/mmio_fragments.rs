@@ -59,6 +59,12 @@ impl Fragments {
         Some(Fragment { len: f.len.min(EXIT_BYTES), ..*f })
     }
 
+    /// Whether [`Self::current`] is the last piece (or none is left).
+    pub fn is_last(&self) -> bool {
+        let mut rest = *self;
+        rest.advance().is_none()
+    }
+
     /// Moves past the piece [`Self::current`] gave; returns what the next exit carries.
     pub fn advance(&mut self) -> Option<Fragment> {
         let f = self.list.get_mut(usize::from(self.current))?;
@@ -84,9 +90,13 @@ mod tests {
         assert!(f.push(Fragment { gpa: 0x2000, offset: 12, len: 3 }));
         assert!(!f.push(Fragment { gpa: 0x3000, offset: 15, len: 1 }), "at most two parts");
         assert_eq!(f.current(), Some(Fragment { gpa: 0x1ff4, offset: 0, len: 8 }));
+        assert!(!f.is_last());
         assert_eq!(f.advance(), Some(Fragment { gpa: 0x1ffc, offset: 8, len: 4 }));
+        assert!(!f.is_last(), "the second part follows");
         assert_eq!(f.advance(), Some(Fragment { gpa: 0x2000, offset: 12, len: 3 }));
+        assert!(f.is_last());
         assert_eq!(f.advance(), None);
+        assert!(f.is_last());
         assert_eq!(f.advance(), None, "stays done");
     }
 
@@ -95,6 +105,7 @@ mod tests {
         let mut f = Fragments::default();
         assert!(f.push(Fragment { gpa: 0x1000, offset: 0, len: 0 }));
         assert_eq!(f.current(), None);
+        assert!(f.is_last());
         assert_eq!(f.advance(), None);
     }
 }

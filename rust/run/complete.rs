@@ -53,6 +53,11 @@ pub(crate) fn complete(st: &mut VcpuState, run: &KvmRun, vm: &Vm) -> Option<Resu
                 true
             }
         },
+        // The usual end of an MMIO write: it was done at its exit, its last part is out.
+        Pending::Emulated(e) if e.is_last_write() => {
+            st.end_shadow();
+            true
+        }
         Pending::Emulated(e) => {
             st.end_shadow();
             let before = (st.regs.rip, st.regs.rcx);

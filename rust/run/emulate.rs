@@ -94,6 +94,12 @@ impl Pending {
     pub(crate) fn completes_step(&self) -> bool {
         !matches!(self, Pending::MmioWrite { .. })
     }
+
+    /// The last MMIO part of a write, which went out with the exit: the instruction was done
+    /// then, and finishing it reads nothing (the usual end of an MMIO write).
+    pub(crate) fn is_last_write(&self) -> bool {
+        matches!(self, Pending::MmioWrite { frags } if frags.is_last())
+    }
 }
 
 /// What finishes an instruction once its MMIO read is in.
@@ -314,6 +320,9 @@ struct Guest<'a> {
     local: Option<&'a mut dyn LocalMmio>,
     /// The translation the exit's own access used, if known: its page needs no walk.
     exit_page: Option<KnownTranslation>,
+    /// The guest-physical page of the exit's own access and whether it wrote: the EPT fault
+    /// found no RAM there for that access, so the access is MMIO without another lookup.
+    exit_mmio: Option<(u64, bool)>,
 }
 
 /// An EPT violation's access: guest-physical address, exit qualification, and the linear
@@ -344,7 +353,7 @@ impl<'a> Guest<'a> {
             Mode::Bits16
         };
         let paging = Paging { cr0: sregs.cr0, cr3: sregs.cr3, cr4: sregs.cr4, efer: sregs.efer, cpl: sregs.ss.dpl };
-        Guest { mem, sregs, paging, mode, local: None, exit_page: None }
+        Guest { mem, sregs, paging, mode, local: None, exit_page: None, exit_mmio: None }
     }
 
     fn segment(&self, seg: Seg) -> &Segment {
@@ -474,7 +483,7 @@ impl<'a> Guest<'a> {
 
     /// Whether `gpa` (for this access) is MMIO rather than RAM.
     fn is_mmio(&self, gpa: u64, write: bool) -> bool {
-        !self.mem.is_ram(gpa, write)
+        self.exit_mmio == Some((gpa & !0xfff, write)) || !self.mem.is_ram(gpa, write)
     }
 
     /// Fetches up to 15 instruction bytes at CS:RIP (fewer if the next page is not RAM).
@@ -514,6 +523,7 @@ pub(crate) fn mmio<'a>(
     let mut g = Guest::new(mem, sregs);
     g.local = local;
     g.exit_page = KnownTranslation::from_ept_violation(gpa, qualification, linear);
+    g.exit_mmio = Some((gpa & !0xfff, qualification & crate::logic::ept_bits::violation::WRITE != 0));
     let mut bytes = [0u8; insn::MAX_LEN];
     let n = if qualification & crate::logic::ept_bits::violation::FETCH != 0 { 0 } else { g.fetch(regs.rip, &mut bytes) };
     let decoded = insn::decode(first(&bytes, n), g.mode).ok();
