@@ -146,9 +146,21 @@ impl Memory<'_> {
     /// Reads guest RAM at `gpa` (inside one page): from the page EPT maps there when there is
     /// one, else from the slot's user memory.
     pub(crate) fn read_ram(&self, gpa: u64, buf: &mut [u8]) -> Result {
-        if self.memory.read_mapped(gpa, buf) {
+        self.read_ram_in(&mut self.mapped_reads(), gpa, buf)
+    }
+
+    /// Reads for a series of [`Self::read_ram_in`] under one hold of the MMU lock.
+    pub(crate) fn mapped_reads(&self) -> crate::mm::guest_memory::MappedReads<'_> {
+        self.memory.mapped_reads()
+    }
+
+    /// [`Self::read_ram`] as one of the series `reads`.
+    pub(crate) fn read_ram_in(&self, reads: &mut crate::mm::guest_memory::MappedReads<'_>, gpa: u64, buf: &mut [u8]) -> Result {
+        if reads.read(gpa, buf) {
             return Ok(());
         }
+        // The user copy may fault and sleep: not under the MMU lock.
+        reads.release();
         let slot = self.memory.ram_slot(gpa, false).ok_or(EFAULT)?;
         let uaddr = slot.uaddr_of(gpa) as usize;
         UserSlice::new(UserPtr::from_addr(uaddr), buf.len()).reader().read_slice(buf)

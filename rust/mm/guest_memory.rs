@@ -190,6 +190,29 @@ pub(crate) struct GuestMemory {
     mmu: SpinLock<Mmu>,
 }
 
+/// Reads of guest RAM from the host pages EPT maps ([`GuestMemory::mapped_reads`]): the MMU
+/// lock is taken at the first and held until [`MappedReads::release`] or the end, so that the
+/// entries of a guest page walk cost one lock, not one each. Nothing that may sleep happens
+/// while it is held: a read EPT cannot answer releases it first.
+pub(crate) struct MappedReads<'a> {
+    memory: &'a GuestMemory,
+    held: Option<SpinLockGuard<'a, Mmu>>,
+}
+
+impl MappedReads<'_> {
+    /// Copies the guest bytes at `gpa` (inside one page) from the host page EPT maps there,
+    /// if one is.
+    pub(crate) fn read(&mut self, gpa: u64, buf: &mut [u8]) -> bool {
+        let memory = self.memory;
+        self.held.get_or_insert_with(|| memory.mmu.lock()).ept.read(gpa, buf)
+    }
+
+    /// Lets the MMU lock go (before anything that may sleep).
+    pub(crate) fn release(&mut self) {
+        self.held = None;
+    }
+}
+
 /// Runs on a CPU that was in a VMX window of this VM: by the time it runs, the window has
 /// ended (windows keep interrupts off), so the vCPU's next window starts with INVEPT.
 ///
@@ -291,7 +314,7 @@ impl GuestMemory {
     /// memory in order (it has a page beside this one). Sleeps (pins host pages).
     pub(crate) fn fault_in(&self, gpa: u64, write: bool, cache: &mut TableCache) -> Result<Outcome> {
         let page = gpa & !0xfff;
-        let (slot, mut first, count, seq, sequential, read_only_mapped) = {
+        let (slot, seq, sequential, read_only_mapped) = {
             let mut m = self.mmu.lock();
             let Some(slot) = m.ram_slot(gpa, write) else { return Ok(Outcome::Mmio) };
             if write {
@@ -302,18 +325,28 @@ impl GuestMemory {
                 return Ok(Outcome::Mapped); // another vCPU mapped it first
             }
             let mapped = |g| near.mapped(g, false);
-            // A write to a page mapped read-only (dirty logging, or a read-only host page):
-            // that page alone, pinned for writing this time.
-            let read_only_mapped = mapped(page);
-            let around = if read_only_mapped { 1 } else { crate::module_parameters::fault_around.value() };
-            let (first, count) = slot.fault_around(page, around, &mapped);
             // In order, upwards or downwards (Linux's early allocations go top-down).
             let neighbour = |p: Option<u64>| p.is_some_and(&mapped);
             let sequential = neighbour(page.checked_sub(0x1000)) || neighbour(page.checked_add(0x1000));
-            (slot, first, count, m.seq, sequential, read_only_mapped)
+            // A write to a page mapped read-only (dirty logging, or a read-only host page):
+            // that page alone, pinned for writing this time.
+            (slot, m.seq, sequential, mapped(page))
         };
         cache.top_up()?;
         let uaddr = |gpa: u64| slot.uaddr_of(gpa);
+        // The lockless probe below, first: without the page touched the host cannot have the
+        // whole run, and an isolated touch gets its page alone.
+        let host_has = read_only_mapped || crate::host::mem::host_has_page(uaddr(page), !slot.readonly());
+        // The fault-around block (its unmapped pages around this one) only where it is used:
+        // the host has the page, or the guest touches memory in order. An isolated first
+        // touch skips looking at its neighbours.
+        let (mut first, count) = if read_only_mapped || !(host_has || sequential) {
+            (page, 1)
+        } else {
+            let m = self.mmu.lock();
+            let near = m.ept.near(page);
+            slot.fault_around(page, crate::module_parameters::fault_around.value(), |g| near.mapped(g, false))
+        };
         let covers = |first: u64, p: &PinnedRun| first.saturating_add((p.len() as u64) << 12) > page;
         // What the host already has, writable where the slot is: a read then maps it
         // writable too, saving the write fault (KVM's fast path).
@@ -325,7 +358,7 @@ impl GuestMemory {
         // out. (A write to a page mapped read-only is a run of one: the lookup is the probe.
         // The lockless probe does not see the shared zero page, so a read-only slot's
         // never-written pages are mapped one fault at a time.)
-        let present = (read_only_mapped || crate::host::mem::host_has_page(uaddr(page), want_write))
+        let present = host_has
             .then(|| PinnedRun::pin_present(uaddr(first), count as usize, want_write))
             .flatten()
             .filter(|p| p.len() as u64 == count);
@@ -404,10 +437,10 @@ impl GuestMemory {
         self.mmu.lock().ram_slot(gpa, write).is_some()
     }
 
-    /// Copies the guest bytes at `gpa` (inside one page) from the host page EPT maps there,
-    /// if one is.
-    pub(crate) fn read_mapped(&self, gpa: u64, buf: &mut [u8]) -> bool {
-        self.mmu.lock().ept.read(gpa, buf)
+    /// Reads from the host pages EPT maps, for a series of them under one hold of the MMU
+    /// lock (a guest page walk and the fetch after it).
+    pub(crate) fn mapped_reads(&self) -> MappedReads<'_> {
+        MappedReads { memory: self, held: None }
     }
 
     /// The EPT walk for `gpa` down to the first misconfigured entry (see `Ept`).

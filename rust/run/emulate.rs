@@ -27,6 +27,7 @@ use crate::{
     logic::mmio_fragments::{self as fragments, Fragment, Fragments},
     run::kvm_run::KvmRun,
     kvm::vm::Memory,
+    mm::guest_memory::MappedReads,
     logic::vmx_exit::Io,
 };
 
@@ -393,9 +394,14 @@ impl<'a> Guest<'a> {
     }
 
     fn translate(&self, linear: u64, write: bool) -> Result<u64, WalkError> {
+        self.translate_in(&mut self.mem.mapped_reads(), linear, write)
+    }
+
+    /// [`Self::translate`], its entries read in the series `reads` (one MMU lock for all).
+    fn translate_in(&self, reads: &mut MappedReads<'_>, linear: u64, write: bool) -> Result<u64, WalkError> {
         self.paging.translate(linear, write, |gpa, bytes| {
             let mut b = [0u8; 8];
-            self.read_gpa(gpa, b.get_mut(..bytes)?).ok()?;
+            self.mem.read_ram_in(reads, gpa, b.get_mut(..bytes)?).ok()?;
             Some(u64::from_le_bytes(b))
         })
     }
@@ -403,9 +409,11 @@ impl<'a> Guest<'a> {
     /// Reads guest RAM at linear address `linear`, page by page. Fails if any byte is not RAM
     /// or the guest's tables deny the read.
     fn read_linear(&self, linear: u64, buf: &mut [u8]) -> Result<(), Failure> {
+        let mut reads = self.mem.mapped_reads();
         for (la, range) in page_chunks(linear, buf.len()) {
-            let gpa = self.translate(la, false).map_err(|e| Failure::walk(e, la))?;
-            self.read_gpa(gpa, buf.get_mut(range).ok_or(Failure::Unsupported)?)?;
+            let gpa = self.translate_in(&mut reads, la, false).map_err(|e| Failure::walk(e, la))?;
+            let part = buf.get_mut(range).ok_or(Failure::Unsupported)?;
+            self.mem.read_ram_in(&mut reads, gpa, part).map_err(|_| Failure::Unsupported)?;
         }
         Ok(())
     }
