@@ -170,7 +170,14 @@ impl Memory<'_> {
     /// slot backs it with writable RAM.
     pub(crate) fn write_ram(&mut self, gpa: u64, bytes: &[u8]) -> Result {
         let uaddr = self.ram_uaddr(gpa, true).ok_or(EFAULT)? as usize;
-        UserSlice::new(UserPtr::from_addr(uaddr), bytes.len()).writer().write_slice(bytes)
+        UserSlice::new(UserPtr::from_addr(uaddr), bytes.len()).writer().write_slice(bytes)?;
+        self.written(gpa);
+        Ok(())
+    }
+
+    /// rvmx wrote the guest RAM page at `gpa` for the guest: logged dirty, after the write.
+    pub(crate) fn written(&self, gpa: u64) {
+        self.memory.mark_written(gpa);
     }
 
     /// Reads guest RAM at `gpa` into `buf`, page by page.

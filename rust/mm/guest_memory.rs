@@ -315,11 +315,8 @@ impl GuestMemory {
     pub(crate) fn fault_in(&self, gpa: u64, write: bool, cache: &mut TableCache) -> Result<Outcome> {
         let page = gpa & !0xfff;
         let (slot, seq, sequential, read_only_mapped) = {
-            let mut m = self.mmu.lock();
+            let m = self.mmu.lock();
             let Some(slot) = m.ram_slot(gpa, write) else { return Ok(Outcome::Mmio) };
-            if write {
-                m.mark_dirty(&slot, page);
-            }
             let near = m.ept.near(page);
             if near.mapped(page, write) {
                 return Ok(Outcome::Mapped); // another vCPU mapped it first
@@ -328,8 +325,8 @@ impl GuestMemory {
             // In order, upwards or downwards (Linux's early allocations go top-down).
             let neighbour = |p: Option<u64>| p.is_some_and(&mapped);
             let sequential = neighbour(page.checked_sub(0x1000)) || neighbour(page.checked_add(0x1000));
-            // A write to a page mapped read-only (dirty logging, or a read-only host page):
-            // that page alone, pinned for writing this time.
+            // The last: a write to a page mapped read-only (dirty logging, or a read-only host
+            // page), which gets that page alone, pinned for writing this time.
             (slot, m.seq, sequential, mapped(page))
         };
         cache.top_up()?;
@@ -339,13 +336,15 @@ impl GuestMemory {
         let host_has = read_only_mapped || crate::host::mem::host_has_page(uaddr(page), !slot.readonly());
         // The fault-around block (its unmapped pages around this one) only where it is used:
         // the host has the page, or the guest touches memory in order. An isolated first
-        // touch skips looking at its neighbours.
-        let (mut first, count) = if read_only_mapped || !(host_has || sequential) {
+        // touch skips looking at its neighbours, and so does a slot that logs dirty pages
+        // (one page per fault there).
+        let around = crate::module_parameters::fault_around.value();
+        let (mut first, count) = if read_only_mapped || slot.logs_dirty() || around <= 1 || !(host_has || sequential) {
             (page, 1)
         } else {
             let m = self.mmu.lock();
             let near = m.ept.near(page);
-            slot.fault_around(page, crate::module_parameters::fault_around.value(), |g| near.mapped(g, false))
+            slot.fault_around(page, around, |g| near.mapped(g, false))
         };
         let covers = |first: u64, p: &PinnedRun| first.saturating_add((p.len() as u64) << 12) > page;
         // What the host already has, writable where the slot is: a read then maps it
@@ -412,6 +411,13 @@ impl GuestMemory {
                 // The run is inside one slot and one level-1 table (the cache holds its tables).
                 m.ept.map(first.wrapping_add((i as u64) << 12), hpa, writable, cache)?;
             }
+            // Logged dirty together with its writable mapping, under the same hold (as KVM
+            // marks it when it installs the entry): a KVM_GET_DIRTY_LOG that took the bit
+            // before the mapping existed would otherwise never see the guest's writes. (A
+            // logging slot maps writable only the page a write touched.)
+            if writable {
+                m.mark_dirty(&slot, page);
+            }
         }
         if writable {
             pinned.set_dirty();
@@ -421,15 +427,20 @@ impl GuestMemory {
 
     // --- Emulation: lookups for one access ---
 
-    /// The slot whose RAM backs `gpa` for this access, if any; a write is logged dirty (rvmx
-    /// writes guest RAM for the guest: logged like the guest's own writes).
+    /// The slot whose RAM backs `gpa` for this access, if any.
     pub(crate) fn ram_slot(&self, gpa: u64, write: bool) -> Option<Slot> {
+        self.mmu.lock().ram_slot(gpa, write)
+    }
+
+    /// rvmx wrote the guest RAM page at `gpa` for the guest: it is logged dirty like the
+    /// guest's own writes, after the write (as KVM's `mark_page_dirty` after its copy), so that
+    /// a KVM_GET_DIRTY_LOG that comes in between cannot take the bit before the new data is
+    /// there.
+    pub(crate) fn mark_written(&self, gpa: u64) {
         let mut m = self.mmu.lock();
-        let slot = m.ram_slot(gpa, write)?;
-        if write {
+        if let Some(slot) = m.ram_slot(gpa, true) {
             m.mark_dirty(&slot, gpa & !0xfff);
         }
-        Some(slot)
     }
 
     /// Whether a slot backs `gpa` with RAM for this access.

@@ -472,6 +472,7 @@ impl<'a> Guest<'a> {
                 let uaddr = self.mem.ram_uaddr(p.gpa, true).ok_or(Failure::Unsupported)? as usize;
                 let mut user = UserSlice::new(UserPtr::from_addr(uaddr), bytes.len()).writer();
                 user.write_slice(bytes).map_err(|_| Failure::Unsupported)?;
+                self.mem.written(p.gpa);
                 continue;
             }
             let mut taken: usize = 0;
