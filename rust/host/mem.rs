@@ -37,12 +37,51 @@ pub(crate) fn host_has_page(uaddr: u64, write: bool) -> bool {
 /// value unpins the pages, marking them dirty if they were mapped writable (the guest may write
 /// them behind the host's page tables). It may sleep: never dropped under the MMU lock.
 pub(crate) struct PinnedRun {
-    pages: KVec<*mut bindings::page>,
+    pages: Pages,
     dirty: bool,
 }
 
 // SAFETY: pinned pages may be unpinned from any thread.
 unsafe impl Send for PinnedRun {}
+
+/// The pinned pages' `struct page` pointers: in place for one page (an isolated fault, a write
+/// to a page mapped read-only), on the heap for a fault-around run, so that the usual single
+/// page costs no allocation.
+enum Pages {
+    One([*mut bindings::page; 1]),
+    Many(KVec<*mut bindings::page>),
+}
+
+impl Pages {
+    /// Room for `count` pointers, all null.
+    fn new(count: usize) -> Result<Self, kernel::alloc::AllocError> {
+        Ok(match count {
+            1 => Pages::One([core::ptr::null_mut()]),
+            _ => Pages::Many(KVec::from_elem(core::ptr::null_mut(), count, GFP_KERNEL_ACCOUNT)?),
+        })
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [*mut bindings::page] {
+        match self {
+            Pages::One(p) => p,
+            Pages::Many(v) => v,
+        }
+    }
+
+    fn as_slice(&self) -> &[*mut bindings::page] {
+        match self {
+            Pages::One(p) => p,
+            Pages::Many(v) => v,
+        }
+    }
+
+    /// Keeps the first `n` (the ones pinned; `n` is at most the room, and at least 1).
+    fn truncate(&mut self, n: usize) {
+        if let Pages::Many(v) = self {
+            v.truncate(n);
+        }
+    }
+}
 
 /// Why no page could be pinned.
 pub(crate) enum PinError {
@@ -61,10 +100,10 @@ impl PinnedRun {
     /// the first is not there.
     pub(crate) fn pin_present(uaddr: u64, count: usize, write: bool) -> Option<Self> {
         let flags = bindings::FOLL_NOFAULT | bindings::FOLL_HONOR_NUMA_FAULT | if write { bindings::FOLL_WRITE } else { 0 };
-        let mut pages = KVec::from_elem(core::ptr::null_mut(), count, GFP_KERNEL_ACCOUNT).ok()?;
+        let mut pages = Pages::new(count).ok()?;
         let nr = i32::try_from(count).ok()?;
         // SAFETY: `pages` has room for `count` page pointers; the call checks `uaddr` itself.
-        let n = unsafe { bindings::pin_user_pages_fast(uaddr as usize, nr, flags, pages.as_mut_ptr()) };
+        let n = unsafe { bindings::pin_user_pages_fast(uaddr as usize, nr, flags, pages.as_mut_slice().as_mut_ptr()) };
         if n <= 0 {
             return None;
         }
@@ -79,9 +118,9 @@ impl PinnedRun {
     pub(crate) fn pin(uaddr: u64, count: usize, write: bool) -> Result<Self, PinError> {
         let flags = bindings::FOLL_INTERRUPTIBLE | bindings::FOLL_HWPOISON | bindings::FOLL_HONOR_NUMA_FAULT
             | if write { bindings::FOLL_WRITE } else { 0 };
-        let mut pages = KVec::from_elem(core::ptr::null_mut(), count, GFP_KERNEL_ACCOUNT).map_err(|_| PinError::Fault)?;
+        let mut pages = Pages::new(count).map_err(|_| PinError::Fault)?;
         // SAFETY: `pages` has room for `count` page pointers; the call checks `uaddr` itself.
-        let n = unsafe { bindings::pin_user_pages_unlocked(uaddr as usize, count, pages.as_mut_ptr(), flags) };
+        let n = unsafe { bindings::pin_user_pages_unlocked(uaddr as usize, count, pages.as_mut_slice().as_mut_ptr(), flags) };
         if n <= 0 {
             let e = Error::from_errno(i32::try_from(n).unwrap_or(0)); // 0 (no page) is EFAULT's
             return Err(if e == EINTR || e == ERESTARTSYS {
@@ -98,13 +137,13 @@ impl PinnedRun {
 
     /// How many pages are pinned.
     pub(crate) fn len(&self) -> usize {
-        self.pages.len()
+        self.pages.as_slice().len()
     }
 
     /// The physical addresses of the pages, in order.
     pub(crate) fn phys(&self) -> impl Iterator<Item = u64> + '_ {
         // SAFETY: each page is pinned while `self` lives, so it is a valid `struct page`.
-        self.pages.iter().map(|&p| unsafe { helpers::rvmx_page_to_phys(p.cast()) })
+        self.pages.as_slice().iter().map(|&p| unsafe { helpers::rvmx_page_to_phys(p.cast()) })
     }
 
     /// The pages were mapped writable: mark them dirty when they are unpinned.
@@ -115,8 +154,9 @@ impl PinnedRun {
 
 impl Drop for PinnedRun {
     fn drop(&mut self) {
+        let pages = self.pages.as_mut_slice();
         // SAFETY: each page was pinned once by `pin` and is unpinned once here.
-        unsafe { bindings::unpin_user_pages_dirty_lock(self.pages.as_mut_ptr(), self.pages.len(), self.dirty) };
+        unsafe { bindings::unpin_user_pages_dirty_lock(pages.as_mut_ptr(), pages.len(), self.dirty) };
     }
 }
 

@@ -114,8 +114,9 @@ impl VmInner {
 pub(crate) enum Fault<'a> {
     /// RAM: the page is mapped now (or the guest faults again).
     Mapped,
-    /// No RAM for this access: MMIO, emulated with the memory still locked.
-    Mmio(Memory<'a>),
+    /// No RAM for this access: MMIO, emulated with the memory still locked; as of the slot
+    /// table's generation given ([`Memory::slots_gen`]).
+    Mmio(Memory<'a>, u64),
     /// RAM the host cannot give for this access: `EFAULT`.
     HostFault,
     /// A signal interrupted the host's fault: `EINTR` with `KVM_EXIT_INTR`.
@@ -136,6 +137,11 @@ impl Memory<'_> {
     /// access (a write to a read-only slot is MMIO, like an access outside every slot).
     pub(crate) fn ram_uaddr(&mut self, gpa: u64, write: bool) -> Option<u64> {
         Some(self.memory.ram_slot(gpa, write)?.uaddr_of(gpa))
+    }
+
+    /// The slot table's generation: it changes with every slot change.
+    pub(crate) fn slots_gen(&self) -> u64 {
+        self.memory.slots_gen()
     }
 
     /// Whether a slot backs `gpa` with RAM for this access.
@@ -324,7 +330,7 @@ impl Vm {
         let write = qualification & violation::WRITE != 0;
         Ok(match self.space(space).fault_in(gpa, write, cache)? {
             Outcome::Mapped => Fault::Mapped,
-            Outcome::Mmio => Fault::Mmio(self.memory(space)),
+            Outcome::Mmio(slots_gen) => Fault::Mmio(self.memory(space), slots_gen),
             Outcome::HostFault => Fault::HostFault,
             Outcome::Interrupted => Fault::Interrupted,
         })
@@ -341,7 +347,7 @@ impl Vm {
                 // Raced with a change of the host mapping: again, as KVM retries.
                 Outcome::Mapped if !current!().signal_pending() => crate::host::sched::cond_resched(),
                 Outcome::Mapped | Outcome::Interrupted => return Err(EINTR),
-                Outcome::Mmio => return Err(ENOENT),
+                Outcome::Mmio(_) => return Err(ENOENT),
                 Outcome::HostFault => return Err(EFAULT),
             }
         }

@@ -18,7 +18,7 @@
 
 use core::{
     ops::Range,
-    sync::atomic::{AtomicI32, Ordering},
+    sync::atomic::{AtomicI32, AtomicU64, Ordering},
 };
 use kernel::{
     bindings, ffi, new_spinlock,
@@ -168,8 +168,9 @@ pub(crate) enum Outcome {
     /// RAM: the page is mapped now, or the fault raced with a change of the host mapping and
     /// the guest simply faults again.
     Mapped,
-    /// No RAM for this access: MMIO.
-    Mmio,
+    /// No RAM for this access: MMIO, as of the slot table's generation given
+    /// ([`GuestMemory::slots_gen`]).
+    Mmio(u64),
     /// RAM whose host memory cannot be had for this access (unmapped, or written and
     /// read-only on the host): `EFAULT`, as from KVM.
     HostFault,
@@ -186,6 +187,9 @@ pub(crate) struct GuestMemory {
     running: Arc<Running>,
     /// How many times every vCPU's translations were flushed (the VM's statistics).
     flushes: Arc<Atomic<u64>>,
+    /// Bumped at each change of the slot table (under the MMU lock) and read without it: what
+    /// an EPT fault found of the slots (no RAM for an access) holds while it is unchanged.
+    slots_gen: AtomicU64,
     #[pin]
     mmu: SpinLock<Mmu>,
 }
@@ -251,6 +255,7 @@ impl GuestMemory {
                 eptp,
                 running,
                 flushes,
+                slots_gen: AtomicU64::new(0),
                 mmu <- new_spinlock!(Mmu { slots: KVVec::new(), hva: KVVec::new(), ids: KVVec::new(), ept, seq: 0, in_progress: 0, range: 0..0 }),
             }),
             GFP_KERNEL_ACCOUNT,
@@ -316,7 +321,7 @@ impl GuestMemory {
         let page = gpa & !0xfff;
         let (slot, seq, sequential, read_only_mapped) = {
             let m = self.mmu.lock();
-            let Some(slot) = m.ram_slot(gpa, write) else { return Ok(Outcome::Mmio) };
+            let Some(slot) = m.ram_slot(gpa, write) else { return Ok(Outcome::Mmio(self.slots_gen())) };
             let near = m.ept.near(page);
             if near.mapped(page, write) {
                 return Ok(Outcome::Mapped); // another vCPU mapped it first
@@ -427,6 +432,11 @@ impl GuestMemory {
 
     // --- Emulation: lookups for one access ---
 
+    /// The slot table's generation ([`Outcome::Mmio`]).
+    pub(crate) fn slots_gen(&self) -> u64 {
+        self.slots_gen.load(Ordering::Acquire)
+    }
+
     /// The slot whose RAM backs `gpa` for this access, if any.
     pub(crate) fn ram_slot(&self, gpa: u64, write: bool) -> Option<Slot> {
         self.mmu.lock().ram_slot(gpa, write)
@@ -513,6 +523,7 @@ impl GuestMemory {
         let mut m = self.mmu.lock();
         // In-flight faults read the old slots: they retry.
         m.seq = m.seq.wrapping_add(1);
+        self.slots_gen.fetch_add(1, Ordering::Release);
         // The slot table changes first, then the EPT entries of the old range go (a fault
         // cannot map them again meanwhile: it would not find them, or would retry).
         let mut zap = None;

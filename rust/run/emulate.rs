@@ -321,18 +321,21 @@ struct Guest<'a> {
     local: Option<&'a mut dyn LocalMmio>,
     /// The translation the exit's own access used, if known: its page needs no walk.
     exit_page: Option<KnownTranslation>,
-    /// The guest-physical page of the exit's own access and whether it wrote: the EPT fault
-    /// found no RAM there for that access, so the access is MMIO without another lookup.
-    exit_mmio: Option<(u64, bool)>,
+    /// The guest-physical page of the exit's own access, whether it wrote, and the slot
+    /// table's generation then: the EPT fault found no RAM there for that access, so while
+    /// the slots are unchanged the access is MMIO without another lookup.
+    exit_mmio: Option<(u64, bool, u64)>,
 }
 
-/// An EPT violation's access: guest-physical address, exit qualification, and the linear
-/// address translated to it if the qualification says so (`violation::translated_linear`).
+/// An EPT violation's access: guest-physical address, exit qualification, the linear
+/// address translated to it if the qualification says so (`violation::translated_linear`),
+/// and the slot table's generation when the fault found no RAM there.
 #[derive(Clone, Copy)]
 pub(crate) struct EptAccess {
     pub(crate) gpa: u64,
     pub(crate) qualification: u64,
     pub(crate) linear: u64,
+    pub(crate) slots_gen: u64,
 }
 
 fn gprs(r: &Regs) -> Gprs {
@@ -492,7 +495,8 @@ impl<'a> Guest<'a> {
 
     /// Whether `gpa` (for this access) is MMIO rather than RAM.
     fn is_mmio(&self, gpa: u64, write: bool) -> bool {
-        self.exit_mmio == Some((gpa & !0xfff, write)) || !self.mem.is_ram(gpa, write)
+        let known = self.exit_mmio.is_some_and(|(page, w, slots)| page == gpa & !0xfff && w == write && slots == self.mem.slots_gen());
+        known || !self.mem.is_ram(gpa, write)
     }
 
     /// Fetches up to 15 instruction bytes at CS:RIP (fewer if the next page is not RAM).
@@ -528,11 +532,11 @@ pub(crate) fn mmio<'a>(
     data: &mut Data,
     local: Option<&'a mut dyn LocalMmio>,
 ) -> Outcome {
-    let EptAccess { gpa, qualification, linear } = exit;
+    let EptAccess { gpa, qualification, linear, slots_gen } = exit;
     let mut g = Guest::new(mem, sregs);
     g.local = local;
     g.exit_page = KnownTranslation::from_ept_violation(gpa, qualification, linear);
-    g.exit_mmio = Some((gpa & !0xfff, qualification & crate::logic::ept_bits::violation::WRITE != 0));
+    g.exit_mmio = Some((gpa & !0xfff, qualification & crate::logic::ept_bits::violation::WRITE != 0, slots_gen));
     let mut bytes = [0u8; insn::MAX_LEN];
     let n = if qualification & crate::logic::ept_bits::violation::FETCH != 0 { 0 } else { g.fetch(regs.rip, &mut bytes) };
     let decoded = insn::decode(first(&bytes, n), g.mode).ok();

@@ -900,13 +900,13 @@ fn ept_fault(d: Deferred, rs: &mut RunState, run: &KvmRun, vm: &Vm, stats: &Vcpu
         }
         // Delivering an event touched MMIO (an IDT or stack outside RAM): no
         // instruction to emulate, KVM's KVM_INTERNAL_ERROR_DELIVERY_EV.
-        Fault::Mmio(_) if vectoring & events::info::VALID != 0 => {
+        Fault::Mmio(..) if vectoring & events::info::VALID != 0 => {
             let data = [vectoring as u64, reason::EPT_VIOLATION as u64, qualification, gpa, cpu as u64];
             run.internal_error(internal_error::DELIVERY_EV, &data);
             Some(Ok(0))
         }
         // No RAM behind it (or a write to a read-only slot): MMIO.
-        Fault::Mmio(mem) => {
+        Fault::Mmio(mem, slots_gen) => {
             st.mmio_page = gpa & !0xfff;
             // Usually read as the window closed (the fault was on the last MMIO page).
             if rs.vcpu.sregs.stale_for_emulation() {
@@ -917,7 +917,7 @@ fn ept_fault(d: Deferred, rs: &mut RunState, run: &KvmRun, vm: &Vm, stats: &Vcpu
             let st = &mut rs.vcpu;
             let before = (st.regs.rip, st.regs.rcx);
             let local = st.apic.as_mut().map(|a| a as &mut dyn emulate::LocalMmio);
-            let outcome = emulate::mmio(mem, &mut st.regs, st.sregs.for_emulation(), run, emulate::EptAccess { gpa, qualification, linear }, &mut st.emulated, local);
+            let outcome = emulate::mmio(mem, &mut st.regs, st.sregs.for_emulation(), run, emulate::EptAccess { gpa, qualification, linear, slots_gen }, &mut st.emulated, local);
             emulated_end(st, before, outcome, run)
         }
     }
