@@ -95,14 +95,20 @@ impl Slot {
         self.flags & KVM_MEM_LOG_DIRTY_PAGES != 0
     }
 
+    /// Whether a first touch may map pages around it (`around` pages to a block): not for a
+    /// block of one, nor where dirty pages are logged (a page read first must stay read-only
+    /// there until written).
+    pub const fn maps_around(&self, around: u32) -> bool {
+        !self.logs_dirty() && around > 1
+    }
+
     /// The guest pages to map when the guest first touches `gpa`, as `(first page, count)`:
     /// the pages around it that are not mapped yet (`mapped` says which are), inside the block
     /// of `around` pages (a power of two, at most 512) aligned like Linux's fault-around, and
-    /// inside the slot. One page when `around` is 1 or the slot logs dirty pages (a page read
-    /// first must stay read-only there until written).
+    /// inside the slot. One page where it [`maps_around`](Self::maps_around) nothing.
     pub fn fault_around(&self, gpa: u64, around: u32, mapped: impl Fn(u64) -> bool) -> (u64, u64) {
         let page = gpa & !0xfff;
-        if self.logs_dirty() || around <= 1 {
+        if !self.maps_around(around) {
             return (page, 1);
         }
         let block = (around.min(512).next_power_of_two() as u64) << 12;

@@ -336,15 +336,18 @@ impl GuestMemory {
         };
         cache.top_up()?;
         let uaddr = |gpa: u64| slot.uaddr_of(gpa);
+        // What the host already has, writable where the slot is: a read then maps it
+        // writable too, saving the write fault (KVM's fast path).
+        let want_write = !slot.readonly();
         // The lockless probe below, first: without the page touched the host cannot have the
         // whole run, and an isolated touch gets its page alone.
-        let host_has = read_only_mapped || crate::host::mem::host_has_page(uaddr(page), !slot.readonly());
+        let host_has = read_only_mapped || crate::host::mem::host_has_page(uaddr(page), want_write);
         // The fault-around block (its unmapped pages around this one) only where it is used:
         // the host has the page, or the guest touches memory in order. An isolated first
-        // touch skips looking at its neighbours, and so does a slot that logs dirty pages
-        // (one page per fault there).
+        // touch skips looking at its neighbours, and so does a slot that maps one page per
+        // fault anyway.
         let around = crate::module_parameters::fault_around.value();
-        let (mut first, count) = if read_only_mapped || slot.logs_dirty() || around <= 1 || !(host_has || sequential) {
+        let (mut first, count) = if read_only_mapped || !slot.maps_around(around) || !(host_has || sequential) {
             (page, 1)
         } else {
             let m = self.mmu.lock();
@@ -352,9 +355,6 @@ impl GuestMemory {
             slot.fault_around(page, around, |g| near.mapped(g, false))
         };
         let covers = |first: u64, p: &PinnedRun| first.saturating_add((p.len() as u64) << 12) > page;
-        // What the host already has, writable where the slot is: a read then maps it
-        // writable too, saving the write fault (KVM's fast path).
-        let want_write = !slot.readonly();
         let mut host_writable = want_write;
         // Only if the host has the whole run: fault-around then faults the rest in below. A
         // first touch probes the page touched without locks: without it the run cannot be
