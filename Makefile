@@ -11,7 +11,7 @@ STATIC_CARGO := RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$(CUR
 	cargo build --release --quiet --target $(CARGO_TARGET)
 STATIC_OUT := build/cargo/$(CARGO_TARGET)/release
 
-.PHONY: all module lint tool test-programs guests kernel setup run check test-host bench fuzz clean
+.PHONY: all module lint tool test-programs guests kernel setup run check test-host bench bench-trace fuzz clean
 
 all: module tool
 
@@ -95,6 +95,13 @@ bench: module tool test-programs
 		-- sh /root/bench.sh | sed -u 's/\r$$//' | while IFS= read -r l; do case "$$l" in \
 		"bench: "*) echo "$$(date +%T) $$l" ;; "BENCH "*) echo "$${l#BENCH }" ;; esac; done; \
 	done | tee build/bench.txt && scripts/bench-chart build/bench.txt docs/bench.svg
+
+# Where one round trip's instructions go, per function, on rvmx and on KVM (Bochs' instruction
+# trace, symbolized): build/trace/report.txt and a timeline per row. BENCH_TRACE_ROWS picks
+# kvm-bench rows; BENCH_TRACE_KERNEL the test kernel (production by default).
+BENCH_TRACE_KERNEL ?= production
+bench-trace: module tool test-programs
+	scripts/bench-trace --kernel $(BENCH_TRACE_KERNEL) $(BENCH_TRACE_ROWS)
 
 # The guest-side fuzzer: FUZZ_COUNT random guests from FUZZ_SEED on rvmx in Bochs, with a host
 # workload beside it, on the default kernel and on the mitigations kernel (tests/vm/fuzz.sh).

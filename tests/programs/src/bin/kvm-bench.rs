@@ -3,8 +3,14 @@
 //! ticks per operation. The same binary runs on `/dev/rvmx` and `/dev/kvm` (`make bench`,
 //! tests/vm/bench.sh). Not a pass/fail test: in Bochs the TSC counts emulated instructions.
 //!
-//! Usage: kvm-bench DEVICE
-//! Prints `name ticks-per-operation` lines.
+//! Usage: kvm-bench DEVICE [ROW...]
+//! Prints `name ticks-per-operation` lines (for the rows named, or all).
+//!
+//! With `KVM_BENCH_TRACE=1` (scripts/bench-trace), three `KVM_RUN`s of each row are bracketed
+//! by Bochs' magic breakpoint (`xchg bx, bx`), which toggles Bochs' instruction trace: each
+//! traced run is one round trip from userspace to the guest and back. The trace-only row
+//! `ept_first_touch_4k_sparse_out` adds an OUT after each sparse first touch, so that the
+//! fault (which KVM handles without returning to userspace) falls inside one traced run.
 
 use std::{arch::x86_64::_rdtsc, ffi::CString, process::ExitCode};
 
@@ -83,6 +89,16 @@ std::arch::global_asm!(
     "jnz 2b",
     "stop_clock",
     "bench_touch_sparse_end:",
+    // The same with an OUT after each touch: one KVM_RUN per first touch (traces only).
+    "bench_touch_sparse_out: start_clock",
+    "mov ebx, 0x1000000",
+    "2: mov [ebx], eax",
+    "add ebx, 65536",
+    "out 0x80, al",
+    "dec esi",
+    "jnz 2b",
+    "stop_clock",
+    "bench_touch_sparse_out_end:",
     // HLT with interrupts on and no in-kernel irqchip: KVM_EXIT_HLT, userspace queues
     // interrupt 0x20 (KVM_INTERRUPT) and runs the vCPU again, whose handler returns at once.
     "bench_hlt: mov esp, 0x8000",      // the handler's frame
@@ -120,6 +136,8 @@ extern "C" {
     static bench_touch_end: u8;
     static bench_touch_sparse: u8;
     static bench_touch_sparse_end: u8;
+    static bench_touch_sparse_out: u8;
+    static bench_touch_sparse_out_end: u8;
     static bench_pio_in: u8;
     static bench_pio_in_end: u8;
     static bench_hlt: u8;
@@ -183,9 +201,20 @@ fn hlt_idt(g: &Guest) {
 
 /// Runs `g` to its HLT with interrupts off, answering its port and MMIO exits at once and a
 /// HLT with interrupts on with an interrupt; the TSC ticks per operation, or what went wrong.
-fn measure(mut g: Guest, n: u64) -> Result<u64, String> {
-    loop {
-        match g.vcpu.run() {
+fn measure(mut g: Guest, n: u64, trace: bool) -> Result<u64, String> {
+    for run in 1u32.. {
+        // Runs 100 to 102: warm (caches, branch history, the first touches of the code).
+        let traced = trace && (100..103).contains(&run);
+        if traced {
+            // SAFETY: an exchange of BX with itself changes nothing (Bochs' magic breakpoint).
+            unsafe { core::arch::asm!("xchg bx, bx") };
+        }
+        let exit = g.vcpu.run();
+        if traced {
+            // SAFETY: as above.
+            unsafe { core::arch::asm!("xchg bx, bx") };
+        }
+        match exit {
             Ok(VcpuExit::Hlt) => {
                 if g.vcpu.get_kvm_run().if_flag == 0 {
                     break;
@@ -216,7 +245,7 @@ fn create_destroy(kvm: &Kvm, n: u64) -> u64 {
 
 fn main() -> ExitCode {
     let Some(dev) = std::env::args().nth(1) else {
-        eprintln!("usage: kvm-bench DEVICE");
+        eprintln!("usage: kvm-bench DEVICE [ROW...]");
         return ExitCode::from(2);
     };
     let kvm = match Kvm::new_with_path(&CString::new(dev.as_str()).unwrap()) {
@@ -238,10 +267,15 @@ fn main() -> ExitCode {
             ("ept_first_touch_4k", code(&bench_touch, &bench_touch_end), TOUCH_PAGES),
             ("hlt_wake_userspace_irq", code(&bench_hlt, &bench_hlt_end), 2000),
             ("ept_first_touch_4k_sparse", code(&bench_touch_sparse, &bench_touch_sparse_end), TOUCH_PAGES / SPARSE_STRIDE),
+            ("ept_first_touch_4k_sparse_out", code(&bench_touch_sparse_out, &bench_touch_sparse_out_end), TOUCH_PAGES / SPARSE_STRIDE),
         ]
     };
+    // The rows named, or all but the trace-only one.
+    let rows: Vec<String> = std::env::args().skip(2).collect();
+    let trace = std::env::var_os("KVM_BENCH_TRACE").is_some();
+    let wanted = |name: &str| if rows.is_empty() { name != "ept_first_touch_4k_sparse_out" } else { rows.iter().any(|r| r == name) };
     let mut ok = true;
-    for (name, code, n) in guests {
+    for (name, code, n) in guests.into_iter().filter(|(name, _, _)| wanted(name)) {
         let g = bench_guest(&kvm, code, n, name.ends_with("_long"));
         if name == "hlt_wake_userspace_irq" {
             hlt_idt(&g);
@@ -260,7 +294,7 @@ fn main() -> ExitCode {
             // SAFETY: the region is the mapping above.
             unsafe { g.vm.set_user_memory_region(region) }.expect("slot 1");
         }
-        match measure(g, n) {
+        match measure(g, n, trace) {
             Ok(ticks) => println!("{name} {ticks}"),
             Err(e) => {
                 println!("{name} failed: {e}");
@@ -268,6 +302,8 @@ fn main() -> ExitCode {
             }
         }
     }
-    println!("vm_vcpu_create_destroy {}", create_destroy(&kvm, 20));
+    if wanted("vm_vcpu_create_destroy") {
+        println!("vm_vcpu_create_destroy {}", create_destroy(&kvm, 20));
+    }
     if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
