@@ -15,7 +15,7 @@ use kernel::{page::Page, prelude::*};
 use crate::{
     host::helpers,
     host::x86,
-    host::mem::{page_phys, phys_to_virt},
+    host::mem::page_address,
     logic::xstate::{self, AREA_SIZE, LEGACY_SIZE},
 };
 
@@ -117,7 +117,7 @@ impl GuestFpu {
     }
 
     fn image_ptr(&self) -> *mut [u8; AREA_SIZE] {
-        phys_to_virt(page_phys(&self.page)).cast()
+        page_address(&self.page).cast()
     }
 
     /// The XSAVE image (valid between windows).

@@ -27,7 +27,7 @@ use kernel::{
 use crate::{
     host::uaccess::{read_user, user_field},
     logic::kvm_abi::{MsrEntry, MAX_IO_MSRS},
-    host::mem::{page_phys, phys_to_virt},
+    host::mem::{page_address, page_phys, phys_to_virt},
     logic::arch::{apic_base, msr::*},
     logic::kvm_abi::quirk,
     logic::msr_rules::{self, switched_bit, GuestMsrs, SwitchedSet, SWITCHED},
@@ -173,7 +173,7 @@ impl MsrArea {
 
     /// The MSR bitmap's first byte (its page's direct mapping).
     fn bitmap_bytes(&self) -> *mut u8 {
-        phys_to_virt(page_phys(&self.bitmap)).cast::<u8>()
+        page_address(&self.bitmap)
     }
 
     /// Points the VMCS at the lists and, if `bitmaps` ("use MSR bitmaps" is on), at the MSR

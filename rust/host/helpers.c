@@ -45,6 +45,13 @@ bool rvmx_host_has_page(unsigned long uaddr, bool write)
 	return true;
 }
 
+void *rvmx_page_address(struct page *page);
+
+void *rvmx_page_address(struct page *page)
+{
+	return page_address(page);
+}
+
 void *rvmx_phys_to_virt(phys_addr_t phys);
 
 void *rvmx_phys_to_virt(phys_addr_t phys)

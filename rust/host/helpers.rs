@@ -18,6 +18,8 @@ extern "C" {
     pub(crate) fn rvmx_may_poll() -> bool;
     /// Whether the host has the user page at `uaddr` (writable if `write`), without locks or faults.
     pub(crate) fn rvmx_host_has_page(uaddr: usize, write: bool) -> bool;
+    /// `page_address()`: the direct-map address of a page (`void *` as for `rvmx_page_to_phys`).
+    pub(crate) fn rvmx_page_address(page: *mut c_void) -> *mut c_void;
     /// `phys_to_virt()`: the direct-map address of a physical address.
     pub(crate) fn rvmx_phys_to_virt(phys: u64) -> *mut c_void;
 

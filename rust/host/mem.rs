@@ -14,6 +14,14 @@ pub(crate) fn page_phys(page: &Page) -> u64 {
     unsafe { helpers::rvmx_page_to_phys(page.as_ptr().cast()) }
 }
 
+/// The kernel virtual address of `page` (its direct mapping: rvmx's pages are kernel
+/// allocations, never highmem on x86-64).
+pub(crate) fn page_address(page: &Page) -> *mut u8 {
+    // SAFETY: `page.as_ptr()` is a valid `struct page` for as long as `page` lives, and
+    // `page_address` only computes an address from it.
+    unsafe { helpers::rvmx_page_address(page.as_ptr().cast()).cast() }
+}
+
 /// The kernel virtual address of the page-table page at physical address `phys`.
 ///
 /// Only for pages the caller owns (EPT tables): the direct map covers all of RAM.

@@ -8,7 +8,7 @@
 
 use kernel::{page::Page, prelude::*};
 
-use crate::host::mem::{page_phys, phys_to_virt};
+use crate::host::mem::{page_address, page_phys};
 
 /// Byte offset of the virtual TPR (VTPR) in the page (SDM 29.1.1).
 const VTPR: usize = 0x80;
@@ -25,7 +25,7 @@ unsafe impl Send for VirtualApicPage {}
 impl VirtualApicPage {
     pub(crate) fn new() -> Result<Self> {
         let page = Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?;
-        let base = phys_to_virt(page_phys(&page)).cast::<u8>();
+        let base = page_address(&page);
         // SAFETY: VTPR < PAGE_SIZE: inside the page, aligned to 4 bytes.
         let vtpr = unsafe { base.add(VTPR) }.cast::<u32>();
         Ok(Self { page, vtpr })

@@ -12,7 +12,7 @@ use core::{
 use kernel::{page::Page, prelude::*};
 
 use crate::{
-    host::mem::{page_phys, phys_to_virt},
+    host::mem::page_address,
     logic::{
         coalesced_mmio::{self as rules, Entry, Refusal, Zone},
         ioeventfd_rules::Bus,
@@ -36,7 +36,7 @@ impl Ring {
 
     fn at(&self, offset: usize) -> *mut u8 {
         // The direct map covers the page (a kernel allocation, never highmem on x86-64).
-        phys_to_virt(page_phys(&self.page)).cast::<u8>().wrapping_add(offset)
+        page_address(&self.page).wrapping_add(offset)
     }
 
     /// Appends a write of `bytes` at `addr` on `bus` if the ring has room as userspace left

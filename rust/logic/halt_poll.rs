@@ -63,6 +63,12 @@ impl<T: Copy> HaltPoll<T> {
         (h.start, h.window)
     }
 
+    /// Whether a halt is under way (cheap: `end` has nothing to do otherwise).
+    #[inline]
+    pub fn in_halt(&self) -> bool {
+        self.halt.is_some()
+    }
+
     /// The halt under way went to sleep: polling did not end it.
     pub fn slept(&mut self) {
         if let Some(h) = self.halt.as_mut() {

@@ -716,6 +716,29 @@ mod tests {
         Op::Load { reg, reg_width, extend }
     }
 
+    /// Immediates and displacements: sign-extended, and the error of the first byte that is
+    /// missing (the bytes end: `Truncated`) or past the longest instruction (`Instruction`).
+    #[test]
+    fn immediates() {
+        let b = [0xfe, 0xff, 0x34, 0x12, 0x78, 0x56, 0x34, 0x12, 0x80];
+        assert_eq!(Bytes { b: &b, pos: 0 }.signed(2), Ok(-2));
+        assert_eq!(Bytes { b: &b, pos: 0 }.signed(1), Ok(-2));
+        assert_eq!(Bytes { b: &b, pos: 8 }.signed(1), Ok(-128));
+        let mut bytes = Bytes { b: &b, pos: 2 };
+        assert_eq!(bytes.signed(4), Ok(0x5678_1234));
+        assert_eq!(bytes.pos, 6);
+        assert_eq!(Bytes { b: &b, pos: 1 }.signed(8), Ok(0x8012_3456_7812_34ff_u64 as i64));
+        assert_eq!(Bytes { b: &b, pos: 6 }.signed(4), Err(Unsupported::Truncated));
+        let long = [0u8; 20];
+        let mut at_end = Bytes { b: &long, pos: 11 };
+        assert_eq!(at_end.signed(4), Ok(0));
+        assert_eq!(at_end.pos, MAX_LEN);
+        assert_eq!(Bytes { b: &long, pos: 12 }.signed(4), Err(Unsupported::Instruction));
+        // The bytes end before the limit does: the missing byte decides.
+        assert_eq!(Bytes { b: &long[..14], pos: 12 }.signed(4), Err(Unsupported::Truncated));
+        assert_eq!(Bytes { b: &long[..16], pos: 13 }.signed(4), Err(Unsupported::Instruction));
+    }
+
     /// Encodings (as assemblers emit them) → expected decoding.
     #[test]
     fn decode_table() {

@@ -12,7 +12,7 @@ use kernel::{
 };
 
 use crate::{
-    host::mem::{page_phys, phys_to_virt},
+    host::mem::page_address,
     logic::{
         events::VcpuEvents,
         kvm_abi::{Regs, Sregs, KVM_PIO_PAGE_OFFSET},
@@ -46,7 +46,7 @@ pub(crate) struct KvmRun {
 
 impl KvmRun {
     pub(crate) fn new(run: &Page, pio: &Page) -> Self {
-        Self { run: phys_to_virt(page_phys(run)).cast(), pio: phys_to_virt(page_phys(pio)).cast(), reason: Cell::new(None) }
+        Self { run: page_address(run), pio: page_address(pio), reason: Cell::new(None) }
     }
 
     /// Writes `value` at byte `offset` (a field's: aligned for `T`); an offset outside the

@@ -190,10 +190,14 @@ impl VcpuState {
     /// Takes the VM's settings and MSR filter if they changed (outside a window): SPEC_CTRL,
     /// which the guest may reach without exits, is intercepted again where the filter denies
     /// it (KVM's `KVM_REQ_RECALC_INTERCEPTS`).
+    #[inline(always)]
     pub(crate) fn take_vm_settings(&mut self, vm: &Vm) {
-        if !self.settings_stale() {
-            return;
+        if self.settings_stale() {
+            self.retake_vm_settings(vm);
         }
+    }
+
+    fn retake_vm_settings(&mut self, vm: &Vm) {
         // The generation first: a change after this read is seen at the next check.
         self.settings_seen = self.settings_gen.load(Acquire);
         self.vm = vm.settings();

@@ -143,6 +143,10 @@ fn block(st: &mut RunState, vm: &Vm) {
 /// The halt under way, if any, is over (the vCPU runs again, or `KVM_RUN` returns): the
 /// polling time adapts to how long it lasted, and the statistics count its poll.
 fn end_halt(st: &mut RunState, vm: &Vm, stats: &VcpuStats) {
+    // Every window but the first after a halt: nothing to adapt or count.
+    if !st.vcpu.halt_poll.in_halt() {
+        return;
+    }
     let elapsed = |start: Instant<_>| u64::try_from(start.elapsed().as_nanos()).unwrap_or(0);
     if let Some((true, woken)) = st.vcpu.halt_poll.end(|| vm.max_halt_poll_ns(), elapsed) {
         stats.halt_poll(woken);
