@@ -189,16 +189,18 @@ impl Ept {
 
     /// The level-1 table that maps `gpa`'s 2 MiB region, if the walk reaches one.
     fn leaf_table(&self, gpa: u64) -> Option<u64> {
-        let mut table = self.root_phys;
-        for level in (2..=4).rev() {
-            // SAFETY: `entry` points into one of our tables.
-            let value = unsafe { Self::entry(table, gpa, level).read_volatile() };
-            if !ept_bits::present(value) {
-                return None;
-            }
-            table = value & ADDR_MASK;
-        }
-        Some(table)
+        // Unrolled: each level's index is a constant shift (every emulated access walks).
+        let level3 = Self::next_table(self.root_phys, gpa, 4)?;
+        let level2 = Self::next_table(level3, gpa, 3)?;
+        Self::next_table(level2, gpa, 2)
+    }
+
+    /// The table that the entry for `gpa` in `table` (at `level`) points to, if present.
+    #[inline(always)]
+    fn next_table(table: u64, gpa: u64, level: u32) -> Option<u64> {
+        // SAFETY: `entry` points into one of our tables.
+        let value = unsafe { Self::entry(table, gpa, level).read_volatile() };
+        ept_bits::present(value).then_some(value & ADDR_MASK)
     }
 
     /// The mappings around `gpa`, for a fault that looks at its neighbours: the level-1 table
@@ -217,6 +219,15 @@ impl Ept {
         let Some(entry) = self.near(gpa).entry(gpa) else { return false };
         let hpa = entry & ADDR_MASK;
         let page = phys_to_virt(hpa).cast::<u8>();
+        // A guest page-table entry (an aligned 8 bytes): one read, as the processor's page
+        // walker reads it (a guest changing it meanwhile is seen before or after, not torn).
+        if let Ok(word) = <&mut [u8; 8]>::try_from(&mut *buf) {
+            if offset % 8 == 0 {
+                // SAFETY: as below; `offset` is 8-byte aligned and at most 4088.
+                *word = unsafe { page.add(offset).cast::<u64>().read_volatile() }.to_le_bytes();
+                return true;
+            }
+        }
         for (i, b) in buf.iter_mut().enumerate() {
             // SAFETY: the page stays in the VM owner's address space while EPT maps it: the
             // MMU notifier removes the entry (under the MMU lock, which the caller holds)
