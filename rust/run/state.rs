@@ -197,6 +197,7 @@ impl VcpuState {
         }
     }
 
+    #[inline(never)]
     fn retake_vm_settings(&mut self, vm: &Vm) {
         // The generation first: a change after this read is seen at the next check.
         self.settings_seen = self.settings_gen.load(Acquire);

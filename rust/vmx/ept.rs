@@ -223,7 +223,8 @@ impl Ept {
         // walker reads it (a guest changing it meanwhile is seen before or after, not torn).
         if let Ok(word) = <&mut [u8; 8]>::try_from(&mut *buf) {
             if offset % 8 == 0 {
-                // SAFETY: as below; `offset` is 8-byte aligned and at most 4088.
+                // SAFETY: as for the byte reads below (the page stays while EPT maps it, under
+                // the MMU lock the caller holds); `offset` is 8-byte aligned and at most 4088.
                 *word = unsafe { page.add(offset).cast::<u64>().read_volatile() }.to_le_bytes();
                 return true;
             }

@@ -8,7 +8,7 @@ sections() { # sections MODULE: where its code sections were loaded
 		[ -f "$s" ] && echo "TRACE-SECTION $1 ${s##*/} $(cat "$s")"
 	done
 }
-rows=${*:-pio_out_userspace mmio_write_userspace mmio_write_userspace_long ept_first_touch_4k_sparse_out}
+rows=${*:-cpuid_traced pio_out_userspace mmio_write_userspace mmio_write_userspace_long ept_first_touch_4k_sparse_out}
 sections rvmx
 echo "TRACE-RUN rvmx $rows"
 KVM_BENCH_TRACE=1 kvm-bench /dev/rvmx $rows | sed 's/^/TRACE-ROW rvmx /'

@@ -6,11 +6,13 @@
 //! Usage: kvm-bench DEVICE [ROW...]
 //! Prints `name ticks-per-operation` lines (for the rows named, or all).
 //!
-//! With `KVM_BENCH_TRACE=1` (scripts/bench-trace), three `KVM_RUN`s of each row are bracketed
+//! With `KVM_BENCH_TRACE` set (scripts/bench-trace), three `KVM_RUN`s of each row are bracketed
 //! by Bochs' magic breakpoint (`xchg bx, bx`), which toggles Bochs' instruction trace: each
-//! traced run is one round trip from userspace to the guest and back. The trace-only row
-//! `ept_first_touch_4k_sparse_out` adds an OUT after each sparse first touch, so that the
-//! fault (which KVM handles without returning to userspace) falls inside one traced run.
+//! traced run is one round trip from userspace to the guest and back. Two rows exist for the
+//! traces only: `ept_first_touch_4k_sparse_out` adds an OUT after each sparse first touch, so
+//! that the fault (which KVM handles without returning to userspace) falls inside one traced
+//! run; `cpuid_traced` brackets three CPUIDs in the guest itself (an exit handled in the
+//! kernel: from the guest's CPUID to its next instruction).
 
 use std::{arch::x86_64::_rdtsc, ffi::CString, process::ExitCode};
 
@@ -89,6 +91,22 @@ std::arch::global_asm!(
     "jnz 2b",
     "stop_clock",
     "bench_touch_sparse_end:",
+    // CPUID in the kernel, traced from the guest (traces only): ESI warm-up exits, then
+    // three each bracketed by the magic breakpoint (CPUID clobbers EBX, not the breakpoint).
+    "bench_cpuid_traced: start_clock",
+    "2: xor eax, eax",
+    "cpuid",
+    "dec esi",
+    "jnz 2b",
+    "mov edi, 3",
+    "3: xor eax, eax",
+    "xchg bx, bx",
+    "cpuid",
+    "xchg bx, bx",
+    "dec edi",
+    "jnz 3b",
+    "stop_clock",
+    "bench_cpuid_traced_end:",
     // The same with an OUT after each touch: one KVM_RUN per first touch (traces only).
     "bench_touch_sparse_out: start_clock",
     "mov ebx, 0x1000000",
@@ -137,6 +155,8 @@ extern "C" {
     static bench_touch_sparse: u8;
     static bench_touch_sparse_end: u8;
     static bench_touch_sparse_out: u8;
+    static bench_cpuid_traced: u8;
+    static bench_cpuid_traced_end: u8;
     static bench_touch_sparse_out_end: u8;
     static bench_pio_in: u8;
     static bench_pio_in_end: u8;
@@ -268,14 +288,26 @@ fn main() -> ExitCode {
             ("hlt_wake_userspace_irq", code(&bench_hlt, &bench_hlt_end), 2000),
             ("ept_first_touch_4k_sparse", code(&bench_touch_sparse, &bench_touch_sparse_end), TOUCH_PAGES / SPARSE_STRIDE),
             ("ept_first_touch_4k_sparse_out", code(&bench_touch_sparse_out, &bench_touch_sparse_out_end), TOUCH_PAGES / SPARSE_STRIDE),
+            ("cpuid_traced", code(&bench_cpuid_traced, &bench_cpuid_traced_end), 100),
         ]
     };
-    // The rows named, or all but the trace-only one.
+    // The rows named, or all but the trace-only ones.
+    let trace_only = ["ept_first_touch_4k_sparse_out", "cpuid_traced"];
     let rows: Vec<String> = std::env::args().skip(2).collect();
     let trace = std::env::var_os("KVM_BENCH_TRACE").is_some();
-    let wanted = |name: &str| if rows.is_empty() { name != "ept_first_touch_4k_sparse_out" } else { rows.iter().any(|r| r == name) };
+    let wanted = |name: &str| if rows.is_empty() { !trace_only.contains(&name) } else { rows.iter().any(|r| r == name) };
+    if let Some(unknown) = rows.iter().find(|r| *r != "vm_vcpu_create_destroy" && !guests.iter().any(|(name, _, _)| name == *r)) {
+        eprintln!("kvm-bench: no row {unknown}");
+        return ExitCode::from(2);
+    }
+    // In the order named (scripts/trace-report reads the traces in that order), or all.
+    let selected: Vec<_> = if rows.is_empty() {
+        guests.iter().copied().filter(|(name, _, _)| wanted(name)).collect()
+    } else {
+        rows.iter().filter_map(|r| guests.iter().copied().find(|(name, _, _)| name == r)).collect()
+    };
     let mut ok = true;
-    for (name, code, n) in guests.into_iter().filter(|(name, _, _)| wanted(name)) {
+    for (name, code, n) in selected {
         let g = bench_guest(&kvm, code, n, name.ends_with("_long"));
         if name == "hlt_wake_userspace_irq" {
             hlt_idt(&g);
