@@ -59,6 +59,9 @@ pub(crate) struct MsrArea {
     active: SwitchedSet,
     /// Each [`SWITCHED`] MSR's entry in the lists; `None` while it is not in them.
     entries: [Option<usize>; SWITCHED.len()],
+    /// The other way round: entry `i`'s MSR, as its place in [`SWITCHED`] (for `i < count`),
+    /// so that every window walks the entries in use only.
+    order: [usize; SWITCHED.len()],
     /// Entries in each list.
     count: usize,
     /// The lists' lengths the VMCS holds (`usize::MAX` before the first write).
@@ -115,6 +118,7 @@ impl MsrArea {
             present,
             active: 0,
             entries: [None; SWITCHED.len()],
+            order: [0; SWITCHED.len()],
             count: 0,
             count_written: AtomicUsize::new(usize::MAX),
             guest_loaded: AtomicBool::new(false),
@@ -127,10 +131,13 @@ impl MsrArea {
     /// if in it, last. Their values are written next (`load`).
     fn lay_out(&mut self, set: SwitchedSet) {
         self.count = 0;
-        for (slot, &msr) in self.entries.iter_mut().zip(SWITCHED.iter()) {
+        for (k, (slot, &msr)) in self.entries.iter_mut().zip(SWITCHED.iter()).enumerate() {
             *slot = None;
             if set & switched_bit(msr) != 0 {
                 *slot = Some(self.count);
+                if let Some(o) = self.order.get_mut(self.count) {
+                    *o = k;
+                }
                 self.count = self.count.saturating_add(1); // at most SWITCHED.len()
             }
         }
@@ -250,14 +257,13 @@ impl MsrArea {
             self.lay_out(want & self.present);
         }
         let changed = !self.guest_loaded.swap(true, Relaxed);
-        for ((&msr, &v), entry) in SWITCHED.iter().zip(m.switched.iter()).zip(self.entries.iter()) {
-            if let Some(i) = *entry {
-                if changed {
-                    self.set(value_word(false, i), v);
-                }
-                // Only MSRs the host has (`lay_out`).
-                self.set(value_word(true, i), x86::rdmsr(msr));
+        for (i, &k) in self.in_use().iter().enumerate() {
+            let (Some(&msr), Some(&v)) = (SWITCHED.get(k), m.switched.get(k)) else { continue };
+            if changed {
+                self.set(value_word(false, i), v);
             }
+            // Only MSRs the host has (`lay_out`).
+            self.set(value_word(true, i), x86::rdmsr(msr));
         }
         self.write_counts(cur);
         if changed {
@@ -273,11 +279,16 @@ impl MsrArea {
     /// (SWAPGS changes KERNEL_GS_BASE, a guest that uses SPEC_CTRL writes it, without exits).
     /// The others, PAT and SYSENTER change only by WRMSR exits, which write `m` too.
     pub(crate) fn store(&self, m: &mut GuestMsrs) {
-        for (v, entry) in m.switched.iter_mut().zip(self.entries.iter()) {
-            if let Some(i) = *entry {
+        for (i, &k) in self.in_use().iter().enumerate() {
+            if let Some(v) = m.switched.get_mut(k) {
                 *v = self.get(value_word(false, i));
             }
         }
+    }
+
+    /// The entries in use: their MSRs' places in [`SWITCHED`], in list order.
+    fn in_use(&self) -> &[usize] {
+        self.order.get(..self.count).unwrap_or(&[])
     }
 
     /// The entry of `msr` in the lists, if it is a switched MSR in them now.
