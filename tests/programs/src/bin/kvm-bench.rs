@@ -91,6 +91,16 @@ std::arch::global_asm!(
     "jnz 2b",
     "stop_clock",
     "bench_touch_sparse_end:",
+    // The same with an OUT after each touch: one KVM_RUN per first touch (traces only).
+    "bench_touch_sparse_out: start_clock",
+    "mov ebx, 0x1000000",
+    "2: mov [ebx], eax",
+    "add ebx, 65536",
+    "out 0x80, al",
+    "dec esi",
+    "jnz 2b",
+    "stop_clock",
+    "bench_touch_sparse_out_end:",
     // CPUID in the kernel, traced from the guest (traces only): ESI warm-up exits, then
     // three each bracketed by the magic breakpoint (CPUID clobbers EBX, not the breakpoint).
     "bench_cpuid_traced: start_clock",
@@ -107,16 +117,6 @@ std::arch::global_asm!(
     "jnz 3b",
     "stop_clock",
     "bench_cpuid_traced_end:",
-    // The same with an OUT after each touch: one KVM_RUN per first touch (traces only).
-    "bench_touch_sparse_out: start_clock",
-    "mov ebx, 0x1000000",
-    "2: mov [ebx], eax",
-    "add ebx, 65536",
-    "out 0x80, al",
-    "dec esi",
-    "jnz 2b",
-    "stop_clock",
-    "bench_touch_sparse_out_end:",
     // HLT with interrupts on and no in-kernel irqchip: KVM_EXIT_HLT, userspace queues
     // interrupt 0x20 (KVM_INTERRUPT) and runs the vCPU again, whose handler returns at once.
     "bench_hlt: mov esp, 0x8000",      // the handler's frame
@@ -155,9 +155,9 @@ extern "C" {
     static bench_touch_sparse: u8;
     static bench_touch_sparse_end: u8;
     static bench_touch_sparse_out: u8;
+    static bench_touch_sparse_out_end: u8;
     static bench_cpuid_traced: u8;
     static bench_cpuid_traced_end: u8;
-    static bench_touch_sparse_out_end: u8;
     static bench_pio_in: u8;
     static bench_pio_in_end: u8;
     static bench_hlt: u8;
